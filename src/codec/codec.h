@@ -1,0 +1,52 @@
+/* Wire codec: the protobuf envelope that every tierbus message carries, the event payloads inside
+ * it, and the JSON mapping (proto field names, lowerCamelCase accepted) used by the CLI. */
+#ifndef TB_CODEC_CODEC_H
+#define TB_CODEC_CODEC_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/catalogue.h"
+#include "tierbus/v1/envelope.pb-c.h"
+#include "tierbus/v1/events.pb-c.h"
+#include "tierbus.h"
+
+/* Builds the payload message for |ev| from a JSON object. Every JSON key must name a field of the
+ * event's message (proto name or lowerCamelCase) and have a compatible type; otherwise returns
+ * TB_ERR_JSON with a detail such as "CLIENT_CREATED: field 'client_id': expected a string, got
+ * number" or "CLIENT_CREATED: unknown field 'foo'". Caller frees with
+ * protobuf_c_message_free_unpacked(*out, NULL). */
+tb_status tb_codec_payload_from_json(const tb_event_def_t *ev, json_t *obj, ProtobufCMessage **out);
+
+/* Renders a payload as a JSON object with proto field names. Caller frees with json_decref(). */
+tb_status tb_codec_payload_to_json(const ProtobufCMessage *msg, json_t **out);
+
+/* Packs any message into a malloc'd buffer. Caller frees *buf with free(). */
+tb_status tb_codec_pack(const ProtobufCMessage *msg, uint8_t **buf, size_t *len);
+
+/* A decoded tierbus message: the envelope, its catalogue entry and its unpacked payload. */
+typedef struct tb_decoded {
+  Tierbus__V1__Envelope *env;   /* owned */
+  const tb_event_def_t *def;    /* borrowed from the catalogue */
+  ProtobufCMessage *payload;    /* owned */
+} tb_decoded_t;
+
+/* Decodes a message body. Failures, each with a detail that names the problem:
+ *  - TB_ERR_DECODE: the body is not an Envelope, or the payload is not the event's message, or a
+ *    required envelope field (id, type) is empty;
+ *  - TB_ERR_UNKNOWN_EVENT: env->type is not in the catalogue.
+ * On success the caller frees with tb_decoded_free(). On failure |out| is zeroed. */
+tb_status tb_codec_decode(const tb_catalogue_t *cat, const uint8_t *data, size_t len,
+                          tb_decoded_t *out);
+
+void tb_decoded_free(tb_decoded_t *d);
+
+/* Value of the event's ordering key field as a string (empty if the event has none). Writes at
+ * most |cap| bytes including the NUL. */
+void tb_codec_ordering_key(const tb_decoded_t *d, char *buf, size_t cap);
+
+/* Reads a string field of |msg| by proto field name; NULL if absent or not a string. Borrowed. */
+const char *tb_codec_get_string(const ProtobufCMessage *msg, const char *field);
+
+#endif

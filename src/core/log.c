@@ -1,0 +1,39 @@
+/* Log sink: one line per call on stderr, written with a single fputs so lines from threads do not
+ * interleave. */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+int tb__log_level = TB_LOG_INFO;
+
+static const char *level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+int tb_log_level_parse(const char *name) {
+  static const char *names[] = {"debug", "info", "warn", "error", "off"};
+  for (int i = 0; i < 5; i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return -1;
+}
+
+void tb__log_write(int level, const char *module, const char *fmt, ...) {
+  char line[2048];
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %-8s ",
+                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   ts.tv_nsec / 1000000, level_names[level < 0 || level > 3 ? 3 : level], module);
+  va_list ap;
+  va_start(ap, fmt);
+  if (n > 0 && (size_t)n < sizeof(line)) n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof(line) - 1) n = (int)sizeof(line) - 2;
+  line[n] = '\n';
+  line[n + 1] = '\0';
+  fputs(line, stderr);
+}

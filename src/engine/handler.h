@@ -1,0 +1,25 @@
+/* The contract between the engine and every event handler. A handler runs inside the batch's
+ * SQLite transaction (within its own savepoint); its writes commit together with the
+ * processed-message record, so a redelivered message never has a second effect. */
+#ifndef TB_ENGINE_HANDLER_H
+#define TB_ENGINE_HANDLER_H
+
+#include "codec/codec.h"
+#include "config/config.h"
+#include "store/repo.h"
+#include "store/store.h"
+
+typedef struct tb_handler_ctx {
+  tb_store_t *store;         /* borrowed; a transaction and savepoint are open */
+  const tb_config_t *cfg;    /* borrowed */
+  const tb_decoded_t *msg;   /* borrowed: envelope, catalogue entry, payload */
+  const char *tier;          /* tier the message was delivered on */
+  tb_order_t order;          /* the message's place in its key's history */
+} tb_handler_ctx_t;
+
+/* Returns TB_OK to commit. A permanent failure (TB_ERR_INVALID: the event can never apply) sends
+ * the message to the dead-letter stream at once; any other failure is retried with the tier's
+ * backoff until max_deliver. A handler sets the detail with tb__fail(). */
+typedef tb_status (*tb_handler_fn)(const tb_handler_ctx_t *ctx);
+
+#endif

@@ -1,0 +1,95 @@
+/* SQLite store: one file in WAL mode with versioned migrations (PRAGMA user_version). It keeps
+ * the processed-message records that make redelivery harmless, the dispatch audit, the per-tier
+ * counters and latency histograms, the activity log and dead-letter records. Domain tables (repo
+ * priority) have their own header, store/repo.h. All statements are prepared once at open,
+ * reset on use and finalized at close. A tb_store_t is used by one thread at a time. */
+#ifndef TB_STORE_STORE_H
+#define TB_STORE_STORE_H
+
+#include <stdint.h>
+
+#include "core/hist.h"
+#include "tierbus.h"
+
+typedef struct tb_store tb_store_t;
+
+/* Opens (creating if needed) the database at |path| (":memory:" allowed), sets WAL,
+ * synchronous=NORMAL, busy_timeout and foreign keys, and runs pending migrations. Caller frees
+ * with tb_store_close(). TB_ERR_STORE with sqlite3_errmsg() text on failure. */
+tb_status tb_store_open(tb_store_t **out, const char *path);
+
+/* Finalizes statements and closes. Accepts NULL. */
+void tb_store_close(tb_store_t *st);
+
+/* Schema version after migrations (PRAGMA user_version). */
+int tb_store_schema_version(tb_store_t *st);
+
+/* Batch transaction. begin uses BEGIN IMMEDIATE so that a busy database shows up at begin, not at
+ * the first write. Returns TB_ERR_BUSY when another process holds the write lock past the busy
+ * timeout, TB_ERR_STORE otherwise. */
+tb_status tb_store_begin(tb_store_t *st);
+tb_status tb_store_commit(tb_store_t *st);
+tb_status tb_store_rollback(tb_store_t *st);
+
+/* Per-message savepoint inside the batch: a failing message is rolled back alone. */
+tb_status tb_store_savepoint(tb_store_t *st);
+tb_status tb_store_release(tb_store_t *st);
+tb_status tb_store_rollback_to(tb_store_t *st);
+
+/* *seen = 1 if a message with |msg_id| was already processed (applied or dead-lettered). */
+tb_status tb_store_is_processed(tb_store_t *st, const char *msg_id, int *seen);
+
+typedef enum tb_outcome { TB_OUTCOME_APPLIED = 0, TB_OUTCOME_DEAD = 1, TB_OUTCOME_STALE = 2 } tb_outcome;
+
+/* One dispatch: what ran, where it came from, and why it was chosen when it was. */
+typedef struct tb_dispatch_record {
+  const char *msg_id;
+  const char *event_type;
+  const char *tier;         /* tier the message was published on */
+  const char *eff_tier;     /* tier it was served as, after aging */
+  int boost;                /* tiers gained by aging (0 = none) */
+  const char *reason;       /* rule that fired: "highest-ready", "aged", ... */
+  const char *stream;
+  uint64_t stream_seq;
+  uint64_t deliveries;
+  int64_t published_us;     /* envelope occurred_at */
+  int64_t started_us;       /* handler start, wall clock */
+  tb_outcome outcome;
+} tb_dispatch_record_t;
+
+/* Records |r| as processed; a second record with the same msg_id is TB_ERR_STORE (constraint). */
+tb_status tb_store_mark_processed(tb_store_t *st, const tb_dispatch_record_t *r);
+
+/* Appends to the activity log (the end-to-end trail of every event). |payload_json| may be NULL. */
+tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *event_type,
+                            const char *tier, const char *correlation_id, const char *key,
+                            const char *payload_json);
+
+/* Records a dead-lettered message and why (the DLQ stream holds the message itself). */
+tb_status tb_store_dead_letter(tb_store_t *st, const char *msg_id, const char *event_type,
+                               const char *tier, const char *stream, uint64_t stream_seq,
+                               const char *reason);
+
+/* Adds |delta| to the named per-tier counter ("processed", "failed", "dead", "inversions",
+ * "redelivered", "stale"). */
+tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *name, int64_t delta);
+
+/* Merges a latency histogram for (tier, kind) into the stored one. kind is "start" (publish to
+ * handler start) or "commit" (publish to commit). Empty histograms are a no-op. */
+tb_status tb_store_hist_merge(tb_store_t *st, const char *tier, const char *kind,
+                              const tb_hist_t *h);
+
+/* Per-tier figures for `tierbus stats`, summed over every worker process that shares the file. */
+typedef struct tb_store_tier_stats {
+  int64_t processed, failed, dead, inversions, redelivered, stale;
+  tb_hist_t start;  /* publish -> handler start */
+  tb_hist_t commit; /* publish -> commit */
+} tb_store_tier_stats_t;
+
+/* Fills |out| for tier |tier| (zeroes if nothing recorded). */
+tb_status tb_store_tier_stats(tb_store_t *st, const char *tier, tb_store_tier_stats_t *out);
+
+/* Borrowed handle for other store-layer modules (store/repo.c). Not for use above the store. */
+struct sqlite3 *tb__store_db(tb_store_t *st);
+
+#endif

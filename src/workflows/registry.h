@@ -1,0 +1,13 @@
+/* Handler registry: binds the handler names used in subjects/catalogue.json to C functions. */
+#ifndef TB_WORKFLOWS_REGISTRY_H
+#define TB_WORKFLOWS_REGISTRY_H
+
+#include "engine/handler.h"
+
+/* Function bound to |name|, or NULL if none. */
+tb_handler_fn tb_registry_handler(const char *name);
+
+/* Handler names, for listing and for the catalogue check; |*n| receives the count. Borrowed. */
+const char *const *tb_registry_names(int *n);
+
+#endif
