@@ -1,0 +1,578 @@
+/* The benchmark. Each scenario runs on a fresh embedded nats-server, and the process that consumes
+ * is a forked child of its own, so that its peak RSS is the worker's alone and not the
+ * publisher's buffers. The raw ceiling (async JetStream publish, fetch, one SQLite insert per
+ * message, ack) is measured in the same run with the same message bytes. */
+#include "bench/bench.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/publish.h"
+#include "bus/bus.h"
+#include "bus/server.h"
+#include "codec/codec.h"
+#include "core/clock.h"
+#include "core/hist.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "dispatch/dispatch.h"
+#include "engine/engine.h"
+#include "store/store.h"
+
+/* Share of each tier in the throughput mix, by tier index (critical .. background). */
+static const int mix_pct[] = {5, 15, 40, 25, 15};
+
+typedef struct bench {
+  const tb_config_t *cfg;
+  const tb_catalogue_t *cat;
+  const tb_bench_opts_t *opts;
+  char dir[PATH_MAX];
+} bench_t;
+
+/* ---------------------------------------------------------------- helpers */
+
+static void sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+  nanosleep(&ts, NULL);
+}
+
+static uint32_t lcg(uint32_t *s) {
+  *s = *s * 1664525u + 1013904223u;
+  return *s >> 8;
+}
+
+/* One message to publish: event, tier and packed payload; the envelope is made at send time. */
+typedef struct item {
+  const tb_event_def_t *ev;
+  const char *tier;
+  uint8_t *payload;
+  size_t len;
+} item_t;
+
+/* Builds |n| items. |tier| NULL = the throughput mix; else every item on that tier. */
+static item_t *make_items(const bench_t *b, long n, const char *tier) {
+  item_t *items = calloc((size_t)n, sizeof(*items));
+  size_t n_ev = tb_catalogue_count(b->cat);
+  uint32_t seed = 42;
+  for (long i = 0; items && i < n; i++) {
+    const tb_event_def_t *ev = tb_catalogue_at(b->cat, (size_t)(lcg(&seed) % n_ev));
+    int t = 0;
+    if (tier == NULL) {
+      int r = (int)(lcg(&seed) % 100), acc = 0;
+      for (t = 0; t < b->cfg->n_tiers - 1 && t < 4; t++) {
+        acc += mix_pct[t];
+        if (r < acc) break;
+      }
+    } else {
+      t = tb_config_tier_index(b->cfg, tier);
+    }
+    json_t *js = tb_sample_payload(ev, (unsigned)i);
+    ProtobufCMessage *m = NULL;
+    if (tb_codec_payload_from_json(ev, js, &m) == TB_OK) {
+      tb_codec_pack(m, &items[i].payload, &items[i].len);
+      protobuf_c_message_free_unpacked(m, NULL);
+    }
+    json_decref(js);
+    items[i].ev = ev;
+    items[i].tier = b->cfg->tiers[t].name;
+  }
+  return items;
+}
+
+static void free_items(item_t *items, long n) {
+  for (long i = 0; items && i < n; i++) free(items[i].payload);
+  free(items);
+}
+
+/* Publishes every item asynchronously, each wrapped at send time. |subject_prefix| NULL = the
+ * tier subjects; else every message goes to "<prefix>.<tier>" (the raw ceiling's stream). */
+static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n,
+                               const char *subject_prefix, int64_t *failed) {
+  tb_status st = TB_OK;
+  for (long i = 0; i < n && st == TB_OK; i++) {
+    tb_prepared_t p = {0};
+    char id[64];
+    tb_new_id(id, sizeof(id));
+    st = tb_publish_wrap(items[i].ev, items[i].tier, id, items[i].payload, items[i].len, NULL, &p);
+    if (st != TB_OK) break;
+    char subj[128];
+    if (subject_prefix) snprintf(subj, sizeof(subj), "%s.%s", subject_prefix, items[i].tier);
+    st = tb_bus_publish_async(bus, subject_prefix ? subj : p.subject, p.id, p.buf, p.len);
+    tb_prepared_free(&p);
+  }
+  tb_status wst = tb_bus_publish_wait(bus, 120000, failed);
+  return st != TB_OK ? st : wst;
+}
+
+/* Runs |fn| in a forked child that writes one JSON document to the pipe; returns it with the
+ * child's peak RSS in KiB. |ready_fd_out|, when non-NULL, receives a pipe end on which the child
+ * writes one byte once it is ready (the caller must read it). */
+typedef json_t *(*child_fn)(bench_t *b, void *arg, int ready_fd);
+
+typedef struct child {
+  pid_t pid;
+  int out_fd, ready_fd;
+} child_t;
+
+static int child_start(child_t *c, bench_t *b, child_fn fn, void *arg) {
+  int out[2], ready[2];
+  if (pipe(out) != 0 || pipe(ready) != 0) return -1;
+  fflush(NULL);
+  c->pid = fork();
+  if (c->pid < 0) return -1;
+  if (c->pid == 0) {
+    close(out[0]);
+    close(ready[0]);
+    json_t *res = fn(b, arg, ready[1]);
+    char *text = res ? json_dumps(res, JSON_COMPACT) : strdup("{\"error\":\"no result\"}");
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+      ssize_t w = write(out[1], text + off, len - off);
+      if (w <= 0) break;
+      off += (size_t)w;
+    }
+    _exit(0);
+  }
+  close(out[1]);
+  close(ready[1]);
+  c->out_fd = out[0];
+  c->ready_fd = ready[0];
+  return 0;
+}
+
+static int child_wait_ready(child_t *c) {
+  char ch;
+  return read(c->ready_fd, &ch, 1) == 1 ? 0 : -1;
+}
+
+static json_t *child_finish(child_t *c, long *rss_kb) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  for (;;) {
+    if (len + 1024 > cap) buf = realloc(buf, cap *= 2);
+    ssize_t r = read(c->out_fd, buf + len, cap - len - 1);
+    if (r <= 0) break;
+    len += (size_t)r;
+  }
+  buf[len] = '\0';
+  close(c->out_fd);
+  close(c->ready_fd);
+  int status = 0;
+  struct rusage ru;
+  memset(&ru, 0, sizeof(ru));
+  wait4(c->pid, &status, 0, &ru);
+  *rss_kb = ru.ru_maxrss;
+  json_error_t err;
+  json_t *res = json_loads(buf, 0, &err);
+  if (res == NULL)
+    res = json_pack("{s:s,s:i}", "error", "child produced no result", "status", status);
+  free(buf);
+  return res;
+}
+
+static void signal_ready(int fd) {
+  char ch = 'R';
+  if (write(fd, &ch, 1) != 1) return;
+}
+
+static json_t *err_json(const char *what) {
+  return json_pack("{s:s,s:s}", "error", what, "detail", tb_errdetail());
+}
+
+/* ---------------------------------------------------------------- raw ceiling */
+
+typedef struct raw_args {
+  const char *url;
+  long n;
+} raw_args_t;
+
+/* The ceiling's consumer: fetch in batches, one INSERT per message in a transaction per batch,
+ * commit, ack. No decoding, no dedupe lookup, no priorities. */
+static json_t *raw_consumer(bench_t *b, void *arg, int ready_fd) {
+  raw_args_t *a = arg;
+  tb_bus_t *bus = NULL;
+  if (tb_bus_connect(&bus, a->url, "bench-raw") != TB_OK) return err_json("connect");
+  jsCtx *js = tb_bus_js(bus);
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  const char *subjects[] = {"raw.>"};
+  sc.Name = "RAW";
+  sc.Subjects = subjects;
+  sc.SubjectsLen = 1;
+  sc.Storage = js_FileStorage;
+  sc.Duplicates = b->cfg->duplicate_window_ms * 1000000;
+  jsStreamInfo *si = NULL;
+  natsStatus s = js_AddStream(&si, js, &sc, NULL, NULL);
+  jsStreamInfo_Destroy(si);
+  natsSubscription *sub = NULL;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.MaxAckPending = 20000;
+  if (s == NATS_OK) s = js_PullSubscribe(&sub, js, "raw.>", "raw", NULL, &so, NULL);
+  char dbpath[PATH_MAX + 16];
+  snprintf(dbpath, sizeof(dbpath), "%s/raw.db", b->dir);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *ins = NULL;
+  if (s != NATS_OK || sqlite3_open(dbpath, &db) != SQLITE_OK) {
+    tb_bus_destroy(bus);
+    return json_pack("{s:s}", "error", "raw setup");
+  }
+  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                   "CREATE TABLE t(id TEXT PRIMARY KEY, data BLOB)", NULL, NULL, NULL);
+  sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?)", -1, &ins, NULL);
+  signal_ready(ready_fd);
+  long got = 0;
+  int64_t last = 0;
+  while (got < a->n) {
+    natsMsgList list = {0};
+    s = natsSubscription_Fetch(&list, sub, 256, 5000, NULL);
+    if (s != NATS_OK) {
+      if (s == NATS_TIMEOUT) continue;
+      break;
+    }
+    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    for (int i = 0; i < list.Count; i++) {
+      const char *id = "";
+      natsMsgHeader_Get(list.Msgs[i], "Nats-Msg-Id", &id);
+      sqlite3_bind_text(ins, 1, id, -1, SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 2, natsMsg_GetData(list.Msgs[i]), natsMsg_GetDataLength(list.Msgs[i]),
+                        SQLITE_STATIC);
+      sqlite3_step(ins);
+      sqlite3_reset(ins);
+    }
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    for (int i = 0; i < list.Count; i++) natsMsg_Ack(list.Msgs[i], NULL);
+    got += list.Count;
+    natsMsgList_Destroy(&list);
+    last = tb_wall_us();
+  }
+  sqlite3_finalize(ins);
+  sqlite3_close(db);
+  natsSubscription_Destroy(sub);
+  tb_bus_destroy(bus);
+  return json_pack("{s:I,s:I}", "consumed", (json_int_t)got, "last_us", (json_int_t)last);
+}
+
+typedef struct pub_args {
+  const char *url;
+  long n;
+  const char *tier;           /* NULL = mix */
+  const char *subject_prefix; /* NULL = tier subjects */
+} pub_args_t;
+
+static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
+  pub_args_t *a = arg;
+  item_t *items = make_items(b, a->n, a->tier);
+  tb_bus_t *bus = NULL;
+  if (items == NULL || tb_bus_connect(&bus, a->url, "bench-pub") != TB_OK) return err_json("publisher");
+  signal_ready(ready_fd);
+  int64_t t0 = tb_wall_us(), failed = 0;
+  tb_status st = publish_items(bus, items, a->n, a->subject_prefix, &failed);
+  int64_t t1 = tb_wall_us();
+  tb_bus_destroy(bus);
+  free_items(items, a->n);
+  return json_pack("{s:I,s:I,s:I,s:s}", "start_us", (json_int_t)t0, "acked_us", (json_int_t)t1,
+                   "failed", (json_int_t)failed, "status", tb_err_name(st));
+}
+
+/* ---------------------------------------------------------------- tierbus worker */
+
+typedef struct worker_args {
+  const char *url;
+  long target;          /* stop once this many messages were handled */
+  int trickle_rate;     /* >0: also publish critical events at this rate until target */
+  long trickle_until;   /* ... counting only messages of the last tier */
+} worker_args_t;
+
+typedef struct trickle {
+  bench_t *b;
+  tb_bus_t *bus;
+  int rate;
+  volatile int stop;
+  long sent;
+} trickle_t;
+
+static void *trickle_loop(void *arg) {
+  trickle_t *t = arg;
+  const char *tier = t->b->cfg->tiers[0].name;
+  item_t *items = make_items(t->b, 64, tier);
+  long gap = 1000000L / t->rate;
+  int64_t next = tb_mono_us();
+  while (!t->stop && items) {
+    const item_t *it = &items[t->sent % 64];
+    tb_prepared_t p = {0};
+    char id[64];
+    tb_new_id(id, sizeof(id));
+    if (tb_publish_wrap(it->ev, it->tier, id, it->payload, it->len, NULL, &p) == TB_OK) {
+      tb_bus_publish_async(t->bus, p.subject, p.id, p.buf, p.len);
+      t->sent++;
+    }
+    tb_prepared_free(&p);
+    next += gap;
+    int64_t now = tb_mono_us();
+    if (next > now) sleep_us((long)(next - now));
+  }
+  int64_t failed = 0;
+  tb_bus_publish_wait(t->bus, 10000, &failed);
+  free_items(items, 64);
+  return NULL;
+}
+
+static json_t *tier_json(const tb_engine_tier_stats_t *s) {
+  return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "handled",
+                   (json_int_t)(s->processed + s->dead + s->duplicates), "dead", (json_int_t)s->dead,
+                   "start_p50_ms", tb_hist_quantile(&s->start, .5) / 1000.0, "start_p95_ms",
+                   tb_hist_quantile(&s->start, .95) / 1000.0, "start_p99_ms",
+                   tb_hist_quantile(&s->start, .99) / 1000.0, "start_max_ms", s->start.max / 1000.0,
+                   "commit_p50_ms", tb_hist_quantile(&s->commit, .5) / 1000.0, "commit_p99_ms",
+                   tb_hist_quantile(&s->commit, .99) / 1000.0, "commit_max_ms",
+                   s->commit.max / 1000.0);
+}
+
+static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
+  worker_args_t *a = arg;
+  tb_bus_t *bus = NULL;
+  tb_store_t *store = NULL;
+  tb_engine_t *engine = NULL;
+  tb_dispatcher_t *disp = NULL;
+  char dbpath[PATH_MAX + 16];
+  snprintf(dbpath, sizeof(dbpath), "%s/tierbus-%d.db", b->dir, (int)getpid());
+  tb_status st = tb_bus_connect(&bus, a->url, "bench-worker");
+  if (st == TB_OK) st = tb_bus_provision(bus, b->cfg);
+  if (st == TB_OK) st = tb_store_open(&store, dbpath);
+  if (st == TB_OK) st = tb_engine_create(&engine, b->cfg, b->cat, store, bus);
+  int idx[TB_MAX_TIERS];
+  for (int i = 0; i < b->cfg->n_tiers; i++) idx[i] = i;
+  if (st == TB_OK) st = tb_dispatcher_start(&disp, b->cfg, bus, engine, idx, b->cfg->n_tiers);
+  if (st != TB_OK) return err_json("worker setup");
+  signal_ready(ready_fd);
+
+  trickle_t tr = {.b = b, .bus = bus, .rate = a->trickle_rate};
+  pthread_t tt;
+  if (a->trickle_rate > 0) pthread_create(&tt, NULL, trickle_loop, &tr);
+  int64_t t0 = tb_wall_us(), deadline = tb_mono_us() + 900LL * 1000000;
+  int last = b->cfg->n_tiers - 1;
+  tb_engine_tier_stats_t s;
+  for (;;) {
+    long handled = 0, last_tier = 0;
+    for (int t = 0; t < b->cfg->n_tiers; t++) {
+      tb_engine_tier_stats(engine, t, &s);
+      long h = (long)(s.processed + s.dead + s.duplicates);
+      handled += h;
+      if (t == last) last_tier = h;
+    }
+    if (a->trickle_rate > 0 ? last_tier >= a->trickle_until : handled >= a->target) break;
+    if (tb_mono_us() > deadline) break;
+    sleep_us(1000);
+  }
+  if (a->trickle_rate > 0) {
+    tr.stop = 1;
+    pthread_join(tt, NULL);
+    sleep_us(200000); /* let the last critical events through */
+  }
+  int64_t inversions = tb_dispatcher_inversions(disp);
+  tb_dispatcher_stop(disp);
+  json_t *tiers = json_object();
+  long total = 0;
+  int64_t last_commit = 0;
+  for (int t = 0; t < b->cfg->n_tiers; t++) {
+    tb_engine_tier_stats(engine, t, &s);
+    total += (long)(s.processed + s.dead + s.duplicates);
+    last_commit = s.last_commit_us;
+    json_object_set_new(tiers, b->cfg->tiers[t].name, tier_json(&s));
+  }
+  tb_engine_destroy(engine);
+  tb_store_close(store);
+  tb_bus_destroy(bus);
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "handled", (json_int_t)total, "inversions",
+                   (json_int_t)inversions, "ready_us", (json_int_t)t0, "last_commit_us",
+                   (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent, "tiers", tiers);
+}
+
+/* ---------------------------------------------------------------- scenarios */
+
+static int start_server(bench_t *b, const char *name, tb_server_t *srv) {
+  char dir[PATH_MAX + 64];
+  snprintf(dir, sizeof(dir), "%s/%s", b->dir, name);
+  char conf[PATH_MAX];
+  snprintf(conf, sizeof(conf), "%s/config/nats-server.conf", TB_SOURCE_DIR);
+  if (access(conf, R_OK) != 0) conf[0] = '\0';
+  tb_status st = tb_server_start(srv, dir, 0, conf[0] ? conf : NULL, 10000);
+  if (st != TB_OK) fprintf(stderr, "tierbus bench: %s\n", tb_errdetail());
+  return st == TB_OK ? 0 : -1;
+}
+
+static double jnum(json_t *o, const char *k) {
+  json_t *v = json_object_get(o, k);
+  return v ? json_number_value(v) : 0;
+}
+
+/* Ceiling or tierbus throughput: consumer child ready first, then the publisher child. */
+static json_t *throughput_run(bench_t *b, int raw) {
+  tb_server_t srv;
+  if (start_server(b, raw ? "ceiling" : "throughput", &srv) != 0) return json_pack("{s:s}", "error", "server");
+  long n = b->opts->events;
+  raw_args_t ra = {.url = srv.url, .n = n};
+  worker_args_t wa = {.url = srv.url, .target = n};
+  pub_args_t pa = {.url = srv.url, .n = n, .subject_prefix = raw ? "raw" : NULL};
+  child_t consumer, publisher;
+  long rss_c = 0, rss_p = 0;
+  child_start(&consumer, b, raw ? raw_consumer : tierbus_worker, raw ? (void *)&ra : (void *)&wa);
+  child_wait_ready(&consumer);
+  child_start(&publisher, b, bulk_publisher, &pa);
+  child_wait_ready(&publisher);
+  json_t *pub = child_finish(&publisher, &rss_p);
+  json_t *con = child_finish(&consumer, &rss_c);
+  tb_server_stop(&srv, 5000);
+  double t0 = jnum(pub, "start_us"), t1 = jnum(con, raw ? "last_us" : "last_commit_us");
+  double secs = (t1 - t0) / 1e6;
+  long handled = (long)jnum(con, raw ? "consumed" : "handled");
+  json_t *r = json_pack("{s:I,s:I,s:f,s:f,s:f}", "events", (json_int_t)n, "handled",
+                        (json_int_t)handled, "seconds", secs, "events_per_s",
+                        secs > 0 ? handled / secs : 0.0, "peak_rss_mib", rss_c / 1024.0);
+  json_object_set_new(r, "publish_events_per_s",
+                      json_real(n / ((jnum(pub, "acked_us") - t0) / 1e6 + 1e-9)));
+  if (!raw) {
+    json_object_set(r, "inversions", json_object_get(con, "inversions"));
+    json_object_set(r, "tiers", json_object_get(con, "tiers"));
+  }
+  if (json_object_get(con, "error")) json_object_set(r, "error", json_object_get(con, "error"));
+  json_decref(pub);
+  json_decref(con);
+  return r;
+}
+
+/* Backlog: preload background, then run the worker with a steady critical trickle while it
+ * drains; the figure that matters is the critical tier's publish-to-start p99. */
+static json_t *backlog_run(bench_t *b) {
+  tb_server_t srv;
+  if (start_server(b, "backlog", &srv) != 0) return json_pack("{s:s}", "error", "server");
+  const char *bg = b->cfg->tiers[b->cfg->n_tiers - 1].name;
+  long n = b->opts->backlog;
+  child_t prov;
+  long rss = 0;
+  pub_args_t pa = {.url = srv.url, .n = n, .tier = bg};
+  worker_args_t wa = {.url = srv.url, .target = 0, .trickle_rate = b->opts->critical_rate,
+                      .trickle_until = n};
+  /* The streams must exist before the preload: a worker with target 0 provisions them and
+   * stops at once. */
+  worker_args_t wp = {.url = srv.url, .target = 0};
+  child_start(&prov, b, tierbus_worker, &wp);
+  child_wait_ready(&prov);
+  json_decref(child_finish(&prov, &rss));
+  child_t publisher, worker;
+  child_start(&publisher, b, bulk_publisher, &pa);
+  child_wait_ready(&publisher);
+  json_t *pub = child_finish(&publisher, &rss);
+  child_start(&worker, b, tierbus_worker, &wa);
+  child_wait_ready(&worker);
+  json_t *con = child_finish(&worker, &rss);
+  tb_server_stop(&srv, 5000);
+  double secs = (jnum(con, "last_commit_us") - jnum(con, "ready_us")) / 1e6;
+  json_t *tiers = json_object_get(con, "tiers");
+  json_t *crit = json_object_get(tiers, b->cfg->tiers[0].name);
+  json_t *r = json_pack("{s:I,s:I,s:f,s:f,s:f}", "backlog", (json_int_t)n, "critical_rate",
+                        (json_int_t)b->opts->critical_rate, "drain_seconds", secs,
+                        "drain_events_per_s", secs > 0 ? n / secs : 0.0, "peak_rss_mib",
+                        rss / 1024.0);
+  json_object_set(r, "critical_sent", json_object_get(con, "critical_sent"));
+  json_object_set(r, "critical", crit);
+  json_object_set(r, "inversions", json_object_get(con, "inversions"));
+  json_object_set(r, "tiers", tiers);
+  if (json_object_get(con, "error")) json_object_set(r, "error", json_object_get(con, "error"));
+  json_decref(pub);
+  json_decref(con);
+  return r;
+}
+
+static void machine_json(json_t *root) {
+  char model[256] = "unknown";
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char line[512];
+  while (f && fgets(line, sizeof(line), f)) {
+    if (strncmp(line, "model name", 10) == 0) {
+      char *c = strchr(line, ':');
+      if (c) snprintf(model, sizeof(model), "%s", c + 2);
+      model[strcspn(model, "\n")] = '\0';
+      break;
+    }
+  }
+  if (f) fclose(f);
+  time_t now = time(NULL);
+  char date[32];
+  strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+  json_object_set_new(root, "date", json_string(date));
+  json_object_set_new(root, "machine", json_pack("{s:s,s:I}", "cpu", model, "cores",
+                                                 (json_int_t)sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_bench_opts_t *opts) {
+  bench_t b = {.cfg = cfg, .cat = cat, .opts = opts};
+  int made_tmp = 0;
+  if (opts->work_dir) {
+    snprintf(b.dir, sizeof(b.dir), "%s", opts->work_dir);
+    mkdir(b.dir, 0755);
+  } else {
+    snprintf(b.dir, sizeof(b.dir), "/tmp/tierbus-bench-XXXXXX");
+    if (mkdtemp(b.dir) == NULL) {
+      fprintf(stderr, "tierbus bench: mkdtemp: %s\n", strerror(errno));
+      return 1;
+    }
+    made_tmp = 1;
+  }
+  tb__log_level = TB_LOG_ERROR; /* the children inherit it: no progress noise in the figures */
+  json_t *root = json_object();
+  machine_json(root);
+  int rc = 0;
+  if (opts->run_throughput) {
+    fprintf(stderr, "tierbus bench: ceiling (raw JetStream + SQLite), %ld events...\n", opts->events);
+    json_t *ceil = throughput_run(&b, 1);
+    fprintf(stderr, "tierbus bench: tierbus, %ld events with the tier mix...\n", opts->events);
+    json_t *tp = throughput_run(&b, 0);
+    double c = jnum(ceil, "events_per_s"), t = jnum(tp, "events_per_s");
+    json_object_set_new(tp, "ratio_to_ceiling", json_real(c > 0 ? t / c : 0));
+    json_object_set_new(root, "ceiling", ceil);
+    json_object_set_new(root, "throughput", tp);
+    if (jnum(tp, "handled") < opts->events || json_object_get(tp, "error")) rc = 1;
+  }
+  if (opts->run_backlog) {
+    fprintf(stderr, "tierbus bench: backlog of %ld background events + critical at %d/s...\n",
+            opts->backlog, opts->critical_rate);
+    json_t *bl = backlog_run(&b);
+    json_object_set_new(root, "backlog", bl);
+    if (json_object_get(bl, "error")) rc = 1;
+  }
+  /* The goals of the foundation issue, evaluated on this run's figures. */
+  json_t *goals = json_object();
+  json_t *tp = json_object_get(root, "throughput"), *bl = json_object_get(root, "backlog");
+  if (tp) {
+    json_object_set_new(goals, "throughput_ratio_ge_0.60", json_boolean(jnum(tp, "ratio_to_ceiling") >= 0.60));
+    json_object_set_new(goals, "rss_le_64mib", json_boolean(jnum(tp, "peak_rss_mib") <= 64));
+    json_object_set_new(goals, "zero_inversions_throughput", json_boolean(jnum(tp, "inversions") == 0));
+  }
+  if (bl) {
+    json_t *crit = json_object_get(bl, "critical");
+    json_object_set_new(goals, "critical_p99_le_5ms", json_boolean(crit && jnum(crit, "start_p99_ms") <= 5.0));
+    json_object_set_new(goals, "zero_inversions_backlog", json_boolean(jnum(bl, "inversions") == 0));
+  }
+  json_object_set_new(root, "goals", goals);
+  json_dumpf(root, stdout, JSON_INDENT(2));
+  putchar('\n');
+  json_decref(root);
+  if (made_tmp) {
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", b.dir);
+    if (system(cmd) != 0) fprintf(stderr, "tierbus bench: could not remove %s\n", b.dir);
+  }
+  return rc;
+}

@@ -1,0 +1,388 @@
+/* JetStream connection, provisioning, publishing and fetching. */
+#include "bus/bus.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+
+#define FAILED_IDS_MAX 64
+
+struct tb_bus {
+  natsConnection *nc;
+  jsCtx *js;
+  /* Async publish failures, filled by the cnats callback thread. */
+  pthread_mutex_t mu;
+  int64_t async_failed;
+};
+
+struct tb_consumer {
+  natsSubscription *sub;
+};
+
+tb_status tb__nats_fail(natsStatus s, jsErrCode jerr, const char *what) {
+  tb_status st = TB_ERR_NATS;
+  if (s == NATS_TIMEOUT)
+    st = TB_ERR_TIMEOUT;
+  else if (s == NATS_NO_SERVER || s == NATS_CONNECTION_CLOSED || s == NATS_NOT_YET_CONNECTED ||
+           s == NATS_CONNECTION_DISCONNECTED || s == NATS_STALE_CONNECTION ||
+           s == NATS_NO_RESPONDERS)
+    st = TB_ERR_UNAVAILABLE;
+  const char *last = nats_GetLastError(NULL);
+  if (jerr != 0)
+    return tb__fail(st, "%s: %s (js error %d%s%s)", what, natsStatus_GetText(s), (int)jerr,
+                    last && *last ? ": " : "", last ? last : "");
+  return tb__fail(st, "%s: %s%s%s", what, natsStatus_GetText(s), last && *last ? ": " : "",
+                  last && *last ? last : "");
+}
+
+static void on_async_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
+  tb_bus_t *bus = closure;
+  pthread_mutex_lock(&bus->mu);
+  bus->async_failed++;
+  pthread_mutex_unlock(&bus->mu);
+}
+
+tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+  natsOptions *opts = NULL;
+  tb_bus_t *bus = calloc(1, sizeof(*bus));
+  if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
+  pthread_mutex_init(&bus->mu, NULL);
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(opts, url);
+  if (s == NATS_OK) s = natsOptions_SetName(opts, name);
+  /* Keep reconnecting for as long as the process lives: a server restart must not end a worker. */
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  if (s == NATS_OK) s = natsConnection_Connect(&bus->nc, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) {
+    char what[TB_URL_MAX + 32];
+    snprintf(what, sizeof(what), "connect to %s", url);
+    tb_status st = tb__nats_fail(s, 0, what);
+    free(bus);
+    return st == TB_ERR_NATS ? tb__fail(TB_ERR_UNAVAILABLE, "%s", tb_errdetail()) : st;
+  }
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = 10000;
+  jo.PublishAsync.MaxPending = 4096;
+  jo.PublishAsync.StallWait = 2000;
+  jo.PublishAsync.ErrHandler = on_async_error;
+  jo.PublishAsync.ErrHandlerClosure = bus;
+  s = natsConnection_JetStream(&bus->js, bus->nc, &jo);
+  if (s != NATS_OK) {
+    tb_status st = tb__nats_fail(s, 0, "JetStream context");
+    natsConnection_Destroy(bus->nc);
+    free(bus);
+    return st;
+  }
+  *out = bus;
+  return TB_OK;
+}
+
+void tb_bus_destroy(tb_bus_t *bus) {
+  if (bus == NULL) return;
+  jsCtx_Destroy(bus->js);
+  natsConnection_Destroy(bus->nc);
+  pthread_mutex_destroy(&bus->mu);
+  free(bus);
+}
+
+natsConnection *tb_bus_conn(tb_bus_t *bus) { return bus->nc; }
+jsCtx *tb_bus_js(tb_bus_t *bus) { return bus->js; }
+
+/* ---------------------------------------------------------------- names */
+
+static void upper_copy(char *dst, size_t cap, const char *src) {
+  size_t i = 0;
+  for (; src[i] && i + 1 < cap; i++) dst[i] = (char)toupper((unsigned char)src[i]);
+  dst[i] = '\0';
+}
+
+void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf, size_t cap) {
+  char up[TB_NAME_MAX];
+  upper_copy(up, sizeof(up), tier_name);
+  snprintf(buf, cap, "%s_%s", cfg->stream_prefix, up);
+}
+
+void tb_bus_consumer_name(const char *tier_name, char *buf, size_t cap) {
+  snprintf(buf, cap, "tb-%s", tier_name);
+}
+
+void tb_bus_dlq_stream(const tb_config_t *cfg, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s_DLQ", cfg->stream_prefix);
+}
+
+void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
+  snprintf(buf, cap, "%s_CMD", cfg->stream_prefix);
+}
+
+/* ---------------------------------------------------------------- provisioning */
+
+/* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
+ * age) reaches streams created by an older run. */
+static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char *name,
+                               const char *subject) {
+  jsStreamConfig sc;
+  jsStreamConfig_Init(&sc);
+  const char *subjects[] = {subject};
+  sc.Name = name;
+  sc.Subjects = subjects;
+  sc.SubjectsLen = 1;
+  sc.Storage = js_FileStorage;
+  sc.Retention = js_LimitsPolicy; /* history stays for replay; consumers track their own place */
+  sc.Duplicates = cfg->duplicate_window_ms * 1000000;
+  sc.MaxAge = cfg->stream_max_age_ms * 1000000;
+  sc.MaxMsgSize = (int32_t)(cfg->max_payload_bytes + 4096); /* envelope + headers overhead */
+  sc.AllowDirect = true;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddStream(&si, bus->js, &sc, NULL, &jerr);
+  if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+    jerr = 0;
+    s = js_UpdateStream(&si, bus->js, &sc, NULL, &jerr);
+  }
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK) {
+    char what[128];
+    snprintf(what, sizeof(what), "create stream %s", name);
+    return tb__nats_fail(s, jerr, what);
+  }
+  return TB_OK;
+}
+
+static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t) {
+  char stream[64], durable[64];
+  tb_bus_stream_name(cfg, t->name, stream, sizeof(stream));
+  tb_bus_consumer_name(t->name, durable, sizeof(durable));
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = durable;
+  cc.AckPolicy = js_AckExplicit;
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.AckWait = t->timeout_ms * 1000000;
+  cc.MaxDeliver = t->max_deliver;
+  /* Every worker process holds at most `concurrency` unacked messages of the tier; leave room for
+   * many processes sharing the consumer. */
+  cc.MaxAckPending = t->concurrency * 64 > 1000 ? t->concurrency * 64 : 1000;
+  cc.MaxWaiting = 512;
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddConsumer(&ci, bus->js, stream, &cc, NULL, &jerr);
+  if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr ||
+                       jerr == JSConsumerCreateErr || jerr == 10148)) {
+    jerr = 0;
+    s = js_UpdateConsumer(&ci, bus->js, stream, &cc, NULL, &jerr);
+  }
+  jsConsumerInfo_Destroy(ci);
+  if (s != NATS_OK) {
+    char what[160];
+    snprintf(what, sizeof(what), "create consumer %s on %s", durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
+  return TB_OK;
+}
+
+tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
+  char name[64], subject[96];
+  tb_status st = TB_OK;
+  for (int i = 0; i < cfg->n_tiers && st == TB_OK; i++) {
+    tb_bus_stream_name(cfg, cfg->tiers[i].name, name, sizeof(name));
+    snprintf(subject, sizeof(subject), "tb.evt.%s.>", cfg->tiers[i].name);
+    st = ensure_stream(bus, cfg, name, subject);
+    if (st == TB_OK) st = ensure_consumer(bus, cfg, &cfg->tiers[i]);
+  }
+  if (st == TB_OK) {
+    tb_bus_dlq_stream(cfg, name, sizeof(name));
+    st = ensure_stream(bus, cfg, name, "tb.dlq.>");
+  }
+  if (st == TB_OK) {
+    tb_bus_cmd_stream(cfg, name, sizeof(name));
+    st = ensure_stream(bus, cfg, name, "tb.cmd.>");
+  }
+  return st;
+}
+
+/* ---------------------------------------------------------------- publish */
+
+static tb_status build_msg(natsMsg **out, const char *subject, const char *msg_id,
+                           const void *data, size_t len, const char *const *hdrs) {
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
+  if (s == NATS_OK && msg_id != NULL) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
+  for (int i = 0; hdrs != NULL && hdrs[i] != NULL && s == NATS_OK; i += 2)
+    s = natsMsgHeader_Set(m, hdrs[i], hdrs[i + 1]);
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return tb__nats_fail(s, 0, "build message");
+  }
+  *out = m;
+  return TB_OK;
+}
+
+tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id, const void *data,
+                         size_t len, const char *const *hdrs, uint64_t *seq, int *duplicate) {
+  natsMsg *m = NULL;
+  tb_status st = build_msg(&m, subject, msg_id, data, len, hdrs);
+  if (st != TB_OK) return st;
+  jsPubAck *pa = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_PublishMsg(&pa, bus->js, m, NULL, &jerr);
+  natsMsg_Destroy(m);
+  if (s != NATS_OK) {
+    char what[256];
+    snprintf(what, sizeof(what), "publish to %s", subject);
+    return tb__nats_fail(s, jerr, what);
+  }
+  if (seq) *seq = pa->Sequence;
+  if (duplicate) *duplicate = pa->Duplicate;
+  jsPubAck_Destroy(pa);
+  return TB_OK;
+}
+
+tb_status tb_bus_publish_async(tb_bus_t *bus, const char *subject, const char *msg_id,
+                               const void *data, size_t len) {
+  natsMsg *m = NULL;
+  tb_status st = build_msg(&m, subject, msg_id, data, len, NULL);
+  if (st != TB_OK) return st;
+  natsStatus s = js_PublishMsgAsync(bus->js, &m, NULL); /* takes ownership on success */
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    char what[256];
+    snprintf(what, sizeof(what), "async publish to %s", subject);
+    return tb__nats_fail(s, 0, what);
+  }
+  return TB_OK;
+}
+
+tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed) {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = timeout_ms;
+  natsStatus s = js_PublishAsyncComplete(bus->js, &po);
+  pthread_mutex_lock(&bus->mu);
+  if (failed) *failed = bus->async_failed;
+  bus->async_failed = 0;
+  pthread_mutex_unlock(&bus->mu);
+  if (s != NATS_OK) return tb__nats_fail(s, 0, "wait for publish acks");
+  return TB_OK;
+}
+
+/* ---------------------------------------------------------------- consume */
+
+tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
+                           const char *tier_name) {
+  char stream[64], durable[64], subject[96];
+  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
+  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+  snprintf(subject, sizeof(subject), "tb.evt.%s.>", tier_name);
+  tb_consumer_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return tb__fail(TB_ERR_NOMEM, "consumer");
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  so.Consumer = durable; /* bind to the provisioned durable, never create or alter it here */
+  jsErrCode jerr = 0;
+  natsStatus s = js_PullSubscribe(&c->sub, bus->js, subject, durable, NULL, &so, &jerr);
+  if (s != NATS_OK) {
+    free(c);
+    char what[160];
+    snprintf(what, sizeof(what), "bind consumer %s on %s", durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
+  *out = c;
+  return TB_OK;
+}
+
+void tb_consumer_close(tb_consumer_t *c) {
+  if (c == NULL) return;
+  /* Destroy, not Unsubscribe: unsubscribing a bound durable would not delete it, but keep the
+   * server-side consumer untouched either way. */
+  natsSubscription_Destroy(c->sub);
+  free(c);
+}
+
+tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsgList *list, int max, int64_t wait_ms) {
+  memset(list, 0, sizeof(*list));
+  jsErrCode jerr = 0;
+  /* A long-poll for a batch would wait for the whole batch; a long-poll for one message returns
+   * the moment it arrives, and a no-wait request then takes what else is queued. */
+  natsStatus s = natsSubscription_Fetch(list, c->sub, 1, wait_ms, &jerr);
+  /* NATS_NOT_FOUND is the server's "no messages" answer (404) to a pull request. */
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || (s == NATS_OK && list->Count == 0)) {
+    natsMsgList_Destroy(list);
+    return TB_ERR_TIMEOUT;
+  }
+  if (s != NATS_OK) return tb__nats_fail(s, jerr, "fetch");
+  if (max <= 1) return TB_OK;
+  natsMsgList more = {0};
+  jsFetchRequest req;
+  jsFetchRequest_Init(&req);
+  req.Batch = max - 1;
+  req.NoWait = true;
+  s = natsSubscription_FetchRequest(&more, c->sub, &req);
+  if (s == NATS_OK && more.Count > 0) {
+    natsMsg **all = realloc(list->Msgs, sizeof(natsMsg *) * (size_t)(list->Count + more.Count));
+    if (all == NULL) {
+      natsMsgList_Destroy(&more); /* unacked: they come back after AckWait */
+      return TB_OK;
+    }
+    for (int i = 0; i < more.Count; i++) {
+      all[list->Count + i] = more.Msgs[i];
+      more.Msgs[i] = NULL;
+    }
+    list->Msgs = all;
+    list->Count += more.Count;
+  }
+  natsMsgList_Destroy(&more);
+  return TB_OK;
+}
+
+tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                              uint64_t *pending, uint64_t *ack_pending, uint64_t *redelivered) {
+  char stream[64], durable[64];
+  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
+  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
+  if (s != NATS_OK) {
+    char what[160];
+    snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
+  *pending = ci->NumPending;
+  *ack_pending = (uint64_t)ci->NumAckPending;
+  *redelivered = (uint64_t)ci->NumRedelivered;
+  jsConsumerInfo_Destroy(ci);
+  return TB_OK;
+}
+
+/* ---------------------------------------------------------------- dead letters */
+
+tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
+                             const char *msg_id, const char *reason, uint64_t deliveries) {
+  char dlq_id[300], seqbuf[32], delbuf[32];
+  snprintf(dlq_id, sizeof(dlq_id), "dlq:%s", msg_id);
+  snprintf(delbuf, sizeof(delbuf), "%llu", (unsigned long long)deliveries);
+  const char *stream = "", *subject = natsMsg_GetSubject(msg);
+  jsMsgMetaData *meta = NULL;
+  seqbuf[0] = '\0';
+  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+    stream = meta->Stream;
+    snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)meta->Sequence.Stream);
+  }
+  const char *hdrs[] = {"Tb-Dlq-Reason", reason, "Tb-Dlq-Stream", stream, "Tb-Dlq-Seq", seqbuf,
+                        "Tb-Dlq-Deliveries", delbuf, "Tb-Dlq-Subject", subject ? subject : "",
+                        NULL};
+  tb_status st = tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
+                                (size_t)natsMsg_GetDataLength(msg), hdrs, NULL, NULL);
+  jsMsgMetaData_Destroy(meta);
+  return st;
+}

@@ -1,0 +1,87 @@
+/* NATS JetStream access for tierbus: the connection, idempotent provisioning of the tier streams,
+ * the dead-letter and command streams and the per-tier durable pull consumers, publishing with
+ * Nats-Msg-Id, and the consumer fetch loop primitive. A library layer: it returns statuses and
+ * never logs. cnats errors are wrapped with their text (natsStatus_GetText, jsErrCode). */
+#ifndef TB_BUS_BUS_H
+#define TB_BUS_BUS_H
+
+#include <nats/nats.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "tierbus.h"
+
+typedef struct tb_bus tb_bus_t;
+
+/* Connects once to |url|. TB_ERR_UNAVAILABLE (detail names the URL and cnats' text) when no
+ * server answers; the caller decides whether to retry. Once connected, cnats reconnects forever
+ * in the background, buffering publishes, so a server restart mid-run loses nothing that was
+ * acknowledged. Caller frees with tb_bus_destroy(). */
+tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name);
+
+/* Drains nothing: closes the connection and frees. Accepts NULL. */
+void tb_bus_destroy(tb_bus_t *bus);
+
+/* Borrowed handles for the layers that need cnats directly (dispatch). */
+natsConnection *tb_bus_conn(tb_bus_t *bus);
+jsCtx *tb_bus_js(tb_bus_t *bus);
+
+/* Writes the stream name of tier |tier_name| ("TB_CRITICAL") into |buf|. */
+void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf, size_t cap);
+/* Writes the durable consumer name of a tier ("tb-critical"). */
+void tb_bus_consumer_name(const char *tier_name, char *buf, size_t cap);
+/* Name of the dead-letter stream ("TB_DLQ") and the command stream ("TB_CMD"). */
+void tb_bus_dlq_stream(const tb_config_t *cfg, char *buf, size_t cap);
+void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap);
+
+/* Creates every stream and consumer the config describes, or updates them to match. Safe to run
+ * any number of times and from several processes at once. */
+tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
+
+/* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.
+ * *seq receives the stream sequence, *duplicate 1 when the stream already had this id (both may
+ * be NULL). Extra headers: |hdrs| is a NULL-terminated key, value, key, value... list or NULL. */
+tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id, const void *data,
+                         size_t len, const char *const *hdrs, uint64_t *seq, int *duplicate);
+
+/* Queues an asynchronous publish (same headers). Errors reported by the server later are counted
+ * and their ids kept; tb_bus_publish_wait() reports them. */
+tb_status tb_bus_publish_async(tb_bus_t *bus, const char *subject, const char *msg_id,
+                               const void *data, size_t len);
+
+/* Waits until every queued async publish is acknowledged (or |timeout_ms| passes). *failed gets
+ * the number that the server refused or that timed out since the last call. */
+tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed);
+
+/* A tier's durable pull subscription. */
+typedef struct tb_consumer tb_consumer_t;
+
+/* Binds to the durable consumer of |tier_name| (provisioned beforehand). Caller frees with
+ * tb_consumer_close(). */
+tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
+                           const char *tier_name);
+void tb_consumer_close(tb_consumer_t *c);
+
+/* Fetches up to |max| messages. Returns as soon as at least one is available (latency matters
+ * more than batch size when a tier is idle) and takes whatever else is already waiting, up to
+ * |max|. TB_ERR_TIMEOUT when nothing arrived within |wait_ms|. The caller owns the messages in
+ * |list| and frees the list with natsMsgList_Destroy() (which destroys messages still in it). */
+tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsgList *list, int max, int64_t wait_ms);
+
+/* Consumer figures for stats: messages not yet delivered and delivered-but-unacked. */
+tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                              uint64_t *pending, uint64_t *ack_pending, uint64_t *redelivered);
+
+/* Copies |msg| (data and headers) to the dead-letter stream on |dlq_subject| with the reason
+ * headers, and waits for the stream ack. The id is "<original id>" prefixed with "dlq:" so that a
+ * retried dead-lettering is deduplicated. Does not ack the original: the caller terminates it
+ * after this returns TB_OK. */
+tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
+                             const char *msg_id, const char *reason, uint64_t deliveries);
+
+/* Wraps a cnats failure: TB_ERR_UNAVAILABLE for connection-class statuses, TB_ERR_TIMEOUT for
+ * timeouts, TB_ERR_NATS otherwise, with "|what|: <cnats text> (js error N)". */
+tb_status tb__nats_fail(natsStatus s, jsErrCode jerr, const char *what);
+
+#endif

@@ -1,0 +1,91 @@
+/* Shared command-line plumbing: option handling common to every command, start-up (config,
+ * catalogue, NATS with retry, store), and the exit-code convention: 0 ok, 1 runtime failure,
+ * 2 bad usage, input or config. */
+#ifndef TB_CLI_CLI_H
+#define TB_CLI_CLI_H
+
+#include <getopt.h>
+#include <signal.h>
+
+#include "bus/bus.h"
+#include "codec/catalogue.h"
+#include "config/config.h"
+#include "store/store.h"
+
+enum { TB_EXIT_OK = 0, TB_EXIT_FAIL = 1, TB_EXIT_USAGE = 2 };
+
+/* getopt codes of the options every command takes. */
+enum {
+  OPT_CONFIG = 1000,
+  OPT_NATS_URL,
+  OPT_DB,
+  OPT_DATA_DIR,
+  OPT_LOG_LEVEL,
+  OPT__COMMON_END
+};
+
+#define TB_CLI_COMMON_OPTIONS                                                                      \
+  {"config", required_argument, NULL, OPT_CONFIG},                                                 \
+      {"nats-url", required_argument, NULL, OPT_NATS_URL}, {"db", required_argument, NULL, OPT_DB}, \
+      {"data-dir", required_argument, NULL, OPT_DATA_DIR},                                         \
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL}
+
+typedef struct tb_cli {
+  const char *prog;         /* "tierbus publish" for messages */
+  const char *config_path;  /* --config */
+  const char *nats_url;     /* --nats-url (also marks the URL as explicit) */
+  const char *db;           /* --db */
+  const char *data_dir;     /* --data-dir */
+  const char *log_level;    /* --log-level */
+  tb_config_t cfg;
+  tb_catalogue_t *cat;
+  tb_bus_t *bus;
+  tb_store_t *store;
+} tb_cli_t;
+
+/* Handles a common option; returns 1 if |c| was one. */
+int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg);
+
+/* Prints "PROG: MESSAGE" to stderr and returns TB_EXIT_USAGE. */
+int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Loads config (file, env, flags), validates it and loads the catalogue. Returns TB_EXIT_OK or
+ * TB_EXIT_USAGE after printing what is wrong. */
+int tb_cli_load(tb_cli_t *cli);
+
+/* Connects to NATS, retrying with a clear message until nats_connect_timeout. TB_EXIT_FAIL if the
+ * server never answers. */
+int tb_cli_connect(tb_cli_t *cli);
+
+/* Opens the store (creating its directory). TB_EXIT_FAIL on failure. */
+int tb_cli_open_store(tb_cli_t *cli);
+
+/* Releases whatever was opened. */
+void tb_cli_close(tb_cli_t *cli);
+
+/* Set by SIGINT/SIGTERM once tb_cli_trap_signals() ran. */
+extern volatile sig_atomic_t tb_cli_stop;
+void tb_cli_trap_signals(void);
+
+/* Parses "critical,high" or a preset name into tier indexes. Returns the count, or -1 after
+ * printing an error naming the bad entry. */
+int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
+
+/* mkdir -p for the directory part of |path| (or all of it when |is_dir|). */
+void tb_cli_mkdirs(const char *path, int is_dir);
+
+/* The commands. argv[0] is the command name. */
+int tb_cmd_dev(int argc, char **argv);
+int tb_cmd_worker(int argc, char **argv);
+int tb_cmd_init(int argc, char **argv);
+int tb_cmd_publish(int argc, char **argv);
+int tb_cmd_stats(int argc, char **argv);
+int tb_cmd_bench(int argc, char **argv);
+int tb_cmd_config(int argc, char **argv);
+int tb_cmd_events(int argc, char **argv);
+
+/* Runs the workers for |tiers| until tb_cli_stop; logs progress every |report_s| seconds (0 =
+ * never). Shared by dev and worker. */
+int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s);
+
+#endif

@@ -1,0 +1,128 @@
+/* `tierbus worker` and `tierbus init`, and the worker run loop shared with `tierbus dev`. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "dispatch/dispatch.h"
+#include "engine/engine.h"
+
+int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
+  tb_engine_t *engine = NULL;
+  tb_dispatcher_t *disp = NULL;
+  tb_status st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
+  if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, tiers, n);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
+            st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    tb_engine_destroy(engine);
+    return TB_EXIT_FAIL;
+  }
+  int ticks = 0;
+  while (!tb_cli_stop) {
+    struct timespec pause = {0, 100 * 1000000L};
+    nanosleep(&pause, NULL);
+    if (report_s > 0 && ++ticks % (report_s * 10) == 0) {
+      char line[512];
+      size_t off = 0;
+      for (int i = 0; i < n; i++) {
+        tb_engine_tier_stats_t ts;
+        tb_engine_tier_stats(engine, tiers[i], &ts);
+        off += (size_t)snprintf(line + off, sizeof(line) - off, " %s=%lld",
+                                cli->cfg.tiers[tiers[i]].name, (long long)ts.processed);
+        if (off >= sizeof(line)) break;
+      }
+      TB_LOG(TB_LOG_INFO, "worker", "processed:%s inversions=%lld", line,
+             (long long)tb_dispatcher_inversions(disp));
+    }
+  }
+  TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
+  tb_dispatcher_stop(disp);
+  tb_engine_destroy(engine);
+  TB_LOG(TB_LOG_INFO, "worker", "stopped");
+  return TB_EXIT_OK;
+}
+
+static void worker_usage(void) {
+  fprintf(stderr,
+          "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--nats-url URL]\n"
+          "                      [--db PATH] [--config FILE] [--log-level LEVEL]\n"
+          "Consumes the given tiers (default: all) from their shared durable consumers. Run as\n"
+          "many workers as you like; they share the work.\n");
+}
+
+int tb_cmd_worker(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus worker"};
+  const char *tiers = NULL, *preset = NULL;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"tiers", required_argument, NULL, 't'},
+                                       {"preset", required_argument, NULL, 'p'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "t:p:h", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 't') tiers = optarg;
+    else if (c == 'p') preset = optarg;
+    else if (c == 'h') return worker_usage(), TB_EXIT_OK;
+    else return worker_usage(), TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return rc;
+  int idx[TB_MAX_TIERS];
+  int n = tb_cli_parse_tiers(&cli, tiers, preset, idx);
+  if (n < 0) {
+    tb_cli_close(&cli);
+    return TB_EXIT_USAGE;
+  }
+  tb_cli_trap_signals();
+  rc = tb_cli_connect(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
+  if (rc == TB_EXIT_OK) {
+    char names[256] = "";
+    for (int i = 0; i < n; i++) {
+      strncat(names, cli.cfg.tiers[idx[i]].name, sizeof(names) - strlen(names) - 2);
+      if (i + 1 < n) strcat(names, ",");
+    }
+    TB_LOG(TB_LOG_INFO, "worker", "worker ready: nats=%s db=%s tiers=%s", cli.cfg.nats_url,
+           cli.cfg.db_path, names);
+    rc = tb_cli_run_workers(&cli, idx, n, 10);
+  }
+  tb_cli_close(&cli);
+  return rc;
+}
+
+int tb_cmd_init(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus init"};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
+    if (!tb_cli_common_opt(&cli, c, optarg)) return TB_EXIT_USAGE;
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  int rc = tb_cli_load(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);
+  if (rc == TB_EXIT_OK) {
+    tb_status st = tb_bus_provision(cli.bus, &cli.cfg);
+    if (st != TB_OK) {
+      fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+      rc = TB_EXIT_FAIL;
+    } else {
+      for (int i = 0; i < cli.cfg.n_tiers; i++) {
+        char stream[64], durable[64];
+        tb_bus_stream_name(&cli.cfg, cli.cfg.tiers[i].name, stream, sizeof(stream));
+        tb_bus_consumer_name(cli.cfg.tiers[i].name, durable, sizeof(durable));
+        printf("stream %-14s subjects tb.evt.%s.>  consumer %s\n", stream, cli.cfg.tiers[i].name,
+               durable);
+      }
+      char dlq[64], cmd[64];
+      tb_bus_dlq_stream(&cli.cfg, dlq, sizeof(dlq));
+      tb_bus_cmd_stream(&cli.cfg, cmd, sizeof(cmd));
+      printf("stream %-14s subjects tb.dlq.>\nstream %-14s subjects tb.cmd.>\n", dlq, cmd);
+    }
+  }
+  tb_cli_close(&cli);
+  return rc;
+}

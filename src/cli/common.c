@@ -1,0 +1,194 @@
+/* Start-up shared by every command. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+
+volatile sig_atomic_t tb_cli_stop = 0;
+
+static void on_signal(int sig) { tb_cli_stop = 1; }
+
+void tb_cli_trap_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg) {
+  switch (c) {
+  case OPT_CONFIG: cli->config_path = arg; return 1;
+  case OPT_NATS_URL: cli->nats_url = arg; return 1;
+  case OPT_DB: cli->db = arg; return 1;
+  case OPT_DATA_DIR: cli->data_dir = arg; return 1;
+  case OPT_LOG_LEVEL: cli->log_level = arg; return 1;
+  default: return 0;
+  }
+}
+
+int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", cli->prog);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return TB_EXIT_USAGE;
+}
+
+void tb_cli_mkdirs(const char *path, int is_dir) {
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof(tmp), "%s", path);
+  if (!is_dir) {
+    char *slash = strrchr(tmp, '/');
+    if (slash == NULL) return;
+    *slash = '\0';
+  }
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    mkdir(tmp, 0755);
+    *p = '/';
+  }
+  if (*tmp) mkdir(tmp, 0755);
+}
+
+int tb_cli_load(tb_cli_t *cli) {
+  tb_config_init(&cli->cfg);
+  const char *path = tb_config_default_path(cli->config_path);
+  tb_status st = tb_config_load_file(&cli->cfg, path);
+  if (st == TB_OK) st = tb_config_apply_env(&cli->cfg);
+  if (st == TB_OK && cli->nats_url) st = tb_config_set(&cli->cfg, "nats_url", cli->nats_url);
+  if (st == TB_OK && cli->data_dir) {
+    st = tb_config_set(&cli->cfg, "data_dir", cli->data_dir);
+    /* A data dir given on the command line carries the database with it unless --db says. */
+    if (st == TB_OK && cli->db == NULL && getenv("TIERBUS_DB") == NULL) {
+      char db[PATH_MAX];
+      snprintf(db, sizeof(db), "%s/tierbus.db", cli->data_dir);
+      st = tb_config_set(&cli->cfg, "db_path", db);
+    }
+  }
+  if (st == TB_OK && cli->db) st = tb_config_set(&cli->cfg, "db_path", cli->db);
+  if (st == TB_OK && cli->log_level) st = tb_config_set(&cli->cfg, "log_level", cli->log_level);
+  if (st == TB_OK) st = tb_config_validate(&cli->cfg);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: config error: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_USAGE;
+  }
+  tb__log_level = cli->cfg.log_level;
+  st = tb_catalogue_load(&cli->cat);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: catalogue error: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_USAGE;
+  }
+  /* Every catalogue default tier must exist in this deployment's tiers. */
+  for (size_t i = 0; i < tb_catalogue_count(cli->cat); i++) {
+    const tb_event_def_t *ev = tb_catalogue_at(cli->cat, i);
+    if (tb_config_tier_index(&cli->cfg, ev->default_tier) < 0 &&
+        tb_config_event_tier(&cli->cfg, ev->name) == NULL) {
+      fprintf(stderr,
+              "%s: config error: %s: event %s defaults to tier '%s', which the config does not "
+              "define; add the tier or an event_tiers entry\n",
+              cli->prog, path, ev->name, ev->default_tier);
+      return TB_EXIT_USAGE;
+    }
+  }
+  return TB_EXIT_OK;
+}
+
+int tb_cli_connect(tb_cli_t *cli) {
+  int64_t deadline = tb_mono_us() + cli->cfg.nats_connect_timeout_ms * 1000;
+  int attempts = 0;
+  for (;;) {
+    tb_status st = tb_bus_connect(&cli->bus, cli->cfg.nats_url, cli->prog);
+    if (st == TB_OK) {
+      if (attempts > 0) TB_LOG(TB_LOG_INFO, "cli", "connected to %s", cli->cfg.nats_url);
+      return TB_EXIT_OK;
+    }
+    attempts++;
+    if (tb_mono_us() >= deadline || tb_cli_stop) {
+      fprintf(stderr, "%s: error: NATS is not reachable at %s after %d attempts over %lld ms: %s\n",
+              cli->prog, cli->cfg.nats_url, attempts, (long long)cli->cfg.nats_connect_timeout_ms,
+              tb_errdetail());
+      return TB_EXIT_FAIL;
+    }
+    if (attempts == 1)
+      TB_LOG(TB_LOG_WARN, "cli", "NATS not reachable at %s (%s); retrying for up to %lld ms",
+             cli->cfg.nats_url, tb_errdetail(), (long long)cli->cfg.nats_connect_timeout_ms);
+    struct timespec pause = {0, 250 * 1000000L};
+    nanosleep(&pause, NULL);
+  }
+}
+
+int tb_cli_open_store(tb_cli_t *cli) {
+  tb_cli_mkdirs(cli->cfg.db_path, 0);
+  tb_status st = tb_store_open(&cli->store, cli->cfg.db_path);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: cannot open database %s: %s\n", cli->prog, cli->cfg.db_path,
+            tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  return TB_EXIT_OK;
+}
+
+void tb_cli_close(tb_cli_t *cli) {
+  tb_store_close(cli->store);
+  cli->store = NULL;
+  tb_bus_destroy(cli->bus);
+  cli->bus = NULL;
+  tb_catalogue_destroy(cli->cat);
+  cli->cat = NULL;
+}
+
+int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out) {
+  int n = 0;
+  if (tiers != NULL && preset != NULL) {
+    tb_cli_usage_error(cli, "give --tiers or --preset, not both");
+    return -1;
+  }
+  if (preset != NULL) {
+    const tb_preset_t *p = tb_config_preset(&cli->cfg, preset);
+    if (p == NULL) {
+      tb_cli_usage_error(cli, "unknown preset '%s' (presets are defined in the config)", preset);
+      return -1;
+    }
+    for (int i = 0; i < p->n_tiers; i++) out[n++] = tb_config_tier_index(&cli->cfg, p->tiers[i]);
+    return n;
+  }
+  if (tiers == NULL) {
+    for (int i = 0; i < cli->cfg.n_tiers; i++) out[n++] = i;
+    return n;
+  }
+  char buf[512];
+  snprintf(buf, sizeof(buf), "%s", tiers);
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    int t = tb_config_tier_index(&cli->cfg, tok);
+    if (t < 0) {
+      tb_cli_usage_error(cli, "unknown tier '%s' in --tiers", tok);
+      return -1;
+    }
+    for (int i = 0; i < n; i++)
+      if (out[i] == t) {
+        tb_cli_usage_error(cli, "tier '%s' given twice in --tiers", tok);
+        return -1;
+      }
+    out[n++] = t;
+  }
+  if (n == 0) {
+    tb_cli_usage_error(cli, "--tiers is empty");
+    return -1;
+  }
+  return n;
+}

@@ -1,0 +1,43 @@
+/* tierbus: the single binary. Dispatches to one command per subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct {
+  const char *name;
+  int (*fn)(int, char **);
+  const char *help;
+} commands[] = {
+    {"dev", tb_cmd_dev, "run nats-server + every tier's workers in one process (--demo)"},
+    {"worker", tb_cmd_worker, "consume tiers from the shared durable consumers"},
+    {"init", tb_cmd_init, "create or update the streams and consumers"},
+    {"publish", tb_cmd_publish, "publish an event (--json) or a batch (--file F.ndjson)"},
+    {"stats", tb_cmd_stats, "per-tier queue depth, counts, latency percentiles, inversions"},
+    {"bench", tb_cmd_bench, "measure throughput and latency against the raw ceiling"},
+    {"events", tb_cmd_events, "list the event catalogue with tiers and subjects"},
+    {"config", tb_cmd_config, "check the config, or print an example (config example)"},
+};
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: tierbus COMMAND [options]   (tierbus COMMAND --help)\n\ncommands:\n");
+  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+  fprintf(out, "\nenvironment: TIERBUS_CONFIG, TIERBUS_NATS_URL, TIERBUS_DB, TIERBUS_DATA_DIR\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return TB_EXIT_USAGE;
+  }
+  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return TB_EXIT_OK;
+  }
+  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+    if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
+  fprintf(stderr, "tierbus: unknown command '%s'\n", argv[1]);
+  usage(stderr);
+  return TB_EXIT_USAGE;
+}

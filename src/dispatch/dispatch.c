@@ -1,0 +1,325 @@
+/* Fetcher threads, ready queues and the executor loop. */
+#include "dispatch/dispatch.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+
+/* ---------------------------------------------------------------- policy */
+
+int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us) {
+  int64_t aging_us = cfg->tiers[t].aging_ms * 1000;
+  if (aging_us <= 0 || wait_us <= 0) return t;
+  int64_t steps = wait_us / aging_us;
+  return steps >= t ? 0 : t - (int)steps;
+}
+
+tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us) {
+  tb_choice_t c = {.tier = -1, .eff_tier = 0, .boost = 0, .reason = "idle"};
+  int64_t best_ready = 0;
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    if (!heads[t].present) continue;
+    int eff = tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us);
+    if (c.tier < 0 || eff < c.eff_tier || (eff == c.eff_tier && heads[t].ready_mono_us < best_ready)) {
+      c.tier = t;
+      c.eff_tier = eff;
+      best_ready = heads[t].ready_mono_us;
+    }
+  }
+  if (c.tier >= 0) {
+    c.boost = c.tier - c.eff_tier;
+    c.reason = c.boost > 0 ? "aged" : "strict";
+  }
+  return c;
+}
+
+int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
+                      const tb_choice_t *chosen) {
+  int inversions = 0;
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    if (!heads[t].present || t == chosen->tier) continue;
+    if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
+      inversions++;
+  }
+  return inversions;
+}
+
+/* ---------------------------------------------------------------- state */
+
+typedef struct ready_queue {
+  tb_work_t **items; /* ring of capacity `cap` (the tier's concurrency) */
+  int cap, head, count;
+  int inflight;      /* fetched and not yet settled: the tier's slots in use */
+  int active;        /* this process consumes the tier */
+} ready_queue_t;
+
+typedef struct fetcher {
+  tb_dispatcher_t *d;
+  int tier;
+  tb_consumer_t *consumer;
+  pthread_t thread;
+} fetcher_t;
+
+struct tb_dispatcher {
+  const tb_config_t *cfg;
+  tb_bus_t *bus;
+  tb_engine_t *engine;
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv;  /* executor: something became ready */
+  pthread_cond_t slots_cv; /* fetchers: a slot was freed */
+  ready_queue_t queues[TB_MAX_TIERS];
+  int ready_total;
+  int stopping, fetchers_done;
+  fetcher_t fetchers[TB_MAX_TIERS];
+  int n_fetchers;
+  pthread_t executor;
+  int64_t inversions;
+};
+
+static void q_push(ready_queue_t *q, tb_work_t *w) {
+  q->items[(q->head + q->count) % q->cap] = w;
+  q->count++;
+}
+
+static tb_work_t *q_pop(ready_queue_t *q) {
+  tb_work_t *w = q->items[q->head];
+  q->head = (q->head + 1) % q->cap;
+  q->count--;
+  return w;
+}
+
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_nsec += (long)ms * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* ---------------------------------------------------------------- fetchers */
+
+static void *fetch_loop(void *arg) {
+  fetcher_t *f = arg;
+  tb_dispatcher_t *d = f->d;
+  ready_queue_t *q = &d->queues[f->tier];
+  const char *tier = d->cfg->tiers[f->tier].name;
+  int warned = 0;
+  for (;;) {
+    pthread_mutex_lock(&d->mu);
+    while (!d->stopping && q->inflight >= q->cap) pthread_cond_wait(&d->slots_cv, &d->mu);
+    int stopping = d->stopping, room = q->cap - q->inflight;
+    pthread_mutex_unlock(&d->mu);
+    if (stopping) break;
+
+    natsMsgList list;
+    tb_status st = tb_consumer_fetch(f->consumer, &list, room, 250);
+    if (st == TB_ERR_TIMEOUT) continue;
+    if (st != TB_OK) {
+      if (!warned++) TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
+      struct timespec pause = {0, 200 * 1000000L};
+      nanosleep(&pause, NULL);
+      continue;
+    }
+    if (warned) TB_LOG(TB_LOG_INFO, "dispatch", "%s: fetching again", tier);
+    warned = 0;
+    int64_t now = tb_mono_us();
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < list.Count; i++) {
+      tb_work_t *w = calloc(1, sizeof(*w));
+      if (w == NULL) break; /* left in the list: destroyed unacked, redelivered after AckWait */
+      w->msg = list.Msgs[i];
+      list.Msgs[i] = NULL;
+      w->tier = f->tier;
+      w->ready_mono_us = w->progress_mono_us = now;
+      q_push(q, w);
+      q->inflight++;
+      d->ready_total++;
+    }
+    pthread_cond_signal(&d->work_cv);
+    pthread_mutex_unlock(&d->mu);
+    natsMsgList_Destroy(&list);
+  }
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- executor */
+
+/* Messages that wait longer than half their AckWait get an in-progress ack, so that a backlog held
+ * back by higher tiers is not redelivered to another worker meanwhile. Called with mu held. */
+static void keep_alive(tb_dispatcher_t *d, int64_t now) {
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    ready_queue_t *q = &d->queues[t];
+    int64_t half = d->cfg->tiers[t].timeout_ms * 500;
+    for (int i = 0; i < q->count; i++) {
+      tb_work_t *w = q->items[(q->head + i) % q->cap];
+      if (now - w->progress_mono_us > half) {
+        natsMsg_InProgress(w->msg, NULL);
+        w->progress_mono_us = now;
+      }
+    }
+  }
+}
+
+/* Takes the next message by policy, or NULL when nothing is ready. Called with mu held. */
+static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now) {
+  tb_ready_head_t heads[TB_MAX_TIERS];
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    ready_queue_t *q = &d->queues[t];
+    heads[t].present = q->count > 0;
+    heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
+  }
+  tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
+  if (c.tier < 0) return NULL;
+  int inv = tb_dispatch_audit(d->cfg, heads, now, &c);
+  if (inv > 0) {
+    d->inversions += inv;
+    tb_engine_note_inversion(d->engine, c.tier);
+    TB_LOG(TB_LOG_ERROR, "dispatch", "priority inversion: served %s (effective %s) over %d better",
+           d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
+  }
+  tb_work_t *w = q_pop(&d->queues[c.tier]);
+  d->ready_total--;
+  w->eff_tier = c.eff_tier;
+  w->boost = c.boost;
+  w->reason = c.reason;
+  return w;
+}
+
+static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
+  const tb_config_t *cfg = d->cfg;
+  tb_status st = tb_engine_begin(d->engine);
+  if (st != TB_OK) {
+    /* Another process holds the write lock (or the disk failed): the messages stay ready. */
+    TB_LOG(st == TB_ERR_BUSY ? TB_LOG_DEBUG : TB_LOG_ERROR, "dispatch", "begin batch: %s",
+           tb_errdetail());
+    struct timespec pause = {0, 2 * 1000000L};
+    nanosleep(&pause, NULL);
+    return;
+  }
+  int n = 0;
+  int64_t opened = tb_mono_us();
+  while (n < cfg->commit_batch_max) {
+    pthread_mutex_lock(&d->mu);
+    tb_work_t *w = take_next(d, tb_mono_us());
+    pthread_mutex_unlock(&d->mu);
+    if (w == NULL) break;
+    batch[n++] = w;
+    st = tb_engine_apply(d->engine, w);
+    if (st != TB_OK) break;
+    if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
+  }
+  if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
+  if (st != TB_OK) {
+    TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s",
+           n, tb_errdetail());
+    tb_engine_abort(d->engine, batch, n);
+  }
+  for (int i = 0; i < n; i++) {
+    int tier = batch[i]->tier;
+    tb_engine_settle(d->engine, batch[i]);
+    free(batch[i]);
+    pthread_mutex_lock(&d->mu);
+    d->queues[tier].inflight--;
+    pthread_mutex_unlock(&d->mu);
+  }
+  pthread_mutex_lock(&d->mu);
+  pthread_cond_broadcast(&d->slots_cv);
+  pthread_mutex_unlock(&d->mu);
+}
+
+static void *exec_loop(void *arg) {
+  tb_dispatcher_t *d = arg;
+  tb_work_t **batch = calloc((size_t)d->cfg->commit_batch_max, sizeof(*batch));
+  if (batch == NULL) {
+    TB_LOG(TB_LOG_ERROR, "dispatch", "out of memory for the batch");
+    return NULL;
+  }
+  for (;;) {
+    pthread_mutex_lock(&d->mu);
+    while (d->ready_total == 0 && !(d->stopping && d->fetchers_done)) {
+      cond_wait_ms(&d->work_cv, &d->mu, 100);
+      keep_alive(d, tb_mono_us());
+    }
+    int done = d->ready_total == 0 && d->stopping && d->fetchers_done;
+    if (!done) keep_alive(d, tb_mono_us());
+    pthread_mutex_unlock(&d->mu);
+    if (done) break;
+    run_batch(d, batch);
+  }
+  free(batch);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
+                              tb_engine_t *engine, const int *tiers, int n) {
+  tb_dispatcher_t *d = calloc(1, sizeof(*d));
+  if (d == NULL) return tb__fail(TB_ERR_NOMEM, "dispatcher");
+  d->cfg = cfg;
+  d->bus = bus;
+  d->engine = engine;
+  pthread_mutex_init(&d->mu, NULL);
+  pthread_cond_init(&d->work_cv, NULL);
+  pthread_cond_init(&d->slots_cv, NULL);
+  tb_status st = TB_OK;
+  for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
+    d->queues[t].cap = cfg->tiers[t].concurrency;
+    d->queues[t].items = calloc((size_t)d->queues[t].cap, sizeof(tb_work_t *));
+    if (d->queues[t].items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");
+  }
+  for (int i = 0; i < n && st == TB_OK; i++) {
+    fetcher_t *f = &d->fetchers[d->n_fetchers];
+    f->d = d;
+    f->tier = tiers[i];
+    d->queues[tiers[i]].active = 1;
+    st = tb_consumer_open(&f->consumer, bus, cfg, cfg->tiers[tiers[i]].name);
+    if (st == TB_OK) d->n_fetchers++;
+  }
+  if (st != TB_OK) {
+    d->fetchers_done = 1;
+    tb_dispatcher_stop(d);
+    return st;
+  }
+  pthread_create(&d->executor, NULL, exec_loop, d);
+  for (int i = 0; i < d->n_fetchers; i++)
+    pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
+  *out = d;
+  return TB_OK;
+}
+
+void tb_dispatcher_stop(tb_dispatcher_t *d) {
+  if (d == NULL) return;
+  int started = !d->fetchers_done;
+  pthread_mutex_lock(&d->mu);
+  d->stopping = 1;
+  pthread_cond_broadcast(&d->slots_cv);
+  pthread_mutex_unlock(&d->mu);
+  if (started) {
+    for (int i = 0; i < d->n_fetchers; i++) pthread_join(d->fetchers[i].thread, NULL);
+    pthread_mutex_lock(&d->mu);
+    d->fetchers_done = 1;
+    pthread_cond_signal(&d->work_cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->executor, NULL);
+  }
+  for (int i = 0; i < d->n_fetchers; i++) tb_consumer_close(d->fetchers[i].consumer);
+  for (int t = 0; t < TB_MAX_TIERS; t++) free(d->queues[t].items);
+  pthread_mutex_destroy(&d->mu);
+  pthread_cond_destroy(&d->work_cv);
+  pthread_cond_destroy(&d->slots_cv);
+  free(d);
+}
+
+int64_t tb_dispatcher_inversions(tb_dispatcher_t *d) {
+  pthread_mutex_lock(&d->mu);
+  int64_t v = d->inversions;
+  pthread_mutex_unlock(&d->mu);
+  return v;
+}

@@ -1,0 +1,58 @@
+/* The dispatcher: one fetcher thread per subscribed tier pulls from the tier's durable consumer
+ * into a ready queue bounded by the tier's concurrency, and one executor thread serves the
+ * highest effective tier first, batching commits. Aging raises a waiting message's effective tier
+ * so no tier starves; every pick is audited for inversions. */
+#ifndef TB_DISPATCH_DISPATCH_H
+#define TB_DISPATCH_DISPATCH_H
+
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "config/config.h"
+#include "engine/engine.h"
+
+/* ---- the pure policy, separate from the threads so that it can be tested on its own ---- */
+
+/* The oldest ready message of a tier, as the policy sees it. */
+typedef struct tb_ready_head {
+  int present;
+  int64_t ready_mono_us;
+} tb_ready_head_t;
+
+typedef struct tb_choice {
+  int tier;           /* tier whose head runs next, or -1 when nothing is ready */
+  int eff_tier;
+  int boost;
+  const char *reason; /* "strict": best native tier; "aged": aging lifted it */
+} tb_choice_t;
+
+/* Effective tier of a message of tier |t| that has waited |wait_us|: one tier higher per
+ * aging interval of its own tier, never above tier 0. */
+int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
+
+/* Picks the head with the best (lowest) effective tier; among equals, the one waiting longest.
+ * heads[] has cfg->n_tiers entries. */
+tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us);
+
+/* The auditor, written independently of choose(): the number of other ready heads that outrank
+ * the chosen one (strictly better effective tier). Each is a priority inversion. */
+int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
+                      const tb_choice_t *chosen);
+
+/* ---- the running dispatcher ---- */
+
+typedef struct tb_dispatcher tb_dispatcher_t;
+
+/* Starts fetchers for the tiers whose indexes are in |tiers| (n entries) and the executor. All
+ * pointers are borrowed and must outlive the dispatcher. */
+tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
+                              tb_engine_t *engine, const int *tiers, int n);
+
+/* Stops fetching, lets every fetched message finish, commit and be acked, then joins and frees.
+ * Accepts NULL. */
+void tb_dispatcher_stop(tb_dispatcher_t *d);
+
+/* Inversions counted by this dispatcher so far. */
+int64_t tb_dispatcher_inversions(tb_dispatcher_t *d);
+
+#endif

@@ -1,0 +1,357 @@
+/* Applying one delivered message: the effectively-once core. The handler's writes, the
+ * processed-message record and the counters commit in one SQLite transaction, and the ack is sent
+ * only after that commit, so a redelivery finds the record and has no second effect. */
+#include "engine/engine.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "engine/handler.h"
+#include "workflows/registry.h"
+
+enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
+static const char *counter_names[C__COUNT] = {"processed", "failed", "dead", "redelivered",
+                                              "inversions"};
+
+struct tb_engine {
+  const tb_config_t *cfg;
+  const tb_catalogue_t *cat;
+  tb_store_t *store;
+  tb_bus_t *bus;
+  /* Deltas of the open batch, flushed into the store with it. */
+  int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
+  /* Histograms not yet flushed to the store (flushed at most once a second: they are figures,
+   * not state, so a crash losing a second of them is acceptable). */
+  tb_hist_t *pending_start, *pending_commit; /* [n_tiers] */
+  int64_t last_hist_flush_us;
+  /* Process totals, for the bench and for logs. */
+  pthread_mutex_t mu;
+  tb_engine_tier_stats_t *totals; /* [n_tiers]; histograms are added as they happen */
+  int64_t last_commit_us;
+};
+
+tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
+                           tb_store_t *store, tb_bus_t *bus) {
+  tb_engine_t *e = calloc(1, sizeof(*e));
+  if (e == NULL) return tb__fail(TB_ERR_NOMEM, "engine");
+  e->pending_start = calloc((size_t)cfg->n_tiers, sizeof(tb_hist_t));
+  e->pending_commit = calloc((size_t)cfg->n_tiers, sizeof(tb_hist_t));
+  e->totals = calloc((size_t)cfg->n_tiers, sizeof(tb_engine_tier_stats_t));
+  if (!e->pending_start || !e->pending_commit || !e->totals) {
+    tb_engine_destroy(e);
+    return tb__fail(TB_ERR_NOMEM, "engine histograms");
+  }
+  e->cfg = cfg;
+  e->cat = cat;
+  e->store = store;
+  e->bus = bus;
+  e->last_hist_flush_us = tb_mono_us();
+  pthread_mutex_init(&e->mu, NULL);
+  *out = e;
+  return TB_OK;
+}
+
+void tb_engine_destroy(tb_engine_t *e) {
+  if (e == NULL) return;
+  free(e->pending_start);
+  free(e->pending_commit);
+  free(e->totals);
+  pthread_mutex_destroy(&e->mu);
+  free(e);
+}
+
+tb_status tb_engine_begin(tb_engine_t *e) {
+  memset(e->batch_counters, 0, sizeof(e->batch_counters));
+  return tb_store_begin(e->store);
+}
+
+/* The id that makes a message unique for dedupe: the envelope id (= Nats-Msg-Id), or, for a body
+ * that could not be decoded, the Nats-Msg-Id header, or the stream position. */
+static void fallback_id(natsMsg *msg, const jsMsgMetaData *meta, char *buf, size_t cap) {
+  const char *hid = NULL;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &hid) == NATS_OK && hid && *hid)
+    snprintf(buf, cap, "%s", hid);
+  else if (meta)
+    snprintf(buf, cap, "%s:%llu", meta->Stream, (unsigned long long)meta->Sequence.Stream);
+  else
+    snprintf(buf, cap, "unknown");
+}
+
+/* The dead-letter subject mirrors the event subject: tb.evt.<tier>.<domain>.<event> becomes
+ * tb.dlq.<tier>.<domain>.<event>; anything unparseable lands on tb.dlq.<tier>.unknown. */
+static void dlq_subject(const char *subject, const char *tier, char *buf, size_t cap) {
+  if (subject && strncmp(subject, "tb.evt.", 7) == 0)
+    snprintf(buf, cap, "tb.dlq.%s", subject + 7);
+  else
+    snprintf(buf, cap, "tb.dlq.%s.unknown", tier);
+}
+
+/* Copies the message to the dead-letter stream and records it. If the copy cannot be published
+ * (server away) the message is nak'ed instead: nothing is dropped. */
+static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const jsMsgMetaData *meta,
+                             const char *msg_id, const char *event_type, const char *reason) {
+  const char *tier = e->cfg->tiers[w->tier].name;
+  char subj[256];
+  dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
+  uint64_t deliveries = meta ? meta->NumDelivered : 0;
+  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, deliveries);
+  if (st != TB_OK) {
+    TB_LOG(TB_LOG_WARN, "engine", "dead-letter %s failed, will retry: %s", msg_id, tb_errdetail());
+    w->fate = TB_FATE_NAK;
+    w->nak_delay_ms = 1000;
+    return TB_OK;
+  }
+  const char *stream = meta ? meta->Stream : "";
+  uint64_t seq = meta ? meta->Sequence.Stream : 0;
+  st = tb_store_dead_letter(e->store, msg_id, event_type, tier, stream, seq, reason);
+  if (st == TB_OK) {
+    tb_dispatch_record_t r = {.msg_id = msg_id,
+                              .event_type = event_type,
+                              .tier = tier,
+                              .eff_tier = e->cfg->tiers[w->eff_tier].name,
+                              .boost = w->boost,
+                              .reason = w->reason,
+                              .stream = stream,
+                              .stream_seq = seq,
+                              .deliveries = deliveries,
+                              .published_us = w->published_us,
+                              .started_us = w->started_us,
+                              .outcome = TB_OUTCOME_DEAD};
+    int seen = 0;
+    /* A message redelivered after an earlier dead-lettering already has its record. */
+    st = tb_store_is_processed(e->store, msg_id, &seen);
+    if (st == TB_OK && !seen) st = tb_store_mark_processed(e->store, &r);
+  }
+  if (st != TB_OK) return st;
+  TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %s (%s) on %s: %s", msg_id, event_type, subj,
+         reason);
+  e->batch_counters[w->tier][C_DEAD]++;
+  w->fate = TB_FATE_TERM;
+  return TB_OK;
+}
+
+static int64_t backoff_ms(const tb_tier_config_t *t, uint64_t deliveries) {
+  if (t->n_backoff == 0) return 0;
+  uint64_t i = deliveries == 0 ? 0 : deliveries - 1;
+  return t->backoff_ms[i < (uint64_t)t->n_backoff ? i : (uint64_t)t->n_backoff - 1];
+}
+
+tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
+  const tb_tier_config_t *tier = &e->cfg->tiers[w->tier];
+  jsMsgMetaData *meta = NULL;
+  char id[256];
+  tb_status st = TB_OK;
+  w->fate = TB_FATE_ACK;
+  w->applied = 0;
+  w->started_us = tb_wall_us();
+  natsMsg_GetMetaData(&meta, w->msg); /* NULL meta is tolerated below */
+
+  int len = natsMsg_GetDataLength(w->msg);
+  if (len > e->cfg->max_payload_bytes + 4096) {
+    fallback_id(w->msg, meta, id, sizeof(id));
+    char reason[160];
+    snprintf(reason, sizeof(reason), "payload of %d bytes exceeds max_payload %lld", len,
+             (long long)e->cfg->max_payload_bytes);
+    st = dead_letter(e, w, meta, id, "", reason);
+    jsMsgMetaData_Destroy(meta);
+    return st;
+  }
+
+  tb_decoded_t d;
+  tb__clear_detail();
+  tb_status dst = tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
+  if (dst != TB_OK) {
+    fallback_id(w->msg, meta, id, sizeof(id));
+    char reason[1100];
+    snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
+    st = dead_letter(e, w, meta, id, "", reason);
+    jsMsgMetaData_Destroy(meta);
+    return st;
+  }
+  w->published_us = d.env->occurred_at_us;
+  snprintf(id, sizeof(id), "%s", d.env->id);
+  int stat_tier = w->tier;
+
+  int seen = 0;
+  st = tb_store_is_processed(e->store, id, &seen);
+  if (st == TB_OK && seen) {
+    /* A redelivery (ack lost, worker killed after commit) or a publisher's duplicate beyond the
+     * stream's window: the effect already happened. */
+    e->batch_counters[stat_tier][C_DUPLICATE]++;
+    goto done;
+  }
+  if (st != TB_OK) goto done;
+
+  tb_handler_fn fn = tb_registry_handler(d.def->handler);
+  if (fn == NULL) {
+    char reason[200];
+    snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);
+    st = dead_letter(e, w, meta, id, d.def->name, reason);
+    goto done;
+  }
+
+  st = tb_store_savepoint(e->store);
+  if (st != TB_OK) goto done;
+  tb_handler_ctx_t ctx = {
+      .store = e->store,
+      .cfg = e->cfg,
+      .msg = &d,
+      .tier = tier->name,
+      .order = {.occurred_us = d.env->occurred_at_us,
+                .stream = meta ? meta->Stream : "",
+                .seq = meta ? meta->Sequence.Stream : 0},
+  };
+  tb__clear_detail();
+  tb_status hst = fn(&ctx);
+  if (hst == TB_OK) {
+    tb_dispatch_record_t r = {.msg_id = id,
+                              .event_type = d.def->name,
+                              .tier = tier->name,
+                              .eff_tier = e->cfg->tiers[w->eff_tier].name,
+                              .boost = w->boost,
+                              .reason = w->reason,
+                              .stream = ctx.order.stream,
+                              .stream_seq = ctx.order.seq,
+                              .deliveries = meta ? meta->NumDelivered : 1,
+                              .published_us = w->published_us,
+                              .started_us = w->started_us,
+                              .outcome = TB_OUTCOME_APPLIED};
+    st = tb_store_mark_processed(e->store, &r);
+    if (st == TB_OK) st = tb_store_release(e->store);
+    if (st == TB_OK) {
+      w->applied = 1;
+      e->batch_counters[stat_tier][C_PROCESSED]++;
+    }
+    goto done;
+  }
+
+  /* The handler failed: undo its writes, then retry later or give up. */
+  char reason[1200];
+  snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
+  st = tb_store_rollback_to(e->store);
+  if (st == TB_OK) st = tb_store_release(e->store);
+  if (st != TB_OK) goto done;
+  e->batch_counters[stat_tier][C_FAILED]++;
+  uint64_t deliveries = meta ? meta->NumDelivered : 1;
+  if (hst == TB_ERR_INVALID || deliveries >= (uint64_t)tier->max_deliver) {
+    char why[1300];
+    if (hst == TB_ERR_INVALID)
+      snprintf(why, sizeof(why), "rejected by handler %s: %s", d.def->handler, reason);
+    else
+      snprintf(why, sizeof(why), "max deliveries (%d) reached: %s", tier->max_deliver, reason);
+    st = dead_letter(e, w, meta, id, d.def->name, why);
+  } else {
+    TB_LOG(TB_LOG_WARN, "engine", "%s (%s) attempt %llu failed, retrying: %s", id, d.def->name,
+           (unsigned long long)deliveries, reason);
+    w->fate = TB_FATE_NAK;
+    w->nak_delay_ms = backoff_ms(tier, deliveries);
+  }
+
+done:
+  if (st == TB_OK && w->published_us > 0) {
+    int64_t lat = w->started_us - w->published_us;
+    tb_hist_add(&e->pending_start[stat_tier], lat);
+    pthread_mutex_lock(&e->mu);
+    tb_hist_add(&e->totals[stat_tier].start, lat);
+    pthread_mutex_unlock(&e->mu);
+  }
+  tb_decoded_free(&d);
+  jsMsgMetaData_Destroy(meta);
+  return st;
+}
+
+/* Writes the batch's counters and, once a second, the histograms, into the open transaction. */
+static tb_status flush_figures(tb_engine_t *e, int with_hists) {
+  tb_status st = TB_OK;
+  for (int t = 0; t < e->cfg->n_tiers && st == TB_OK; t++) {
+    for (int c = 0; c < C__COUNT && st == TB_OK; c++)
+      if (e->batch_counters[t][c] != 0)
+        st = tb_store_counter_add(e->store, e->cfg->tiers[t].name, counter_names[c],
+                                  e->batch_counters[t][c]);
+    if (with_hists && st == TB_OK && e->pending_start[t].total > 0)
+      st = tb_store_hist_merge(e->store, e->cfg->tiers[t].name, "start", &e->pending_start[t]);
+    if (with_hists && st == TB_OK && e->pending_commit[t].total > 0)
+      st = tb_store_hist_merge(e->store, e->cfg->tiers[t].name, "commit", &e->pending_commit[t]);
+  }
+  return st;
+}
+
+tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
+  int64_t now = tb_wall_us();
+  /* Commit latency is known only now; it joins the histograms flushed by a later batch. */
+  for (int i = 0; i < n; i++)
+    if (items[i]->applied && items[i]->published_us > 0)
+      tb_hist_add(&e->pending_commit[items[i]->tier], now - items[i]->published_us);
+  pthread_mutex_lock(&e->mu);
+  for (int i = 0; i < n; i++)
+    if (items[i]->applied && items[i]->published_us > 0)
+      tb_hist_add(&e->totals[items[i]->tier].commit, now - items[i]->published_us);
+  pthread_mutex_unlock(&e->mu);
+  int with_hists = tb_mono_us() - e->last_hist_flush_us > 1000000;
+  tb_status st = flush_figures(e, with_hists);
+  if (st == TB_OK) st = tb_store_commit(e->store);
+  if (st != TB_OK) return st;
+
+  pthread_mutex_lock(&e->mu);
+  for (int t = 0; t < e->cfg->n_tiers; t++) {
+    e->totals[t].processed += e->batch_counters[t][C_PROCESSED];
+    e->totals[t].failed += e->batch_counters[t][C_FAILED];
+    e->totals[t].dead += e->batch_counters[t][C_DEAD];
+    e->totals[t].duplicates += e->batch_counters[t][C_DUPLICATE];
+  }
+  e->last_commit_us = tb_wall_us();
+  pthread_mutex_unlock(&e->mu);
+  if (with_hists) {
+    for (int t = 0; t < e->cfg->n_tiers; t++) {
+      tb_hist_reset(&e->pending_start[t]);
+      tb_hist_reset(&e->pending_commit[t]);
+    }
+    e->last_hist_flush_us = tb_mono_us();
+  }
+  return TB_OK;
+}
+
+void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n) {
+  tb_store_rollback(e->store);
+  for (int i = 0; i < n; i++) {
+    items[i]->fate = TB_FATE_NAK;
+    items[i]->nak_delay_ms = 0;
+    items[i]->applied = 0;
+  }
+}
+
+void tb_engine_note_inversion(tb_engine_t *e, int tier) { e->batch_counters[tier][C_INVERSIONS]++; }
+
+void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
+  natsStatus s = NATS_OK;
+  switch (w->fate) {
+  case TB_FATE_ACK:
+    s = natsMsg_Ack(w->msg, NULL);
+    break;
+  case TB_FATE_NAK:
+    s = w->nak_delay_ms > 0 ? natsMsg_NakWithDelay(w->msg, w->nak_delay_ms, NULL)
+                            : natsMsg_Nak(w->msg, NULL);
+    break;
+  case TB_FATE_TERM:
+    s = natsMsg_Term(w->msg, NULL);
+    break;
+  }
+  /* A lost ack only costs a redelivery, which the processed record absorbs. */
+  if (s != NATS_OK)
+    TB_LOG(TB_LOG_DEBUG, "engine", "settle failed (message will be redelivered): %s",
+           natsStatus_GetText(s));
+  natsMsg_Destroy(w->msg);
+  w->msg = NULL;
+}
+
+void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out) {
+  pthread_mutex_lock(&e->mu);
+  *out = e->totals[tier];
+  out->last_commit_us = e->last_commit_us;
+  pthread_mutex_unlock(&e->mu);
+}

@@ -1,0 +1,78 @@
+/* The engine applies delivered messages: decode, dedupe by message id, run the catalogue's
+ * handler in a savepoint of the batch transaction, record the dispatch, and decide each
+ * message's fate (ack, nak with the tier's backoff, or dead-letter). The dispatcher decides what
+ * runs when; the engine decides what a message does. */
+#ifndef TB_ENGINE_ENGINE_H
+#define TB_ENGINE_ENGINE_H
+
+#include <nats/nats.h>
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "codec/catalogue.h"
+#include "config/config.h"
+#include "core/hist.h"
+#include "store/store.h"
+
+typedef enum tb_fate {
+  TB_FATE_ACK = 0,  /* applied, duplicate, or dead-lettered and recorded: done */
+  TB_FATE_NAK = 1,  /* failed this time: redeliver after nak_delay_ms */
+  TB_FATE_TERM = 2, /* copied to the dead-letter stream: never redeliver */
+} tb_fate;
+
+/* One delivered message on its way through a batch. The dispatcher fills the first block; the
+ * engine fills the rest. */
+typedef struct tb_work {
+  natsMsg *msg;           /* owned by the work item until tb_engine_settle() */
+  int tier;               /* index of the tier it was delivered on */
+  int eff_tier;           /* tier it was served as after aging */
+  int boost;              /* tier - eff_tier */
+  const char *reason;     /* static text: why it was dispatched now */
+  int64_t ready_mono_us;  /* when it reached this process */
+  int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
+  /* engine: */
+  int64_t started_us;     /* handler start, wall clock */
+  int64_t published_us;   /* envelope occurred_at (0 if undecodable) */
+  tb_fate fate;
+  int64_t nak_delay_ms;
+  int applied;            /* 1 if this delivery changed state (not a duplicate or dead letter) */
+} tb_work_t;
+
+typedef struct tb_engine tb_engine_t;
+
+/* Per-tier figures kept in memory by one process (the bench reads them; stats use the store). */
+typedef struct tb_engine_tier_stats {
+  int64_t processed, failed, dead, duplicates;
+  tb_hist_t start;  /* publish -> handler start, us */
+  tb_hist_t commit; /* publish -> commit, us */
+  int64_t last_commit_us; /* wall clock of the process's latest commit (any tier) */
+} tb_engine_tier_stats_t;
+
+/* All arguments are borrowed and must outlive the engine. Caller frees with tb_engine_destroy(). */
+tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
+                           tb_store_t *store, tb_bus_t *bus);
+void tb_engine_destroy(tb_engine_t *e);
+
+/* Opens the batch transaction. TB_ERR_BUSY if another process holds the write lock. */
+tb_status tb_engine_begin(tb_engine_t *e);
+
+/* Applies one message inside the open batch. Never fails the batch: every outcome is recorded in
+ * |w| (fate, delay). Returns TB_OK, or the store status when the batch itself is broken (the
+ * caller then rolls the whole batch back with tb_engine_abort()). */
+tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w);
+
+/* Commits the batch (with the batch's counters and histograms). On failure the batch is rolled
+ * back and every message in it must be nak'ed: call tb_engine_abort(). */
+tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n);
+void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n);
+
+/* Acks, naks or terminates the message as its fate says, and destroys it. */
+void tb_engine_settle(tb_engine_t *e, tb_work_t *w);
+
+/* Counts one dispatch-time inversion for |tier| (stored with the next commit). */
+void tb_engine_note_inversion(tb_engine_t *e, int tier);
+
+/* Copies this process's per-tier figures (thread-safe). */
+void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out);
+
+#endif
