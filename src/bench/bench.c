@@ -530,7 +530,7 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
     }
     made_tmp = 1;
   }
-  tb__log_level = TB_LOG_ERROR; /* the children inherit it: no progress noise in the figures */
+  if (tb__log_level < TB_LOG_WARN) tb__log_level = TB_LOG_WARN; /* the children inherit it: no progress noise in the figures */
   json_t *root = json_object();
   machine_json(root);
   int rc = 0;

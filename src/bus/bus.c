@@ -308,39 +308,35 @@ void tb_consumer_close(tb_consumer_t *c) {
   free(c);
 }
 
-tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsgList *list, int max, int64_t wait_ms) {
-  memset(list, 0, sizeof(*list));
+/* Moves the messages of |list| into |out| from index *n on and destroys the list. */
+static void take_list(natsMsgList *list, natsMsg **out, int max, int *n) {
+  for (int i = 0; i < list->Count; i++) {
+    if (*n < max) {
+      out[(*n)++] = list->Msgs[i];
+      list->Msgs[i] = NULL;
+    }
+  }
+  natsMsgList_Destroy(list); /* destroys any extra message: unacked, it is redelivered */
+}
+
+tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms) {
+  natsMsgList list = {0};
   jsErrCode jerr = 0;
+  *n = 0;
   /* A long-poll for a batch would wait for the whole batch; a long-poll for one message returns
    * the moment it arrives, and a no-wait request then takes what else is queued. */
-  natsStatus s = natsSubscription_Fetch(list, c->sub, 1, wait_ms, &jerr);
+  natsStatus s = natsSubscription_Fetch(&list, c->sub, 1, wait_ms, &jerr);
+  take_list(&list, out, max, n);
   /* NATS_NOT_FOUND is the server's "no messages" answer (404) to a pull request. */
-  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || (s == NATS_OK && list->Count == 0)) {
-    natsMsgList_Destroy(list);
-    return TB_ERR_TIMEOUT;
-  }
+  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || (s == NATS_OK && *n == 0)) return TB_ERR_TIMEOUT;
   if (s != NATS_OK) return tb__nats_fail(s, jerr, "fetch");
-  if (max <= 1) return TB_OK;
-  natsMsgList more = {0};
+  if (max - *n <= 0) return TB_OK;
   jsFetchRequest req;
   jsFetchRequest_Init(&req);
-  req.Batch = max - 1;
+  req.Batch = max - *n;
   req.NoWait = true;
-  s = natsSubscription_FetchRequest(&more, c->sub, &req);
-  if (s == NATS_OK && more.Count > 0) {
-    natsMsg **all = realloc(list->Msgs, sizeof(natsMsg *) * (size_t)(list->Count + more.Count));
-    if (all == NULL) {
-      natsMsgList_Destroy(&more); /* unacked: they come back after AckWait */
-      return TB_OK;
-    }
-    for (int i = 0; i < more.Count; i++) {
-      all[list->Count + i] = more.Msgs[i];
-      more.Msgs[i] = NULL;
-    }
-    list->Msgs = all;
-    list->Count += more.Count;
-  }
-  natsMsgList_Destroy(&more);
+  s = natsSubscription_FetchRequest(&list, c->sub, &req);
+  take_list(&list, out, max, n); /* a 404 here only means nothing more is queued */
   return TB_OK;
 }
 

@@ -63,11 +63,12 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
                            const char *tier_name);
 void tb_consumer_close(tb_consumer_t *c);
 
-/* Fetches up to |max| messages. Returns as soon as at least one is available (latency matters
- * more than batch size when a tier is idle) and takes whatever else is already waiting, up to
- * |max|. TB_ERR_TIMEOUT when nothing arrived within |wait_ms|. The caller owns the messages in
- * |list| and frees the list with natsMsgList_Destroy() (which destroys messages still in it). */
-tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsgList *list, int max, int64_t wait_ms);
+/* Fetches up to |max| messages into |out| (an array of at least |max| entries) and sets *n.
+ * Returns as soon as at least one is available (latency matters more than batch size when a tier
+ * is idle) and takes whatever else is already waiting, up to |max|. TB_ERR_TIMEOUT when nothing
+ * arrived within |wait_ms|. The caller owns the messages: each is destroyed with
+ * natsMsg_Destroy() after it is acked. */
+tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms);
 
 /* Consumer figures for stats: messages not yet delivered and delivered-but-unacked. */
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,

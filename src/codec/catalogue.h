@@ -5,6 +5,7 @@
 #define TB_CODEC_CATALOGUE_H
 
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "tierbus.h"
@@ -20,13 +21,15 @@ typedef struct tb_event_def {
   const ProtobufCMessageDescriptor *descriptor; /* resolved from the generated code */
 } tb_event_def_t;
 
+/* A loaded catalogue is immutable: lookups from any number of threads need no lock. */
 typedef struct tb_catalogue tb_catalogue_t;
 
 /* Loads the catalogue compiled into the binary. Fails with TB_ERR_CONFIG if an entry names a
  * message that the generated schemas do not define. Caller frees with tb_catalogue_destroy(). */
 tb_status tb_catalogue_load(tb_catalogue_t **out);
 
-/* Same, from a JSON file on disk (tests, tools). */
+/* Same, from a JSON file on disk (tests, tools). TB_ERR_IO if the file cannot be read,
+ * TB_ERR_CONFIG ("PATH:LINE:COL: ..." or "PATH: catalogue event ...") if it is not valid. */
 tb_status tb_catalogue_load_file(tb_catalogue_t **out, const char *path);
 
 void tb_catalogue_destroy(tb_catalogue_t *cat);
@@ -38,7 +41,11 @@ size_t tb_catalogue_count(const tb_catalogue_t *cat);
 const tb_event_def_t *tb_catalogue_at(const tb_catalogue_t *cat, size_t i);
 
 /* Writes the subject for an event on a tier: "tb.evt.<tier>.<domain>.<event>". Returns
- * TB_ERR_INVALID if |cap| is too small. */
+ * TB_ERR_INVALID if |cap| is too small (|buf| is then "") or |tier| is not a valid NATS token. */
 tb_status tb_catalogue_subject(const tb_event_def_t *ev, const char *tier, char *buf, size_t cap);
+
+/* True if |token| can be one token of a NATS subject: non-empty, no '.', '*', '>', whitespace or
+ * control characters. Used for tiers, domains and event tokens. */
+bool tb_nats_token_valid(const char *token);
 
 #endif

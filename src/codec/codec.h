@@ -15,11 +15,18 @@
 /* Builds the payload message for |ev| from a JSON object. Every JSON key must name a field of the
  * event's message (proto name or lowerCamelCase) and have a compatible type; otherwise returns
  * TB_ERR_JSON with a detail such as "CLIENT_CREATED: field 'client_id': expected a string, got
- * number" or "CLIENT_CREATED: unknown field 'foo'". Caller frees with
- * protobuf_c_message_free_unpacked(*out, NULL). */
+ * number" or "CLIENT_CREATED: unknown field 'foo'"; nested paths read "results[0].fields[email]".
+ * JSON null leaves a field unset. Integers are range-checked and may also be decimal strings (as
+ * in protobuf's JSON mapping); enums are value names or numbers; bytes are base64. Caller frees
+ * with protobuf_c_message_free_unpacked(*out, NULL). */
 tb_status tb_codec_payload_from_json(const tb_event_def_t *ev, json_t *obj, ProtobufCMessage **out);
 
-/* Renders a payload as a JSON object with proto field names. Caller frees with json_decref(). */
+/* Renders a payload (or any message) as a JSON object with proto field names. Every scalar,
+ * repeated and map field appears, with its default when unset; unset message fields are left
+ * out. int64 is a JSON number, uint64 above INT64_MAX a decimal string, enums their value name
+ * (the number if unknown), bytes base64, non-finite floats "NaN"/"Infinity"/"-Infinity".
+ * Returns TB_ERR_DECODE if a string is not valid UTF-8 (protobuf-c does not check), TB_ERR_NOMEM.
+ * Caller frees with json_decref(). */
 tb_status tb_codec_payload_to_json(const ProtobufCMessage *msg, json_t **out);
 
 /* Packs any message into a malloc'd buffer. Caller frees *buf with free(). */
@@ -27,9 +34,9 @@ tb_status tb_codec_pack(const ProtobufCMessage *msg, uint8_t **buf, size_t *len)
 
 /* A decoded tierbus message: the envelope, its catalogue entry and its unpacked payload. */
 typedef struct tb_decoded {
-  Tierbus__V1__Envelope *env;   /* owned */
-  const tb_event_def_t *def;    /* borrowed from the catalogue */
-  ProtobufCMessage *payload;    /* owned */
+  Tierbus__V1__Envelope *env; /* owned */
+  const tb_event_def_t *def;  /* borrowed from the catalogue */
+  ProtobufCMessage *payload;  /* owned */
 } tb_decoded_t;
 
 /* Decodes a message body. Failures, each with a detail that names the problem:
@@ -46,7 +53,8 @@ void tb_decoded_free(tb_decoded_t *d);
  * most |cap| bytes including the NUL. */
 void tb_codec_ordering_key(const tb_decoded_t *d, char *buf, size_t cap);
 
-/* Reads a string field of |msg| by proto field name; NULL if absent or not a string. Borrowed. */
+/* Reads a string field of |msg| by proto field name; NULL if absent or not a string. A proto3
+ * string has no presence, so an empty string counts as absent and gives NULL. Borrowed. */
 const char *tb_codec_get_string(const ProtobufCMessage *msg, const char *field);
 
 #endif

@@ -20,13 +20,13 @@
  * first. */
 typedef struct tb_tier_config {
   char name[TB_NAME_MAX];
-  int64_t timeout_ms;             /* consumer AckWait; handlers past half of it send in-progress */
-  int concurrency;                /* max messages in flight per worker process */
-  int max_deliver;                /* deliveries before the message goes to the dead-letter stream */
+  int64_t timeout_ms; /* consumer AckWait; handlers past half of it send in-progress */
+  int concurrency;    /* max messages in flight per worker process */
+  int max_deliver;    /* deliveries before the message goes to the dead-letter stream */
   int64_t backoff_ms[TB_MAX_BACKOFF]; /* redelivery delays after a failed attempt */
   int n_backoff;
-  int64_t aging_ms;               /* a message ready this long rises one tier; 0 = never */
-  int job_priority;               /* seed 001 job priority number (1 = CRITICAL ... 9) */
+  int64_t aging_ms; /* a message ready this long rises one tier; 0 = never */
+  int job_priority; /* seed 001 job priority number (1 = CRITICAL ... 9) */
 } tb_tier_config_t;
 
 /* Per-deployment override of the catalogue's default tier for one event type. */
@@ -46,33 +46,36 @@ typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   char db_path[PATH_MAX];
   char data_dir[PATH_MAX];
-  char stream_prefix[TB_NAME_MAX];  /* streams are <prefix>_<TIER>, e.g. TB_CRITICAL */
-  int64_t duplicate_window_ms;      /* JetStream dedupe window on every stream */
-  int64_t max_payload_bytes;        /* larger events are refused at publish, DLQ'd at consume */
-  int64_t stream_max_age_ms;        /* history kept for replay; 0 = forever */
-  int commit_batch_max;             /* messages per SQLite transaction */
-  int64_t commit_batch_us;          /* longest a batch stays open */
-  int64_t nats_connect_timeout_ms;  /* how long start-up keeps retrying an absent server */
-  int log_level;                    /* tb_log_level */
+  char stream_prefix[TB_NAME_MAX]; /* streams are <prefix>_<TIER>, e.g. TB_CRITICAL */
+  int64_t duplicate_window_ms;     /* JetStream dedupe window on every stream */
+  int64_t max_payload_bytes;       /* larger events are refused at publish, DLQ'd at consume */
+  int64_t stream_max_age_ms;       /* history kept for replay; 0 = forever */
+  int commit_batch_max;            /* messages per SQLite transaction */
+  int64_t commit_batch_us;         /* longest a batch stays open */
+  int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
+  int log_level;                   /* tb_log_level */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
   int n_event_tiers;
   tb_preset_t presets[TB_MAX_PRESETS];
   int n_presets;
-  char source_path[PATH_MAX];       /* file the config came from, for messages ("" = defaults) */
+  char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
 } tb_config_t;
 
 /* Fills |cfg| with the table's defaults. Tiers, event tiers and presets are left empty: they come
  * only from the config file. */
 void tb_config_init(tb_config_t *cfg);
 
-/* Parses the YAML file at |path| into |cfg| (which should hold defaults). On failure returns
- * TB_ERR_CONFIG with a detail of the form "FILE:LINE: key 'tiers[2].concurrency': must be between
- * 1 and 10000 (got 0)"; |cfg| is then in an unspecified state. Unknown keys are errors. */
+/* Parses the YAML file at |path| into |cfg| (which should hold defaults), then runs
+ * tb_config_validate. On failure returns TB_ERR_CONFIG with a detail of the form
+ * "FILE:LINE: tiers[2].concurrency: must be an integer between 1 and 10000 (got 'abc')" (the line
+ * is left out where there is none, e.g. "FILE: tiers: at least one tier is required"); |cfg| is
+ * then in an unspecified state. Unknown and repeated keys are errors. */
 tb_status tb_config_load_file(tb_config_t *cfg, const char *path);
 
-/* Applies TIERBUS_NATS_URL, TIERBUS_DB and TIERBUS_DATA_DIR when set. */
+/* Applies TIERBUS_NATS_URL, TIERBUS_DB and TIERBUS_DATA_DIR when set and non-empty, with the
+ * same checks as the file. TB_ERR_CONFIG with a detail naming the variable on failure. */
 tb_status tb_config_apply_env(tb_config_t *cfg);
 
 /* Sets one scalar option by its config name ("nats_url", "duplicate_window", ...), with the same

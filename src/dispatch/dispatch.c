@@ -62,6 +62,7 @@ typedef struct fetcher {
   tb_dispatcher_t *d;
   int tier;
   tb_consumer_t *consumer;
+  natsMsg **buf; /* fetch landing area, the tier's concurrency long */
   pthread_t thread;
 } fetcher_t;
 
@@ -117,8 +118,8 @@ static void *fetch_loop(void *arg) {
     pthread_mutex_unlock(&d->mu);
     if (stopping) break;
 
-    natsMsgList list;
-    tb_status st = tb_consumer_fetch(f->consumer, &list, room, 250);
+    int got = 0;
+    tb_status st = tb_consumer_fetch(f->consumer, f->buf, room, &got, 250);
     if (st == TB_ERR_TIMEOUT) continue;
     if (st != TB_OK) {
       if (!warned++) TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
@@ -130,11 +131,13 @@ static void *fetch_loop(void *arg) {
     warned = 0;
     int64_t now = tb_mono_us();
     pthread_mutex_lock(&d->mu);
-    for (int i = 0; i < list.Count; i++) {
+    for (int i = 0; i < got; i++) {
       tb_work_t *w = calloc(1, sizeof(*w));
-      if (w == NULL) break; /* left in the list: destroyed unacked, redelivered after AckWait */
-      w->msg = list.Msgs[i];
-      list.Msgs[i] = NULL;
+      if (w == NULL) { /* dropped unacked: redelivered after AckWait */
+        natsMsg_Destroy(f->buf[i]);
+        continue;
+      }
+      w->msg = f->buf[i];
       w->tier = f->tier;
       w->ready_mono_us = w->progress_mono_us = now;
       q_push(q, w);
@@ -143,7 +146,6 @@ static void *fetch_loop(void *arg) {
     }
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
-    natsMsgList_Destroy(&list);
   }
   return NULL;
 }
@@ -279,7 +281,10 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
     f->d = d;
     f->tier = tiers[i];
     d->queues[tiers[i]].active = 1;
-    st = tb_consumer_open(&f->consumer, bus, cfg, cfg->tiers[tiers[i]].name);
+    f->buf = calloc((size_t)cfg->tiers[tiers[i]].concurrency, sizeof(natsMsg *));
+    st = f->buf ? tb_consumer_open(&f->consumer, bus, cfg, cfg->tiers[tiers[i]].name)
+                : tb__fail(TB_ERR_NOMEM, "fetch buffer");
+    if (st != TB_OK) free(f->buf);
     if (st == TB_OK) d->n_fetchers++;
   }
   if (st != TB_OK) {
@@ -309,7 +314,10 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
     pthread_mutex_unlock(&d->mu);
     pthread_join(d->executor, NULL);
   }
-  for (int i = 0; i < d->n_fetchers; i++) tb_consumer_close(d->fetchers[i].consumer);
+  for (int i = 0; i < d->n_fetchers; i++) {
+    tb_consumer_close(d->fetchers[i].consumer);
+    free(d->fetchers[i].buf);
+  }
   for (int t = 0; t < TB_MAX_TIERS; t++) free(d->queues[t].items);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->work_cv);

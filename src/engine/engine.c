@@ -233,8 +233,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   /* The handler failed: undo its writes, then retry later or give up. */
   char reason[1200];
   snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
-  st = tb_store_rollback_to(e->store);
-  if (st == TB_OK) st = tb_store_release(e->store);
+  st = tb_store_rollback_to(e->store); /* also closes the savepoint */
   if (st != TB_OK) goto done;
   e->batch_counters[stat_tier][C_FAILED]++;
   uint64_t deliveries = meta ? meta->NumDelivered : 1;

@@ -21,8 +21,12 @@ tb_status tb_store_open(tb_store_t **out, const char *path);
 /* Finalizes statements and closes. Accepts NULL. */
 void tb_store_close(tb_store_t *st);
 
-/* Schema version after migrations (PRAGMA user_version). */
+/* Schema version after migrations (PRAGMA user_version); -1 if it cannot be read. */
 int tb_store_schema_version(tb_store_t *st);
+
+/* How long a statement waits for another connection's lock before it fails with TB_ERR_BUSY
+ * (default 5000 ms; 0 fails at once). TB_ERR_INVALID for a negative value. */
+tb_status tb_store_set_busy_timeout(tb_store_t *st, int ms);
 
 /* Batch transaction. begin uses BEGIN IMMEDIATE so that a busy database shows up at begin, not at
  * the first write. Returns TB_ERR_BUSY when another process holds the write lock past the busy
@@ -31,7 +35,9 @@ tb_status tb_store_begin(tb_store_t *st);
 tb_status tb_store_commit(tb_store_t *st);
 tb_status tb_store_rollback(tb_store_t *st);
 
-/* Per-message savepoint inside the batch: a failing message is rolled back alone. */
+/* Per-message savepoint inside the batch: a failing message is rolled back alone. Each savepoint
+ * ends with exactly one of release (keep the message's writes) or rollback_to (undo them and end
+ * the savepoint; do not release after it). Either without an open savepoint is TB_ERR_INVALID. */
 tb_status tb_store_savepoint(tb_store_t *st);
 tb_status tb_store_release(tb_store_t *st);
 tb_status tb_store_rollback_to(tb_store_t *st);
@@ -39,21 +45,25 @@ tb_status tb_store_rollback_to(tb_store_t *st);
 /* *seen = 1 if a message with |msg_id| was already processed (applied or dead-lettered). */
 tb_status tb_store_is_processed(tb_store_t *st, const char *msg_id, int *seen);
 
-typedef enum tb_outcome { TB_OUTCOME_APPLIED = 0, TB_OUTCOME_DEAD = 1, TB_OUTCOME_STALE = 2 } tb_outcome;
+typedef enum tb_outcome {
+  TB_OUTCOME_APPLIED = 0,
+  TB_OUTCOME_DEAD = 1,
+  TB_OUTCOME_STALE = 2
+} tb_outcome;
 
 /* One dispatch: what ran, where it came from, and why it was chosen when it was. */
 typedef struct tb_dispatch_record {
   const char *msg_id;
   const char *event_type;
-  const char *tier;         /* tier the message was published on */
-  const char *eff_tier;     /* tier it was served as, after aging */
-  int boost;                /* tiers gained by aging (0 = none) */
-  const char *reason;       /* rule that fired: "highest-ready", "aged", ... */
+  const char *tier;     /* tier the message was published on */
+  const char *eff_tier; /* tier it was served as, after aging */
+  int boost;            /* tiers gained by aging (0 = none) */
+  const char *reason;   /* rule that fired: "highest-ready", "aged", ... */
   const char *stream;
   uint64_t stream_seq;
   uint64_t deliveries;
-  int64_t published_us;     /* envelope occurred_at */
-  int64_t started_us;       /* handler start, wall clock */
+  int64_t published_us; /* envelope occurred_at */
+  int64_t started_us;   /* handler start, wall clock */
   tb_outcome outcome;
 } tb_dispatch_record_t;
 

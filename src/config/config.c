@@ -1,0 +1,1270 @@
+/* Configuration loading. One table of scalar options and one table of tier fields drive the
+ * defaults, the YAML parser (libyaml's document API), the bounds checks, the environment and CLI
+ * overrides and the example file, so an option is described in exactly one place. */
+#include "config/config.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#define MS_S 1000LL
+#define MS_M (60 * MS_S)
+#define MS_H (60 * MS_M)
+#define MS_D (24 * MS_H)
+#define KIB 1024LL
+#define MIB (1024 * KIB)
+
+/* Allowed characters of names that end up in subjects and stream names. */
+#define CS_DIGITS "0123456789"
+#define CS_LOWER "abcdefghijklmnopqrstuvwxyz"
+#define CS_UPPER "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#define CS_TIER CS_LOWER CS_DIGITS "_-"
+#define CS_TIER_DESC "lowercase letters, digits, '_' or '-'"
+#define CS_IDENT CS_LOWER CS_UPPER CS_DIGITS "_-"
+#define CS_IDENT_DESC "letters, digits, '_' or '-'"
+
+/* ============================================================================================
+ * The option tables
+ * ========================================================================================== */
+
+typedef enum opt_type {
+  OPT_STRING,   /* char array: .min..size-1 characters, optionally from .charset */
+  OPT_INT,      /* int or int64_t (by field size), plain decimal */
+  OPT_BYTES,    /* size in bytes; k, m, g suffixes (with optional b / ib) are 1024-based */
+  OPT_MS,       /* duration in ms, tb_duration_parse_ms text */
+  OPT_US,       /* duration in us: "250us" or tb_duration_parse_ms text */
+  OPT_LOGLEVEL, /* int holding a tb_log_level, by name */
+  OPT_MS_LIST,  /* int64_t array of ms durations plus an int count at .count_offset */
+} opt_type;
+
+typedef struct opt {
+  const char *name;
+  opt_type type;
+  size_t offset, size; /* the field inside tb_config_t or tb_tier_config_t */
+  size_t count_offset; /* OPT_MS_LIST only */
+  int64_t min, max;    /* numbers: value bounds (lists: per item); strings: .min is min length */
+  const char *charset; /* OPT_STRING: allowed characters; NULL allows any */
+  const char *charset_desc;
+  bool required;   /* has no default: the file must give it */
+  const char *def; /* default, as config text (lists: items separated by spaces) */
+  const char *env; /* environment variable that overrides it, or NULL */
+  const char *help;
+} opt_t;
+
+#define FIELD(T, f) .offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+
+/* Every scalar option of tb_config_t, in the order the example file lists them. */
+static const opt_t scalar_opts[] = {
+    {.name = "nats_url",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_url),
+     .min = 1,
+     .def = "nats://127.0.0.1:4222",
+     .env = "TIERBUS_NATS_URL",
+     .help = "NATS server URL; separate the servers of one cluster with commas."},
+    {.name = "db_path",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, db_path),
+     .min = 1,
+     .def = "var/tierbus.db",
+     .env = "TIERBUS_DB",
+     .help = "SQLite database file. A relative path is relative to the working directory of\n"
+             "the tierbus process, not to this file."},
+    {.name = "data_dir",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, data_dir),
+     .min = 1,
+     .def = "var",
+     .env = "TIERBUS_DATA_DIR",
+     .help = "Directory for local files (backups, exports); relative like db_path."},
+    {.name = "stream_prefix",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, stream_prefix),
+     .min = 1,
+     .charset = CS_IDENT,
+     .charset_desc = CS_IDENT_DESC,
+     .def = "TB",
+     .help = "JetStream streams are named <prefix>_<TIER>, e.g. TB_CRITICAL."},
+    {.name = "duplicate_window",
+     .type = OPT_MS,
+     FIELD(tb_config_t, duplicate_window_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "2m",
+     .help = "JetStream dedupe window: a repeated Nats-Msg-Id inside it is dropped."},
+    {.name = "max_payload",
+     .type = OPT_BYTES,
+     FIELD(tb_config_t, max_payload_bytes),
+     .min = 1 * KIB,
+     .max = 64 * MIB,
+     .def = "1048576",
+     .help = "Largest event payload: refused at publish, dead-lettered at consume.\n"
+             "Accepts k, m and g suffixes (1024-based)."},
+    {.name = "stream_max_age",
+     .type = OPT_MS,
+     FIELD(tb_config_t, stream_max_age_ms),
+     .min = 0,
+     .max = 3650 * MS_D,
+     .def = "0s",
+     .help = "How long the streams keep history for replay; 0s keeps it forever."},
+    {.name = "commit_batch_max",
+     .type = OPT_INT,
+     FIELD(tb_config_t, commit_batch_max),
+     .min = 1,
+     .max = 100000,
+     .def = "256",
+     .help = "Most messages committed in one SQLite transaction."},
+    {.name = "commit_batch_time",
+     .type = OPT_US,
+     FIELD(tb_config_t, commit_batch_us),
+     .min = 0,
+     .max = 1000 * 1000,
+     .def = "2ms",
+     .help = "Longest a commit batch stays open waiting for more messages (us, ms or s)."},
+    {.name = "nats_connect_timeout",
+     .type = OPT_MS,
+     FIELD(tb_config_t, nats_connect_timeout_ms),
+     .min = 0,
+     .max = 1 * MS_H,
+     .def = "10s",
+     .help = "How long start-up keeps retrying an absent NATS server; 0s tries once."},
+    {.name = "log_level",
+     .type = OPT_LOGLEVEL,
+     FIELD(tb_config_t, log_level),
+     .min = TB_LOG_DEBUG,
+     .max = TB_LOG_OFF,
+     .def = "info",
+     .help = "Least severe log line written."},
+};
+
+/* Every field of one tier, in the order the example file writes them. */
+static const opt_t tier_opts[] = {
+    {.name = "name",
+     .type = OPT_STRING,
+     FIELD(tb_tier_config_t, name),
+     .min = 1,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .required = true,
+     .help = "used in subjects (tb.evt.<name>.>) and stream names"},
+    {.name = "timeout",
+     .type = OPT_MS,
+     FIELD(tb_tier_config_t, timeout_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "5m",
+     .help = "handler time limit (consumer AckWait)"},
+    {.name = "concurrency",
+     .type = OPT_INT,
+     FIELD(tb_tier_config_t, concurrency),
+     .min = 1,
+     .max = 10000,
+     .def = "10",
+     .help = "messages in flight per worker process"},
+    {.name = "max_deliver",
+     .type = OPT_INT,
+     FIELD(tb_tier_config_t, max_deliver),
+     .min = 1,
+     .max = 1000,
+     .def = "5",
+     .help = "deliveries before the dead-letter stream"},
+    {.name = "backoff",
+     .type = OPT_MS_LIST,
+     FIELD(tb_tier_config_t, backoff_ms),
+     .count_offset = offsetof(tb_tier_config_t, n_backoff),
+     .min = 1,
+     .max = 24 * MS_H,
+     .def = "1s 5s 30s",
+     .help = "redelivery delays; the last repeats; fewer than max_deliver"},
+    {.name = "aging",
+     .type = OPT_MS,
+     FIELD(tb_tier_config_t, aging_ms),
+     .min = 0,
+     .max = 24 * MS_H,
+     .def = "0s",
+     .help = "waiting this long raises a message one tier; 0s = never"},
+    {.name = "job_priority",
+     .type = OPT_INT,
+     FIELD(tb_tier_config_t, job_priority),
+     .min = 1,
+     .max = 100,
+     .def = "5",
+     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
+};
+
+#define N_SCALARS ARRAY_LEN(scalar_opts)
+#define N_TIER_OPTS ARRAY_LEN(tier_opts)
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+
+/* ============================================================================================
+ * Values: parse, check, format
+ * ========================================================================================== */
+
+static int64_t get_num(const void *base, const opt_t *o) {
+  const char *p = (const char *)base + o->offset;
+  return o->size == sizeof(int) ? *(const int *)p : *(const int64_t *)p;
+}
+
+static void put_num(void *base, const opt_t *o, int64_t v) {
+  char *p = (char *)base + o->offset;
+  if (o->size == sizeof(int))
+    *(int *)p = (int)v;
+  else
+    *(int64_t *)p = v;
+}
+
+static int *list_count(void *base, const opt_t *o) {
+  return (int *)((char *)base + o->count_offset);
+}
+
+static int list_cap(const opt_t *o) {
+  return (int)(o->size / sizeof(int64_t));
+}
+
+/* "0s", "250ms", "2m", "1h", "3650d": the largest unit that divides exactly, so the text parses
+ * back to the same value. Days only past 24h because "24h" reads better than "1d". */
+static void fmt_ms(int64_t ms, char *buf, size_t cap) {
+  if (ms == 0)
+    snprintf(buf, cap, "0s");
+  else if (ms % MS_D == 0 && ms > MS_D)
+    snprintf(buf, cap, "%lldd", (long long)(ms / MS_D));
+  else if (ms % MS_H == 0)
+    snprintf(buf, cap, "%lldh", (long long)(ms / MS_H));
+  else if (ms % MS_M == 0)
+    snprintf(buf, cap, "%lldm", (long long)(ms / MS_M));
+  else if (ms % MS_S == 0)
+    snprintf(buf, cap, "%llds", (long long)(ms / MS_S));
+  else
+    snprintf(buf, cap, "%lldms", (long long)ms);
+}
+
+static void fmt_us(int64_t us, char *buf, size_t cap) {
+  if (us % 1000 == 0)
+    fmt_ms(us / 1000, buf, cap);
+  else
+    snprintf(buf, cap, "%lldus", (long long)us);
+}
+
+/* A number as config text, for messages and the example file. */
+static void fmt_num(const opt_t *o, int64_t v, char *buf, size_t cap) {
+  switch (o->type) {
+  case OPT_MS:
+  case OPT_MS_LIST:
+    fmt_ms(v, buf, cap);
+    break;
+  case OPT_US:
+    fmt_us(v, buf, cap);
+    break;
+  case OPT_LOGLEVEL:
+    snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)ARRAY_LEN(level_names) ? level_names[v] : "?");
+    break;
+  default:
+    snprintf(buf, cap, "%lld", (long long)v);
+  }
+}
+
+/* What a valid value looks like: "an integer between 1 and 10000". */
+static void describe(const opt_t *o, char *buf, size_t cap) {
+  char lo[32], hi[32];
+  fmt_num(o, o->min, lo, sizeof(lo));
+  fmt_num(o, o->max, hi, sizeof(hi));
+  switch (o->type) {
+  case OPT_STRING:
+    snprintf(buf, cap, "%lld to %zu characters%s%s", (long long)o->min, o->size - 1,
+             o->charset ? " of " : "", o->charset ? o->charset_desc : "");
+    break;
+  case OPT_INT:
+    snprintf(buf, cap, "an integer between %s and %s", lo, hi);
+    break;
+  case OPT_BYTES:
+    snprintf(buf, cap, "a size in bytes between %s and %s", lo, hi);
+    break;
+  case OPT_MS:
+  case OPT_US:
+  case OPT_MS_LIST:
+    snprintf(buf, cap, "a duration between %s and %s", lo, hi);
+    break;
+  case OPT_LOGLEVEL:
+    snprintf(buf, cap, "one of debug, info, warn, error, off");
+    break;
+  }
+}
+
+static void range_msg(const opt_t *o, const char *shown, char *msg, size_t cap) {
+  char want[160];
+  describe(o, want, sizeof(want));
+  snprintf(msg, cap, "must be %s (got '%s')", want, shown);
+}
+
+/* Strict decimal integer: an optional '-', digits, nothing else. */
+static bool parse_int(const char *text, const char **end, long long *out) {
+  const char *p = text[0] == '-' ? text + 1 : text;
+  if (*p < '0' || *p > '9') return false;
+  errno = 0;
+  char *e;
+  *out = strtoll(text, &e, 10);
+  *end = e;
+  return errno == 0;
+}
+
+/* "1048576", "64k", "1MiB", "2gb": suffixes are case-insensitive and 1024-based. */
+static bool parse_bytes(const char *text, int64_t *out) {
+  static const struct {
+    const char *suffix;
+    int64_t mult;
+  } units[] = {{"", 1},           {"b", 1},           {"k", KIB},         {"kb", KIB},
+               {"kib", KIB},      {"m", MIB},         {"mb", MIB},        {"mib", MIB},
+               {"g", 1024 * MIB}, {"gb", 1024 * MIB}, {"gib", 1024 * MIB}};
+  const char *end;
+  long long v;
+  if (!parse_int(text, &end, &v) || v < 0) return false;
+  for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+    if (strcasecmp(end, units[i].suffix) != 0) continue;
+    if (v > INT64_MAX / units[i].mult) return false;
+    *out = v * units[i].mult;
+    return true;
+  }
+  return false;
+}
+
+/* Parses |text| as one value (one item for lists) of a numeric or log-level option and checks
+ * its bounds. On failure returns false with the reason in |msg|. */
+static bool parse_value(const opt_t *o, const char *text, int64_t *out, char *msg, size_t cap) {
+  int64_t v = 0;
+  bool ok = true;
+  switch (o->type) {
+  case OPT_INT: {
+    const char *end;
+    long long ll;
+    ok = parse_int(text, &end, &ll) && *end == '\0';
+    v = ll;
+    break;
+  }
+  case OPT_BYTES:
+    ok = parse_bytes(text, &v);
+    break;
+  case OPT_LOGLEVEL:
+    v = tb_log_level_parse(text);
+    ok = v >= 0;
+    break;
+  case OPT_US: {
+    size_t n = strlen(text);
+    if (n > 2 && strcmp(text + n - 2, "us") == 0) {
+      const char *end;
+      long long ll;
+      if (!parse_int(text, &end, &ll) || strcmp(end, "us") != 0 || ll < 0) {
+        snprintf(msg, cap, "duration '%s': expected a number with a unit (us, ms, s, m, h, d)",
+                 text);
+        return false;
+      }
+      v = ll;
+      break;
+    }
+    __attribute__((fallthrough)); /* anything not in us is milliseconds text */
+  }
+  case OPT_MS:
+  case OPT_MS_LIST:
+    if (tb_duration_parse_ms(text, &v) != TB_OK) {
+      snprintf(msg, cap, "%s", tb_errdetail());
+      return false;
+    }
+    if (o->type == OPT_US) {
+      if (v > INT64_MAX / 1000) {
+        snprintf(msg, cap, "duration '%s': out of range", text);
+        return false;
+      }
+      v *= 1000;
+    }
+    break;
+  case OPT_STRING:
+    ok = false;
+    break;
+  }
+  if (!ok || v < o->min || v > o->max) {
+    range_msg(o, text, msg, cap);
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+static bool check_string(const opt_t *o, const char *s, char *msg, size_t cap) {
+  size_t n = strnlen(s, o->size);
+  if (n < (size_t)o->min || n >= o->size) {
+    char want[160];
+    describe(o, want, sizeof(want));
+    snprintf(msg, cap, "must be %s (got %zu characters)", want, n);
+    return false;
+  }
+  if (o->charset && strspn(s, o->charset) != n) {
+    snprintf(msg, cap, "must contain only %s (got '%s')", o->charset_desc, s);
+    return false;
+  }
+  return true;
+}
+
+/* Sets a scalar (non-list) option from config text. On failure the field is unchanged and
+ * |msg| holds the reason. */
+static bool set_text(void *base, const opt_t *o, const char *text, char *msg, size_t cap) {
+  if (o->type == OPT_STRING) {
+    /* Length first: an over-long value is refused, never truncated into the field. */
+    size_t n = strlen(text);
+    if (n >= o->size) {
+      char want[160];
+      describe(o, want, sizeof(want));
+      snprintf(msg, cap, "must be %s (got %zu characters)", want, n);
+      return false;
+    }
+    if (!check_string(o, text, msg, cap)) return false;
+    char *field = (char *)base + o->offset;
+    memset(field, 0, o->size); /* zero padding keeps configs comparable with memcmp */
+    memcpy(field, text, n);
+    return true;
+  }
+  int64_t v;
+  if (!parse_value(o, text, &v, msg, cap)) return false;
+  put_num(base, o, v);
+  return true;
+}
+
+/* Checks a field already in a struct (filled by the parser or by code). */
+static bool check_field(const void *base, const opt_t *o, char *msg, size_t cap) {
+  char shown[64];
+  if (o->type == OPT_STRING) return check_string(o, (const char *)base + o->offset, msg, cap);
+  if (o->type == OPT_MS_LIST) {
+    int n = *list_count((void *)base, o);
+    if (n < 0 || n > list_cap(o)) {
+      snprintf(msg, cap, "must have at most %d items (got %d)", list_cap(o), n);
+      return false;
+    }
+    const int64_t *items = (const int64_t *)((const char *)base + o->offset);
+    for (int i = 0; i < n; i++) {
+      if (items[i] >= o->min && items[i] <= o->max) continue;
+      fmt_num(o, items[i], shown, sizeof(shown));
+      char item[400];
+      range_msg(o, shown, item, sizeof(item));
+      snprintf(msg, cap, "item %d: %s", i, item);
+      return false;
+    }
+    return true;
+  }
+  int64_t v = get_num(base, o);
+  if (v >= o->min && v <= o->max) return true;
+  if (o->type == OPT_LOGLEVEL)
+    snprintf(shown, sizeof(shown), "%lld", (long long)v);
+  else
+    fmt_num(o, v, shown, sizeof(shown));
+  range_msg(o, shown, msg, cap);
+  return false;
+}
+
+/* Applies every default of |opts| to |base|. The defaults are part of the table, so a bad one is
+ * a programmer error. */
+static void apply_defaults(void *base, const opt_t *opts, size_t n) {
+  char msg[256];
+  for (size_t i = 0; i < n; i++) {
+    const opt_t *o = &opts[i];
+    if (o->def == NULL) continue;
+    if (o->type != OPT_MS_LIST) {
+      bool ok = set_text(base, o, o->def, msg, sizeof(msg));
+      (void)ok;
+      assert(ok && "bad default in the option table");
+      continue;
+    }
+    char items[128];
+    snprintf(items, sizeof(items), "%s", o->def);
+    int *count = list_count(base, o);
+    *count = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(items, " ", &save); t && *count < list_cap(o);
+         t = strtok_r(NULL, " ", &save)) {
+      int64_t v = 0;
+      bool ok = parse_value(o, t, &v, msg, sizeof(msg));
+      (void)ok;
+      assert(ok && "bad default in the option table");
+      ((int64_t *)((char *)base + o->offset))[(*count)++] = v;
+    }
+  }
+}
+
+static const opt_t *find_opt(const opt_t *opts, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(opts[i].name, name) == 0) return &opts[i];
+  return NULL;
+}
+
+/* Edit distance, for "did you mean" on unknown keys. Keys are short; longer ones are not
+ * compared. */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t na = strlen(a), nb = strlen(b);
+  if (na > 63 || nb > 63) return (size_t)-1;
+  size_t row[64];
+  for (size_t j = 0; j <= nb; j++) row[j] = j;
+  for (size_t i = 1; i <= na; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= nb; j++) {
+      size_t up = row[j];
+      size_t best = diag + (a[i - 1] != b[j - 1]);
+      if (row[j] + 1 < best) best = row[j] + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[nb];
+}
+
+/* ============================================================================================
+ * Cross-field validation
+ * ========================================================================================== */
+
+/* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
+typedef struct src_lines {
+  int opt[N_SCALARS];
+  int section[3];
+  int tier[TB_MAX_TIERS];
+  int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
+  int event_tier[TB_MAX_EVENT_TIERS];
+  int preset[TB_MAX_PRESETS];
+  int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
+} src_lines;
+
+enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS };
+
+/* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
+static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...) {
+  char msg[768], where[PATH_MAX + 32] = "";
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  if (cfg->source_path[0] && line > 0)
+    snprintf(where, sizeof(where), "%s:%d: ", cfg->source_path, line);
+  else if (cfg->source_path[0])
+    snprintf(where, sizeof(where), "%s: ", cfg->source_path);
+  return tb__fail(TB_ERR_CONFIG, "%s%s: %s", where, key, msg);
+}
+
+static void known_tiers(const tb_config_t *cfg, char *buf, size_t cap) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < cfg->n_tiers && used < cap; i++)
+    used += (size_t)snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", cfg->tiers[i].name);
+}
+
+static tb_status unknown_tier(const tb_config_t *cfg, int line, const char *key, const char *name) {
+  char known[TB_MAX_TIERS * (TB_NAME_MAX + 2)];
+  known_tiers(cfg, known, sizeof(known));
+  return vfail(cfg, line, key, "unknown tier '%s' (tiers are %s)", name, known);
+}
+
+static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
+  char key[96], msg[512];
+  if (cfg->n_tiers <= 0)
+    return vfail(cfg, L ? L->section[SEC_TIERS] : 0, "tiers", "at least one tier is required");
+  if (cfg->n_tiers > TB_MAX_TIERS)
+    return vfail(cfg, L ? L->section[SEC_TIERS] : 0, "tiers",
+                 "at most %d tiers are allowed (got %d)", TB_MAX_TIERS, cfg->n_tiers);
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    const tb_tier_config_t *tier = &cfg->tiers[t];
+    for (size_t i = 0; i < N_TIER_OPTS; i++) {
+      if (check_field(tier, &tier_opts[i], msg, sizeof(msg))) continue;
+      snprintf(key, sizeof(key), "tiers[%d].%s", t, tier_opts[i].name);
+      return vfail(cfg, L ? L->tier_field[t][i] : 0, key, "%s", msg);
+    }
+    /* JetStream rejects a consumer whose BackOff has as many entries as MaxDeliver. */
+    if (tier->n_backoff >= tier->max_deliver && tier->n_backoff > 0) {
+      snprintf(key, sizeof(key), "tiers[%d].backoff", t);
+      const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "backoff");
+      return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
+                   "%d delays but max_deliver %d allows only %d redeliveries", tier->n_backoff,
+                   tier->max_deliver, tier->max_deliver - 1);
+    }
+    for (int u = 0; u < t; u++) {
+      if (strcmp(cfg->tiers[u].name, tier->name) != 0) continue;
+      snprintf(key, sizeof(key), "tiers[%d].name", t);
+      return vfail(cfg, L ? L->tier[t] : 0, key, "duplicate tier name '%s' (also tiers[%d])",
+                   tier->name, u);
+    }
+  }
+  return TB_OK;
+}
+
+static tb_status validate_event_tiers(const tb_config_t *cfg, const src_lines *L) {
+  static const opt_t ev = {.name = "event",
+                           .type = OPT_STRING,
+                           FIELD(tb_event_tier_t, event),
+                           .min = 1,
+                           .charset = CS_IDENT,
+                           .charset_desc = CS_IDENT_DESC};
+  char key[128], msg[512];
+  if (cfg->n_event_tiers < 0 || cfg->n_event_tiers > TB_MAX_EVENT_TIERS)
+    return vfail(cfg, L ? L->section[SEC_EVENT_TIERS] : 0, "event_tiers",
+                 "at most %d entries are allowed (got %d)", TB_MAX_EVENT_TIERS, cfg->n_event_tiers);
+  for (int i = 0; i < cfg->n_event_tiers; i++) {
+    const tb_event_tier_t *e = &cfg->event_tiers[i];
+    int line = L ? L->event_tier[i] : 0;
+    if (!check_string(&ev, e->event, msg, sizeof(msg)))
+      return vfail(cfg, line, "event_tiers", "event name %s", msg);
+    snprintf(key, sizeof(key), "event_tiers.%s", e->event);
+    if (memchr(e->tier, '\0', sizeof(e->tier)) == NULL || tb_config_tier_index(cfg, e->tier) < 0)
+      return unknown_tier(cfg, line, key, memchr(e->tier, '\0', sizeof(e->tier)) ? e->tier : "?");
+    for (int j = 0; j < i; j++)
+      if (strcmp(cfg->event_tiers[j].event, e->event) == 0)
+        return vfail(cfg, line, key, "listed twice");
+  }
+  return TB_OK;
+}
+
+static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
+  static const opt_t pn = {.name = "preset",
+                           .type = OPT_STRING,
+                           FIELD(tb_preset_t, name),
+                           .min = 1,
+                           .charset = CS_IDENT,
+                           .charset_desc = CS_IDENT_DESC};
+  char key[96], msg[512];
+  if (cfg->n_presets < 0 || cfg->n_presets > TB_MAX_PRESETS)
+    return vfail(cfg, L ? L->section[SEC_PRESETS] : 0, "presets",
+                 "at most %d presets are allowed (got %d)", TB_MAX_PRESETS, cfg->n_presets);
+  for (int p = 0; p < cfg->n_presets; p++) {
+    const tb_preset_t *ps = &cfg->presets[p];
+    int line = L ? L->preset[p] : 0;
+    if (!check_string(&pn, ps->name, msg, sizeof(msg)))
+      return vfail(cfg, line, "presets", "preset name %s", msg);
+    snprintf(key, sizeof(key), "presets.%s", ps->name);
+    for (int q = 0; q < p; q++)
+      if (strcmp(cfg->presets[q].name, ps->name) == 0) return vfail(cfg, line, key, "listed twice");
+    if (ps->n_tiers < 1 || ps->n_tiers > TB_MAX_TIERS)
+      return vfail(cfg, line, key, "must list 1 to %d tiers (got %d)", TB_MAX_TIERS, ps->n_tiers);
+    for (int k = 0; k < ps->n_tiers; k++) {
+      int tline = L ? L->preset_tier[p][k] : 0;
+      const char *name = ps->tiers[k];
+      if (memchr(name, '\0', TB_NAME_MAX) == NULL || tb_config_tier_index(cfg, name) < 0)
+        return unknown_tier(cfg, tline, key, memchr(name, '\0', TB_NAME_MAX) ? name : "?");
+      for (int j = 0; j < k; j++)
+        if (strcmp(ps->tiers[j], name) == 0)
+          return vfail(cfg, tline, key, "tier '%s' listed twice", name);
+    }
+  }
+  return TB_OK;
+}
+
+static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
+  char msg[512];
+  for (size_t i = 0; i < N_SCALARS; i++)
+    if (!check_field(cfg, &scalar_opts[i], msg, sizeof(msg)))
+      return vfail(cfg, L ? L->opt[i] : 0, scalar_opts[i].name, "%s", msg);
+  /* nats-server refuses a dedupe window longer than the stream's max age. */
+  if (cfg->stream_max_age_ms > 0 && cfg->duplicate_window_ms > cfg->stream_max_age_ms) {
+    char win[32], age[32];
+    fmt_ms(cfg->duplicate_window_ms, win, sizeof(win));
+    fmt_ms(cfg->stream_max_age_ms, age, sizeof(age));
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, "duplicate_window");
+    return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "duplicate_window",
+                 "%s is longer than stream_max_age %s", win, age);
+  }
+  tb_status s = validate_tiers(cfg, L);
+  if (s == TB_OK) s = validate_event_tiers(cfg, L);
+  if (s == TB_OK) s = validate_presets(cfg, L);
+  return s;
+}
+
+/* ============================================================================================
+ * YAML parsing (libyaml document API)
+ * ========================================================================================== */
+
+typedef struct parse_ctx {
+  tb_config_t *cfg;
+  yaml_document_t *doc;
+  src_lines *lines;
+} parse_ctx;
+
+static int line_of(const yaml_node_t *n) {
+  return (int)n->start_mark.line + 1;
+}
+
+static const char *kind_name(const yaml_node_t *n) {
+  switch (n->type) {
+  case YAML_SCALAR_NODE:
+    return "a scalar";
+  case YAML_SEQUENCE_NODE:
+    return "a list";
+  case YAML_MAPPING_NODE:
+    return "a mapping";
+  default:
+    return "nothing";
+  }
+}
+
+/* Fails with "FILE:LINE: KEY: message" (or "FILE:LINE: message" when |key| is NULL). */
+static tb_status perr(const parse_ctx *c, const yaml_node_t *n, const char *key, const char *fmt,
+                      ...) __attribute__((format(printf, 4, 5)));
+static tb_status perr(const parse_ctx *c, const yaml_node_t *n, const char *key, const char *fmt,
+                      ...) {
+  char msg[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  return tb__fail(TB_ERR_CONFIG, "%s:%d: %s%s%s", c->cfg->source_path, line_of(n), key ? key : "",
+                  key ? ": " : "", msg);
+}
+
+static tb_status expect_kind(const parse_ctx *c, const yaml_node_t *n, yaml_node_type_t want,
+                             const char *key) {
+  if (n->type == want) return TB_OK;
+  static const char *const want_names[] = {[YAML_SCALAR_NODE] = "a scalar value",
+                                           [YAML_SEQUENCE_NODE] = "a list",
+                                           [YAML_MAPPING_NODE] = "a mapping"};
+  return perr(c, n, key, "expected %s, got %s", want_names[want], kind_name(n));
+}
+
+/* The text of a scalar node. Plain empty/null scalars are refused: a key with no value is almost
+ * always a mistake, and "null" must not silently become the string "null". */
+static tb_status scalar_text(const parse_ctx *c, const yaml_node_t *n, const char *key,
+                             const char **out) {
+  tb_status s = expect_kind(c, n, YAML_SCALAR_NODE, key);
+  if (s != TB_OK) return s;
+  const char *text = (const char *)n->data.scalar.value;
+  if (strlen(text) != n->data.scalar.length) return perr(c, n, key, "value contains a NUL byte");
+  if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+      (text[0] == '\0' || strcmp(text, "~") == 0 || strcmp(text, "null") == 0 ||
+       strcmp(text, "Null") == 0 || strcmp(text, "NULL") == 0))
+    return perr(c, n, key, "missing value");
+  *out = text;
+  return TB_OK;
+}
+
+/* Rejects a repeated key in one mapping: libyaml accepts them but YAML does not. */
+static tb_status seen_once(const parse_ctx *c, const yaml_node_t *key_node, const char *scope,
+                           int *first_line) {
+  if (*first_line)
+    return perr(c, key_node, scope, "duplicate key '%s' (first at line %d)",
+                (const char *)key_node->data.scalar.value, *first_line);
+  *first_line = line_of(key_node);
+  return TB_OK;
+}
+
+/* Unknown key |name| in a mapping whose valid keys are |opts| plus |extra|. */
+static tb_status unknown_key(const parse_ctx *c, const yaml_node_t *key_node, const char *scope,
+                             const char *name, const opt_t *opts, size_t n_opts,
+                             const char *const *extra, size_t n_extra) {
+  const char *best = NULL;
+  size_t best_d = 3; /* suggest only close matches */
+  for (size_t i = 0; i < n_opts + n_extra; i++) {
+    const char *cand = i < n_opts ? opts[i].name : extra[i - n_opts];
+    size_t d = edit_distance(name, cand);
+    if (d < best_d) best = cand, best_d = d;
+  }
+  if (best) return perr(c, key_node, scope, "unknown key '%s' (did you mean '%s'?)", name, best);
+  return perr(c, key_node, scope, "unknown key '%s'", name);
+}
+
+static tb_status parse_ms_list(const parse_ctx *c, void *base, const opt_t *o, const yaml_node_t *n,
+                               const char *key) {
+  char ikey[128], msg[512];
+  tb_status s = expect_kind(c, n, YAML_SEQUENCE_NODE, key);
+  if (s != TB_OK) return s;
+  int *count = list_count(base, o);
+  int64_t *items = (int64_t *)((char *)base + o->offset);
+  *count = 0;
+  memset(items, 0, o->size);
+  for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
+    yaml_node_t *item = yaml_document_get_node(c->doc, *it);
+    if (*count == list_cap(o))
+      return perr(c, item, key, "at most %d items are allowed (got %d)", list_cap(o),
+                  (int)(n->data.sequence.items.top - n->data.sequence.items.start));
+    snprintf(ikey, sizeof(ikey), "%s[%d]", key, *count);
+    const char *text;
+    if ((s = scalar_text(c, item, ikey, &text)) != TB_OK) return s;
+    if (!parse_value(o, text, &items[*count], msg, sizeof(msg)))
+      return perr(c, item, ikey, "%s", msg);
+    (*count)++;
+  }
+  return TB_OK;
+}
+
+static tb_status parse_tier(const parse_ctx *c, int t, const yaml_node_t *n) {
+  char scope[32], key[96], msg[512];
+  snprintf(scope, sizeof(scope), "tiers[%d]", t);
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, scope);
+  if (s != TB_OK) return s;
+  tb_tier_config_t *tier = &c->cfg->tiers[t];
+  memset(tier, 0, sizeof(*tier));
+  apply_defaults(tier, tier_opts, N_TIER_OPTS);
+  c->lines->tier[t] = line_of(n);
+  int *seen = c->lines->tier_field[t];
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *name, *text;
+    if ((s = scalar_text(c, k, scope, &name)) != TB_OK) return s;
+    const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, name);
+    if (o == NULL) return unknown_key(c, k, scope, name, tier_opts, N_TIER_OPTS, NULL, 0);
+    if ((s = seen_once(c, k, scope, &seen[o - tier_opts])) != TB_OK) return s;
+    snprintf(key, sizeof(key), "%s.%s", scope, o->name);
+    if (o->type == OPT_MS_LIST) {
+      if ((s = parse_ms_list(c, tier, o, v, key)) != TB_OK) return s;
+      continue;
+    }
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    if (!set_text(tier, o, text, msg, sizeof(msg))) return perr(c, v, key, "%s", msg);
+  }
+  for (size_t i = 0; i < N_TIER_OPTS; i++)
+    if (tier_opts[i].required && seen[i] == 0)
+      return perr(c, n, scope, "missing required key '%s'", tier_opts[i].name);
+  return TB_OK;
+}
+
+static tb_status parse_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_SEQUENCE_NODE, "tiers");
+  if (s != TB_OK) return s;
+  memset(c->cfg->tiers, 0, sizeof(c->cfg->tiers));
+  c->cfg->n_tiers = 0;
+  int total = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+  for (int i = 0; i < total; i++) {
+    yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
+    if (i == TB_MAX_TIERS)
+      return perr(c, item, "tiers", "at most %d tiers are allowed (got %d)", TB_MAX_TIERS, total);
+    if ((s = parse_tier(c, i, item)) != TB_OK) return s;
+    c->cfg->n_tiers = i + 1;
+  }
+  return TB_OK;
+}
+
+/* Copies a name into a fixed buffer, refusing (not truncating) names that do not fit. */
+static tb_status copy_name(const parse_ctx *c, const yaml_node_t *n, const char *key,
+                           const char *what, char *dst, size_t cap, const char *text) {
+  size_t len = strlen(text);
+  if (len >= cap)
+    return perr(c, n, key, "%s '%s' is longer than %zu characters", what, text, cap - 1);
+  memset(dst, 0, cap);
+  memcpy(dst, text, len);
+  return TB_OK;
+}
+
+static tb_status parse_event_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "event_tiers");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->event_tiers, 0, sizeof(cfg->event_tiers));
+  cfg->n_event_tiers = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *event, *tier;
+    if ((s = scalar_text(c, k, "event_tiers", &event)) != TB_OK) return s;
+    for (int j = 0; j < cfg->n_event_tiers; j++)
+      if (strcmp(cfg->event_tiers[j].event, event) == 0)
+        return perr(c, k, "event_tiers", "duplicate key '%s' (first at line %d)", event,
+                    c->lines->event_tier[j]);
+    if (cfg->n_event_tiers == TB_MAX_EVENT_TIERS)
+      return perr(c, k, "event_tiers", "at most %d entries are allowed (got %d)",
+                  TB_MAX_EVENT_TIERS, total);
+    char key[128];
+    snprintf(key, sizeof(key), "event_tiers.%s", event);
+    tb_event_tier_t *e = &cfg->event_tiers[cfg->n_event_tiers];
+    if ((s = copy_name(c, k, "event_tiers", "event name", e->event, sizeof(e->event), event)) !=
+        TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
+    if ((s = copy_name(c, v, key, "tier name", e->tier, sizeof(e->tier), tier)) != TB_OK) return s;
+    c->lines->event_tier[cfg->n_event_tiers++] = line_of(k);
+  }
+  return TB_OK;
+}
+
+static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "presets");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->presets, 0, sizeof(cfg->presets));
+  cfg->n_presets = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *name;
+    if ((s = scalar_text(c, k, "presets", &name)) != TB_OK) return s;
+    for (int j = 0; j < cfg->n_presets; j++)
+      if (strcmp(cfg->presets[j].name, name) == 0)
+        return perr(c, k, "presets", "duplicate key '%s' (first at line %d)", name,
+                    c->lines->preset[j]);
+    if (cfg->n_presets == TB_MAX_PRESETS)
+      return perr(c, k, "presets", "at most %d presets are allowed (got %d)", TB_MAX_PRESETS,
+                  total);
+    char key[96], ikey[112];
+    snprintf(key, sizeof(key), "presets.%s", name);
+    int idx = cfg->n_presets;
+    tb_preset_t *ps = &cfg->presets[idx];
+    if ((s = copy_name(c, k, "presets", "preset name", ps->name, sizeof(ps->name), name)) != TB_OK)
+      return s;
+    if ((s = expect_kind(c, v, YAML_SEQUENCE_NODE, key)) != TB_OK) return s;
+    int n_items = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+    for (int i = 0; i < n_items; i++) {
+      yaml_node_t *item = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+      if (i == TB_MAX_TIERS)
+        return perr(c, item, key, "must list 1 to %d tiers (got %d)", TB_MAX_TIERS, n_items);
+      snprintf(ikey, sizeof(ikey), "%s[%d]", key, i);
+      const char *tier;
+      if ((s = scalar_text(c, item, ikey, &tier)) != TB_OK) return s;
+      if ((s = copy_name(c, item, ikey, "tier name", ps->tiers[i], TB_NAME_MAX, tier)) != TB_OK)
+        return s;
+      c->lines->preset_tier[idx][i] = line_of(item);
+      ps->n_tiers = i + 1;
+    }
+    c->lines->preset[cfg->n_presets++] = line_of(k);
+  }
+  return TB_OK;
+}
+
+static const struct section {
+  const char *name;
+  tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
+} sections[] = {
+    [SEC_TIERS] = {"tiers", parse_tiers},
+    [SEC_EVENT_TIERS] = {"event_tiers", parse_event_tiers},
+    [SEC_PRESETS] = {"presets", parse_presets},
+};
+
+static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
+  char msg[512];
+  if (root->type != YAML_MAPPING_NODE)
+    return perr(c, root, NULL, "expected a mapping of options at the top level, got %s",
+                kind_name(root));
+  for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+       p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *name, *text;
+    tb_status s = scalar_text(c, k, NULL, &name);
+    if (s != TB_OK) return s;
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, name);
+    if (o != NULL) {
+      if ((s = seen_once(c, k, NULL, &c->lines->opt[o - scalar_opts])) != TB_OK) return s;
+      if ((s = scalar_text(c, v, o->name, &text)) != TB_OK) return s;
+      if (!set_text(c->cfg, o, text, msg, sizeof(msg))) return perr(c, v, o->name, "%s", msg);
+      continue;
+    }
+    size_t sec = 0;
+    while (sec < ARRAY_LEN(sections) && strcmp(sections[sec].name, name) != 0) sec++;
+    if (sec == ARRAY_LEN(sections)) {
+      const char *extra[ARRAY_LEN(sections)];
+      for (size_t i = 0; i < ARRAY_LEN(sections); i++) extra[i] = sections[i].name;
+      return unknown_key(c, k, NULL, name, scalar_opts, N_SCALARS, extra, ARRAY_LEN(extra));
+    }
+    if ((s = seen_once(c, k, NULL, &c->lines->section[sec])) != TB_OK) return s;
+    if ((s = sections[sec].parse(c, v)) != TB_OK) return s;
+  }
+  return TB_OK;
+}
+
+static tb_status yaml_error(const tb_config_t *cfg, const yaml_parser_t *parser) {
+  const char *path = cfg->source_path;
+  switch (parser->error) {
+  case YAML_MEMORY_ERROR:
+    return tb__fail(TB_ERR_NOMEM, "%s: out of memory while parsing YAML", path);
+  case YAML_READER_ERROR:
+    return tb__fail(TB_ERR_CONFIG, "%s: cannot read byte %zu: %s", path, parser->problem_offset,
+                    parser->problem ? parser->problem : "input error");
+  default:
+    if (parser->context)
+      return tb__fail(TB_ERR_CONFIG, "%s:%zu: YAML syntax error: %s (%s at line %zu)", path,
+                      parser->problem_mark.line + 1, parser->problem, parser->context,
+                      parser->context_mark.line + 1);
+    return tb__fail(TB_ERR_CONFIG, "%s:%zu: YAML syntax error: %s", path,
+                    parser->problem_mark.line + 1, parser->problem ? parser->problem : "?");
+  }
+}
+
+/* ============================================================================================
+ * Public API
+ * ========================================================================================== */
+
+void tb_config_init(tb_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  apply_defaults(cfg, scalar_opts, N_SCALARS);
+}
+
+tb_status tb_config_load_file(tb_config_t *cfg, const char *path) {
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof(cfg->source_path))
+    return tb__fail(TB_ERR_CONFIG, "config path '%.64s...': empty or longer than %zu characters",
+                    path, sizeof(cfg->source_path) - 1);
+  memset(cfg->source_path, 0, sizeof(cfg->source_path));
+  memcpy(cfg->source_path, path, n);
+
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) return tb__fail(TB_ERR_CONFIG, "%s: cannot open: %s", path, strerror(errno));
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+    fclose(f);
+    return tb__fail(TB_ERR_CONFIG, "%s: cannot open: %s", path, strerror(EISDIR));
+  }
+
+  yaml_parser_t parser;
+  yaml_document_t doc, extra;
+  bool have_doc = false, have_extra = false;
+  src_lines *lines = calloc(1, sizeof(*lines));
+  tb_status s = TB_OK;
+  if (lines == NULL) {
+    fclose(f);
+    return tb__fail(TB_ERR_NOMEM, "%s: out of memory", path);
+  }
+  if (!yaml_parser_initialize(&parser)) {
+    free(lines);
+    fclose(f);
+    return tb__fail(TB_ERR_NOMEM, "%s: cannot initialise the YAML parser", path);
+  }
+  yaml_parser_set_input_file(&parser, f);
+
+  if (!yaml_parser_load(&parser, &doc)) {
+    s = yaml_error(cfg, &parser);
+    goto done;
+  }
+  have_doc = true;
+  yaml_node_t *root = yaml_document_get_root_node(&doc);
+  if (root == NULL) {
+    s = tb__fail(TB_ERR_CONFIG, "%s: file is empty (expected a mapping of options)", path);
+    goto done;
+  }
+  /* A second document would be silently ignored otherwise. */
+  if (!yaml_parser_load(&parser, &extra)) {
+    s = yaml_error(cfg, &parser);
+    goto done;
+  }
+  have_extra = true;
+  yaml_node_t *extra_root = yaml_document_get_root_node(&extra);
+  if (extra_root != NULL) {
+    s = tb__fail(TB_ERR_CONFIG, "%s:%zu: a config file holds one YAML document, found another",
+                 path, extra.start_mark.line + 1);
+    goto done;
+  }
+
+  parse_ctx c = {.cfg = cfg, .doc = &doc, .lines = lines};
+  s = parse_root(&c, root);
+  if (s == TB_OK) s = validate(cfg, lines);
+
+done:
+  if (have_extra) yaml_document_delete(&extra);
+  if (have_doc) yaml_document_delete(&doc);
+  yaml_parser_delete(&parser);
+  free(lines);
+  fclose(f);
+  return s;
+}
+
+tb_status tb_config_apply_env(tb_config_t *cfg) {
+  char msg[512];
+  for (size_t i = 0; i < N_SCALARS; i++) {
+    const opt_t *o = &scalar_opts[i];
+    const char *value = o->env ? getenv(o->env) : NULL;
+    if (value == NULL || value[0] == '\0') continue; /* empty means unset, as shells use it */
+    if (!set_text(cfg, o, value, msg, sizeof(msg)))
+      return tb__fail(TB_ERR_CONFIG, "%s: %s: %s", o->env, o->name, msg);
+  }
+  return TB_OK;
+}
+
+tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value) {
+  char msg[512];
+  const opt_t *o = find_opt(scalar_opts, N_SCALARS, key);
+  if (o == NULL) {
+    for (size_t i = 0; i < ARRAY_LEN(sections); i++)
+      if (strcmp(sections[i].name, key) == 0)
+        return tb__fail(TB_ERR_CONFIG, "%s: can only be set in the config file", key);
+    return tb__fail(TB_ERR_CONFIG, "unknown option '%s'", key);
+  }
+  if (!set_text(cfg, o, value, msg, sizeof(msg)))
+    return tb__fail(TB_ERR_CONFIG, "%s: %s", o->name, msg);
+  return TB_OK;
+}
+
+tb_status tb_config_validate(const tb_config_t *cfg) {
+  return validate(cfg, NULL);
+}
+
+int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
+    if (strcmp(cfg->tiers[i].name, name) == 0) return i;
+  return -1;
+}
+
+const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
+  for (int i = 0; i < cfg->n_event_tiers && i < TB_MAX_EVENT_TIERS; i++)
+    if (strcmp(cfg->event_tiers[i].event, event) == 0) return cfg->event_tiers[i].tier;
+  return NULL;
+}
+
+const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; i < cfg->n_presets && i < TB_MAX_PRESETS; i++)
+    if (strcmp(cfg->presets[i].name, name) == 0) return &cfg->presets[i];
+  return NULL;
+}
+
+/* ============================================================================================
+ * Example file
+ * ========================================================================================== */
+
+/* Writes |s| as a YAML scalar: plain when that is unambiguous, else double-quoted. */
+static void write_str(FILE *out, const char *s) {
+  static const char plain[] = CS_IDENT "./:@+";
+  size_t n = strlen(s);
+  bool ok = n > 0 && strspn(s, plain) == n && strchr(CS_IDENT "/.", s[0]) && s[0] != '-' &&
+            s[n - 1] != ':' && strcmp(s, "null") != 0 && strcmp(s, "Null") != 0 &&
+            strcmp(s, "NULL") != 0;
+  if (ok) {
+    fputs(s, out);
+    return;
+  }
+  fputc('"', out);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(out, "\\%c", *p);
+    else if (*p < 0x20 || *p == 0x7f)
+      fprintf(out, "\\x%02x", *p);
+    else
+      fputc(*p, out);
+  }
+  fputc('"', out);
+}
+
+static void write_value(FILE *out, const void *base, const opt_t *o) {
+  char buf[64];
+  if (o->type == OPT_STRING) {
+    write_str(out, (const char *)base + o->offset);
+  } else if (o->type == OPT_MS_LIST) {
+    int n = *list_count((void *)base, o);
+    const int64_t *items = (const int64_t *)((const char *)base + o->offset);
+    fputc('[', out);
+    for (int i = 0; i < n && i < list_cap(o); i++) {
+      fmt_ms(items[i], buf, sizeof(buf));
+      fprintf(out, "%s%s", i ? ", " : "", buf);
+    }
+    fputc(']', out);
+  } else {
+    fmt_num(o, get_num(base, o), buf, sizeof(buf));
+    fputs(buf, out);
+  }
+}
+
+/* Writes |text| as comment lines, each prefixed with |prefix|. */
+static void write_comment(FILE *out, const char *prefix, const char *text) {
+  while (*text) {
+    const char *nl = strchr(text, '\n');
+    size_t len = nl ? (size_t)(nl - text) : strlen(text);
+    fprintf(out, "%s%.*s\n", prefix, (int)len, text);
+    text += len + (nl != NULL);
+  }
+}
+
+void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
+  char range[192];
+  fputs(
+      "# tierbus configuration. Every scalar option is listed with its accepted range and\n"
+      "# default. Durations take ms, s, m, h or d (\"250ms\", \"30m\", \"24h\"). The environment\n"
+      "# variables noted below override the file.\n",
+      out);
+  for (size_t i = 0; i < N_SCALARS; i++) {
+    const opt_t *o = &scalar_opts[i];
+    fputc('\n', out);
+    write_comment(out, "# ", o->help);
+    describe(o, range, sizeof(range));
+    fprintf(out, "# Must be %s; default %s", range, o->def);
+    if (o->env) fprintf(out, "; env %s", o->env);
+    fputs(".\n", out);
+    fprintf(out, "%s: ", o->name);
+    write_value(out, cfg, o);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Priority tiers, in priority order: a worker serves the first tier that has a message\n"
+        "# and a free slot. At most ",
+        out);
+  fprintf(out, "%d tiers. Fields:\n", TB_MAX_TIERS);
+  for (size_t i = 0; i < N_TIER_OPTS; i++) {
+    const opt_t *o = &tier_opts[i];
+    describe(o, range, sizeof(range));
+    fprintf(out, "#   %-12s %s\n#   %-12s ", o->name, o->help, "");
+    if (o->type == OPT_MS_LIST) {
+      /* The default is stored space-separated; show it as the YAML list it stands for. */
+      fprintf(out, "up to %d items, each %s, default [", list_cap(o), range);
+      for (const char *d = o->def; *d; d++) {
+        if (*d == ' ')
+          fputs(", ", out);
+        else
+          fputc(*d, out);
+      }
+      fputs("]\n", out);
+      continue;
+    }
+    fputs(range, out);
+    if (o->def) fprintf(out, ", default %s", o->def);
+    fputs(o->required ? ", required\n" : "\n", out);
+  }
+  fputs(cfg->n_tiers > 0 ? "tiers:\n" : "tiers: []\n", out);
+  for (int t = 0; t < cfg->n_tiers && t < TB_MAX_TIERS; t++) {
+    fputs("  - {", out);
+    for (size_t i = 0; i < N_TIER_OPTS; i++) {
+      fprintf(out, "%s%s: ", i ? ", " : "", tier_opts[i].name);
+      write_value(out, &cfg->tiers[t], &tier_opts[i]);
+    }
+    fputs("}\n", out);
+  }
+
+  fputs("\n# Per-deployment tier for an event type, overriding the catalogue's default tier.\n",
+        out);
+  fputs(cfg->n_event_tiers > 0 ? "event_tiers:\n" : "event_tiers: {}\n", out);
+  for (int i = 0; i < cfg->n_event_tiers && i < TB_MAX_EVENT_TIERS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->event_tiers[i].event);
+    fputs(": ", out);
+    write_str(out, cfg->event_tiers[i].tier);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);
+  fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
+  for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
+    const tb_preset_t *ps = &cfg->presets[p];
+    fputs("  ", out);
+    write_str(out, ps->name);
+    fputs(": [", out);
+    for (int k = 0; k < ps->n_tiers && k < TB_MAX_TIERS; k++) {
+      if (k) fputs(", ", out);
+      write_str(out, ps->tiers[k]);
+    }
+    fputs("]\n", out);
+  }
+}
+
+const char *tb_config_default_path(const char *explicit_path) {
+  if (explicit_path != NULL) return explicit_path;
+  const char *env = getenv("TIERBUS_CONFIG");
+  if (env != NULL && env[0] != '\0') return env;
+  if (access("config/tierbus.yaml", F_OK) == 0) return "config/tierbus.yaml";
+#ifdef TB_SOURCE_DIR
+  return TB_SOURCE_DIR "/config/tierbus.yaml";
+#else
+  return "config/tierbus.yaml";
+#endif
+}

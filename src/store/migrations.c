@@ -1,0 +1,184 @@
+/* Versioned schema: an ordered array of SQL scripts, script i taking the database from
+ * user_version i to i + 1. Scripts are append-only: a shipped script is never edited, a change is
+ * a new script. */
+#include <sqlite3.h>
+#include <stdio.h>
+
+#include "core/status.h"
+#include "store/internal.h"
+
+/* v1: engine bookkeeping. The tables written for every message (processed, tier_counters) are
+ * WITHOUT ROWID so that a lookup or upsert touches one b-tree, not a rowid table plus an index. */
+static const char v1_engine[] =
+    "CREATE TABLE processed("
+    "  msg_id TEXT PRIMARY KEY NOT NULL,"
+    "  event_type TEXT,"
+    "  tier TEXT,"
+    "  eff_tier TEXT,"
+    "  boost INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT,"
+    "  stream TEXT,"
+    "  stream_seq INTEGER NOT NULL DEFAULT 0,"
+    "  deliveries INTEGER NOT NULL DEFAULT 0,"
+    "  published_us INTEGER NOT NULL DEFAULT 0,"
+    "  started_us INTEGER NOT NULL DEFAULT 0,"
+    "  committed_us INTEGER NOT NULL,"
+    "  outcome TEXT NOT NULL CHECK(outcome IN ('applied', 'dead', 'stale'))"
+    ") STRICT, WITHOUT ROWID;"
+
+    "CREATE TABLE activity_log("
+    "  id INTEGER PRIMARY KEY,"
+    "  msg_id TEXT NOT NULL,"
+    "  event_type TEXT,"
+    "  tier TEXT,"
+    "  correlation_id TEXT,"
+    "  key TEXT,"
+    "  payload_json TEXT,"
+    "  at_us INTEGER NOT NULL"
+    ") STRICT;"
+    /* A workflow's history is read by correlation id; most events of other kinds have none. */
+    "CREATE INDEX idx_activity_log_correlation ON activity_log(correlation_id, id)"
+    "  WHERE correlation_id IS NOT NULL;"
+
+    "CREATE TABLE dead_letters("
+    "  msg_id TEXT PRIMARY KEY NOT NULL,"
+    "  event_type TEXT,"
+    "  tier TEXT,"
+    "  stream TEXT,"
+    "  stream_seq INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT,"
+    "  at_us INTEGER NOT NULL"
+    ") STRICT;"
+
+    "CREATE TABLE tier_counters("
+    "  tier TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  value INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(tier, name)"
+    ") STRICT, WITHOUT ROWID;"
+
+    "CREATE TABLE latency_hist("
+    "  tier TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK(kind IN ('start', 'commit')),"
+    "  bucket INTEGER NOT NULL CHECK(bucket >= 0),"
+    "  count INTEGER NOT NULL,"
+    "  PRIMARY KEY(tier, kind, bucket)"
+    ") STRICT, WITHOUT ROWID;"
+    /* total and max cannot be rebuilt from bucket bounds, so they are kept beside the buckets. */
+    "CREATE TABLE latency_summary("
+    "  tier TEXT NOT NULL,"
+    "  kind TEXT NOT NULL CHECK(kind IN ('start', 'commit')),"
+    "  total INTEGER NOT NULL,"
+    "  max_us INTEGER NOT NULL,"
+    "  PRIMARY KEY(tier, kind)"
+    ") STRICT, WITHOUT ROWID;";
+
+/* v2: seed 002, workspace repository priority. */
+static const char v2_repo_priority[] =
+    "CREATE TABLE workspace_repositories("
+    "  workspace_id TEXT NOT NULL,"
+    "  repository_id TEXT NOT NULL,"
+    "  added_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(workspace_id, repository_id)"
+    ") STRICT, WITHOUT ROWID;"
+    /* workspace_count() asks by repository, which the primary key cannot serve. */
+    "CREATE INDEX idx_workspace_repositories_repo ON workspace_repositories(repository_id);"
+
+    /* The last applied change per pair, kept after a removal so a late add stays stale. */
+    "CREATE TABLE workspace_membership_versions("
+    "  workspace_id TEXT NOT NULL,"
+    "  repository_id TEXT NOT NULL,"
+    "  present INTEGER NOT NULL CHECK(present IN (0, 1)),"
+    "  occurred_us INTEGER NOT NULL,"
+    "  stream TEXT NOT NULL DEFAULT '',"
+    "  seq INTEGER NOT NULL,"
+    "  PRIMARY KEY(workspace_id, repository_id)"
+    ") STRICT, WITHOUT ROWID;"
+
+    "CREATE TABLE tracked_repositories("
+    "  repository_id TEXT PRIMARY KEY NOT NULL,"
+    "  priority TEXT NOT NULL DEFAULT 'medium' CHECK(priority IN ('high', 'medium', 'low')),"
+    "  priority_score INTEGER NOT NULL DEFAULT 50,"
+    "  is_workspace_repo INTEGER NOT NULL DEFAULT 0 CHECK(is_workspace_repo IN (0, 1)),"
+    "  workspace_count INTEGER NOT NULL DEFAULT 0 CHECK(workspace_count >= 0),"
+    "  tracking_enabled INTEGER NOT NULL DEFAULT 1 CHECK(tracking_enabled IN (0, 1)),"
+    "  manual_override TEXT"
+    "    CHECK(manual_override IS NULL OR manual_override IN ('high', 'medium', 'low')),"
+    "  marked_low INTEGER NOT NULL DEFAULT 0 CHECK(marked_low IN (0, 1)),"
+    "  updated_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX idx_tracked_repos_workspace_priority"
+    "  ON tracked_repositories(is_workspace_repo, priority, tracking_enabled);"
+
+    "CREATE TABLE priority_audit("
+    "  id INTEGER PRIMARY KEY,"
+    "  repository_id TEXT NOT NULL,"
+    "  old_priority TEXT,"
+    "  new_priority TEXT NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  msg_id TEXT,"
+    "  at_us INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX idx_priority_audit_repo ON priority_audit(repository_id, id);";
+
+static const char *const migrations[] = {v1_engine, v2_repo_priority};
+
+#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+int tb__store_latest_version(void) {
+  return N_MIGRATIONS;
+}
+
+/* Reads PRAGMA user_version into *version. */
+static tb_status read_version(sqlite3 *db, const char *path, int *version) {
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  if (rc != SQLITE_ROW) {
+    tb_status s = tb__store_fail(db, rc, "store %s: read user_version", path);
+    sqlite3_finalize(stmt);
+    return s;
+  }
+  *version = sqlite3_column_int(stmt, 0);
+  sqlite3_finalize(stmt);
+  return TB_OK;
+}
+
+static tb_status refuse_newer(const char *path, int version) {
+  return tb__fail(TB_ERR_STORE,
+                  "store %s: schema version %d is newer than this build supports (%d); "
+                  "refusing to open it with an older tierbus",
+                  path, version, N_MIGRATIONS);
+}
+
+/* Applies migration |v| (1-based) in its own transaction. Another process may have applied it
+ * while this one waited for the write lock, so the version is read again under the lock. */
+static tb_status apply_one(sqlite3 *db, const char *path, int v) {
+  int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) return tb__store_fail(db, rc, "store %s: migration %d: begin", path, v);
+  int have = 0;
+  tb_status s = read_version(db, path, &have);
+  if (s == TB_OK && have > N_MIGRATIONS) s = refuse_newer(path, have);
+  if (s == TB_OK && have < v) {
+    char set_version[48];
+    snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d", v);
+    rc = sqlite3_exec(db, migrations[v - 1], NULL, NULL, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, set_version, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) s = tb__store_fail(db, rc, "store %s: migration %d", path, v);
+  }
+  if (s == TB_OK) {
+    rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) s = tb__store_fail(db, rc, "store %s: migration %d: commit", path, v);
+  }
+  if (s != TB_OK && !sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return s;
+}
+
+tb_status tb__store_migrate(sqlite3 *db, const char *path) {
+  int have = 0;
+  tb_status s = read_version(db, path, &have);
+  if (s != TB_OK) return s;
+  if (have > N_MIGRATIONS) return refuse_newer(path, have);
+  for (int v = have + 1; v <= N_MIGRATIONS && s == TB_OK; v++) s = apply_one(db, path, v);
+  return s;
+}

@@ -1,0 +1,433 @@
+/* SQLite store: connection set-up, transactions and savepoints, and the engine's bookkeeping
+ * tables (processed records, activity log, dead letters, per-tier counters and histograms). */
+#include "store/store.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "store/internal.h"
+
+#define DEFAULT_BUSY_MS 5000
+
+static const char *const stmt_sql[TB__ST_COUNT] = {
+#define TB__STMT_SQL(name, sql) [TB__ST_##name] = sql,
+    TB__STORE_STMTS(TB__STMT_SQL)
+#undef TB__STMT_SQL
+};
+
+static const char *const stmt_name[TB__ST_COUNT] = {
+#define TB__STMT_NAME(name, sql) [TB__ST_##name] = #name,
+    TB__STORE_STMTS(TB__STMT_NAME)
+#undef TB__STMT_NAME
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * Helpers shared with repo.c
+ * --------------------------------------------------------------------------------------------- */
+
+int tb__bind_opt_text(sqlite3_stmt *stmt, int i, const char *s) {
+  if (s == NULL || s[0] == '\0') return sqlite3_bind_null(stmt, i);
+  return sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC);
+}
+
+tb_status tb__store_fail(sqlite3 *db, int rc, const char *fmt, ...) {
+  char what[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(what, sizeof(what), fmt, ap);
+  va_end(ap);
+  int primary = rc & 0xff;
+  tb_status s = (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) ? TB_ERR_BUSY : TB_ERR_STORE;
+  return tb__fail(s, "%s: %s", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+}
+
+struct sqlite3 *tb__store_db(tb_store_t *st) {
+  return st->db;
+}
+
+/* Runs a statement that returns no rows (transaction control, inserts). */
+static tb_status exec_stmt(tb_store_t *st, tb__store_stmt_id id, const char *what) {
+  sqlite3_stmt *stmt = tb__stmt(st, id);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s", what);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Open and close
+ * --------------------------------------------------------------------------------------------- */
+
+/* Sets WAL and checks that SQLite took it: a file database that silently stays in rollback mode
+ * would block readers during every batch. In-memory databases report "memory" and are fine. */
+static tb_status set_wal(sqlite3 *db, const char *path) {
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+  if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  if (rc != SQLITE_ROW) {
+    tb_status s = tb__store_fail(db, rc, "store %s: journal_mode=WAL", path);
+    sqlite3_finalize(stmt);
+    return s;
+  }
+  const char *mode = (const char *)sqlite3_column_text(stmt, 0);
+  const char *file = sqlite3_db_filename(db, "main");
+  tb_status s = TB_OK;
+  if ((file != NULL && file[0] != '\0') && (mode == NULL || strcmp(mode, "wal") != 0))
+    s = tb__fail(TB_ERR_STORE, "store %s: journal_mode=WAL not accepted (mode is '%s')", path,
+                 mode ? mode : "");
+  sqlite3_finalize(stmt);
+  return s;
+}
+
+static tb_status prepare_all(tb_store_t *st, const char *path) {
+  for (int i = 0; i < TB__ST_COUNT; i++) {
+    int rc =
+        sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
+    if (rc != SQLITE_OK)
+      return tb__store_fail(st->db, rc, "store %s: prepare %s", path, stmt_name[i]);
+  }
+  return TB_OK;
+}
+
+tb_status tb_store_open(tb_store_t **out, const char *path) {
+  if (out == NULL || path == NULL) return tb__fail(TB_ERR_INVALID, "store open: NULL argument");
+  tb_store_t *st = calloc(1, sizeof(*st));
+  if (st == NULL) return tb__fail(TB_ERR_NOMEM, "store %s: out of memory", path);
+  tb_status s = TB_OK;
+  int rc = sqlite3_open_v2(path, &st->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    s = st->db ? tb__store_fail(st->db, rc, "store %s: open", path)
+               : tb__fail(TB_ERR_NOMEM, "store %s: open: out of memory", path);
+    goto fail;
+  }
+  sqlite3_extended_result_codes(st->db, 1);
+  /* The busy timeout comes first: switching to WAL and migrating both need locks that another
+   * process opening the same file at the same moment may hold. */
+  sqlite3_busy_timeout(st->db, DEFAULT_BUSY_MS);
+  s = set_wal(st->db, path);
+  if (s != TB_OK) goto fail;
+  rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON", NULL, NULL,
+                    NULL);
+  if (rc != SQLITE_OK) {
+    s = tb__store_fail(st->db, rc, "store %s: pragmas", path);
+    goto fail;
+  }
+  s = tb__store_migrate(st->db, path);
+  if (s != TB_OK) goto fail;
+  s = prepare_all(st, path);
+  if (s != TB_OK) goto fail;
+  *out = st;
+  return TB_OK;
+fail:
+  tb_store_close(st);
+  return s;
+}
+
+void tb_store_close(tb_store_t *st) {
+  if (st == NULL) return;
+  for (int i = 0; i < TB__ST_COUNT; i++) sqlite3_finalize(st->stmt[i]);
+  sqlite3_close(st->db); /* rolls back an open transaction */
+  free(st);
+}
+
+tb_status tb_store_set_busy_timeout(tb_store_t *st, int ms) {
+  if (ms < 0) return tb__fail(TB_ERR_INVALID, "store busy timeout: %d ms is negative", ms);
+  int rc = sqlite3_busy_timeout(st->db, ms);
+  return rc == SQLITE_OK ? TB_OK : tb__store_fail(st->db, rc, "store busy timeout %d ms", ms);
+}
+
+int tb_store_schema_version(tb_store_t *st) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_USER_VERSION);
+  int v = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : -1;
+  tb__stmt_done(stmt);
+  return v;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Transactions
+ * --------------------------------------------------------------------------------------------- */
+
+tb_status tb_store_begin(tb_store_t *st) {
+  tb_status s = exec_stmt(st, TB__ST_BEGIN, "begin batch");
+  if (s == TB_OK) st->savepoints = 0;
+  return s;
+}
+
+tb_status tb_store_commit(tb_store_t *st) {
+  tb_status s = exec_stmt(st, TB__ST_COMMIT, "commit batch");
+  if (s == TB_OK) st->savepoints = 0;
+  return s;
+}
+
+/* SQLite may already have rolled back on its own (SQLITE_FULL, an I/O error); then there is
+ * nothing to undo and that is not a second failure. */
+tb_status tb_store_rollback(tb_store_t *st) {
+  st->savepoints = 0;
+  if (sqlite3_get_autocommit(st->db)) return TB_OK;
+  return exec_stmt(st, TB__ST_ROLLBACK, "rollback batch");
+}
+
+tb_status tb_store_savepoint(tb_store_t *st) {
+  tb_status s = exec_stmt(st, TB__ST_SAVEPOINT, "savepoint");
+  if (s == TB_OK) st->savepoints++;
+  return s;
+}
+
+tb_status tb_store_release(tb_store_t *st) {
+  if (st->savepoints == 0)
+    return tb__fail(TB_ERR_INVALID, "release savepoint: no message savepoint is open");
+  tb_status s = exec_stmt(st, TB__ST_RELEASE, "release savepoint");
+  if (s == TB_OK) st->savepoints--;
+  return s;
+}
+
+/* ROLLBACK TO leaves the savepoint open; it is released at once so that a batch with many failed
+ * messages does not stack savepoints, and so that rollback_to ends the message like release. */
+tb_status tb_store_rollback_to(tb_store_t *st) {
+  if (st->savepoints == 0)
+    return tb__fail(TB_ERR_INVALID, "rollback to savepoint: no message savepoint is open");
+  tb_status s = exec_stmt(st, TB__ST_ROLLBACK_TO, "rollback to savepoint");
+  if (s == TB_OK) s = exec_stmt(st, TB__ST_RELEASE, "release savepoint after rollback");
+  if (s == TB_OK) st->savepoints--;
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Processed records, activity log, dead letters
+ * --------------------------------------------------------------------------------------------- */
+
+tb_status tb_store_is_processed(tb_store_t *st, const char *msg_id, int *seen) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_IS_PROCESSED);
+  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW)
+    *seen = 1;
+  else if (rc == SQLITE_DONE)
+    *seen = 0;
+  else
+    s = tb__store_fail(st->db, rc, "is processed '%s'", msg_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+static const char *outcome_text(tb_outcome o) {
+  switch (o) {
+  case TB_OUTCOME_APPLIED:
+    return "applied";
+  case TB_OUTCOME_DEAD:
+    return "dead";
+  case TB_OUTCOME_STALE:
+    return "stale";
+  }
+  return NULL;
+}
+
+tb_status tb_store_mark_processed(tb_store_t *st, const tb_dispatch_record_t *r) {
+  const char *outcome = outcome_text(r->outcome);
+  if (r->msg_id == NULL || r->msg_id[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "mark processed: empty msg_id");
+  if (outcome == NULL)
+    return tb__fail(TB_ERR_INVALID, "mark processed '%s': outcome %d is not an outcome", r->msg_id,
+                    (int)r->outcome);
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_MARK_PROCESSED);
+  sqlite3_bind_text(stmt, 1, r->msg_id, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 2, r->event_type);
+  tb__bind_opt_text(stmt, 3, r->tier);
+  tb__bind_opt_text(stmt, 4, r->eff_tier);
+  sqlite3_bind_int(stmt, 5, r->boost);
+  tb__bind_opt_text(stmt, 6, r->reason);
+  tb__bind_opt_text(stmt, 7, r->stream);
+  sqlite3_bind_int64(stmt, 8, (sqlite3_int64)r->stream_seq);
+  sqlite3_bind_int64(stmt, 9, (sqlite3_int64)r->deliveries);
+  sqlite3_bind_int64(stmt, 10, r->published_us);
+  sqlite3_bind_int64(stmt, 11, r->started_us);
+  sqlite3_bind_int64(stmt, 12, tb_wall_us());
+  sqlite3_bind_text(stmt, 13, outcome, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "mark processed '%s'", r->msg_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *event_type,
+                            const char *tier, const char *correlation_id, const char *key,
+                            const char *payload_json) {
+  if (msg_id == NULL || msg_id[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "activity log: empty msg_id (event %s)",
+                    event_type ? event_type : "?");
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ACTIVITY);
+  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 2, event_type);
+  tb__bind_opt_text(stmt, 3, tier);
+  tb__bind_opt_text(stmt, 4, correlation_id);
+  tb__bind_opt_text(stmt, 5, key);
+  tb__bind_opt_text(stmt, 6, payload_json);
+  sqlite3_bind_int64(stmt, 7, tb_wall_us());
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "activity log '%s'", msg_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* A message can be dead-lettered twice when the process dies between the DLQ publish and the
+ * commit; the later record then replaces the earlier one instead of failing the batch. */
+tb_status tb_store_dead_letter(tb_store_t *st, const char *msg_id, const char *event_type,
+                               const char *tier, const char *stream, uint64_t stream_seq,
+                               const char *reason) {
+  if (msg_id == NULL || msg_id[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "dead letter: empty msg_id (stream %s seq %llu)",
+                    stream ? stream : "?", (unsigned long long)stream_seq);
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_DEAD_LETTER);
+  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 2, event_type);
+  tb__bind_opt_text(stmt, 3, tier);
+  tb__bind_opt_text(stmt, 4, stream);
+  sqlite3_bind_int64(stmt, 5, (sqlite3_int64)stream_seq);
+  tb__bind_opt_text(stmt, 6, reason);
+  sqlite3_bind_int64(stmt, 7, tb_wall_us());
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "dead letter '%s'", msg_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Counters and histograms
+ * --------------------------------------------------------------------------------------------- */
+
+tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *name, int64_t delta) {
+  if (tier == NULL || tier[0] == '\0' || name == NULL || name[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "counter add: empty tier or counter name ('%s', '%s')",
+                    tier ? tier : "", name ? name : "");
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_COUNTER_ADD);
+  sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 3, delta);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK
+                                  : tb__store_fail(st->db, rc, "counter add %s.%s %+lld", tier,
+                                                   name, (long long)delta);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+static int valid_kind(const char *kind) {
+  return kind != NULL && (strcmp(kind, "start") == 0 || strcmp(kind, "commit") == 0);
+}
+
+/* Adds the non-zero buckets and the summary under one savepoint, so that a failure half-way
+ * leaves the stored histogram as it was whether or not a batch transaction is open. */
+tb_status tb_store_hist_merge(tb_store_t *st, const char *tier, const char *kind,
+                              const tb_hist_t *h) {
+  if (tier == NULL || tier[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "histogram merge: empty tier");
+  if (!valid_kind(kind))
+    return tb__fail(TB_ERR_INVALID, "histogram merge %s: kind '%s' is not 'start' or 'commit'",
+                    tier, kind ? kind : "");
+  if (h->total == 0) return TB_OK;
+  tb_status s = exec_stmt(st, TB__ST_HIST_SAVEPOINT, "histogram merge: savepoint");
+  if (s != TB_OK) return s;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_HIST_BUCKET_ADD);
+  for (int b = 0; b < TB_HIST_BUCKETS && s == TB_OK; b++) {
+    if (h->counts[b] == 0) continue;
+    sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 3, b);
+    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)h->counts[b]);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE)
+      s = tb__store_fail(st->db, rc, "histogram merge %s/%s bucket %d", tier, kind, b);
+    tb__stmt_done(stmt);
+  }
+  if (s == TB_OK) {
+    stmt = tb__stmt(st, TB__ST_HIST_SUMMARY_ADD);
+    sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 3, (sqlite3_int64)h->total);
+    sqlite3_bind_int64(stmt, 4, h->max);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE)
+      s = tb__store_fail(st->db, rc, "histogram merge %s/%s summary", tier, kind);
+    tb__stmt_done(stmt);
+  }
+  if (s != TB_OK) {
+    /* Keep the first failure's detail; the undo is best effort. */
+    sqlite3_step(tb__stmt(st, TB__ST_HIST_ROLLBACK_TO));
+    tb__stmt_done(tb__stmt(st, TB__ST_HIST_ROLLBACK_TO));
+    sqlite3_step(tb__stmt(st, TB__ST_HIST_RELEASE));
+    tb__stmt_done(tb__stmt(st, TB__ST_HIST_RELEASE));
+    return s;
+  }
+  return exec_stmt(st, TB__ST_HIST_RELEASE, "histogram merge: release");
+}
+
+static void set_counter(tb_store_tier_stats_t *out, const char *name, int64_t v) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } fields[] = {
+      {"processed", offsetof(tb_store_tier_stats_t, processed)},
+      {"failed", offsetof(tb_store_tier_stats_t, failed)},
+      {"dead", offsetof(tb_store_tier_stats_t, dead)},
+      {"inversions", offsetof(tb_store_tier_stats_t, inversions)},
+      {"redelivered", offsetof(tb_store_tier_stats_t, redelivered)},
+      {"stale", offsetof(tb_store_tier_stats_t, stale)},
+  };
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+    if (strcmp(fields[i].name, name) == 0) *(int64_t *)((char *)out + fields[i].off) = v;
+}
+
+static tb_hist_t *hist_of(tb_store_tier_stats_t *out, const char *kind) {
+  if (kind == NULL) return NULL;
+  if (strcmp(kind, "start") == 0) return &out->start;
+  if (strcmp(kind, "commit") == 0) return &out->commit;
+  return NULL;
+}
+
+tb_status tb_store_tier_stats(tb_store_t *st, const char *tier, tb_store_tier_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  int rc;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_STATS_COUNTERS);
+  sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *name = (const char *)sqlite3_column_text(stmt, 0);
+    if (name) set_counter(out, name, sqlite3_column_int64(stmt, 1));
+  }
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "tier stats %s: counters", tier);
+  tb__stmt_done(stmt);
+  if (s != TB_OK) return s;
+
+  stmt = tb__stmt(st, TB__ST_STATS_BUCKETS);
+  sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_hist_t *h = hist_of(out, (const char *)sqlite3_column_text(stmt, 0));
+    int b = sqlite3_column_int(stmt, 1);
+    /* A file written by a build with more buckets still adds up: the excess lands in the last. */
+    if (b >= TB_HIST_BUCKETS) b = TB_HIST_BUCKETS - 1;
+    if (h != NULL && b >= 0) h->counts[b] += (uint64_t)sqlite3_column_int64(stmt, 2);
+  }
+  s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "tier stats %s: histogram", tier);
+  tb__stmt_done(stmt);
+  if (s != TB_OK) return s;
+
+  stmt = tb__stmt(st, TB__ST_STATS_SUMMARY);
+  sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_hist_t *h = hist_of(out, (const char *)sqlite3_column_text(stmt, 0));
+    if (h == NULL) continue;
+    h->total = (uint64_t)sqlite3_column_int64(stmt, 1);
+    h->max = sqlite3_column_int64(stmt, 2);
+  }
+  s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "tier stats %s: summary", tier);
+  tb__stmt_done(stmt);
+  return s;
+}

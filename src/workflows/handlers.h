@@ -1,0 +1,16 @@
+/* The handler functions bound by registry.c. Internal to src/workflows: everything else reaches
+ * them through tb_registry_handler(). Each follows the contract of engine/handler.h. */
+#ifndef TB_WORKFLOWS_HANDLERS_H
+#define TB_WORKFLOWS_HANDLERS_H
+
+#include "engine/handler.h"
+
+/* "activity": appends the event to the activity log (payload as compact JSON, ordering key,
+ * correlation id). Fails only on a store or render error, which the engine retries. */
+tb_status tb__handle_activity(const tb_handler_ctx_t *ctx);
+
+/* "workspace.repo_added" / "workspace.repo_removed": seed 002's priority rules (workspace.c). */
+tb_status tb__handle_repo_added(const tb_handler_ctx_t *ctx);
+tb_status tb__handle_repo_removed(const tb_handler_ctx_t *ctx);
+
+#endif

@@ -1,0 +1,656 @@
+/* Unit tests for src/store: migrations, processed-message dedupe, savepoints, counters,
+ * histograms, dead letters, lock contention and the repository tables, on real SQLite files in a
+ * temporary directory and on :memory:. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "core/clock.h"
+#include "core/hist.h"
+#include "core/status.h"
+#include "store/repo.h"
+#include "store/store.h"
+
+#define LATEST_VERSION 2
+
+/* ------------------------------------------------------------------------------------------------
+ * Fixtures and helpers
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct fixture {
+  char dir[64];
+  char path[128];
+} fixture_t;
+
+static int dir_setup(void **state) {
+  fixture_t *f = calloc(1, sizeof(*f));
+  snprintf(f->dir, sizeof(f->dir), "/tmp/tb_store_XXXXXX");
+  if (mkdtemp(f->dir) == NULL) return -1;
+  snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
+  *state = f;
+  return 0;
+}
+
+static int dir_teardown(void **state) {
+  fixture_t *f = *state;
+  static const char *suffix[] = {"", "-wal", "-shm", "-journal"};
+  for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+    char p[160];
+    snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
+    unlink(p);
+  }
+  rmdir(f->dir);
+  free(f);
+  return 0;
+}
+
+static tb_store_t *open_mem(void) {
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, ":memory:"), TB_OK);
+  assert_non_null(st);
+  return st;
+}
+
+/* First column of the first row of |sql| as an integer; -1 if there is no row. */
+static int64_t q_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *stmt = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+  int64_t v = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+  sqlite3_finalize(stmt);
+  return v;
+}
+
+/* First column of the first row of |sql| as text into |buf| ("<null>" for NULL, "<none>" for no
+ * row). */
+static const char *q_text(sqlite3 *db, const char *sql, char *buf, size_t cap) {
+  sqlite3_stmt *stmt = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+  if (sqlite3_step(stmt) != SQLITE_ROW)
+    snprintf(buf, cap, "<none>");
+  else if (sqlite3_column_type(stmt, 0) == SQLITE_NULL)
+    snprintf(buf, cap, "<null>");
+  else
+    snprintf(buf, cap, "%s", (const char *)sqlite3_column_text(stmt, 0));
+  sqlite3_finalize(stmt);
+  return buf;
+}
+
+static void raw_exec(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  char *err = NULL;
+  int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+  if (rc != SQLITE_OK) fail_msg("raw exec '%s': %s", sql, err ? err : "?");
+  sqlite3_close(db);
+}
+
+static tb_dispatch_record_t record(const char *msg_id) {
+  tb_dispatch_record_t r = {
+      .msg_id = msg_id,
+      .event_type = "CLIENT_CREATED",
+      .tier = "normal",
+      .eff_tier = "high",
+      .boost = 1,
+      .reason = "aged",
+      .stream = "TB_NORMAL",
+      .stream_seq = 42,
+      .deliveries = 2,
+      .published_us = 1000,
+      .started_us = 2000,
+      .outcome = TB_OUTCOME_APPLIED,
+  };
+  return r;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Migrations
+ * --------------------------------------------------------------------------------------------- */
+
+static void test_fresh_file_gets_latest_schema(void **state) {
+  fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  sqlite3 *db = tb__store_db(st);
+  char buf[64];
+  assert_int_equal(tb_store_schema_version(st), LATEST_VERSION);
+  assert_string_equal(q_text(db, "PRAGMA journal_mode", buf, sizeof(buf)), "wal");
+  assert_int_equal(q_int(db, "PRAGMA synchronous"), 1); /* NORMAL */
+  assert_int_equal(q_int(db, "PRAGMA foreign_keys"), 1);
+  assert_int_equal(q_int(db, "PRAGMA busy_timeout"), 5000);
+  static const char *objects[] = {"processed",
+                                  "activity_log",
+                                  "dead_letters",
+                                  "tier_counters",
+                                  "latency_hist",
+                                  "latency_summary",
+                                  "workspace_repositories",
+                                  "workspace_membership_versions",
+                                  "tracked_repositories",
+                                  "priority_audit",
+                                  "idx_tracked_repos_workspace_priority",
+                                  "idx_workspace_repositories_repo"};
+  for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_master WHERE name = '%s'", objects[i]);
+    if (q_int(db, sql) != 1) fail_msg("schema object %s missing", objects[i]);
+  }
+  /* The seed's index covers exactly the columns its dashboard query filters on. */
+  assert_string_equal(q_text(db,
+                             "SELECT group_concat(name, ',') FROM "
+                             "pragma_index_info('idx_tracked_repos_workspace_priority')",
+                             buf, sizeof(buf)),
+                      "is_workspace_repo,priority,tracking_enabled");
+  tb_store_close(st);
+}
+
+static void test_reopen_is_noop(void **state) {
+  fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  tb_dispatch_record_t r = record("m-keep");
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+  int64_t objects = q_int(tb__store_db(st), "SELECT count(*) FROM sqlite_master");
+  tb_store_close(st);
+
+  st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  assert_int_equal(tb_store_schema_version(st), LATEST_VERSION);
+  assert_int_equal(q_int(tb__store_db(st), "SELECT count(*) FROM sqlite_master"), objects);
+  int seen = 0;
+  assert_int_equal(tb_store_is_processed(st, "m-keep", &seen), TB_OK);
+  assert_int_equal(seen, 1);
+  tb_store_close(st);
+}
+
+static void test_newer_version_refused(void **state) {
+  fixture_t *f = *state;
+  raw_exec(f->path, "PRAGMA user_version = 99");
+  tb_store_t *st = (tb_store_t *)0x1; /* must stay untouched on failure */
+  assert_int_equal(tb_store_open(&st, f->path), TB_ERR_STORE);
+  assert_ptr_equal(st, (tb_store_t *)0x1);
+  assert_non_null(strstr(tb_errdetail(), "schema version 99 is newer"));
+  assert_non_null(strstr(tb_errdetail(), f->path));
+  /* Exactly one past the latest is refused too (boundary). */
+  char sql[64];
+  snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", LATEST_VERSION + 1);
+  raw_exec(f->path, sql);
+  assert_int_equal(tb_store_open(&st, f->path), TB_ERR_STORE);
+  assert_ptr_equal(st, (tb_store_t *)0x1);
+}
+
+/* A database left at version 1 gets only migration 2; a migration that fails leaves the database
+ * at its previous version. */
+static void test_partial_upgrade_and_failed_migration(void **state) {
+  fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  tb_store_close(st);
+  raw_exec(f->path, "DROP TABLE workspace_repositories; DROP TABLE workspace_membership_versions;"
+                    "DROP TABLE tracked_repositories; DROP TABLE priority_audit;"
+                    "PRAGMA user_version = 1");
+
+  /* Something already named like a v2 table makes migration 2 fail. */
+  raw_exec(f->path, "CREATE TABLE priority_audit(x)");
+  st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_ERR_STORE);
+  assert_null(st);
+  assert_non_null(strstr(tb_errdetail(), "migration 2"));
+  assert_non_null(strstr(tb_errdetail(), "priority_audit"));
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+  assert_int_equal(q_int(db, "PRAGMA user_version"), 1);
+  assert_int_equal(
+      q_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'workspace_repositories'"), 0);
+  sqlite3_close(db);
+
+  raw_exec(f->path, "DROP TABLE priority_audit");
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  assert_int_equal(tb_store_schema_version(st), LATEST_VERSION);
+  assert_int_equal(q_int(tb__store_db(st), "SELECT count(*) FROM sqlite_master "
+                                           "WHERE name = 'tracked_repositories'"),
+                   1);
+  tb_store_close(st);
+}
+
+static void test_open_bad_path(void **state) {
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, "/nonexistent-dir-tierbus/x.db"), TB_ERR_STORE);
+  assert_null(st);
+  assert_non_null(strstr(tb_errdetail(), "/nonexistent-dir-tierbus/x.db"));
+  tb_store_close(NULL); /* accepted */
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Processed records, savepoints, activity, dead letters
+ * --------------------------------------------------------------------------------------------- */
+
+static void test_processed_dedupe(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  int seen = -1;
+  assert_int_equal(tb_store_is_processed(st, "m1", &seen), TB_OK);
+  assert_int_equal(seen, 0);
+  tb_dispatch_record_t r = record("m1");
+  int64_t before = tb_wall_us();
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+  assert_int_equal(tb_store_is_processed(st, "m1", &seen), TB_OK);
+  assert_int_equal(seen, 1);
+  assert_int_equal(tb_store_is_processed(st, "m2", &seen), TB_OK);
+  assert_int_equal(seen, 0);
+
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_ERR_STORE);
+  assert_non_null(strstr(tb_errdetail(), "mark processed 'm1'"));
+  assert_non_null(strstr(tb_errdetail(), "UNIQUE constraint failed"));
+  assert_int_equal(q_int(db, "SELECT count(*) FROM processed"), 1);
+
+  char buf[128];
+  assert_string_equal(q_text(db,
+                             "SELECT event_type || '|' || tier || '|' || eff_tier || '|' || boost "
+                             "|| '|' || reason || '|' || stream || '|' || stream_seq || '|' || "
+                             "deliveries || '|' || published_us || '|' || started_us || '|' || "
+                             "outcome FROM processed WHERE msg_id = 'm1'",
+                             buf, sizeof(buf)),
+                      "CLIENT_CREATED|normal|high|1|aged|TB_NORMAL|42|2|1000|2000|applied");
+  assert_true(q_int(db, "SELECT committed_us FROM processed") >= before);
+
+  r = record("m3");
+  r.outcome = TB_OUTCOME_STALE;
+  r.reason = NULL; /* optional text reads back as NULL */
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+  assert_string_equal(
+      q_text(db, "SELECT outcome FROM processed WHERE msg_id = 'm3'", buf, sizeof(buf)), "stale");
+  assert_string_equal(
+      q_text(db, "SELECT reason FROM processed WHERE msg_id = 'm3'", buf, sizeof(buf)), "<null>");
+
+  r = record("m4");
+  r.outcome = (tb_outcome)7;
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_ERR_INVALID);
+  assert_non_null(strstr(tb_errdetail(), "outcome 7"));
+  r = record("");
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_ERR_INVALID);
+  tb_store_close(st);
+}
+
+static void test_savepoint_rollback_leaves_no_trace(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  assert_int_equal(tb_store_release(st), TB_ERR_INVALID); /* nothing open */
+  assert_int_equal(tb_store_rollback_to(st), TB_ERR_INVALID);
+
+  assert_int_equal(tb_store_begin(st), TB_OK);
+  /* message 1 fails: every write of it is undone */
+  assert_int_equal(tb_store_savepoint(st), TB_OK);
+  tb_dispatch_record_t r1 = record("m1");
+  assert_int_equal(tb_store_mark_processed(st, &r1), TB_OK);
+  assert_int_equal(tb_store_activity(st, "m1", "CLIENT_CREATED", "normal", "c1", "k1", "{}"),
+                   TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "normal", "processed", 1), TB_OK);
+  assert_int_equal(tb_store_rollback_to(st), TB_OK);
+  assert_int_equal(tb_store_release(st), TB_ERR_INVALID); /* rollback_to ended it */
+  /* message 2 succeeds in the same batch */
+  assert_int_equal(tb_store_savepoint(st), TB_OK);
+  tb_dispatch_record_t r2 = record("m2");
+  assert_int_equal(tb_store_mark_processed(st, &r2), TB_OK);
+  assert_int_equal(tb_store_release(st), TB_OK);
+  /* many failed messages in one batch do not pile up savepoints */
+  for (int i = 0; i < 300; i++) {
+    assert_int_equal(tb_store_savepoint(st), TB_OK);
+    assert_int_equal(tb_store_counter_add(st, "normal", "failed", 1), TB_OK);
+    assert_int_equal(tb_store_rollback_to(st), TB_OK);
+  }
+  assert_int_equal(tb_store_commit(st), TB_OK);
+
+  int seen = -1;
+  assert_int_equal(tb_store_is_processed(st, "m1", &seen), TB_OK);
+  assert_int_equal(seen, 0);
+  assert_int_equal(tb_store_is_processed(st, "m2", &seen), TB_OK);
+  assert_int_equal(seen, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM activity_log"), 0);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM tier_counters"), 0);
+
+  /* A whole-batch rollback drops everything, and rollback outside a batch is harmless. */
+  assert_int_equal(tb_store_begin(st), TB_OK);
+  tb_dispatch_record_t r3 = record("m3");
+  assert_int_equal(tb_store_mark_processed(st, &r3), TB_OK);
+  assert_int_equal(tb_store_rollback(st), TB_OK);
+  assert_int_equal(tb_store_is_processed(st, "m3", &seen), TB_OK);
+  assert_int_equal(seen, 0);
+  assert_int_equal(tb_store_rollback(st), TB_OK);
+  /* begin inside a batch is a store error, not a silent nest */
+  assert_int_equal(tb_store_begin(st), TB_OK);
+  assert_int_equal(tb_store_begin(st), TB_ERR_STORE);
+  assert_non_null(strstr(tb_errdetail(), "begin batch"));
+  assert_int_equal(tb_store_commit(st), TB_OK);
+  tb_store_close(st);
+}
+
+static void test_activity_log(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  assert_int_equal(tb_store_activity(st, "m1", "CLIENT_CREATED", "high", "corr-1", "client-9",
+                                     "{\"client_id\":\"client-9\"}"),
+                   TB_OK);
+  assert_int_equal(tb_store_activity(st, "m2", "MONTH_TRANSITION", "low", "", NULL, NULL), TB_OK);
+  char buf[128];
+  assert_string_equal(q_text(db,
+                             "SELECT msg_id || '|' || event_type || '|' || tier || '|' || "
+                             "correlation_id || '|' || key || '|' || payload_json "
+                             "FROM activity_log WHERE id = 1",
+                             buf, sizeof(buf)),
+                      "m1|CLIENT_CREATED|high|corr-1|client-9|{\"client_id\":\"client-9\"}");
+  assert_int_equal(q_int(db, "SELECT count(*) FROM activity_log WHERE id = 2 AND "
+                             "correlation_id IS NULL AND key IS NULL AND payload_json IS NULL"),
+                   1);
+  assert_int_equal(tb_store_activity(st, "", "X", "low", NULL, NULL, NULL), TB_ERR_INVALID);
+  tb_store_close(st);
+}
+
+static void test_dead_letters(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  assert_int_equal(tb_store_dead_letter(st, "d1", "CLIENT_CREATED", "high", "TB_HIGH", 7,
+                                        "max deliveries (5) reached"),
+                   TB_OK);
+  int seen = 0;
+  assert_int_equal(tb_store_is_processed(st, "d1", &seen), TB_OK);
+  assert_int_equal(seen, 1); /* dead-lettered counts as processed */
+  char buf[128];
+  assert_string_equal(q_text(db,
+                             "SELECT event_type || '|' || tier || '|' || stream || '|' || "
+                             "stream_seq || '|' || reason FROM dead_letters WHERE msg_id = 'd1'",
+                             buf, sizeof(buf)),
+                      "CLIENT_CREATED|high|TB_HIGH|7|max deliveries (5) reached");
+  /* The same message dead-lettered again replaces its record instead of failing. */
+  assert_int_equal(
+      tb_store_dead_letter(st, "d1", "CLIENT_CREATED", "high", "TB_HIGH", 9, "malformed payload"),
+      TB_OK);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM dead_letters"), 1);
+  assert_string_equal(
+      q_text(db, "SELECT reason || '|' || stream_seq FROM dead_letters", buf, sizeof(buf)),
+      "malformed payload|9");
+  assert_int_equal(tb_store_dead_letter(st, NULL, "X", "high", "TB_HIGH", 1, "r"), TB_ERR_INVALID);
+  tb_store_close(st);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Counters and histograms
+ * --------------------------------------------------------------------------------------------- */
+
+static void test_counters_add_up(void **state) {
+  tb_store_t *st = open_mem();
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(tb_store_counter_add(st, "high", "processed", 1), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "failed", 5), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "failed", -2), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "inversions", 0), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "redelivered", INT64_C(1) << 40), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "not-a-field", 9), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "processed", 11), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "dead", 1), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "stale", 4), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "", "processed", 1), TB_ERR_INVALID);
+  assert_int_equal(tb_store_counter_add(st, "low", NULL, 1), TB_ERR_INVALID);
+
+  static tb_store_tier_stats_t s;
+  assert_int_equal(tb_store_tier_stats(st, "high", &s), TB_OK);
+  assert_int_equal(s.processed, 3);
+  assert_int_equal(s.failed, 3);
+  assert_int_equal(s.inversions, 0);
+  assert_int_equal(s.redelivered, INT64_C(1) << 40);
+  assert_int_equal(s.dead, 0);
+  assert_int_equal(s.stale, 0);
+  assert_int_equal(tb_store_tier_stats(st, "low", &s), TB_OK);
+  assert_int_equal(s.processed, 11);
+  assert_int_equal(s.dead, 1);
+  assert_int_equal(s.stale, 4);
+  assert_int_equal(s.failed, 0);
+  assert_int_equal(tb_store_tier_stats(st, "nope", &s), TB_OK);
+  assert_int_equal(s.processed, 0);
+  assert_int_equal(s.start.total, 0);
+  tb_store_close(st);
+}
+
+static void test_hist_merge_round_trip(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  static tb_hist_t h, expect;
+  static tb_store_tier_stats_t s;
+  tb_hist_reset(&h);
+  for (int i = 1; i <= 1000; i++) tb_hist_add(&h, i);
+  tb_hist_add(&h, 100000);
+
+  /* empty merge is a no-op */
+  tb_hist_reset(&expect);
+  assert_int_equal(tb_store_hist_merge(st, "high", "start", &expect), TB_OK);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM latency_summary"), 0);
+
+  assert_int_equal(tb_store_hist_merge(st, "high", "start", &h), TB_OK);
+  int64_t rows = q_int(db, "SELECT count(*) FROM latency_hist");
+  int nonzero = 0;
+  for (int b = 0; b < TB_HIST_BUCKETS; b++) nonzero += h.counts[b] != 0;
+  assert_int_equal(rows, nonzero); /* only non-zero buckets are stored */
+  assert_int_equal(tb_store_hist_merge(st, "high", "start", &h), TB_OK);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM latency_hist"), rows);
+
+  tb_hist_t small;
+  tb_hist_reset(&small);
+  tb_hist_add(&small, 7);
+  assert_int_equal(tb_store_hist_merge(st, "high", "commit", &small), TB_OK);
+
+  tb_hist_reset(&expect);
+  tb_hist_merge(&expect, &h);
+  tb_hist_merge(&expect, &h);
+  assert_int_equal(tb_store_tier_stats(st, "high", &s), TB_OK);
+  assert_int_equal(s.start.total, 2002);
+  assert_int_equal(s.start.max, 100000);
+  assert_memory_equal(s.start.counts, expect.counts, sizeof(expect.counts));
+  /* p99 of 1..1000 twice plus 100000 twice: rank 1982 of 2002 is the value 991. */
+  int64_t p99 = tb_hist_quantile(&s.start, 0.99);
+  assert_int_equal(p99, tb_hist_quantile(&expect, 0.99));
+  assert_int_equal(p99, tb_hist_bucket_upper(tb_hist_bucket(991)));
+  assert_true(p99 >= 991 && p99 <= 991 * 1.04);
+  assert_int_equal(tb_hist_quantile(&s.start, 1.0), 100000);
+  assert_int_equal(s.commit.total, 1);
+  assert_int_equal(s.commit.max, 7);
+  assert_int_equal(s.commit.counts[tb_hist_bucket(7)], 1);
+  assert_int_equal(tb_store_tier_stats(st, "low", &s), TB_OK);
+  assert_int_equal(s.start.total, 0);
+
+  /* The last bucket (values past the range) survives the round trip. */
+  tb_hist_reset(&small);
+  tb_hist_add(&small, INT64_C(1) << 40);
+  assert_int_equal(tb_store_hist_merge(st, "low", "start", &small), TB_OK);
+  assert_int_equal(tb_store_tier_stats(st, "low", &s), TB_OK);
+  assert_int_equal(s.start.counts[TB_HIST_BUCKETS - 1], 1);
+  assert_int_equal(s.start.max, INT64_C(1) << 40);
+
+  assert_int_equal(tb_store_hist_merge(st, "high", "queue", &h), TB_ERR_INVALID);
+  assert_non_null(strstr(tb_errdetail(), "kind 'queue'"));
+  tb_store_close(st);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Lock contention
+ * --------------------------------------------------------------------------------------------- */
+
+static void test_busy_begin(void **state) {
+  fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  assert_int_equal(tb_store_set_busy_timeout(st, -1), TB_ERR_INVALID);
+  assert_int_equal(tb_store_set_busy_timeout(st, 100), TB_OK);
+
+  sqlite3 *other = NULL;
+  assert_int_equal(sqlite3_open(f->path, &other), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+
+  int64_t t0 = tb_mono_us();
+  assert_int_equal(tb_store_begin(st), TB_ERR_BUSY);
+  int64_t waited = tb_mono_us() - t0;
+  assert_non_null(strstr(tb_errdetail(), "begin batch"));
+  assert_non_null(strstr(tb_errdetail(), "locked"));
+  assert_true(waited >= 90000);  /* it did wait for the timeout ... */
+  assert_true(waited < 2000000); /* ... and not for the 5 s default */
+
+  /* Readers are not blocked by the writer (WAL). */
+  int seen = -1;
+  assert_int_equal(tb_store_is_processed(st, "x", &seen), TB_OK);
+  assert_int_equal(seen, 0);
+
+  assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(other);
+  assert_int_equal(tb_store_begin(st), TB_OK);
+  tb_dispatch_record_t r = record("after-busy");
+  assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+  assert_int_equal(tb_store_commit(st), TB_OK);
+  tb_store_close(st);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Repository tables (store/repo.h)
+ * --------------------------------------------------------------------------------------------- */
+
+static void test_order_after(void **state) {
+  tb_order_t a = {100, "TB_HIGH", 10}, b = {200, "TB_HIGH", 11};
+  /* same stream: the sequence decides, whatever the clocks say */
+  assert_true(tb_order_after(&b, &a));
+  assert_false(tb_order_after(&a, &b));
+  tb_order_t late_clock = {999, "TB_HIGH", 9};
+  assert_false(tb_order_after(&late_clock, &a));
+  assert_false(tb_order_after(&a, &a)); /* a redelivery is not "after" itself */
+  /* across streams the publisher's time decides */
+  tb_order_t c = {150, "TB_LOW", 1};
+  assert_true(tb_order_after(&c, &a));
+  assert_false(tb_order_after(&c, &b));
+  /* equal times across streams: a fixed tie-break, so exactly one direction holds */
+  tb_order_t d = {100, "TB_LOW", 1};
+  assert_true(tb_order_after(&d, &a) != tb_order_after(&a, &d));
+  /* unknown sequences in one stream fall back to time */
+  tb_order_t e = {100, NULL, 0}, g = {101, "", 0};
+  assert_true(tb_order_after(&g, &e));
+  assert_false(tb_order_after(&e, &g));
+}
+
+static void test_membership_apply(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  int applied = -1, count = -1;
+  tb_order_t add10 = {1000, "TB_HIGH", 10}, rm11 = {1001, "TB_HIGH", 11};
+  assert_int_equal(tb_store_membership_apply(st, "w1", "r1", 0, &rm11, &applied), TB_OK);
+  assert_int_equal(applied, 1);
+  assert_int_equal(tb_store_membership_apply(st, "w1", "r1", 1, &add10, &applied), TB_OK);
+  assert_int_equal(applied, 0); /* older than the applied removal */
+  assert_int_equal(tb_store_workspace_count(st, "r1", &count), TB_OK);
+  assert_int_equal(count, 0);
+  assert_int_equal(tb_store_membership_apply(st, "w1", "r1", 0, &rm11, &applied), TB_OK);
+  assert_int_equal(applied, 0); /* redelivery of the same change */
+
+  tb_order_t add12 = {1002, "TB_HIGH", 12}, add13 = {1003, "TB_HIGH", 13};
+  assert_int_equal(tb_store_membership_apply(st, "w1", "r1", 1, &add12, &applied), TB_OK);
+  assert_int_equal(applied, 1);
+  assert_int_equal(tb_store_membership_apply(st, "w2", "r1", 1, &add13, &applied), TB_OK);
+  assert_int_equal(applied, 1);
+  assert_int_equal(tb_store_workspace_count(st, "r1", &count), TB_OK);
+  assert_int_equal(count, 2);
+  assert_int_equal(q_int(db, "SELECT added_at FROM workspace_repositories WHERE "
+                             "workspace_id = 'w1' AND repository_id = 'r1'"),
+                   1002);
+  assert_int_equal(tb_store_workspace_count(st, "r-other", &count), TB_OK);
+  assert_int_equal(count, 0);
+
+  char long_id[TB_ID_MAX + 1];
+  memset(long_id, 'x', TB_ID_MAX);
+  long_id[TB_ID_MAX] = '\0';
+  assert_int_equal(tb_store_membership_apply(st, "w1", long_id, 1, &add13, &applied),
+                   TB_ERR_INVALID);
+  long_id[TB_ID_MAX - 1] = '\0'; /* TB_ID_MAX - 1 bytes is the longest accepted */
+  assert_int_equal(tb_store_membership_apply(st, "w1", long_id, 1, &add13, &applied), TB_OK);
+  assert_int_equal(applied, 1);
+  assert_int_equal(tb_store_membership_apply(st, "", "r1", 1, &add13, &applied), TB_ERR_INVALID);
+  assert_int_equal(applied, 0);
+  tb_store_close(st);
+}
+
+static void test_repo_put_get_audit(void **state) {
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  tb_tracked_repo_t r, got;
+  int found = -1;
+  assert_int_equal(tb_store_repo_get(st, "r1", &got, &found), TB_OK);
+  assert_int_equal(found, 0);
+  assert_string_equal(got.priority, "");
+
+  memset(&r, 0, sizeof(r));
+  snprintf(r.repository_id, sizeof(r.repository_id), "r1");
+  snprintf(r.priority, sizeof(r.priority), "high");
+  r.priority_score = 100;
+  r.is_workspace_repo = 1;
+  r.workspace_count = 2;
+  r.tracking_enabled = 1;
+  assert_int_equal(tb_store_repo_put(st, &r), TB_OK);
+  assert_int_equal(tb_store_repo_get(st, "r1", &got, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_memory_equal(&got, &r, sizeof(r));
+  assert_int_equal(q_int(db, "SELECT count(*) FROM tracked_repositories WHERE "
+                             "manual_override IS NULL"),
+                   1);
+
+  snprintf(r.priority, sizeof(r.priority), "low");
+  r.priority_score = 25;
+  snprintf(r.manual_override, sizeof(r.manual_override), "low");
+  r.marked_low = 1;
+  r.tracking_enabled = 0;
+  assert_int_equal(tb_store_repo_put(st, &r), TB_OK);
+  assert_int_equal(tb_store_repo_get(st, "r1", &got, &found), TB_OK);
+  assert_memory_equal(&got, &r, sizeof(r));
+  assert_int_equal(q_int(db, "SELECT count(*) FROM tracked_repositories"), 1);
+
+  snprintf(r.priority, sizeof(r.priority), "urgent");
+  assert_int_equal(tb_store_repo_put(st, &r), TB_ERR_INVALID);
+  assert_non_null(strstr(tb_errdetail(), "priority 'urgent'"));
+  snprintf(r.priority, sizeof(r.priority), "low");
+  snprintf(r.manual_override, sizeof(r.manual_override), "top");
+  assert_int_equal(tb_store_repo_put(st, &r), TB_ERR_INVALID);
+  assert_non_null(strstr(tb_errdetail(), "manual_override 'top'"));
+
+  assert_int_equal(tb_store_priority_audit(st, "r1", NULL, "high", "created", "m1"), TB_OK);
+  assert_int_equal(tb_store_priority_audit(st, "r1", "high", "low", "operator", NULL), TB_OK);
+  char buf[128];
+  assert_string_equal(q_text(db,
+                             "SELECT group_concat(coalesce(old_priority, '-') || '>' || "
+                             "new_priority || ':' || reason || ':' || coalesce(msg_id, '-'), ';') "
+                             "FROM (SELECT * FROM priority_audit ORDER BY id)",
+                             buf, sizeof(buf)),
+                      "->high:created:m1;high>low:operator:-");
+  tb_store_close(st);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_fresh_file_gets_latest_schema, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_reopen_is_noop, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_newer_version_refused, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_partial_upgrade_and_failed_migration, dir_setup,
+                                      dir_teardown),
+      cmocka_unit_test(test_open_bad_path),
+      cmocka_unit_test(test_processed_dedupe),
+      cmocka_unit_test(test_savepoint_rollback_leaves_no_trace),
+      cmocka_unit_test(test_activity_log),
+      cmocka_unit_test(test_dead_letters),
+      cmocka_unit_test(test_counters_add_up),
+      cmocka_unit_test(test_hist_merge_round_trip),
+      cmocka_unit_test_setup_teardown(test_busy_begin, dir_setup, dir_teardown),
+      cmocka_unit_test(test_order_after),
+      cmocka_unit_test(test_membership_apply),
+      cmocka_unit_test(test_repo_put_get_audit),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
