@@ -195,70 +195,54 @@ typedef struct raw_args {
   long n;
 } raw_args_t;
 
-/* The ceiling's consumer: fetch in batches, one INSERT per message in a transaction per batch,
- * commit, ack. No decoding, no dedupe lookup, no priorities. */
+/* The ceiling's consumer: the same streams and pull primitive as tierbus, fetching batches of up
+ * to 256, one INSERT per message in a transaction per batch, commit, ack. No decoding, no dedupe
+ * lookup, no priorities, no handlers. Everything is published to the first tier's stream. */
 static json_t *raw_consumer(bench_t *b, void *arg, int ready_fd) {
   raw_args_t *a = arg;
   tb_bus_t *bus = NULL;
-  if (tb_bus_connect(&bus, a->url, "bench-raw") != TB_OK) return err_json("connect");
-  jsCtx *js = tb_bus_js(bus);
-  jsStreamConfig sc;
-  jsStreamConfig_Init(&sc);
-  const char *subjects[] = {"raw.>"};
-  sc.Name = "RAW";
-  sc.Subjects = subjects;
-  sc.SubjectsLen = 1;
-  sc.Storage = js_FileStorage;
-  sc.Duplicates = b->cfg->duplicate_window_ms * 1000000;
-  jsStreamInfo *si = NULL;
-  natsStatus s = js_AddStream(&si, js, &sc, NULL, NULL);
-  jsStreamInfo_Destroy(si);
-  natsSubscription *sub = NULL;
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Config.AckPolicy = js_AckExplicit;
-  so.Config.MaxAckPending = 20000;
-  if (s == NATS_OK) s = js_PullSubscribe(&sub, js, "raw.>", "raw", NULL, &so, NULL);
+  tb_consumer_t *c = NULL;
+  tb_status st = tb_bus_connect(&bus, a->url, "bench-raw");
+  if (st == TB_OK) st = tb_bus_provision(bus, b->cfg);
+  if (st == TB_OK) st = tb_consumer_open(&c, bus, b->cfg, b->cfg->tiers[0].name);
   char dbpath[PATH_MAX + 16];
   snprintf(dbpath, sizeof(dbpath), "%s/raw.db", b->dir);
   sqlite3 *db = NULL;
   sqlite3_stmt *ins = NULL;
-  if (s != NATS_OK || sqlite3_open(dbpath, &db) != SQLITE_OK) {
+  if (st != TB_OK || sqlite3_open(dbpath, &db) != SQLITE_OK) {
     tb_bus_destroy(bus);
-    return json_pack("{s:s}", "error", "raw setup");
+    return err_json("raw setup");
   }
   sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                    "CREATE TABLE t(id TEXT PRIMARY KEY, data BLOB)", NULL, NULL, NULL);
   sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?)", -1, &ins, NULL);
   signal_ready(ready_fd);
+  natsMsg *buf[256];
   long got = 0;
-  int64_t last = 0;
-  while (got < a->n) {
-    natsMsgList list = {0};
-    s = natsSubscription_Fetch(&list, sub, 256, 5000, NULL);
-    if (s != NATS_OK) {
-      if (s == NATS_TIMEOUT) continue;
-      break;
-    }
+  int64_t last = 0, deadline = tb_mono_us() + 600LL * 1000000;
+  while (got < a->n && tb_mono_us() < deadline) {
+    int n = 0;
+    if (tb_consumer_fetch(c, buf, 256, &n, 1000) != TB_OK) continue;
     sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    for (int i = 0; i < list.Count; i++) {
+    for (int i = 0; i < n; i++) {
       const char *id = "";
-      natsMsgHeader_Get(list.Msgs[i], "Nats-Msg-Id", &id);
+      natsMsgHeader_Get(buf[i], "Nats-Msg-Id", &id);
       sqlite3_bind_text(ins, 1, id, -1, SQLITE_STATIC);
-      sqlite3_bind_blob(ins, 2, natsMsg_GetData(list.Msgs[i]), natsMsg_GetDataLength(list.Msgs[i]),
-                        SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 2, natsMsg_GetData(buf[i]), natsMsg_GetDataLength(buf[i]), SQLITE_STATIC);
       sqlite3_step(ins);
       sqlite3_reset(ins);
     }
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    for (int i = 0; i < list.Count; i++) natsMsg_Ack(list.Msgs[i], NULL);
-    got += list.Count;
-    natsMsgList_Destroy(&list);
+    for (int i = 0; i < n; i++) {
+      tb_bus_ack(bus, buf[i]);
+      natsMsg_Destroy(buf[i]);
+    }
+    got += n;
     last = tb_wall_us();
   }
   sqlite3_finalize(ins);
   sqlite3_close(db);
-  natsSubscription_Destroy(sub);
+  tb_consumer_close(c);
   tb_bus_destroy(bus);
   return json_pack("{s:I,s:I}", "consumed", (json_int_t)got, "last_us", (json_int_t)last);
 }
@@ -424,7 +408,9 @@ static json_t *throughput_run(bench_t *b, int raw) {
   long n = b->opts->events;
   raw_args_t ra = {.url = srv.url, .n = n};
   worker_args_t wa = {.url = srv.url, .target = n};
-  pub_args_t pa = {.url = srv.url, .n = n, .subject_prefix = raw ? "raw" : NULL};
+  char raw_prefix[64];
+  snprintf(raw_prefix, sizeof(raw_prefix), "tb.evt.%s.raw", b->cfg->tiers[0].name);
+  pub_args_t pa = {.url = srv.url, .n = n, .subject_prefix = raw ? raw_prefix : NULL};
   child_t consumer, publisher;
   long rss_c = 0, rss_p = 0;
   child_start(&consumer, b, raw ? raw_consumer : tierbus_worker, raw ? (void *)&ra : (void *)&wa);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/status.h"
 
 #define FAILED_IDS_MAX 64
@@ -19,9 +20,22 @@ struct tb_bus {
   int64_t async_failed;
 };
 
+/* A tier's pull consumer, driven by hand rather than through natsSubscription_Fetch: cnats 3.4
+ * loses messages that arrive for a fetch it has already given up on (tests/bus shows it), and a
+ * long-poll there waits for the whole batch. Here one pull request is open at a time, asking for
+ * no more than the free slots; the server pushes each message into our inbox the moment it
+ * exists, and whatever arrives is kept until taken. */
 struct tb_consumer {
-  natsSubscription *sub;
+  tb_bus_t *bus;
+  natsSubscription *sub;  /* core subscription on |inbox| */
+  char inbox[128];
+  char next_subject[256]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
+  int remaining;          /* messages the open request may still deliver; 0 = none open */
+  int64_t deadline_us;    /* monotonic: past this the open request is presumed lost */
 };
+
+/* How long a pull request stays open at the server; an idle tier renews it this often. */
+#define PULL_EXPIRES_MS 2000
 
 tb_status tb__nats_fail(natsStatus s, jsErrCode jerr, const char *what) {
   tb_status st = TB_ERR_NATS;
@@ -278,23 +292,36 @@ tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed
 
 tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
                            const char *tier_name) {
-  char stream[64], durable[64], subject[96];
+  char stream[64], durable[64];
   tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
   tb_bus_consumer_name(tier_name, durable, sizeof(durable));
-  snprintf(subject, sizeof(subject), "tb.evt.%s.>", tier_name);
+  /* Fail now, with a clear word, if the consumer was never provisioned. */
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
+  jsConsumerInfo_Destroy(ci);
+  if (s != NATS_OK) {
+    char what[200];
+    snprintf(what, sizeof(what), "consumer %s on stream %s (run `tierbus init`)", durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
   tb_consumer_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return tb__fail(TB_ERR_NOMEM, "consumer");
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = stream;
-  so.Consumer = durable; /* bind to the provisioned durable, never create or alter it here */
-  jsErrCode jerr = 0;
-  natsStatus s = js_PullSubscribe(&c->sub, bus->js, subject, durable, NULL, &so, &jerr);
+  c->bus = bus;
+  snprintf(c->next_subject, sizeof(c->next_subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream,
+           durable);
+  natsInbox *inbox = NULL;
+  s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    snprintf(c->inbox, sizeof(c->inbox), "%s", inbox);
+    natsInbox_Destroy(inbox);
+    s = natsConnection_SubscribeSync(&c->sub, bus->nc, c->inbox);
+  }
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
   if (s != NATS_OK) {
+    natsSubscription_Destroy(c->sub);
     free(c);
-    char what[160];
-    snprintf(what, sizeof(what), "bind consumer %s on %s", durable, stream);
-    return tb__nats_fail(s, jerr, what);
+    return tb__nats_fail(s, 0, "subscribe to the pull inbox");
   }
   *out = c;
   return TB_OK;
@@ -302,42 +329,77 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
 
 void tb_consumer_close(tb_consumer_t *c) {
   if (c == NULL) return;
-  /* Destroy, not Unsubscribe: unsubscribing a bound durable would not delete it, but keep the
-   * server-side consumer untouched either way. */
+  /* Messages still queued here were never handed out: unacked, the server redelivers them. */
+  natsSubscription_Unsubscribe(c->sub);
   natsSubscription_Destroy(c->sub);
   free(c);
 }
 
-/* Moves the messages of |list| into |out| from index *n on and destroys the list. */
-static void take_list(natsMsgList *list, natsMsg **out, int max, int *n) {
-  for (int i = 0; i < list->Count; i++) {
-    if (*n < max) {
-      out[(*n)++] = list->Msgs[i];
-      list->Msgs[i] = NULL;
-    }
-  }
-  natsMsgList_Destroy(list); /* destroys any extra message: unacked, it is redelivered */
+static tb_status send_pull(tb_consumer_t *c, int batch) {
+  char req[128];
+  snprintf(req, sizeof(req), "{\"batch\":%d,\"expires\":%lld}", batch,
+           (long long)PULL_EXPIRES_MS * 1000000LL);
+  natsStatus s = natsConnection_PublishRequestString(c->bus->nc, c->next_subject, c->inbox, req);
+  if (s != NATS_OK) return tb__nats_fail(s, 0, "pull request");
+  c->remaining = batch;
+  c->deadline_us = tb_mono_us() + (PULL_EXPIRES_MS + 500) * 1000LL;
+  return TB_OK;
+}
+
+/* 1 if |m| is a status message from the server (no data, a Status header) rather than an event. */
+static int is_status(natsMsg *m) {
+  const char *st = NULL;
+  return natsMsg_GetDataLength(m) == 0 && natsMsgHeader_Get(m, "Status", &st) == NATS_OK;
 }
 
 tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms) {
-  natsMsgList list = {0};
-  jsErrCode jerr = 0;
   *n = 0;
-  /* A long-poll for a batch would wait for the whole batch; a long-poll for one message returns
-   * the moment it arrives, and a no-wait request then takes what else is queued. */
-  natsStatus s = natsSubscription_Fetch(&list, c->sub, 1, wait_ms, &jerr);
-  take_list(&list, out, max, n);
-  /* NATS_NOT_FOUND is the server's "no messages" answer (404) to a pull request. */
-  if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND || (s == NATS_OK && *n == 0)) return TB_ERR_TIMEOUT;
-  if (s != NATS_OK) return tb__nats_fail(s, jerr, "fetch");
-  if (max - *n <= 0) return TB_OK;
-  jsFetchRequest req;
-  jsFetchRequest_Init(&req);
-  req.Batch = max - *n;
-  req.NoWait = true;
-  s = natsSubscription_FetchRequest(&list, c->sub, &req);
-  take_list(&list, out, max, n); /* a 404 here only means nothing more is queued */
-  return TB_OK;
+  if (max <= 0) return TB_ERR_TIMEOUT;
+  int64_t deadline = tb_mono_us() + wait_ms * 1000;
+  for (;;) {
+    if (c->remaining <= 0 || tb_mono_us() > c->deadline_us) {
+      tb_status st = send_pull(c, max);
+      if (st != TB_OK) return st;
+    }
+    int64_t left_ms = *n > 0 ? 0 : (deadline - tb_mono_us()) / 1000;
+    natsMsg *m = NULL;
+    natsStatus s = natsSubscription_NextMsg(&m, c->sub, left_ms > 0 ? left_ms : 0);
+    if (s == NATS_TIMEOUT) break;
+    if (s != NATS_OK) return *n > 0 ? TB_OK : tb__nats_fail(s, 0, "fetch");
+    if (is_status(m)) {
+      /* 404/408/409 end the open request (100 is a heartbeat); ask again on the next turn. */
+      const char *code = NULL;
+      natsMsgHeader_Get(m, "Status", &code);
+      if (code == NULL || strcmp(code, "100") != 0) c->remaining = 0;
+      natsMsg_Destroy(m);
+      if (*n == 0 && tb_mono_us() >= deadline) break;
+      continue;
+    }
+    out[(*n)++] = m;
+    c->remaining--;
+    if (*n >= max) break;
+  }
+  return *n > 0 ? TB_OK : TB_ERR_TIMEOUT;
+}
+
+/* Acks go straight to the message's reply subject: the JetStream ack protocol is a plain
+ * publish, and these messages come from a core subscription. */
+static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
+  const char *to = natsMsg_GetReply(m);
+  if (to == NULL || *to == '\0') return tb__fail(TB_ERR_INVALID, "message has no ack subject");
+  natsStatus s = natsConnection_PublishString(bus->nc, to, body);
+  return s == NATS_OK ? TB_OK : tb__nats_fail(s, 0, "ack");
+}
+
+tb_status tb_bus_ack(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+ACK"); }
+tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+WPI"); }
+tb_status tb_bus_term(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+TERM"); }
+
+tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms) {
+  if (delay_ms <= 0) return reply(bus, m, "-NAK");
+  char body[64];
+  snprintf(body, sizeof(body), "-NAK {\"delay\":%lld}", (long long)delay_ms * 1000000LL);
+  return reply(bus, m, body);
 }
 
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,

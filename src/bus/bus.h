@@ -63,12 +63,20 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
                            const char *tier_name);
 void tb_consumer_close(tb_consumer_t *c);
 
-/* Fetches up to |max| messages into |out| (an array of at least |max| entries) and sets *n.
- * Returns as soon as at least one is available (latency matters more than batch size when a tier
- * is idle) and takes whatever else is already waiting, up to |max|. TB_ERR_TIMEOUT when nothing
- * arrived within |wait_ms|. The caller owns the messages: each is destroyed with
- * natsMsg_Destroy() after it is acked. */
+/* Takes up to |max| delivered messages (|max| = the free slots; |out| holds at least |max|) and
+ * sets *n. Returns as soon as at least one is there, with whatever else already arrived, up to
+ * |max|; TB_ERR_TIMEOUT when nothing arrived within |wait_ms|. Nothing delivered is ever
+ * dropped: what exceeds |max| waits for the next call. The caller owns the messages and settles
+ * each with tb_bus_ack/nak/term, then natsMsg_Destroy(). */
 tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms);
+
+/* The JetStream ack protocol for a delivered message: done, retry (after |delay_ms|), give up
+ * for good, or "still working" (resets AckWait). Fire-and-forget: a lost ack costs a redelivery,
+ * which the processed record absorbs. */
+tb_status tb_bus_ack(tb_bus_t *bus, natsMsg *m);
+tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms);
+tb_status tb_bus_term(tb_bus_t *bus, natsMsg *m);
+tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m);
 
 /* Consumer figures for stats: messages not yet delivered and delivered-but-unacked. */
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,

@@ -21,6 +21,7 @@ enum {
   OPT_DB,
   OPT_DATA_DIR,
   OPT_LOG_LEVEL,
+  OPT_SET,
   OPT__COMMON_END
 };
 
@@ -28,7 +29,8 @@ enum {
   {"config", required_argument, NULL, OPT_CONFIG},                                                 \
       {"nats-url", required_argument, NULL, OPT_NATS_URL}, {"db", required_argument, NULL, OPT_DB}, \
       {"data-dir", required_argument, NULL, OPT_DATA_DIR},                                         \
-      {"log-level", required_argument, NULL, OPT_LOG_LEVEL}
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},                                      \
+      {"set", required_argument, NULL, OPT_SET}
 
 typedef struct tb_cli {
   const char *prog;         /* "tierbus publish" for messages */
@@ -37,6 +39,8 @@ typedef struct tb_cli {
   const char *db;           /* --db */
   const char *data_dir;     /* --data-dir */
   const char *log_level;    /* --log-level */
+  const char *sets[32];     /* --set KEY=VALUE, any scalar config option, applied last */
+  int n_sets;
   tb_config_t cfg;
   tb_catalogue_t *cat;
   tb_bus_t *bus;

@@ -33,6 +33,9 @@ int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg) {
   case OPT_DB: cli->db = arg; return 1;
   case OPT_DATA_DIR: cli->data_dir = arg; return 1;
   case OPT_LOG_LEVEL: cli->log_level = arg; return 1;
+  case OPT_SET:
+    if (cli->n_sets < (int)(sizeof(cli->sets) / sizeof(cli->sets[0]))) cli->sets[cli->n_sets++] = arg;
+    return 1;
   default: return 0;
   }
 }
@@ -81,6 +84,18 @@ int tb_cli_load(tb_cli_t *cli) {
   }
   if (st == TB_OK && cli->db) st = tb_config_set(&cli->cfg, "db_path", cli->db);
   if (st == TB_OK && cli->log_level) st = tb_config_set(&cli->cfg, "log_level", cli->log_level);
+  for (int i = 0; i < cli->n_sets && st == TB_OK; i++) {
+    char key[64];
+    const char *eq = strchr(cli->sets[i], '=');
+    size_t klen = eq ? (size_t)(eq - cli->sets[i]) : 0;
+    if (eq == NULL || klen == 0 || klen >= sizeof(key)) {
+      fprintf(stderr, "%s: --set '%s': expected KEY=VALUE\n", cli->prog, cli->sets[i]);
+      return TB_EXIT_USAGE;
+    }
+    memcpy(key, cli->sets[i], klen);
+    key[klen] = '\0';
+    st = tb_config_set(&cli->cfg, key, eq + 1);
+  }
   if (st == TB_OK) st = tb_config_validate(&cli->cfg);
   if (st != TB_OK) {
     fprintf(stderr, "%s: config error: %s\n", cli->prog, tb_errdetail());

@@ -38,13 +38,24 @@ tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *he
   return c;
 }
 
+int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
+                          const tb_choice_t *chosen) {
+  for (int t = 0; t < chosen->eff_tier && t < cfg->n_tiers; t++)
+    if (!heads[t].present && heads[t].backlog) return 1;
+  return 0;
+}
+
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen) {
   int inversions = 0;
   for (int t = 0; t < cfg->n_tiers; t++) {
-    if (!heads[t].present || t == chosen->tier) continue;
-    if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
+    if (t == chosen->tier) continue;
+    if (heads[t].present) {
+      if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
+        inversions++;
+    } else if (heads[t].backlog && t < chosen->eff_tier) {
       inversions++;
+    }
   }
   return inversions;
 }
@@ -56,6 +67,7 @@ typedef struct ready_queue {
   int cap, head, count;
   int inflight;      /* fetched and not yet settled: the tier's slots in use */
   int active;        /* this process consumes the tier */
+  uint64_t pending;  /* consumer's pending count at the last fetch: 0 = none known */
 } ready_queue_t;
 
 typedef struct fetcher {
@@ -120,6 +132,12 @@ static void *fetch_loop(void *arg) {
 
     int got = 0;
     tb_status st = tb_consumer_fetch(f->consumer, f->buf, room, &got, 250);
+    if (st != TB_OK) {
+      pthread_mutex_lock(&d->mu);
+      q->pending = 0;
+      pthread_cond_broadcast(&d->work_cv); /* an executor holding for this tier stops waiting */
+      pthread_mutex_unlock(&d->mu);
+    }
     if (st == TB_ERR_TIMEOUT) continue;
     if (st != TB_OK) {
       if (!warned++) TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
@@ -130,7 +148,14 @@ static void *fetch_loop(void *arg) {
     if (warned) TB_LOG(TB_LOG_INFO, "dispatch", "%s: fetching again", tier);
     warned = 0;
     int64_t now = tb_mono_us();
+    uint64_t pending = 0;
+    jsMsgMetaData *meta = NULL;
+    if (got > 0 && natsMsg_GetMetaData(&meta, f->buf[got - 1]) == NATS_OK) {
+      pending = meta->NumPending;
+      jsMsgMetaData_Destroy(meta);
+    }
     pthread_mutex_lock(&d->mu);
+    q->pending = pending;
     for (int i = 0; i < got; i++) {
       tb_work_t *w = calloc(1, sizeof(*w));
       if (w == NULL) { /* dropped unacked: redelivered after AckWait */
@@ -161,28 +186,36 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
     for (int i = 0; i < q->count; i++) {
       tb_work_t *w = q->items[(q->head + i) % q->cap];
       if (now - w->progress_mono_us > half) {
-        natsMsg_InProgress(w->msg, NULL);
+        tb_bus_in_progress(d->bus, w->msg);
         w->progress_mono_us = now;
       }
     }
   }
 }
 
-/* Takes the next message by policy, or NULL when nothing is ready. Called with mu held. */
-static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now) {
+/* Takes the next message by policy, or NULL. With |force| 0 it returns NULL and sets *hold when a
+ * tier that outranks the choice has backlog its fetcher is about to deliver; with |force| 1 it
+ * serves the choice anyway and the auditor counts the inversion. Called with mu held. */
+static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold) {
   tb_ready_head_t heads[TB_MAX_TIERS];
+  *hold = 0;
   for (int t = 0; t < d->cfg->n_tiers; t++) {
     ready_queue_t *q = &d->queues[t];
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
+    heads[t].backlog = q->active && q->pending > 0 && q->inflight < q->cap;
   }
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
+  if (!force && tb_dispatch_must_wait(d->cfg, heads, &c)) {
+    *hold = 1;
+    return NULL;
+  }
   int inv = tb_dispatch_audit(d->cfg, heads, now, &c);
   if (inv > 0) {
     d->inversions += inv;
     tb_engine_note_inversion(d->engine, c.tier);
-    TB_LOG(TB_LOG_ERROR, "dispatch", "priority inversion: served %s (effective %s) over %d better",
+    TB_LOG(TB_LOG_WARN, "dispatch", "priority inversion: served %s (effective %s) over %d better",
            d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
   }
   tb_work_t *w = q_pop(&d->queues[c.tier]);
@@ -190,6 +223,30 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now) {
   w->eff_tier = c.eff_tier;
   w->boost = c.boost;
   w->reason = c.reason;
+  return w;
+}
+
+/* Waits for a higher tier's delivery at most this long before serving lower work anyway. Known
+ * backlog with an open pull request arrives within a round trip, well under a millisecond on
+ * loopback even on a busy machine; running out means the server is slow or another worker took
+ * the messages, and the pick is counted as an inversion. */
+#define HOLD_MAX_US 50000
+
+/* The next message to run, honouring holds. Takes and releases mu. */
+static tb_work_t *next_work(tb_dispatcher_t *d) {
+  pthread_mutex_lock(&d->mu);
+  int64_t hold_start = 0;
+  tb_work_t *w = NULL;
+  for (;;) {
+    int hold = 0;
+    int64_t now = tb_mono_us();
+    int force = hold_start != 0 && now - hold_start >= HOLD_MAX_US;
+    w = take_next(d, now, force, &hold);
+    if (w != NULL || !hold) break;
+    if (hold_start == 0) hold_start = now;
+    cond_wait_ms(&d->work_cv, &d->mu, 1);
+  }
+  pthread_mutex_unlock(&d->mu);
   return w;
 }
 
@@ -207,9 +264,7 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   int n = 0;
   int64_t opened = tb_mono_us();
   while (n < cfg->commit_batch_max) {
-    pthread_mutex_lock(&d->mu);
-    tb_work_t *w = take_next(d, tb_mono_us());
-    pthread_mutex_unlock(&d->mu);
+    tb_work_t *w = next_work(d);
     if (w == NULL) break;
     batch[n++] = w;
     st = tb_engine_apply(d->engine, w);

@@ -13,10 +13,12 @@
 
 /* ---- the pure policy, separate from the threads so that it can be tested on its own ---- */
 
-/* The oldest ready message of a tier, as the policy sees it. */
+/* A tier as the policy sees it: its oldest ready message, and whether the stream holds more of
+ * it that this process has room to fetch (known from the consumer's pending count). */
 typedef struct tb_ready_head {
   int present;
   int64_t ready_mono_us;
+  int backlog; /* messages wait in the stream and the tier has free slots here */
 } tb_ready_head_t;
 
 typedef struct tb_choice {
@@ -34,8 +36,15 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
  * heads[] has cfg->n_tiers entries. */
 tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us);
 
-/* The auditor, written independently of choose(): the number of other ready heads that outrank
- * the chosen one (strictly better effective tier). Each is a priority inversion. */
+/* 1 if serving |chosen| now would pass over a tier that outranks it, has nothing ready yet, but
+ * has backlog and free slots: its fetcher is about to deliver, so the executor should wait for
+ * it (briefly) rather than run lower work. */
+int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
+                          const tb_choice_t *chosen);
+
+/* The auditor, written independently of choose(): the number of tiers that outrank the chosen
+ * one, either with a ready head of strictly better effective tier or with backlog and free
+ * slots. Each is a priority inversion. */
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen);
 

@@ -327,23 +327,15 @@ void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n) {
 void tb_engine_note_inversion(tb_engine_t *e, int tier) { e->batch_counters[tier][C_INVERSIONS]++; }
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
-  natsStatus s = NATS_OK;
+  tb_status st = TB_OK;
   switch (w->fate) {
-  case TB_FATE_ACK:
-    s = natsMsg_Ack(w->msg, NULL);
-    break;
-  case TB_FATE_NAK:
-    s = w->nak_delay_ms > 0 ? natsMsg_NakWithDelay(w->msg, w->nak_delay_ms, NULL)
-                            : natsMsg_Nak(w->msg, NULL);
-    break;
-  case TB_FATE_TERM:
-    s = natsMsg_Term(w->msg, NULL);
-    break;
+  case TB_FATE_ACK: st = tb_bus_ack(e->bus, w->msg); break;
+  case TB_FATE_NAK: st = tb_bus_nak(e->bus, w->msg, w->nak_delay_ms); break;
+  case TB_FATE_TERM: st = tb_bus_term(e->bus, w->msg); break;
   }
   /* A lost ack only costs a redelivery, which the processed record absorbs. */
-  if (s != NATS_OK)
-    TB_LOG(TB_LOG_DEBUG, "engine", "settle failed (message will be redelivered): %s",
-           natsStatus_GetText(s));
+  if (st != TB_OK)
+    TB_LOG(TB_LOG_DEBUG, "engine", "settle failed (message will be redelivered): %s", tb_errdetail());
   natsMsg_Destroy(w->msg);
   w->msg = NULL;
 }
