@@ -334,6 +334,7 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   tb_status st = tb_bus_connect(&bus, a->url, "bench-worker");
   if (st == TB_OK) st = tb_bus_provision(bus, b->cfg);
   if (st == TB_OK) st = tb_store_open(&store, dbpath);
+  if (st == TB_OK) st = tb_store_offload_checkpoints(store, dbpath, 200);
   if (st == TB_OK) st = tb_engine_create(&engine, b->cfg, b->cat, store, bus);
   int idx[TB_MAX_TIERS];
   for (int i = 0; i < b->cfg->n_tiers; i++) idx[i] = i;

@@ -12,7 +12,8 @@
 int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
-  tb_status st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
+  tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 200);
+  if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
   if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, tiers, n);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),

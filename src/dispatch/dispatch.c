@@ -232,8 +232,21 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
  * the messages, and the pick is counted as an inversion. */
 #define HOLD_MAX_US 50000
 
-/* The next message to run, honouring holds. Takes and releases mu. */
-static tb_work_t *next_work(tb_dispatcher_t *d) {
+/* 1 if some consumed tier has backlog in the stream and free slots: its fetcher is delivering.
+ * Called with mu held. */
+static int backlog_arriving(tb_dispatcher_t *d) {
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    ready_queue_t *q = &d->queues[t];
+    if (q->active && q->pending > 0 && q->inflight < q->cap) return 1;
+  }
+  return 0;
+}
+
+/* The next message to run, honouring holds, or NULL to close the batch. While the batch is
+ * younger than commit_batch_time and backlog is still arriving, an empty ready queue does not
+ * close it: committing a handful of messages at a time would spend the disk on commits. Handler
+ * start is not delayed by this, only the commit. Takes and releases mu. */
+static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   pthread_mutex_lock(&d->mu);
   int64_t hold_start = 0;
   tb_work_t *w = NULL;
@@ -242,8 +255,12 @@ static tb_work_t *next_work(tb_dispatcher_t *d) {
     int64_t now = tb_mono_us();
     int force = hold_start != 0 && now - hold_start >= HOLD_MAX_US;
     w = take_next(d, now, force, &hold);
-    if (w != NULL || !hold) break;
-    if (hold_start == 0) hold_start = now;
+    if (w != NULL) break;
+    if (hold) {
+      if (hold_start == 0) hold_start = now;
+    } else if (d->stopping || now - opened_us >= d->cfg->commit_batch_us || !backlog_arriving(d)) {
+      break;
+    }
     cond_wait_ms(&d->work_cv, &d->mu, 1);
   }
   pthread_mutex_unlock(&d->mu);
@@ -264,7 +281,7 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   int n = 0;
   int64_t opened = tb_mono_us();
   while (n < cfg->commit_batch_max) {
-    tb_work_t *w = next_work(d);
+    tb_work_t *w = next_work(d, opened);
     if (w == NULL) break;
     batch[n++] = w;
     st = tb_engine_apply(d->engine, w);

@@ -81,10 +81,13 @@ typedef enum tb__store_stmt_id {
       TB__ST_COUNT
 } tb__store_stmt_id;
 
+struct tb_checkpointer;
+
 struct tb_store {
   sqlite3 *db;
   sqlite3_stmt *stmt[TB__ST_COUNT];
   int savepoints; /* open tb_msg savepoints, so a stray release/rollback_to is caught */
+  struct tb_checkpointer *ckpt; /* background checkpoints, when offloaded; owned */
 };
 
 /* Prepared statement |id|, ready to bind (it was reset after its last use). Borrowed. */

@@ -2,6 +2,7 @@
  * tables (processed records, activity log, dead letters, per-tier counters and histograms). */
 #include "store/store.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -129,8 +130,81 @@ fail:
   return s;
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * Background checkpoints
+ * --------------------------------------------------------------------------------------------- */
+
+struct tb_checkpointer {
+  sqlite3 *db;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stop;
+  int interval_ms;
+};
+
+static void *checkpoint_loop(void *arg) {
+  struct tb_checkpointer *c = arg;
+  pthread_mutex_lock(&c->mu);
+  while (!c->stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)c->interval_ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    if (c->stop) break;
+    pthread_mutex_unlock(&c->mu);
+    /* PASSIVE never waits for the writer; what it cannot copy now it copies next time. */
+    sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    pthread_mutex_lock(&c->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return NULL;
+}
+
+tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms) {
+  if (st->ckpt != NULL) return TB_OK;
+  struct tb_checkpointer *c = calloc(1, sizeof(*c));
+  if (c == NULL) return tb__fail(TB_ERR_NOMEM, "store %s: checkpointer", path);
+  int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    tb_status s = tb__store_fail(c->db, rc, "store %s: checkpoint connection", path);
+    sqlite3_close(c->db);
+    free(c);
+    return s;
+  }
+  sqlite3_busy_timeout(c->db, DEFAULT_BUSY_MS);
+  c->interval_ms = interval_ms > 0 ? interval_ms : 200;
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+  if (pthread_create(&c->thread, NULL, checkpoint_loop, c) != 0) {
+    sqlite3_close(c->db);
+    free(c);
+    return tb__fail(TB_ERR_NOMEM, "store %s: cannot start the checkpoint thread", path);
+  }
+  sqlite3_wal_autocheckpoint(st->db, 0);
+  st->ckpt = c;
+  return TB_OK;
+}
+
+static void stop_checkpointer(struct tb_checkpointer *c) {
+  if (c == NULL) return;
+  pthread_mutex_lock(&c->mu);
+  c->stop = 1;
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+  pthread_join(c->thread, NULL);
+  sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  sqlite3_close(c->db);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->cv);
+  free(c);
+}
+
 void tb_store_close(tb_store_t *st) {
   if (st == NULL) return;
+  stop_checkpointer(st->ckpt);
   for (int i = 0; i < TB__ST_COUNT; i++) sqlite3_finalize(st->stmt[i]);
   sqlite3_close(st->db); /* rolls back an open transaction */
   free(st);

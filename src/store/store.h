@@ -18,8 +18,14 @@ typedef struct tb_store tb_store_t;
  * with tb_store_close(). TB_ERR_STORE with sqlite3_errmsg() text on failure. */
 tb_status tb_store_open(tb_store_t **out, const char *path);
 
-/* Finalizes statements and closes. Accepts NULL. */
+/* Finalizes statements and closes (stopping the checkpoint thread if one runs). Accepts NULL. */
 void tb_store_close(tb_store_t *st);
+
+/* Moves WAL checkpoints off this connection: SQLite's automatic checkpoint runs inside COMMIT,
+ * so on the dispatcher's connection it would stall every message (a critical one included) for
+ * the milliseconds that copying pages and syncing take. A thread with its own connection to
+ * |path| runs passive checkpoints every |interval_ms| instead. */
+tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms);
 
 /* Schema version after migrations (PRAGMA user_version); -1 if it cannot be read. */
 int tb_store_schema_version(tb_store_t *st);
