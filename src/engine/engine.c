@@ -177,16 +177,6 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   snprintf(id, sizeof(id), "%s", d.env->id);
   int stat_tier = w->tier;
 
-  int seen = 0;
-  st = tb_store_is_processed(e->store, id, &seen);
-  if (st == TB_OK && seen) {
-    /* A redelivery (ack lost, worker killed after commit) or a publisher's duplicate beyond the
-     * stream's window: the effect already happened. */
-    e->batch_counters[stat_tier][C_DUPLICATE]++;
-    goto done;
-  }
-  if (st != TB_OK) goto done;
-
   tb_handler_fn fn = tb_registry_handler(d.def->handler);
   if (fn == NULL) {
     char reason[200];
@@ -206,23 +196,32 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
                 .stream = meta ? meta->Stream : "",
                 .seq = meta ? meta->Sequence.Stream : 0},
   };
+  tb_dispatch_record_t r = {.msg_id = id,
+                            .event_type = d.def->name,
+                            .tier = tier->name,
+                            .eff_tier = e->cfg->tiers[w->eff_tier].name,
+                            .boost = w->boost,
+                            .reason = w->reason,
+                            .stream = ctx.order.stream,
+                            .stream_seq = ctx.order.seq,
+                            .deliveries = meta ? meta->NumDelivered : 1,
+                            .published_us = w->published_us,
+                            .started_us = w->started_us,
+                            .outcome = TB_OUTCOME_APPLIED};
+  int fresh = 0;
+  st = tb_store_claim(e->store, &r, &fresh);
+  if (st == TB_OK && !fresh) {
+    /* A redelivery (ack lost, worker killed after commit) or a publisher's duplicate beyond the
+     * stream's window: the effect already happened. */
+    st = tb_store_release(e->store);
+    e->batch_counters[stat_tier][C_DUPLICATE]++;
+    goto done;
+  }
+  if (st != TB_OK) goto done;
   tb__clear_detail();
   tb_status hst = fn(&ctx);
   if (hst == TB_OK) {
-    tb_dispatch_record_t r = {.msg_id = id,
-                              .event_type = d.def->name,
-                              .tier = tier->name,
-                              .eff_tier = e->cfg->tiers[w->eff_tier].name,
-                              .boost = w->boost,
-                              .reason = w->reason,
-                              .stream = ctx.order.stream,
-                              .stream_seq = ctx.order.seq,
-                              .deliveries = meta ? meta->NumDelivered : 1,
-                              .published_us = w->published_us,
-                              .started_us = w->started_us,
-                              .outcome = TB_OUTCOME_APPLIED};
-    st = tb_store_mark_processed(e->store, &r);
-    if (st == TB_OK) st = tb_store_release(e->store);
+    st = tb_store_release(e->store);
     if (st == TB_OK) {
       w->applied = 1;
       e->batch_counters[stat_tier][C_PROCESSED]++;

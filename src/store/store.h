@@ -76,6 +76,12 @@ typedef struct tb_dispatch_record {
 /* Records |r| as processed; a second record with the same msg_id is TB_ERR_STORE (constraint). */
 tb_status tb_store_mark_processed(tb_store_t *st, const tb_dispatch_record_t *r);
 
+/* Records |r| as processed unless its msg_id already is: *fresh = 1 when this call wrote the row,
+ * 0 for a duplicate. One statement does the dedupe check and the record, so the engine claims a
+ * message before running its handler, inside the message's savepoint: a failing handler rolls
+ * the claim back with its own writes. */
+tb_status tb_store_claim(tb_store_t *st, const tb_dispatch_record_t *r, int *fresh);
+
 /* Appends to the activity log (the end-to-end trail of every event). |payload_json| may be NULL. */
 tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *event_type,
                             const char *tier, const char *correlation_id, const char *key,
