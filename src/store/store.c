@@ -3,6 +3,9 @@
 #include "store/store.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -147,6 +150,10 @@ struct tb_checkpointer {
 
 static void *checkpoint_loop(void *arg) {
   struct tb_checkpointer *c = arg;
+  /* Copying pages can wait; the dispatcher's threads cannot. On a small machine the scheduler
+   * otherwise lets a checkpoint delay the delivery of a critical message. */
+  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0) { /* best effort */
+  }
   pthread_mutex_lock(&c->mu);
   while (!c->stop) {
     struct timespec ts;
