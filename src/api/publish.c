@@ -35,7 +35,10 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
                              const tb_publish_req_t *req, tb_prepared_t *out) {
   memset(out, 0, sizeof(*out));
   const tb_event_def_t *ev = tb_catalogue_find(cat, req->event);
-  if (ev == NULL) return tb__fail(TB_ERR_UNKNOWN_EVENT, "unknown event '%s' (see tierbus events or subjects/catalogue.json)", req->event);
+  if (ev == NULL)
+    return tb__fail(TB_ERR_UNKNOWN_EVENT,
+                    "unknown event '%s' (see tierbus events or subjects/catalogue.json)",
+                    req->event);
   const char *tier = req->tier;
   if (tier == NULL) tier = tb_config_event_tier(cfg, ev->name);
   if (tier == NULL) tier = ev->default_tier;

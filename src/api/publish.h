@@ -26,8 +26,8 @@ typedef struct tb_publish_req {
 typedef struct tb_prepared {
   char subject[256];
   char id[128];
-  const char *tier;  /* borrowed from the config */
-  uint8_t *buf;      /* packed envelope, owned */
+  const char *tier; /* borrowed from the config */
+  uint8_t *buf;     /* packed envelope, owned */
   size_t len;
 } tb_prepared_t;
 

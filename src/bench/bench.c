@@ -213,8 +213,10 @@ static json_t *raw_consumer(bench_t *b, void *arg, int ready_fd) {
     tb_bus_destroy(bus);
     return err_json("raw setup");
   }
-  sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                   "CREATE TABLE t(id TEXT PRIMARY KEY, data BLOB)", NULL, NULL, NULL);
+  sqlite3_exec(db,
+               "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+               "CREATE TABLE t(id TEXT PRIMARY KEY, data BLOB)",
+               NULL, NULL, NULL);
   sqlite3_prepare_v2(db, "INSERT INTO t VALUES(?,?)", -1, &ins, NULL);
   signal_ready(ready_fd);
   natsMsg *buf[256];
@@ -228,7 +230,8 @@ static json_t *raw_consumer(bench_t *b, void *arg, int ready_fd) {
       const char *id = "";
       natsMsgHeader_Get(buf[i], "Nats-Msg-Id", &id);
       sqlite3_bind_text(ins, 1, id, -1, SQLITE_STATIC);
-      sqlite3_bind_blob(ins, 2, natsMsg_GetData(buf[i]), natsMsg_GetDataLength(buf[i]), SQLITE_STATIC);
+      sqlite3_bind_blob(ins, 2, natsMsg_GetData(buf[i]), natsMsg_GetDataLength(buf[i]),
+                        SQLITE_STATIC);
       sqlite3_step(ins);
       sqlite3_reset(ins);
     }
@@ -258,7 +261,8 @@ static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
   pub_args_t *a = arg;
   item_t *items = make_items(b, a->n, a->tier);
   tb_bus_t *bus = NULL;
-  if (items == NULL || tb_bus_connect(&bus, a->url, "bench-pub") != TB_OK) return err_json("publisher");
+  if (items == NULL || tb_bus_connect(&bus, a->url, "bench-pub") != TB_OK)
+    return err_json("publisher");
   signal_ready(ready_fd);
   int64_t t0 = tb_wall_us(), failed = 0;
   tb_status st = publish_items(bus, items, a->n, a->subject_prefix, &failed);
@@ -273,9 +277,9 @@ static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
 
 typedef struct worker_args {
   const char *url;
-  long target;          /* stop once this many messages were handled */
-  int trickle_rate;     /* >0: also publish critical events at this rate until target */
-  long trickle_until;   /* ... counting only messages of the last tier */
+  long target;        /* stop once this many messages were handled */
+  int trickle_rate;   /* >0: also publish critical events at this rate until target */
+  long trickle_until; /* ... counting only messages of the last tier */
 } worker_args_t;
 
 typedef struct trickle {
@@ -314,9 +318,9 @@ static void *trickle_loop(void *arg) {
 
 static json_t *tier_json(const tb_engine_tier_stats_t *s) {
   return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "handled",
-                   (json_int_t)(s->processed + s->dead + s->duplicates), "dead", (json_int_t)s->dead,
-                   "start_p50_ms", tb_hist_quantile(&s->start, .5) / 1000.0, "start_p95_ms",
-                   tb_hist_quantile(&s->start, .95) / 1000.0, "start_p99_ms",
+                   (json_int_t)(s->processed + s->dead + s->duplicates), "dead",
+                   (json_int_t)s->dead, "start_p50_ms", tb_hist_quantile(&s->start, .5) / 1000.0,
+                   "start_p95_ms", tb_hist_quantile(&s->start, .95) / 1000.0, "start_p99_ms",
                    tb_hist_quantile(&s->start, .99) / 1000.0, "start_max_ms", s->start.max / 1000.0,
                    "commit_p50_ms", tb_hist_quantile(&s->commit, .5) / 1000.0, "commit_p99_ms",
                    tb_hist_quantile(&s->commit, .99) / 1000.0, "commit_max_ms",
@@ -405,7 +409,8 @@ static double jnum(json_t *o, const char *k) {
 /* Ceiling or tierbus throughput: consumer child ready first, then the publisher child. */
 static json_t *throughput_run(bench_t *b, int raw) {
   tb_server_t srv;
-  if (start_server(b, raw ? "ceiling" : "throughput", &srv) != 0) return json_pack("{s:s}", "error", "server");
+  if (start_server(b, raw ? "ceiling" : "throughput", &srv) != 0)
+    return json_pack("{s:s}", "error", "server");
   long n = b->opts->events;
   raw_args_t ra = {.url = srv.url, .n = n};
   worker_args_t wa = {.url = srv.url, .target = n};
@@ -449,8 +454,8 @@ static json_t *backlog_run(bench_t *b) {
   child_t prov;
   long rss = 0;
   pub_args_t pa = {.url = srv.url, .n = n, .tier = bg};
-  worker_args_t wa = {.url = srv.url, .target = 0, .trickle_rate = b->opts->critical_rate,
-                      .trickle_until = n};
+  worker_args_t wa = {
+      .url = srv.url, .target = 0, .trickle_rate = b->opts->critical_rate, .trickle_until = n};
   /* The streams must exist before the preload: a worker with target 0 provisions them and
    * stops at once. */
   worker_args_t wp = {.url = srv.url, .target = 0};
@@ -468,10 +473,10 @@ static json_t *backlog_run(bench_t *b) {
   double secs = (jnum(con, "last_commit_us") - jnum(con, "ready_us")) / 1e6;
   json_t *tiers = json_object_get(con, "tiers");
   json_t *crit = json_object_get(tiers, b->cfg->tiers[0].name);
-  json_t *r = json_pack("{s:I,s:I,s:f,s:f,s:f}", "backlog", (json_int_t)n, "critical_rate",
-                        (json_int_t)b->opts->critical_rate, "drain_seconds", secs,
-                        "drain_events_per_s", secs > 0 ? n / secs : 0.0, "peak_rss_mib",
-                        rss / 1024.0);
+  json_t *r =
+      json_pack("{s:I,s:I,s:f,s:f,s:f}", "backlog", (json_int_t)n, "critical_rate",
+                (json_int_t)b->opts->critical_rate, "drain_seconds", secs, "drain_events_per_s",
+                secs > 0 ? n / secs : 0.0, "peak_rss_mib", rss / 1024.0);
   json_object_set(r, "critical_sent", json_object_get(con, "critical_sent"));
   json_object_set(r, "critical", crit);
   json_object_set(r, "inversions", json_object_get(con, "inversions"));
@@ -499,8 +504,9 @@ static void machine_json(json_t *root) {
   char date[32];
   strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
   json_object_set_new(root, "date", json_string(date));
-  json_object_set_new(root, "machine", json_pack("{s:s,s:I}", "cpu", model, "cores",
-                                                 (json_int_t)sysconf(_SC_NPROCESSORS_ONLN)));
+  json_object_set_new(
+      root, "machine",
+      json_pack("{s:s,s:I}", "cpu", model, "cores", (json_int_t)sysconf(_SC_NPROCESSORS_ONLN)));
 }
 
 int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_bench_opts_t *opts) {
@@ -517,12 +523,14 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
     }
     made_tmp = 1;
   }
-  if (tb__log_level < TB_LOG_WARN) tb__log_level = TB_LOG_WARN; /* the children inherit it: no progress noise in the figures */
+  if (tb__log_level < TB_LOG_WARN)
+    tb__log_level = TB_LOG_WARN; /* the children inherit it: no progress noise in the figures */
   json_t *root = json_object();
   machine_json(root);
   int rc = 0;
   if (opts->run_throughput) {
-    fprintf(stderr, "tierbus bench: ceiling (raw JetStream + SQLite), %ld events...\n", opts->events);
+    fprintf(stderr, "tierbus bench: ceiling (raw JetStream + SQLite), %ld events...\n",
+            opts->events);
     json_t *ceil = throughput_run(&b, 1);
     fprintf(stderr, "tierbus bench: tierbus, %ld events with the tier mix...\n", opts->events);
     json_t *tp = throughput_run(&b, 0);
@@ -543,14 +551,18 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
   json_t *goals = json_object();
   json_t *tp = json_object_get(root, "throughput"), *bl = json_object_get(root, "backlog");
   if (tp) {
-    json_object_set_new(goals, "throughput_ratio_ge_0.60", json_boolean(jnum(tp, "ratio_to_ceiling") >= 0.60));
+    json_object_set_new(goals, "throughput_ratio_ge_0.60",
+                        json_boolean(jnum(tp, "ratio_to_ceiling") >= 0.60));
     json_object_set_new(goals, "rss_le_64mib", json_boolean(jnum(tp, "peak_rss_mib") <= 64));
-    json_object_set_new(goals, "zero_inversions_throughput", json_boolean(jnum(tp, "inversions") == 0));
+    json_object_set_new(goals, "zero_inversions_throughput",
+                        json_boolean(jnum(tp, "inversions") == 0));
   }
   if (bl) {
     json_t *crit = json_object_get(bl, "critical");
-    json_object_set_new(goals, "critical_p99_le_5ms", json_boolean(crit && jnum(crit, "start_p99_ms") <= 5.0));
-    json_object_set_new(goals, "zero_inversions_backlog", json_boolean(jnum(bl, "inversions") == 0));
+    json_object_set_new(goals, "critical_p99_le_5ms",
+                        json_boolean(crit && jnum(crit, "start_p99_ms") <= 5.0));
+    json_object_set_new(goals, "zero_inversions_backlog",
+                        json_boolean(jnum(bl, "inversions") == 0));
   }
   json_object_set_new(root, "goals", goals);
   json_dumpf(root, stdout, JSON_INDENT(2));

@@ -7,14 +7,15 @@
 #include "codec/catalogue.h"
 
 typedef struct tb_bench_opts {
-  long events;         /* scenario "throughput": events published with the tier mix */
-  long backlog;        /* scenario "backlog": background events preloaded */
-  int critical_rate;   /* scenario "backlog": critical events per second while it drains */
+  long events;       /* scenario "throughput": events published with the tier mix */
+  long backlog;      /* scenario "backlog": background events preloaded */
+  int critical_rate; /* scenario "backlog": critical events per second while it drains */
   int run_throughput, run_backlog;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
 } tb_bench_opts_t;
 
-/* Runs the selected scenarios and prints one JSON document on stdout. Returns a process exit code. */
+/* Runs the selected scenarios and prints one JSON document on stdout. Returns a process exit code.
+ */
 int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_bench_opts_t *opts);
 
 #endif

@@ -27,7 +27,7 @@ struct tb_bus {
  * exists, and whatever arrives is kept until taken. */
 struct tb_consumer {
   tb_bus_t *bus;
-  natsSubscription *sub;  /* core subscription on |inbox| */
+  natsSubscription *sub; /* core subscription on |inbox| */
   char inbox[128];
   char next_subject[256]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
   int remaining;          /* messages the open request may still deliver; 0 = none open */
@@ -108,8 +108,12 @@ void tb_bus_destroy(tb_bus_t *bus) {
   free(bus);
 }
 
-natsConnection *tb_bus_conn(tb_bus_t *bus) { return bus->nc; }
-jsCtx *tb_bus_js(tb_bus_t *bus) { return bus->js; }
+natsConnection *tb_bus_conn(tb_bus_t *bus) {
+  return bus->nc;
+}
+jsCtx *tb_bus_js(tb_bus_t *bus) {
+  return bus->js;
+}
 
 /* ---------------------------------------------------------------- names */
 
@@ -225,8 +229,8 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
 
 /* ---------------------------------------------------------------- publish */
 
-static tb_status build_msg(natsMsg **out, const char *subject, const char *msg_id,
-                           const void *data, size_t len, const char *const *hdrs) {
+static tb_status build_msg(natsMsg **out, const char *subject, const char *msg_id, const void *data,
+                           size_t len, const char *const *hdrs) {
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
   if (s == NATS_OK && msg_id != NULL) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
@@ -391,9 +395,15 @@ static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
   return s == NATS_OK ? TB_OK : tb__nats_fail(s, 0, "ack");
 }
 
-tb_status tb_bus_ack(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+ACK"); }
-tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+WPI"); }
-tb_status tb_bus_term(tb_bus_t *bus, natsMsg *m) { return reply(bus, m, "+TERM"); }
+tb_status tb_bus_ack(tb_bus_t *bus, natsMsg *m) {
+  return reply(bus, m, "+ACK");
+}
+tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m) {
+  return reply(bus, m, "+WPI");
+}
+tb_status tb_bus_term(tb_bus_t *bus, natsMsg *m) {
+  return reply(bus, m, "+TERM");
+}
 
 tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms) {
   if (delay_ms <= 0) return reply(bus, m, "-NAK");
@@ -436,8 +446,16 @@ tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subjec
     stream = meta->Stream;
     snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)meta->Sequence.Stream);
   }
-  const char *hdrs[] = {"Tb-Dlq-Reason", reason, "Tb-Dlq-Stream", stream, "Tb-Dlq-Seq", seqbuf,
-                        "Tb-Dlq-Deliveries", delbuf, "Tb-Dlq-Subject", subject ? subject : "",
+  const char *hdrs[] = {"Tb-Dlq-Reason",
+                        reason,
+                        "Tb-Dlq-Stream",
+                        stream,
+                        "Tb-Dlq-Seq",
+                        seqbuf,
+                        "Tb-Dlq-Deliveries",
+                        delbuf,
+                        "Tb-Dlq-Subject",
+                        subject ? subject : "",
                         NULL};
   tb_status st = tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
                                 (size_t)natsMsg_GetDataLength(msg), hdrs, NULL, NULL);

@@ -142,8 +142,8 @@ tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, cons
     sleep_ms(20);
   }
   tb_server_stop(srv, 1000);
-  return tb__fail(TB_ERR_IO, "nats-server on port %d not ready after %d ms; see %s", port,
-                  ready_ms, srv->log_path);
+  return tb__fail(TB_ERR_IO, "nats-server on port %d not ready after %d ms; see %s", port, ready_ms,
+                  srv->log_path);
 }
 
 void tb_server_stop(tb_server_t *srv, int grace_ms) {

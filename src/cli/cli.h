@@ -27,19 +27,21 @@ enum {
 
 #define TB_CLI_COMMON_OPTIONS                                                                      \
   {"config", required_argument, NULL, OPT_CONFIG},                                                 \
-      {"nats-url", required_argument, NULL, OPT_NATS_URL}, {"db", required_argument, NULL, OPT_DB}, \
+      {"nats-url", required_argument, NULL, OPT_NATS_URL},                                         \
+      {"db", required_argument, NULL, OPT_DB},                                                     \
       {"data-dir", required_argument, NULL, OPT_DATA_DIR},                                         \
-      {"log-level", required_argument, NULL, OPT_LOG_LEVEL},                                      \
-      {"set", required_argument, NULL, OPT_SET}
+      {"log-level", required_argument, NULL, OPT_LOG_LEVEL}, {                                     \
+    "set", required_argument, NULL, OPT_SET                                                        \
+  }
 
 typedef struct tb_cli {
-  const char *prog;         /* "tierbus publish" for messages */
-  const char *config_path;  /* --config */
-  const char *nats_url;     /* --nats-url (also marks the URL as explicit) */
-  const char *db;           /* --db */
-  const char *data_dir;     /* --data-dir */
-  const char *log_level;    /* --log-level */
-  const char *sets[32];     /* --set KEY=VALUE, any scalar config option, applied last */
+  const char *prog;        /* "tierbus publish" for messages */
+  const char *config_path; /* --config */
+  const char *nats_url;    /* --nats-url (also marks the URL as explicit) */
+  const char *db;          /* --db */
+  const char *data_dir;    /* --data-dir */
+  const char *log_level;   /* --log-level */
+  const char *sets[32];    /* --set KEY=VALUE, any scalar config option, applied last */
   int n_sets;
   tb_config_t cfg;
   tb_catalogue_t *cat;
@@ -51,7 +53,8 @@ typedef struct tb_cli {
 int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg);
 
 /* Prints "PROG: MESSAGE" to stderr and returns TB_EXIT_USAGE. */
-int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Loads config (file, env, flags), validates it and loads the catalogue. Returns TB_EXIT_OK or
  * TB_EXIT_USAGE after printing what is wrong. */

@@ -6,19 +6,24 @@
 #include "bench/bench.h"
 #include "cli/cli.h"
 
-static int parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi, long *out) {
+static int parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi,
+                      long *out) {
   char *end = NULL;
   long v = strtol(arg, &end, 10);
   if (*arg == '\0' || *end != '\0' || v < lo || v > hi)
-    return tb_cli_usage_error(cli, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi, arg);
+    return tb_cli_usage_error(cli, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi,
+                              arg);
   *out = v;
   return TB_EXIT_OK;
 }
 
 int tb_cmd_bench(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus bench"};
-  tb_bench_opts_t o = {.events = 200000, .backlog = 200000, .critical_rate = 200,
-                       .run_throughput = 1, .run_backlog = 1};
+  tb_bench_opts_t o = {.events = 200000,
+                       .backlog = 200000,
+                       .critical_rate = 200,
+                       .run_throughput = 1,
+                       .run_backlog = 1};
   long rate = o.critical_rate;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"events", required_argument, NULL, 'n'},
@@ -32,21 +37,35 @@ int tb_cmd_bench(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "n:b:r:s:w:h", opts, NULL)) != -1 && rc == TB_EXIT_OK) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
-    case 'n': rc = parse_long(&cli, "--events", optarg, 1, 100000000, &o.events); break;
-    case 'b': rc = parse_long(&cli, "--backlog", optarg, 1, 100000000, &o.backlog); break;
-    case 'r': rc = parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate); break;
-    case 'w': o.work_dir = optarg; break;
+    case 'n':
+      rc = parse_long(&cli, "--events", optarg, 1, 100000000, &o.events);
+      break;
+    case 'b':
+      rc = parse_long(&cli, "--backlog", optarg, 1, 100000000, &o.backlog);
+      break;
+    case 'r':
+      rc = parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
+      break;
+    case 'w':
+      o.work_dir = optarg;
+      break;
     case 's':
-      if (strcmp(optarg, "all") == 0) o.run_throughput = o.run_backlog = 1;
-      else if (strcmp(optarg, "throughput") == 0) o.run_throughput = 1, o.run_backlog = 0;
-      else if (strcmp(optarg, "backlog") == 0) o.run_throughput = 0, o.run_backlog = 1;
-      else rc = tb_cli_usage_error(&cli, "--scenario: expected all, throughput or backlog, got '%s'", optarg);
+      if (strcmp(optarg, "all") == 0)
+        o.run_throughput = o.run_backlog = 1;
+      else if (strcmp(optarg, "throughput") == 0)
+        o.run_throughput = 1, o.run_backlog = 0;
+      else if (strcmp(optarg, "backlog") == 0)
+        o.run_throughput = 0, o.run_backlog = 1;
+      else
+        rc = tb_cli_usage_error(&cli, "--scenario: expected all, throughput or backlog, got '%s'",
+                                optarg);
       break;
     case 'h':
       printf("usage: tierbus bench [--events N] [--backlog N] [--critical-rate R]\n"
              "                     [--scenario all|throughput|backlog] [--work-dir DIR]\n");
       return TB_EXIT_OK;
-    default: return TB_EXIT_USAGE;
+    default:
+      return TB_EXIT_USAGE;
     }
   }
   if (rc != TB_EXIT_OK) return rc;

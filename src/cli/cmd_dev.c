@@ -35,14 +35,16 @@ static void *demo_loop(void *arg) {
     /* A third of the events keep their default tier; the rest rotate over every tier, so that
      * the first run shows each tier (and the dispatcher's ordering) at work. */
     const char *tier = n % 3 == 0 ? NULL : dm->cli->cfg.tiers[(n / 3) % dm->cli->cfg.n_tiers].name;
-    tb_publish_req_t req = {.event = ev->name, .payload = payload, .tier = tier, .source = "tierbus-demo"};
+    tb_publish_req_t req = {
+        .event = ev->name, .payload = payload, .tier = tier, .source = "tierbus-demo"};
     tb_prepared_t p;
     tb_status st = tb_publish_prepare(&dm->cli->cfg, dm->cli->cat, &req, &p);
     if (st == TB_OK) {
       st = tb_publish_send(dm->cli->bus, &p, NULL, NULL);
       tb_prepared_free(&p);
     }
-    if (st != TB_OK && !warned++) TB_LOG(TB_LOG_WARN, "demo", "publish %s: %s", ev->name, tb_errdetail());
+    if (st != TB_OK && !warned++)
+      TB_LOG(TB_LOG_WARN, "demo", "publish %s: %s", ev->name, tb_errdetail());
     json_decref(payload);
     n++;
     struct timespec pause = {0, gap_ns};
@@ -82,18 +84,26 @@ int tb_cmd_dev(int argc, char **argv) {
       if (*optarg == '\0' || *end != '\0' || port < 1 || port > 65535)
         return tb_cli_usage_error(&cli, "--nats-port: expected 1..65535, got '%s'", optarg);
       break;
-    case OPT_DEMO: demo = 1; break;
+    case OPT_DEMO:
+      demo = 1;
+      break;
     case OPT_DEMO_RATE:
       demo_rate = (int)strtol(optarg, &end, 10);
       if (*optarg == '\0' || *end != '\0' || demo_rate < 1 || demo_rate > 100000)
-        return tb_cli_usage_error(&cli, "--demo-rate: expected 1..100000 events/s, got '%s'", optarg);
+        return tb_cli_usage_error(&cli, "--demo-rate: expected 1..100000 events/s, got '%s'",
+                                  optarg);
       break;
-    case 'h': dev_usage(); return TB_EXIT_OK;
-    default: dev_usage(); return TB_EXIT_USAGE;
+    case 'h':
+      dev_usage();
+      return TB_EXIT_OK;
+    default:
+      dev_usage();
+      return TB_EXIT_USAGE;
     }
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
-  if (cli.nats_url && port) return tb_cli_usage_error(&cli, "give --nats-url or --nats-port, not both");
+  if (cli.nats_url && port)
+    return tb_cli_usage_error(&cli, "give --nats-url or --nats-port, not both");
   if (cli.data_dir == NULL && getenv("TIERBUS_DATA_DIR") == NULL) cli.data_dir = "var";
   char url[64];
   if (port) {

@@ -12,12 +12,13 @@
 #include "core/status.h"
 
 static void publish_usage(void) {
-  fprintf(stderr,
-          "usage: tierbus publish EVENT --json '{...}' [--priority TIER] [--id ID]\n"
-          "                       [--correlation-id C] [--workflow-id W]\n"
-          "       tierbus publish --file EVENTS.ndjson\n"
-          "Each NDJSON line: {\"type\": EVENT, \"payload\": {...}, \"priority\"?: TIER, \"id\"?: ID,\n"
-          "                   \"correlation_id\"?: C, \"workflow_id\"?: W}\n");
+  fprintf(
+      stderr,
+      "usage: tierbus publish EVENT --json '{...}' [--priority TIER] [--id ID]\n"
+      "                       [--correlation-id C] [--workflow-id W]\n"
+      "       tierbus publish --file EVENTS.ndjson\n"
+      "Each NDJSON line: {\"type\": EVENT, \"payload\": {...}, \"priority\"?: TIER, \"id\"?: ID,\n"
+      "                   \"correlation_id\"?: C, \"workflow_id\"?: W}\n");
 }
 
 /* Reads one NDJSON line into a request. The request borrows strings from |line|. */
@@ -30,24 +31,33 @@ static int line_to_req(tb_cli_t *cli, const char *file, int lineno, json_t *line
   json_t *val;
   json_object_foreach(line, key, val) {
     const char **slot = NULL;
-    if (strcmp(key, "type") == 0) slot = &req->event;
-    else if (strcmp(key, "priority") == 0) slot = &req->tier;
-    else if (strcmp(key, "id") == 0) slot = &req->id;
-    else if (strcmp(key, "correlation_id") == 0 || strcmp(key, "correlationId") == 0) slot = &req->correlation_id;
-    else if (strcmp(key, "workflow_id") == 0 || strcmp(key, "workflowId") == 0) slot = &req->workflow_id;
+    if (strcmp(key, "type") == 0)
+      slot = &req->event;
+    else if (strcmp(key, "priority") == 0)
+      slot = &req->tier;
+    else if (strcmp(key, "id") == 0)
+      slot = &req->id;
+    else if (strcmp(key, "correlation_id") == 0 || strcmp(key, "correlationId") == 0)
+      slot = &req->correlation_id;
+    else if (strcmp(key, "workflow_id") == 0 || strcmp(key, "workflowId") == 0)
+      slot = &req->workflow_id;
     else if (strcmp(key, "payload") == 0) {
       if (!json_is_object(val))
         return tb_cli_usage_error(cli, "%s:%d: 'payload' must be an object", file, lineno);
       req->payload = val;
       continue;
     } else
-      return tb_cli_usage_error(cli, "%s:%d: unknown key '%s' (expected type, payload, priority, id, correlation_id, workflow_id)", file, lineno, key);
+      return tb_cli_usage_error(cli,
+                                "%s:%d: unknown key '%s' (expected type, payload, priority, id, "
+                                "correlation_id, workflow_id)",
+                                file, lineno, key);
     if (!json_is_string(val))
       return tb_cli_usage_error(cli, "%s:%d: '%s' must be a string", file, lineno, key);
     *slot = json_string_value(val);
   }
   if (req->event == NULL) return tb_cli_usage_error(cli, "%s:%d: missing 'type'", file, lineno);
-  if (req->payload == NULL) return tb_cli_usage_error(cli, "%s:%d: missing 'payload'", file, lineno);
+  if (req->payload == NULL)
+    return tb_cli_usage_error(cli, "%s:%d: missing 'payload'", file, lineno);
   return TB_EXIT_OK;
 }
 
@@ -65,7 +75,8 @@ static int publish_file(tb_cli_t *cli, const char *path) {
     json_error_t jerr;
     json_t *obj = json_loads(line, 0, &jerr);
     if (obj == NULL) {
-      rc = tb_cli_usage_error(cli, "%s:%d: bad JSON at column %d: %s", path, lineno, jerr.column, jerr.text);
+      rc = tb_cli_usage_error(cli, "%s:%d: bad JSON at column %d: %s", path, lineno, jerr.column,
+                              jerr.text);
       break;
     }
     tb_publish_req_t req;
@@ -82,8 +93,10 @@ static int publish_file(tb_cli_t *cli, const char *path) {
         cap *= 2;
       }
       tb_status st = tb_publish_prepare(&cli->cfg, cli->cat, &req, &all[n]);
-      if (st != TB_OK) rc = tb_cli_usage_error(cli, "%s:%d: %s", path, lineno, tb_errdetail());
-      else n++;
+      if (st != TB_OK)
+        rc = tb_cli_usage_error(cli, "%s:%d: %s", path, lineno, tb_errdetail());
+      else
+        n++;
     }
     json_decref(obj);
   }
@@ -100,11 +113,15 @@ static int publish_file(tb_cli_t *cli, const char *path) {
     if (st == TB_OK) st = wst;
     double secs = (double)(tb_mono_us() - t0) / 1e6;
     if (st != TB_OK || failed > 0) {
-      fprintf(stderr, "%s: error: %lld of %zu events not acknowledged%s%s; publishing the file again is safe (ids deduplicate)\n",
-              cli->prog, (long long)failed, n, st != TB_OK ? ": " : "", st != TB_OK ? tb_errdetail() : "");
+      fprintf(stderr,
+              "%s: error: %lld of %zu events not acknowledged%s%s; publishing the file again is "
+              "safe (ids deduplicate)\n",
+              cli->prog, (long long)failed, n, st != TB_OK ? ": " : "",
+              st != TB_OK ? tb_errdetail() : "");
       rc = TB_EXIT_FAIL;
     } else {
-      printf("published %zu events in %.3f s (%.0f events/s)\n", n, secs, secs > 0 ? (double)n / secs : 0.0);
+      printf("published %zu events in %.3f s (%.0f events/s)\n", n, secs,
+             secs > 0 ? (double)n / secs : 0.0);
     }
   }
   for (size_t i = 0; i < n; i++) tb_prepared_free(&all[i]);
@@ -129,23 +146,41 @@ int tb_cmd_publish(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "j:f:p:i:c:w:h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
-    case 'j': json = optarg; break;
-    case 'f': file = optarg; break;
-    case 'p': req.tier = optarg; break;
-    case 'i': req.id = optarg; break;
-    case 'c': req.correlation_id = optarg; break;
-    case 'w': req.workflow_id = optarg; break;
-    case 'h': publish_usage(); return TB_EXIT_OK;
-    default: publish_usage(); return TB_EXIT_USAGE;
+    case 'j':
+      json = optarg;
+      break;
+    case 'f':
+      file = optarg;
+      break;
+    case 'p':
+      req.tier = optarg;
+      break;
+    case 'i':
+      req.id = optarg;
+      break;
+    case 'c':
+      req.correlation_id = optarg;
+      break;
+    case 'w':
+      req.workflow_id = optarg;
+      break;
+    case 'h':
+      publish_usage();
+      return TB_EXIT_OK;
+    default:
+      publish_usage();
+      return TB_EXIT_USAGE;
     }
   }
   if (file != NULL) {
     if (json || req.tier || req.id || req.correlation_id || req.workflow_id || optind < argc)
-      return tb_cli_usage_error(&cli, "--file takes no EVENT, --json or per-event options (put them in the file)");
+      return tb_cli_usage_error(
+          &cli, "--file takes no EVENT, --json or per-event options (put them in the file)");
   } else {
     if (optind >= argc) return publish_usage(), TB_EXIT_USAGE;
     if (json == NULL) return tb_cli_usage_error(&cli, "--json '{...}' is required");
-    if (optind + 1 < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+    if (optind + 1 < argc)
+      return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
     req.event = argv[optind];
   }
   int rc = tb_cli_load(&cli);

@@ -18,12 +18,15 @@ static json_t *hist_json(const tb_hist_t *h) {
 int tb_cmd_stats(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus stats"};
   int as_json = 0;
-  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {"json", no_argument, NULL, 'j'}, {0}};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"json", no_argument, NULL, 'j'}, {0}};
   int c;
   while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
-    if (c == 'j') as_json = 1;
-    else return TB_EXIT_USAGE;
+    if (c == 'j')
+      as_json = 1;
+    else
+      return TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
@@ -53,8 +56,8 @@ int tb_cmd_stats(int argc, char **argv) {
                                                   &redelivered) == TB_OK;
     json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "tier", name, "processed",
                           (json_int_t)s.processed, "failed", (json_int_t)s.failed, "dead_lettered",
-                          (json_int_t)s.dead, "duplicates", (json_int_t)s.redelivered,
-                          "inversions", (json_int_t)s.inversions, "stale", (json_int_t)s.stale,
+                          (json_int_t)s.dead, "duplicates", (json_int_t)s.redelivered, "inversions",
+                          (json_int_t)s.inversions, "stale", (json_int_t)s.stale,
                           "latency_publish_to_start", hist_json(&s.start),
                           "latency_publish_to_commit", hist_json(&s.commit));
     if (have_q) {
@@ -75,7 +78,8 @@ int tb_cmd_stats(int argc, char **argv) {
       snprintf(l1, sizeof(l1), "%.2f/%.2f/%.2f", tb_hist_quantile(&s.start, .5) / 1000.0,
                tb_hist_quantile(&s.start, .95) / 1000.0, tb_hist_quantile(&s.start, .99) / 1000.0);
       snprintf(l2, sizeof(l2), "%.2f/%.2f/%.2f", tb_hist_quantile(&s.commit, .5) / 1000.0,
-               tb_hist_quantile(&s.commit, .95) / 1000.0, tb_hist_quantile(&s.commit, .99) / 1000.0);
+               tb_hist_quantile(&s.commit, .95) / 1000.0,
+               tb_hist_quantile(&s.commit, .99) / 1000.0);
       printf("%-11s %8s %8s %10lld %7lld %6lld %6lld  %-26s %-26s\n", name, q1, q2,
              (long long)s.processed, (long long)s.failed, (long long)s.dead,
              (long long)s.inversions, l1, l2);

@@ -65,10 +65,14 @@ int tb_cmd_worker(int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, "t:p:h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
-    if (c == 't') tiers = optarg;
-    else if (c == 'p') preset = optarg;
-    else if (c == 'h') return worker_usage(), TB_EXIT_OK;
-    else return worker_usage(), TB_EXIT_USAGE;
+    if (c == 't')
+      tiers = optarg;
+    else if (c == 'p')
+      preset = optarg;
+    else if (c == 'h')
+      return worker_usage(), TB_EXIT_OK;
+    else
+      return worker_usage(), TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);

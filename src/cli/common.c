@@ -15,7 +15,9 @@
 
 volatile sig_atomic_t tb_cli_stop = 0;
 
-static void on_signal(int sig) { tb_cli_stop = 1; }
+static void on_signal(int sig) {
+  tb_cli_stop = 1;
+}
 
 void tb_cli_trap_signals(void) {
   struct sigaction sa;
@@ -28,15 +30,27 @@ void tb_cli_trap_signals(void) {
 
 int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg) {
   switch (c) {
-  case OPT_CONFIG: cli->config_path = arg; return 1;
-  case OPT_NATS_URL: cli->nats_url = arg; return 1;
-  case OPT_DB: cli->db = arg; return 1;
-  case OPT_DATA_DIR: cli->data_dir = arg; return 1;
-  case OPT_LOG_LEVEL: cli->log_level = arg; return 1;
-  case OPT_SET:
-    if (cli->n_sets < (int)(sizeof(cli->sets) / sizeof(cli->sets[0]))) cli->sets[cli->n_sets++] = arg;
+  case OPT_CONFIG:
+    cli->config_path = arg;
     return 1;
-  default: return 0;
+  case OPT_NATS_URL:
+    cli->nats_url = arg;
+    return 1;
+  case OPT_DB:
+    cli->db = arg;
+    return 1;
+  case OPT_DATA_DIR:
+    cli->data_dir = arg;
+    return 1;
+  case OPT_LOG_LEVEL:
+    cli->log_level = arg;
+    return 1;
+  case OPT_SET:
+    if (cli->n_sets < (int)(sizeof(cli->sets) / sizeof(cli->sets[0])))
+      cli->sets[cli->n_sets++] = arg;
+    return 1;
+  default:
+    return 0;
   }
 }
 

@@ -34,7 +34,8 @@ tb_status tb_duration_parse_ms(const char *text, int64_t *out_ms) {
   if (errno != 0) return tb__fail(TB_ERR_INVALID, "duration '%s': out of range", text);
   for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
     if (strcmp(end, units[i].suffix) != 0) continue;
-    if (v > INT64_MAX / units[i].ms) return tb__fail(TB_ERR_INVALID, "duration '%s': out of range", text);
+    if (v > INT64_MAX / units[i].ms)
+      return tb__fail(TB_ERR_INVALID, "duration '%s': out of range", text);
     *out_ms = v * units[i].ms;
     return TB_OK;
   }

@@ -4,7 +4,9 @@
 
 #include <string.h>
 
-void tb_hist_reset(tb_hist_t *h) { memset(h, 0, sizeof(*h)); }
+void tb_hist_reset(tb_hist_t *h) {
+  memset(h, 0, sizeof(*h));
+}
 
 int tb_hist_bucket(int64_t v) {
   if (v < TB_HIST_SUB) return v < 0 ? 0 : (int)v;

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#define TB_HIST_SUB 32                    /* buckets per power of two */
+#define TB_HIST_SUB 32                     /* buckets per power of two */
 #define TB_HIST_BUCKETS (TB_HIST_SUB * 33) /* covers values up to 2^33 us */
 
 typedef struct tb_hist {

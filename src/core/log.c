@@ -29,7 +29,8 @@ void tb__log_write(int level, const char *module, const char *fmt, ...) {
                    ts.tv_nsec / 1000000, level_names[level < 0 || level > 3 ? 3 : level], module);
   va_list ap;
   va_start(ap, fmt);
-  if (n > 0 && (size_t)n < sizeof(line)) n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+  if (n > 0 && (size_t)n < sizeof(line))
+    n += vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
   va_end(ap);
   if (n < 0) return;
   if ((size_t)n >= sizeof(line) - 1) n = (int)sizeof(line) - 2;

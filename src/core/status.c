@@ -30,9 +30,13 @@ const char *tb_err_name(tb_status s) {
   }
 }
 
-const char *tb_errdetail(void) { return detail; }
+const char *tb_errdetail(void) {
+  return detail;
+}
 
-void tb__clear_detail(void) { detail[0] = '\0'; }
+void tb__clear_detail(void) {
+  detail[0] = '\0';
+}
 
 tb_status tb__fail(tb_status s, const char *fmt, ...) {
   va_list ap;

@@ -1,5 +1,6 @@
 /* One status enum for all of tierbus, generated from a single macro table together with
- * tb_strerror() and tb_err_name(); the per-thread detail buffer keeps the wrapped library's text. */
+ * tb_strerror() and tb_err_name(); the per-thread detail buffer keeps the wrapped library's text.
+ */
 #ifndef TB_CORE_STATUS_H
 #define TB_CORE_STATUS_H
 

@@ -19,13 +19,15 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us) {
   return steps >= t ? 0 : t - (int)steps;
 }
 
-tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us) {
+tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads,
+                               int64_t now_us) {
   tb_choice_t c = {.tier = -1, .eff_tier = 0, .boost = 0, .reason = "idle"};
   int64_t best_ready = 0;
   for (int t = 0; t < cfg->n_tiers; t++) {
     if (!heads[t].present) continue;
     int eff = tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us);
-    if (c.tier < 0 || eff < c.eff_tier || (eff == c.eff_tier && heads[t].ready_mono_us < best_ready)) {
+    if (c.tier < 0 || eff < c.eff_tier ||
+        (eff == c.eff_tier && heads[t].ready_mono_us < best_ready)) {
       c.tier = t;
       c.eff_tier = eff;
       best_ready = heads[t].ready_mono_us;
@@ -65,9 +67,9 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
 typedef struct ready_queue {
   tb_work_t **items; /* ring of capacity `cap` (the tier's concurrency) */
   int cap, head, count;
-  int inflight;      /* fetched and not yet settled: the tier's slots in use */
-  int active;        /* this process consumes the tier */
-  uint64_t pending;  /* consumer's pending count at the last fetch: 0 = none known */
+  int inflight;     /* fetched and not yet settled: the tier's slots in use */
+  int active;       /* this process consumes the tier */
+  uint64_t pending; /* consumer's pending count at the last fetch: 0 = none known */
 } ready_queue_t;
 
 typedef struct fetcher {
@@ -140,7 +142,8 @@ static void *fetch_loop(void *arg) {
     }
     if (st == TB_ERR_TIMEOUT) continue;
     if (st != TB_OK) {
-      if (!warned++) TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
+      if (!warned++)
+        TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
       struct timespec pause = {0, 200 * 1000000L};
       nanosleep(&pause, NULL);
       continue;
@@ -290,8 +293,8 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
   if (st != TB_OK) {
-    TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s",
-           n, tb_errdetail());
+    TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s", n,
+           tb_errdetail());
     tb_engine_abort(d->engine, batch, n);
   }
   for (int i = 0; i < n; i++) {

@@ -22,7 +22,7 @@ typedef struct tb_ready_head {
 } tb_ready_head_t;
 
 typedef struct tb_choice {
-  int tier;           /* tier whose head runs next, or -1 when nothing is ready */
+  int tier; /* tier whose head runs next, or -1 when nothing is ready */
   int eff_tier;
   int boost;
   const char *reason; /* "strict": best native tier; "aged": aging lifted it */
@@ -34,7 +34,8 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
 
 /* Picks the head with the best (lowest) effective tier; among equals, the one waiting longest.
  * heads[] has cfg->n_tiers entries. */
-tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us);
+tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads,
+                               int64_t now_us);
 
 /* 1 if serving |chosen| now would pass over a tier that outranks it, has nothing ready yet, but
  * has backlog and free slots: its fetcher is about to deliver, so the executor should wait for

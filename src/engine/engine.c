@@ -164,7 +164,8 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
 
   tb_decoded_t d;
   tb__clear_detail();
-  tb_status dst = tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
+  tb_status dst =
+      tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
   if (dst != TB_OK) {
     fallback_id(w->msg, meta, id, sizeof(id));
     char reason[1100];
@@ -323,18 +324,27 @@ void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n) {
   }
 }
 
-void tb_engine_note_inversion(tb_engine_t *e, int tier) { e->batch_counters[tier][C_INVERSIONS]++; }
+void tb_engine_note_inversion(tb_engine_t *e, int tier) {
+  e->batch_counters[tier][C_INVERSIONS]++;
+}
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
   switch (w->fate) {
-  case TB_FATE_ACK: st = tb_bus_ack(e->bus, w->msg); break;
-  case TB_FATE_NAK: st = tb_bus_nak(e->bus, w->msg, w->nak_delay_ms); break;
-  case TB_FATE_TERM: st = tb_bus_term(e->bus, w->msg); break;
+  case TB_FATE_ACK:
+    st = tb_bus_ack(e->bus, w->msg);
+    break;
+  case TB_FATE_NAK:
+    st = tb_bus_nak(e->bus, w->msg, w->nak_delay_ms);
+    break;
+  case TB_FATE_TERM:
+    st = tb_bus_term(e->bus, w->msg);
+    break;
   }
   /* A lost ack only costs a redelivery, which the processed record absorbs. */
   if (st != TB_OK)
-    TB_LOG(TB_LOG_DEBUG, "engine", "settle failed (message will be redelivered): %s", tb_errdetail());
+    TB_LOG(TB_LOG_DEBUG, "engine", "settle failed (message will be redelivered): %s",
+           tb_errdetail());
   natsMsg_Destroy(w->msg);
   w->msg = NULL;
 }

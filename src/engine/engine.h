@@ -23,19 +23,19 @@ typedef enum tb_fate {
 /* One delivered message on its way through a batch. The dispatcher fills the first block; the
  * engine fills the rest. */
 typedef struct tb_work {
-  natsMsg *msg;           /* owned by the work item until tb_engine_settle() */
-  int tier;               /* index of the tier it was delivered on */
-  int eff_tier;           /* tier it was served as after aging */
-  int boost;              /* tier - eff_tier */
-  const char *reason;     /* static text: why it was dispatched now */
-  int64_t ready_mono_us;  /* when it reached this process */
+  natsMsg *msg;             /* owned by the work item until tb_engine_settle() */
+  int tier;                 /* index of the tier it was delivered on */
+  int eff_tier;             /* tier it was served as after aging */
+  int boost;                /* tier - eff_tier */
+  const char *reason;       /* static text: why it was dispatched now */
+  int64_t ready_mono_us;    /* when it reached this process */
   int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
   /* engine: */
-  int64_t started_us;     /* handler start, wall clock */
-  int64_t published_us;   /* envelope occurred_at (0 if undecodable) */
+  int64_t started_us;   /* handler start, wall clock */
+  int64_t published_us; /* envelope occurred_at (0 if undecodable) */
   tb_fate fate;
   int64_t nak_delay_ms;
-  int applied;            /* 1 if this delivery changed state (not a duplicate or dead letter) */
+  int applied; /* 1 if this delivery changed state (not a duplicate or dead letter) */
 } tb_work_t;
 
 typedef struct tb_engine tb_engine_t;
@@ -43,8 +43,8 @@ typedef struct tb_engine tb_engine_t;
 /* Per-tier figures kept in memory by one process (the bench reads them; stats use the store). */
 typedef struct tb_engine_tier_stats {
   int64_t processed, failed, dead, duplicates;
-  tb_hist_t start;  /* publish -> handler start, us */
-  tb_hist_t commit; /* publish -> commit, us */
+  tb_hist_t start;        /* publish -> handler start, us */
+  tb_hist_t commit;       /* publish -> commit, us */
   int64_t last_commit_us; /* wall clock of the process's latest commit (any tier) */
 } tb_engine_tier_stats_t;
 

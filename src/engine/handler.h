@@ -10,11 +10,11 @@
 #include "store/store.h"
 
 typedef struct tb_handler_ctx {
-  tb_store_t *store;         /* borrowed; a transaction and savepoint are open */
-  const tb_config_t *cfg;    /* borrowed */
-  const tb_decoded_t *msg;   /* borrowed: envelope, catalogue entry, payload */
-  const char *tier;          /* tier the message was delivered on */
-  tb_order_t order;          /* the message's place in its key's history */
+  tb_store_t *store;       /* borrowed; a transaction and savepoint are open */
+  const tb_config_t *cfg;  /* borrowed */
+  const tb_decoded_t *msg; /* borrowed: envelope, catalogue entry, payload */
+  const char *tier;        /* tier the message was delivered on */
+  tb_order_t order;        /* the message's place in its key's history */
 } tb_handler_ctx_t;
 
 /* Returns TB_OK to commit. A permanent failure (TB_ERR_INVALID: the event can never apply) sends

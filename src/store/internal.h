@@ -30,7 +30,8 @@
   X(CLAIM_PROCESSED,                                                                               \
     "INSERT INTO processed(msg_id, event_type, tier, eff_tier, boost, reason, stream, "            \
     "stream_seq, deliveries, published_us, started_us, committed_us, outcome) "                    \
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(msg_id) DO NOTHING") \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(msg_id) DO "       \
+    "NOTHING")                                                                                     \
   X(ACTIVITY, "INSERT INTO activity_log(msg_id, event_type, tier, correlation_id, key, "           \
               "payload_json, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")                           \
   X(DEAD_LETTER,                                                                                   \

@@ -118,8 +118,9 @@ tb_status tb_store_open(tb_store_t **out, const char *path) {
   if (s != TB_OK) goto fail;
   /* 16 MiB of page cache: the processed table is keyed by random message ids, so its inserts touch
    * pages all over the tree, and the default 2 MiB turned them into reads. */
-  rc = sqlite3_exec(st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384", NULL, NULL,
-                    NULL);
+  rc = sqlite3_exec(
+      st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384",
+      NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     s = tb__store_fail(st->db, rc, "store %s: pragmas", path);
     goto fail;
@@ -313,8 +314,8 @@ static const char *outcome_text(tb_outcome o) {
 }
 
 /* Binds and runs MARK_PROCESSED or CLAIM_PROCESSED; *inserted = 1 if a row was written. */
-static tb_status write_processed(tb_store_t *st, tb__store_stmt_id id, const tb_dispatch_record_t *r,
-                                 int *inserted) {
+static tb_status write_processed(tb_store_t *st, tb__store_stmt_id id,
+                                 const tb_dispatch_record_t *r, int *inserted) {
   const char *outcome = outcome_text(r->outcome);
   if (r->msg_id == NULL || r->msg_id[0] == '\0')
     return tb__fail(TB_ERR_INVALID, "mark processed: empty msg_id");

@@ -99,7 +99,8 @@ static void fetch_all(fixture_t *f, int n, int max) {
   uint64_t pending = 9, ack_pending = 9, redelivered = 9;
   natsConnection_Flush(tb_bus_conn(f->bus));
   usleep(100000);
-  assert_int_equal(tb_consumer_pending(f->bus, &f->cfg, "normal", &pending, &ack_pending, &redelivered), TB_OK);
+  assert_int_equal(
+      tb_consumer_pending(f->bus, &f->cfg, "normal", &pending, &ack_pending, &redelivered), TB_OK);
   assert_int_equal(pending, 0);
   assert_int_equal(ack_pending, 0);
   assert_int_equal(redelivered, 0);
@@ -108,10 +109,18 @@ static void fetch_all(fixture_t *f, int n, int max) {
   tb_consumer_close(c);
 }
 
-static void test_fetch_single(void **state) { fetch_all(*state, 300, 1); }
-static void test_fetch_batches(void **state) { fetch_all(*state, 20000, 50); }
-static void test_fetch_wide(void **state) { fetch_all(*state, 20000, 64); }
-static void test_fetch_odd(void **state) { fetch_all(*state, 5000, 7); }
+static void test_fetch_single(void **state) {
+  fetch_all(*state, 300, 1);
+}
+static void test_fetch_batches(void **state) {
+  fetch_all(*state, 20000, 50);
+}
+static void test_fetch_wide(void **state) {
+  fetch_all(*state, 20000, 64);
+}
+static void test_fetch_odd(void **state) {
+  fetch_all(*state, 5000, 7);
+}
 
 int main(void) {
   const struct CMUnitTest tests[] = {

@@ -23,14 +23,15 @@ static void test_duration(void **state) {
   static const struct {
     const char *text;
     int64_t ms;
-  } ok[] = {{"24h", 86400000}, {"30m", 1800000}, {"60s", 60000}, {"250ms", 250},
+  } ok[] = {{"24h", 86400000}, {"30m", 1800000}, {"60s", 60000},   {"250ms", 250},
             {"0s", 0},         {"1500", 1500},   {"2d", 172800000}};
   for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
     int64_t v = -1;
     assert_int_equal(tb_duration_parse_ms(ok[i].text, &v), TB_OK);
     assert_int_equal(v, ok[i].ms);
   }
-  static const char *bad[] = {"", "h", "-5s", "5x", "5 s", "99999999999999999999h", "9999999999999999h"};
+  static const char *bad[] = {
+      "", "h", "-5s", "5x", "5 s", "99999999999999999999h", "9999999999999999h"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     int64_t v = -1;
     assert_int_equal(tb_duration_parse_ms(bad[i], &v), TB_ERR_INVALID);

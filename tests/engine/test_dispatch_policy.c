@@ -19,7 +19,8 @@ static int setup(void **state) {
   static const struct {
     const char *name;
     int64_t aging_ms;
-  } tiers[] = {{"critical", 0}, {"high", 1000}, {"normal", 2000}, {"low", 5000}, {"background", 10000}};
+  } tiers[] = {
+      {"critical", 0}, {"high", 1000}, {"normal", 2000}, {"low", 5000}, {"background", 10000}};
   cfg.n_tiers = 5;
   for (int i = 0; i < 5; i++) {
     strcpy(cfg.tiers[i].name, tiers[i].name);
@@ -62,8 +63,8 @@ static void test_choose_strict(void **state) {
 static void test_choose_aged(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
-  h[2] = (tb_ready_head_t){1, now, 0};             /* fresh normal */
-  h[4] = (tb_ready_head_t){1, now - 30 * S, 0};    /* background aged 3 intervals: effective 1 */
+  h[2] = (tb_ready_head_t){1, now, 0};          /* fresh normal */
+  h[4] = (tb_ready_head_t){1, now - 30 * S, 0}; /* background aged 3 intervals: effective 1 */
   tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(c.tier, 4);
   assert_int_equal(c.eff_tier, 1);
