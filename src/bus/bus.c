@@ -435,19 +435,19 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
 /* ---------------------------------------------------------------- dead letters */
 
 tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
-                             const char *msg_id, const char *reason, uint64_t deliveries) {
-  char dlq_id[300], seqbuf[32], delbuf[32];
+                             const char *msg_id, const char *reason, const char *stream,
+                             uint64_t seq, uint64_t deliveries) {
+  char dlq_id[300], seqbuf[32], delbuf[32], why[1024];
   snprintf(dlq_id, sizeof(dlq_id), "dlq:%s", msg_id);
+  snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)seq);
   snprintf(delbuf, sizeof(delbuf), "%llu", (unsigned long long)deliveries);
-  const char *stream = "", *subject = natsMsg_GetSubject(msg);
-  jsMsgMetaData *meta = NULL;
-  seqbuf[0] = '\0';
-  if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-    stream = meta->Stream;
-    snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)meta->Sequence.Stream);
-  }
+  /* A header value cannot hold a line break. */
+  snprintf(why, sizeof(why), "%s", reason);
+  for (char *p = why; *p; p++)
+    if (*p == '\r' || *p == '\n') *p = ' ';
+  const char *subject = natsMsg_GetSubject(msg);
   const char *hdrs[] = {"Tb-Dlq-Reason",
-                        reason,
+                        why,
                         "Tb-Dlq-Stream",
                         stream,
                         "Tb-Dlq-Seq",
@@ -457,8 +457,6 @@ tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subjec
                         "Tb-Dlq-Subject",
                         subject ? subject : "",
                         NULL};
-  tb_status st = tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
-                                (size_t)natsMsg_GetDataLength(msg), hdrs, NULL, NULL);
-  jsMsgMetaData_Destroy(meta);
-  return st;
+  return tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
+                        (size_t)natsMsg_GetDataLength(msg), hdrs, NULL, NULL);
 }

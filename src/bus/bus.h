@@ -82,12 +82,13 @@ tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m);
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
                               uint64_t *pending, uint64_t *ack_pending, uint64_t *redelivered);
 
-/* Copies |msg| (data and headers) to the dead-letter stream on |dlq_subject| with the reason
- * headers, and waits for the stream ack. The id is "<original id>" prefixed with "dlq:" so that a
- * retried dead-lettering is deduplicated. Does not ack the original: the caller terminates it
- * after this returns TB_OK. */
+/* Copies |msg|'s data to the dead-letter stream on |dlq_subject| with the reason headers
+ * (|stream| and |seq| say where it came from), and waits for the stream ack. The id is "<original
+ * id>" prefixed with "dlq:" so that a retried dead-lettering is deduplicated. Does not ack the
+ * original: the caller terminates it after this returns TB_OK. */
 tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
-                             const char *msg_id, const char *reason, uint64_t deliveries);
+                             const char *msg_id, const char *reason, const char *stream,
+                             uint64_t seq, uint64_t deliveries);
 
 /* Wraps a cnats failure: TB_ERR_UNAVAILABLE for connection-class statuses, TB_ERR_TIMEOUT for
  * timeouts, TB_ERR_NATS otherwise, with "|what|: <cnats text> (js error N)". */

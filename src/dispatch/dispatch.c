@@ -1,6 +1,7 @@
 /* Fetcher threads, ready queues and the executor loop. */
 #include "dispatch/dispatch.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +77,8 @@ typedef struct fetcher {
   tb_dispatcher_t *d;
   int tier;
   tb_consumer_t *consumer;
-  natsMsg **buf; /* fetch landing area, the tier's concurrency long */
+  natsSubscription *advisories; /* the tier's max-deliveries advisories (queue group) */
+  natsMsg **buf;                /* fetch landing area, the tier's concurrency long */
   pthread_t thread;
 } fetcher_t;
 
@@ -94,6 +96,7 @@ struct tb_dispatcher {
   int n_fetchers;
   pthread_t executor;
   int64_t inversions;
+  tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
 };
 
 static void q_push(ready_queue_t *q, tb_work_t *w) {
@@ -253,6 +256,12 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   pthread_mutex_lock(&d->mu);
   int64_t hold_start = 0;
   tb_work_t *w = NULL;
+  if (d->orphans != NULL) { /* rare, and each only a lookup */
+    w = d->orphans;
+    d->orphans = w->next;
+    pthread_mutex_unlock(&d->mu);
+    return w;
+  }
   for (;;) {
     int hold = 0;
     int64_t now = tb_mono_us();
@@ -298,11 +307,11 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
     tb_engine_abort(d->engine, batch, n);
   }
   for (int i = 0; i < n; i++) {
-    int tier = batch[i]->tier;
+    int tier = batch[i]->tier, held_slot = !batch[i]->orphan;
     tb_engine_settle(d->engine, batch[i]);
     free(batch[i]);
     pthread_mutex_lock(&d->mu);
-    d->queues[tier].inflight--;
+    if (held_slot) d->queues[tier].inflight--;
     pthread_mutex_unlock(&d->mu);
   }
   pthread_mutex_lock(&d->mu);
@@ -319,11 +328,11 @@ static void *exec_loop(void *arg) {
   }
   for (;;) {
     pthread_mutex_lock(&d->mu);
-    while (d->ready_total == 0 && !(d->stopping && d->fetchers_done)) {
+    while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
       cond_wait_ms(&d->work_cv, &d->mu, 100);
       keep_alive(d, tb_mono_us());
     }
-    int done = d->ready_total == 0 && d->stopping && d->fetchers_done;
+    int done = d->ready_total == 0 && d->orphans == NULL && d->stopping && d->fetchers_done;
     if (!done) keep_alive(d, tb_mono_us());
     pthread_mutex_unlock(&d->mu);
     if (done) break;
@@ -331,6 +340,47 @@ static void *exec_loop(void *arg) {
   }
   free(batch);
   return NULL;
+}
+
+/* ---------------------------------------------------------------- orphans */
+
+/* JetStream announces a message whose deliveries ran out without an ack or term: its worker died
+ * holding the last delivery (a worker that sees the last delivery fail dead-letters it itself).
+ * The message is read back by sequence and queued for the executor, which dead-letters it unless
+ * it was applied. One worker of the queue group gets each advisory. */
+static void on_max_deliveries(natsConnection *nc, natsSubscription *sub, natsMsg *adv, void *arg) {
+  fetcher_t *f = arg;
+  tb_dispatcher_t *d = f->d;
+  json_error_t jerr;
+  json_t *j = json_loadb(natsMsg_GetData(adv), (size_t)natsMsg_GetDataLength(adv), 0, &jerr);
+  natsMsg_Destroy(adv);
+  json_int_t seq = json_integer_value(json_object_get(j, "stream_seq"));
+  json_int_t deliveries = json_integer_value(json_object_get(j, "deliveries"));
+  const char *stream = json_string_value(json_object_get(j, "stream"));
+  natsMsg *m = NULL;
+  tb_work_t *w = NULL;
+  if (stream != NULL && seq > 0 &&
+      js_GetMsg(&m, tb_bus_js(d->bus), stream, (uint64_t)seq, NULL, NULL) == NATS_OK &&
+      (w = calloc(1, sizeof(*w))) != NULL) {
+    w->msg = m;
+    w->tier = w->eff_tier = f->tier;
+    w->reason = "orphan";
+    w->orphan = 1;
+    snprintf(w->orphan_stream, sizeof(w->orphan_stream), "%s", stream);
+    w->orphan_seq = (uint64_t)seq;
+    w->orphan_deliveries = (uint64_t)deliveries;
+    w->ready_mono_us = w->progress_mono_us = tb_mono_us();
+    pthread_mutex_lock(&d->mu);
+    w->next = d->orphans;
+    d->orphans = w;
+    pthread_cond_signal(&d->work_cv);
+    pthread_mutex_unlock(&d->mu);
+  } else {
+    natsMsg_Destroy(m);
+    TB_LOG(TB_LOG_ERROR, "dispatch", "max-deliveries advisory for %s seq %lld: message unreadable",
+           stream ? stream : "?", (long long)seq);
+  }
+  json_decref(j);
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -359,6 +409,19 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
     f->buf = calloc((size_t)cfg->tiers[tiers[i]].concurrency, sizeof(natsMsg *));
     st = f->buf ? tb_consumer_open(&f->consumer, bus, cfg, cfg->tiers[tiers[i]].name)
                 : tb__fail(TB_ERR_NOMEM, "fetch buffer");
+    if (st == TB_OK) {
+      char stream[64], durable[64], subject[200];
+      tb_bus_stream_name(cfg, cfg->tiers[tiers[i]].name, stream, sizeof(stream));
+      tb_bus_consumer_name(cfg->tiers[tiers[i]].name, durable, sizeof(durable));
+      snprintf(subject, sizeof(subject), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", stream,
+               durable);
+      natsStatus ns = natsConnection_QueueSubscribe(&f->advisories, tb_bus_conn(bus), subject,
+                                                    "tb-advisories", on_max_deliveries, f);
+      if (ns != NATS_OK) {
+        st = tb__nats_fail(ns, 0, "subscribe to max-deliveries advisories");
+        tb_consumer_close(f->consumer);
+      }
+    }
     if (st != TB_OK) free(f->buf);
     if (st == TB_OK) d->n_fetchers++;
   }
@@ -377,6 +440,8 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
 void tb_dispatcher_stop(tb_dispatcher_t *d) {
   if (d == NULL) return;
   int started = !d->fetchers_done;
+  /* Advisories first, so that every orphan they queued is run by the executor's final drain. */
+  for (int i = 0; i < d->n_fetchers; i++) natsSubscription_Unsubscribe(d->fetchers[i].advisories);
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
   pthread_cond_broadcast(&d->slots_cv);
@@ -390,8 +455,15 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
     pthread_join(d->executor, NULL);
   }
   for (int i = 0; i < d->n_fetchers; i++) {
+    natsSubscription_Destroy(d->fetchers[i].advisories);
     tb_consumer_close(d->fetchers[i].consumer);
     free(d->fetchers[i].buf);
+  }
+  while (d->orphans != NULL) { /* only when start-up failed half way: nothing ran */
+    tb_work_t *w = d->orphans;
+    d->orphans = w->next;
+    natsMsg_Destroy(w->msg);
+    free(w);
   }
   for (int t = 0; t < TB_MAX_TIERS; t++) free(d->queues[t].items);
   pthread_mutex_destroy(&d->mu);

@@ -70,18 +70,6 @@ tb_status tb_engine_begin(tb_engine_t *e) {
   return tb_store_begin(e->store);
 }
 
-/* The id that makes a message unique for dedupe: the envelope id (= Nats-Msg-Id), or, for a body
- * that could not be decoded, the Nats-Msg-Id header, or the stream position. */
-static void fallback_id(natsMsg *msg, const jsMsgMetaData *meta, char *buf, size_t cap) {
-  const char *hid = NULL;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &hid) == NATS_OK && hid && *hid)
-    snprintf(buf, cap, "%s", hid);
-  else if (meta)
-    snprintf(buf, cap, "%s:%llu", meta->Stream, (unsigned long long)meta->Sequence.Stream);
-  else
-    snprintf(buf, cap, "unknown");
-}
-
 /* The dead-letter subject mirrors the event subject: tb.evt.<tier>.<domain>.<event> becomes
  * tb.dlq.<tier>.<domain>.<event>; anything unparseable lands on tb.dlq.<tier>.unknown. */
 static void dlq_subject(const char *subject, const char *tier, char *buf, size_t cap) {
@@ -93,21 +81,36 @@ static void dlq_subject(const char *subject, const char *tier, char *buf, size_t
 
 /* Copies the message to the dead-letter stream and records it. If the copy cannot be published
  * (server away) the message is nak'ed instead: nothing is dropped. */
-static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const jsMsgMetaData *meta,
+/* Where a delivered message sits in its stream. */
+typedef struct position {
+  const char *stream;
+  uint64_t seq, deliveries;
+} position_t;
+
+/* The id that makes a message unique for dedupe: the envelope id (= Nats-Msg-Id), or, for a body
+ * that could not be decoded, the Nats-Msg-Id header, or the stream position. */
+static void fallback_id(natsMsg *msg, const position_t *pos, char *buf, size_t cap) {
+  const char *hid = NULL;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &hid) == NATS_OK && hid && *hid)
+    snprintf(buf, cap, "%s", hid);
+  else
+    snprintf(buf, cap, "%s:%llu", pos->stream, (unsigned long long)pos->seq);
+}
+
+static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos,
                              const char *msg_id, const char *event_type, const char *reason) {
   const char *tier = e->cfg->tiers[w->tier].name;
   char subj[256];
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
-  uint64_t deliveries = meta ? meta->NumDelivered : 0;
-  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, deliveries);
+  const char *stream = pos->stream;
+  uint64_t seq = pos->seq, deliveries = pos->deliveries;
+  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, stream, seq, deliveries);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_WARN, "engine", "dead-letter %s failed, will retry: %s", msg_id, tb_errdetail());
     w->fate = TB_FATE_NAK;
     w->nak_delay_ms = 1000;
     return TB_OK;
   }
-  const char *stream = meta ? meta->Stream : "";
-  uint64_t seq = meta ? meta->Sequence.Stream : 0;
   st = tb_store_dead_letter(e->store, msg_id, event_type, tier, stream, seq, reason);
   if (st == TB_OK) {
     tb_dispatch_record_t r = {.msg_id = msg_id,
@@ -149,15 +152,20 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   w->fate = TB_FATE_ACK;
   w->applied = 0;
   w->started_us = tb_wall_us();
-  natsMsg_GetMetaData(&meta, w->msg); /* NULL meta is tolerated below */
+  natsMsg_GetMetaData(&meta, w->msg); /* NULL for an orphan, which has no ack subject */
+  position_t pos = {"", 0, 1};
+  if (w->orphan)
+    pos = (position_t){w->orphan_stream, w->orphan_seq, w->orphan_deliveries};
+  else if (meta)
+    pos = (position_t){meta->Stream, meta->Sequence.Stream, meta->NumDelivered};
 
   int len = natsMsg_GetDataLength(w->msg);
   if (len > e->cfg->max_payload_bytes + 4096) {
-    fallback_id(w->msg, meta, id, sizeof(id));
+    fallback_id(w->msg, &pos, id, sizeof(id));
     char reason[160];
     snprintf(reason, sizeof(reason), "payload of %d bytes exceeds max_payload %lld", len,
              (long long)e->cfg->max_payload_bytes);
-    st = dead_letter(e, w, meta, id, "", reason);
+    st = dead_letter(e, w, &pos, id, "", reason);
     jsMsgMetaData_Destroy(meta);
     return st;
   }
@@ -167,10 +175,10 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   tb_status dst =
       tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
   if (dst != TB_OK) {
-    fallback_id(w->msg, meta, id, sizeof(id));
+    fallback_id(w->msg, &pos, id, sizeof(id));
     char reason[1100];
     snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
-    st = dead_letter(e, w, meta, id, "", reason);
+    st = dead_letter(e, w, &pos, id, "", reason);
     jsMsgMetaData_Destroy(meta);
     return st;
   }
@@ -178,11 +186,27 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   snprintf(id, sizeof(id), "%s", d.env->id);
   int stat_tier = w->tier;
 
+  if (w->orphan) {
+    /* Its last delivery had no outcome here. If it was applied (the ack was what got lost), there
+     * is nothing to do; otherwise it is dead-lettered like any message out of deliveries. */
+    int seen = 0;
+    st = tb_store_is_processed(e->store, id, &seen);
+    if (st == TB_OK && !seen) {
+      char why[200];
+      snprintf(why, sizeof(why),
+               "max deliveries (%llu) reached with no outcome: the worker holding the last "
+               "delivery stopped",
+               (unsigned long long)pos.deliveries);
+      st = dead_letter(e, w, &pos, id, d.def->name, why);
+    }
+    goto done;
+  }
+
   tb_handler_fn fn = tb_registry_handler(d.def->handler);
   if (fn == NULL) {
     char reason[200];
     snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);
-    st = dead_letter(e, w, meta, id, d.def->name, reason);
+    st = dead_letter(e, w, &pos, id, d.def->name, reason);
     goto done;
   }
 
@@ -193,9 +217,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
       .cfg = e->cfg,
       .msg = &d,
       .tier = tier->name,
-      .order = {.occurred_us = d.env->occurred_at_us,
-                .stream = meta ? meta->Stream : "",
-                .seq = meta ? meta->Sequence.Stream : 0},
+      .order = {.occurred_us = d.env->occurred_at_us, .stream = pos.stream, .seq = pos.seq},
   };
   tb_dispatch_record_t r = {.msg_id = id,
                             .event_type = d.def->name,
@@ -205,7 +227,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
                             .reason = w->reason,
                             .stream = ctx.order.stream,
                             .stream_seq = ctx.order.seq,
-                            .deliveries = meta ? meta->NumDelivered : 1,
+                            .deliveries = pos.deliveries,
                             .published_us = w->published_us,
                             .started_us = w->started_us,
                             .outcome = TB_OUTCOME_APPLIED};
@@ -236,14 +258,14 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   st = tb_store_rollback_to(e->store); /* also closes the savepoint */
   if (st != TB_OK) goto done;
   e->batch_counters[stat_tier][C_FAILED]++;
-  uint64_t deliveries = meta ? meta->NumDelivered : 1;
+  uint64_t deliveries = pos.deliveries;
   if (hst == TB_ERR_INVALID || deliveries >= (uint64_t)tier->max_deliver) {
     char why[1300];
     if (hst == TB_ERR_INVALID)
       snprintf(why, sizeof(why), "rejected by handler %s: %s", d.def->handler, reason);
     else
       snprintf(why, sizeof(why), "max deliveries (%d) reached: %s", tier->max_deliver, reason);
-    st = dead_letter(e, w, meta, id, d.def->name, why);
+    st = dead_letter(e, w, &pos, id, d.def->name, why);
   } else {
     TB_LOG(TB_LOG_WARN, "engine", "%s (%s) attempt %llu failed, retrying: %s", id, d.def->name,
            (unsigned long long)deliveries, reason);
@@ -330,6 +352,11 @@ void tb_engine_note_inversion(tb_engine_t *e, int tier) {
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
+  if (w->orphan) { /* read back from the stream: nothing to ack */
+    natsMsg_Destroy(w->msg);
+    w->msg = NULL;
+    return;
+  }
   switch (w->fate) {
   case TB_FATE_ACK:
     st = tb_bus_ack(e->bus, w->msg);

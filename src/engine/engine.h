@@ -30,6 +30,13 @@ typedef struct tb_work {
   const char *reason;       /* static text: why it was dispatched now */
   int64_t ready_mono_us;    /* when it reached this process */
   int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
+  /* An orphan is a message whose deliveries ran out with no outcome (its worker died holding the
+   * last one): the dispatcher read it back from the stream after JetStream's max-deliveries
+   * advisory. It has no ack subject; the engine dead-letters it unless it was applied. */
+  int orphan;
+  char orphan_stream[64];
+  uint64_t orphan_seq, orphan_deliveries;
+  struct tb_work *next; /* the dispatcher's orphan list */
   /* engine: */
   int64_t started_us;   /* handler start, wall clock */
   int64_t published_us; /* envelope occurred_at (0 if undecodable) */
