@@ -40,11 +40,6 @@ typedef struct bench {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void sleep_us(long us) {
-  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
-  nanosleep(&ts, NULL);
-}
-
 static uint32_t lcg(uint32_t *s) {
   *s = *s * 1664525u + 1013904223u;
   return *s >> 8;
@@ -308,7 +303,7 @@ static void *trickle_loop(void *arg) {
     tb_prepared_free(&p);
     next += gap;
     int64_t now = tb_mono_us();
-    if (next > now) sleep_us((long)(next - now));
+    if (next > now) tb_sleep_us(next - now);
   }
   int64_t failed = 0;
   tb_bus_publish_wait(t->bus, 10000, &failed);
@@ -362,12 +357,12 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
     }
     if (a->trickle_rate > 0 ? last_tier >= a->trickle_until : handled >= a->target) break;
     if (tb_mono_us() > deadline) break;
-    sleep_us(1000);
+    tb_sleep_us(1000);
   }
   if (a->trickle_rate > 0) {
     tr.stop = 1;
     pthread_join(tt, NULL);
-    sleep_us(200000); /* let the last critical events through */
+    tb_sleep_us(200000); /* let the last critical events through */
   }
   int64_t inversions = tb_dispatcher_inversions(disp);
   tb_dispatcher_stop(disp);

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
+#include "core/fs.h"
 #include "core/status.h"
 
 #ifndef TB_NATS_SERVER
@@ -65,23 +67,6 @@ int tb_url_answers(const char *url) {
   return port_answers(host, port);
 }
 
-static void mkdirs(const char *path) {
-  char tmp[4096];
-  snprintf(tmp, sizeof(tmp), "%s", path);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    mkdir(tmp, 0755);
-    *p = '/';
-  }
-  mkdir(tmp, 0755);
-}
-
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, const char *conf_path,
                           int ready_ms) {
   memset(srv, 0, sizeof(*srv));
@@ -93,7 +78,7 @@ tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, cons
   snprintf(srv->url, sizeof(srv->url), "nats://127.0.0.1:%d", port);
   snprintf(srv->store_dir, sizeof(srv->store_dir), "%s/jetstream", data_dir);
   snprintf(srv->log_path, sizeof(srv->log_path), "%s/nats-server.log", data_dir);
-  mkdirs(srv->store_dir);
+  tb_mkdirs(srv->store_dir, 1);
 
   char portbuf[16];
   snprintf(portbuf, sizeof(portbuf), "%d", port);
@@ -139,7 +124,7 @@ tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, cons
                       WIFEXITED(status) ? WEXITSTATUS(status) : -1, srv->log_path);
     }
     if (port_answers("127.0.0.1", port)) return TB_OK;
-    sleep_ms(20);
+    tb_sleep_us(20000);
   }
   tb_server_stop(srv, 1000);
   return tb__fail(TB_ERR_IO, "nats-server on port %d not ready after %d ms; see %s", port, ready_ms,
@@ -154,7 +139,7 @@ void tb_server_stop(tb_server_t *srv, int grace_ms) {
       srv->pid = 0;
       return;
     }
-    sleep_ms(10);
+    tb_sleep_us(10000);
   }
   kill(srv->pid, SIGKILL);
   waitpid(srv->pid, NULL, 0);

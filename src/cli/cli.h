@@ -78,8 +78,6 @@ void tb_cli_trap_signals(void);
  * printing an error naming the bad entry. */
 int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
 
-/* mkdir -p for the directory part of |path| (or all of it when |is_dir|). */
-void tb_cli_mkdirs(const char *path, int is_dir);
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);

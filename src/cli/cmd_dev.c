@@ -11,6 +11,8 @@
 #include "bus/server.h"
 #include "cli/cli.h"
 #include "codec/codec.h"
+#include "core/clock.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -47,8 +49,7 @@ static void *demo_loop(void *arg) {
       TB_LOG(TB_LOG_WARN, "demo", "publish %s: %s", ev->name, tb_errdetail());
     json_decref(payload);
     n++;
-    struct timespec pause = {0, gap_ns};
-    nanosleep(&pause, NULL);
+    tb_sleep_us(gap_ns / 1000);
   }
   return NULL;
 }
@@ -131,7 +132,7 @@ int tb_cmd_dev(int argc, char **argv) {
       fclose(probe);
       snprintf(conf, sizeof(conf), "config/nats-server.conf");
     }
-    tb_cli_mkdirs(cli.cfg.data_dir, 1);
+    tb_mkdirs(cli.cfg.data_dir, 1);
     tb_status st = tb_server_start(&srv, cli.cfg.data_dir, want, conf, 10000);
     if (st != TB_OK) {
       fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "dispatch/dispatch.h"
@@ -23,8 +24,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
   }
   int ticks = 0;
   while (!tb_cli_stop) {
-    struct timespec pause = {0, 100 * 1000000L};
-    nanosleep(&pause, NULL);
+    tb_sleep_us(100000);
     if (report_s > 0 && ++ticks % (report_s * 10) == 0) {
       char line[512];
       size_t off = 0;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/clock.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -62,23 +63,6 @@ int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...) {
   fputc('\n', stderr);
   va_end(ap);
   return TB_EXIT_USAGE;
-}
-
-void tb_cli_mkdirs(const char *path, int is_dir) {
-  char tmp[PATH_MAX];
-  snprintf(tmp, sizeof(tmp), "%s", path);
-  if (!is_dir) {
-    char *slash = strrchr(tmp, '/');
-    if (slash == NULL) return;
-    *slash = '\0';
-  }
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    mkdir(tmp, 0755);
-    *p = '/';
-  }
-  if (*tmp) mkdir(tmp, 0755);
 }
 
 int tb_cli_load(tb_cli_t *cli) {
@@ -155,13 +139,12 @@ int tb_cli_connect(tb_cli_t *cli) {
     if (attempts == 1)
       TB_LOG(TB_LOG_WARN, "cli", "NATS not reachable at %s (%s); retrying for up to %lld ms",
              cli->cfg.nats_url, tb_errdetail(), (long long)cli->cfg.nats_connect_timeout_ms);
-    struct timespec pause = {0, 250 * 1000000L};
-    nanosleep(&pause, NULL);
+    tb_sleep_us(250000);
   }
 }
 
 int tb_cli_open_store(tb_cli_t *cli) {
-  tb_cli_mkdirs(cli->cfg.db_path, 0);
+  tb_mkdirs(cli->cfg.db_path, 0);
   tb_status st = tb_store_open(&cli->store, cli->cfg.db_path);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot open database %s: %s\n", cli->prog, cli->cfg.db_path,

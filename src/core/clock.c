@@ -20,6 +20,12 @@ int64_t tb_mono_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+void tb_sleep_us(int64_t us) {
+  if (us <= 0) return;
+  struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+  nanosleep(&ts, NULL);
+}
+
 tb_status tb_duration_parse_ms(const char *text, int64_t *out_ms) {
   static const struct {
     const char *suffix;

@@ -147,8 +147,7 @@ static void *fetch_loop(void *arg) {
     if (st != TB_OK) {
       if (!warned++)
         TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
-      struct timespec pause = {0, 200 * 1000000L};
-      nanosleep(&pause, NULL);
+      tb_sleep_us(200000);
       continue;
     }
     if (warned) TB_LOG(TB_LOG_INFO, "dispatch", "%s: fetching again", tier);
@@ -286,8 +285,7 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
     /* Another process holds the write lock (or the disk failed): the messages stay ready. */
     TB_LOG(st == TB_ERR_BUSY ? TB_LOG_DEBUG : TB_LOG_ERROR, "dispatch", "begin batch: %s",
            tb_errdetail());
-    struct timespec pause = {0, 2 * 1000000L};
-    nanosleep(&pause, NULL);
+    tb_sleep_us(2000);
     return;
   }
   int n = 0;
