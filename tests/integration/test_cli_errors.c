@@ -1,0 +1,328 @@
+/* Integration: every way the command line can be wrong exits 2 with a message naming the problem
+ * (event, field, value, file, line, key), and a batch file with one bad line publishes nothing.
+ * The boundaries of the checks are run from both sides: the last accepted value must pass. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "support/itest.h"
+
+#define RUN_TIMEOUT_MS 20000
+
+static const char *const tier_streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
+                                           "TB_BACKGROUND"};
+
+/* Runs `tierbus CMD <common options> ARGS...` into r. */
+#define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, cmd, __VA_ARGS__, NULL)
+
+static void start_and_init(tb_h_t *h) {
+  tb_h_result_t r;
+  tb_assert_ok(tb_h_server_start(h));
+  tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, "init", NULL);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+}
+
+/* Asserts that every tier stream exists and holds exactly |n| messages. */
+static void assert_tier_streams_hold(tb_h_t *h, int64_t n) {
+  for (size_t i = 0; i < sizeof(tier_streams) / sizeof(tier_streams[0]); i++) {
+    int64_t got = tb_h_stream_msgs(h, tier_streams[i]);
+    if (got != n) print_error("stream %s holds %lld messages\n", tier_streams[i], (long long)got);
+    assert_int_equal(got, n);
+  }
+}
+
+static void test_publish_bad_input(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  start_and_init(h);
+
+  TB("publish", "CLIENT_CREATED", "--json", "{bad");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "bad JSON");
+  tb_assert_contains(r.err, "column 4");
+  tb_h_result_free(&r);
+
+  TB("publish", "NOPE", "--json", "{}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unknown event 'NOPE'");
+  tb_h_result_free(&r);
+
+  TB("publish", "CLIENT_CREATED", "--json", "{\"client_id\": \"c1\", \"zzz\": 1}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "CLIENT_CREATED");
+  tb_assert_contains(r.err, "unknown field 'zzz'");
+  tb_h_result_free(&r);
+
+  TB("publish", "CLIENT_CREATED", "--json", "{\"client_id\": 5}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "'client_id'");
+  tb_assert_contains(r.err, "expected a string");
+  tb_h_result_free(&r);
+
+  /* int32 status_code: one past each end is refused, naming the value and the field. */
+  TB("publish", "enrichment-complete", "--json", "{\"status_code\": 2147483648}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "'status_code'");
+  tb_assert_contains(r.err, "2147483648");
+  tb_assert_contains(r.err, "int32");
+  tb_h_result_free(&r);
+
+  TB("publish", "enrichment-complete", "--json", "{\"status_code\": -2147483649}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "-2147483649");
+  tb_h_result_free(&r);
+
+  TB("publish", "CLIENT_CREATED", "--json", "{\"client_id\": \"c1\"}", "--priority", "urgent");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unknown tier 'urgent'");
+  tb_h_result_free(&r);
+
+  TB("publish", "CLIENT_CREATED", "--priority", "high");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--json");
+  tb_h_result_free(&r);
+
+  TB("publish", "--json", "{}");
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+
+  /* Nothing above reached a stream. */
+  assert_tier_streams_hold(h, 0);
+
+  /* The exact ends of int32 are accepted and published (on tier normal). */
+  TB("publish", "enrichment-complete", "--json", "{\"status_code\": 2147483647}", "--id", "max");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier=normal");
+  tb_h_result_free(&r);
+  TB("publish", "enrichment-complete", "--json", "{\"status_code\": -2147483648}", "--id", "min");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 2);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 0);
+}
+
+/* Writes a 4-line NDJSON file whose line 3 is |bad_line|. */
+static void write_batch(tb_h_t *h, const char *name, const char *bad_line, char *path, size_t cap) {
+  char text[2048];
+  snprintf(text, sizeof(text),
+           "{\"type\": \"CLIENT_CREATED\", \"payload\": {\"client_id\": \"c1\"}, \"id\": \"f1\"}\n"
+           "{\"type\": \"MONTH_TRANSITION\", \"payload\": {\"client_id\": \"c2\", \"month\": 2}, "
+           "\"priority\": \"low\"}\n"
+           "%s\n"
+           "{\"type\": \"CLIENT_CREATED\", \"payload\": {\"client_id\": \"c4\"}}\n",
+           bad_line);
+  tb_assert_ok(tb_h_write_file(h, name, text, path, cap));
+}
+
+static void test_publish_file_bad_line(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  char path[TB_H_PATH], where[TB_H_PATH + 8];
+  start_and_init(h);
+
+  write_batch(h, "field.ndjson",
+              "{\"type\": \"CLIENT_CREATED\", \"payload\": {\"client_id\": \"c3\", \"nope\": 1}}",
+              path, sizeof(path));
+  TB("publish", "--file", path);
+  tb_assert_exit(r, 2);
+  snprintf(where, sizeof(where), "%s:3:", path);
+  tb_assert_contains(r.err, where);
+  tb_assert_contains(r.err, "unknown field 'nope'");
+  tb_h_result_free(&r);
+
+  write_batch(h, "syntax.ndjson", "{\"type\": \"CLIENT_CREATED\", \"payload\": {", path,
+              sizeof(path));
+  TB("publish", "--file", path);
+  tb_assert_exit(r, 2);
+  snprintf(where, sizeof(where), "%s:3:", path);
+  tb_assert_contains(r.err, where);
+  tb_assert_contains(r.err, "bad JSON");
+  tb_h_result_free(&r);
+
+  write_batch(h, "event.ndjson", "{\"type\": \"NOPE\", \"payload\": {}}", path, sizeof(path));
+  TB("publish", "--file", path);
+  tb_assert_exit(r, 2);
+  snprintf(where, sizeof(where), "%s:3:", path);
+  tb_assert_contains(r.err, where);
+  tb_assert_contains(r.err, "NOPE");
+  tb_h_result_free(&r);
+
+  write_batch(h, "tier.ndjson",
+              "{\"type\": \"CLIENT_CREATED\", \"payload\": {}, \"priority\": \"urgent\"}", path,
+              sizeof(path));
+  TB("publish", "--file", path);
+  tb_assert_exit(r, 2);
+  snprintf(where, sizeof(where), "%s:3:", path);
+  tb_assert_contains(r.err, where);
+  tb_assert_contains(r.err, "unknown tier 'urgent'");
+  tb_h_result_free(&r);
+
+  /* Lines 1, 2 and 4 were valid, yet none of them was published. */
+  assert_tier_streams_hold(h, 0);
+
+  /* The same file with line 3 fixed publishes all four. */
+  write_batch(h, "good.ndjson",
+              "{\"type\": \"CLIENT_CREATED\", \"payload\": {\"client_id\": \"c3\"}}", path,
+              sizeof(path));
+  TB("publish", "--file", path);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "published 4 events");
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 3);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 1);
+}
+
+/* Runs `tierbus config check --config FILE` on |yaml| and asserts exit 2 with "<file>:<line>:" and
+ * |needle| in stderr. */
+static void expect_bad_config(tb_h_t *h, const char *name, const char *yaml, int line,
+                              const char *needle) {
+  char path[TB_H_PATH], where[TB_H_PATH + 16];
+  tb_h_result_t r;
+  tb_assert_ok(tb_h_write_file(h, name, yaml, path, sizeof(path)));
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "config", "check", "--config", path, NULL);
+  tb_assert_exit(r, 2);
+  snprintf(where, sizeof(where), "%s:%d:", path, line);
+  tb_assert_contains(r.err, where);
+  tb_assert_contains(r.err, needle);
+  tb_h_result_free(&r);
+  /* The worker refuses the same file before it tries to connect anywhere. */
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "worker", "--config", path, "--nats-url",
+                   "nats://127.0.0.1:1", NULL);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, where);
+  tb_h_result_free(&r);
+}
+
+static void test_bad_config(void **state) {
+  tb_h_t *h = *state;
+  expect_bad_config(h, "concurrency.yaml",
+                    "tiers:\n"
+                    "  - name: critical\n"
+                    "    concurrency: 0\n"
+                    "  - {name: high}\n  - {name: normal}\n  - {name: low}\n"
+                    "  - {name: background}\n",
+                    3, "tiers[0].concurrency");
+  expect_bad_config(h, "flow.yaml",
+                    "tiers:\n"
+                    "  - {name: critical}\n"
+                    "  - {name: high, concurrency: 10001}\n"
+                    "  - {name: normal}\n  - {name: low}\n  - {name: background}\n",
+                    3, "tiers[1].concurrency");
+  expect_bad_config(h, "unknown.yaml", "nats_url: nats://127.0.0.1:4222\nbogus_key: 3\n", 2,
+                    "unknown key 'bogus_key'");
+  expect_bad_config(h, "syntax.yaml", "nats_url: nats://127.0.0.1:4222\n  max_payload: 2048\n", 2,
+                    "YAML");
+  expect_bad_config(h, "range.yaml", "log_level: info\nmax_payload: 1023\n", 2, "max_payload");
+
+  /* The edges of the same ranges are accepted. */
+  char path[TB_H_PATH];
+  tb_h_result_t r;
+  tb_assert_ok(tb_h_write_file(h, "edges.yaml",
+                               "max_payload: 1024\n"
+                               "tiers:\n"
+                               "  - {name: critical, concurrency: 1}\n"
+                               "  - {name: high, concurrency: 10000}\n"
+                               "  - {name: normal}\n  - {name: low}\n  - {name: background}\n",
+                               path, sizeof(path)));
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "config", "check", "--config", path, NULL);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "config", "check", "--config", "/nonexistent/x.yaml",
+                   NULL);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "/nonexistent/x.yaml");
+  tb_h_result_free(&r);
+}
+
+static void test_usage_errors(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "frob", NULL);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unknown command 'frob'");
+  tb_h_result_free(&r);
+
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, NULL);
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+
+  tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, "--help", NULL);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "publish");
+  tb_h_result_free(&r);
+
+  const char *const cmds[] = {"publish", "worker", "init", "stats", "config", "events"};
+  for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+    tb_h_tierbus_raw(h, &r, RUN_TIMEOUT_MS, cmds[i], "--frob", NULL);
+    if (r.status != 2) print_error("command %s\n", cmds[i]);
+    tb_assert_exit(r, 2);
+    tb_assert_contains(r.err, "frob");
+    tb_h_result_free(&r);
+  }
+
+  /* --set takes any scalar option, and only those. */
+  TB("config", "--set", "foo=1");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "'foo'");
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "nats_connect_timeout");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "KEY=VALUE");
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "=1");
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "max_payload=1023");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "max_payload");
+  tb_assert_contains(r.err, "1023");
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "max_payload=1024");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "max_payload=67108864");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "max_payload=67108865");
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "commit_batch_max=0");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "commit_batch_max");
+  tb_h_result_free(&r);
+
+  TB("config", "--set", "log_level=loud");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "loud");
+  tb_h_result_free(&r);
+
+  TB("worker", "--tiers", "critical,urgent");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unknown tier 'urgent'");
+  tb_h_result_free(&r);
+
+  TB("worker", "--preset", "nope");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "'nope'");
+  tb_h_result_free(&r);
+}
+
+int main(void) {
+  tb_h_watchdog(110);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_publish_bad_input, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_publish_file_bad_line, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_bad_config, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_usage_errors, tb_h_setup, tb_h_teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

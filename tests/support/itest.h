@@ -1,0 +1,52 @@
+/* cmocka glue for the integration tests: the harness plus assertions that print the evidence
+ * (the command's output, the text searched) when they fail, since a bare "0 != 2" from a child
+ * process says nothing about why. */
+#ifndef TB_TESTS_SUPPORT_ITEST_H
+#define TB_TESTS_SUPPORT_ITEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "support/harness.h"
+
+/* Fails unless |needle| occurs in |hay|, printing both. */
+#define tb_assert_contains(hay, needle)                                                            \
+  do {                                                                                             \
+    const char *tb_hay_ = (hay), *tb_needle_ = (needle);                                           \
+    if (tb_hay_ == NULL || strstr(tb_hay_, tb_needle_) == NULL) {                                  \
+      print_error("expected to find \"%s\" in:\n%s\n", tb_needle_, tb_hay_ ? tb_hay_ : "(null)");  \
+      fail();                                                                                      \
+    }                                                                                              \
+  } while (0)
+
+/* Fails unless |needle| is absent from |hay|. */
+#define tb_assert_not_contains(hay, needle)                                                        \
+  do {                                                                                             \
+    const char *tb_hay_ = (hay), *tb_needle_ = (needle);                                           \
+    if (tb_hay_ != NULL && strstr(tb_hay_, tb_needle_) != NULL) {                                  \
+      print_error("did not expect \"%s\" in:\n%s\n", tb_needle_, tb_hay_);                         \
+      fail();                                                                                      \
+    }                                                                                              \
+  } while (0)
+
+/* Fails unless the run |r| (a tb_h_result_t) exited with |code|, printing its output. */
+#define tb_assert_exit(r, code)                                                                    \
+  do {                                                                                             \
+    const tb_h_result_t *tb_r_ = &(r);                                                             \
+    if (tb_r_->status != (code)) {                                                                 \
+      print_error("exit status %d, expected %d%s\n--- stdout ---\n%s\n--- stderr ---\n%s\n",       \
+                  tb_r_->status, (code), tb_r_->timed_out ? " (timed out)" : "",                   \
+                  tb_r_->out ? tb_r_->out : "", tb_r_->err ? tb_r_->err : "");                     \
+      fail();                                                                                      \
+    }                                                                                              \
+  } while (0)
+
+/* Fails unless the harness call returned TB_OK. */
+#define tb_assert_ok(expr) assert_int_equal((int)(expr), (int)TB_OK)
+
+#endif
