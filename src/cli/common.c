@@ -105,7 +105,17 @@ int tb_cli_load(tb_cli_t *cli) {
     fprintf(stderr, "%s: catalogue error: %s\n", cli->prog, tb_errdetail());
     return TB_EXIT_USAGE;
   }
-  /* Every catalogue default tier must exist in this deployment's tiers. */
+  /* Config and catalogue must agree: every event_tiers entry names a catalogue event, and every
+   * event's tier exists in this deployment. */
+  for (int i = 0; i < cli->cfg.n_event_tiers; i++) {
+    if (tb_catalogue_find(cli->cat, cli->cfg.event_tiers[i].event) == NULL) {
+      fprintf(stderr,
+              "%s: config error: %s: event_tiers.%s: no such event in the catalogue (see "
+              "`tierbus events`)\n",
+              cli->prog, path, cli->cfg.event_tiers[i].event);
+      return TB_EXIT_USAGE;
+    }
+  }
   for (size_t i = 0; i < tb_catalogue_count(cli->cat); i++) {
     const tb_event_def_t *ev = tb_catalogue_at(cli->cat, i);
     if (tb_config_tier_index(&cli->cfg, ev->default_tier) < 0 &&

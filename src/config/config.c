@@ -35,6 +35,9 @@
 #define CS_TIER_DESC "lowercase letters, digits, '_' or '-'"
 #define CS_IDENT CS_LOWER CS_UPPER CS_DIGITS "_-"
 #define CS_IDENT_DESC "letters, digits, '_' or '-'"
+/* Canonical event names follow their seeds: "CLIENT_CREATED", "workspace/priorities.sync". */
+#define CS_EVENT CS_IDENT "/."
+#define CS_EVENT_DESC "letters, digits, '_', '-', '/' or '.'"
 
 /* ============================================================================================
  * The option tables
@@ -612,8 +615,8 @@ static tb_status validate_event_tiers(const tb_config_t *cfg, const src_lines *L
                            .type = OPT_STRING,
                            FIELD(tb_event_tier_t, event),
                            .min = 1,
-                           .charset = CS_IDENT,
-                           .charset_desc = CS_IDENT_DESC};
+                           .charset = CS_EVENT,
+                           .charset_desc = CS_EVENT_DESC};
   char key[128], msg[512];
   if (cfg->n_event_tiers < 0 || cfg->n_event_tiers > TB_MAX_EVENT_TIERS)
     return vfail(cfg, L ? L->section[SEC_EVENT_TIERS] : 0, "event_tiers",

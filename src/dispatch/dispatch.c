@@ -48,6 +48,13 @@ int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
   return 0;
 }
 
+int tb_dispatch_must_commit(const tb_config_t *cfg, const tb_ready_head_t *heads,
+                            const tb_choice_t *chosen) {
+  for (int t = 0; t < chosen->eff_tier && t < cfg->n_tiers; t++)
+    if (!heads[t].present && heads[t].blocked) return 1;
+  return 0;
+}
+
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen) {
   int inversions = 0;
@@ -56,7 +63,7 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
     if (heads[t].present) {
       if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
         inversions++;
-    } else if (heads[t].backlog && t < chosen->eff_tier) {
+    } else if ((heads[t].backlog || heads[t].blocked) && t < chosen->eff_tier) {
       inversions++;
     }
   }
@@ -199,19 +206,25 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
 }
 
 /* Takes the next message by policy, or NULL. With |force| 0 it returns NULL and sets *hold when a
- * tier that outranks the choice has backlog its fetcher is about to deliver; with |force| 1 it
- * serves the choice anyway and the auditor counts the inversion. Called with mu held. */
-static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold) {
+ * tier that outranks the choice has backlog its fetcher is about to deliver, or *commit when
+ * that backlog waits for slots the open batch holds; with |force| 1 it serves the choice anyway
+ * and the auditor counts the inversion. Called with mu held. */
+static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold, int *commit) {
   tb_ready_head_t heads[TB_MAX_TIERS];
-  *hold = 0;
+  *hold = *commit = 0;
   for (int t = 0; t < d->cfg->n_tiers; t++) {
     ready_queue_t *q = &d->queues[t];
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
     heads[t].backlog = q->active && q->pending > 0 && q->inflight < q->cap;
+    heads[t].blocked = q->active && q->pending > 0 && q->inflight >= q->cap;
   }
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
+  if (!force && tb_dispatch_must_commit(d->cfg, heads, &c)) {
+    *commit = 1;
+    return NULL;
+  }
   if (!force && tb_dispatch_must_wait(d->cfg, heads, &c)) {
     *hold = 1;
     return NULL;
@@ -251,7 +264,7 @@ static int backlog_arriving(tb_dispatcher_t *d) {
  * younger than commit_batch_time and backlog is still arriving, an empty ready queue does not
  * close it: committing a handful of messages at a time would spend the disk on commits. Handler
  * start is not delayed by this, only the commit. Takes and releases mu. */
-static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
+static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) {
   pthread_mutex_lock(&d->mu);
   int64_t hold_start = 0;
   tb_work_t *w = NULL;
@@ -262,11 +275,18 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
     return w;
   }
   for (;;) {
-    int hold = 0;
+    int hold = 0, commit = 0;
     int64_t now = tb_mono_us();
     int force = hold_start != 0 && now - hold_start >= HOLD_MAX_US;
-    w = take_next(d, now, force, &hold);
+    w = take_next(d, now, force, &hold, &commit);
     if (w != NULL) break;
+    if (commit) {
+      if (batched) break; /* the commit frees the slots that the higher tier waits for */
+      /* Nothing of this batch holds them (cannot happen: slots are held by ready messages or by
+       * the open batch); serve rather than stall, and let the auditor count it. */
+      w = take_next(d, now, 1, &hold, &commit);
+      break;
+    }
     if (hold) {
       if (hold_start == 0) hold_start = now;
     } else if (d->stopping || now - opened_us >= d->cfg->commit_batch_us || !backlog_arriving(d)) {
@@ -291,7 +311,7 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   int n = 0;
   int64_t opened = tb_mono_us();
   while (n < cfg->commit_batch_max) {
-    tb_work_t *w = next_work(d, opened);
+    tb_work_t *w = next_work(d, opened, n > 0);
     if (w == NULL) break;
     batch[n++] = w;
     st = tb_engine_apply(d->engine, w);

@@ -111,25 +111,25 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
     w->nak_delay_ms = 1000;
     return TB_OK;
   }
-  st = tb_store_dead_letter(e->store, msg_id, event_type, tier, stream, seq, reason);
-  if (st == TB_OK) {
-    tb_dispatch_record_t r = {.msg_id = msg_id,
-                              .event_type = event_type,
-                              .tier = tier,
-                              .eff_tier = e->cfg->tiers[w->eff_tier].name,
-                              .boost = w->boost,
-                              .reason = w->reason,
-                              .stream = stream,
-                              .stream_seq = seq,
-                              .deliveries = deliveries,
-                              .published_us = w->published_us,
-                              .started_us = w->started_us,
-                              .outcome = TB_OUTCOME_DEAD};
-    int seen = 0;
-    /* A message redelivered after an earlier dead-lettering already has its record. */
-    st = tb_store_is_processed(e->store, msg_id, &seen);
-    if (st == TB_OK && !seen) st = tb_store_mark_processed(e->store, &r);
-  }
+  tb_dispatch_record_t r = {.msg_id = msg_id,
+                            .event_type = event_type,
+                            .tier = tier,
+                            .eff_tier = e->cfg->tiers[w->eff_tier].name,
+                            .boost = w->boost,
+                            .reason = w->reason,
+                            .stream = stream,
+                            .stream_seq = seq,
+                            .deliveries = deliveries,
+                            .published_us = w->published_us,
+                            .started_us = w->started_us,
+                            .outcome = TB_OUTCOME_DEAD};
+  /* The processed record first: the store's dedupe lookup also reads dead_letters, so a claim
+   * after the dead-letter row would find it and record nothing. A message dead-lettered before
+   * (its commit lost) keeps its first record. */
+  int fresh = 0;
+  st = tb_store_claim(e->store, &r, &fresh);
+  if (st == TB_OK)
+    st = tb_store_dead_letter(e->store, msg_id, event_type, tier, stream, seq, reason);
   if (st != TB_OK) return st;
   TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %s (%s) on %s: %s", msg_id, event_type, subj,
          reason);
@@ -163,7 +163,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   if (len > e->cfg->max_payload_bytes + 4096) {
     fallback_id(w->msg, &pos, id, sizeof(id));
     char reason[160];
-    snprintf(reason, sizeof(reason), "payload of %d bytes exceeds max_payload %lld", len,
+    snprintf(reason, sizeof(reason), "message of %d bytes exceeds max_payload %lld", len,
              (long long)e->cfg->max_payload_bytes);
     st = dead_letter(e, w, &pos, id, "", reason);
     jsMsgMetaData_Destroy(meta);
@@ -185,6 +185,16 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   w->published_us = d.env->occurred_at_us;
   snprintf(id, sizeof(id), "%s", d.env->id);
   int stat_tier = w->tier;
+
+  /* max_payload bounds the event payload, as at publish; the check above only stops a body too
+   * large to be worth decoding. */
+  if ((int64_t)d.env->payload.len > e->cfg->max_payload_bytes) {
+    char reason[160];
+    snprintf(reason, sizeof(reason), "payload of %zu bytes exceeds max_payload %lld",
+             d.env->payload.len, (long long)e->cfg->max_payload_bytes);
+    st = dead_letter(e, w, &pos, id, d.def->name, reason);
+    goto done;
+  }
 
   if (w->orphan) {
     /* Its last delivery had no outcome here. If it was applied (the ack was what got lost), there

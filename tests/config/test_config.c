@@ -309,9 +309,12 @@ static void test_errors_event_tiers_and_presets(void **state) {
 
   expect_load_error(ONE_TIER "event_tiers:\n  X: a\n  X: a\n",
                     "%s:4: event_tiers: duplicate key 'X' (first at line 3)");
-  expect_load_error(ONE_TIER "event_tiers:\n  X.Y: a\n",
-                    "%s:3: event_tiers: event name must contain only letters, digits, '_' or "
-                    "'-' (got 'X.Y')");
+  expect_load_error(ONE_TIER "event_tiers:\n  X*Y: a\n",
+                    "%s:3: event_tiers: event name must contain only letters, digits, '_', '-', "
+                    "'/' or '.' (got 'X*Y')");
+  /* The seed's canonical names carry '/' and '.'. */
+  expect_load_ok(ONE_TIER "event_tiers:\n  workspace/priorities.sync: a\n", &cfg);
+  assert_string_equal(tb_config_event_tier(&cfg, "workspace/priorities.sync"), "a");
   expect_load_error(ONE_TIER "presets:\n  p: []\n",
                     "%s:3: presets.p: must list 1 to 8 tiers (got 0)");
   expect_load_error(ONE_TIER "presets:\n  p: [a, a]\n", "%s:3: presets.p: tier 'a' listed twice");

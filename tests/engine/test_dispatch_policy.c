@@ -51,8 +51,9 @@ static void test_choose_strict(void **state) {
   tb_ready_head_t h[5] = {{0}};
   tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(c.tier, -1);
-  h[4] = (tb_ready_head_t){1, now - 5 * S, 0}; /* background waited 5 s: not yet aged */
-  h[1] = (tb_ready_head_t){1, now, 0};
+  h[4] = (tb_ready_head_t){.present = 1,
+                           .ready_mono_us = now - 5 * S}; /* background waited 5 s: not yet aged */
+  h[1] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
   c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(c.tier, 1);
   assert_int_equal(c.boost, 0);
@@ -63,8 +64,9 @@ static void test_choose_strict(void **state) {
 static void test_choose_aged(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
-  h[2] = (tb_ready_head_t){1, now, 0};          /* fresh normal */
-  h[4] = (tb_ready_head_t){1, now - 30 * S, 0}; /* background aged 3 intervals: effective 1 */
+  h[2] = (tb_ready_head_t){.present = 1, .ready_mono_us = now}; /* fresh normal */
+  h[4] = (tb_ready_head_t){
+      .present = 1, .ready_mono_us = now - 30 * S}; /* background aged 3 intervals: effective 1 */
   tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(c.tier, 4);
   assert_int_equal(c.eff_tier, 1);
@@ -72,7 +74,7 @@ static void test_choose_aged(void **state) {
   assert_string_equal(c.reason, "aged");
   assert_int_equal(tb_dispatch_audit(&cfg, h, now, &c), 0);
   /* Equal effective tiers: the one waiting longer goes first. */
-  h[1] = (tb_ready_head_t){1, now - 1, 0};
+  h[1] = (tb_ready_head_t){.present = 1, .ready_mono_us = now - 1};
   c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(c.tier, 4);
   h[1].ready_mono_us = now - 31 * S; /* high waited longer still (and aged itself to 0) */
@@ -84,9 +86,9 @@ static void test_choose_aged(void **state) {
 static void test_audit_catches_bad_picks(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
-  h[0] = (tb_ready_head_t){1, now, 0};
-  h[3] = (tb_ready_head_t){1, now, 0};
-  h[4] = (tb_ready_head_t){1, now, 0};
+  h[0] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
+  h[3] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
+  h[4] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
   tb_choice_t bad = {.tier = 4, .eff_tier = 4, .boost = 0, .reason = "strict"};
   assert_int_equal(tb_dispatch_audit(&cfg, h, now, &bad), 2); /* critical and low outrank it */
   tb_choice_t good = tb_dispatch_choose(&cfg, h, now);
@@ -94,8 +96,8 @@ static void test_audit_catches_bad_picks(void **state) {
   assert_int_equal(tb_dispatch_audit(&cfg, h, now, &good), 0);
   /* A tier with nothing ready but backlog and free slots also outranks a lower pick. */
   tb_ready_head_t b[5] = {{0}};
-  b[1] = (tb_ready_head_t){0, 0, 1};
-  b[3] = (tb_ready_head_t){1, now, 0};
+  b[1] = (tb_ready_head_t){.backlog = 1};
+  b[3] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
   tb_choice_t c = tb_dispatch_choose(&cfg, b, now);
   assert_int_equal(c.tier, 3);
   assert_int_equal(tb_dispatch_audit(&cfg, b, now, &c), 1);
@@ -104,7 +106,7 @@ static void test_audit_catches_bad_picks(void **state) {
 static void test_must_wait(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
-  h[3] = (tb_ready_head_t){1, now, 0};
+  h[3] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
   tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
   assert_int_equal(tb_dispatch_must_wait(&cfg, h, &c), 0);
   h[0].backlog = 1; /* critical is about to arrive */
@@ -116,11 +118,35 @@ static void test_must_wait(void **state) {
   assert_int_equal(tb_dispatch_must_wait(&cfg, h, &c), 0);
   /* An aged pick at effective 0 waits for nobody. */
   tb_ready_head_t a[5] = {{0}};
-  a[4] = (tb_ready_head_t){1, now - 40 * S, 0};
+  a[4] = (tb_ready_head_t){.present = 1, .ready_mono_us = now - 40 * S};
   a[1].backlog = 1;
   c = tb_dispatch_choose(&cfg, a, now);
   assert_int_equal(c.eff_tier, 0);
   assert_int_equal(tb_dispatch_must_wait(&cfg, a, &c), 0);
+}
+
+static void test_must_commit(void **state) {
+  int64_t now = 1000 * S;
+  tb_ready_head_t h[5] = {{0}};
+  h[4] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
+  tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
+  assert_int_equal(c.tier, 4);
+  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 0);
+  h[0].blocked = 1; /* critical backlog waits for slots the open batch holds */
+  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 1);
+  assert_int_equal(tb_dispatch_must_wait(&cfg, h, &c), 0);  /* commit, not wait */
+  assert_int_equal(tb_dispatch_audit(&cfg, h, now, &c), 1); /* serving anyway is an inversion */
+  h[0].present = 1; /* once a critical message is ready it is simply chosen */
+  h[0].ready_mono_us = now;
+  c = tb_dispatch_choose(&cfg, h, now);
+  assert_int_equal(c.tier, 0);
+  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 0);
+  /* A blocked tier below the choice never forces a commit. */
+  tb_ready_head_t l[5] = {{0}};
+  l[1] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
+  l[3].blocked = 1;
+  c = tb_dispatch_choose(&cfg, l, now);
+  assert_int_equal(tb_dispatch_must_commit(&cfg, l, &c), 0);
 }
 
 int main(void) {
@@ -130,6 +156,7 @@ int main(void) {
       cmocka_unit_test_setup(test_choose_aged, setup),
       cmocka_unit_test_setup(test_audit_catches_bad_picks, setup),
       cmocka_unit_test_setup(test_must_wait, setup),
+      cmocka_unit_test_setup(test_must_commit, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
