@@ -148,6 +148,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   const tb_tier_config_t *tier = &e->cfg->tiers[w->tier];
   jsMsgMetaData *meta = NULL;
   char id[256];
+  tb_decoded_t d = {0};
   tb_status st = TB_OK;
   w->fate = TB_FATE_ACK;
   w->applied = 0;
@@ -166,11 +167,9 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     snprintf(reason, sizeof(reason), "message of %d bytes exceeds max_payload %lld", len,
              (long long)e->cfg->max_payload_bytes);
     st = dead_letter(e, w, &pos, id, "", reason);
-    jsMsgMetaData_Destroy(meta);
-    return st;
+    goto done;
   }
 
-  tb_decoded_t d;
   tb__clear_detail();
   tb_status dst =
       tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
@@ -179,12 +178,10 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     char reason[1100];
     snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
     st = dead_letter(e, w, &pos, id, "", reason);
-    jsMsgMetaData_Destroy(meta);
-    return st;
+    goto done;
   }
   w->published_us = d.env->occurred_at_us;
   snprintf(id, sizeof(id), "%s", d.env->id);
-  int stat_tier = w->tier;
 
   /* max_payload bounds the event payload, as at publish; the check above only stops a body too
    * large to be worth decoding. */
@@ -247,7 +244,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     /* A redelivery (ack lost, worker killed after commit) or a publisher's duplicate beyond the
      * stream's window: the effect already happened. */
     st = tb_store_release(e->store);
-    e->batch_counters[stat_tier][C_DUPLICATE]++;
+    e->batch_counters[w->tier][C_DUPLICATE]++;
     goto done;
   }
   if (st != TB_OK) goto done;
@@ -257,7 +254,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     st = tb_store_release(e->store);
     if (st == TB_OK) {
       w->applied = 1;
-      e->batch_counters[stat_tier][C_PROCESSED]++;
+      e->batch_counters[w->tier][C_PROCESSED]++;
     }
     goto done;
   }
@@ -267,7 +264,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
   st = tb_store_rollback_to(e->store); /* also closes the savepoint */
   if (st != TB_OK) goto done;
-  e->batch_counters[stat_tier][C_FAILED]++;
+  e->batch_counters[w->tier][C_FAILED]++;
   uint64_t deliveries = pos.deliveries;
   if (hst == TB_ERR_INVALID || deliveries >= (uint64_t)tier->max_deliver) {
     char why[1300];
@@ -286,9 +283,9 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
 done:
   if (st == TB_OK && w->published_us > 0) {
     int64_t lat = w->started_us - w->published_us;
-    tb_hist_add(&e->pending_start[stat_tier], lat);
+    tb_hist_add(&e->pending_start[w->tier], lat);
     pthread_mutex_lock(&e->mu);
-    tb_hist_add(&e->totals[stat_tier].start, lat);
+    tb_hist_add(&e->totals[w->tier].start, lat);
     pthread_mutex_unlock(&e->mu);
   }
   tb_decoded_free(&d);
