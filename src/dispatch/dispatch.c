@@ -3,6 +3,9 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -132,6 +135,13 @@ static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
 static void *fetch_loop(void *arg) {
   fetcher_t *f = arg;
   tb_dispatcher_t *d = f->d;
+  /* On a small machine a critical message's delivery competes with lower tiers' fetchers for a
+   * core; the scheduler should pick the more urgent thread. Lowering a thread's priority needs no
+   * privilege; tier 0 and the executor keep the process's own. */
+  if (f->tier > 0 &&
+      setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), f->tier < 4 ? f->tier : 4) != 0) {
+    /* best effort */
+  }
   ready_queue_t *q = &d->queues[f->tier];
   const char *tier = d->cfg->tiers[f->tier].name;
   int warned = 0;
