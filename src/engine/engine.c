@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "engine/handler.h"
+#include "engine/relay.h"
 #include "workflows/registry.h"
 
 enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
@@ -25,6 +26,8 @@ struct tb_engine {
   tb_bus_t *bus;
   /* Deltas of the open batch, flushed into the store with it. */
   int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
+  int batch_emitted; /* a handler of the open batch wrote outbox rows */
+  tb_relay_t *relay; /* borrowed; kicked after a commit with follow-ups; may be NULL */
   /* Histograms not yet flushed to the store (flushed at most once a second: they are figures,
    * not state, so a crash losing a second of them is acceptable). */
   tb_hist_t *pending_start, *pending_commit; /* [n_tiers] */
@@ -65,8 +68,13 @@ void tb_engine_destroy(tb_engine_t *e) {
   free(e);
 }
 
+void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay) {
+  e->relay = relay;
+}
+
 tb_status tb_engine_begin(tb_engine_t *e) {
   memset(e->batch_counters, 0, sizeof(e->batch_counters));
+  e->batch_emitted = 0;
   return tb_store_begin(e->store);
 }
 
@@ -225,6 +233,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
       .msg = &d,
       .tier = tier->name,
       .order = {.occurred_us = d.env->occurred_at_us, .stream = pos.stream, .seq = pos.seq},
+      .emitted = &e->batch_emitted,
   };
   tb_dispatch_record_t r = {.msg_id = id,
                             .event_type = d.def->name,
@@ -324,6 +333,8 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
   tb_status st = flush_figures(e, with_hists);
   if (st == TB_OK) st = tb_store_commit(e->store);
   if (st != TB_OK) return st;
+  /* Follow-ups written by this batch go out now, not at the relay's next tick. */
+  if (e->batch_emitted && e->relay != NULL) tb_relay_kick(e->relay);
 
   pthread_mutex_lock(&e->mu);
   for (int t = 0; t < e->cfg->n_tiers; t++) {

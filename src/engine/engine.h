@@ -12,6 +12,7 @@
 #include "codec/catalogue.h"
 #include "config/config.h"
 #include "core/hist.h"
+#include "engine/relay.h"
 #include "store/store.h"
 
 typedef enum tb_fate {
@@ -59,6 +60,10 @@ typedef struct tb_engine_tier_stats {
 tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
                            tb_store_t *store, tb_bus_t *bus);
 void tb_engine_destroy(tb_engine_t *e);
+
+/* The outbox relay to wake after a commit whose handlers emitted follow-ups (borrowed; NULL =
+ * none, the relay's own tick picks them up). */
+void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay);
 
 /* Opens the batch transaction. TB_ERR_BUSY if another process holds the write lock. */
 tb_status tb_engine_begin(tb_engine_t *e);

@@ -15,11 +15,23 @@ typedef struct tb_handler_ctx {
   const tb_decoded_t *msg; /* borrowed: envelope, catalogue entry, payload */
   const char *tier;        /* tier the message was delivered on */
   tb_order_t order;        /* the message's place in its key's history */
+  int *emitted;            /* set to 1 by tb_handler_emit: the batch has follow-ups to relay */
 } tb_handler_ctx_t;
 
 /* Returns TB_OK to commit. A permanent failure (TB_ERR_INVALID: the event can never apply) sends
  * the message to the dead-letter stream at once; any other failure is retried with the tier's
  * backoff until max_deliver. A handler sets the detail with tb__fail(). */
 typedef tb_status (*tb_handler_fn)(const tb_handler_ctx_t *ctx);
+
+/* Queues a follow-up message (a command on tb.cmd.<service>.<action>, an event on tb.evt...) in
+ * the transactional outbox, inside the handler's savepoint: it is published by the relay only if
+ * the handler's writes commit, and a failing handler leaves no follow-up. |msg_id| becomes the
+ * Nats-Msg-Id; it must be deterministic for the step (for example "<workflow id>:<step>:<attempt>")
+ * so that a retried step emitting it again sends it once. The message carries the headers
+ * Tb-Cause-Id (the id of the message being handled) and Tb-Correlation-Id (when it has one).
+ * Arguments are borrowed. TB_ERR_INVALID (detail names it) for an empty msg_id or an unpublishable
+ * subject; TB_ERR_STORE/TB_ERR_BUSY from SQLite. Implemented in engine/emit.c. */
+tb_status tb_handler_emit(const tb_handler_ctx_t *ctx, const char *subject, const char *msg_id,
+                          const void *data, size_t len);
 
 #endif

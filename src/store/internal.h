@@ -77,7 +77,18 @@
     "manual_override = excluded.manual_override, marked_low = excluded.marked_low, "               \
     "updated_at = excluded.updated_at")                                                            \
   X(PRIORITY_AUDIT, "INSERT INTO priority_audit(repository_id, old_priority, new_priority, "       \
-                    "reason, msg_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")
+                    "reason, msg_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                       \
+  X(OUTBOX_HDR_TYPE, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END")                     \
+  X(OUTBOX_HDR_BAD, "SELECT key, type FROM json_each(?1) "                                         \
+                    "WHERE type <> 'text' OR lower(key) = 'nats-msg-id' OR key = '' LIMIT 1")      \
+  X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us) "               \
+                "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(msg_id) DO NOTHING")                       \
+  X(OUTBOX_NEXT, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, last_error " \
+                 "FROM outbox WHERE next_attempt_us <= ?1 ORDER BY id LIMIT ?2")                   \
+  X(OUTBOX_DELETE, "DELETE FROM outbox WHERE id = ?1")                                             \
+  X(OUTBOX_FAILED, "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, "                  \
+                   "next_attempt_us = ?3 WHERE id = ?1")                                           \
+  X(OUTBOX_COUNT, "SELECT count(*) FROM outbox")
 
 typedef enum tb__store_stmt_id {
 #define TB__STMT_ENUM(name, sql) TB__ST_##name,

@@ -121,7 +121,25 @@ static const char v2_repo_priority[] =
     ") STRICT;"
     "CREATE INDEX idx_priority_audit_repo ON priority_audit(repository_id, id);";
 
-static const char *const migrations[] = {v1_engine, v2_repo_priority};
+/* v3: the transactional outbox. A row is written in the same transaction as the state change
+ * that caused it and deleted once the stream acked it. next_attempt_us holds a failing row back
+ * without holding back the rows behind it. No index beyond the rowid: the table is normally a
+ * handful of rows, and "oldest first" is a rowid scan. */
+static const char v3_outbox[] =
+    "CREATE TABLE outbox("
+    "  id INTEGER PRIMARY KEY,"
+    "  msg_id TEXT NOT NULL UNIQUE CHECK(msg_id <> ''),"
+    "  subject TEXT NOT NULL CHECK(subject <> ''),"
+    "  payload BLOB NOT NULL,"
+    "  headers TEXT"
+    "    CHECK(headers IS NULL OR (json_valid(headers) AND json_type(headers) = 'object')),"
+    "  created_us INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0 CHECK(attempts >= 0),"
+    "  last_error TEXT,"
+    "  next_attempt_us INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;";
+
+static const char *const migrations[] = {v1_engine, v2_repo_priority, v3_outbox};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

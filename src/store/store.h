@@ -6,6 +6,7 @@
 #ifndef TB_STORE_STORE_H
 #define TB_STORE_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/hist.h"
@@ -110,6 +111,56 @@ typedef struct tb_store_tier_stats {
 
 /* Fills |out| for tier |tier| (zeroes if nothing recorded). */
 tb_status tb_store_tier_stats(tb_store_t *st, const char *tier, tb_store_tier_stats_t *out);
+
+/* ------------------------------------------------------------------------------------------------
+ * Transactional outbox (outbox.c): follow-up messages written in the transaction of the state
+ * change that caused them, published later by the relay (engine/relay.h) with the row's msg_id as
+ * Nats-Msg-Id, and deleted once the stream acked them.
+ * --------------------------------------------------------------------------------------------- */
+
+/* Queues |data| (|len| bytes, may be 0) for |subject| under |msg_id|, inside the caller's open
+ * transaction or savepoint, so the row commits or rolls back with the state change. A second add
+ * with the same msg_id is a no-op (TB_OK, the first row stays): a retried step that emits the same
+ * follow-up again must send it once. |headers_json| is NULL or a JSON object of string values
+ * (extra message headers); a malformed one, a non-string value, an empty key or a Nats-Msg-Id key
+ * is TB_ERR_INVALID, as is an empty subject or msg_id, or a subject with a wildcard, space or
+ * empty token. All arguments are borrowed. */
+tb_status tb_store_outbox_add(tb_store_t *st, const char *subject, const char *msg_id,
+                              const void *data, size_t len, const char *headers_json);
+
+/* One outbox row, copied out of SQLite. */
+typedef struct tb_outbox_row {
+  int64_t id; /* the row's key for delete and failed; ascending = oldest first */
+  char *msg_id;
+  char *subject;
+  void *payload; /* |len| bytes; non-NULL even when len is 0 */
+  size_t len;
+  char *headers_json; /* NULL when the row has none */
+  int64_t created_us;
+  int attempts;     /* failed publish attempts so far */
+  char *last_error; /* NULL until the first failure */
+} tb_outbox_row_t;
+
+/* Reads up to |limit| rows due at |now_us| (never attempted, or whose retry time has come),
+ * oldest first, into a new array *rows of *n entries (NULL and 0 when none are due). Caller frees
+ * with tb_store_outbox_free(*rows, *n). On failure nothing is returned and nothing leaks.
+ * TB_ERR_INVALID for limit < 1. */
+tb_status tb_store_outbox_next(tb_store_t *st, int64_t now_us, int limit, tb_outbox_row_t **rows,
+                               int *n);
+void tb_store_outbox_free(tb_outbox_row_t *rows, int n);
+
+/* Removes row |id| once the stream acked it. A row that is already gone is not an error: another
+ * relay sharing the file may have delivered it first. */
+tb_status tb_store_outbox_delete(tb_store_t *st, int64_t id);
+
+/* Records a failed publish of row |id|: attempts + 1, last_error = |error| (borrowed; NULL or ""
+ * stores NULL), and holds the row back until |retry_at_us| (wall clock). A row that is gone is not
+ * an error (delivered by another relay). */
+tb_status tb_store_outbox_failed(tb_store_t *st, int64_t id, const char *error,
+                                 int64_t retry_at_us);
+
+/* *n = rows waiting in the outbox, due or not. */
+tb_status tb_store_outbox_count(tb_store_t *st, int64_t *n);
 
 /* Borrowed handle for other store-layer modules (store/repo.c). Not for use above the store. */
 struct sqlite3 *tb__store_db(tb_store_t *st);

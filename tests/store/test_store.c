@@ -19,7 +19,7 @@
 #include "store/repo.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 2
+#define LATEST_VERSION 3
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -195,7 +195,7 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
   tb_store_close(st);
   raw_exec(f->path, "DROP TABLE workspace_repositories; DROP TABLE workspace_membership_versions;"
                     "DROP TABLE tracked_repositories; DROP TABLE priority_audit;"
-                    "PRAGMA user_version = 1");
+                    "DROP TABLE outbox; PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
   raw_exec(f->path, "CREATE TABLE priority_audit(x)");

@@ -1,0 +1,307 @@
+/* The outbox relay thread: reads due outbox rows on its own SQLite connection, publishes each with
+ * its msg_id as Nats-Msg-Id, and records the outcome of a whole pass in one write transaction
+ * (deletes for acked rows, attempts and a retry time for failed ones). It is a decider, so it
+ * logs: once per failing row, and once per NATS outage rather than once per row of it. */
+#include "engine/relay.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "store/store.h"
+
+struct tb_relay {
+  tb_store_t *store; /* owned: this thread's connection */
+  tb_bus_t *bus;     /* borrowed */
+  int interval_ms;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* CLOCK_MONOTONIC */
+  int kicked;
+  int stop;
+  int64_t drain_deadline_us; /* monotonic, set by tb_relay_stop */
+  tb_relay_stats_t stats;    /* under mu */
+  /* Relay thread only: */
+  int down_streak; /* consecutive passes that found NATS unreachable */
+};
+
+/* ------------------------------------------------------------------------------------------------
+ * One pass
+ * --------------------------------------------------------------------------------------------- */
+
+/* What happened to one row of a pass. */
+typedef struct outcome {
+  tb_status st; /* TB_OK = the stream has it */
+  int duplicate;
+  int tried; /* 0: the pass stopped before this row (left as it was) */
+  char err[512];
+} outcome_t;
+
+static int connected(tb_bus_t *bus) {
+  return natsConnection_Status(tb_bus_conn(bus)) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* Failures that say the server (not the row) is the problem: the rest of the pass would fail the
+ * same way, each after a timeout. */
+static int server_class(tb_status st) {
+  return st == TB_ERR_UNAVAILABLE || st == TB_ERR_TIMEOUT;
+}
+
+static int64_t backoff_ms(int interval_ms, int attempts) {
+  int64_t d = interval_ms;
+  for (int i = 1; i < attempts && d < TB_RELAY_MAX_BACKOFF_MS; i++) d *= 2;
+  return d < TB_RELAY_MAX_BACKOFF_MS ? d : TB_RELAY_MAX_BACKOFF_MS;
+}
+
+/* Publishes |row| and waits for the stream's ack; *dup = 1 when the stream already had its id.
+ * The row's headers were checked when it was added; a key whose value is not a string (only
+ * possible if the row was written by hand) is skipped rather than failing the row forever. */
+static tb_status publish_row(tb_bus_t *bus, const tb_outbox_row_t *row, int *dup) {
+  json_t *h = NULL;
+  const char **hdrs = NULL;
+  if (row->headers_json != NULL) {
+    json_error_t je;
+    h = json_loads(row->headers_json, 0, &je);
+    if (h == NULL || !json_is_object(h)) {
+      json_decref(h);
+      return tb__fail(TB_ERR_INVALID, "outbox row %s: headers are not a JSON object: %s",
+                      row->msg_id, h == NULL ? je.text : "not an object");
+    }
+    hdrs = calloc(2 * json_object_size(h) + 1, sizeof(*hdrs));
+    if (hdrs == NULL) {
+      json_decref(h);
+      return tb__fail(TB_ERR_NOMEM, "outbox row %s: headers", row->msg_id);
+    }
+    size_t i = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(h, key, v) {
+      if (!json_is_string(v)) continue;
+      hdrs[i++] = key;
+      hdrs[i++] = json_string_value(v);
+    }
+  }
+  tb_status st = tb_bus_publish(bus, row->subject, row->msg_id, row->payload, row->len,
+                                (const char *const *)hdrs, NULL, dup);
+  free(hdrs);
+  json_decref(h);
+  return st;
+}
+
+/* Writes the pass's outcomes in one transaction. If it cannot, the rows stay as they were and the
+ * delivered ones go out again next pass, which the stream deduplicates. */
+static void record_pass(tb_relay_t *r, const tb_outbox_row_t *rows, const outcome_t *out, int n) {
+  int64_t now = tb_wall_us();
+  tb_status st = tb_store_begin(r->store);
+  for (int i = 0; i < n && st == TB_OK; i++) {
+    if (!out[i].tried) continue;
+    if (out[i].st == TB_OK)
+      st = tb_store_outbox_delete(r->store, rows[i].id);
+    else
+      st = tb_store_outbox_failed(r->store, rows[i].id, out[i].err,
+                                  now + 1000 * backoff_ms(r->interval_ms, rows[i].attempts + 1));
+  }
+  if (st == TB_OK) st = tb_store_commit(r->store);
+  if (st != TB_OK) {
+    char detail[1024];
+    snprintf(detail, sizeof(detail), "%s", tb_errdetail());
+    tb_store_rollback(r->store);
+    TB_LOG(TB_LOG_WARN, "relay",
+           "cannot record a pass of %d outbox rows (delivered ones will be published again and "
+           "deduplicated by the stream): %s",
+           n, detail);
+  }
+}
+
+/* One pass over the due rows. Returns 1 when NATS was unreachable; *more = 1 when a full batch
+ * went out, so more rows may be due right now. */
+static int run_pass(tb_relay_t *r, int *more) {
+  *more = 0;
+  tb_outbox_row_t *rows = NULL;
+  int n = 0;
+  tb_status st = tb_store_outbox_next(r->store, tb_wall_us(), TB_RELAY_BATCH, &rows, &n);
+  pthread_mutex_lock(&r->mu);
+  r->stats.passes++;
+  pthread_mutex_unlock(&r->mu);
+  if (st != TB_OK) {
+    TB_LOG(TB_LOG_WARN, "relay", "cannot read the outbox, will retry: %s", tb_errdetail());
+    return 0;
+  }
+  if (n == 0) return 0;
+  outcome_t *out = calloc((size_t)n, sizeof(*out));
+  if (out == NULL) {
+    tb_store_outbox_free(rows, n);
+    TB_LOG(TB_LOG_WARN, "relay", "out of memory for a pass of %d rows, will retry", n);
+    return 0;
+  }
+  int down = 0, published = 0, duplicates = 0, failures = 0;
+  char down_detail[512] = "";
+  for (int i = 0; i < n; i++) {
+    outcome_t *o = &out[i];
+    o->tried = 1;
+    if (down) {
+      /* Same cause as the row before: counted as an attempt, not tried again. */
+      o->st = TB_ERR_UNAVAILABLE;
+      snprintf(o->err, sizeof(o->err), "%s", down_detail);
+    } else {
+      if (!connected(r->bus))
+        o->st =
+            tb__fail(TB_ERR_UNAVAILABLE, "publish to %s: not connected to NATS", rows[i].subject);
+      else
+        o->st = publish_row(r->bus, &rows[i], &o->duplicate);
+      if (o->st != TB_OK) snprintf(o->err, sizeof(o->err), "%s", tb_errdetail());
+      if (server_class(o->st)) {
+        down = 1;
+        snprintf(down_detail, sizeof(down_detail), "%s", o->err);
+      }
+    }
+    if (o->st == TB_OK) {
+      o->duplicate ? duplicates++ : published++;
+    } else {
+      failures++;
+      if (!server_class(o->st) && rows[i].attempts == 0)
+        TB_LOG(TB_LOG_WARN, "relay",
+               "outbox row %s to %s failed, retrying with backoff (logged once): %s",
+               rows[i].msg_id, rows[i].subject, o->err);
+    }
+  }
+  record_pass(r, rows, out, n);
+
+  if (down && r->down_streak == 0)
+    TB_LOG(TB_LOG_WARN, "relay", "NATS unreachable, outbox rows wait (logged once per outage): %s",
+           down_detail);
+  if (!down && r->down_streak > 0) {
+    TB_LOG(TB_LOG_INFO, "relay", "NATS reachable again after %d failed passes; publishing",
+           r->down_streak);
+  }
+  r->down_streak = down ? r->down_streak + 1 : 0;
+  *more = !down && n == TB_RELAY_BATCH;
+
+  pthread_mutex_lock(&r->mu);
+  r->stats.published += published;
+  r->stats.duplicates += duplicates;
+  r->stats.failures += failures;
+  pthread_mutex_unlock(&r->mu);
+  free(out);
+  tb_store_outbox_free(rows, n);
+  return down;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Thread and lifecycle
+ * --------------------------------------------------------------------------------------------- */
+
+static void deadline_in(struct timespec *ts, int64_t ms) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
+/* Passes until stopped. A stop is honoured only after a pass that began after it was requested,
+ * so rows committed just before the stop are still published; after that the relay keeps going
+ * while full batches go out, up to the drain deadline, and gives up at once when NATS is down. */
+static void *relay_main(void *arg) {
+  tb_relay_t *r = arg;
+  int64_t wait_ms = 0; /* the first pass runs at once: rows left by a previous run */
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    if (!r->stop && !r->kicked && wait_ms > 0) {
+      struct timespec ts;
+      deadline_in(&ts, wait_ms);
+      pthread_cond_timedwait(&r->cv, &r->mu, &ts); /* a timeout is the periodic pass */
+    }
+    if (r->stop && tb_mono_us() >= r->drain_deadline_us) break;
+    r->kicked = 0;
+    int stopping = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    int more = 0;
+    int down = run_pass(r, &more);
+    pthread_mutex_lock(&r->mu);
+    if (down) {
+      if (stopping) break;
+      wait_ms = backoff_ms(r->interval_ms, r->down_streak);
+    } else if (more) {
+      wait_ms = 0;
+    } else {
+      if (stopping) break;
+      wait_ms = r->interval_ms;
+    }
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, int interval_ms) {
+  if (out == NULL || bus == NULL || db_path == NULL)
+    return tb__fail(TB_ERR_INVALID, "relay start: NULL argument");
+  if (db_path[0] == '\0' || strcmp(db_path, ":memory:") == 0 ||
+      strncmp(db_path, "file::memory:", 13) == 0)
+    return tb__fail(TB_ERR_INVALID,
+                    "relay start: database '%s' is not a file; the relay's own connection would "
+                    "see a different database",
+                    db_path);
+  if (interval_ms <= 0)
+    return tb__fail(TB_ERR_INVALID, "relay start: interval %d ms must be > 0", interval_ms);
+  tb_relay_t *r = calloc(1, sizeof(*r));
+  if (r == NULL) return tb__fail(TB_ERR_NOMEM, "relay");
+  tb_status st = tb_store_open(&r->store, db_path);
+  if (st != TB_OK) {
+    free(r);
+    return st;
+  }
+  r->bus = bus;
+  r->interval_ms = interval_ms;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&r->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&r->mu, NULL);
+  if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    tb_store_close(r->store);
+    free(r);
+    return tb__fail(TB_ERR_NOMEM, "relay %s: cannot start its thread", db_path);
+  }
+  *out = r;
+  return TB_OK;
+}
+
+void tb_relay_kick(tb_relay_t *r) {
+  if (r == NULL) return;
+  pthread_mutex_lock(&r->mu);
+  r->kicked = 1;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+}
+
+void tb_relay_stop(tb_relay_t *r) {
+  if (r == NULL) return;
+  pthread_mutex_lock(&r->mu);
+  r->stop = 1;
+  r->drain_deadline_us = tb_mono_us() + (int64_t)TB_RELAY_DRAIN_MS * 1000;
+  pthread_cond_signal(&r->cv);
+  pthread_mutex_unlock(&r->mu);
+  pthread_join(r->thread, NULL);
+  tb_store_close(r->store);
+  pthread_cond_destroy(&r->cv);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+void tb_relay_stats(tb_relay_t *r, tb_relay_stats_t *out) {
+  pthread_mutex_lock(&r->mu);
+  *out = r->stats;
+  pthread_mutex_unlock(&r->mu);
+}
