@@ -78,7 +78,6 @@ void tb_cli_trap_signals(void);
  * printing an error naming the bad entry. */
 int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
 
-
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
 int tb_cmd_worker(int argc, char **argv);

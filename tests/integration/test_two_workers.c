@@ -69,8 +69,8 @@ static void test_two_workers_share(void **state) {
   tb_assert_ok(tb_h_spawn(h, &w1, "worker1", "worker", NULL));
   tb_assert_ok(tb_h_spawn(h, &w2, "worker2", "worker", NULL));
   int64_t deadline = tb_h_now_ms() + 15000;
-  while (!(log_has(&w1, "worker ready") && log_has(&w2, "worker ready")) &&
-         tb_h_child_alive(&w1) && tb_h_child_alive(&w2) && tb_h_now_ms() < deadline)
+  while (!(log_has(&w1, "worker ready") && log_has(&w2, "worker ready")) && tb_h_child_alive(&w1) &&
+         tb_h_child_alive(&w2) && tb_h_now_ms() < deadline)
     tb_h_sleep_ms(20);
   if (!(log_has(&w1, "worker ready") && log_has(&w2, "worker ready"))) {
     tb_h_dump_logs(h, 20);

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "db_fixture.h"
+
 #include "core/clock.h"
 #include "core/status.h"
 #include "engine/handler.h"
@@ -38,33 +40,6 @@ static void add_committed(tb_store_t *st, const char *subject, const char *id, c
   assert_int_equal(tb_store_begin(st), TB_OK);
   assert_int_equal(tb_store_outbox_add(st, subject, id, data, strlen(data), headers), TB_OK);
   assert_int_equal(tb_store_commit(st), TB_OK);
-}
-
-typedef struct file_fixture {
-  char dir[64];
-  char path[128];
-} file_fixture_t;
-
-static int file_setup(void **state) {
-  file_fixture_t *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tb_outbox_XXXXXX");
-  if (mkdtemp(f->dir) == NULL) return -1;
-  snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-  *state = f;
-  return 0;
-}
-
-static int file_teardown(void **state) {
-  file_fixture_t *f = *state;
-  static const char *suffix[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
-  free(f);
-  return 0;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -109,7 +84,7 @@ static void test_commit_then_next_returns_row(void **state) {
 
 /* The relay reads on its own connection: it must not see a row before the writer commits. */
 static void test_other_connection_sees_only_committed(void **state) {
-  file_fixture_t *f = *state;
+  db_fixture_t *f = *state;
   tb_store_t *writer = NULL, *reader = NULL;
   assert_int_equal(tb_store_open(&writer, f->path), TB_OK);
   assert_int_equal(tb_store_open(&reader, f->path), TB_OK);
@@ -388,8 +363,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rollback_leaves_no_row),
       cmocka_unit_test(test_commit_then_next_returns_row),
-      cmocka_unit_test_setup_teardown(test_other_connection_sees_only_committed, file_setup,
-                                      file_teardown),
+      cmocka_unit_test_setup_teardown(test_other_connection_sees_only_committed, db_fixture_setup,
+                                      db_fixture_teardown),
       cmocka_unit_test(test_duplicate_msg_id_is_one_row),
       cmocka_unit_test(test_delete),
       cmocka_unit_test(test_failed_counts_and_holds_back),

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "db_fixture.h"
 #include <sqlite3.h>
 
 #include "core/clock.h"
@@ -24,33 +26,6 @@
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
  * --------------------------------------------------------------------------------------------- */
-
-typedef struct fixture {
-  char dir[64];
-  char path[128];
-} fixture_t;
-
-static int dir_setup(void **state) {
-  fixture_t *f = calloc(1, sizeof(*f));
-  snprintf(f->dir, sizeof(f->dir), "/tmp/tb_store_XXXXXX");
-  if (mkdtemp(f->dir) == NULL) return -1;
-  snprintf(f->path, sizeof(f->path), "%s/t.db", f->dir);
-  *state = f;
-  return 0;
-}
-
-static int dir_teardown(void **state) {
-  fixture_t *f = *state;
-  static const char *suffix[] = {"", "-wal", "-shm", "-journal"};
-  for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s%s", f->path, suffix[i]);
-    unlink(p);
-  }
-  rmdir(f->dir);
-  free(f);
-  return 0;
-}
 
 static tb_store_t *open_mem(void) {
   tb_store_t *st = NULL;
@@ -115,7 +90,7 @@ static tb_dispatch_record_t record(const char *msg_id) {
  * --------------------------------------------------------------------------------------------- */
 
 static void test_fresh_file_gets_latest_schema(void **state) {
-  fixture_t *f = *state;
+  db_fixture_t *f = *state;
   tb_store_t *st = NULL;
   assert_int_equal(tb_store_open(&st, f->path), TB_OK);
   sqlite3 *db = tb__store_db(st);
@@ -152,7 +127,7 @@ static void test_fresh_file_gets_latest_schema(void **state) {
 }
 
 static void test_reopen_is_noop(void **state) {
-  fixture_t *f = *state;
+  db_fixture_t *f = *state;
   tb_store_t *st = NULL;
   assert_int_equal(tb_store_open(&st, f->path), TB_OK);
   tb_dispatch_record_t r = record("m-keep");
@@ -171,7 +146,7 @@ static void test_reopen_is_noop(void **state) {
 }
 
 static void test_newer_version_refused(void **state) {
-  fixture_t *f = *state;
+  db_fixture_t *f = *state;
   raw_exec(f->path, "PRAGMA user_version = 99");
   tb_store_t *st = (tb_store_t *)0x1; /* must stay untouched on failure */
   assert_int_equal(tb_store_open(&st, f->path), TB_ERR_STORE);
@@ -189,7 +164,7 @@ static void test_newer_version_refused(void **state) {
 /* A database left at version 1 gets only migration 2; a migration that fails leaves the database
  * at its previous version. */
 static void test_partial_upgrade_and_failed_migration(void **state) {
-  fixture_t *f = *state;
+  db_fixture_t *f = *state;
   tb_store_t *st = NULL;
   assert_int_equal(tb_store_open(&st, f->path), TB_OK);
   tb_store_close(st);
@@ -482,7 +457,7 @@ static void test_hist_merge_round_trip(void **state) {
  * --------------------------------------------------------------------------------------------- */
 
 static void test_busy_begin(void **state) {
-  fixture_t *f = *state;
+  db_fixture_t *f = *state;
   tb_store_t *st = NULL;
   assert_int_equal(tb_store_open(&st, f->path), TB_OK);
   assert_int_equal(tb_store_set_busy_timeout(st, -1), TB_ERR_INVALID);
@@ -635,11 +610,13 @@ static void test_repo_put_get_audit(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_fresh_file_gets_latest_schema, dir_setup, dir_teardown),
-      cmocka_unit_test_setup_teardown(test_reopen_is_noop, dir_setup, dir_teardown),
-      cmocka_unit_test_setup_teardown(test_newer_version_refused, dir_setup, dir_teardown),
-      cmocka_unit_test_setup_teardown(test_partial_upgrade_and_failed_migration, dir_setup,
-                                      dir_teardown),
+      cmocka_unit_test_setup_teardown(test_fresh_file_gets_latest_schema, db_fixture_setup,
+                                      db_fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_reopen_is_noop, db_fixture_setup, db_fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_newer_version_refused, db_fixture_setup,
+                                      db_fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_partial_upgrade_and_failed_migration, db_fixture_setup,
+                                      db_fixture_teardown),
       cmocka_unit_test(test_open_bad_path),
       cmocka_unit_test(test_processed_dedupe),
       cmocka_unit_test(test_savepoint_rollback_leaves_no_trace),
@@ -647,7 +624,7 @@ int main(void) {
       cmocka_unit_test(test_dead_letters),
       cmocka_unit_test(test_counters_add_up),
       cmocka_unit_test(test_hist_merge_round_trip),
-      cmocka_unit_test_setup_teardown(test_busy_begin, dir_setup, dir_teardown),
+      cmocka_unit_test_setup_teardown(test_busy_begin, db_fixture_setup, db_fixture_teardown),
       cmocka_unit_test(test_order_after),
       cmocka_unit_test(test_membership_apply),
       cmocka_unit_test(test_repo_put_get_audit),
