@@ -78,7 +78,11 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
 typedef struct ready_queue {
   tb_work_t **items; /* ring of capacity `cap` (the tier's concurrency) */
   int cap, head, count;
-  int inflight;     /* fetched and not yet settled: the tier's slots in use */
+  /* The tier's slots in use: messages fetched and ready, or handled in the open batch. The
+   * batch's slots are freed as its commit starts, so that the next pull request travels while
+   * SQLite commits; unacked messages per process can therefore briefly reach twice the tier's
+   * concurrency. */
+  int inflight;
   int active;       /* this process consumes the tier */
   uint64_t pending; /* consumer's pending count at the last fetch: 0 = none known */
 } ready_queue_t;
@@ -328,6 +332,11 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
     if (st != TB_OK) break;
     if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
   }
+  pthread_mutex_lock(&d->mu);
+  for (int i = 0; i < n; i++)
+    if (!batch[i]->orphan) d->queues[batch[i]->tier].inflight--;
+  pthread_cond_broadcast(&d->slots_cv);
+  pthread_mutex_unlock(&d->mu);
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s", n,
@@ -335,16 +344,9 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
     tb_engine_abort(d->engine, batch, n);
   }
   for (int i = 0; i < n; i++) {
-    int tier = batch[i]->tier, held_slot = !batch[i]->orphan;
     tb_engine_settle(d->engine, batch[i]);
     free(batch[i]);
-    pthread_mutex_lock(&d->mu);
-    if (held_slot) d->queues[tier].inflight--;
-    pthread_mutex_unlock(&d->mu);
   }
-  pthread_mutex_lock(&d->mu);
-  pthread_cond_broadcast(&d->slots_cv);
-  pthread_mutex_unlock(&d->mu);
 }
 
 static void *exec_loop(void *arg) {
