@@ -136,6 +136,10 @@ static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
 
 /* ---------------------------------------------------------------- fetchers */
 
+/* How long one fetch waits for a message: also how quickly a fetcher notices that it should stop,
+ * and (see HOLD_MAX_US) how long the executor may hold lower work for this tier. */
+#define FETCH_WAIT_MS 250
+
 static void *fetch_loop(void *arg) {
   fetcher_t *f = arg;
   tb_dispatcher_t *d = f->d;
@@ -157,7 +161,7 @@ static void *fetch_loop(void *arg) {
     if (stopping) break;
 
     int got = 0;
-    tb_status st = tb_consumer_fetch(f->consumer, f->buf, room, &got, 250);
+    tb_status st = tb_consumer_fetch(f->consumer, f->buf, room, &got, FETCH_WAIT_MS);
     if (st != TB_OK) {
       pthread_mutex_lock(&d->mu);
       q->pending = 0;
@@ -259,10 +263,12 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
 }
 
 /* Waits for a higher tier's delivery at most this long before serving lower work anyway. Known
- * backlog with an open pull request arrives within a round trip, well under a millisecond on
- * loopback even on a busy machine; running out means the server is slow or another worker took
- * the messages, and the pick is counted as an inversion. */
-#define HOLD_MAX_US 50000
+ * backlog arrives within a round trip; when it does not come (another worker took it), the
+ * fetcher's own wait runs out and clears the tier's pending count, which ends the hold. So the
+ * bound is the fetcher's wait plus slack: an earlier 50 ms bound ran out under scheduler delays on
+ * a saturated 2-core machine and served lower work during a real higher-tier backlog. Running
+ * out is counted as an inversion. */
+#define HOLD_MAX_US ((FETCH_WAIT_MS + 50) * 1000LL)
 
 /* 1 if some consumed tier has backlog in the stream and free slots: its fetcher is delivering.
  * Called with mu held. */
