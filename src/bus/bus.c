@@ -73,6 +73,9 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
+  /* Acks and pull requests are small and on the critical path of every commit cycle: write them
+   * from the calling thread rather than waking cnats' flusher thread for each. */
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   if (s == NATS_OK) s = natsConnection_Connect(&bus->nc, opts);
   natsOptions_Destroy(opts);
   if (s != NATS_OK) {
