@@ -56,6 +56,11 @@ int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg);
 int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Parses option |opt|'s value |arg| as a decimal integer in [lo, hi] into *out. On anything else
+ * prints "PROG: OPT: expected an integer from LO to HI, got 'ARG'" and returns TB_EXIT_USAGE;
+ * *out is then unchanged. */
+int tb_cli_parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi, long *out);
+
 /* Loads config (file, env, flags), validates it and loads the catalogue. Returns TB_EXIT_OK or
  * TB_EXIT_USAGE after printing what is wrong. */
 int tb_cli_load(tb_cli_t *cli);

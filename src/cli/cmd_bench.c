@@ -6,17 +6,6 @@
 #include "bench/bench.h"
 #include "cli/cli.h"
 
-static int parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi,
-                      long *out) {
-  char *end = NULL;
-  long v = strtol(arg, &end, 10);
-  if (*arg == '\0' || *end != '\0' || v < lo || v > hi)
-    return tb_cli_usage_error(cli, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi,
-                              arg);
-  *out = v;
-  return TB_EXIT_OK;
-}
-
 int tb_cmd_bench(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus bench"};
   tb_bench_opts_t o = {.events = 200000,
@@ -38,13 +27,13 @@ int tb_cmd_bench(int argc, char **argv) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
     case 'n':
-      rc = parse_long(&cli, "--events", optarg, 1, 100000000, &o.events);
+      rc = tb_cli_parse_long(&cli, "--events", optarg, 1, 100000000, &o.events);
       break;
     case 'b':
-      rc = parse_long(&cli, "--backlog", optarg, 1, 100000000, &o.backlog);
+      rc = tb_cli_parse_long(&cli, "--backlog", optarg, 1, 100000000, &o.backlog);
       break;
     case 'r':
-      rc = parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
+      rc = tb_cli_parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
       break;
     case 'w':
       o.work_dir = optarg;

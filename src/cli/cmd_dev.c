@@ -78,21 +78,20 @@ int tb_cmd_dev(int argc, char **argv) {
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
-    char *end = NULL;
+    long v = 0;
     switch (c) {
     case OPT_PORT:
-      port = (int)strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end != '\0' || port < 1 || port > 65535)
-        return tb_cli_usage_error(&cli, "--nats-port: expected 1..65535, got '%s'", optarg);
+      if (tb_cli_parse_long(&cli, "--nats-port", optarg, 1, 65535, &v) != TB_EXIT_OK)
+        return TB_EXIT_USAGE;
+      port = (int)v;
       break;
     case OPT_DEMO:
       demo = 1;
       break;
     case OPT_DEMO_RATE:
-      demo_rate = (int)strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end != '\0' || demo_rate < 1 || demo_rate > 100000)
-        return tb_cli_usage_error(&cli, "--demo-rate: expected 1..100000 events/s, got '%s'",
-                                  optarg);
+      if (tb_cli_parse_long(&cli, "--demo-rate", optarg, 1, 100000, &v) != TB_EXIT_OK)
+        return TB_EXIT_USAGE;
+      demo_rate = (int)v;
       break;
     case 'h':
       dev_usage();

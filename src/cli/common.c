@@ -65,6 +65,17 @@ int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...) {
   return TB_EXIT_USAGE;
 }
 
+int tb_cli_parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi,
+                      long *out) {
+  char *end = NULL;
+  long v = strtol(arg, &end, 10);
+  if (*arg == '\0' || *end != '\0' || v < lo || v > hi)
+    return tb_cli_usage_error(cli, "%s: expected an integer from %ld to %ld, got '%s'", opt, lo, hi,
+                              arg);
+  *out = v;
+  return TB_EXIT_OK;
+}
+
 int tb_cli_load(tb_cli_t *cli) {
   tb_config_init(&cli->cfg);
   const char *path = tb_config_default_path(cli->config_path);
