@@ -223,6 +223,19 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
   }
 }
 
+/* The tiers as the policy sees them: the one place that turns queue state into heads. Called
+ * with mu held. */
+static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    const ready_queue_t *q = &d->queues[t];
+    int waiting = q->active && q->pending > 0; /* the stream holds more of this tier */
+    heads[t].present = q->count > 0;
+    heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
+    heads[t].backlog = waiting && q->inflight < q->cap;
+    heads[t].blocked = waiting && q->inflight >= q->cap;
+  }
+}
+
 /* Takes the next message by policy, or NULL. With |force| 0 it returns NULL and sets *hold when a
  * tier that outranks the choice has backlog its fetcher is about to deliver, or *commit when
  * that backlog waits for slots the open batch holds; with |force| 1 it serves the choice anyway
@@ -230,13 +243,7 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
 static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold, int *commit) {
   tb_ready_head_t heads[TB_MAX_TIERS];
   *hold = *commit = 0;
-  for (int t = 0; t < d->cfg->n_tiers; t++) {
-    ready_queue_t *q = &d->queues[t];
-    heads[t].present = q->count > 0;
-    heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
-    heads[t].backlog = q->active && q->pending > 0 && q->inflight < q->cap;
-    heads[t].blocked = q->active && q->pending > 0 && q->inflight >= q->cap;
-  }
+  read_heads(d, heads);
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
   if (!force && tb_dispatch_must_commit(d->cfg, heads, &c)) {
@@ -273,10 +280,10 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
 /* 1 if some consumed tier has backlog in the stream and free slots: its fetcher is delivering.
  * Called with mu held. */
 static int backlog_arriving(tb_dispatcher_t *d) {
-  for (int t = 0; t < d->cfg->n_tiers; t++) {
-    ready_queue_t *q = &d->queues[t];
-    if (q->active && q->pending > 0 && q->inflight < q->cap) return 1;
-  }
+  tb_ready_head_t heads[TB_MAX_TIERS];
+  read_heads(d, heads);
+  for (int t = 0; t < d->cfg->n_tiers; t++)
+    if (heads[t].backlog) return 1;
   return 0;
 }
 
