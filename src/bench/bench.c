@@ -88,22 +88,28 @@ static void free_items(item_t *items, long n) {
   free(items);
 }
 
-/* Publishes every item asynchronously, each wrapped at send time. |subject_prefix| NULL = the
- * tier subjects; else every message goes to "<prefix>.<tier>" (the raw ceiling's stream). */
+/* Queues one item for asynchronous publishing, wrapped at send time so that its occurred_at is
+ * the moment of sending. |subject_prefix| NULL = the tier subject; else "<prefix>.<tier>" (the
+ * raw ceiling's stream). */
+static tb_status send_item(tb_bus_t *bus, const item_t *it, const char *subject_prefix) {
+  tb_prepared_t p = {0};
+  char id[64];
+  tb_new_id(id, sizeof(id));
+  tb_status st = tb_publish_wrap(it->ev, it->tier, id, it->payload, it->len, NULL, &p);
+  if (st == TB_OK) {
+    char subj[128];
+    if (subject_prefix) snprintf(subj, sizeof(subj), "%s.%s", subject_prefix, it->tier);
+    st = tb_bus_publish_async(bus, subject_prefix ? subj : p.subject, p.id, p.buf, p.len);
+  }
+  tb_prepared_free(&p);
+  return st;
+}
+
+/* Publishes every item and waits for the acks. */
 static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n,
                                const char *subject_prefix, int64_t *failed) {
   tb_status st = TB_OK;
-  for (long i = 0; i < n && st == TB_OK; i++) {
-    tb_prepared_t p = {0};
-    char id[64];
-    tb_new_id(id, sizeof(id));
-    st = tb_publish_wrap(items[i].ev, items[i].tier, id, items[i].payload, items[i].len, NULL, &p);
-    if (st != TB_OK) break;
-    char subj[128];
-    if (subject_prefix) snprintf(subj, sizeof(subj), "%s.%s", subject_prefix, items[i].tier);
-    st = tb_bus_publish_async(bus, subject_prefix ? subj : p.subject, p.id, p.buf, p.len);
-    tb_prepared_free(&p);
-  }
+  for (long i = 0; i < n && st == TB_OK; i++) st = send_item(bus, &items[i], subject_prefix);
   tb_status wst = tb_bus_publish_wait(bus, 120000, failed);
   return st != TB_OK ? st : wst;
 }
@@ -292,15 +298,7 @@ static void *trickle_loop(void *arg) {
   long gap = 1000000L / t->rate;
   int64_t next = tb_mono_us();
   while (!t->stop && items) {
-    const item_t *it = &items[t->sent % 64];
-    tb_prepared_t p = {0};
-    char id[64];
-    tb_new_id(id, sizeof(id));
-    if (tb_publish_wrap(it->ev, it->tier, id, it->payload, it->len, NULL, &p) == TB_OK) {
-      tb_bus_publish_async(t->bus, p.subject, p.id, p.buf, p.len);
-      t->sent++;
-    }
-    tb_prepared_free(&p);
+    if (send_item(t->bus, &items[t->sent % 64], NULL) == TB_OK) t->sent++;
     next += gap;
     int64_t now = tb_mono_us();
     if (next > now) tb_sleep_us(next - now);
