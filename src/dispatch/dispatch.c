@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/sync.h"
 
 /* ---------------------------------------------------------------- policy */
 
@@ -123,15 +124,6 @@ static tb_work_t *q_pop(ready_queue_t *q) {
   q->head = (q->head + 1) % q->cap;
   q->count--;
   return w;
-}
-
-static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_nsec += (long)ms * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
-  pthread_cond_timedwait(cv, mu, &ts);
 }
 
 /* ---------------------------------------------------------------- fetchers */
@@ -319,7 +311,7 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) 
     } else if (d->stopping || now - opened_us >= d->cfg->commit_batch_us || !backlog_arriving(d)) {
       break;
     }
-    cond_wait_ms(&d->work_cv, &d->mu, 1);
+    tb_cond_wait_ms(&d->work_cv, &d->mu, 1);
   }
   pthread_mutex_unlock(&d->mu);
   return w;
@@ -372,7 +364,7 @@ static void *exec_loop(void *arg) {
   for (;;) {
     pthread_mutex_lock(&d->mu);
     while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
-      cond_wait_ms(&d->work_cv, &d->mu, 100);
+      tb_cond_wait_ms(&d->work_cv, &d->mu, 100);
       keep_alive(d, tb_mono_us());
     }
     int done = d->ready_total == 0 && d->orphans == NULL && d->stopping && d->fetchers_done;
@@ -436,8 +428,8 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   d->bus = bus;
   d->engine = engine;
   pthread_mutex_init(&d->mu, NULL);
-  pthread_cond_init(&d->work_cv, NULL);
-  pthread_cond_init(&d->slots_cv, NULL);
+  tb_cond_init(&d->work_cv);
+  tb_cond_init(&d->slots_cv);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     d->queues[t].cap = cfg->tiers[t].concurrency;

@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/sync.h"
 #include "store/store.h"
 
 struct tb_relay {
@@ -197,16 +198,6 @@ static int run_pass(tb_relay_t *r, int *more) {
  * Thread and lifecycle
  * --------------------------------------------------------------------------------------------- */
 
-static void deadline_in(struct timespec *ts, int64_t ms) {
-  clock_gettime(CLOCK_MONOTONIC, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
 /* Passes until stopped. A stop is honoured only after a pass that began after it was requested,
  * so rows committed just before the stop are still published; after that the relay keeps going
  * while full batches go out, up to the drain deadline, and gives up at once when NATS is down. */
@@ -215,11 +206,8 @@ static void *relay_main(void *arg) {
   int64_t wait_ms = 0; /* the first pass runs at once: rows left by a previous run */
   pthread_mutex_lock(&r->mu);
   for (;;) {
-    if (!r->stop && !r->kicked && wait_ms > 0) {
-      struct timespec ts;
-      deadline_in(&ts, wait_ms);
-      pthread_cond_timedwait(&r->cv, &r->mu, &ts); /* a timeout is the periodic pass */
-    }
+    if (!r->stop && !r->kicked && wait_ms > 0)
+      tb_cond_wait_ms(&r->cv, &r->mu, wait_ms); /* a timeout is the periodic pass */
     if (r->stop && tb_mono_us() >= r->drain_deadline_us) break;
     r->kicked = 0;
     int stopping = r->stop;
@@ -261,11 +249,7 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
   }
   r->bus = bus;
   r->interval_ms = interval_ms;
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&r->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  tb_cond_init(&r->cv);
   pthread_mutex_init(&r->mu, NULL);
   if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
     pthread_cond_destroy(&r->cv);

@@ -14,6 +14,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/sync.h"
 #include "store/internal.h"
 
 #define DEFAULT_BUSY_MS 5000
@@ -157,12 +158,7 @@ static void *checkpoint_loop(void *arg) {
   }
   pthread_mutex_lock(&c->mu);
   while (!c->stop) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_nsec += (long)c->interval_ms * 1000000L;
-    ts.tv_sec += ts.tv_nsec / 1000000000L;
-    ts.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    tb_cond_wait_ms(&c->cv, &c->mu, c->interval_ms);
     if (c->stop) break;
     pthread_mutex_unlock(&c->mu);
     /* PASSIVE never waits for the writer; what it cannot copy now it copies next time. */
@@ -187,7 +183,7 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
   sqlite3_busy_timeout(c->db, DEFAULT_BUSY_MS);
   c->interval_ms = interval_ms > 0 ? interval_ms : 200;
   pthread_mutex_init(&c->mu, NULL);
-  pthread_cond_init(&c->cv, NULL);
+  tb_cond_init(&c->cv);
   if (pthread_create(&c->thread, NULL, checkpoint_loop, c) != 0) {
     sqlite3_close(c->db);
     free(c);

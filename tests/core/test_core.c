@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -10,6 +12,7 @@
 #include "core/clock.h"
 #include "core/hist.h"
 #include "core/status.h"
+#include "core/sync.h"
 
 static void test_status_text(void **state) {
   assert_string_equal(tb_strerror(TB_OK), "ok");
@@ -68,12 +71,35 @@ static void test_hist_quantiles(void **state) {
   assert_int_equal(tb_hist_quantile(&g, 1.0), 100000);
 }
 
+/* A timed wait nobody signals ends with ETIMEDOUT, and not before its time on the monotonic
+ * clock (a lower bound only: how late it wakes is the scheduler's business). */
+static void test_cond_wait_times_out(void **state) {
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv;
+  assert_int_equal(tb_cond_init(&cv), 0);
+  pthread_mutex_lock(&mu);
+  int64_t t0 = tb_mono_us();
+  int rc;
+  do rc = tb_cond_wait_ms(&cv, &mu, 20); /* spurious wakeups are allowed: wait again */
+  while (rc == 0);
+  int64_t waited = tb_mono_us() - t0;
+  assert_int_equal(rc, ETIMEDOUT);
+  assert_true(waited >= 20000);
+  /* A negative wait is a deadline already passed: it times out at once. */
+  do rc = tb_cond_wait_ms(&cv, &mu, -5);
+  while (rc == 0);
+  assert_int_equal(rc, ETIMEDOUT);
+  pthread_mutex_unlock(&mu);
+  pthread_cond_destroy(&cv);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_status_text),
       cmocka_unit_test(test_duration),
       cmocka_unit_test(test_hist_buckets_monotonic),
       cmocka_unit_test(test_hist_quantiles),
+      cmocka_unit_test(test_cond_wait_times_out),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
