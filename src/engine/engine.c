@@ -105,39 +105,46 @@ static void fallback_id(natsMsg *msg, const position_t *pos, char *buf, size_t c
     snprintf(buf, cap, "%s:%llu", pos->stream, (unsigned long long)pos->seq);
 }
 
+/* What the processed table records of one dispatch: the message, where it came from, and why it
+ * ran when it did. Strings are borrowed from the arguments. */
+static tb_dispatch_record_t dispatch_record(const tb_engine_t *e, const tb_work_t *w,
+                                            const position_t *pos, const char *msg_id,
+                                            const char *event_type, tb_outcome outcome) {
+  return (tb_dispatch_record_t){.msg_id = msg_id,
+                                .event_type = event_type,
+                                .tier = e->cfg->tiers[w->tier].name,
+                                .eff_tier = e->cfg->tiers[w->eff_tier].name,
+                                .boost = w->boost,
+                                .reason = w->reason,
+                                .stream = pos->stream,
+                                .stream_seq = pos->seq,
+                                .deliveries = pos->deliveries,
+                                .published_us = w->published_us,
+                                .started_us = w->started_us,
+                                .outcome = outcome};
+}
+
 static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos,
                              const char *msg_id, const char *event_type, const char *reason) {
   const char *tier = e->cfg->tiers[w->tier].name;
   char subj[256];
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
-  const char *stream = pos->stream;
-  uint64_t seq = pos->seq, deliveries = pos->deliveries;
-  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, stream, seq, deliveries);
+  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, pos->stream, pos->seq,
+                                    pos->deliveries);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_WARN, "engine", "dead-letter %s failed, will retry: %s", msg_id, tb_errdetail());
     w->fate = TB_FATE_NAK;
     w->nak_delay_ms = 1000;
     return TB_OK;
   }
-  tb_dispatch_record_t r = {.msg_id = msg_id,
-                            .event_type = event_type,
-                            .tier = tier,
-                            .eff_tier = e->cfg->tiers[w->eff_tier].name,
-                            .boost = w->boost,
-                            .reason = w->reason,
-                            .stream = stream,
-                            .stream_seq = seq,
-                            .deliveries = deliveries,
-                            .published_us = w->published_us,
-                            .started_us = w->started_us,
-                            .outcome = TB_OUTCOME_DEAD};
+  tb_dispatch_record_t r = dispatch_record(e, w, pos, msg_id, event_type, TB_OUTCOME_DEAD);
   /* The processed record first: the store's dedupe lookup also reads dead_letters, so a claim
    * after the dead-letter row would find it and record nothing. A message dead-lettered before
    * (its commit lost) keeps its first record. */
   int fresh = 0;
   st = tb_store_claim(e->store, &r, &fresh);
   if (st == TB_OK)
-    st = tb_store_dead_letter(e->store, msg_id, event_type, tier, stream, seq, reason);
+    st = tb_store_dead_letter(e->store, msg_id, event_type, tier, pos->stream, pos->seq, reason);
   if (st != TB_OK) return st;
   TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %s (%s) on %s: %s", msg_id, event_type, subj,
          reason);
@@ -235,18 +242,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
       .order = {.occurred_us = d.env->occurred_at_us, .stream = pos.stream, .seq = pos.seq},
       .emitted = &e->batch_emitted,
   };
-  tb_dispatch_record_t r = {.msg_id = id,
-                            .event_type = d.def->name,
-                            .tier = tier->name,
-                            .eff_tier = e->cfg->tiers[w->eff_tier].name,
-                            .boost = w->boost,
-                            .reason = w->reason,
-                            .stream = ctx.order.stream,
-                            .stream_seq = ctx.order.seq,
-                            .deliveries = pos.deliveries,
-                            .published_us = w->published_us,
-                            .started_us = w->started_us,
-                            .outcome = TB_OUTCOME_APPLIED};
+  tb_dispatch_record_t r = dispatch_record(e, w, &pos, id, d.def->name, TB_OUTCOME_APPLIED);
   int fresh = 0;
   st = tb_store_claim(e->store, &r, &fresh);
   if (st == TB_OK && !fresh) {
