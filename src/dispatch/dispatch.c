@@ -458,7 +458,16 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
       }
     }
     if (st != TB_OK) free(f->buf);
-    if (st == TB_OK) d->n_fetchers++;
+    if (st == TB_OK) {
+      /* A worker that starts on a backlog must know of it before its first fetch returns, or
+       * it serves a lower tier whose fetch happened to answer first. Best effort: unknown
+       * stays 0, and the first fetch sets it. */
+      uint64_t ack_pending = 0, redelivered = 0;
+      if (tb_consumer_pending(bus, cfg, cfg->tiers[tiers[i]].name, &d->queues[tiers[i]].pending,
+                              &ack_pending, &redelivered) != TB_OK)
+        d->queues[tiers[i]].pending = 0;
+      d->n_fetchers++;
+    }
   }
   if (st != TB_OK) {
     d->fetchers_done = 1;
