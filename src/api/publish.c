@@ -81,7 +81,7 @@ tb_status tb_publish_wrap(const tb_event_def_t *ev, const char *tier, const char
   env.id = out->id;
   env.type = (char *)ev->name;
   env.tier = (char *)tier;
-  env.occurred_at_us = tb_wall_us();
+  env.occurred_at_us = req != NULL && req->occurred_at_us > 0 ? req->occurred_at_us : tb_wall_us();
   env.source = (char *)(req && req->source ? req->source : "tierbus-cli");
   env.correlation_id = (char *)(req && req->correlation_id ? req->correlation_id : "");
   env.workflow_id = (char *)(req && req->workflow_id ? req->workflow_id : "");

@@ -21,6 +21,9 @@ typedef struct tb_publish_req {
   const char *workflow_id;    /* may be NULL */
   const char *source;         /* NULL: "tierbus-cli" */
   int32_t priority_score;
+  /* 0: now. A message queued for later (a workflow timer) is stamped with its due time, so that
+   * latency figures measure from when it was meant to run. */
+  int64_t occurred_at_us;
 } tb_publish_req_t;
 
 typedef struct tb_prepared {

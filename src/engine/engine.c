@@ -237,6 +237,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   tb_handler_ctx_t ctx = {
       .store = e->store,
       .cfg = e->cfg,
+      .cat = e->cat,
       .msg = &d,
       .tier = tier->name,
       .order = {.occurred_us = d.env->occurred_at_us, .stream = pos.stream, .seq = pos.seq},

@@ -4,6 +4,7 @@
 #ifndef TB_ENGINE_HANDLER_H
 #define TB_ENGINE_HANDLER_H
 
+#include "codec/catalogue.h"
 #include "codec/codec.h"
 #include "config/config.h"
 #include "store/repo.h"
@@ -12,6 +13,7 @@
 typedef struct tb_handler_ctx {
   tb_store_t *store;       /* borrowed; a transaction and savepoint are open */
   const tb_config_t *cfg;  /* borrowed */
+  const tb_catalogue_t *cat; /* borrowed; for handlers that publish catalogue events */
   const tb_decoded_t *msg; /* borrowed: envelope, catalogue entry, payload */
   const char *tier;        /* tier the message was delivered on */
   tb_order_t order;        /* the message's place in its key's history */
@@ -33,5 +35,11 @@ typedef tb_status (*tb_handler_fn)(const tb_handler_ctx_t *ctx);
  * subject; TB_ERR_STORE/TB_ERR_BUSY from SQLite. Implemented in engine/emit.c. */
 tb_status tb_handler_emit(const tb_handler_ctx_t *ctx, const char *subject, const char *msg_id,
                           const void *data, size_t len);
+
+/* tb_handler_emit for a message due later: the relay holds it back until |not_before_us| (wall
+ * clock). This is how a durable timer is kept: a row that survives any restart and is published
+ * once, when due. */
+tb_status tb_handler_emit_at(const tb_handler_ctx_t *ctx, const char *subject, const char *msg_id,
+                             const void *data, size_t len, int64_t not_before_us);
 
 #endif

@@ -198,6 +198,17 @@ static int run_pass(tb_relay_t *r, int *more) {
  * Thread and lifecycle
  * --------------------------------------------------------------------------------------------- */
 
+/* How long to sleep before the next pass: the periodic interval, or less when a held-back row
+ * (a workflow timer, a retry) falls due sooner. */
+static int64_t until_due(tb_relay_t *r) {
+  int64_t due = 0, wait_ms = r->interval_ms;
+  if (tb_store_outbox_next_due(r->store, &due) == TB_OK && due > 0) {
+    int64_t ms = (due - tb_wall_us()) / 1000 + 1;
+    if (ms < wait_ms) wait_ms = ms > 1 ? ms : 1;
+  }
+  return wait_ms;
+}
+
 /* Passes until stopped. A stop is honoured only after a pass that began after it was requested,
  * so rows committed just before the stop are still published; after that the relay keeps going
  * while full batches go out, up to the drain deadline, and gives up at once when NATS is down. */
@@ -214,6 +225,7 @@ static void *relay_main(void *arg) {
     pthread_mutex_unlock(&r->mu);
     int more = 0;
     int down = run_pass(r, &more);
+    int64_t idle_ms = down || more ? 0 : until_due(r); /* read outside the lock */
     pthread_mutex_lock(&r->mu);
     if (down) {
       if (stopping) break;
@@ -222,7 +234,7 @@ static void *relay_main(void *arg) {
       wait_ms = 0;
     } else {
       if (stopping) break;
-      wait_ms = r->interval_ms;
+      wait_ms = idle_ms;
     }
   }
   pthread_mutex_unlock(&r->mu);

@@ -17,6 +17,9 @@
   X(SAVEPOINT, "SAVEPOINT tb_msg")                                                                 \
   X(RELEASE, "RELEASE tb_msg")                                                                     \
   X(ROLLBACK_TO, "ROLLBACK TO tb_msg")                                                             \
+  X(STEP_SAVEPOINT, "SAVEPOINT tb_step")                                                           \
+  X(STEP_RELEASE, "RELEASE tb_step")                                                               \
+  X(STEP_ROLLBACK_TO, "ROLLBACK TO tb_step")                                                       \
   X(HIST_SAVEPOINT, "SAVEPOINT tb_hist")                                                           \
   X(HIST_RELEASE, "RELEASE tb_hist")                                                               \
   X(HIST_ROLLBACK_TO, "ROLLBACK TO tb_hist")                                                       \
@@ -81,14 +84,159 @@
   X(OUTBOX_HDR_TYPE, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END")                     \
   X(OUTBOX_HDR_BAD, "SELECT key, type FROM json_each(?1) "                                         \
                     "WHERE type <> 'text' OR lower(key) = 'nats-msg-id' OR key = '' LIMIT 1")      \
-  X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us) "               \
-                "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(msg_id) DO NOTHING")                       \
+  X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us, "              \
+                "next_attempt_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(msg_id) DO NOTHING")  \
+  X(OUTBOX_CANCEL, "DELETE FROM outbox WHERE msg_id = ?1")                                         \
   X(OUTBOX_NEXT, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, last_error " \
                  "FROM outbox WHERE next_attempt_us <= ?1 ORDER BY id LIMIT ?2")                   \
   X(OUTBOX_DELETE, "DELETE FROM outbox WHERE id = ?1")                                             \
   X(OUTBOX_FAILED, "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, "                  \
                    "next_attempt_us = ?3 WHERE id = ?1")                                           \
-  X(OUTBOX_COUNT, "SELECT count(*) FROM outbox")
+  X(OUTBOX_COUNT, "SELECT count(*) FROM outbox")                                                   \
+  X(OUTBOX_NEXT_DUE, "SELECT min(next_attempt_us) FROM outbox")                                    \
+  X(OUTBOX_CANCEL_PREFIX, "DELETE FROM outbox WHERE substr(msg_id, 1, length(?1)) = ?1")           \
+  X(WF_INSERT,                                                                                     \
+    "INSERT INTO workflows(id, name, domain, tier, status, step, step_state, attempt, seq, data, " \
+    "error, correlation_id, cause_msg_id, created_us, updated_us) "                                \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14) "                    \
+    "ON CONFLICT(id) DO NOTHING")                                                                  \
+  X(WF_GET, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, error, " \
+            "correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "          \
+            "FROM workflows WHERE id = ?1")                                                        \
+  X(WF_UPDATE, "UPDATE workflows SET status = ?2, step = ?3, step_state = ?4, attempt = ?5, "      \
+               "seq = ?6, data = ?7, error = ?8, finished_us = ?9, updated_us = ?10, hist_id = ?11 "  \
+               "WHERE id = ?1")                                                                    \
+  X(WF_LIST, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, "       \
+             "error, correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "  \
+             "FROM workflows WHERE (?1 = '' OR status = ?1) AND (?2 = '' OR name = ?2) "           \
+             "ORDER BY created_us DESC, id DESC LIMIT ?3")                                         \
+  X(WF_HIST_ADD,                                                                                   \
+    "INSERT INTO workflow_history(workflow_id, step, name, kind, attempt, status, code, detail, "  \
+    "result, error, tier, msg_id, started_us, ended_us) "                                          \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)")                         \
+  X(WF_HIST_END, "UPDATE workflow_history SET status = ?2, code = ?3, detail = ?4, result = ?5, "  \
+                 "error = ?6, ended_us = ?7 WHERE id = ?1")                                        \
+  X(WF_HISTORY, "SELECT id, step, name, kind, attempt, status, code, detail, result, error, "      \
+                "tier, msg_id, started_us, ended_us FROM workflow_history "                        \
+                "WHERE workflow_id = ?1 ORDER BY id")                                              \
+  X(WF_WAIT_PUT, "INSERT INTO workflow_waits(workflow_id, seq, event, key, deadline_us) "          \
+                 "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(workflow_id, seq) DO UPDATE SET "         \
+                 "event = excluded.event, key = excluded.key, deadline_us = excluded.deadline_us") \
+  X(WF_WAIT_TAKE, "DELETE FROM workflow_waits WHERE rowid = (SELECT rowid FROM workflow_waits "    \
+                  "WHERE event = ?1 AND key = ?2 ORDER BY rowid LIMIT 1) "                         \
+                  "RETURNING workflow_id, seq")                                                    \
+  X(WF_WAIT_DROP, "DELETE FROM workflow_waits WHERE workflow_id = ?1 AND seq = ?2")                \
+  X(WF_WAIT_DROP_ALL, "DELETE FROM workflow_waits WHERE workflow_id = ?1")                         \
+  X(WF_INBOX_ADD, "INSERT INTO workflow_inbox(event, key, msg_id, payload, code, workflow_id, "    \
+                  "seq, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "                            \
+                  "ON CONFLICT(msg_id) DO NOTHING")                                                \
+  X(WF_INBOX_CLAIM, "UPDATE workflow_inbox SET workflow_id = ?3, seq = ?4 WHERE id = (SELECT id "  \
+                    "FROM workflow_inbox WHERE event = ?1 AND key = ?2 AND workflow_id IS NULL "   \
+                    "ORDER BY id LIMIT 1)")                                                        \
+  X(WF_INBOX_GET, "SELECT payload, code FROM workflow_inbox WHERE workflow_id = ?1 AND seq = ?2 "  \
+                  "ORDER BY id LIMIT 1")                                                           \
+  X(SUB_PUT, "INSERT INTO subscribers(subscriber_id, email, email_type, source, created_us, "      \
+             "updated_us) VALUES(?1, ?2, ?3, ?4, ?5, ?5) "                                         \
+             "ON CONFLICT(subscriber_id) DO UPDATE SET "                                           \
+             "email = excluded.email, email_type = excluded.email_type, "                          \
+             "source = coalesce(excluded.source, source), updated_us = excluded.updated_us")       \
+  X(SUB_GET, "SELECT subscriber_id, email, email_type, source, first_name, last_name, company, "   \
+             "linkedin_url, enriched_fields, created_us, updated_us, enriched_us "                 \
+             "FROM subscribers WHERE subscriber_id = ?1")                                          \
+  X(SUB_ENRICH, "UPDATE subscribers SET first_name = coalesce(?2, first_name), "                   \
+                "last_name = coalesce(?3, last_name), company = coalesce(?4, company), "           \
+                "linkedin_url = coalesce(?5, linkedin_url), enriched_fields = ?6, "                \
+                "enriched_us = ?7, updated_us = ?7 WHERE subscriber_id = ?1")                      \
+  X(EJOB_QUEUE, "INSERT INTO enrichment_jobs(subscriber_id, email, status, created_us, "           \
+                "updated_us) VALUES(?1, ?2, 'pending', ?3, ?3) "                                   \
+                "ON CONFLICT(subscriber_id) WHERE status <> 'failed' DO NOTHING")                  \
+  X(EJOB_LIVE, "SELECT id FROM enrichment_jobs WHERE subscriber_id = ?1 AND status <> 'failed'")   \
+  X(EJOB_GET, "SELECT id, subscriber_id, email, status, batch_id, error, created_us, updated_us "  \
+              "FROM enrichment_jobs WHERE id = ?1")                                                \
+  X(EJOB_COUNT, "SELECT count(*) FROM enrichment_jobs WHERE ?1 IS NULL OR status = ?1")            \
+  X(EJOB_CLAIM, "UPDATE enrichment_jobs SET status = 'batched', batch_id = ?1, updated_us = ?2 "   \
+                "WHERE id IN (SELECT id FROM enrichment_jobs WHERE status = 'pending' "            \
+                "ORDER BY id LIMIT ?3)")                                                           \
+  X(EJOB_OF_BATCH, "SELECT id, subscriber_id, email, status, batch_id, error, created_us, "        \
+                   "updated_us FROM enrichment_jobs WHERE batch_id = ?1 ORDER BY id")              \
+  X(EJOB_RESULT, "UPDATE enrichment_jobs SET status = ?3, error = ?4, updated_us = ?5 "            \
+                 "WHERE batch_id = ?1 AND subscriber_id = ?2 AND status = 'batched'")              \
+  X(EJOB_FAIL_OPEN, "UPDATE enrichment_jobs SET status = 'failed', error = ?2, updated_us = ?3 "   \
+                    "WHERE batch_id = ?1 AND status = 'batched'")                                  \
+  X(EBATCH_INSERT, "INSERT INTO enrichment_batches(batch_id, workflow_id, status, n_jobs, "        \
+                   "created_us, updated_us) VALUES(?1, ?2, 'open', ?3, ?4, ?4)")                   \
+  X(EBATCH_GET, "SELECT batch_id, workflow_id, status, n_jobs, enrichment_id, error, created_us, " \
+                "updated_us FROM enrichment_batches WHERE batch_id = ?1")                          \
+  X(EBATCH_SUBMITTED, "UPDATE enrichment_batches SET status = 'submitted', enrichment_id = ?2, "   \
+                      "updated_us = ?3 WHERE batch_id = ?1")                                       \
+  X(EBATCH_CLOSE, "UPDATE enrichment_batches SET status = ?2, error = ?3, updated_us = ?4 "        \
+                  "WHERE batch_id = ?1")                                                           \
+  X(ETRACK_PUT, "INSERT INTO enrichment_tracker(enrichment_id, workflow_id, batch_id, "            \
+                "registered_us) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(enrichment_id) DO UPDATE SET "  \
+                "batch_id = excluded.batch_id, registered_us = excluded.registered_us "            \
+                "WHERE workflow_id = excluded.workflow_id")                                        \
+  X(ETRACK_GET, "SELECT workflow_id FROM enrichment_tracker WHERE enrichment_id = ?1")             \
+  X(ETRACK_DEL, "DELETE FROM enrichment_tracker WHERE enrichment_id = ?1")                         \
+  X(CRM_CLIENT_PUT,                                                                                \
+    "INSERT INTO crm_clients(client_id, name, email, status, created_by, created_us, updated_us) " \
+    "VALUES(?1, ?2, ?3, 'onboarding', ?4, ?5, ?5) ON CONFLICT(client_id) DO UPDATE SET "           \
+    "name = coalesce(excluded.name, name), email = coalesce(excluded.email, email), "              \
+    "created_by = coalesce(created_by, excluded.created_by), updated_us = excluded.updated_us")    \
+  X(CRM_CLIENT_STATUS,                                                                             \
+    "INSERT INTO crm_clients(client_id, status, created_us, updated_us, activated_us, "            \
+    "completed_us) VALUES(?1, ?2, ?3, ?3, CASE WHEN ?2 = 'active' THEN ?3 END, "                   \
+    "CASE WHEN ?2 = 'completed' THEN ?3 END) ON CONFLICT(client_id) DO UPDATE SET "                \
+    "status = excluded.status, updated_us = excluded.updated_us, "                                 \
+    "activated_us = coalesce(activated_us, excluded.activated_us), "                               \
+    "completed_us = coalesce(completed_us, excluded.completed_us)")                                \
+  X(CRM_CLIENT_GET, "SELECT client_id, name, email, status, created_by, created_us, updated_us, "  \
+                    "activated_us, completed_us FROM crm_clients WHERE client_id = ?1")            \
+  X(CRM_DELIV_SCHEDULE,                                                                            \
+    "INSERT INTO crm_deliverables(client_id, month, status, due_us, workflow_id, scheduled_us, "   \
+    "updated_us) VALUES(?1, ?2, 'scheduled', ?3, ?4, ?5, ?5) "                                     \
+    "ON CONFLICT(client_id, month) DO NOTHING")                                                    \
+  X(CRM_DELIV_GENERATED,                                                                           \
+    "INSERT INTO crm_deliverables(client_id, month, status, due_us, workflow_id, deliverable_id, " \
+    "scheduled_us, generated_us, updated_us) VALUES(?1, ?2, 'generated', ?3, ?4, ?5, ?6, ?6, ?6) " \
+    "ON CONFLICT(client_id, month) DO UPDATE SET deliverable_id = excluded.deliverable_id, "       \
+    "generated_us = excluded.generated_us, updated_us = excluded.updated_us, "                     \
+    "status = CASE WHEN status = 'scheduled' THEN 'generated' ELSE status END")                    \
+  X(CRM_DELIV_COMPLETED,                                                                           \
+    "INSERT INTO crm_deliverables(client_id, month, status, due_us, deliverable_id, title, "       \
+    "scheduled_us, completed_us, updated_us) VALUES(?1, ?2, 'completed', ?3, ?4, ?5, ?6, ?7, ?6) " \
+    "ON CONFLICT(client_id, month) DO UPDATE SET status = 'completed', "                           \
+    "deliverable_id = coalesce(excluded.deliverable_id, deliverable_id), "                         \
+    "title = coalesce(excluded.title, title), completed_us = excluded.completed_us, "              \
+    "updated_us = excluded.updated_us")                                                            \
+  X(CRM_DELIV_OVERDUE,                                                                             \
+    "INSERT INTO crm_deliverables(client_id, month, status, due_us, deliverable_id, title, "       \
+    "scheduled_us, updated_us) VALUES(?1, ?2, 'overdue', ?3, ?4, ?5, ?6, ?6) "                     \
+    "ON CONFLICT(client_id, month) DO UPDATE SET status = 'overdue', "                             \
+    "due_us = CASE WHEN excluded.due_us > 0 THEN excluded.due_us ELSE due_us END, "                \
+    "deliverable_id = coalesce(excluded.deliverable_id, deliverable_id), "                         \
+    "title = coalesce(excluded.title, title), updated_us = excluded.updated_us "                   \
+    "WHERE status <> 'completed'")                                                                 \
+  X(CRM_DELIV_GET, "SELECT client_id, month, status, due_us, deliverable_id, title, workflow_id, " \
+                   "scheduled_us, generated_us, completed_us, updated_us "                         \
+                   "FROM crm_deliverables WHERE client_id = ?1 AND month = ?2")                    \
+  X(CRM_PLAN_PUT,                                                                                  \
+    "INSERT INTO crm_business_plans(client_id, business_plan_id, status, error, workflow_id, "     \
+    "created_us, completed_us, updated_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, "                        \
+    "CASE WHEN ?3 = 'completed' THEN ?6 END, ?6) ON CONFLICT(client_id) DO UPDATE SET "            \
+    "business_plan_id = coalesce(excluded.business_plan_id, business_plan_id), "                   \
+    "status = excluded.status, error = excluded.error, "                                           \
+    "workflow_id = coalesce(excluded.workflow_id, workflow_id), "                                  \
+    "completed_us = coalesce(excluded.completed_us, completed_us), "                               \
+    "updated_us = excluded.updated_us")                                                            \
+  X(CRM_PLAN_PDF, "UPDATE crm_business_plans SET pdf_id = ?2, pdf_path = ?3, updated_us = ?4 "     \
+                  "WHERE client_id = ?1")                                                          \
+  X(CRM_PLAN_GET, "SELECT client_id, business_plan_id, status, pdf_id, pdf_path, error, "          \
+                  "workflow_id, created_us, completed_us, updated_us "                             \
+                  "FROM crm_business_plans WHERE client_id = ?1")                                  \
+  X(CRM_ACTIVITY_ADD, "INSERT INTO crm_activity(client_id, kind, description, user_id, "           \
+                      "workflow_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                        \
+  X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
+                       "FROM crm_activity WHERE client_id = ?1 ORDER BY id")
 
 typedef enum tb__store_stmt_id {
 #define TB__STMT_ENUM(name, sql) TB__ST_##name,

@@ -78,6 +78,12 @@ static tb_status check_headers(tb_store_t *st, const char *msg_id, const char *h
 
 tb_status tb_store_outbox_add(tb_store_t *st, const char *subject, const char *msg_id,
                               const void *data, size_t len, const char *headers_json) {
+  return tb_store_outbox_add_at(st, subject, msg_id, data, len, headers_json, 0);
+}
+
+tb_status tb_store_outbox_add_at(tb_store_t *st, const char *subject, const char *msg_id,
+                                 const void *data, size_t len, const char *headers_json,
+                                 int64_t not_before_us) {
   if (msg_id == NULL || msg_id[0] == '\0')
     return tb__fail(TB_ERR_INVALID, "outbox add to '%s': empty msg_id", subject ? subject : "");
   const char *bad = subject_problem(subject);
@@ -106,6 +112,7 @@ tb_status tb_store_outbox_add(tb_store_t *st, const char *subject, const char *m
   else
     sqlite3_bind_null(stmt, 4);
   sqlite3_bind_int64(stmt, 5, tb_wall_us());
+  sqlite3_bind_int64(stmt, 6, not_before_us > 0 ? not_before_us : 0);
   int rc = sqlite3_step(stmt);
   tb_status s = rc == SQLITE_DONE
                     ? TB_OK
@@ -207,6 +214,29 @@ tb_status tb_store_outbox_delete(tb_store_t *st, int64_t id) {
   tb_status s = rc == SQLITE_DONE
                     ? TB_OK
                     : tb__store_fail(st->db, rc, "outbox delete row %lld", (long long)id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_outbox_cancel(tb_store_t *st, const char *msg_id, int *dropped) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_CANCEL);
+  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "outbox cancel %s", msg_id);
+  if (s == TB_OK && dropped != NULL) *dropped = sqlite3_changes(st->db) > 0;
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_outbox_next_due(tb_store_t *st, int64_t *due_us) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_NEXT_DUE);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  *due_us = 0;
+  if (rc == SQLITE_ROW)
+    *due_us = sqlite3_column_int64(stmt, 0); /* NULL (empty table) reads as 0 */
+  else
+    s = tb__store_fail(st->db, rc, "outbox next due");
   tb__stmt_done(stmt);
   return s;
 }

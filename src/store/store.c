@@ -267,6 +267,17 @@ tb_status tb_store_release(tb_store_t *st) {
   return s;
 }
 
+tb_status tb_store_step_begin(tb_store_t *st) {
+  return exec_stmt(st, TB__ST_STEP_SAVEPOINT, "step savepoint");
+}
+
+tb_status tb_store_step_end(tb_store_t *st, int keep) {
+  if (keep) return exec_stmt(st, TB__ST_STEP_RELEASE, "release step savepoint");
+  tb_status s = exec_stmt(st, TB__ST_STEP_ROLLBACK_TO, "roll back step savepoint");
+  if (s == TB_OK) s = exec_stmt(st, TB__ST_STEP_RELEASE, "release step savepoint");
+  return s;
+}
+
 /* ROLLBACK TO leaves the savepoint open; it is released at once so that a batch with many failed
  * messages does not stack savepoints, and so that rollback_to ends the message like release. */
 tb_status tb_store_rollback_to(tb_store_t *st) {

@@ -49,6 +49,12 @@ tb_status tb_store_savepoint(tb_store_t *st);
 tb_status tb_store_release(tb_store_t *st);
 tb_status tb_store_rollback_to(tb_store_t *st);
 
+/* A savepoint nested in the message's: a workflow step's own writes, undone alone when the step
+ * fails while the failure's history row stays. step_end(st, 1) keeps them, step_end(st, 0) rolls
+ * them back; either ends the savepoint. */
+tb_status tb_store_step_begin(tb_store_t *st);
+tb_status tb_store_step_end(tb_store_t *st, int keep);
+
 /* *seen = 1 if a message with |msg_id| was already processed (applied or dead-lettered). */
 tb_status tb_store_is_processed(tb_store_t *st, const char *msg_id, int *seen);
 
@@ -128,6 +134,16 @@ tb_status tb_store_tier_stats(tb_store_t *st, const char *tier, tb_store_tier_st
 tb_status tb_store_outbox_add(tb_store_t *st, const char *subject, const char *msg_id,
                               const void *data, size_t len, const char *headers_json);
 
+/* tb_store_outbox_add for a row held back until |not_before_us| (wall clock; 0 = now): a durable
+ * timer. */
+tb_status tb_store_outbox_add_at(tb_store_t *st, const char *subject, const char *msg_id,
+                                 const void *data, size_t len, const char *headers_json,
+                                 int64_t not_before_us);
+
+/* Drops the row with |msg_id| if it is still waiting (a timer that is no longer wanted). *dropped
+ * (may be NULL) = 1 when a row was removed. */
+tb_status tb_store_outbox_cancel(tb_store_t *st, const char *msg_id, int *dropped);
+
 /* One outbox row, copied out of SQLite. */
 typedef struct tb_outbox_row {
   int64_t id; /* the row's key for delete and failed; ascending = oldest first */
@@ -158,6 +174,11 @@ tb_status tb_store_outbox_delete(tb_store_t *st, int64_t id);
  * an error (delivered by another relay). */
 tb_status tb_store_outbox_failed(tb_store_t *st, int64_t id, const char *error,
                                  int64_t retry_at_us);
+
+/* *due_us = the earliest time a row becomes due (wall clock; <= now when one is due already),
+ * or 0 when the outbox is empty. The relay sleeps until then rather than a whole interval, so
+ * that durable timers fire on time. */
+tb_status tb_store_outbox_next_due(tb_store_t *st, int64_t *due_us);
 
 /* *n = rows waiting in the outbox, due or not. */
 tb_status tb_store_outbox_count(tb_store_t *st, int64_t *n);

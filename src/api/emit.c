@@ -1,11 +1,12 @@
-/* tb_handler_emit: how a handler sends a follow-up message. It only writes an outbox row in the
- * handler's savepoint; the relay (engine/relay.c) publishes it after the batch commits. */
+/* tb_handler_emit: how a handler sends a follow-up message (declared in engine/handler.h, the
+ * handler contract). It only writes an outbox row in the handler's savepoint, so it lives here,
+ * below the handlers that call it; the relay (engine/relay.c) publishes the row after the batch
+ * commits. */
 #include <jansson.h>
 #include <stdlib.h>
 
 #include "core/status.h"
 #include "engine/handler.h"
-#include "engine/relay.h"
 
 /* The causing message's id and correlation id as a JSON header object, or NULL when there is no
  * message (a handler run outside the engine) or on out-of-memory (*oom set). Caller frees. */
@@ -33,12 +34,18 @@ nomem:
 
 tb_status tb_handler_emit(const tb_handler_ctx_t *ctx, const char *subject, const char *msg_id,
                           const void *data, size_t len) {
+  return tb_handler_emit_at(ctx, subject, msg_id, data, len, 0);
+}
+
+tb_status tb_handler_emit_at(const tb_handler_ctx_t *ctx, const char *subject, const char *msg_id,
+                             const void *data, size_t len, int64_t not_before_us) {
   if (ctx == NULL || ctx->store == NULL)
     return tb__fail(TB_ERR_INVALID, "emit '%s': no handler context", msg_id ? msg_id : "");
   int oom = 0;
   char *headers = cause_headers(ctx, &oom);
   if (oom) return tb__fail(TB_ERR_NOMEM, "emit '%s': headers", msg_id ? msg_id : "");
-  tb_status s = tb_store_outbox_add(ctx->store, subject, msg_id, data, len, headers);
+  tb_status s = tb_store_outbox_add_at(ctx->store, subject, msg_id, data, len, headers,
+                                       not_before_us);
   free(headers);
   if (s == TB_OK && ctx->emitted != NULL) *ctx->emitted = 1;
   return s;

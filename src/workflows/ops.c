@@ -1,0 +1,152 @@
+/* The ops domain: small general-purpose workflows and the shared activities (seed 004's
+ * send_email, log_event). Operators trigger them by hand (`tierbus trigger`), and they are the
+ * simplest way to see each step kind at work: a command with retries and a timeout, a wait for
+ * an event, a durable sleep. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/status.h"
+#include "store/store.h"
+#include "workflows/wf.h"
+
+/* ---------------------------------------------------------------- activities */
+
+/* log_event: appends "<workflow> <step>: <input.message>" to the activity log. */
+static tb_status log_event(tb_wf_run_t *run, json_t **result) {
+  const char *text = tb_wf_input_str(run, "message");
+  json_t *entry = json_pack("{s:s, s:s, s:s}", "workflow", run->name, "step", run->step, "message",
+                            text ? text : "");
+  char *json = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
+  json_decref(entry);
+  if (json == NULL) return tb__fail(TB_ERR_NOMEM, "log_event");
+  char msg_id[TB_ID_MAX + 80];
+  snprintf(msg_id, sizeof(msg_id), "%s:%s:%d", run->id, run->step, run->attempt);
+  tb_status s = tb_store_activity(run->ctx->store, msg_id, "workflow.log_event", run->tier, NULL,
+                                  run->id, json);
+  free(json);
+  *result = NULL;
+  return s;
+}
+
+/* The email command's input: to, template and subject from the workflow input. */
+static tb_status email_input(tb_wf_run_t *run, json_t **input) {
+  const char *to = tb_wf_input_str(run, "to");
+  if (to == NULL) return tb__fail(TB_ERR_INVALID, "send-email: input has no 'to' address");
+  const char *tpl = tb_wf_input_str(run, "template");
+  const char *subject = tb_wf_input_str(run, "subject");
+  *input = json_pack("{s:s, s:s, s:s}", "to", to, "template", tpl ? tpl : "notification",
+                     "subject", subject ? subject : "");
+  return *input ? TB_OK : tb__fail(TB_ERR_NOMEM, "send-email input");
+}
+
+/* The correlation key of the wait: input.enrichment_id. */
+static tb_status enrichment_key(tb_wf_run_t *run, char *key, size_t cap) {
+  const char *id = tb_wf_input_str(run, "enrichment_id");
+  if (id == NULL) return tb__fail(TB_ERR_INVALID, "await-enrichment: input has no enrichment_id");
+  snprintf(key, cap, "%s", id);
+  return TB_OK;
+}
+
+/* onError of every ops workflow: the failure goes to the activity log, where operators look. */
+static tb_status log_failure(tb_wf_run_t *run, const char *error) {
+  json_t *entry = json_pack("{s:s, s:s}", "workflow", run->name, "error", error);
+  char *json = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
+  json_decref(entry);
+  if (json == NULL) return tb__fail(TB_ERR_NOMEM, "log_failure");
+  char msg_id[TB_ID_MAX + 16];
+  snprintf(msg_id, sizeof(msg_id), "%s:on-error", run->id);
+  tb_status s = tb_store_activity(run->ctx->store, msg_id, "workflow.failed", run->tier, NULL,
+                                  run->id, json);
+  free(json);
+  return s;
+}
+
+/* ---------------------------------------------------------------- workflows */
+
+/* Retries suited to an interactive command: quick, few, on the seed's transient codes. */
+#define QUICK_RETRY                                                                                \
+  {                                                                                                \
+    .max_attempts = 3, .backoff = TB_BACKOFF_EXPONENTIAL, .initial_delay_ms = 200,                 \
+    .max_delay_ms = 2000, .retry_on = {429, 500, 502, 503, 504}, .n_retry_on = 5                   \
+  }
+
+static const tb_step_def_t send_email_steps[] = {
+    {.name = "send",
+     .kind = TB_STEP_COMMAND,
+     .description = "email.send with input.to, input.template, input.subject",
+     .timeout = "30s",
+     .timeout_field = "timeout",
+     .retry = QUICK_RETRY,
+     .service = "email",
+     .action = "send",
+     .input = email_input},
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t send_email = {
+    .name = "ops.send-email",
+    .domain = "ops",
+    .tier = "normal",
+    .description = "Send one email through the email service and log it (input: to, template, "
+                   "subject, message, timeout).",
+    .steps = send_email_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_step_def_t await_steps[] = {
+    {.name = "await",
+     .kind = TB_STEP_WAIT,
+     .description = "enrichment-complete for input.enrichment_id",
+     .timeout = "24h",
+     .timeout_field = "timeout",
+     .event = "enrichment-complete",
+     .key = enrichment_key},
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t await_enrichment = {
+    .name = "ops.await-enrichment",
+    .domain = "ops",
+    .tier = "normal",
+    .description = "Wait for the enrichment-complete of input.enrichment_id (timeout: "
+                   "input.timeout, default 24h), then log it.",
+    .steps = await_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_step_def_t sleep_steps[] = {
+    {.name = "nap",
+     .kind = TB_STEP_SLEEP,
+     .description = "a durable timer of input.duration",
+     .duration = "1s",
+     .timeout_field = "duration"},
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t sleep_wf = {
+    .name = "ops.sleep",
+    .domain = "ops",
+    .tier = "background",
+    .description = "Sleep input.duration (default 1s) on a durable timer, then log.",
+    .steps = sleep_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_workflow_def_t *const workflows[] = {&send_email, &await_enrichment, &sleep_wf};
+
+static const tb_activity_def_t activities[] = {
+    {"send_email", "shared", "command", "email.send: one email through the email service"},
+    {"log_event", "shared", "run", "append a line to the activity log"},
+};
+
+const tb_wf_domain_t tb__domain_ops = {
+    .name = "ops",
+    .workflows = workflows,
+    .n_workflows = (int)(sizeof(workflows) / sizeof(workflows[0])),
+    .activities = activities,
+    .n_activities = (int)(sizeof(activities) / sizeof(activities[0])),
+};

@@ -1,0 +1,706 @@
+/* The workflow runtime: runs one step per `workflow-step` message, inside the engine's batch
+ * transaction. The state machine of a run, per step:
+ *
+ *   ready --run/branch--> (ok: next step | failed: retry timer or onError)
+ *   ready --command/wait--> waiting --reply/event or timeout--> ok / failed
+ *   ready --sleep--> sleeping --timer--> ok
+ *
+ * Every transition bumps the run's seq, and every continuation carries the seq it was sent for;
+ * a continuation whose seq is not the run's current one is stale and does nothing. A timeout and
+ * the event it guards are sent as the same continuation (same seq, same message id): whichever
+ * is handled first decides, from the inbox in SQLite, whether the wait was answered. So a wait
+ * resolves exactly once however the two race, and a restart in between changes nothing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/publish.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "store/workflow.h"
+#include "tierbus/v1/command.pb-c.h"
+#include "workflows/handlers.h"
+#include "workflows/wf.h"
+
+/* A step without a timeout waits at most this long for its reply or event. */
+#define DEFAULT_TIMEOUT_MS (3600LL * 1000)
+
+static const char *const kind_names[] = {"run", "command", "wait", "sleep", "branch"};
+
+static int terminal(const char *status) {
+  return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+         strcmp(status, "cancelled") == 0;
+}
+
+/* One run being advanced by one message. */
+typedef struct stepper {
+  const tb_handler_ctx_t *ctx;
+  const tb_workflow_def_t *def;
+  tb_wf_row_t row;
+  json_t *data; /* parsed row.data, written back by save() */
+  tb_wf_run_t run;
+  const char *msg_id; /* the continuation being handled */
+} stepper_t;
+
+/* ---------------------------------------------------------------- helpers */
+
+/* The tier a definition runs on by default: its own when the config has it, else the last tier
+ * (the least urgent), so a deployment that renames tiers still runs every workflow. */
+static const char *def_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  if (def->tier != NULL && tb_config_tier_index(cfg, def->tier) >= 0) return def->tier;
+  return cfg->tiers[cfg->n_tiers - 1].name;
+}
+
+/* Publishes catalogue event |event| through the outbox: |payload| borrowed, due at |due_us|
+ * (0 = now). */
+static tb_status emit_event(const tb_handler_ctx_t *ctx, const char *event, const char *tier,
+                            const char *id, const json_t *payload, const char *workflow_id,
+                            const char *correlation_id, int64_t due_us) {
+  if (ctx->cat == NULL) return tb__fail(TB_ERR_INVALID, "emit %s: no catalogue in context", event);
+  tb_publish_req_t req = {
+      .event = event,
+      .payload = (json_t *)payload, /* read only */
+      .tier = tier,
+      .id = id,
+      .correlation_id = correlation_id,
+      .workflow_id = workflow_id,
+      .source = "tierbus-workflow",
+      .occurred_at_us = due_us,
+  };
+  tb_prepared_t p;
+  tb_status s = tb_publish_prepare(ctx->cfg, ctx->cat, &req, &p);
+  if (s != TB_OK) return s;
+  s = tb_handler_emit_at(ctx, p.subject, p.id, p.buf, p.len, due_us);
+  tb_prepared_free(&p);
+  return s;
+}
+
+/* The continuation message id for (run, seq): shared by a timeout and the event it guards. */
+static void cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
+  snprintf(buf, cap, "wf:%s:%lld", wf_id, (long long)seq);
+}
+
+/* Sends the continuation for the run's current seq, due at |due_us| (0 = now). */
+static tb_status continue_at(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row, const char *cause,
+                             int64_t due_us) {
+  char id[TB_ID_MAX + 32];
+  cont_id(row->id, row->seq, id, sizeof(id));
+  json_t *payload = json_pack("{s:s, s:I, s:s}", "workflow_id", row->id, "seq",
+                              (json_int_t)row->seq, "cause", cause);
+  if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: continuation", row->id);
+  tb_status s = emit_event(ctx, "workflow-step", row->tier, id, payload, row->id,
+                           row->correlation_id, due_us);
+  json_decref(payload);
+  return s;
+}
+
+static tb_status save(stepper_t *sp) {
+  char *text = json_dumps(sp->data, JSON_COMPACT);
+  if (text == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: rendering data", sp->row.id);
+  free(sp->row.data);
+  sp->row.data = text;
+  return tb_store_wf_update(sp->ctx->store, &sp->row);
+}
+
+static const tb_step_def_t *cur_step(const stepper_t *sp) {
+  return sp->row.step < sp->def->n_steps ? &sp->def->steps[sp->row.step] : NULL;
+}
+
+/* Resolves a step's timeout (or a sleep's duration): the input override, then the definition,
+ * then the default. A bad duration text is a permanent failure naming the step. */
+static tb_status step_duration(stepper_t *sp, const tb_step_def_t *st, int64_t *ms) {
+  const char *text = st->kind == TB_STEP_SLEEP ? st->duration : st->timeout;
+  const char *from = "definition";
+  if (st->timeout_field != NULL) {
+    const char *o = tb_wf_input_str(&sp->run, st->timeout_field);
+    if (o != NULL) {
+      text = o;
+      from = st->timeout_field;
+    }
+  }
+  if (text == NULL) {
+    *ms = DEFAULT_TIMEOUT_MS;
+    return TB_OK;
+  }
+  if (tb_duration_parse_ms(text, ms) != TB_OK)
+    return tb__fail(TB_ERR_INVALID, "step %s: %s duration '%s' is not a duration", st->name, from,
+                    text);
+  return TB_OK;
+}
+
+static tb_status hist_start(stepper_t *sp, const tb_step_def_t *st, const char *status,
+                            const char *detail) {
+  tb_wf_hist_t h = {.step = sp->row.step,
+                    .name = st->name,
+                    .kind = kind_names[st->kind],
+                    .attempt = sp->row.attempt,
+                    .status = status,
+                    .detail = detail,
+                    .tier = sp->ctx->tier,
+                    .msg_id = sp->msg_id};
+  return tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &sp->row.hist_id);
+}
+
+/* ---------------------------------------------------------------- transitions */
+
+static tb_status run_on_error(stepper_t *sp, const char *error) {
+  if (sp->def->on_error == NULL) return TB_OK;
+  tb_wf_hist_t h = {.step = sp->row.step,
+                    .name = "onError",
+                    .kind = "on-error",
+                    .attempt = 1,
+                    .status = "started",
+                    .tier = sp->ctx->tier,
+                    .msg_id = sp->msg_id};
+  int64_t hid = 0;
+  tb_status s = tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &hid);
+  if (s != TB_OK) return s;
+  /* onError's own writes must not be lost with the failure record, nor may its failure undo the
+   * record: it runs and is recorded, never raised. */
+  tb__clear_detail();
+  tb_status es = sp->def->on_error(&sp->run, error);
+  return tb_store_wf_hist_end(sp->ctx->store, hid, es == TB_OK ? "ok" : "failed", 0, NULL, NULL,
+                              es == TB_OK ? NULL : tb_errdetail());
+}
+
+static tb_status fail_run(stepper_t *sp, const char *error) {
+  snprintf(sp->row.status, sizeof(sp->row.status), "failed");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "done");
+  free(sp->row.error);
+  sp->row.error = strdup(error);
+  sp->row.finished_us = tb_wall_us();
+  tb_status s = tb_store_wf_wait_drop_all(sp->ctx->store, sp->row.id);
+  if (s == TB_OK) s = run_on_error(sp, error);
+  if (s == TB_OK) s = save(sp);
+  TB_LOG(TB_LOG_INFO, "workflow", "%s (%s) failed: %s", sp->row.id, sp->def->name, error);
+  return s;
+}
+
+/* Moves to step |next| (attempt 1) and sends its continuation, or completes the run. */
+static tb_status advance_to(stepper_t *sp, int next) {
+  sp->row.step = next;
+  sp->row.attempt = 1;
+  sp->row.hist_id = 0;
+  if (next >= sp->def->n_steps) {
+    snprintf(sp->row.status, sizeof(sp->row.status), "completed");
+    snprintf(sp->row.step_state, sizeof(sp->row.step_state), "done");
+    sp->row.finished_us = tb_wall_us();
+    return save(sp);
+  }
+  snprintf(sp->row.status, sizeof(sp->row.status), "running");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+  tb_status s = save(sp);
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "next", 0);
+  return s;
+}
+
+/* The current step succeeded with |result| (stolen; NULL = none). */
+static tb_status step_ok(stepper_t *sp, json_t *result, const char *detail) {
+  const tb_step_def_t *st = cur_step(sp);
+  char *text = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  tb_status s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, text, NULL);
+  free(text);
+  json_t *steps = json_object_get(sp->data, "steps");
+  if (s == TB_OK && json_object_set_new(steps, st->name, result ? result : json_null()) != 0)
+    s = tb__fail(TB_ERR_NOMEM, "workflow %s: step result", sp->row.id);
+  else
+    result = NULL;
+  json_decref(result);
+  if (s != TB_OK) return s;
+  return advance_to(sp, sp->row.step + 1);
+}
+
+/* The current attempt failed: retry per the step's policy, go on (optional step), or fail the
+ * run. |permanent| skips the policy (a failure that can never succeed). */
+static tb_status step_failed(stepper_t *sp, int code, const char *error, int permanent,
+                             const char *status) {
+  const tb_step_def_t *st = cur_step(sp);
+  tb_retry_policy_t pol = st->retry;
+  if (pol.max_attempts < 1) pol.max_attempts = 1;
+  tb_retry_decision_t d = {0};
+  if (!permanent) d = tb_retry_decide(&pol, sp->row.attempt, code);
+  char detail[160];
+  if (d.retry)
+    snprintf(detail, sizeof(detail), "retry %d of %d in %lld ms", sp->row.attempt + 1,
+             pol.max_attempts, (long long)d.delay_ms);
+  else
+    snprintf(detail, sizeof(detail), "%s", permanent ? "permanent failure" : d.reason);
+  tb_status s =
+      tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, status, code, detail, NULL, error);
+  if (s != TB_OK) return s;
+  tb_store_wf_wait_drop_all(sp->ctx->store, sp->row.id);
+  if (d.retry) {
+    sp->row.attempt++;
+    sp->row.hist_id = 0;
+    snprintf(sp->row.status, sizeof(sp->row.status), "running");
+    snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+    s = save(sp);
+    if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "retry", tb_wall_us() + d.delay_ms * 1000);
+    return s;
+  }
+  if (st->optional) {
+    /* A hook never fails its caller: the failure stays in the history, the run goes on. */
+    json_t *steps = json_object_get(sp->data, "steps");
+    json_object_set_new(steps, st->name, json_pack("{s:s, s:i}", "error", error, "code", code));
+    return advance_to(sp, sp->row.step + 1);
+  }
+  char why[512];
+  snprintf(why, sizeof(why), "step %s: %s", st->name, error);
+  return fail_run(sp, why);
+}
+
+/* Puts the run into waiting/sleeping until the continuation for the new seq (sent at |due_us|)
+ * or, for a wait, the event. */
+static tb_status park(stepper_t *sp, const char *state, int64_t due_us, const char *cause) {
+  snprintf(sp->row.status, sizeof(sp->row.status), "%s",
+           strcmp(state, "sleeping") == 0 ? "sleeping" : "waiting");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "%s", state);
+  tb_status s = save(sp);
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, cause, due_us);
+  return s;
+}
+
+static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
+  json_t *input = NULL;
+  tb__clear_detail();
+  tb_status s = st->input ? st->input(&sp->run, &input) : TB_OK;
+  if (s != TB_OK) return step_failed(sp, 0, tb_errdetail(), s == TB_ERR_INVALID, "failed");
+  char *input_text = json_dumps(input ? input : json_object(), JSON_COMPACT);
+  json_decref(input);
+  if (input_text == NULL) return tb__fail(TB_ERR_NOMEM, "command input");
+
+  char cmd_id[TB_ID_MAX + 96], subject[200];
+  snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d", sp->row.id, st->name, sp->row.attempt);
+  snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", st->service, st->action);
+  int64_t deadline = tb_wall_us() + timeout_ms * 1000;
+  Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;
+  cmd.command_id = cmd_id;
+  cmd.workflow_id = sp->row.id;
+  cmd.step = (char *)st->name;
+  cmd.attempt = (uint32_t)sp->row.attempt;
+  cmd.service = (char *)st->service;
+  cmd.action = (char *)st->action;
+  cmd.reply_tier = sp->row.tier;
+  cmd.input_json = input_text;
+  cmd.deadline_at_us = deadline;
+  cmd.correlation_id = sp->row.correlation_id;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  s = tb_codec_pack(&cmd.base, &buf, &len);
+  free(input_text);
+  if (s == TB_OK) s = tb_handler_emit(sp->ctx, subject, cmd_id, buf, len);
+  free(buf);
+  if (s == TB_OK) s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, "command-reply",
+                                           cmd_id, deadline);
+  if (s == TB_OK) s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject,
+                                           NULL, NULL);
+  if (s != TB_OK) return s;
+  return park(sp, "waiting", deadline, "timeout");
+}
+
+/* Resumes a waiting step from what its seq received: a reply or event in the inbox, or nothing
+ * (the timeout). |seq| is the seq the wait was registered under. */
+static tb_status resume(stepper_t *sp, int64_t seq) {
+  const tb_step_def_t *st = cur_step(sp);
+  char *payload = NULL;
+  int code = 0, found = 0;
+  tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
+  if (s != TB_OK) return s;
+  if (!found) {
+    tb_store_wf_wait_drop(sp->ctx->store, sp->row.id, seq);
+    char err[160];
+    snprintf(err, sizeof(err), "timed out waiting for %s",
+             st->kind == TB_STEP_COMMAND ? "the command's reply" : st->event);
+    return step_failed(sp, 0, err, 0, "timeout");
+  }
+  json_error_t jerr;
+  json_t *body = payload ? json_loads(payload, 0, &jerr) : json_object();
+  free(payload);
+  if (body == NULL) return step_failed(sp, 0, "unreadable inbox payload", 1, "failed");
+  if (st->kind == TB_STEP_COMMAND) {
+    /* body is the CommandReply as JSON */
+    if (code >= 200 && code < 300) {
+      const char *rj = json_string_value(json_object_get(body, "result_json"));
+      json_t *result = rj && rj[0] ? json_loads(rj, 0, &jerr) : json_object();
+      json_decref(body);
+      if (result == NULL) return step_failed(sp, code, "reply result_json is not JSON", 1, "failed");
+      return step_ok(sp, result, "reply");
+    }
+    const char *e = json_string_value(json_object_get(body, "error"));
+    char err[300];
+    snprintf(err, sizeof(err), "status %d: %s", code, e && e[0] ? e : "command failed");
+    json_decref(body);
+    return step_failed(sp, code, err, 0, "failed");
+  }
+  return step_ok(sp, body, "event");
+}
+
+static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
+  char key[TB_ID_MAX];
+  key[0] = '\0';
+  tb__clear_detail();
+  tb_status s = st->key ? st->key(&sp->run, key, sizeof(key)) : TB_OK;
+  if (s != TB_OK || key[0] == '\0')
+    return step_failed(sp, 0, s != TB_OK ? tb_errdetail() : "empty correlation key", 1, "failed");
+  /* An event that arrived before the wait started is in the inbox: take it now. */
+  int found = 0;
+  s = tb_store_wf_inbox_claim(sp->ctx->store, st->event, key, sp->row.id, sp->row.seq, &found);
+  if (s != TB_OK) return s;
+  char detail[TB_ID_MAX + 80];
+  snprintf(detail, sizeof(detail), "%s key %s%s", st->event, key, found ? " (arrived early)" : "");
+  if (found) {
+    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+    if (s == TB_OK) {
+      s = hist_start(sp, st, "started", "resumed by an early event");
+      if (s == TB_OK) s = resume(sp, sp->row.seq);
+    }
+    return s;
+  }
+  int64_t deadline = tb_wall_us() + timeout_ms * 1000;
+  s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, st->event, key, deadline);
+  if (s == TB_OK)
+    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+  if (s != TB_OK) return s;
+  return park(sp, "waiting", deadline, "timeout");
+}
+
+/* Runs the current step from the start (state ready). Skipped steps are passed inline: they do
+ * nothing, so they need no message of their own. */
+static tb_status execute(stepper_t *sp) {
+  for (;;) {
+    const tb_step_def_t *st = cur_step(sp);
+    if (st == NULL) return advance_to(sp, sp->def->n_steps);
+    sp->run.step = st->name;
+    sp->run.attempt = sp->row.attempt;
+    if (st->when != NULL && !st->when(&sp->run)) {
+      tb_status s = hist_start(sp, st, "skipped", "condition not met");
+      if (s != TB_OK) return s;
+      sp->row.step++;
+      sp->row.attempt = 1;
+      continue;
+    }
+    tb_status s = hist_start(sp, st, "started", NULL);
+    if (s != TB_OK) return s;
+    int64_t ms = 0;
+    if (st->kind == TB_STEP_COMMAND || st->kind == TB_STEP_WAIT || st->kind == TB_STEP_SLEEP) {
+      if (step_duration(sp, st, &ms) != TB_OK) return step_failed(sp, 0, tb_errdetail(), 1, "failed");
+    }
+    switch (st->kind) {
+    case TB_STEP_RUN: {
+      json_t *result = NULL;
+      sp->run.fail_code = 0;
+      tb__clear_detail();
+      /* A failed attempt's own writes are undone; its history row (written before) stays. */
+      s = tb_store_step_begin(sp->ctx->store);
+      if (s != TB_OK) return s;
+      tb_status rs = st->run(&sp->run, &result);
+      char err[512];
+      snprintf(err, sizeof(err), "%s", tb_errdetail()[0] ? tb_errdetail() : tb_strerror(rs));
+      s = tb_store_step_end(sp->ctx->store, rs == TB_OK);
+      if (s != TB_OK) {
+        json_decref(result);
+        return s;
+      }
+      s = rs;
+      if (s == TB_OK) return step_ok(sp, result, NULL);
+      json_decref(result);
+      if (s == TB_ERR_STORE || s == TB_ERR_BUSY || s == TB_ERR_NOMEM) {
+        tb__fail(s, "%s", err); /* the message is retried with the tier's backoff */
+        return s;
+      }
+      return step_failed(sp, sp->run.fail_code, err, s == TB_ERR_INVALID, "failed");
+    }
+    case TB_STEP_BRANCH: {
+      const char *to = st->branch(&sp->run);
+      int next = sp->row.step + 1;
+      if (to != NULL) {
+        next = -1;
+        for (int i = 0; i < sp->def->n_steps; i++)
+          if (strcmp(sp->def->steps[i].name, to) == 0) next = i;
+        if (next < 0) {
+          char err[200];
+          snprintf(err, sizeof(err), "branch to unknown step '%s'", to);
+          return step_failed(sp, 0, err, 1, "failed");
+        }
+      }
+      char detail[160];
+      snprintf(detail, sizeof(detail), "go to %s",
+               next < sp->def->n_steps ? sp->def->steps[next].name : "end");
+      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, NULL, NULL);
+      if (s != TB_OK) return s;
+      return advance_to(sp, next);
+    }
+    case TB_STEP_SLEEP: {
+      char detail[64];
+      snprintf(detail, sizeof(detail), "%lld ms", (long long)ms);
+      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "sleeping", 0, detail, NULL, NULL);
+      if (s != TB_OK) return s;
+      return park(sp, "sleeping", tb_wall_us() + ms * 1000, "timer");
+    }
+    case TB_STEP_COMMAND:
+      return start_command(sp, st, ms);
+    case TB_STEP_WAIT:
+      return start_wait(sp, st, ms);
+    }
+    return tb__fail(TB_ERR_INVALID, "step %s: unknown kind %d", st->name, (int)st->kind);
+  }
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id, int *found) {
+  memset(sp, 0, sizeof(*sp));
+  sp->ctx = ctx;
+  sp->msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
+  tb_status s = tb_store_wf_get(ctx->store, id, &sp->row, found);
+  if (s != TB_OK || !*found) return s;
+  sp->def = tb_wf_find(sp->row.name);
+  if (sp->def == NULL)
+    return tb__fail(TB_ERR_INVALID, "workflow %s: definition '%s' is not registered", id,
+                    sp->row.name);
+  json_error_t jerr;
+  sp->data = json_loads(sp->row.data, 0, &jerr);
+  if (sp->data == NULL || !json_is_object(json_object_get(sp->data, "steps")))
+    return tb__fail(TB_ERR_INVALID, "workflow %s: stored data is not a workflow object", id);
+  sp->run = (tb_wf_run_t){.ctx = ctx,
+                          .id = sp->row.id,
+                          .name = sp->row.name,
+                          .tier = sp->row.tier,
+                          .attempt = sp->row.attempt,
+                          .data = sp->data};
+  return TB_OK;
+}
+
+static void unload(stepper_t *sp) {
+  json_decref(sp->data);
+  tb_store_wf_row_clear(&sp->row);
+}
+
+tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
+  const ProtobufCMessage *m = ctx->msg->payload;
+  if (m == NULL || m->descriptor != &tierbus__v1__workflow_step__descriptor)
+    return tb__fail(TB_ERR_INVALID, "workflow-step: payload is not a WorkflowStep");
+  const Tierbus__V1__WorkflowStep *ws = (const Tierbus__V1__WorkflowStep *)m;
+  if (ws->workflow_id == NULL || ws->workflow_id[0] == '\0')
+    return tb__fail(TB_ERR_INVALID, "workflow-step: empty workflow_id");
+  stepper_t sp;
+  int found = 0;
+  tb_status s = load(&sp, ctx, ws->workflow_id, &found);
+  if (s == TB_OK && !found)
+    s = tb__fail(TB_ERR_INVALID, "workflow-step: no workflow '%s'", ws->workflow_id);
+  if (s != TB_OK || terminal(sp.row.status) || (int64_t)ws->seq != sp.row.seq) {
+    /* Finished, cancelled, or superseded (the other side of a timeout/event race): nothing to
+     * do, and nothing to retry. */
+    unload(&sp);
+    return s;
+  }
+  int64_t seq = sp.row.seq++;
+  if (strcmp(sp.row.step_state, "ready") == 0) {
+    s = execute(&sp);
+  } else if (strcmp(sp.row.step_state, "waiting") == 0) {
+    s = hist_start(&sp, cur_step(&sp), "started", ws->cause);
+    if (s == TB_OK) s = resume(&sp, seq);
+  } else if (strcmp(sp.row.step_state, "sleeping") == 0) {
+    s = step_ok(&sp, NULL, "timer");
+  } else {
+    s = tb__fail(TB_ERR_INVALID, "workflow %s: step state '%s'", sp.row.id, sp.row.step_state);
+  }
+  unload(&sp);
+  return s;
+}
+
+tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
+  const tb_decoded_t *m = ctx->msg;
+  const char *event = m->def->name;
+  const char *field = tb_wf_resume_key_field(event);
+  if (field == NULL) return tb__fail(TB_ERR_INVALID, "%s resumes no workflow step", event);
+  const char *key = tb_codec_get_string(m->payload, field);
+  if (key == NULL) return tb__fail(TB_ERR_INVALID, "%s: empty %s, nothing to resume", event, field);
+  json_t *obj = NULL;
+  tb_status s = tb_codec_payload_to_json(m->payload, &obj);
+  if (s != TB_OK) return s;
+  int code = (int)json_integer_value(json_object_get(obj, "status_code"));
+  char *text = json_dumps(obj, JSON_COMPACT);
+  json_decref(obj);
+  if (text == NULL) return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
+
+  char wf_id[TB_ID_MAX];
+  int64_t seq = 0;
+  int found = 0;
+  s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
+  if (s == TB_OK)
+    s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code,
+                              found ? wf_id : NULL, seq, NULL);
+  free(text);
+  if (s == TB_OK) s = tb__handle_activity(ctx);
+  if (s != TB_OK || !found) return s; /* no wait yet: the inbox keeps it for the wait to come */
+
+  /* Resume on the workflow's own tier, whatever tier the event came on; the pending timeout has
+   * the same message id, so it is replaced, not doubled. */
+  tb_wf_row_t row;
+  int have = 0;
+  s = tb_store_wf_get(ctx->store, wf_id, &row, &have);
+  if (s == TB_OK && have && !terminal(row.status) && row.seq == seq) {
+    char id[TB_ID_MAX + 32];
+    cont_id(wf_id, seq, id, sizeof(id));
+    s = tb_store_outbox_cancel(ctx->store, id, NULL);
+    if (s == TB_OK) s = continue_at(ctx, &row, "event", 0);
+  }
+  if (have) tb_store_wf_row_clear(&row);
+  return s;
+}
+
+tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
+                      const char *tier, const json_t *input, const char *correlation_id,
+                      char *id_out, size_t id_cap, int *started) {
+  *started = 0;
+  tb_wf_row_t row;
+  memset(&row, 0, sizeof(row));
+  const char *msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
+  if (id != NULL && id[0] != '\0')
+    snprintf(row.id, sizeof(row.id), "%s", id);
+  else if (msg_id != NULL)
+    snprintf(row.id, sizeof(row.id), "%s:%s", def->name, msg_id);
+  else
+    return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
+  if (tier == NULL || tier[0] == '\0') tier = def_tier(ctx->cfg, def);
+  if (tb_config_tier_index(ctx->cfg, tier) < 0)
+    return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  snprintf(row.name, sizeof(row.name), "%s", def->name);
+  snprintf(row.domain, sizeof(row.domain), "%s", def->domain);
+  snprintf(row.tier, sizeof(row.tier), "%s", tier);
+  snprintf(row.status, sizeof(row.status), "running");
+  snprintf(row.step_state, sizeof(row.step_state), "ready");
+  row.attempt = 1;
+  row.seq = 1;
+  snprintf(row.correlation_id, sizeof(row.correlation_id), "%s",
+           correlation_id ? correlation_id : "");
+  snprintf(row.cause_msg_id, sizeof(row.cause_msg_id), "%s", msg_id ? msg_id : "");
+  json_t *data = json_pack("{s:O, s:{}}", "input", input ? (json_t *)input : json_object(),
+                           "steps");
+  row.data = data ? json_dumps(data, JSON_COMPACT) : NULL;
+  json_decref(data);
+  if (row.data == NULL) return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
+  tb_status s = tb_store_wf_insert(ctx->store, &row, started);
+  if (s == TB_OK && *started) s = continue_at(ctx, &row, "start", 0);
+  if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
+  free(row.data);
+  return s;
+}
+
+tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
+  const ProtobufCMessage *m = ctx->msg->payload;
+  if (m == NULL || m->descriptor != &tierbus__v1__execute_workflow__descriptor)
+    return tb__fail(TB_ERR_INVALID, "execute-workflow: payload is not an ExecuteWorkflow");
+  const Tierbus__V1__ExecuteWorkflow *ew = (const Tierbus__V1__ExecuteWorkflow *)m;
+  const tb_workflow_def_t *def = tb_wf_find(ew->workflow_type);
+  if (def == NULL)
+    return tb__fail(TB_ERR_INVALID, "execute-workflow: no workflow '%s' is registered",
+                    ew->workflow_type ? ew->workflow_type : "");
+  json_t *input = NULL;
+  if (ew->args_json != NULL && ew->args_json[0] != '\0') {
+    json_error_t jerr;
+    input = json_loads(ew->args_json, JSON_DECODE_ANY, &jerr);
+    if (input == NULL)
+      return tb__fail(TB_ERR_INVALID, "execute-workflow %s: args_json: %s (line %d, column %d)",
+                      def->name, jerr.text, jerr.line, jerr.column);
+    if (!json_is_object(input)) { /* seed 000 passes an argument array */
+      json_t *wrapped = json_pack("{s:o}", "args", input);
+      input = wrapped;
+    }
+  }
+  /* The tier the request came on is the priority it asked for (trigger --priority publishes
+   * there); an explicit field wins. */
+  const char *tier = ew->priority && ew->priority[0] ? ew->priority : ctx->tier;
+  int started = 0;
+  tb_status s = tb_wf_start(ctx, def, ew->workflow_id, tier, input, ctx->msg->env->correlation_id,
+                            NULL, 0, &started);
+  json_decref(input);
+  return s;
+}
+
+tb_status tb__handle_wf_trigger(const tb_handler_ctx_t *ctx) {
+  tb_status s = tb__handle_activity(ctx);
+  if (s != TB_OK) return s;
+  const char *event = ctx->msg->def->name;
+  json_t *payload = NULL;
+  int n_domains = 0;
+  const tb_wf_domain_t *const *domains = tb_wf_domains(&n_domains);
+  for (int d = 0; d < n_domains && s == TB_OK; d++) {
+    for (int i = 0; i < domains[d]->n_workflows && s == TB_OK; i++) {
+      const tb_workflow_def_t *def = domains[d]->workflows[i];
+      if (def->trigger_event == NULL || strcmp(def->trigger_event, event) != 0) continue;
+      if (payload == NULL && (s = tb_codec_payload_to_json(ctx->msg->payload, &payload)) != TB_OK)
+        break;
+      if (def->should_start != NULL && !def->should_start(payload)) continue;
+      json_t *input = def->trigger_input ? def->trigger_input(payload) : json_incref(payload);
+      if (input == NULL) {
+        s = tb__fail(TB_ERR_NOMEM, "%s: input for %s", event, def->name);
+        break;
+      }
+      int started = 0;
+      /* The event's tier carries its publisher's priority into every step. */
+      s = tb_wf_start(ctx, def, NULL, ctx->tier, input, ctx->msg->env->correlation_id, NULL, 0,
+                      &started);
+      json_decref(input);
+    }
+  }
+  json_decref(payload);
+  return s;
+}
+
+/* ---------------------------------------------------------------- step helpers */
+
+const char *tb_wf_input_str(tb_wf_run_t *run, const char *field) {
+  json_t *v = json_object_get(json_object_get(run->data, "input"), field);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+json_t *tb_wf_step_result(tb_wf_run_t *run, const char *step) {
+  return json_object_get(json_object_get(run->data, "steps"), step);
+}
+
+tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier,
+                           const json_t *payload) {
+  char id[TB_ID_MAX + 160];
+  snprintf(id, sizeof(id), "%s:%s:%d:%s", run->id, run->step ? run->step : "", run->attempt, event);
+  const char *corr = run->ctx->msg && run->ctx->msg->env ? run->ctx->msg->env->correlation_id : NULL;
+  return emit_event(run->ctx, event, tier, id, payload, run->id, corr, 0);
+}
+
+/* ---------------------------------------------------------------- cancel */
+
+tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
+  tb_status s = tb_store_begin(store);
+  if (s != TB_OK) return s;
+  tb_wf_row_t row;
+  int found = 0;
+  s = tb_store_wf_get(store, id, &row, &found);
+  if (s == TB_OK && !found) s = tb__fail(TB_ERR_NOT_FOUND, "no workflow '%s'", id);
+  if (s == TB_OK && terminal(row.status))
+    s = tb__fail(TB_ERR_INVALID, "workflow '%s' is already %s", id, row.status);
+  if (s == TB_OK) {
+    const char *why = reason && reason[0] ? reason : "cancelled";
+    snprintf(row.status, sizeof(row.status), "cancelled");
+    snprintf(row.step_state, sizeof(row.step_state), "done");
+    free(row.error);
+    row.error = strdup(why);
+    row.finished_us = tb_wall_us();
+    s = tb_store_wf_update(store, &row);
+    if (s == TB_OK) s = tb_store_wf_wait_drop_all(store, id);
+    /* Queued continuations and timers ("wf:<id>:"), and commands not yet sent ("<id>:"). */
+    char prefix[TB_ID_MAX + 8];
+    snprintf(prefix, sizeof(prefix), "wf:%s:", id);
+    if (s == TB_OK) s = tb_store_outbox_cancel_prefix(store, prefix, NULL);
+    snprintf(prefix, sizeof(prefix), "%s:", id);
+    if (s == TB_OK) s = tb_store_outbox_cancel_prefix(store, prefix, NULL);
+    tb_wf_hist_t h = {.step = row.step, .name = "cancel", .kind = "cancel", .attempt = 1,
+                      .status = "cancelled", .detail = why, .ended_us = tb_wall_us()};
+    if (s == TB_OK) s = tb_store_wf_hist_add(store, id, &h, NULL);
+  }
+  if (found) tb_store_wf_row_clear(&row);
+  if (s == TB_OK) return tb_store_commit(store);
+  tb_store_rollback(store);
+  return s;
+}

@@ -1,0 +1,191 @@
+/* Durable workflows (seed 003, seed 004): definitions in C, one domain per file, run step by step
+ * by src/workflows/runtime.c. Every step runs as one `workflow-step` message on the workflow's
+ * tier, inside the engine's batch transaction, so a step's state change, its history row and its
+ * follow-up messages (the next continuation, a command, a timer) commit together or not at all.
+ *
+ * State lives in SQLite (store/workflow.h): the workflow row (status, current step, attempt,
+ * data), one history row per step attempt, waits, and the event inbox. Timers are outbox rows
+ * held back until their due time, so they survive a restart of every process.
+ *
+ * The workflow's data is one JSON object: {"input": <trigger input>, "steps": {<step name>:
+ * <result>, ...}}. A step reads it through tb_wf_data() and its result lands under "steps". */
+#ifndef TB_WORKFLOWS_WF_H
+#define TB_WORKFLOWS_WF_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "engine/handler.h"
+#include "workflows/retry.h"
+
+typedef enum tb_step_kind {
+  TB_STEP_RUN = 0,     /* a C function acting on tierbus's own state, inside the transaction */
+  TB_STEP_COMMAND = 1, /* publish tb.cmd.<service>.<action>, then wait for the command-reply */
+  TB_STEP_WAIT = 2,    /* wait for an event type matched by a correlation key, with a timeout */
+  TB_STEP_SLEEP = 3,   /* a durable timer */
+  TB_STEP_BRANCH = 4,  /* a condition on the data: jump to a named step */
+} tb_step_kind;
+
+/* The running workflow as a step function sees it. Borrowed by step functions; valid for the
+ * call only. */
+typedef struct tb_wf_run {
+  const tb_handler_ctx_t *ctx; /* store, config, catalogue, the message being handled */
+  const char *id;              /* workflow id */
+  const char *name;            /* definition name */
+  const char *tier;            /* the tier its continuations run on */
+  const char *step;            /* current step name */
+  int attempt;                 /* attempt of the current step, 1-based */
+  json_t *data;                /* the workflow's data (borrowed; a step may add to "input") */
+  /* A run step that fails sets these (status code for retryOn; 0 = no code). */
+  int fail_code;
+} tb_wf_run_t;
+
+/* run: acts on tierbus's state through run->ctx->store. On success returns TB_OK and sets
+ * *result to a new reference (or NULL for no result). On failure returns a status with the
+ * detail set by tb__fail() and optionally run->fail_code; TB_ERR_INVALID is permanent (never
+ * retried), anything else follows the step's retry policy. */
+typedef tb_status (*tb_step_fn)(tb_wf_run_t *run, json_t **result);
+
+/* command: the action's input object (new reference). Failing here fails the attempt. */
+typedef tb_status (*tb_input_fn)(tb_wf_run_t *run, json_t **input);
+
+/* wait: the correlation key to match (written to |key|, NUL-terminated). */
+typedef tb_status (*tb_key_fn)(tb_wf_run_t *run, char *key, size_t cap);
+
+/* branch: the name of the step to go to, or NULL for the next step in order. A name that is not
+ * a step of the workflow fails it. */
+typedef const char *(*tb_branch_fn)(tb_wf_run_t *run);
+
+/* A step skipped when this returns 0 (conditional steps; NULL = always run). */
+typedef int (*tb_when_fn)(tb_wf_run_t *run);
+
+typedef struct tb_step_def {
+  const char *name; /* unique in the workflow; the key of its result in data.steps */
+  tb_step_kind kind;
+  const char *description;
+  /* How long the step may take: a command's or a wait's wait for its reply or event, a run
+   * step's... nothing (it runs inside one delivery: the tier's timeout bounds it). "24h", "30m",
+   * "60s"; NULL = the runtime default (1h). */
+  const char *timeout;
+  /* Name of an input field that, when the workflow's input has it, overrides |timeout| (or a
+   * sleep's |duration|) for this run: "timeout" lets `trigger --json-input '{"timeout":"5s"}'`
+   * shorten a wait. NULL = fixed. */
+  const char *timeout_field;
+  /* Retry policy; max_attempts 0 means the default: one attempt. */
+  tb_retry_policy_t retry;
+  /* 1: a failure (after its retries) is recorded and the workflow goes on. Client-journey hooks
+   * use it: a hook never fails its caller. */
+  int optional;
+  tb_when_fn when;
+
+  tb_step_fn run; /* TB_STEP_RUN */
+
+  const char *service; /* TB_STEP_COMMAND: tb.cmd.<service>.<action> */
+  const char *action;
+  tb_input_fn input; /* NULL = {} */
+
+  const char *event; /* TB_STEP_WAIT: the event type waited for (must be resumable: see below) */
+  tb_key_fn key;
+
+  const char *duration; /* TB_STEP_SLEEP */
+
+  tb_branch_fn branch; /* TB_STEP_BRANCH */
+} tb_step_def_t;
+
+typedef struct tb_workflow_def {
+  const char *name;   /* unique over all domains, e.g. "subscriber-enrichment" */
+  const char *domain; /* "crm", "enrichment", "workspace", "ops" */
+  const char *tier;   /* default tier (a config tier name; unknown = the last tier) */
+  const char *description;
+  /* The event that starts it automatically (NULL = started only by trigger/execute-workflow),
+   * and a filter on that event's payload (NULL = always start; e.g. personal emails only). */
+  const char *trigger_event;
+  int (*should_start)(const json_t *payload);
+  /* The workflow input built from the trigger event's payload (NULL = the payload itself). New
+   * reference. */
+  json_t *(*trigger_input)(const json_t *payload);
+  const tb_step_def_t *steps;
+  int n_steps;
+  /* Runs once when the workflow fails (after the failed step's retries), inside the same
+   * transaction; |error| is the failure. Its own failure is recorded, never raised. NULL = none. */
+  tb_status (*on_error)(tb_wf_run_t *run, const char *error);
+} tb_workflow_def_t;
+
+/* An activity: a named unit of work that steps use, listed by `tierbus workflows list`. Run
+ * steps' functions and the commands that workflows send are activities. */
+typedef struct tb_activity_def {
+  const char *name;   /* "enrichment.batch-pending-jobs", "email.send" */
+  const char *domain; /* "shared" for activities used across domains */
+  const char *kind;   /* "run" or "command" */
+  const char *description;
+} tb_activity_def_t;
+
+/* ---------------------------------------------------------------- registry (registry.c) */
+
+/* One domain file's contents (crm.c, enrichment.c, ops.c ...). */
+typedef struct tb_wf_domain {
+  const char *name;
+  const tb_workflow_def_t *const *workflows;
+  int n_workflows;
+  const tb_activity_def_t *activities;
+  int n_activities;
+} tb_wf_domain_t;
+
+/* Defined by the domain files; listed once in registry.c. */
+extern const tb_wf_domain_t tb__domain_crm, tb__domain_enrichment, tb__domain_ops;
+
+/* Every domain, in listing order; |*n| receives the count. */
+const tb_wf_domain_t *const *tb_wf_domains(int *n);
+
+/* Every workflow definition, in domain order; |*n| receives the count. Borrowed, static. */
+const tb_workflow_def_t *const *tb_wf_defs(int *n);
+/* The definition named |name|, or NULL. */
+const tb_workflow_def_t *tb_wf_find(const char *name);
+
+/* The event types that resume waits, and the payload field holding their correlation key. NULL
+ * for an event that resumes nothing. */
+const char *tb_wf_resume_key_field(const char *event);
+
+/* ---------------------------------------------------------------- runtime (runtime.c) */
+
+/* Starts workflow |def| inside the handler's transaction: writes its row (status running) and the
+ * first continuation on |tier| (NULL = the definition's tier, as resolved against the config).
+ * |id| NULL derives a deterministic id from the message being handled, so a redelivery cannot
+ * start a second run; *started = 0 when a workflow with that id already exists (not an error).
+ * |input| is borrowed. The resolved id is written to |id_out| (may be NULL). */
+tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
+                      const char *id, const char *tier, const json_t *input,
+                      const char *correlation_id, char *id_out, size_t id_cap, int *started);
+
+/* The workflow's data (borrowed). */
+static inline json_t *tb_wf_data(tb_wf_run_t *run) {
+  return run->data;
+}
+/* data.input.<field> as a string, or NULL. */
+const char *tb_wf_input_str(tb_wf_run_t *run, const char *field);
+/* data.steps.<step> (borrowed), or NULL. */
+json_t *tb_wf_step_result(tb_wf_run_t *run, const char *step);
+
+/* Publishes a catalogue event from a step (through the outbox, inside the transaction): |payload|
+ * is the event's JSON (borrowed), |tier| NULL = the event's default tier. The message id is
+ * "<workflow id>:<step>:<attempt>:<event>" so that a retried step sends it once. */
+tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier,
+                           const json_t *payload);
+
+/* The handlers bound in the catalogue (the engine calls them through registry.c):
+ *   workflow.step     a continuation: runs or resumes the current step
+ *   workflow.resume   an event that may resume a wait (command-reply, enrichment-complete...)
+ *   workflow.start    execute-workflow: start a registered workflow by name
+ *   workflow.trigger  an event that starts the workflows whose trigger_event it is, and is
+ *                     written to the activity log */
+tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx);
+tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx);
+tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx);
+tb_status tb__handle_wf_trigger(const tb_handler_ctx_t *ctx);
+
+/* Cancels workflow |id| in its own transaction on |store| (for the CLI): status cancelled, its
+ * waits and pending timers dropped, a history row written. TB_ERR_NOT_FOUND for an unknown id,
+ * TB_ERR_INVALID (detail names the status) for one already finished. */
+tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason);
+
+#endif
