@@ -178,6 +178,26 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char
   return TB_OK;
 }
 
+/* Adds durable |cc->Durable| on |stream|, or updates it when it exists, so that a changed config
+ * (AckWait, MaxDeliver) reaches consumers created by an older run. */
+static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsConsumerConfig *cc) {
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_AddConsumer(&ci, bus->js, stream, cc, NULL, &jerr);
+  if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr ||
+                       jerr == JSConsumerCreateErr || jerr == 10148)) {
+    jerr = 0;
+    s = js_UpdateConsumer(&ci, bus->js, stream, cc, NULL, &jerr);
+  }
+  jsConsumerInfo_Destroy(ci);
+  if (s != NATS_OK) {
+    char what[160];
+    snprintf(what, sizeof(what), "create consumer %s on %s", cc->Durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
+  return TB_OK;
+}
+
 static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t) {
   char stream[64], durable[64];
   tb_bus_stream_name(cfg, t->name, stream, sizeof(stream));
@@ -193,21 +213,7 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
    * many processes sharing the consumer. */
   cc.MaxAckPending = t->concurrency * 64 > 1000 ? t->concurrency * 64 : 1000;
   cc.MaxWaiting = 512;
-  jsConsumerInfo *ci = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_AddConsumer(&ci, bus->js, stream, &cc, NULL, &jerr);
-  if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr ||
-                       jerr == JSConsumerCreateErr || jerr == 10148)) {
-    jerr = 0;
-    s = js_UpdateConsumer(&ci, bus->js, stream, &cc, NULL, &jerr);
-  }
-  jsConsumerInfo_Destroy(ci);
-  if (s != NATS_OK) {
-    char what[160];
-    snprintf(what, sizeof(what), "create consumer %s on %s", durable, stream);
-    return tb__nats_fail(s, jerr, what);
-  }
-  return TB_OK;
+  return add_or_update_consumer(bus, stream, &cc);
 }
 
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
@@ -297,11 +303,10 @@ tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed
 
 /* ---------------------------------------------------------------- consume */
 
-tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
-                           const char *tier_name) {
-  char stream[64], durable[64];
-  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
-  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+/* Binds to durable |durable| on |stream|, which must exist; |hint| ends the error detail when it
+ * does not (how to create it). */
+static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
+                               const char *durable, const char *hint) {
   /* Fail now, with a clear word, if the consumer was never provisioned. */
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
@@ -309,7 +314,7 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
   jsConsumerInfo_Destroy(ci);
   if (s != NATS_OK) {
     char what[200];
-    snprintf(what, sizeof(what), "consumer %s on stream %s (run `tierbus init`)", durable, stream);
+    snprintf(what, sizeof(what), "consumer %s on stream %s%s", durable, stream, hint);
     return tb__nats_fail(s, jerr, what);
   }
   tb_consumer_t *c = calloc(1, sizeof(*c));
@@ -332,6 +337,30 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
   }
   *out = c;
   return TB_OK;
+}
+
+tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
+                           const char *tier_name) {
+  char stream[64], durable[64];
+  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
+  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+  return bind_consumer(out, bus, stream, durable, " (run `tierbus init`)");
+}
+
+tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
+                                  const char *durable, const char *filter, int64_t ack_wait_ms) {
+  jsConsumerConfig cc;
+  jsConsumerConfig_Init(&cc);
+  cc.Durable = durable;
+  cc.AckPolicy = js_AckExplicit;
+  cc.DeliverPolicy = js_DeliverAll;
+  cc.AckWait = ack_wait_ms * 1000000;
+  cc.FilterSubject = filter;
+  cc.MaxAckPending = 1000;
+  cc.MaxWaiting = 512;
+  tb_status st = add_or_update_consumer(bus, stream, &cc);
+  if (st != TB_OK) return st;
+  return bind_consumer(out, bus, stream, durable, "");
 }
 
 void tb_consumer_close(tb_consumer_t *c) {

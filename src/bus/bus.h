@@ -63,6 +63,15 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
                            const char *tier_name);
 void tb_consumer_close(tb_consumer_t *c);
 
+/* Creates durable pull consumer |durable| on |stream| (explicit ack, deliver all, unlimited
+ * deliveries, AckWait |ack_wait_ms|, only subjects matching |filter|; NULL = the whole stream),
+ * or updates it to match, then binds to it like tb_consumer_open(). For consumers that belong to
+ * no tier (the simulator's on TB_CMD); any number of processes may share the durable. Fails
+ * with the cnats text (TB_ERR_NATS, TB_ERR_UNAVAILABLE) when the stream does not exist or the
+ * server refuses. Caller frees with tb_consumer_close(). */
+tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
+                                  const char *durable, const char *filter, int64_t ack_wait_ms);
+
 /* Takes up to |max| delivered messages (|max| = the free slots; |out| holds at least |max|) and
  * sets *n. Returns as soon as at least one is there, with whatever else already arrived, up to
  * |max|; TB_ERR_TIMEOUT when nothing arrived within |wait_ms|. Nothing delivered is ever

@@ -92,6 +92,19 @@ int tb_cmd_stats(int argc, char **argv);
 int tb_cmd_bench(int argc, char **argv);
 int tb_cmd_config(int argc, char **argv);
 int tb_cmd_events(int argc, char **argv);
+int tb_cmd_sim(int argc, char **argv);
+int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
+int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
+
+struct tb_workflow_def;
+/* The tier a run of |def| goes to when nothing overrides it: the definition's tier when the
+ * config defines it, else the config's last tier (as the runtime resolves it). Borrowed from the
+ * config. */
+const char *tb_cli_wf_tier(const tb_cli_t *cli, const struct tb_workflow_def *def);
+
+/* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
+ * definition. Borrowed, static. */
+const char *tb_cli_wf_step_name(const char *name, int step);
 
 /* Runs the workers for |tiers| until tb_cli_stop; logs progress every |report_s| seconds (0 =
  * never). Shared by dev and worker. */

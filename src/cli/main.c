@@ -15,14 +15,17 @@ static const struct {
     {"publish", tb_cmd_publish, "publish an event (--json) or a batch (--file F.ndjson)"},
     {"stats", tb_cmd_stats, "per-tier queue depth, counts, latency percentiles, inversions"},
     {"bench", tb_cmd_bench, "measure throughput and latency against the raw ceiling"},
+    {"workflows", tb_cmd_workflows, "list workflows and activities; show, list or cancel runs"},
+    {"trigger", tb_cmd_trigger, "start a workflow with a JSON input (--wait for its result)"},
     {"events", tb_cmd_events, "list the event catalogue with tiers and subjects"},
+    {"sim", tb_cmd_sim, "answer commands as the real services would (demo, tests)"},
     {"config", tb_cmd_config, "check the config, or print an example (config example)"},
 };
 
 static void usage(FILE *out) {
   fprintf(out, "usage: tierbus COMMAND [options]   (tierbus COMMAND --help)\n\ncommands:\n");
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-    fprintf(out, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
   fprintf(out, "\nenvironment: TIERBUS_CONFIG, TIERBUS_NATS_URL, TIERBUS_DB, TIERBUS_DATA_DIR\n");
 }
 

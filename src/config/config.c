@@ -50,6 +50,7 @@ typedef enum opt_type {
   OPT_MS,       /* duration in ms, tb_duration_parse_ms text */
   OPT_US,       /* duration in us: "250us" or tb_duration_parse_ms text */
   OPT_LOGLEVEL, /* int holding a tb_log_level, by name */
+  OPT_BOOL,     /* int 0 or 1, written true or false (YAML's core-schema spellings) */
   OPT_MS_LIST,  /* int64_t array of ms durations plus an int count at .count_offset */
 } opt_type;
 
@@ -151,6 +152,23 @@ static const opt_t scalar_opts[] = {
      .max = TB_LOG_OFF,
      .def = "info",
      .help = "Least severe log line written."},
+    {.name = "email_workflows",
+     .type = OPT_BOOL,
+     FIELD(tb_config_t, email_workflows),
+     .min = 0,
+     .max = 1,
+     .def = "true",
+     .env = "TIERBUS_EMAIL_WORKFLOWS",
+     .help = "Client journey emails (welcome, notification, reminder, celebration); false skips\n"
+             "every email step (seed 001's ENABLE_EMAIL_WORKFLOWS)."},
+    {.name = "auto_generate_pdf",
+     .type = OPT_BOOL,
+     FIELD(tb_config_t, auto_generate_pdf),
+     .min = 0,
+     .max = 1,
+     .def = "true",
+     .env = "TIERBUS_AUTO_GENERATE_PDF",
+     .help = "Generate a PDF when a business plan is completed (seed 001's AUTO_GENERATE_PDF)."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */
@@ -275,6 +293,9 @@ static void fmt_num(const opt_t *o, int64_t v, char *buf, size_t cap) {
   case OPT_LOGLEVEL:
     snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)ARRAY_LEN(level_names) ? level_names[v] : "?");
     break;
+  case OPT_BOOL:
+    snprintf(buf, cap, "%s", v == 0 ? "false" : v == 1 ? "true" : "?");
+    break;
   default:
     snprintf(buf, cap, "%lld", (long long)v);
   }
@@ -303,6 +324,9 @@ static void describe(const opt_t *o, char *buf, size_t cap) {
     break;
   case OPT_LOGLEVEL:
     snprintf(buf, cap, "one of debug, info, warn, error, off");
+    break;
+  case OPT_BOOL:
+    snprintf(buf, cap, "true or false");
     break;
   }
 }
@@ -344,6 +368,16 @@ static bool parse_bytes(const char *text, int64_t *out) {
   return false;
 }
 
+/* YAML 1.2 core schema booleans: 1 for true, 0 for false, -1 for anything else. */
+static int bool_parse(const char *text) {
+  static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
+  for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+    if (strcmp(text, t[i]) == 0) return 1;
+    if (strcmp(text, f[i]) == 0) return 0;
+  }
+  return -1;
+}
+
 /* Parses |text| as one value (one item for lists) of a numeric or log-level option and checks
  * its bounds. On failure returns false with the reason in |msg|. */
 static bool parse_value(const opt_t *o, const char *text, int64_t *out, char *msg, size_t cap) {
@@ -362,6 +396,10 @@ static bool parse_value(const opt_t *o, const char *text, int64_t *out, char *ms
     break;
   case OPT_LOGLEVEL:
     v = tb_log_level_parse(text);
+    ok = v >= 0;
+    break;
+  case OPT_BOOL:
+    v = bool_parse(text);
     ok = v >= 0;
     break;
   case OPT_US: {
@@ -467,7 +505,7 @@ static bool check_field(const void *base, const opt_t *o, char *msg, size_t cap)
   }
   int64_t v = get_num(base, o);
   if (v >= o->min && v <= o->max) return true;
-  if (o->type == OPT_LOGLEVEL)
+  if (o->type == OPT_LOGLEVEL || o->type == OPT_BOOL)
     snprintf(shown, sizeof(shown), "%lld", (long long)v);
   else
     fmt_num(o, v, shown, sizeof(shown));

@@ -54,6 +54,8 @@ typedef struct tb_config {
   int64_t commit_batch_us;         /* longest a batch stays open */
   int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
   int log_level;                   /* tb_log_level */
+  int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
+  int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];

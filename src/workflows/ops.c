@@ -35,8 +35,9 @@ static tb_status email_input(tb_wf_run_t *run, json_t **input) {
   if (to == NULL) return tb__fail(TB_ERR_INVALID, "send-email: input has no 'to' address");
   const char *tpl = tb_wf_input_str(run, "template");
   const char *subject = tb_wf_input_str(run, "subject");
-  *input = json_pack("{s:s, s:s, s:s}", "to", to, "template", tpl ? tpl : "notification",
-                     "subject", subject ? subject : "");
+  *input = json_pack("{s:s, s:s}", "to", to, "template", tpl ? tpl : "notification");
+  if (*input != NULL && subject != NULL)
+    json_object_set_new(*input, "subject", json_string(subject));
   return *input ? TB_OK : tb__fail(TB_ERR_NOMEM, "send-email input");
 }
 

@@ -45,6 +45,31 @@ typedef struct stepper {
 
 /* ---------------------------------------------------------------- helpers */
 
+/* Longest workflow id. Ids are embedded in command ids ("<id>:<step>:<attempt>"), their replies'
+ * ids ("reply:" + that) and event ids, which must all stay within an envelope id. */
+#define TB_WF_ID_MAX 64
+
+/* "<prefix>:<cause>" when it fits TB_WF_ID_MAX, else the prefix (cut to fit) and a 64-bit FNV-1a
+ * hash of both in hex:
+ * deterministic either way, so a redelivered trigger derives the same id. A workflow started by
+ * another's event would otherwise grow its id with every link of the chain. */
+static void derive_id(const char *prefix, const char *cause, char *buf, size_t cap) {
+  if (strlen(prefix) + 1 + strlen(cause) <= TB_WF_ID_MAX) {
+    snprintf(buf, cap, "%s:%s", prefix, cause);
+    return;
+  }
+  /* The hash covers the prefix too: two long prefixes that agree in their first bytes must not
+   * share an id. */
+  uint64_t h = 1469598103934665603ULL;
+  const char *parts[2] = {prefix, cause};
+  for (int i = 0; i < 2; i++)
+    for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++) {
+      h ^= *p;
+      h *= 1099511628211ULL;
+    }
+  snprintf(buf, cap, "%.*s:%016llx", TB_WF_ID_MAX - 17, prefix, (unsigned long long)h);
+}
+
 /* The tier a definition runs on by default: its own when the config has it, else the last tier
  * (the least urgent), so a deployment that renames tiers still runs every workflow. */
 static const char *def_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
@@ -111,21 +136,23 @@ static const tb_step_def_t *cur_step(const stepper_t *sp) {
  * then the default. A bad duration text is a permanent failure naming the step. */
 static tb_status step_duration(stepper_t *sp, const tb_step_def_t *st, int64_t *ms) {
   const char *text = st->kind == TB_STEP_SLEEP ? st->duration : st->timeout;
-  const char *from = "definition";
+  int from_input = 0;
   if (st->timeout_field != NULL) {
     const char *o = tb_wf_input_str(&sp->run, st->timeout_field);
     if (o != NULL) {
       text = o;
-      from = st->timeout_field;
+      from_input = 1;
     }
   }
   if (text == NULL) {
     *ms = DEFAULT_TIMEOUT_MS;
     return TB_OK;
   }
-  if (tb_duration_parse_ms(text, ms) != TB_OK)
-    return tb__fail(TB_ERR_INVALID, "step %s: %s duration '%s' is not a duration", st->name, from,
-                    text);
+  if (tb_duration_parse_ms(text, ms) != TB_OK) {
+    if (from_input)
+      return tb__fail(TB_ERR_INVALID, "input.%s '%s' is not a duration", st->timeout_field, text);
+    return tb__fail(TB_ERR_INVALID, "the definition's duration '%s' is not a duration", text);
+  }
   return TB_OK;
 }
 
@@ -558,12 +585,16 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
   tb_wf_row_t row;
   memset(&row, 0, sizeof(row));
   const char *msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
-  if (id != NULL && id[0] != '\0')
+  if (id != NULL && id[0] != '\0') {
+    if (strlen(id) > TB_WF_ID_MAX)
+      return tb__fail(TB_ERR_INVALID, "start %s: workflow id '%.32s...' is longer than %d bytes",
+                      def->name, id, TB_WF_ID_MAX);
     snprintf(row.id, sizeof(row.id), "%s", id);
-  else if (msg_id != NULL)
-    snprintf(row.id, sizeof(row.id), "%s:%s", def->name, msg_id);
-  else
+  } else if (msg_id != NULL) {
+    derive_id(def->name, msg_id, row.id, sizeof(row.id));
+  } else {
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
+  }
   if (tier == NULL || tier[0] == '\0') tier = def_tier(ctx->cfg, def);
   if (tb_config_tier_index(ctx->cfg, tier) < 0)
     return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
@@ -610,9 +641,8 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
       input = wrapped;
     }
   }
-  /* The tier the request came on is the priority it asked for (trigger --priority publishes
-   * there); an explicit field wins. */
-  const char *tier = ew->priority && ew->priority[0] ? ew->priority : ctx->tier;
+  /* Seed 000: an explicit priority wins; without one the tier comes from the workflow type. */
+  const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
   int started = 0;
   tb_status s = tb_wf_start(ctx, def, ew->workflow_id, tier, input, ctx->msg->env->correlation_id,
                             NULL, 0, &started);
@@ -663,8 +693,9 @@ json_t *tb_wf_step_result(tb_wf_run_t *run, const char *step) {
 
 tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier,
                            const json_t *payload) {
-  char id[TB_ID_MAX + 160];
-  snprintf(id, sizeof(id), "%s:%s:%d:%s", run->id, run->step ? run->step : "", run->attempt, event);
+  char full[TB_ID_MAX + 160], id[TB_ID_MAX];
+  snprintf(full, sizeof(full), "%s:%d:%s", run->step ? run->step : "", run->attempt, event);
+  derive_id(run->id, full, id, sizeof(id));
   const char *corr = run->ctx->msg && run->ctx->msg->env ? run->ctx->msg->env->correlation_id : NULL;
   return emit_event(run->ctx, event, tier, id, payload, run->id, corr, 0);
 }

@@ -137,8 +137,6 @@ extern const tb_wf_domain_t tb__domain_crm, tb__domain_enrichment, tb__domain_op
 /* Every domain, in listing order; |*n| receives the count. */
 const tb_wf_domain_t *const *tb_wf_domains(int *n);
 
-/* Every workflow definition, in domain order; |*n| receives the count. Borrowed, static. */
-const tb_workflow_def_t *const *tb_wf_defs(int *n);
 /* The definition named |name|, or NULL. */
 const tb_workflow_def_t *tb_wf_find(const char *name);
 

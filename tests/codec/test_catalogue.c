@@ -283,6 +283,14 @@ static void test_handlers(void **state) {
       assert_string_equal(d->handler, "workspace.repo_added");
     else if (strcmp(d->name, "WORKSPACE_REPO_REMOVED") == 0)
       assert_string_equal(d->handler, "workspace.repo_removed");
+    else if (strcmp(d->domain, "crm") == 0 || strcmp(d->name, "subscriber-created") == 0)
+      assert_string_equal(d->handler, "workflow.trigger"); /* they start workflows */
+    else if (strcmp(d->name, "enrichment-complete") == 0 || strcmp(d->name, "command-reply") == 0)
+      assert_string_equal(d->handler, "workflow.resume"); /* they answer waits */
+    else if (strcmp(d->name, "execute-workflow") == 0)
+      assert_string_equal(d->handler, "workflow.start");
+    else if (strcmp(d->name, "workflow-step") == 0)
+      assert_string_equal(d->handler, "workflow.step");
     else
       assert_string_equal(d->handler, "activity");
   }

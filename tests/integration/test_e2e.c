@@ -13,7 +13,8 @@
 static void publish(tb_h_t *h, const char *event, const char *json, const char *id,
                     const char *expect_out) {
   tb_h_result_t r;
-  tb_h_tierbus(h, &r, RUN_MS, "publish", event, "--json", json, "--id", id, NULL);
+  tb_h_tierbus(h, &r, RUN_MS, "publish", event, "--json", json, "--id", id, "--priority", "high",
+               NULL);
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, expect_out);
   tb_assert_not_contains(r.out, "duplicate=true");
@@ -66,7 +67,8 @@ static void test_end_to_end(void **state) {
   tb_h_result_free(&r);
   tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", NULL));
 
-  /* The config's event_tiers put the workspace events on high; CLIENT_CREATED defaults to it. */
+  /* The config's event_tiers put the workspace events on high; the repository sync (an event
+   * whose handler only logs: a CLIENT_CREATED would start a workflow) is sent there too. */
   publish(h, "WORKSPACE_REPO_ADDED", "{\"workspace_id\": \"ws1\", \"repository_id\": \"r1\"}",
           "add-ws1-r1",
           "tier=high subject=tb.evt.high.workspace.WORKSPACE_REPO_ADDED seq=1 "
@@ -75,9 +77,9 @@ static void test_end_to_end(void **state) {
           "add-ws2-r1", "seq=2");
   publish(h, "WORKSPACE_REPO_REMOVED", "{\"workspace_id\": \"ws1\", \"repository_id\": \"r1\"}",
           "rm-ws1-r1", "subject=tb.evt.high.workspace.WORKSPACE_REPO_REMOVED seq=3");
-  publish(h, "CLIENT_CREATED",
-          "{\"client_id\": \"c1\", \"client_name\": \"Acme\", \"email\": \"a@example.com\"}",
-          "client-c1", "subject=tb.evt.high.crm.CLIENT_CREATED seq=4");
+  publish(h, "capture/repository.sync",
+          "{\"repository_id\": \"r9\", \"repository_name\": \"Acme/app\"}", "client-c1",
+          "subject=tb.evt.high.workspace.repository-sync seq=4");
 
   assert_int_equal(tb_h_wait_sql(h, 4, WAIT_MS, "SELECT count(*) FROM processed"), 4);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed WHERE outcome='applied'"), 4);
@@ -98,7 +100,7 @@ static void test_end_to_end(void **state) {
 
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log"), 1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE msg_id='client-c1' AND "
-                                   "event_type='CLIENT_CREATED' AND tier='high'"),
+                                   "event_type='capture/repository.sync' AND tier='high'"),
                    1);
   char *payload = tb_h_sql_text(h, "SELECT payload_json FROM activity_log");
   tb_assert_contains(payload, "Acme");
@@ -116,9 +118,9 @@ static void test_end_to_end(void **state) {
                    1);
 
   /* The same id twice: the stream drops the second copy and says so; one effect. */
-  publish(h, "CLIENT_CREATED", "{\"client_id\": \"c2\"}", "client-dup", "seq=6");
-  tb_h_tierbus(h, &r, RUN_MS, "publish", "CLIENT_CREATED", "--json", "{\"client_id\": \"c2\"}",
-               "--id", "client-dup", NULL);
+  publish(h, "capture/repository.sync", "{\"repository_id\": \"c2\"}", "client-dup", "seq=6");
+  tb_h_tierbus(h, &r, RUN_MS, "publish", "capture/repository.sync", "--json",
+               "{\"repository_id\": \"c2\"}", "--id", "client-dup", "--priority", "high", NULL);
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "id=client-dup duplicate=true");
   tb_h_result_free(&r);

@@ -23,8 +23,8 @@ static void test_server_restart(void **state) {
   tb_h_child_t worker;
   char batch1[TB_H_PATH], batch2[TB_H_PATH];
   tb_assert_ok(tb_h_use_config(h, "tierbus.yaml", config_yaml));
-  tb_assert_ok(tb_h_write_client_events(h, "a.ndjson", "a", 0, 2000, NULL, batch1, sizeof(batch1)));
-  tb_assert_ok(tb_h_write_client_events(h, "b.ndjson", "b", 0, 1000, NULL, batch2, sizeof(batch2)));
+  tb_assert_ok(tb_h_write_events(h, "a.ndjson", "a", 0, 2000, NULL, batch1, sizeof(batch1)));
+  tb_assert_ok(tb_h_write_events(h, "b.ndjson", "b", 0, 1000, NULL, batch2, sizeof(batch2)));
   tb_assert_ok(tb_h_server_start(h));
   tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
   tb_assert_exit(r, 0);

@@ -12,7 +12,8 @@
 
 /* Writes a config with tiers critical and background (concurrency 5 each, the given background
  * aging) and makes it current. capture/repository.sync defaults to normal and its name cannot be
- * an event_tiers key, so a normal tier ranked last holds it; no test event uses it. */
+ * an event_tiers key, so a normal tier ranked last holds it; the test's events (of that type,
+ * whose handler only logs) name their tier explicitly. */
 static void use_config(tb_h_t *h, const char *background_aging) {
   char *event_tiers = tb_h_event_tiers_yaml(h, "critical");
   assert_non_null(event_tiers);
@@ -40,13 +41,13 @@ static void preload(tb_h_t *h, int n_crit, int n_bg) {
   assert_non_null(f);
   for (int i = 0; i < n_bg; i++)
     fprintf(f,
-            "{\"type\": \"CLIENT_CREATED\", \"priority\": \"background\", \"id\": \"bg-%05d\", "
-            "\"payload\": {\"client_id\": \"b%d\"}}\n",
+            "{\"type\": \"capture/repository.sync\", \"priority\": \"background\", "
+            "\"id\": \"bg-%05d\", \"payload\": {\"repository_id\": \"b%d\"}}\n",
             i, i);
   for (int i = 0; i < n_crit; i++)
     fprintf(f,
-            "{\"type\": \"CLIENT_CREATED\", \"priority\": \"critical\", \"id\": \"cr-%05d\", "
-            "\"payload\": {\"client_id\": \"c%d\"}}\n",
+            "{\"type\": \"capture/repository.sync\", \"priority\": \"critical\", "
+            "\"id\": \"cr-%05d\", \"payload\": {\"repository_id\": \"c%d\"}}\n",
             i, i);
   assert_int_equal(fclose(f), 0);
   tb_assert_ok(tb_h_server_start(h));

@@ -86,13 +86,14 @@ static void test_sleep(void **state) {
   execute(h, "ops.sleep", "wf-sleep", "{\"duration\": \"400ms\", \"message\": \"woke\"}");
   assert_int_equal(wait_status(h, "wf-sleep", "completed"), 1);
   /* The timer held the run for its duration: the nap's history row spans it. */
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE "
+                                   "workflow_id='wf-sleep' AND name='nap'"),
+                   1);
   assert_true(tb_h_sql_int(h, "SELECT ended_us - started_us FROM workflow_history WHERE "
-                              "workflow_id='wf-sleep' AND name='nap' AND status='ok'") >= 0);
+                              "workflow_id='wf-sleep' AND name='nap' AND status='ok' AND "
+                              "detail='timer'") >= 400000);
   assert_true(tb_h_sql_int(h, "SELECT finished_us - created_us FROM workflows WHERE "
                               "id='wf-sleep'") >= 400000);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE "
-                                   "workflow_id='wf-sleep' AND name='nap' AND status='sleeping'"),
-                   1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE "
                                    "event_type='workflow.log_event' AND key='wf-sleep'"),
                    1);

@@ -21,7 +21,7 @@
 #include "store/repo.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 3
+#define LATEST_VERSION 5
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -111,7 +111,17 @@ static void test_fresh_file_gets_latest_schema(void **state) {
                                   "tracked_repositories",
                                   "priority_audit",
                                   "idx_tracked_repos_workspace_priority",
-                                  "idx_workspace_repositories_repo"};
+                                  "idx_workspace_repositories_repo",
+                                  "outbox",
+                                  "outbox_due",
+                                  "workflows",
+                                  "workflow_history",
+                                  "workflow_waits",
+                                  "workflow_inbox",
+                                  "subscribers",
+                                  "enrichment_jobs",
+                                  "crm_clients",
+                                  "crm_deliverables"};
   for (size_t i = 0; i < sizeof(objects) / sizeof(objects[0]); i++) {
     char sql[160];
     snprintf(sql, sizeof(sql), "SELECT count(*) FROM sqlite_master WHERE name = '%s'", objects[i]);
@@ -161,7 +171,7 @@ static void test_newer_version_refused(void **state) {
   assert_ptr_equal(st, (tb_store_t *)0x1);
 }
 
-/* A database left at version 1 gets only migration 2; a migration that fails leaves the database
+/* A database left at version 1 gets the later migrations in order; a migration that fails leaves the database
  * at its previous version. */
 static void test_partial_upgrade_and_failed_migration(void **state) {
   db_fixture_t *f = *state;
@@ -170,7 +180,12 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
   tb_store_close(st);
   raw_exec(f->path, "DROP TABLE workspace_repositories; DROP TABLE workspace_membership_versions;"
                     "DROP TABLE tracked_repositories; DROP TABLE priority_audit;"
-                    "DROP TABLE outbox; PRAGMA user_version = 1");
+                    "DROP TABLE outbox; DROP TABLE workflows; DROP TABLE workflow_history;"
+                    "DROP TABLE workflow_waits; DROP TABLE workflow_inbox; DROP TABLE subscribers;"
+                    "DROP TABLE enrichment_jobs; DROP TABLE enrichment_batches;"
+                    "DROP TABLE enrichment_tracker; DROP TABLE crm_clients;"
+                    "DROP TABLE crm_deliverables; DROP TABLE crm_business_plans;"
+                    "DROP TABLE crm_activity; PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
   raw_exec(f->path, "CREATE TABLE priority_audit(x)");

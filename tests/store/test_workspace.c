@@ -292,10 +292,14 @@ static void test_registry(void **state) {
   world_t *w = *state;
   int n = 0;
   const char *const *names = tb_registry_names(&n);
-  assert_int_equal(n, 3);
+  assert_int_equal(n, 7);
   assert_string_equal(names[0], "activity");
   assert_string_equal(names[1], "workspace.repo_added");
   assert_string_equal(names[2], "workspace.repo_removed");
+  assert_string_equal(names[3], "workflow.step");
+  assert_string_equal(names[4], "workflow.resume");
+  assert_string_equal(names[5], "workflow.start");
+  assert_string_equal(names[6], "workflow.trigger");
   for (int i = 0; i < n; i++) assert_non_null(tb_registry_handler(names[i]));
   assert_null(tb_registry_handler("workspace.repo"));
   assert_null(tb_registry_handler(""));

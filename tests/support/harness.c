@@ -167,15 +167,15 @@ FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap) {
   return f;
 }
 
-tb_status tb_h_write_client_events(const tb_h_t *h, const char *name, const char *prefix, int first,
+tb_status tb_h_write_events(const tb_h_t *h, const char *name, const char *prefix, int first,
                                    int count, const char *tier, char *path, size_t cap) {
   FILE *f = tb_h_fopen(h, name, path, cap);
   if (f == NULL) return TB_ERR_IO;
   for (int i = first; i < first + count; i++) {
-    fprintf(f, "{\"type\": \"CLIENT_CREATED\", \"id\": \"%s-%05d\", ", prefix, i);
-    if (tier != NULL) fprintf(f, "\"priority\": \"%s\", ", tier);
-    fprintf(f, "\"payload\": {\"client_id\": \"%s-c%d\", \"client_name\": \"client %d\"}}\n",
-            prefix, i, i);
+    fprintf(f,
+            "{\"type\": \"capture/repository.sync\", \"id\": \"%s-%05d\", \"priority\": \"%s\", "
+            "\"payload\": {\"repository_id\": \"%s-r%d\", \"repository_name\": \"org/repo-%d\"}}\n",
+            prefix, i, tier ? tier : "high", prefix, i, i);
   }
   if (fclose(f) != 0) {
     fprintf(stderr, "harness: write %s: %s\n", path, strerror(errno));

@@ -91,9 +91,11 @@ tb_status tb_h_use_config(tb_h_t *h, const char *name, const char *yaml);
 /* Opens <dir>/<name> for writing (path in |path|); NULL after printing why. */
 FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap);
 
-/* Writes an NDJSON batch of |count| CLIENT_CREATED events with ids <prefix>-<n> for n in
- * [first, first + count), on |tier| (NULL: the event's default). */
-tb_status tb_h_write_client_events(const tb_h_t *h, const char *name, const char *prefix, int first,
+/* Writes an NDJSON batch of |count| capture/repository.sync events with ids <prefix>-<n> for n in
+ * [first, first + count), on |tier| (NULL: high). That event's handler only writes the activity
+ * log, so a bus test sees exactly one processed row per event and no workflow traffic (a
+ * CLIENT_CREATED would start the client journey). */
+tb_status tb_h_write_events(const tb_h_t *h, const char *name, const char *prefix, int first,
                                    int count, const char *tier, char *path, size_t cap);
 
 /* Reads a whole file; NULL if it cannot be read. Caller frees with free(). */

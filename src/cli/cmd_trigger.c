@@ -1,0 +1,472 @@
+/* `tierbus trigger WORKFLOW --json-input '{...}'` (seed 004): validates everything it can before
+ * anything is sent, publishes one execute-workflow event on the run's tier and prints the
+ * workflow id; with --wait it then polls the run in SQLite until it finishes. The id is chosen
+ * here, not by the worker, so it can be printed (and waited for) before any worker runs it. */
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/publish.h"
+#include "cli/cli.h"
+#include "core/clock.h"
+#include "core/status.h"
+#include "store/workflow.h"
+#include "workflows/wf.h"
+
+#define WF_ID_MAX 64 /* leaves room in TB_ID_MAX-sized msg ids for ":<step>:<attempt>:<event>" */
+#define POLL_US 50000
+#define DEFAULT_WAIT_MS 60000
+#define MAX_WAIT_MS (7LL * 24 * 3600 * 1000)
+
+enum { EXIT_WAIT_TIMEOUT = 3 };
+
+static void trigger_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus trigger WORKFLOW [--json-input '{...}'] [--priority TIER]\n"
+          "                       [--task-queue QUEUE] [--id ID] [--wait [--timeout S]]\n"
+          "Starts a registered workflow (see `tierbus workflows list`) by publishing an\n"
+          "execute-workflow event, and prints the new run's id.\n"
+          "  --json-input J   the workflow's input, a JSON object (default {})\n"
+          "  --priority TIER  run on this tier instead of the workflow's default\n"
+          "  --task-queue Q   route the run to queue Q: a tier name, or a worker preset from the\n"
+          "                   config (the preset's first tier; a tier wins over a preset of the\n"
+          "                   same name)\n"
+          "  --id ID          the run's id (1 to %d of A-Z a-z 0-9 . _ -); default wf-<random>.\n"
+          "                   Triggering an id again does not start a second run.\n"
+          "  --wait           poll the run until it finishes; print its status and result\n"
+          "  --timeout S      how long --wait waits: seconds, or a duration (500ms, 2m); "
+          "default 60\n"
+          "exit status: 0 triggered (with --wait: completed), 1 failed or cancelled (or NATS /\n"
+          "database unavailable), 2 bad usage or input (nothing published), 3 --wait timed out\n"
+          "or was interrupted (the run goes on).\n",
+          WF_ID_MAX);
+}
+
+/* ---------------------------------------------------------------- validation */
+
+/* Edit distance between |a| and |b|, case-insensitive, capped at 63-character prefixes (names
+ * are short; the cap keeps the table on the stack). */
+static int edit_distance(const char *a, const char *b) {
+  int la = (int)strnlen(a, 63), lb = (int)strnlen(b, 63);
+  int prev[64], cur[64];
+  for (int j = 0; j <= lb; j++) prev[j] = j;
+  for (int i = 1; i <= la; i++) {
+    cur[0] = i;
+    for (int j = 1; j <= lb; j++) {
+      int sub =
+          prev[j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+      int del = prev[j] + 1, ins = cur[j - 1] + 1;
+      cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+    }
+    memcpy(prev, cur, sizeof(int) * (size_t)(lb + 1));
+  }
+  return prev[lb];
+}
+
+/* 1 when |needle| occurs in |hay|, ignoring case. */
+static int contains_ci(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (; *hay; hay++)
+    if (strncasecmp(hay, needle, n) == 0) return 1;
+  return 0;
+}
+
+/* Reports an unknown workflow name with the registered names closest to it (a typo, a missing
+ * domain prefix), or all of them when none is close. Returns TB_EXIT_USAGE. */
+static int unknown_workflow(tb_cli_t *cli, const char *name) {
+  /* Every registered name, in listing order (domains as tb_wf_domains() gives them). */
+  const char *names[256];
+  int n = 0, n_doms = 0;
+  const tb_wf_domain_t *const *doms = tb_wf_domains(&n_doms);
+  for (int d = 0; d < n_doms; d++)
+    for (int i = 0; i < doms[d]->n_workflows && n < 256; i++)
+      names[n++] = doms[d]->workflows[i]->name;
+  char close[512] = "", all[1024] = "";
+  size_t nc = 0, na = 0;
+  int limit = (int)strlen(name) / 3 > 2 ? (int)strlen(name) / 3 : 2, shown = 0;
+  /* Closest first: one pass per distance keeps the output ordered without sorting. */
+  for (int d = 0; d <= limit; d++)
+    for (int i = 0; i < n && shown < 5; i++)
+      if (edit_distance(name, names[i]) == d) {
+        nc += (size_t)snprintf(close + nc, nc < sizeof(close) ? sizeof(close) - nc : 0, "%s%s",
+                               shown++ ? ", " : "", names[i]);
+      }
+  for (int i = 0; i < n && shown < 5; i++) {
+    /* "sleep" for "ops.sleep": a name that contains the input, or is contained in it. */
+    if (strlen(name) >= 3 && edit_distance(name, names[i]) > limit &&
+        (contains_ci(names[i], name) || contains_ci(name, names[i])))
+      nc += (size_t)snprintf(close + nc, nc < sizeof(close) ? sizeof(close) - nc : 0, "%s%s",
+                             shown++ ? ", " : "", names[i]);
+  }
+  if (shown > 0)
+    return tb_cli_usage_error(cli, "unknown workflow '%s' (did you mean %s?)", name, close);
+  for (int i = 0; i < n; i++)
+    na += (size_t)snprintf(all + na, na < sizeof(all) ? sizeof(all) - na : 0, "%s%s", i ? ", " : "",
+                           names[i]);
+  return tb_cli_usage_error(cli,
+                            "unknown workflow '%s' (workflows: %s; see `tierbus workflows list`)",
+                            name, n ? all : "none registered");
+}
+
+static const char *json_type_name(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "an array";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+  case JSON_REAL:
+    return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE:
+    return "a boolean";
+  case JSON_NULL:
+    return "null";
+  }
+  return "?";
+}
+
+/* Parses --json-input into a new object (*out). On failure prints the JSON error with its line
+ * and column, or the type that was given instead of an object, and returns TB_EXIT_USAGE. */
+static int parse_input(tb_cli_t *cli, const char *text, json_t **out) {
+  json_error_t jerr;
+  json_t *v = json_loads(text, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+  if (v == NULL)
+    return tb_cli_usage_error(cli, "--json-input: bad JSON at line %d, column %d: %s", jerr.line,
+                              jerr.column, jerr.text);
+  if (!json_is_object(v)) {
+    int rc = tb_cli_usage_error(cli,
+                                "--json-input: expected a JSON object (the workflow's input), "
+                                "got %s",
+                                json_type_name(v));
+    json_decref(v);
+    return rc;
+  }
+  *out = v;
+  return TB_EXIT_OK;
+}
+
+static int check_id(tb_cli_t *cli, const char *id) {
+  size_t len = strlen(id);
+  if (len == 0 || len > WF_ID_MAX)
+    return tb_cli_usage_error(cli, "--id: '%s' must be 1 to %d characters long (got %zu)", id,
+                              WF_ID_MAX, len);
+  for (size_t i = 0; i < len; i++)
+    if (!isalnum((unsigned char)id[i]) && id[i] != '.' && id[i] != '_' && id[i] != '-')
+      return tb_cli_usage_error(cli,
+                                "--id: '%s': character %zu ('%c') is not allowed (use A-Z a-z "
+                                "0-9 . _ -)",
+                                id, i + 1, id[i]);
+  return TB_EXIT_OK;
+}
+
+/* "critical, high, normal" from the config's tiers (or its presets with |presets| set). */
+static void config_names(const tb_config_t *cfg, int presets, char *buf, size_t cap) {
+  size_t off = 0;
+  buf[0] = '\0';
+  int n = presets ? cfg->n_presets : cfg->n_tiers;
+  for (int i = 0; i < n && off < cap; i++)
+    off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? ", " : "",
+                            presets ? cfg->presets[i].name : cfg->tiers[i].name);
+  if (n == 0) snprintf(buf, cap, "none");
+}
+
+/* Resolves the run's tier from --priority and --task-queue (either may be NULL) into *tier
+ * (borrowed from the config) and *explicit (1 when the user chose it). TB_EXIT_USAGE after
+ * naming the bad value. */
+static int resolve_tier(tb_cli_t *cli, const tb_workflow_def_t *def, const char *priority,
+                        const char *queue, const char **tier, int *explicit) {
+  char tiers[256], presets[256];
+  config_names(&cli->cfg, 0, tiers, sizeof(tiers));
+  config_names(&cli->cfg, 1, presets, sizeof(presets));
+  const char *from_priority = NULL, *from_queue = NULL;
+  if (priority != NULL) {
+    int i = tb_config_tier_index(&cli->cfg, priority);
+    if (i < 0)
+      return tb_cli_usage_error(cli, "--priority: unknown tier '%s' (tiers: %s)", priority, tiers);
+    from_priority = cli->cfg.tiers[i].name;
+  }
+  if (queue != NULL) {
+    int i = tb_config_tier_index(&cli->cfg, queue);
+    const tb_preset_t *p = i < 0 ? tb_config_preset(&cli->cfg, queue) : NULL;
+    if (i < 0 && p != NULL && p->n_tiers > 0) i = tb_config_tier_index(&cli->cfg, p->tiers[0]);
+    if (i < 0)
+      return tb_cli_usage_error(cli,
+                                "--task-queue: unknown queue '%s': not a tier (tiers: %s) nor a "
+                                "preset (presets: %s)",
+                                queue, tiers, presets);
+    from_queue = cli->cfg.tiers[i].name;
+  }
+  if (from_priority && from_queue && strcmp(from_priority, from_queue) != 0)
+    return tb_cli_usage_error(cli,
+                              "--priority %s and --task-queue %s disagree (the queue runs on "
+                              "tier %s); give one of them",
+                              priority, queue, from_queue);
+  *explicit = from_priority != NULL || from_queue != NULL;
+  *tier = from_priority ? from_priority : from_queue ? from_queue : tb_cli_wf_tier(cli, def);
+  return TB_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- --wait */
+
+static int finished(const char *status) {
+  return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+         strcmp(status, "cancelled") == 0;
+}
+
+typedef struct last_ok {
+  char step[TB_WF_NAME_MAX];
+  char *result; /* JSON text the history recorded for it, or NULL; owned */
+} last_ok_t;
+
+/* Remembers the last step attempt that ended "ok": the run's last step. */
+static int keep_last_ok(void *arg, const tb_wf_hist_t *h) {
+  last_ok_t *lo = arg;
+  if (h->status == NULL || strcmp(h->status, "ok") != 0) return 0;
+  char *copy = h->result ? strdup(h->result) : NULL;
+  if (h->result && copy == NULL) return 1;
+  free(lo->result);
+  lo->result = copy;
+  snprintf(lo->step, sizeof(lo->step), "%s", h->name ? h->name : "");
+  return 0;
+}
+
+/* Prints the finished run's status and its result: data.steps.<last step> (the history says
+ * which step ran last) and, when several steps recorded one, all of data.steps; or the error.
+ * Returns the exit code for the status. */
+static int report(tb_cli_t *cli, const tb_wf_row_t *row) {
+  double secs =
+      row->finished_us > row->created_us ? (double)(row->finished_us - row->created_us) / 1e6 : 0.0;
+  if (strcmp(row->status, "completed") != 0) {
+    printf("workflow %s %s at step %s (attempt %d) after %.3f s\n", row->id, row->status,
+           tb_cli_wf_step_name(row->name, row->step), row->attempt, secs);
+    printf("%s: %s\n", strcmp(row->status, "failed") == 0 ? "error" : "reason",
+           row->error ? row->error : "(none recorded)");
+    return TB_EXIT_FAIL;
+  }
+  printf("workflow %s completed in %.3f s\n", row->id, secs);
+  last_ok_t lo = {{0}, NULL};
+  if (tb_store_wf_history(cli->store, row->id, keep_last_ok, &lo) != TB_OK)
+    fprintf(stderr, "%s: warning: cannot read the history of %s: %s\n", cli->prog, row->id,
+            tb_errdetail());
+  json_t *data = row->data ? json_loads(row->data, 0, NULL) : NULL;
+  json_t *steps = json_object_get(data, "steps");
+  if (lo.step[0] == '\0') {
+    /* No history: the last key of data.steps (jansson keeps insertion order) is the last step. */
+    const char *key;
+    json_t *v;
+    json_object_foreach(steps, key, v) snprintf(lo.step, sizeof(lo.step), "%s", key);
+  }
+  json_t *value = json_object_get(steps, lo.step);
+  char *text = value ? json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  if (lo.step[0] == '\0')
+    printf("result: null (no step recorded one)\n");
+  else
+    printf("result (step %s): %s\n", lo.step, text ? text : lo.result ? lo.result : "null");
+  free(text);
+  /* The last step is often bookkeeping (a log line); every step's result is one line away. */
+  char *all = json_object_size(steps) > 1 ? json_dumps(steps, JSON_COMPACT) : NULL;
+  if (all) printf("steps: %s\n", all);
+  free(all);
+  json_decref(data);
+  free(lo.result);
+  return TB_EXIT_OK;
+}
+
+/* Polls run |id| until it finishes or |timeout_ms| passes (or SIGINT/SIGTERM). Returns the exit
+ * code: report()'s for a finished run, EXIT_WAIT_TIMEOUT otherwise, TB_EXIT_FAIL when the
+ * database fails. */
+static int wait_for(tb_cli_t *cli, const char *id, const char *tier, int64_t timeout_ms) {
+  int64_t t0 = tb_mono_us(), deadline = t0 + timeout_ms * 1000;
+  tb_wf_row_t row;
+  int found = 0;
+  for (;;) {
+    tb_status st = tb_store_wf_get(cli->store, id, &row, &found);
+    if (st != TB_OK && st != TB_ERR_BUSY) {
+      fprintf(stderr, "%s: error: reading workflow %s: %s\n", cli->prog, id, tb_errdetail());
+      return TB_EXIT_FAIL;
+    }
+    if (st == TB_OK && found && finished(row.status)) break;
+    if (tb_mono_us() >= deadline || tb_cli_stop) {
+      const char *why = tb_cli_stop ? "interrupted" : "timed out";
+      if (st == TB_OK && found)
+        fprintf(stderr,
+                "%s: %s after %.3f s: workflow %s is still %s at step %s (attempt %d); it goes "
+                "on (tierbus workflows show %s)\n",
+                cli->prog, why, (double)(tb_mono_us() - t0) / 1e6, id, row.status,
+                tb_cli_wf_step_name(row.name, row.step), row.attempt, id);
+      else
+        fprintf(stderr,
+                "%s: %s: workflow %s has not started: no worker took its execute-workflow event "
+                "from tier %s yet (is a worker running on %s with --db %s?)\n",
+                cli->prog, why, id, tier, tier, cli->cfg.db_path);
+      if (found) tb_store_wf_row_clear(&row);
+      return EXIT_WAIT_TIMEOUT;
+    }
+    if (found) tb_store_wf_row_clear(&row);
+    tb_sleep_us(POLL_US);
+  }
+  int rc = report(cli, &row);
+  tb_store_wf_row_clear(&row);
+  return rc;
+}
+
+/* "90" is seconds (the documented unit); anything else is a duration ("500ms", "2m"). */
+static int parse_timeout(tb_cli_t *cli, const char *arg, int64_t *out_ms) {
+  int64_t ms = -1;
+  char *end = NULL;
+  long long secs = strtoll(arg, &end, 10);
+  if (*arg != '\0' && *end == '\0')
+    ms = secs >= 0 && secs <= MAX_WAIT_MS / 1000 ? secs * 1000 : -1;
+  else if (tb_duration_parse_ms(arg, &ms) != TB_OK)
+    ms = -1;
+  if (ms <= 0 || ms > MAX_WAIT_MS)
+    return tb_cli_usage_error(
+        cli, "--timeout: expected seconds or a duration from 1ms to 7d, got '%s'", arg);
+  *out_ms = ms;
+  return TB_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- the command */
+
+int tb_cmd_trigger(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus trigger"};
+  const char *input_text = NULL, *priority = NULL, *queue = NULL, *id_arg = NULL;
+  const char *timeout_arg = NULL;
+  int wait = 0, rc;
+  int64_t timeout_ms = DEFAULT_WAIT_MS;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"json-input", required_argument, NULL, 'j'},
+                                       {"priority", required_argument, NULL, 'p'},
+                                       {"task-queue", required_argument, NULL, 'q'},
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"wait", no_argument, NULL, 'w'},
+                                       {"timeout", required_argument, NULL, 't'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "j:p:q:i:wt:h", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    switch (c) {
+    case 'j':
+      input_text = optarg;
+      break;
+    case 'p':
+      priority = optarg;
+      break;
+    case 'q':
+      queue = optarg;
+      break;
+    case 'i':
+      id_arg = optarg;
+      break;
+    case 'w':
+      wait = 1;
+      break;
+    case 't':
+      timeout_arg = optarg;
+      break;
+    case 'h':
+      trigger_usage(stdout);
+      return TB_EXIT_OK;
+    default:
+      trigger_usage(stderr);
+      return TB_EXIT_USAGE;
+    }
+  }
+  if (optind >= argc) return trigger_usage(stderr), TB_EXIT_USAGE;
+  if (optind + 1 < argc)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+  if (timeout_arg && !wait) return tb_cli_usage_error(&cli, "--timeout needs --wait");
+  if (timeout_arg && (rc = parse_timeout(&cli, timeout_arg, &timeout_ms)) != TB_EXIT_OK) return rc;
+
+  /* Everything the user typed is checked before the config is read or NATS is touched. */
+  const char *name = argv[optind];
+  const tb_workflow_def_t *def = tb_wf_find(name);
+  if (def == NULL) return unknown_workflow(&cli, name);
+  if (input_text == NULL) input_text = "{}";
+  json_t *input = NULL;
+  if ((rc = parse_input(&cli, input_text, &input)) != TB_EXIT_OK) return rc;
+  json_decref(input); /* only validated: the runtime reads the text itself */
+  if (id_arg && (rc = check_id(&cli, id_arg)) != TB_EXIT_OK) return rc;
+  if ((rc = tb_cli_load(&cli)) != TB_EXIT_OK) return rc;
+
+  const char *tier = NULL;
+  int explicit_tier = 0;
+  rc = resolve_tier(&cli, def, priority, queue, &tier, &explicit_tier);
+  char id[TB_ID_MAX], msg_id[TB_ID_MAX + 32];
+  if (id_arg) {
+    snprintf(id, sizeof(id), "%s", id_arg);
+  } else {
+    char rnd[64];
+    tb_new_id(rnd, sizeof(rnd)); /* "evt-" + 32 hex digits */
+    snprintf(id, sizeof(id), "wf-%s", strchr(rnd, '-') ? strchr(rnd, '-') + 1 : rnd);
+  }
+  /* One event per run id: triggering the same --id again is deduplicated by the stream (and the
+   * start handler finds the run), so it never starts a second run. */
+  snprintf(msg_id, sizeof(msg_id), "execute-workflow:%s", id);
+
+  tb_prepared_t p;
+  int prepared = 0;
+  if (rc == TB_EXIT_OK) {
+    json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json",
+                                input_text, "workflow_id", id);
+    if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(tier));
+    tb_publish_req_t req = {.event = "execute-workflow",
+                            .payload = payload,
+                            .tier = tier,
+                            .id = msg_id,
+                            .workflow_id = id,
+                            .source = "tierbus-cli"};
+    tb_status st = payload ? tb_publish_prepare(&cli.cfg, cli.cat, &req, &p)
+                           : tb__fail(TB_ERR_NOMEM, "building the execute-workflow payload");
+    json_decref(payload);
+    if (st != TB_OK)
+      rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
+    else
+      prepared = 1;
+  }
+  /* --wait reads the run from SQLite: open it before publishing, so that a database that cannot
+   * be opened fails the command before anything is started. */
+  tb_wf_row_t prior;
+  int existed = 0;
+  if (rc == TB_EXIT_OK && wait) {
+    rc = tb_cli_open_store(&cli);
+    if (rc == TB_EXIT_OK && tb_store_wf_get(cli.store, id, &prior, &existed) == TB_OK && existed) {
+      fprintf(stderr, "%s: note: workflow %s already exists (%s, %s); not started again\n",
+              cli.prog, id, prior.name, prior.status);
+      tb_store_wf_row_clear(&prior);
+    }
+  }
+  if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);
+  if (rc == TB_EXIT_OK) {
+    uint64_t seq = 0;
+    int dup = 0;
+    tb_status st = tb_publish_send(cli.bus, &p, &seq, &dup);
+    if (st != TB_OK) {
+      fprintf(stderr, "%s: error: publishing execute-workflow for %s: %s\n", cli.prog, id,
+              tb_errdetail());
+      rc = TB_EXIT_FAIL;
+    } else {
+      printf("%s\n", id);
+      fflush(stdout);
+      if (dup && !existed)
+        fprintf(stderr,
+                "%s: note: %s was already triggered (the stream dropped the duplicate); not "
+                "started again\n",
+                cli.prog, id);
+    }
+  }
+  if (prepared) tb_prepared_free(&p);
+  if (rc == TB_EXIT_OK && wait) {
+    tb_cli_trap_signals();
+    rc = wait_for(&cli, id, tier, timeout_ms);
+  }
+  tb_cli_close(&cli);
+  return rc;
+}

@@ -1,0 +1,721 @@
+/* `tierbus workflows list|show|runs|cancel` (seed 004): the registry of workflows and activities
+ * by domain, and the runs kept in SQLite with their full step history. Read-only except cancel,
+ * which goes through the runtime (tb_wf_cancel) so that a cancelled run's waits and timers go
+ * with it. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/status.h"
+#include "store/workflow.h"
+#include "workflows/wf.h"
+
+#define DEFAULT_STEP_TIMEOUT "1h" /* the runtime's default when a step names none (wf.h) */
+
+static const char *const run_statuses[] = {"running",   "waiting", "sleeping",
+                                           "completed", "failed",  "cancelled"};
+
+/* ---------------------------------------------------------------- helpers shared with trigger */
+
+const char *tb_cli_wf_tier(const tb_cli_t *cli, const struct tb_workflow_def *def) {
+  int i = def->tier ? tb_config_tier_index(&cli->cfg, def->tier) : -1;
+  return cli->cfg.tiers[i >= 0 ? i : cli->cfg.n_tiers - 1].name;
+}
+
+const char *tb_cli_wf_step_name(const char *name, int step) {
+  const tb_workflow_def_t *def = tb_wf_find(name);
+  if (def != NULL && step >= def->n_steps) return "(end)";
+  if (def == NULL || step < 0) return "-";
+  return def->steps[step].name;
+}
+
+/* ---------------------------------------------------------------- formatting */
+
+static const char *kind_name(tb_step_kind k) {
+  switch (k) {
+  case TB_STEP_RUN:
+    return "run";
+  case TB_STEP_COMMAND:
+    return "command";
+  case TB_STEP_WAIT:
+    return "wait";
+  case TB_STEP_SLEEP:
+    return "sleep";
+  case TB_STEP_BRANCH:
+    return "branch";
+  }
+  return "?";
+}
+
+/* Milliseconds in the largest unit that divides them exactly ("90s", "2m", "24h"), as the
+ * definitions write them. */
+static void fmt_ms(int64_t ms, char *buf, size_t cap) {
+  static const struct {
+    int64_t ms;
+    const char *unit;
+  } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+    if (ms > 0 && ms % units[i].ms == 0) {
+      snprintf(buf, cap, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
+      return;
+    }
+  snprintf(buf, cap, "%lldms", (long long)ms);
+}
+
+/* A measured time, to the unit a reader wants: "8ms", "2.09s", "3m05s", "26h03m". */
+static void fmt_elapsed(int64_t ms, char *buf, size_t cap) {
+  if (ms < 1000)
+    snprintf(buf, cap, "%lldms", (long long)ms);
+  else if (ms < 60000)
+    snprintf(buf, cap, "%.2fs", (double)ms / 1000.0);
+  else if (ms < 3600000)
+    snprintf(buf, cap, "%lldm%02llds", (long long)(ms / 60000), (long long)(ms % 60000 / 1000));
+  else
+    snprintf(buf, cap, "%lldh%02lldm", (long long)(ms / 3600000),
+             (long long)(ms % 3600000 / 60000));
+}
+
+/* "5 attempts, exponential 1s..1m, retryOn 429,500" or "1 attempt". */
+static void fmt_retry(const tb_retry_policy_t *p, char *buf, size_t cap) {
+  int n = p->max_attempts > 0 ? p->max_attempts : 1;
+  if (n == 1) {
+    snprintf(buf, cap, "1 attempt");
+    return;
+  }
+  char init[32], max[32] = "", codes[TB_RETRY_ON_MAX * 5 + 16] = "";
+  fmt_ms(p->initial_delay_ms, init, sizeof(init));
+  if (p->max_delay_ms > 0) {
+    max[0] = '.';
+    max[1] = '.';
+    fmt_ms(p->max_delay_ms, max + 2, sizeof(max) - 2);
+  }
+  if (p->n_retry_on > 0) {
+    size_t off = (size_t)snprintf(codes, sizeof(codes), ", retryOn ");
+    for (int i = 0; i < p->n_retry_on && off < sizeof(codes); i++)
+      off +=
+          (size_t)snprintf(codes + off, sizeof(codes) - off, "%s%d", i ? "," : "", p->retry_on[i]);
+  }
+  snprintf(buf, cap, "%d attempts, %s %s%s%s", n, tb_backoff_name(p->backoff), init, max, codes);
+}
+
+/* What a step acts on: "email.send", the awaited event, the sleep's duration. */
+static void fmt_target(const tb_step_def_t *s, char *buf, size_t cap) {
+  buf[0] = '\0';
+  if (s->kind == TB_STEP_COMMAND)
+    snprintf(buf, cap, "%s.%s", s->service ? s->service : "?", s->action ? s->action : "?");
+  else if (s->kind == TB_STEP_WAIT)
+    snprintf(buf, cap, "%s", s->event ? s->event : "?");
+  else if (s->kind == TB_STEP_SLEEP)
+    snprintf(buf, cap, "%s", s->duration ? s->duration : "?");
+}
+
+/* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
+static void fmt_time(int64_t us, char *buf, size_t cap) {
+  if (us <= 0) {
+    snprintf(buf, cap, "-");
+    return;
+  }
+  time_t secs = (time_t)(us / 1000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char day[32];
+  strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf, cap, "%s.%03dZ", day, (int)(us % 1000000 / 1000));
+}
+
+static json_t *str_or_null(const char *s) {
+  return s ? json_string(s) : json_null();
+}
+
+/* JSON text as a value for --json output: parsed when it parses, else the text itself. */
+static json_t *json_text(const char *text) {
+  if (text == NULL) return json_null();
+  json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+  return v ? v : json_string(text);
+}
+
+/* |key| of object |o| as text; "" when it is absent or not a string (for table cells). */
+static const char *jstr(const json_t *o, const char *key) {
+  const char *v = json_string_value(json_object_get(o, key));
+  return v ? v : "";
+}
+
+static void print_json(json_t *root) {
+  json_dumpf(root, stdout, JSON_INDENT(2));
+  putchar('\n');
+}
+
+/* ---------------------------------------------------------------- workflows list */
+
+static void list_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus workflows list [--domain D] [--workflows-only | --activities-only]\n"
+          "                              [--detailed] [--json]\n"
+          "Lists the registered workflows (name, domain, tier, trigger event) and activities.\n"
+          "--detailed adds every step: kind, target, timeout, retry policy, optional. --json\n"
+          "always carries the full detail.\n");
+}
+
+/* Only commands and waits wait for something; a run step is bounded by its tier's timeout and a
+ * sleep by its duration, so a timeout shown for them would mislead. */
+static int has_timeout(const tb_step_def_t *s) {
+  return s->kind == TB_STEP_COMMAND || s->kind == TB_STEP_WAIT;
+}
+
+static json_t *step_json(const tb_step_def_t *s) {
+  json_t *codes = json_array();
+  for (int i = 0; i < s->retry.n_retry_on; i++)
+    json_array_append_new(codes, json_integer(s->retry.retry_on[i]));
+  char target[160];
+  fmt_target(s, target, sizeof(target));
+  json_t *timeout =
+      has_timeout(s) ? json_string(s->timeout ? s->timeout : DEFAULT_STEP_TIMEOUT) : json_null();
+  return json_pack(
+      "{s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:b,s:{s:i,s:s,s:I,s:I,s:o}}", "name", s->name, "kind",
+      kind_name(s->kind), "description", str_or_null(s->description), "target",
+      target[0] ? json_string(target) : json_null(), "timeout", timeout, "timeout_field",
+      str_or_null(s->timeout_field), "optional", s->optional != 0, "conditional", s->when != NULL,
+      "retry", "max_attempts", s->retry.max_attempts > 0 ? s->retry.max_attempts : 1, "backoff",
+      tb_backoff_name(s->retry.backoff), "initial_delay_ms", (json_int_t)s->retry.initial_delay_ms,
+      "max_delay_ms", (json_int_t)s->retry.max_delay_ms, "retry_on", codes);
+}
+
+static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
+  json_t *steps = json_array();
+  for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
+  return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
+                   "tier", str_or_null(w->tier), "resolved_tier", tb_cli_wf_tier(cli, w),
+                   "description", str_or_null(w->description), "trigger_event",
+                   str_or_null(w->trigger_event), "filtered", w->should_start != NULL, "on_error",
+                   w->on_error != NULL, "steps", steps);
+}
+
+static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t *w) {
+  const char *tier = tb_cli_wf_tier(cli, w);
+  printf("%s  (domain %s)\n", w->name, w->domain);
+  if (w->description) printf("  %s\n", w->description);
+  printf("  tier:     %s", tier);
+  if (w->tier == NULL || strcmp(w->tier, tier) != 0)
+    printf(" (the definition's tier '%s' is not in this config)", w->tier ? w->tier : "");
+  printf("\n  trigger:  %s%s\n", w->trigger_event ? w->trigger_event : "manual (tierbus trigger)",
+         w->trigger_event && w->should_start ? " (when its filter accepts the event)" : "");
+  printf("  on error: %s\n", w->on_error ? "handler" : "none");
+  printf("  steps:\n");
+  for (int i = 0; i < w->n_steps; i++) {
+    const tb_step_def_t *s = &w->steps[i];
+    char target[160], retry[160];
+    fmt_target(s, target, sizeof(target));
+    fmt_retry(&s->retry, retry, sizeof(retry));
+    char timeout[96] = "";
+    if (has_timeout(s))
+      snprintf(timeout, sizeof(timeout), "  timeout %s%s",
+               s->timeout ? s->timeout : DEFAULT_STEP_TIMEOUT, s->timeout ? "" : " (default)");
+    /* The input field that overrides the timeout, or a sleep's duration, for one run. */
+    if (s->timeout_field && (has_timeout(s) || s->kind == TB_STEP_SLEEP))
+      snprintf(timeout + strlen(timeout), sizeof(timeout) - strlen(timeout),
+               "%s(input.%s overrides)", timeout[0] ? " " : "  ", s->timeout_field);
+    printf("    %2d. %-20s %s%s%s%s\n", i + 1, s->name, kind_name(s->kind), target[0] ? " " : "",
+           target, timeout);
+    if (s->description) printf("        %s\n", s->description);
+    printf("        retry: %s%s%s\n", retry,
+           s->optional ? "; optional (a failure does not fail the run)" : "",
+           s->when ? "; conditional (skipped when its condition is false)" : "");
+  }
+  putchar('\n');
+}
+
+/* 1 when |d| is the name of a domain file or the domain of one of its items. */
+static int domain_known(const tb_wf_domain_t *const *doms, int n, const char *d) {
+  for (int i = 0; i < n; i++) {
+    if (strcmp(doms[i]->name, d) == 0) return 1;
+    for (int j = 0; j < doms[i]->n_workflows; j++)
+      if (strcmp(doms[i]->workflows[j]->domain, d) == 0) return 1;
+    for (int j = 0; j < doms[i]->n_activities; j++)
+      if (strcmp(doms[i]->activities[j].domain, d) == 0) return 1;
+  }
+  return 0;
+}
+
+/* Writes the known domain names (domain files first, then activity domains such as "shared"),
+ * each once, comma-separated. */
+static void known_domains(const tb_wf_domain_t *const *doms, int n, char *buf, size_t cap) {
+  const char *names[128];
+  int k = 0;
+  for (int i = 0; i < n && k < 128; i++) names[k++] = doms[i]->name;
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j < doms[i]->n_workflows && k < 128; j++)
+      names[k++] = doms[i]->workflows[j]->domain;
+    for (int j = 0; j < doms[i]->n_activities && k < 128; j++)
+      names[k++] = doms[i]->activities[j].domain;
+  }
+  size_t off = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < k && off < cap; i++) {
+    int seen = 0;
+    for (int j = 0; j < i && !seen; j++) seen = strcmp(names[i], names[j]) == 0;
+    if (!seen) off += (size_t)snprintf(buf + off, cap - off, "%s%s", off ? ", " : "", names[i]);
+  }
+}
+
+static int cmd_list(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus workflows list"};
+  const char *domain = NULL;
+  int wf_only = 0, act_only = 0, detailed = 0, as_json = 0;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"domain", required_argument, NULL, 'd'},
+                                       {"workflows-only", no_argument, NULL, 'w'},
+                                       {"activities-only", no_argument, NULL, 'a'},
+                                       {"detailed", no_argument, NULL, 'D'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "d:wajh", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    switch (c) {
+    case 'd':
+      domain = optarg;
+      break;
+    case 'w':
+      wf_only = 1;
+      break;
+    case 'a':
+      act_only = 1;
+      break;
+    case 'D':
+      detailed = 1;
+      break;
+    case 'j':
+      as_json = 1;
+      break;
+    case 'h':
+      list_usage(stdout);
+      return TB_EXIT_OK;
+    default:
+      list_usage(stderr);
+      return TB_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (wf_only && act_only)
+    return tb_cli_usage_error(&cli, "give --workflows-only or --activities-only, not both");
+  int n_doms = 0;
+  const tb_wf_domain_t *const *doms = tb_wf_domains(&n_doms);
+  if (domain != NULL && !domain_known(doms, n_doms, domain)) {
+    char known[512];
+    known_domains(doms, n_doms, known, sizeof(known));
+    return tb_cli_usage_error(&cli, "unknown domain '%s' (domains: %s)", domain, known);
+  }
+  int rc = tb_cli_load(&cli); /* the tiers a workflow resolves to depend on the config */
+  if (rc != TB_EXIT_OK) return rc;
+
+  json_t *wfs = json_array(), *acts = json_array();
+  /* Workflows belong to the domain they name; activities to their file's domain or their own
+   * ("shared"), and each is listed once even when several files declare it. */
+  for (int i = 0; i < n_doms; i++)
+    for (int j = 0; j < doms[i]->n_workflows; j++) {
+      const tb_workflow_def_t *w = doms[i]->workflows[j];
+      if (domain && strcmp(w->domain, domain) != 0 && strcmp(doms[i]->name, domain) != 0) continue;
+      json_array_append_new(wfs, workflow_json(&cli, w));
+    }
+  for (int i = 0; i < n_doms; i++)
+    for (int j = 0; j < doms[i]->n_activities; j++) {
+      const tb_activity_def_t *a = &doms[i]->activities[j];
+      if (domain && strcmp(a->domain, domain) != 0 && strcmp(doms[i]->name, domain) != 0) continue;
+      int dup = 0;
+      size_t k;
+      json_t *v;
+      json_array_foreach(acts, k, v) dup |= strcmp(jstr(v, "name"), a->name) == 0;
+      if (!dup)
+        json_array_append_new(acts, json_pack("{s:s,s:o,s:o,s:o}", "name", a->name, "domain",
+                                              str_or_null(a->domain), "kind", str_or_null(a->kind),
+                                              "description", str_or_null(a->description)));
+    }
+
+  if (as_json) {
+    json_t *root = json_object();
+    if (!act_only) json_object_set(root, "workflows", wfs);
+    if (!wf_only) json_object_set(root, "activities", acts);
+    print_json(root);
+    json_decref(root);
+  } else {
+    if (!act_only) {
+      if (detailed) {
+        for (int i = 0; i < n_doms; i++)
+          for (int j = 0; j < doms[i]->n_workflows; j++) {
+            const tb_workflow_def_t *w = doms[i]->workflows[j];
+            if (!domain || strcmp(w->domain, domain) == 0 || strcmp(doms[i]->name, domain) == 0)
+              print_workflow_detailed(&cli, w);
+          }
+      } else {
+        printf("%-32s %-11s %-11s %-26s %s\n", "WORKFLOW", "DOMAIN", "TIER", "TRIGGER", "STEPS");
+        size_t k;
+        json_t *v;
+        json_array_foreach(wfs, k, v) {
+          json_t *trig = json_object_get(v, "trigger_event");
+          printf("%-32s %-11s %-11s %-26s %zu\n", jstr(v, "name"), jstr(v, "domain"),
+                 jstr(v, "resolved_tier"),
+                 json_is_string(trig) ? json_string_value(trig) : "(manual)",
+                 json_array_size(json_object_get(v, "steps")));
+        }
+      }
+      printf("%zu workflow%s\n", json_array_size(wfs), json_array_size(wfs) == 1 ? "" : "s");
+    }
+    if (!act_only && !wf_only) putchar('\n');
+    if (!wf_only) {
+      printf("%-36s %-11s %-8s %s\n", "ACTIVITY", "DOMAIN", "KIND", "DESCRIPTION");
+      size_t k;
+      json_t *v;
+      json_array_foreach(acts, k, v) {
+        printf("%-36s %-11s %-8s %s\n", jstr(v, "name"), jstr(v, "domain"), jstr(v, "kind"),
+               jstr(v, "description"));
+      }
+      printf("%zu activit%s\n", json_array_size(acts), json_array_size(acts) == 1 ? "y" : "ies");
+    }
+  }
+  json_decref(wfs);
+  json_decref(acts);
+  tb_cli_close(&cli);
+  return TB_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- workflows show */
+
+static json_t *row_json(const tb_wf_row_t *r) {
+  return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:i,s:I,s:o,s:o,s:s,s:s,s:I,s:I,s:I}", "id",
+                   r->id, "name", r->name, "domain", r->domain, "tier", r->tier, "status",
+                   r->status, "step", r->step, "step_name", tb_cli_wf_step_name(r->name, r->step),
+                   "step_state", r->step_state, "attempt", r->attempt, "seq", (json_int_t)r->seq,
+                   "error", str_or_null(r->error), "data", json_text(r->data), "correlation_id",
+                   r->correlation_id, "cause_msg_id", r->cause_msg_id, "created_us",
+                   (json_int_t)r->created_us, "updated_us", (json_int_t)r->updated_us,
+                   "finished_us", (json_int_t)r->finished_us);
+}
+
+static int hist_to_json(void *arg, const tb_wf_hist_t *h) {
+  json_t *v = json_pack("{s:I,s:i,s:o,s:o,s:i,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:I,s:I}", "id",
+                        (json_int_t)h->id, "step", h->step, "name", str_or_null(h->name), "kind",
+                        str_or_null(h->kind), "attempt", h->attempt, "status",
+                        str_or_null(h->status), "code", h->code, "detail", str_or_null(h->detail),
+                        "result", json_text(h->result), "error", str_or_null(h->error), "tier",
+                        str_or_null(h->tier), "msg_id", str_or_null(h->msg_id), "started_us",
+                        (json_int_t)h->started_us, "ended_us", (json_int_t)h->ended_us);
+  return v == NULL || json_array_append_new(arg, v) != 0;
+}
+
+static int hist_print(void *arg, const tb_wf_hist_t *h) {
+  int *n = arg;
+  char when[40], took[32] = "";
+  fmt_time(h->started_us, when, sizeof(when));
+  if (h->ended_us > 0 && h->started_us > 0)
+    fmt_elapsed((h->ended_us - h->started_us) / 1000, took, sizeof(took));
+  printf("  %3d. %s  %-24s %-7s #%-2d %-10s", ++*n, when, h->name ? h->name : "-",
+         h->kind ? h->kind : "-", h->attempt, h->status ? h->status : "-");
+  if (h->code) printf(" code %d", h->code);
+  if (took[0]) printf(" took %s", took);
+  if (h->tier && h->tier[0]) printf(" on %s", h->tier);
+  putchar('\n');
+  if (h->detail && h->detail[0]) printf("        %s\n", h->detail);
+  if (h->result) printf("        result: %s\n", h->result);
+  if (h->error) printf("        error: %s\n", h->error);
+  return 0;
+}
+
+static void show_usage(FILE *out) {
+  fprintf(out, "usage: tierbus workflows show ID [--json]\n"
+               "Prints a run's state (status, step, attempt, tier, error, data) and every step\n"
+               "attempt in its history. Exit 1 when there is no run ID.\n");
+}
+
+/* Opens the store for a command that takes one ID argument; TB_EXIT_* as tb_cli_load/open. */
+static int load_and_open(tb_cli_t *cli) {
+  int rc = tb_cli_load(cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(cli);
+  return rc;
+}
+
+static int cmd_show(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus workflows show"};
+  int as_json = 0;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 'j')
+      as_json = 1;
+    else if (c == 'h')
+      return show_usage(stdout), TB_EXIT_OK;
+    else
+      return show_usage(stderr), TB_EXIT_USAGE;
+  }
+  if (optind >= argc) return tb_cli_usage_error(&cli, "which workflow? give its ID");
+  if (optind + 1 < argc)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+  const char *id = argv[optind];
+  int rc = load_and_open(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+
+  tb_wf_row_t row;
+  int found = 0;
+  tb_status st = tb_store_wf_get(cli.store, id, &row, &found);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else if (!found) {
+    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
+    rc = TB_EXIT_FAIL;
+  } else if (as_json) {
+    json_t *hist = json_array();
+    st = tb_store_wf_history(cli.store, id, hist_to_json, hist);
+    if (st == TB_OK) {
+      json_t *root = json_pack("{s:o,s:o}", "workflow", row_json(&row), "history", hist);
+      print_json(root);
+      json_decref(root);
+    } else {
+      json_decref(hist);
+    }
+  } else {
+    char created[40], updated[40], finished[40];
+    fmt_time(row.created_us, created, sizeof(created));
+    fmt_time(row.updated_us, updated, sizeof(updated));
+    fmt_time(row.finished_us, finished, sizeof(finished));
+    printf("workflow    %s\nname        %s (domain %s)\nstatus      %s\n", row.id, row.name,
+           row.domain, row.status);
+    printf("step        %d %s (attempt %d, %s)\ntier        %s\n", row.step,
+           tb_cli_wf_step_name(row.name, row.step), row.attempt, row.step_state, row.tier);
+    printf("created     %s\nupdated     %s\nfinished    %s\n", created, updated, finished);
+    if (row.correlation_id[0]) printf("correlation %s\n", row.correlation_id);
+    if (row.cause_msg_id[0]) printf("cause       %s\n", row.cause_msg_id);
+    if (row.error) printf("error       %s\n", row.error);
+    json_t *data = json_text(row.data);
+    char *text = json_dumps(data, JSON_INDENT(2) | JSON_ENCODE_ANY);
+    printf("data        %s\n\nhistory\n", text ? text : "null");
+    free(text);
+    json_decref(data);
+    int n = 0;
+    st = tb_store_wf_history(cli.store, id, hist_print, &n);
+    if (st == TB_OK && n == 0) printf("  (none)\n");
+  }
+  if (st != TB_OK && rc == TB_EXIT_OK) {
+    fprintf(stderr, "%s: error: reading the history of %s: %s\n", cli.prog, id, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (found) tb_store_wf_row_clear(&row);
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- workflows runs */
+
+static void runs_usage(FILE *out) {
+  fprintf(out, "usage: tierbus workflows runs [--status S] [--name N] [--limit K] [--json]\n"
+               "Lists recent runs, newest first (default limit 20). S is one of running, "
+               "waiting,\nsleeping, completed, failed, cancelled.\n");
+}
+
+typedef struct runs_state {
+  int as_json;
+  json_t *rows;
+  int n;
+} runs_state_t;
+
+static int run_row(void *arg, const tb_wf_row_t *r) {
+  runs_state_t *s = arg;
+  s->n++;
+  if (s->as_json) return json_array_append_new(s->rows, row_json(r)) != 0;
+  char created[40], took[32] = "-";
+  fmt_time(r->created_us, created, sizeof(created));
+  /* Only a finished run has taken a time; a running one's age is its CREATED column. */
+  if (r->finished_us >= r->created_us && r->created_us > 0 && r->finished_us > 0)
+    fmt_elapsed((r->finished_us - r->created_us) / 1000, took, sizeof(took));
+  printf("%-40s %-32s %-10s %-24s %-3d %-11s %-25s %s\n", r->id, r->name, r->status,
+         tb_cli_wf_step_name(r->name, r->step), r->attempt, r->tier, created, took);
+  return 0;
+}
+
+static int cmd_runs(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus workflows runs"};
+  const char *status = NULL, *name = NULL;
+  long limit = 20;
+  int as_json = 0, rc;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"status", required_argument, NULL, 's'},
+                                       {"name", required_argument, NULL, 'n'},
+                                       {"limit", required_argument, NULL, 'l'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "s:n:l:jh", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    switch (c) {
+    case 's':
+      status = optarg;
+      break;
+    case 'n':
+      name = optarg;
+      break;
+    case 'l':
+      if ((rc = tb_cli_parse_long(&cli, "--limit", optarg, 1, 100000, &limit)) != TB_EXIT_OK)
+        return rc;
+      break;
+    case 'j':
+      as_json = 1;
+      break;
+    case 'h':
+      return runs_usage(stdout), TB_EXIT_OK;
+    default:
+      return runs_usage(stderr), TB_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (status != NULL) {
+    int ok = 0;
+    for (size_t i = 0; i < sizeof(run_statuses) / sizeof(run_statuses[0]); i++)
+      ok |= strcmp(run_statuses[i], status) == 0;
+    if (!ok)
+      return tb_cli_usage_error(&cli,
+                                "--status: unknown status '%s' (running, waiting, sleeping, "
+                                "completed, failed, cancelled)",
+                                status);
+  }
+  rc = load_and_open(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  runs_state_t s = {.as_json = as_json, .rows = json_array()};
+  if (!as_json)
+    printf("%-40s %-32s %-10s %-24s %-3s %-11s %-25s %s\n", "ID", "WORKFLOW", "STATUS", "STEP",
+           "TRY", "TIER", "CREATED", "TOOK");
+  tb_status st = tb_store_wf_list(cli.store, status, name, (int)limit, run_row, &s);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else if (as_json) {
+    print_json(s.rows);
+  } else {
+    printf("%d run%s\n", s.n, s.n == 1 ? "" : "s");
+  }
+  json_decref(s.rows);
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- workflows cancel */
+
+static void cancel_usage(FILE *out) {
+  fprintf(out, "usage: tierbus workflows cancel ID [--reason TEXT]\n"
+               "Cancels a run: it runs no further step, and its waits and timers are dropped.\n"
+               "Exit 1 when there is no run ID or it has already finished.\n");
+}
+
+static int cmd_cancel(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus workflows cancel"};
+  const char *reason = NULL;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"reason", required_argument, NULL, 'r'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "r:h", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 'r')
+      reason = optarg;
+    else if (c == 'h')
+      return cancel_usage(stdout), TB_EXIT_OK;
+    else
+      return cancel_usage(stderr), TB_EXIT_USAGE;
+  }
+  if (optind >= argc) return tb_cli_usage_error(&cli, "which workflow? give its ID");
+  if (optind + 1 < argc)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+  const char *id = argv[optind];
+  int rc = load_and_open(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  /* Read first only to say where the run stood; the runtime decides under its transaction. */
+  tb_wf_row_t row;
+  int found = 0;
+  tb_status st = tb_store_wf_get(cli.store, id, &row, &found);
+  if (st == TB_OK && !found) {
+    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
+  }
+  if (st == TB_OK) st = tb_wf_cancel(cli.store, id, reason ? reason : "cancelled from the CLI");
+  if (st == TB_OK) {
+    printf("cancelled %s (%s, was %s at step %s, attempt %d)\n", id, row.name, row.status,
+           tb_cli_wf_step_name(row.name, row.step), row.attempt);
+  } else if (st == TB_ERR_NOT_FOUND) {
+    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
+    rc = TB_EXIT_FAIL;
+  } else if (st == TB_ERR_INVALID) {
+    /* The runtime's detail names the status ("workflow 'X' is already completed"). */
+    fprintf(stderr, "%s: cannot cancel: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (found) tb_store_wf_row_clear(&row);
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static void workflows_usage(FILE *out) {
+  fprintf(out, "usage: tierbus workflows list [--domain D] [--workflows-only|--activities-only]\n"
+               "                              [--detailed] [--json]\n"
+               "       tierbus workflows show ID [--json]\n"
+               "       tierbus workflows runs [--status S] [--name N] [--limit K] [--json]\n"
+               "       tierbus workflows cancel ID [--reason TEXT]\n"
+               "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n");
+}
+
+/* Index of the subcommand in argv: the first argument that is neither an option nor the value
+ * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
+ * 0 when there is none. */
+static int find_subcommand(int argc, char **argv) {
+  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
+                                           "--data-dir", "--log-level", "--set"};
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] != '-') return i;
+    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+      if (strcmp(argv[i], with_value[k]) == 0) {
+        i++; /* its value */
+        break;
+      }
+  }
+  return 0;
+}
+
+int tb_cmd_workflows(int argc, char **argv) {
+  static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+  } subs[] = {{"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}};
+  int at = find_subcommand(argc, argv);
+  if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
+  if (at == 0) { /* a --help before any subcommand is for this level */
+    for (int i = 1; i < argc; i++)
+      if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+        return workflows_usage(stdout), TB_EXIT_OK;
+    return workflows_usage(stderr), TB_EXIT_USAGE;
+  }
+  /* The subcommand becomes argv[0]; the options around it keep their order. */
+  char *sub_argv[argc + 1];
+  int n = 0;
+  sub_argv[n++] = argv[at];
+  for (int i = 1; i < argc; i++)
+    if (i != at) sub_argv[n++] = argv[i];
+  sub_argv[n] = NULL;
+  for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
+    if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
+  fprintf(stderr, "tierbus workflows: unknown subcommand '%s' (list, show, runs, cancel)\n",
+          argv[at]);
+  return TB_EXIT_USAGE;
+}
