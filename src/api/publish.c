@@ -116,8 +116,6 @@ json_t *tb_sample_payload(const tb_event_def_t *ev, unsigned n) {
     case PROTOBUF_C_TYPE_STRING:
       if (strcmp(f->name, "email") == 0)
         snprintf(buf, sizeof(buf), "user%u@%s", n % 50, n % 3 ? "gmail.com" : "acme.io");
-      else if (strcmp(f->name, "email_type") == 0)
-        snprintf(buf, sizeof(buf), "%s", n % 3 ? "personal" : "corporate");
       else
         snprintf(buf, sizeof(buf), "%.40s-%u", f->name, n % 64);
       json_object_set_new(obj, f->name, json_string(buf));
@@ -133,8 +131,17 @@ json_t *tb_sample_payload(const tb_event_def_t *ev, unsigned n) {
     case PROTOBUF_C_TYPE_BOOL:
       json_object_set_new(obj, f->name, json_boolean(n % 4 == 0));
       break;
+    case PROTOBUF_C_TYPE_ENUM: {
+      /* The value after UNSPECIFIED, except that an email type follows the email's domain, so
+       * that personal subscribers (and only they) start the enrichment workflow. */
+      const ProtobufCEnumDescriptor *ed = f->descriptor;
+      int v = ed->n_values > 1 ? 1 : 0;
+      if (strcmp(f->name, "email_type") == 0 && ed->n_values > 2) v = n % 3 ? 1 : 2;
+      json_object_set_new(obj, f->name, json_string(ed->values[v].name));
+      break;
+    }
     default:
-      break; /* nested messages, enums, floats: left at their defaults */
+      break; /* nested messages, floats: left at their defaults */
     }
   }
   return obj;

@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "sim/sim.h"
 
 /* ---------------------------------------------------------------- demo publisher */
 
@@ -33,6 +34,13 @@ static void *demo_loop(void *arg) {
   int warned = 0;
   while (!dm->stop && !tb_cli_stop) {
     const tb_event_def_t *ev = tb_catalogue_at(dm->cli->cat, n % n_events);
+    /* Continuations and replies are tierbus's own traffic, and a sample execute-workflow names
+     * no registered workflow: the demo sends only what a service would. */
+    if (strcmp(ev->handler, "workflow.step") == 0 || strcmp(ev->handler, "workflow.resume") == 0 ||
+        strcmp(ev->handler, "workflow.start") == 0) {
+      n++;
+      continue;
+    }
     json_t *payload = tb_sample_payload(ev, n);
     /* A third of the events keep their default tier; the rest rotate over every tier, so that
      * the first run shows each tier (and the dispatcher's ordering) at work. */
@@ -159,11 +167,30 @@ int tb_cmd_dev(int argc, char **argv) {
     printf("tierbus dev ready: nats=%s db=%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
            cli.cfg.db_path, cli.cfg.n_tiers, demo ? " demo=on" : "");
     fflush(stdout);
-    if (demo) pthread_create(&dm.thread, NULL, demo_loop, &dm);
+    /* The demo's workflows send commands; the simulator answers them in-process, the first
+     * enrichment submit of each batch with a 429 so that a retry shows in the history. */
+    tb_sim_t *sim = NULL;
+    if (demo) {
+      tb_sim_opts_t so;
+      tb_sim_opts_init(&so);
+      so.bus = cli.bus;
+      so.cfg = &cli.cfg;
+      so.cat = cli.cat;
+      so.latency_ms = 20;
+      so.enrich_delay_ms = 500;
+      if (tb_sim_parse_fail("enrichment.submit=429:1", &so.fails[0]) == TB_OK) so.n_fails = 1;
+      if (tb_sim_start(&sim, &so) != TB_OK) {
+        TB_LOG(TB_LOG_WARN, "dev", "simulator not started, commands stay unanswered: %s",
+               tb_errdetail());
+        sim = NULL;
+      }
+      pthread_create(&dm.thread, NULL, demo_loop, &dm);
+    }
     rc = tb_cli_run_workers(&cli, idx, cli.cfg.n_tiers, 10);
     if (demo) {
       dm.stop = 1;
       pthread_join(dm.thread, NULL);
+      tb_sim_stop(sim, NULL);
     }
   }
   tb_cli_close(&cli);
