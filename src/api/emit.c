@@ -44,8 +44,8 @@ tb_status tb_handler_emit_at(const tb_handler_ctx_t *ctx, const char *subject, c
   int oom = 0;
   char *headers = cause_headers(ctx, &oom);
   if (oom) return tb__fail(TB_ERR_NOMEM, "emit '%s': headers", msg_id ? msg_id : "");
-  tb_status s = tb_store_outbox_add_at(ctx->store, subject, msg_id, data, len, headers,
-                                       not_before_us);
+  tb_status s =
+      tb_store_outbox_add_at(ctx->store, subject, msg_id, data, len, headers, not_before_us);
   free(headers);
   if (s == TB_OK && ctx->emitted != NULL) *ctx->emitted = 1;
   return s;

@@ -11,13 +11,13 @@
 #include "store/store.h"
 
 typedef struct tb_handler_ctx {
-  tb_store_t *store;       /* borrowed; a transaction and savepoint are open */
-  const tb_config_t *cfg;  /* borrowed */
+  tb_store_t *store;         /* borrowed; a transaction and savepoint are open */
+  const tb_config_t *cfg;    /* borrowed */
   const tb_catalogue_t *cat; /* borrowed; for handlers that publish catalogue events */
-  const tb_decoded_t *msg; /* borrowed: envelope, catalogue entry, payload */
-  const char *tier;        /* tier the message was delivered on */
-  tb_order_t order;        /* the message's place in its key's history */
-  int *emitted;            /* set to 1 by tb_handler_emit: the batch has follow-ups to relay */
+  const tb_decoded_t *msg;   /* borrowed: envelope, catalogue entry, payload */
+  const char *tier;          /* tier the message was delivered on */
+  tb_order_t order;          /* the message's place in its key's history */
+  int *emitted;              /* set to 1 by tb_handler_emit: the batch has follow-ups to relay */
 } tb_handler_ctx_t;
 
 /* Returns TB_OK to commit. A permanent failure (TB_ERR_INVALID: the event can never apply) sends

@@ -84,7 +84,7 @@
   X(OUTBOX_HDR_TYPE, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END")                     \
   X(OUTBOX_HDR_BAD, "SELECT key, type FROM json_each(?1) "                                         \
                     "WHERE type <> 'text' OR lower(key) = 'nats-msg-id' OR key = '' LIMIT 1")      \
-  X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us, "              \
+  X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us, "               \
                 "next_attempt_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(msg_id) DO NOTHING")  \
   X(OUTBOX_CANCEL, "DELETE FROM outbox WHERE msg_id = ?1")                                         \
   X(OUTBOX_NEXT, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, last_error " \
@@ -103,9 +103,10 @@
   X(WF_GET, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, error, " \
             "correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "          \
             "FROM workflows WHERE id = ?1")                                                        \
-  X(WF_UPDATE, "UPDATE workflows SET status = ?2, step = ?3, step_state = ?4, attempt = ?5, "      \
-               "seq = ?6, data = ?7, error = ?8, finished_us = ?9, updated_us = ?10, hist_id = ?11 "  \
-               "WHERE id = ?1")                                                                    \
+  X(WF_UPDATE,                                                                                     \
+    "UPDATE workflows SET status = ?2, step = ?3, step_state = ?4, attempt = ?5, "                 \
+    "seq = ?6, data = ?7, error = ?8, finished_us = ?9, updated_us = ?10, hist_id = ?11 "          \
+    "WHERE id = ?1")                                                                               \
   X(WF_LIST, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, "       \
              "error, correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "  \
              "FROM workflows WHERE (?1 = '' OR status = ?1) AND (?2 = '' OR name = ?2) "           \

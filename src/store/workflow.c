@@ -195,8 +195,8 @@ tb_status tb_store_wf_history(tb_store_t *st, const char *workflow_id,
       break;
     }
   }
-  tb_status s = rc == SQLITE_DONE ? TB_OK
-                                  : tb__store_fail(st->db, rc, "workflow history %s", workflow_id);
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "workflow history %s", workflow_id);
   tb__stmt_done(stmt);
   return s;
 }
@@ -225,9 +225,9 @@ tb_status tb_store_wf_wait_take(tb_store_t *st, const char *event, const char *k
     *found = 1;
     rc = sqlite3_step(stmt); /* finishes the DELETE ... RETURNING */
   }
-  tb_status s = rc == SQLITE_DONE ? TB_OK
-                                  : tb__store_fail(st->db, rc, "workflow wait take %s/%s", event,
-                                                   key);
+  tb_status s = rc == SQLITE_DONE
+                    ? TB_OK
+                    : tb__store_fail(st->db, rc, "workflow wait take %s/%s", event, key);
   tb__stmt_done(stmt);
   return s;
 }

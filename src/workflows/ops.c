@@ -57,8 +57,8 @@ static tb_status log_failure(tb_wf_run_t *run, const char *error) {
   if (json == NULL) return tb__fail(TB_ERR_NOMEM, "log_failure");
   char msg_id[TB_ID_MAX + 16];
   snprintf(msg_id, sizeof(msg_id), "%s:on-error", run->id);
-  tb_status s = tb_store_activity(run->ctx->store, msg_id, "workflow.failed", run->tier, NULL,
-                                  run->id, json);
+  tb_status s =
+      tb_store_activity(run->ctx->store, msg_id, "workflow.failed", run->tier, NULL, run->id, json);
   free(json);
   return s;
 }

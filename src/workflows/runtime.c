@@ -318,10 +318,11 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   free(input_text);
   if (s == TB_OK) s = tb_handler_emit(sp->ctx, subject, cmd_id, buf, len);
   free(buf);
-  if (s == TB_OK) s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, "command-reply",
-                                           cmd_id, deadline);
-  if (s == TB_OK) s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject,
-                                           NULL, NULL);
+  if (s == TB_OK)
+    s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, "command-reply", cmd_id,
+                             deadline);
+  if (s == TB_OK)
+    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject, NULL, NULL);
   if (s != TB_OK) return s;
   return park(sp, "waiting", deadline, "timeout");
 }
@@ -351,7 +352,8 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
       const char *rj = json_string_value(json_object_get(body, "result_json"));
       json_t *result = rj && rj[0] ? json_loads(rj, 0, &jerr) : json_object();
       json_decref(body);
-      if (result == NULL) return step_failed(sp, code, "reply result_json is not JSON", 1, "failed");
+      if (result == NULL)
+        return step_failed(sp, code, "reply result_json is not JSON", 1, "failed");
       return step_ok(sp, result, "reply");
     }
     const char *e = json_string_value(json_object_get(body, "error"));
@@ -411,7 +413,8 @@ static tb_status execute(stepper_t *sp) {
     if (s != TB_OK) return s;
     int64_t ms = 0;
     if (st->kind == TB_STEP_COMMAND || st->kind == TB_STEP_WAIT || st->kind == TB_STEP_SLEEP) {
-      if (step_duration(sp, st, &ms) != TB_OK) return step_failed(sp, 0, tb_errdetail(), 1, "failed");
+      if (step_duration(sp, st, &ms) != TB_OK)
+        return step_failed(sp, 0, tb_errdetail(), 1, "failed");
     }
     switch (st->kind) {
     case TB_STEP_RUN: {
@@ -557,8 +560,8 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   int found = 0;
   s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
   if (s == TB_OK)
-    s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code,
-                              found ? wf_id : NULL, seq, NULL);
+    s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code, found ? wf_id : NULL,
+                              seq, NULL);
   free(text);
   if (s == TB_OK) s = tb__handle_activity(ctx);
   if (s != TB_OK || !found) return s; /* no wait yet: the inbox keeps it for the wait to come */
@@ -608,8 +611,8 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
   snprintf(row.correlation_id, sizeof(row.correlation_id), "%s",
            correlation_id ? correlation_id : "");
   snprintf(row.cause_msg_id, sizeof(row.cause_msg_id), "%s", msg_id ? msg_id : "");
-  json_t *data = json_pack("{s:O, s:{}}", "input", input ? (json_t *)input : json_object(),
-                           "steps");
+  json_t *data =
+      json_pack("{s:O, s:{}}", "input", input ? (json_t *)input : json_object(), "steps");
   row.data = data ? json_dumps(data, JSON_COMPACT) : NULL;
   json_decref(data);
   if (row.data == NULL) return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
@@ -696,7 +699,8 @@ tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier
   char full[TB_ID_MAX + 160], id[TB_ID_MAX];
   snprintf(full, sizeof(full), "%s:%d:%s", run->step ? run->step : "", run->attempt, event);
   derive_id(run->id, full, id, sizeof(id));
-  const char *corr = run->ctx->msg && run->ctx->msg->env ? run->ctx->msg->env->correlation_id : NULL;
+  const char *corr =
+      run->ctx->msg && run->ctx->msg->env ? run->ctx->msg->env->correlation_id : NULL;
   return emit_event(run->ctx, event, tier, id, payload, run->id, corr, 0);
 }
 
@@ -726,8 +730,13 @@ tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
     if (s == TB_OK) s = tb_store_outbox_cancel_prefix(store, prefix, NULL);
     snprintf(prefix, sizeof(prefix), "%s:", id);
     if (s == TB_OK) s = tb_store_outbox_cancel_prefix(store, prefix, NULL);
-    tb_wf_hist_t h = {.step = row.step, .name = "cancel", .kind = "cancel", .attempt = 1,
-                      .status = "cancelled", .detail = why, .ended_us = tb_wall_us()};
+    tb_wf_hist_t h = {.step = row.step,
+                      .name = "cancel",
+                      .kind = "cancel",
+                      .attempt = 1,
+                      .status = "cancelled",
+                      .detail = why,
+                      .ended_us = tb_wall_us()};
     if (s == TB_OK) s = tb_store_wf_hist_add(store, id, &h, NULL);
   }
   if (found) tb_store_wf_row_clear(&row);

@@ -151,9 +151,9 @@ const char *tb_wf_resume_key_field(const char *event);
  * |id| NULL derives a deterministic id from the message being handled, so a redelivery cannot
  * start a second run; *started = 0 when a workflow with that id already exists (not an error).
  * |input| is borrowed. The resolved id is written to |id_out| (may be NULL). */
-tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
-                      const char *id, const char *tier, const json_t *input,
-                      const char *correlation_id, char *id_out, size_t id_cap, int *started);
+tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
+                      const char *tier, const json_t *input, const char *correlation_id,
+                      char *id_out, size_t id_cap, int *started);
 
 /* The workflow's data (borrowed). */
 static inline json_t *tb_wf_data(tb_wf_run_t *run) {

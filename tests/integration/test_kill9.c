@@ -24,8 +24,7 @@ static void test_kill9_mid_batch(void **state) {
   tb_h_child_t first, second;
   char batch[TB_H_PATH];
   tb_assert_ok(tb_h_use_config(h, "tierbus.yaml", config_yaml));
-  tb_assert_ok(
-      tb_h_write_events(h, "events.ndjson", "k", 0, EVENTS, NULL, batch, sizeof(batch)));
+  tb_assert_ok(tb_h_write_events(h, "events.ndjson", "k", 0, EVENTS, NULL, batch, sizeof(batch)));
   tb_assert_ok(tb_h_server_start(h));
   tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
   tb_assert_exit(r, 0);

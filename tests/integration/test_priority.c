@@ -116,8 +116,7 @@ static void test_strict_priority(void **state) {
                                      "SELECT count(*) FROM processed WHERE tier='background' "
                                      "AND started_us < %lld",
                                      (long long)last_crit);
-  print_message("background rows started before the last critical: %lld\n",
-                (long long)before_last);
+  print_message("background rows started before the last critical: %lld\n", (long long)before_last);
   assert_int_equal(before_last, 0);
   assert_int_equal(stats_inversions(h), 0);
 }

@@ -28,8 +28,8 @@ static void start(tb_h_t *h, tb_h_child_t *worker) {
 
 /* Publishes execute-workflow for |type| with run id |id| and input |input| (JSON text). */
 static void execute(tb_h_t *h, const char *type, const char *id, const char *input) {
-  json_t *p = json_pack("{s:s, s:s, s:s}", "workflow_type", type, "workflow_id", id, "args_json",
-                        input);
+  json_t *p =
+      json_pack("{s:s, s:s, s:s}", "workflow_type", type, "workflow_id", id, "args_json", input);
   char *text = json_dumps(p, JSON_COMPACT);
   json_decref(p);
   char msg_id[160];
@@ -68,14 +68,15 @@ static void enrichment_complete(tb_h_t *h, const char *enrichment_id, const char
 }
 
 static int64_t wait_status(tb_h_t *h, const char *id, const char *status) {
-  return tb_h_wait_sql(h, 1, WAIT_MS, "SELECT count(*) FROM workflows WHERE id='%s' AND status='%s'",
-                       id, status);
+  return tb_h_wait_sql(h, 1, WAIT_MS,
+                       "SELECT count(*) FROM workflows WHERE id='%s' AND status='%s'", id, status);
 }
 
 /* Number of commands published for |command_id| (TB_CMD holds every command ever sent). */
 static int64_t outbox_sent(tb_h_t *h, const char *command_id) {
-  return tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE detail LIKE 'tb.cmd.%%' AND "
-                         "workflow_id || ':' || name || ':' || attempt = '%s'",
+  return tb_h_sql_int(h,
+                      "SELECT count(*) FROM workflow_history WHERE detail LIKE 'tb.cmd.%%' AND "
+                      "workflow_id || ':' || name || ':' || attempt = '%s'",
                       command_id);
 }
 
@@ -119,9 +120,10 @@ static void test_command_retry_on(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT attempt FROM workflows WHERE id='wf-mail'"), 2);
   reply(h, "wf-mail", "wf-mail:send:2", 200, "normal");
   assert_int_equal(wait_status(h, "wf-mail", "completed"), 1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE "
-                                   "workflow_id='wf-mail' AND name='send' AND attempt=1 AND "
-                                   "status='failed' AND code=429 AND detail='retry 2 of 3 in 200 ms'"),
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT count(*) FROM workflow_history WHERE "
+                                "workflow_id='wf-mail' AND name='send' AND attempt=1 AND "
+                                "status='failed' AND code=429 AND detail='retry 2 of 3 in 200 ms'"),
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE "
                                    "workflow_id='wf-mail' AND name='send' AND attempt=2 AND "
@@ -169,8 +171,9 @@ static void test_step_timeout(void **state) {
                    1);
   /* A late reply to a timed-out attempt changes nothing. */
   reply(h, "wf-slow", "wf-slow:send:1", 200, "normal");
-  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS, "SELECT count(*) FROM workflow_inbox WHERE "
-                                                "key='wf-slow:send:1'"),
+  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS,
+                                 "SELECT count(*) FROM workflow_inbox WHERE "
+                                 "key='wf-slow:send:1'"),
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflows WHERE id='wf-slow' AND "
                                    "status='failed'"),
@@ -182,7 +185,8 @@ static void test_wait_timeout_across_restart(void **state) {
   tb_h_t *h = *state;
   tb_h_child_t worker;
   start(h, &worker);
-  execute(h, "ops.await-enrichment", "wf-wait", "{\"enrichment_id\": \"e-none\", \"timeout\": \"3s\"}");
+  execute(h, "ops.await-enrichment", "wf-wait",
+          "{\"enrichment_id\": \"e-none\", \"timeout\": \"3s\"}");
   assert_int_equal(wait_status(h, "wf-wait", "waiting"), 1);
   /* Every process goes away before the deadline. */
   assert_int_equal(tb_h_child_term(&worker, 15000), 0);
@@ -210,8 +214,9 @@ static void test_early_and_duplicate_events(void **state) {
   start(h, &worker);
   /* The event first: nobody waits, the inbox keeps it. */
   enrichment_complete(h, "e-early", "enr-early-1");
-  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS, "SELECT count(*) FROM workflow_inbox WHERE "
-                                                "key='e-early' AND workflow_id IS NULL"),
+  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS,
+                                 "SELECT count(*) FROM workflow_inbox WHERE "
+                                 "key='e-early' AND workflow_id IS NULL"),
                    1);
   execute(h, "ops.await-enrichment", "wf-early", "{\"enrichment_id\": \"e-early\"}");
   assert_int_equal(wait_status(h, "wf-early", "completed"), 1);
@@ -225,8 +230,9 @@ static void test_early_and_duplicate_events(void **state) {
   enrichment_complete(h, "e-dup", "enr-dup-1");
   enrichment_complete(h, "e-dup", "enr-dup-2");
   assert_int_equal(wait_status(h, "wf-dup", "completed"), 1);
-  assert_int_equal(tb_h_wait_sql(h, 2, WAIT_MS, "SELECT count(*) FROM workflow_inbox WHERE "
-                                                "key='e-dup'"),
+  assert_int_equal(tb_h_wait_sql(h, 2, WAIT_MS,
+                                 "SELECT count(*) FROM workflow_inbox WHERE "
+                                 "key='e-dup'"),
                    2);
   tb_h_sleep_ms(500); /* a second resume, if any, would land now */
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_inbox WHERE key='e-dup' AND "
@@ -247,8 +253,9 @@ static void test_cancel(void **state) {
   start(h, &worker);
   execute(h, "ops.await-enrichment", "wf-cancel", "{\"enrichment_id\": \"e-cancel\"}");
   assert_int_equal(wait_status(h, "wf-cancel", "waiting"), 1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM outbox WHERE msg_id LIKE 'wf:wf-cancel:%%'"),
-                   1); /* the 24 h timeout */
+  assert_int_equal(
+      tb_h_sql_int(h, "SELECT count(*) FROM outbox WHERE msg_id LIKE 'wf:wf-cancel:%%'"),
+      1); /* the 24 h timeout */
   tb_h_result_t r;
   tb_h_tierbus(h, &r, RUN_MS, "workflows", "cancel", "wf-cancel", "--reason", "operator", NULL);
   tb_assert_exit(r, 0);
@@ -257,12 +264,13 @@ static void test_cancel(void **state) {
                                    "status='cancelled' AND error='operator'"),
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_waits"), 0);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM outbox WHERE msg_id LIKE 'wf:wf-cancel:%%'"),
-                   0);
+  assert_int_equal(
+      tb_h_sql_int(h, "SELECT count(*) FROM outbox WHERE msg_id LIKE 'wf:wf-cancel:%%'"), 0);
   /* The event it waited for now finds no wait, and runs no step. */
   enrichment_complete(h, "e-cancel", "enr-cancel-1");
-  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS, "SELECT count(*) FROM workflow_inbox WHERE "
-                                                "key='e-cancel'"),
+  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS,
+                                 "SELECT count(*) FROM workflow_inbox WHERE "
+                                 "key='e-cancel'"),
                    1);
   tb_h_sleep_ms(300);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE "

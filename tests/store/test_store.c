@@ -171,8 +171,8 @@ static void test_newer_version_refused(void **state) {
   assert_ptr_equal(st, (tb_store_t *)0x1);
 }
 
-/* A database left at version 1 gets the later migrations in order; a migration that fails leaves the database
- * at its previous version. */
+/* A database left at version 1 gets the later migrations in order; a migration that fails leaves
+ * the database at its previous version. */
 static void test_partial_upgrade_and_failed_migration(void **state) {
   db_fixture_t *f = *state;
   tb_store_t *st = NULL;

@@ -168,7 +168,7 @@ FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap) {
 }
 
 tb_status tb_h_write_events(const tb_h_t *h, const char *name, const char *prefix, int first,
-                                   int count, const char *tier, char *path, size_t cap) {
+                            int count, const char *tier, char *path, size_t cap) {
   FILE *f = tb_h_fopen(h, name, path, cap);
   if (f == NULL) return TB_ERR_IO;
   for (int i = first; i < first + count; i++) {

@@ -96,7 +96,7 @@ FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap);
  * log, so a bus test sees exactly one processed row per event and no workflow traffic (a
  * CLIENT_CREATED would start the client journey). */
 tb_status tb_h_write_events(const tb_h_t *h, const char *name, const char *prefix, int first,
-                                   int count, const char *tier, char *path, size_t cap);
+                            int count, const char *tier, char *path, size_t cap);
 
 /* Reads a whole file; NULL if it cannot be read. Caller frees with free(). */
 char *tb_h_read_file(const char *path);
