@@ -96,12 +96,6 @@ int tb_cmd_sim(int argc, char **argv);
 int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
 int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
 
-struct tb_workflow_def;
-/* The tier a run of |def| goes to when nothing overrides it: the definition's tier when the
- * config defines it, else the config's last tier (as the runtime resolves it). Borrowed from the
- * config. */
-const char *tb_cli_wf_tier(const tb_cli_t *cli, const struct tb_workflow_def *def);
-
 /* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
  * definition. Borrowed, static. */
 const char *tb_cli_wf_step_name(const char *name, int step);

@@ -208,16 +208,11 @@ static int resolve_tier(tb_cli_t *cli, const tb_workflow_def_t *def, const char 
                               "tier %s); give one of them",
                               priority, queue, from_queue);
   *explicit = from_priority != NULL || from_queue != NULL;
-  *tier = from_priority ? from_priority : from_queue ? from_queue : tb_cli_wf_tier(cli, def);
+  *tier = from_priority ? from_priority : from_queue ? from_queue : tb_wf_tier(&cli->cfg, def);
   return TB_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- --wait */
-
-static int finished(const char *status) {
-  return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
-         strcmp(status, "cancelled") == 0;
-}
 
 typedef struct last_ok {
   char step[TB_WF_NAME_MAX];
@@ -291,7 +286,7 @@ static int wait_for(tb_cli_t *cli, const char *id, const char *tier, int64_t tim
       fprintf(stderr, "%s: error: reading workflow %s: %s\n", cli->prog, id, tb_errdetail());
       return TB_EXIT_FAIL;
     }
-    if (st == TB_OK && found && finished(row.status)) break;
+    if (st == TB_OK && found && tb_wf_status_final(row.status)) break;
     if (tb_mono_us() >= deadline || tb_cli_stop) {
       const char *why = tb_cli_stop ? "interrupted" : "timed out";
       if (st == TB_OK && found)

@@ -13,17 +13,10 @@
 #include "store/workflow.h"
 #include "workflows/wf.h"
 
-#define DEFAULT_STEP_TIMEOUT "1h" /* the runtime's default when a step names none (wf.h) */
-
 static const char *const run_statuses[] = {"running",   "waiting", "sleeping",
                                            "completed", "failed",  "cancelled"};
 
 /* ---------------------------------------------------------------- helpers shared with trigger */
-
-const char *tb_cli_wf_tier(const tb_cli_t *cli, const struct tb_workflow_def *def) {
-  int i = def->tier ? tb_config_tier_index(&cli->cfg, def->tier) : -1;
-  return cli->cfg.tiers[i >= 0 ? i : cli->cfg.n_tiers - 1].name;
-}
 
 const char *tb_cli_wf_step_name(const char *name, int step) {
   const tb_workflow_def_t *def = tb_wf_find(name);
@@ -172,7 +165,7 @@ static json_t *step_json(const tb_step_def_t *s) {
   char target[160];
   fmt_target(s, target, sizeof(target));
   json_t *timeout =
-      has_timeout(s) ? json_string(s->timeout ? s->timeout : DEFAULT_STEP_TIMEOUT) : json_null();
+      has_timeout(s) ? json_string(s->timeout ? s->timeout : TB_WF_DEFAULT_TIMEOUT) : json_null();
   return json_pack(
       "{s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:b,s:{s:i,s:s,s:I,s:I,s:o}}", "name", s->name, "kind",
       kind_name(s->kind), "description", str_or_null(s->description), "target",
@@ -187,14 +180,14 @@ static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
   json_t *steps = json_array();
   for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
   return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
-                   "tier", str_or_null(w->tier), "resolved_tier", tb_cli_wf_tier(cli, w),
+                   "tier", str_or_null(w->tier), "resolved_tier", tb_wf_tier(&cli->cfg, w),
                    "description", str_or_null(w->description), "trigger_event",
                    str_or_null(w->trigger_event), "filtered", w->should_start != NULL, "on_error",
                    w->on_error != NULL, "steps", steps);
 }
 
 static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t *w) {
-  const char *tier = tb_cli_wf_tier(cli, w);
+  const char *tier = tb_wf_tier(&cli->cfg, w);
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
   printf("  tier:     %s", tier);
@@ -212,7 +205,7 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
     char timeout[96] = "";
     if (has_timeout(s))
       snprintf(timeout, sizeof(timeout), "  timeout %s%s",
-               s->timeout ? s->timeout : DEFAULT_STEP_TIMEOUT, s->timeout ? "" : " (default)");
+               s->timeout ? s->timeout : TB_WF_DEFAULT_TIMEOUT, s->timeout ? "" : " (default)");
     /* The input field that overrides the timeout, or a sleep's duration, for one run. */
     if (s->timeout_field && (has_timeout(s) || s->kind == TB_STEP_SLEEP))
       snprintf(timeout + strlen(timeout), sizeof(timeout) - strlen(timeout),

@@ -12,21 +12,30 @@
 
 /* ---------------------------------------------------------------- activities */
 
+/* Appends |entry| (stolen) to the activity log as |event_type|, keyed by the run, under the
+ * message id "<run id>:<suffix>" so that a retried step writes its line once. */
+static tb_status log_activity(tb_wf_run_t *run, const char *event_type, const char *suffix,
+                              json_t *entry) {
+  char *json = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
+  json_decref(entry);
+  if (json == NULL) return tb__fail(TB_ERR_NOMEM, "%s: activity entry", event_type);
+  char msg_id[TB_ID_MAX + 80];
+  snprintf(msg_id, sizeof(msg_id), "%s:%s", run->id, suffix);
+  tb_status s =
+      tb_store_activity(run->ctx->store, msg_id, event_type, run->tier, NULL, run->id, json);
+  free(json);
+  return s;
+}
+
 /* log_event: appends "<workflow> <step>: <input.message>" to the activity log. */
 static tb_status log_event(tb_wf_run_t *run, json_t **result) {
   const char *text = tb_wf_input_str(run, "message");
-  json_t *entry = json_pack("{s:s, s:s, s:s}", "workflow", run->name, "step", run->step, "message",
-                            text ? text : "");
-  char *json = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
-  json_decref(entry);
-  if (json == NULL) return tb__fail(TB_ERR_NOMEM, "log_event");
-  char msg_id[TB_ID_MAX + 80];
-  snprintf(msg_id, sizeof(msg_id), "%s:%s:%d", run->id, run->step, run->attempt);
-  tb_status s = tb_store_activity(run->ctx->store, msg_id, "workflow.log_event", run->tier, NULL,
-                                  run->id, json);
-  free(json);
+  char suffix[80];
+  snprintf(suffix, sizeof(suffix), "%s:%d", run->step, run->attempt);
   *result = NULL;
-  return s;
+  return log_activity(run, "workflow.log_event", suffix,
+                      json_pack("{s:s, s:s, s:s}", "workflow", run->name, "step", run->step,
+                                "message", text ? text : ""));
 }
 
 /* The email command's input: to, template and subject from the workflow input. */
@@ -51,16 +60,8 @@ static tb_status enrichment_key(tb_wf_run_t *run, char *key, size_t cap) {
 
 /* onError of every ops workflow: the failure goes to the activity log, where operators look. */
 static tb_status log_failure(tb_wf_run_t *run, const char *error) {
-  json_t *entry = json_pack("{s:s, s:s}", "workflow", run->name, "error", error);
-  char *json = entry ? json_dumps(entry, JSON_COMPACT) : NULL;
-  json_decref(entry);
-  if (json == NULL) return tb__fail(TB_ERR_NOMEM, "log_failure");
-  char msg_id[TB_ID_MAX + 16];
-  snprintf(msg_id, sizeof(msg_id), "%s:on-error", run->id);
-  tb_status s =
-      tb_store_activity(run->ctx->store, msg_id, "workflow.failed", run->tier, NULL, run->id, json);
-  free(json);
-  return s;
+  return log_activity(run, "workflow.failed", "on-error",
+                      json_pack("{s:s, s:s}", "workflow", run->name, "error", error));
 }
 
 /* ---------------------------------------------------------------- workflows */

@@ -23,12 +23,9 @@
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
 
-/* A step without a timeout waits at most this long for its reply or event. */
-#define DEFAULT_TIMEOUT_MS (3600LL * 1000)
-
 static const char *const kind_names[] = {"run", "command", "wait", "sleep", "branch"};
 
-static int terminal(const char *status) {
+int tb_wf_status_final(const char *status) {
   return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
          strcmp(status, "cancelled") == 0;
 }
@@ -70,11 +67,9 @@ static void derive_id(const char *prefix, const char *cause, char *buf, size_t c
   snprintf(buf, cap, "%.*s:%016llx", TB_WF_ID_MAX - 17, prefix, (unsigned long long)h);
 }
 
-/* The tier a definition runs on by default: its own when the config has it, else the last tier
- * (the least urgent), so a deployment that renames tiers still runs every workflow. */
-static const char *def_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
-  if (def->tier != NULL && tb_config_tier_index(cfg, def->tier) >= 0) return def->tier;
-  return cfg->tiers[cfg->n_tiers - 1].name;
+const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  int i = def->tier != NULL ? tb_config_tier_index(cfg, def->tier) : -1;
+  return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
 }
 
 /* Publishes catalogue event |event| through the outbox: |payload| borrowed, due at |due_us|
@@ -144,10 +139,7 @@ static tb_status step_duration(stepper_t *sp, const tb_step_def_t *st, int64_t *
       from_input = 1;
     }
   }
-  if (text == NULL) {
-    *ms = DEFAULT_TIMEOUT_MS;
-    return TB_OK;
-  }
+  if (text == NULL) text = TB_WF_DEFAULT_TIMEOUT;
   if (tb_duration_parse_ms(text, ms) != TB_OK) {
     if (from_input)
       return tb__fail(TB_ERR_INVALID, "input.%s '%s' is not a duration", st->timeout_field, text);
@@ -519,7 +511,7 @@ tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
   tb_status s = load(&sp, ctx, ws->workflow_id, &found);
   if (s == TB_OK && !found)
     s = tb__fail(TB_ERR_INVALID, "workflow-step: no workflow '%s'", ws->workflow_id);
-  if (s != TB_OK || terminal(sp.row.status) || (int64_t)ws->seq != sp.row.seq) {
+  if (s != TB_OK || tb_wf_status_final(sp.row.status) || (int64_t)ws->seq != sp.row.seq) {
     /* Finished, cancelled, or superseded (the other side of a timeout/event race): nothing to
      * do, and nothing to retry. */
     unload(&sp);
@@ -571,7 +563,7 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   tb_wf_row_t row;
   int have = 0;
   s = tb_store_wf_get(ctx->store, wf_id, &row, &have);
-  if (s == TB_OK && have && !terminal(row.status) && row.seq == seq) {
+  if (s == TB_OK && have && !tb_wf_status_final(row.status) && row.seq == seq) {
     char id[TB_ID_MAX + 32];
     cont_id(wf_id, seq, id, sizeof(id));
     s = tb_store_outbox_cancel(ctx->store, id, NULL);
@@ -598,7 +590,7 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
   } else {
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
   }
-  if (tier == NULL || tier[0] == '\0') tier = def_tier(ctx->cfg, def);
+  if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(ctx->cfg, def);
   if (tb_config_tier_index(ctx->cfg, tier) < 0)
     return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
   snprintf(row.name, sizeof(row.name), "%s", def->name);
@@ -713,7 +705,7 @@ tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
   int found = 0;
   s = tb_store_wf_get(store, id, &row, &found);
   if (s == TB_OK && !found) s = tb__fail(TB_ERR_NOT_FOUND, "no workflow '%s'", id);
-  if (s == TB_OK && terminal(row.status))
+  if (s == TB_OK && tb_wf_status_final(row.status))
     s = tb__fail(TB_ERR_INVALID, "workflow '%s' is already %s", id, row.status);
   if (s == TB_OK) {
     const char *why = reason && reason[0] ? reason : "cancelled";

@@ -59,13 +59,16 @@ typedef const char *(*tb_branch_fn)(tb_wf_run_t *run);
 /* A step skipped when this returns 0 (conditional steps; NULL = always run). */
 typedef int (*tb_when_fn)(tb_wf_run_t *run);
 
+/* How long a command or wait step waits when its definition names no timeout. */
+#define TB_WF_DEFAULT_TIMEOUT "1h"
+
 typedef struct tb_step_def {
   const char *name; /* unique in the workflow; the key of its result in data.steps */
   tb_step_kind kind;
   const char *description;
   /* How long the step may take: a command's or a wait's wait for its reply or event, a run
    * step's... nothing (it runs inside one delivery: the tier's timeout bounds it). "24h", "30m",
-   * "60s"; NULL = the runtime default (1h). */
+   * "60s"; NULL = TB_WF_DEFAULT_TIMEOUT. */
   const char *timeout;
   /* Name of an input field that, when the workflow's input has it, overrides |timeout| (or a
    * sleep's |duration|) for this run: "timeout" lets `trigger --json-input '{"timeout":"5s"}'`
@@ -145,6 +148,14 @@ const tb_workflow_def_t *tb_wf_find(const char *name);
 const char *tb_wf_resume_key_field(const char *event);
 
 /* ---------------------------------------------------------------- runtime (runtime.c) */
+
+/* The tier a run of |def| goes to when nothing overrides it: the definition's tier when the
+ * config has it, else the config's last (least urgent) tier, so a deployment that renames tiers
+ * still runs every workflow. Borrowed from |cfg|. */
+const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
+
+/* 1 for a status after which a run does nothing more: completed, failed, cancelled. */
+int tb_wf_status_final(const char *status);
 
 /* Starts workflow |def| inside the handler's transaction: writes its row (status running) and the
  * first continuation on |tier| (NULL = the definition's tier, as resolved against the config).
