@@ -31,6 +31,15 @@ void tb_new_id(char *buf, size_t cap) {
   snprintf(buf, cap, "evt-%016llx%016llx", (unsigned long long)out[0], (unsigned long long)out[1]);
 }
 
+/* Every consumer filters one domain, so a message on any other domain would never be read. */
+static int known_domain(const tb_catalogue_t *cat, const char *domain) {
+  const char *names[TB_MAX_DOMAINS];
+  int n = tb_catalogue_domains(cat, names, TB_MAX_DOMAINS);
+  for (int i = 0; i < n && i < TB_MAX_DOMAINS; i++)
+    if (strcmp(names[i], domain) == 0) return 1;
+  return 0;
+}
+
 tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
                              const tb_publish_req_t *req, tb_prepared_t *out) {
   memset(out, 0, sizeof(*out));
@@ -45,6 +54,8 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
   int ti = tb_config_tier_index(cfg, tier);
   if (ti < 0) return tb__fail(TB_ERR_INVALID, "unknown tier '%s' for %s", tier, ev->name);
   out->tier = cfg->tiers[ti].name;
+  if (req->domain != NULL && !known_domain(cat, req->domain))
+    return tb__fail(TB_ERR_INVALID, "%s: '%s' is not a catalogue domain", ev->name, req->domain);
   if (req->id != NULL) {
     if (*req->id == '\0' || strlen(req->id) >= sizeof(out->id))
       return tb__fail(TB_ERR_INVALID, "id must be 1 to %zu characters", sizeof(out->id) - 1);
@@ -90,7 +101,9 @@ tb_status tb_publish_wrap(const tb_event_def_t *ev, const char *tier, const char
   env.payload.data = (uint8_t *)payload;
   env.payload.len = payload_len;
   tb_status st = tb_codec_pack(&env.base, &out->buf, &out->len);
-  if (st == TB_OK) st = tb_catalogue_subject(ev, tier, out->subject, sizeof(out->subject));
+  if (st == TB_OK)
+    st = tb_catalogue_subject(ev, tier, req ? req->domain : NULL, out->subject,
+                              sizeof(out->subject));
   if (st != TB_OK) tb_prepared_free(out);
   return st;
 }

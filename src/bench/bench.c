@@ -207,14 +207,16 @@ typedef struct raw_args {
 
 /* The ceiling's consumer: the same streams and pull primitive as tierbus, fetching batches of up
  * to 256, one INSERT per message in a transaction per batch, commit, ack. No decoding, no dedupe
- * lookup, no priorities, no handlers. Everything is published to the first tier's stream. */
+ * lookup, no priorities, no handlers. Everything is published to the first tier's stream, under
+ * its first domain. */
 static json_t *raw_consumer(bench_t *b, void *arg, int ready_fd) {
   raw_args_t *a = arg;
   tb_bus_t *bus = NULL;
   tb_consumer_t *c = NULL;
   tb_status st = tb_bus_connect(&bus, a->url, "bench-raw");
   if (st == TB_OK) st = tb_bus_provision(bus, b->cfg);
-  if (st == TB_OK) st = tb_consumer_open(&c, bus, b->cfg, b->cfg->tiers[0].name);
+  if (st == TB_OK)
+    st = tb_consumer_open(&c, bus, b->cfg, b->cfg->tiers[0].name, b->cfg->domains[0]);
   char dbpath[PATH_MAX + 16];
   snprintf(dbpath, sizeof(dbpath), "%s/raw.db", b->dir);
   sqlite3 *db = NULL;
@@ -342,9 +344,9 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   if (st == TB_OK) st = tb_store_open(&store, dbpath);
   if (st == TB_OK) st = tb_store_offload_checkpoints(store, dbpath, 200);
   if (st == TB_OK) st = tb_engine_create(&engine, b->cfg, b->cat, store, bus);
-  int idx[TB_MAX_TIERS];
-  for (int i = 0; i < b->cfg->n_tiers; i++) idx[i] = i;
-  if (st == TB_OK) st = tb_dispatcher_start(&disp, b->cfg, bus, engine, idx, b->cfg->n_tiers);
+  tb_worker_scope_t scope;
+  tb_worker_scope_all(b->cfg, &scope);
+  if (st == TB_OK) st = tb_dispatcher_start(&disp, b->cfg, bus, engine, &scope);
   if (st != TB_OK) return err_json("worker setup");
   signal_ready(ready_fd);
 
@@ -416,8 +418,10 @@ static json_t *throughput_run(bench_t *b, int raw) {
   long n = b->opts->events;
   raw_args_t ra = {.url = srv.url, .n = n};
   worker_args_t wa = {.url = srv.url, .target = n};
-  char raw_prefix[64];
-  snprintf(raw_prefix, sizeof(raw_prefix), "tb.evt.%s.raw", b->cfg->tiers[0].name);
+  char raw_prefix[128];
+  /* Under the first domain, whose consumer the ceiling reads: "tb.evt.critical.crm.raw.<tier>". */
+  snprintf(raw_prefix, sizeof(raw_prefix), "tb.evt.%s.%s.raw", b->cfg->tiers[0].name,
+           b->cfg->domains[0]);
   pub_args_t pa = {.url = srv.url, .n = n, .subject_prefix = raw ? raw_prefix : NULL};
   child_t consumer, publisher;
   long rss_c = 0, rss_p = 0;

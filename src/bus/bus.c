@@ -132,8 +132,8 @@ void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf
   snprintf(buf, cap, "%s_%s", cfg->stream_prefix, up);
 }
 
-void tb_bus_consumer_name(const char *tier_name, char *buf, size_t cap) {
-  snprintf(buf, cap, "tb-%s", tier_name);
+void tb_bus_consumer_name(const char *tier_name, const char *domain, char *buf, size_t cap) {
+  snprintf(buf, cap, "tb-%s-%s", tier_name, domain);
 }
 
 void tb_bus_dlq_stream(const tb_config_t *cfg, char *buf, size_t cap) {
@@ -149,13 +149,12 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
 /* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
  * age) reaches streams created by an older run. */
 static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char *name,
-                               const char *subject) {
+                               const char **subjects, int n_subjects) {
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
-  const char *subjects[] = {subject};
   sc.Name = name;
   sc.Subjects = subjects;
-  sc.SubjectsLen = 1;
+  sc.SubjectsLen = n_subjects;
   sc.Storage = js_FileStorage;
   sc.Retention = js_LimitsPolicy; /* history stays for replay; consumers track their own place */
   sc.Duplicates = cfg->duplicate_window_ms * 1000000;
@@ -198,40 +197,85 @@ static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsCon
   return TB_OK;
 }
 
-static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t) {
-  char stream[64], durable[64];
+/* The stream sequence the domain consumers of a tier start from: after the ack floor of the
+ * older one-per-tier consumer when it exists (so an upgrade does not replay the history), else
+ * 0 (deliver all). */
+static uint64_t legacy_start(tb_bus_t *bus, const char *stream, const char *tier) {
+  char legacy[64];
+  snprintf(legacy, sizeof(legacy), "tb-%s", tier);
+  jsConsumerInfo *ci = NULL;
+  uint64_t start = 0;
+  if (js_GetConsumerInfo(&ci, bus->js, stream, legacy, NULL, NULL) == NATS_OK)
+    start = ci->AckFloor.Stream + 1;
+  jsConsumerInfo_Destroy(ci);
+  return start;
+}
+
+static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
+                                 const char *domain, uint64_t start_seq) {
+  char stream[64], durable[64], filter[160];
   tb_bus_stream_name(cfg, t->name, stream, sizeof(stream));
-  tb_bus_consumer_name(t->name, durable, sizeof(durable));
+  tb_bus_consumer_name(t->name, domain, durable, sizeof(durable));
+  snprintf(filter, sizeof(filter), "tb.evt.%s.%s.>", t->name, domain);
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.Durable = durable;
+  cc.FilterSubject = filter;
   cc.AckPolicy = js_AckExplicit;
-  cc.DeliverPolicy = js_DeliverAll;
+  cc.DeliverPolicy = start_seq > 0 ? js_DeliverByStartSequence : js_DeliverAll;
+  cc.OptStartSeq = start_seq;
   cc.AckWait = t->timeout_ms * 1000000;
   cc.MaxDeliver = t->max_deliver;
   /* Every worker process holds at most `concurrency` unacked messages of the tier; leave room for
    * many processes sharing the consumer. */
   cc.MaxAckPending = t->concurrency * 64 > 1000 ? t->concurrency * 64 : 1000;
   cc.MaxWaiting = 512;
+  jsConsumerInfo *ci = NULL;
+  /* An existing consumer keeps its start: the server refuses to change it. */
+  if (js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, NULL) == NATS_OK) {
+    cc.DeliverPolicy = ci->Config->DeliverPolicy;
+    cc.OptStartSeq = ci->Config->OptStartSeq;
+  }
+  jsConsumerInfo_Destroy(ci);
   return add_or_update_consumer(bus, stream, &cc);
 }
 
+/* Creates tier |t|'s stream over its domains' subjects and one consumer per domain. */
+static tb_status ensure_tier(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t) {
+  char name[64], subjects[TB_MAX_DOMAINS][160];
+  const char *subj[TB_MAX_DOMAINS];
+  for (int d = 0; d < cfg->n_domains; d++) {
+    snprintf(subjects[d], sizeof(subjects[d]), "tb.evt.%s.%s.>", t->name, cfg->domains[d]);
+    subj[d] = subjects[d];
+  }
+  tb_bus_stream_name(cfg, t->name, name, sizeof(name));
+  tb_status st = ensure_stream(bus, cfg, name, subj, cfg->n_domains);
+  uint64_t start = st == TB_OK ? legacy_start(bus, name, t->name) : 0;
+  for (int d = 0; d < cfg->n_domains && st == TB_OK; d++)
+    st = ensure_consumer(bus, cfg, t, cfg->domains[d], start);
+  if (st == TB_OK && start > 0) {
+    char legacy[64];
+    snprintf(legacy, sizeof(legacy), "tb-%s", t->name);
+    js_DeleteConsumer(bus->js, name, legacy, NULL, NULL); /* best effort: another may have */
+  }
+  return st;
+}
+
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
-  char name[64], subject[96];
+  if (cfg->n_domains < 1)
+    return tb__fail(TB_ERR_INVALID, "provision: no domains (tb_config_set_domains not called)");
+  char name[64];
   tb_status st = TB_OK;
-  for (int i = 0; i < cfg->n_tiers && st == TB_OK; i++) {
-    tb_bus_stream_name(cfg, cfg->tiers[i].name, name, sizeof(name));
-    snprintf(subject, sizeof(subject), "tb.evt.%s.>", cfg->tiers[i].name);
-    st = ensure_stream(bus, cfg, name, subject);
-    if (st == TB_OK) st = ensure_consumer(bus, cfg, &cfg->tiers[i]);
-  }
+  for (int i = 0; i < cfg->n_tiers && st == TB_OK; i++) st = ensure_tier(bus, cfg, &cfg->tiers[i]);
   if (st == TB_OK) {
+    const char *subj[] = {"tb.dlq.>"};
     tb_bus_dlq_stream(cfg, name, sizeof(name));
-    st = ensure_stream(bus, cfg, name, "tb.dlq.>");
+    st = ensure_stream(bus, cfg, name, subj, 1);
   }
   if (st == TB_OK) {
+    const char *subj[] = {"tb.cmd.>"};
     tb_bus_cmd_stream(cfg, name, sizeof(name));
-    st = ensure_stream(bus, cfg, name, "tb.cmd.>");
+    st = ensure_stream(bus, cfg, name, subj, 1);
   }
   return st;
 }
@@ -340,10 +384,10 @@ static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *s
 }
 
 tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
-                           const char *tier_name) {
+                           const char *tier_name, const char *domain) {
   char stream[64], durable[64];
   tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
-  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+  tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
   return bind_consumer(out, bus, stream, durable, " (run `tierbus init`)");
 }
 
@@ -445,10 +489,23 @@ tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms) {
 }
 
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
-                              uint64_t *pending, uint64_t *ack_pending, uint64_t *redelivered) {
+                              const char *domain, uint64_t *pending, uint64_t *ack_pending,
+                              uint64_t *redelivered) {
+  *pending = *ack_pending = *redelivered = 0;
+  if (domain == NULL) {
+    for (int d = 0; d < cfg->n_domains; d++) {
+      uint64_t p, a, r;
+      tb_status st = tb_consumer_pending(bus, cfg, tier_name, cfg->domains[d], &p, &a, &r);
+      if (st != TB_OK) return st;
+      *pending += p;
+      *ack_pending += a;
+      *redelivered += r;
+    }
+    return TB_OK;
+  }
   char stream[64], durable[64];
   tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
-  tb_bus_consumer_name(tier_name, durable, sizeof(durable));
+  tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);

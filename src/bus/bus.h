@@ -29,14 +29,19 @@ jsCtx *tb_bus_js(tb_bus_t *bus);
 
 /* Writes the stream name of tier |tier_name| ("TB_CRITICAL") into |buf|. */
 void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf, size_t cap);
-/* Writes the durable consumer name of a tier ("tb-critical"). */
-void tb_bus_consumer_name(const char *tier_name, char *buf, size_t cap);
+/* Writes the durable consumer name of a tier's domain ("tb-critical-crm"). Every tier has one
+ * consumer per domain, filtered on tb.evt.<tier>.<domain>.>, because nats-server 2.9 gives a
+ * consumer one filter subject: that is what lets a worker serve some domains only. */
+void tb_bus_consumer_name(const char *tier_name, const char *domain, char *buf, size_t cap);
 /* Name of the dead-letter stream ("TB_DLQ") and the command stream ("TB_CMD"). */
 void tb_bus_dlq_stream(const tb_config_t *cfg, char *buf, size_t cap);
 void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap);
 
-/* Creates every stream and consumer the config describes, or updates them to match. Safe to run
- * any number of times and from several processes at once. */
+/* Creates every stream and consumer the config describes (cfg->domains must be set), or updates
+ * them to match. A tier stream takes only its domains' subjects, so a publish to an unknown
+ * domain fails at once instead of sitting where no consumer reads. A consumer of the older
+ * one-per-tier layout ("tb-<tier>") is replaced: the domain consumers start after its ack floor.
+ * Safe to run any number of times and from several processes at once. */
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 
 /* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.
@@ -57,10 +62,10 @@ tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed
 /* A tier's durable pull subscription. */
 typedef struct tb_consumer tb_consumer_t;
 
-/* Binds to the durable consumer of |tier_name| (provisioned beforehand). Caller frees with
+/* Binds to the durable consumer of |tier_name|'s |domain| (provisioned beforehand). Caller frees with
  * tb_consumer_close(). */
 tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
-                           const char *tier_name);
+                           const char *tier_name, const char *domain);
 void tb_consumer_close(tb_consumer_t *c);
 
 /* Creates durable pull consumer |durable| on |stream| (explicit ack, deliver all, unlimited
@@ -87,9 +92,11 @@ tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms);
 tb_status tb_bus_term(tb_bus_t *bus, natsMsg *m);
 tb_status tb_bus_in_progress(tb_bus_t *bus, natsMsg *m);
 
-/* Consumer figures for stats: messages not yet delivered and delivered-but-unacked. */
+/* Consumer figures for stats: messages not yet delivered and delivered-but-unacked, of one
+ * domain's consumer, or summed over every domain of the tier when |domain| is NULL. */
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
-                              uint64_t *pending, uint64_t *ack_pending, uint64_t *redelivered);
+                              const char *domain, uint64_t *pending, uint64_t *ack_pending,
+                              uint64_t *redelivered);
 
 /* Copies |msg|'s data to the dead-letter stream on |dlq_subject| with the reason headers
  * (|stream| and |seq| say where it came from), and waits for the stream ack. The id is "<original

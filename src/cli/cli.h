@@ -10,6 +10,7 @@
 #include "bus/bus.h"
 #include "codec/catalogue.h"
 #include "config/config.h"
+#include "dispatch/dispatch.h"
 #include "store/store.h"
 
 enum { TB_EXIT_OK = 0, TB_EXIT_FAIL = 1, TB_EXIT_USAGE = 2 };
@@ -79,9 +80,12 @@ void tb_cli_close(tb_cli_t *cli);
 extern volatile sig_atomic_t tb_cli_stop;
 void tb_cli_trap_signals(void);
 
-/* Parses "critical,high" or a preset name into tier indexes. Returns the count, or -1 after
- * printing an error naming the bad entry. */
-int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
+/* Fills |scope| from `--tiers a,b`, `--preset NAME` (a config preset, or any catalogue domain),
+ * `--domains a,b` and `--max-concurrent-workflows N` (each may be NULL). Defaults: every tier,
+ * every domain, the config's max_concurrent_workflows. Returns 0, or -1 after printing an error
+ * naming the bad entry. */
+int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, const char *domains,
+                       const char *max_cw, tb_worker_scope_t *scope);
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
@@ -100,8 +104,8 @@ int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
  * definition. Borrowed, static. */
 const char *tb_cli_wf_step_name(const char *name, int step);
 
-/* Runs the workers for |tiers| until tb_cli_stop; logs progress every |report_s| seconds (0 =
+/* Runs the workers for |scope| until tb_cli_stop; logs progress every |report_s| seconds (0 =
  * never). Shared by dev and worker. */
-int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s);
+int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s);
 
 #endif

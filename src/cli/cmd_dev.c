@@ -161,8 +161,6 @@ int tb_cmd_dev(int argc, char **argv) {
   }
   if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
   if (rc == TB_EXIT_OK) {
-    int idx[TB_MAX_TIERS];
-    for (int i = 0; i < cli.cfg.n_tiers; i++) idx[i] = i;
     demo_t dm = {.cli = &cli, .rate = demo_rate};
     printf("tierbus dev ready: nats=%s db=%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
            cli.cfg.db_path, cli.cfg.n_tiers, demo ? " demo=on" : "");
@@ -186,7 +184,10 @@ int tb_cmd_dev(int argc, char **argv) {
       }
       pthread_create(&dm.thread, NULL, demo_loop, &dm);
     }
-    rc = tb_cli_run_workers(&cli, idx, cli.cfg.n_tiers, 10);
+    tb_worker_scope_t scope;
+    tb_worker_scope_all(&cli.cfg, &scope);
+    scope.max_inflight = cli.cfg.max_concurrent_workflows;
+    rc = tb_cli_run_workers(&cli, &scope, 10);
     if (demo) {
       dm.stop = 1;
       pthread_join(dm.thread, NULL);

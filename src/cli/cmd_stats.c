@@ -52,7 +52,7 @@ int tb_cmd_stats(int argc, char **argv) {
       break;
     }
     uint64_t pending = 0, ack_pending = 0, redelivered = 0;
-    int have_q = have_nats && tb_consumer_pending(cli.bus, &cli.cfg, name, &pending, &ack_pending,
+    int have_q = have_nats && tb_consumer_pending(cli.bus, &cli.cfg, name, NULL, &pending, &ack_pending,
                                                   &redelivered) == TB_OK;
     json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "tier", name, "processed",
                           (json_int_t)s.processed, "failed", (json_int_t)s.failed, "dead_lettered",
@@ -133,7 +133,7 @@ int tb_cmd_events(int argc, char **argv) {
     const tb_event_def_t *ev = tb_catalogue_at(cli.cat, i);
     const char *tier = tb_config_event_tier(&cli.cfg, ev->name);
     char subject[256];
-    tb_catalogue_subject(ev, tier ? tier : ev->default_tier, subject, sizeof(subject));
+    tb_catalogue_subject(ev, tier ? tier : ev->default_tier, NULL, subject, sizeof(subject));
     printf("%-28s %-11s %-11s %-32s %s\n", ev->name, ev->domain, tier ? tier : ev->default_tier,
            ev->message, subject);
   }

@@ -194,13 +194,22 @@ static int resolve_tier(tb_cli_t *cli, const tb_workflow_def_t *def, const char 
   if (queue != NULL) {
     int i = tb_config_tier_index(&cli->cfg, queue);
     const tb_preset_t *p = i < 0 ? tb_config_preset(&cli->cfg, queue) : NULL;
-    if (i < 0 && p != NULL && p->n_tiers > 0) i = tb_config_tier_index(&cli->cfg, p->tiers[0]);
-    if (i < 0)
+    if (i < 0 && p == NULL)
       return tb_cli_usage_error(cli,
                                 "--task-queue: unknown queue '%s': not a tier (tiers: %s) nor a "
                                 "preset (presets: %s)",
                                 queue, tiers, presets);
-    from_queue = cli->cfg.tiers[i].name;
+    /* A preset's workers take only its domains: a run of another domain would wait forever. */
+    int in_domain = p == NULL || p->n_domains == 0;
+    for (int k = 0; p != NULL && k < p->n_domains; k++)
+      in_domain |= strcmp(p->domains[k], def->domain) == 0;
+    if (!in_domain)
+      return tb_cli_usage_error(cli,
+                                "--task-queue %s: its workers do not take domain '%s' (workflow "
+                                "%s)",
+                                queue, def->domain, def->name);
+    if (i < 0 && p->n_tiers > 0) i = tb_config_tier_index(&cli->cfg, p->tiers[0]);
+    if (i >= 0) from_queue = cli->cfg.tiers[i].name;
   }
   if (from_priority && from_queue && strcmp(from_priority, from_queue) != 0)
     return tb_cli_usage_error(cli,
@@ -412,9 +421,11 @@ int tb_cmd_trigger(int argc, char **argv) {
     json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json",
                                 input_text, "workflow_id", id);
     if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(tier));
+    /* On the workflow's domain, where its domain workers (worker --preset DOMAIN) look. */
     tb_publish_req_t req = {.event = "execute-workflow",
                             .payload = payload,
                             .tier = tier,
+                            .domain = def->domain,
                             .id = msg_id,
                             .workflow_id = id,
                             .source = "tierbus-cli"};

@@ -15,7 +15,8 @@
  * this only bounds the delay of retries and of rows left by a previous run. */
 #define RELAY_INTERVAL_MS 200
 
-int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
+int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s) {
+  const int *tiers = scope->tiers, n = scope->n_tiers;
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
   tb_relay_t *relay = NULL;
@@ -24,7 +25,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
   /* The relay first: rows left by a previous run go out before new work adds to them. */
   if (st == TB_OK) st = tb_relay_start(&relay, cli->cfg.db_path, cli->bus, RELAY_INTERVAL_MS);
   if (st == TB_OK) tb_engine_set_relay(engine, relay);
-  if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, tiers, n);
+  if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, scope);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
@@ -45,32 +46,39 @@ int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
                                 cli->cfg.tiers[tiers[i]].name, (long long)ts.processed);
         if (off >= sizeof(line)) break;
       }
-      TB_LOG(TB_LOG_INFO, "worker", "processed:%s inversions=%lld", line,
-             (long long)tb_dispatcher_inversions(disp));
+      TB_LOG(TB_LOG_INFO, "worker", "processed:%s inversions=%lld peak_in_flight=%d", line,
+             (long long)tb_dispatcher_inversions(disp), tb_dispatcher_peak_inflight(disp));
     }
   }
   TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
+  int peak = tb_dispatcher_peak_inflight(disp);
   tb_dispatcher_stop(disp);
   tb_relay_stop(relay); /* after the dispatcher: the last batches' follow-ups go out too */
   tb_engine_destroy(engine);
-  TB_LOG(TB_LOG_INFO, "worker", "stopped");
+  TB_LOG(TB_LOG_INFO, "worker", "stopped: peak_in_flight=%d", peak);
   return TB_EXIT_OK;
 }
 
 static void worker_usage(void) {
   fprintf(stderr,
-          "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--nats-url URL]\n"
-          "                      [--db PATH] [--config FILE] [--log-level LEVEL]\n"
-          "Consumes the given tiers (default: all) from their shared durable consumers. Run as\n"
-          "many workers as you like; they share the work.\n");
+          "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--domains a,b]\n"
+          "                      [--max-concurrent-workflows N] [--nats-url URL] [--db PATH]\n"
+          "                      [--config FILE] [--log-level LEVEL]\n"
+          "Consumes the given tiers and domains (default: all) from their shared durable\n"
+          "consumers, one per (tier, domain). --preset names a config preset (tiers, domains,\n"
+          "max_concurrent_workflows) or any catalogue domain. Run as many workers as you like;\n"
+          "they share the work.\n");
 }
 
 int tb_cmd_worker(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus worker"};
-  const char *tiers = NULL, *preset = NULL;
+  const char *tiers = NULL, *preset = NULL, *domains = NULL, *max_cw = NULL;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"tiers", required_argument, NULL, 't'},
                                        {"preset", required_argument, NULL, 'p'},
+                                       {"domains", required_argument, NULL, 'D'},
+                                       {"domain", required_argument, NULL, 'D'},
+                                       {"max-concurrent-workflows", required_argument, NULL, 'M'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c;
@@ -80,6 +88,10 @@ int tb_cmd_worker(int argc, char **argv) {
       tiers = optarg;
     else if (c == 'p')
       preset = optarg;
+    else if (c == 'D')
+      domains = optarg;
+    else if (c == 'M')
+      max_cw = optarg;
     else if (c == 'h')
       return worker_usage(), TB_EXIT_OK;
     else
@@ -88,9 +100,8 @@ int tb_cmd_worker(int argc, char **argv) {
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
-  int idx[TB_MAX_TIERS];
-  int n = tb_cli_parse_tiers(&cli, tiers, preset, idx);
-  if (n < 0) {
+  tb_worker_scope_t scope;
+  if (tb_cli_parse_scope(&cli, tiers, preset, domains, max_cw, &scope) < 0) {
     tb_cli_close(&cli);
     return TB_EXIT_USAGE;
   }
@@ -98,14 +109,17 @@ int tb_cmd_worker(int argc, char **argv) {
   rc = tb_cli_connect(&cli);
   if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
   if (rc == TB_EXIT_OK) {
-    char names[256] = "";
-    for (int i = 0; i < n; i++) {
-      strncat(names, cli.cfg.tiers[idx[i]].name, sizeof(names) - strlen(names) - 2);
-      if (i + 1 < n) strcat(names, ",");
-    }
-    TB_LOG(TB_LOG_INFO, "worker", "worker ready: nats=%s db=%s tiers=%s", cli.cfg.nats_url,
-           cli.cfg.db_path, names);
-    rc = tb_cli_run_workers(&cli, idx, n, 10);
+    char names[256] = "", doms[256] = "";
+    for (int i = 0; i < scope.n_tiers; i++)
+      snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? "," : "",
+               cli.cfg.tiers[scope.tiers[i]].name);
+    for (int i = 0; i < scope.n_domains; i++)
+      snprintf(doms + strlen(doms), sizeof(doms) - strlen(doms), "%s%s", i ? "," : "",
+               cli.cfg.domains[scope.domains[i]]);
+    TB_LOG(TB_LOG_INFO, "worker",
+           "worker ready: nats=%s db=%s tiers=%s domains=%s max_concurrent_workflows=%d",
+           cli.cfg.nats_url, cli.cfg.db_path, names, doms, scope.max_inflight);
+    rc = tb_cli_run_workers(&cli, &scope, 10);
   }
   tb_cli_close(&cli);
   return rc;
@@ -127,12 +141,14 @@ int tb_cmd_init(int argc, char **argv) {
       rc = TB_EXIT_FAIL;
     } else {
       for (int i = 0; i < cli.cfg.n_tiers; i++) {
-        char stream[64], durable[64];
+        char stream[64];
         tb_bus_stream_name(&cli.cfg, cli.cfg.tiers[i].name, stream, sizeof(stream));
-        tb_bus_consumer_name(cli.cfg.tiers[i].name, durable, sizeof(durable));
-        printf("stream %-14s subjects tb.evt.%s.>  consumer %s\n", stream, cli.cfg.tiers[i].name,
-               durable);
+        printf("stream %-14s subjects tb.evt.%s.<domain>.>  consumers tb-%s-<domain>\n", stream,
+               cli.cfg.tiers[i].name, cli.cfg.tiers[i].name);
       }
+      printf("domains");
+      for (int d = 0; d < cli.cfg.n_domains; d++) printf(" %s", cli.cfg.domains[d]);
+      printf("\n");
       char dlq[64], cmd[64];
       tb_bus_dlq_stream(&cli.cfg, dlq, sizeof(dlq));
       tb_bus_cmd_stream(&cli.cfg, cmd, sizeof(cmd));

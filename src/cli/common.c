@@ -116,6 +116,23 @@ int tb_cli_load(tb_cli_t *cli) {
     fprintf(stderr, "%s: catalogue error: %s\n", cli->prog, tb_errdetail());
     return TB_EXIT_USAGE;
   }
+  const char *domains[TB_MAX_DOMAINS];
+  int n_domains = tb_catalogue_domains(cli->cat, domains, TB_MAX_DOMAINS);
+  st = tb_config_set_domains(&cli->cfg, domains, n_domains);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: catalogue error: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_USAGE;
+  }
+  /* A preset's domains are catalogue domains. */
+  for (int p = 0; p < cli->cfg.n_presets; p++)
+    for (int k = 0; k < cli->cfg.presets[p].n_domains; k++)
+      if (tb_config_domain_index(&cli->cfg, cli->cfg.presets[p].domains[k]) < 0) {
+        fprintf(stderr,
+                "%s: config error: %s: presets.%s: unknown domain '%s' (domains: see `tierbus "
+                "events`)\n",
+                cli->prog, path, cli->cfg.presets[p].name, cli->cfg.presets[p].domains[k]);
+        return TB_EXIT_USAGE;
+      }
   /* Config and catalogue must agree: every event_tiers entry names a catalogue event, and every
    * event's tier exists in this deployment. */
   for (int i = 0; i < cli->cfg.n_event_tiers; i++) {
@@ -184,44 +201,94 @@ void tb_cli_close(tb_cli_t *cli) {
   cli->cat = NULL;
 }
 
-int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out) {
+/* Parses a comma list of names into indexes with |lookup|; -1 after printing an error. */
+static int parse_names(tb_cli_t *cli, const char *list, const char *flag, const char *what,
+                       int (*lookup)(const tb_config_t *, const char *), int *out, int max) {
+  char buf[512];
+  snprintf(buf, sizeof(buf), "%s", list);
+  char *save = NULL;
   int n = 0;
+  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    int v = lookup(&cli->cfg, tok);
+    if (v < 0) {
+      tb_cli_usage_error(cli, "unknown %s '%s' in %s", what, tok, flag);
+      return -1;
+    }
+    for (int i = 0; i < n; i++)
+      if (out[i] == v) {
+        tb_cli_usage_error(cli, "%s '%s' given twice in %s", what, tok, flag);
+        return -1;
+      }
+    if (n == max) {
+      tb_cli_usage_error(cli, "%s lists more than %d %ss", flag, max, what);
+      return -1;
+    }
+    out[n++] = v;
+  }
+  if (n == 0) tb_cli_usage_error(cli, "%s is empty", flag);
+  return n > 0 ? n : -1;
+}
+
+int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, const char *domains,
+                       const char *max_cw, tb_worker_scope_t *scope) {
+  const tb_config_t *cfg = &cli->cfg;
+  tb_worker_scope_all(cfg, scope);
+  scope->max_inflight = cfg->max_concurrent_workflows;
   if (tiers != NULL && preset != NULL) {
     tb_cli_usage_error(cli, "give --tiers or --preset, not both");
     return -1;
   }
   if (preset != NULL) {
-    const tb_preset_t *p = tb_config_preset(&cli->cfg, preset);
-    if (p == NULL) {
-      tb_cli_usage_error(cli, "unknown preset '%s' (presets are defined in the config)", preset);
+    const tb_preset_t *p = tb_config_preset(cfg, preset);
+    int d = p == NULL ? tb_config_domain_index(cfg, preset) : -1;
+    if (p == NULL && d < 0) {
+      char known[512] = "";
+      for (int i = 0; i < cfg->n_presets; i++)
+        snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", i ? ", " : "",
+                 cfg->presets[i].name);
+      for (int i = 0; i < cfg->n_domains; i++)
+        snprintf(known + strlen(known), sizeof(known) - strlen(known), ", %s", cfg->domains[i]);
+      tb_cli_usage_error(cli, "unknown preset '%s' (presets and domains: %s)", preset, known);
       return -1;
     }
-    for (int i = 0; i < p->n_tiers; i++) out[n++] = tb_config_tier_index(&cli->cfg, p->tiers[i]);
-    return n;
-  }
-  if (tiers == NULL) {
-    for (int i = 0; i < cli->cfg.n_tiers; i++) out[n++] = i;
-    return n;
-  }
-  char buf[512];
-  snprintf(buf, sizeof(buf), "%s", tiers);
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-    int t = tb_config_tier_index(&cli->cfg, tok);
-    if (t < 0) {
-      tb_cli_usage_error(cli, "unknown tier '%s' in --tiers", tok);
-      return -1;
-    }
-    for (int i = 0; i < n; i++)
-      if (out[i] == t) {
-        tb_cli_usage_error(cli, "tier '%s' given twice in --tiers", tok);
+    if (p == NULL) { /* a bare domain: every tier of it */
+      scope->domains[0] = d;
+      scope->n_domains = 1;
+    } else {
+      if (p->n_domains > 0 && domains != NULL) {
+        tb_cli_usage_error(cli, "preset '%s' names its domains; drop --domains", preset);
         return -1;
       }
-    out[n++] = t;
+      if (p->n_tiers > 0) {
+        scope->n_tiers = 0;
+        for (int i = 0; i < p->n_tiers; i++)
+          scope->tiers[scope->n_tiers++] = tb_config_tier_index(cfg, p->tiers[i]);
+      }
+      if (p->n_domains > 0) {
+        scope->n_domains = 0;
+        for (int i = 0; i < p->n_domains; i++)
+          scope->domains[scope->n_domains++] = tb_config_domain_index(cfg, p->domains[i]);
+      }
+      if (p->max_concurrent_workflows > 0) scope->max_inflight = p->max_concurrent_workflows;
+    }
   }
-  if (n == 0) {
-    tb_cli_usage_error(cli, "--tiers is empty");
+  if (tiers != NULL &&
+      (scope->n_tiers = parse_names(cli, tiers, "--tiers", "tier", tb_config_tier_index,
+                                    scope->tiers, TB_MAX_TIERS)) < 0)
     return -1;
+  if (domains != NULL &&
+      (scope->n_domains = parse_names(cli, domains, "--domains", "domain", tb_config_domain_index,
+                                      scope->domains, TB_MAX_DOMAINS)) < 0)
+    return -1;
+  if (max_cw != NULL) {
+    char *end = NULL;
+    long v = strtol(max_cw, &end, 10);
+    if (end == max_cw || *end != '\0' || v < 0 || v > 100000) {
+      tb_cli_usage_error(cli, "--max-concurrent-workflows must be an integer 0 to 100000 (got '%s')",
+                         max_cw);
+      return -1;
+    }
+    scope->max_inflight = (int)v;
   }
-  return n;
+  return 0;
 }

@@ -308,14 +308,32 @@ const tb_event_def_t *tb_catalogue_at(const tb_catalogue_t *cat, size_t i) {
   return &cat->events[i];
 }
 
-tb_status tb_catalogue_subject(const tb_event_def_t *ev, const char *tier, char *buf, size_t cap) {
+int tb_catalogue_domains(const tb_catalogue_t *cat, const char **out, int max) {
+  int n = 0;
+  for (size_t i = 0; i < tb_catalogue_count(cat); i++) {
+    const char *d = tb_catalogue_at(cat, i)->domain;
+    int seen = 0;
+    for (size_t j = 0; j < i && !seen; j++) seen = strcmp(tb_catalogue_at(cat, j)->domain, d) == 0;
+    if (seen) continue;
+    if (n < max) out[n] = d;
+    n++;
+  }
+  return n;
+}
+
+tb_status tb_catalogue_subject(const tb_event_def_t *ev, const char *tier, const char *domain,
+                               char *buf, size_t cap) {
   if (!ev || !buf) return tb__fail(TB_ERR_INVALID, "tb_catalogue_subject: NULL argument");
+  if (domain == NULL) domain = ev->domain;
+  if (!tb_nats_token_valid(domain))
+    return tb__fail(TB_ERR_INVALID, "event '%s': domain '%s' is not a valid NATS subject token",
+                    ev->name, domain);
   /* The tier comes from publishers and config; a '.' or wildcard in it would silently publish
    * to another subject. */
   if (!tb_nats_token_valid(tier))
     return tb__fail(TB_ERR_INVALID, "event '%s': tier '%s' is not a valid NATS subject token",
                     ev->name, tier ? tier : "(null)");
-  int n = snprintf(buf, cap, "tb.evt.%s.%s.%s", tier, ev->domain, ev->token);
+  int n = snprintf(buf, cap, "tb.evt.%s.%s.%s", tier, domain, ev->token);
   if (n < 0 || (size_t)n >= cap) {
     if (cap > 0) buf[0] = '\0';
     return tb__fail(TB_ERR_INVALID, "event '%s': subject needs %d bytes, buffer has %zu", ev->name,

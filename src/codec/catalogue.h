@@ -40,9 +40,16 @@ const tb_event_def_t *tb_catalogue_find(const tb_catalogue_t *cat, const char *n
 size_t tb_catalogue_count(const tb_catalogue_t *cat);
 const tb_event_def_t *tb_catalogue_at(const tb_catalogue_t *cat, size_t i);
 
-/* Writes the subject for an event on a tier: "tb.evt.<tier>.<domain>.<event>". Returns
- * TB_ERR_INVALID if |cap| is too small (|buf| is then "") or |tier| is not a valid NATS token. */
-tb_status tb_catalogue_subject(const tb_event_def_t *ev, const char *tier, char *buf, size_t cap);
+/* The distinct domains of the catalogue's events, in order of first appearance: up to |max|
+ * borrowed names in |out|. Returns how many there are (which may exceed |max|). */
+int tb_catalogue_domains(const tb_catalogue_t *cat, const char **out, int max);
+
+/* Writes the subject for an event on a tier: "tb.evt.<tier>.<domain>.<event>". |domain| NULL
+ * means the event's own domain; a workflow's messages (continuations, command replies) name
+ * their run's domain instead, so that the run's domain workers get them. Returns TB_ERR_INVALID
+ * if |cap| is too small (|buf| is then "") or |tier| or |domain| is not a valid NATS token. */
+tb_status tb_catalogue_subject(const tb_event_def_t *ev, const char *tier, const char *domain,
+                               char *buf, size_t cap);
 
 /* True if |token| can be one token of a NATS subject: non-empty, no '.', '*', '>', whitespace or
  * control characters. Used for tiers, domains and event tokens. */

@@ -169,6 +169,15 @@ static const opt_t scalar_opts[] = {
      .def = "true",
      .env = "TIERBUS_AUTO_GENERATE_PDF",
      .help = "Generate a PDF when a business plan is completed (seed 001's AUTO_GENERATE_PDF)."},
+    {.name = "max_concurrent_workflows",
+     .type = OPT_INT,
+     FIELD(tb_config_t, max_concurrent_workflows),
+     .min = 0,
+     .max = 100000,
+     .def = "0",
+     .help = "Per worker process: the most workflow steps and events in flight at once, across\n"
+             "all its tiers (seed 004's max_concurrent_workflows); 0 = only the tiers' own\n"
+             "concurrency. A preset or `worker --max-concurrent-workflows` overrides it."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */
@@ -583,6 +592,7 @@ typedef struct src_lines {
   int event_tier[TB_MAX_EVENT_TIERS];
   int preset[TB_MAX_PRESETS];
   int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
+  int preset_domain[TB_MAX_PRESETS][TB_MAX_DOMAINS];
 } src_lines;
 
 enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS };
@@ -693,8 +703,32 @@ static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
     snprintf(key, sizeof(key), "presets.%s", ps->name);
     for (int q = 0; q < p; q++)
       if (strcmp(cfg->presets[q].name, ps->name) == 0) return vfail(cfg, line, key, "listed twice");
-    if (ps->n_tiers < 1 || ps->n_tiers > TB_MAX_TIERS)
-      return vfail(cfg, line, key, "must list 1 to %d tiers (got %d)", TB_MAX_TIERS, ps->n_tiers);
+    if (ps->n_tiers < 0 || ps->n_tiers > TB_MAX_TIERS)
+      return vfail(cfg, line, key, "must list at most %d tiers (got %d)", TB_MAX_TIERS,
+                   ps->n_tiers);
+    if (ps->n_domains < 0 || ps->n_domains > TB_MAX_DOMAINS)
+      return vfail(cfg, line, key, "must list at most %d domains (got %d)", TB_MAX_DOMAINS,
+                   ps->n_domains);
+    if (ps->n_tiers == 0 && ps->n_domains == 0)
+      return vfail(cfg, line, key, "must list tiers, domains or both");
+    if (ps->max_concurrent_workflows < 0 || ps->max_concurrent_workflows > 100000)
+      return vfail(cfg, line, key, "max_concurrent_workflows must be between 0 and 100000 (got %d)",
+                   ps->max_concurrent_workflows);
+    for (int k = 0; k < ps->n_domains; k++) {
+      int dline = L ? L->preset_domain[p][k] : 0;
+      const opt_t dn = {.name = "domain",
+                        .type = OPT_STRING,
+                        .offset = 0,
+                        .size = TB_NAME_MAX,
+                        .min = 1,
+                        .charset = CS_IDENT,
+                        .charset_desc = CS_IDENT_DESC};
+      if (!check_string(&dn, ps->domains[k], msg, sizeof(msg)))
+        return vfail(cfg, dline, key, "domain name %s", msg);
+      for (int j = 0; j < k; j++)
+        if (strcmp(ps->domains[j], ps->domains[k]) == 0)
+          return vfail(cfg, dline, key, "domain '%s' listed twice", ps->domains[k]);
+    }
     for (int k = 0; k < ps->n_tiers; k++) {
       int tline = L ? L->preset_tier[p][k] : 0;
       const char *name = ps->tiers[k];
@@ -934,6 +968,70 @@ static tb_status parse_event_tiers(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
+/* Parses a list of names into dst[max][TB_NAME_MAX], recording each item's line. */
+static tb_status parse_name_list(const parse_ctx *c, const yaml_node_t *v, const char *key,
+                                 const char *what, char (*dst)[TB_NAME_MAX], int max, int *n,
+                                 int *lines) {
+  tb_status s = expect_kind(c, v, YAML_SEQUENCE_NODE, key);
+  if (s != TB_OK) return s;
+  int n_items = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
+  char ikey[128];
+  for (int i = 0; i < n_items; i++) {
+    yaml_node_t *item = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
+    if (i == max) return perr(c, item, key, "at most %d %ss (got %d)", max, what, n_items);
+    snprintf(ikey, sizeof(ikey), "%s[%d]", key, i);
+    const char *text;
+    if ((s = scalar_text(c, item, ikey, &text)) != TB_OK) return s;
+    char desc[32];
+    snprintf(desc, sizeof(desc), "%s name", what);
+    if ((s = copy_name(c, item, ikey, desc, dst[i], TB_NAME_MAX, text)) != TB_OK) return s;
+    lines[i] = line_of(item);
+    *n = i + 1;
+  }
+  return TB_OK;
+}
+
+/* A preset is either a list of tiers ("critical: [critical, high]") or a mapping with tiers,
+ * domains and max_concurrent_workflows, each optional. */
+static tb_status parse_preset_body(const parse_ctx *c, int idx, const yaml_node_t *v,
+                                   const char *key) {
+  tb_preset_t *ps = &c->cfg->presets[idx];
+  if (v->type == YAML_SEQUENCE_NODE)
+    return parse_name_list(c, v, key, "tier", ps->tiers, TB_MAX_TIERS, &ps->n_tiers,
+                           c->lines->preset_tier[idx]);
+  tb_status s = expect_kind(c, v, YAML_MAPPING_NODE, key);
+  int seen[3] = {0};
+  for (yaml_node_pair_t *p = v->data.mapping.pairs.start; s == TB_OK && p < v->data.mapping.pairs.top;
+       p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *fv = yaml_document_get_node(c->doc, p->value);
+    const char *field;
+    char fkey[128];
+    if ((s = scalar_text(c, k, key, &field)) != TB_OK) return s;
+    snprintf(fkey, sizeof(fkey), "%s.%s", key, field);
+    if (strcmp(field, "tiers") == 0) {
+      if ((s = seen_once(c, k, key, &seen[0])) == TB_OK)
+        s = parse_name_list(c, fv, fkey, "tier", ps->tiers, TB_MAX_TIERS, &ps->n_tiers,
+                            c->lines->preset_tier[idx]);
+    } else if (strcmp(field, "domains") == 0) {
+      if ((s = seen_once(c, k, key, &seen[1])) == TB_OK)
+        s = parse_name_list(c, fv, fkey, "domain", ps->domains, TB_MAX_DOMAINS, &ps->n_domains,
+                            c->lines->preset_domain[idx]);
+    } else if (strcmp(field, "max_concurrent_workflows") == 0) {
+      const char *text, *end;
+      long long ll;
+      if ((s = seen_once(c, k, key, &seen[2])) == TB_OK) s = scalar_text(c, fv, fkey, &text);
+      if (s == TB_OK && (!parse_int(text, &end, &ll) || *end != '\0' || ll < 0 || ll > 100000))
+        s = perr(c, fv, fkey, "must be an integer between 0 and 100000 (got '%s')", text);
+      if (s == TB_OK) ps->max_concurrent_workflows = (int)ll;
+    } else {
+      s = perr(c, k, key, "unknown key '%s' (expected tiers, domains, max_concurrent_workflows)",
+               field);
+    }
+  }
+  return s;
+}
+
 static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
   tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "presets");
   if (s != TB_OK) return s;
@@ -953,26 +1051,13 @@ static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
     if (cfg->n_presets == TB_MAX_PRESETS)
       return perr(c, k, "presets", "at most %d presets are allowed (got %d)", TB_MAX_PRESETS,
                   total);
-    char key[96], ikey[112];
+    char key[96];
     snprintf(key, sizeof(key), "presets.%s", name);
     int idx = cfg->n_presets;
     tb_preset_t *ps = &cfg->presets[idx];
     if ((s = copy_name(c, k, "presets", "preset name", ps->name, sizeof(ps->name), name)) != TB_OK)
       return s;
-    if ((s = expect_kind(c, v, YAML_SEQUENCE_NODE, key)) != TB_OK) return s;
-    int n_items = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
-    for (int i = 0; i < n_items; i++) {
-      yaml_node_t *item = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
-      if (i == TB_MAX_TIERS)
-        return perr(c, item, key, "must list 1 to %d tiers (got %d)", TB_MAX_TIERS, n_items);
-      snprintf(ikey, sizeof(ikey), "%s[%d]", key, i);
-      const char *tier;
-      if ((s = scalar_text(c, item, ikey, &tier)) != TB_OK) return s;
-      if ((s = copy_name(c, item, ikey, "tier name", ps->tiers[i], TB_NAME_MAX, tier)) != TB_OK)
-        return s;
-      c->lines->preset_tier[idx][i] = line_of(item);
-      ps->n_tiers = i + 1;
-    }
+    if ((s = parse_preset_body(c, idx, v, key)) != TB_OK) return s;
     c->lines->preset[cfg->n_presets++] = line_of(k);
   }
   return TB_OK;
@@ -1156,6 +1241,26 @@ const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
   return NULL;
 }
 
+tb_status tb_config_set_domains(tb_config_t *cfg, const char *const *names, int n) {
+  if (n > TB_MAX_DOMAINS)
+    return tb__fail(TB_ERR_CONFIG, "the catalogue has %d domains; at most %d are supported", n,
+                    TB_MAX_DOMAINS);
+  for (int i = 0; i < n; i++) {
+    if (strlen(names[i]) >= TB_NAME_MAX)
+      return tb__fail(TB_ERR_CONFIG, "domain '%s' is longer than %d characters", names[i],
+                      TB_NAME_MAX - 1);
+    snprintf(cfg->domains[i], TB_NAME_MAX, "%s", names[i]);
+  }
+  cfg->n_domains = n;
+  return TB_OK;
+}
+
+int tb_config_domain_index(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; i < cfg->n_domains; i++)
+    if (strcmp(cfg->domains[i], name) == 0) return i;
+  return -1;
+}
+
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
   for (int i = 0; i < cfg->n_presets && i < TB_MAX_PRESETS; i++)
     if (strcmp(cfg->presets[i].name, name) == 0) return &cfg->presets[i];
@@ -1283,18 +1388,38 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     fputc('\n', out);
   }
 
-  fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);
+  fputs("\n# Worker presets: `tierbus worker --preset NAME`. A list names tiers; a mapping may\n"
+        "# name tiers, domains (catalogue domains: `tierbus events`) and max_concurrent_workflows.\n"
+        "# No tiers means every tier, no domains every domain. `--preset DOMAIN` also works for\n"
+        "# any catalogue domain without a preset of that name.\n",
+        out);
   fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
   for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
     const tb_preset_t *ps = &cfg->presets[p];
     fputs("  ", out);
     write_str(out, ps->name);
-    fputs(": [", out);
-    for (int k = 0; k < ps->n_tiers && k < TB_MAX_TIERS; k++) {
-      if (k) fputs(", ", out);
-      write_str(out, ps->tiers[k]);
+    int mapping = ps->n_domains > 0 || ps->max_concurrent_workflows > 0;
+    fputs(mapping ? ": {" : ": ", out);
+    if (ps->n_tiers > 0) {
+      fputs(mapping ? "tiers: [" : "[", out);
+      for (int k = 0; k < ps->n_tiers && k < TB_MAX_TIERS; k++) {
+        if (k) fputs(", ", out);
+        write_str(out, ps->tiers[k]);
+      }
+      fputs("]", out);
     }
-    fputs("]\n", out);
+    if (ps->n_domains > 0) {
+      fputs(ps->n_tiers > 0 ? ", domains: [" : "domains: [", out);
+      for (int k = 0; k < ps->n_domains && k < TB_MAX_DOMAINS; k++) {
+        if (k) fputs(", ", out);
+        write_str(out, ps->domains[k]);
+      }
+      fputs("]", out);
+    }
+    if (ps->max_concurrent_workflows > 0)
+      fprintf(out, "%smax_concurrent_workflows: %d", ps->n_tiers + ps->n_domains > 0 ? ", " : "",
+              ps->max_concurrent_workflows);
+    fputs(mapping ? "}\n" : "\n", out);
   }
 }
 

@@ -14,6 +14,7 @@
 #define TB_NAME_MAX 32
 #define TB_MAX_EVENT_TIERS 64
 #define TB_MAX_PRESETS 16
+#define TB_MAX_DOMAINS 16
 #define TB_URL_MAX 256
 
 /* One priority tier. The order of tiers in the config is the priority order: index 0 is served
@@ -35,11 +36,16 @@ typedef struct tb_event_tier {
   char tier[TB_NAME_MAX];
 } tb_event_tier_t;
 
-/* A named worker preset: the tiers a `tierbus worker --preset NAME` subscribes to. */
+/* A named worker preset: what a `tierbus worker --preset NAME` consumes. No tiers means every
+ * tier; no domains means every domain. Domain names are checked against the catalogue by the
+ * worker, since the config does not know the catalogue. */
 typedef struct tb_preset {
   char name[TB_NAME_MAX];
   char tiers[TB_MAX_TIERS][TB_NAME_MAX];
   int n_tiers;
+  char domains[TB_MAX_DOMAINS][TB_NAME_MAX];
+  int n_domains;
+  int max_concurrent_workflows; /* 0: the config's max_concurrent_workflows */
 } tb_preset_t;
 
 typedef struct tb_config {
@@ -56,6 +62,7 @@ typedef struct tb_config {
   int log_level;                   /* tb_log_level */
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
+  int max_concurrent_workflows;    /* per worker: messages in flight across tiers; 0 = no cap */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
@@ -63,6 +70,11 @@ typedef struct tb_config {
   tb_preset_t presets[TB_MAX_PRESETS];
   int n_presets;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
+  /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
+   * and its consumers. Not read from the file: set with tb_config_set_domains() once the
+   * catalogue is loaded. */
+  char domains[TB_MAX_DOMAINS][TB_NAME_MAX];
+  int n_domains;
 } tb_config_t;
 
 /* Fills |cfg| with the table's defaults. Tiers, event tiers and presets are left empty: they come
@@ -93,6 +105,13 @@ int tb_config_tier_index(const tb_config_t *cfg, const char *name);
 
 /* Tier configured for |event| in event_tiers, or NULL when the catalogue default applies. */
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event);
+
+/* Copies the |n| domain names (each a valid subject token). TB_ERR_CONFIG naming the domain
+ * when there are more than TB_MAX_DOMAINS or one is too long. */
+tb_status tb_config_set_domains(tb_config_t *cfg, const char *const *names, int n);
+
+/* Index of domain |name| in cfg->domains, or -1. */
+int tb_config_domain_index(const tb_config_t *cfg, const char *name);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

@@ -77,20 +77,23 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
 /* ---------------------------------------------------------------- state */
 
 typedef struct ready_queue {
-  tb_work_t **items; /* ring of capacity `cap` (the tier's concurrency) */
-  int cap, head, count;
+  tb_work_t **items; /* ring of `ring` entries: the tier's concurrency plus one per probe */
+  int cap;           /* the tier's concurrency */
+  int ring, head, count;
   /* The tier's slots in use: messages fetched and ready, or handled in the open batch. The
    * batch's slots are freed as its commit starts, so that the next pull request travels while
    * SQLite commits; unacked messages per process can therefore briefly reach twice the tier's
    * concurrency. */
   int inflight;
+  int reserved;     /* slots promised to fetches under way */
   int active;       /* this process consumes the tier */
-  uint64_t pending; /* consumer's pending count at the last fetch: 0 = none known */
+  uint64_t pending; /* sum of its consumers' pending counts at their last fetch: 0 = none known */
 } ready_queue_t;
 
 typedef struct fetcher {
   tb_dispatcher_t *d;
-  int tier;
+  int tier, domain;
+  uint64_t pending; /* this consumer's pending count at its last fetch (part of the queue's) */
   tb_consumer_t *consumer;
   natsSubscription *advisories; /* the tier's max-deliveries advisories (queue group) */
   natsMsg **buf;                /* fetch landing area, the tier's concurrency long */
@@ -107,23 +110,43 @@ struct tb_dispatcher {
   ready_queue_t queues[TB_MAX_TIERS];
   int ready_total;
   int stopping, fetchers_done;
-  fetcher_t fetchers[TB_MAX_TIERS];
+  fetcher_t fetchers[TB_MAX_TIERS * TB_MAX_DOMAINS];
   int n_fetchers;
+  int max_inflight;                     /* the worker's cap across tiers, 0 = none */
+  int inflight_total, reserved_total;   /* sums of the queues' inflight and reserved */
+  int peak_inflight;
   pthread_t executor;
   int64_t inversions;
   tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
 };
 
 static void q_push(ready_queue_t *q, tb_work_t *w) {
-  q->items[(q->head + q->count) % q->cap] = w;
+  q->items[(q->head + q->count) % q->ring] = w;
   q->count++;
 }
 
 static tb_work_t *q_pop(ready_queue_t *q) {
   tb_work_t *w = q->items[q->head];
-  q->head = (q->head + 1) % q->cap;
+  q->head = (q->head + 1) % q->ring;
   q->count--;
   return w;
+}
+
+/* Records fetcher |f|'s consumer pending count in its tier's sum. Called with mu held. */
+static void set_pending(ready_queue_t *q, fetcher_t *f, uint64_t pending) {
+  q->pending = q->pending - f->pending + pending;
+  f->pending = pending;
+}
+
+/* Slots a fetch may take now: the tier's free slots, bounded by the worker's cap. Called with mu
+ * held. */
+static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
+  int room = q->cap - q->inflight - q->reserved;
+  if (d->max_inflight > 0) {
+    int g = d->max_inflight - d->inflight_total - d->reserved_total;
+    if (g < room) room = g;
+  }
+  return room;
 }
 
 /* ---------------------------------------------------------------- fetchers */
@@ -146,38 +169,40 @@ static void *fetch_loop(void *arg) {
   const char *tier = d->cfg->tiers[f->tier].name;
   int warned = 0;
   for (;;) {
+    /* A consumer known to hold messages reserves the slots it asks for, so that the tier's
+     * other domains cannot overfill the queue meanwhile. An idle one asks for a single message
+     * without reserving: reserving would hold slots for the whole long poll and starve the
+     * tier's busy domains. */
     pthread_mutex_lock(&d->mu);
-    while (!d->stopping && q->inflight >= q->cap) pthread_cond_wait(&d->slots_cv, &d->mu);
-    int stopping = d->stopping, room = q->cap - q->inflight;
+    int want = 0;
+    while (!d->stopping && (want = free_slots(d, q)) <= 0) pthread_cond_wait(&d->slots_cv, &d->mu);
+    int stopping = d->stopping, reserve = 0;
+    if (f->pending > 0) {
+      if ((uint64_t)want > f->pending) want = (int)f->pending;
+      reserve = want;
+      q->reserved += reserve;
+      d->reserved_total += reserve;
+    } else {
+      want = 1;
+    }
     pthread_mutex_unlock(&d->mu);
     if (stopping) break;
 
     int got = 0;
-    tb_status st = tb_consumer_fetch(f->consumer, f->buf, room, &got, FETCH_WAIT_MS);
-    if (st != TB_OK) {
-      pthread_mutex_lock(&d->mu);
-      q->pending = 0;
-      pthread_cond_broadcast(&d->work_cv); /* an executor holding for this tier stops waiting */
-      pthread_mutex_unlock(&d->mu);
-    }
-    if (st == TB_ERR_TIMEOUT) continue;
-    if (st != TB_OK) {
-      if (!warned++)
-        TB_LOG(TB_LOG_WARN, "dispatch", "%s: fetch failed, retrying: %s", tier, tb_errdetail());
-      tb_sleep_us(200000);
-      continue;
-    }
-    if (warned) TB_LOG(TB_LOG_INFO, "dispatch", "%s: fetching again", tier);
-    warned = 0;
+    tb_status st = tb_consumer_fetch(f->consumer, f->buf, want, &got, FETCH_WAIT_MS);
     int64_t now = tb_mono_us();
     uint64_t pending = 0;
     jsMsgMetaData *meta = NULL;
-    if (got > 0 && natsMsg_GetMetaData(&meta, f->buf[got - 1]) == NATS_OK) {
+    if (st == TB_OK && got > 0 && natsMsg_GetMetaData(&meta, f->buf[got - 1]) == NATS_OK) {
       pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
     pthread_mutex_lock(&d->mu);
-    q->pending = pending;
+    q->reserved -= reserve;
+    d->reserved_total -= reserve;
+    /* A failed or empty fetch clears the count: an executor holding for this tier stops
+     * waiting. */
+    set_pending(q, f, pending);
     for (int i = 0; i < got; i++) {
       tb_work_t *w = calloc(1, sizeof(*w));
       if (w == NULL) { /* dropped unacked: redelivered after AckWait */
@@ -189,10 +214,22 @@ static void *fetch_loop(void *arg) {
       w->ready_mono_us = w->progress_mono_us = now;
       q_push(q, w);
       q->inflight++;
+      d->inflight_total++;
       d->ready_total++;
     }
+    if (d->inflight_total > d->peak_inflight) d->peak_inflight = d->inflight_total;
+    if (reserve > got) pthread_cond_broadcast(&d->slots_cv); /* unused slots go back */
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
+    if (st == TB_ERR_TIMEOUT || st == TB_OK) {
+      if (st == TB_OK && warned) TB_LOG(TB_LOG_INFO, "dispatch", "%s: fetching again", tier);
+      if (st == TB_OK) warned = 0;
+      continue;
+    }
+    if (!warned++)
+      TB_LOG(TB_LOG_WARN, "dispatch", "%s/%s: fetch failed, retrying: %s", tier,
+             d->cfg->domains[f->domain], tb_errdetail());
+    tb_sleep_us(200000);
   }
   return NULL;
 }
@@ -206,7 +243,7 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
     ready_queue_t *q = &d->queues[t];
     int64_t half = d->cfg->tiers[t].timeout_ms * 500;
     for (int i = 0; i < q->count; i++) {
-      tb_work_t *w = q->items[(q->head + i) % q->cap];
+      tb_work_t *w = q->items[(q->head + i) % q->ring];
       if (now - w->progress_mono_us > half) {
         tb_bus_in_progress(d->bus, w->msg);
         w->progress_mono_us = now;
@@ -339,7 +376,10 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
   pthread_mutex_lock(&d->mu);
   for (int i = 0; i < n; i++)
-    if (!batch[i]->orphan) d->queues[batch[i]->tier].inflight--;
+    if (!batch[i]->orphan) {
+      d->queues[batch[i]->tier].inflight--;
+      d->inflight_total--;
+    }
   pthread_cond_broadcast(&d->slots_cv);
   pthread_mutex_unlock(&d->mu);
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
@@ -420,53 +460,72 @@ static void on_max_deliveries(natsConnection *nc, natsSubscription *sub, natsMsg
 
 /* ---------------------------------------------------------------- lifecycle */
 
+void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope) {
+  memset(scope, 0, sizeof(*scope));
+  for (int t = 0; t < cfg->n_tiers; t++) scope->tiers[scope->n_tiers++] = t;
+  for (int i = 0; i < cfg->n_domains; i++) scope->domains[scope->n_domains++] = i;
+}
+
+/* Binds fetcher |f| to its consumer and its max-deliveries advisories, and reads the consumer's
+ * backlog: a worker that starts on a backlog must know of it before its first fetch returns, or
+ * it serves a lower tier whose fetch happened to answer first. */
+static tb_status open_fetcher(tb_dispatcher_t *d, fetcher_t *f) {
+  const tb_config_t *cfg = d->cfg;
+  const char *tier = cfg->tiers[f->tier].name, *domain = cfg->domains[f->domain];
+  f->buf = calloc((size_t)cfg->tiers[f->tier].concurrency, sizeof(natsMsg *));
+  if (f->buf == NULL) return tb__fail(TB_ERR_NOMEM, "fetch buffer");
+  tb_status st = tb_consumer_open(&f->consumer, d->bus, cfg, tier, domain);
+  if (st == TB_OK) {
+    char stream[64], durable[64], subject[200];
+    tb_bus_stream_name(cfg, tier, stream, sizeof(stream));
+    tb_bus_consumer_name(tier, domain, durable, sizeof(durable));
+    snprintf(subject, sizeof(subject), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", stream,
+             durable);
+    natsStatus ns = natsConnection_QueueSubscribe(&f->advisories, tb_bus_conn(d->bus), subject,
+                                                  "tb-advisories", on_max_deliveries, f);
+    if (ns != NATS_OK) {
+      st = tb__nats_fail(ns, 0, "subscribe to max-deliveries advisories");
+      tb_consumer_close(f->consumer);
+    }
+  }
+  if (st != TB_OK) {
+    free(f->buf);
+    return st;
+  }
+  uint64_t pending = 0, ack_pending = 0, redelivered = 0; /* best effort: unknown stays 0 */
+  if (tb_consumer_pending(d->bus, cfg, tier, domain, &pending, &ack_pending, &redelivered) == TB_OK)
+    set_pending(&d->queues[f->tier], f, pending);
+  return TB_OK;
+}
+
 tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
-                              tb_engine_t *engine, const int *tiers, int n) {
+                              tb_engine_t *engine, const tb_worker_scope_t *scope) {
   tb_dispatcher_t *d = calloc(1, sizeof(*d));
   if (d == NULL) return tb__fail(TB_ERR_NOMEM, "dispatcher");
   d->cfg = cfg;
   d->bus = bus;
   d->engine = engine;
+  d->max_inflight = scope->max_inflight;
   pthread_mutex_init(&d->mu, NULL);
   tb_cond_init(&d->work_cv);
   tb_cond_init(&d->slots_cv);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
-    d->queues[t].cap = cfg->tiers[t].concurrency;
-    d->queues[t].items = calloc((size_t)d->queues[t].cap, sizeof(tb_work_t *));
-    if (d->queues[t].items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");
+    ready_queue_t *q = &d->queues[t];
+    q->cap = cfg->tiers[t].concurrency;
+    q->ring = q->cap + scope->n_domains; /* each idle consumer's probe may land one more */
+    q->items = calloc((size_t)q->ring, sizeof(tb_work_t *));
+    if (q->items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");
   }
-  for (int i = 0; i < n && st == TB_OK; i++) {
-    fetcher_t *f = &d->fetchers[d->n_fetchers];
-    f->d = d;
-    f->tier = tiers[i];
-    d->queues[tiers[i]].active = 1;
-    f->buf = calloc((size_t)cfg->tiers[tiers[i]].concurrency, sizeof(natsMsg *));
-    st = f->buf ? tb_consumer_open(&f->consumer, bus, cfg, cfg->tiers[tiers[i]].name)
-                : tb__fail(TB_ERR_NOMEM, "fetch buffer");
-    if (st == TB_OK) {
-      char stream[64], durable[64], subject[200];
-      tb_bus_stream_name(cfg, cfg->tiers[tiers[i]].name, stream, sizeof(stream));
-      tb_bus_consumer_name(cfg->tiers[tiers[i]].name, durable, sizeof(durable));
-      snprintf(subject, sizeof(subject), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", stream,
-               durable);
-      natsStatus ns = natsConnection_QueueSubscribe(&f->advisories, tb_bus_conn(bus), subject,
-                                                    "tb-advisories", on_max_deliveries, f);
-      if (ns != NATS_OK) {
-        st = tb__nats_fail(ns, 0, "subscribe to max-deliveries advisories");
-        tb_consumer_close(f->consumer);
-      }
-    }
-    if (st != TB_OK) free(f->buf);
-    if (st == TB_OK) {
-      /* A worker that starts on a backlog must know of it before its first fetch returns, or
-       * it serves a lower tier whose fetch happened to answer first. Best effort: unknown
-       * stays 0, and the first fetch sets it. */
-      uint64_t ack_pending = 0, redelivered = 0;
-      if (tb_consumer_pending(bus, cfg, cfg->tiers[tiers[i]].name, &d->queues[tiers[i]].pending,
-                              &ack_pending, &redelivered) != TB_OK)
-        d->queues[tiers[i]].pending = 0;
-      d->n_fetchers++;
+  for (int i = 0; i < scope->n_tiers && st == TB_OK; i++) {
+    d->queues[scope->tiers[i]].active = 1;
+    for (int k = 0; k < scope->n_domains && st == TB_OK; k++) {
+      fetcher_t *f = &d->fetchers[d->n_fetchers];
+      f->d = d;
+      f->tier = scope->tiers[i];
+      f->domain = scope->domains[k];
+      st = open_fetcher(d, f);
+      if (st == TB_OK) d->n_fetchers++;
     }
   }
   if (st != TB_OK) {
@@ -514,6 +573,13 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
   pthread_cond_destroy(&d->work_cv);
   pthread_cond_destroy(&d->slots_cv);
   free(d);
+}
+
+int tb_dispatcher_peak_inflight(tb_dispatcher_t *d) {
+  pthread_mutex_lock(&d->mu);
+  int v = d->peak_inflight;
+  pthread_mutex_unlock(&d->mu);
+  return v;
 }
 
 int64_t tb_dispatcher_inversions(tb_dispatcher_t *d) {

@@ -1,6 +1,7 @@
-/* The dispatcher: one fetcher thread per subscribed tier pulls from the tier's durable consumer
- * into a ready queue bounded by the tier's concurrency, and one executor thread serves the
- * highest effective tier first, batching commits. Aging raises a waiting message's effective tier
+/* The dispatcher: one fetcher thread per subscribed (tier, domain) pulls from that durable
+ * consumer into the tier's ready queue, bounded by the tier's concurrency (and the worker's
+ * overall cap), and one executor thread serves the highest effective tier first, batching
+ * commits. Aging raises a waiting message's effective tier
  * so no tier starves; every pick is audited for inversions. */
 #ifndef TB_DISPATCH_DISPATCH_H
 #define TB_DISPATCH_DISPATCH_H
@@ -60,10 +61,25 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
 
 typedef struct tb_dispatcher tb_dispatcher_t;
 
-/* Starts fetchers for the tiers whose indexes are in |tiers| (n entries) and the executor. All
- * pointers are borrowed and must outlive the dispatcher. */
+/* What one worker process consumes (`worker --tiers/--preset/--domains`). */
+typedef struct tb_worker_scope {
+  int tiers[TB_MAX_TIERS]; /* indexes into cfg->tiers */
+  int n_tiers;
+  int domains[TB_MAX_DOMAINS]; /* indexes into cfg->domains */
+  int n_domains;
+  /* Most messages (workflow steps and events) in flight in this process across its tiers; 0 =
+   * only each tier's concurrency. Held strictly for reserved fetches; an idle consumer's
+   * one-message probe may add one more while its first message arrives. */
+  int max_inflight;
+} tb_worker_scope_t;
+
+/* Fills |scope| with every tier and domain of |cfg| and no cap. */
+void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope);
+
+/* Starts a fetcher for each (tier, domain) of |scope| and the executor. All pointers are
+ * borrowed and must outlive the dispatcher; |scope| is copied. */
 tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
-                              tb_engine_t *engine, const int *tiers, int n);
+                              tb_engine_t *engine, const tb_worker_scope_t *scope);
 
 /* Stops fetching, lets every fetched message finish, commit and be acked, then joins and frees.
  * Accepts NULL. */
@@ -71,5 +87,8 @@ void tb_dispatcher_stop(tb_dispatcher_t *d);
 
 /* Inversions counted by this dispatcher so far. */
 int64_t tb_dispatcher_inversions(tb_dispatcher_t *d);
+
+/* The most messages this dispatcher has held in flight at once (fetched, not yet settled). */
+int tb_dispatcher_peak_inflight(tb_dispatcher_t *d);
 
 #endif

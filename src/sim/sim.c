@@ -437,6 +437,7 @@ typedef struct job {
   int64_t due_us;     /* monotonic: when the next publication is due */
   int64_t touched_us; /* monotonic: last delivery or in-progress ack, against AckWait */
   const char *tier;   /* reply tier (config's name), NULL = the event's default */
+  const char *domain; /* reply domain (borrowed from cmd), NULL = the event's own */
 } job_t;
 
 struct tb_sim {
@@ -510,7 +511,7 @@ static const char *malformed(const Tierbus__V1__Command *cmd) {
   if (cmd->command_id == NULL || *cmd->command_id == '\0') return "command_id is empty";
   if (strlen(cmd->command_id) > COMMAND_ID_MAX) return "command_id is longer than 120 bytes";
   if (!utf8_ok(cmd->command_id) || !utf8_ok(cmd->workflow_id) || !utf8_ok(cmd->correlation_id) ||
-      !utf8_ok(cmd->reply_tier) || !utf8_ok(cmd->service) || !utf8_ok(cmd->action))
+      !utf8_ok(cmd->reply_tier) || !utf8_ok(cmd->reply_domain) || !utf8_ok(cmd->service) || !utf8_ok(cmd->action))
     return "a string field is not valid UTF-8";
   return NULL;
 }
@@ -581,6 +582,15 @@ static void take(tb_sim_t *sim, natsMsg *m) {
              "the event's default tier",
              cmd->command_id, cmd->reply_tier);
   }
+  if (cmd->reply_domain && *cmd->reply_domain) {
+    if (tb_config_domain_index(sim->o.cfg, cmd->reply_domain) >= 0)
+      j->domain = cmd->reply_domain;
+    else
+      TB_LOG(TB_LOG_WARN, MOD,
+             "command %s: reply_domain '%s' is not a catalogue domain; replying on the event's "
+             "own domain",
+             cmd->command_id, cmd->reply_domain);
+  }
   int64_t now = tb_mono_us();
   j->stage = STAGE_REPLY;
   j->due_us = now + sim->o.latency_ms * 1000;
@@ -595,6 +605,8 @@ static tb_status publish(tb_sim_t *sim, job_t *j, const char *event, json_t *pay
       .event = event,
       .payload = payload,
       .tier = j->tier,
+      /* Only the reply follows the workflow's domain; other events keep their own. */
+      .domain = strcmp(event, EV_REPLY) == 0 ? j->domain : NULL,
       .id = id,
       .correlation_id =
           j->cmd->correlation_id && *j->cmd->correlation_id ? j->cmd->correlation_id : NULL,

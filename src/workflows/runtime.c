@@ -73,15 +73,16 @@ const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
 }
 
 /* Publishes catalogue event |event| through the outbox: |payload| borrowed, due at |due_us|
- * (0 = now). */
+ * (0 = now); |domain| NULL keeps the event's own domain. */
 static tb_status emit_event(const tb_handler_ctx_t *ctx, const char *event, const char *tier,
-                            const char *id, const json_t *payload, const char *workflow_id,
-                            const char *correlation_id, int64_t due_us) {
+                            const char *domain, const char *id, const json_t *payload,
+                            const char *workflow_id, const char *correlation_id, int64_t due_us) {
   if (ctx->cat == NULL) return tb__fail(TB_ERR_INVALID, "emit %s: no catalogue in context", event);
   tb_publish_req_t req = {
       .event = event,
       .payload = (json_t *)payload, /* read only */
       .tier = tier,
+      .domain = domain,
       .id = id,
       .correlation_id = correlation_id,
       .workflow_id = workflow_id,
@@ -109,7 +110,8 @@ static tb_status continue_at(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row
   json_t *payload = json_pack("{s:s, s:I, s:s}", "workflow_id", row->id, "seq",
                               (json_int_t)row->seq, "cause", cause);
   if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: continuation", row->id);
-  tb_status s = emit_event(ctx, "workflow-step", row->tier, id, payload, row->id,
+  /* On the run's domain: the workers of that domain run its steps. */
+  tb_status s = emit_event(ctx, "workflow-step", row->tier, row->domain, id, payload, row->id,
                            row->correlation_id, due_us);
   json_decref(payload);
   return s;
@@ -301,6 +303,7 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   cmd.service = (char *)st->service;
   cmd.action = (char *)st->action;
   cmd.reply_tier = sp->row.tier;
+  cmd.reply_domain = sp->row.domain;
   cmd.input_json = input_text;
   cmd.deadline_at_us = deadline;
   cmd.correlation_id = sp->row.correlation_id;
@@ -693,7 +696,7 @@ tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier
   derive_id(run->id, full, id, sizeof(id));
   const char *corr =
       run->ctx->msg && run->ctx->msg->env ? run->ctx->msg->env->correlation_id : NULL;
-  return emit_event(run->ctx, event, tier, id, payload, run->id, corr, 0);
+  return emit_event(run->ctx, event, tier, NULL, id, payload, run->id, corr, 0);
 }
 
 /* ---------------------------------------------------------------- cancel */

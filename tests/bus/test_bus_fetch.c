@@ -34,6 +34,8 @@ static int setup(void **state) {
   f->cfg.tiers[0].timeout_ms = 60000;
   f->cfg.tiers[0].concurrency = 64;
   f->cfg.tiers[0].max_deliver = 5;
+  const char *domains[] = {"x", "z"};
+  assert_int_equal(tb_config_set_domains(&f->cfg, domains, 2), TB_OK);
   assert_int_equal(tb_bus_connect(&f->bus, f->srv.url, "test"), TB_OK);
   assert_int_equal(tb_bus_provision(f->bus, &f->cfg), TB_OK);
   *state = f;
@@ -58,6 +60,34 @@ static void test_provision_idempotent(void **state) {
   assert_int_equal(tb_bus_provision(f->bus, &f->cfg), TB_OK);
 }
 
+/* Each domain has its own consumer; a subject outside every domain is refused at publish. */
+static void test_domain_consumers(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(tb_bus_publish(f->bus, "tb.evt.normal.z.A", "z-1", "z", 1, NULL, NULL, NULL),
+                   TB_OK);
+  assert_int_not_equal(
+      tb_bus_publish(f->bus, "tb.evt.normal.nope.A", "n-1", "n", 1, NULL, NULL, NULL), TB_OK);
+  uint64_t pending = 0, ack_pending = 0, redelivered = 0;
+  assert_int_equal(
+      tb_consumer_pending(f->bus, &f->cfg, "normal", "z", &pending, &ack_pending, &redelivered),
+      TB_OK);
+  assert_int_equal(pending, 1);
+  assert_int_equal(
+      tb_consumer_pending(f->bus, &f->cfg, "normal", "x", &pending, &ack_pending, &redelivered),
+      TB_OK);
+  assert_int_equal(pending, 0);
+  tb_consumer_t *c = NULL;
+  natsMsg *m[4];
+  int got = 0;
+  assert_int_equal(tb_consumer_open(&c, f->bus, &f->cfg, "normal", "z"), TB_OK);
+  assert_int_equal(tb_consumer_fetch(c, m, 4, &got, 2000), TB_OK);
+  assert_int_equal(got, 1);
+  assert_string_equal(natsMsg_GetSubject(m[0]), "tb.evt.normal.z.A");
+  tb_bus_ack(f->bus, m[0]);
+  natsMsg_Destroy(m[0]);
+  tb_consumer_close(c);
+}
+
 /* Publishes |n| messages with ids m-0..m-(n-1), optionally while fetching, and checks that every
  * id is received exactly once when fetching with the given shape. */
 static void fetch_all(fixture_t *f, int n, int max) {
@@ -71,7 +101,7 @@ static void fetch_all(fixture_t *f, int n, int max) {
   assert_int_equal(failed, 0);
 
   tb_consumer_t *c = NULL;
-  assert_int_equal(tb_consumer_open(&c, f->bus, &f->cfg, "normal"), TB_OK);
+  assert_int_equal(tb_consumer_open(&c, f->bus, &f->cfg, "normal", "x"), TB_OK);
   unsigned char *seen = calloc((size_t)n, 1);
   natsMsg **buf = calloc((size_t)max, sizeof(*buf));
   int total = 0, timeouts = 0;
@@ -100,7 +130,8 @@ static void fetch_all(fixture_t *f, int n, int max) {
   natsConnection_Flush(tb_bus_conn(f->bus));
   usleep(100000);
   assert_int_equal(
-      tb_consumer_pending(f->bus, &f->cfg, "normal", &pending, &ack_pending, &redelivered), TB_OK);
+      tb_consumer_pending(f->bus, &f->cfg, "normal", NULL, &pending, &ack_pending, &redelivered),
+      TB_OK);
   assert_int_equal(pending, 0);
   assert_int_equal(ack_pending, 0);
   assert_int_equal(redelivered, 0);
@@ -125,6 +156,7 @@ static void test_fetch_odd(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_provision_idempotent, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_domain_consumers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fetch_single, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fetch_batches, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fetch_wide, setup, teardown),

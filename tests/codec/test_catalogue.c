@@ -218,7 +218,7 @@ static void test_names_tokens_subjects(void **state) {
     }
     const tb_event_def_t *d = tb_catalogue_find(cat, name);
     char subject[256];
-    assert_int_equal(tb_catalogue_subject(d, "high", subject, sizeof subject), TB_OK);
+    assert_int_equal(tb_catalogue_subject(d, "high", NULL, subject, sizeof subject), TB_OK);
     snprintf(want, sizeof want, "tb.evt.high.%s.%s", domain, token);
     assert_string_equal(subject, want);
   }
@@ -232,20 +232,41 @@ static void test_subject_formatting(void **state) {
   const tb_event_def_t *d = tb_catalogue_find(cat, "CLIENT_CREATED");
   const char *want = "tb.evt.critical.crm.CLIENT_CREATED"; /* 34 characters */
   char buf[64];
-  assert_int_equal(tb_catalogue_subject(d, "critical", buf, 35), TB_OK);
+  assert_int_equal(tb_catalogue_subject(d, "critical", NULL, buf, 35), TB_OK);
   assert_string_equal(buf, want);
   memset(buf, 'x', sizeof buf);
-  assert_int_equal(tb_catalogue_subject(d, "critical", buf, 34), TB_ERR_INVALID);
+  assert_int_equal(tb_catalogue_subject(d, "critical", NULL, buf, 34), TB_ERR_INVALID);
   assert_string_equal(buf, "");
   assert_string_equal(tb_errdetail(),
                       "event 'CLIENT_CREATED': subject needs 35 bytes, buffer has 34");
   static const char *bad[] = {"", "a.b", "*", ">", "hi gh", "x\ty"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(tb_catalogue_subject(d, bad[i], buf, sizeof buf), TB_ERR_INVALID);
+    assert_int_equal(tb_catalogue_subject(d, bad[i], NULL, buf, sizeof buf), TB_ERR_INVALID);
   assert_string_equal(tb_errdetail(),
                       "event 'CLIENT_CREATED': tier 'x\ty' is not a valid NATS subject token");
-  assert_int_equal(tb_catalogue_subject(d, NULL, buf, sizeof buf), TB_ERR_INVALID);
-  assert_int_equal(tb_catalogue_subject(NULL, "high", buf, sizeof buf), TB_ERR_INVALID);
+  assert_int_equal(tb_catalogue_subject(d, NULL, NULL, buf, sizeof buf), TB_ERR_INVALID);
+  assert_int_equal(tb_catalogue_subject(NULL, "high", NULL, buf, sizeof buf), TB_ERR_INVALID);
+  /* A workflow's continuation names its run's domain. */
+  const tb_event_def_t *step = tb_catalogue_find(cat, "workflow-step");
+  assert_int_equal(tb_catalogue_subject(step, "high", "crm", buf, sizeof buf), TB_OK);
+  assert_string_equal(buf, "tb.evt.high.crm.workflow-step");
+  assert_int_equal(tb_catalogue_subject(step, "high", "c.rm", buf, sizeof buf), TB_ERR_INVALID);
+  assert_string_equal(tb_errdetail(),
+                      "event 'workflow-step': domain 'c.rm' is not a valid NATS subject token");
+}
+
+static void test_domains(void **state) {
+  const char *d[8];
+  /* In order of first appearance in subjects/catalogue.json; each exactly once. */
+  assert_int_equal(tb_catalogue_domains(cat, d, 8), 5);
+  assert_string_equal(d[0], "crm");
+  assert_string_equal(d[1], "enrichment");
+  assert_string_equal(d[2], "workspace");
+  assert_string_equal(d[3], "ops");
+  assert_string_equal(d[4], "workflow");
+  /* A short array gets the first ones and still learns the total. */
+  assert_int_equal(tb_catalogue_domains(cat, d, 2), 5);
+  assert_string_equal(d[1], "enrichment");
 }
 
 static void test_tiers_and_defaults(void **state) {
@@ -545,6 +566,7 @@ int main(void) {
       cmocka_unit_test(test_ordering_keys),
       cmocka_unit_test(test_names_tokens_subjects),
       cmocka_unit_test(test_subject_formatting),
+      cmocka_unit_test(test_domains),
       cmocka_unit_test(test_tiers_and_defaults),
       cmocka_unit_test(test_handlers),
       cmocka_unit_test(test_workspace_event_fields),

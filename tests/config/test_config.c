@@ -141,7 +141,7 @@ static void test_shipped_config(void **state) {
   assert_string_equal(tb_config_event_tier(&cfg, "WORKSPACE_REPO_REMOVED"), "high");
   assert_null(tb_config_event_tier(&cfg, "CLIENT_CREATED"));
 
-  assert_int_equal(cfg.n_presets, 3);
+  assert_int_equal(cfg.n_presets, 4);
   const tb_preset_t *all = tb_config_preset(&cfg, "all");
   assert_non_null(all);
   assert_int_equal(all->n_tiers, 5);
@@ -156,6 +156,14 @@ static void test_shipped_config(void **state) {
   assert_int_equal(bg->n_tiers, 2);
   assert_string_equal(bg->tiers[0], "low");
   assert_string_equal(bg->tiers[1], "background");
+  const tb_preset_t *cust = tb_config_preset(&cfg, "customer");
+  assert_non_null(cust);
+  assert_int_equal(cust->n_tiers, 0); /* every tier */
+  assert_int_equal(cust->n_domains, 2);
+  assert_string_equal(cust->domains[0], "crm");
+  assert_string_equal(cust->domains[1], "enrichment");
+  assert_int_equal(cust->max_concurrent_workflows, 25);
+  assert_int_equal(cfg.max_concurrent_workflows, 0);
   assert_null(tb_config_preset(&cfg, "crm"));
 }
 
@@ -316,10 +324,32 @@ static void test_errors_event_tiers_and_presets(void **state) {
   expect_load_ok(ONE_TIER "event_tiers:\n  workspace/priorities.sync: a\n", &cfg);
   assert_string_equal(tb_config_event_tier(&cfg, "workspace/priorities.sync"), "a");
   expect_load_error(ONE_TIER "presets:\n  p: []\n",
-                    "%s:3: presets.p: must list 1 to 8 tiers (got 0)");
+                    "%s:3: presets.p: must list tiers, domains or both");
+  expect_load_error(ONE_TIER "presets:\n  p: {}\n",
+                    "%s:3: presets.p: must list tiers, domains or both");
+  expect_load_ok(ONE_TIER "presets:\n  p: {tiers: [a], domains: [crm, ops], "
+                          "max_concurrent_workflows: 7}\n",
+                 &cfg);
+  assert_int_equal(cfg.presets[0].n_tiers, 1);
+  assert_int_equal(cfg.presets[0].n_domains, 2);
+  assert_string_equal(cfg.presets[0].domains[1], "ops");
+  assert_int_equal(cfg.presets[0].max_concurrent_workflows, 7);
+  expect_load_error(ONE_TIER "presets:\n  p: {domains: [crm, crm]}\n",
+                    "%s:3: presets.p: domain 'crm' listed twice");
+  expect_load_error(ONE_TIER "presets:\n  p: {domains: [c.rm]}\n",
+                    "%s:3: presets.p: domain name must contain only letters, digits, '_' or '-' "
+                    "(got 'c.rm')");
+  expect_load_error(ONE_TIER "presets:\n  p: {domains: [crm], max_concurrent_workflows: -1}\n",
+                    "%s:3: presets.p.max_concurrent_workflows: must be an integer between 0 and "
+                    "100000 (got '-1')");
+  expect_load_error(ONE_TIER "presets:\n  p: {domain: [crm]}\n",
+                    "%s:3: presets.p: unknown key 'domain' (expected tiers, domains, "
+                    "max_concurrent_workflows)");
+  expect_load_error(ONE_TIER "presets:\n  p: {tiers: [a], tiers: [a]}\n",
+                    "%s:3: presets.p: duplicate key 'tiers' (first at line 3)");
   expect_load_error(ONE_TIER "presets:\n  p: [a, a]\n", "%s:3: presets.p: tier 'a' listed twice");
   expect_load_error(ONE_TIER "presets:\n  p: a\n",
-                    "%s:3: presets.p: expected a list, got a scalar");
+                    "%s:3: presets.p: expected a mapping, got a scalar");
   expect_load_error(ONE_TIER "presets:\n  p: [a]\n  p: [a]\n",
                     "%s:4: presets: duplicate key 'p' (first at line 3)");
 

@@ -39,6 +39,9 @@ static int setup(void **state) {
   cfg.tiers[0].concurrency = 8;
   cfg.tiers[0].max_deliver = 1;
   assert_int_equal(tb_catalogue_load(&cat), TB_OK);
+  const char *domains[TB_MAX_DOMAINS];
+  int n = tb_catalogue_domains(cat, domains, TB_MAX_DOMAINS);
+  assert_int_equal(tb_config_set_domains(&cfg, domains, n), TB_OK);
   assert_int_equal(tb_bus_connect(&bus, srv.url, "test"), TB_OK);
   assert_int_equal(tb_bus_provision(bus, &cfg), TB_OK);
   return 0;
@@ -95,7 +98,7 @@ static void test_orphan_dead_lettered_once(void **state) {
   tb_consumer_t *thief = NULL;
   natsMsg *buf[4];
   int got = 0;
-  assert_int_equal(tb_consumer_open(&thief, bus, &cfg, "normal"), TB_OK);
+  assert_int_equal(tb_consumer_open(&thief, bus, &cfg, "normal", "crm"), TB_OK);
   assert_int_equal(tb_consumer_fetch(thief, buf, 2, &got, 2000), TB_OK);
   if (got < 2) {
     int more = 0;
@@ -107,9 +110,10 @@ static void test_orphan_dead_lettered_once(void **state) {
 
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
-  int tiers[] = {0};
+  tb_worker_scope_t scope;
+  tb_worker_scope_all(&cfg, &scope);
   assert_int_equal(tb_engine_create(&engine, &cfg, cat, store, bus), TB_OK);
-  assert_int_equal(tb_dispatcher_start(&disp, &cfg, bus, engine, tiers, 1), TB_OK);
+  assert_int_equal(tb_dispatcher_start(&disp, &cfg, bus, engine, &scope), TB_OK);
   /* AckWait is 1 s; the advisory follows the expiry. */
   int64_t deadline = tb_mono_us() + 15 * 1000000LL;
   tb_engine_tier_stats_t ts;

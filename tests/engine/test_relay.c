@@ -37,6 +37,8 @@ static int setup(void **state) {
   tb_config_init(&cfg);
   cfg.n_tiers = 1;
   strcpy(cfg.tiers[0].name, "normal");
+  const char *domains[] = {"enrichment"};
+  assert_int_equal(tb_config_set_domains(&cfg, domains, 1), TB_OK);
   assert_int_equal(tb_bus_connect(&bus, srv.url, "test-relay"), TB_OK);
   assert_int_equal(tb_bus_provision(bus, &cfg), TB_OK);
   return 0;

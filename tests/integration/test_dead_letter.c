@@ -141,7 +141,7 @@ static void test_malformed_and_unknown(void **state) {
   natsMsg_Destroy(m);
   expect_recorded(h, "nope-1", "normal", "NOPE");
 
-  expect_no_redelivery(h, "TB_NORMAL", "tb-normal", 2000);
+  expect_no_redelivery(h, "TB_NORMAL", NULL, 2000);
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 2);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM dead_letters"), 2);
   expect_still_working(h, &worker, "good-1");
@@ -192,7 +192,7 @@ static void test_oversize(void **state) {
   expect_recorded(h, "big-1", "normal", "exceeds max_payload");
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE msg_id='big-1'"), 0);
 
-  expect_no_redelivery(h, "TB_NORMAL", "tb-normal", 2000);
+  expect_no_redelivery(h, "TB_NORMAL", NULL, 2000);
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 1);
   expect_still_working(h, &worker, "good-2");
   expect_processed_dead(h, "big-1");
@@ -223,7 +223,7 @@ static void test_rejected_by_handler(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workspace_repositories"), 0);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_audit"), 0);
 
-  expect_no_redelivery(h, "TB_HIGH", "tb-high", 1000);
+  expect_no_redelivery(h, "TB_HIGH", NULL, 1000);
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 1);
   expect_still_working(h, &worker, "good-3");
   expect_processed_dead(h, "empty-repo");

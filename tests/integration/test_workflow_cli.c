@@ -91,7 +91,11 @@ static void test_trigger_refuses_bad_input(void **state) {
           "ops.sleep", "--priority", "urgent");
   REFUSED("--task-queue: unknown queue 'estuary-rooms'", "ops.sleep", "--task-queue",
           "estuary-rooms");
-  REFUSED("nor a preset (presets: all, critical, background, rooms)", "ops.sleep", "--task-queue",
+  /* The shipped "customer" preset takes crm and enrichment only. */
+  REFUSED("--task-queue customer: its workers do not take domain 'ops' (workflow ops.sleep)",
+          "ops.sleep", "--task-queue", "customer");
+  REFUSED("nor a preset (presets: all, critical, background, customer, rooms)", "ops.sleep",
+          "--task-queue",
           "nope");
   REFUSED("--priority critical and --task-queue background disagree", "ops.sleep", "--priority",
           "critical", "--task-queue", "background");

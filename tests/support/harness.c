@@ -771,18 +771,30 @@ int tb_h_consumer_info(tb_h_t *h, const char *stream, const char *consumer, uint
                        uint64_t *pending, int64_t *ack_pending) {
   jsCtx *js = tb_h_js(h);
   if (js == NULL) return -1;
-  jsConsumerInfo *ci = NULL;
+  jsConsumerInfoList *list = NULL;
+  jsConsumerInfo *one = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetConsumerInfo(&ci, js, stream, consumer, NULL, &jerr);
+  natsStatus s = consumer != NULL ? js_GetConsumerInfo(&one, js, stream, consumer, NULL, &jerr)
+                                  : js_Consumers(&list, js, stream, NULL, &jerr);
   if (s != NATS_OK) {
-    fprintf(stderr, "harness: consumer %s on %s: %s (js error %d)\n", consumer, stream,
-            natsStatus_GetText(s), (int)jerr);
+    fprintf(stderr, "harness: consumer %s on %s: %s (js error %d)\n", consumer ? consumer : "*",
+            stream, natsStatus_GetText(s), (int)jerr);
     return -1;
   }
-  if (delivered) *delivered = ci->Delivered.Consumer;
-  if (pending) *pending = ci->NumPending;
-  if (ack_pending) *ack_pending = ci->NumAckPending;
-  jsConsumerInfo_Destroy(ci);
+  jsConsumerInfo **infos = one != NULL ? &one : list->List;
+  int n = one != NULL ? 1 : list->Count;
+  uint64_t d = 0, p = 0;
+  int64_t a = 0;
+  for (int i = 0; i < n; i++) {
+    d += infos[i]->Delivered.Consumer;
+    p += infos[i]->NumPending;
+    a += infos[i]->NumAckPending;
+  }
+  if (delivered) *delivered = d;
+  if (pending) *pending = p;
+  if (ack_pending) *ack_pending = a;
+  jsConsumerInfo_Destroy(one);
+  jsConsumerInfoList_Destroy(list);
   return 0;
 }
 

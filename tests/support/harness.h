@@ -195,7 +195,8 @@ int64_t tb_h_stream_msgs(tb_h_t *h, const char *stream);
 /* Polls tb_h_stream_msgs() like tb_h_wait_sql() polls its query; returns the last count. */
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms);
 
-/* Figures of durable |consumer| on |stream|: deliveries made so far, redeliveries included
+/* Figures of durable |consumer| on |stream|, or summed over every consumer of the stream when
+ * |consumer| is NULL (a tier has one per domain): deliveries made so far, redeliveries included
  * (Delivered.Consumer), messages not yet delivered (NumPending) and delivered but unacked
  * (NumAckPending). Any pointer may be NULL. Returns 0, or -1 if the consumer cannot be read. */
 int tb_h_consumer_info(tb_h_t *h, const char *stream, const char *consumer, uint64_t *delivered,

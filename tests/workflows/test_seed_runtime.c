@@ -166,6 +166,27 @@ static const char *runs(world_t *w, int *n) {
 
 /* ---------------------------------------------------------------- enrichment */
 
+/* A run's steps go to tb.evt.<tier>.<its domain>.workflow-step, and only catalogue domains have
+ * consumers: a workflow in any other domain would never run. */
+static void test_workflow_domains_have_consumers(void **state) {
+  world_t *w = *state;
+  const char *names[TB_MAX_DOMAINS];
+  int n = tb_catalogue_domains(w->cat, names, TB_MAX_DOMAINS);
+  int n_domains = 0, checked = 0;
+  const tb_wf_domain_t *const *doms = tb_wf_domains(&n_domains);
+  for (int d = 0; d < n_domains; d++)
+    for (int i = 0; i < doms[d]->n_workflows; i++) {
+      const char *dom = doms[d]->workflows[i]->domain;
+      int found = 0;
+      for (int k = 0; k < n && k < TB_MAX_DOMAINS; k++) found |= strcmp(names[k], dom) == 0;
+      if (!found) print_error("workflow %s: domain '%s' is not a catalogue domain\n",
+                              doms[d]->workflows[i]->name, dom);
+      assert_true(found);
+      checked++;
+    }
+  assert_true(checked >= 9); /* crm's seven, enrichment's, ops' */
+}
+
 static void test_enrichment_end_to_end(void **state) {
   world_t *w = *state;
   pump_t *p = calloc(1, sizeof(*p));
@@ -354,6 +375,8 @@ static void test_journey_switches_and_failing_email(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_workflow_domains_have_consumers, world_setup,
+                                      world_teardown),
       cmocka_unit_test_setup_teardown(test_enrichment_end_to_end, world_setup, world_teardown),
       cmocka_unit_test_setup_teardown(test_enrichment_webhook_timeout, world_setup, world_teardown),
       cmocka_unit_test_setup_teardown(test_client_journey_to_month_8, world_setup, world_teardown),
