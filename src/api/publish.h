@@ -13,9 +13,9 @@
 #include "config/config.h"
 
 typedef struct tb_publish_req {
-  const char *event;          /* canonical event name */
-  json_t *payload;            /* borrowed JSON object with the event's fields */
-  const char *tier;           /* NULL: config event_tiers, then the catalogue default */
+  const char *event; /* canonical event name */
+  json_t *payload;   /* borrowed JSON object with the event's fields */
+  const char *tier;  /* NULL: config event_tiers, then the catalogue default */
   /* NULL: the event's own domain. A workflow's messages name their run's domain so that the
    * run's domain workers take them; it must be a catalogue domain. */
   const char *domain;

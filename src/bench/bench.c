@@ -26,6 +26,8 @@
 #include "core/status.h"
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
+#include "engine/relay.h"
+#include "sim/sim.h"
 #include "store/store.h"
 
 /* Share of each tier in the throughput mix, by tier index (critical .. background). */
@@ -493,6 +495,204 @@ static json_t *backlog_run(bench_t *b) {
   return r;
 }
 
+/* ---------------------------------------------------------------- workflows */
+
+/* The enrichment workflows: |n| subscriber-created events (personal emails, distinct
+ * subscribers), each starting a subscriber-enrichment run that records its job, claims a batch,
+ * sends enrichment.submit as a command, waits for enrichment-complete, resumes, processes the
+ * results and completes. The enrichment service is the simulator, in the worker's process, with
+ * no added latency. */
+typedef struct wf_args {
+  const char *url;
+  long n;
+  const tb_config_t *cfg; /* the bench config with enrichment_batch_max 1: a batch per run */
+} wf_args_t;
+
+static json_t *subscriber_publisher(bench_t *b, void *arg, int ready_fd) {
+  wf_args_t *a = arg;
+  tb_bus_t *bus = NULL;
+  if (tb_bus_connect(&bus, a->url, "bench-wf-pub") != TB_OK) return err_json("publisher");
+  signal_ready(ready_fd);
+  int64_t t0 = tb_wall_us(), failed = 0;
+  tb_status st = TB_OK;
+  for (long i = 0; i < a->n && st == TB_OK; i++) {
+    char sid[32], email[64];
+    snprintf(sid, sizeof(sid), "sub-%ld", i);
+    snprintf(email, sizeof(email), "person%ld@gmail.com", i);
+    json_t *js = json_pack("{s:s,s:s,s:s,s:s}", "subscriber_id", sid, "email", email, "email_type",
+                           "EMAIL_TYPE_PERSONAL", "source", "bench");
+    tb_publish_req_t req = {.event = "subscriber-created", .payload = js, .source = "bench"};
+    tb_prepared_t p;
+    st = js ? tb_publish_prepare(a->cfg, b->cat, &req, &p) : TB_ERR_NOMEM;
+    json_decref(js);
+    if (st == TB_OK) st = tb_bus_publish_async(bus, p.subject, p.id, p.buf, p.len);
+    if (st == TB_OK) tb_prepared_free(&p);
+  }
+  tb_status wst = tb_bus_publish_wait(bus, 120000, &failed);
+  int64_t t1 = tb_wall_us();
+  tb_bus_destroy(bus);
+  return json_pack("{s:I,s:I,s:I,s:s}", "start_us", (json_int_t)t0, "acked_us", (json_int_t)t1,
+                   "failed", (json_int_t)failed, "status", tb_err_name(st != TB_OK ? st : wst));
+}
+
+static int64_t sql_int(sqlite3 *db, const char *sql) {
+  sqlite3_stmt *q = NULL;
+  int64_t v = -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+    v = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  return v;
+}
+
+static int cmp_i64(const void *x, const void *y) {
+  int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Trigger-to-completion latencies of the completed runs: from the publish of the event that
+ * started each run to the run's end. */
+static json_t *wf_latency(sqlite3 *db) {
+  sqlite3_stmt *q = NULL;
+  size_t n = 0, cap = 1024;
+  int64_t *v = malloc(cap * sizeof(*v));
+  if (v != NULL && sqlite3_prepare_v2(db,
+                                      "SELECT w.finished_us - p.published_us FROM workflows w "
+                                      "JOIN processed p ON p.msg_id = w.cause_msg_id "
+                                      "WHERE w.status = 'completed' AND p.published_us > 0",
+                                      -1, &q, NULL) == SQLITE_OK) {
+    while (sqlite3_step(q) == SQLITE_ROW) {
+      if (n == cap) {
+        int64_t *nv = realloc(v, (cap *= 2) * sizeof(*v));
+        if (nv == NULL) break;
+        v = nv;
+      }
+      v[n++] = sqlite3_column_int64(q, 0);
+    }
+  }
+  sqlite3_finalize(q);
+  json_t *r = json_pack("{s:I}", "runs", (json_int_t)n);
+  if (n > 0) {
+    qsort(v, n, sizeof(*v), cmp_i64);
+    static const struct {
+      const char *name;
+      double q;
+    } qs[] = {{"p50_ms", .50}, {"p95_ms", .95}, {"p99_ms", .99}, {"max_ms", 1.0}};
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+      size_t k = (size_t)(qs[i].q * (double)(n - 1) + 0.5);
+      json_object_set_new(r, qs[i].name, json_real(v[k] / 1000.0));
+    }
+  }
+  free(v);
+  return r;
+}
+
+static json_t *workflow_worker(bench_t *b, void *arg, int ready_fd) {
+  wf_args_t *a = arg;
+  const tb_config_t *cfg = a->cfg;
+  tb_bus_t *bus = NULL;
+  tb_store_t *store = NULL;
+  tb_engine_t *engine = NULL;
+  tb_relay_t *relay = NULL;
+  tb_dispatcher_t *disp = NULL;
+  tb_sim_t *sim = NULL;
+  sqlite3 *db = NULL;
+  char dbpath[PATH_MAX + 16];
+  snprintf(dbpath, sizeof(dbpath), "%s/workflows-%d.db", b->dir, (int)getpid());
+  tb_status st = tb_bus_connect(&bus, a->url, "bench-wf-worker");
+  if (st == TB_OK) st = tb_bus_provision(bus, cfg);
+  if (st == TB_OK) st = tb_store_open(&store, dbpath);
+  if (st == TB_OK) st = tb_store_offload_checkpoints(store, dbpath, 200);
+  if (st == TB_OK) st = tb_engine_create(&engine, cfg, b->cat, store, bus);
+  if (st == TB_OK) st = tb_relay_start(&relay, dbpath, bus, 200);
+  if (st == TB_OK) tb_engine_set_relay(engine, relay);
+  tb_worker_scope_t scope;
+  tb_worker_scope_all(cfg, &scope);
+  if (st == TB_OK) st = tb_dispatcher_start(&disp, cfg, bus, engine, &scope);
+  tb_sim_opts_t so;
+  tb_sim_opts_init(&so);
+  so.bus = bus;
+  so.cfg = cfg;
+  so.cat = b->cat;
+  if (st == TB_OK) st = tb_sim_start(&sim, &so);
+  if (st == TB_OK && sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+    st = tb__fail(TB_ERR_IO, "open %s to watch the runs", dbpath);
+  if (st != TB_OK) return err_json("workflow worker setup");
+  sqlite3_busy_timeout(db, 1000);
+  signal_ready(ready_fd);
+
+  int64_t deadline = tb_mono_us() + 900LL * 1000000;
+  int64_t finished = 0;
+  while (tb_mono_us() < deadline) {
+    finished = sql_int(db, "SELECT count(*) FROM workflows WHERE status IN ('completed', "
+                           "'failed', 'cancelled')");
+    if (finished >= a->n) break;
+    tb_sleep_us(50000);
+  }
+  int64_t inversions = tb_dispatcher_inversions(disp);
+  tb_dispatcher_stop(disp);
+  tb_sim_stats_t ss;
+  tb_sim_stop(sim, &ss);
+  tb_relay_stop(relay);
+  long handled = 0;
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    tb_engine_tier_stats_t s;
+    tb_engine_tier_stats(engine, t, &s);
+    handled += (long)(s.processed + s.dead + s.duplicates);
+  }
+  json_t *r = json_pack(
+      "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "completed",
+      (json_int_t)sql_int(db, "SELECT count(*) FROM workflows WHERE status = 'completed'"),
+      "failed", (json_int_t)sql_int(db, "SELECT count(*) FROM workflows WHERE status = 'failed'"),
+      "steps", (json_int_t)sql_int(db, "SELECT count(*) FROM workflow_history"), "commands",
+      (json_int_t)ss.replies, "resumed", (json_int_t)ss.enrichments, "messages",
+      (json_int_t)handled, "inversions", (json_int_t)inversions, "first_publish_us",
+      (json_int_t)sql_int(db, "SELECT min(published_us) FROM processed "
+                              "WHERE event_type = 'subscriber-created'"),
+      "last_finish_us", (json_int_t)sql_int(db, "SELECT max(finished_us) FROM workflows"),
+      "jobs_done",
+      (json_int_t)sql_int(db, "SELECT count(*) FROM enrichment_jobs WHERE status = 'done'"));
+  json_object_set_new(r, "latency_trigger_to_completion", wf_latency(db));
+  sqlite3_close(db);
+  tb_engine_destroy(engine);
+  tb_store_close(store);
+  tb_bus_destroy(bus);
+  return r;
+}
+
+static json_t *workflow_run(bench_t *b) {
+  tb_server_t srv;
+  if (start_server(b, "workflows", &srv) != 0) return json_pack("{s:s}", "error", "server");
+  tb_config_t cfg = *b->cfg;
+  cfg.enrichment_batch_max = 1;
+  wf_args_t wa = {.url = srv.url, .n = b->opts->workflows, .cfg = &cfg};
+  child_t worker, publisher;
+  long rss_w = 0, rss_p = 0;
+  child_start(&worker, b, workflow_worker, &wa);
+  child_wait_ready(&worker);
+  child_start(&publisher, b, subscriber_publisher, &wa);
+  child_wait_ready(&publisher);
+  json_t *pub = child_finish(&publisher, &rss_p);
+  json_t *con = child_finish(&worker, &rss_w);
+  tb_server_stop(&srv, 5000);
+  double secs = (jnum(con, "last_finish_us") - jnum(con, "first_publish_us")) / 1e6;
+  double done = jnum(con, "completed");
+  json_t *r = json_pack(
+      "{s:I,s:i,s:f,s:f,s:f,s:f,s:f}", "workflows", (json_int_t)wa.n, "batch_max",
+      cfg.enrichment_batch_max, "seconds", secs, "workflows_per_s", secs > 0 ? done / secs : 0.0,
+      "steps_per_s", secs > 0 ? jnum(con, "steps") / secs : 0.0, "messages_per_s",
+      secs > 0 ? jnum(con, "messages") / secs : 0.0, "peak_rss_mib", rss_w / 1024.0);
+  static const char *const copy[] = {"completed",  "failed",    "steps",
+                                     "commands",   "resumed",   "messages",
+                                     "inversions", "jobs_done", "latency_trigger_to_completion",
+                                     "error"};
+  for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
+    if (json_object_get(con, copy[i])) json_object_set(r, copy[i], json_object_get(con, copy[i]));
+  if (json_object_get(pub, "error")) json_object_set(r, "error", json_object_get(pub, "error"));
+  json_decref(pub);
+  json_decref(con);
+  return r;
+}
+
 static void machine_json(json_t *root) {
   char model[256] = "unknown";
   FILE *f = fopen("/proc/cpuinfo", "r");
@@ -534,15 +734,18 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
   json_t *root = json_object();
   machine_json(root);
   int rc = 0;
-  if (opts->run_throughput) {
+  json_t *ceil = NULL;
+  if (opts->run_throughput || opts->run_workflows) {
     fprintf(stderr, "tierbus bench: ceiling (raw JetStream + SQLite), %ld events...\n",
             opts->events);
-    json_t *ceil = throughput_run(&b, 1);
+    ceil = throughput_run(&b, 1);
+    json_object_set_new(root, "ceiling", ceil);
+  }
+  if (opts->run_throughput) {
     fprintf(stderr, "tierbus bench: tierbus, %ld events with the tier mix...\n", opts->events);
     json_t *tp = throughput_run(&b, 0);
     double c = jnum(ceil, "events_per_s"), t = jnum(tp, "events_per_s");
     json_object_set_new(tp, "ratio_to_ceiling", json_real(c > 0 ? t / c : 0));
-    json_object_set_new(root, "ceiling", ceil);
     json_object_set_new(root, "throughput", tp);
     if (jnum(tp, "handled") < opts->events || json_object_get(tp, "error")) rc = 1;
   }
@@ -552,6 +755,18 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
     json_t *bl = backlog_run(&b);
     json_object_set_new(root, "backlog", bl);
     if (json_object_get(bl, "error")) rc = 1;
+  }
+  if (opts->run_workflows) {
+    fprintf(stderr, "tierbus bench: %ld enrichment workflows (command, wait, resume)...\n",
+            opts->workflows);
+    json_t *wf = workflow_run(&b);
+    /* Each workflow message is one consumed, applied, committed message: the same unit as the
+     * ceiling's events. */
+    double c = jnum(ceil, "events_per_s");
+    json_object_set_new(wf, "messages_ratio_to_ceiling",
+                        json_real(c > 0 ? jnum(wf, "messages_per_s") / c : 0));
+    json_object_set_new(root, "workflows", wf);
+    if (jnum(wf, "completed") < opts->workflows || json_object_get(wf, "error")) rc = 1;
   }
   /* The goals of the foundation issue, evaluated on this run's figures. */
   json_t *goals = json_object();

@@ -2,6 +2,7 @@
 #include "bus/bus.h"
 
 #include <ctype.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,10 +283,11 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
 
 /* ---------------------------------------------------------------- publish */
 
-static tb_status build_msg(natsMsg **out, const char *subject, const char *msg_id, const void *data,
-                           size_t len, const char *const *hdrs) {
+static tb_status build_msg(natsMsg **out, const char *subject, const char *reply,
+                           const char *msg_id, const void *data, size_t len,
+                           const char *const *hdrs) {
   natsMsg *m = NULL;
-  natsStatus s = natsMsg_Create(&m, subject, NULL, data, (int)len);
+  natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
   if (s == NATS_OK && msg_id != NULL) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
   for (int i = 0; hdrs != NULL && hdrs[i] != NULL && s == NATS_OK; i += 2)
     s = natsMsgHeader_Set(m, hdrs[i], hdrs[i + 1]);
@@ -300,7 +302,7 @@ static tb_status build_msg(natsMsg **out, const char *subject, const char *msg_i
 tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id, const void *data,
                          size_t len, const char *const *hdrs, uint64_t *seq, int *duplicate) {
   natsMsg *m = NULL;
-  tb_status st = build_msg(&m, subject, msg_id, data, len, hdrs);
+  tb_status st = build_msg(&m, subject, NULL, msg_id, data, len, hdrs);
   if (st != TB_OK) return st;
   jsPubAck *pa = NULL;
   jsErrCode jerr = 0;
@@ -320,7 +322,7 @@ tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id,
 tb_status tb_bus_publish_async(tb_bus_t *bus, const char *subject, const char *msg_id,
                                const void *data, size_t len) {
   natsMsg *m = NULL;
-  tb_status st = build_msg(&m, subject, msg_id, data, len, NULL);
+  tb_status st = build_msg(&m, subject, NULL, msg_id, data, len, NULL);
   if (st != TB_OK) return st;
   natsStatus s = js_PublishMsgAsync(bus->js, &m, NULL); /* takes ownership on success */
   if (s != NATS_OK) {
@@ -342,6 +344,91 @@ tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed
   bus->async_failed = 0;
   pthread_mutex_unlock(&bus->mu);
   if (s != NATS_OK) return tb__nats_fail(s, 0, "wait for publish acks");
+  return TB_OK;
+}
+
+/* The outcome of one pipelined publish from its reply: a stream ack, an error the stream sent,
+ * or a status message (no stream takes the subject). */
+static void read_ack(natsMsg *reply, tb_pub_item_t *it) {
+  const char *code = NULL;
+  if (natsMsg_GetDataLength(reply) == 0 && natsMsgHeader_Get(reply, "Status", &code) == NATS_OK) {
+    it->st = strcmp(code, "503") == 0 ? TB_ERR_UNAVAILABLE : TB_ERR_NATS;
+    snprintf(it->err, sizeof(it->err), "publish to %s: %s", it->subject,
+             it->st == TB_ERR_UNAVAILABLE ? "no stream takes this subject (no responders)" : code);
+    return;
+  }
+  json_error_t je;
+  json_t *j = json_loadb(natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply), 0, &je);
+  json_t *e = json_object_get(j, "error");
+  if (j == NULL || e != NULL) {
+    it->st = TB_ERR_NATS;
+    snprintf(it->err, sizeof(it->err), "publish to %s: %s", it->subject,
+             e ? json_string_value(json_object_get(e, "description")) : je.text);
+  } else {
+    it->st = TB_OK;
+    it->duplicate = json_is_true(json_object_get(j, "duplicate"));
+  }
+  json_decref(j);
+}
+
+tb_status tb_bus_publish_many(tb_bus_t *bus, tb_pub_item_t *items, int n, int64_t timeout_ms) {
+  for (int i = 0; i < n; i++) {
+    items[i].st = TB_ERR_TIMEOUT;
+    items[i].duplicate = 0;
+    snprintf(items[i].err, sizeof(items[i].err), "publish to %s: no stream ack within %lld ms",
+             items[i].subject, (long long)timeout_ms);
+  }
+  natsInbox *inbox = NULL;
+  natsSubscription *sub = NULL;
+  char prefix[128], wildcard[140];
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK) {
+    snprintf(prefix, sizeof(prefix), "%s", inbox);
+    snprintf(wildcard, sizeof(wildcard), "%s.*", prefix);
+    natsInbox_Destroy(inbox);
+    s = natsConnection_SubscribeSync(&sub, bus->nc, wildcard);
+  }
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(sub, -1, -1);
+  if (s != NATS_OK) {
+    natsSubscription_Destroy(sub);
+    return tb__nats_fail(s, 0, "subscribe to the publish acks");
+  }
+  int waiting = 0;
+  for (int i = 0; i < n; i++) {
+    char reply[160];
+    snprintf(reply, sizeof(reply), "%s.%d", prefix, i);
+    natsMsg *m = NULL;
+    tb_status st = build_msg(&m, items[i].subject, reply, items[i].msg_id, items[i].data,
+                             items[i].len, items[i].hdrs);
+    if (st == TB_OK) {
+      natsStatus ps = natsConnection_PublishMsg(bus->nc, m);
+      if (ps != NATS_OK) st = tb__nats_fail(ps, 0, "publish");
+    }
+    natsMsg_Destroy(m);
+    if (st != TB_OK) {
+      items[i].st = st;
+      snprintf(items[i].err, sizeof(items[i].err), "%s", tb_errdetail());
+    } else {
+      waiting++;
+    }
+  }
+  int64_t deadline = tb_mono_us() + timeout_ms * 1000;
+  while (waiting > 0) {
+    int64_t left_ms = (deadline - tb_mono_us()) / 1000;
+    natsMsg *r = NULL;
+    if (left_ms <= 0 || natsSubscription_NextMsg(&r, sub, left_ms) != NATS_OK) break;
+    const char *dot = strrchr(natsMsg_GetSubject(r), '.');
+    int i = dot ? atoi(dot + 1) : -1;
+    if (i >= 0 && i < n && items[i].st == TB_ERR_TIMEOUT) {
+      read_ack(r, &items[i]);
+      waiting--;
+    }
+    natsMsg_Destroy(r);
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  for (int i = 0; i < n; i++)
+    if (items[i].st != TB_OK) return tb__fail(items[i].st, "%s", items[i].err);
   return TB_OK;
 }
 

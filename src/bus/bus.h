@@ -50,6 +50,23 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id, const void *data,
                          size_t len, const char *const *hdrs, uint64_t *seq, int *duplicate);
 
+/* One message of tb_bus_publish_many: what to send (borrowed) and, after the call, its outcome. */
+typedef struct tb_pub_item {
+  const char *subject, *msg_id;
+  const void *data;
+  size_t len;
+  const char *const *hdrs; /* as for tb_bus_publish, or NULL */
+  tb_status st;            /* out: TB_OK when the stream has it */
+  int duplicate;           /* out: the stream already had this id */
+  char err[256];           /* out: why, when st is not TB_OK */
+} tb_pub_item_t;
+
+/* Publishes every item (Nats-Msg-Id as tb_bus_publish) without waiting between them, then
+ * collects the stream acks: one round trip for the batch instead of one per message. Each item
+ * gets its own outcome; one not acked within |timeout_ms| is TB_ERR_TIMEOUT, one no stream
+ * takes is TB_ERR_UNAVAILABLE. Returns TB_OK when all were acked, else the first failure. */
+tb_status tb_bus_publish_many(tb_bus_t *bus, tb_pub_item_t *items, int n, int64_t timeout_ms);
+
 /* Queues an asynchronous publish (same headers). Errors reported by the server later are counted
  * and their ids kept; tb_bus_publish_wait() reports them. */
 tb_status tb_bus_publish_async(tb_bus_t *bus, const char *subject, const char *msg_id,
@@ -62,8 +79,8 @@ tb_status tb_bus_publish_wait(tb_bus_t *bus, int64_t timeout_ms, int64_t *failed
 /* A tier's durable pull subscription. */
 typedef struct tb_consumer tb_consumer_t;
 
-/* Binds to the durable consumer of |tier_name|'s |domain| (provisioned beforehand). Caller frees with
- * tb_consumer_close(). */
+/* Binds to the durable consumer of |tier_name|'s |domain| (provisioned beforehand). Caller frees
+ * with tb_consumer_close(). */
 tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
                            const char *tier_name, const char *domain);
 void tb_consumer_close(tb_consumer_t *c);

@@ -284,8 +284,8 @@ int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, con
     char *end = NULL;
     long v = strtol(max_cw, &end, 10);
     if (end == max_cw || *end != '\0' || v < 0 || v > 100000) {
-      tb_cli_usage_error(cli, "--max-concurrent-workflows must be an integer 0 to 100000 (got '%s')",
-                         max_cw);
+      tb_cli_usage_error(
+          cli, "--max-concurrent-workflows must be an integer 0 to 100000 (got '%s')", max_cw);
       return -1;
     }
     scope->max_inflight = (int)v;

@@ -169,6 +169,14 @@ static const opt_t scalar_opts[] = {
      .def = "true",
      .env = "TIERBUS_AUTO_GENERATE_PDF",
      .help = "Generate a PDF when a business plan is completed (seed 001's AUTO_GENERATE_PDF)."},
+    {.name = "enrichment_batch_max",
+     .type = OPT_INT,
+     FIELD(tb_config_t, enrichment_batch_max),
+     .min = 1,
+     .max = 100,
+     .def = "100",
+     .help = "Most pending enrichment jobs one subscriber-enrichment run claims and submits\n"
+             "(seed 003's batches of at most 100)."},
     {.name = "max_concurrent_workflows",
      .type = OPT_INT,
      FIELD(tb_config_t, max_concurrent_workflows),
@@ -1001,8 +1009,8 @@ static tb_status parse_preset_body(const parse_ctx *c, int idx, const yaml_node_
                            c->lines->preset_tier[idx]);
   tb_status s = expect_kind(c, v, YAML_MAPPING_NODE, key);
   int seen[3] = {0};
-  for (yaml_node_pair_t *p = v->data.mapping.pairs.start; s == TB_OK && p < v->data.mapping.pairs.top;
-       p++) {
+  for (yaml_node_pair_t *p = v->data.mapping.pairs.start;
+       s == TB_OK && p < v->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *fv = yaml_document_get_node(c->doc, p->value);
     const char *field;
@@ -1388,11 +1396,12 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     fputc('\n', out);
   }
 
-  fputs("\n# Worker presets: `tierbus worker --preset NAME`. A list names tiers; a mapping may\n"
-        "# name tiers, domains (catalogue domains: `tierbus events`) and max_concurrent_workflows.\n"
-        "# No tiers means every tier, no domains every domain. `--preset DOMAIN` also works for\n"
-        "# any catalogue domain without a preset of that name.\n",
-        out);
+  fputs(
+      "\n# Worker presets: `tierbus worker --preset NAME`. A list names tiers; a mapping may\n"
+      "# name tiers, domains (catalogue domains: `tierbus events`) and max_concurrent_workflows.\n"
+      "# No tiers means every tier, no domains every domain. `--preset DOMAIN` also works for\n"
+      "# any catalogue domain without a preset of that name.\n",
+      out);
   fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
   for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
     const tb_preset_t *ps = &cfg->presets[p];

@@ -63,6 +63,7 @@ typedef struct tb_config {
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
   int max_concurrent_workflows;    /* per worker: messages in flight across tiers; 0 = no cap */
+  int enrichment_batch_max;        /* seed 003: most pending jobs one enrichment run claims */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];

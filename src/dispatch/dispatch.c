@@ -112,8 +112,8 @@ struct tb_dispatcher {
   int stopping, fetchers_done;
   fetcher_t fetchers[TB_MAX_TIERS * TB_MAX_DOMAINS];
   int n_fetchers;
-  int max_inflight;                     /* the worker's cap across tiers, 0 = none */
-  int inflight_total, reserved_total;   /* sums of the queues' inflight and reserved */
+  int max_inflight;                   /* the worker's cap across tiers, 0 = none */
+  int inflight_total, reserved_total; /* sums of the queues' inflight and reserved */
   int peak_inflight;
   pthread_t executor;
   int64_t inversions;

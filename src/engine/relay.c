@@ -60,39 +60,93 @@ static int64_t backoff_ms(int interval_ms, int attempts) {
   return d < TB_RELAY_MAX_BACKOFF_MS ? d : TB_RELAY_MAX_BACKOFF_MS;
 }
 
-/* Publishes |row| and waits for the stream's ack; *dup = 1 when the stream already had its id.
- * The row's headers were checked when it was added; a key whose value is not a string (only
- * possible if the row was written by hand) is skipped rather than failing the row forever. */
-static tb_status publish_row(tb_bus_t *bus, const tb_outbox_row_t *row, int *dup) {
-  json_t *h = NULL;
-  const char **hdrs = NULL;
-  if (row->headers_json != NULL) {
-    json_error_t je;
-    h = json_loads(row->headers_json, 0, &je);
-    if (h == NULL || !json_is_object(h)) {
-      json_decref(h);
-      return tb__fail(TB_ERR_INVALID, "outbox row %s: headers are not a JSON object: %s",
-                      row->msg_id, h == NULL ? je.text : "not an object");
+/* The row's headers as a NULL-terminated key, value list in *out (caller frees the array and
+ * decrefs *json), or NULL when it has none. The headers were checked when the row was added; a
+ * key whose value is not a string (only possible if the row was written by hand) is skipped
+ * rather than failing the row forever. */
+static tb_status row_headers(const tb_outbox_row_t *row, const char ***out, json_t **json) {
+  *out = NULL;
+  *json = NULL;
+  if (row->headers_json == NULL) return TB_OK;
+  json_error_t je;
+  json_t *h = json_loads(row->headers_json, 0, &je);
+  if (h == NULL || !json_is_object(h)) {
+    json_decref(h);
+    return tb__fail(TB_ERR_INVALID, "outbox row %s: headers are not a JSON object: %s", row->msg_id,
+                    h == NULL ? je.text : "not an object");
+  }
+  const char **hdrs = calloc(2 * json_object_size(h) + 1, sizeof(*hdrs));
+  if (hdrs == NULL) {
+    json_decref(h);
+    return tb__fail(TB_ERR_NOMEM, "outbox row %s: headers", row->msg_id);
+  }
+  size_t i = 0;
+  const char *key;
+  json_t *v;
+  json_object_foreach(h, key, v) {
+    if (!json_is_string(v)) continue;
+    hdrs[i++] = key;
+    hdrs[i++] = json_string_value(v);
+  }
+  *out = hdrs;
+  *json = h;
+  return TB_OK;
+}
+
+/* How long a pass waits for the stream acks of its rows. */
+#define ACK_TIMEOUT_MS 5000
+
+/* Publishes the rows of a pass, pipelined, and fills their outcomes. */
+static void publish_rows(tb_relay_t *r, const tb_outbox_row_t *rows, outcome_t *out, int n) {
+  tb_pub_item_t *items = calloc((size_t)n, sizeof(*items));
+  const char ***hdrs = calloc((size_t)n, sizeof(*hdrs));
+  json_t **hjson = calloc((size_t)n, sizeof(*hjson));
+  int *slot = calloc((size_t)n, sizeof(*slot)); /* row -> item, -1 = not sent */
+  if (!items || !hdrs || !hjson || !slot) {
+    for (int i = 0; i < n; i++) {
+      out[i].st = TB_ERR_NOMEM;
+      snprintf(out[i].err, sizeof(out[i].err), "out of memory for the pass");
     }
-    hdrs = calloc(2 * json_object_size(h) + 1, sizeof(*hdrs));
-    if (hdrs == NULL) {
-      json_decref(h);
-      return tb__fail(TB_ERR_NOMEM, "outbox row %s: headers", row->msg_id);
+  } else if (!connected(r->bus)) {
+    for (int i = 0; i < n; i++) {
+      out[i].st =
+          tb__fail(TB_ERR_UNAVAILABLE, "publish to %s: not connected to NATS", rows[i].subject);
+      snprintf(out[i].err, sizeof(out[i].err), "%s", tb_errdetail());
     }
-    size_t i = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach(h, key, v) {
-      if (!json_is_string(v)) continue;
-      hdrs[i++] = key;
-      hdrs[i++] = json_string_value(v);
+  } else {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+      slot[i] = -1;
+      tb_status st = row_headers(&rows[i], &hdrs[i], &hjson[i]);
+      if (st != TB_OK) {
+        out[i].st = st;
+        snprintf(out[i].err, sizeof(out[i].err), "%s", tb_errdetail());
+        continue;
+      }
+      items[k] = (tb_pub_item_t){.subject = rows[i].subject,
+                                 .msg_id = rows[i].msg_id,
+                                 .data = rows[i].payload,
+                                 .len = rows[i].len,
+                                 .hdrs = hdrs[i]};
+      slot[i] = k++;
+    }
+    tb_bus_publish_many(r->bus, items, k, ACK_TIMEOUT_MS);
+    for (int i = 0; i < n; i++) {
+      if (slot[i] < 0) continue;
+      const tb_pub_item_t *it = &items[slot[i]];
+      out[i].st = it->st;
+      out[i].duplicate = it->duplicate;
+      if (it->st != TB_OK) snprintf(out[i].err, sizeof(out[i].err), "%s", it->err);
     }
   }
-  tb_status st = tb_bus_publish(bus, row->subject, row->msg_id, row->payload, row->len,
-                                (const char *const *)hdrs, NULL, dup);
+  for (int i = 0; hdrs && hjson && i < n; i++) {
+    free(hdrs[i]);
+    json_decref(hjson[i]);
+  }
+  free(items);
   free(hdrs);
-  json_decref(h);
-  return st;
+  free(hjson);
+  free(slot);
 }
 
 /* Writes the pass's outcomes in one transaction. If it cannot, the rows stay as they were and the
@@ -143,33 +197,22 @@ static int run_pass(tb_relay_t *r, int *more) {
   }
   int down = 0, published = 0, duplicates = 0, failures = 0;
   char down_detail[512] = "";
+  publish_rows(r, rows, out, n);
   for (int i = 0; i < n; i++) {
     outcome_t *o = &out[i];
     o->tried = 1;
-    if (down) {
-      /* Same cause as the row before: counted as an attempt, not tried again. */
-      o->st = TB_ERR_UNAVAILABLE;
-      snprintf(o->err, sizeof(o->err), "%s", down_detail);
-    } else {
-      if (!connected(r->bus))
-        o->st =
-            tb__fail(TB_ERR_UNAVAILABLE, "publish to %s: not connected to NATS", rows[i].subject);
-      else
-        o->st = publish_row(r->bus, &rows[i], &o->duplicate);
-      if (o->st != TB_OK) snprintf(o->err, sizeof(o->err), "%s", tb_errdetail());
-      if (server_class(o->st)) {
-        down = 1;
-        snprintf(down_detail, sizeof(down_detail), "%s", o->err);
-      }
-    }
     if (o->st == TB_OK) {
       o->duplicate ? duplicates++ : published++;
-    } else {
-      failures++;
-      if (!server_class(o->st) && rows[i].attempts == 0)
-        TB_LOG(TB_LOG_WARN, "relay",
-               "outbox row %s to %s failed, retrying with backoff (logged once): %s",
-               rows[i].msg_id, rows[i].subject, o->err);
+      continue;
+    }
+    failures++;
+    if (server_class(o->st)) {
+      if (!down) snprintf(down_detail, sizeof(down_detail), "%s", o->err);
+      down = 1;
+    } else if (rows[i].attempts == 0) {
+      TB_LOG(TB_LOG_WARN, "relay",
+             "outbox row %s to %s failed, retrying with backoff (logged once): %s", rows[i].msg_id,
+             rows[i].subject, o->err);
     }
   }
   record_pass(r, rows, out, n);

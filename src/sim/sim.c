@@ -511,7 +511,8 @@ static const char *malformed(const Tierbus__V1__Command *cmd) {
   if (cmd->command_id == NULL || *cmd->command_id == '\0') return "command_id is empty";
   if (strlen(cmd->command_id) > COMMAND_ID_MAX) return "command_id is longer than 120 bytes";
   if (!utf8_ok(cmd->command_id) || !utf8_ok(cmd->workflow_id) || !utf8_ok(cmd->correlation_id) ||
-      !utf8_ok(cmd->reply_tier) || !utf8_ok(cmd->reply_domain) || !utf8_ok(cmd->service) || !utf8_ok(cmd->action))
+      !utf8_ok(cmd->reply_tier) || !utf8_ok(cmd->reply_domain) || !utf8_ok(cmd->service) ||
+      !utf8_ok(cmd->action))
     return "a string field is not valid UTF-8";
   return NULL;
 }

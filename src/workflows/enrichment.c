@@ -110,7 +110,8 @@ static int add_job(void *arg, const tb_enrich_job_t *job) {
   return 0;
 }
 
-/* batch-pending-jobs: claims up to TB_ENRICH_BATCH_MAX pending jobs, oldest first, into batch
+/* batch-pending-jobs: claims up to enrichment_batch_max (config, at most TB_ENRICH_BATCH_MAX)
+ * pending jobs, oldest first, into batch
  * "batch:<workflow id>". Result {batch_id (null when none was pending), count, jobs: [{job_id,
  * subscriber_id, email}]}. With nothing pending (another run batched them) the later steps are
  * skipped and the run completes. */
@@ -123,8 +124,10 @@ static tb_status batch_pending_jobs(tb_wf_run_t *run, json_t **result) {
   jobs_acc_t acc = {.jobs = json_array()};
   if (acc.jobs == NULL) return nomem(STEP_BATCH);
   int claimed = 0;
-  tb_status s = tb_store_enrich_batch_claim(run->ctx->store, batch_id, run->id, TB_ENRICH_BATCH_MAX,
-                                            add_job, &acc, &claimed);
+  int limit = run->ctx->cfg->enrichment_batch_max;
+  if (limit < 1 || limit > TB_ENRICH_BATCH_MAX) limit = TB_ENRICH_BATCH_MAX;
+  tb_status s = tb_store_enrich_batch_claim(run->ctx->store, batch_id, run->id, limit, add_job,
+                                            &acc, &claimed);
   if (s == TB_OK && acc.oom) s = nomem(STEP_BATCH);
   if (s != TB_OK) {
     json_decref(acc.jobs);

@@ -95,8 +95,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   REFUSED("--task-queue customer: its workers do not take domain 'ops' (workflow ops.sleep)",
           "ops.sleep", "--task-queue", "customer");
   REFUSED("nor a preset (presets: all, critical, background, customer, rooms)", "ops.sleep",
-          "--task-queue",
-          "nope");
+          "--task-queue", "nope");
   REFUSED("--priority critical and --task-queue background disagree", "ops.sleep", "--priority",
           "critical", "--task-queue", "background");
   /* Ids: charset and the 64-character cap. */

@@ -179,8 +179,9 @@ static void test_workflow_domains_have_consumers(void **state) {
       const char *dom = doms[d]->workflows[i]->domain;
       int found = 0;
       for (int k = 0; k < n && k < TB_MAX_DOMAINS; k++) found |= strcmp(names[k], dom) == 0;
-      if (!found) print_error("workflow %s: domain '%s' is not a catalogue domain\n",
-                              doms[d]->workflows[i]->name, dom);
+      if (!found)
+        print_error("workflow %s: domain '%s' is not a catalogue domain\n",
+                    doms[d]->workflows[i]->name, dom);
       assert_true(found);
       checked++;
     }
