@@ -42,7 +42,8 @@ static int valid_priority(const char *p) {
   return tb_repo_priority_valid(p);
 }
 
-const char *tb_repo_rule_priority(int workspace_count, int marked_low, const char *manual_override) {
+const char *tb_repo_rule_priority(int workspace_count, int marked_low,
+                                  const char *manual_override) {
   if (manual_override != NULL && manual_override[0] != '\0') {
     for (size_t i = 0; i < sizeof(priorities) / sizeof(priorities[0]); i++)
       if (strcmp(priorities[i].name, manual_override) == 0) return priorities[i].name;
@@ -54,10 +55,9 @@ const char *tb_repo_rule_priority(int workspace_count, int marked_low, const cha
 static void sql_rule_priority(sqlite3_context *cx, int argc, sqlite3_value **argv) {
   (void)argc;
   const char *ovr = (const char *)sqlite3_value_text(argv[2]);
-  sqlite3_result_text(cx,
-                      tb_repo_rule_priority(sqlite3_value_int(argv[0]), sqlite3_value_int(argv[1]),
-                                            ovr),
-                      -1, SQLITE_STATIC);
+  sqlite3_result_text(
+      cx, tb_repo_rule_priority(sqlite3_value_int(argv[0]), sqlite3_value_int(argv[1]), ovr), -1,
+      SQLITE_STATIC);
 }
 
 static void sql_score(sqlite3_context *cx, int argc, sqlite3_value **argv) {
@@ -330,8 +330,8 @@ tb_status tb_store_repo_sync_batch(tb_store_t *st, const char *after_id, int lim
 }
 
 tb_status tb_store_repo_inversions(tb_store_t *st, int limit,
-                                   void (*fn)(void *arg, const tb_repo_inversion_t *inv),
-                                   void *arg, int64_t *total, int64_t *seed_query) {
+                                   void (*fn)(void *arg, const tb_repo_inversion_t *inv), void *arg,
+                                   int64_t *total, int64_t *seed_query) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_INVERSIONS);
   int64_t n = 0;
   int rc;

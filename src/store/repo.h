@@ -124,8 +124,8 @@ typedef struct tb_repo_inversion {
   const char *manual_override;   /* "" when none */
 } tb_repo_inversion_t;
 tb_status tb_store_repo_inversions(tb_store_t *st, int limit,
-                                   void (*fn)(void *arg, const tb_repo_inversion_t *inv),
-                                   void *arg, int64_t *total, int64_t *seed_query);
+                                   void (*fn)(void *arg, const tb_repo_inversion_t *inv), void *arg,
+                                   int64_t *total, int64_t *seed_query);
 
 /* The last |limit| audit rows of |repository_id|, newest first, through |fn|. */
 typedef struct tb_repo_audit {

@@ -66,7 +66,8 @@ static tb_status sync_batch(const tb_handler_ctx_t *ctx, const char *owner, cons
 }
 
 static tb_status record_run(tb_store_t *st, const char *owner, const char *trigger,
-                            const char *status, int64_t started_us, const tb_prio_sync_result_t *r) {
+                            const char *status, int64_t started_us,
+                            const tb_prio_sync_result_t *r) {
   char *errors = json_dumps(r->errors, JSON_COMPACT);
   tb_prio_sync_run_row_t row = {.owner = owner,
                                 .trigger = trigger,
@@ -85,14 +86,13 @@ static tb_status record_run(tb_store_t *st, const char *owner, const char *trigg
 }
 
 json_t *tb_prio_sync_result_json(const tb_prio_sync_result_t *r) {
-  json_t *o = json_pack("{s:I, s:I, s:I, s:O, s:I, s:I, s:i, s:i, s:f}", "workspaceRepos",
-                        (json_int_t)r->workspace_repos, "trackedOnlyRepos",
-                        (json_int_t)r->tracked_only_repos, "priorityChanges",
-                        (json_int_t)r->priority_changes, "errors",
-                        r->errors ? r->errors : json_array(), "rowsUpdated",
-                        (json_int_t)r->rows_updated, "jobsQueued", (json_int_t)r->jobs_queued,
-                        "batches", r->batches, "attempts", r->attempts, "seconds",
-                        r->elapsed_us / 1e6);
+  json_t *o = json_pack(
+      "{s:I, s:I, s:I, s:O, s:I, s:I, s:i, s:i, s:f}", "workspaceRepos",
+      (json_int_t)r->workspace_repos, "trackedOnlyRepos", (json_int_t)r->tracked_only_repos,
+      "priorityChanges", (json_int_t)r->priority_changes, "errors",
+      r->errors ? r->errors : json_array(), "rowsUpdated", (json_int_t)r->rows_updated,
+      "jobsQueued", (json_int_t)r->jobs_queued, "batches", r->batches, "attempts", r->attempts,
+      "seconds", r->elapsed_us / 1e6);
   if (o != NULL && r->errors == NULL) json_decref(json_object_get(o, "errors"));
   return o;
 }
@@ -112,7 +112,8 @@ static tb_status take_lease(tb_store_t *st, const char *owner, int64_t lease_ms,
   if (s != TB_OK || taken) return s;
   out->skipped = 1;
   int64_t left_ms = (out->holder_expires_us - tb_wall_us()) / 1000;
-  return tb__fail(TB_ERR_BUSY, "priority sync already running (held by %s, lease expires in %lld ms)",
+  return tb__fail(TB_ERR_BUSY,
+                  "priority sync already running (held by %s, lease expires in %lld ms)",
                   out->holder[0] ? out->holder : "?", (long long)(left_ms > 0 ? left_ms : 0));
 }
 
@@ -147,7 +148,8 @@ tb_status tb_prio_sync_run(tb_store_t *st, const tb_config_t *cfg, const tb_cata
     size_t n_errors = json_array_size(out->errors);
     out->attempts++;
     s = tb_store_begin(st);
-    if (s == TB_OK) s = sync_batch(&ctx, owner, cursor, batch, lease_ms, out, next, sizeof(next), &done);
+    if (s == TB_OK)
+      s = sync_batch(&ctx, owner, cursor, batch, lease_ms, out, next, sizeof(next), &done);
     if (s == TB_OK) s = tb_store_commit(st);
     if (s == TB_OK) {
       snprintf(cursor, sizeof(cursor), "%s", next);
@@ -182,7 +184,8 @@ tb_status tb_prio_sync_run(tb_store_t *st, const tb_config_t *cfg, const tb_cata
   snprintf(detail, sizeof(detail), "%s", tb_errdetail());
   /* Release and record even after a failure: the next sync must not wait out the lease. */
   tb_status r = tb_store_lease_release(st, TB_PRIO_SYNC_LEASE, owner);
-  if (r == TB_OK) r = record_run(st, owner, trigger, fin == TB_OK ? "completed" : "failed", started, out);
+  if (r == TB_OK)
+    r = record_run(st, owner, trigger, fin == TB_OK ? "completed" : "failed", started, out);
   if (fin != TB_OK) return tb__fail(fin, "%s", detail);
   return r;
 }
@@ -195,14 +198,15 @@ static tb_status wf_acquire(tb_wf_run_t *run, json_t **result) {
   int taken = 0;
   char holder[TB_ID_MAX] = "";
   int64_t expires = 0;
-  tb_status s = tb_store_lease_take(run->ctx->store, TB_PRIO_SYNC_LEASE, run->id,
-                                    TB_PRIO_SYNC_LEASE_MS, &taken, holder, sizeof(holder), &expires);
+  tb_status s =
+      tb_store_lease_take(run->ctx->store, TB_PRIO_SYNC_LEASE, run->id, TB_PRIO_SYNC_LEASE_MS,
+                          &taken, holder, sizeof(holder), &expires);
   if (s != TB_OK) return s;
   if (taken)
     *result = json_pack("{s:b, s:I}", "acquired", 1, "started_us", (json_int_t)tb_wall_us());
   else
-    *result = json_pack("{s:b, s:s, s:s}", "acquired", 0, "skipped", "already running", "holder",
-                        holder);
+    *result =
+        json_pack("{s:b, s:s, s:s}", "acquired", 0, "skipped", "already running", "holder", holder);
   if (*result == NULL) return tb__fail(TB_ERR_NOMEM, "priority sync %s: acquire result", run->id);
   if (!taken)
     TB_LOG(TB_LOG_INFO, "priority", "sync %s not run: already running (held by %s)", run->id,
@@ -244,10 +248,10 @@ static tb_status wf_batch(tb_wf_run_t *run, json_t **result) {
   if (s == TB_OK) {
     *result = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:i, s:O}", "cursor", next, "done",
                         done, "workspace_repos", (json_int_t)r.workspace_repos,
-                        "tracked_only_repos", (json_int_t)r.tracked_only_repos,
-                        "priority_changes", (json_int_t)r.priority_changes, "rows_updated",
-                        (json_int_t)r.rows_updated, "jobs_queued", (json_int_t)r.jobs_queued,
-                        "batches", r.batches, "errors", r.errors);
+                        "tracked_only_repos", (json_int_t)r.tracked_only_repos, "priority_changes",
+                        (json_int_t)r.priority_changes, "rows_updated", (json_int_t)r.rows_updated,
+                        "jobs_queued", (json_int_t)r.jobs_queued, "batches", r.batches, "errors",
+                        r.errors);
     if (*result == NULL) s = tb__fail(TB_ERR_NOMEM, "priority sync %s: batch result", run->id);
   }
   json_decref(r.errors);
@@ -270,8 +274,8 @@ static void wf_result(tb_wf_run_t *run, tb_prio_sync_result_t *r) {
   r->jobs_queued = jint(b, "jobs_queued");
   r->batches = (int)jint(b, "batches");
   r->attempts = r->batches;
-  r->errors = json_object_get(b, "errors") ? json_incref(json_object_get(b, "errors"))
-                                           : json_array();
+  r->errors =
+      json_object_get(b, "errors") ? json_incref(json_object_get(b, "errors")) : json_array();
   int64_t started = jint(tb_wf_step_result(run, "acquire"), "started_us");
   r->elapsed_us = started > 0 ? tb_wall_us() - started : 0;
 }
@@ -286,7 +290,8 @@ static tb_status wf_finish(tb_wf_run_t *run, json_t **result) {
   wf_result(run, &r);
   int64_t started = jint(tb_wf_step_result(run, "acquire"), "started_us");
   tb_status s = tb_store_lease_release(run->ctx->store, TB_PRIO_SYNC_LEASE, run->id);
-  if (s == TB_OK) s = record_run(run->ctx->store, run->id, wf_trigger(run), "completed", started, &r);
+  if (s == TB_OK)
+    s = record_run(run->ctx->store, run->id, wf_trigger(run), "completed", started, &r);
   if (s == TB_OK) {
     *result = tb_prio_sync_result_json(&r);
     TB_LOG(TB_LOG_INFO, "priority",
@@ -314,10 +319,10 @@ static tb_status wf_on_error(tb_wf_run_t *run, const char *error) {
 
 /* Seed 002: 2 retries. */
 #define SYNC_RETRY                                                                                 \
-  {.max_attempts = 1 + TB_PRIO_SYNC_RETRIES,                                                        \
-   .backoff = TB_BACKOFF_EXPONENTIAL,                                                               \
-   .initial_delay_ms = 1000,                                                                        \
-   .max_delay_ms = 10000}
+  {                                                                                                \
+    .max_attempts = 1 + TB_PRIO_SYNC_RETRIES, .backoff = TB_BACKOFF_EXPONENTIAL,                   \
+    .initial_delay_ms = 1000, .max_delay_ms = 10000                                                \
+  }
 
 static const tb_step_def_t sync_steps[] = {
     {.name = "acquire",

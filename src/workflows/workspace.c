@@ -182,7 +182,8 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
       "{s:s, s:s, s:i, s:s, s:{s:b, s:i, s:s}}", "repository_id", c->repository_id, "priority",
       prio, "priority_score", c->new_score, "sync_type", "full", "metadata", "is_workspace_repo",
       c->is_workspace_repo, "workspace_count", c->workspace_count, "original_priority", orig);
-  if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "repository-sync job for %s", c->repository_id);
+  if (payload == NULL)
+    return tb__fail(TB_ERR_NOMEM, "repository-sync job for %s", c->repository_id);
   /* Fixed length, whatever the lengths of the cause and the repository id. */
   uint64_t h1 = fnv1a(cause, 1469598103934665603ULL);
   char id[64];
