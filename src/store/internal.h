@@ -118,10 +118,12 @@
     "(c.new_priority <> c.old_priority OR c.new_score <> c.old_score OR "                          \
     "c.new_is_ws <> c.old_is_ws OR c.new_count <> c.old_count)")                                   \
   X(SYNC_CALC_AUDIT,                                                                               \
-    "INSERT INTO priority_audit(repository_id, old_priority, new_priority, reason, msg_id, at_us) "\
+    "INSERT INTO priority_audit(repository_id, old_priority, new_priority, reason, msg_id, "       \
+    "at_us) "                                                                                      \
     "SELECT repository_id, old_priority, new_priority, 'priority sync: ' || CASE "                 \
     "WHEN manual_override IS NOT NULL THEN printf('manual override ''%s''', manual_override) "     \
-    "WHEN new_count >= 1 THEN printf('in %d workspace%s', new_count, iif(new_count = 1, '', 's')) "\
+    "WHEN new_count >= 1 THEN printf('in %d workspace%s', new_count, iif(new_count = 1, '', "      \
+    "'s')) "                                                                                       \
     "WHEN marked_low THEN 'in no workspace, marked low' ELSE 'in no workspace' END || "            \
     "printf('; stored %s/%d, is_workspace_repo %d, %d workspace%s', old_priority, old_score, "     \
     "old_is_ws, old_count, iif(old_count = 1, '', 's')), ?1, ?2 FROM priority_sync_calc "          \
