@@ -10,7 +10,8 @@ typedef struct tb_bench_opts {
   long events;       /* scenario "throughput": events published with the tier mix */
   long backlog;      /* scenario "backlog": background events preloaded */
   int critical_rate; /* scenario "backlog": critical events per second while it drains */
-  int run_throughput, run_backlog;
+  long repos;        /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
+  int run_throughput, run_backlog, run_prio_sync;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
 } tb_bench_opts_t;
 

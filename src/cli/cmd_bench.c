@@ -11,19 +11,22 @@ int tb_cmd_bench(int argc, char **argv) {
   tb_bench_opts_t o = {.events = 200000,
                        .backlog = 200000,
                        .critical_rate = 200,
+                       .repos = 100000,
                        .run_throughput = 1,
-                       .run_backlog = 1};
+                       .run_backlog = 1,
+                       .run_prio_sync = 1};
   long rate = o.critical_rate;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"events", required_argument, NULL, 'n'},
                                        {"backlog", required_argument, NULL, 'b'},
                                        {"critical-rate", required_argument, NULL, 'r'},
                                        {"scenario", required_argument, NULL, 's'},
+                                       {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c, rc = TB_EXIT_OK;
-  while ((c = getopt_long(argc, argv, "n:b:r:s:w:h", opts, NULL)) != -1 && rc == TB_EXIT_OK) {
+  while ((c = getopt_long(argc, argv, "n:b:r:s:w:p:h", opts, NULL)) != -1 && rc == TB_EXIT_OK) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
     case 'n':
@@ -35,23 +38,24 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'r':
       rc = tb_cli_parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
       break;
+    case 'p':
+      rc = tb_cli_parse_long(&cli, "--repos", optarg, 1, 100000000, &o.repos);
+      break;
     case 'w':
       o.work_dir = optarg;
       break;
     case 's':
-      if (strcmp(optarg, "all") == 0)
-        o.run_throughput = o.run_backlog = 1;
-      else if (strcmp(optarg, "throughput") == 0)
-        o.run_throughput = 1, o.run_backlog = 0;
-      else if (strcmp(optarg, "backlog") == 0)
-        o.run_throughput = 0, o.run_backlog = 1;
-      else
-        rc = tb_cli_usage_error(&cli, "--scenario: expected all, throughput or backlog, got '%s'",
-                                optarg);
+      o.run_throughput = strcmp(optarg, "all") == 0 || strcmp(optarg, "throughput") == 0;
+      o.run_backlog = strcmp(optarg, "all") == 0 || strcmp(optarg, "backlog") == 0;
+      o.run_prio_sync = strcmp(optarg, "all") == 0 || strcmp(optarg, "prio-sync") == 0;
+      if (!o.run_throughput && !o.run_backlog && !o.run_prio_sync)
+        rc = tb_cli_usage_error(
+            &cli, "--scenario: expected all, throughput, backlog or prio-sync, got '%s'", optarg);
       break;
     case 'h':
-      printf("usage: tierbus bench [--events N] [--backlog N] [--critical-rate R]\n"
-             "                     [--scenario all|throughput|backlog] [--work-dir DIR]\n");
+      printf(
+          "usage: tierbus bench [--events N] [--backlog N] [--critical-rate R] [--repos N]\n"
+          "                     [--scenario all|throughput|backlog|prio-sync] [--work-dir DIR]\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;
