@@ -98,6 +98,20 @@ tb_status tb_publish_wrap(const tb_event_def_t *ev, const char *tier, const char
   env.workflow_id = (char *)(req && req->workflow_id ? req->workflow_id : "");
   env.attempt = 1;
   env.priority_score = req ? req->priority_score : 0;
+  int n_meta = req && req->metadata ? req->n_metadata : 0;
+  if (n_meta < 0 || n_meta > TB_PUBLISH_MAX_METADATA)
+    return tb__fail(TB_ERR_INVALID, "%s %s: %d metadata entries (0 to %d allowed)", ev->name, id,
+                    n_meta, TB_PUBLISH_MAX_METADATA);
+  Tierbus__V1__Envelope__MetadataEntry entries[TB_PUBLISH_MAX_METADATA];
+  Tierbus__V1__Envelope__MetadataEntry *entry_ptrs[TB_PUBLISH_MAX_METADATA];
+  for (int i = 0; i < n_meta; i++) {
+    tierbus__v1__envelope__metadata_entry__init(&entries[i]);
+    entries[i].key = (char *)req->metadata[2 * i];
+    entries[i].value = (char *)req->metadata[2 * i + 1];
+    entry_ptrs[i] = &entries[i];
+  }
+  env.n_metadata = (size_t)n_meta;
+  env.metadata = n_meta > 0 ? entry_ptrs : NULL;
   env.payload.data = (uint8_t *)payload;
   env.payload.len = payload_len;
   tb_status st = tb_codec_pack(&env.base, &out->buf, &out->len);

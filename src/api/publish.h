@@ -12,6 +12,8 @@
 #include "codec/catalogue.h"
 #include "config/config.h"
 
+#define TB_PUBLISH_MAX_METADATA 8
+
 typedef struct tb_publish_req {
   const char *event; /* canonical event name */
   json_t *payload;   /* borrowed JSON object with the event's fields */
@@ -24,6 +26,11 @@ typedef struct tb_publish_req {
   const char *workflow_id;    /* may be NULL */
   const char *source;         /* NULL: "tierbus-cli" */
   int32_t priority_score;
+  /* Envelope metadata: |n_metadata| key/value pairs, metadata[2i] the key and metadata[2i+1] the
+   * value (borrowed); at most TB_PUBLISH_MAX_METADATA pairs. Seed 002's repository jobs carry
+   * their priority's reasons here. */
+  const char *const *metadata;
+  int n_metadata;
   /* 0: now. A message queued for later (a workflow timer) is stamped with its due time, so that
    * latency figures measure from when it was meant to run. */
   int64_t occurred_at_us;

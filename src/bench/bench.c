@@ -29,6 +29,7 @@
 #include "engine/relay.h"
 #include "sim/sim.h"
 #include "store/store.h"
+#include "workflows/priority.h"
 
 /* Share of each tier in the throughput mix, by tier index (critical .. background). */
 static const int mix_pct[] = {5, 15, 40, 25, 15};
@@ -693,6 +694,81 @@ static json_t *workflow_run(bench_t *b) {
   return r;
 }
 
+/* Seed 002's full sync over |repos| tracked repositories, 30% in a workspace (a tenth of those in
+ * two), 5% of the rest marked low, in three passes: the backfill (every row still at the
+ * default, medium and unflagged: the seed's first sync), a drifted table (one row in ten
+ * flipped), and a sync with nothing to change. No NATS: the sync writes SQLite and the outbox. */
+static json_t *prio_sync_pass(tb_store_t *st, const bench_t *b, const char *name) {
+  tb_prio_sync_result_t r;
+  tb_prio_sync_opts_t o = {.trigger = "bench", .max_retries = -1};
+  tb_status s = tb_prio_sync_run(st, b->cfg, b->cat, &o, &r);
+  double secs = r.elapsed_us / 1e6;
+  json_t *j = json_pack(
+      "{s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:f, s:f, s:f}", "pass", name, "workspace_repos",
+      (json_int_t)r.workspace_repos, "tracked_only_repos", (json_int_t)r.tracked_only_repos,
+      "priority_changes", (json_int_t)r.priority_changes, "rows_updated",
+      (json_int_t)r.rows_updated, "jobs_queued", (json_int_t)r.jobs_queued, "batches", r.batches,
+      "seconds", secs, "changes_per_s", secs > 0 ? r.priority_changes / secs : 0.0, "repos_per_s",
+      secs > 0 ? (r.workspace_repos + r.tracked_only_repos) / secs : 0.0);
+  json_object_set_new(j, "errors", json_integer((json_int_t)json_array_size(r.errors)));
+  if (s != TB_OK) json_object_set_new(j, "error", json_string(tb_errdetail()));
+  tb_prio_sync_result_clear(&r);
+  return j;
+}
+
+static json_t *prio_sync_run(bench_t *b) {
+  char path[PATH_MAX + 32];
+  snprintf(path, sizeof(path), "%s/prio-sync.db", b->dir);
+  tb_store_t *st = NULL;
+  if (tb_store_open(&st, path) != TB_OK) return json_pack("{s:s}", "error", tb_errdetail());
+  sqlite3 *db = NULL;
+  char sql[1024];
+  long n = b->opts->repos;
+  /* The table as the seed's migration finds it: tracked, medium, no workspace flags. */
+  snprintf(sql, sizeof(sql),
+           "BEGIN;"
+           "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < %ld) "
+           "INSERT INTO tracked_repositories(repository_id, marked_low, updated_at) "
+           "SELECT printf('org-%%03d/repo-%%07d', i %% 997, i), i %% 10 >= 3 AND i %% 20 = 3, 0 "
+           "FROM k;"
+           "INSERT INTO workspace_repositories(workspace_id, repository_id, added_at) "
+           "SELECT printf('ws-%%04d', rowid %% 5000), repository_id, 0 FROM tracked_repositories "
+           "WHERE rowid %% 10 < 3;"
+           "INSERT INTO workspace_repositories(workspace_id, repository_id, added_at) "
+           "SELECT printf('ws-%%04d', (rowid + 1) %% 5000), repository_id, 0 "
+           "FROM tracked_repositories WHERE rowid %% 100 < 3;"
+           "COMMIT;",
+           n);
+  int rc = sqlite3_open(path, &db);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    json_t *e = json_pack("{s:s}", "error", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    tb_store_close(st);
+    return e;
+  }
+  json_t *passes = json_array();
+  json_array_append_new(passes, prio_sync_pass(st, b, "backfill"));
+  /* Drift: one row in ten gets the other priority, as if updates had been lost. */
+  sqlite3_exec(db,
+               "UPDATE tracked_repositories SET priority = CASE priority WHEN 'high' THEN 'medium' "
+               "ELSE 'high' END, priority_score = CASE priority WHEN 'high' THEN 50 ELSE 100 END "
+               "WHERE rowid % 10 = 7",
+               NULL, NULL, NULL);
+  json_array_append_new(passes, prio_sync_pass(st, b, "drift"));
+  json_array_append_new(passes, prio_sync_pass(st, b, "steady"));
+  sqlite3_int64 outbox = 0;
+  sqlite3_stmt *stmt = NULL;
+  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &stmt, NULL) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW)
+    outbox = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  tb_store_close(st);
+  return json_pack("{s:I, s:I, s:o}", "repos", (json_int_t)n, "jobs_in_outbox", (json_int_t)outbox,
+                   "passes", passes);
+}
+
 static void machine_json(json_t *root) {
   char model[256] = "unknown";
   FILE *f = fopen("/proc/cpuinfo", "r");
@@ -768,6 +844,12 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
     json_object_set_new(root, "workflows", wf);
     if (jnum(wf, "completed") < opts->workflows || json_object_get(wf, "error")) rc = 1;
   }
+  if (opts->run_prio_sync) {
+    fprintf(stderr, "tierbus bench: priority sync over %ld tracked repositories...\n", opts->repos);
+    json_t *ps = prio_sync_run(&b);
+    json_object_set_new(root, "prio_sync", ps);
+    if (json_object_get(ps, "error")) rc = 1;
+  }
   /* The goals of the foundation issue, evaluated on this run's figures. */
   json_t *goals = json_object();
   json_t *tp = json_object_get(root, "throughput"), *bl = json_object_get(root, "backlog");
@@ -784,6 +866,16 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
                         json_boolean(crit && jnum(crit, "start_p99_ms") <= 5.0));
     json_object_set_new(goals, "zero_inversions_backlog",
                         json_boolean(jnum(bl, "inversions") == 0));
+  }
+  json_t *ps = json_object_get(root, "prio_sync");
+  if (ps) {
+    int ok = json_array_size(json_object_get(ps, "passes")) == 3;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(ps, "passes"), i, p) {
+      if (jnum(p, "seconds") >= 120 || json_object_get(p, "error")) ok = 0;
+    }
+    json_object_set_new(goals, "prio_sync_under_2_min", json_boolean(ok));
   }
   json_object_set_new(root, "goals", goals);
   json_dumpf(root, stdout, JSON_INDENT(2));

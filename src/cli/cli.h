@@ -87,6 +87,14 @@ void tb_cli_trap_signals(void);
 int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, const char *domains,
                        const char *max_cw, tb_worker_scope_t *scope);
 
+/* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
+void tb_cli_fmt_time(int64_t us, char *buf, size_t cap);
+
+/* Index of the subcommand in argv: the first argument that is neither an option nor the value
+ * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
+ * 0 when there is none. */
+int tb_cli_find_subcommand(int argc, char **argv);
+
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
 int tb_cmd_worker(int argc, char **argv);
@@ -99,6 +107,7 @@ int tb_cmd_events(int argc, char **argv);
 int tb_cmd_sim(int argc, char **argv);
 int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
 int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
+int tb_cmd_priority(int argc, char **argv);  /* sync, show, inversions, set (cmd_priority.c) */
 
 /* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
  * definition. Borrowed, static. */

@@ -12,9 +12,11 @@ int tb_cmd_bench(int argc, char **argv) {
                        .backlog = 200000,
                        .critical_rate = 200,
                        .workflows = 10000,
+                       .repos = 100000,
                        .run_throughput = 1,
                        .run_backlog = 1,
-                       .run_workflows = 1};
+                       .run_workflows = 1,
+                       .run_prio_sync = 1};
   long rate = o.critical_rate;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"events", required_argument, NULL, 'n'},
@@ -22,11 +24,12 @@ int tb_cmd_bench(int argc, char **argv) {
                                        {"critical-rate", required_argument, NULL, 'r'},
                                        {"workflows", required_argument, NULL, 'W'},
                                        {"scenario", required_argument, NULL, 's'},
+                                       {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c, rc = TB_EXIT_OK;
-  while ((c = getopt_long(argc, argv, "n:b:r:s:w:h", opts, NULL)) != -1 && rc == TB_EXIT_OK) {
+  while ((c = getopt_long(argc, argv, "n:b:r:s:w:p:h", opts, NULL)) != -1 && rc == TB_EXIT_OK) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
     case 'n':
@@ -41,22 +44,28 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'r':
       rc = tb_cli_parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
       break;
+    case 'p':
+      rc = tb_cli_parse_long(&cli, "--repos", optarg, 1, 100000000, &o.repos);
+      break;
     case 'w':
       o.work_dir = optarg;
       break;
     case 's':
-      o.run_throughput = strcmp(optarg, "throughput") == 0 || strcmp(optarg, "all") == 0;
-      o.run_backlog = strcmp(optarg, "backlog") == 0 || strcmp(optarg, "all") == 0;
-      o.run_workflows = strcmp(optarg, "workflows") == 0 || strcmp(optarg, "all") == 0;
-      if (!o.run_throughput && !o.run_backlog && !o.run_workflows)
+      o.run_throughput = strcmp(optarg, "all") == 0 || strcmp(optarg, "throughput") == 0;
+      o.run_backlog = strcmp(optarg, "all") == 0 || strcmp(optarg, "backlog") == 0;
+      o.run_workflows = strcmp(optarg, "all") == 0 || strcmp(optarg, "workflows") == 0;
+      o.run_prio_sync = strcmp(optarg, "all") == 0 || strcmp(optarg, "prio-sync") == 0;
+      if (!o.run_throughput && !o.run_backlog && !o.run_workflows && !o.run_prio_sync)
         rc = tb_cli_usage_error(
-            &cli, "--scenario: expected all, throughput, backlog or workflows, got '%s'", optarg);
+            &cli, "--scenario: expected all, throughput, backlog, workflows or prio-sync, got '%s'",
+            optarg);
       break;
     case 'h':
       printf("usage: tierbus bench [--events N] [--backlog N] [--critical-rate R] [--workflows N]\n"
-             "                     [--scenario all|throughput|backlog|workflows] [--work-dir DIR]\n"
-             "The raw JetStream + SQLite ceiling runs with every scenario but backlog; each\n"
-             "figure is reported against it.\n");
+             "                     [--repos N] [--work-dir DIR]\n"
+             "                     [--scenario all|throughput|backlog|workflows|prio-sync]\n"
+             "The raw JetStream + SQLite ceiling runs with the throughput and workflows\n"
+             "scenarios; their figures are reported against it.\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "core/hist.h"
 #include "core/status.h"
+#include "store/repo.h"
 
 static json_t *hist_json(const tb_hist_t *h) {
   return json_pack("{s:I,s:f,s:f,s:f,s:f}", "count", (json_int_t)h->total, "p50_ms",
@@ -85,9 +86,20 @@ int tb_cmd_stats(int argc, char **argv) {
              (long long)s.inversions, l1, l2);
     }
   }
+  /* Seed 002: repositories whose stored priority disagrees with the rules (target zero). */
+  int64_t repo_inversions = 0;
+  if (rc == TB_EXIT_OK &&
+      tb_store_repo_inversions(cli.store, 0, NULL, NULL, &repo_inversions, NULL) != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (rc == TB_EXIT_OK && !as_json)
+    printf("repository priority inversions: %lld (tierbus priority inversions)\n",
+           (long long)repo_inversions);
   if (rc == TB_EXIT_OK && as_json) {
-    json_t *root = json_pack("{s:o,s:b,s:s}", "tiers", tiers, "nats_reachable", have_nats, "db",
-                             cli.cfg.db_path);
+    json_t *root =
+        json_pack("{s:o,s:b,s:s,s:I}", "tiers", tiers, "nats_reachable", have_nats, "db",
+                  cli.cfg.db_path, "repository_priority_inversions", (json_int_t)repo_inversions);
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);

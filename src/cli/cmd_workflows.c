@@ -105,20 +105,6 @@ static void fmt_target(const tb_step_def_t *s, char *buf, size_t cap) {
     snprintf(buf, cap, "%s", s->duration ? s->duration : "?");
 }
 
-/* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
-static void fmt_time(int64_t us, char *buf, size_t cap) {
-  if (us <= 0) {
-    snprintf(buf, cap, "-");
-    return;
-  }
-  time_t secs = (time_t)(us / 1000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char day[32];
-  strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf, cap, "%s.%03dZ", day, (int)(us % 1000000 / 1000));
-}
-
 static json_t *str_or_null(const char *s) {
   return s ? json_string(s) : json_null();
 }
@@ -402,7 +388,7 @@ static int hist_to_json(void *arg, const tb_wf_hist_t *h) {
 static int hist_print(void *arg, const tb_wf_hist_t *h) {
   int *n = arg;
   char when[40], took[32] = "";
-  fmt_time(h->started_us, when, sizeof(when));
+  tb_cli_fmt_time(h->started_us, when, sizeof(when));
   if (h->ended_us > 0 && h->started_us > 0)
     fmt_elapsed((h->ended_us - h->started_us) / 1000, took, sizeof(took));
   printf("  %3d. %s  %-24s %-7s #%-2d %-10s", ++*n, when, h->name ? h->name : "-",
@@ -475,9 +461,9 @@ static int cmd_show(int argc, char **argv) {
     }
   } else {
     char created[40], updated[40], finished[40];
-    fmt_time(row.created_us, created, sizeof(created));
-    fmt_time(row.updated_us, updated, sizeof(updated));
-    fmt_time(row.finished_us, finished, sizeof(finished));
+    tb_cli_fmt_time(row.created_us, created, sizeof(created));
+    tb_cli_fmt_time(row.updated_us, updated, sizeof(updated));
+    tb_cli_fmt_time(row.finished_us, finished, sizeof(finished));
     printf("workflow    %s\nname        %s (domain %s)\nstatus      %s\n", row.id, row.name,
            row.domain, row.status);
     printf("step        %d %s (attempt %d, %s)\ntier        %s\n", row.step,
@@ -523,7 +509,7 @@ static int run_row(void *arg, const tb_wf_row_t *r) {
   s->n++;
   if (s->as_json) return json_array_append_new(s->rows, row_json(r)) != 0;
   char created[40], took[32] = "-";
-  fmt_time(r->created_us, created, sizeof(created));
+  tb_cli_fmt_time(r->created_us, created, sizeof(created));
   /* Only a finished run has taken a time; a running one's age is its CREATED column. */
   if (r->finished_us >= r->created_us && r->created_us > 0 && r->finished_us > 0)
     fmt_elapsed((r->finished_us - r->created_us) / 1000, took, sizeof(took));
@@ -669,29 +655,12 @@ static void workflows_usage(FILE *out) {
                "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n");
 }
 
-/* Index of the subcommand in argv: the first argument that is neither an option nor the value
- * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
- * 0 when there is none. */
-static int find_subcommand(int argc, char **argv) {
-  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
-                                           "--data-dir", "--log-level", "--set"};
-  for (int i = 1; i < argc; i++) {
-    if (argv[i][0] != '-') return i;
-    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
-      if (strcmp(argv[i], with_value[k]) == 0) {
-        i++; /* its value */
-        break;
-      }
-  }
-  return 0;
-}
-
 int tb_cmd_workflows(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
   } subs[] = {{"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}};
-  int at = find_subcommand(argc, argv);
+  int at = tb_cli_find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */
     for (int i = 1; i < argc; i++)

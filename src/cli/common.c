@@ -292,3 +292,34 @@ int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, con
   }
   return 0;
 }
+
+/* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
+void tb_cli_fmt_time(int64_t us, char *buf, size_t cap) {
+  if (us <= 0) {
+    snprintf(buf, cap, "-");
+    return;
+  }
+  time_t secs = (time_t)(us / 1000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char day[32];
+  strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf, cap, "%s.%03dZ", day, (int)(us % 1000000 / 1000));
+}
+
+/* Index of the subcommand in argv: the first argument that is neither an option nor the value
+ * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
+ * 0 when there is none. */
+int tb_cli_find_subcommand(int argc, char **argv) {
+  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
+                                           "--data-dir", "--log-level", "--set"};
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] != '-') return i;
+    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+      if (strcmp(argv[i], with_value[k]) == 0) {
+        i++; /* its value */
+        break;
+      }
+  }
+  return 0;
+}

@@ -63,6 +63,7 @@ typedef struct opt {
   const char *charset; /* OPT_STRING: allowed characters; NULL allows any */
   const char *charset_desc;
   bool required;   /* has no default: the file must give it */
+  bool tier_ref;   /* OPT_STRING naming a tier: must be one of the config's tiers */
   const char *def; /* default, as config text (lists: items separated by spaces) */
   const char *env; /* environment variable that overrides it, or NULL */
   const char *help;
@@ -186,6 +187,35 @@ static const opt_t scalar_opts[] = {
      .help = "Per worker process: the most workflow steps and events in flight at once, across\n"
              "all its tiers (seed 004's max_concurrent_workflows); 0 = only the tiers' own\n"
              "concurrency. A preset or `worker --max-concurrent-workflows` overrides it."},
+    /* Seed 002: the tier that carries a repository's sync jobs, by repository priority. The
+     * design's tier table: high -> high, medium -> normal, low -> low. */
+    {.name = "repo_tier_high",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, repo_tier_high),
+     .min = 1,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .tier_ref = true,
+     .def = "high",
+     .help = "Tier of the sync jobs of a high priority repository (in a workspace, score 100)."},
+    {.name = "repo_tier_medium",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, repo_tier_medium),
+     .min = 1,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .tier_ref = true,
+     .def = "normal",
+     .help = "Tier of the sync jobs of a medium priority repository (tracked only, score 50)."},
+    {.name = "repo_tier_low",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, repo_tier_low),
+     .min = 1,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .tier_ref = true,
+     .def = "low",
+     .help = "Tier of the sync jobs of a low priority repository (marked low, score 25)."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */
@@ -765,6 +795,14 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
                  "%s is longer than stream_max_age %s", win, age);
   }
   tb_status s = validate_tiers(cfg, L);
+  /* A tier reference left at its default may name a tier this deployment renamed (users of it
+   * fall back, see tb_config_tier_ref); one that was set must name a tier. */
+  for (size_t i = 0; i < N_SCALARS && s == TB_OK; i++) {
+    const char *name = (const char *)cfg + scalar_opts[i].offset;
+    if (scalar_opts[i].tier_ref && strcmp(name, scalar_opts[i].def) != 0 &&
+        tb_config_tier_index(cfg, name) < 0)
+      s = unknown_tier(cfg, L ? L->opt[i] : 0, scalar_opts[i].name, name);
+  }
   if (s == TB_OK) s = validate_event_tiers(cfg, L);
   if (s == TB_OK) s = validate_presets(cfg, L);
   return s;
@@ -1241,6 +1279,11 @@ int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
   return -1;
+}
+
+const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
+  int i = tb_config_tier_index(cfg, name);
+  return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
 }
 
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {

@@ -64,6 +64,8 @@ typedef struct tb_config {
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
   int max_concurrent_workflows;    /* per worker: messages in flight across tiers; 0 = no cap */
   int enrichment_batch_max;        /* seed 003: most pending jobs one enrichment run claims */
+  /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
+  char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
@@ -103,6 +105,11 @@ tb_status tb_config_validate(const tb_config_t *cfg);
 
 /* Index of the tier named |name|, or -1. */
 int tb_config_tier_index(const tb_config_t *cfg, const char *name);
+
+/* The tier named |name| (a tier reference option's value), or the last tier when the config has
+ * none by that name: a reference left at its default in a deployment with other tier names.
+ * Borrowed from |cfg|, which must have at least one tier. */
+const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name);
 
 /* Tier configured for |event| in event_tiers, or NULL when the catalogue default applies. */
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event);

@@ -81,6 +81,69 @@
     "updated_at = excluded.updated_at")                                                            \
   X(PRIORITY_AUDIT, "INSERT INTO priority_audit(repository_id, old_priority, new_priority, "       \
                     "reason, msg_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                       \
+  X(REPO_AUDIT_LIST, "SELECT coalesce(old_priority, ''), new_priority, reason, "                   \
+                     "coalesce(msg_id, ''), at_us FROM priority_audit WHERE repository_id = ?1 "   \
+                     "ORDER BY id DESC LIMIT ?2")                                                  \
+  X(REPO_COUNTS, "SELECT count(*), coalesce(sum(is_workspace_repo), 0) FROM tracked_repositories") \
+  /* The live view of every tracked repository: stored row, live count and the rules' answer. */   \
+  X(REPO_INVERSIONS,                                                                               \
+    "SELECT repository_id, priority, expected, is_workspace_repo, workspace_count, cnt, "          \
+    "coalesce(manual_override, '') FROM (SELECT *, tb_repo_priority(cnt, marked_low, "             \
+    "manual_override) AS expected FROM (SELECT t.*, (SELECT count(*) FROM "                        \
+    "workspace_repositories w WHERE w.repository_id = t.repository_id) AS cnt "                    \
+    "FROM tracked_repositories t)) WHERE priority <> expected OR "                                 \
+    "priority_score <> tb_repo_score(expected) OR is_workspace_repo <> (cnt >= 1) OR "             \
+    "workspace_count <> cnt ORDER BY repository_id")                                               \
+  X(REPO_SEED_INVERSIONS, "SELECT count(*) FROM tracked_repositories "                             \
+                          "WHERE is_workspace_repo = 1 AND priority != 'high'")                    \
+  X(SYNC_CALC_CLEAR, "DELETE FROM priority_sync_calc")                                             \
+  X(SYNC_CALC_FILL,                                                                                \
+    "INSERT INTO priority_sync_calc(repository_id, old_priority, old_score, old_is_ws, "           \
+    "old_count, new_priority, new_score, new_is_ws, new_count, manual_override, marked_low) "      \
+    "SELECT repository_id, priority, priority_score, is_workspace_repo, workspace_count, p, "      \
+    "tb_repo_score(p), cnt >= 1, cnt, manual_override, marked_low FROM (SELECT *, "                \
+    "tb_repo_priority(cnt, marked_low, manual_override) AS p FROM (SELECT t.*, (SELECT count(*) "  \
+    "FROM workspace_repositories w WHERE w.repository_id = t.repository_id) AS cnt "               \
+    "FROM tracked_repositories t WHERE t.repository_id > ?1 ORDER BY t.repository_id "             \
+    "LIMIT ?2))")                                                                                  \
+  X(SYNC_CALC_SUMMARY,                                                                             \
+    "SELECT count(*), coalesce(sum(new_is_ws), 0), coalesce(sum(new_priority <> old_priority), "   \
+    "0), coalesce(sum(new_priority <> old_priority OR new_score <> old_score OR "                  \
+    "new_is_ws <> old_is_ws OR new_count <> old_count), 0), coalesce(max(repository_id), '') "     \
+    "FROM priority_sync_calc")                                                                     \
+  X(SYNC_CALC_APPLY,                                                                               \
+    "UPDATE tracked_repositories SET priority = c.new_priority, priority_score = c.new_score, "    \
+    "is_workspace_repo = c.new_is_ws, workspace_count = c.new_count, updated_at = ?1 "             \
+    "FROM priority_sync_calc c WHERE c.repository_id = tracked_repositories.repository_id AND "    \
+    "(c.new_priority <> c.old_priority OR c.new_score <> c.old_score OR "                          \
+    "c.new_is_ws <> c.old_is_ws OR c.new_count <> c.old_count)")                                   \
+  X(SYNC_CALC_AUDIT,                                                                               \
+    "INSERT INTO priority_audit(repository_id, old_priority, new_priority, reason, msg_id, "       \
+    "at_us) "                                                                                      \
+    "SELECT repository_id, old_priority, new_priority, 'priority sync: ' || CASE "                 \
+    "WHEN manual_override IS NOT NULL THEN printf('manual override ''%s''', manual_override) "     \
+    "WHEN new_count >= 1 THEN printf('in %d workspace%s', new_count, iif(new_count = 1, '', "      \
+    "'s')) "                                                                                       \
+    "WHEN marked_low THEN 'in no workspace, marked low' ELSE 'in no workspace' END || "            \
+    "printf('; stored %s/%d, is_workspace_repo %d, %d workspace%s', old_priority, old_score, "     \
+    "old_is_ws, old_count, iif(old_count = 1, '', 's')), ?1, ?2 FROM priority_sync_calc "          \
+    "WHERE new_priority <> old_priority OR new_score <> old_score OR new_is_ws <> old_is_ws OR "   \
+    "new_count <> old_count ORDER BY repository_id")                                               \
+  X(SYNC_CALC_CHANGED,                                                                             \
+    "SELECT repository_id, old_priority, new_priority, new_score, new_is_ws, new_count "           \
+    "FROM priority_sync_calc WHERE new_priority <> old_priority ORDER BY repository_id")           \
+  X(LEASE_TAKE,                                                                                    \
+    "INSERT INTO job_leases(name, owner, acquired_us, expires_us) VALUES(?1, ?2, ?3, ?4) "         \
+    "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, acquired_us = excluded.acquired_us, " \
+    "expires_us = excluded.expires_us WHERE job_leases.expires_us <= excluded.acquired_us OR "     \
+    "job_leases.owner = excluded.owner")                                                           \
+  X(LEASE_GET, "SELECT owner, expires_us FROM job_leases WHERE name = ?1")                         \
+  X(LEASE_RENEW, "UPDATE job_leases SET expires_us = ?3 WHERE name = ?1 AND owner = ?2")           \
+  X(LEASE_RELEASE, "DELETE FROM job_leases WHERE name = ?1 AND owner = ?2")                        \
+  X(PRIO_SYNC_RECORD,                                                                              \
+    "INSERT INTO priority_sync_runs(owner, trigger, status, started_us, finished_us, "             \
+    "workspace_repos, tracked_only_repos, priority_changes, rows_updated, attempts, errors) "      \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")                                        \
   X(OUTBOX_HDR_TYPE, "SELECT CASE WHEN json_valid(?1) THEN json_type(?1) END")                     \
   X(OUTBOX_HDR_BAD, "SELECT key, type FROM json_each(?1) "                                         \
                     "WHERE type <> 'text' OR lower(key) = 'nats-msg-id' OR key = '' LIMIT 1")      \
@@ -276,6 +339,10 @@ int tb__bind_opt_text(sqlite3_stmt *stmt, int i, const char *s);
  * statement is reset, while the message still describes the failure. */
 tb_status tb__store_fail(sqlite3 *db, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Binds the priority rules (repo.c) to |db| as the SQL functions tb_repo_priority(count,
+ * marked_low, override) and tb_repo_score(priority); runs before the statements are prepared. */
+tb_status tb__repo_register_functions(sqlite3 *db);
 
 /* Migrations (migrations.c): the schema version this build writes, and the upgrade of |db| to it.
  * Each pending migration runs in its own BEGIN IMMEDIATE transaction that also bumps

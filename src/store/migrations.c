@@ -314,8 +314,46 @@ static const char v5_seed_workflows[] =
     ") STRICT;"
     "CREATE INDEX crm_activity_client ON crm_activity(client_id, id);";
 
-static const char *const migrations[] = {v1_engine, v2_repo_priority, v3_outbox, v4_workflows,
-                                         v5_seed_workflows};
+/* v7 (issue 4, seed 002's full priority sync): leases, so a named job runs once at a time across
+ * processes; the sync's scratch table, filled and emptied inside each batch's transaction so that
+ * a batch is a few set-based statements; and one row per finished sync. */
+static const char v7_priority_sync[] =
+    "CREATE TABLE job_leases("
+    "  name TEXT PRIMARY KEY NOT NULL CHECK(name <> ''),"
+    "  owner TEXT NOT NULL CHECK(owner <> ''),"
+    "  acquired_us INTEGER NOT NULL,"
+    "  expires_us INTEGER NOT NULL"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE priority_sync_calc("
+    "  repository_id TEXT PRIMARY KEY NOT NULL,"
+    "  old_priority TEXT NOT NULL,"
+    "  old_score INTEGER NOT NULL,"
+    "  old_is_ws INTEGER NOT NULL,"
+    "  old_count INTEGER NOT NULL,"
+    "  new_priority TEXT NOT NULL,"
+    "  new_score INTEGER NOT NULL,"
+    "  new_is_ws INTEGER NOT NULL,"
+    "  new_count INTEGER NOT NULL,"
+    "  manual_override TEXT,"
+    "  marked_low INTEGER NOT NULL"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE priority_sync_runs("
+    "  id INTEGER PRIMARY KEY,"
+    "  owner TEXT NOT NULL,"
+    "  trigger TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK(status IN ('completed', 'failed')),"
+    "  started_us INTEGER NOT NULL,"
+    "  finished_us INTEGER NOT NULL,"
+    "  workspace_repos INTEGER NOT NULL,"
+    "  tracked_only_repos INTEGER NOT NULL,"
+    "  priority_changes INTEGER NOT NULL,"
+    "  rows_updated INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  errors TEXT NOT NULL CHECK(json_valid(errors) AND json_type(errors) = 'array')"
+    ") STRICT;";
+
+static const char *const migrations[] = {v1_engine,    v2_repo_priority,  v3_outbox,
+                                         v4_workflows, v5_seed_workflows, v7_priority_sync};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

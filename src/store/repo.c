@@ -1,6 +1,6 @@
 /* Data access for seed 002's tables: workspace membership with its per-pair ordering guard,
- * tracked repositories and the priority audit trail. The rules that decide priorities live in
- * src/workflows/workspace.c. */
+ * tracked repositories, the priority audit trail, the full sync's set-based batch and leases.
+ * The priority rules are here as plain C and, bound to the same functions, as SQL. */
 #include "store/repo.h"
 
 #include <stdio.h>
@@ -20,8 +20,59 @@ static tb_status check_id(const char *what, const char *id) {
   return TB_OK;
 }
 
+/* ---------------------------------------------------------------- the rules */
+
+/* Seed 002's scores. The tier each priority's jobs go to is config (repo_tier_*). */
+static const struct {
+  const char *name;
+  int score;
+} priorities[] = {{"high", 100}, {"medium", 50}, {"low", 25}};
+
+int tb_repo_priority_score(const char *priority) {
+  for (size_t i = 0; priority && i < sizeof(priorities) / sizeof(priorities[0]); i++)
+    if (strcmp(priorities[i].name, priority) == 0) return priorities[i].score;
+  return 0;
+}
+
+int tb_repo_priority_valid(const char *priority) {
+  return tb_repo_priority_score(priority) != 0;
+}
+
 static int valid_priority(const char *p) {
-  return strcmp(p, "high") == 0 || strcmp(p, "medium") == 0 || strcmp(p, "low") == 0;
+  return tb_repo_priority_valid(p);
+}
+
+const char *tb_repo_rule_priority(int workspace_count, int marked_low,
+                                  const char *manual_override) {
+  if (manual_override != NULL && manual_override[0] != '\0') {
+    for (size_t i = 0; i < sizeof(priorities) / sizeof(priorities[0]); i++)
+      if (strcmp(priorities[i].name, manual_override) == 0) return priorities[i].name;
+  }
+  if (workspace_count >= 1) return "high";
+  return marked_low ? "low" : "medium";
+}
+
+static void sql_rule_priority(sqlite3_context *cx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  const char *ovr = (const char *)sqlite3_value_text(argv[2]);
+  sqlite3_result_text(
+      cx, tb_repo_rule_priority(sqlite3_value_int(argv[0]), sqlite3_value_int(argv[1]), ovr), -1,
+      SQLITE_STATIC);
+}
+
+static void sql_score(sqlite3_context *cx, int argc, sqlite3_value **argv) {
+  (void)argc;
+  sqlite3_result_int(cx, tb_repo_priority_score((const char *)sqlite3_value_text(argv[0])));
+}
+
+tb_status tb__repo_register_functions(sqlite3 *db) {
+  const int flags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+  int rc = sqlite3_create_function_v2(db, "tb_repo_priority", 3, flags, NULL, sql_rule_priority,
+                                      NULL, NULL, NULL);
+  if (rc == SQLITE_OK)
+    rc = sqlite3_create_function_v2(db, "tb_repo_score", 1, flags, NULL, sql_score, NULL, NULL,
+                                    NULL);
+  return rc == SQLITE_OK ? TB_OK : tb__store_fail(db, rc, "register priority rule functions");
 }
 
 /* Within one stream the sequence is exact. Across streams only the publisher's clock relates two
@@ -201,6 +252,233 @@ tb_status tb_store_priority_audit(tb_store_t *st, const char *repository_id,
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
   int rc = sqlite3_step(stmt);
   s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority audit %s", repository_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* ---------------------------------------------------------------- full sync */
+
+/* Runs statement |id| to completion (no rows expected). */
+static tb_status run_done(tb_store_t *st, tb__store_stmt_id id, const char *what) {
+  sqlite3_stmt *stmt = tb__stmt(st, id);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority sync: %s", what);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_repo_sync_batch(tb_store_t *st, const char *after_id, int limit,
+                                   const char *cause,
+                                   tb_status (*on_change)(void *arg, const tb_repo_change_t *c),
+                                   void *arg, tb_repo_batch_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (limit < 1) return tb__fail(TB_ERR_INVALID, "priority sync: batch size %d is below 1", limit);
+  tb_status s = run_done(st, TB__ST_SYNC_CALC_CLEAR, "clear scratch");
+  if (s != TB_OK) return s;
+
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_SYNC_CALC_FILL);
+  sqlite3_bind_text(stmt, 1, after_id ? after_id : "", -1, SQLITE_STATIC);
+  sqlite3_bind_int(stmt, 2, limit);
+  s = run_done(st, TB__ST_SYNC_CALC_FILL, "compute batch");
+  if (s != TB_OK) return s;
+
+  stmt = tb__stmt(st, TB__ST_SYNC_CALC_SUMMARY);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    out->repos = sqlite3_column_int64(stmt, 0);
+    out->workspace_repos = sqlite3_column_int64(stmt, 1);
+    out->priority_changes = sqlite3_column_int64(stmt, 2);
+    out->rows_updated = sqlite3_column_int64(stmt, 3);
+    copy_text(out->last_id, sizeof(out->last_id), sqlite3_column_text(stmt, 4));
+  } else {
+    s = tb__store_fail(st->db, rc, "priority sync: summary");
+  }
+  tb__stmt_done(stmt);
+  if (s != TB_OK || out->rows_updated == 0) {
+    if (s == TB_OK) s = run_done(st, TB__ST_SYNC_CALC_CLEAR, "clear scratch");
+    return s;
+  }
+
+  int64_t now = tb_wall_us();
+  stmt = tb__stmt(st, TB__ST_SYNC_CALC_APPLY);
+  sqlite3_bind_int64(stmt, 1, now);
+  s = run_done(st, TB__ST_SYNC_CALC_APPLY, "apply");
+  if (s == TB_OK) {
+    stmt = tb__stmt(st, TB__ST_SYNC_CALC_AUDIT);
+    tb__bind_opt_text(stmt, 1, cause);
+    sqlite3_bind_int64(stmt, 2, now);
+    s = run_done(st, TB__ST_SYNC_CALC_AUDIT, "audit");
+  }
+  if (s == TB_OK && on_change != NULL && out->priority_changes > 0) {
+    stmt = tb__stmt(st, TB__ST_SYNC_CALC_CHANGED);
+    while (s == TB_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+      tb_repo_change_t c = {
+          .repository_id = (const char *)sqlite3_column_text(stmt, 0),
+          .old_priority = (const char *)sqlite3_column_text(stmt, 1),
+          .new_priority = (const char *)sqlite3_column_text(stmt, 2),
+          .new_score = sqlite3_column_int(stmt, 3),
+          .is_workspace_repo = sqlite3_column_int(stmt, 4),
+          .workspace_count = sqlite3_column_int(stmt, 5),
+      };
+      s = on_change(arg, &c);
+    }
+    if (s == TB_OK && rc != SQLITE_DONE) s = tb__store_fail(st->db, rc, "priority sync: changes");
+    tb__stmt_done(stmt);
+  }
+  if (s == TB_OK) s = run_done(st, TB__ST_SYNC_CALC_CLEAR, "clear scratch");
+  return s;
+}
+
+tb_status tb_store_repo_inversions(tb_store_t *st, int limit,
+                                   void (*fn)(void *arg, const tb_repo_inversion_t *inv), void *arg,
+                                   int64_t *total, int64_t *seed_query) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_INVERSIONS);
+  int64_t n = 0;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (fn != NULL && n < limit) {
+      tb_repo_inversion_t inv = {
+          .repository_id = (const char *)sqlite3_column_text(stmt, 0),
+          .priority = (const char *)sqlite3_column_text(stmt, 1),
+          .expected_priority = (const char *)sqlite3_column_text(stmt, 2),
+          .is_workspace_repo = sqlite3_column_int(stmt, 3),
+          .workspace_count = sqlite3_column_int(stmt, 4),
+          .live_count = sqlite3_column_int(stmt, 5),
+          .manual_override = (const char *)sqlite3_column_text(stmt, 6),
+      };
+      fn(arg, &inv);
+    }
+    n++;
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority inversions");
+  tb__stmt_done(stmt);
+  if (s != TB_OK) return s;
+  if (total) *total = n;
+  if (seed_query) {
+    stmt = tb__stmt(st, TB__ST_REPO_SEED_INVERSIONS);
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW)
+      *seed_query = sqlite3_column_int64(stmt, 0);
+    else
+      s = tb__store_fail(st->db, rc, "priority inversions: seed query");
+    tb__stmt_done(stmt);
+  }
+  return s;
+}
+
+tb_status tb_store_repo_audit_list(tb_store_t *st, const char *repository_id, int limit,
+                                   void (*fn)(void *arg, const tb_repo_audit_t *a), void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_AUDIT_LIST);
+  sqlite3_bind_text(stmt, 1, repository_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int(stmt, 2, limit);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_repo_audit_t a = {
+        .old_priority = (const char *)sqlite3_column_text(stmt, 0),
+        .new_priority = (const char *)sqlite3_column_text(stmt, 1),
+        .reason = (const char *)sqlite3_column_text(stmt, 2),
+        .msg_id = (const char *)sqlite3_column_text(stmt, 3),
+        .at_us = sqlite3_column_int64(stmt, 4),
+    };
+    fn(arg, &a);
+  }
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority audit of %s", repository_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_repo_counts(tb_store_t *st, int64_t *tracked, int64_t *workspace_repos) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_COUNTS);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW) {
+    *tracked = sqlite3_column_int64(stmt, 0);
+    *workspace_repos = sqlite3_column_int64(stmt, 1);
+  } else {
+    s = tb__store_fail(st->db, rc, "repository counts");
+  }
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* ---------------------------------------------------------------- leases */
+
+tb_status tb_store_lease_take(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
+                              int *taken, char *holder, size_t cap, int64_t *holder_expires_us) {
+  *taken = 0;
+  if (name == NULL || name[0] == '\0' || owner == NULL || owner[0] == '\0' || ttl_ms < 1)
+    return tb__fail(TB_ERR_INVALID, "lease '%s': needs a name, an owner and a ttl of 1 ms or more",
+                    name ? name : "");
+  int64_t now = tb_wall_us();
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_LEASE_TAKE);
+  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 3, now);
+  sqlite3_bind_int64(stmt, 4, now + ttl_ms * 1000);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "lease '%s': take", name);
+  tb__stmt_done(stmt);
+  if (s != TB_OK) return s;
+  if (sqlite3_changes(st->db) == 1) {
+    *taken = 1;
+    return TB_OK;
+  }
+  stmt = tb__stmt(st, TB__ST_LEASE_GET);
+  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+  rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    if (holder) copy_text(holder, cap, sqlite3_column_text(stmt, 0));
+    if (holder_expires_us) *holder_expires_us = sqlite3_column_int64(stmt, 1);
+  } else {
+    /* Released between the two statements (only possible outside a transaction). */
+    if (holder) copy_text(holder, cap, NULL);
+    if (holder_expires_us) *holder_expires_us = 0;
+    if (rc != SQLITE_DONE) s = tb__store_fail(st->db, rc, "lease '%s': read holder", name);
+  }
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_lease_renew(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
+                               int *held) {
+  *held = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_LEASE_RENEW);
+  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, owner, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 3, tb_wall_us() + ttl_ms * 1000);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "lease '%s': renew", name);
+  tb__stmt_done(stmt);
+  if (s == TB_OK) *held = sqlite3_changes(st->db) == 1;
+  return s;
+}
+
+tb_status tb_store_lease_release(tb_store_t *st, const char *name, const char *owner) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_LEASE_RELEASE);
+  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, owner, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "lease '%s': release", name);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_prio_sync_record(tb_store_t *st, const tb_prio_sync_run_row_t *r) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_PRIO_SYNC_RECORD);
+  sqlite3_bind_text(stmt, 1, r->owner, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, r->trigger ? r->trigger : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 3, r->status, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 4, r->started_us);
+  sqlite3_bind_int64(stmt, 5, r->finished_us);
+  sqlite3_bind_int64(stmt, 6, r->workspace_repos);
+  sqlite3_bind_int64(stmt, 7, r->tracked_only_repos);
+  sqlite3_bind_int64(stmt, 8, r->priority_changes);
+  sqlite3_bind_int64(stmt, 9, r->rows_updated);
+  sqlite3_bind_int(stmt, 10, r->attempts);
+  sqlite3_bind_text(stmt, 11, r->errors_json ? r->errors_json : "[]", -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority sync: record run");
   tb__stmt_done(stmt);
   return s;
 }

@@ -127,6 +127,7 @@ tb_status tb_store_open(tb_store_t **out, const char *path) {
     goto fail;
   }
   s = tb__store_migrate(st->db, path);
+  if (s == TB_OK) s = tb__repo_register_functions(st->db);
   if (s != TB_OK) goto fail;
   s = prepare_all(st, path);
   if (s != TB_OK) goto fail;

@@ -46,7 +46,7 @@ const char *const *tb_registry_names(int *n) {
 /* ---------------------------------------------------------------- workflows */
 
 static const tb_wf_domain_t *const domains[] = {&tb__domain_crm, &tb__domain_enrichment,
-                                                &tb__domain_ops};
+                                                &tb__domain_ops, &tb__domain_workspace};
 
 #define N_DOMAINS ((int)(sizeof(domains) / sizeof(domains[0])))
 

@@ -135,7 +135,8 @@ typedef struct tb_wf_domain {
 } tb_wf_domain_t;
 
 /* Defined by the domain files; listed once in registry.c. */
-extern const tb_wf_domain_t tb__domain_crm, tb__domain_enrichment, tb__domain_ops;
+extern const tb_wf_domain_t tb__domain_crm, tb__domain_enrichment, tb__domain_ops,
+    tb__domain_workspace;
 
 /* Every domain, in listing order; |*n| receives the count. */
 const tb_wf_domain_t *const *tb_wf_domains(int *n);

@@ -1,32 +1,89 @@
 /* Seed 002's workspace repository priority rules. A repository in at least one workspace is high
  * (100); one only tracked is medium (50), or low (25) when an operator marked it low; a manual
- * override always wins. Adds and removes apply in publish order per (workspace, repository), so
- * the outcome does not depend on which worker commits first. */
+ * override always wins (the rules themselves: tb_repo_rule_priority). Adds and removes apply in
+ * publish order per (workspace, repository), so the outcome does not depend on which worker
+ * commits first. A priority change queues the repository's sync job on its priority's tier. */
 #include <stdio.h>
 #include <string.h>
 
+#include "api/publish.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "workflows/handlers.h"
-
-static const struct {
-  const char *name;
-  int score;
-} priorities[] = {{"high", 100}, {"medium", 50}, {"low", 25}};
-
-static int score_of(const char *priority) {
-  for (size_t i = 0; i < sizeof(priorities) / sizeof(priorities[0]); i++)
-    if (strcmp(priorities[i].name, priority) == 0) return priorities[i].score;
-  return 0; /* unreachable: the store only holds the three names */
-}
-
-/* What the rules give before any manual override. */
-static const char *rule_priority(int workspace_count, int marked_low) {
-  if (workspace_count >= 1) return "high";
-  return marked_low ? "low" : "medium";
-}
+#include "workflows/priority.h"
 
 static const char *plural(int n) {
   return n == 1 ? "" : "s";
+}
+
+/* ---------------------------------------------------------------- one repository */
+
+static void log_job_failure(const char *repository_id, const char *priority) {
+  TB_LOG(TB_LOG_WARN, "workspace",
+         "repository %s is now %s, but its sync job was not queued: %s (the full sync will "
+         "not queue it again unless the priority changes; see `tierbus priority show`)",
+         repository_id, priority, tb_errdetail());
+}
+
+/* Recomputes |repository_id|'s row with |count| workspaces, after applying an operator's
+ * |override| (NULL = keep, "" = clear) and |mark_low| (-1 = keep), and writes it with an audit
+ * row (reason: |what|, then the rule that decided) when anything in it changed. A changed
+ * priority queues the repository's sync job; a failure to queue it is logged and swallowed, so
+ * the membership or setting change that caused it still commits (seed 002: priority sync errors
+ * never fail the workspace operation). *changed (may be NULL) = 1 when the row was written. */
+static tb_status recompute(const tb_handler_ctx_t *ctx, const char *repository_id, int count,
+                           const char *override, int mark_low, const char *what, const char *cause,
+                           int *changed) {
+  if (changed) *changed = 0;
+  int found = 0;
+  tb_tracked_repo_t old, now;
+  tb_status s = tb_store_repo_get(ctx->store, repository_id, &old, &found);
+  if (s != TB_OK) return s;
+  if (found) {
+    now = old;
+  } else {
+    memset(&now, 0, sizeof(now));
+    snprintf(now.repository_id, sizeof(now.repository_id), "%s", repository_id);
+    now.tracking_enabled = 1;
+  }
+  if (override != NULL) snprintf(now.manual_override, sizeof(now.manual_override), "%s", override);
+  if (mark_low >= 0) now.marked_low = mark_low ? 1 : 0;
+  now.workspace_count = count;
+  now.is_workspace_repo = count >= 1;
+  const char *computed = tb_repo_rule_priority(count, now.marked_low, NULL);
+  const char *chosen = tb_repo_rule_priority(count, now.marked_low, now.manual_override);
+  snprintf(now.priority, sizeof(now.priority), "%s", chosen);
+  now.priority_score = tb_repo_priority_score(chosen);
+
+  if (found && strcmp(old.priority, now.priority) == 0 &&
+      old.priority_score == now.priority_score && old.is_workspace_repo == now.is_workspace_repo &&
+      old.workspace_count == now.workspace_count &&
+      strcmp(old.manual_override, now.manual_override) == 0 && old.marked_low == now.marked_low)
+    return TB_OK;
+
+  char reason[3 * TB_ID_MAX + 128];
+  if (strcmp(chosen, computed) != 0)
+    snprintf(reason, sizeof(reason), "manual override '%s' respected over '%s': %s%s", chosen,
+             computed, what, found ? "" : "; now tracked");
+  else
+    snprintf(reason, sizeof(reason), "%s%s", what, found ? "" : "; now tracked");
+
+  s = tb_store_repo_put(ctx->store, &now);
+  if (s == TB_OK)
+    s = tb_store_priority_audit(ctx->store, repository_id, found ? old.priority : NULL,
+                                now.priority, reason, cause);
+  if (s != TB_OK) return s;
+  if (changed) *changed = 1;
+  if (found && strcmp(old.priority, now.priority) == 0) return TB_OK;
+  tb_repo_change_t c = {.repository_id = repository_id,
+                        .old_priority = found ? old.priority : "",
+                        .new_priority = now.priority,
+                        .new_score = now.priority_score,
+                        .is_workspace_repo = now.is_workspace_repo,
+                        .workspace_count = now.workspace_count};
+  if (tb_repo_sync_job_emit(ctx, &c, cause ? cause : repository_id) != TB_OK)
+    log_job_failure(repository_id, now.priority);
+  return TB_OK;
 }
 
 /* Reads one required id from the payload. An event without it can never apply, so the failure is
@@ -59,32 +116,10 @@ static tb_status apply_change(const tb_handler_ctx_t *ctx, const char *fallback_
                                 &applied);
   if (s != TB_OK || !applied) return s;
 
-  int count = 0, found = 0;
-  tb_tracked_repo_t old, now;
+  int count = 0;
   s = tb_store_workspace_count(ctx->store, repository_id, &count);
-  if (s == TB_OK) s = tb_store_repo_get(ctx->store, repository_id, &old, &found);
   if (s != TB_OK) return s;
-
-  if (found) {
-    now = old;
-  } else {
-    memset(&now, 0, sizeof(now));
-    snprintf(now.repository_id, sizeof(now.repository_id), "%s", repository_id);
-    now.tracking_enabled = 1;
-  }
-  now.workspace_count = count;
-  now.is_workspace_repo = count >= 1;
-  const char *computed = rule_priority(count, now.marked_low);
-  const char *chosen = now.manual_override[0] != '\0' ? now.manual_override : computed;
-  snprintf(now.priority, sizeof(now.priority), "%s", chosen);
-  now.priority_score = score_of(chosen);
-
-  if (found && strcmp(old.priority, now.priority) == 0 &&
-      old.priority_score == now.priority_score && old.is_workspace_repo == now.is_workspace_repo &&
-      old.workspace_count == now.workspace_count)
-    return TB_OK;
-
-  char what[2 * TB_ID_MAX + 64], reason[3 * TB_ID_MAX + 128];
+  char what[2 * TB_ID_MAX + 64];
   if (present)
     snprintf(what, sizeof(what), "added to workspace %s (%d workspace%s)", workspace_id, count,
              plural(count));
@@ -93,17 +128,8 @@ static tb_status apply_change(const tb_handler_ctx_t *ctx, const char *fallback_
   else
     snprintf(what, sizeof(what), "removed from workspace %s (still in %d workspace%s)",
              workspace_id, count, plural(count));
-  if (strcmp(chosen, computed) != 0)
-    snprintf(reason, sizeof(reason), "manual override '%s' respected over '%s': %s%s", chosen,
-             computed, what, found ? "" : "; now tracked");
-  else
-    snprintf(reason, sizeof(reason), "%s%s", what, found ? "" : "; now tracked");
-
-  s = tb_store_repo_put(ctx->store, &now);
-  if (s == TB_OK)
-    s = tb_store_priority_audit(ctx->store, repository_id, found ? old.priority : NULL,
-                                now.priority, reason, ctx->msg->env ? ctx->msg->env->id : NULL);
-  return s;
+  return recompute(ctx, repository_id, count, NULL, -1, what,
+                   ctx->msg->env ? ctx->msg->env->id : NULL, NULL);
 }
 
 tb_status tb__handle_repo_added(const tb_handler_ctx_t *ctx) {
@@ -112,4 +138,99 @@ tb_status tb__handle_repo_added(const tb_handler_ctx_t *ctx) {
 
 tb_status tb__handle_repo_removed(const tb_handler_ctx_t *ctx) {
   return apply_change(ctx, "WORKSPACE_REPO_REMOVED", 0);
+}
+
+/* ---------------------------------------------------------------- jobs and operator settings */
+
+const char *tb_repo_priority_tier(const tb_config_t *cfg, const char *priority) {
+  if (cfg == NULL || priority == NULL) return NULL;
+  if (strcmp(priority, "high") == 0) return tb_config_tier_ref(cfg, cfg->repo_tier_high);
+  if (strcmp(priority, "medium") == 0) return tb_config_tier_ref(cfg, cfg->repo_tier_medium);
+  if (strcmp(priority, "low") == 0) return tb_config_tier_ref(cfg, cfg->repo_tier_low);
+  return NULL;
+}
+
+/* "high" -> "REPOSITORY_PRIORITY_HIGH"; "" or unknown -> UNSPECIFIED. */
+static void enum_name(const char *priority, char *buf, size_t cap) {
+  const char *p = tb_repo_priority_valid(priority) ? priority : "unspecified";
+  int n = snprintf(buf, cap, "REPOSITORY_PRIORITY_");
+  for (size_t i = 0; p[i] && (size_t)n + i + 1 < cap; i++) {
+    buf[n + i] = (char)(p[i] >= 'a' && p[i] <= 'z' ? p[i] - 'a' + 'A' : p[i]);
+    buf[n + i + 1] = '\0';
+  }
+}
+
+static uint64_t fnv1a(const char *s, uint64_t h) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    h ^= *p;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_change_t *c,
+                                const char *cause) {
+  const char *tier = tb_repo_priority_tier(ctx->cfg, c->new_priority);
+  if (ctx->cat == NULL || tier == NULL)
+    return tb__fail(TB_ERR_INVALID, "repository-sync job for %s: no %s", c->repository_id,
+                    ctx->cat == NULL ? "catalogue" : "config tier for its priority");
+  char prio[40], orig[40], count[16];
+  enum_name(c->new_priority, prio, sizeof(prio));
+  enum_name(c->old_priority, orig, sizeof(orig));
+  snprintf(count, sizeof(count), "%d", c->workspace_count);
+  json_t *payload = json_pack(
+      "{s:s, s:s, s:i, s:s, s:{s:b, s:i, s:s}}", "repository_id", c->repository_id, "priority",
+      prio, "priority_score", c->new_score, "sync_type", "full", "metadata", "is_workspace_repo",
+      c->is_workspace_repo, "workspace_count", c->workspace_count, "original_priority", orig);
+  if (payload == NULL)
+    return tb__fail(TB_ERR_NOMEM, "repository-sync job for %s", c->repository_id);
+  /* Fixed length, whatever the lengths of the cause and the repository id. */
+  uint64_t h1 = fnv1a(cause, 1469598103934665603ULL);
+  char id[64];
+  snprintf(id, sizeof(id), "repo-sync-%016llx%016llx", (unsigned long long)h1,
+           (unsigned long long)fnv1a(c->repository_id, h1 ^ 0x9e3779b97f4a7c15ULL));
+  const char *meta[] = {"repository_priority", c->new_priority,
+                        "is_workspace_repo",   c->is_workspace_repo ? "true" : "false",
+                        "workspace_count",     count,
+                        "original_priority",   c->old_priority[0] ? c->old_priority : "none"};
+  tb_publish_req_t req = {.event = "capture/repository.sync",
+                          .payload = payload,
+                          .tier = tier,
+                          .id = id,
+                          .source = "tierbus-priority",
+                          .priority_score = c->new_score,
+                          .metadata = meta,
+                          .n_metadata = 4};
+  tb_prepared_t p;
+  tb_status s = tb_publish_prepare(ctx->cfg, ctx->cat, &req, &p);
+  json_decref(payload);
+  if (s != TB_OK) return s;
+  s = tb_handler_emit(ctx, p.subject, p.id, p.buf, p.len);
+  tb_prepared_free(&p);
+  return s;
+}
+
+tb_status tb_repo_set(const tb_handler_ctx_t *ctx, const char *repository_id, const char *override,
+                      int mark_low, const char *cause, int *changed) {
+  if (changed) *changed = 0;
+  if (repository_id == NULL || repository_id[0] == '\0' || strlen(repository_id) >= TB_ID_MAX)
+    return tb__fail(TB_ERR_INVALID, "repository id must be 1 to %d characters", TB_ID_MAX - 1);
+  if (override != NULL && strcmp(override, "none") == 0) override = "";
+  if (override != NULL && override[0] != '\0' && !tb_repo_priority_valid(override))
+    return tb__fail(TB_ERR_INVALID, "override '%s' is not high, medium, low or none", override);
+  int count = 0;
+  tb_status s = tb_store_workspace_count(ctx->store, repository_id, &count);
+  if (s != TB_OK) return s;
+  char what[96];
+  if (override != NULL && override[0] != '\0')
+    snprintf(what, sizeof(what), "operator set override '%s'", override);
+  else if (override != NULL)
+    snprintf(what, sizeof(what), "operator cleared the override");
+  else
+    what[0] = '\0';
+  if (mark_low >= 0)
+    snprintf(what + strlen(what), sizeof(what) - strlen(what), "%soperator %s", what[0] ? "; " : "",
+             mark_low ? "marked it low" : "cleared the low mark");
+  if (what[0] == '\0') snprintf(what, sizeof(what), "operator recomputed");
+  return recompute(ctx, repository_id, count, override, mark_low, what, cause, changed);
 }

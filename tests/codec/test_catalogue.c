@@ -304,7 +304,8 @@ static void test_handlers(void **state) {
       assert_string_equal(d->handler, "workspace.repo_added");
     else if (strcmp(d->name, "WORKSPACE_REPO_REMOVED") == 0)
       assert_string_equal(d->handler, "workspace.repo_removed");
-    else if (strcmp(d->domain, "crm") == 0 || strcmp(d->name, "subscriber-created") == 0)
+    else if (strcmp(d->domain, "crm") == 0 || strcmp(d->name, "subscriber-created") == 0 ||
+             strcmp(d->name, "workspace/priorities.sync") == 0)
       assert_string_equal(d->handler, "workflow.trigger"); /* they start workflows */
     else if (strcmp(d->name, "enrichment-complete") == 0 || strcmp(d->name, "command-reply") == 0)
       assert_string_equal(d->handler, "workflow.resume"); /* they answer waits */

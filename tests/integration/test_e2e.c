@@ -61,6 +61,12 @@ static void test_end_to_end(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   tb_h_child_t worker;
+  /* A priority change queues a repository-sync job; here they all go to the low tier, so that the
+   * high tier's sequence numbers and counts below are exactly the published events
+   * (test_repo_sync checks the jobs' own tiers). */
+  tb_assert_ok(tb_h_config_edit(h, "e2e1.yaml", "repo_tier_high: high", "repo_tier_high: low"));
+  tb_assert_ok(
+      tb_h_config_edit(h, "e2e.yaml", "repo_tier_medium: normal", "repo_tier_medium: low"));
   tb_assert_ok(tb_h_server_start(h));
   tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
   tb_assert_exit(r, 0);
@@ -81,8 +87,11 @@ static void test_end_to_end(void **state) {
           "{\"repository_id\": \"r9\", \"repository_name\": \"Acme/app\"}", "client-c1",
           "subject=tb.evt.high.workspace.repository-sync seq=4");
 
-  assert_int_equal(tb_h_wait_sql(h, 4, WAIT_MS, "SELECT count(*) FROM processed"), 4);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed WHERE outcome='applied'"), 4);
+  assert_int_equal(tb_h_wait_sql(h, 4, WAIT_MS, "SELECT count(*) FROM processed WHERE tier='high'"),
+                   4);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed WHERE outcome='applied' "
+                                   "AND tier='high'"),
+                   4);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM dead_letters"), 0);
 
   assert_repo(h, "r1", "high", 100, 1, 1);
@@ -98,18 +107,19 @@ static void test_end_to_end(void **state) {
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_audit WHERE msg_id IS NULL"), 0);
 
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log"), 1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE tier='high'"), 1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE msg_id='client-c1' AND "
                                    "event_type='capture/repository.sync' AND tier='high'"),
                    1);
-  char *payload = tb_h_sql_text(h, "SELECT payload_json FROM activity_log");
+  char *payload = tb_h_sql_text(h, "SELECT payload_json FROM activity_log WHERE tier='high'");
   tb_assert_contains(payload, "Acme");
   free(payload);
 
   /* Removed from its last workspace: downgraded to medium, with an audit row saying so. */
   publish(h, "WORKSPACE_REPO_REMOVED", "{\"workspace_id\": \"ws2\", \"repository_id\": \"r1\"}",
           "rm-ws2-r1", "seq=5");
-  assert_int_equal(tb_h_wait_sql(h, 5, WAIT_MS, "SELECT count(*) FROM processed"), 5);
+  assert_int_equal(tb_h_wait_sql(h, 5, WAIT_MS, "SELECT count(*) FROM processed WHERE tier='high'"),
+                   5);
   assert_repo(h, "r1", "medium", 50, 0, 0);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workspace_repositories"), 0);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_audit WHERE repository_id='r1' "
@@ -125,11 +135,18 @@ static void test_end_to_end(void **state) {
   tb_assert_contains(r.out, "id=client-dup duplicate=true");
   tb_h_result_free(&r);
   assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 6);
-  assert_int_equal(tb_h_wait_sql(h, 6, WAIT_MS, "SELECT count(*) FROM processed"), 6);
+  assert_int_equal(tb_h_wait_sql(h, 6, WAIT_MS, "SELECT count(*) FROM processed WHERE tier='high'"),
+                   6);
   tb_h_sleep_ms(300); /* a second effect, if any, would land now */
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE msg_id='client-dup'"),
                    1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed"), 6);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed WHERE tier='high'"), 6);
+
+  /* The two priority changes of r1 (tracked high, then medium) each queued one job. */
+  assert_int_equal(tb_h_wait_sql(h, 2, WAIT_MS,
+                                 "SELECT count(*) FROM processed WHERE tier='low' "
+                                 "AND event_type='capture/repository.sync'"),
+                   2);
 
   /* stats --json: per-tier processed counts agree with the processed table. */
   tb_h_tierbus(h, &r, RUN_MS, "stats", "--json", NULL);
@@ -143,7 +160,8 @@ static void test_end_to_end(void **state) {
   assert_int_equal(stats_processed(root, "high"), 6);
   assert_int_equal(stats_processed(root, "critical"), 0);
   assert_int_equal(stats_processed(root, "normal"), 0);
-  assert_int_equal(stats_processed(root, "low"), 0);
+  assert_int_equal(stats_processed(root, "low"), 2);
+  assert_int_equal(json_integer_value(json_object_get(root, "repository_priority_inversions")), 0);
   assert_int_equal(stats_processed(root, "background"), 0);
   json_t *high = NULL;
   size_t i;

@@ -160,6 +160,31 @@ tb_status tb_h_use_config(tb_h_t *h, const char *name, const char *yaml) {
   return tb_h_write_file(h, name, yaml, h->config, sizeof(h->config));
 }
 
+tb_status tb_h_config_edit(tb_h_t *h, const char *name, const char *from, const char *to) {
+  char *text = tb_h_read_file(h->config);
+  if (text == NULL) {
+    fprintf(stderr, "harness: cannot read %s\n", h->config);
+    return TB_ERR_IO;
+  }
+  char *at = strstr(text, from);
+  if (at == NULL) {
+    fprintf(stderr, "harness: '%s' is not in %s\n", from, h->config);
+    free(text);
+    return TB_ERR_INVALID;
+  }
+  size_t head = (size_t)(at - text), n = strlen(text) - strlen(from) + strlen(to) + 1;
+  char *out = malloc(n);
+  if (out == NULL) {
+    free(text);
+    return TB_ERR_NOMEM;
+  }
+  snprintf(out, n, "%.*s%s%s", (int)head, text, to, at + strlen(from));
+  tb_status s = tb_h_use_config(h, name, out);
+  free(out);
+  free(text);
+  return s;
+}
+
 FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap) {
   tb_h_path(h, name, path, cap);
   FILE *f = fopen(path, "w");

@@ -88,6 +88,11 @@ tb_status tb_h_write_file(const tb_h_t *h, const char *name, const char *text, c
 /* Writes |yaml| to <dir>/<name> and makes it the --config of every later tierbus command. */
 tb_status tb_h_use_config(tb_h_t *h, const char *name, const char *yaml);
 
+/* Writes the current config with the first occurrence of |from| replaced by |to| to <dir>/<name>
+ * and uses it from then on ("repo_tier_high: high" -> "repo_tier_high: low"). TB_ERR_INVALID
+ * (after printing why) when |from| is not in it, TB_ERR_IO when it cannot be read or written. */
+tb_status tb_h_config_edit(tb_h_t *h, const char *name, const char *from, const char *to);
+
 /* Opens <dir>/<name> for writing (path in |path|); NULL after printing why. */
 FILE *tb_h_fopen(const tb_h_t *h, const char *name, char *path, size_t cap);
 
