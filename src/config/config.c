@@ -1536,20 +1536,6 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     fputc('\n', out);
   }
 
-  fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);
-  fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
-  for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
-    const tb_preset_t *ps = &cfg->presets[p];
-    fputs("  ", out);
-    write_str(out, ps->name);
-    fputs(": [", out);
-    for (int k = 0; k < ps->n_tiers && k < TB_MAX_TIERS; k++) {
-      if (k) fputs(", ", out);
-      write_str(out, ps->tiers[k]);
-    }
-    fputs("]\n", out);
-  }
-
   fputs("\n# Default tier of a workflow type (seed 000's automatic assignment), by workflow name\n"
         "# or by category; the workflow definition's own tier applies when neither is listed.\n",
         out);
@@ -1602,6 +1588,21 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     }
     fputs("}\n", out);
   }
+
+  fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);
+  fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
+  for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
+    const tb_preset_t *ps = &cfg->presets[p];
+    fputs("  ", out);
+    write_str(out, ps->name);
+    fputs(": [", out);
+    for (int k = 0; k < ps->n_tiers && k < TB_MAX_TIERS; k++) {
+      if (k) fputs(", ", out);
+      write_str(out, ps->tiers[k]);
+    }
+    fputs("]\n", out);
+  }
+
 }
 
 const char *tb_config_default_path(const char *explicit_path) {

@@ -314,8 +314,35 @@ static const char v5_seed_workflows[] =
     ") STRICT;"
     "CREATE INDEX crm_activity_client ON crm_activity(client_id, id);";
 
+/* v8 (issue 4, seed 000; appended here, renumbered at merge): escalation. A run's context (what
+ * the rules look at besides time: customer-facing, business impact, retries) and every
+ * escalation with the rule that caused it. A sweeper threshold fires at most once per run: the
+ * partial unique index makes a second record of the same (run, rule) a no-op, even from another
+ * process. */
+static const char v8_escalation[] =
+    "CREATE TABLE workflow_context("
+    "  workflow_id TEXT PRIMARY KEY CHECK(workflow_id <> ''),"
+    "  category TEXT,"
+    "  customer_facing INTEGER NOT NULL DEFAULT 0 CHECK(customer_facing IN (0, 1)),"
+    "  business_impact TEXT,"
+    "  retries INTEGER NOT NULL DEFAULT 0 CHECK(retries >= 0)"
+    ") STRICT;"
+    "CREATE TABLE workflow_escalations("
+    "  id INTEGER PRIMARY KEY,"
+    "  workflow_id TEXT NOT NULL,"
+    "  from_tier TEXT NOT NULL,"
+    "  to_tier TEXT NOT NULL,"
+    "  rule TEXT NOT NULL,"
+    "  source TEXT NOT NULL CHECK(source IN ('start', 'sweeper', 'retry')),"
+    "  detail TEXT,"
+    "  at_us INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX workflow_escalations_wf ON workflow_escalations(workflow_id, id);"
+    "CREATE UNIQUE INDEX workflow_escalations_once ON workflow_escalations(workflow_id, rule)"
+    "  WHERE source = 'sweeper';";
+
 static const char *const migrations[] = {v1_engine, v2_repo_priority, v3_outbox, v4_workflows,
-                                         v5_seed_workflows};
+                                         v5_seed_workflows, v8_escalation};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
