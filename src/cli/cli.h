@@ -7,6 +7,9 @@
 #include <getopt.h>
 #include <signal.h>
 
+#include <jansson.h>
+
+#include "api/publish.h"
 #include "bus/bus.h"
 #include "codec/catalogue.h"
 #include "config/config.h"
@@ -82,6 +85,20 @@ void tb_cli_trap_signals(void);
 /* Parses "critical,high" or a preset name into tier indexes. Returns the count, or -1 after
  * printing an error naming the bad entry. */
 int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
+
+/* Turns NDJSON line |lineno| of |file| (|line|, borrowed) into a prepared message in |out|.
+ * Returns TB_EXIT_OK, or TB_EXIT_USAGE after printing "PROG: FILE:LINE: what is wrong" (|out| is
+ * then untouched). */
+typedef int (*tb_cli_ndjson_fn)(tb_cli_t *cli, void *arg, const char *file, int lineno,
+                                json_t *line, tb_prepared_t *out);
+
+/* The NDJSON batch of `publish --file` and `trigger --batch` (cmd_publish.c): reads |path| ("-" =
+ * stdin), prepares every non-blank line with |prepare|, and only when all are good connects and
+ * publishes them with async acks, waiting for every ack. A bad line publishes nothing. *n_out is
+ * the count acknowledged, *secs_out the publishing time. Returns TB_EXIT_OK, TB_EXIT_USAGE (bad
+ * input, nothing sent) or TB_EXIT_FAIL (NATS). |noun| names the items in messages ("events"). */
+int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
+                          const char *noun, size_t *n_out, double *secs_out);
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
