@@ -181,11 +181,17 @@ static json_t *step_json(const tb_step_def_t *s) {
 static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
   json_t *steps = json_array();
   for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
-  return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
+  json_t *v = json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
                    "tier", str_or_null(w->tier), "resolved_tier", tb_wf_tier(&cli->cfg, w),
                    "description", str_or_null(w->description), "trigger_event",
                    str_or_null(w->trigger_event), "filtered", w->should_start != NULL, "on_error",
                    w->on_error != NULL, "steps", steps);
+  if (v != NULL) {
+    json_object_set_new(v, "category", str_or_null(w->category));
+    json_object_set_new(v, "customer_facing", json_boolean(w->customer_facing));
+    json_object_set_new(v, "business_impact", str_or_null(w->business_impact));
+  }
+  return v;
 }
 
 static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t *w) {
@@ -193,8 +199,14 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
   printf("  tier:     %s", tier);
-  if (w->tier == NULL || strcmp(w->tier, tier) != 0)
+  if (tb_config_workflow_tier(&cli->cfg, w->name, w->category) != NULL)
+    printf(" (config workflow_tiers%s%s)", w->category ? ", category " : "",
+           w->category ? w->category : "");
+  else if (w->tier == NULL || strcmp(w->tier, tier) != 0)
     printf(" (the definition's tier '%s' is not in this config)", w->tier ? w->tier : "");
+  if (w->customer_facing || w->business_impact)
+    printf("; escalation context:%s%s%s", w->customer_facing ? " customer-facing" : "",
+           w->business_impact ? " impact " : "", w->business_impact ? w->business_impact : "");
   printf("\n  trigger:  %s%s\n", w->trigger_event ? w->trigger_event : "manual (tierbus trigger)",
          w->trigger_event && w->should_start ? " (when its filter accepts the event)" : "");
   printf("  on error: %s\n", w->on_error ? "handler" : "none");
