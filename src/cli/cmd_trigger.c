@@ -376,8 +376,7 @@ static int prepare_run(tb_cli_t *cli, const tb_workflow_def_t *def, const char *
   json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json", input_text,
                               "workflow_id", id);
   /* Only a chosen tier is sent as the priority: the worker derives the rest the same way. */
-  if (payload && explicit_tier)
-    json_object_set_new(payload, "priority", json_string(chosen));
+  if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(chosen));
   if (payload && expedite) json_object_set_new(payload, "expedite", json_true());
   tb_publish_req_t req = {.event = "execute-workflow",
                           .payload = payload,
@@ -538,13 +537,13 @@ int tb_cmd_trigger(int argc, char **argv) {
   }
   if (batch_file != NULL) {
     /* Each line carries its own workflow, input, priority and id. */
-    const char *extra = optind < argc       ? argv[optind]
-                        : input_text        ? "--json-input"
-                        : priority          ? "--priority"
-                        : queue             ? "--task-queue"
-                        : id_arg            ? "--id"
+    const char *extra = optind < argc         ? argv[optind]
+                        : input_text          ? "--json-input"
+                        : priority            ? "--priority"
+                        : queue               ? "--task-queue"
+                        : id_arg              ? "--id"
                         : wait || timeout_arg ? "--wait"
-                                            : NULL;
+                                              : NULL;
     if (extra != NULL)
       return tb_cli_usage_error(&cli,
                                 "--batch takes the workflow, input, priority and id from each "

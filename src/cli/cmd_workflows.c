@@ -181,11 +181,11 @@ static json_t *step_json(const tb_step_def_t *s) {
 static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
   json_t *steps = json_array();
   for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
-  json_t *v = json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
-                   "tier", str_or_null(w->tier), "resolved_tier", tb_wf_tier(&cli->cfg, w),
-                   "description", str_or_null(w->description), "trigger_event",
-                   str_or_null(w->trigger_event), "filtered", w->should_start != NULL, "on_error",
-                   w->on_error != NULL, "steps", steps);
+  json_t *v = json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain",
+                        w->domain, "tier", str_or_null(w->tier), "resolved_tier",
+                        tb_wf_tier(&cli->cfg, w), "description", str_or_null(w->description),
+                        "trigger_event", str_or_null(w->trigger_event), "filtered",
+                        w->should_start != NULL, "on_error", w->on_error != NULL, "steps", steps);
   if (v != NULL) {
     json_object_set_new(v, "category", str_or_null(w->category));
     json_object_set_new(v, "customer_facing", json_boolean(w->customer_facing));
@@ -800,8 +800,11 @@ int tb_cmd_workflows(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } subs[] = {{"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel},
-               {"retry", cmd_retry}};
+  } subs[] = {{"list", cmd_list},
+              {"show", cmd_show},
+              {"runs", cmd_runs},
+              {"cancel", cmd_cancel},
+              {"retry", cmd_retry}};
   int at = find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */

@@ -285,11 +285,13 @@ static const opt_t rule_opts[] = {
 
 /* Seed 000's tables, in force while the file does not give workflow_tiers / escalation. */
 static const tb_workflow_tier_t builtin_workflow_tiers[] = {
-    {"customer-support", "high"}, {"lead-attention", "high"},  {"daily-stand-up", "normal"},
+    {"customer-support", "high"}, {"lead-attention", "high"},         {"daily-stand-up", "normal"},
     {"campaign-building", "low"}, {"daily-operations", "background"},
 };
 static const tb_esc_rule_t builtin_escalation[] = {
-    {.name = "failed-retry-customer-facing", .failed_retry = 1, .customer_facing = 1,
+    {.name = "failed-retry-customer-facing",
+     .failed_retry = 1,
+     .customer_facing = 1,
      .tier = "critical"},
     {.name = "stuck-24h", .stuck_ms = 24 * MS_H, .tier = "critical"},
     {.name = "high-business-impact", .business_impact = "high", .tier = "critical"},
@@ -1191,8 +1193,8 @@ static tb_status parse_escalation(const parse_ctx *c, const yaml_node_t *n) {
   for (int i = 0; i < total; i++) {
     yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
     if (i == TB_MAX_ESC_RULES)
-      return perr(c, item, "escalation", "at most %d rules are allowed (got %d)",
-                  TB_MAX_ESC_RULES, total);
+      return perr(c, item, "escalation", "at most %d rules are allowed (got %d)", TB_MAX_ESC_RULES,
+                  total);
     if ((s = parse_rule(c, i, item)) != TB_OK) return s;
     c->cfg->n_escalation = i + 1;
   }
@@ -1602,7 +1604,6 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     }
     fputs("]\n", out);
   }
-
 }
 
 const char *tb_config_default_path(const char *explicit_path) {

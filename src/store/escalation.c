@@ -172,8 +172,7 @@ tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, int limit, tb_wf_
   return TB_OK;
 }
 
-tb_status tb_store_outbox_due_of(tb_store_t *st, const char *msg_id, int64_t *due_us,
-                                 int *found) {
+tb_status tb_store_outbox_due_of(tb_store_t *st, const char *msg_id, int64_t *due_us, int *found) {
   *found = 0;
   *due_us = 0;
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_DUE_OF);

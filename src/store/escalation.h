@@ -23,8 +23,7 @@ tb_status tb_store_wf_context_put(tb_store_t *st, const char *id, const tb_wf_co
 
 /* Reads run |id|'s context into |out| (zeroed first); *found = 0 for a run without one (started
  * before migration v8). */
-tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out,
-                                  int *found);
+tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out, int *found);
 
 /* Counts one more retry of run |id| (creating its context when it has none). */
 tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id);

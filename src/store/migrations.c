@@ -341,8 +341,8 @@ static const char v8_escalation[] =
     "CREATE UNIQUE INDEX workflow_escalations_once ON workflow_escalations(workflow_id, rule)"
     "  WHERE source = 'sweeper';";
 
-static const char *const migrations[] = {v1_engine, v2_repo_priority, v3_outbox, v4_workflows,
-                                         v5_seed_workflows, v8_escalation};
+static const char *const migrations[] = {v1_engine,    v2_repo_priority,  v3_outbox,
+                                         v4_workflows, v5_seed_workflows, v8_escalation};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -64,8 +64,7 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
   json_t *v = json_object_get(input, "customer_facing");
   if (v != NULL) {
     if (!json_is_boolean(v))
-      return tb__fail(TB_ERR_INVALID, "%s: input.customer_facing must be true or false",
-                      def->name);
+      return tb__fail(TB_ERR_INVALID, "%s: input.customer_facing must be true or false", def->name);
     out->customer_facing = json_is_true(v);
   }
   v = json_object_get(input, "expedite");
@@ -83,8 +82,7 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
         return TB_OK;
       }
     return tb__fail(TB_ERR_INVALID,
-                    "%s: input.business_impact must be \"low\", \"medium\" or \"high\"",
-                    def->name);
+                    "%s: input.business_impact must be \"low\", \"medium\" or \"high\"", def->name);
   }
   return TB_OK;
 }
@@ -95,8 +93,7 @@ static void describe(const tb_esc_input_t *in, char *buf, size_t cap) {
   buf[0] = '\0';
 #define ADD(...)                                                                                   \
   do {                                                                                             \
-    if (off < cap)                                                                                 \
-      off += (size_t)snprintf(buf + off, cap - off, "%s", off ? ", " : "");                        \
+    if (off < cap) off += (size_t)snprintf(buf + off, cap - off, "%s", off ? ", " : "");           \
     if (off < cap) off += (size_t)snprintf(buf + off, cap - off, __VA_ARGS__);                     \
   } while (0)
   if (in->customer_facing) ADD("customer-facing");

@@ -1,7 +1,7 @@
 /* The ops domain: small general-purpose workflows, seed 000's five workflow types, and the shared
- * activities (seed 004's send_email, log_event). Operators trigger them by hand (`tierbus trigger`), and they are the
- * simplest way to see each step kind at work: a command with retries and a timeout, a wait for
- * an event, a durable sleep. */
+ * activities (seed 004's send_email, log_event). Operators trigger them by hand (`tierbus
+ * trigger`), and they are the simplest way to see each step kind at work: a command with retries
+ * and a timeout, a wait for an event, a durable sleep. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -684,12 +684,10 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
   /* Seed 000: an explicit priority is the base, else the workflow type's tier; the context
    * flags escalate from there, never down. */
   const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
-  static const char *const impact_names[] = {[TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] =
-                                                 "low",
-                                             [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_MEDIUM] =
-                                                 "medium",
-                                             [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_HIGH] =
-                                                 "high"};
+  static const char *const impact_names[] = {
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] = "low",
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_MEDIUM] = "medium",
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_HIGH] = "high"};
   int bi = (int)ew->business_impact;
   tb_esc_input_t esc = {
       .failed_retry = ew->is_failed_retry,

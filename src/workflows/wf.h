@@ -179,8 +179,7 @@ struct tb_esc_input;
  * raise the run's tier from |tier| (or the default); a raise is recorded with its rule. */
 tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
                          const char *tier, const json_t *input, const char *correlation_id,
-                         const struct tb_esc_input *esc, char *id_out, size_t id_cap,
-                         int *started);
+                         const struct tb_esc_input *esc, char *id_out, size_t id_cap, int *started);
 
 /* Sends run |row|'s continuation for its current seq on row->tier, due at |due_us| (0 = now),
  * through the outbox (runtime.c; for escalation.c). |cause| is recorded in the history. */

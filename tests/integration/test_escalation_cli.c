@@ -68,14 +68,14 @@ static void test_sweeper_across_restart(void **state) {
      "{\"enrichment_id\": \"e-slow\", \"timeout\": \"10s\"}");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_int_equal(
-      tb_h_wait_sql(h, 1, 10000, "SELECT count(*) FROM workflows WHERE id = 'slow' AND "
+  assert_int_equal(tb_h_wait_sql(h, 1, 10000,
+                                 "SELECT count(*) FROM workflows WHERE id = 'slow' AND "
                                  "status = 'waiting'"),
-      1);
+                   1);
   assert_int_equal(tb_h_child_term(&w1, 10000), 0);
   int64_t seq = tb_h_sql_int(h, "SELECT seq FROM workflows WHERE id = 'slow'");
-  char *subject = tb_h_sql_text(h, "SELECT subject FROM outbox WHERE msg_id = 'wf:slow:%lld'",
-                                (long long)seq);
+  char *subject =
+      tb_h_sql_text(h, "SELECT subject FROM outbox WHERE msg_id = 'wf:slow:%lld'", (long long)seq);
   assert_non_null(subject);
   assert_string_equal(subject, "tb.evt.normal.workflow.workflow-step");
   free(subject);
@@ -97,15 +97,15 @@ static void test_sweeper_across_restart(void **state) {
   assert_string_equal(tier, "high");
   free(tier);
   /* The pending timeout is the continuation: re-sent on high, due when it was. */
-  subject = tb_h_sql_text(h, "SELECT subject FROM outbox WHERE msg_id = 'wf:slow:%lld'",
-                          (long long)seq);
+  subject =
+      tb_h_sql_text(h, "SELECT subject FROM outbox WHERE msg_id = 'wf:slow:%lld'", (long long)seq);
   assert_non_null(subject);
   assert_string_equal(subject, "tb.evt.high.workflow.workflow-step");
   free(subject);
-  assert_int_equal(
-      tb_h_sql_int(h, "SELECT next_attempt_us FROM outbox WHERE msg_id = 'wf:slow:%lld'",
-                   (long long)seq),
-      due);
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT next_attempt_us FROM outbox WHERE msg_id = 'wf:slow:%lld'",
+                                (long long)seq),
+                   due);
   assert_int_equal(tb_h_child_term(&w2, 10000), 0);
 
   /* Another restart: the threshold has fired for this run, so it does not fire again while the
@@ -113,10 +113,10 @@ static void test_sweeper_across_restart(void **state) {
   tb_assert_ok(tb_h_spawn(h, &w3, "w3", "worker", "--set", "escalation_sweep=200ms", NULL));
   tb_h_sleep_ms(1500);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_escalations"), 1);
-  assert_int_equal(
-      tb_h_wait_sql(h, 1, 20000, "SELECT count(*) FROM workflows WHERE id = 'slow' AND "
+  assert_int_equal(tb_h_wait_sql(h, 1, 20000,
+                                 "SELECT count(*) FROM workflows WHERE id = 'slow' AND "
                                  "status = 'failed'"),
-      1);
+                   1);
   /* The timeout ran on high; it was published once, and nothing else went to high. */
   char *ran_on = tb_h_sql_text(h, "SELECT tier FROM workflow_history WHERE workflow_id = 'slow' "
                                   "AND status = 'timeout'");
@@ -134,9 +134,8 @@ static void test_sweeper_across_restart(void **state) {
   tb_assert_exit(r, 0);
   json_t *root = json_loads(r.out, 0, NULL);
   assert_non_null(root);
-  assert_int_equal(json_integer_value(json_object_get(json_object_get(root, "escalations"),
-                                                      "stuck-2s")),
-                   1);
+  assert_int_equal(
+      json_integer_value(json_object_get(json_object_get(root, "escalations"), "stuck-2s")), 1);
   json_decref(root);
   tb_h_result_free(&r);
   assert_int_equal(tb_h_child_term(&w3, 10000), 0);
@@ -149,8 +148,7 @@ static void test_sweeper_across_restart(void **state) {
 static void failed_run(tb_h_t *h, const char *id, const char *extra) {
   tb_h_result_t r;
   char input[256];
-  snprintf(input, sizeof(input), "{\"enrichment_id\": \"e-%s\", \"timeout\": \"1s\"%s}", id,
-           extra);
+  snprintf(input, sizeof(input), "{\"enrichment_id\": \"e-%s\", \"timeout\": \"1s\"%s}", id, extra);
   TB("trigger", "ops.await-enrichment", "--id", id, "--json-input", input);
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
@@ -168,10 +166,14 @@ static char *nth_failure_tier(tb_h_t *h, const char *id, int n) {
                                  "AND status = 'timeout'",
                                  id),
                    n);
-  tb_h_wait_sql(h, 1, 15000, "SELECT count(*) FROM workflows WHERE id = '%s' AND status = "
-                             "'failed'", id);
-  return tb_h_sql_text(h, "SELECT tier FROM workflow_history WHERE workflow_id = '%s' AND "
-                          "status = 'timeout' ORDER BY id DESC LIMIT 1", id);
+  tb_h_wait_sql(h, 1, 15000,
+                "SELECT count(*) FROM workflows WHERE id = '%s' AND status = "
+                "'failed'",
+                id);
+  return tb_h_sql_text(h,
+                       "SELECT tier FROM workflow_history WHERE workflow_id = '%s' AND "
+                       "status = 'timeout' ORDER BY id DESC LIMIT 1",
+                       id);
 }
 
 static void test_retry(void **state) {
@@ -237,8 +239,9 @@ static void test_retry(void **state) {
      "{\"enrichment_id\": \"e-r3\", \"timeout\": \"1h\"}");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_int_equal(tb_h_wait_sql(h, 1, 10000, "SELECT count(*) FROM workflows WHERE id = 'r3' "
-                                              "AND status = 'waiting'"),
+  assert_int_equal(tb_h_wait_sql(h, 1, 10000,
+                                 "SELECT count(*) FROM workflows WHERE id = 'r3' "
+                                 "AND status = 'waiting'"),
                    1);
   TB("workflows", "retry", "r3");
   tb_assert_exit(r, 1);

@@ -73,9 +73,12 @@ static void test_default_rules_in_seed_order(void **state) {
   (void)state;
   static const struct {
     const char *name, *tier;
-  } want[] = {{"failed-retry-customer-facing", "critical"}, {"stuck-24h", "critical"},
-              {"high-business-impact", "critical"},         {"customer-facing", "high"},
-              {"failed-retry", "high"},                     {"stuck-6h", "high"}};
+  } want[] = {{"failed-retry-customer-facing", "critical"},
+              {"stuck-24h", "critical"},
+              {"high-business-impact", "critical"},
+              {"customer-facing", "high"},
+              {"failed-retry", "high"},
+              {"stuck-6h", "high"}};
   /* The shipped file and the built-in table (no section in the file) are the same six rules. */
   static tb_config_t builtin;
   assert_int_equal(load_text(TIERS5, &builtin), TB_OK);
@@ -103,8 +106,7 @@ static void test_each_rule(void **state) {
   expect(c, NORMAL, (tb_esc_input_t){.failed_retry = 1, .customer_facing = 1}, CRITICAL,
          "failed-retry-customer-facing");
   expect(c, NORMAL, (tb_esc_input_t){.stuck_ms = 24 * H + 1}, CRITICAL, "stuck-24h");
-  expect(c, NORMAL, (tb_esc_input_t){.business_impact = "high"}, CRITICAL,
-         "high-business-impact");
+  expect(c, NORMAL, (tb_esc_input_t){.business_impact = "high"}, CRITICAL, "high-business-impact");
   expect(c, NORMAL, (tb_esc_input_t){.customer_facing = 1}, HIGH, "customer-facing");
   expect(c, NORMAL, (tb_esc_input_t){.failed_retry = 1}, HIGH, "failed-retry");
   expect(c, NORMAL, (tb_esc_input_t){.stuck_ms = 6 * H + 1}, HIGH, "stuck-6h");
@@ -116,17 +118,21 @@ static void test_each_rule(void **state) {
   expect(c, LOW, (tb_esc_input_t){.business_impact = "medium"}, LOW, NULL);
   expect(c, LOW, (tb_esc_input_t){.business_impact = ""}, LOW, NULL);
   /* The seed's own example: failed retry, customer-facing, 12 h stuck, high impact. */
-  expect(c, HIGH,
-         (tb_esc_input_t){.failed_retry = 1, .customer_facing = 1, .stuck_ms = 12 * H,
-                          .business_impact = "high"},
-         CRITICAL, "failed-retry-customer-facing");
+  expect(
+      c, HIGH,
+      (tb_esc_input_t){
+          .failed_retry = 1, .customer_facing = 1, .stuck_ms = 12 * H, .business_impact = "high"},
+      CRITICAL, "failed-retry-customer-facing");
 }
 
 static void test_never_lowers(void **state) {
   (void)state;
   const tb_config_t *c = &shipped;
-  tb_esc_input_t all = {.failed_retry = 1, .customer_facing = 1, .business_impact = "high",
-                        .stuck_ms = 48 * H, .expedite = 1};
+  tb_esc_input_t all = {.failed_retry = 1,
+                        .customer_facing = 1,
+                        .business_impact = "high",
+                        .stuck_ms = 48 * H,
+                        .expedite = 1};
   expect(c, CRITICAL, all, CRITICAL, NULL);
   /* Already at the rule's tier: not raised, so nothing is recorded. */
   expect(c, HIGH, (tb_esc_input_t){.customer_facing = 1}, HIGH, NULL);
@@ -198,8 +204,7 @@ static void test_rule_order(void **state) {
 /* The sweeper leaves out a threshold that already fired for the run. */
 static void test_skip_mask(void **state) {
   (void)state;
-  expect(&shipped, NORMAL, (tb_esc_input_t){.stuck_ms = 25 * H, .skip = 1u << 1}, HIGH,
-         "stuck-6h");
+  expect(&shipped, NORMAL, (tb_esc_input_t){.stuck_ms = 25 * H, .skip = 1u << 1}, HIGH, "stuck-6h");
   expect(&shipped, NORMAL, (tb_esc_input_t){.stuck_ms = 25 * H, .skip = (1u << 1) | (1u << 5)},
          NORMAL, NULL);
 }
@@ -210,10 +215,10 @@ static void test_builtin_rules_without_seed_tiers(void **state) {
   (void)state;
   static tb_config_t cfg;
   assert_int_equal(load_text("tiers: [{name: fast}, {name: slow}]\n", &cfg), TB_OK);
-  expect(&cfg, 1,
-         (tb_esc_input_t){.failed_retry = 1, .customer_facing = 1, .stuck_ms = 99 * H,
-                          .expedite = 1},
-         1, NULL);
+  expect(
+      &cfg, 1,
+      (tb_esc_input_t){.failed_retry = 1, .customer_facing = 1, .stuck_ms = 99 * H, .expedite = 1},
+      1, NULL);
   assert_null(tb_config_workflow_tier(&cfg, "ops.daily-stand-up", "daily-stand-up"));
 }
 
@@ -234,8 +239,7 @@ static void test_config_errors(void **state) {
   expect_config_error(TIERS5 "escalation:\n  - {name: x, failed_retry: true, tier: high}\n"
                              "  - {name: x, stuck: 1h, tier: high}\n",
                       ":4: escalation[1]: duplicate rule name 'x' (also escalation[0])");
-  expect_config_error(TIERS5 "escalation: [{name: expedite, stuck: 1h, tier: high}]\n",
-                      "reserved");
+  expect_config_error(TIERS5 "escalation: [{name: expedite, stuck: 1h, tier: high}]\n", "reserved");
   expect_config_error(TIERS5 "escalation: [{name: x, stuk: 1h, tier: high}]\n",
                       "escalation[0]: unknown key 'stuk' (did you mean 'stuck'?)");
   expect_config_error(TIERS5 "escalation: [{name: x, stuck: 1h}]\n",
@@ -257,8 +261,10 @@ static void test_workflow_tiers(void **state) {
   (void)state;
   static const struct {
     const char *workflow, *tier;
-  } seed[] = {{"ops.customer-support-message", "high"}, {"ops.lead-attention", "high"},
-              {"ops.daily-stand-up", "normal"},         {"ops.build-campaigns", "low"},
+  } seed[] = {{"ops.customer-support-message", "high"},
+              {"ops.lead-attention", "high"},
+              {"ops.daily-stand-up", "normal"},
+              {"ops.build-campaigns", "low"},
               {"ops.daily-operations", "background"}};
   for (size_t i = 0; i < sizeof(seed) / sizeof(seed[0]); i++) {
     const tb_workflow_def_t *def = tb_wf_find(seed[i].workflow);
@@ -272,8 +278,7 @@ static void test_workflow_tiers(void **state) {
                              &cfg),
                    TB_OK);
   assert_string_equal(tb_wf_tier(&cfg, tb_wf_find("ops.build-campaigns")), "critical");
-  assert_int_equal(load_text(TIERS5 "workflow_tiers: {campaign-building: normal}\n", &cfg),
-                   TB_OK);
+  assert_int_equal(load_text(TIERS5 "workflow_tiers: {campaign-building: normal}\n", &cfg), TB_OK);
   assert_string_equal(tb_wf_tier(&cfg, tb_wf_find("ops.build-campaigns")), "normal");
   assert_int_equal(load_text(TIERS5 "workflow_tiers: {}\n", &cfg), TB_OK);
   assert_string_equal(tb_wf_tier(&cfg, tb_wf_find("ops.daily-operations")), "background");
@@ -289,8 +294,8 @@ static void test_start_context(void **state) {
   assert_int_equal(in.customer_facing, 1);
   assert_null(in.business_impact);
   assert_int_equal(in.expedite, 0);
-  json_t *input = json_pack("{s:b,s:s,s:b}", "customer_facing", 0, "business_impact", "high",
-                            "expedite", 1);
+  json_t *input =
+      json_pack("{s:b,s:s,s:b}", "customer_facing", 0, "business_impact", "high", "expedite", 1);
   assert_int_equal(tb_wf_esc_context(support, input, &in), TB_OK);
   assert_int_equal(in.customer_facing, 0);
   assert_string_equal(in.business_impact, "high");
