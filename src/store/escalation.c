@@ -141,8 +141,8 @@ tb_status tb_store_escalation_counts(tb_store_t *st,
   return s;
 }
 
-tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, int limit, tb_wf_stuck_t **out,
-                            int *n) {
+tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, const char *skip_tiers_json,
+                            int limit, tb_wf_stuck_t **out, int *n) {
   *out = NULL;
   *n = 0;
   if (limit <= 0) return TB_OK;
@@ -151,6 +151,7 @@ tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, int limit, tb_wf_
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_STUCK);
   sqlite3_bind_int64(stmt, 1, before_us);
   sqlite3_bind_int(stmt, 2, limit);
+  sqlite3_bind_text(stmt, 3, skip_tiers_json ? skip_tiers_json : "[]", -1, SQLITE_STATIC);
   int rc, k = 0;
   while (k < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     tb_wf_stuck_t *r = &rows[k++];

@@ -64,10 +64,11 @@ typedef struct tb_wf_stuck {
   char business_impact[16];
 } tb_wf_stuck_t;
 
-/* Runs running or waiting whose last progress is at or before |before_us|, least recent first,
+/* Runs running or waiting whose last progress is at or before |before_us| and whose tier is not
+ * in |skip_tiers_json| (a JSON array of tier names: those no rule can raise), least recent first,
  * at most |limit|. *out (caller frees with free()) receives *n rows; NULL when none. */
-tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, int limit, tb_wf_stuck_t **out,
-                            int *n);
+tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, const char *skip_tiers_json,
+                            int limit, tb_wf_stuck_t **out, int *n);
 
 /* The due time of the pending outbox row |msg_id|; *found = 0 when there is none (published
  * already, or never written). */

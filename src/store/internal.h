@@ -249,6 +249,7 @@
               "c.business_impact FROM workflows w "                                                \
               "LEFT JOIN workflow_context c ON c.workflow_id = w.id "                              \
               "WHERE w.status IN ('running', 'waiting') AND w.updated_us <= ?1 "                   \
+              "AND w.tier NOT IN (SELECT value FROM json_each(?3)) "                               \
               "ORDER BY w.updated_us LIMIT ?2")                                                    \
   X(ESC_ADD, "INSERT INTO workflow_escalations(workflow_id, from_tier, to_tier, rule, source, "    \
              "detail, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING")           \

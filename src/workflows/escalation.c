@@ -133,9 +133,9 @@ static tb_status republish(const tb_handler_ctx_t *hctx, const tb_wf_row_t *row)
   tb_status s = tb_store_outbox_due_of(hctx->store, id, &due, &pending);
   if (s == TB_OK && pending) s = tb_store_outbox_cancel(hctx->store, id, NULL);
   if (s != TB_OK) return s;
+  /* The history says why the step ran: a wait's timeout, a sleep's timer, or the escalation. */
   const char *cause = strcmp(row->step_state, "waiting") == 0    ? "timeout"
                       : strcmp(row->step_state, "sleeping") == 0 ? "timer"
-                      : pending                                  ? "retry"
                                                                  : "escalated";
   return tb__wf_continue(hctx, row, cause, pending ? due : 0);
 }
@@ -187,21 +187,36 @@ tb_status tb_wf_sweep(tb_store_t *store, const tb_config_t *cfg, const tb_catalo
   int n_rules = 0;
   const tb_esc_rule_t *rules = tb_config_escalation(cfg, &n_rules);
   int64_t min_stuck_ms = 0;
-  uint32_t skip = 0; /* the sweeper escalates for time stuck: rules without `stuck` stay out */
+  int top = cfg->n_tiers; /* the most urgent tier a stuck rule names */
+  uint32_t skip = 0;      /* the sweeper escalates for time stuck: rules without `stuck` stay out */
   for (int i = 0; i < n_rules && i < MASK_BITS; i++) {
-    if (rules[i].stuck_ms <= 0 || tb_config_tier_index(cfg, rules[i].tier) < 0) {
+    int t = tb_config_tier_index(cfg, rules[i].tier);
+    if (rules[i].stuck_ms <= 0 || t < 0) {
       skip |= 1u << i;
       continue;
     }
     if (min_stuck_ms == 0 || rules[i].stuck_ms < min_stuck_ms) min_stuck_ms = rules[i].stuck_ms;
+    if (t < top) top = t;
   }
   if (min_stuck_ms == 0) return TB_OK;
+  /* Runs already at or above that tier cannot be raised: leaving them out of the query keeps a
+   * pile of them from filling every pass's batch. */
+  json_t *unraisable = json_array();
+  for (int t = 0; t <= top && unraisable != NULL; t++)
+    json_array_append_new(unraisable, json_string(cfg->tiers[t].name));
+  char *skip_tiers = unraisable ? json_dumps(unraisable, JSON_COMPACT) : NULL;
+  json_decref(unraisable);
+  if (skip_tiers == NULL) return tb__fail(TB_ERR_NOMEM, "sweeper: tier list");
 
   tb_status s = tb_store_begin(store);
-  if (s != TB_OK) return s;
+  if (s != TB_OK) {
+    free(skip_tiers);
+    return s;
+  }
   tb_wf_stuck_t *rows = NULL;
   int n = 0, count = 0, emitted = 0;
-  s = tb_store_wf_stuck(store, now_us - min_stuck_ms * 1000, SWEEP_BATCH, &rows, &n);
+  s = tb_store_wf_stuck(store, now_us - min_stuck_ms * 1000, skip_tiers, SWEEP_BATCH, &rows, &n);
+  free(skip_tiers);
   tb_handler_ctx_t hctx = {.store = store, .cfg = cfg, .cat = cat, .emitted = &emitted};
   for (int i = 0; i < n && s == TB_OK; i++) {
     int done = 0;
