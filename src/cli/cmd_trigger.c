@@ -442,7 +442,7 @@ static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out)
     b->names = names;
     b->cap = cap;
   }
-  char *text = json_dumps(input ? input : json_object(), JSON_COMPACT);
+  char *text = input ? json_dumps(input, JSON_COMPACT) : strdup("{}");
   if (text == NULL) return tb_cli_usage_error(cli, "out of memory");
   int rc = prepare_run(cli, def, text, priority, NULL, id, expedite || b->expedite_all,
                        b->ids[b->n], &b->tiers[b->n], out);
