@@ -7,6 +7,9 @@
 #include <getopt.h>
 #include <signal.h>
 
+#include <jansson.h>
+
+#include "api/publish.h"
 #include "bus/bus.h"
 #include "codec/catalogue.h"
 #include "config/config.h"
@@ -94,6 +97,20 @@ void tb_cli_fmt_time(int64_t us, char *buf, size_t cap);
  * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
  * 0 when there is none. */
 int tb_cli_find_subcommand(int argc, char **argv);
+
+/* Turns NDJSON line |lineno| of |file| (|line|, borrowed) into a prepared message in |out|.
+ * Returns TB_EXIT_OK, or TB_EXIT_USAGE after printing "PROG: FILE:LINE: what is wrong" (|out| is
+ * then untouched). */
+typedef int (*tb_cli_ndjson_fn)(tb_cli_t *cli, void *arg, const char *file, int lineno,
+                                json_t *line, tb_prepared_t *out);
+
+/* The NDJSON batch of `publish --file` and `trigger --batch` (cmd_publish.c): reads |path| ("-" =
+ * stdin), prepares every non-blank line with |prepare|, and only when all are good connects and
+ * publishes them with async acks, waiting for every ack. A bad line publishes nothing. *n_out is
+ * the count acknowledged, *secs_out the publishing time. Returns TB_EXIT_OK, TB_EXIT_USAGE (bad
+ * input, nothing sent) or TB_EXIT_FAIL (NATS). |noun| names the items in messages ("events"). */
+int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
+                          const char *noun, size_t *n_out, double *secs_out);
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);

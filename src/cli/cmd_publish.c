@@ -61,7 +61,10 @@ static int line_to_req(tb_cli_t *cli, const char *file, int lineno, json_t *line
   return TB_EXIT_OK;
 }
 
-static int publish_file(tb_cli_t *cli, const char *path) {
+int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
+                          const char *noun, size_t *n_out, double *secs_out) {
+  *n_out = 0;
+  *secs_out = 0;
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
   if (f == NULL) return tb_cli_usage_error(cli, "cannot read %s: %s", path, strerror(errno));
   size_t cap = 1024, n = 0;
@@ -79,30 +82,24 @@ static int publish_file(tb_cli_t *cli, const char *path) {
                               jerr.text);
       break;
     }
-    tb_publish_req_t req;
-    rc = line_to_req(cli, path, lineno, obj, &req);
-    if (rc == TB_EXIT_OK) {
-      if (n == cap) {
-        tb_prepared_t *grown = realloc(all, cap * 2 * sizeof(*all));
-        if (grown == NULL) {
-          json_decref(obj);
-          rc = tb_cli_usage_error(cli, "out of memory at line %d", lineno);
-          break;
-        }
-        all = grown;
-        cap *= 2;
+    if (n == cap) {
+      tb_prepared_t *grown = realloc(all, cap * 2 * sizeof(*all));
+      if (grown == NULL) {
+        json_decref(obj);
+        rc = tb_cli_usage_error(cli, "out of memory at line %d", lineno);
+        break;
       }
-      tb_status st = tb_publish_prepare(&cli->cfg, cli->cat, &req, &all[n]);
-      if (st != TB_OK)
-        rc = tb_cli_usage_error(cli, "%s:%d: %s", path, lineno, tb_errdetail());
-      else
-        n++;
+      all = grown;
+      cap *= 2;
     }
+    rc = prepare(cli, arg, path, lineno, obj, &all[n]);
+    if (rc == TB_EXIT_OK) n++;
     json_decref(obj);
   }
   free(line);
   if (f != stdin) fclose(f);
-  if (rc == TB_EXIT_OK && n == 0) rc = tb_cli_usage_error(cli, "%s: no events", path);
+  if (all == NULL) rc = tb_cli_usage_error(cli, "out of memory");
+  if (rc == TB_EXIT_OK && n == 0) rc = tb_cli_usage_error(cli, "%s: no %s", path, noun);
   if (rc == TB_EXIT_OK) rc = tb_cli_connect(cli);
   if (rc == TB_EXIT_OK) {
     int64_t t0 = tb_mono_us(), failed = 0;
@@ -111,21 +108,42 @@ static int publish_file(tb_cli_t *cli, const char *path) {
       st = tb_bus_publish_async(cli->bus, all[i].subject, all[i].id, all[i].buf, all[i].len);
     tb_status wst = tb_bus_publish_wait(cli->bus, 60000, &failed);
     if (st == TB_OK) st = wst;
-    double secs = (double)(tb_mono_us() - t0) / 1e6;
+    *secs_out = (double)(tb_mono_us() - t0) / 1e6;
     if (st != TB_OK || failed > 0) {
       fprintf(stderr,
-              "%s: error: %lld of %zu events not acknowledged%s%s; publishing the file again is "
+              "%s: error: %lld of %zu %s not acknowledged%s%s; publishing the file again is "
               "safe (ids deduplicate)\n",
-              cli->prog, (long long)failed, n, st != TB_OK ? ": " : "",
+              cli->prog, (long long)failed, n, noun, st != TB_OK ? ": " : "",
               st != TB_OK ? tb_errdetail() : "");
       rc = TB_EXIT_FAIL;
     } else {
-      printf("published %zu events in %.3f s (%.0f events/s)\n", n, secs,
-             secs > 0 ? (double)n / secs : 0.0);
+      *n_out = n;
     }
   }
   for (size_t i = 0; i < n; i++) tb_prepared_free(&all[i]);
   free(all);
+  return rc;
+}
+
+/* tb_cli_ndjson_fn of `publish --file`: one event per line. */
+static int prepare_event(tb_cli_t *cli, void *arg, const char *file, int lineno, json_t *obj,
+                         tb_prepared_t *out) {
+  (void)arg;
+  tb_publish_req_t req;
+  int rc = line_to_req(cli, file, lineno, obj, &req);
+  if (rc != TB_EXIT_OK) return rc;
+  if (tb_publish_prepare(&cli->cfg, cli->cat, &req, out) != TB_OK)
+    return tb_cli_usage_error(cli, "%s:%d: %s", file, lineno, tb_errdetail());
+  return TB_EXIT_OK;
+}
+
+static int publish_file(tb_cli_t *cli, const char *path) {
+  size_t n = 0;
+  double secs = 0;
+  int rc = tb_cli_publish_ndjson(cli, path, prepare_event, NULL, "events", &n, &secs);
+  if (rc == TB_EXIT_OK)
+    printf("published %zu events in %.3f s (%.0f events/s)\n", n, secs,
+           secs > 0 ? (double)n / secs : 0.0);
   return rc;
 }
 

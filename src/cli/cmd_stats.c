@@ -8,7 +8,13 @@
 #include "cli/cli.h"
 #include "core/hist.h"
 #include "core/status.h"
+#include "store/escalation.h"
 #include "store/repo.h"
+
+/* Adds one rule's escalation count to a JSON object. */
+static int add_count(void *arg, const char *rule, int64_t n) {
+  return json_object_set_new(arg, rule, json_integer((json_int_t)n)) != 0;
+}
 
 static json_t *hist_json(const tb_hist_t *h) {
   return json_pack("{s:I,s:f,s:f,s:f,s:f}", "count", (json_int_t)h->total, "p50_ms",
@@ -96,16 +102,31 @@ int tb_cmd_stats(int argc, char **argv) {
   if (rc == TB_EXIT_OK && !as_json)
     printf("repository priority inversions: %lld (tierbus priority inversions)\n",
            (long long)repo_inversions);
+  /* Seed 000: escalations per rule, over every run. */
+  json_t *esc = json_object();
+  if (rc == TB_EXIT_OK && tb_store_escalation_counts(cli.store, add_count, esc) != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (rc == TB_EXIT_OK && !as_json) {
+    printf("escalations:");
+    const char *rule;
+    json_t *v;
+    json_object_foreach(esc, rule, v) printf(" %s=%lld", rule, (long long)json_integer_value(v));
+    printf("%s\n", json_object_size(esc) == 0 ? " none" : "");
+  }
   if (rc == TB_EXIT_OK && as_json) {
-    json_t *root =
-        json_pack("{s:o,s:b,s:s,s:I}", "tiers", tiers, "nats_reachable", have_nats, "db",
-                  cli.cfg.db_path, "repository_priority_inversions", (json_int_t)repo_inversions);
+    json_t *root = json_pack("{s:o,s:o,s:b,s:s,s:I}", "tiers", tiers, "escalations", esc,
+                             "nats_reachable", have_nats, "db", cli.cfg.db_path,
+                             "repository_priority_inversions", (json_int_t)repo_inversions);
+    esc = NULL;
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
     json_decref(root);
   } else {
     json_decref(tiers);
   }
+  json_decref(esc);
   if (rc == TB_EXIT_OK && !as_json && !have_nats)
     printf("(NATS not reachable at %s: pending and in-flight unknown)\n", cli.cfg.nats_url);
   tb_cli_close(&cli);

@@ -1,7 +1,9 @@
 /* `tierbus trigger WORKFLOW --json-input '{...}'` (seed 004): validates everything it can before
  * anything is sent, publishes one execute-workflow event on the run's tier and prints the
  * workflow id; with --wait it then polls the run in SQLite until it finishes. The id is chosen
- * here, not by the worker, so it can be printed (and waited for) before any worker runs it. */
+ * here, not by the worker, so it can be printed (and waited for) before any worker runs it.
+ * `trigger --batch F.ndjson` (seed 000's mixed-priority batch) does the same for every line of a
+ * file in one call, each run on its own tier, and publishes nothing if any line is bad. */
 #include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include "core/clock.h"
 #include "core/status.h"
 #include "store/workflow.h"
+#include "workflows/escalation.h"
 #include "workflows/wf.h"
 
 #define WF_ID_MAX 64 /* leaves room in TB_ID_MAX-sized msg ids for ":<step>:<attempt>:<event>" */
@@ -26,7 +29,9 @@ enum { EXIT_WAIT_TIMEOUT = 3 };
 static void trigger_usage(FILE *out) {
   fprintf(out,
           "usage: tierbus trigger WORKFLOW [--json-input '{...}'] [--priority TIER]\n"
-          "                       [--task-queue QUEUE] [--id ID] [--wait [--timeout S]]\n"
+          "                       [--task-queue QUEUE] [--id ID] [--expedite]\n"
+          "                       [--wait [--timeout S]]\n"
+          "       tierbus trigger --batch FILE.ndjson [--expedite]\n"
           "Starts a registered workflow (see `tierbus workflows list`) by publishing an\n"
           "execute-workflow event, and prints the new run's id.\n"
           "  --json-input J   the workflow's input, a JSON object (default {})\n"
@@ -36,6 +41,13 @@ static void trigger_usage(FILE *out) {
           "                   same name)\n"
           "  --id ID          the run's id (1 to %d of A-Z a-z 0-9 . _ -); default wf-<random>.\n"
           "                   Triggering an id again does not start a second run.\n"
+          "  --expedite       run on the most urgent tier the escalation rules name (seed 000)\n"
+          "  --batch FILE     one run per NDJSON line: {\"workflow\": NAME, \"input\"?: {...},\n"
+          "                   \"priority\"?: TIER, \"id\"?: ID, \"expedite\"?: BOOL}; prints\n"
+          "                   \"ID TIER WORKFLOW\" per run; a bad line (named by its number)\n"
+          "                   publishes nothing\n"
+          "The tier is then raised, never lowered, by the escalation rules (customer_facing,\n"
+          "business_impact and expedite from the definition or the input).\n"
           "  --wait           poll the run until it finishes; print its status and result\n"
           "  --timeout S      how long --wait waits: seconds, or a duration (500ms, 2m); "
           "default 60\n"
@@ -336,13 +348,156 @@ static int parse_timeout(tb_cli_t *cli, const char *arg, int64_t *out_ms) {
   return TB_EXIT_OK;
 }
 
+/* ---------------------------------------------------------------- one run */
+
+/* Everything about one run that can be checked before it is sent, then its execute-workflow
+ * event prepared in |out|: the tier from |priority| / |queue| / the workflow's default, raised by
+ * the escalation rules with the definition's and the input's context (and |expedite|), so the
+ * event itself travels on the run's tier; the id |id_arg| or a new wf-<hex> (written to |id|,
+ * TB_ID_MAX). *tier is borrowed from the config. TB_EXIT_USAGE after printing what is wrong;
+ * |out| is then untouched. |input_text| must already be a JSON object's text. */
+static int prepare_run(tb_cli_t *cli, const tb_workflow_def_t *def, const char *input_text,
+                       const char *priority, const char *queue, const char *id_arg, int expedite,
+                       char *id, const char **tier, tb_prepared_t *out) {
+  int explicit_tier = 0;
+  int rc = resolve_tier(cli, def, priority, queue, tier, &explicit_tier);
+  if (rc != TB_EXIT_OK) return rc;
+  const char *chosen = *tier;
+  json_t *input = json_loads(input_text, 0, NULL);
+  tb_esc_input_t in;
+  tb_status st = tb_wf_esc_context(def, input, &in);
+  json_decref(input);
+  if (st != TB_OK) return tb_cli_usage_error(cli, "%s", tb_errdetail());
+  in.expedite |= expedite;
+  tb_esc_result_t esc = tb_wf_escalate(&cli->cfg, tb_config_tier_index(&cli->cfg, *tier), &in);
+  *tier = cli->cfg.tiers[esc.tier].name;
+  if (id_arg) {
+    snprintf(id, TB_ID_MAX, "%s", id_arg);
+  } else {
+    char rnd[64];
+    tb_new_id(rnd, sizeof(rnd)); /* "evt-" + 32 hex digits */
+    snprintf(id, TB_ID_MAX, "wf-%s", strchr(rnd, '-') ? strchr(rnd, '-') + 1 : rnd);
+  }
+  /* One event per run id: triggering the same --id again is deduplicated by the stream (and the
+   * start handler finds the run), so it never starts a second run. */
+  char msg_id[TB_ID_MAX + 32];
+  snprintf(msg_id, sizeof(msg_id), "execute-workflow:%s", id);
+  json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json", input_text,
+                              "workflow_id", id);
+  /* Only a chosen tier is sent as the priority: the worker derives the rest the same way. */
+  if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(chosen));
+  if (payload && expedite) json_object_set_new(payload, "expedite", json_true());
+  /* On the workflow's domain, where its domain workers (worker --preset DOMAIN) look. */
+  tb_publish_req_t req = {.event = "execute-workflow",
+                          .payload = payload,
+                          .tier = *tier,
+                          .domain = def->domain,
+                          .id = msg_id,
+                          .workflow_id = id,
+                          .source = "tierbus-cli"};
+  st = payload ? tb_publish_prepare(&cli->cfg, cli->cat, &req, out)
+               : tb__fail(TB_ERR_NOMEM, "building the execute-workflow payload");
+  json_decref(payload);
+  if (st != TB_OK) return tb_cli_usage_error(cli, "%s", tb_errdetail());
+  return TB_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- --batch */
+
+/* The runs of a batch, for the report printed once all are acknowledged. */
+typedef struct batch {
+  char (*ids)[TB_ID_MAX];
+  const char **tiers, **names;
+  size_t n, cap;
+  int expedite_all; /* --expedite: every line is expedited */
+} batch_t;
+
+/* One batch line (see prepare_line); messages are prefixed by cli->prog, which names the line. */
+static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out) {
+  if (!json_is_object(line)) return tb_cli_usage_error(cli, "expected a JSON object");
+  const char *name = NULL, *priority = NULL, *id = NULL;
+  json_t *input = NULL;
+  int expedite = 0;
+  const char *key;
+  json_t *val;
+  json_object_foreach(line, key, val) {
+    if (strcmp(key, "workflow") == 0 || strcmp(key, "priority") == 0 || strcmp(key, "id") == 0) {
+      if (!json_is_string(val)) return tb_cli_usage_error(cli, "'%s' must be a string", key);
+      const char **slot = key[0] == 'p' ? &priority : key[0] == 'i' ? &id : &name;
+      *slot = json_string_value(val);
+    } else if (strcmp(key, "input") == 0) {
+      if (!json_is_object(val))
+        return tb_cli_usage_error(cli, "'input' must be a JSON object, got %s",
+                                  json_type_name(val));
+      input = val;
+    } else if (strcmp(key, "expedite") == 0) {
+      if (!json_is_boolean(val)) return tb_cli_usage_error(cli, "'expedite' must be true or false");
+      expedite = json_is_true(val);
+    } else {
+      return tb_cli_usage_error(
+          cli, "unknown key '%s' (expected workflow, input, priority, id, expedite)", key);
+    }
+  }
+  if (name == NULL) return tb_cli_usage_error(cli, "missing 'workflow'");
+  const tb_workflow_def_t *def = tb_wf_find(name);
+  if (def == NULL) return unknown_workflow(cli, name);
+  if (id != NULL && check_id(cli, id) != TB_EXIT_OK) return TB_EXIT_USAGE;
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 64;
+    char(*ids)[TB_ID_MAX] = realloc(b->ids, cap * sizeof(*ids));
+    if (ids != NULL) b->ids = ids;
+    const char **tiers = ids ? realloc(b->tiers, cap * sizeof(*tiers)) : NULL;
+    if (tiers != NULL) b->tiers = tiers;
+    const char **names = tiers ? realloc(b->names, cap * sizeof(*names)) : NULL;
+    if (names == NULL) return tb_cli_usage_error(cli, "out of memory");
+    b->names = names;
+    b->cap = cap;
+  }
+  char *text = input ? json_dumps(input, JSON_COMPACT) : strdup("{}");
+  if (text == NULL) return tb_cli_usage_error(cli, "out of memory");
+  int rc = prepare_run(cli, def, text, priority, NULL, id, expedite || b->expedite_all,
+                       b->ids[b->n], &b->tiers[b->n], out);
+  free(text);
+  if (rc != TB_EXIT_OK) return rc;
+  b->names[b->n++] = def->name;
+  return TB_EXIT_OK;
+}
+
+/* tb_cli_ndjson_fn of `trigger --batch`: one run per line. Every message about the line starts
+ * with "tierbus trigger: FILE:LINE:". */
+static int prepare_line(tb_cli_t *cli, void *arg, const char *file, int lineno, json_t *line,
+                        tb_prepared_t *out) {
+  char label[PATH_MAX + 64];
+  snprintf(label, sizeof(label), "%s: %s:%d", cli->prog, file, lineno);
+  const char *saved = cli->prog;
+  cli->prog = label;
+  int rc = line_run(cli, arg, line, out);
+  cli->prog = saved;
+  return rc;
+}
+
+static int run_batch(tb_cli_t *cli, const char *path, int expedite_all) {
+  batch_t b = {.expedite_all = expedite_all};
+  size_t n = 0;
+  double secs = 0;
+  int rc = tb_cli_publish_ndjson(cli, path, prepare_line, &b, "workflow runs", &n, &secs);
+  if (rc == TB_EXIT_OK) {
+    for (size_t i = 0; i < b.n; i++) printf("%s %s %s\n", b.ids[i], b.tiers[i], b.names[i]);
+    fprintf(stderr, "%s: triggered %zu runs in %.3f s\n", cli->prog, n, secs);
+  }
+  free(b.ids);
+  free(b.tiers);
+  free(b.names);
+  return rc;
+}
+
 /* ---------------------------------------------------------------- the command */
 
 int tb_cmd_trigger(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus trigger"};
   const char *input_text = NULL, *priority = NULL, *queue = NULL, *id_arg = NULL;
-  const char *timeout_arg = NULL;
-  int wait = 0, rc;
+  const char *timeout_arg = NULL, *batch_file = NULL;
+  int wait = 0, expedite = 0, rc;
   int64_t timeout_ms = DEFAULT_WAIT_MS;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"json-input", required_argument, NULL, 'j'},
@@ -351,10 +506,12 @@ int tb_cmd_trigger(int argc, char **argv) {
                                        {"id", required_argument, NULL, 'i'},
                                        {"wait", no_argument, NULL, 'w'},
                                        {"timeout", required_argument, NULL, 't'},
+                                       {"expedite", no_argument, NULL, 'e'},
+                                       {"batch", required_argument, NULL, 'b'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "j:p:q:i:wt:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "j:p:q:i:wt:eb:h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
     case 'j':
@@ -375,6 +532,12 @@ int tb_cmd_trigger(int argc, char **argv) {
     case 't':
       timeout_arg = optarg;
       break;
+    case 'e':
+      expedite = 1;
+      break;
+    case 'b':
+      batch_file = optarg;
+      break;
     case 'h':
       trigger_usage(stdout);
       return TB_EXIT_OK;
@@ -382,6 +545,25 @@ int tb_cmd_trigger(int argc, char **argv) {
       trigger_usage(stderr);
       return TB_EXIT_USAGE;
     }
+  }
+  if (batch_file != NULL) {
+    /* Each line carries its own workflow, input, priority and id. */
+    const char *extra = optind < argc         ? argv[optind]
+                        : input_text          ? "--json-input"
+                        : priority            ? "--priority"
+                        : queue               ? "--task-queue"
+                        : id_arg              ? "--id"
+                        : wait || timeout_arg ? "--wait"
+                                              : NULL;
+    if (extra != NULL)
+      return tb_cli_usage_error(&cli,
+                                "--batch takes the workflow, input, priority and id from each "
+                                "line; '%s' cannot be given with it",
+                                extra);
+    if ((rc = tb_cli_load(&cli)) != TB_EXIT_OK) return rc;
+    rc = run_batch(&cli, batch_file, expedite);
+    tb_cli_close(&cli);
+    return rc;
   }
   if (optind >= argc) return trigger_usage(stderr), TB_EXIT_USAGE;
   if (optind + 1 < argc)
@@ -401,42 +583,11 @@ int tb_cmd_trigger(int argc, char **argv) {
   if ((rc = tb_cli_load(&cli)) != TB_EXIT_OK) return rc;
 
   const char *tier = NULL;
-  int explicit_tier = 0;
-  rc = resolve_tier(&cli, def, priority, queue, &tier, &explicit_tier);
-  char id[TB_ID_MAX], msg_id[TB_ID_MAX + 32];
-  if (id_arg) {
-    snprintf(id, sizeof(id), "%s", id_arg);
-  } else {
-    char rnd[64];
-    tb_new_id(rnd, sizeof(rnd)); /* "evt-" + 32 hex digits */
-    snprintf(id, sizeof(id), "wf-%s", strchr(rnd, '-') ? strchr(rnd, '-') + 1 : rnd);
-  }
-  /* One event per run id: triggering the same --id again is deduplicated by the stream (and the
-   * start handler finds the run), so it never starts a second run. */
-  snprintf(msg_id, sizeof(msg_id), "execute-workflow:%s", id);
-
+  char id[TB_ID_MAX];
   tb_prepared_t p;
   int prepared = 0;
-  if (rc == TB_EXIT_OK) {
-    json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json",
-                                input_text, "workflow_id", id);
-    if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(tier));
-    /* On the workflow's domain, where its domain workers (worker --preset DOMAIN) look. */
-    tb_publish_req_t req = {.event = "execute-workflow",
-                            .payload = payload,
-                            .tier = tier,
-                            .domain = def->domain,
-                            .id = msg_id,
-                            .workflow_id = id,
-                            .source = "tierbus-cli"};
-    tb_status st = payload ? tb_publish_prepare(&cli.cfg, cli.cat, &req, &p)
-                           : tb__fail(TB_ERR_NOMEM, "building the execute-workflow payload");
-    json_decref(payload);
-    if (st != TB_OK)
-      rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
-    else
-      prepared = 1;
-  }
+  rc = prepare_run(&cli, def, input_text, priority, queue, id_arg, expedite, id, &tier, &p);
+  if (rc == TB_EXIT_OK) prepared = 1;
   /* --wait reads the run from SQLite: open it before publishing, so that a database that cannot
    * be opened fails the command before anything is started. */
   tb_wf_row_t prior;

@@ -10,6 +10,7 @@
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
 #include "engine/relay.h"
+#include "workflows/escalation.h"
 
 /* The relay's periodic wake; the engine kicks it after every commit that wrote outbox rows, so
  * this only bounds the delay of retries and of rows left by a previous run. */
@@ -20,13 +21,18 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
   tb_relay_t *relay = NULL;
+  tb_sweeper_t *sweeper = NULL; /* seed 000: stuck runs are escalated by every worker */
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 200);
   if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
   /* The relay first: rows left by a previous run go out before new work adds to them. */
   if (st == TB_OK) st = tb_relay_start(&relay, cli->cfg.db_path, cli->bus, RELAY_INTERVAL_MS);
   if (st == TB_OK) tb_engine_set_relay(engine, relay);
   if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, scope);
+  if (st == TB_OK && cli->cfg.escalation_sweep_ms > 0)
+    st = tb_sweeper_start(&sweeper, cli->cfg.db_path, &cli->cfg, cli->cat,
+                          cli->cfg.escalation_sweep_ms);
   if (st != TB_OK) {
+    tb_dispatcher_stop(disp);
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
     tb_relay_stop(relay);
@@ -52,6 +58,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   }
   TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
   int peak = tb_dispatcher_peak_inflight(disp);
+  tb_sweeper_stop(sweeper);
   tb_dispatcher_stop(disp);
   tb_relay_stop(relay); /* after the dispatcher: the last batches' follow-ups go out too */
   tb_engine_destroy(engine);

@@ -1,7 +1,7 @@
-/* `tierbus workflows list|show|runs|cancel` (seed 004): the registry of workflows and activities
- * by domain, and the runs kept in SQLite with their full step history. Read-only except cancel,
- * which goes through the runtime (tb_wf_cancel) so that a cancelled run's waits and timers go
- * with it. */
+/* `tierbus workflows list|show|runs|cancel|retry` (seed 004, seed 000): the registry of workflows
+ * and activities by domain, and the runs kept in SQLite with their full step history and
+ * escalations. Read-only except cancel and retry, which go through the runtime (tb_wf_cancel,
+ * tb_wf_retry) so that a run's waits, timers and continuations change with it. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +10,9 @@
 
 #include "cli/cli.h"
 #include "core/status.h"
+#include "store/escalation.h"
 #include "store/workflow.h"
+#include "workflows/escalation.h"
 #include "workflows/wf.h"
 
 static const char *const run_statuses[] = {"running",   "waiting", "sleeping",
@@ -165,11 +167,17 @@ static json_t *step_json(const tb_step_def_t *s) {
 static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
   json_t *steps = json_array();
   for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
-  return json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain,
-                   "tier", str_or_null(w->tier), "resolved_tier", tb_wf_tier(&cli->cfg, w),
-                   "description", str_or_null(w->description), "trigger_event",
-                   str_or_null(w->trigger_event), "filtered", w->should_start != NULL, "on_error",
-                   w->on_error != NULL, "steps", steps);
+  json_t *v = json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain",
+                        w->domain, "tier", str_or_null(w->tier), "resolved_tier",
+                        tb_wf_tier(&cli->cfg, w), "description", str_or_null(w->description),
+                        "trigger_event", str_or_null(w->trigger_event), "filtered",
+                        w->should_start != NULL, "on_error", w->on_error != NULL, "steps", steps);
+  if (v != NULL) {
+    json_object_set_new(v, "category", str_or_null(w->category));
+    json_object_set_new(v, "customer_facing", json_boolean(w->customer_facing));
+    json_object_set_new(v, "business_impact", str_or_null(w->business_impact));
+  }
+  return v;
 }
 
 static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t *w) {
@@ -177,8 +185,14 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
   printf("  tier:     %s", tier);
-  if (w->tier == NULL || strcmp(w->tier, tier) != 0)
+  if (tb_config_workflow_tier(&cli->cfg, w->name, w->category) != NULL)
+    printf(" (config workflow_tiers%s%s)", w->category ? ", category " : "",
+           w->category ? w->category : "");
+  else if (w->tier == NULL || strcmp(w->tier, tier) != 0)
     printf(" (the definition's tier '%s' is not in this config)", w->tier ? w->tier : "");
+  if (w->customer_facing || w->business_impact)
+    printf("; escalation context:%s%s%s", w->customer_facing ? " customer-facing" : "",
+           w->business_impact ? " impact " : "", w->business_impact ? w->business_impact : "");
   printf("\n  trigger:  %s%s\n", w->trigger_event ? w->trigger_event : "manual (tierbus trigger)",
          w->trigger_event && w->should_start ? " (when its filter accepts the event)" : "");
   printf("  on error: %s\n", w->on_error ? "handler" : "none");
@@ -403,10 +417,27 @@ static int hist_print(void *arg, const tb_wf_hist_t *h) {
   return 0;
 }
 
+static int esc_to_json(void *arg, const tb_wf_escalation_t *e) {
+  json_t *v = json_pack("{s:o,s:o,s:o,s:o,s:o,s:I}", "from_tier", str_or_null(e->from_tier),
+                        "to_tier", str_or_null(e->to_tier), "rule", str_or_null(e->rule), "source",
+                        str_or_null(e->source), "detail", str_or_null(e->detail), "at_us",
+                        (json_int_t)e->at_us);
+  return v == NULL || json_array_append_new(arg, v) != 0;
+}
+
+static int esc_print(void *arg, const tb_wf_escalation_t *e) {
+  int *n = arg;
+  char when[40];
+  tb_cli_fmt_time(e->at_us, when, sizeof(when));
+  printf("  %3d. %s  %s -> %s  rule %s (%s)%s%s\n", ++*n, when, e->from_tier, e->to_tier, e->rule,
+         e->source, e->detail ? ": " : "", e->detail ? e->detail : "");
+  return 0;
+}
+
 static void show_usage(FILE *out) {
   fprintf(out, "usage: tierbus workflows show ID [--json]\n"
-               "Prints a run's state (status, step, attempt, tier, error, data) and every step\n"
-               "attempt in its history. Exit 1 when there is no run ID.\n");
+               "Prints a run's state (status, step, attempt, tier, error, data), its escalations\n"
+               "and every step attempt in its history. Exit 1 when there is no run ID.\n");
 }
 
 /* Opens the store for a command that takes one ID argument; TB_EXIT_* as tb_cli_load/open. */
@@ -452,11 +483,15 @@ static int cmd_show(int argc, char **argv) {
   } else if (as_json) {
     json_t *hist = json_array();
     st = tb_store_wf_history(cli.store, id, hist_to_json, hist);
+    json_t *escs = json_array();
+    if (st == TB_OK) st = tb_store_wf_escalations(cli.store, id, esc_to_json, escs);
     if (st == TB_OK) {
-      json_t *root = json_pack("{s:o,s:o}", "workflow", row_json(&row), "history", hist);
+      json_t *root = json_pack("{s:o,s:o,s:o}", "workflow", row_json(&row), "escalations", escs,
+                               "history", hist);
       print_json(root);
       json_decref(root);
     } else {
+      json_decref(escs);
       json_decref(hist);
     }
   } else {
@@ -474,11 +509,15 @@ static int cmd_show(int argc, char **argv) {
     if (row.error) printf("error       %s\n", row.error);
     json_t *data = json_text(row.data);
     char *text = json_dumps(data, JSON_INDENT(2) | JSON_ENCODE_ANY);
-    printf("data        %s\n\nhistory\n", text ? text : "null");
+    printf("data        %s\n\nescalations\n", text ? text : "null");
     free(text);
     json_decref(data);
     int n = 0;
-    st = tb_store_wf_history(cli.store, id, hist_print, &n);
+    st = tb_store_wf_escalations(cli.store, id, esc_print, &n);
+    if (st == TB_OK && n == 0) printf("  (none)\n");
+    printf("\nhistory\n");
+    n = 0;
+    if (st == TB_OK) st = tb_store_wf_history(cli.store, id, hist_print, &n);
     if (st == TB_OK && n == 0) printf("  (none)\n");
   }
   if (st != TB_OK && rc == TB_EXIT_OK) {
@@ -644,6 +683,76 @@ static int cmd_cancel(int argc, char **argv) {
   return rc;
 }
 
+/* ---------------------------------------------------------------- workflows retry */
+
+static void retry_usage(FILE *out) {
+  fprintf(out, "usage: tierbus workflows retry ID [--priority TIER]\n"
+               "Retries a failed run from its failed step. Without --priority its tier is\n"
+               "escalated as a failed retry by the config's escalation rules (with its\n"
+               "customer-facing flag, business impact and hours since it failed); --priority\n"
+               "puts it on TIER. A running worker's relay sends the step. Exit 1 when there is no\n"
+               "run ID or it has not failed, 2 for a bad argument.\n");
+}
+
+static int cmd_retry(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus workflows retry"};
+  const char *priority = NULL;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"priority", required_argument, NULL, 'p'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 'p')
+      priority = optarg;
+    else if (c == 'h')
+      return retry_usage(stdout), TB_EXIT_OK;
+    else
+      return retry_usage(stderr), TB_EXIT_USAGE;
+  }
+  if (optind >= argc) return tb_cli_usage_error(&cli, "which workflow? give its ID");
+  if (optind + 1 < argc)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+  const char *id = argv[optind];
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  if (priority != NULL && tb_config_tier_index(&cli.cfg, priority) < 0) {
+    char tiers[256] = "";
+    size_t off = 0;
+    for (int i = 0; i < cli.cfg.n_tiers && off < sizeof(tiers); i++)
+      off += (size_t)snprintf(tiers + off, sizeof(tiers) - off, "%s%s", i ? ", " : "",
+                              cli.cfg.tiers[i].name);
+    rc = tb_cli_usage_error(&cli, "--priority: unknown tier '%s' (tiers: %s)", priority, tiers);
+    tb_cli_close(&cli);
+    return rc;
+  }
+  rc = tb_cli_open_store(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  tb_wf_retry_result_t res;
+  tb_status st = tb_wf_retry(cli.store, &cli.cfg, cli.cat, id, priority, &res);
+  if (st == TB_OK) {
+    printf("retrying %s from step %s on %s", id, res.step, res.to_tier);
+    if (res.rule[0] && strcmp(res.rule, "priority") == 0)
+      printf(" (was %s; --priority)", res.from_tier);
+    else if (res.rule[0])
+      printf(" (escalated from %s by rule %s)", res.from_tier, res.rule);
+    printf("; failure %d\n", res.failures);
+  } else if (st == TB_ERR_NOT_FOUND) {
+    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
+    rc = TB_EXIT_FAIL;
+  } else if (st == TB_ERR_INVALID) {
+    /* The runtime's detail names the status ("workflow 'X' is completed, not failed ..."). */
+    fprintf(stderr, "%s: cannot retry: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  tb_cli_close(&cli);
+  return rc;
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static void workflows_usage(FILE *out) {
@@ -652,6 +761,7 @@ static void workflows_usage(FILE *out) {
                "       tierbus workflows show ID [--json]\n"
                "       tierbus workflows runs [--status S] [--name N] [--limit K] [--json]\n"
                "       tierbus workflows cancel ID [--reason TEXT]\n"
+               "       tierbus workflows retry ID [--priority TIER]\n"
                "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n");
 }
 
@@ -659,7 +769,11 @@ int tb_cmd_workflows(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
-  } subs[] = {{"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}};
+  } subs[] = {{"list", cmd_list},
+              {"show", cmd_show},
+              {"runs", cmd_runs},
+              {"cancel", cmd_cancel},
+              {"retry", cmd_retry}};
   int at = tb_cli_find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */
@@ -677,7 +791,7 @@ int tb_cmd_workflows(int argc, char **argv) {
   sub_argv[n] = NULL;
   for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
     if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
-  fprintf(stderr, "tierbus workflows: unknown subcommand '%s' (list, show, runs, cancel)\n",
+  fprintf(stderr, "tierbus workflows: unknown subcommand '%s' (list, show, runs, cancel, retry)\n",
           argv[at]);
   return TB_EXIT_USAGE;
 }

@@ -216,6 +216,14 @@ static const opt_t scalar_opts[] = {
      .tier_ref = true,
      .def = "low",
      .help = "Tier of the sync jobs of a low priority repository (marked low, score 25)."},
+    {.name = "escalation_sweep",
+     .type = OPT_MS,
+     FIELD(tb_config_t, escalation_sweep_ms),
+     .min = 0,
+     .max = 24 * MS_H,
+     .def = "1m",
+     .help = "How often each worker looks for workflow runs stuck past an escalation rule's\n"
+             "'stuck' threshold (seed 000); 0s turns the sweeper off."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */
@@ -273,8 +281,75 @@ static const opt_t tier_opts[] = {
      .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
 };
 
+/* Every field of one escalation rule, in the order the example file writes them. */
+static const opt_t rule_opts[] = {
+    {.name = "name",
+     .type = OPT_STRING,
+     FIELD(tb_esc_rule_t, name),
+     .min = 1,
+     .charset = CS_IDENT,
+     .charset_desc = CS_IDENT_DESC,
+     .required = true,
+     .help = "recorded with every escalation the rule causes"},
+    {.name = "failed_retry",
+     .type = OPT_BOOL,
+     FIELD(tb_esc_rule_t, failed_retry),
+     .min = 0,
+     .max = 1,
+     .def = "false",
+     .help = "true: only a retry of a failed run"},
+    {.name = "customer_facing",
+     .type = OPT_BOOL,
+     FIELD(tb_esc_rule_t, customer_facing),
+     .min = 0,
+     .max = 1,
+     .def = "false",
+     .help = "true: only a customer-facing run"},
+    {.name = "business_impact",
+     .type = OPT_STRING,
+     FIELD(tb_esc_rule_t, business_impact),
+     .min = 0,
+     .charset = CS_LOWER,
+     .charset_desc = "lowercase letters",
+     .def = "",
+     .help = "only a run of this business impact (low, medium, high)"},
+    {.name = "stuck",
+     .type = OPT_MS,
+     FIELD(tb_esc_rule_t, stuck_ms),
+     .min = 0,
+     .max = 3650 * MS_D,
+     .def = "0s",
+     .help = "only a run without progress for longer than this; 0s = any"},
+    {.name = "tier",
+     .type = OPT_STRING,
+     FIELD(tb_esc_rule_t, tier),
+     .min = 1,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .required = true,
+     .help = "the tier the run goes to (at least)"},
+};
+
+/* Seed 000's tables, in force while the file does not give workflow_tiers / escalation. */
+static const tb_workflow_tier_t builtin_workflow_tiers[] = {
+    {"customer-support", "high"}, {"lead-attention", "high"},         {"daily-stand-up", "normal"},
+    {"campaign-building", "low"}, {"daily-operations", "background"},
+};
+static const tb_esc_rule_t builtin_escalation[] = {
+    {.name = "failed-retry-customer-facing",
+     .failed_retry = 1,
+     .customer_facing = 1,
+     .tier = "critical"},
+    {.name = "stuck-24h", .stuck_ms = 24 * MS_H, .tier = "critical"},
+    {.name = "high-business-impact", .business_impact = "high", .tier = "critical"},
+    {.name = "customer-facing", .customer_facing = 1, .tier = "high"},
+    {.name = "failed-retry", .failed_retry = 1, .tier = "high"},
+    {.name = "stuck-6h", .stuck_ms = 6 * MS_H, .tier = "high"},
+};
+
 #define N_SCALARS ARRAY_LEN(scalar_opts)
 #define N_TIER_OPTS ARRAY_LEN(tier_opts)
+#define N_RULE_OPTS ARRAY_LEN(rule_opts)
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -624,16 +699,19 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[3];
+  int section[5];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
   int preset[TB_MAX_PRESETS];
   int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
   int preset_domain[TB_MAX_PRESETS][TB_MAX_DOMAINS];
+  int workflow_tier[TB_MAX_WORKFLOW_TIERS];
+  int rule[TB_MAX_ESC_RULES];
+  int rule_field[TB_MAX_ESC_RULES][N_RULE_OPTS];
 } src_lines;
 
-enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS };
+enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS, SEC_WORKFLOW_TIERS, SEC_ESCALATION };
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
 static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
@@ -780,6 +858,72 @@ static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
   return TB_OK;
 }
 
+/* Only a file's workflow_tiers are checked: the built-in table names seed 000's tiers, which a
+ * deployment with other tiers does not have (tb_config_workflow_tier then ignores them). */
+static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+  static const opt_t wn = {.name = "workflow",
+                           .type = OPT_STRING,
+                           FIELD(tb_workflow_tier_t, workflow),
+                           .min = 1,
+                           .charset = CS_EVENT,
+                           .charset_desc = CS_EVENT_DESC};
+  char key[128], msg[512];
+  if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
+    return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
+                 "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
+                 cfg->n_workflow_tiers);
+  for (int i = 0; i < cfg->n_workflow_tiers; i++) {
+    const tb_workflow_tier_t *w = &cfg->workflow_tiers[i];
+    int line = L ? L->workflow_tier[i] : 0;
+    if (!check_string(&wn, w->workflow, msg, sizeof(msg)))
+      return vfail(cfg, line, "workflow_tiers", "workflow name %s", msg);
+    snprintf(key, sizeof(key), "workflow_tiers.%s", w->workflow);
+    if (memchr(w->tier, '\0', sizeof(w->tier)) == NULL || tb_config_tier_index(cfg, w->tier) < 0)
+      return unknown_tier(cfg, line, key, memchr(w->tier, '\0', sizeof(w->tier)) ? w->tier : "?");
+    for (int j = 0; j < i; j++)
+      if (strcmp(cfg->workflow_tiers[j].workflow, w->workflow) == 0)
+        return vfail(cfg, line, key, "listed twice");
+  }
+  return TB_OK;
+}
+
+/* A file's escalation rules: fields in bounds, a known tier, a unique name, and at least one
+ * condition (a rule without one would raise every run). */
+static tb_status validate_escalation(const tb_config_t *cfg, const src_lines *L) {
+  char key[96], msg[512];
+  if (cfg->n_escalation < -1 || cfg->n_escalation > TB_MAX_ESC_RULES)
+    return vfail(cfg, L ? L->section[SEC_ESCALATION] : 0, "escalation",
+                 "at most %d rules are allowed (got %d)", TB_MAX_ESC_RULES, cfg->n_escalation);
+  for (int r = 0; r < cfg->n_escalation; r++) {
+    const tb_esc_rule_t *rule = &cfg->escalation[r];
+    for (size_t i = 0; i < N_RULE_OPTS; i++) {
+      if (check_field(rule, &rule_opts[i], msg, sizeof(msg))) continue;
+      snprintf(key, sizeof(key), "escalation[%d].%s", r, rule_opts[i].name);
+      return vfail(cfg, L ? L->rule_field[r][i] : 0, key, "%s", msg);
+    }
+    int line = L ? L->rule[r] : 0;
+    snprintf(key, sizeof(key), "escalation[%d]", r);
+    if (tb_config_tier_index(cfg, rule->tier) < 0) {
+      const opt_t *o = find_opt(rule_opts, N_RULE_OPTS, "tier");
+      snprintf(key, sizeof(key), "escalation[%d].tier", r);
+      return unknown_tier(cfg, L ? L->rule_field[r][o - rule_opts] : 0, key, rule->tier);
+    }
+    if (!rule->failed_retry && !rule->customer_facing && rule->business_impact[0] == '\0' &&
+        rule->stuck_ms == 0)
+      return vfail(cfg, line, key,
+                   "rule '%s' has no condition (give failed_retry, customer_facing, "
+                   "business_impact or stuck)",
+                   rule->name);
+    if (strcmp(rule->name, "expedite") == 0)
+      return vfail(cfg, line, key, "the name 'expedite' is reserved for expedited runs");
+    for (int q = 0; q < r; q++)
+      if (strcmp(cfg->escalation[q].name, rule->name) == 0)
+        return vfail(cfg, line, key, "duplicate rule name '%s' (also escalation[%d])", rule->name,
+                     q);
+  }
+  return TB_OK;
+}
+
 static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
   char msg[512];
   for (size_t i = 0; i < N_SCALARS; i++)
@@ -805,6 +949,8 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
   }
   if (s == TB_OK) s = validate_event_tiers(cfg, L);
   if (s == TB_OK) s = validate_presets(cfg, L);
+  if (s == TB_OK) s = validate_workflow_tiers(cfg, L);
+  if (s == TB_OK) s = validate_escalation(cfg, L);
   return s;
 }
 
@@ -1109,6 +1255,83 @@ static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
+static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "workflow_tiers");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->workflow_tiers, 0, sizeof(cfg->workflow_tiers));
+  cfg->n_workflow_tiers = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *name, *tier;
+    if ((s = scalar_text(c, k, "workflow_tiers", &name)) != TB_OK) return s;
+    for (int j = 0; j < cfg->n_workflow_tiers; j++)
+      if (strcmp(cfg->workflow_tiers[j].workflow, name) == 0)
+        return perr(c, k, "workflow_tiers", "duplicate key '%s' (first at line %d)", name,
+                    c->lines->workflow_tier[j]);
+    if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
+      return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
+                  TB_MAX_WORKFLOW_TIERS, total);
+    char key[128];
+    snprintf(key, sizeof(key), "workflow_tiers.%s", name);
+    tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
+    if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
+                       name)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
+    if ((s = copy_name(c, v, key, "tier name", w->tier, sizeof(w->tier), tier)) != TB_OK) return s;
+    c->lines->workflow_tier[cfg->n_workflow_tiers++] = line_of(k);
+  }
+  return TB_OK;
+}
+
+static tb_status parse_rule(const parse_ctx *c, int r, const yaml_node_t *n) {
+  char scope[32], key[96], msg[512];
+  snprintf(scope, sizeof(scope), "escalation[%d]", r);
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, scope);
+  if (s != TB_OK) return s;
+  tb_esc_rule_t *rule = &c->cfg->escalation[r];
+  memset(rule, 0, sizeof(*rule));
+  apply_defaults(rule, rule_opts, N_RULE_OPTS);
+  c->lines->rule[r] = line_of(n);
+  int *seen = c->lines->rule_field[r];
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *name, *text;
+    if ((s = scalar_text(c, k, scope, &name)) != TB_OK) return s;
+    const opt_t *o = find_opt(rule_opts, N_RULE_OPTS, name);
+    if (o == NULL) return unknown_key(c, k, scope, name, rule_opts, N_RULE_OPTS, NULL, 0);
+    if ((s = seen_once(c, k, scope, &seen[o - rule_opts])) != TB_OK) return s;
+    snprintf(key, sizeof(key), "%s.%s", scope, o->name);
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    if (!set_text(rule, o, text, msg, sizeof(msg))) return perr(c, v, key, "%s", msg);
+  }
+  for (size_t i = 0; i < N_RULE_OPTS; i++)
+    if (rule_opts[i].required && seen[i] == 0)
+      return perr(c, n, scope, "missing required key '%s'", rule_opts[i].name);
+  return TB_OK;
+}
+
+static tb_status parse_escalation(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_SEQUENCE_NODE, "escalation");
+  if (s != TB_OK) return s;
+  memset(c->cfg->escalation, 0, sizeof(c->cfg->escalation));
+  c->cfg->n_escalation = 0;
+  int total = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+  for (int i = 0; i < total; i++) {
+    yaml_node_t *item = yaml_document_get_node(c->doc, n->data.sequence.items.start[i]);
+    if (i == TB_MAX_ESC_RULES)
+      return perr(c, item, "escalation", "at most %d rules are allowed (got %d)", TB_MAX_ESC_RULES,
+                  total);
+    if ((s = parse_rule(c, i, item)) != TB_OK) return s;
+    c->cfg->n_escalation = i + 1;
+  }
+  return TB_OK;
+}
+
 static const struct section {
   const char *name;
   tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
@@ -1116,6 +1339,8 @@ static const struct section {
     [SEC_TIERS] = {"tiers", parse_tiers},
     [SEC_EVENT_TIERS] = {"event_tiers", parse_event_tiers},
     [SEC_PRESETS] = {"presets", parse_presets},
+    [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
+    [SEC_ESCALATION] = {"escalation", parse_escalation},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1175,6 +1400,8 @@ static tb_status yaml_error(const tb_config_t *cfg, const yaml_parser_t *parser)
 void tb_config_init(tb_config_t *cfg) {
   memset(cfg, 0, sizeof(*cfg));
   apply_defaults(cfg, scalar_opts, N_SCALARS);
+  cfg->n_workflow_tiers = -1;
+  cfg->n_escalation = -1;
 }
 
 tb_status tb_config_load_file(tb_config_t *cfg, const char *path) {
@@ -1312,6 +1539,34 @@ int tb_config_domain_index(const tb_config_t *cfg, const char *name) {
   return -1;
 }
 
+const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n) {
+  if (cfg->n_escalation >= 0) {
+    *n = cfg->n_escalation < TB_MAX_ESC_RULES ? cfg->n_escalation : TB_MAX_ESC_RULES;
+    return cfg->escalation;
+  }
+  *n = (int)ARRAY_LEN(builtin_escalation);
+  return builtin_escalation;
+}
+
+const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
+                                    const char *category) {
+  const tb_workflow_tier_t *t = cfg->workflow_tiers;
+  int n = cfg->n_workflow_tiers;
+  if (n < 0) {
+    t = builtin_workflow_tiers;
+    n = (int)ARRAY_LEN(builtin_workflow_tiers);
+  }
+  if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
+  const char *by_category = NULL;
+  for (int i = 0; i < n; i++) {
+    if (tb_config_tier_index(cfg, t[i].tier) < 0) continue;
+    if (name != NULL && strcmp(t[i].workflow, name) == 0) return t[i].tier;
+    if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
+      by_category = t[i].tier;
+  }
+  return by_category;
+}
+
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
   for (int i = 0; i < cfg->n_presets && i < TB_MAX_PRESETS; i++)
     if (strcmp(cfg->presets[i].name, name) == 0) return &cfg->presets[i];
@@ -1445,6 +1700,60 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
       "# No tiers means every tier, no domains every domain. `--preset DOMAIN` also works for\n"
       "# any catalogue domain without a preset of that name.\n",
       out);
+  fputs("\n# Default tier of a workflow type (seed 000's automatic assignment), by workflow name\n"
+        "# or by category; the workflow definition's own tier applies when neither is listed.\n",
+        out);
+  if (cfg->n_workflow_tiers < 0)
+    fputs("# Not set: the built-in seed 000 table applies (customer-support and lead-attention\n"
+          "# high, daily-stand-up normal, campaign-building low, daily-operations background).\n",
+          out);
+  else
+    fputs(cfg->n_workflow_tiers > 0 ? "workflow_tiers:\n" : "workflow_tiers: {}\n", out);
+  for (int i = 0; i < cfg->n_workflow_tiers && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->workflow_tiers[i].workflow);
+    fputs(": ", out);
+    write_str(out, cfg->workflow_tiers[i].tier);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Escalation rules (seed 000), in order. A rule fires when every condition it gives\n"
+        "# holds; the run goes to the most urgent tier a firing rule names (the first such rule\n"
+        "# is recorded). Rules only raise a tier. An expedited run goes to the most urgent tier\n"
+        "# any rule names. At most ",
+        out);
+  fprintf(out, "%d rules. Fields:\n", TB_MAX_ESC_RULES);
+  for (size_t i = 0; i < N_RULE_OPTS; i++) {
+    const opt_t *o = &rule_opts[i];
+    describe(o, range, sizeof(range));
+    fprintf(out, "#   %-16s %s\n#   %-16s %s", o->name, o->help, "", range);
+    if (o->def && o->def[0]) fprintf(out, ", default %s", o->def);
+    fputs(o->required ? ", required\n" : "\n", out);
+  }
+  if (cfg->n_escalation < 0)
+    fputs("# Not set: the built-in seed 000 rules apply.\n", out);
+  else
+    fputs(cfg->n_escalation > 0 ? "escalation:\n" : "escalation: []\n", out);
+  for (int r = 0; r < cfg->n_escalation && r < TB_MAX_ESC_RULES; r++) {
+    tb_esc_rule_t defaults;
+    memset(&defaults, 0, sizeof(defaults));
+    apply_defaults(&defaults, rule_opts, N_RULE_OPTS);
+    fputs("  - {", out);
+    int first = 1;
+    for (size_t i = 0; i < N_RULE_OPTS; i++) {
+      const opt_t *o = &rule_opts[i];
+      /* Conditions left at their default are not conditions: only the ones set are written. */
+      if (!o->required && memcmp((const char *)&cfg->escalation[r] + o->offset,
+                                 (const char *)&defaults + o->offset, o->size) == 0)
+        continue;
+      fprintf(out, "%s%s: ", first ? "" : ", ", o->name);
+      write_value(out, &cfg->escalation[r], o);
+      first = 0;
+    }
+    fputs("}\n", out);
+  }
+
+  fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);
   fputs(cfg->n_presets > 0 ? "presets:\n" : "presets: {}\n", out);
   for (int p = 0; p < cfg->n_presets && p < TB_MAX_PRESETS; p++) {
     const tb_preset_t *ps = &cfg->presets[p];

@@ -16,6 +16,8 @@
 #define TB_MAX_PRESETS 16
 #define TB_MAX_DOMAINS 16
 #define TB_URL_MAX 256
+#define TB_MAX_WORKFLOW_TIERS 64
+#define TB_MAX_ESC_RULES 16
 
 /* One priority tier. The order of tiers in the config is the priority order: index 0 is served
  * first. */
@@ -48,6 +50,24 @@ typedef struct tb_preset {
   int max_concurrent_workflows; /* 0: the config's max_concurrent_workflows */
 } tb_preset_t;
 
+/* Seed 000's automatic assignment: the default tier of a workflow, by its name or its category
+ * (tb_workflow_def_t.category, e.g. "customer-support"). */
+typedef struct tb_workflow_tier {
+  char workflow[64];
+  char tier[TB_NAME_MAX];
+} tb_workflow_tier_t;
+
+/* One escalation rule (seed 000): when every condition it sets holds, the run goes to |tier| at
+ * least. Rules only raise a tier. A condition left at zero / "" is not checked. */
+typedef struct tb_esc_rule {
+  char name[TB_NAME_MAX];   /* recorded with each escalation it causes */
+  int failed_retry;         /* 1: the run is a retry of a failed run */
+  int customer_facing;      /* 1: the run is customer-facing */
+  char business_impact[16]; /* the run's business impact equals this ("high") */
+  int64_t stuck_ms;         /* the run made no progress for longer than this */
+  char tier[TB_NAME_MAX];
+} tb_esc_rule_t;
+
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   char db_path[PATH_MAX];
@@ -66,12 +86,19 @@ typedef struct tb_config {
   int enrichment_batch_max;        /* seed 003: most pending jobs one enrichment run claims */
   /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
+  int64_t escalation_sweep_ms;     /* how often workers look for stuck runs; 0 = never */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
   int n_event_tiers;
   tb_preset_t presets[TB_MAX_PRESETS];
   int n_presets;
+  /* -1: the section is not in the file, and the built-in seed 000 table applies (use the
+   * accessors below, which resolve this). */
+  tb_workflow_tier_t workflow_tiers[TB_MAX_WORKFLOW_TIERS];
+  int n_workflow_tiers;
+  tb_esc_rule_t escalation[TB_MAX_ESC_RULES];
+  int n_escalation;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
   /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
    * and its consumers. Not read from the file: set with tb_config_set_domains() once the
@@ -81,7 +108,8 @@ typedef struct tb_config {
 } tb_config_t;
 
 /* Fills |cfg| with the table's defaults. Tiers, event tiers and presets are left empty: they come
- * only from the config file. */
+ * only from the config file. workflow_tiers and escalation are marked "not set" (-1): the
+ * built-in seed 000 tables apply until a file gives them. */
 void tb_config_init(tb_config_t *cfg);
 
 /* Parses the YAML file at |path| into |cfg| (which should hold defaults), then runs
@@ -120,6 +148,14 @@ tb_status tb_config_set_domains(tb_config_t *cfg, const char *const *names, int 
 
 /* Index of domain |name| in cfg->domains, or -1. */
 int tb_config_domain_index(const tb_config_t *cfg, const char *name);
+/* The escalation rules in force, in order: the file's, else the built-in seed 000 rules (a
+ * built-in rule naming a tier this config lacks is kept; tb_wf_escalate skips it). Borrowed. */
+const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n);
+
+/* Default tier of workflow |name| of category |category| (may be NULL) from workflow_tiers (the
+ * file's, else the built-in seed 000 table): the name's entry, else the category's; NULL when
+ * neither is listed or the tier is not configured. Borrowed. */
+const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name, const char *category);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

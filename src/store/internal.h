@@ -300,7 +300,29 @@
   X(CRM_ACTIVITY_ADD, "INSERT INTO crm_activity(client_id, kind, description, user_id, "           \
                       "workflow_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                        \
   X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
-                       "FROM crm_activity WHERE client_id = ?1 ORDER BY id")
+                       "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                       \
+  X(WF_CTX_PUT, "INSERT INTO workflow_context(workflow_id, category, customer_facing, "            \
+                "business_impact) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(workflow_id) DO NOTHING")     \
+  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries "                      \
+                "FROM workflow_context WHERE workflow_id = ?1")                                    \
+  X(WF_CTX_RETRIED, "INSERT INTO workflow_context(workflow_id, retries) VALUES(?1, 1) "            \
+                    "ON CONFLICT(workflow_id) DO UPDATE SET retries = retries + 1")                \
+  X(WF_SET_TIER, "UPDATE workflows SET tier = ?2 WHERE id = ?1")                                   \
+  X(WF_STUCK, "SELECT w.id, w.tier, w.updated_us, coalesce(c.customer_facing, 0), "                \
+              "c.business_impact FROM workflows w "                                                \
+              "LEFT JOIN workflow_context c ON c.workflow_id = w.id "                              \
+              "WHERE w.status IN ('running', 'waiting') AND w.updated_us <= ?1 "                   \
+              "AND w.tier NOT IN (SELECT value FROM json_each(?3)) "                               \
+              "ORDER BY w.updated_us LIMIT ?2")                                                    \
+  X(ESC_ADD, "INSERT INTO workflow_escalations(workflow_id, from_tier, to_tier, rule, source, "    \
+             "detail, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING")           \
+  X(ESC_LIST, "SELECT from_tier, to_tier, rule, source, detail, at_us "                            \
+              "FROM workflow_escalations WHERE workflow_id = ?1 ORDER BY id")                      \
+  X(ESC_FIRED, "SELECT 1 FROM workflow_escalations "                                               \
+               "WHERE workflow_id = ?1 AND rule = ?2 AND source = 'sweeper'")                      \
+  X(ESC_COUNTS, "SELECT rule, count(*) FROM workflow_escalations GROUP BY rule "                   \
+                "ORDER BY count(*) DESC, rule")                                                    \
+  X(OUTBOX_DUE_OF, "SELECT next_attempt_us FROM outbox WHERE msg_id = ?1")
 
 typedef enum tb__store_stmt_id {
 #define TB__STMT_ENUM(name, sql) TB__ST_##name,

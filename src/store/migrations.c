@@ -314,10 +314,10 @@ static const char v5_seed_workflows[] =
     ") STRICT;"
     "CREATE INDEX crm_activity_client ON crm_activity(client_id, id);";
 
-/* v7 (issue 4, seed 002's full priority sync): leases, so a named job runs once at a time across
+/* v6 (issue 4, seed 002's full priority sync): leases, so a named job runs once at a time across
  * processes; the sync's scratch table, filled and emptied inside each batch's transaction so that
  * a batch is a few set-based statements; and one row per finished sync. */
-static const char v7_priority_sync[] =
+static const char v6_priority_sync[] =
     "CREATE TABLE job_leases("
     "  name TEXT PRIMARY KEY NOT NULL CHECK(name <> ''),"
     "  owner TEXT NOT NULL CHECK(owner <> ''),"
@@ -352,8 +352,36 @@ static const char v7_priority_sync[] =
     "  errors TEXT NOT NULL CHECK(json_valid(errors) AND json_type(errors) = 'array')"
     ") STRICT;";
 
+/* v7 (issue 4, seed 000): escalation. A run's context (what
+ * the rules look at besides time: customer-facing, business impact, retries) and every
+ * escalation with the rule that caused it. A sweeper threshold fires at most once per run: the
+ * partial unique index makes a second record of the same (run, rule) a no-op, even from another
+ * process. */
+static const char v7_escalation[] =
+    "CREATE TABLE workflow_context("
+    "  workflow_id TEXT PRIMARY KEY CHECK(workflow_id <> ''),"
+    "  category TEXT,"
+    "  customer_facing INTEGER NOT NULL DEFAULT 0 CHECK(customer_facing IN (0, 1)),"
+    "  business_impact TEXT,"
+    "  retries INTEGER NOT NULL DEFAULT 0 CHECK(retries >= 0)"
+    ") STRICT;"
+    "CREATE TABLE workflow_escalations("
+    "  id INTEGER PRIMARY KEY,"
+    "  workflow_id TEXT NOT NULL,"
+    "  from_tier TEXT NOT NULL,"
+    "  to_tier TEXT NOT NULL,"
+    "  rule TEXT NOT NULL,"
+    "  source TEXT NOT NULL CHECK(source IN ('start', 'sweeper', 'retry')),"
+    "  detail TEXT,"
+    "  at_us INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE INDEX workflow_escalations_wf ON workflow_escalations(workflow_id, id);"
+    "CREATE UNIQUE INDEX workflow_escalations_once ON workflow_escalations(workflow_id, rule)"
+    "  WHERE source = 'sweeper';";
+
 static const char *const migrations[] = {v1_engine,    v2_repo_priority,  v3_outbox,
-                                         v4_workflows, v5_seed_workflows, v7_priority_sync};
+                                         v4_workflows, v5_seed_workflows, v6_priority_sync,
+                                         v7_escalation};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

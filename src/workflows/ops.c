@@ -1,7 +1,7 @@
-/* The ops domain: small general-purpose workflows and the shared activities (seed 004's
- * send_email, log_event). Operators trigger them by hand (`tierbus trigger`), and they are the
- * simplest way to see each step kind at work: a command with retries and a timeout, a wait for
- * an event, a durable sleep. */
+/* The ops domain: small general-purpose workflows, seed 000's five workflow types, and the shared
+ * activities (seed 004's send_email, log_event). Operators trigger them by hand (`tierbus
+ * trigger`), and they are the simplest way to see each step kind at work: a command with retries
+ * and a timeout, a wait for an event, a durable sleep. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,7 +138,94 @@ static const tb_workflow_def_t sleep_wf = {
     .on_error = log_failure,
 };
 
-static const tb_workflow_def_t *const workflows[] = {&send_email, &await_enrichment, &sleep_wf};
+/* ---------------------------------------------------------------- seed 000's workflow types */
+
+/* Seed 000 names five workflow types by what they do for the business; their default tiers come
+ * from config's workflow_tiers by category (the definitions' own tiers are the fallback). They
+ * are deliberately small: what tierbus adds is where they run, not what they do. */
+
+static const tb_step_def_t support_steps[] = {
+    {.name = "reply",
+     .kind = TB_STEP_COMMAND,
+     .description = "email.send: the answer to input.to, with input.template and input.subject",
+     .timeout = "2m",
+     .timeout_field = "timeout",
+     .retry = QUICK_RETRY,
+     .service = "email",
+     .action = "send",
+     .input = email_input},
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t customer_support = {
+    .name = "ops.customer-support-message",
+    .domain = "ops",
+    .tier = "high",
+    .category = "customer-support",
+    .customer_facing = 1,
+    .description = "Answer a customer's message by email and log it (seed 000's "
+                   "customerSupportMessageWorkflow; customer-facing; input: to, template, "
+                   "subject, message).",
+    .steps = support_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_workflow_def_t lead_attention = {
+    .name = "ops.lead-attention",
+    .domain = "ops",
+    .tier = "high",
+    .category = "lead-attention",
+    .description = "Follow up a new lead by email and log it (seed 000's leadAttentionWorkflow; "
+                   "input: to, template, subject, message).",
+    .steps = send_email_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_step_def_t log_steps[] = {
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t daily_stand_up = {
+    .name = "ops.daily-stand-up",
+    .domain = "ops",
+    .tier = "normal",
+    .category = "daily-stand-up",
+    .description = "Record the daily stand-up summary (input.message) in the activity log (seed "
+                   "000's dailyStandUpWorkflow).",
+    .steps = log_steps,
+    .n_steps = 1,
+    .on_error = log_failure,
+};
+
+static const tb_workflow_def_t build_campaigns = {
+    .name = "ops.build-campaigns",
+    .domain = "ops",
+    .tier = "low",
+    .category = "campaign-building",
+    .description = "Wait for the batch window (input.duration, default 1s), then log the "
+                   "campaign batch (seed 000's buildCampaignsWorkflow).",
+    .steps = sleep_steps,
+    .n_steps = 2,
+    .on_error = log_failure,
+};
+
+static const tb_workflow_def_t daily_operations = {
+    .name = "ops.daily-operations",
+    .domain = "ops",
+    .tier = "background",
+    .category = "daily-operations",
+    .description = "Record the daily maintenance run (input.message) in the activity log (seed "
+                   "000's dailyOperationsWorkflow).",
+    .steps = log_steps,
+    .n_steps = 1,
+    .on_error = log_failure,
+};
+
+static const tb_workflow_def_t *const workflows[] = {
+    &send_email,     &await_enrichment, &sleep_wf,        &customer_support,
+    &lead_attention, &daily_stand_up,   &build_campaigns, &daily_operations};
 
 static const tb_activity_def_t activities[] = {
     {"send_email", "shared", "command", "email.send: one email through the email service"},

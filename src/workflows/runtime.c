@@ -18,8 +18,10 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "store/escalation.h"
 #include "store/workflow.h"
 #include "tierbus/v1/command.pb-c.h"
+#include "workflows/escalation.h"
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
 
@@ -68,6 +70,8 @@ static void derive_id(const char *prefix, const char *cause, char *buf, size_t c
 }
 
 const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  const char *by_type = tb_config_workflow_tier(cfg, def->name, def->category);
+  if (by_type != NULL) return by_type;
   int i = def->tier != NULL ? tb_config_tier_index(cfg, def->tier) : -1;
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
 }
@@ -115,6 +119,15 @@ static tb_status continue_at(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row
                            row->correlation_id, due_us);
   json_decref(payload);
   return s;
+}
+
+tb_status tb__wf_continue(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row, const char *cause,
+                          int64_t due_us) {
+  return continue_at(ctx, row, cause, due_us);
+}
+
+void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
+  cont_id(wf_id, seq, buf, cap);
 }
 
 static tb_status save(stepper_t *sp) {
@@ -579,6 +592,12 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
 tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
                       const char *tier, const json_t *input, const char *correlation_id,
                       char *id_out, size_t id_cap, int *started) {
+  return tb_wf_start_ex(ctx, def, id, tier, input, correlation_id, NULL, id_out, id_cap, started);
+}
+
+tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
+                         const char *tier, const json_t *input, const char *correlation_id,
+                         const tb_esc_input_t *esc, char *id_out, size_t id_cap, int *started) {
   *started = 0;
   tb_wf_row_t row;
   memset(&row, 0, sizeof(row));
@@ -594,8 +613,22 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
   }
   if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(ctx->cfg, def);
-  if (tb_config_tier_index(ctx->cfg, tier) < 0)
-    return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  int base = tb_config_tier_index(ctx->cfg, tier);
+  if (base < 0) return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  /* Seed 000: the context (definition, input, the trigger's flags) may raise the tier. */
+  tb_esc_input_t in;
+  tb_status s = tb_wf_esc_context(def, input, &in);
+  if (s != TB_OK) return s;
+  if (esc != NULL) {
+    in.customer_facing |= esc->customer_facing;
+    if (esc->business_impact != NULL && esc->business_impact[0] != '\0')
+      in.business_impact = esc->business_impact;
+    in.expedite |= esc->expedite;
+    in.failed_retry = esc->failed_retry;
+    in.stuck_ms = esc->stuck_ms;
+  }
+  tb_esc_result_t esc_res = tb_wf_escalate(ctx->cfg, base, &in);
+  tier = ctx->cfg->tiers[esc_res.tier].name;
   snprintf(row.name, sizeof(row.name), "%s", def->name);
   snprintf(row.domain, sizeof(row.domain), "%s", def->domain);
   snprintf(row.tier, sizeof(row.tier), "%s", tier);
@@ -611,7 +644,19 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
   row.data = data ? json_dumps(data, JSON_COMPACT) : NULL;
   json_decref(data);
   if (row.data == NULL) return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
-  tb_status s = tb_store_wf_insert(ctx->store, &row, started);
+  s = tb_store_wf_insert(ctx->store, &row, started);
+  if (s == TB_OK && *started) {
+    tb_wf_context_t wc;
+    memset(&wc, 0, sizeof(wc));
+    snprintf(wc.category, sizeof(wc.category), "%s", def->category ? def->category : "");
+    wc.customer_facing = in.customer_facing;
+    snprintf(wc.business_impact, sizeof(wc.business_impact), "%s",
+             in.business_impact ? in.business_impact : "");
+    s = tb_store_wf_context_put(ctx->store, row.id, &wc);
+    if (s == TB_OK && esc_res.rule != NULL)
+      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[base].name, tier, esc_res.rule,
+                           "start", &in, NULL);
+  }
   if (s == TB_OK && *started) s = continue_at(ctx, &row, "start", 0);
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
   free(row.data);
@@ -639,11 +684,24 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
       input = wrapped;
     }
   }
-  /* Seed 000: an explicit priority wins; without one the tier comes from the workflow type. */
+  /* Seed 000: an explicit priority is the base, else the workflow type's tier; the context
+   * flags escalate from there, never down. */
   const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
+  static const char *const impact_names[] = {
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] = "low",
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_MEDIUM] = "medium",
+      [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_HIGH] = "high"};
+  int bi = (int)ew->business_impact;
+  tb_esc_input_t esc = {
+      .failed_retry = ew->is_failed_retry,
+      .customer_facing = ew->is_customer_facing,
+      .business_impact = bi > 0 && bi < 4 ? impact_names[bi] : NULL,
+      .stuck_ms = ew->hours_stuck > 0 ? (int64_t)(ew->hours_stuck * 3.6e6) : 0,
+      .expedite = ew->expedite,
+  };
   int started = 0;
-  tb_status s = tb_wf_start(ctx, def, ew->workflow_id, tier, input, ctx->msg->env->correlation_id,
-                            NULL, 0, &started);
+  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, input,
+                               ctx->msg->env->correlation_id, &esc, NULL, 0, &started);
   json_decref(input);
   return s;
 }

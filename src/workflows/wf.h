@@ -100,6 +100,12 @@ typedef struct tb_workflow_def {
   const char *domain; /* "crm", "enrichment", "workspace", "ops" */
   const char *tier;   /* default tier (a config tier name; unknown = the last tier) */
   const char *description;
+  /* Seed 000: the category that config's workflow_tiers may name instead of the workflow
+   * ("customer-support"), and the escalation context a run has unless its input says otherwise
+   * (input.customer_facing, input.business_impact). NULL / 0 = none. */
+  const char *category;
+  int customer_facing;
+  const char *business_impact;
   /* The event that starts it automatically (NULL = started only by trigger/execute-workflow),
    * and a filter on that event's payload (NULL = always start; e.g. personal emails only). */
   const char *trigger_event;
@@ -150,7 +156,8 @@ const char *tb_wf_resume_key_field(const char *event);
 
 /* ---------------------------------------------------------------- runtime (runtime.c) */
 
-/* The tier a run of |def| goes to when nothing overrides it: the definition's tier when the
+/* The tier a run of |def| goes to when nothing overrides it, before escalation: config's
+ * workflow_tiers entry for its name or category (seed 000), else the definition's tier when the
  * config has it, else the config's last (least urgent) tier, so a deployment that renames tiers
  * still runs every workflow. Borrowed from |cfg|. */
 const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
@@ -166,6 +173,23 @@ int tb_wf_status_final(const char *status);
 tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
                       const char *tier, const json_t *input, const char *correlation_id,
                       char *id_out, size_t id_cap, int *started);
+
+struct tb_esc_input;
+/* tb_wf_start with the escalation context of execute-workflow's flags (seed 000), merged with
+ * what the definition and the input say (workflows/escalation.h). |esc| NULL = none. The rules
+ * raise the run's tier from |tier| (or the default); a raise is recorded with its rule. */
+tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
+                         const char *tier, const json_t *input, const char *correlation_id,
+                         const struct tb_esc_input *esc, char *id_out, size_t id_cap, int *started);
+
+/* Sends run |row|'s continuation for its current seq on row->tier, due at |due_us| (0 = now),
+ * through the outbox (runtime.c; for escalation.c). |cause| is recorded in the history. */
+struct tb_wf_row;
+tb_status tb__wf_continue(const tb_handler_ctx_t *ctx, const struct tb_wf_row *row,
+                          const char *cause, int64_t due_us);
+
+/* The continuation message id of (run, seq): "wf:<id>:<seq>". */
+void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap);
 
 /* The workflow's data (borrowed). */
 static inline json_t *tb_wf_data(tb_wf_run_t *run) {

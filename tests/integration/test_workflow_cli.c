@@ -184,7 +184,7 @@ static void test_workflows_list_show_runs(void **state) {
   TB("workflows", "list", "--domain", "ops", "--workflows-only");
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "ops.sleep");
-  tb_assert_contains(r.out, "3 workflows");
+  tb_assert_contains(r.out, "8 workflows");
   tb_assert_not_contains(r.out, "ACTIVITY");
   tb_h_result_free(&r);
 

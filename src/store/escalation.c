@@ -1,0 +1,191 @@
+/* Data access for escalation (migration v8): run contexts, escalation records, the stuck-run
+ * query. src/workflows/escalation.c decides what they mean. */
+#include "store/escalation.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "store/internal.h"
+
+static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
+  const char *t = (const char *)sqlite3_column_text(stmt, col);
+  snprintf(buf, cap, "%s", t ? t : "");
+}
+
+/* Steps a statement that returns no rows; on failure the detail names |what| and |id|. */
+static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, const char *what, const char *id) {
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_wf_context_put(tb_store_t *st, const char *id, const tb_wf_context_t *c) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_PUT);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 2, c->category);
+  sqlite3_bind_int(stmt, 3, c->customer_facing ? 1 : 0);
+  tb__bind_opt_text(stmt, 4, c->business_impact);
+  return exec_done(st, stmt, "workflow context", id);
+}
+
+tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out,
+                                  int *found) {
+  memset(out, 0, sizeof(*out));
+  *found = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_GET);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW) {
+    col_copy(stmt, 0, out->category, sizeof(out->category));
+    out->customer_facing = sqlite3_column_int(stmt, 1);
+    col_copy(stmt, 2, out->business_impact, sizeof(out->business_impact));
+    out->retries = sqlite3_column_int(stmt, 3);
+    *found = 1;
+  } else if (rc != SQLITE_DONE) {
+    s = tb__store_fail(st->db, rc, "workflow context %s", id);
+  }
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_RETRIED);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  return exec_done(st, stmt, "workflow context retry", id);
+}
+
+tb_status tb_store_wf_set_tier(tb_store_t *st, const char *id, const char *tier) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_SET_TIER);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, tier, -1, SQLITE_STATIC);
+  return exec_done(st, stmt, "workflow tier", id);
+}
+
+tb_status tb_store_wf_escalation_add(tb_store_t *st, const tb_wf_escalation_t *e, int *added) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ESC_ADD);
+  sqlite3_bind_text(stmt, 1, e->workflow_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, e->from_tier, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 3, e->to_tier, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 4, e->rule, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 5, e->source, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 6, e->detail);
+  sqlite3_bind_int64(stmt, 7, e->at_us > 0 ? e->at_us : tb_wall_us());
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_DONE) {
+    if (added != NULL) *added = sqlite3_changes(st->db) > 0;
+  } else {
+    s = tb__store_fail(st->db, rc, "escalation of %s by %s", e->workflow_id, e->rule);
+  }
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_wf_escalations(tb_store_t *st, const char *id,
+                                  int (*fn)(void *arg, const tb_wf_escalation_t *e), void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ESC_LIST);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_wf_escalation_t e = {.workflow_id = id,
+                            .from_tier = (const char *)sqlite3_column_text(stmt, 0),
+                            .to_tier = (const char *)sqlite3_column_text(stmt, 1),
+                            .rule = (const char *)sqlite3_column_text(stmt, 2),
+                            .source = (const char *)sqlite3_column_text(stmt, 3),
+                            .detail = (const char *)sqlite3_column_text(stmt, 4),
+                            .at_us = sqlite3_column_int64(stmt, 5)};
+    if (fn(arg, &e) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "escalations of %s", id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_wf_escalation_fired(tb_store_t *st, const char *id, const char *rule,
+                                       int *fired) {
+  *fired = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ESC_FIRED);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, rule, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW)
+    *fired = 1;
+  else if (rc != SQLITE_DONE)
+    s = tb__store_fail(st->db, rc, "escalation fired %s/%s", id, rule);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_escalation_counts(tb_store_t *st,
+                                     int (*fn)(void *arg, const char *rule, int64_t n), void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ESC_COUNTS);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *rule = (const char *)sqlite3_column_text(stmt, 0);
+    if (fn(arg, rule ? rule : "", sqlite3_column_int64(stmt, 1)) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "escalation counts");
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, const char *skip_tiers_json,
+                            int limit, tb_wf_stuck_t **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  if (limit <= 0) return TB_OK;
+  tb_wf_stuck_t *rows = calloc((size_t)limit, sizeof(*rows));
+  if (rows == NULL) return tb__fail(TB_ERR_NOMEM, "stuck runs: %d rows", limit);
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_STUCK);
+  sqlite3_bind_int64(stmt, 1, before_us);
+  sqlite3_bind_int(stmt, 2, limit);
+  sqlite3_bind_text(stmt, 3, skip_tiers_json ? skip_tiers_json : "[]", -1, SQLITE_STATIC);
+  int rc, k = 0;
+  while (k < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_wf_stuck_t *r = &rows[k++];
+    col_copy(stmt, 0, r->id, sizeof(r->id));
+    col_copy(stmt, 1, r->tier, sizeof(r->tier));
+    r->updated_us = sqlite3_column_int64(stmt, 2);
+    r->customer_facing = sqlite3_column_int(stmt, 3);
+    col_copy(stmt, 4, r->business_impact, sizeof(r->business_impact));
+  }
+  if (k == limit) rc = SQLITE_DONE;
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "stuck runs");
+  tb__stmt_done(stmt);
+  if (s != TB_OK || k == 0) {
+    free(rows);
+    return s;
+  }
+  *out = rows;
+  *n = k;
+  return TB_OK;
+}
+
+tb_status tb_store_outbox_due_of(tb_store_t *st, const char *msg_id, int64_t *due_us, int *found) {
+  *found = 0;
+  *due_us = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_DUE_OF);
+  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW) {
+    *due_us = sqlite3_column_int64(stmt, 0);
+    *found = 1;
+  } else if (rc != SQLITE_DONE) {
+    s = tb__store_fail(st->db, rc, "outbox row %s", msg_id);
+  }
+  tb__stmt_done(stmt);
+  return s;
+}
