@@ -56,6 +56,10 @@ typedef struct tb_config {
   int log_level;                   /* tb_log_level */
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
+  int scheduler;                   /* seed 001: 1 runs the cron scheduler in worker and dev */
+  int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
+  int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */
+  int backup_keep;                 /* database-backup keeps this many newest copies */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
