@@ -83,6 +83,11 @@ void tb_cli_trap_signals(void);
  * printing an error naming the bad entry. */
 int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
 
+/* Index of the subcommand in argv: the first argument that is neither an option nor the value
+ * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
+ * 0 when there is none. */
+int tb_cli_find_subcommand(int argc, char **argv);
+
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
 int tb_cmd_worker(int argc, char **argv);
@@ -95,6 +100,7 @@ int tb_cmd_events(int argc, char **argv);
 int tb_cmd_sim(int argc, char **argv);
 int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
 int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
+int tb_cmd_schedule(int argc, char **argv);  /* list, add, remove, enable, disable, run */
 
 /* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
  * definition. Borrowed, static. */

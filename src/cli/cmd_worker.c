@@ -10,6 +10,7 @@
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
 #include "engine/relay.h"
+#include "sched/scheduler.h"
 
 /* The relay's periodic wake; the engine kicks it after every commit that wrote outbox rows, so
  * this only bounds the delay of retries and of rows left by a previous run. */
@@ -19,15 +20,23 @@ int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
   tb_relay_t *relay = NULL;
+  tb_scheduler_t *sched = NULL;
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 200);
   if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
   /* The relay first: rows left by a previous run go out before new work adds to them. */
   if (st == TB_OK) st = tb_relay_start(&relay, cli->cfg.db_path, cli->bus, RELAY_INTERVAL_MS);
   if (st == TB_OK) tb_engine_set_relay(engine, relay);
   if (st == TB_OK) st = tb_dispatcher_start(&disp, &cli->cfg, cli->bus, engine, tiers, n);
+  /* Every worker may run the scheduler: a slot fires once however many do (sched/scheduler.h). */
+  if (st == TB_OK && cli->cfg.scheduler) {
+    st = tb_scheduler_create(&sched, &cli->cfg, cli->cat, cli->cfg.db_path, cli->bus);
+    if (st == TB_OK) st = tb_scheduler_start(sched);
+    if (st != TB_OK) tb_dispatcher_stop(disp);
+  }
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    tb_scheduler_destroy(sched);
     tb_relay_stop(relay);
     tb_engine_destroy(engine);
     return TB_EXIT_FAIL;
@@ -50,6 +59,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const int *tiers, int n, int report_s) {
     }
   }
   TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
+  tb_scheduler_destroy(sched); /* first: no new slot is published while the workers wind down */
   tb_dispatcher_stop(disp);
   tb_relay_stop(relay); /* after the dispatcher: the last batches' follow-ups go out too */
   tb_engine_destroy(engine);

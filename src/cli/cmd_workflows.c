@@ -669,29 +669,12 @@ static void workflows_usage(FILE *out) {
                "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n");
 }
 
-/* Index of the subcommand in argv: the first argument that is neither an option nor the value
- * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
- * 0 when there is none. */
-static int find_subcommand(int argc, char **argv) {
-  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
-                                           "--data-dir", "--log-level", "--set"};
-  for (int i = 1; i < argc; i++) {
-    if (argv[i][0] != '-') return i;
-    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
-      if (strcmp(argv[i], with_value[k]) == 0) {
-        i++; /* its value */
-        break;
-      }
-  }
-  return 0;
-}
-
 int tb_cmd_workflows(int argc, char **argv) {
   static const struct {
     const char *name;
     int (*fn)(int, char **);
   } subs[] = {{"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}};
-  int at = find_subcommand(argc, argv);
+  int at = tb_cli_find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */
     for (int i = 1; i < argc; i++)

@@ -225,3 +225,17 @@ int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int
   }
   return n;
 }
+
+int tb_cli_find_subcommand(int argc, char **argv) {
+  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
+                                           "--data-dir", "--log-level", "--set"};
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] != '-') return i;
+    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+      if (strcmp(argv[i], with_value[k]) == 0) {
+        i++; /* its value */
+        break;
+      }
+  }
+  return 0;
+}

@@ -18,6 +18,14 @@
 #include "core/status.h"
 #include "store/crm.h"
 
+/* Returns |s| with the current detail prefixed by |prefix| (copied first: the detail buffer is
+ * the one tb__fail writes). */
+static tb_status refail(tb_status s, const char *prefix) {
+  char detail[1024];
+  snprintf(detail, sizeof(detail), "%s", tb_errdetail());
+  return tb__fail(s, "%s%s", prefix, detail);
+}
+
 /* ------------------------------------------------------------------------------------------------
  * Built-in jobs
  * --------------------------------------------------------------------------------------------- */
@@ -44,8 +52,11 @@ static tb_status payload_duration_us(const job_run_t *r, const char *field, cons
   const char *text = payload_str(r, field, def);
   int64_t ms = 0;
   tb_status s = tb_duration_parse_ms(text, &ms);
-  if (s != TB_OK)
-    return tb__fail(TB_ERR_INVALID, "%s: payload %s: %s", r->task->job, field, tb_errdetail());
+  if (s != TB_OK) {
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s: payload %s: ", r->task->job, field);
+    return refail(TB_ERR_INVALID, prefix);
+  }
   *out = ms * 1000;
   return TB_OK;
 }
@@ -332,12 +343,12 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
                       "--name: '%s' may use only letters, digits, '-', '_' and '.'", t->name);
   tb_cron_t c;
   tb_status s = tb_cron_parse(t->pattern, &c);
-  if (s != TB_OK) return tb__fail(s, "--cron: %s", tb_errdetail());
+  if (s != TB_OK) return refail(s, "--cron: ");
   if (tb_config_tier_index(cfg, t->tier) < 0)
     return tb__fail(TB_ERR_INVALID, "--priority: unknown tier '%s'", t->tier);
   json_t *payload = NULL;
   s = parse_payload(t, &payload);
-  if (s != TB_OK) return tb__fail(s, "--payload: %s", tb_errdetail());
+  if (s != TB_OK) return refail(s, "--payload: ");
   if (!tb_sched_is_job(t->job)) {
     tb_publish_req_t req = {.event = t->job, .payload = payload, .tier = t->tier};
     tb_prepared_t p;
@@ -351,7 +362,7 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
                    "event (tierbus events)",
                    t->job);
     else
-      s = tb__fail(s, "--payload: %s", tb_errdetail());
+      s = refail(s, "--payload: ");
   }
   json_decref(payload);
   return s;
@@ -425,7 +436,7 @@ static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
                           char *result, size_t cap) {
   json_t *payload = NULL;
   tb_status s = parse_payload(t, &payload);
-  if (s != TB_OK) return tb__fail(TB_ERR_INVALID, "%s", tb_errdetail());
+  if (s != TB_OK) return refail(TB_ERR_INVALID, "");
   int j = job_index(t->job);
   if (j >= 0) {
     job_run_t r = {.ctx = ctx, .task = t, .slot_us = slot_us, .payload = payload};
@@ -437,7 +448,7 @@ static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
     s = emit_event(ctx, t->job, tb_sched_tier(ctx->cfg, t), id, payload, 0);
     if (s == TB_OK) snprintf(result, cap, "published %s (id %s)", t->job, id);
     /* An event that no longer encodes (the catalogue changed) cannot succeed on a retry. */
-    if (s == TB_ERR_JSON || s == TB_ERR_UNKNOWN_EVENT) s = tb__fail(TB_ERR_INVALID, "%s", tb_errdetail());
+    if (s == TB_ERR_JSON || s == TB_ERR_UNKNOWN_EVENT) s = refail(TB_ERR_INVALID, "");
   }
   json_decref(payload);
   return s;

@@ -75,7 +75,7 @@ tb_status tb_store_sched_put(tb_store_t *st, const tb_sched_task_t *t) {
   int changes = 0;
   s = exec_done(st, stmt, &changes, "schedule add", t->name);
   if (s == TB_OK && changes == 0)
-    return tb__fail(TB_ERR_INVALID, "schedule add: a task named '%s' already exists", t->name);
+    return tb__fail(TB_ERR_INVALID, "a task named '%s' already exists", t->name);
   return s;
 }
 
