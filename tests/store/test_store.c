@@ -21,7 +21,7 @@
 #include "store/repo.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 5
+#define LATEST_VERSION 6
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -185,7 +185,8 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE enrichment_jobs; DROP TABLE enrichment_batches;"
                     "DROP TABLE enrichment_tracker; DROP TABLE crm_clients;"
                     "DROP TABLE crm_deliverables; DROP TABLE crm_business_plans;"
-                    "DROP TABLE crm_activity; PRAGMA user_version = 1");
+                    "DROP TABLE crm_activity; DROP TABLE sched_tasks; DROP TABLE sched_runs;"
+                    "PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
   raw_exec(f->path, "CREATE TABLE priority_audit(x)");
