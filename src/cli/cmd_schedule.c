@@ -36,9 +36,8 @@ static int open_store(tb_cli_t *cli) {
 
 /* Parses options that are only the common ones plus --help, leaving one NAME argument. */
 static int one_name(tb_cli_t *cli, int argc, char **argv, const char **name) {
-  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
-                                       {"help", no_argument, NULL, 'h'},
-                                       {0}};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(cli, c, optarg)) continue;
@@ -81,10 +80,10 @@ static int list_row(void *arg, const tb_sched_task_t *t) {
     json_t *payload = json_loads(t->payload, 0, NULL);
     json_array_append_new(
         l->arr,
-        json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:s, s:i, s:o, s:o}",
-                  "name", t->name, "pattern", t->pattern, "cron", expanded ? expanded : t->pattern,
-                  "event", t->job, "payload", payload ? payload : json_object(), "enabled",
-                  t->enabled, "priority", t->tier, "description", t->description, "catch_up",
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:s, s:i, s:o, s:o}", "name",
+                  t->name, "pattern", t->pattern, "cron", expanded ? expanded : t->pattern, "event",
+                  t->job, "payload", payload ? payload : json_object(), "enabled", t->enabled,
+                  "priority", t->tier, "description", t->description, "catch_up",
                   t->catch_up_once ? "once" : "skip", "next_us",
                   next_us ? json_integer(next_us) : json_null(), "status", t->status,
                   "failure_count", t->failure_count, "last_error",
@@ -171,11 +170,21 @@ static int cmd_add(int argc, char **argv) {
   while (rc == TB_EXIT_OK && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     switch (c) {
-    case O_NAME: rc = copy_opt(&cli, "--name", optarg, t->name, sizeof(t->name)); break;
-    case O_CRON: rc = copy_opt(&cli, "--cron", optarg, t->pattern, sizeof(t->pattern)); break;
-    case O_EVENT: rc = copy_opt(&cli, "--event", optarg, t->job, sizeof(t->job)); break;
-    case O_PAYLOAD: rc = copy_opt(&cli, "--payload", optarg, t->payload, sizeof(t->payload)); break;
-    case O_PRIO: prio = optarg; break;
+    case O_NAME:
+      rc = copy_opt(&cli, "--name", optarg, t->name, sizeof(t->name));
+      break;
+    case O_CRON:
+      rc = copy_opt(&cli, "--cron", optarg, t->pattern, sizeof(t->pattern));
+      break;
+    case O_EVENT:
+      rc = copy_opt(&cli, "--event", optarg, t->job, sizeof(t->job));
+      break;
+    case O_PAYLOAD:
+      rc = copy_opt(&cli, "--payload", optarg, t->payload, sizeof(t->payload));
+      break;
+    case O_PRIO:
+      prio = optarg;
+      break;
     case O_DESC:
       rc = copy_opt(&cli, "--description", optarg, t->description, sizeof(t->description));
       break;
@@ -184,22 +193,31 @@ static int cmd_add(int argc, char **argv) {
         rc = tb_cli_usage_error(&cli, "--catch-up: expected skip or once, got '%s'", optarg);
       t->catch_up_once = strcmp(optarg, "once") == 0;
       break;
-    case O_OFF: t->enabled = 0; break;
-    case 'h': free(t); return schedule_usage(stdout), TB_EXIT_OK;
-    default: free(t); return schedule_usage(stderr), TB_EXIT_USAGE;
+    case O_OFF:
+      t->enabled = 0;
+      break;
+    case 'h':
+      free(t);
+      return schedule_usage(stdout), TB_EXIT_OK;
+    default:
+      free(t);
+      return schedule_usage(stderr), TB_EXIT_USAGE;
     }
   }
   if (rc == TB_EXIT_OK && optind < argc)
     rc = tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   if (rc == TB_EXIT_OK && (!t->name[0] || !t->pattern[0] || !t->job[0]))
     rc = tb_cli_usage_error(&cli, "missing %s (--name, --cron and --event are required)",
-                            !t->name[0] ? "--name" : !t->pattern[0] ? "--cron" : "--event");
+                            !t->name[0]      ? "--name"
+                            : !t->pattern[0] ? "--cron"
+                                             : "--event");
   if (rc == TB_EXIT_OK) rc = tb_cli_load(&cli);
   if (rc == TB_EXIT_OK) {
     /* Default priority: NORMAL, seed 001's JOB_PRIORITY for automated work. */
-    const char *tier = prio ? prio : tb_config_tier_index(&cli.cfg, "normal") >= 0
-                                         ? "normal"
-                                         : cli.cfg.tiers[cli.cfg.n_tiers - 1].name;
+    const char *tier = prio ? prio
+                       : tb_config_tier_index(&cli.cfg, "normal") >= 0
+                           ? "normal"
+                           : cli.cfg.tiers[cli.cfg.n_tiers - 1].name;
     rc = copy_opt(&cli, "--priority", tier, t->tier, sizeof(t->tier));
   }
   if (rc == TB_EXIT_OK && tb_sched_check(&cli.cfg, cli.cat, t) != TB_OK)
@@ -239,8 +257,8 @@ static int change(int argc, char **argv, const char *prog, int enable) {
     tb_status st = enable < 0 ? tb_store_sched_remove(cli.store, name)
                               : tb_store_sched_enable(cli.store, name, enable, tb_wall_us());
     if (st != TB_OK) {
-      fprintf(stderr, "%s: %s%s\n", cli.prog, st == TB_ERR_NOT_FOUND ? "" : "error: ",
-              tb_errdetail());
+      fprintf(stderr, "%s: %s%s\n", cli.prog,
+              st == TB_ERR_NOT_FOUND ? "" : "error: ", tb_errdetail());
       rc = TB_EXIT_FAIL;
     } else {
       printf("%s %s\n", enable < 0 ? "removed" : enable ? "enabled" : "disabled", name);
@@ -271,8 +289,8 @@ static int cmd_run(int argc, char **argv) {
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   tb_sched_task_t *t = malloc(sizeof(*t));
   int found = 0;
-  tb_status st = t ? tb_store_sched_get(cli.store, name, t, &found)
-                   : tb__fail(TB_ERR_NOMEM, "task %s", name);
+  tb_status st =
+      t ? tb_store_sched_get(cli.store, name, t, &found) : tb__fail(TB_ERR_NOMEM, "task %s", name);
   free(t);
   tb_sched_outcome_t out = {0};
   if (st == TB_OK && !found) {

@@ -83,8 +83,8 @@ static tb_status parse_item(const char *text, int f, const char *item, uint64_t 
     a = number(&p);
     if (a < 0) return tb__fail(TB_ERR_INVALID, "cron '%s': %s: bad value '%s'", text, fname, item);
     if (a < lo || a > hi)
-      return tb__fail(TB_ERR_INVALID, "cron '%s': %s: value '%ld' is outside %d-%d", text, fname,
-                      a, lo, hi);
+      return tb__fail(TB_ERR_INVALID, "cron '%s': %s: value '%ld' is outside %d-%d", text, fname, a,
+                      lo, hi);
     b = a;
     if (*p == '-') {
       p++;
@@ -92,8 +92,8 @@ static tb_status parse_item(const char *text, int f, const char *item, uint64_t 
       if (b < 0)
         return tb__fail(TB_ERR_INVALID, "cron '%s': %s: bad range '%s'", text, fname, item);
       if (b < lo || b > hi)
-        return tb__fail(TB_ERR_INVALID, "cron '%s': %s: value '%ld' is outside %d-%d", text,
-                        fname, b, lo, hi);
+        return tb__fail(TB_ERR_INVALID, "cron '%s': %s: value '%ld' is outside %d-%d", text, fname,
+                        b, lo, hi);
       if (b < a)
         return tb__fail(TB_ERR_INVALID, "cron '%s': %s: range '%s' runs backwards", text, fname,
                         item);
@@ -103,12 +103,13 @@ static tb_status parse_item(const char *text, int f, const char *item, uint64_t 
     p++;
     step = number(&p);
     if (step < 1 || step > hi)
-      return tb__fail(TB_ERR_INVALID, "cron '%s': %s: step in '%s' must be 1-%d", text, fname,
-                      item, hi);
+      return tb__fail(TB_ERR_INVALID, "cron '%s': %s: step in '%s' must be 1-%d", text, fname, item,
+                      hi);
     /* "a/n" means a, a+n, ... up to the field's end, as in Vixie cron. */
     if (item[0] != '*' && strchr(item, '-') == NULL) b = hi;
   }
-  if (*p != '\0') return tb__fail(TB_ERR_INVALID, "cron '%s': %s: bad value '%s'", text, fname, item);
+  if (*p != '\0')
+    return tb__fail(TB_ERR_INVALID, "cron '%s': %s: bad value '%s'", text, fname, item);
   for (long v = a; v <= b; v += step) *bits |= (uint64_t)1 << (f == 4 && v == 7 ? 0 : v);
   return TB_OK;
 }
@@ -118,8 +119,8 @@ static tb_status parse_field(const char *text, int f, char *tok, uint64_t *bits)
   *bits = 0;
   char *save = NULL;
   if (tok[0] == ',' || tok[strlen(tok) - 1] == ',' || strstr(tok, ",,") != NULL)
-    return tb__fail(TB_ERR_INVALID, "cron '%s': %s: empty list item in '%s'", text,
-                    fields[f].name, tok);
+    return tb__fail(TB_ERR_INVALID, "cron '%s': %s: empty list item in '%s'", text, fields[f].name,
+                    tok);
   for (char *item = strtok_r(tok, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
     tb_status s = parse_item(text, f, item, bits);
     if (s != TB_OK) return s;

@@ -179,8 +179,8 @@ static tb_status job_backup(job_run_t *r) {
   int removed = 0;
   if (s == TB_OK) s = rotate_backups(dir, r->ctx->cfg->backup_keep, &removed);
   if (s == TB_OK)
-    snprintf(r->result, sizeof(r->result), "backup %.400s; removed %d older (keep %d)", path, removed,
-             r->ctx->cfg->backup_keep);
+    snprintf(r->result, sizeof(r->result), "backup %.400s; removed %d older (keep %d)", path,
+             removed, r->ctx->cfg->backup_keep);
   return s;
 }
 
@@ -339,8 +339,8 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
   for (const char *c = t->name; *c; c++)
     if (!(*c == '-' || *c == '_' || *c == '.' || (*c >= 'a' && *c <= 'z') ||
           (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9')))
-      return tb__fail(TB_ERR_INVALID,
-                      "--name: '%s' may use only letters, digits, '-', '_' and '.'", t->name);
+      return tb__fail(TB_ERR_INVALID, "--name: '%s' may use only letters, digits, '-', '_' and '.'",
+                      t->name);
   tb_cron_t c;
   tb_status s = tb_cron_parse(t->pattern, &c);
   if (s != TB_OK) return refail(s, "--cron: ");
@@ -404,8 +404,8 @@ void tb_sched_msg_id(const char *task, int64_t slot_us, int attempt, char *buf, 
 
 /* The scheduled-task payload. Caller frees with json_decref(); NULL on out-of-memory. */
 static json_t *slot_payload(const char *task, int64_t slot_us, int attempt, const char *trigger) {
-  return json_pack("{s:s, s:I, s:i, s:s}", "task", task, "slot_us", (json_int_t)slot_us,
-                   "attempt", attempt, "trigger", trigger);
+  return json_pack("{s:s, s:I, s:i, s:s}", "task", task, "slot_us", (json_int_t)slot_us, "attempt",
+                   attempt, "trigger", trigger);
 }
 
 tb_status tb_sched_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
@@ -524,8 +524,8 @@ tb_status tb_sched_handle(const tb_handler_ctx_t *ctx) {
   if (m->task == NULL || m->task[0] == '\0')
     return tb__fail(TB_ERR_INVALID, "scheduled-task: no task name");
   if (m->attempt > TB_SCHED_RETRIES + 1)
-    return tb__fail(TB_ERR_INVALID, "scheduled-task %s: attempt %u is past the %d retries",
-                    m->task, m->attempt, TB_SCHED_RETRIES);
+    return tb__fail(TB_ERR_INVALID, "scheduled-task %s: attempt %u is past the %d retries", m->task,
+                    m->attempt, TB_SCHED_RETRIES);
   tb_sched_outcome_t out;
   return tb_sched_execute(ctx, m->task, m->slot_us, m->attempt ? (int)m->attempt : 1,
                           m->trigger && m->trigger[0] ? m->trigger : "cron", 1, &out);

@@ -102,8 +102,8 @@ tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
     char when[32];
     tb_cron_format_utc(slot, when, sizeof(when));
     if (a == TB_SCHED_SKIP) {
-      TB_LOG(TB_LOG_INFO, "scheduler", "task %s: missed slot %s skipped (catch-up: skip)",
-             t->name, when);
+      TB_LOG(TB_LOG_INFO, "scheduler", "task %s: missed slot %s skipped (catch-up: skip)", t->name,
+             when);
       st = tb_store_sched_advance(s->store, t->name, slot, NULL);
       continue;
     }

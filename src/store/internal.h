@@ -246,20 +246,22 @@
   X(CRM_ACTIVITY_ADD, "INSERT INTO crm_activity(client_id, kind, description, user_id, "           \
                       "workflow_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                        \
   X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
-                       "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                    \
+                       "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                       \
   X(CRM_DELIV_OPEN_DUE, "SELECT client_id, month, status, due_us, deliverable_id, title "          \
                         "FROM crm_deliverables WHERE status IN ('scheduled', 'generated', "        \
                         "'overdue') AND due_us > 0 AND due_us < ?1 ORDER BY due_us, client_id")    \
-  X(SCHED_PUT, "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, " \
-               "catch_up, last_slot_us, created_us, updated_us) "                                  \
-               "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT(name) DO NOTHING") \
+  X(SCHED_PUT,                                                                                     \
+    "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, "            \
+    "catch_up, last_slot_us, created_us, updated_us) "                                             \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT(name) DO NOTHING")           \
   X(SCHED_GET, "SELECT " TB__SCHED_COLS " FROM sched_tasks WHERE name = ?1")                       \
   X(SCHED_LIST, "SELECT " TB__SCHED_COLS " FROM sched_tasks ORDER BY name")                        \
   X(SCHED_REMOVE, "DELETE FROM sched_tasks WHERE name = ?1")                                       \
   X(SCHED_ENABLE, "UPDATE sched_tasks SET last_slot_us = CASE WHEN ?2 = 1 AND enabled = 0 "        \
                   "THEN max(last_slot_us, ?3) ELSE last_slot_us END, enabled = ?2, "               \
                   "updated_us = ?3 WHERE name = ?1")                                               \
-  X(SCHED_ADVANCE, "UPDATE sched_tasks SET last_slot_us = ?2 WHERE name = ?1 AND last_slot_us < ?2") \
+  X(SCHED_ADVANCE,                                                                                 \
+    "UPDATE sched_tasks SET last_slot_us = ?2 WHERE name = ?1 AND last_slot_us < ?2")              \
   X(SCHED_CLAIM, "INSERT INTO sched_runs(task, slot_us, trigger, attempts, status, started_us) "   \
                  "VALUES(?1, ?2, ?3, 1, 'running', ?4) ON CONFLICT(task, slot_us) DO NOTHING")     \
   X(SCHED_RECLAIM, "UPDATE sched_runs SET attempts = ?3, status = 'running' WHERE task = ?1 AND "  \

@@ -58,8 +58,7 @@ tb_status tb_store_sched_put(tb_store_t *st, const tb_sched_task_t *t) {
   tb_status s = check_name("schedule add", t->name);
   if (s != TB_OK) return s;
   if (t->pattern[0] == '\0' || t->job[0] == '\0' || t->tier[0] == '\0')
-    return tb__fail(TB_ERR_INVALID, "schedule add %s: pattern, job and tier are required",
-                    t->name);
+    return tb__fail(TB_ERR_INVALID, "schedule add %s: pattern, job and tier are required", t->name);
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_SCHED_PUT);
   int64_t now = tb_wall_us();
   sqlite3_bind_text(stmt, 1, t->name, -1, SQLITE_STATIC);

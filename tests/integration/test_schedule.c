@@ -108,8 +108,9 @@ static void test_two_schedulers_one_run(void **state) {
   /* Each published unless it saw the other's recorded slot first; the stream holds one copy. */
   assert_true(fired >= 1 && fired <= 2);
   assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT last_slot_us = %lld FROM sched_tasks "
-                                   "WHERE name = 'sync-r1'",
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT last_slot_us = %lld FROM sched_tasks "
+                                "WHERE name = 'sync-r1'",
                                 (long long)slot),
                    1);
   /* A third pass at the same time finds nothing due. */
@@ -153,8 +154,9 @@ static void test_two_schedulers_one_run(void **state) {
                                    "'capture/repository.sync'"),
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs WHERE task = 'sync-r1'"), 1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs WHERE task = 'sync-r1' AND "
-                                   "slot_us = %lld AND status = 'ok' AND attempts = 1",
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT count(*) FROM sched_runs WHERE task = 'sync-r1' AND "
+                                "slot_us = %lld AND status = 'ok' AND attempts = 1",
                                 (long long)slot),
                    1);
   assert_int_equal(tb_h_child_term(&w, 10000), 0);
@@ -171,8 +173,8 @@ static void test_missed_slots_after_downtime(void **state) {
   char pattern[32];
   snprintf(pattern, sizeof(pattern), "%d * * * *", (int)((now / 60000000 + 50) % 60));
   TB("schedule", "add", "--name", "hourly-once", "--cron", pattern, "--event",
-     "capture/repository.sync", "--payload", "{\"repository_id\":\"r-once\"}", "--catch-up",
-     "once", "--priority", "normal");
+     "capture/repository.sync", "--payload", "{\"repository_id\":\"r-once\"}", "--catch-up", "once",
+     "--priority", "normal");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   TB("schedule", "add", "--name", "hourly-skip", "--cron", pattern, "--event",
@@ -187,7 +189,8 @@ static void test_missed_slots_after_downtime(void **state) {
   assert_true(latest <= now && now - latest >= 9LL * 60 * 1000000);
   /* Both were last fired three hours ago: three slots were missed while "down". */
   char sql[256];
-  snprintf(sql, sizeof(sql), "UPDATE sched_tasks SET last_slot_us = %lld WHERE name LIKE 'hourly-%%'",
+  snprintf(sql, sizeof(sql),
+           "UPDATE sched_tasks SET last_slot_us = %lld WHERE name LIKE 'hourly-%%'",
            (long long)(latest - 3 * hour));
   sql_exec(h, sql);
 
@@ -205,8 +208,9 @@ static void test_missed_slots_after_downtime(void **state) {
   tb_h_sleep_ms(2500); /* two more scheduler passes */
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs WHERE task = 'hourly-once'"),
                    1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs WHERE task = 'hourly-once' "
-                                   "AND slot_us = %lld AND trigger = 'catch-up'",
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT count(*) FROM sched_runs WHERE task = 'hourly-once' "
+                                "AND slot_us = %lld AND trigger = 'catch-up'",
                                 (long long)latest),
                    1);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs WHERE task = 'hourly-skip'"),
@@ -214,8 +218,9 @@ static void test_missed_slots_after_downtime(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE event_type = "
                                    "'capture/repository.sync'"),
                    1);
-  assert_int_equal(tb_h_sql_int(h, "SELECT last_slot_us = %lld FROM sched_tasks "
-                                   "WHERE name = 'hourly-once'",
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT last_slot_us = %lld FROM sched_tasks "
+                                "WHERE name = 'hourly-once'",
                                 (long long)latest),
                    1);
   assert_int_equal(tb_h_child_term(&w, 10000), 0);
@@ -247,25 +252,24 @@ static void test_cli(void **state) {
          "--cron", "61 * * * *", "--event", "BACKUP_DATABASE");
   EXPECT(2, "--cron: cron '0 0 * 13 *': month: value '13' is outside 1-12", "add", "--name", "t",
          "--cron", "0 0 * 13 *", "--event", "BACKUP_DATABASE");
-  EXPECT(2, "--cron: cron '*/0 * * * *': minute: step in '*/0' must be 1-59", "add", "--name",
-         "t", "--cron", "*/0 * * * *", "--event", "BACKUP_DATABASE");
+  EXPECT(2, "--cron: cron '*/0 * * * *': minute: step in '*/0' must be 1-59", "add", "--name", "t",
+         "--cron", "*/0 * * * *", "--event", "BACKUP_DATABASE");
   EXPECT(2, "--cron: cron 'HOURLY': unknown schedule name", "add", "--name", "t", "--cron",
          "HOURLY", "--event", "BACKUP_DATABASE");
   EXPECT(2, "got 4", "add", "--name", "t", "--cron", "0 0 * *", "--event", "BACKUP_DATABASE");
   EXPECT(2, "--event: 'NOPE' is neither a built-in job", "add", "--name", "t", "--cron",
          "EVERY_HOUR", "--event", "NOPE");
   EXPECT(2, "--payload: capture/repository.sync: unknown field 'nope'", "add", "--name", "t",
-         "--cron", "EVERY_HOUR", "--event", "capture/repository.sync", "--payload",
-         "{\"nope\":1}");
-  EXPECT(2, "--payload: task t: payload:", "add", "--name", "t", "--cron", "EVERY_HOUR",
-         "--event", "BACKUP_DATABASE", "--payload", "{bad");
+         "--cron", "EVERY_HOUR", "--event", "capture/repository.sync", "--payload", "{\"nope\":1}");
+  EXPECT(2, "--payload: task t: payload:", "add", "--name", "t", "--cron", "EVERY_HOUR", "--event",
+         "BACKUP_DATABASE", "--payload", "{bad");
   EXPECT(2, "--priority: unknown tier 'urgent'", "add", "--name", "t", "--cron", "EVERY_HOUR",
          "--event", "BACKUP_DATABASE", "--priority", "urgent");
   EXPECT(2, "--catch-up: expected skip or once, got 'always'", "add", "--name", "t", "--cron",
          "EVERY_HOUR", "--event", "BACKUP_DATABASE", "--catch-up", "always");
   EXPECT(2, "missing --name", "add", "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE");
-  EXPECT(2, "--name: 'a b' may use only", "add", "--name", "a b", "--cron", "EVERY_HOUR",
-         "--event", "BACKUP_DATABASE");
+  EXPECT(2, "--name: 'a b' may use only", "add", "--name", "a b", "--cron", "EVERY_HOUR", "--event",
+         "BACKUP_DATABASE");
   EXPECT(2, "a task named 'database-backup' already exists", "add", "--name", "database-backup",
          "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE");
   EXPECT(2, "unknown subcommand 'start'", "start");

@@ -225,8 +225,8 @@ static void test_missed_slot_policies(void **state) {
 
 static void test_slot_runs_once(void **state) {
   world_t *w = *state;
-  add_task(w, "sync", "EVERY_5_MINUTES", "capture/repository.sync",
-           "{\"repository_id\":\"r1\"}", 0, 0);
+  add_task(w, "sync", "EVERY_5_MINUTES", "capture/repository.sync", "{\"repository_id\":\"r1\"}", 0,
+           0);
   clear_outbox(w);
   int64_t slot = at("2026-11-23T10:05:00Z");
   tb_sched_outcome_t o = run(w, "sync", slot, 1, 1);
@@ -370,8 +370,8 @@ static int count_rows(const char *db, const char *sql, char *text, size_t cap) {
   if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
     v = sqlite3_column_int(s, 0);
     if (text != NULL)
-      snprintf(text, cap, "%s", sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0)
-                                                          : "");
+      snprintf(text, cap, "%s",
+               sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0) : "");
   }
   sqlite3_finalize(s);
   sqlite3_close(h);
@@ -423,9 +423,8 @@ static void test_backup_keeps_last_n(void **state) {
     snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
     count_rows(path, "PRAGMA integrity_check", text, sizeof(text));
     assert_string_equal(text, "ok");
-    assert_int_equal(count_rows(path, "SELECT count(*) FROM sched_tasks WHERE name = 'marker'",
-                                NULL, 0),
-                     1);
+    assert_int_equal(
+        count_rows(path, "SELECT count(*) FROM sched_tasks WHERE name = 'marker'", NULL, 0), 1);
     assert_int_equal(count_rows(path, "PRAGMA user_version", NULL, 0),
                      tb_store_schema_version(w->st));
   }
@@ -523,8 +522,10 @@ static void test_cleanup_old_jobs(void **state) {
   assert_string_equal(o.detail, "removed 2 finished workflow runs and 0 scheduled runs older "
                                 "than 30d");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
-  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows WHERE id IN ('recent', "
-                                     "'old-running')", NULL, 0),
+  assert_int_equal(count_rows(w->db,
+                              "SELECT count(*) FROM workflows WHERE id IN ('recent', "
+                              "'old-running')",
+                              NULL, 0),
                    2);
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflow_history", NULL, 0), 1);
 }
