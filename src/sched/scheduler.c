@@ -14,7 +14,7 @@
 #include "sched/sched.h"
 #include "store/sched.h"
 
-/* Pass interval: a slot fires at most this late (plus the publish). */
+/* Pass interval, aligned to the wall clock's seconds. */
 #define TICK_MS 1000
 
 struct tb_scheduler {
@@ -132,8 +132,11 @@ static void *scheduler_main(void *arg) {
     pthread_mutex_unlock(&s->mu);
     tb_status st = tb_scheduler_tick(s, tb_wall_us(), NULL);
     if (st != TB_OK) TB_LOG(TB_LOG_WARN, "scheduler", "pass failed: %s", tb_errdetail());
+    /* Wake just after the next whole second of the wall clock: slots are whole minutes, so a
+     * pass then finds a slot within milliseconds of its time instead of up to a tick later. */
+    int64_t wait_ms = TICK_MS - tb_wall_us() / 1000 % TICK_MS + 2;
     pthread_mutex_lock(&s->mu);
-    if (!s->stop) tb_cond_wait_ms(&s->cv, &s->mu, TICK_MS);
+    if (!s->stop) tb_cond_wait_ms(&s->cv, &s->mu, wait_ms);
   }
   pthread_mutex_unlock(&s->mu);
   return NULL;
