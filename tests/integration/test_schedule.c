@@ -2,7 +2,8 @@
  * threads, each with its own NATS connection and SQLite connection) fire the same slot: the
  * stream keeps one message and a worker runs the slot once, even when a second copy arrives under
  * another message id. After downtime a worker's scheduler fires the latest missed slot of a
- * catch-up "once" task exactly once and skips that of a "skip" task. `tierbus schedule` refuses
+ * catch-up "once" task exactly once and skips that of a "skip" task; with `scheduler: false` it
+ * fires nothing. `tierbus schedule` refuses
  * bad input with exit 2 naming the field and value, and `schedule run` backs the database up. */
 #include <pthread.h>
 #include <stdio.h>
@@ -193,6 +194,18 @@ static void test_missed_slots_after_downtime(void **state) {
            "UPDATE sched_tasks SET last_slot_us = %lld WHERE name LIKE 'hourly-%%'",
            (long long)(latest - 3 * hour));
   sql_exec(h, sql);
+
+  /* With the scheduler switched off in config, a worker fires nothing. */
+  tb_h_child_t off;
+  tb_assert_ok(tb_h_spawn(h, &off, "worker-off", "worker", "--set", "scheduler=false", NULL));
+  tb_h_sleep_ms(2500);
+  assert_int_equal(tb_h_child_term(&off, 10000), 0);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_runs"), 0);
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT count(*) FROM sched_tasks WHERE name LIKE 'hourly-%%' "
+                                "AND last_slot_us = %lld",
+                                (long long)(latest - 3 * hour)),
+                   2);
 
   tb_h_child_t w;
   tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", NULL));
