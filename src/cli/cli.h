@@ -5,6 +5,7 @@
 #define TB_CLI_CLI_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include <signal.h>
 
 #include "bus/bus.h"
@@ -83,10 +84,19 @@ void tb_cli_trap_signals(void);
  * printing an error naming the bad entry. */
 int tb_cli_parse_tiers(tb_cli_t *cli, const char *tiers, const char *preset, int *out);
 
-/* Index of the subcommand in argv: the first argument that is neither an option nor the value
- * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
- * 0 when there is none. */
-int tb_cli_find_subcommand(int argc, char **argv);
+/* One subcommand of a command that has them (workflows, schedule). */
+typedef struct tb_cli_sub {
+  const char *name;
+  int (*fn)(int argc, char **argv); /* argv[0] is the subcommand */
+} tb_cli_sub_t;
+
+/* Runs the subcommand named in argv (the first argument that is neither an option nor the value
+ * of a common option, so `tierbus workflows --db X list` works like `... list --db X`), passing
+ * it the other arguments in their order. `help`, or --help with no subcommand, prints |usage| to
+ * stdout (exit 0); no subcommand prints it to stderr, and an unknown one prints
+ * "PROG: unknown subcommand 'X' (a, b, c)" (both exit 2). */
+int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
+                          int n_subs, void (*usage)(FILE *out));
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
