@@ -275,24 +275,26 @@ static tb_status job_client_metrics(job_run_t *r) {
                                   "defined yet (seed 001 lists them as pending)");
 }
 
-/* X(job type, function, what it does): the built-in jobs, named as seed 001's job types. */
+/* X(job type, function, payload fields it reads (durations marked ~), what it does): the
+ * built-in jobs, named as seed 001's job types. */
 #define JOBS(X)                                                                                    \
-  X("CLEANUP_FILES", job_cleanup_files,                                                            \
+  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age",                                            \
     "remove files in <data_dir>/<dir> (default tmp) older than max_age (default 24h)")             \
-  X("BACKUP_DATABASE", job_backup,                                                                 \
+  X("BACKUP_DATABASE", job_backup, "dir",                                                          \
     "online SQLite backup to <data_dir>/backups, keeping the newest backup_keep")                  \
-  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs,                                                      \
+  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than",                                       \
     "delete workflow runs and scheduled runs finished more than older_than (30d) ago")             \
-  X("SEND_REMINDER_EMAILS", job_reminders,                                                         \
+  X("SEND_REMINDER_EMAILS", job_reminders, "",                                                     \
     "publish DELIVERABLE_OVERDUE for every past-due deliverable (client journey)")                 \
-  X("UPDATE_CLIENT_METRICS", job_client_metrics, "not defined yet (seed 001: metrics pending)")
+  X("UPDATE_CLIENT_METRICS", job_client_metrics, "", "not defined yet (seed 001: metrics pending)")
 
 static const struct {
   const char *job;
   tb_status (*fn)(job_run_t *r);
+  const char *fields;
   const char *what;
 } jobs[] = {
-#define ROW(j, f, w) {j, f, w},
+#define ROW(j, f, p, w) {j, f, p, w},
     JOBS(ROW)
 #undef ROW
 };
@@ -333,6 +335,45 @@ static tb_status parse_payload(const tb_sched_task_t *t, json_t **out) {
   return TB_OK;
 }
 
+/* Checks a built-in job's payload: only the fields it reads, strings, durations that parse, a dir
+ * inside data_dir. */
+static tb_status check_job_payload(int j, json_t *payload) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(payload, key, v) {
+    char want[64], tilde[64];
+    snprintf(want, sizeof(want), " %s ", key);
+    snprintf(tilde, sizeof(tilde), " ~%s ", key);
+    char fields[128];
+    snprintf(fields, sizeof(fields), " %s ", jobs[j].fields);
+    int is_duration = strstr(fields, tilde) != NULL;
+    if (strstr(fields, want) == NULL && !is_duration) {
+      char shown[128]; /* the field list without the duration marks, comma-separated */
+      size_t n = 0;
+      for (const char *c = jobs[j].fields; *c && n + 3 < sizeof(shown); c++) {
+        if (*c == ' ') shown[n++] = ',';
+        if (*c != '~') shown[n++] = *c;
+      }
+      shown[n] = '\0';
+      return tb__fail(TB_ERR_JSON, "--payload: %s takes %s%s, not '%s'", jobs[j].job,
+                      n ? "only the fields " : "no fields", shown, key);
+    }
+    const char *text = json_string_value(v);
+    if (text == NULL)
+      return tb__fail(TB_ERR_JSON, "--payload: %s: field '%s' must be a string", jobs[j].job, key);
+    int64_t ms;
+    if (is_duration && tb_duration_parse_ms(text, &ms) != TB_OK) {
+      char prefix[128];
+      snprintf(prefix, sizeof(prefix), "--payload: %s: %s: ", jobs[j].job, key);
+      return refail(TB_ERR_JSON, prefix);
+    }
+    if (strcmp(key, "dir") == 0 && (text[0] == '/' || strstr(text, "..") != NULL))
+      return tb__fail(TB_ERR_JSON, "--payload: %s: dir '%s' must be a path inside data_dir",
+                      jobs[j].job, text);
+  }
+  return TB_OK;
+}
+
 tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
                          const tb_sched_task_t *t) {
   if (t->name[0] == '\0') return tb__fail(TB_ERR_INVALID, "--name: a task needs a name");
@@ -349,7 +390,10 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
   json_t *payload = NULL;
   s = parse_payload(t, &payload);
   if (s != TB_OK) return refail(s, "--payload: ");
-  if (!tb_sched_is_job(t->job)) {
+  int j = job_index(t->job);
+  if (j >= 0) {
+    s = check_job_payload(j, payload);
+  } else {
     tb_publish_req_t req = {.event = t->job, .payload = payload, .tier = t->tier};
     tb_prepared_t p;
     s = tb_publish_prepare(cfg, cat, &req, &p);

@@ -27,6 +27,7 @@ struct tb_scheduler {
   pthread_mutex_t mu;
   pthread_cond_t cv; /* CLOCK_MONOTONIC */
   int stop;          /* under mu */
+  int failing;       /* the last pass could not publish: log the outage once, not every second */
 };
 
 tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
@@ -84,7 +85,7 @@ static tb_status publish_slot(tb_scheduler_t *s, const tb_sched_task_t *t, int64
 
 tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
   task_list_t l = {0};
-  int n_fired = 0;
+  int n_fired = 0, n_failed = 0;
   tb_status st = tb_store_sched_list(s->store, collect, &l);
   if (st == TB_OK && l.oom) st = tb__fail(TB_ERR_NOMEM, "scheduler: task list");
   for (int i = 0; st == TB_OK && i < l.n; i++) {
@@ -110,8 +111,10 @@ tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
     int dup = 0;
     tb_status ps = publish_slot(s, t, slot, a == TB_SCHED_CATCH_UP ? "catch-up" : "cron", &dup);
     if (ps != TB_OK) {
-      TB_LOG(TB_LOG_WARN, "scheduler", "task %s: slot %s not published, retrying next pass: %s",
-             t->name, when, tb_errdetail());
+      if (!s->failing)
+        TB_LOG(TB_LOG_WARN, "scheduler", "task %s: slot %s not published, retrying every pass: %s",
+               t->name, when, tb_errdetail());
+      n_failed++;
       continue;
     }
     n_fired++;
@@ -121,6 +124,9 @@ tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
     st = tb_store_sched_advance(s->store, t->name, slot, NULL);
   }
   free(l.items);
+  if (s->failing && n_failed == 0 && st == TB_OK)
+    TB_LOG(TB_LOG_INFO, "scheduler", "publishing again");
+  if (st == TB_OK) s->failing = n_failed > 0;
   if (fired != NULL) *fired = n_fired;
   return st;
 }

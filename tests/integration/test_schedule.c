@@ -276,6 +276,14 @@ static void test_cli(void **state) {
          "--cron", "EVERY_HOUR", "--event", "capture/repository.sync", "--payload", "{\"nope\":1}");
   EXPECT(2, "--payload: task t: payload:", "add", "--name", "t", "--cron", "EVERY_HOUR", "--event",
          "BACKUP_DATABASE", "--payload", "{bad");
+  EXPECT(2, "--payload: CLEANUP_FILES takes only the fields dir, max_age, not 'foo'", "add",
+         "--name", "t", "--cron", "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload",
+         "{\"foo\":\"1\"}");
+  EXPECT(2, "--payload: CLEANUP_FILES: max_age: duration '2x'", "add", "--name", "t", "--cron",
+         "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload", "{\"max_age\":\"2x\"}");
+  EXPECT(2, "--payload: BACKUP_DATABASE: dir '/etc' must be a path inside data_dir", "add",
+         "--name", "t", "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE", "--payload",
+         "{\"dir\":\"/etc\"}");
   EXPECT(2, "--priority: unknown tier 'urgent'", "add", "--name", "t", "--cron", "EVERY_HOUR",
          "--event", "BACKUP_DATABASE", "--priority", "urgent");
   EXPECT(2, "--catch-up: expected skip or once, got 'always'", "add", "--name", "t", "--cron",
