@@ -65,7 +65,8 @@ static item_t *make_items(const bench_t *b, long n, const char *tier) {
   size_t n_ev = 0;
   for (size_t k = 0; k < tb_catalogue_count(b->cat) && n_ev < 256; k++) {
     const tb_event_def_t *ev = tb_catalogue_at(b->cat, k);
-    if (strncmp(ev->handler, "workflow.", 9) != 0) evs[n_ev++] = ev;
+    if (strncmp(ev->handler, "workflow.", 9) != 0 && strcmp(ev->handler, "sched.run") != 0)
+      evs[n_ev++] = ev; /* a scheduled-task names a task: the scheduler's own traffic */
   }
   if (n_ev == 0) return NULL;
   item_t *items = calloc((size_t)n, sizeof(*items));

@@ -5,6 +5,7 @@
 #define TB_CLI_CLI_H
 
 #include <getopt.h>
+#include <stdio.h>
 #include <signal.h>
 
 #include <jansson.h>
@@ -112,6 +113,20 @@ typedef int (*tb_cli_ndjson_fn)(tb_cli_t *cli, void *arg, const char *file, int 
 int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
                           const char *noun, size_t *n_out, double *secs_out);
 
+/* One subcommand of a command that has them (workflows, schedule). */
+typedef struct tb_cli_sub {
+  const char *name;
+  int (*fn)(int argc, char **argv); /* argv[0] is the subcommand */
+} tb_cli_sub_t;
+
+/* Runs the subcommand named in argv (the first argument that is neither an option nor the value
+ * of a common option, so `tierbus workflows --db X list` works like `... list --db X`), passing
+ * it the other arguments in their order. `help`, or --help with no subcommand, prints |usage| to
+ * stdout (exit 0); no subcommand prints it to stderr, and an unknown one prints
+ * "PROG: unknown subcommand 'X' (a, b, c)" (both exit 2). */
+int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
+                          int n_subs, void (*usage)(FILE *out));
+
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);
 int tb_cmd_worker(int argc, char **argv);
@@ -125,6 +140,7 @@ int tb_cmd_sim(int argc, char **argv);
 int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
 int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
 int tb_cmd_priority(int argc, char **argv);  /* sync, show, inversions, set (cmd_priority.c) */
+int tb_cmd_schedule(int argc, char **argv);  /* list, add, remove, enable, disable, run */
 
 /* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
  * definition. Borrowed, static. */

@@ -34,10 +34,10 @@ static void *demo_loop(void *arg) {
   int warned = 0;
   while (!dm->stop && !tb_cli_stop) {
     const tb_event_def_t *ev = tb_catalogue_at(dm->cli->cat, n % n_events);
-    /* Continuations and replies are tierbus's own traffic, and a sample execute-workflow names
-     * no registered workflow: the demo sends only what a service would. */
+    /* Continuations, replies and scheduled slots are tierbus's own traffic, and a sample
+     * execute-workflow names no registered workflow: the demo sends only what a service would. */
     if (strcmp(ev->handler, "workflow.step") == 0 || strcmp(ev->handler, "workflow.resume") == 0 ||
-        strcmp(ev->handler, "workflow.start") == 0) {
+        strcmp(ev->handler, "workflow.start") == 0 || strcmp(ev->handler, "sched.run") == 0) {
       n++;
       continue;
     }

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/relay.h"
 #include "workflows/escalation.h"
+#include "sched/scheduler.h"
 
 /* The relay's periodic wake; the engine kicks it after every commit that wrote outbox rows, so
  * this only bounds the delay of retries and of rows left by a previous run. */
@@ -22,6 +23,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_dispatcher_t *disp = NULL;
   tb_relay_t *relay = NULL;
   tb_sweeper_t *sweeper = NULL; /* seed 000: stuck runs are escalated by every worker */
+  tb_scheduler_t *sched = NULL;
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 200);
   if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
   /* The relay first: rows left by a previous run go out before new work adds to them. */
@@ -31,10 +33,17 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   if (st == TB_OK && cli->cfg.escalation_sweep_ms > 0)
     st = tb_sweeper_start(&sweeper, cli->cfg.db_path, &cli->cfg, cli->cat,
                           cli->cfg.escalation_sweep_ms);
+  /* Every worker may run the scheduler: a slot fires once however many do (sched/scheduler.h). */
+  if (st == TB_OK && cli->cfg.scheduler) {
+    st = tb_scheduler_create(&sched, &cli->cfg, cli->cat, cli->cfg.db_path, cli->bus);
+    if (st == TB_OK) st = tb_scheduler_start(sched);
+    if (st != TB_OK) tb_dispatcher_stop(disp);
+  }
   if (st != TB_OK) {
     tb_dispatcher_stop(disp);
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    tb_scheduler_destroy(sched);
     tb_relay_stop(relay);
     tb_engine_destroy(engine);
     return TB_EXIT_FAIL;
@@ -57,6 +66,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
     }
   }
   TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
+  tb_scheduler_destroy(sched); /* first: no new slot is published while the workers wind down */
   int peak = tb_dispatcher_peak_inflight(disp);
   tb_sweeper_stop(sweeper);
   tb_dispatcher_stop(disp);

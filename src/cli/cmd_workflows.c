@@ -766,32 +766,8 @@ static void workflows_usage(FILE *out) {
 }
 
 int tb_cmd_workflows(int argc, char **argv) {
-  static const struct {
-    const char *name;
-    int (*fn)(int, char **);
-  } subs[] = {{"list", cmd_list},
-              {"show", cmd_show},
-              {"runs", cmd_runs},
-              {"cancel", cmd_cancel},
-              {"retry", cmd_retry}};
-  int at = tb_cli_find_subcommand(argc, argv);
-  if (at != 0 && strcmp(argv[at], "help") == 0) return workflows_usage(stdout), TB_EXIT_OK;
-  if (at == 0) { /* a --help before any subcommand is for this level */
-    for (int i = 1; i < argc; i++)
-      if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-        return workflows_usage(stdout), TB_EXIT_OK;
-    return workflows_usage(stderr), TB_EXIT_USAGE;
-  }
-  /* The subcommand becomes argv[0]; the options around it keep their order. */
-  char *sub_argv[argc + 1];
-  int n = 0;
-  sub_argv[n++] = argv[at];
-  for (int i = 1; i < argc; i++)
-    if (i != at) sub_argv[n++] = argv[i];
-  sub_argv[n] = NULL;
-  for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-    if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
-  fprintf(stderr, "tierbus workflows: unknown subcommand '%s' (list, show, runs, cancel, retry)\n",
-          argv[at]);
-  return TB_EXIT_USAGE;
+  static const tb_cli_sub_t subs[] = {
+      {"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}, {"retry", cmd_retry}};
+  return tb_cli_run_subcommand("tierbus workflows", argc, argv, subs,
+                               (int)(sizeof(subs) / sizeof(subs[0])), workflows_usage);
 }

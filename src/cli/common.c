@@ -323,3 +323,45 @@ int tb_cli_find_subcommand(int argc, char **argv) {
   }
   return 0;
 }
+
+/* Index of the subcommand in argv: the first argument that is neither an option nor the value
+ * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
+ * 0 when there is none. */
+static int find_subcommand(int argc, char **argv) {
+  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
+                                           "--data-dir", "--log-level", "--set"};
+  for (int i = 1; i < argc; i++) {
+    if (argv[i][0] != '-') return i;
+    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+      if (strcmp(argv[i], with_value[k]) == 0) {
+        i++; /* its value */
+        break;
+      }
+  }
+  return 0;
+}
+
+int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
+                          int n_subs, void (*usage)(FILE *out)) {
+  int at = find_subcommand(argc, argv);
+  if (at != 0 && strcmp(argv[at], "help") == 0) return usage(stdout), TB_EXIT_OK;
+  if (at == 0) { /* a --help before any subcommand is for this level */
+    for (int i = 1; i < argc; i++)
+      if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+        return usage(stdout), TB_EXIT_OK;
+    return usage(stderr), TB_EXIT_USAGE;
+  }
+  /* The subcommand becomes argv[0]; the options around it keep their order. */
+  char *sub_argv[argc + 1];
+  int n = 0;
+  sub_argv[n++] = argv[at];
+  for (int i = 1; i < argc; i++)
+    if (i != at) sub_argv[n++] = argv[i];
+  sub_argv[n] = NULL;
+  for (int i = 0; i < n_subs; i++)
+    if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
+  fprintf(stderr, "%s: unknown subcommand '%s' (", prog, argv[at]);
+  for (int i = 0; i < n_subs; i++) fprintf(stderr, "%s%s", i ? ", " : "", subs[i].name);
+  fprintf(stderr, ")\n");
+  return TB_EXIT_USAGE;
+}

@@ -18,6 +18,7 @@ static const struct {
     {"workflows", tb_cmd_workflows, "list workflows and activities; show, list or cancel runs"},
     {"trigger", tb_cmd_trigger, "start a workflow with a JSON input (--wait for its result)"},
     {"priority", tb_cmd_priority, "repository priority: sync, show, inversions, set (seed 002)"},
+    {"schedule", tb_cmd_schedule, "cron tasks: list, add, remove, enable, disable, run NAME"},
     {"events", tb_cmd_events, "list the event catalogue with tiers and subjects"},
     {"sim", tb_cmd_sim, "answer commands as the real services would (demo, tests)"},
     {"config", tb_cmd_config, "check the config, or print an example (config example)"},

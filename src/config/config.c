@@ -224,6 +224,38 @@ static const opt_t scalar_opts[] = {
      .def = "1m",
      .help = "How often each worker looks for workflow runs stuck past an escalation rule's\n"
              "'stuck' threshold (seed 000); 0s turns the sweeper off."},
+    {.name = "scheduler",
+     .type = OPT_BOOL,
+     FIELD(tb_config_t, scheduler),
+     .min = 0,
+     .max = 1,
+     .def = "true",
+     .env = "TIERBUS_SCHEDULER",
+     .help = "Run the cron scheduler inside `tierbus worker` and `tierbus dev` (seed 001's\n"
+             "ENABLE_SCHEDULER). Any number of processes may run it: each slot fires once."},
+    {.name = "scheduler_grace",
+     .type = OPT_MS,
+     FIELD(tb_config_t, scheduler_grace_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "1m",
+     .help = "A slot found this late still fires as scheduled; an older one was missed and\n"
+             "follows its task's catch-up policy (skip, or once)."},
+    {.name = "schedule_retry_delay",
+     .type = OPT_MS,
+     FIELD(tb_config_t, schedule_retry_delay_ms),
+     .min = 1,
+     .max = 24 * MS_H,
+     .def = "30s",
+     .help = "Delay before the first retry of a failed scheduled task; each of the 3 retries\n"
+             "waits twice as long as the one before."},
+    {.name = "backup_keep",
+     .type = OPT_INT,
+     FIELD(tb_config_t, backup_keep),
+     .min = 1,
+     .max = 10000,
+     .def = "7",
+     .help = "How many database backups (<data_dir>/backups) the database-backup task keeps."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */

@@ -315,3 +315,28 @@ tb_status tb_store_crm_activity_list(tb_store_t *st, const char *client_id,
   tb__stmt_done(stmt);
   return s;
 }
+
+tb_status tb_store_crm_deliverables_past_due(tb_store_t *st, int64_t now_us,
+                                             int (*fn)(void *arg, const tb_crm_deliverable_t *d),
+                                             void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_CRM_DELIV_OPEN_DUE);
+  sqlite3_bind_int64(stmt, 1, now_us);
+  tb_crm_deliverable_t d;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    memset(&d, 0, sizeof(d));
+    col_copy(stmt, 0, d.client_id, sizeof(d.client_id));
+    d.month = sqlite3_column_int(stmt, 1);
+    col_copy(stmt, 2, d.status, sizeof(d.status));
+    d.due_us = sqlite3_column_int64(stmt, 3);
+    col_copy(stmt, 4, d.deliverable_id, sizeof(d.deliverable_id));
+    col_copy(stmt, 5, d.title, sizeof(d.title));
+    if (fn(arg, &d) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "crm deliverables past due");
+  tb__stmt_done(stmt);
+  return s;
+}

@@ -125,4 +125,12 @@ tb_status tb_store_crm_activity(tb_store_t *st, const char *client_id, const cha
 tb_status tb_store_crm_activity_list(tb_store_t *st, const char *client_id,
                                      int (*fn)(void *arg, const tb_crm_activity_t *a), void *arg);
 
+/* Calls |fn| for each deliverable that is not completed and whose due date is before |now_us|
+ * (scheduled, generated or already overdue), oldest due first; a non-zero return stops the walk.
+ * The row is borrowed for the call; only client_id, month, status, due_us, deliverable_id and
+ * title are filled. For the scheduler's send-reminder-emails. */
+tb_status tb_store_crm_deliverables_past_due(tb_store_t *st, int64_t now_us,
+                                             int (*fn)(void *arg, const tb_crm_deliverable_t *d),
+                                             void *arg);
+
 #endif

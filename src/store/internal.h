@@ -8,6 +8,15 @@
 
 #include "store/store.h"
 
+/* The columns of a scheduled task, in the order store/sched.c reads them. */
+#define TB__SCHED_COLS                                                                             \
+  "name, pattern, job, payload, enabled, tier, description, catch_up, last_slot_us, "              \
+  "failure_count, status, last_error, last_run_us, created_us, updated_us"
+/* Workflow runs that finished before ?1 (cleanup-old-jobs). */
+#define TB__FINISHED_WF                                                                            \
+  "SELECT id FROM workflows WHERE status IN ('completed', 'failed', 'cancelled') "                 \
+  "AND coalesce(finished_us, updated_us) < ?1"
+
 /* X(name, sql): every statement the store runs after open. Transaction control is prepared too,
  * so the hot path never parses SQL. */
 #define TB__STORE_STMTS(X)                                                                         \
@@ -322,7 +331,38 @@
                "WHERE workflow_id = ?1 AND rule = ?2 AND source = 'sweeper'")                      \
   X(ESC_COUNTS, "SELECT rule, count(*) FROM workflow_escalations GROUP BY rule "                   \
                 "ORDER BY count(*) DESC, rule")                                                    \
-  X(OUTBOX_DUE_OF, "SELECT next_attempt_us FROM outbox WHERE msg_id = ?1")
+  X(OUTBOX_DUE_OF, "SELECT next_attempt_us FROM outbox WHERE msg_id = ?1")                        \
+  X(CRM_DELIV_OPEN_DUE, "SELECT client_id, month, status, due_us, deliverable_id, title "          \
+                        "FROM crm_deliverables WHERE status IN ('scheduled', 'generated', "        \
+                        "'overdue') AND due_us > 0 AND due_us < ?1 ORDER BY due_us, client_id")    \
+  X(SCHED_PUT,                                                                                     \
+    "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, "            \
+    "catch_up, last_slot_us, created_us, updated_us) "                                             \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) ON CONFLICT(name) DO NOTHING")           \
+  X(SCHED_GET, "SELECT " TB__SCHED_COLS " FROM sched_tasks WHERE name = ?1")                       \
+  X(SCHED_LIST, "SELECT " TB__SCHED_COLS " FROM sched_tasks ORDER BY name")                        \
+  X(SCHED_REMOVE, "DELETE FROM sched_tasks WHERE name = ?1")                                       \
+  X(SCHED_ENABLE, "UPDATE sched_tasks SET last_slot_us = CASE WHEN ?2 = 1 AND enabled = 0 "        \
+                  "THEN max(last_slot_us, ?3) ELSE last_slot_us END, enabled = ?2, "               \
+                  "updated_us = ?3 WHERE name = ?1")                                               \
+  X(SCHED_ADVANCE,                                                                                 \
+    "UPDATE sched_tasks SET last_slot_us = ?2 WHERE name = ?1 AND last_slot_us < ?2")              \
+  X(SCHED_CLAIM, "INSERT INTO sched_runs(task, slot_us, trigger, attempts, status, started_us) "   \
+                 "VALUES(?1, ?2, ?3, 1, 'running', ?4) ON CONFLICT(task, slot_us) DO NOTHING")     \
+  X(SCHED_RECLAIM, "UPDATE sched_runs SET attempts = ?3, status = 'running' WHERE task = ?1 AND "  \
+                   "slot_us = ?2 AND attempts = ?3 - 1 AND status = 'retrying'")                   \
+  X(SCHED_RUN_END, "UPDATE sched_runs SET status = ?3, result = ?4, error = ?5, finished_us = ?6 " \
+                   "WHERE task = ?1 AND slot_us = ?2")                                             \
+  X(SCHED_TASK_END, "UPDATE sched_tasks SET status = ?2, failure_count = ?3, last_error = ?4, "    \
+                    "last_run_us = ?5, updated_us = ?5 WHERE name = ?1")                           \
+  X(SCHED_RUN_GET, "SELECT trigger, attempts, status, result, error, started_us, finished_us "     \
+                   "FROM sched_runs WHERE task = ?1 AND slot_us = ?2")                             \
+  X(SCHED_PURGE_RUNS, "DELETE FROM sched_runs WHERE status IN ('ok', 'failed') "                   \
+                      "AND finished_us < ?1")                                                      \
+  X(PURGE_WF_HISTORY, "DELETE FROM workflow_history WHERE workflow_id IN (" TB__FINISHED_WF ")")   \
+  X(PURGE_WF_INBOX, "DELETE FROM workflow_inbox WHERE workflow_id IN (" TB__FINISHED_WF ")")       \
+  X(PURGE_WF_WAITS, "DELETE FROM workflow_waits WHERE workflow_id IN (" TB__FINISHED_WF ")")       \
+  X(PURGE_WF, "DELETE FROM workflows WHERE id IN (" TB__FINISHED_WF ")")
 
 typedef enum tb__store_stmt_id {
 #define TB__STMT_ENUM(name, sql) TB__ST_##name,

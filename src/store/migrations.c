@@ -379,9 +379,62 @@ static const char v7_escalation[] =
     "CREATE UNIQUE INDEX workflow_escalations_once ON workflow_escalations(workflow_id, rule)"
     "  WHERE source = 'sweeper';";
 
+/* v8: the scheduler (seed 001). One row per task; last_slot_us is the newest slot already fired
+ * or deliberately skipped (a new task starts at its creation time, so it never "catches up" on
+ * slots from before it existed). sched_runs holds one row per (task, slot): the handler claims it
+ * with an insert that does nothing when the slot already ran, in the transaction of the run, so a
+ * slot fired by several schedulers runs once. The seed's default tasks are created here, once. */
+static const char v8_scheduler[] =
+    "CREATE TABLE sched_tasks("
+    "  name TEXT PRIMARY KEY CHECK(name <> ''),"
+    "  pattern TEXT NOT NULL CHECK(pattern <> ''),"
+    "  job TEXT NOT NULL CHECK(job <> ''),"
+    "  payload TEXT NOT NULL DEFAULT '{}' CHECK(json_valid(payload)"
+    "    AND json_type(payload) = 'object'),"
+    "  enabled INTEGER NOT NULL CHECK(enabled IN (0, 1)),"
+    "  tier TEXT NOT NULL CHECK(tier <> ''),"
+    "  description TEXT NOT NULL DEFAULT '',"
+    "  catch_up TEXT NOT NULL CHECK(catch_up IN ('skip', 'once')),"
+    "  last_slot_us INTEGER NOT NULL,"
+    "  failure_count INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL DEFAULT 'idle' CHECK(status IN ('idle', 'ok', 'retrying', 'failed')),"
+    "  last_error TEXT,"
+    "  last_run_us INTEGER,"
+    "  created_us INTEGER NOT NULL,"
+    "  updated_us INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE sched_runs("
+    "  task TEXT NOT NULL,"
+    "  slot_us INTEGER NOT NULL,"
+    "  trigger TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL CHECK(attempts >= 1),"
+    "  status TEXT NOT NULL CHECK(status IN ('running', 'ok', 'retrying', 'failed')),"
+    "  result TEXT,"
+    "  error TEXT,"
+    "  started_us INTEGER NOT NULL,"
+    "  finished_us INTEGER,"
+    "  PRIMARY KEY(task, slot_us)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, catch_up,"
+    "  last_slot_us, created_us, updated_us) "
+    "SELECT t.column1, t.column2, t.column3, t.column4, t.column5, t.column6, t.column7,"
+    "  t.column8, n.now, n.now, n.now FROM (VALUES"
+    "  ('cleanup-temp-files', 'DAILY_AT_2AM', 'CLEANUP_FILES',"
+    "   '{\"dir\":\"tmp\",\"max_age\":\"24h\"}', 1, 'background',"
+    "   'Clean up temporary files and old uploads', 'skip'),"
+    "  ('database-backup', 'DAILY_AT_MIDNIGHT', 'BACKUP_DATABASE', '{}', 1, 'low',"
+    "   'Create automated database backup', 'once'),"
+    "  ('cleanup-old-jobs', 'WEEKLY_SUNDAY', 'CLEANUP_OLD_JOBS', '{\"older_than\":\"30d\"}', 1,"
+    "   'background', 'Remove completed jobs older than 30 days', 'once'),"
+    "  ('send-reminder-emails', 'DAILY_AT_NOON', 'SEND_REMINDER_EMAILS', '{}', 1, 'normal',"
+    "   'Send reminder emails for overdue deliverables', 'once'),"
+    "  ('update-client-metrics', 'EVERY_6_HOURS', 'UPDATE_CLIENT_METRICS', '{}', 0, 'low',"
+    "   'Update client engagement metrics', 'skip')) AS t,"
+    "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n;";
+
 static const char *const migrations[] = {v1_engine,    v2_repo_priority,  v3_outbox,
                                          v4_workflows, v5_seed_workflows, v6_priority_sync,
-                                         v7_escalation};
+                                         v7_escalation, v8_scheduler};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include "sched/sched.h"
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
 
@@ -15,7 +16,8 @@
   X("workflow.step", tb__handle_wf_step)                                                           \
   X("workflow.resume", tb__handle_wf_resume)                                                       \
   X("workflow.start", tb__handle_wf_start)                                                         \
-  X("workflow.trigger", tb__handle_wf_trigger)
+  X("workflow.trigger", tb__handle_wf_trigger)                                                     \
+  X("sched.run", tb_sched_handle)
 
 static const tb_handler_fn fns[] = {
 #define FN(name, fn) fn,

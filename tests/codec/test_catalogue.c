@@ -313,6 +313,8 @@ static void test_handlers(void **state) {
       assert_string_equal(d->handler, "workflow.start");
     else if (strcmp(d->name, "workflow-step") == 0)
       assert_string_equal(d->handler, "workflow.step");
+    else if (strcmp(d->name, "scheduled-task") == 0)
+      assert_string_equal(d->handler, "sched.run");
     else
       assert_string_equal(d->handler, "activity");
   }

@@ -292,7 +292,7 @@ static void test_registry(void **state) {
   world_t *w = *state;
   int n = 0;
   const char *const *names = tb_registry_names(&n);
-  assert_int_equal(n, 7);
+  assert_int_equal(n, 8);
   assert_string_equal(names[0], "activity");
   assert_string_equal(names[1], "workspace.repo_added");
   assert_string_equal(names[2], "workspace.repo_removed");

@@ -1,0 +1,171 @@
+/* The scheduler thread: one pass a second over the enabled tasks, publishing each due slot with
+ * the publish path every other event takes (tb_publish_prepare, tb_publish_send). */
+#include "sched/scheduler.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/publish.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/status.h"
+#include "core/sync.h"
+#include "sched/sched.h"
+#include "store/sched.h"
+
+/* Pass interval, aligned to the wall clock's seconds. */
+#define TICK_MS 1000
+
+struct tb_scheduler {
+  const tb_config_t *cfg;    /* borrowed */
+  const tb_catalogue_t *cat; /* borrowed */
+  tb_bus_t *bus;             /* borrowed */
+  tb_store_t *store;         /* owned: this scheduler's connection */
+  pthread_t thread;
+  int running;
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* CLOCK_MONOTONIC */
+  int stop;          /* under mu */
+  int failing;       /* the last pass could not publish: log the outage once, not every second */
+};
+
+tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
+                              const tb_catalogue_t *cat, const char *db_path, tb_bus_t *bus) {
+  tb_scheduler_t *s = calloc(1, sizeof(*s));
+  if (s == NULL) return tb__fail(TB_ERR_NOMEM, "scheduler");
+  s->cfg = cfg;
+  s->cat = cat;
+  s->bus = bus;
+  tb_status st = tb_store_open(&s->store, db_path);
+  if (st != TB_OK) {
+    free(s);
+    return st;
+  }
+  tb_cond_init(&s->cv);
+  pthread_mutex_init(&s->mu, NULL);
+  *out = s;
+  return TB_OK;
+}
+
+/* The enabled tasks, copied out so that no read statement stays open while publishing. */
+typedef struct task_list {
+  tb_sched_task_t *items;
+  int n, cap;
+  int oom;
+} task_list_t;
+
+static int collect(void *arg, const tb_sched_task_t *t) {
+  task_list_t *l = arg;
+  if (!t->enabled) return 0;
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 8;
+    tb_sched_task_t *grown = realloc(l->items, (size_t)cap * sizeof(*grown));
+    if (grown == NULL) {
+      l->oom = 1;
+      return 1;
+    }
+    l->items = grown;
+    l->cap = cap;
+  }
+  l->items[l->n++] = *t;
+  return 0;
+}
+
+/* Publishes the slot; TB_OK when the stream has it (a duplicate included). */
+static tb_status publish_slot(tb_scheduler_t *s, const tb_sched_task_t *t, int64_t slot_us,
+                              const char *trigger, int *duplicate) {
+  tb_prepared_t p;
+  tb_status st = tb_sched_prepare(s->cfg, s->cat, t, slot_us, 1, trigger, &p);
+  if (st != TB_OK) return st;
+  st = tb_publish_send(s->bus, &p, NULL, duplicate);
+  tb_prepared_free(&p);
+  return st;
+}
+
+tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
+  task_list_t l = {0};
+  int n_fired = 0, n_failed = 0;
+  tb_status st = tb_store_sched_list(s->store, collect, &l);
+  if (st == TB_OK && l.oom) st = tb__fail(TB_ERR_NOMEM, "scheduler: task list");
+  for (int i = 0; st == TB_OK && i < l.n; i++) {
+    const tb_sched_task_t *t = &l.items[i];
+    tb_cron_t c;
+    if (tb_cron_parse(t->pattern, &c) != TB_OK) {
+      /* Only a hand-edited row can get here: add checks the pattern. */
+      TB_LOG(TB_LOG_WARN, "scheduler", "task %s: %s", t->name, tb_errdetail());
+      continue;
+    }
+    int64_t slot = 0;
+    tb_sched_action a;
+    st = tb_sched_due(t, &c, now_us, s->cfg->scheduler_grace_ms * 1000, &slot, &a);
+    if (st != TB_OK || a == TB_SCHED_IDLE) continue;
+    char when[32];
+    tb_cron_format_utc(slot, when, sizeof(when));
+    if (a == TB_SCHED_SKIP) {
+      TB_LOG(TB_LOG_INFO, "scheduler", "task %s: missed slot %s skipped (catch-up: skip)", t->name,
+             when);
+      st = tb_store_sched_advance(s->store, t->name, slot, NULL);
+      continue;
+    }
+    int dup = 0;
+    tb_status ps = publish_slot(s, t, slot, a == TB_SCHED_CATCH_UP ? "catch-up" : "cron", &dup);
+    if (ps != TB_OK) {
+      if (!s->failing)
+        TB_LOG(TB_LOG_WARN, "scheduler", "task %s: slot %s not published, retrying every pass: %s",
+               t->name, when, tb_errdetail());
+      n_failed++;
+      continue;
+    }
+    n_fired++;
+    TB_LOG(TB_LOG_INFO, "scheduler", "task %s: slot %s %s on %s%s", t->name, when,
+           a == TB_SCHED_CATCH_UP ? "caught up" : "fired", tb_sched_tier(s->cfg, t),
+           dup ? " (already published by another scheduler)" : "");
+    st = tb_store_sched_advance(s->store, t->name, slot, NULL);
+  }
+  free(l.items);
+  if (s->failing && n_failed == 0 && st == TB_OK)
+    TB_LOG(TB_LOG_INFO, "scheduler", "publishing again");
+  if (st == TB_OK) s->failing = n_failed > 0;
+  if (fired != NULL) *fired = n_fired;
+  return st;
+}
+
+static void *scheduler_main(void *arg) {
+  tb_scheduler_t *s = arg;
+  pthread_mutex_lock(&s->mu);
+  while (!s->stop) {
+    pthread_mutex_unlock(&s->mu);
+    tb_status st = tb_scheduler_tick(s, tb_wall_us(), NULL);
+    if (st != TB_OK) TB_LOG(TB_LOG_WARN, "scheduler", "pass failed: %s", tb_errdetail());
+    /* Wake just after the next whole second of the wall clock: slots are whole minutes, so a
+     * pass then finds a slot within milliseconds of its time instead of up to a tick later. */
+    int64_t wait_ms = TICK_MS - tb_wall_us() / 1000 % TICK_MS + 2;
+    pthread_mutex_lock(&s->mu);
+    if (!s->stop) tb_cond_wait_ms(&s->cv, &s->mu, wait_ms);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+tb_status tb_scheduler_start(tb_scheduler_t *s) {
+  if (pthread_create(&s->thread, NULL, scheduler_main, s) != 0)
+    return tb__fail(TB_ERR_NOMEM, "scheduler: cannot start its thread");
+  s->running = 1;
+  return TB_OK;
+}
+
+void tb_scheduler_destroy(tb_scheduler_t *s) {
+  if (s == NULL) return;
+  if (s->running) {
+    pthread_mutex_lock(&s->mu);
+    s->stop = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+  }
+  tb_store_close(s->store);
+  pthread_cond_destroy(&s->cv);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}

@@ -1,0 +1,37 @@
+/* The scheduler loop: a thread with its own SQLite connection that, once a second, finds the due
+ * slot of every enabled task and publishes it as a scheduled-task event on the task's tier. Any
+ * number of processes may run one on the same database and NATS: a slot's message id is derived
+ * from the task and the slot, so the stream keeps one copy, and the handler claims the slot in
+ * SQLite, so it runs once. It decides things, so it logs. */
+#ifndef TB_SCHED_SCHEDULER_H
+#define TB_SCHED_SCHEDULER_H
+
+#include <stdint.h>
+
+#include "bus/bus.h"
+#include "codec/catalogue.h"
+#include "config/config.h"
+#include "tierbus.h"
+
+typedef struct tb_scheduler tb_scheduler_t;
+
+/* Opens a scheduler on the database at |db_path| (its own connection). |cfg|, |cat| and |bus|
+ * are borrowed and must outlive it. No thread runs until tb_scheduler_start(). Caller frees with
+ * tb_scheduler_destroy(). */
+tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
+                              const tb_catalogue_t *cat, const char *db_path, tb_bus_t *bus);
+
+/* One pass at |now_us| (wall clock, unix microseconds): each enabled task's due slot is fired
+ * (published, then recorded as the task's last slot), caught up or skipped (tb_sched_due). A
+ * slot whose publish fails is left due and tried again on the next pass. *fired (may be NULL)
+ * receives the number of slots published. Returns the first store failure; publish failures are
+ * logged, not returned. */
+tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired);
+
+/* Starts the thread that runs tb_scheduler_tick every second. */
+tb_status tb_scheduler_start(tb_scheduler_t *s);
+
+/* Stops the thread (if it runs) and frees. Accepts NULL. */
+void tb_scheduler_destroy(tb_scheduler_t *s);
+
+#endif

@@ -1,0 +1,545 @@
+/* Scheduler rules against a real SQLite file: the seeded default tasks, missed slots after
+ * downtime under both catch-up policies, a slot that runs once, the retry-then-failed path with
+ * its outbox rows and backoff, database-backup (a valid SQLite copy, only the newest N kept),
+ * the reminder, cleanup-files and cleanup-old-jobs jobs. No server: publishing is covered by
+ * tests/integration/test_schedule.c. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <utime.h>
+
+#include <cmocka.h>
+
+#include "codec/codec.h"
+#include "core/clock.h"
+#include "core/status.h"
+#include "sched/sched.h"
+#include "sched/scheduler.h"
+#include "store/crm.h"
+#include "store/sched.h"
+
+typedef struct world {
+  char dir[64];
+  char db[128];
+  tb_catalogue_t *cat;
+  tb_store_t *st;
+  tb_config_t cfg;
+  tb_handler_ctx_t ctx;
+} world_t;
+
+static int setup(void **state) {
+  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
+  world_t *w = calloc(1, sizeof(*w));
+  snprintf(w->dir, sizeof(w->dir), "/tmp/tb_sched_XXXXXX");
+  if (w == NULL || mkdtemp(w->dir) == NULL) return -1;
+  snprintf(w->db, sizeof(w->db), "%s/t.db", w->dir);
+  if (tb_catalogue_load(&w->cat) != TB_OK || tb_store_open(&w->st, w->db) != TB_OK) {
+    fprintf(stderr, "setup: %s\n", tb_errdetail());
+    return -1;
+  }
+  tb_config_init(&w->cfg);
+  for (int i = 0; i < 5; i++) {
+    snprintf(w->cfg.tiers[i].name, sizeof(w->cfg.tiers[i].name), "%s", tiers[i]);
+    w->cfg.tiers[i].timeout_ms = 60000;
+    w->cfg.tiers[i].concurrency = 1;
+    w->cfg.tiers[i].max_deliver = 5;
+  }
+  w->cfg.n_tiers = 5;
+  snprintf(w->cfg.data_dir, sizeof(w->cfg.data_dir), "%s/data", w->dir);
+  snprintf(w->cfg.db_path, sizeof(w->cfg.db_path), "%s", w->db);
+  w->ctx = (tb_handler_ctx_t){.store = w->st, .cfg = &w->cfg, .cat = w->cat, .tier = "low"};
+  *state = w;
+  return 0;
+}
+
+static int teardown(void **state) {
+  world_t *w = *state;
+  tb_store_close(w->st);
+  tb_catalogue_destroy(w->cat);
+  char cmd[200];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", w->dir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", w->dir);
+  free(w);
+  return 0;
+}
+
+static int64_t at(const char *iso) {
+  struct tm tm = {0};
+  sscanf(iso, "%d-%d-%dT%d:%d:%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+         &tm.tm_sec);
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return (int64_t)timegm(&tm) * 1000000;
+}
+
+static void add_task(world_t *w, const char *name, const char *pattern, const char *job,
+                     const char *payload, int once, int64_t last_slot_us) {
+  tb_sched_task_t t = {0};
+  snprintf(t.name, sizeof(t.name), "%s", name);
+  snprintf(t.pattern, sizeof(t.pattern), "%s", pattern);
+  snprintf(t.job, sizeof(t.job), "%s", job);
+  snprintf(t.payload, sizeof(t.payload), "%s", payload ? payload : "{}");
+  snprintf(t.tier, sizeof(t.tier), "low");
+  t.enabled = 1;
+  t.catch_up_once = once;
+  t.last_slot_us = last_slot_us;
+  if (tb_sched_check(&w->cfg, w->cat, &t) != TB_OK) fail_msg("check %s: %s", name, tb_errdetail());
+  if (tb_store_sched_put(w->st, &t) != TB_OK) fail_msg("put %s: %s", name, tb_errdetail());
+}
+
+static tb_sched_task_t get_task(world_t *w, const char *name) {
+  tb_sched_task_t t;
+  int found = 0;
+  assert_int_equal(tb_store_sched_get(w->st, name, &t, &found), TB_OK);
+  if (!found) fail_msg("no task %s", name);
+  return t;
+}
+
+/* Runs one attempt in its own transaction, as the engine would. */
+static tb_sched_outcome_t run(world_t *w, const char *name, int64_t slot, int attempt,
+                              int allow_retry) {
+  tb_sched_outcome_t out;
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  tb_status s = tb_sched_execute(&w->ctx, name, slot, attempt, attempt > 1 ? "retry" : "cron",
+                                 allow_retry, &out);
+  if (s != TB_OK) fail_msg("execute %s: %s", name, tb_errdetail());
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  return out;
+}
+
+/* The outbox rows due at |now_us|; caller frees with tb_store_outbox_free. */
+static tb_outbox_row_t *due_rows(world_t *w, int64_t now_us, int *n) {
+  tb_outbox_row_t *rows = NULL;
+  assert_int_equal(tb_store_outbox_next(w->st, now_us, 100, &rows, n), TB_OK);
+  return rows;
+}
+
+static void clear_outbox(world_t *w) {
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  for (int i = 0; i < n; i++) assert_int_equal(tb_store_outbox_delete(w->st, rows[i].id), TB_OK);
+  tb_store_outbox_free(rows, n);
+}
+
+/* ---------------------------------------------------------------- defaults */
+
+static void test_defaults_seeded(void **state) {
+  world_t *w = *state;
+  static const struct {
+    const char *name, *pattern, *job, *tier;
+    int enabled, once;
+  } want[] = {
+      {"cleanup-temp-files", "DAILY_AT_2AM", "CLEANUP_FILES", "background", 1, 0},
+      {"database-backup", "DAILY_AT_MIDNIGHT", "BACKUP_DATABASE", "low", 1, 1},
+      {"cleanup-old-jobs", "WEEKLY_SUNDAY", "CLEANUP_OLD_JOBS", "background", 1, 1},
+      {"send-reminder-emails", "DAILY_AT_NOON", "SEND_REMINDER_EMAILS", "normal", 1, 1},
+      {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "low", 0, 0},
+  };
+  int64_t now = tb_wall_us();
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    tb_sched_task_t t = get_task(w, want[i].name);
+    assert_string_equal(t.pattern, want[i].pattern);
+    assert_string_equal(t.job, want[i].job);
+    assert_string_equal(t.tier, want[i].tier);
+    assert_int_equal(t.enabled, want[i].enabled);
+    assert_int_equal(t.catch_up_once, want[i].once);
+    assert_string_equal(t.status, "idle");
+    /* Created just now: no slot from before the database existed is "missed". */
+    assert_true(t.last_slot_us <= now && t.last_slot_us > now - 60LL * 1000000);
+    assert_int_equal(tb_sched_check(&w->cfg, w->cat, &t), TB_OK);
+  }
+}
+
+/* ---------------------------------------------------------------- missed slots */
+
+static void test_missed_slot_policies(void **state) {
+  world_t *w = *state;
+  tb_cron_t c;
+  assert_int_equal(tb_cron_parse("EVERY_HOUR", &c), TB_OK);
+  tb_sched_task_t t = {.last_slot_us = at("2026-11-23T10:00:00Z")};
+  const int64_t grace = 60LL * 1000000;
+  int64_t slot = 0;
+  tb_sched_action a;
+  assert_int_equal(tb_sched_due(&t, &c, at("2026-11-23T10:59:59Z"), grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_IDLE);
+  /* On time, and at the edge of the grace. */
+  assert_int_equal(tb_sched_due(&t, &c, at("2026-11-23T11:00:00Z"), grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_FIRE);
+  assert_int_equal(slot, at("2026-11-23T11:00:00Z"));
+  assert_int_equal(tb_sched_due(&t, &c, at("2026-11-23T11:01:00Z"), grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_FIRE);
+  assert_int_equal(tb_sched_due(&t, &c, at("2026-11-23T11:01:01Z"), grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_SKIP);
+  /* Down from 10:30 to 14:30: 11, 12, 13 and 14 were missed; only 14:00 is considered. */
+  int64_t back = at("2026-11-23T14:30:00Z");
+  assert_int_equal(tb_sched_due(&t, &c, back, grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_SKIP);
+  assert_int_equal(slot, at("2026-11-23T14:00:00Z"));
+  t.catch_up_once = 1;
+  assert_int_equal(tb_sched_due(&t, &c, back, grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_CATCH_UP);
+  assert_int_equal(slot, at("2026-11-23T14:00:00Z"));
+  /* Once the slot is recorded nothing more is due until 15:00. */
+  t.last_slot_us = slot;
+  assert_int_equal(tb_sched_due(&t, &c, back, grace, &slot, &a), TB_OK);
+  assert_int_equal(a, TB_SCHED_IDLE);
+
+  /* The scheduler applies "skip" without publishing anything (no bus is given). */
+  static const char *const defaults[] = {"cleanup-temp-files", "database-backup",
+                                         "cleanup-old-jobs", "send-reminder-emails"};
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(tb_store_sched_enable(w->st, defaults[i], 0, tb_wall_us()), TB_OK);
+  add_task(w, "hourly-skip", "EVERY_HOUR", "CLEANUP_FILES", NULL, 0, at("2026-11-23T10:00:00Z"));
+  tb_scheduler_t *s = NULL;
+  assert_int_equal(tb_scheduler_create(&s, &w->cfg, w->cat, w->db, NULL), TB_OK);
+  int fired = -1;
+  assert_int_equal(tb_scheduler_tick(s, back, &fired), TB_OK);
+  assert_int_equal(fired, 0);
+  assert_int_equal(get_task(w, "hourly-skip").last_slot_us, at("2026-11-23T14:00:00Z"));
+  assert_int_equal(tb_scheduler_tick(s, back, &fired), TB_OK);
+  assert_int_equal(fired, 0);
+  tb_scheduler_destroy(s);
+  /* last_slot only moves forward: a slower scheduler cannot move it back. */
+  int moved = -1;
+  assert_int_equal(tb_store_sched_advance(w->st, "hourly-skip", at("2026-11-23T13:00:00Z"), &moved),
+                   TB_OK);
+  assert_int_equal(moved, 0);
+  assert_int_equal(get_task(w, "hourly-skip").last_slot_us, at("2026-11-23T14:00:00Z"));
+  /* Enabling after a pause starts from now: the paused time is not caught up. */
+  assert_int_equal(tb_store_sched_enable(w->st, "hourly-skip", 0, back), TB_OK);
+  int64_t later = at("2026-11-25T09:30:00Z");
+  assert_int_equal(tb_store_sched_enable(w->st, "hourly-skip", 1, later), TB_OK);
+  assert_int_equal(get_task(w, "hourly-skip").last_slot_us, later);
+}
+
+/* ---------------------------------------------------------------- one run per slot */
+
+static void test_slot_runs_once(void **state) {
+  world_t *w = *state;
+  add_task(w, "sync", "EVERY_5_MINUTES", "capture/repository.sync", "{\"repository_id\":\"r1\"}", 0,
+           0);
+  clear_outbox(w);
+  int64_t slot = at("2026-11-23T10:05:00Z");
+  tb_sched_outcome_t o = run(w, "sync", slot, 1, 1);
+  assert_int_equal(o.ran, 1);
+  assert_string_equal(o.status, "ok");
+  o = run(w, "sync", slot, 1, 1); /* the same slot again: a copy from outside the dedupe window */
+  assert_int_equal(o.ran, 0);
+  assert_string_equal(o.status, "duplicate");
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].subject, "tb.evt.low.workspace.repository-sync");
+  char want[128];
+  snprintf(want, sizeof(want), "sched:sync:%lld:event", (long long)slot);
+  assert_string_equal(rows[0].msg_id, want);
+  tb_store_outbox_free(rows, n);
+  tb_sched_run_t r;
+  int found = 0;
+  assert_int_equal(tb_store_sched_run_get(w->st, "sync", slot, &r, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(r.attempts, 1);
+  assert_string_equal(r.status, "ok");
+  /* The next slot is a new run. */
+  o = run(w, "sync", slot + 300LL * 1000000, 1, 1);
+  assert_int_equal(o.ran, 1);
+  /* A removed task runs nothing. */
+  assert_int_equal(tb_store_sched_remove(w->st, "sync"), TB_OK);
+  o = run(w, "sync", slot + 600LL * 1000000, 1, 1);
+  assert_int_equal(o.ran, 0);
+  assert_string_equal(o.status, "gone");
+  assert_int_equal(tb_store_sched_remove(w->st, "sync"), TB_ERR_NOT_FOUND);
+}
+
+/* ---------------------------------------------------------------- retries */
+
+/* The one due outbox row at |due_us| is the retry of attempt |attempt| of (task, slot). */
+static void expect_retry_row(world_t *w, const char *task, int64_t slot, int attempt,
+                             int64_t due_us) {
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, due_us - 1, &n);
+  assert_int_equal(n, 0); /* held back until due */
+  tb_store_outbox_free(rows, n);
+  rows = due_rows(w, due_us, &n);
+  assert_int_equal(n, 1);
+  char id[128];
+  tb_sched_msg_id(task, slot, attempt, id, sizeof(id));
+  assert_string_equal(rows[0].msg_id, id);
+  assert_string_equal(rows[0].subject, "tb.evt.low.ops.scheduled-task");
+  tb_decoded_t d;
+  assert_int_equal(tb_codec_decode(w->cat, rows[0].payload, rows[0].len, &d), TB_OK);
+  const Tierbus__V1__ScheduledTask *m = (const Tierbus__V1__ScheduledTask *)d.payload;
+  assert_string_equal(m->task, task);
+  assert_int_equal(m->slot_us, slot);
+  assert_int_equal(m->attempt, attempt);
+  assert_string_equal(m->trigger, "retry");
+  tb_decoded_free(&d);
+  assert_int_equal(tb_store_outbox_delete(w->st, rows[0].id), TB_OK);
+  tb_store_outbox_free(rows, n);
+}
+
+static void test_retry_then_failed(void **state) {
+  world_t *w = *state;
+  /* data_dir is a regular file, so the backup directory cannot be made: an I/O failure. */
+  char blocker[160];
+  snprintf(blocker, sizeof(blocker), "%s/not-a-dir", w->dir);
+  FILE *f = fopen(blocker, "w");
+  assert_non_null(f);
+  fclose(f);
+  char good_dir[sizeof(w->cfg.data_dir)];
+  snprintf(good_dir, sizeof(good_dir), "%s", w->cfg.data_dir);
+  snprintf(w->cfg.data_dir, sizeof(w->cfg.data_dir), "%s", blocker);
+  w->cfg.schedule_retry_delay_ms = 1000;
+  add_task(w, "bk", "DAILY_AT_MIDNIGHT", "BACKUP_DATABASE", NULL, 1, 0);
+  clear_outbox(w);
+  int64_t slot = at("2026-11-24T00:00:00Z");
+  for (int attempt = 1; attempt <= TB_SCHED_RETRIES; attempt++) {
+    int64_t before = tb_wall_us();
+    tb_sched_outcome_t o = run(w, "bk", slot, attempt, 1);
+    int64_t after = tb_wall_us();
+    assert_int_equal(o.ran, 1);
+    assert_string_equal(o.status, "retrying");
+    int64_t delay = 1000000LL << (attempt - 1); /* 1 s, 2 s, 4 s */
+    assert_true(o.retry_at_us >= before + delay && o.retry_at_us <= after + delay);
+    assert_non_null(strstr(o.detail, "I/O error: backup: create"));
+    tb_sched_task_t t = get_task(w, "bk");
+    assert_string_equal(t.status, "retrying");
+    assert_int_equal(t.failure_count, attempt);
+    assert_non_null(strstr(t.last_error, "not-a-dir/backups/tierbus-20261124T000000Z.db.part"));
+    expect_retry_row(w, "bk", slot, attempt + 1, o.retry_at_us);
+    /* A redelivered copy of this attempt does nothing. */
+    tb_sched_outcome_t dup = run(w, "bk", slot, attempt, 1);
+    assert_int_equal(dup.ran, 0);
+    assert_string_equal(dup.status, "duplicate");
+  }
+  tb_sched_outcome_t o = run(w, "bk", slot, TB_SCHED_RETRIES + 1, 1);
+  assert_int_equal(o.ran, 1);
+  assert_string_equal(o.status, "failed");
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 0); /* no fifth attempt */
+  tb_store_outbox_free(rows, n);
+  tb_sched_task_t t = get_task(w, "bk");
+  assert_string_equal(t.status, "failed");
+  assert_int_equal(t.failure_count, 4);
+  tb_sched_run_t r;
+  int found = 0;
+  assert_int_equal(tb_store_sched_run_get(w->st, "bk", slot, &r, &found), TB_OK);
+  assert_int_equal(r.attempts, 4);
+  assert_string_equal(r.status, "failed");
+  assert_true(r.finished_us > 0);
+
+  /* Kept as failed until a manual run, which succeeds once the cause is fixed. */
+  snprintf(w->cfg.data_dir, sizeof(w->cfg.data_dir), "%s", good_dir);
+  o = run(w, "bk", at("2026-11-24T09:00:00Z"), 1, 0);
+  assert_string_equal(o.status, "ok");
+  t = get_task(w, "bk");
+  assert_string_equal(t.status, "ok");
+  assert_int_equal(t.failure_count, 0);
+  assert_string_equal(t.last_error, "");
+
+  /* A permanent failure is not retried. */
+  assert_int_equal(tb_store_sched_enable(w->st, "update-client-metrics", 1, tb_wall_us()), TB_OK);
+  o = run(w, "update-client-metrics", slot, 1, 1);
+  assert_string_equal(o.status, "failed");
+  assert_non_null(strstr(o.detail, "UPDATE_CLIENT_METRICS: client engagement metrics are not"));
+  rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 0);
+  tb_store_outbox_free(rows, n);
+}
+
+/* ---------------------------------------------------------------- database-backup */
+
+static int count_rows(const char *db, const char *sql, char *text, size_t cap) {
+  sqlite3 *h = NULL;
+  if (sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    sqlite3_close(h);
+    return -1;
+  }
+  sqlite3_stmt *s = NULL;
+  int v = -1;
+  if (sqlite3_prepare_v2(h, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW) {
+    v = sqlite3_column_int(s, 0);
+    if (text != NULL)
+      snprintf(text, cap, "%s",
+               sqlite3_column_text(s, 0) ? (const char *)sqlite3_column_text(s, 0) : "");
+  }
+  sqlite3_finalize(s);
+  sqlite3_close(h);
+  return v;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_backup_keeps_last_n(void **state) {
+  world_t *w = *state;
+  w->cfg.backup_keep = 3;
+  /* A committed marker must be in every copy. */
+  add_task(w, "marker", "EVERY_HOUR", "CLEANUP_FILES", NULL, 0, 0);
+  char dir[4200];
+  snprintf(dir, sizeof(dir), "%s/backups", w->cfg.data_dir);
+  static const char *const days[] = {"2026-11-20T00:00:00Z", "2026-11-21T00:00:00Z",
+                                     "2026-11-22T00:00:00Z", "2026-11-23T00:00:00Z",
+                                     "2026-11-24T00:00:00Z"};
+  for (int i = 0; i < 5; i++) {
+    tb_sched_outcome_t o = run(w, "database-backup", at(days[i]), 1, 1);
+    if (strcmp(o.status, "ok") != 0) fail_msg("backup %d: %s", i, o.detail);
+    if (i == 0) {
+      /* A file that is not a backup is never rotated away. */
+      char other[4300];
+      snprintf(other, sizeof(other), "%s/notes.txt", dir);
+      FILE *f = fopen(other, "w");
+      assert_non_null(f);
+      fclose(f);
+    }
+  }
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  char *names[16];
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < 16)
+    if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+  closedir(d);
+  qsort(names, (size_t)n, sizeof(*names), cmp_str);
+  assert_int_equal(n, 4);
+  assert_string_equal(names[0], "notes.txt");
+  assert_string_equal(names[1], "tierbus-20261122T000000Z.db");
+  assert_string_equal(names[2], "tierbus-20261123T000000Z.db");
+  assert_string_equal(names[3], "tierbus-20261124T000000Z.db");
+  for (int i = 1; i < n; i++) {
+    char path[4400], text[64] = "";
+    snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+    count_rows(path, "PRAGMA integrity_check", text, sizeof(text));
+    assert_string_equal(text, "ok");
+    assert_int_equal(
+        count_rows(path, "SELECT count(*) FROM sched_tasks WHERE name = 'marker'", NULL, 0), 1);
+    assert_int_equal(count_rows(path, "PRAGMA user_version", NULL, 0),
+                     tb_store_schema_version(w->st));
+  }
+  for (int i = 0; i < n; i++) free(names[i]);
+  assert_string_equal(get_task(w, "database-backup").status, "ok");
+}
+
+/* ---------------------------------------------------------------- the other jobs */
+
+static void test_reminders(void **state) {
+  world_t *w = *state;
+  int64_t now = tb_wall_us(), day = 86400LL * 1000000;
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 1, now - 3 * day, NULL, NULL),
+                   TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 2, now + 3 * day, NULL, NULL),
+                   TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c2", 3, now - 5 * day, NULL, NULL),
+                   TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c2", 3, "d-c2-3", NULL, now), TB_OK);
+  int marked = 0;
+  assert_int_equal(tb_store_crm_deliverable_overdue(w->st, "c3", 1, "d-c3-1", "Brand audit",
+                                                    now - 10 * day, &marked),
+                   TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  clear_outbox(w);
+  tb_sched_outcome_t o = run(w, "send-reminder-emails", at("2026-11-23T12:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "2 DELIVERABLE_OVERDUE events published");
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 2);
+  static const struct {
+    const char *client;
+    int month, days;
+  } want[] = {{"c3", 1, 10}, {"c1", 1, 3}}; /* oldest due first */
+  for (int i = 0; i < n; i++) {
+    assert_string_equal(rows[i].subject, "tb.evt.high.crm.DELIVERABLE_OVERDUE");
+    tb_decoded_t d;
+    assert_int_equal(tb_codec_decode(w->cat, rows[i].payload, rows[i].len, &d), TB_OK);
+    const Tierbus__V1__DeliverableOverdue *m = (const Tierbus__V1__DeliverableOverdue *)d.payload;
+    assert_string_equal(m->client_id, want[i].client);
+    assert_int_equal(m->month, want[i].month);
+    assert_int_equal(m->days_overdue, want[i].days);
+    tb_decoded_free(&d);
+  }
+  tb_store_outbox_free(rows, n);
+}
+
+static void test_cleanup_files(void **state) {
+  world_t *w = *state;
+  char tmp[4200], old_f[4300], new_f[4300];
+  snprintf(tmp, sizeof(tmp), "%s/tmp", w->cfg.data_dir);
+  mkdir(w->cfg.data_dir, 0755);
+  assert_int_equal(mkdir(tmp, 0755), 0);
+  snprintf(old_f, sizeof(old_f), "%s/upload-old.bin", tmp);
+  snprintf(new_f, sizeof(new_f), "%s/upload-new.bin", tmp);
+  fclose(fopen(old_f, "w"));
+  fclose(fopen(new_f, "w"));
+  struct utimbuf two_days = {.actime = time(NULL) - 2 * 86400, .modtime = time(NULL) - 2 * 86400};
+  assert_int_equal(utime(old_f, &two_days), 0);
+  tb_sched_outcome_t o = run(w, "cleanup-temp-files", at("2026-11-24T02:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(access(old_f, F_OK), -1);
+  assert_int_equal(access(new_f, F_OK), 0);
+  assert_non_null(strstr(o.detail, "removed 1 file from"));
+}
+
+static void test_cleanup_old_jobs(void **state) {
+  world_t *w = *state;
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  int64_t now = tb_wall_us(), day = 86400LL * 1000000;
+  char sql[2048];
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO workflows(id, name, domain, tier, status, data, created_us, updated_us, "
+           "finished_us) VALUES"
+           "('old-done', 'ops.sleep', 'ops', 'low', 'completed', '{}', %lld, %lld, %lld),"
+           "('old-failed', 'ops.sleep', 'ops', 'low', 'failed', '{}', %lld, %lld, %lld),"
+           "('recent', 'ops.sleep', 'ops', 'low', 'completed', '{}', %lld, %lld, %lld),"
+           "('old-running', 'ops.sleep', 'ops', 'low', 'running', '{}', %lld, %lld, NULL);"
+           "INSERT INTO workflow_history(workflow_id, step, name, kind, attempt, status, "
+           "started_us) VALUES('old-done', 0, 'nap', 'sleep', 1, 'ok', 0),"
+           "('recent', 0, 'nap', 'sleep', 1, 'ok', 0);",
+           (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
+           (long long)(now - 35 * day), (long long)(now - 31 * day), (long long)(now - 31 * day),
+           (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 10 * day),
+           (long long)(now - 40 * day), (long long)(now - 40 * day));
+  char *err = NULL;
+  if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) fail_msg("insert: %s", err);
+  sqlite3_close(h);
+  tb_sched_outcome_t o = run(w, "cleanup-old-jobs", at("2026-11-29T00:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "removed 2 finished workflow runs and 0 scheduled runs older "
+                                "than 30d");
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
+  assert_int_equal(count_rows(w->db,
+                              "SELECT count(*) FROM workflows WHERE id IN ('recent', "
+                              "'old-running')",
+                              NULL, 0),
+                   2);
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflow_history", NULL, 0), 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_defaults_seeded, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_missed_slot_policies, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_slot_runs_once, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_retry_then_failed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_backup_keeps_last_n, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reminders, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cleanup_files, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cleanup_old_jobs, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
