@@ -59,8 +59,8 @@ int tb_cmd_stats(int argc, char **argv) {
       break;
     }
     uint64_t pending = 0, ack_pending = 0, redelivered = 0;
-    int have_q = have_nats && tb_consumer_pending(cli.bus, &cli.cfg, name, NULL, &pending, &ack_pending,
-                                                  &redelivered) == TB_OK;
+    int have_q = have_nats && tb_consumer_pending(cli.bus, &cli.cfg, name, NULL, &pending,
+                                                  &ack_pending, &redelivered) == TB_OK;
     json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "tier", name, "processed",
                           (json_int_t)s.processed, "failed", (json_int_t)s.failed, "dead_lettered",
                           (json_int_t)s.dead, "duplicates", (json_int_t)s.redelivered, "inversions",

@@ -766,8 +766,11 @@ static void workflows_usage(FILE *out) {
 }
 
 int tb_cmd_workflows(int argc, char **argv) {
-  static const tb_cli_sub_t subs[] = {
-      {"list", cmd_list}, {"show", cmd_show}, {"runs", cmd_runs}, {"cancel", cmd_cancel}, {"retry", cmd_retry}};
+  static const tb_cli_sub_t subs[] = {{"list", cmd_list},
+                                      {"show", cmd_show},
+                                      {"runs", cmd_runs},
+                                      {"cancel", cmd_cancel},
+                                      {"retry", cmd_retry}};
   return tb_cli_run_subcommand("tierbus workflows", argc, argv, subs,
                                (int)(sizeof(subs) / sizeof(subs[0])), workflows_usage);
 }

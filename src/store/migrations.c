@@ -429,11 +429,14 @@ static const char v8_scheduler[] =
     "  ('send-reminder-emails', 'DAILY_AT_NOON', 'SEND_REMINDER_EMAILS', '{}', 1, 'normal',"
     "   'Send reminder emails for overdue deliverables', 'once'),"
     "  ('update-client-metrics', 'EVERY_6_HOURS', 'UPDATE_CLIENT_METRICS', '{}', 0, 'low',"
-    "   'Update client engagement metrics', 'skip')) AS t,"
+    "   'Update client engagement metrics', 'skip'),"
+    /* Seed 002: the full repository priority sync every 6 hours, through its event. */
+    "  ('workspace-priority-sync', 'EVERY_6_HOURS', 'workspace/priorities.sync', '{}', 1,"
+    "   'background', 'Full workspace repository priority sync (seed 002)', 'once')) AS t,"
     "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n;";
 
-static const char *const migrations[] = {v1_engine,    v2_repo_priority,  v3_outbox,
-                                         v4_workflows, v5_seed_workflows, v6_priority_sync,
+static const char *const migrations[] = {v1_engine,     v2_repo_priority,  v3_outbox,
+                                         v4_workflows,  v5_seed_workflows, v6_priority_sync,
                                          v7_escalation, v8_scheduler};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -297,7 +297,8 @@ static void test_cli(void **state) {
   EXPECT(2, "which task?", "run");
   EXPECT(1, "no task named 'nope'", "enable", "nope");
   EXPECT(1, "no task named 'nope'", "run", "nope");
-  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks"), 5); /* nothing added */
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks"),
+                   6); /* the defaults; nothing added */
 
   /* A manual run of the backup, with no server running: a valid copy lands in data_dir. */
   char data_dir[TB_H_PATH];

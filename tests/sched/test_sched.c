@@ -143,6 +143,8 @@ static void test_defaults_seeded(void **state) {
       {"cleanup-old-jobs", "WEEKLY_SUNDAY", "CLEANUP_OLD_JOBS", "background", 1, 1},
       {"send-reminder-emails", "DAILY_AT_NOON", "SEND_REMINDER_EMAILS", "normal", 1, 1},
       {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "low", 0, 0},
+      /* Seed 002's six-hourly full sync, through its catalogue event. */
+      {"workspace-priority-sync", "EVERY_6_HOURS", "workspace/priorities.sync", "background", 1, 1},
   };
   int64_t now = tb_wall_us();
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
@@ -195,8 +197,9 @@ static void test_missed_slot_policies(void **state) {
 
   /* The scheduler applies "skip" without publishing anything (no bus is given). */
   static const char *const defaults[] = {"cleanup-temp-files", "database-backup",
-                                         "cleanup-old-jobs", "send-reminder-emails"};
-  for (int i = 0; i < 4; i++)
+                                         "cleanup-old-jobs", "send-reminder-emails",
+                                         "workspace-priority-sync"};
+  for (int i = 0; i < 5; i++)
     assert_int_equal(tb_store_sched_enable(w->st, defaults[i], 0, tb_wall_us()), TB_OK);
   add_task(w, "hourly-skip", "EVERY_HOUR", "CLEANUP_FILES", NULL, 0, at("2026-11-23T10:00:00Z"));
   tb_scheduler_t *s = NULL;
