@@ -331,7 +331,7 @@
                "WHERE workflow_id = ?1 AND rule = ?2 AND source = 'sweeper'")                      \
   X(ESC_COUNTS, "SELECT rule, count(*) FROM workflow_escalations GROUP BY rule "                   \
                 "ORDER BY count(*) DESC, rule")                                                    \
-  X(OUTBOX_DUE_OF, "SELECT next_attempt_us FROM outbox WHERE msg_id = ?1")                        \
+  X(OUTBOX_DUE_OF, "SELECT next_attempt_us FROM outbox WHERE msg_id = ?1")                         \
   X(CRM_DELIV_OPEN_DUE, "SELECT client_id, month, status, due_us, deliverable_id, title "          \
                         "FROM crm_deliverables WHERE status IN ('scheduled', 'generated', "        \
                         "'overdue') AND due_us > 0 AND due_us < ?1 ORDER BY due_us, client_id")    \
