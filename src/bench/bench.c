@@ -335,23 +335,63 @@ static json_t *tier_json(const tb_engine_tier_stats_t *s) {
                    s->commit.max / 1000.0);
 }
 
+/* A scenario's consuming process, put together as `tierbus worker` does it: every tier and
+ * domain, its own store file |dbpath|, and the outbox relay when |with_relay| (workflows need
+ * it; plain events emit nothing). Closed with bench_worker_close() after the caller stopped
+ * (and NULLed) the dispatcher. */
+typedef struct bench_worker {
+  tb_bus_t *bus;
+  tb_store_t *store;
+  tb_engine_t *engine;
+  tb_relay_t *relay;
+  tb_dispatcher_t *disp;
+} bench_worker_t;
+
+static tb_status bench_worker_open(bench_worker_t *w, const bench_t *b, const tb_config_t *cfg,
+                                   const char *url, const char *name, const char *dbpath,
+                                   int with_relay) {
+  memset(w, 0, sizeof(*w));
+  tb_status st = tb_bus_connect(&w->bus, url, name);
+  if (st == TB_OK) st = tb_bus_provision(w->bus, cfg);
+  if (st == TB_OK) st = tb_store_open(&w->store, dbpath);
+  if (st == TB_OK) st = tb_store_offload_checkpoints(w->store, dbpath, 200);
+  if (st == TB_OK) st = tb_engine_create(&w->engine, cfg, b->cat, w->store, w->bus);
+  if (st == TB_OK && with_relay) st = tb_relay_start(&w->relay, dbpath, w->bus, 200);
+  if (st == TB_OK) tb_engine_set_relay(w->engine, w->relay);
+  tb_worker_scope_t scope;
+  tb_worker_scope_all(cfg, &scope);
+  if (st == TB_OK) st = tb_dispatcher_start(&w->disp, cfg, w->bus, w->engine, &scope);
+  return st;
+}
+
+static void bench_worker_close(bench_worker_t *w) {
+  tb_dispatcher_stop(w->disp);
+  tb_relay_stop(w->relay);
+  tb_engine_destroy(w->engine);
+  tb_store_close(w->store);
+  tb_bus_destroy(w->bus);
+}
+
+/* Messages the engine has handled on every tier: applied, dead-lettered or duplicates. */
+static long handled_total(const tb_config_t *cfg, tb_engine_t *engine) {
+  long n = 0;
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    tb_engine_tier_stats_t s;
+    tb_engine_tier_stats(engine, t, &s);
+    n += (long)(s.processed + s.dead + s.duplicates);
+  }
+  return n;
+}
+
 static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   worker_args_t *a = arg;
-  tb_bus_t *bus = NULL;
-  tb_store_t *store = NULL;
-  tb_engine_t *engine = NULL;
-  tb_dispatcher_t *disp = NULL;
+  bench_worker_t w;
   char dbpath[PATH_MAX + 16];
   snprintf(dbpath, sizeof(dbpath), "%s/tierbus-%d.db", b->dir, (int)getpid());
-  tb_status st = tb_bus_connect(&bus, a->url, "bench-worker");
-  if (st == TB_OK) st = tb_bus_provision(bus, b->cfg);
-  if (st == TB_OK) st = tb_store_open(&store, dbpath);
-  if (st == TB_OK) st = tb_store_offload_checkpoints(store, dbpath, 200);
-  if (st == TB_OK) st = tb_engine_create(&engine, b->cfg, b->cat, store, bus);
-  tb_worker_scope_t scope;
-  tb_worker_scope_all(b->cfg, &scope);
-  if (st == TB_OK) st = tb_dispatcher_start(&disp, b->cfg, bus, engine, &scope);
-  if (st != TB_OK) return err_json("worker setup");
+  if (bench_worker_open(&w, b, b->cfg, a->url, "bench-worker", dbpath, 0) != TB_OK)
+    return err_json("worker setup");
+  tb_engine_t *engine = w.engine;
+  tb_bus_t *bus = w.bus;
   signal_ready(ready_fd);
 
   trickle_t tr = {.b = b, .bus = bus, .rate = a->trickle_rate};
@@ -377,8 +417,9 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
     pthread_join(tt, NULL);
     tb_sleep_us(200000); /* let the last critical events through */
   }
-  int64_t inversions = tb_dispatcher_inversions(disp);
-  tb_dispatcher_stop(disp);
+  int64_t inversions = tb_dispatcher_inversions(w.disp);
+  tb_dispatcher_stop(w.disp);
+  w.disp = NULL;
   json_t *tiers = json_object();
   long total = 0;
   int64_t last_commit = 0;
@@ -388,9 +429,7 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
     last_commit = s.last_commit_us;
     json_object_set_new(tiers, b->cfg->tiers[t].name, tier_json(&s));
   }
-  tb_engine_destroy(engine);
-  tb_store_close(store);
-  tb_bus_destroy(bus);
+  bench_worker_close(&w);
   return json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "handled", (json_int_t)total, "inversions",
                    (json_int_t)inversions, "ready_us", (json_int_t)t0, "last_commit_us",
                    (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent, "tiers", tiers);
@@ -591,28 +630,15 @@ static json_t *wf_latency(sqlite3 *db) {
 static json_t *workflow_worker(bench_t *b, void *arg, int ready_fd) {
   wf_args_t *a = arg;
   const tb_config_t *cfg = a->cfg;
-  tb_bus_t *bus = NULL;
-  tb_store_t *store = NULL;
-  tb_engine_t *engine = NULL;
-  tb_relay_t *relay = NULL;
-  tb_dispatcher_t *disp = NULL;
+  bench_worker_t w;
   tb_sim_t *sim = NULL;
   sqlite3 *db = NULL;
   char dbpath[PATH_MAX + 16];
   snprintf(dbpath, sizeof(dbpath), "%s/workflows-%d.db", b->dir, (int)getpid());
-  tb_status st = tb_bus_connect(&bus, a->url, "bench-wf-worker");
-  if (st == TB_OK) st = tb_bus_provision(bus, cfg);
-  if (st == TB_OK) st = tb_store_open(&store, dbpath);
-  if (st == TB_OK) st = tb_store_offload_checkpoints(store, dbpath, 200);
-  if (st == TB_OK) st = tb_engine_create(&engine, cfg, b->cat, store, bus);
-  if (st == TB_OK) st = tb_relay_start(&relay, dbpath, bus, 200);
-  if (st == TB_OK) tb_engine_set_relay(engine, relay);
-  tb_worker_scope_t scope;
-  tb_worker_scope_all(cfg, &scope);
-  if (st == TB_OK) st = tb_dispatcher_start(&disp, cfg, bus, engine, &scope);
+  tb_status st = bench_worker_open(&w, b, cfg, a->url, "bench-wf-worker", dbpath, 1);
   tb_sim_opts_t so;
   tb_sim_opts_init(&so);
-  so.bus = bus;
+  so.bus = w.bus;
   so.cfg = cfg;
   so.cat = b->cat;
   if (st == TB_OK) st = tb_sim_start(&sim, &so);
@@ -630,17 +656,12 @@ static json_t *workflow_worker(bench_t *b, void *arg, int ready_fd) {
     if (finished >= a->n) break;
     tb_sleep_us(50000);
   }
-  int64_t inversions = tb_dispatcher_inversions(disp);
-  tb_dispatcher_stop(disp);
+  int64_t inversions = tb_dispatcher_inversions(w.disp);
+  tb_dispatcher_stop(w.disp);
+  w.disp = NULL;
   tb_sim_stats_t ss;
   tb_sim_stop(sim, &ss);
-  tb_relay_stop(relay);
-  long handled = 0;
-  for (int t = 0; t < cfg->n_tiers; t++) {
-    tb_engine_tier_stats_t s;
-    tb_engine_tier_stats(engine, t, &s);
-    handled += (long)(s.processed + s.dead + s.duplicates);
-  }
+  long handled = handled_total(cfg, w.engine);
   json_t *r = json_pack(
       "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "completed",
       (json_int_t)sql_int(db, "SELECT count(*) FROM workflows WHERE status = 'completed'"),
@@ -655,9 +676,7 @@ static json_t *workflow_worker(bench_t *b, void *arg, int ready_fd) {
       (json_int_t)sql_int(db, "SELECT count(*) FROM enrichment_jobs WHERE status = 'done'"));
   json_object_set_new(r, "latency_trigger_to_completion", wf_latency(db));
   sqlite3_close(db);
-  tb_engine_destroy(engine);
-  tb_store_close(store);
-  tb_bus_destroy(bus);
+  bench_worker_close(&w);
   return r;
 }
 
@@ -758,12 +777,7 @@ static json_t *prio_sync_run(bench_t *b) {
                NULL, NULL, NULL);
   json_array_append_new(passes, prio_sync_pass(st, b, "drift"));
   json_array_append_new(passes, prio_sync_pass(st, b, "steady"));
-  sqlite3_int64 outbox = 0;
-  sqlite3_stmt *stmt = NULL;
-  if (sqlite3_prepare_v2(db, "SELECT count(*) FROM outbox", -1, &stmt, NULL) == SQLITE_OK &&
-      sqlite3_step(stmt) == SQLITE_ROW)
-    outbox = sqlite3_column_int64(stmt, 0);
-  sqlite3_finalize(stmt);
+  int64_t outbox = sql_int(db, "SELECT count(*) FROM outbox");
   sqlite3_close(db);
   tb_store_close(st);
   return json_pack("{s:I, s:I, s:o}", "repos", (json_int_t)n, "jobs_in_outbox", (json_int_t)outbox,
