@@ -84,6 +84,12 @@ void tb_cli_close(tb_cli_t *cli);
 extern volatile sig_atomic_t tb_cli_stop;
 void tb_cli_trap_signals(void);
 
+typedef enum { TB_CLI_TIERS, TB_CLI_PRESETS, TB_CLI_DOMAINS } tb_cli_names_t;
+
+/* Writes the config's tier, preset or domain names as "a, b, c" ("none" when there are none)
+ * for error messages that list what is accepted; truncated to |cap|. */
+void tb_cli_config_names(const tb_config_t *cfg, tb_cli_names_t which, char *buf, size_t cap);
+
 /* Fills |scope| from `--tiers a,b`, `--preset NAME` (a config preset, or any catalogue domain),
  * `--domains a,b` and `--max-concurrent-workflows N` (each may be NULL). Defaults: every tier,
  * every domain, the config's max_concurrent_workflows. Returns 0, or -1 after printing an error

@@ -177,25 +177,14 @@ static int check_id(tb_cli_t *cli, const char *id) {
   return TB_EXIT_OK;
 }
 
-/* "critical, high, normal" from the config's tiers (or its presets with |presets| set). */
-static void config_names(const tb_config_t *cfg, int presets, char *buf, size_t cap) {
-  size_t off = 0;
-  buf[0] = '\0';
-  int n = presets ? cfg->n_presets : cfg->n_tiers;
-  for (int i = 0; i < n && off < cap; i++)
-    off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? ", " : "",
-                            presets ? cfg->presets[i].name : cfg->tiers[i].name);
-  if (n == 0) snprintf(buf, cap, "none");
-}
-
 /* Resolves the run's tier from --priority and --task-queue (either may be NULL) into *tier
  * (borrowed from the config) and *explicit (1 when the user chose it). TB_EXIT_USAGE after
  * naming the bad value. */
 static int resolve_tier(tb_cli_t *cli, const tb_workflow_def_t *def, const char *priority,
                         const char *queue, const char **tier, int *explicit) {
   char tiers[256], presets[256];
-  config_names(&cli->cfg, 0, tiers, sizeof(tiers));
-  config_names(&cli->cfg, 1, presets, sizeof(presets));
+  tb_cli_config_names(&cli->cfg, TB_CLI_TIERS, tiers, sizeof(tiers));
+  tb_cli_config_names(&cli->cfg, TB_CLI_PRESETS, presets, sizeof(presets));
   const char *from_priority = NULL, *from_queue = NULL;
   if (priority != NULL) {
     int i = tb_config_tier_index(&cli->cfg, priority);

@@ -625,6 +625,18 @@ static int cmd_runs(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- workflows cancel */
 
+/* Reports why cancel or retry (|verb|) of run |id| did not happen: an unknown id or a run in the
+ * wrong state (the runtime's detail names its status) exits 1 like any runtime failure. */
+static int run_refused(const tb_cli_t *cli, const char *id, const char *verb, tb_status st) {
+  if (st == TB_ERR_NOT_FOUND)
+    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli->prog, id, cli->cfg.db_path);
+  else if (st == TB_ERR_INVALID)
+    fprintf(stderr, "%s: cannot %s: %s\n", cli->prog, verb, tb_errdetail());
+  else
+    fprintf(stderr, "%s: error: %s\n", cli->prog, tb_errdetail());
+  return TB_EXIT_FAIL;
+}
+
 static void cancel_usage(FILE *out) {
   fprintf(out, "usage: tierbus workflows cancel ID [--reason TEXT]\n"
                "Cancels a run: it runs no further step, and its waits and timers are dropped.\n"
@@ -667,16 +679,8 @@ static int cmd_cancel(int argc, char **argv) {
   if (st == TB_OK) {
     printf("cancelled %s (%s, was %s at step %s, attempt %d)\n", id, row.name, row.status,
            tb_cli_wf_step_name(row.name, row.step), row.attempt);
-  } else if (st == TB_ERR_NOT_FOUND) {
-    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
-    rc = TB_EXIT_FAIL;
-  } else if (st == TB_ERR_INVALID) {
-    /* The runtime's detail names the status ("workflow 'X' is already completed"). */
-    fprintf(stderr, "%s: cannot cancel: %s\n", cli.prog, tb_errdetail());
-    rc = TB_EXIT_FAIL;
   } else {
-    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
-    rc = TB_EXIT_FAIL;
+    rc = run_refused(&cli, id, "cancel", st);
   }
   if (found) tb_store_wf_row_clear(&row);
   tb_cli_close(&cli);
@@ -718,11 +722,8 @@ static int cmd_retry(int argc, char **argv) {
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   if (priority != NULL && tb_config_tier_index(&cli.cfg, priority) < 0) {
-    char tiers[256] = "";
-    size_t off = 0;
-    for (int i = 0; i < cli.cfg.n_tiers && off < sizeof(tiers); i++)
-      off += (size_t)snprintf(tiers + off, sizeof(tiers) - off, "%s%s", i ? ", " : "",
-                              cli.cfg.tiers[i].name);
+    char tiers[256];
+    tb_cli_config_names(&cli.cfg, TB_CLI_TIERS, tiers, sizeof(tiers));
     rc = tb_cli_usage_error(&cli, "--priority: unknown tier '%s' (tiers: %s)", priority, tiers);
     tb_cli_close(&cli);
     return rc;
@@ -738,16 +739,8 @@ static int cmd_retry(int argc, char **argv) {
     else if (res.rule[0])
       printf(" (escalated from %s by rule %s)", res.from_tier, res.rule);
     printf("; failure %d\n", res.failures);
-  } else if (st == TB_ERR_NOT_FOUND) {
-    fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
-    rc = TB_EXIT_FAIL;
-  } else if (st == TB_ERR_INVALID) {
-    /* The runtime's detail names the status ("workflow 'X' is completed, not failed ..."). */
-    fprintf(stderr, "%s: cannot retry: %s\n", cli.prog, tb_errdetail());
-    rc = TB_EXIT_FAIL;
   } else {
-    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
-    rc = TB_EXIT_FAIL;
+    rc = run_refused(&cli, id, "retry", st);
   }
   tb_cli_close(&cli);
   return rc;

@@ -201,6 +201,21 @@ void tb_cli_close(tb_cli_t *cli) {
   cli->cat = NULL;
 }
 
+void tb_cli_config_names(const tb_config_t *cfg, tb_cli_names_t which, char *buf, size_t cap) {
+  int n = which == TB_CLI_TIERS     ? cfg->n_tiers
+          : which == TB_CLI_PRESETS ? cfg->n_presets
+                                    : cfg->n_domains;
+  size_t off = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < n && off < cap; i++) {
+    const char *name = which == TB_CLI_TIERS     ? cfg->tiers[i].name
+                       : which == TB_CLI_PRESETS ? cfg->presets[i].name
+                                                 : cfg->domains[i];
+    off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", name);
+  }
+  if (n == 0) snprintf(buf, cap, "none");
+}
+
 /* Parses a comma list of names into indexes with |lookup|; -1 after printing an error. */
 static int parse_names(tb_cli_t *cli, const char *list, const char *flag, const char *what,
                        int (*lookup)(const tb_config_t *, const char *), int *out, int max) {
@@ -242,13 +257,11 @@ int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, con
     const tb_preset_t *p = tb_config_preset(cfg, preset);
     int d = p == NULL ? tb_config_domain_index(cfg, preset) : -1;
     if (p == NULL && d < 0) {
-      char known[512] = "";
-      for (int i = 0; i < cfg->n_presets; i++)
-        snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s", i ? ", " : "",
-                 cfg->presets[i].name);
-      for (int i = 0; i < cfg->n_domains; i++)
-        snprintf(known + strlen(known), sizeof(known) - strlen(known), ", %s", cfg->domains[i]);
-      tb_cli_usage_error(cli, "unknown preset '%s' (presets and domains: %s)", preset, known);
+      char presets[256], doms[256];
+      tb_cli_config_names(cfg, TB_CLI_PRESETS, presets, sizeof(presets));
+      tb_cli_config_names(cfg, TB_CLI_DOMAINS, doms, sizeof(doms));
+      tb_cli_usage_error(cli, "unknown preset '%s' (presets and domains: %s, %s)", preset, presets,
+                         doms);
       return -1;
     }
     if (p == NULL) { /* a bare domain: every tier of it */
