@@ -435,9 +435,32 @@ static const char v8_scheduler[] =
     "   'background', 'Full workspace repository priority sync (seed 002)', 'once')) AS t,"
     "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n;";
 
+/* v9: outbox ids are never reused. With a plain INTEGER PRIMARY KEY, deleting the newest row let
+ * the next insert take its id, and a second relay (another worker process) that had published
+ * the deleted row then deleted the new one by that id: a follow-up was lost unpublished.
+ * AUTOINCREMENT makes an id name one row for ever; the table is rebuilt to get it. */
+static const char v9_outbox_ids[] =
+    "CREATE TABLE outbox_v9("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  msg_id TEXT NOT NULL UNIQUE CHECK(msg_id <> ''),"
+    "  subject TEXT NOT NULL CHECK(subject <> ''),"
+    "  payload BLOB NOT NULL,"
+    "  headers TEXT"
+    "    CHECK(headers IS NULL OR (json_valid(headers) AND json_type(headers) = 'object')),"
+    "  created_us INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0 CHECK(attempts >= 0),"
+    "  last_error TEXT,"
+    "  next_attempt_us INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;"
+    "INSERT INTO outbox_v9 SELECT id, msg_id, subject, payload, headers, created_us, attempts,"
+    "  last_error, next_attempt_us FROM outbox;"
+    "DROP TABLE outbox;"
+    "ALTER TABLE outbox_v9 RENAME TO outbox;"
+    "CREATE INDEX outbox_due ON outbox(next_attempt_us);";
+
 static const char *const migrations[] = {v1_engine,     v2_repo_priority,  v3_outbox,
                                          v4_workflows,  v5_seed_workflows, v6_priority_sync,
-                                         v7_escalation, v8_scheduler};
+                                         v7_escalation, v8_scheduler,      v9_outbox_ids};
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

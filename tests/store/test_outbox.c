@@ -99,7 +99,7 @@ static void test_other_connection_sees_only_committed(void **state) {
   /* Durable: a new process finds it. */
   tb_store_t *again = NULL;
   assert_int_equal(tb_store_open(&again, f->path), TB_OK);
-  assert_int_equal(tb_store_schema_version(again), 8);
+  assert_int_equal(tb_store_schema_version(again), 9);
   assert_int_equal(count(again), 1);
   tb_store_close(again);
 }
@@ -156,6 +156,30 @@ static void test_delete(void **state) {
    * business; the stream's window decides whether it goes out). */
   add_committed(st, "tb.cmd.a.b", "m1", "1", NULL);
   assert_int_equal(count(st), 2);
+  tb_store_close(st);
+}
+
+/* Two relays (two worker processes) can both read the newest row. When the first deletes it and
+ * a new follow-up is added, the second's late delete by the old id must not remove the new row:
+ * ids are never reused. */
+static void test_deleted_id_is_not_reused(void **state) {
+  tb_store_t *st = open_mem();
+  add_committed(st, "tb.cmd.a.b", "step-2", "2", NULL);
+  tb_outbox_row_t *rows = NULL;
+  int n = 0;
+  assert_int_equal(tb_store_outbox_next(st, ALL_DUE, 10, &rows, &n), TB_OK);
+  assert_int_equal(n, 1);
+  int64_t newest = rows[0].id;
+  tb_store_outbox_free(rows, n);
+  assert_int_equal(tb_store_outbox_delete(st, newest), TB_OK); /* relay A delivered it */
+  add_committed(st, "tb.cmd.a.b", "step-3", "3", NULL);        /* the next step's follow-up */
+  assert_int_equal(tb_store_outbox_delete(st, newest), TB_OK); /* relay B, late, same id */
+  assert_int_equal(count(st), 1);
+  assert_int_equal(tb_store_outbox_next(st, ALL_DUE, 10, &rows, &n), TB_OK);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].msg_id, "step-3");
+  assert_true(rows[0].id > newest);
+  tb_store_outbox_free(rows, n);
   tb_store_close(st);
 }
 
@@ -367,6 +391,7 @@ int main(void) {
                                       db_fixture_teardown),
       cmocka_unit_test(test_duplicate_msg_id_is_one_row),
       cmocka_unit_test(test_delete),
+      cmocka_unit_test(test_deleted_id_is_not_reused),
       cmocka_unit_test(test_failed_counts_and_holds_back),
       cmocka_unit_test(test_oldest_first_and_limit),
       cmocka_unit_test(test_next_grows),

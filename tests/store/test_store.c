@@ -21,7 +21,7 @@
 #include "store/repo.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 8
+#define LATEST_VERSION 9
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
