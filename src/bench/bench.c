@@ -296,6 +296,7 @@ typedef struct worker_args {
   long target;        /* stop once this many messages were handled */
   int trickle_rate;   /* >0: also publish critical events at this rate until target */
   long trickle_until; /* ... counting only messages of the last tier */
+  int64_t run_us;     /* >0: stop after this long instead, and report each tier's backlog left */
 } worker_args_t;
 
 typedef struct trickle {
@@ -325,14 +326,18 @@ static void *trickle_loop(void *arg) {
 }
 
 static json_t *tier_json(const tb_engine_tier_stats_t *s) {
-  return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "handled",
+  return json_pack("{s:I,s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:I,s:f,s:f}", "handled",
                    (json_int_t)(s->processed + s->dead + s->duplicates), "dead",
                    (json_int_t)s->dead, "start_p50_ms", tb_hist_quantile(&s->start, .5) / 1000.0,
                    "start_p95_ms", tb_hist_quantile(&s->start, .95) / 1000.0, "start_p99_ms",
                    tb_hist_quantile(&s->start, .99) / 1000.0, "start_max_ms", s->start.max / 1000.0,
                    "commit_p50_ms", tb_hist_quantile(&s->commit, .5) / 1000.0, "commit_p99_ms",
                    tb_hist_quantile(&s->commit, .99) / 1000.0, "commit_max_ms",
-                   s->commit.max / 1000.0);
+                   s->commit.max / 1000.0, "wait_p50_ms", tb_hist_quantile(&s->wait, .5) / 1000.0,
+                   "wait_p99_ms", tb_hist_quantile(&s->wait, .99) / 1000.0, "wait_max_ms",
+                   s->wait.max / 1000.0, "aged", (json_int_t)s->aged, "late", (json_int_t)s->late,
+                   "over_bound_p99_ms", tb_hist_quantile(&s->over_bound, .99) / 1000.0,
+                   "over_bound_max_ms", s->over_bound.max / 1000.0);
 }
 
 /* A scenario's consuming process, put together as `tierbus worker` does it: every tier and
@@ -398,6 +403,7 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   pthread_t tt;
   if (a->trickle_rate > 0) pthread_create(&tt, NULL, trickle_loop, &tr);
   int64_t t0 = tb_wall_us(), deadline = tb_mono_us() + 900LL * 1000000;
+  if (a->run_us > 0) deadline = tb_mono_us() + a->run_us;
   int last = b->cfg->n_tiers - 1;
   tb_engine_tier_stats_t s;
   for (;;) {
@@ -408,7 +414,9 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
       handled += h;
       if (t == last) last_tier = h;
     }
-    if (a->trickle_rate > 0 ? last_tier >= a->trickle_until : handled >= a->target) break;
+    if (a->run_us == 0 &&
+        (a->trickle_rate > 0 ? last_tier >= a->trickle_until : handled >= a->target))
+      break;
     if (tb_mono_us() > deadline) break;
     tb_sleep_us(1000);
   }
@@ -417,9 +425,9 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
     pthread_join(tt, NULL);
     tb_sleep_us(200000); /* let the last critical events through */
   }
+  /* The figures are taken before the stop, which serves the messages still held: a fixed-length
+   * run must not count them, they ran after the window. */
   int64_t inversions = tb_dispatcher_inversions(w.disp);
-  tb_dispatcher_stop(w.disp);
-  w.disp = NULL;
   json_t *tiers = json_object();
   long total = 0;
   int64_t last_commit = 0;
@@ -427,8 +435,15 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
     tb_engine_tier_stats(engine, t, &s);
     total += (long)(s.processed + s.dead + s.duplicates);
     last_commit = s.last_commit_us;
-    json_object_set_new(tiers, b->cfg->tiers[t].name, tier_json(&s));
+    json_t *tj = tier_json(&s);
+    uint64_t pending = 0, ack_pending = 0, redelivered = 0;
+    if (a->run_us > 0 && tb_consumer_pending(bus, b->cfg, b->cfg->tiers[t].name, NULL, &pending,
+                                             &ack_pending, &redelivered) == TB_OK)
+      json_object_set_new(tj, "backlog_at_end", json_integer((json_int_t)pending));
+    json_object_set_new(tiers, b->cfg->tiers[t].name, tj);
   }
+  tb_dispatcher_stop(w.disp);
+  w.disp = NULL;
   bench_worker_close(&w);
   return json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "handled", (json_int_t)total, "inversions",
                    (json_int_t)inversions, "ready_us", (json_int_t)t0, "last_commit_us",
@@ -531,6 +546,139 @@ static json_t *backlog_run(bench_t *b) {
   json_object_set(r, "inversions", json_object_get(con, "inversions"));
   json_object_set(r, "tiers", tiers);
   if (json_object_get(con, "error")) json_object_set(r, "error", json_object_get(con, "error"));
+  json_decref(pub);
+  json_decref(con);
+  return r;
+}
+
+/* ---------------------------------------------------------------- saturation */
+
+/* Every tier saturated at once, to measure aging: each lower tier gets a backlog it cannot drain
+ * in the window, and the critical stream is kept non-empty for the whole window, so that without
+ * aging nothing below critical would ever run. What aging promises is measured per tier: how long
+ * a message held ready in the worker waits before it is dispatched, against the tier's bound
+ * (tb_dispatch_aging_bound_us). Time spent in the stream before a slot frees is not part of that
+ * wait: when work arrives faster than it is done, no policy bounds it. */
+typedef struct sat_args {
+  const char *url;
+  long preload[TB_MAX_TIERS]; /* messages published per tier before the worker starts */
+  int64_t run_us;             /* how long to keep critical topped up once ready */
+  long low, chunk;            /* top critical up by |chunk| whenever its backlog is below |low| */
+} sat_args_t;
+
+static json_t *saturation_publisher(bench_t *b, void *arg, int ready_fd) {
+  sat_args_t *a = arg;
+  const tb_config_t *cfg = b->cfg;
+  const char *crit = cfg->tiers[0].name;
+  tb_bus_t *bus = NULL;
+  if (tb_bus_connect(&bus, a->url, "bench-sat-pub") != TB_OK) return err_json("publisher");
+  int64_t failed = 0;
+  tb_status st = TB_OK;
+  for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
+    item_t *items = make_items(b, a->preload[t], cfg->tiers[t].name);
+    st = items ? publish_items(bus, items, a->preload[t], NULL, &failed) : TB_ERR_NOMEM;
+    free_items(items, a->preload[t]);
+  }
+  item_t *pool = make_items(b, a->chunk, crit);
+  if (st != TB_OK || pool == NULL || failed > 0) {
+    free_items(pool, a->chunk);
+    tb_bus_destroy(bus);
+    return err_json("preload");
+  }
+  signal_ready(ready_fd);
+  /* The worker starts as soon as we are ready; the first sample is taken once it has had time
+   * to start fetching, so that the minimum describes the window. */
+  int64_t start = tb_mono_us(), end = start + a->run_us;
+  long sent = a->preload[0], samples = 0;
+  uint64_t min_pending = UINT64_MAX;
+  while (tb_mono_us() < end && st == TB_OK) {
+    uint64_t pending = 0, ack_pending = 0, redelivered = 0;
+    if (tb_consumer_pending(bus, cfg, crit, NULL, &pending, &ack_pending, &redelivered) != TB_OK) {
+      tb_sleep_us(10000);
+      continue;
+    }
+    samples++;
+    if (pending < min_pending) min_pending = pending;
+    if ((long)pending < a->low) {
+      st = publish_items(bus, pool, a->chunk, NULL, &failed);
+      sent += a->chunk;
+    } else {
+      tb_sleep_us(10000);
+    }
+  }
+  free_items(pool, a->chunk);
+  tb_bus_destroy(bus);
+  return json_pack(
+      "{s:I,s:I,s:I,s:I,s:s}", "critical_sent", (json_int_t)sent, "critical_min_pending",
+      (json_int_t)(min_pending == UINT64_MAX ? -1 : (json_int_t)min_pending), "samples",
+      (json_int_t)samples, "failed", (json_int_t)failed, "status", tb_err_name(st));
+}
+
+static json_t *saturation_run(bench_t *b) {
+  const tb_config_t *cfg = b->cfg;
+  tb_server_t srv;
+  if (start_server(b, "saturation", &srv) != 0) return json_pack("{s:s}", "error", "server");
+  int64_t run_us = b->opts->saturate_seconds * 1000000LL;
+  sat_args_t sa = {.url = srv.url, .run_us = run_us + 3000000, .low = 5000, .chunk = 5000};
+  /* A lower tier under saturated critical runs about |concurrency| messages per aging bound;
+   * three times that over the window, and never fewer than 2,000, cannot drain. */
+  for (int t = 1; t < cfg->n_tiers; t++) {
+    int64_t bound = tb_dispatch_aging_bound_us(cfg, t);
+    long n = bound > 0 ? (long)(3 * cfg->tiers[t].concurrency * (run_us / bound + 2)) : 0;
+    sa.preload[t] = n > 2000 ? n : 2000;
+  }
+  sa.preload[0] = 2 * sa.low;
+  worker_args_t wp = {.url = srv.url, .target = 0}; /* provisions the streams, then stops */
+  worker_args_t wa = {.url = srv.url, .run_us = run_us};
+  child_t prov, publisher, worker;
+  long rss = 0, rss_p = 0;
+  child_start(&prov, b, tierbus_worker, &wp);
+  child_wait_ready(&prov);
+  json_decref(child_finish(&prov, &rss));
+  child_start(&publisher, b, saturation_publisher, &sa);
+  child_wait_ready(&publisher);
+  child_start(&worker, b, tierbus_worker, &wa);
+  child_wait_ready(&worker);
+  json_t *con = child_finish(&worker, &rss);
+  json_t *pub = child_finish(&publisher, &rss_p);
+  tb_server_stop(&srv, 5000);
+
+  json_t *r = json_pack("{s:I,s:f}", "seconds", (json_int_t)b->opts->saturate_seconds,
+                        "peak_rss_mib", rss / 1024.0);
+  json_object_set(r, "inversions", json_object_get(con, "inversions"));
+  json_object_set(r, "critical_sent", json_object_get(pub, "critical_sent"));
+  json_object_set(r, "critical_min_pending", json_object_get(pub, "critical_min_pending"));
+  json_t *tiers = json_object(), *ctiers = json_object_get(con, "tiers");
+  int saturated = jnum(pub, "critical_min_pending") > 0, within = 1;
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    json_t *tj = json_object_get(ctiers, cfg->tiers[t].name);
+    if (tj == NULL) continue;
+    json_t *o = json_pack(
+        "{s:I,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "preloaded", (json_int_t)sa.preload[t], "handled",
+        json_object_get(tj, "handled"), "backlog_at_end", json_object_get(tj, "backlog_at_end"),
+        "aged", json_object_get(tj, "aged"), "wait_p50_ms", json_object_get(tj, "wait_p50_ms"),
+        "wait_p99_ms", json_object_get(tj, "wait_p99_ms"), "wait_max_ms",
+        json_object_get(tj, "wait_max_ms"), "start_p99_ms", json_object_get(tj, "start_p99_ms"),
+        "late", json_object_get(tj, "late"));
+    if (jnum(tj, "backlog_at_end") <= 0) saturated = 0;
+    int64_t bound = tb_dispatch_aging_bound_us(cfg, t);
+    if (bound >= 0) {
+      /* p99 of the wait = bound + p99 of the overshoot (the overshoot is the wait minus the
+       * bound, floored at 0: a monotone map keeps quantiles), at the overshoot's resolution. */
+      double over = jnum(tj, "over_bound_p99_ms"), bound_ms = bound / 1000.0;
+      json_object_set_new(o, "aging_bound_ms", json_real(bound_ms));
+      json_object_set_new(o, "p99_over_bound_ms", json_real(over));
+      json_object_set_new(o, "max_over_bound_ms", json_real(jnum(tj, "over_bound_max_ms")));
+      json_object_set_new(o, "p99_wait_to_bound", json_real((bound_ms + over) / bound_ms));
+      if (jnum(tj, "handled") <= 0) within = 0; /* starved: nothing to measure is a failure */
+    }
+    json_object_set_new(tiers, cfg->tiers[t].name, o);
+  }
+  json_object_set_new(r, "saturated_throughout", json_boolean(saturated));
+  json_object_set_new(r, "tiers", tiers);
+  json_object_set_new(r, "every_bounded_tier_ran", json_boolean(within));
+  if (json_object_get(con, "error")) json_object_set(r, "error", json_object_get(con, "error"));
+  if (json_object_get(pub, "error")) json_object_set(r, "error", json_object_get(pub, "error"));
   json_decref(pub);
   json_decref(con);
   return r;
@@ -846,6 +994,13 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
     json_t *bl = backlog_run(&b);
     json_object_set_new(root, "backlog", bl);
     if (json_object_get(bl, "error")) rc = 1;
+  }
+  if (opts->run_saturation) {
+    fprintf(stderr, "tierbus bench: every tier saturated for %ld s (aging bounds)...\n",
+            opts->saturate_seconds);
+    json_t *sat = saturation_run(&b);
+    json_object_set_new(root, "saturation", sat);
+    if (json_object_get(sat, "error")) rc = 1;
   }
   if (opts->run_workflows) {
     fprintf(stderr, "tierbus bench: %ld enrichment workflows (command, wait, resume)...\n",

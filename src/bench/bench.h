@@ -12,7 +12,8 @@ typedef struct tb_bench_opts {
   int critical_rate; /* scenario "backlog": critical events per second while it drains */
   long workflows;    /* scenario "workflows": enrichment workflows started */
   long repos;        /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
-  int run_throughput, run_backlog, run_workflows, run_prio_sync;
+  long saturate_seconds; /* scenario "saturation": how long every tier is kept saturated */
+  int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
 } tb_bench_opts_t;
 

@@ -6,23 +6,40 @@
 #include "bench/bench.h"
 #include "cli/cli.h"
 
+/* Selects the scenarios that |name| names ("all" = every one); 0 if it names none. */
+static int select_scenarios(tb_bench_opts_t *o, const char *name) {
+  const struct {
+    const char *name;
+    int *run;
+  } scenarios[] = {{"throughput", &o->run_throughput},
+                   {"backlog", &o->run_backlog},
+                   {"saturation", &o->run_saturation},
+                   {"workflows", &o->run_workflows},
+                   {"prio-sync", &o->run_prio_sync}};
+  int any = 0;
+  for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+    *scenarios[i].run = strcmp(name, "all") == 0 || strcmp(name, scenarios[i].name) == 0;
+    any |= *scenarios[i].run;
+  }
+  return any;
+}
+
 int tb_cmd_bench(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus bench"};
   tb_bench_opts_t o = {.events = 200000,
                        .backlog = 200000,
                        .critical_rate = 200,
+                       .saturate_seconds = 90,
                        .workflows = 10000,
-                       .repos = 100000,
-                       .run_throughput = 1,
-                       .run_backlog = 1,
-                       .run_workflows = 1,
-                       .run_prio_sync = 1};
+                       .repos = 100000};
+  select_scenarios(&o, "all");
   long rate = o.critical_rate;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"events", required_argument, NULL, 'n'},
                                        {"backlog", required_argument, NULL, 'b'},
                                        {"critical-rate", required_argument, NULL, 'r'},
                                        {"workflows", required_argument, NULL, 'W'},
+                                       {"saturate-seconds", required_argument, NULL, 'S'},
                                        {"scenario", required_argument, NULL, 's'},
                                        {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
@@ -41,6 +58,9 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'W':
       rc = tb_cli_parse_long(&cli, "--workflows", optarg, 1, 10000000, &o.workflows);
       break;
+    case 'S':
+      rc = tb_cli_parse_long(&cli, "--saturate-seconds", optarg, 5, 3600, &o.saturate_seconds);
+      break;
     case 'r':
       rc = tb_cli_parse_long(&cli, "--critical-rate", optarg, 1, 100000, &rate);
       break;
@@ -51,21 +71,20 @@ int tb_cmd_bench(int argc, char **argv) {
       o.work_dir = optarg;
       break;
     case 's':
-      o.run_throughput = strcmp(optarg, "all") == 0 || strcmp(optarg, "throughput") == 0;
-      o.run_backlog = strcmp(optarg, "all") == 0 || strcmp(optarg, "backlog") == 0;
-      o.run_workflows = strcmp(optarg, "all") == 0 || strcmp(optarg, "workflows") == 0;
-      o.run_prio_sync = strcmp(optarg, "all") == 0 || strcmp(optarg, "prio-sync") == 0;
-      if (!o.run_throughput && !o.run_backlog && !o.run_workflows && !o.run_prio_sync)
-        rc = tb_cli_usage_error(
-            &cli, "--scenario: expected all, throughput, backlog, workflows or prio-sync, got '%s'",
-            optarg);
+      if (!select_scenarios(&o, optarg))
+        rc = tb_cli_usage_error(&cli,
+                                "--scenario: expected all, throughput, backlog, saturation, "
+                                "workflows or prio-sync, got '%s'",
+                                optarg);
       break;
     case 'h':
       printf("usage: tierbus bench [--events N] [--backlog N] [--critical-rate R] [--workflows N]\n"
-             "                     [--repos N] [--work-dir DIR]\n"
-             "                     [--scenario all|throughput|backlog|workflows|prio-sync]\n"
+             "                     [--saturate-seconds S] [--repos N] [--work-dir DIR]\n"
+             "                     [--scenario "
+             "all|throughput|backlog|saturation|workflows|prio-sync]\n"
              "The raw JetStream + SQLite ceiling runs with the throughput and workflows\n"
-             "scenarios; their figures are reported against it.\n");
+             "scenarios; their figures are reported against it. The saturation scenario\n"
+             "reports each tier's wait against its aging bound.\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;

@@ -24,6 +24,11 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us) {
   return steps >= t ? 0 : t - (int)steps;
 }
 
+int64_t tb_dispatch_aging_bound_us(const tb_config_t *cfg, int t) {
+  if (t <= 0 || cfg->tiers[t].aging_ms <= 0) return -1;
+  return (int64_t)t * cfg->tiers[t].aging_ms * 1000;
+}
+
 tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads,
                                int64_t now_us) {
   tb_choice_t c = {.tier = -1, .eff_tier = 0, .boost = 0, .reason = "idle"};
@@ -257,7 +262,9 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
 static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
   for (int t = 0; t < d->cfg->n_tiers; t++) {
     const ready_queue_t *q = &d->queues[t];
-    int waiting = q->active && q->pending > 0; /* the stream holds more of this tier */
+    /* The stream holds more of this tier, and a fetcher may still bring it: once every fetcher
+     * has stopped, holding for it would only delay the stop's drain and count inversions. */
+    int waiting = q->active && q->pending > 0 && !d->fetchers_done;
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
     heads[t].backlog = waiting && q->inflight < q->cap;
@@ -295,6 +302,9 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
   w->eff_tier = c.eff_tier;
   w->boost = c.boost;
   w->reason = c.reason;
+  w->wait_us = now - w->ready_mono_us;
+  int64_t bound = tb_dispatch_aging_bound_us(d->cfg, c.tier);
+  w->over_bound_us = bound < 0 ? -1 : w->wait_us > bound ? w->wait_us - bound : 0;
   return w;
 }
 

@@ -34,6 +34,12 @@ typedef struct tb_choice {
  * aging interval of its own tier, never above tier 0. */
 int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
 
+/* The aging bound of tier |t|: the longest a ready message of that tier waits before aging has
+ * lifted it to the top tier, where it runs before any message that became ready after it. That
+ * is t aging intervals of its own tier. -1 when there is none: the top tier needs no aging, and a
+ * tier with aging 0 can wait as long as higher tiers stay busy. */
+int64_t tb_dispatch_aging_bound_us(const tb_config_t *cfg, int t);
+
 /* Picks the head with the best (lowest) effective tier; among equals, the one waiting longest.
  * heads[] has cfg->n_tiers entries. */
 tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *heads,

@@ -287,11 +287,18 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   }
 
 done:
-  if (st == TB_OK && w->published_us > 0) {
+  if (st == TB_OK) {
     int64_t lat = w->started_us - w->published_us;
-    tb_hist_add(&e->pending_start[w->tier], lat);
+    if (w->published_us > 0) tb_hist_add(&e->pending_start[w->tier], lat);
     pthread_mutex_lock(&e->mu);
-    tb_hist_add(&e->totals[w->tier].start, lat);
+    tb_engine_tier_stats_t *tot = &e->totals[w->tier];
+    if (w->published_us > 0) tb_hist_add(&tot->start, lat);
+    if (!w->orphan) { /* an orphan was never waiting in a ready queue */
+      tb_hist_add(&tot->wait, w->wait_us);
+      if (w->over_bound_us >= 0) tb_hist_add(&tot->over_bound, w->over_bound_us);
+      tot->aged += w->boost > 0;
+      tot->late += w->over_bound_us > 0;
+    }
     pthread_mutex_unlock(&e->mu);
   }
   tb_decoded_free(&d);

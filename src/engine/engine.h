@@ -30,6 +30,9 @@ typedef struct tb_work {
   int boost;                /* tier - eff_tier */
   const char *reason;       /* static text: why it was dispatched now */
   int64_t ready_mono_us;    /* when it reached this process */
+  int64_t wait_us;          /* ready -> dispatched: the wait that aging bounds */
+  int64_t over_bound_us;    /* how far wait_us passed the tier's aging bound: 0 = within it,
+                             * -1 = the tier has no bound (tb_dispatch_aging_bound_us) */
   int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
   /* An orphan is a message whose deliveries ran out with no outcome (its worker died holding the
    * last one): the dispatcher read it back from the stream after JetStream's max-deliveries
@@ -51,8 +54,16 @@ typedef struct tb_engine tb_engine_t;
 /* Per-tier figures kept in memory by one process (the bench reads them; stats use the store). */
 typedef struct tb_engine_tier_stats {
   int64_t processed, failed, dead, duplicates;
-  tb_hist_t start;        /* publish -> handler start, us */
-  tb_hist_t commit;       /* publish -> commit, us */
+  tb_hist_t start;  /* publish -> handler start, us */
+  tb_hist_t commit; /* publish -> commit, us */
+  tb_hist_t wait;   /* ready in this process -> dispatched, us (tb_work_t.wait_us) */
+  /* Past the aging bound, us (tb_work_t.over_bound_us; 0 = within). Kept apart from |wait|
+   * because a bound of seconds lies in buckets tens of ms wide, while the overshoot is small:
+   * the overshoot's quantile is the wait's quantile minus the bound, at the overshoot's
+   * resolution. Empty for a tier without a bound. */
+  tb_hist_t over_bound;
+  int64_t aged;           /* dispatches that aging lifted (boost > 0) */
+  int64_t late;           /* dispatches past the aging bound */
   int64_t last_commit_us; /* wall clock of the process's latest commit (any tier) */
 } tb_engine_tier_stats_t;
 

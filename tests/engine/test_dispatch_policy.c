@@ -83,6 +83,30 @@ static void test_choose_aged(void **state) {
   assert_int_equal(c.eff_tier, 0);
 }
 
+/* The aging bound is the moment a waiting message overtakes every fresher critical message:
+ * one microsecond earlier a fresh critical head still runs first. */
+static void test_aging_bound(void **state) {
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 0), -1); /* the top tier needs no aging */
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 1), 1 * S);
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 2), 4 * S);
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 3), 15 * S);
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 4), 40 * S);
+  int64_t now = 1000 * S;
+  for (int t = 1; t < 5; t++) {
+    int64_t bound = tb_dispatch_aging_bound_us(&cfg, t);
+    tb_ready_head_t h[5] = {{0}};
+    h[0] = (tb_ready_head_t){.present = 1, .ready_mono_us = now - 1}; /* critical, just ready */
+    h[t] = (tb_ready_head_t){.present = 1, .ready_mono_us = now - bound + 1};
+    assert_int_equal(tb_dispatch_choose(&cfg, h, now).tier, 0);
+    h[t].ready_mono_us = now - bound;
+    tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
+    assert_int_equal(c.tier, t);
+    assert_int_equal(c.eff_tier, 0);
+  }
+  cfg.tiers[3].aging_ms = 0;
+  assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 3), -1); /* aging off: no bound */
+}
+
 static void test_audit_catches_bad_picks(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
@@ -154,6 +178,7 @@ int main(void) {
       cmocka_unit_test_setup(test_effective_boundaries, setup),
       cmocka_unit_test_setup(test_choose_strict, setup),
       cmocka_unit_test_setup(test_choose_aged, setup),
+      cmocka_unit_test_setup(test_aging_bound, setup),
       cmocka_unit_test_setup(test_audit_catches_bad_picks, setup),
       cmocka_unit_test_setup(test_must_wait, setup),
       cmocka_unit_test_setup(test_must_commit, setup),
