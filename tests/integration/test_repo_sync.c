@@ -167,11 +167,45 @@ static void test_jobs_on_their_tiers_and_the_sync(void **state) {
   tb_catalogue_destroy(cat);
 }
 
+/* Two `tierbus priority sync` processes started together on a table large enough that their
+ * syncs would overlap: one runs, the other is refused with exit 3, and the changes are written
+ * once. */
+static void test_two_processes_one_sync(void **state) {
+  tb_h_t *h = *state;
+  tb_assert_ok(tb_h_server_start(h));
+  run_ok(h, NULL, "init", NULL, NULL, NULL, NULL);
+  run_ok(h, NULL, "stats", NULL, NULL, NULL, NULL); /* creates the database */
+  /* 60k tracked repositories still at the default, 30% of them in a workspace: the backfill
+   * takes seconds, far longer than the two processes' start-up gap. */
+  exec_db(h, "BEGIN;"
+             "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < 60000) "
+             "INSERT INTO tracked_repositories(repository_id, updated_at) "
+             "SELECT printf('repo-%06d', i), 0 FROM k;"
+             "INSERT INTO workspace_repositories(workspace_id, repository_id, added_at) "
+             "SELECT printf('ws-%03d', rowid % 500), repository_id, 0 FROM tracked_repositories "
+             "WHERE rowid % 10 < 3;"
+             "COMMIT;");
+  tb_h_child_t a, b;
+  tb_assert_ok(tb_h_spawn(h, &a, "sync-a", "priority", "sync", "--json", NULL));
+  tb_assert_ok(tb_h_spawn(h, &b, "sync-b", "priority", "sync", "--json", NULL));
+  int sa = tb_h_child_wait(&a, 100000), sb = tb_h_child_wait(&b, 100000);
+  print_message("exit statuses: %d and %d\n", sa, sb);
+  assert_true((sa == 0 && sb == 3) || (sa == 3 && sb == 0));
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_sync_runs"), 1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT priority_changes FROM priority_sync_runs"), 18000);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM tracked_repositories "
+                                   "WHERE priority='high' AND is_workspace_repo=1"),
+                   18000);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_audit"), 18000);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM job_leases"), 0);
+}
+
 int main(void) {
   tb_h_watchdog(110);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_jobs_on_their_tiers_and_the_sync, tb_h_setup,
                                       tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_two_processes_one_sync, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
