@@ -364,7 +364,7 @@ static tb_status bench_worker_open(bench_worker_t *w, const bench_t *b, const tb
   tb_status st = tb_bus_connect(&w->bus, url, name);
   if (st == TB_OK) st = tb_bus_provision(w->bus, cfg);
   if (st == TB_OK) st = tb_store_open(&w->store, dbpath);
-  if (st == TB_OK) st = tb_store_offload_checkpoints(w->store, dbpath, 200);
+  if (st == TB_OK) st = tb_store_offload_checkpoints(w->store, dbpath, 0);
   if (st == TB_OK) st = tb_engine_create(&w->engine, cfg, b->cat, w->store, w->bus);
   if (st == TB_OK && with_relay) st = tb_relay_start(&w->relay, dbpath, w->bus, 200);
   if (st == TB_OK) tb_engine_set_relay(w->engine, w->relay);

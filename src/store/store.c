@@ -182,7 +182,7 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
     return s;
   }
   sqlite3_busy_timeout(c->db, DEFAULT_BUSY_MS);
-  c->interval_ms = interval_ms > 0 ? interval_ms : 200;
+  c->interval_ms = interval_ms > 0 ? interval_ms : TB_STORE_CHECKPOINT_MS;
   pthread_mutex_init(&c->mu, NULL);
   tb_cond_init(&c->cv);
   if (pthread_create(&c->thread, NULL, checkpoint_loop, c) != 0) {
