@@ -28,7 +28,8 @@ void tb_store_close(tb_store_t *st);
  * |path| runs passive checkpoints every |interval_ms| instead (0 = TB_STORE_CHECKPOINT_MS). */
 /* Between offloaded checkpoints. A checkpoint syncs the WAL, and a commit that appends to the WAL
  * meanwhile can wait for that sync: at 200 ms the saturation bench saw commits of 170-260 ms
- * about once every 30 s; at 2 s, none in four runs. The WAL grows by what two seconds write. */
+ * about once every 30 s; at 2 s, none in the runs logged (bench/RESULTS.md). The WAL grows by
+ * what two seconds write. */
 #define TB_STORE_CHECKPOINT_MS 2000
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms);
