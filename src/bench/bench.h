@@ -7,11 +7,11 @@
 #include "codec/catalogue.h"
 
 typedef struct tb_bench_opts {
-  long events;       /* scenario "throughput": events published with the tier mix */
-  long backlog;      /* scenario "backlog": background events preloaded */
-  int critical_rate; /* scenario "backlog": critical events per second while it drains */
-  long workflows;    /* scenario "workflows": enrichment workflows started */
-  long repos;        /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
+  long events;           /* scenario "throughput": events published with the tier mix */
+  long backlog;          /* scenario "backlog": background events preloaded */
+  int critical_rate;     /* scenario "backlog": critical events per second while it drains */
+  long workflows;        /* scenario "workflows": enrichment workflows started */
+  long repos;            /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
   long saturate_seconds; /* scenario "saturation": how long every tier is kept saturated */
   int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
