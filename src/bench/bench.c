@@ -385,11 +385,7 @@ static void bench_worker_close(bench_worker_t *w) {
 /* Messages the engine has handled on every tier: applied, dead-lettered or duplicates. */
 static long handled_total(const tb_config_t *cfg, tb_engine_t *engine) {
   long n = 0;
-  for (int t = 0; t < cfg->n_tiers; t++) {
-    tb_engine_tier_stats_t s;
-    tb_engine_tier_stats(engine, t, &s);
-    n += (long)(s.processed + s.dead + s.duplicates);
-  }
+  for (int t = 0; t < cfg->n_tiers; t++) n += (long)tb_engine_handled(engine, t);
   return n;
 }
 
@@ -414,8 +410,7 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   for (;;) {
     long handled = 0, last_tier = 0;
     for (int t = 0; t < b->cfg->n_tiers; t++) {
-      tb_engine_tier_stats(engine, t, &s);
-      long h = (long)(s.processed + s.dead + s.duplicates);
+      long h = (long)tb_engine_handled(engine, t);
       handled += h;
       if (t == last) last_tier = h;
       if (t == 0 && a->top_handled) *a->top_handled = h;

@@ -404,3 +404,11 @@ void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out)
   out->last_commit_us = e->last_commit_us;
   pthread_mutex_unlock(&e->mu);
 }
+
+int64_t tb_engine_handled(tb_engine_t *e, int tier) {
+  pthread_mutex_lock(&e->mu);
+  const tb_engine_tier_stats_t *s = &e->totals[tier];
+  int64_t n = s->processed + s->dead + s->duplicates;
+  pthread_mutex_unlock(&e->mu);
+  return n;
+}

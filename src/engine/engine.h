@@ -98,4 +98,8 @@ void tb_engine_note_inversion(tb_engine_t *e, int tier);
 /* Copies this process's per-tier figures (thread-safe). */
 void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out);
 
+/* Messages of |tier| this process has handled and committed: applied, dead-lettered or
+ * duplicates. For progress polling: unlike tb_engine_tier_stats() it copies no histograms. */
+int64_t tb_engine_handled(tb_engine_t *e, int tier);
+
 #endif
