@@ -74,6 +74,14 @@ static tb_status set_wal(sqlite3 *db, const char *path) {
   sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_step(stmt);
+  /* Two processes switching a new file to WAL at once: the loser's lock upgrade returns BUSY
+   * without the busy handler (SQLite's deadlock avoidance), so it waits here instead. */
+  for (int waited_ms = 0; (rc & 0xff) == SQLITE_BUSY && waited_ms < DEFAULT_BUSY_MS;
+       waited_ms += 10) {
+    sqlite3_reset(stmt);
+    tb_sleep_us(10000);
+    rc = sqlite3_step(stmt);
+  }
   if (rc != SQLITE_ROW) {
     tb_status s = tb__store_fail(db, rc, "store %s: journal_mode=WAL", path);
     sqlite3_finalize(stmt);
