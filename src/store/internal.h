@@ -377,6 +377,7 @@ struct tb_store {
   sqlite3 *db;
   sqlite3_stmt *stmt[TB__ST_COUNT];
   int savepoints; /* open tb_msg savepoints, so a stray release/rollback_to is caught */
+  int busy_ms;    /* the busy timeout in force, for code that shortens it for a while */
   struct tb_checkpointer *ckpt; /* background checkpoints, when offloaded; owned */
 };
 

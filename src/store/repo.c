@@ -404,12 +404,25 @@ tb_status tb_store_repo_counts(tb_store_t *st, int64_t *tracked, int64_t *worksp
 
 /* ---------------------------------------------------------------- leases */
 
-tb_status tb_store_lease_take(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
+/* The lease row of |name|: *found = 0 when there is none. */
+static tb_status lease_get(tb_store_t *st, const char *name, int *found, char *holder, size_t cap,
+                           int64_t *expires_us) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_LEASE_GET);
+  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  *found = rc == SQLITE_ROW;
+  if (holder) copy_text(holder, cap, *found ? sqlite3_column_text(stmt, 0) : NULL);
+  if (expires_us) *expires_us = *found ? sqlite3_column_int64(stmt, 1) : 0;
+  tb_status s = rc == SQLITE_ROW || rc == SQLITE_DONE
+                    ? TB_OK
+                    : tb__store_fail(st->db, rc, "lease '%s': read holder", name);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+/* The conditional upsert, then the holder when it did not take. */
+static tb_status lease_upsert(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
                               int *taken, char *holder, size_t cap, int64_t *holder_expires_us) {
-  *taken = 0;
-  if (name == NULL || name[0] == '\0' || owner == NULL || owner[0] == '\0' || ttl_ms < 1)
-    return tb__fail(TB_ERR_INVALID, "lease '%s': needs a name, an owner and a ttl of 1 ms or more",
-                    name ? name : "");
   int64_t now = tb_wall_us();
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_LEASE_TAKE);
   sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
@@ -424,20 +437,43 @@ tb_status tb_store_lease_take(tb_store_t *st, const char *name, const char *owne
     *taken = 1;
     return TB_OK;
   }
-  stmt = tb__stmt(st, TB__ST_LEASE_GET);
-  sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
-  rc = sqlite3_step(stmt);
-  if (rc == SQLITE_ROW) {
-    if (holder) copy_text(holder, cap, sqlite3_column_text(stmt, 0));
-    if (holder_expires_us) *holder_expires_us = sqlite3_column_int64(stmt, 1);
-  } else {
-    /* Released between the two statements (only possible outside a transaction). */
-    if (holder) copy_text(holder, cap, NULL);
-    if (holder_expires_us) *holder_expires_us = 0;
-    if (rc != SQLITE_DONE) s = tb__store_fail(st->db, rc, "lease '%s': read holder", name);
+  int found; /* 0: released between the two statements (only possible outside a transaction) */
+  return lease_get(st, name, &found, holder, cap, holder_expires_us);
+}
+
+/* How long one wait for the write lock lasts before the lease is read again. */
+#define LEASE_WAIT_SLICE_MS 50
+
+tb_status tb_store_lease_take(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
+                              int *taken, char *holder, size_t cap, int64_t *holder_expires_us) {
+  *taken = 0;
+  if (name == NULL || name[0] == '\0' || owner == NULL || owner[0] == '\0' || ttl_ms < 1)
+    return tb__fail(TB_ERR_INVALID, "lease '%s': needs a name, an owner and a ttl of 1 ms or more",
+                    name ? name : "");
+  /* In a transaction the caller already holds the write lock or waits for it as a whole. */
+  if (!sqlite3_get_autocommit(st->db))
+    return lease_upsert(st, name, owner, ttl_ms, taken, holder, cap, holder_expires_us);
+  /* Outside one, a holder that is running writes batch after batch, and SQLite's busy handler,
+   * which retries at fixed steps, loses the lock to each next batch: the caller would wait until
+   * the holder had finished and then run the job a second time. So the lease is read first (a
+   * WAL reader never waits), and the write waits in short slices with a read between them. */
+  int64_t deadline = tb_mono_us() + (int64_t)st->busy_ms * 1000;
+  for (;;) {
+    int found = 0;
+    char who[256]; /* a longer owner only skips this shortcut: the upsert decides */
+    int64_t expires = 0;
+    tb_status s = lease_get(st, name, &found, who, sizeof(who), &expires);
+    if (s != TB_OK) return s;
+    if (found && expires > tb_wall_us() && strcmp(who, owner) != 0) {
+      if (holder) copy_text(holder, cap, (const unsigned char *)who);
+      if (holder_expires_us) *holder_expires_us = expires;
+      return TB_OK;
+    }
+    sqlite3_busy_timeout(st->db, LEASE_WAIT_SLICE_MS);
+    s = lease_upsert(st, name, owner, ttl_ms, taken, holder, cap, holder_expires_us);
+    sqlite3_busy_timeout(st->db, st->busy_ms);
+    if (s != TB_ERR_BUSY || tb_mono_us() >= deadline) return s;
   }
-  tb__stmt_done(stmt);
-  return s;
 }
 
 tb_status tb_store_lease_renew(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,

@@ -148,7 +148,10 @@ tb_status tb_store_repo_counts(tb_store_t *st, int64_t *tracked, int64_t *worksp
 
 /* Takes lease |name| for |owner| until now + |ttl_ms|, when it is free, expired, or already
  * |owner|'s. *taken = 1 on success; else 0, with the holder's id copied to |holder| (cap bytes,
- * may be NULL) and its expiry to *holder_expires_us (may be NULL). */
+ * may be NULL) and its expiry to *holder_expires_us (may be NULL). Outside a transaction a lease
+ * held by another is reported as soon as it is committed, even while its holder keeps the write
+ * lock busy; TB_ERR_BUSY only when the lease was free and the lock stayed taken for the whole
+ * busy timeout. */
 tb_status tb_store_lease_take(tb_store_t *st, const char *name, const char *owner, int64_t ttl_ms,
                               int *taken, char *holder, size_t cap, int64_t *holder_expires_us);
 

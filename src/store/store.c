@@ -123,6 +123,7 @@ tb_status tb_store_open(tb_store_t **out, const char *path) {
   /* The busy timeout comes first: switching to WAL and migrating both need locks that another
    * process opening the same file at the same moment may hold. */
   sqlite3_busy_timeout(st->db, DEFAULT_BUSY_MS);
+  st->busy_ms = DEFAULT_BUSY_MS;
   s = set_wal(st->db, path);
   if (s != TB_OK) goto fail;
   /* 16 MiB of page cache: the processed table is keyed by random message ids, so its inserts touch
@@ -228,7 +229,9 @@ void tb_store_close(tb_store_t *st) {
 tb_status tb_store_set_busy_timeout(tb_store_t *st, int ms) {
   if (ms < 0) return tb__fail(TB_ERR_INVALID, "store busy timeout: %d ms is negative", ms);
   int rc = sqlite3_busy_timeout(st->db, ms);
-  return rc == SQLITE_OK ? TB_OK : tb__store_fail(st->db, rc, "store busy timeout %d ms", ms);
+  if (rc != SQLITE_OK) return tb__store_fail(st->db, rc, "store busy timeout %d ms", ms);
+  st->busy_ms = ms;
+  return TB_OK;
 }
 
 int tb_store_schema_version(tb_store_t *st) {

@@ -85,6 +85,15 @@ static tb_status record_run(tb_store_t *st, const char *owner, const char *trigg
   return s;
 }
 
+/* Gives the lease back and records the run, in the caller's transaction: the run's row is
+ * there when the next sync can start, and its finished_us comes before that start. */
+static tb_status release_and_record(tb_store_t *st, const char *owner, const char *trigger,
+                                    const char *status, int64_t started_us,
+                                    const tb_prio_sync_result_t *r) {
+  tb_status s = tb_store_lease_release(st, TB_PRIO_SYNC_LEASE, owner);
+  return s == TB_OK ? record_run(st, owner, trigger, status, started_us, r) : s;
+}
+
 json_t *tb_prio_sync_result_json(const tb_prio_sync_result_t *r) {
   json_t *o = json_pack(
       "{s:I, s:I, s:I, s:O, s:I, s:I, s:i, s:i, s:f}", "workspaceRepos",
@@ -135,10 +144,10 @@ tb_status tb_prio_sync_run(tb_store_t *st, const tb_config_t *cfg, const tb_cata
   int batch = o.batch_size > 0 ? o.batch_size : TB_PRIO_SYNC_BATCH;
   int retries = o.max_retries >= 0 ? o.max_retries : TB_PRIO_SYNC_RETRIES;
   int64_t lease_ms = o.lease_ms > 0 ? o.lease_ms : TB_PRIO_SYNC_LEASE_MS;
-  int64_t t0 = tb_mono_us(), started = tb_wall_us();
-
   tb_status s = take_lease(st, owner, lease_ms, out);
   if (s != TB_OK) return s;
+  /* The run starts when it holds the lease, so that two runs' intervals never overlap. */
+  int64_t t0 = tb_mono_us(), started = tb_wall_us();
 
   tb_handler_ctx_t ctx = {.store = st, .cfg = cfg, .cat = cat};
   char cursor[TB_ID_MAX] = "", next[TB_ID_MAX];
@@ -183,9 +192,11 @@ tb_status tb_prio_sync_run(tb_store_t *st, const tb_config_t *cfg, const tb_cata
   char detail[700];
   snprintf(detail, sizeof(detail), "%s", tb_errdetail());
   /* Release and record even after a failure: the next sync must not wait out the lease. */
-  tb_status r = tb_store_lease_release(st, TB_PRIO_SYNC_LEASE, owner);
+  tb_status r = tb_store_begin(st);
   if (r == TB_OK)
-    r = record_run(st, owner, trigger, fin == TB_OK ? "completed" : "failed", started, out);
+    r = release_and_record(st, owner, trigger, fin == TB_OK ? "completed" : "failed", started, out);
+  if (r == TB_OK) r = tb_store_commit(st);
+  if (r != TB_OK) tb_store_rollback(st);
   if (fin != TB_OK) return tb__fail(fin, "%s", detail);
   return r;
 }
@@ -289,9 +300,8 @@ static tb_status wf_finish(tb_wf_run_t *run, json_t **result) {
   tb_prio_sync_result_t r;
   wf_result(run, &r);
   int64_t started = jint(tb_wf_step_result(run, "acquire"), "started_us");
-  tb_status s = tb_store_lease_release(run->ctx->store, TB_PRIO_SYNC_LEASE, run->id);
-  if (s == TB_OK)
-    s = record_run(run->ctx->store, run->id, wf_trigger(run), "completed", started, &r);
+  tb_status s =
+      release_and_record(run->ctx->store, run->id, wf_trigger(run), "completed", started, &r);
   if (s == TB_OK) {
     *result = tb_prio_sync_result_json(&r);
     TB_LOG(TB_LOG_INFO, "priority",
@@ -311,8 +321,8 @@ static tb_status wf_on_error(tb_wf_run_t *run, const char *error) {
   wf_result(run, &r);
   json_array_append_new(r.errors, json_string(error));
   int64_t started = jint(tb_wf_step_result(run, "acquire"), "started_us");
-  tb_status s = tb_store_lease_release(run->ctx->store, TB_PRIO_SYNC_LEASE, run->id);
-  if (s == TB_OK) s = record_run(run->ctx->store, run->id, wf_trigger(run), "failed", started, &r);
+  tb_status s =
+      release_and_record(run->ctx->store, run->id, wf_trigger(run), "failed", started, &r);
   tb_prio_sync_result_clear(&r);
   return s;
 }

@@ -519,6 +519,49 @@ static void test_lease(void **state) {
   assert_int_equal(tb_store_lease_take(w->st, "", "a", 1, &taken, NULL, 0, NULL), TB_ERR_INVALID);
 }
 
+/* A lease held by another is reported while a third connection keeps the write lock: a sync
+ * asked for while another one writes batch after batch is refused, not queued behind it (with
+ * only the busy handler it waited the whole sync out, then ran a second one). The busy timeout
+ * still bounds the wait for a free lease. */
+static void test_lease_while_the_lock_is_busy(void **state) {
+  (void)state;
+  char dir[] = "/tmp/tb_lease_XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof(path), "%s/t.db", dir);
+  tb_store_t *a = NULL, *b = NULL;
+  assert_int_equal(tb_store_open(&a, path), TB_OK);
+  assert_int_equal(tb_store_open(&b, path), TB_OK);
+  assert_int_equal(tb_store_set_busy_timeout(b, 300), TB_OK);
+  int taken = 0;
+  char holder[64];
+  int64_t until = 0;
+  assert_int_equal(tb_store_lease_take(a, "job", "a", 60000, &taken, NULL, 0, NULL), TB_OK);
+  assert_int_equal(taken, 1);
+
+  sqlite3 *lock = NULL;
+  assert_int_equal(sqlite3_open(path, &lock), SQLITE_OK);
+  exec(lock, "BEGIN IMMEDIATE");
+  assert_int_equal(
+      tb_store_lease_take(b, "job", "b", 60000, &taken, holder, sizeof(holder), &until), TB_OK);
+  assert_int_equal(taken, 0);
+  assert_string_equal(holder, "a");
+  assert_true(until > tb_wall_us());
+  /* a free lease needs the lock: not got within the busy timeout */
+  assert_int_equal(tb_store_lease_take(b, "job2", "b", 60000, &taken, NULL, 0, NULL), TB_ERR_BUSY);
+  assert_int_equal(taken, 0);
+  exec(lock, "COMMIT");
+  sqlite3_close(lock);
+  assert_int_equal(tb_store_lease_take(b, "job2", "b", 60000, &taken, NULL, 0, NULL), TB_OK);
+  assert_int_equal(taken, 1);
+
+  tb_store_close(b);
+  tb_store_close(a);
+  char cmd[200];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
 /* Two connections to one file, two threads: thread A's sync pauses after its first batch (lease
  * held, no transaction open) until the main thread's sync has tried; exactly one runs. */
 typedef struct two {
@@ -714,6 +757,7 @@ int main(void) {
       T(test_sync_boundaries),
       T(test_sync_two_retries),
       T(test_lease),
+      T(test_lease_while_the_lock_is_busy),
       T(test_two_connections_one_runs),
       T(test_lost_lease_stops),
       T(test_sync_workflow_steps),
