@@ -37,12 +37,12 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   if (st == TB_OK && cli->cfg.scheduler) {
     st = tb_scheduler_create(&sched, &cli->cfg, cli->cat, cli->cfg.db_path, cli->bus);
     if (st == TB_OK) st = tb_scheduler_start(sched);
-    if (st != TB_OK) tb_dispatcher_stop(disp);
   }
   if (st != TB_OK) {
-    tb_dispatcher_stop(disp);
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    tb_sweeper_stop(sweeper);
+    tb_dispatcher_stop(disp);
     tb_scheduler_destroy(sched);
     tb_relay_stop(relay);
     tb_engine_destroy(engine);
@@ -66,7 +66,10 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
     }
   }
   TB_LOG(TB_LOG_INFO, "worker", "stopping: finishing in-flight messages");
-  tb_scheduler_destroy(sched); /* first: no new slot is published while the workers wind down */
+  /* No new work from here on: the other threads' stops can wait for the store's lock, and the
+   * dispatcher would go on fetching the backlog meanwhile. */
+  tb_dispatcher_stop_fetching(disp);
+  tb_scheduler_destroy(sched); /* no new slot is published while the workers wind down */
   int peak = tb_dispatcher_peak_inflight(disp);
   tb_sweeper_stop(sweeper);
   tb_dispatcher_stop(disp);

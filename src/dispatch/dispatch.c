@@ -262,9 +262,11 @@ static void keep_alive(tb_dispatcher_t *d, int64_t now) {
 static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
   for (int t = 0; t < d->cfg->n_tiers; t++) {
     const ready_queue_t *q = &d->queues[t];
-    /* The stream holds more of this tier, and a fetcher may still bring it: once every fetcher
-     * has stopped, holding for it would only delay the stop's drain and count inversions. */
-    int waiting = q->active && q->pending > 0 && !d->fetchers_done;
+    /* The stream holds more of this tier, and a fetcher may still bring it: once the
+     * dispatcher is stopping, no fetcher asks for it again (a fetch under way is served by its
+     * tier when it lands), and holding for it would only delay the stop's drain and count
+     * inversions. */
+    int waiting = q->active && q->pending > 0 && !d->stopping;
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
     heads[t].backlog = waiting && q->inflight < q->cap;
@@ -550,15 +552,24 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   return TB_OK;
 }
 
-void tb_dispatcher_stop(tb_dispatcher_t *d) {
+void tb_dispatcher_stop_fetching(tb_dispatcher_t *d) {
   if (d == NULL) return;
-  int started = !d->fetchers_done;
+  pthread_mutex_lock(&d->mu);
+  int first = !d->stopping;
+  pthread_mutex_unlock(&d->mu);
+  if (!first) return;
   /* Advisories first, so that every orphan they queued is run by the executor's final drain. */
   for (int i = 0; i < d->n_fetchers; i++) natsSubscription_Unsubscribe(d->fetchers[i].advisories);
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
   pthread_cond_broadcast(&d->slots_cv);
   pthread_mutex_unlock(&d->mu);
+}
+
+void tb_dispatcher_stop(tb_dispatcher_t *d) {
+  if (d == NULL) return;
+  int started = !d->fetchers_done;
+  tb_dispatcher_stop_fetching(d);
   if (started) {
     for (int i = 0; i < d->n_fetchers; i++) pthread_join(d->fetchers[i].thread, NULL);
     pthread_mutex_lock(&d->mu);

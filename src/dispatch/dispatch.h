@@ -87,6 +87,10 @@ void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope);
 tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
                               tb_engine_t *engine, const tb_worker_scope_t *scope);
 
+/* Stops fetching and returns at once; fetched messages still run. A stopping worker calls it
+ * first, so that it takes no new work while it winds down its other threads. Accepts NULL. */
+void tb_dispatcher_stop_fetching(tb_dispatcher_t *d);
+
 /* Stops fetching, lets every fetched message finish, commit and be acked, then joins and frees.
  * Accepts NULL. */
 void tb_dispatcher_stop(tb_dispatcher_t *d);
