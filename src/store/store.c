@@ -191,6 +191,15 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
     return s;
   }
   sqlite3_busy_timeout(c->db, DEFAULT_BUSY_MS);
+  /* A connection opens the WAL on its first read: until then sqlite3_wal_checkpoint_v2() finds
+   * no WAL, returns SQLITE_OK and copies nothing, and the WAL grew for the worker's whole life. */
+  rc = sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    tb_status s = tb__store_fail(c->db, rc, "store %s: checkpoint connection: first read", path);
+    sqlite3_close(c->db);
+    free(c);
+    return s;
+  }
   c->interval_ms = interval_ms > 0 ? interval_ms : TB_STORE_CHECKPOINT_MS;
   pthread_mutex_init(&c->mu, NULL);
   tb_cond_init(&c->cv);

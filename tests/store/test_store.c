@@ -475,6 +475,46 @@ static void test_hist_merge_round_trip(void **state) {
  * Lock contention
  * --------------------------------------------------------------------------------------------- */
 
+/* The WAL header's checkpoint sequence number (big-endian, offset 12): a writer that finds the
+ * whole WAL checkpointed starts it again from the front and increments it. */
+static uint32_t wal_restarts(const char *db_path) {
+  char wal[512];
+  snprintf(wal, sizeof(wal), "%s-wal", db_path);
+  unsigned char h[16];
+  FILE *fp = fopen(wal, "rb");
+  assert_non_null(fp);
+  assert_int_equal(fread(h, 1, sizeof(h), fp), sizeof(h));
+  fclose(fp);
+  return (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
+}
+
+/* The offloaded checkpoints copy the WAL back while the store writes on, so the WAL restarts
+ * instead of growing. The checkpoint connection must have opened the WAL for that: it once had
+ * not, every checkpoint was a silent no-op, and the WAL grew for the worker's whole life. */
+static void test_offloaded_checkpoints_restart_the_wal(void **state) {
+  db_fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  assert_int_equal(tb_store_offload_checkpoints(st, f->path, 20), TB_OK);
+  uint32_t before = 0;
+  for (int round = 0; round < 10; round++) {
+    assert_int_equal(tb_store_begin(st), TB_OK);
+    for (int i = 0; i < 200; i++) {
+      char id[64];
+      snprintf(id, sizeof(id), "ckpt-%d-%d", round, i);
+      tb_dispatch_record_t r = record(id);
+      assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+    }
+    assert_int_equal(tb_store_commit(st), TB_OK);
+    if (round == 0) before = wal_restarts(f->path);
+    usleep(150000); /* several checkpoint intervals */
+  }
+  uint32_t after = wal_restarts(f->path);
+  print_message("WAL restarts over 9 rounds: %u\n", after - before);
+  assert_true(after > before);
+  tb_store_close(st);
+}
+
 static void test_busy_begin(void **state) {
   db_fixture_t *f = *state;
   tb_store_t *st = NULL;
@@ -644,6 +684,8 @@ int main(void) {
       cmocka_unit_test(test_counters_add_up),
       cmocka_unit_test(test_hist_merge_round_trip),
       cmocka_unit_test_setup_teardown(test_busy_begin, db_fixture_setup, db_fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_offloaded_checkpoints_restart_the_wal, db_fixture_setup,
+                                      db_fixture_teardown),
       cmocka_unit_test(test_order_after),
       cmocka_unit_test(test_membership_apply),
       cmocka_unit_test(test_repo_put_get_audit),
