@@ -26,11 +26,11 @@ void tb_store_close(tb_store_t *st);
  * so on the dispatcher's connection it would stall every message (a critical one included) for
  * the milliseconds that copying pages and syncing take. A thread with its own connection to
  * |path| runs passive checkpoints every |interval_ms| instead (0 = TB_STORE_CHECKPOINT_MS). */
-/* Between offloaded checkpoints. A checkpoint syncs the WAL, and a commit that appends to the WAL
- * meanwhile can wait for that sync: at 200 ms the saturation bench saw commits of 170-260 ms
- * about once every 30 s; at 2 s, none in the runs logged (bench/RESULTS.md). The WAL grows by
- * what two seconds write. */
-#define TB_STORE_CHECKPOINT_MS 2000
+/* Between offloaded checkpoints. Shorter means smaller checkpoints, whose I/O delays the
+ * dispatcher less each time, and more of them: in the backlog bench critical's p99 was 3.6-4.9 ms
+ * at 200 ms, 4.0-4.4 ms at 500 ms, 5.2-6.1 ms at 2 s and 6.9-9.2 ms at 10 s, while the drain rate
+ * rose with the interval (bench/RESULTS.md). The WAL holds about what one interval writes. */
+#define TB_STORE_CHECKPOINT_MS 500
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms);
 
