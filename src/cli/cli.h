@@ -100,11 +100,6 @@ int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, con
 /* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
 void tb_cli_fmt_time(int64_t us, char *buf, size_t cap);
 
-/* Index of the subcommand in argv: the first argument that is neither an option nor the value
- * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
- * 0 when there is none. */
-int tb_cli_find_subcommand(int argc, char **argv);
-
 /* Turns NDJSON line |lineno| of |file| (|line|, borrowed) into a prepared message in |out|.
  * Returns TB_EXIT_OK, or TB_EXIT_USAGE after printing "PROG: FILE:LINE: what is wrong" (|out| is
  * then untouched). */
@@ -119,7 +114,7 @@ typedef int (*tb_cli_ndjson_fn)(tb_cli_t *cli, void *arg, const char *file, int 
 int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
                           const char *noun, size_t *n_out, double *secs_out);
 
-/* One subcommand of a command that has them (workflows, schedule). */
+/* One subcommand of a command that has them (workflows, schedule, priority). */
 typedef struct tb_cli_sub {
   const char *name;
   int (*fn)(int argc, char **argv); /* argv[0] is the subcommand */

@@ -359,28 +359,8 @@ static int cmd_set(int argc, char **argv) {
 }
 
 int tb_cmd_priority(int argc, char **argv) {
-  static const struct {
-    const char *name;
-    int (*fn)(int, char **);
-  } subs[] = {
+  static const tb_cli_sub_t subs[] = {
       {"sync", cmd_sync}, {"show", cmd_show}, {"inversions", cmd_inversions}, {"set", cmd_set}};
-  int at = tb_cli_find_subcommand(argc, argv);
-  if (at != 0 && strcmp(argv[at], "help") == 0) return priority_usage(stdout), TB_EXIT_OK;
-  if (at == 0) {
-    for (int i = 1; i < argc; i++)
-      if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-        return priority_usage(stdout), TB_EXIT_OK;
-    return priority_usage(stderr), TB_EXIT_USAGE;
-  }
-  char *sub_argv[argc + 1];
-  int n = 0;
-  sub_argv[n++] = argv[at];
-  for (int i = 1; i < argc; i++)
-    if (i != at) sub_argv[n++] = argv[i];
-  sub_argv[n] = NULL;
-  for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++)
-    if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
-  fprintf(stderr, "tierbus priority: unknown subcommand '%s' (sync, show, inversions, set)\n",
-          argv[at]);
-  return TB_EXIT_USAGE;
+  return tb_cli_run_subcommand("tierbus priority", argc, argv, subs,
+                               (int)(sizeof(subs) / sizeof(subs[0])), priority_usage);
 }

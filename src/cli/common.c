@@ -323,23 +323,6 @@ void tb_cli_fmt_time(int64_t us, char *buf, size_t cap) {
 /* Index of the subcommand in argv: the first argument that is neither an option nor the value
  * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
  * 0 when there is none. */
-int tb_cli_find_subcommand(int argc, char **argv) {
-  static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
-                                           "--data-dir", "--log-level", "--set"};
-  for (int i = 1; i < argc; i++) {
-    if (argv[i][0] != '-') return i;
-    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
-      if (strcmp(argv[i], with_value[k]) == 0) {
-        i++; /* its value */
-        break;
-      }
-  }
-  return 0;
-}
-
-/* Index of the subcommand in argv: the first argument that is neither an option nor the value
- * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
- * 0 when there is none. */
 static int find_subcommand(int argc, char **argv) {
   static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
                                            "--data-dir", "--log-level", "--set"};
