@@ -8,33 +8,13 @@
 
 #define RUN_TIMEOUT_MS 20000
 
-static const char *const tier_streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
-                                           "TB_BACKGROUND"};
-
 /* Runs `tierbus CMD <common options> ARGS...` into r. */
 #define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, cmd, __VA_ARGS__, NULL)
-
-static void start_and_init(tb_h_t *h) {
-  tb_h_result_t r;
-  tb_assert_ok(tb_h_server_start(h));
-  tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, "init", NULL);
-  tb_assert_exit(r, 0);
-  tb_h_result_free(&r);
-}
-
-/* Asserts that every tier stream exists and holds exactly |n| messages. */
-static void assert_tier_streams_hold(tb_h_t *h, int64_t n) {
-  for (size_t i = 0; i < sizeof(tier_streams) / sizeof(tier_streams[0]); i++) {
-    int64_t got = tb_h_stream_msgs(h, tier_streams[i]);
-    if (got != n) print_error("stream %s holds %lld messages\n", tier_streams[i], (long long)got);
-    assert_int_equal(got, n);
-  }
-}
 
 static void test_publish_bad_input(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
-  start_and_init(h);
+  tb_it_start_and_init(h);
 
   TB("publish", "CLIENT_CREATED", "--json", "{bad");
   tb_assert_exit(r, 2);
@@ -87,7 +67,7 @@ static void test_publish_bad_input(void **state) {
   tb_h_result_free(&r);
 
   /* Nothing above reached a stream. */
-  assert_tier_streams_hold(h, 0);
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
 
   /* The exact ends of int32 are accepted and published (on tier normal). */
   TB("publish", "enrichment-complete", "--json", "{\"status_code\": 2147483647}", "--id", "max");
@@ -118,7 +98,7 @@ static void test_publish_file_bad_line(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   char path[TB_H_PATH], where[TB_H_PATH + 8];
-  start_and_init(h);
+  tb_it_start_and_init(h);
 
   write_batch(h, "field.ndjson",
               "{\"type\": \"CLIENT_CREATED\", \"payload\": {\"client_id\": \"c3\", \"nope\": 1}}",
@@ -158,7 +138,7 @@ static void test_publish_file_bad_line(void **state) {
   tb_h_result_free(&r);
 
   /* Lines 1, 2 and 4 were valid, yet none of them was published. */
-  assert_tier_streams_hold(h, 0);
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
 
   /* The same file with line 3 fixed publishes all four. */
   write_batch(h, "good.ndjson",

@@ -12,29 +12,7 @@
 
 #define RUN_MS 20000
 
-static const char *const tier_streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
-                                           "TB_BACKGROUND"};
-
 #define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_MS, cmd, __VA_ARGS__, NULL)
-
-static void start_and_init(tb_h_t *h) {
-  tb_h_result_t r;
-  tb_assert_ok(tb_h_server_start(h));
-  tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
-  tb_assert_exit(r, 0);
-  tb_h_result_free(&r);
-}
-
-static void assert_streams(tb_h_t *h, int64_t c, int64_t hi, int64_t n, int64_t l, int64_t b) {
-  const int64_t want[] = {c, hi, n, l, b};
-  for (size_t i = 0; i < sizeof(tier_streams) / sizeof(tier_streams[0]); i++) {
-    int64_t got = tb_h_stream_msgs(h, tier_streams[i]);
-    if (got != want[i])
-      print_error("stream %s holds %lld messages, expected %lld\n", tier_streams[i], (long long)got,
-                  (long long)want[i]);
-    assert_int_equal(got, want[i]);
-  }
-}
 
 /* The shipped config with its escalation rules replaced by |rules| (YAML list items). */
 static void use_rules(tb_h_t *h, const char *rules) {
@@ -61,7 +39,7 @@ static void test_sweeper_across_restart(void **state) {
   tb_h_child_t w1, w2, w3;
   use_rules(h, "  - {name: failed-retry, failed_retry: true, tier: high}\n"
                "  - {name: stuck-2s, stuck: 2s, tier: high}\n");
-  start_and_init(h);
+  tb_it_start_and_init(h);
   /* A worker without the sweeper lets the run start waiting (10 s timeout) on normal. */
   tb_assert_ok(tb_h_spawn(h, &w1, "w1", "worker", "--set", "escalation_sweep=0s", NULL));
   TB("trigger", "ops.await-enrichment", "--id", "slow", "--json-input",
@@ -123,7 +101,7 @@ static void test_sweeper_across_restart(void **state) {
   assert_non_null(ran_on);
   assert_string_equal(ran_on, "high");
   free(ran_on);
-  assert_streams(h, 0, 1, 2, 0, 0); /* normal: execute-workflow and the first step */
+  tb_assert_streams(h, 0, 1, 2, 0, 0); /* normal: execute-workflow and the first step */
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_escalations"), 1);
 
   TB("workflows", "show", "slow");
@@ -180,7 +158,7 @@ static void test_retry(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   tb_h_child_t worker;
-  start_and_init(h);
+  tb_it_start_and_init(h);
   tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", NULL));
 
   failed_run(h, "r1", "");
@@ -272,7 +250,7 @@ static void test_batch(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   char good[PATH_MAX], bad[PATH_MAX], bad2[PATH_MAX];
-  start_and_init(h);
+  tb_it_start_and_init(h);
   tb_assert_ok(tb_h_write_file(
       h, "good.ndjson",
       "{\"workflow\": \"ops.daily-operations\", \"id\": \"b-ops\"}\n"
@@ -310,7 +288,7 @@ static void test_batch(void **state) {
   tb_assert_exit(r, 2);
   tb_assert_contains(r.err, "'ops.sleep' cannot be given with it");
   tb_h_result_free(&r);
-  assert_streams(h, 0, 0, 0, 0, 0);
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
 
   /* One call, seven runs, each on its own tier. */
   TB("trigger", "--batch", good);
@@ -323,7 +301,7 @@ static void test_batch(void **state) {
                              "b-lead critical ops.lead-attention\n"
                              "b-standup normal ops.daily-stand-up\n");
   tb_h_result_free(&r);
-  assert_streams(h, 3, 1, 1, 1, 1);
+  tb_assert_streams(h, 3, 1, 1, 1, 1);
 
   /* The workers start every run on the tier its event came on. */
   tb_h_child_t worker;

@@ -20,14 +20,6 @@
 
 #define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_MS, cmd, __VA_ARGS__, NULL)
 
-static void start_and_init(tb_h_t *h) {
-  tb_h_result_t r;
-  tb_assert_ok(tb_h_server_start(h));
-  tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
-  tb_assert_exit(r, 0);
-  tb_h_result_free(&r);
-}
-
 /* Disables the seeded default tasks, so that only the test's tasks can fire. */
 static void disable_defaults(tb_h_t *h) {
   static const char *const names[] = {"cleanup-temp-files", "database-backup", "cleanup-old-jobs",
@@ -68,7 +60,7 @@ static void *race(void *arg) {
 static void test_two_schedulers_one_run(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
-  start_and_init(h);
+  tb_it_start_and_init(h);
   disable_defaults(h);
   TB("schedule", "add", "--name", "sync-r1", "--cron", "EVERY_MINUTE", "--event",
      "capture/repository.sync", "--payload", "{\"repository_id\":\"r-sched\"}", "--priority",
@@ -166,7 +158,7 @@ static void test_two_schedulers_one_run(void **state) {
 static void test_missed_slots_after_downtime(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
-  start_and_init(h);
+  tb_it_start_and_init(h);
   disable_defaults(h);
   /* Hourly at the minute ten minutes ago: the latest slot is always ten minutes old, well past
    * the one-minute grace, so it counts as missed whatever the time of day. */

@@ -12,31 +12,8 @@
 
 #define RUN_MS 20000
 
-static const char *const tier_streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
-                                           "TB_BACKGROUND"};
-
 /* Runs `tierbus CMD <common options> ARGS...` into r. */
 #define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_MS, cmd, __VA_ARGS__, NULL)
-
-static void start_and_init(tb_h_t *h) {
-  tb_h_result_t r;
-  tb_assert_ok(tb_h_server_start(h));
-  tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
-  tb_assert_exit(r, 0);
-  tb_h_result_free(&r);
-}
-
-/* Asserts the messages in each tier stream, in config order (critical ... background). */
-static void assert_streams(tb_h_t *h, int64_t c, int64_t hi, int64_t n, int64_t l, int64_t b) {
-  const int64_t want[] = {c, hi, n, l, b};
-  for (size_t i = 0; i < sizeof(tier_streams) / sizeof(tier_streams[0]); i++) {
-    int64_t got = tb_h_stream_msgs(h, tier_streams[i]);
-    if (got != want[i])
-      print_error("stream %s holds %lld messages, expected %lld\n", tier_streams[i], (long long)got,
-                  (long long)want[i]);
-    assert_int_equal(got, want[i]);
-  }
-}
 
 /* Runs a trigger that must be refused with exit 2 and |needle| in its stderr. */
 static void refused(tb_h_t *h, const char *needle, const char *const *args) {
@@ -67,7 +44,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   tb_assert_ok(tb_h_use_config(h, "tierbus.yaml", with_rooms));
   free(with_rooms);
   free(yaml);
-  start_and_init(h);
+  tb_it_start_and_init(h);
 
   /* JSON errors name the line and column. */
   REFUSED("--json-input: bad JSON at line 1, column 14", "ops.sleep", "--json-input",
@@ -111,7 +88,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   REFUSED("got 'soon'", "ops.sleep", "--wait", "--timeout", "soon");
 
   /* None of that reached a stream. */
-  assert_streams(h, 0, 0, 0, 0, 0);
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
 
   /* The accepted side of each boundary publishes exactly one event, on the tier it names. */
   tb_h_result_t r;
@@ -122,7 +99,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   snprintf(want, sizeof(want), "%s\n", id64);
   assert_string_equal(r.out, want);
   tb_h_result_free(&r);
-  assert_streams(h, 0, 0, 0, 0, 1); /* ops.sleep's default tier is background */
+  tb_assert_streams(h, 0, 0, 0, 0, 1); /* ops.sleep's default tier is background */
   natsMsg *m = tb_h_stream_get(h, "TB_BACKGROUND", 1);
   assert_non_null(m);
   assert_string_equal(natsMsg_GetSubject(m), "tb.evt.background.ops.execute-workflow");
@@ -135,7 +112,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   tb_assert_exit(r, 0);
   tb_assert_contains(r.err, "already triggered");
   tb_h_result_free(&r);
-  assert_streams(h, 0, 0, 0, 0, 1);
+  tb_assert_streams(h, 0, 0, 0, 0, 1);
 
   /* A preset routes to its first tier; a generated id is "wf-" + 32 hex digits. */
   TB("trigger", "ops.sleep", "--task-queue", "all");
@@ -143,24 +120,24 @@ static void test_trigger_refuses_bad_input(void **state) {
   assert_int_equal(strlen(r.out), 3 + 32 + 1);
   assert_memory_equal(r.out, "wf-", 3);
   tb_h_result_free(&r);
-  assert_streams(h, 1, 0, 0, 0, 1);
+  tb_assert_streams(h, 1, 0, 0, 0, 1);
   TB("trigger", "ops.sleep", "--task-queue", "rooms"); /* the test config's [low, background] */
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_streams(h, 1, 0, 0, 1, 1);
+  tb_assert_streams(h, 1, 0, 0, 1, 1);
   /* "background" is a tier and a preset ([low, background]): the tier wins. */
   TB("trigger", "ops.sleep", "--task-queue", "background");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_streams(h, 1, 0, 0, 1, 2);
+  tb_assert_streams(h, 1, 0, 0, 1, 2);
   TB("trigger", "ops.sleep", "--task-queue", "normal", "--priority", "normal");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_streams(h, 1, 0, 1, 1, 2);
+  tb_assert_streams(h, 1, 0, 1, 1, 2);
   TB("trigger", "ops.sleep", "--priority", "high", "--json-input", "{}");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_streams(h, 1, 1, 1, 1, 2);
+  tb_assert_streams(h, 1, 1, 1, 1, 2);
 }
 
 static void test_workflows_list_show_runs(void **state) {
@@ -273,7 +250,7 @@ static void test_trigger_wait(void **state) {
   tb_h_result_t r;
   tb_h_child_t worker;
   char id[128];
-  start_and_init(h);
+  tb_it_start_and_init(h);
   tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", NULL));
 
   /* Completed: exit 0 with the status and the last step's result. */

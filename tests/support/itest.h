@@ -49,4 +49,29 @@
 /* Fails unless the harness call returned TB_OK. */
 #define tb_assert_ok(expr) assert_int_equal((int)(expr), (int)TB_OK)
 
+/* Starts the test's nats-server and runs `tierbus init` against it, which must exit 0. */
+static inline void tb_it_start_and_init(tb_h_t *h) {
+  tb_h_result_t r;
+  tb_assert_ok(tb_h_server_start(h));
+  tb_h_tierbus(h, &r, 20000, "init", NULL);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+}
+
+/* Fails unless the shipped config's tier streams hold |c|, |hi|, |n|, |l| and |b| messages
+ * (critical ... background), naming the first that does not. */
+static inline void tb_assert_streams(tb_h_t *h, int64_t c, int64_t hi, int64_t n, int64_t l,
+                                     int64_t b) {
+  static const char *const streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
+                                        "TB_BACKGROUND"};
+  const int64_t want[] = {c, hi, n, l, b};
+  for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
+    int64_t got = tb_h_stream_msgs(h, streams[i]);
+    if (got != want[i])
+      print_error("stream %s holds %lld messages, expected %lld\n", streams[i], (long long)got,
+                  (long long)want[i]);
+    assert_int_equal(got, want[i]);
+  }
+}
+
 #endif
