@@ -23,20 +23,6 @@ static tb_status check_month(const char *what, const char *client_id, int month)
                   TB_CRM_MONTHS);
 }
 
-static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  snprintf(buf, cap, "%s", t ? t : "");
-}
-
-static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, int *changes, const char *what,
-                           const char *id) {
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
-  if (s == TB_OK && changes != NULL) *changes = sqlite3_changes(st->db);
-  tb__stmt_done(stmt);
-  return s;
-}
-
 /* Steps a single-row SELECT: *found = 1 and |read| called on a row, 0 when there is none. */
 static tb_status get_row(tb_store_t *st, sqlite3_stmt *stmt, void (*read)(sqlite3_stmt *, void *),
                          void *out, int *found, const char *what, const char *id) {
@@ -65,7 +51,7 @@ tb_status tb_store_crm_client_put(tb_store_t *st, const char *client_id, const c
   tb__bind_opt_text(stmt, 3, email);
   tb__bind_opt_text(stmt, 4, created_by);
   sqlite3_bind_int64(stmt, 5, tb_wall_us());
-  return exec_done(st, stmt, NULL, "crm client put", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm client put", client_id);
 }
 
 tb_status tb_store_crm_client_status(tb_store_t *st, const char *client_id, const char *status) {
@@ -80,16 +66,16 @@ tb_status tb_store_crm_client_status(tb_store_t *st, const char *client_id, cons
   sqlite3_bind_text(stmt, 1, client_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, status, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 3, tb_wall_us());
-  return exec_done(st, stmt, NULL, "crm client status", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm client status", client_id);
 }
 
 static void read_client(sqlite3_stmt *stmt, void *out) {
   tb_crm_client_t *c = out;
-  col_copy(stmt, 0, c->client_id, sizeof(c->client_id));
-  col_copy(stmt, 1, c->name, sizeof(c->name));
-  col_copy(stmt, 2, c->email, sizeof(c->email));
-  col_copy(stmt, 3, c->status, sizeof(c->status));
-  col_copy(stmt, 4, c->created_by, sizeof(c->created_by));
+  tb__col_copy(stmt, 0, c->client_id, sizeof(c->client_id));
+  tb__col_copy(stmt, 1, c->name, sizeof(c->name));
+  tb__col_copy(stmt, 2, c->email, sizeof(c->email));
+  tb__col_copy(stmt, 3, c->status, sizeof(c->status));
+  tb__col_copy(stmt, 4, c->created_by, sizeof(c->created_by));
   c->created_us = sqlite3_column_int64(stmt, 5);
   c->updated_us = sqlite3_column_int64(stmt, 6);
   c->activated_us = sqlite3_column_int64(stmt, 7);
@@ -108,13 +94,13 @@ tb_status tb_store_crm_client_get(tb_store_t *st, const char *client_id, tb_crm_
 
 static void read_deliverable(sqlite3_stmt *stmt, void *out) {
   tb_crm_deliverable_t *d = out;
-  col_copy(stmt, 0, d->client_id, sizeof(d->client_id));
+  tb__col_copy(stmt, 0, d->client_id, sizeof(d->client_id));
   d->month = sqlite3_column_int(stmt, 1);
-  col_copy(stmt, 2, d->status, sizeof(d->status));
+  tb__col_copy(stmt, 2, d->status, sizeof(d->status));
   d->due_us = sqlite3_column_int64(stmt, 3);
-  col_copy(stmt, 4, d->deliverable_id, sizeof(d->deliverable_id));
-  col_copy(stmt, 5, d->title, sizeof(d->title));
-  col_copy(stmt, 6, d->workflow_id, sizeof(d->workflow_id));
+  tb__col_copy(stmt, 4, d->deliverable_id, sizeof(d->deliverable_id));
+  tb__col_copy(stmt, 5, d->title, sizeof(d->title));
+  tb__col_copy(stmt, 6, d->workflow_id, sizeof(d->workflow_id));
   d->scheduled_us = sqlite3_column_int64(stmt, 7);
   d->generated_us = sqlite3_column_int64(stmt, 8);
   d->completed_us = sqlite3_column_int64(stmt, 9);
@@ -142,7 +128,7 @@ tb_status tb_store_crm_deliverable_schedule(tb_store_t *st, const char *client_i
   sqlite3_bind_int64(stmt, 3, due_us);
   tb__bind_opt_text(stmt, 4, workflow_id);
   sqlite3_bind_int64(stmt, 5, tb_wall_us());
-  s = exec_done(st, stmt, NULL, "crm deliverable schedule", client_id);
+  s = tb__exec_done(st, stmt, NULL, "crm deliverable schedule", client_id);
   if (s != TB_OK || out == NULL) return s;
   int found = 0;
   s = tb_store_crm_deliverable_get(st, client_id, month, out, &found);
@@ -168,7 +154,7 @@ tb_status tb_store_crm_deliverable_generated(tb_store_t *st, const char *client_
   tb__bind_opt_text(stmt, 4, workflow_id);
   sqlite3_bind_text(stmt, 5, deliverable_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
-  return exec_done(st, stmt, NULL, "crm deliverable generated", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm deliverable generated", client_id);
 }
 
 tb_status tb_store_crm_deliverable_completed(tb_store_t *st, const char *client_id, int month,
@@ -185,7 +171,7 @@ tb_status tb_store_crm_deliverable_completed(tb_store_t *st, const char *client_
   tb__bind_opt_text(stmt, 5, title);
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
   sqlite3_bind_int64(stmt, 7, completed_us);
-  return exec_done(st, stmt, NULL, "crm deliverable completed", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm deliverable completed", client_id);
 }
 
 tb_status tb_store_crm_deliverable_overdue(tb_store_t *st, const char *client_id, int month,
@@ -203,7 +189,7 @@ tb_status tb_store_crm_deliverable_overdue(tb_store_t *st, const char *client_id
   tb__bind_opt_text(stmt, 5, title);
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
   int changes = 0;
-  s = exec_done(st, stmt, &changes, "crm deliverable overdue", client_id);
+  s = tb__exec_done(st, stmt, &changes, "crm deliverable overdue", client_id);
   if (s == TB_OK) *marked = changes > 0;
   return s;
 }
@@ -230,7 +216,7 @@ tb_status tb_store_crm_plan_put(tb_store_t *st, const char *client_id, const cha
   tb__bind_opt_text(stmt, 4, error);
   tb__bind_opt_text(stmt, 5, workflow_id);
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
-  return exec_done(st, stmt, NULL, "crm plan put", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm plan put", client_id);
 }
 
 tb_status tb_store_crm_plan_pdf(tb_store_t *st, const char *client_id, const char *pdf_id,
@@ -241,7 +227,7 @@ tb_status tb_store_crm_plan_pdf(tb_store_t *st, const char *client_id, const cha
   tb__bind_opt_text(stmt, 3, pdf_path);
   sqlite3_bind_int64(stmt, 4, tb_wall_us());
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "crm plan pdf", client_id);
+  tb_status s = tb__exec_done(st, stmt, &changes, "crm plan pdf", client_id);
   if (s == TB_OK && changes == 0)
     s = tb__fail(TB_ERR_NOT_FOUND, "crm plan pdf: client '%s' has no business plan", client_id);
   return s;
@@ -249,13 +235,13 @@ tb_status tb_store_crm_plan_pdf(tb_store_t *st, const char *client_id, const cha
 
 static void read_plan(sqlite3_stmt *stmt, void *out) {
   tb_crm_plan_t *p = out;
-  col_copy(stmt, 0, p->client_id, sizeof(p->client_id));
-  col_copy(stmt, 1, p->business_plan_id, sizeof(p->business_plan_id));
-  col_copy(stmt, 2, p->status, sizeof(p->status));
-  col_copy(stmt, 3, p->pdf_id, sizeof(p->pdf_id));
-  col_copy(stmt, 4, p->pdf_path, sizeof(p->pdf_path));
-  col_copy(stmt, 5, p->error, sizeof(p->error));
-  col_copy(stmt, 6, p->workflow_id, sizeof(p->workflow_id));
+  tb__col_copy(stmt, 0, p->client_id, sizeof(p->client_id));
+  tb__col_copy(stmt, 1, p->business_plan_id, sizeof(p->business_plan_id));
+  tb__col_copy(stmt, 2, p->status, sizeof(p->status));
+  tb__col_copy(stmt, 3, p->pdf_id, sizeof(p->pdf_id));
+  tb__col_copy(stmt, 4, p->pdf_path, sizeof(p->pdf_path));
+  tb__col_copy(stmt, 5, p->error, sizeof(p->error));
+  tb__col_copy(stmt, 6, p->workflow_id, sizeof(p->workflow_id));
   p->created_us = sqlite3_column_int64(stmt, 7);
   p->completed_us = sqlite3_column_int64(stmt, 8);
   p->updated_us = sqlite3_column_int64(stmt, 9);
@@ -286,7 +272,7 @@ tb_status tb_store_crm_activity(tb_store_t *st, const char *client_id, const cha
   tb__bind_opt_text(stmt, 4, user_id);
   tb__bind_opt_text(stmt, 5, workflow_id);
   sqlite3_bind_int64(stmt, 6, tb_wall_us());
-  return exec_done(st, stmt, NULL, "crm activity", client_id);
+  return tb__exec_done(st, stmt, NULL, "crm activity", client_id);
 }
 
 tb_status tb_store_crm_activity_list(tb_store_t *st, const char *client_id,
@@ -325,12 +311,12 @@ tb_status tb_store_crm_deliverables_past_due(tb_store_t *st, int64_t now_us,
   int rc;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     memset(&d, 0, sizeof(d));
-    col_copy(stmt, 0, d.client_id, sizeof(d.client_id));
+    tb__col_copy(stmt, 0, d.client_id, sizeof(d.client_id));
     d.month = sqlite3_column_int(stmt, 1);
-    col_copy(stmt, 2, d.status, sizeof(d.status));
+    tb__col_copy(stmt, 2, d.status, sizeof(d.status));
     d.due_us = sqlite3_column_int64(stmt, 3);
-    col_copy(stmt, 4, d.deliverable_id, sizeof(d.deliverable_id));
-    col_copy(stmt, 5, d.title, sizeof(d.title));
+    tb__col_copy(stmt, 4, d.deliverable_id, sizeof(d.deliverable_id));
+    tb__col_copy(stmt, 5, d.title, sizeof(d.title));
     if (fn(arg, &d) != 0) {
       rc = SQLITE_DONE;
       break;

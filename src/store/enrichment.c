@@ -20,31 +20,6 @@ static tb_status check_id(const char *what, const char *id) {
   return TB_OK;
 }
 
-static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  snprintf(buf, cap, "%s", t ? t : "");
-}
-
-/* Column |col| as a new string, or NULL for SQL NULL; *oom set when the copy failed. */
-static char *col_dup(sqlite3_stmt *stmt, int col, int *oom) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  if (t == NULL) return NULL;
-  char *s = strdup(t);
-  if (s == NULL) *oom = 1;
-  return s;
-}
-
-/* Steps a statement that returns no rows and resets it; *changes (may be NULL) receives the rows
- * it changed. */
-static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, int *changes, const char *what,
-                           const char *id) {
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
-  if (s == TB_OK && changes != NULL) *changes = sqlite3_changes(st->db);
-  tb__stmt_done(stmt);
-  return s;
-}
-
 /* ---------------------------------------------------------------------------------- subscribers */
 
 void tb_store_subscriber_clear(tb_subscriber_t *s) {
@@ -78,7 +53,7 @@ tb_status tb_store_subscriber_put(tb_store_t *st, const char *id, const char *em
   sqlite3_bind_text(stmt, 3, email_type, -1, SQLITE_STATIC);
   tb__bind_opt_text(stmt, 4, source);
   sqlite3_bind_int64(stmt, 5, tb_wall_us());
-  return exec_done(st, stmt, NULL, "subscriber put", id);
+  return tb__exec_done(st, stmt, NULL, "subscriber put", id);
 }
 
 tb_status tb_store_subscriber_get(tb_store_t *st, const char *id, tb_subscriber_t *out,
@@ -91,15 +66,15 @@ tb_status tb_store_subscriber_get(tb_store_t *st, const char *id, tb_subscriber_
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
     int oom = 0;
-    col_copy(stmt, 0, out->subscriber_id, sizeof(out->subscriber_id));
-    out->email = col_dup(stmt, 1, &oom);
-    col_copy(stmt, 2, out->email_type, sizeof(out->email_type));
-    out->source = col_dup(stmt, 3, &oom);
-    out->first_name = col_dup(stmt, 4, &oom);
-    out->last_name = col_dup(stmt, 5, &oom);
-    out->company = col_dup(stmt, 6, &oom);
-    out->linkedin_url = col_dup(stmt, 7, &oom);
-    out->fields_json = col_dup(stmt, 8, &oom);
+    tb__col_copy(stmt, 0, out->subscriber_id, sizeof(out->subscriber_id));
+    out->email = tb__col_dup(stmt, 1, &oom);
+    tb__col_copy(stmt, 2, out->email_type, sizeof(out->email_type));
+    out->source = tb__col_dup(stmt, 3, &oom);
+    out->first_name = tb__col_dup(stmt, 4, &oom);
+    out->last_name = tb__col_dup(stmt, 5, &oom);
+    out->company = tb__col_dup(stmt, 6, &oom);
+    out->linkedin_url = tb__col_dup(stmt, 7, &oom);
+    out->fields_json = tb__col_dup(stmt, 8, &oom);
     out->created_us = sqlite3_column_int64(stmt, 9);
     out->updated_us = sqlite3_column_int64(stmt, 10);
     out->enriched_us = sqlite3_column_int64(stmt, 11);
@@ -128,10 +103,10 @@ void tb_store_enrich_job_clear(tb_enrich_job_t *j) {
 static void job_borrow(sqlite3_stmt *stmt, tb_enrich_job_t *j) {
   memset(j, 0, sizeof(*j));
   j->id = sqlite3_column_int64(stmt, 0);
-  col_copy(stmt, 1, j->subscriber_id, sizeof(j->subscriber_id));
+  tb__col_copy(stmt, 1, j->subscriber_id, sizeof(j->subscriber_id));
   j->email = (char *)sqlite3_column_text(stmt, 2);
-  col_copy(stmt, 3, j->status, sizeof(j->status));
-  col_copy(stmt, 4, j->batch_id, sizeof(j->batch_id));
+  tb__col_copy(stmt, 3, j->status, sizeof(j->status));
+  tb__col_copy(stmt, 4, j->batch_id, sizeof(j->batch_id));
   j->error = (char *)sqlite3_column_text(stmt, 5);
   j->created_us = sqlite3_column_int64(stmt, 6);
   j->updated_us = sqlite3_column_int64(stmt, 7);
@@ -166,7 +141,7 @@ tb_status tb_store_enrich_job_queue(tb_store_t *st, const char *subscriber_id, c
   sqlite3_bind_text(stmt, 2, email, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 3, tb_wall_us());
   int changes = 0;
-  s = exec_done(st, stmt, &changes, "enrichment job queue", subscriber_id);
+  s = tb__exec_done(st, stmt, &changes, "enrichment job queue", subscriber_id);
   if (s != TB_OK) return s;
   *queued = changes > 0;
   int64_t id = 0;
@@ -189,8 +164,8 @@ tb_status tb_store_enrich_job_get(tb_store_t *st, int64_t id, tb_enrich_job_t *o
   if (rc == SQLITE_ROW) {
     int oom = 0;
     job_borrow(stmt, out);
-    out->email = col_dup(stmt, 2, &oom);
-    out->error = col_dup(stmt, 5, &oom);
+    out->email = tb__col_dup(stmt, 2, &oom);
+    out->error = tb__col_dup(stmt, 5, &oom);
     if (oom) {
       tb_store_enrich_job_clear(out);
       s = tb__fail(TB_ERR_NOMEM, "enrichment job get %lld: copying the row", (long long)id);
@@ -228,12 +203,12 @@ tb_status tb_store_enrich_batch_get(tb_store_t *st, const char *batch_id, tb_enr
   int rc = sqlite3_step(stmt);
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
-    col_copy(stmt, 0, out->batch_id, sizeof(out->batch_id));
-    col_copy(stmt, 1, out->workflow_id, sizeof(out->workflow_id));
-    col_copy(stmt, 2, out->status, sizeof(out->status));
+    tb__col_copy(stmt, 0, out->batch_id, sizeof(out->batch_id));
+    tb__col_copy(stmt, 1, out->workflow_id, sizeof(out->workflow_id));
+    tb__col_copy(stmt, 2, out->status, sizeof(out->status));
     out->n_jobs = sqlite3_column_int(stmt, 3);
-    col_copy(stmt, 4, out->enrichment_id, sizeof(out->enrichment_id));
-    col_copy(stmt, 5, out->error, sizeof(out->error));
+    tb__col_copy(stmt, 4, out->enrichment_id, sizeof(out->enrichment_id));
+    tb__col_copy(stmt, 5, out->error, sizeof(out->error));
     out->created_us = sqlite3_column_int64(stmt, 6);
     out->updated_us = sqlite3_column_int64(stmt, 7);
     *found = 1;
@@ -290,7 +265,7 @@ tb_status tb_store_enrich_batch_claim(tb_store_t *st, const char *batch_id, cons
   sqlite3_bind_int64(stmt, 2, now);
   sqlite3_bind_int(stmt, 3, limit);
   int claimed = 0;
-  s = exec_done(st, stmt, &claimed, "enrichment batch claim", batch_id);
+  s = tb__exec_done(st, stmt, &claimed, "enrichment batch claim", batch_id);
   if (s != TB_OK || claimed == 0) return s;
 
   stmt = tb__stmt(st, TB__ST_EBATCH_INSERT);
@@ -298,7 +273,7 @@ tb_status tb_store_enrich_batch_claim(tb_store_t *st, const char *batch_id, cons
   sqlite3_bind_text(stmt, 2, workflow_id, -1, SQLITE_STATIC);
   sqlite3_bind_int(stmt, 3, claimed);
   sqlite3_bind_int64(stmt, 4, now);
-  s = exec_done(st, stmt, NULL, "enrichment batch insert", batch_id);
+  s = tb__exec_done(st, stmt, NULL, "enrichment batch insert", batch_id);
   if (s != TB_OK) return s;
   *n = claimed;
   if (fn != NULL) s = tb_store_enrich_batch_jobs(st, batch_id, fn, arg);
@@ -316,7 +291,7 @@ tb_status tb_store_enrich_batch_submitted(tb_store_t *st, const char *batch_id,
   sqlite3_bind_text(stmt, 2, enrichment_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 3, tb_wall_us());
   int changes = 0;
-  s = exec_done(st, stmt, &changes, "enrichment batch submitted", batch_id);
+  s = tb__exec_done(st, stmt, &changes, "enrichment batch submitted", batch_id);
   if (s == TB_OK && changes == 0)
     s = tb__fail(TB_ERR_NOT_FOUND, "enrichment batch submitted: no batch '%s'", batch_id);
   return s;
@@ -332,7 +307,7 @@ static tb_status settle_job(tb_store_t *st, const char *batch_id, const char *su
   tb__bind_opt_text(stmt, 4, error);
   sqlite3_bind_int64(stmt, 5, tb_wall_us());
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "enrichment result for", subscriber_id);
+  tb_status s = tb__exec_done(st, stmt, &changes, "enrichment result for", subscriber_id);
   if (s == TB_OK) *applied = changes > 0;
   return s;
 }
@@ -353,7 +328,7 @@ tb_status tb_store_enrich_result_ok(tb_store_t *st, const char *batch_id, const 
   tb__bind_opt_text(stmt, 5, e->linkedin_url);
   tb__bind_opt_text(stmt, 6, e->fields_json);
   sqlite3_bind_int64(stmt, 7, tb_wall_us());
-  return exec_done(st, stmt, NULL, "subscriber enrich", subscriber_id);
+  return tb__exec_done(st, stmt, NULL, "subscriber enrich", subscriber_id);
 }
 
 tb_status tb_store_enrich_result_failed(tb_store_t *st, const char *batch_id,
@@ -383,7 +358,7 @@ tb_status tb_store_enrich_batch_close(tb_store_t *st, const char *batch_id, cons
   if (strcmp(status, "failed") == 0) sqlite3_bind_text(stmt, 3, error, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 4, now);
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "enrichment batch close", batch_id);
+  tb_status s = tb__exec_done(st, stmt, &changes, "enrichment batch close", batch_id);
   if (s == TB_OK && changes == 0)
     s = tb__fail(TB_ERR_NOT_FOUND, "enrichment batch close: no batch '%s'", batch_id);
   if (s != TB_OK) return s;
@@ -391,7 +366,7 @@ tb_status tb_store_enrich_batch_close(tb_store_t *st, const char *batch_id, cons
   sqlite3_bind_text(stmt, 1, batch_id, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, error, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 3, now);
-  s = exec_done(st, stmt, &changes, "enrichment batch close: fail open jobs of", batch_id);
+  s = tb__exec_done(st, stmt, &changes, "enrichment batch close: fail open jobs of", batch_id);
   if (s == TB_OK && n_failed != NULL) *n_failed = changes;
   return s;
 }
@@ -409,7 +384,7 @@ tb_status tb_store_enrich_track(tb_store_t *st, const char *enrichment_id, const
   tb__bind_opt_text(stmt, 3, batch_id);
   sqlite3_bind_int64(stmt, 4, tb_wall_us());
   int changes = 0;
-  s = exec_done(st, stmt, &changes, "enrichment track", enrichment_id);
+  s = tb__exec_done(st, stmt, &changes, "enrichment track", enrichment_id);
   if (s != TB_OK || changes > 0) return s;
   /* The upsert's WHERE refused it: another workflow holds the id. */
   char holder[TB_ID_MAX];
@@ -428,7 +403,7 @@ tb_status tb_store_enrich_lookup(tb_store_t *st, const char *enrichment_id, char
   int rc = sqlite3_step(stmt);
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
-    col_copy(stmt, 0, workflow_id, cap);
+    tb__col_copy(stmt, 0, workflow_id, cap);
     *found = 1;
   } else if (rc != SQLITE_DONE) {
     s = tb__store_fail(st->db, rc, "enrichment lookup %s", enrichment_id);
@@ -441,7 +416,7 @@ tb_status tb_store_enrich_untrack(tb_store_t *st, const char *enrichment_id, int
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ETRACK_DEL);
   sqlite3_bind_text(stmt, 1, enrichment_id, -1, SQLITE_STATIC);
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "enrichment untrack", enrichment_id);
+  tb_status s = tb__exec_done(st, stmt, &changes, "enrichment untrack", enrichment_id);
   if (s == TB_OK && removed != NULL) *removed = changes > 0;
   return s;
 }

@@ -10,26 +10,13 @@
 #include "core/status.h"
 #include "store/internal.h"
 
-static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  snprintf(buf, cap, "%s", t ? t : "");
-}
-
-/* Steps a statement that returns no rows; on failure the detail names |what| and |id|. */
-static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, const char *what, const char *id) {
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
-  tb__stmt_done(stmt);
-  return s;
-}
-
 tb_status tb_store_wf_context_put(tb_store_t *st, const char *id, const tb_wf_context_t *c) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_PUT);
   sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
   tb__bind_opt_text(stmt, 2, c->category);
   sqlite3_bind_int(stmt, 3, c->customer_facing ? 1 : 0);
   tb__bind_opt_text(stmt, 4, c->business_impact);
-  return exec_done(st, stmt, "workflow context", id);
+  return tb__exec_done(st, stmt, NULL, "workflow context", id);
 }
 
 tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out,
@@ -41,9 +28,9 @@ tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_
   int rc = sqlite3_step(stmt);
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
-    col_copy(stmt, 0, out->category, sizeof(out->category));
+    tb__col_copy(stmt, 0, out->category, sizeof(out->category));
     out->customer_facing = sqlite3_column_int(stmt, 1);
-    col_copy(stmt, 2, out->business_impact, sizeof(out->business_impact));
+    tb__col_copy(stmt, 2, out->business_impact, sizeof(out->business_impact));
     out->retries = sqlite3_column_int(stmt, 3);
     *found = 1;
   } else if (rc != SQLITE_DONE) {
@@ -56,14 +43,14 @@ tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_
 tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_RETRIED);
   sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
-  return exec_done(st, stmt, "workflow context retry", id);
+  return tb__exec_done(st, stmt, NULL, "workflow context retry", id);
 }
 
 tb_status tb_store_wf_set_tier(tb_store_t *st, const char *id, const char *tier) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_SET_TIER);
   sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, tier, -1, SQLITE_STATIC);
-  return exec_done(st, stmt, "workflow tier", id);
+  return tb__exec_done(st, stmt, NULL, "workflow tier", id);
 }
 
 tb_status tb_store_wf_escalation_add(tb_store_t *st, const tb_wf_escalation_t *e, int *added) {
@@ -155,11 +142,11 @@ tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, const char *skip_
   int rc, k = 0;
   while (k < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     tb_wf_stuck_t *r = &rows[k++];
-    col_copy(stmt, 0, r->id, sizeof(r->id));
-    col_copy(stmt, 1, r->tier, sizeof(r->tier));
+    tb__col_copy(stmt, 0, r->id, sizeof(r->id));
+    tb__col_copy(stmt, 1, r->tier, sizeof(r->tier));
     r->updated_us = sqlite3_column_int64(stmt, 2);
     r->customer_facing = sqlite3_column_int(stmt, 3);
-    col_copy(stmt, 4, r->business_impact, sizeof(r->business_impact));
+    tb__col_copy(stmt, 4, r->business_impact, sizeof(r->business_impact));
   }
   if (k == limit) rc = SQLITE_DONE;
   tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "stuck runs");

@@ -397,6 +397,18 @@ static inline void tb__stmt_done(sqlite3_stmt *stmt) {
  * NULL rather than as two different kinds of "nothing". */
 int tb__bind_opt_text(sqlite3_stmt *stmt, int i, const char *s);
 
+/* Column |col| of the current row copied into |buf| (cap bytes); "" for SQL NULL. */
+void tb__col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap);
+
+/* Column |col| as a new string (caller frees), or NULL for SQL NULL; *oom set when the copy
+ * failed. */
+char *tb__col_dup(sqlite3_stmt *stmt, int col, int *oom);
+
+/* Steps |stmt|, which returns no rows, and resets it; *changes (may be NULL) receives the rows it
+ * changed. On failure the detail names |what| and |id|. */
+tb_status tb__exec_done(tb_store_t *st, sqlite3_stmt *stmt, int *changes, const char *what,
+                        const char *id);
+
 /* Maps SQLite result |rc| to TB_ERR_BUSY (SQLITE_BUSY, SQLITE_LOCKED) or TB_ERR_STORE and sets the
  * detail to the formatted context, then ": ", then sqlite3_errmsg(db). Call it before the
  * statement is reset, while the message still describes the failure. */

@@ -11,21 +11,6 @@
 #include "core/status.h"
 #include "store/internal.h"
 
-static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  snprintf(buf, cap, "%s", t ? t : "");
-}
-
-/* Steps a statement that returns no row; *changes (may be NULL) = rows changed. */
-static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, int *changes, const char *what,
-                           const char *name) {
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, name);
-  if (s == TB_OK && changes != NULL) *changes = sqlite3_changes(st->db);
-  tb__stmt_done(stmt);
-  return s;
-}
-
 static tb_status check_name(const char *what, const char *name) {
   if (name == NULL || name[0] == '\0') return tb__fail(TB_ERR_INVALID, "%s: empty task name", what);
   if (strlen(name) >= TB_SCHED_NAME_MAX)
@@ -36,19 +21,19 @@ static tb_status check_name(const char *what, const char *name) {
 
 static void read_task(sqlite3_stmt *stmt, tb_sched_task_t *t) {
   memset(t, 0, sizeof(*t));
-  col_copy(stmt, 0, t->name, sizeof(t->name));
-  col_copy(stmt, 1, t->pattern, sizeof(t->pattern));
-  col_copy(stmt, 2, t->job, sizeof(t->job));
-  col_copy(stmt, 3, t->payload, sizeof(t->payload));
+  tb__col_copy(stmt, 0, t->name, sizeof(t->name));
+  tb__col_copy(stmt, 1, t->pattern, sizeof(t->pattern));
+  tb__col_copy(stmt, 2, t->job, sizeof(t->job));
+  tb__col_copy(stmt, 3, t->payload, sizeof(t->payload));
   t->enabled = sqlite3_column_int(stmt, 4);
-  col_copy(stmt, 5, t->tier, sizeof(t->tier));
-  col_copy(stmt, 6, t->description, sizeof(t->description));
+  tb__col_copy(stmt, 5, t->tier, sizeof(t->tier));
+  tb__col_copy(stmt, 6, t->description, sizeof(t->description));
   const char *cu = (const char *)sqlite3_column_text(stmt, 7);
   t->catch_up_once = cu != NULL && strcmp(cu, "once") == 0;
   t->last_slot_us = sqlite3_column_int64(stmt, 8);
   t->failure_count = sqlite3_column_int(stmt, 9);
-  col_copy(stmt, 10, t->status, sizeof(t->status));
-  col_copy(stmt, 11, t->last_error, sizeof(t->last_error));
+  tb__col_copy(stmt, 10, t->status, sizeof(t->status));
+  tb__col_copy(stmt, 11, t->last_error, sizeof(t->last_error));
   t->last_run_us = sqlite3_column_int64(stmt, 12);
   t->created_us = sqlite3_column_int64(stmt, 13);
   t->updated_us = sqlite3_column_int64(stmt, 14);
@@ -72,7 +57,7 @@ tb_status tb_store_sched_put(tb_store_t *st, const tb_sched_task_t *t) {
   sqlite3_bind_int64(stmt, 9, t->last_slot_us);
   sqlite3_bind_int64(stmt, 10, now);
   int changes = 0;
-  s = exec_done(st, stmt, &changes, "schedule add", t->name);
+  s = tb__exec_done(st, stmt, &changes, "schedule add", t->name);
   if (s == TB_OK && changes == 0)
     return tb__fail(TB_ERR_INVALID, "a task named '%s' already exists", t->name);
   return s;
@@ -116,7 +101,7 @@ tb_status tb_store_sched_remove(tb_store_t *st, const char *name) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_SCHED_REMOVE);
   sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "schedule remove", name);
+  tb_status s = tb__exec_done(st, stmt, &changes, "schedule remove", name);
   if (s == TB_OK && changes == 0) return tb__fail(TB_ERR_NOT_FOUND, "no task named '%s'", name);
   return s;
 }
@@ -127,7 +112,7 @@ tb_status tb_store_sched_enable(tb_store_t *st, const char *name, int enabled, i
   sqlite3_bind_int(stmt, 2, enabled ? 1 : 0);
   sqlite3_bind_int64(stmt, 3, now_us);
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "schedule enable", name);
+  tb_status s = tb__exec_done(st, stmt, &changes, "schedule enable", name);
   if (s == TB_OK && changes == 0) return tb__fail(TB_ERR_NOT_FOUND, "no task named '%s'", name);
   return s;
 }
@@ -137,7 +122,7 @@ tb_status tb_store_sched_advance(tb_store_t *st, const char *name, int64_t slot_
   sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 2, slot_us);
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "schedule advance", name);
+  tb_status s = tb__exec_done(st, stmt, &changes, "schedule advance", name);
   if (s == TB_OK && moved != NULL) *moved = changes > 0;
   return s;
 }
@@ -158,7 +143,7 @@ tb_status tb_store_sched_claim(tb_store_t *st, const char *name, int64_t slot_us
     sqlite3_bind_int(stmt, 3, attempt);
   }
   int changes = 0;
-  tb_status s = exec_done(st, stmt, &changes, "schedule claim", name);
+  tb_status s = tb__exec_done(st, stmt, &changes, "schedule claim", name);
   if (s == TB_OK) *fresh = changes > 0;
   return s;
 }
@@ -176,7 +161,7 @@ tb_status tb_store_sched_end(tb_store_t *st, const char *name, int64_t slot_us, 
     sqlite3_bind_null(stmt, 6);
   else
     sqlite3_bind_int64(stmt, 6, now);
-  tb_status s = exec_done(st, stmt, NULL, "schedule run end", name);
+  tb_status s = tb__exec_done(st, stmt, NULL, "schedule run end", name);
   if (s != TB_OK) return s;
   stmt = tb__stmt(st, TB__ST_SCHED_TASK_END);
   sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
@@ -184,7 +169,7 @@ tb_status tb_store_sched_end(tb_store_t *st, const char *name, int64_t slot_us, 
   sqlite3_bind_int(stmt, 3, failure_count);
   tb__bind_opt_text(stmt, 4, error);
   sqlite3_bind_int64(stmt, 5, now);
-  return exec_done(st, stmt, NULL, "schedule task end", name);
+  return tb__exec_done(st, stmt, NULL, "schedule task end", name);
 }
 
 tb_status tb_store_sched_run_get(tb_store_t *st, const char *name, int64_t slot_us,
@@ -197,11 +182,11 @@ tb_status tb_store_sched_run_get(tb_store_t *st, const char *name, int64_t slot_
   int rc = sqlite3_step(stmt);
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
-    col_copy(stmt, 0, out->trigger, sizeof(out->trigger));
+    tb__col_copy(stmt, 0, out->trigger, sizeof(out->trigger));
     out->attempts = sqlite3_column_int(stmt, 1);
-    col_copy(stmt, 2, out->status, sizeof(out->status));
-    col_copy(stmt, 3, out->result, sizeof(out->result));
-    col_copy(stmt, 4, out->error, sizeof(out->error));
+    tb__col_copy(stmt, 2, out->status, sizeof(out->status));
+    tb__col_copy(stmt, 3, out->result, sizeof(out->result));
+    tb__col_copy(stmt, 4, out->error, sizeof(out->error));
     out->started_us = sqlite3_column_int64(stmt, 5);
     out->finished_us = sqlite3_column_int64(stmt, 6);
     *found = 1;
@@ -222,7 +207,7 @@ tb_status tb_store_purge_finished(tb_store_t *st, int64_t before_us, int64_t *wo
   for (int i = 0; i < 5; i++) {
     sqlite3_stmt *stmt = tb__stmt(st, order[i]);
     sqlite3_bind_int64(stmt, 1, before_us);
-    tb_status s = exec_done(st, stmt, &n[i], "cleanup-old-jobs", "purge");
+    tb_status s = tb__exec_done(st, stmt, &n[i], "cleanup-old-jobs", "purge");
     if (s != TB_OK) return s;
   }
   if (workflows != NULL) *workflows = n[3];

@@ -40,6 +40,28 @@ int tb__bind_opt_text(sqlite3_stmt *stmt, int i, const char *s) {
   return sqlite3_bind_text(stmt, i, s, -1, SQLITE_STATIC);
 }
 
+void tb__col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
+  const char *t = (const char *)sqlite3_column_text(stmt, col);
+  snprintf(buf, cap, "%s", t ? t : "");
+}
+
+char *tb__col_dup(sqlite3_stmt *stmt, int col, int *oom) {
+  const char *t = (const char *)sqlite3_column_text(stmt, col);
+  if (t == NULL) return NULL;
+  char *s = strdup(t);
+  if (s == NULL) *oom = 1;
+  return s;
+}
+
+tb_status tb__exec_done(tb_store_t *st, sqlite3_stmt *stmt, int *changes, const char *what,
+                        const char *id) {
+  int rc = sqlite3_step(stmt);
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
+  if (s == TB_OK && changes != NULL) *changes = sqlite3_changes(st->db);
+  tb__stmt_done(stmt);
+  return s;
+}
+
 tb_status tb__store_fail(sqlite3 *db, int rc, const char *fmt, ...) {
   char what[512];
   va_list ap;

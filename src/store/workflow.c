@@ -10,21 +10,6 @@
 #include "core/status.h"
 #include "store/internal.h"
 
-/* Copies column |col| (text or NULL) into a fixed buffer. */
-static void col_copy(sqlite3_stmt *stmt, int col, char *buf, size_t cap) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  snprintf(buf, cap, "%s", t ? t : "");
-}
-
-/* Column |col| as a new string, or NULL for SQL NULL. *oom set when the copy failed. */
-static char *col_dup(sqlite3_stmt *stmt, int col, int *oom) {
-  const char *t = (const char *)sqlite3_column_text(stmt, col);
-  if (t == NULL) return NULL;
-  char *s = strdup(t);
-  if (s == NULL) *oom = 1;
-  return s;
-}
-
 void tb_store_wf_row_clear(tb_wf_row_t *r) {
   free(r->data);
   free(r->error);
@@ -34,33 +19,25 @@ void tb_store_wf_row_clear(tb_wf_row_t *r) {
 /* Fills |r| from a row of WF_GET / WF_LIST (same column order). */
 static tb_status read_row(sqlite3_stmt *stmt, tb_wf_row_t *r) {
   int oom = 0;
-  col_copy(stmt, 0, r->id, sizeof(r->id));
-  col_copy(stmt, 1, r->name, sizeof(r->name));
-  col_copy(stmt, 2, r->domain, sizeof(r->domain));
-  col_copy(stmt, 3, r->tier, sizeof(r->tier));
-  col_copy(stmt, 4, r->status, sizeof(r->status));
+  tb__col_copy(stmt, 0, r->id, sizeof(r->id));
+  tb__col_copy(stmt, 1, r->name, sizeof(r->name));
+  tb__col_copy(stmt, 2, r->domain, sizeof(r->domain));
+  tb__col_copy(stmt, 3, r->tier, sizeof(r->tier));
+  tb__col_copy(stmt, 4, r->status, sizeof(r->status));
   r->step = sqlite3_column_int(stmt, 5);
-  col_copy(stmt, 6, r->step_state, sizeof(r->step_state));
+  tb__col_copy(stmt, 6, r->step_state, sizeof(r->step_state));
   r->attempt = sqlite3_column_int(stmt, 7);
   r->seq = sqlite3_column_int64(stmt, 8);
-  r->data = col_dup(stmt, 9, &oom);
-  r->error = col_dup(stmt, 10, &oom);
-  col_copy(stmt, 11, r->correlation_id, sizeof(r->correlation_id));
-  col_copy(stmt, 12, r->cause_msg_id, sizeof(r->cause_msg_id));
+  r->data = tb__col_dup(stmt, 9, &oom);
+  r->error = tb__col_dup(stmt, 10, &oom);
+  tb__col_copy(stmt, 11, r->correlation_id, sizeof(r->correlation_id));
+  tb__col_copy(stmt, 12, r->cause_msg_id, sizeof(r->cause_msg_id));
   r->created_us = sqlite3_column_int64(stmt, 13);
   r->updated_us = sqlite3_column_int64(stmt, 14);
   r->finished_us = sqlite3_column_int64(stmt, 15);
   r->hist_id = sqlite3_column_int64(stmt, 16);
   if (oom) return tb__fail(TB_ERR_NOMEM, "workflow %s: reading the row", r->id);
   return TB_OK;
-}
-
-/* Steps a statement that returns no rows; on failure the detail names |what| and |id|. */
-static tb_status exec_done(tb_store_t *st, sqlite3_stmt *stmt, const char *what, const char *id) {
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "%s %s", what, id);
-  tb__stmt_done(stmt);
-  return s;
 }
 
 tb_status tb_store_wf_insert(tb_store_t *st, const tb_wf_row_t *r, int *created) {
@@ -127,7 +104,7 @@ tb_status tb_store_wf_update(tb_store_t *st, const tb_wf_row_t *r) {
     sqlite3_bind_null(stmt, 9);
   sqlite3_bind_int64(stmt, 10, tb_wall_us());
   sqlite3_bind_int64(stmt, 11, r->hist_id);
-  return exec_done(st, stmt, "workflow update", r->id);
+  return tb__exec_done(st, stmt, NULL, "workflow update", r->id);
 }
 
 tb_status tb_store_wf_hist_add(tb_store_t *st, const char *workflow_id, const tb_wf_hist_t *h,
@@ -150,7 +127,7 @@ tb_status tb_store_wf_hist_add(tb_store_t *st, const char *workflow_id, const tb
     sqlite3_bind_int64(stmt, 14, h->ended_us);
   else
     sqlite3_bind_null(stmt, 14);
-  tb_status s = exec_done(st, stmt, "workflow history add", workflow_id);
+  tb_status s = tb__exec_done(st, stmt, NULL, "workflow history add", workflow_id);
   if (s == TB_OK && id != NULL) *id = sqlite3_last_insert_rowid(st->db);
   return s;
 }
@@ -165,7 +142,7 @@ tb_status tb_store_wf_hist_end(tb_store_t *st, int64_t id, const char *status, i
   tb__bind_opt_text(stmt, 5, result);
   tb__bind_opt_text(stmt, 6, error);
   sqlite3_bind_int64(stmt, 7, tb_wall_us());
-  return exec_done(st, stmt, "workflow history end", status);
+  return tb__exec_done(st, stmt, NULL, "workflow history end", status);
 }
 
 tb_status tb_store_wf_history(tb_store_t *st, const char *workflow_id,
@@ -209,7 +186,7 @@ tb_status tb_store_wf_wait_put(tb_store_t *st, const char *workflow_id, int64_t 
   sqlite3_bind_text(stmt, 3, event, -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 4, key, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 5, deadline_us);
-  return exec_done(st, stmt, "workflow wait", workflow_id);
+  return tb__exec_done(st, stmt, NULL, "workflow wait", workflow_id);
 }
 
 tb_status tb_store_wf_wait_take(tb_store_t *st, const char *event, const char *key,
@@ -220,7 +197,7 @@ tb_status tb_store_wf_wait_take(tb_store_t *st, const char *event, const char *k
   sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
   int rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW) {
-    col_copy(stmt, 0, workflow_id, cap);
+    tb__col_copy(stmt, 0, workflow_id, cap);
     *seq = sqlite3_column_int64(stmt, 1);
     *found = 1;
     rc = sqlite3_step(stmt); /* finishes the DELETE ... RETURNING */
@@ -236,13 +213,13 @@ tb_status tb_store_wf_wait_drop(tb_store_t *st, const char *workflow_id, int64_t
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_WAIT_DROP);
   sqlite3_bind_text(stmt, 1, workflow_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 2, seq);
-  return exec_done(st, stmt, "workflow wait drop", workflow_id);
+  return tb__exec_done(st, stmt, NULL, "workflow wait drop", workflow_id);
 }
 
 tb_status tb_store_wf_wait_drop_all(tb_store_t *st, const char *workflow_id) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_WAIT_DROP_ALL);
   sqlite3_bind_text(stmt, 1, workflow_id, -1, SQLITE_STATIC);
-  return exec_done(st, stmt, "workflow waits drop", workflow_id);
+  return tb__exec_done(st, stmt, NULL, "workflow waits drop", workflow_id);
 }
 
 tb_status tb_store_wf_inbox_add(tb_store_t *st, const char *event, const char *key,
@@ -300,7 +277,7 @@ tb_status tb_store_wf_inbox_get(tb_store_t *st, const char *workflow_id, int64_t
   tb_status s = TB_OK;
   if (rc == SQLITE_ROW) {
     int oom = 0;
-    *payload = col_dup(stmt, 0, &oom);
+    *payload = tb__col_dup(stmt, 0, &oom);
     *code = sqlite3_column_int(stmt, 1);
     *found = 1;
     if (oom) s = tb__fail(TB_ERR_NOMEM, "workflow inbox %s", workflow_id);
@@ -316,7 +293,7 @@ tb_status tb_store_outbox_cancel_prefix(tb_store_t *st, const char *prefix, int6
     return tb__fail(TB_ERR_INVALID, "outbox cancel: empty prefix would drop every row");
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_CANCEL_PREFIX);
   sqlite3_bind_text(stmt, 1, prefix, -1, SQLITE_STATIC);
-  tb_status s = exec_done(st, stmt, "outbox cancel", prefix);
+  tb_status s = tb__exec_done(st, stmt, NULL, "outbox cancel", prefix);
   if (s == TB_OK && dropped != NULL) *dropped = sqlite3_changes(st->db);
   return s;
 }
