@@ -77,6 +77,9 @@ int tb_cli_connect(tb_cli_t *cli);
 /* Opens the store (creating its directory). TB_EXIT_FAIL on failure. */
 int tb_cli_open_store(tb_cli_t *cli);
 
+/* tb_cli_load(), then tb_cli_open_store(): for commands that work on the database alone. */
+int tb_cli_load_and_open(tb_cli_t *cli);
+
 /* Releases whatever was opened. */
 void tb_cli_close(tb_cli_t *cli);
 

@@ -44,9 +44,7 @@ static int parse(tb_cli_t *cli, int argc, char **argv, const struct option *opts
   for (int i = 0; i < n_pos; i++) pos[i] = argv[optind + i];
   if (n_pos > 0 && (pos[0][0] == '\0' || strlen(pos[0]) >= TB_ID_MAX))
     return tb_cli_usage_error(cli, "repository id must be 1 to %d characters", TB_ID_MAX - 1);
-  int rc = tb_cli_load(cli);
-  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(cli);
-  return rc;
+  return tb_cli_load_and_open(cli);
 }
 
 static int fail(tb_cli_t *cli) {

@@ -27,13 +27,6 @@ static void schedule_usage(FILE *out) {
           "now in this process (no automatic retry) and exits 1 if it fails.\n");
 }
 
-/* Loads the config and opens the store; TB_EXIT_* as tb_cli_load / tb_cli_open_store. */
-static int open_store(tb_cli_t *cli) {
-  int rc = tb_cli_load(cli);
-  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(cli);
-  return rc;
-}
-
 /* Parses options that are only the common ones plus --help, leaving one NAME argument. */
 static int one_name(tb_cli_t *cli, int argc, char **argv, const char **name) {
   static const struct option opts[] = {
@@ -119,7 +112,7 @@ static int cmd_list(int argc, char **argv) {
       return schedule_usage(stderr), TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
-  int rc = open_store(&cli);
+  int rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   list_ctx_t l = {.now_us = tb_wall_us(), .arr = as_json ? json_array() : NULL};
   if (!as_json)
@@ -252,7 +245,7 @@ static int change(int argc, char **argv, const char *prog, int enable) {
   const char *name = NULL;
   int rc = one_name(&cli, argc, argv, &name);
   if (rc != TB_EXIT_OK) return rc < 0 ? TB_EXIT_OK : rc;
-  rc = open_store(&cli);
+  rc = tb_cli_load_and_open(&cli);
   if (rc == TB_EXIT_OK) {
     tb_status st = enable < 0 ? tb_store_sched_remove(cli.store, name)
                               : tb_store_sched_enable(cli.store, name, enable, tb_wall_us());
@@ -285,7 +278,7 @@ static int cmd_run(int argc, char **argv) {
   const char *name = NULL;
   int rc = one_name(&cli, argc, argv, &name);
   if (rc != TB_EXIT_OK) return rc < 0 ? TB_EXIT_OK : rc;
-  rc = open_store(&cli);
+  rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   tb_sched_task_t *t = malloc(sizeof(*t));
   int found = 0;

@@ -440,13 +440,6 @@ static void show_usage(FILE *out) {
                "and every step attempt in its history. Exit 1 when there is no run ID.\n");
 }
 
-/* Opens the store for a command that takes one ID argument; TB_EXIT_* as tb_cli_load/open. */
-static int load_and_open(tb_cli_t *cli) {
-  int rc = tb_cli_load(cli);
-  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(cli);
-  return rc;
-}
-
 static int cmd_show(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus workflows show"};
   int as_json = 0;
@@ -468,7 +461,7 @@ static int cmd_show(int argc, char **argv) {
   if (optind + 1 < argc)
     return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
   const char *id = argv[optind];
-  int rc = load_and_open(&cli);
+  int rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
 
   tb_wf_row_t row;
@@ -603,7 +596,7 @@ static int cmd_runs(int argc, char **argv) {
                                 "completed, failed, cancelled)",
                                 status);
   }
-  rc = load_and_open(&cli);
+  rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   runs_state_t s = {.as_json = as_json, .rows = json_array()};
   if (!as_json)
@@ -664,7 +657,7 @@ static int cmd_cancel(int argc, char **argv) {
   if (optind + 1 < argc)
     return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
   const char *id = argv[optind];
-  int rc = load_and_open(&cli);
+  int rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   /* Read first only to say where the run stood; the runtime decides under its transaction. */
   tb_wf_row_t row;

@@ -192,6 +192,12 @@ int tb_cli_open_store(tb_cli_t *cli) {
   return TB_EXIT_OK;
 }
 
+int tb_cli_load_and_open(tb_cli_t *cli) {
+  int rc = tb_cli_load(cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(cli);
+  return rc;
+}
+
 void tb_cli_close(tb_cli_t *cli) {
   tb_store_close(cli->store);
   cli->store = NULL;
