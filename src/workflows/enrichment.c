@@ -297,6 +297,10 @@ static const tb_step_def_t steps[] = {
     {.name = STEP_BATCH,
      .kind = TB_STEP_RUN,
      .description = "claim up to 100 pending jobs, oldest first, into this run's batch",
+     /* In a message of its own: while it crosses the bus, other subscribers' triggers queue
+      * their jobs, and one batch takes them all. Run on from the record step, each run would
+      * batch only its own job. */
+     .own_message = 1,
      .run = batch_pending_jobs},
     {.name = STEP_SUBMIT,
      .kind = TB_STEP_COMMAND,

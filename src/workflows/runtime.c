@@ -1,5 +1,7 @@
-/* The workflow runtime: runs one step per `workflow-step` message, inside the engine's batch
- * transaction. The state machine of a run, per step:
+/* The workflow runtime: runs a run's steps inside the engine's batch transaction, on in one call
+ * while they are local (run, branch, skipped), and across the bus, one `workflow-step` message
+ * (a continuation) per hop, where they are not (commands, waits, sleeps, retries, tier changes).
+ * The state machine of a run, per step:
  *
  *   ready --run/branch--> (ok: next step | failed: retry timer or onError)
  *   ready --command/wait--> waiting --reply/event or timeout--> ok / failed
@@ -32,6 +34,9 @@ int tb_wf_status_final(const char *status) {
          strcmp(status, "cancelled") == 0;
 }
 
+/* The event that answers a command; a command step waits for it, keyed by the command id. */
+#define REPLY_EVENT "command-reply"
+
 /* One run being advanced by one message. */
 typedef struct stepper {
   const tb_handler_ctx_t *ctx;
@@ -39,7 +44,12 @@ typedef struct stepper {
   tb_wf_row_t row;
   json_t *data; /* parsed row.data, written back by save() */
   tb_wf_run_t run;
-  const char *msg_id; /* the continuation being handled */
+  const char *msg_id; /* the message being handled: the one that runs the steps */
+  /* Running on (run_on): */
+  int budget;       /* steps this call may still run; at 0 the next step gets a continuation */
+  int local;        /* the message came on the run's domain: a worker of it is handling it */
+  const char *next; /* non-NULL: the run is ready at a step that has no continuation yet, and
+                     * this is the cause that continuation would carry ("start", "next") */
 } stepper_t;
 
 /* ---------------------------------------------------------------- helpers */
@@ -211,7 +221,8 @@ static tb_status fail_run(stepper_t *sp, const char *error) {
   return s;
 }
 
-/* Moves to step |next| (attempt 1) and sends its continuation, or completes the run. */
+/* Moves to step |next| (attempt 1), or completes the run. A step to run is left to run_on(),
+ * which runs it in this call or sends its continuation. */
 static tb_status advance_to(stepper_t *sp, int next) {
   sp->row.step = next;
   sp->row.attempt = 1;
@@ -225,7 +236,7 @@ static tb_status advance_to(stepper_t *sp, int next) {
   snprintf(sp->row.status, sizeof(sp->row.status), "running");
   snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
   tb_status s = save(sp);
-  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "next", 0);
+  if (s == TB_OK) sp->next = "next";
   return s;
 }
 
@@ -327,7 +338,7 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   if (s == TB_OK) s = tb_handler_emit(sp->ctx, subject, cmd_id, buf, len);
   free(buf);
   if (s == TB_OK)
-    s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, "command-reply", cmd_id,
+    s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, REPLY_EVENT, cmd_id,
                              deadline);
   if (s == TB_OK)
     s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject, NULL, NULL);
@@ -485,22 +496,35 @@ static tb_status execute(stepper_t *sp) {
   }
 }
 
-/* ---------------------------------------------------------------- handlers */
+/* ---------------------------------------------------------------- running on */
 
-static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id, int *found) {
+/* Most steps one handled message runs (config's workflow_steps_per_message). */
+static int steps_per_message(const tb_config_t *cfg) {
+  return cfg->workflow_steps_per_message > 0 ? cfg->workflow_steps_per_message : 1;
+}
+
+/* Makes |row| (moved into the stepper: |row| is left cleared) the run that |sp| advances, with
+ * |data| (a new reference) or, when NULL, row->data parsed. The stepper starts with no budget. */
+static tb_status adopt(stepper_t *sp, const tb_handler_ctx_t *ctx, tb_wf_row_t *row, json_t *data) {
   memset(sp, 0, sizeof(*sp));
   sp->ctx = ctx;
   sp->msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
-  tb_status s = tb_store_wf_get(ctx->store, id, &sp->row, found);
-  if (s != TB_OK || !*found) return s;
+  sp->row = *row;
+  memset(row, 0, sizeof(*row));
   sp->def = tb_wf_find(sp->row.name);
-  if (sp->def == NULL)
-    return tb__fail(TB_ERR_INVALID, "workflow %s: definition '%s' is not registered", id,
+  if (sp->def == NULL) {
+    json_decref(data);
+    return tb__fail(TB_ERR_INVALID, "workflow %s: definition '%s' is not registered", sp->row.id,
                     sp->row.name);
-  json_error_t jerr;
-  sp->data = json_loads(sp->row.data, 0, &jerr);
+  }
+  if (data == NULL) {
+    json_error_t jerr;
+    data = sp->row.data ? json_loads(sp->row.data, 0, &jerr) : NULL;
+  }
+  sp->data = data;
   if (sp->data == NULL || !json_is_object(json_object_get(sp->data, "steps")))
-    return tb__fail(TB_ERR_INVALID, "workflow %s: stored data is not a workflow object", id);
+    return tb__fail(TB_ERR_INVALID, "workflow %s: stored data is not a workflow object",
+                    sp->row.id);
   sp->run = (tb_wf_run_t){.ctx = ctx,
                           .id = sp->row.id,
                           .name = sp->row.name,
@@ -512,8 +536,91 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
 
 static void unload(stepper_t *sp) {
   json_decref(sp->data);
+  sp->data = NULL;
   tb_store_wf_row_clear(&sp->row);
 }
+
+/* Reads run |id| into |sp|. *found = 0 (and TB_OK) when there is none. */
+static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id, int *found) {
+  memset(sp, 0, sizeof(*sp));
+  tb_wf_row_t row;
+  tb_status s = tb_store_wf_get(ctx->store, id, &row, found);
+  if (s != TB_OK || !*found) return s;
+  return adopt(sp, ctx, &row, NULL);
+}
+
+/* Runs the run on while it is ready at a next step: in this call, while the budget lasts, the run
+ * stays on the tier the message came on, the message came on the run's domain (so a worker that
+ * serves the run is handling it) and the step does not ask for a message of its own. Otherwise
+ * the step gets its continuation, as every step did before steps ran on.
+ *
+ * Each step run on has a savepoint of its own. One that fails with an error (as opposed to a
+ * failed attempt, which the step records itself) ends as if it had run in its own continuation
+ * and failed there: its writes are rolled back, the steps before it keep theirs, and it goes on
+ * in its continuation, where the engine retries it as it always did. A failure of the first step
+ * of a call is not caught here: it fails the message, as before. */
+static tb_status run_on(stepper_t *sp) {
+  tb_store_t *store = sp->ctx->store;
+  while (sp->next != NULL) {
+    const char *cause = sp->next;
+    sp->next = NULL;
+    const tb_step_def_t *st = cur_step(sp);
+    if (sp->budget <= 0 || !sp->local || sp->ctx->tier == NULL ||
+        strcmp(sp->row.tier, sp->ctx->tier) != 0 || (st != NULL && st->own_message))
+      return continue_at(sp->ctx, &sp->row, cause, 0);
+    sp->budget--;
+    tb_status s = tb_store_step_begin(store);
+    if (s != TB_OK) return s;
+    sp->row.seq++; /* what handling the continuation would have done */
+    s = execute(sp);
+    if (s == TB_OK) {
+      s = tb_store_step_end(store, 1);
+      if (s != TB_OK) return s;
+      continue;
+    }
+    char err[1024];
+    snprintf(err, sizeof(err), "%s", tb_errdetail());
+    const char *name = st != NULL ? st->name : "end";
+    if (tb_store_step_end(store, 0) != TB_OK) return tb__fail(s, "%s", err);
+    /* The stored row is the run as the step before left it (advance_to saved it). */
+    char id[TB_ID_MAX];
+    snprintf(id, sizeof(id), "%s", sp->row.id);
+    int budget = sp->budget, found = 0;
+    const tb_handler_ctx_t *ctx = sp->ctx;
+    unload(sp);
+    tb_status ls = load(sp, ctx, id, &found);
+    if (ls == TB_OK && !found) ls = tb__fail(TB_ERR_STORE, "workflow %s: row gone", id);
+    if (ls != TB_OK) return ls;
+    sp->budget = budget;
+    TB_LOG(TB_LOG_WARN, "workflow",
+           "%s (%s): step %s failed after the steps before it in the same message; it goes on "
+           "in a continuation of its own: %s: %s",
+           id, sp->def->name, name, tb_strerror(s), err);
+    return continue_at(sp->ctx, &sp->row, cause, 0);
+  }
+  return TB_OK;
+}
+
+/* Handles the continuation of the run's current seq (|cause|: why it was sent): runs the ready
+ * step, resumes the waiting one or ends the sleep, then runs on. */
+static tb_status advance_run(stepper_t *sp, const char *cause) {
+  tb_status s;
+  int64_t seq = sp->row.seq++;
+  if (strcmp(sp->row.step_state, "ready") == 0) {
+    s = execute(sp);
+  } else if (strcmp(sp->row.step_state, "waiting") == 0) {
+    s = hist_start(sp, cur_step(sp), "started", cause);
+    if (s == TB_OK) s = resume(sp, seq);
+  } else if (strcmp(sp->row.step_state, "sleeping") == 0) {
+    s = step_ok(sp, NULL, "timer");
+  } else {
+    s = tb__fail(TB_ERR_INVALID, "workflow %s: step state '%s'", sp->row.id, sp->row.step_state);
+  }
+  if (s == TB_OK) s = run_on(sp);
+  return s;
+}
+
+/* ---------------------------------------------------------------- handlers */
 
 tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
   const ProtobufCMessage *m = ctx->msg->payload;
@@ -533,17 +640,9 @@ tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
     unload(&sp);
     return s;
   }
-  int64_t seq = sp.row.seq++;
-  if (strcmp(sp.row.step_state, "ready") == 0) {
-    s = execute(&sp);
-  } else if (strcmp(sp.row.step_state, "waiting") == 0) {
-    s = hist_start(&sp, cur_step(&sp), "started", ws->cause);
-    if (s == TB_OK) s = resume(&sp, seq);
-  } else if (strcmp(sp.row.step_state, "sleeping") == 0) {
-    s = step_ok(&sp, NULL, "timer");
-  } else {
-    s = tb__fail(TB_ERR_INVALID, "workflow %s: step state '%s'", sp.row.id, sp.row.step_state);
-  }
+  sp.budget = steps_per_message(ctx->cfg) - 1; /* this message's own step is the first */
+  sp.local = 1;                                /* continuations go to their run's domain */
+  s = advance_run(&sp, ws->cause);
   unload(&sp);
   return s;
 }
@@ -583,7 +682,20 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
     char id[TB_ID_MAX + 32];
     cont_id(wf_id, seq, id, sizeof(id));
     s = tb_store_outbox_cancel(ctx->store, id, NULL);
-    if (s == TB_OK) s = continue_at(ctx, &row, "event", 0);
+    /* The step resumes here when this message came on the run's tier and domain: a reply is
+     * published on the domain its command named (the run's), any other event on its own. */
+    int local = strcmp(event, REPLY_EVENT) == 0 || strcmp(m->def->domain, row.domain) == 0;
+    if (s == TB_OK && local && steps_per_message(ctx->cfg) > 1 && ctx->tier != NULL &&
+        strcmp(row.tier, ctx->tier) == 0) {
+      stepper_t sp;
+      s = adopt(&sp, ctx, &row, NULL);
+      sp.budget = steps_per_message(ctx->cfg) - 1; /* the resumed step is the first */
+      sp.local = 1;
+      if (s == TB_OK) s = advance_run(&sp, "event");
+      unload(&sp);
+    } else if (s == TB_OK) {
+      s = continue_at(ctx, &row, "event", 0);
+    }
   }
   if (have) tb_store_wf_row_clear(&row);
   return s;
@@ -639,11 +751,14 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
   snprintf(row.correlation_id, sizeof(row.correlation_id), "%s",
            correlation_id ? correlation_id : "");
   snprintf(row.cause_msg_id, sizeof(row.cause_msg_id), "%s", msg_id ? msg_id : "");
+  /* A copy: steps may add to the input, and the caller's object may start other runs too. */
   json_t *data =
-      json_pack("{s:O, s:{}}", "input", input ? (json_t *)input : json_object(), "steps");
+      json_pack("{s:o, s:{}}", "input", input ? json_deep_copy(input) : json_object(), "steps");
   row.data = data ? json_dumps(data, JSON_COMPACT) : NULL;
-  json_decref(data);
-  if (row.data == NULL) return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
+  if (row.data == NULL) {
+    json_decref(data);
+    return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
+  }
   s = tb_store_wf_insert(ctx->store, &row, started);
   if (s == TB_OK && *started) {
     tb_wf_context_t wc;
@@ -657,8 +772,26 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
       s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[base].name, tier, esc_res.rule,
                            "start", &in, NULL);
   }
-  if (s == TB_OK && *started) s = continue_at(ctx, &row, "start", 0);
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
+  if (s == TB_OK && *started) {
+    /* The first steps run here when this message came on the run's tier and domain (a worker
+     * that serves the run is handling it); otherwise the first continuation takes them there. */
+    const tb_event_def_t *ev = ctx->msg ? ctx->msg->def : NULL;
+    int local = ev != NULL && ev->domain != NULL && strcmp(ev->domain, row.domain) == 0;
+    if (local && steps_per_message(ctx->cfg) > 1 && ctx->tier != NULL &&
+        strcmp(row.tier, ctx->tier) == 0) {
+      stepper_t sp;
+      s = adopt(&sp, ctx, &row, json_incref(data));
+      sp.budget = steps_per_message(ctx->cfg);
+      sp.local = 1;
+      sp.next = "start";
+      if (s == TB_OK) s = run_on(&sp);
+      unload(&sp);
+    } else {
+      s = continue_at(ctx, &row, "start", 0);
+    }
+  }
+  json_decref(data);
   free(row.data);
   return s;
 }

@@ -1,7 +1,9 @@
 /* Durable workflows (seed 003, seed 004): definitions in C, one domain per file, run step by step
- * by src/workflows/runtime.c. Every step runs as one `workflow-step` message on the workflow's
- * tier, inside the engine's batch transaction, so a step's state change, its history row and its
- * follow-up messages (the next continuation, a command, a timer) commit together or not at all.
+ * by src/workflows/runtime.c. Steps run inside the engine's batch transaction, so a step's state
+ * change, its history row and its follow-up messages (a continuation, a command, a timer) commit
+ * together or not at all. Consecutive local steps (run, branch) run on in the call that handled
+ * the message before them, up to config's workflow_steps_per_message; commands, waits, sleeps,
+ * retries and tier changes cross the bus as a `workflow-step` message on the workflow's tier.
  *
  * State lives in SQLite (store/workflow.h): the workflow row (status, current step, attempt,
  * data), one history row per step attempt, waits, and the event inbox. Timers are outbox rows
@@ -80,6 +82,11 @@ typedef struct tb_step_def {
    * use it: a hook never fails its caller. */
   int optional;
   tb_when_fn when;
+  /* 1: the step always starts in a message of its own (a continuation), never run on in the call
+   * that finished the step before it. For a step that gains from what other runs do while its
+   * continuation crosses the bus: enrichment's batch step takes the jobs that other subscribers'
+   * triggers queued meanwhile (seed 003's batches). */
+  int own_message;
 
   tb_step_fn run; /* TB_STEP_RUN */
 
@@ -165,8 +172,10 @@ const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
 /* 1 for a status after which a run does nothing more: completed, failed, cancelled. */
 int tb_wf_status_final(const char *status);
 
-/* Starts workflow |def| inside the handler's transaction: writes its row (status running) and the
- * first continuation on |tier| (NULL = the definition's tier, as resolved against the config).
+/* Starts workflow |def| inside the handler's transaction: writes its row (status running), then
+ * runs its first steps at once when the message being handled came on the run's tier and domain
+ * (as a continuation would, up to workflow_steps_per_message), else writes the first continuation
+ * on |tier| (NULL = the definition's tier, as resolved against the config).
  * |id| NULL derives a deterministic id from the message being handled, so a redelivery cannot
  * start a second run; *started = 0 when a workflow with that id already exists (not an error).
  * |input| is borrowed. The resolved id is written to |id_out| (may be NULL). */
