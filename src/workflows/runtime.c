@@ -45,6 +45,15 @@ typedef struct stepper {
   json_t *data; /* parsed row.data, written back by save() */
   tb_wf_run_t run;
   const char *msg_id; /* the message being handled: the one that runs the steps */
+  int dirty;          /* the row changed since it was read or written: flush() writes it */
+  /* The history row of the step attempt under way: written once, when the attempt ends
+   * (hist_end), instead of an insert at its start and an update at its end. */
+  struct {
+    int open;
+    const tb_step_def_t *st;
+    int step, attempt;
+    int64_t started_us;
+  } hist;
   /* Running on (run_on): */
   int budget;       /* steps this call may still run; at 0 the next step gets a continuation */
   int local;        /* the message came on the run's domain: a worker of it is handling it */
@@ -140,12 +149,23 @@ void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
   cont_id(wf_id, seq, buf, cap);
 }
 
+/* Records that the run's row changed. It is written once, by flush() when the handler is done
+ * with the run, however many steps it ran: one data rendering and one update per message. */
 static tb_status save(stepper_t *sp) {
+  sp->dirty = 1;
+  return TB_OK;
+}
+
+/* Writes the run's row when it changed. */
+static tb_status flush(stepper_t *sp) {
+  if (!sp->dirty) return TB_OK;
   char *text = json_dumps(sp->data, JSON_COMPACT);
   if (text == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: rendering data", sp->row.id);
   free(sp->row.data);
   sp->row.data = text;
-  return tb_store_wf_update(sp->ctx->store, &sp->row);
+  tb_status s = tb_store_wf_update(sp->ctx->store, &sp->row);
+  if (s == TB_OK) sp->dirty = 0;
+  return s;
 }
 
 static const tb_step_def_t *cur_step(const stepper_t *sp) {
@@ -173,8 +193,19 @@ static tb_status step_duration(stepper_t *sp, const tb_step_def_t *st, int64_t *
   return TB_OK;
 }
 
+/* Starts the history row of an attempt of the current step. A "started" row is written when the
+ * attempt ends (hist_end), whose detail replaces |detail|, as an update of the row would have;
+ * any other status (a skipped step) is final and written now. */
 static tb_status hist_start(stepper_t *sp, const tb_step_def_t *st, const char *status,
                             const char *detail) {
+  if (strcmp(status, "started") == 0) {
+    sp->hist.open = 1;
+    sp->hist.st = st;
+    sp->hist.step = sp->row.step;
+    sp->hist.attempt = sp->row.attempt;
+    sp->hist.started_us = tb_wall_us();
+    return TB_OK;
+  }
   tb_wf_hist_t h = {.step = sp->row.step,
                     .name = st->name,
                     .kind = kind_names[st->kind],
@@ -183,6 +214,31 @@ static tb_status hist_start(stepper_t *sp, const tb_step_def_t *st, const char *
                     .detail = detail,
                     .tier = sp->ctx->tier,
                     .msg_id = sp->msg_id};
+  return tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &sp->row.hist_id);
+}
+
+/* Ends the current attempt's history row with |status| and the rest (borrowed): writes the row
+ * started by hist_start, or updates the stored one (a sleep's, which spans its timer). */
+static tb_status hist_end(stepper_t *sp, const char *status, int code, const char *detail,
+                          const char *result, const char *error) {
+  if (!sp->hist.open)
+    return tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, status, code, detail, result,
+                                error);
+  const tb_step_def_t *st = sp->hist.st;
+  sp->hist.open = 0;
+  tb_wf_hist_t h = {.step = sp->hist.step,
+                    .name = st->name,
+                    .kind = kind_names[st->kind],
+                    .attempt = sp->hist.attempt,
+                    .status = status,
+                    .code = code,
+                    .detail = detail,
+                    .result = result,
+                    .error = error,
+                    .tier = sp->ctx->tier,
+                    .msg_id = sp->msg_id,
+                    .started_us = sp->hist.started_us,
+                    .ended_us = tb_wall_us()};
   return tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &sp->row.hist_id);
 }
 
@@ -244,7 +300,7 @@ static tb_status advance_to(stepper_t *sp, int next) {
 static tb_status step_ok(stepper_t *sp, json_t *result, const char *detail) {
   const tb_step_def_t *st = cur_step(sp);
   char *text = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-  tb_status s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, text, NULL);
+  tb_status s = hist_end(sp, "ok", 0, detail, text, NULL);
   free(text);
   json_t *steps = json_object_get(sp->data, "steps");
   if (s == TB_OK && json_object_set_new(steps, st->name, result ? result : json_null()) != 0)
@@ -271,8 +327,7 @@ static tb_status step_failed(stepper_t *sp, int code, const char *error, int per
              pol.max_attempts, (long long)d.delay_ms);
   else
     snprintf(detail, sizeof(detail), "%s", permanent ? "permanent failure" : d.reason);
-  tb_status s =
-      tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, status, code, detail, NULL, error);
+  tb_status s = hist_end(sp, status, code, detail, NULL, error);
   if (s != TB_OK) return s;
   tb_store_wf_wait_drop_all(sp->ctx->store, sp->row.id);
   if (d.retry) {
@@ -340,8 +395,7 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   if (s == TB_OK)
     s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, REPLY_EVENT, cmd_id,
                              deadline);
-  if (s == TB_OK)
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject, NULL, NULL);
+  if (s == TB_OK) s = hist_end(sp, "waiting", 0, subject, NULL, NULL);
   if (s != TB_OK) return s;
   return park(sp, "waiting", deadline, "timeout");
 }
@@ -398,7 +452,7 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   char detail[TB_ID_MAX + 80];
   snprintf(detail, sizeof(detail), "%s key %s%s", st->event, key, found ? " (arrived early)" : "");
   if (found) {
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+    s = hist_end(sp, "waiting", 0, detail, NULL, NULL);
     if (s == TB_OK) {
       s = hist_start(sp, st, "started", "resumed by an early event");
       if (s == TB_OK) s = resume(sp, sp->row.seq);
@@ -407,8 +461,7 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   }
   int64_t deadline = tb_wall_us() + timeout_ms * 1000;
   s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, st->event, key, deadline);
-  if (s == TB_OK)
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+  if (s == TB_OK) s = hist_end(sp, "waiting", 0, detail, NULL, NULL);
   if (s != TB_OK) return s;
   return park(sp, "waiting", deadline, "timeout");
 }
@@ -476,14 +529,14 @@ static tb_status execute(stepper_t *sp) {
       char detail[160];
       snprintf(detail, sizeof(detail), "go to %s",
                next < sp->def->n_steps ? sp->def->steps[next].name : "end");
-      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, NULL, NULL);
+      s = hist_end(sp, "ok", 0, detail, NULL, NULL);
       if (s != TB_OK) return s;
       return advance_to(sp, next);
     }
     case TB_STEP_SLEEP: {
       char detail[64];
       snprintf(detail, sizeof(detail), "%lld ms", (long long)ms);
-      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "sleeping", 0, detail, NULL, NULL);
+      s = hist_end(sp, "sleeping", 0, detail, NULL, NULL);
       if (s != TB_OK) return s;
       return park(sp, "sleeping", tb_wall_us() + ms * 1000, "timer");
     }
@@ -549,6 +602,45 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
   return adopt(sp, ctx, &row, NULL);
 }
 
+/* What a run was before a step ran on: enough to put it back when the step fails. */
+typedef struct snapshot {
+  tb_wf_row_t row; /* data = NULL; error owned */
+  json_t *data;    /* a deep copy */
+  int dirty;
+} snapshot_t;
+
+static tb_status snap_take(const stepper_t *sp, snapshot_t *sn) {
+  sn->row = sp->row;
+  sn->row.data = NULL;
+  sn->row.error = sp->row.error ? strdup(sp->row.error) : NULL;
+  sn->data = json_deep_copy(sp->data);
+  sn->dirty = sp->dirty;
+  if (sn->data == NULL || (sp->row.error && sn->row.error == NULL)) {
+    free(sn->row.error);
+    json_decref(sn->data);
+    return tb__fail(TB_ERR_NOMEM, "workflow %s: snapshot", sp->row.id);
+  }
+  return TB_OK;
+}
+
+static void snap_drop(snapshot_t *sn) {
+  free(sn->row.error);
+  json_decref(sn->data);
+}
+
+/* Puts |sn| back into |sp| (|sn| is consumed). */
+static void snap_restore(stepper_t *sp, snapshot_t *sn) {
+  char *text = sp->row.data; /* stale, but owned: flush() replaces it */
+  free(sp->row.error);
+  json_decref(sp->data);
+  sp->row = sn->row;
+  sp->row.data = text;
+  sp->data = sn->data;
+  sp->run.data = sn->data;
+  sp->dirty = sn->dirty;
+  sp->hist.open = 0;
+}
+
 /* Runs the run on while it is ready at a next step: in this call, while the budget lasts, the run
  * stays on the tier the message came on, the message came on the run's domain (so a worker that
  * serves the run is handling it) and the step does not ask for a message of its own. Otherwise
@@ -556,9 +648,10 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
  *
  * Each step run on has a savepoint of its own. One that fails with an error (as opposed to a
  * failed attempt, which the step records itself) ends as if it had run in its own continuation
- * and failed there: its writes are rolled back, the steps before it keep theirs, and it goes on
- * in its continuation, where the engine retries it as it always did. A failure of the first step
- * of a call is not caught here: it fails the message, as before. */
+ * and failed there: its writes are rolled back, the run is put back as the step before left it,
+ * the steps before keep theirs, and it goes on in its continuation, where the engine retries it
+ * as it always did. A failure of the first step of a call is not caught here: it fails the
+ * message, as before. */
 static tb_status run_on(stepper_t *sp) {
   tb_store_t *store = sp->ctx->store;
   while (sp->next != NULL) {
@@ -569,11 +662,18 @@ static tb_status run_on(stepper_t *sp) {
         strcmp(sp->row.tier, sp->ctx->tier) != 0 || (st != NULL && st->own_message))
       return continue_at(sp->ctx, &sp->row, cause, 0);
     sp->budget--;
-    tb_status s = tb_store_step_begin(store);
+    snapshot_t sn;
+    tb_status s = snap_take(sp, &sn);
     if (s != TB_OK) return s;
+    s = tb_store_step_begin(store);
+    if (s != TB_OK) {
+      snap_drop(&sn);
+      return s;
+    }
     sp->row.seq++; /* what handling the continuation would have done */
     s = execute(sp);
     if (s == TB_OK) {
+      snap_drop(&sn);
       s = tb_store_step_end(store, 1);
       if (s != TB_OK) return s;
       continue;
@@ -581,21 +681,12 @@ static tb_status run_on(stepper_t *sp) {
     char err[1024];
     snprintf(err, sizeof(err), "%s", tb_errdetail());
     const char *name = st != NULL ? st->name : "end";
+    snap_restore(sp, &sn);
     if (tb_store_step_end(store, 0) != TB_OK) return tb__fail(s, "%s", err);
-    /* The stored row is the run as the step before left it (advance_to saved it). */
-    char id[TB_ID_MAX];
-    snprintf(id, sizeof(id), "%s", sp->row.id);
-    int budget = sp->budget, found = 0;
-    const tb_handler_ctx_t *ctx = sp->ctx;
-    unload(sp);
-    tb_status ls = load(sp, ctx, id, &found);
-    if (ls == TB_OK && !found) ls = tb__fail(TB_ERR_STORE, "workflow %s: row gone", id);
-    if (ls != TB_OK) return ls;
-    sp->budget = budget;
     TB_LOG(TB_LOG_WARN, "workflow",
            "%s (%s): step %s failed after the steps before it in the same message; it goes on "
            "in a continuation of its own: %s: %s",
-           id, sp->def->name, name, tb_strerror(s), err);
+           sp->row.id, sp->def->name, name, tb_strerror(s), err);
     return continue_at(sp->ctx, &sp->row, cause, 0);
   }
   return TB_OK;
@@ -643,6 +734,7 @@ tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
   sp.budget = steps_per_message(ctx->cfg) - 1; /* this message's own step is the first */
   sp.local = 1;                                /* continuations go to their run's domain */
   s = advance_run(&sp, ws->cause);
+  if (s == TB_OK) s = flush(&sp);
   unload(&sp);
   return s;
 }
@@ -692,6 +784,7 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
       sp.budget = steps_per_message(ctx->cfg) - 1; /* the resumed step is the first */
       sp.local = 1;
       if (s == TB_OK) s = advance_run(&sp, "event");
+      if (s == TB_OK) s = flush(&sp);
       unload(&sp);
     } else if (s == TB_OK) {
       s = continue_at(ctx, &row, "event", 0);
@@ -786,6 +879,7 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
       sp.local = 1;
       sp.next = "start";
       if (s == TB_OK) s = run_on(&sp);
+      if (s == TB_OK) s = flush(&sp);
       unload(&sp);
     } else {
       s = continue_at(ctx, &row, "start", 0);
