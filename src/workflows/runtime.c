@@ -36,6 +36,8 @@ int tb_wf_status_final(const char *status) {
 
 /* The event that answers a command; a command step waits for it, keyed by the command id. */
 #define REPLY_EVENT "command-reply"
+/* The continuation event: runs or resumes a run's current step. */
+#define STEP_EVENT "workflow-step"
 
 /* One run being advanced by one message. */
 typedef struct stepper {
@@ -46,6 +48,11 @@ typedef struct stepper {
   tb_wf_run_t run;
   const char *msg_id; /* the message being handled: the one that runs the steps */
   int dirty;          /* the row changed since it was read or written: flush() writes it */
+  /* What the message being handled put in the inbox for (run, arrived_seq), parsed: resume()
+   * takes it instead of reading the row back (owned until then). */
+  json_t *arrived;
+  int arrived_code;
+  int64_t arrived_seq;
   /* The history row of the step attempt under way: written once, when the attempt ends
    * (hist_end), instead of an insert at its start and an update at its end. */
   struct {
@@ -125,18 +132,54 @@ static void cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
   snprintf(buf, cap, "wf:%s:%lld", wf_id, (long long)seq);
 }
 
-/* Sends the continuation for the run's current seq, due at |due_us| (0 = now). */
+/* 1 when |domain| is a catalogue domain: only those have consumers. */
+static int catalogue_domain(const tb_catalogue_t *cat, const char *domain) {
+  const char *names[TB_MAX_DOMAINS];
+  int n = tb_catalogue_domains(cat, names, TB_MAX_DOMAINS);
+  for (int i = 0; i < n && i < TB_MAX_DOMAINS; i++)
+    if (strcmp(names[i], domain) == 0) return 1;
+  return 0;
+}
+
+/* Sends the continuation for the run's current seq, due at |due_us| (0 = now). The WorkflowStep
+ * is packed directly rather than built as JSON and converted by the codec: it is sent for every
+ * hop that crosses the bus and for every timer. */
 static tb_status continue_at(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row, const char *cause,
                              int64_t due_us) {
+  if (ctx->cat == NULL)
+    return tb__fail(TB_ERR_INVALID, "workflow %s: no catalogue in context", row->id);
+  const tb_event_def_t *ev = tb_catalogue_find(ctx->cat, STEP_EVENT);
+  if (ev == NULL) return tb__fail(TB_ERR_UNKNOWN_EVENT, "no %s event in the catalogue", STEP_EVENT);
+  int ti = tb_config_tier_index(ctx->cfg, row->tier);
+  if (ti < 0)
+    return tb__fail(TB_ERR_INVALID, "unknown tier '%s' for %s of %s", row->tier, STEP_EVENT,
+                    row->id);
+  /* On the run's domain: the workers of that domain run its steps. */
+  if (!catalogue_domain(ctx->cat, row->domain))
+    return tb__fail(TB_ERR_INVALID, "%s: '%s' is not a catalogue domain", STEP_EVENT, row->domain);
   char id[TB_ID_MAX + 32];
   cont_id(row->id, row->seq, id, sizeof(id));
-  json_t *payload = json_pack("{s:s, s:I, s:s}", "workflow_id", row->id, "seq",
-                              (json_int_t)row->seq, "cause", cause);
-  if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: continuation", row->id);
-  /* On the run's domain: the workers of that domain run its steps. */
-  tb_status s = emit_event(ctx, "workflow-step", row->tier, row->domain, id, payload, row->id,
-                           row->correlation_id, due_us);
-  json_decref(payload);
+  Tierbus__V1__WorkflowStep ws = TIERBUS__V1__WORKFLOW_STEP__INIT;
+  ws.workflow_id = (char *)row->id;
+  ws.seq = (uint64_t)row->seq;
+  ws.cause = (char *)cause;
+  uint8_t *pbuf = NULL;
+  size_t plen = 0;
+  tb_status s = tb_codec_pack(&ws.base, &pbuf, &plen);
+  if (s != TB_OK) return s;
+  tb_publish_req_t req = {.event = STEP_EVENT,
+                          .domain = row->domain,
+                          .id = id,
+                          .correlation_id = row->correlation_id,
+                          .workflow_id = row->id,
+                          .source = "tierbus-workflow",
+                          .occurred_at_us = due_us};
+  tb_prepared_t p;
+  memset(&p, 0, sizeof(p));
+  s = tb_publish_wrap(ev, ctx->cfg->tiers[ti].name, id, pbuf, plen, &req, &p);
+  free(pbuf);
+  if (s == TB_OK) s = tb_handler_emit_at(ctx, p.subject, p.id, p.buf, p.len, due_us);
+  tb_prepared_free(&p);
   return s;
 }
 
@@ -406,8 +449,16 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
   const tb_step_def_t *st = cur_step(sp);
   char *payload = NULL;
   int code = 0, found = 0;
-  tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
-  if (s != TB_OK) return s;
+  json_t *body = NULL;
+  if (sp->arrived != NULL && sp->arrived_seq == seq) {
+    body = sp->arrived;
+    sp->arrived = NULL;
+    code = sp->arrived_code;
+    found = 1;
+  } else {
+    tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
+    if (s != TB_OK) return s;
+  }
   if (!found) {
     tb_store_wf_wait_drop(sp->ctx->store, sp->row.id, seq);
     char err[160];
@@ -416,8 +467,10 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
     return step_failed(sp, 0, err, 0, "timeout");
   }
   json_error_t jerr;
-  json_t *body = payload ? json_loads(payload, 0, &jerr) : json_object();
-  free(payload);
+  if (body == NULL) {
+    body = payload ? json_loads(payload, 0, &jerr) : json_object();
+    free(payload);
+  }
   if (body == NULL) return step_failed(sp, 0, "unreadable inbox payload", 1, "failed");
   if (st->kind == TB_STEP_COMMAND) {
     /* body is the CommandReply as JSON */
@@ -590,6 +643,8 @@ static tb_status adopt(stepper_t *sp, const tb_handler_ctx_t *ctx, tb_wf_row_t *
 static void unload(stepper_t *sp) {
   json_decref(sp->data);
   sp->data = NULL;
+  json_decref(sp->arrived);
+  sp->arrived = NULL;
   tb_store_wf_row_clear(&sp->row);
 }
 
@@ -605,15 +660,34 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
 /* What a run was before a step ran on: enough to put it back when the step fails. */
 typedef struct snapshot {
   tb_wf_row_t row; /* data = NULL; error owned */
-  json_t *data;    /* a deep copy */
+  json_t *data;    /* data_copy() */
   int dirty;
 } snapshot_t;
+
+/* A copy of a run's data that a step cannot change: the object, its "input" and its "steps" are
+ * copied, their values shared. The runtime only sets data.steps.<step>, and a step function may
+ * add to data.input (wf.h); neither reaches a value shared with the copy. A deep copy cost as
+ * much as rendering the data, at every step run on. */
+static json_t *data_copy(json_t *data) {
+  json_t *copy = json_copy(data);
+  static const char *const parts[] = {"input", "steps"};
+  for (size_t i = 0; copy != NULL && i < sizeof(parts) / sizeof(parts[0]); i++) {
+    json_t *part = json_object_get(data, parts[i]);
+    if (!json_is_object(part)) continue;
+    json_t *pc = json_copy(part);
+    if (pc == NULL || json_object_set_new(copy, parts[i], pc) != 0) {
+      json_decref(copy);
+      copy = NULL;
+    }
+  }
+  return copy;
+}
 
 static tb_status snap_take(const stepper_t *sp, snapshot_t *sn) {
   sn->row = sp->row;
   sn->row.data = NULL;
   sn->row.error = sp->row.error ? strdup(sp->row.error) : NULL;
-  sn->data = json_deep_copy(sp->data);
+  sn->data = data_copy(sp->data);
   sn->dirty = sp->dirty;
   if (sn->data == NULL || (sp->row.error && sn->row.error == NULL)) {
     free(sn->row.error);
@@ -750,9 +824,12 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   tb_status s = tb_codec_payload_to_json(m->payload, &obj);
   if (s != TB_OK) return s;
   int code = (int)json_integer_value(json_object_get(obj, "status_code"));
+  /* One rendering for the inbox and the activity log. */
   char *text = json_dumps(obj, JSON_COMPACT);
-  json_decref(obj);
-  if (text == NULL) return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
+  if (text == NULL) {
+    json_decref(obj);
+    return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
+  }
 
   char wf_id[TB_ID_MAX];
   int64_t seq = 0;
@@ -761,9 +838,12 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   if (s == TB_OK)
     s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code, found ? wf_id : NULL,
                               seq, NULL);
+  if (s == TB_OK) s = tb__activity_record(ctx, text);
   free(text);
-  if (s == TB_OK) s = tb__handle_activity(ctx);
-  if (s != TB_OK || !found) return s; /* no wait yet: the inbox keeps it for the wait to come */
+  if (s != TB_OK || !found) { /* no wait yet: the inbox keeps it for the wait to come */
+    json_decref(obj);
+    return s;
+  }
 
   /* Resume on the workflow's own tier, whatever tier the event came on; the pending timeout has
    * the same message id, so it is replaced, not doubled. */
@@ -783,6 +863,10 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
       s = adopt(&sp, ctx, &row, NULL);
       sp.budget = steps_per_message(ctx->cfg) - 1; /* the resumed step is the first */
       sp.local = 1;
+      sp.arrived = obj; /* what the inbox row just written holds, already parsed */
+      sp.arrived_code = code;
+      sp.arrived_seq = seq;
+      obj = NULL;
       if (s == TB_OK) s = advance_run(&sp, "event");
       if (s == TB_OK) s = flush(&sp);
       unload(&sp);
@@ -791,6 +875,7 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
     }
   }
   if (have) tb_store_wf_row_clear(&row);
+  json_decref(obj);
   return s;
 }
 
@@ -934,18 +1019,29 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
 }
 
 tb_status tb__handle_wf_trigger(const tb_handler_ctx_t *ctx) {
-  tb_status s = tb__handle_activity(ctx);
-  if (s != TB_OK) return s;
-  const char *event = ctx->msg->def->name;
+  /* One conversion of the payload for the activity log and every run's input. */
   json_t *payload = NULL;
+  char *text = NULL;
+  tb_status s = TB_OK;
+  if (ctx->msg->payload != NULL) {
+    s = tb_codec_payload_to_json(ctx->msg->payload, &payload);
+    if (s != TB_OK) return s; /* the codec's detail names the field */
+    text = json_dumps(payload, JSON_COMPACT);
+    if (text == NULL) s = tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", ctx->msg->def->name);
+  }
+  if (s == TB_OK) s = tb__activity_record(ctx, text);
+  free(text);
+  const char *event = ctx->msg->def->name;
   int n_domains = 0;
   const tb_wf_domain_t *const *domains = tb_wf_domains(&n_domains);
   for (int d = 0; d < n_domains && s == TB_OK; d++) {
     for (int i = 0; i < domains[d]->n_workflows && s == TB_OK; i++) {
       const tb_workflow_def_t *def = domains[d]->workflows[i];
       if (def->trigger_event == NULL || strcmp(def->trigger_event, event) != 0) continue;
-      if (payload == NULL && (s = tb_codec_payload_to_json(ctx->msg->payload, &payload)) != TB_OK)
+      if (payload == NULL) {
+        s = tb__fail(TB_ERR_INVALID, "%s: no payload to start %s from", event, def->name);
         break;
+      }
       if (def->should_start != NULL && !def->should_start(payload)) continue;
       json_t *input = def->trigger_input ? def->trigger_input(payload) : json_incref(payload);
       if (input == NULL) {

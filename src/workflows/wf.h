@@ -37,7 +37,8 @@ typedef struct tb_wf_run {
   const char *tier;            /* the tier its continuations run on */
   const char *step;            /* current step name */
   int attempt;                 /* attempt of the current step, 1-based */
-  json_t *data;                /* the workflow's data (borrowed; a step may add to "input") */
+  json_t *data; /* the workflow's data (borrowed; a step may add to "input", never change a
+                 * value already there in place) */
   /* A run step that fails sets these (status code for retryOn; 0 = no code). */
   int fail_code;
 } tb_wf_run_t;
