@@ -657,6 +657,19 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
   return adopt(sp, ctx, &row, NULL);
 }
 
+int tb_wf_always(tb_wf_run_t *run) {
+  (void)run;
+  return 1;
+}
+
+/* 1 when step |st| (the run's next, NULL at the end) asks for a message of its own now. */
+static int own_message(stepper_t *sp, const tb_step_def_t *st) {
+  if (st == NULL || st->own_message == NULL) return 0;
+  sp->run.step = st->name;
+  sp->run.attempt = sp->row.attempt;
+  return st->own_message(&sp->run) != 0;
+}
+
 /* What a run was before a step ran on: enough to put it back when the step fails. */
 typedef struct snapshot {
   tb_wf_row_t row; /* data = NULL; error owned */
@@ -733,7 +746,7 @@ static tb_status run_on(stepper_t *sp) {
     sp->next = NULL;
     const tb_step_def_t *st = cur_step(sp);
     if (sp->budget <= 0 || !sp->local || sp->ctx->tier == NULL ||
-        strcmp(sp->row.tier, sp->ctx->tier) != 0 || (st != NULL && st->own_message))
+        strcmp(sp->row.tier, sp->ctx->tier) != 0 || own_message(sp, st))
       return continue_at(sp->ctx, &sp->row, cause, 0);
     sp->budget--;
     snapshot_t sn;

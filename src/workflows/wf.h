@@ -83,11 +83,12 @@ typedef struct tb_step_def {
    * use it: a hook never fails its caller. */
   int optional;
   tb_when_fn when;
-  /* 1: the step always starts in a message of its own (a continuation), never run on in the call
-   * that finished the step before it. For a step that gains from what other runs do while its
-   * continuation crosses the bus: enrichment's batch step takes the jobs that other subscribers'
-   * triggers queued meanwhile (seed 003's batches). */
-  int own_message;
+  /* Non-NULL: the step starts in a message of its own (a continuation) whenever this returns 1,
+   * instead of running on in the call that finished the step before it (tb_wf_always: every
+   * time). For a step that gains from what happens while its continuation crosses the bus:
+   * enrichment's batch step takes the jobs that other subscribers' triggers queue meanwhile
+   * (seed 003's batches), the priority sync lets higher tiers in between its batches. */
+  tb_when_fn own_message;
 
   tb_step_fn run; /* TB_STEP_RUN */
 
@@ -200,6 +201,9 @@ tb_status tb__wf_continue(const tb_handler_ctx_t *ctx, const struct tb_wf_row *r
 
 /* The continuation message id of (run, seq): "wf:<id>:<seq>". */
 void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap);
+
+/* A tb_when_fn that always holds (for own_message). */
+int tb_wf_always(tb_wf_run_t *run);
 
 /* The workflow's data (borrowed). */
 static inline json_t *tb_wf_data(tb_wf_run_t *run) {

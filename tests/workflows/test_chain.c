@@ -348,6 +348,35 @@ static void test_enrichment_same_history_either_way(void **state) {
   world_free(ref);
 }
 
+/* With enrichment_batch_max 1 (the bench's setting) a full batch is pending as soon as a run
+ * recorded its job, so waiting cannot make the batch bigger: the batch step runs on, and no step
+ * of these runs crosses the bus as a continuation. The history is the same as ever. */
+static void test_full_batch_runs_on(void **state) {
+  world_t *w = *state;
+  world_t *ref = world_new();
+  pump_t a, b;
+  pump_init(&a, ref, 1);
+  pump_init(&b, w, 32);
+  ref->cfg.enrichment_batch_max = 1;
+  w->cfg.enrichment_batch_max = 1;
+  for (int i = 0; i < 3; i++) {
+    subscriber(ref, i);
+    subscriber(w, i);
+  }
+  pump_run(&a);
+  pump_run(&b);
+  char *want = runs_text(ref), *got = runs_text(w);
+  assert_same_text(want, got);
+  assert_int_equal(q_int(w, "SELECT count(*) FROM workflows WHERE status = 'completed'"), 3);
+  assert_int_equal(q_int(w, "SELECT count(*) FROM enrichment_batches WHERE n_jobs = 1"), 3);
+  assert_int_equal(a.steps, 3 * 9); /* every step attempt and resume */
+  assert_int_equal(b.steps, 0);
+  assert_int_equal(b.events, 3 * 3); /* trigger, reply, webhook */
+  free(want);
+  free(got);
+  world_free(ref);
+}
+
 static void journey(pump_t *p) {
   publish_text(p->w, "CLIENT_CREATED", "ev-created",
                "{\"client_id\": \"c1\", \"user_id\": \"u1\", \"client_name\": \"Acme Co\", "
@@ -663,6 +692,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_enrichment_same_history_either_way, world_setup,
                                       world_teardown),
+      cmocka_unit_test_setup_teardown(test_full_batch_runs_on, world_setup, world_teardown),
       cmocka_unit_test_setup_teardown(test_journey_same_history_either_way, world_setup,
                                       world_teardown),
       cmocka_unit_test_setup_teardown(test_bound, world_setup, world_teardown),
