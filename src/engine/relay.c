@@ -1,10 +1,7 @@
 /* The outbox relay thread: reads due outbox rows on its own SQLite connection, publishes each with
- * its msg_id as Nats-Msg-Id, and records the outcomes in a write transaction (deletes for acked
- * rows, attempts and a retry time for failed ones). Deletes wait for a moment when the write lock
- * is free rather than for the lock: the executor holds it batch after batch, and SQLite's busy
- * handler, sleeping up to 100 ms between tries, kept a waiting relay from its next pass and every
- * follow-up message with it. It is a decider, so it logs: once per failing row, and once per
- * NATS outage rather than once per row of it. */
+ * its msg_id as Nats-Msg-Id, and records the outcome of a whole pass in one write transaction
+ * (deletes for acked rows, attempts and a retry time for failed ones). It is a decider, so it
+ * logs: once per failing row, and once per NATS outage rather than once per row of it. */
 #include "engine/relay.h"
 
 #include <jansson.h>
@@ -33,20 +30,7 @@ struct tb_relay {
   tb_relay_stats_t stats;    /* under mu */
   /* Relay thread only: */
   int down_streak; /* consecutive passes that found NATS unreachable */
-  /* Rows the stream acked whose deletes are not written yet, ascending: the next passes read on
-   * past the last of them, and the deletes are written at the next moment the lock is free. */
-  int64_t *acked;
-  int n_acked;
 };
-
-/* Acked rows whose deletes may wait for a free moment of the write lock. Past this many the
- * relay waits for the lock, as every pass did before: a due row older than the listed ones (a
- * timer that fell due meanwhile) is read again only once the list is written. */
-#define ACKED_MAX 512
-/* How long a pass that must write waits for the write lock (the store's default). */
-#define RELAY_BUSY_MS 5000
-/* While deletes are listed, an idle relay tries to write them this often. */
-#define ACKED_RETRY_MS 5
 
 /* ------------------------------------------------------------------------------------------------
  * One pass
@@ -165,27 +149,18 @@ static void publish_rows(tb_relay_t *r, const tb_outbox_row_t *rows, outcome_t *
   free(slot);
 }
 
-/* Writes the deletes of the acked rows and the failures among |rows| (NULL for none) in one
- * transaction. With |wait| 0 it gives up at once when another connection holds the write lock
- * (the deletes stay listed for the next try); with |wait| 1 it waits up to the busy timeout. If
- * the write fails otherwise, the rows stay as they were and the delivered ones go out again,
- * which the stream deduplicates. */
-static void record(tb_relay_t *r, const tb_outbox_row_t *rows, const outcome_t *out, int n,
-                   int wait) {
-  int failed = 0;
-  for (int i = 0; rows != NULL && i < n; i++) failed += out[i].tried && out[i].st != TB_OK;
-  if (r->n_acked == 0 && failed == 0) return;
-  if (!wait) tb_store_set_busy_timeout(r->store, 0);
-  tb_status st = tb_store_begin(r->store);
-  if (!wait) tb_store_set_busy_timeout(r->store, RELAY_BUSY_MS);
-  if (st == TB_ERR_BUSY && !wait) return;
+/* Writes the pass's outcomes in one transaction. If it cannot, the rows stay as they were and the
+ * delivered ones go out again next pass, which the stream deduplicates. */
+static void record_pass(tb_relay_t *r, const tb_outbox_row_t *rows, const outcome_t *out, int n) {
   int64_t now = tb_wall_us();
-  for (int i = 0; i < r->n_acked && st == TB_OK; i++)
-    st = tb_store_outbox_delete(r->store, r->acked[i]);
-  for (int i = 0; rows != NULL && i < n && st == TB_OK; i++) {
-    if (!out[i].tried || out[i].st == TB_OK) continue;
-    st = tb_store_outbox_failed(r->store, rows[i].id, out[i].err,
-                                now + 1000 * backoff_ms(r->interval_ms, rows[i].attempts + 1));
+  tb_status st = tb_store_begin(r->store);
+  for (int i = 0; i < n && st == TB_OK; i++) {
+    if (!out[i].tried) continue;
+    if (out[i].st == TB_OK)
+      st = tb_store_outbox_delete(r->store, rows[i].id);
+    else
+      st = tb_store_outbox_failed(r->store, rows[i].id, out[i].err,
+                                  now + 1000 * backoff_ms(r->interval_ms, rows[i].attempts + 1));
   }
   if (st == TB_OK) st = tb_store_commit(r->store);
   if (st != TB_OK) {
@@ -193,30 +168,19 @@ static void record(tb_relay_t *r, const tb_outbox_row_t *rows, const outcome_t *
     snprintf(detail, sizeof(detail), "%s", tb_errdetail());
     tb_store_rollback(r->store);
     TB_LOG(TB_LOG_WARN, "relay",
-           "cannot record %d delivered and %d failed outbox rows (delivered ones will be "
-           "published again and deduplicated by the stream): %s",
-           r->n_acked, failed, detail);
+           "cannot record a pass of %d outbox rows (delivered ones will be published again and "
+           "deduplicated by the stream): %s",
+           n, detail);
   }
-  r->n_acked = 0;
-}
-
-static int cmp_id(const void *a, const void *b) {
-  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-  return x < y ? -1 : x > y;
 }
 
 /* One pass over the due rows. Returns 1 when NATS was unreachable; *more = 1 when a full batch
  * went out, so more rows may be due right now. */
 static int run_pass(tb_relay_t *r, int *more) {
   *more = 0;
-  /* First the deletes of earlier passes: the relay is woken right after the executor commits,
-   * when the write lock is most likely free. */
-  record(r, NULL, NULL, 0, 0);
   tb_outbox_row_t *rows = NULL;
   int n = 0;
-  int64_t after = r->n_acked > 0 ? r->acked[r->n_acked - 1] : 0;
-  tb_status st =
-      tb_store_outbox_next_after(r->store, tb_wall_us(), after, TB_RELAY_BATCH, &rows, &n);
+  tb_status st = tb_store_outbox_next(r->store, tb_wall_us(), TB_RELAY_BATCH, &rows, &n);
   pthread_mutex_lock(&r->mu);
   r->stats.passes++;
   pthread_mutex_unlock(&r->mu);
@@ -251,11 +215,7 @@ static int run_pass(tb_relay_t *r, int *more) {
              rows[i].subject, o->err);
     }
   }
-  for (int i = 0; i < n && r->n_acked < ACKED_MAX; i++)
-    if (out[i].st == TB_OK) r->acked[r->n_acked++] = rows[i].id;
-  qsort(r->acked, (size_t)r->n_acked, sizeof(*r->acked), cmp_id);
-  /* Failures are written at once, with the deletes; so is a full list. */
-  record(r, rows, out, n, failures > 0 || r->n_acked > ACKED_MAX - TB_RELAY_BATCH);
+  record_pass(r, rows, out, n);
 
   if (down && r->down_streak == 0)
     TB_LOG(TB_LOG_WARN, "relay", "NATS unreachable, outbox rows wait (logged once per outage): %s",
@@ -309,7 +269,6 @@ static void *relay_main(void *arg) {
     int more = 0;
     int down = run_pass(r, &more);
     int64_t idle_ms = down || more ? 0 : until_due(r); /* read outside the lock */
-    if (idle_ms > ACKED_RETRY_MS && r->n_acked > 0) idle_ms = ACKED_RETRY_MS;
     pthread_mutex_lock(&r->mu);
     if (down) {
       if (stopping) break;
@@ -322,7 +281,6 @@ static void *relay_main(void *arg) {
     }
   }
   pthread_mutex_unlock(&r->mu);
-  record(r, NULL, NULL, 0, 1); /* the deletes still listed: now the relay waits for the lock */
   return NULL;
 }
 
@@ -338,16 +296,9 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
   if (interval_ms <= 0)
     return tb__fail(TB_ERR_INVALID, "relay start: interval %d ms must be > 0", interval_ms);
   tb_relay_t *r = calloc(1, sizeof(*r));
-  if (r != NULL) r->acked = calloc(ACKED_MAX, sizeof(*r->acked));
-  if (r == NULL || r->acked == NULL) {
-    free(r);
-    return tb__fail(TB_ERR_NOMEM, "relay");
-  }
+  if (r == NULL) return tb__fail(TB_ERR_NOMEM, "relay");
   tb_status st = tb_store_open(&r->store, db_path);
-  if (st == TB_OK) st = tb_store_set_busy_timeout(r->store, RELAY_BUSY_MS);
   if (st != TB_OK) {
-    tb_store_close(r->store);
-    free(r->acked);
     free(r);
     return st;
   }
@@ -359,7 +310,6 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     tb_store_close(r->store);
-    free(r->acked);
     free(r);
     return tb__fail(TB_ERR_NOMEM, "relay %s: cannot start its thread", db_path);
   }
@@ -386,7 +336,6 @@ void tb_relay_stop(tb_relay_t *r) {
   tb_store_close(r->store);
   pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
-  free(r->acked);
   free(r);
 }
 
