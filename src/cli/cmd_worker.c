@@ -160,15 +160,15 @@ int tb_cmd_init(int argc, char **argv) {
       fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
       rc = TB_EXIT_FAIL;
     } else {
-      for (int i = 0; i < cli.cfg.n_tiers; i++) {
-        char stream[64];
-        tb_bus_stream_name(&cli.cfg, cli.cfg.tiers[i].name, stream, sizeof(stream));
-        printf("stream %-14s subjects tb.evt.%s.<domain>.>  consumers tb-%s-<domain>\n", stream,
-               cli.cfg.tiers[i].name, cli.cfg.tiers[i].name);
-      }
-      printf("domains");
-      for (int d = 0; d < cli.cfg.n_domains; d++) printf(" %s", cli.cfg.domains[d]);
-      printf("\n");
+      for (int i = 0; i < cli.cfg.n_tiers; i++)
+        for (int d = 0; d < cli.cfg.n_domains; d++) {
+          const char *tier = cli.cfg.tiers[i].name, *domain = cli.cfg.domains[d];
+          char stream[64], durable[64];
+          tb_bus_stream_name(&cli.cfg, tier, domain, stream, sizeof(stream));
+          tb_bus_consumer_name(tier, domain, durable, sizeof(durable));
+          printf("stream %-24s subjects tb.evt.%s.%s.>  consumer %s\n", stream, tier, domain,
+                 durable);
+        }
       char dlq[64], cmd[64];
       tb_bus_dlq_stream(&cli.cfg, dlq, sizeof(dlq));
       tb_bus_cmd_stream(&cli.cfg, cmd, sizeof(cmd));

@@ -57,13 +57,6 @@ int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
   return 0;
 }
 
-int tb_dispatch_must_commit(const tb_config_t *cfg, const tb_ready_head_t *heads,
-                            const tb_choice_t *chosen) {
-  for (int t = 0; t < chosen->eff_tier && t < cfg->n_tiers; t++)
-    if (!heads[t].present && heads[t].blocked) return 1;
-  return 0;
-}
-
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen) {
   int inversions = 0;
@@ -72,7 +65,7 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
     if (heads[t].present) {
       if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
         inversions++;
-    } else if ((heads[t].backlog || heads[t].blocked) && t < chosen->eff_tier) {
+    } else if (heads[t].backlog && t < chosen->eff_tier) {
       inversions++;
     }
   }
@@ -85,12 +78,15 @@ typedef struct ready_queue {
   tb_work_t **items; /* ring of `ring` entries: the tier's concurrency plus one per probe */
   int cap;           /* the tier's concurrency */
   int ring, head, count;
-  /* The tier's slots in use: messages fetched and ready, or handled in the open batch. The
-   * batch's slots are freed as its commit starts, so that the next pull request travels while
-   * SQLite commits; unacked messages per process can therefore briefly reach twice the tier's
-   * concurrency. */
+  /* The tier's slots in use: messages fetched and not yet taken by the executor. A slot is
+   * freed when the executor takes its message, not when the batch commits: a commit batch is
+   * sized for the disk (commit_batch_max, commit_batch_time), and holding slots until the commit
+   * would cap every batch at the tiers' concurrency (5 for background), which made commits the
+   * largest cost per event (issue 9). Unacked messages per process are therefore the tier's
+   * concurrency plus what the open batch holds. */
   int inflight;
   int reserved;     /* slots promised to fetches under way */
+  pthread_cond_t slots_cv; /* this tier's fetchers: enough slots were freed to fetch */
   int active;       /* this process consumes the tier */
   uint64_t pending; /* sum of its consumers' pending counts at their last fetch: 0 = none known */
 } ready_queue_t;
@@ -110,8 +106,7 @@ struct tb_dispatcher {
   tb_bus_t *bus;
   tb_engine_t *engine;
   pthread_mutex_t mu;
-  pthread_cond_t work_cv;  /* executor: something became ready */
-  pthread_cond_t slots_cv; /* fetchers: a slot was freed */
+  pthread_cond_t work_cv; /* executor: something became ready */
   ready_queue_t queues[TB_MAX_TIERS];
   int ready_total;
   int stopping, fetchers_done;
@@ -154,6 +149,28 @@ static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
   return room;
 }
 
+/* The free slots a fetcher of |q| waits for before it asks again. A consumer known to hold
+ * messages asks for half the tier's slots at least (or its whole backlog, when smaller), so
+ * that a tier whose slots free one by one as the executor takes them sends one pull request per
+ * half a queue, not one per message; an idle consumer's probe asks for one. */
+static int fetch_threshold(const tb_dispatcher_t *d, const ready_queue_t *q, const fetcher_t *f) {
+  if (f->pending == 0) return 1;
+  int want = (q->cap + 1) / 2;
+  /* Never more than the worker's cap could ever free, or the fetcher would wait for good. */
+  if (d->max_inflight > 0 && d->max_inflight < want) want = d->max_inflight;
+  return f->pending < (uint64_t)want ? (int)f->pending : want;
+}
+
+/* Wakes the fetchers that slots freed on tier |t| may let fetch: the tier's own, or every
+ * tier's when the worker's overall cap also binds. Called with mu held. */
+static void wake_fetchers(tb_dispatcher_t *d, int t) {
+  if (d->max_inflight > 0) {
+    for (int i = 0; i < d->cfg->n_tiers; i++) pthread_cond_broadcast(&d->queues[i].slots_cv);
+    return;
+  }
+  pthread_cond_broadcast(&d->queues[t].slots_cv);
+}
+
 /* ---------------------------------------------------------------- fetchers */
 
 /* How long one fetch waits for a message: also how quickly a fetcher notices that it should stop,
@@ -180,7 +197,8 @@ static void *fetch_loop(void *arg) {
      * tier's busy domains. */
     pthread_mutex_lock(&d->mu);
     int want = 0;
-    while (!d->stopping && (want = free_slots(d, q)) <= 0) pthread_cond_wait(&d->slots_cv, &d->mu);
+    while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f))
+      pthread_cond_wait(&q->slots_cv, &d->mu);
     int stopping = d->stopping, reserve = 0;
     if (f->pending > 0) {
       if ((uint64_t)want > f->pending) want = (int)f->pending;
@@ -223,7 +241,7 @@ static void *fetch_loop(void *arg) {
       d->ready_total++;
     }
     if (d->inflight_total > d->peak_inflight) d->peak_inflight = d->inflight_total;
-    if (reserve > got) pthread_cond_broadcast(&d->slots_cv); /* unused slots go back */
+    if (reserve > got) wake_fetchers(d, f->tier); /* unused slots go back */
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
     if (st == TB_ERR_TIMEOUT || st == TB_OK) {
@@ -270,24 +288,18 @@ static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
     heads[t].backlog = waiting && q->inflight < q->cap;
-    heads[t].blocked = waiting && q->inflight >= q->cap;
   }
 }
 
 /* Takes the next message by policy, or NULL. With |force| 0 it returns NULL and sets *hold when a
- * tier that outranks the choice has backlog its fetcher is about to deliver, or *commit when
- * that backlog waits for slots the open batch holds; with |force| 1 it serves the choice anyway
- * and the auditor counts the inversion. Called with mu held. */
-static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold, int *commit) {
+ * tier that outranks the choice has backlog its fetcher is about to deliver; with |force| 1 it
+ * serves the choice anyway and the auditor counts the inversion. Called with mu held. */
+static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold) {
   tb_ready_head_t heads[TB_MAX_TIERS];
-  *hold = *commit = 0;
+  *hold = 0;
   read_heads(d, heads);
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
-  if (!force && tb_dispatch_must_commit(d->cfg, heads, &c)) {
-    *commit = 1;
-    return NULL;
-  }
   if (!force && tb_dispatch_must_wait(d->cfg, heads, &c)) {
     *hold = 1;
     return NULL;
@@ -299,8 +311,17 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
     TB_LOG(TB_LOG_WARN, "dispatch", "priority inversion: served %s (effective %s) over %d better",
            d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
   }
-  tb_work_t *w = q_pop(&d->queues[c.tier]);
+  ready_queue_t *q = &d->queues[c.tier];
+  tb_work_t *w = q_pop(q);
   d->ready_total--;
+  q->inflight--;
+  d->inflight_total--;
+  /* Only at the free counts a fetcher waits for (fetch_threshold: 1, or half the tier), and
+   * when the tier is empty: a wake per message would wake every domain's fetcher for nothing.
+   * Under the worker's overall cap any tier's fetcher may be waiting for this slot. */
+  int free = free_slots(d, q);
+  if (d->max_inflight > 0 || free == 1 || free == (q->cap + 1) / 2 || free == q->cap)
+    wake_fetchers(d, c.tier);
   w->eff_tier = c.eff_tier;
   w->boost = c.boost;
   w->reason = c.reason;
@@ -332,7 +353,7 @@ static int backlog_arriving(tb_dispatcher_t *d) {
  * younger than commit_batch_time and backlog is still arriving, an empty ready queue does not
  * close it: committing a handful of messages at a time would spend the disk on commits. Handler
  * start is not delayed by this, only the commit. Takes and releases mu. */
-static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) {
+static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   pthread_mutex_lock(&d->mu);
   int64_t hold_start = 0;
   tb_work_t *w = NULL;
@@ -343,18 +364,11 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) 
     return w;
   }
   for (;;) {
-    int hold = 0, commit = 0;
+    int hold = 0;
     int64_t now = tb_mono_us();
     int force = hold_start != 0 && now - hold_start >= HOLD_MAX_US;
-    w = take_next(d, now, force, &hold, &commit);
+    w = take_next(d, now, force, &hold);
     if (w != NULL) break;
-    if (commit) {
-      if (batched) break; /* the commit frees the slots that the higher tier waits for */
-      /* Nothing of this batch holds them (cannot happen: slots are held by ready messages or by
-       * the open batch); serve rather than stall, and let the auditor count it. */
-      w = take_next(d, now, 1, &hold, &commit);
-      break;
-    }
     if (hold) {
       if (hold_start == 0) hold_start = now;
     } else if (d->stopping || now - opened_us >= d->cfg->commit_batch_us || !backlog_arriving(d)) {
@@ -379,21 +393,13 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   int n = 0;
   int64_t opened = tb_mono_us();
   while (n < cfg->commit_batch_max) {
-    tb_work_t *w = next_work(d, opened, n > 0);
+    tb_work_t *w = next_work(d, opened);
     if (w == NULL) break;
     batch[n++] = w;
     st = tb_engine_apply(d->engine, w);
     if (st != TB_OK) break;
     if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
   }
-  pthread_mutex_lock(&d->mu);
-  for (int i = 0; i < n; i++)
-    if (!batch[i]->orphan) {
-      d->queues[batch[i]->tier].inflight--;
-      d->inflight_total--;
-    }
-  pthread_cond_broadcast(&d->slots_cv);
-  pthread_mutex_unlock(&d->mu);
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s", n,
@@ -484,12 +490,12 @@ void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope) {
 static tb_status open_fetcher(tb_dispatcher_t *d, fetcher_t *f) {
   const tb_config_t *cfg = d->cfg;
   const char *tier = cfg->tiers[f->tier].name, *domain = cfg->domains[f->domain];
-  f->buf = calloc((size_t)cfg->tiers[f->tier].concurrency, sizeof(natsMsg *));
+  f->buf = calloc((size_t)d->queues[f->tier].cap, sizeof(natsMsg *));
   if (f->buf == NULL) return tb__fail(TB_ERR_NOMEM, "fetch buffer");
   tb_status st = tb_consumer_open(&f->consumer, d->bus, cfg, tier, domain);
   if (st == TB_OK) {
     char stream[64], durable[64], subject[200];
-    tb_bus_stream_name(cfg, tier, stream, sizeof(stream));
+    tb_bus_stream_name(cfg, tier, domain, stream, sizeof(stream));
     tb_bus_consumer_name(tier, domain, durable, sizeof(durable));
     snprintf(subject, sizeof(subject), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", stream,
              durable);
@@ -520,11 +526,14 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   d->max_inflight = scope->max_inflight;
   pthread_mutex_init(&d->mu, NULL);
   tb_cond_init(&d->work_cv);
-  tb_cond_init(&d->slots_cv);
+  for (int t = 0; t < cfg->n_tiers; t++) pthread_cond_init(&d->queues[t].slots_cv, NULL);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     ready_queue_t *q = &d->queues[t];
-    q->cap = cfg->tiers[t].concurrency;
+    /* Prefetch, not the tier's concurrency, sizes the queue when larger: the executor runs one
+     * message at a time, and a queue a few messages deep empties faster than a pull request
+     * comes back, which left the executor waiting for deliveries most of the time (issue 9). */
+    q->cap = cfg->tiers[t].concurrency > cfg->prefetch ? cfg->tiers[t].concurrency : cfg->prefetch;
     q->ring = q->cap + scope->n_domains; /* each idle consumer's probe may land one more */
     q->items = calloc((size_t)q->ring, sizeof(tb_work_t *));
     if (q->items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");
@@ -562,7 +571,7 @@ void tb_dispatcher_stop_fetching(tb_dispatcher_t *d) {
   for (int i = 0; i < d->n_fetchers; i++) natsSubscription_Unsubscribe(d->fetchers[i].advisories);
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
-  pthread_cond_broadcast(&d->slots_cv);
+  for (int t = 0; t < d->cfg->n_tiers; t++) pthread_cond_broadcast(&d->queues[t].slots_cv);
   pthread_mutex_unlock(&d->mu);
 }
 
@@ -590,9 +599,9 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
     free(w);
   }
   for (int t = 0; t < TB_MAX_TIERS; t++) free(d->queues[t].items);
+  for (int t = 0; t < d->cfg->n_tiers; t++) pthread_cond_destroy(&d->queues[t].slots_cv);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->work_cv);
-  pthread_cond_destroy(&d->slots_cv);
   free(d);
 }
 

@@ -20,7 +20,6 @@ typedef struct tb_ready_head {
   int present;
   int64_t ready_mono_us;
   int backlog; /* messages wait in the stream and the tier has free slots here */
-  int blocked; /* messages wait in the stream but every slot is held by the open batch */
 } tb_ready_head_t;
 
 typedef struct tb_choice {
@@ -51,15 +50,9 @@ tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *he
 int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
                           const tb_choice_t *chosen);
 
-/* 1 if serving |chosen| now would pass over a tier that outranks it whose backlog waits only
- * because the open batch holds all its slots (handled, not yet committed and acked): the batch
- * should commit first, which frees them. */
-int tb_dispatch_must_commit(const tb_config_t *cfg, const tb_ready_head_t *heads,
-                            const tb_choice_t *chosen);
-
 /* The auditor, written independently of choose(): the number of tiers that outrank the chosen
- * one, with a ready head of strictly better effective tier, or with backlog that free slots or a
- * commit would let in. Each is a priority inversion. */
+ * one, with a ready head of strictly better effective tier, or with backlog that free slots would
+ * let in. Each is a priority inversion. */
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen);
 
