@@ -7,7 +7,8 @@
 #include "codec/catalogue.h"
 
 typedef struct tb_bench_opts {
-  long events;           /* scenario "throughput": events published with the tier mix */
+  long events[8];        /* scenario "throughput": events published with the tier mix, per run */
+  int n_events;          /* runs (sizes) in |events| */
   long backlog;          /* scenario "backlog": background events preloaded */
   int critical_rate;     /* scenario "backlog": critical events per second while it drains */
   long workflows;        /* scenario "workflows": enrichment workflows started */
