@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 
 /* The causing message's id and correlation id as a JSON header object, or NULL when there is no
  * message (a handler run outside the engine) or on out-of-memory (*oom set). Caller frees. */

@@ -31,6 +31,7 @@
 #include "sim/sim.h"
 #include "store/store.h"
 #include "workflows/priority.h"
+#include "workflows/registry.h"
 
 /* Share of each tier in the throughput mix, by tier index (critical .. background). */
 static const int mix_pct[] = {5, 15, 40, 25, 15};
@@ -257,8 +258,8 @@ static json_t *pipe_consumer(bench_t *b, void *arg, int ready_fd) {
                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                    "CREATE TABLE ev(seq INTEGER PRIMARY KEY, payload BLOB, processed_at REAL)",
                    NULL, NULL, NULL) == SQLITE_OK)
-    sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO ev(seq, payload, processed_at) VALUES(?,?,?)",
-                       -1, &ins, NULL);
+    sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO ev(seq, payload, processed_at) VALUES(?,?,?)", -1,
+                       &ins, NULL);
   if (ins == NULL) {
     json_t *err = json_pack("{s:s,s:s}", "error", "pipe setup", "detail",
                             s != NATS_OK ? natsStatus_GetText(s) : sqlite3_errmsg(db));
@@ -428,7 +429,8 @@ static tb_status bench_worker_open(bench_worker_t *w, const bench_t *b, const tb
   if (st == TB_OK) st = tb_bus_provision(w->bus, cfg);
   if (st == TB_OK) st = tb_store_open(&w->store, dbpath);
   if (st == TB_OK) st = tb_store_offload_checkpoints(w->store, dbpath, 0);
-  if (st == TB_OK) st = tb_engine_create(&w->engine, cfg, b->cat, w->store, w->bus);
+  if (st == TB_OK)
+    st = tb_engine_create(&w->engine, cfg, b->cat, w->store, w->bus, tb_registry_handler);
   if (st == TB_OK && with_relay) st = tb_relay_start(&w->relay, dbpath, w->bus, 200);
   if (st == TB_OK) tb_engine_set_relay(w->engine, w->relay);
   tb_worker_scope_t scope;
@@ -1078,7 +1080,8 @@ int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_ben
   }
   if (ceil != NULL) json_object_set(root, "ceiling", ceil);
   if (opts->run_throughput)
-    json_object_set_new(root, "throughput", json_pack("{s:o,s:f}", "runs", runs, "worst_ratio", worst));
+    json_object_set_new(root, "throughput",
+                        json_pack("{s:o,s:f}", "runs", runs, "worst_ratio", worst));
   else
     json_decref(runs);
   if (opts->run_backlog) {

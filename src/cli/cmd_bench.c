@@ -36,7 +36,8 @@ static int parse_sizes(tb_cli_t *cli, const char *arg, tb_bench_opts_t *o) {
     if (rc != TB_EXIT_OK) return rc;
     o->n_events++;
   }
-  if (o->n_events == 0) return tb_cli_usage_error(cli, "--events: expected N[,N...], got '%s'", arg);
+  if (o->n_events == 0)
+    return tb_cli_usage_error(cli, "--events: expected N[,N...], got '%s'", arg);
   return TB_EXIT_OK;
 }
 

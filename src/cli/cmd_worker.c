@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/relay.h"
 #include "workflows/escalation.h"
+#include "workflows/registry.h"
 #include "sched/scheduler.h"
 
 /* The relay's periodic wake; the engine kicks it after every commit that wrote outbox rows, so
@@ -25,7 +26,8 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_sweeper_t *sweeper = NULL; /* seed 000: stuck runs are escalated by every worker */
   tb_scheduler_t *sched = NULL;
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 0);
-  if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
+  if (st == TB_OK)
+    st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus, tb_registry_handler);
   /* The relay first: rows left by a previous run go out before new work adds to them. */
   if (st == TB_OK) st = tb_relay_start(&relay, cli->cfg.db_path, cli->bus, RELAY_INTERVAL_MS);
   if (st == TB_OK) tb_engine_set_relay(engine, relay);

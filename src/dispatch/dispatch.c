@@ -85,9 +85,9 @@ typedef struct ready_queue {
    * largest cost per event (issue 9). Unacked messages per process are therefore the tier's
    * concurrency plus what the open batch holds. */
   int inflight;
-  int reserved;     /* slots promised to fetches under way */
+  int reserved;            /* slots promised to fetches under way */
   pthread_cond_t slots_cv; /* this tier's fetchers: enough slots were freed to fetch */
-  int active;       /* this process consumes the tier */
+  int active;              /* this process consumes the tier */
   uint64_t pending; /* sum of its consumers' pending counts at their last fetch: 0 = none known */
 } ready_queue_t;
 

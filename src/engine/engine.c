@@ -11,9 +11,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-#include "engine/handler.h"
 #include "engine/relay.h"
-#include "workflows/registry.h"
 
 enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
 static const char *counter_names[C__COUNT] = {"processed", "failed", "dead", "redelivered",
@@ -24,6 +22,7 @@ struct tb_engine {
   const tb_catalogue_t *cat;
   tb_store_t *store;
   tb_bus_t *bus;
+  tb_handler_lookup_fn handlers;
   /* Deltas of the open batch, flushed into the store with it. */
   int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
   int batch_emitted; /* a handler of the open batch wrote outbox rows */
@@ -39,7 +38,7 @@ struct tb_engine {
 };
 
 tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
-                           tb_store_t *store, tb_bus_t *bus) {
+                           tb_store_t *store, tb_bus_t *bus, tb_handler_lookup_fn handlers) {
   tb_engine_t *e = calloc(1, sizeof(*e));
   if (e == NULL) return tb__fail(TB_ERR_NOMEM, "engine");
   e->pending_start = calloc((size_t)cfg->n_tiers, sizeof(tb_hist_t));
@@ -53,6 +52,7 @@ tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_c
   e->cat = cat;
   e->store = store;
   e->bus = bus;
+  e->handlers = handlers;
   e->last_hist_flush_us = tb_mono_us();
   pthread_mutex_init(&e->mu, NULL);
   *out = e;
@@ -224,7 +224,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     goto done;
   }
 
-  tb_handler_fn fn = tb_registry_handler(d.def->handler);
+  tb_handler_fn fn = e->handlers(d.def->handler);
   if (fn == NULL) {
     char reason[200];
     snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);

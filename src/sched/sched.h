@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "api/publish.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "sched/cron.h"
 #include "store/sched.h"
 

@@ -3,7 +3,7 @@
 #ifndef TB_WORKFLOWS_HANDLERS_H
 #define TB_WORKFLOWS_HANDLERS_H
 
-#include "engine/handler.h"
+#include "api/handler.h"
 
 /* "activity": appends the event to the activity log (payload as compact JSON, ordering key,
  * correlation id). Fails only on a store or render error, which the engine retries. */

@@ -15,7 +15,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "workflows/retry.h"
 
 typedef enum tb_step_kind {
