@@ -14,9 +14,17 @@
 #define FAILED_IDS_MAX 64
 
 struct tb_bus {
-  natsConnection *nc;
+  natsConnection *nc; /* sends at once: pull requests, publishes */
   jsCtx *js;
-  /* Async publish failures, filled by the cnats callback thread. */
+  /* Acks, naks and in-progress replies, opened with the first of them: left to cnats' flusher,
+   * which gathers what arrives within a millisecond into one write. Acks are off the latency
+   * path (the commit is what makes a message done), and one send() per ack was 9% of a worker's
+   * CPU at full speed (issue 9). NULL until then, or when it could not be opened (|nc| then
+   * carries the acks). */
+  natsConnection *ack_nc;
+  int ack_tried;
+  char url[TB_URL_MAX], name[64];
+  /* Async publish failures, filled by the cnats callback thread; also guards ack_nc's opening. */
   pthread_mutex_t mu;
   int64_t async_failed;
 };
@@ -61,11 +69,10 @@ static void on_async_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
   pthread_mutex_unlock(&bus->mu);
 }
 
-tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+/* Connects to |url| as |name|. |send_asap| writes each message from the calling thread; without
+ * it cnats' flusher thread writes them, up to a millisecond later, many in one send. */
+static natsStatus open_conn(natsConnection **nc, const char *url, const char *name, int send_asap) {
   natsOptions *opts = NULL;
-  tb_bus_t *bus = calloc(1, sizeof(*bus));
-  if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
-  pthread_mutex_init(&bus->mu, NULL);
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK) s = natsOptions_SetURL(opts, url);
   if (s == NATS_OK) s = natsOptions_SetName(opts, name);
@@ -74,15 +81,24 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
-  /* Acks and pull requests are small and on the critical path of every commit cycle: write them
-   * from the calling thread rather than waking cnats' flusher thread for each (left to the
-   * flusher, a pull request waited for it while the executor held for the delivery). Async
-   * subscriptions (the max-deliveries advisories, one per consumer) share cnats' delivery pool
-   * instead of a thread each. */
-  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK && send_asap) s = natsOptions_SetSendAsap(opts, true);
+  /* Async subscriptions (the max-deliveries advisories, one per consumer) share cnats' delivery
+   * pool instead of a thread each. */
   if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(opts, true);
-  if (s == NATS_OK) s = natsConnection_Connect(&bus->nc, opts);
+  if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
   natsOptions_Destroy(opts);
+  return s;
+}
+
+tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+  tb_bus_t *bus = calloc(1, sizeof(*bus));
+  if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
+  pthread_mutex_init(&bus->mu, NULL);
+  snprintf(bus->url, sizeof(bus->url), "%s", url);
+  snprintf(bus->name, sizeof(bus->name), "%s-acks", name);
+  /* Pull requests and publishes are on the critical path (the executor may hold lower work for
+   * a delivery): written at once, not a flusher's millisecond later. */
+  natsStatus s = open_conn(&bus->nc, url, name, 1);
   if (s != NATS_OK) {
     char what[TB_URL_MAX + 32];
     snprintf(what, sizeof(what), "connect to %s", url);
@@ -111,6 +127,10 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
 void tb_bus_destroy(tb_bus_t *bus) {
   if (bus == NULL) return;
   jsCtx_Destroy(bus->js);
+  /* The last acks may still sit in the flusher's buffer: a lost ack costs a redelivery (absorbed
+   * by the processed record), but a clean stop should not cause one. */
+  if (bus->ack_nc != NULL) natsConnection_FlushTimeout(bus->ack_nc, 2000);
+  natsConnection_Destroy(bus->ack_nc);
   natsConnection_Destroy(bus->nc);
   pthread_mutex_destroy(&bus->mu);
   free(bus);
@@ -549,7 +569,14 @@ tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, in
 static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
   const char *to = natsMsg_GetReply(m);
   if (to == NULL || *to == '\0') return tb__fail(TB_ERR_INVALID, "message has no ack subject");
-  natsStatus s = natsConnection_PublishString(bus->nc, to, body);
+  pthread_mutex_lock(&bus->mu);
+  if (!bus->ack_tried) {
+    bus->ack_tried = 1;
+    if (open_conn(&bus->ack_nc, bus->url, bus->name, 0) != NATS_OK) bus->ack_nc = NULL;
+  }
+  natsConnection *nc = bus->ack_nc ? bus->ack_nc : bus->nc;
+  pthread_mutex_unlock(&bus->mu);
+  natsStatus s = natsConnection_PublishString(nc, to, body);
   return s == NATS_OK ? TB_OK : tb__nats_fail(s, 0, "ack");
 }
 
