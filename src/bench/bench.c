@@ -356,6 +356,17 @@ static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
 
 /* ---------------------------------------------------------------- tierbus worker */
 
+/* Threads of this process now (the worker's, with cnats' and SQLite's). */
+static int thread_count(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[128];
+  int n = 0;
+  while (f != NULL && fgets(line, sizeof(line), f) != NULL)
+    if (sscanf(line, "Threads: %d", &n) == 1) break;
+  if (f != NULL) fclose(f);
+  return n;
+}
+
 typedef struct worker_args {
   const char *url;
   long target;        /* stop once this many messages were handled */
@@ -508,12 +519,15 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
       json_object_set_new(tj, "backlog_at_end", json_integer((json_int_t)pending));
     json_object_set_new(tiers, b->cfg->tiers[t].name, tj);
   }
+  int threads = thread_count();
   tb_dispatcher_stop(w.disp);
   w.disp = NULL;
   bench_worker_close(&w);
-  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "handled", (json_int_t)total, "inversions",
-                   (json_int_t)inversions, "ready_us", (json_int_t)t0, "last_commit_us",
-                   (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent, "tiers", tiers);
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:o}", "handled", (json_int_t)total,
+                   "inversions", (json_int_t)inversions, "ready_us", (json_int_t)t0,
+                   "last_commit_us", (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent,
+                   "events_per_commit", s.commits > 0 ? (double)total / (double)s.commits : 0.0,
+                   "threads", threads, "tiers", tiers);
 }
 
 /* ---------------------------------------------------------------- scenarios */
@@ -566,6 +580,8 @@ static json_t *throughput_run(bench_t *b, long n, int pipe) {
                       json_real(n / ((jnum(pub, "acked_us") - t0) / 1e6 + 1e-9)));
   if (!pipe) {
     json_object_set(r, "inversions", json_object_get(con, "inversions"));
+    json_object_set(r, "events_per_commit", json_object_get(con, "events_per_commit"));
+    json_object_set(r, "threads", json_object_get(con, "threads"));
     json_object_set(r, "tiers", json_object_get(con, "tiers"));
   }
   if (json_object_get(con, "error")) json_object_set(r, "error", json_object_get(con, "error"));

@@ -35,6 +35,7 @@ struct tb_engine {
   pthread_mutex_t mu;
   tb_engine_tier_stats_t *totals; /* [n_tiers]; histograms are added as they happen */
   int64_t last_commit_us;
+  int64_t commits;
 };
 
 tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
@@ -363,6 +364,7 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
     e->totals[t].duplicates += e->batch_counters[t][C_DUPLICATE];
   }
   e->last_commit_us = tb_wall_us();
+  e->commits++;
   pthread_mutex_unlock(&e->mu);
   if (with_hists) {
     for (int t = 0; t < e->cfg->n_tiers; t++) {
@@ -417,6 +419,7 @@ void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out)
   pthread_mutex_lock(&e->mu);
   *out = e->totals[tier];
   out->last_commit_us = e->last_commit_us;
+  out->commits = e->commits;
   pthread_mutex_unlock(&e->mu);
 }
 

@@ -66,6 +66,7 @@ typedef struct tb_engine_tier_stats {
   int64_t aged;           /* dispatches that aging lifted (boost > 0) */
   int64_t late;           /* dispatches past the aging bound */
   int64_t last_commit_us; /* wall clock of the process's latest commit (any tier) */
+  int64_t commits;        /* batches committed by the process (any tier) */
 } tb_engine_tier_stats_t;
 
 /* |handlers| resolves each catalogue entry's handler name (tb_registry_handler in a worker, fake
