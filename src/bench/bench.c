@@ -104,21 +104,22 @@ static void free_items(item_t *items, long n) {
 }
 
 /* Queues one item for asynchronous publishing on its tier subject, wrapped at send time so that
- * its occurred_at is the moment of sending. */
-static tb_status send_item(tb_bus_t *bus, const item_t *it) {
+ * its occurred_at is the moment of sending; with its id as Nats-Msg-Id when |msg_id|. */
+static tb_status send_item(tb_bus_t *bus, const item_t *it, int msg_id) {
   tb_prepared_t p = {0};
   char id[64];
   tb_new_id(id, sizeof(id));
   tb_status st = tb_publish_wrap(it->ev, it->tier, id, it->payload, it->len, NULL, &p);
-  if (st == TB_OK) st = tb_bus_publish_async(bus, p.subject, p.id, p.buf, p.len);
+  if (st == TB_OK) st = tb_bus_publish_async(bus, p.subject, msg_id ? p.id : NULL, p.buf, p.len);
   tb_prepared_free(&p);
   return st;
 }
 
 /* Publishes every item and waits for the acks. */
-static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n, int64_t *failed) {
+static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n, int msg_id,
+                               int64_t *failed) {
   tb_status st = TB_OK;
-  for (long i = 0; i < n && st == TB_OK; i++) st = send_item(bus, &items[i]);
+  for (long i = 0; i < n && st == TB_OK; i++) st = send_item(bus, &items[i], msg_id);
   tb_status wst = tb_bus_publish_wait(bus, 120000, failed);
   return st != TB_OK ? st : wst;
 }
@@ -346,7 +347,7 @@ static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
     return err_json("publisher");
   signal_ready(ready_fd);
   int64_t t0 = tb_wall_us(), failed = 0;
-  tb_status st = publish_items(bus, items, a->n, &failed);
+  tb_status st = publish_items(bus, items, a->n, !b->opts->no_msg_id, &failed);
   int64_t t1 = tb_wall_us();
   tb_bus_destroy(bus);
   free_items(items, a->n);
@@ -394,7 +395,7 @@ static void *trickle_loop(void *arg) {
   long gap = 1000000L / t->rate;
   int64_t next = tb_mono_us();
   while (!t->stop && items) {
-    if (send_item(t->bus, &items[t->sent % 64]) == TB_OK) t->sent++;
+    if (send_item(t->bus, &items[t->sent % 64], 1) == TB_OK) t->sent++;
     next += gap;
     int64_t now = tb_mono_us();
     if (next > now) tb_sleep_us(next - now);
@@ -664,7 +665,7 @@ static json_t *saturation_publisher(bench_t *b, void *arg, int ready_fd) {
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     item_t *items = make_items(b, a->preload[t], cfg->tiers[t].name);
-    st = items ? publish_items(bus, items, a->preload[t], &failed) : TB_ERR_NOMEM;
+    st = items ? publish_items(bus, items, a->preload[t], 1, &failed) : TB_ERR_NOMEM;
     free_items(items, a->preload[t]);
   }
   item_t *pool = make_items(b, a->chunk, cfg->tiers[0].name);
@@ -679,7 +680,7 @@ static json_t *saturation_publisher(bench_t *b, void *arg, int ready_fd) {
     int64_t unhandled = sent - *a->top_handled;
     if (unhandled < min_unhandled) min_unhandled = unhandled;
     if (unhandled < a->low) {
-      st = publish_items(bus, pool, a->chunk, &failed);
+      st = publish_items(bus, pool, a->chunk, 1, &failed);
       sent += a->chunk;
     } else {
       tb_sleep_us(5000);

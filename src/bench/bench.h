@@ -16,6 +16,9 @@ typedef struct tb_bench_opts {
   long saturate_seconds; /* scenario "saturation": how long every tier is kept saturated */
   int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
+  /* Throughput scenario: publish without Nats-Msg-Id, to measure what the stream's dedupe costs
+   * (the processed record still dedupes by envelope id). */
+  int no_msg_id;
 } tb_bench_opts_t;
 
 /* Runs the selected scenarios and prints one JSON document on stdout. Returns a process exit code.

@@ -62,6 +62,7 @@ int tb_cmd_bench(int argc, char **argv) {
                                        {"scenario", required_argument, NULL, 's'},
                                        {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
+                                       {"no-msg-id", no_argument, NULL, 'M'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c, rc = TB_EXIT_OK;
@@ -89,6 +90,9 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'w':
       o.work_dir = optarg;
       break;
+    case 'M':
+      o.no_msg_id = 1;
+      break;
     case 's':
       if (!select_scenarios(&o, optarg))
         rc = tb_cli_usage_error(&cli,
@@ -99,13 +103,15 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'h':
       printf("usage: tierbus bench [--events N[,N...]] [--backlog N] [--critical-rate R]\n"
              "                     [--workflows N] [--saturate-seconds S] [--repos N]\n"
-             "                     [--work-dir DIR]\n"
+             "                     [--work-dir DIR] [--no-msg-id]\n"
              "                     [--scenario "
              "all|throughput|backlog|saturation|workflows|prio-sync]\n"
              "The ceiling is the plain pipeline (plain cnats, fetch 256, one SQLite insert per\n"
              "event keyed by stream sequence, ack), run before tierbus at each --events size\n"
              "(default 100000,200000,1000000); throughput is reported as a ratio to it. The\n"
-             "saturation scenario reports each tier's wait against its aging bound.\n");
+             "saturation scenario reports each tier's wait against its aging bound.\n"
+             "--no-msg-id publishes the throughput events without Nats-Msg-Id, to measure\n"
+             "the stream's dedupe.\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;
