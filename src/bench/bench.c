@@ -103,23 +103,34 @@ static void free_items(item_t *items, long n) {
   free(items);
 }
 
+/* How the throughput publisher makes its ids and headers (bench --no-msg-id, --random-ids). */
+enum { SEND_MSG_ID = 1, SEND_RANDOM_ID = 2 };
+
 /* Queues one item for asynchronous publishing on its tier subject, wrapped at send time so that
- * its occurred_at is the moment of sending; with its id as Nats-Msg-Id when |msg_id|. */
-static tb_status send_item(tb_bus_t *bus, const item_t *it, int msg_id) {
+ * its occurred_at is the moment of sending. |how|: SEND_MSG_ID sets the id as Nats-Msg-Id;
+ * SEND_RANDOM_ID uses a random id, as a foreign publisher might, instead of tierbus's
+ * time-ordered one. */
+static tb_status send_item(tb_bus_t *bus, const item_t *it, int how) {
   tb_prepared_t p = {0};
   char id[64];
-  tb_new_id(id, sizeof(id));
+  static _Thread_local uint32_t seed = 7;
+  if (how & SEND_RANDOM_ID)
+    snprintf(id, sizeof(id), "evt-%08x%08x%08x%08x", lcg(&seed), lcg(&seed), lcg(&seed),
+             lcg(&seed));
+  else
+    tb_new_id(id, sizeof(id));
   tb_status st = tb_publish_wrap(it->ev, it->tier, id, it->payload, it->len, NULL, &p);
-  if (st == TB_OK) st = tb_bus_publish_async(bus, p.subject, msg_id ? p.id : NULL, p.buf, p.len);
+  if (st == TB_OK)
+    st = tb_bus_publish_async(bus, p.subject, how & SEND_MSG_ID ? p.id : NULL, p.buf, p.len);
   tb_prepared_free(&p);
   return st;
 }
 
 /* Publishes every item and waits for the acks. */
-static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n, int msg_id,
+static tb_status publish_items(tb_bus_t *bus, const item_t *items, long n, int how,
                                int64_t *failed) {
   tb_status st = TB_OK;
-  for (long i = 0; i < n && st == TB_OK; i++) st = send_item(bus, &items[i], msg_id);
+  for (long i = 0; i < n && st == TB_OK; i++) st = send_item(bus, &items[i], how);
   tb_status wst = tb_bus_publish_wait(bus, 120000, failed);
   return st != TB_OK ? st : wst;
 }
@@ -347,7 +358,9 @@ static json_t *bulk_publisher(bench_t *b, void *arg, int ready_fd) {
     return err_json("publisher");
   signal_ready(ready_fd);
   int64_t t0 = tb_wall_us(), failed = 0;
-  tb_status st = publish_items(bus, items, a->n, !b->opts->no_msg_id, &failed);
+  tb_status st = publish_items(
+      bus, items, a->n,
+      (b->opts->no_msg_id ? 0 : SEND_MSG_ID) | (b->opts->random_ids ? SEND_RANDOM_ID : 0), &failed);
   int64_t t1 = tb_wall_us();
   tb_bus_destroy(bus);
   free_items(items, a->n);
@@ -395,7 +408,7 @@ static void *trickle_loop(void *arg) {
   long gap = 1000000L / t->rate;
   int64_t next = tb_mono_us();
   while (!t->stop && items) {
-    if (send_item(t->bus, &items[t->sent % 64], 1) == TB_OK) t->sent++;
+    if (send_item(t->bus, &items[t->sent % 64], SEND_MSG_ID) == TB_OK) t->sent++;
     next += gap;
     int64_t now = tb_mono_us();
     if (next > now) tb_sleep_us(next - now);
@@ -524,9 +537,9 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
   tb_dispatcher_stop(w.disp);
   w.disp = NULL;
   bench_worker_close(&w);
-  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:o}", "handled", (json_int_t)total,
-                   "inversions", (json_int_t)inversions, "ready_us", (json_int_t)t0,
-                   "last_commit_us", (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent,
+  return json_pack("{s:I,s:I,s:I,s:I,s:I,s:f,s:i,s:o}", "handled", (json_int_t)total, "inversions",
+                   (json_int_t)inversions, "ready_us", (json_int_t)t0, "last_commit_us",
+                   (json_int_t)last_commit, "critical_sent", (json_int_t)tr.sent,
                    "events_per_commit", s.commits > 0 ? (double)total / (double)s.commits : 0.0,
                    "threads", threads, "tiers", tiers);
 }
@@ -665,7 +678,7 @@ static json_t *saturation_publisher(bench_t *b, void *arg, int ready_fd) {
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     item_t *items = make_items(b, a->preload[t], cfg->tiers[t].name);
-    st = items ? publish_items(bus, items, a->preload[t], 1, &failed) : TB_ERR_NOMEM;
+    st = items ? publish_items(bus, items, a->preload[t], SEND_MSG_ID, &failed) : TB_ERR_NOMEM;
     free_items(items, a->preload[t]);
   }
   item_t *pool = make_items(b, a->chunk, cfg->tiers[0].name);
@@ -680,7 +693,7 @@ static json_t *saturation_publisher(bench_t *b, void *arg, int ready_fd) {
     int64_t unhandled = sent - *a->top_handled;
     if (unhandled < min_unhandled) min_unhandled = unhandled;
     if (unhandled < a->low) {
-      st = publish_items(bus, pool, a->chunk, 1, &failed);
+      st = publish_items(bus, pool, a->chunk, SEND_MSG_ID, &failed);
       sent += a->chunk;
     } else {
       tb_sleep_us(5000);

@@ -19,6 +19,9 @@ typedef struct tb_bench_opts {
   /* Throughput scenario: publish without Nats-Msg-Id, to measure what the stream's dedupe costs
    * (the processed record still dedupes by envelope id). */
   int no_msg_id;
+  /* Throughput scenario: random ids, as a foreign publisher might send, instead of tierbus's
+   * time-ordered ones (to measure what a random processed-record key costs). */
+  int random_ids;
 } tb_bench_opts_t;
 
 /* Runs the selected scenarios and prints one JSON document on stdout. Returns a process exit code.

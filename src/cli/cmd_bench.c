@@ -63,6 +63,7 @@ int tb_cmd_bench(int argc, char **argv) {
                                        {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
                                        {"no-msg-id", no_argument, NULL, 'M'},
+                                       {"random-ids", no_argument, NULL, 'R'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c, rc = TB_EXIT_OK;
@@ -93,6 +94,9 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'M':
       o.no_msg_id = 1;
       break;
+    case 'R':
+      o.random_ids = 1;
+      break;
     case 's':
       if (!select_scenarios(&o, optarg))
         rc = tb_cli_usage_error(&cli,
@@ -103,7 +107,7 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'h':
       printf("usage: tierbus bench [--events N[,N...]] [--backlog N] [--critical-rate R]\n"
              "                     [--workflows N] [--saturate-seconds S] [--repos N]\n"
-             "                     [--work-dir DIR] [--no-msg-id]\n"
+             "                     [--work-dir DIR] [--no-msg-id] [--random-ids]\n"
              "                     [--scenario "
              "all|throughput|backlog|saturation|workflows|prio-sync]\n"
              "The ceiling is the plain pipeline (plain cnats, fetch 256, one SQLite insert per\n"
@@ -111,7 +115,8 @@ int tb_cmd_bench(int argc, char **argv) {
              "(default 100000,200000,1000000); throughput is reported as a ratio to it. The\n"
              "saturation scenario reports each tier's wait against its aging bound.\n"
              "--no-msg-id publishes the throughput events without Nats-Msg-Id, to measure\n"
-             "the stream's dedupe.\n");
+             "the stream's dedupe; --random-ids publishes them with random ids, as a\n"
+             "foreign publisher might, instead of tierbus's time-ordered ones.\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;
