@@ -57,8 +57,8 @@ static void preload(tb_h_t *h, int n_crit, int n_bg) {
   tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", path, NULL);
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_CRITICAL"), n_crit);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_BACKGROUND"), n_bg);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_CRITICAL_WORKSPACE"), n_crit);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_BACKGROUND_WORKSPACE"), n_bg);
 }
 
 /* Runs a worker over the backlog until all |total| are processed, then stops it. */
