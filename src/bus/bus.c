@@ -597,6 +597,27 @@ tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms) {
   return reply(bus, m, body);
 }
 
+void tb_consumer_release(tb_consumer_t *c) {
+  for (;;) {
+    /* Whatever is queued, then whatever the open request still brings until it ends (a status
+     * message) or its expiry passes: a message sent to an inbox nobody reads any more would wait
+     * out its AckWait before anyone else got it. */
+    int64_t left_ms = c->remaining > 0 ? (c->deadline_us - tb_mono_us()) / 1000 : 0;
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, c->sub, left_ms > 0 ? left_ms : 0) != NATS_OK) break;
+    if (is_status(m)) {
+      const char *code = NULL;
+      natsMsgHeader_Get(m, "Status", &code);
+      if (code == NULL || strcmp(code, "100") != 0) c->remaining = 0;
+    } else {
+      tb_bus_nak(c->bus, m, 0);
+      c->remaining--;
+    }
+    natsMsg_Destroy(m);
+  }
+  c->remaining = 0;
+}
+
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
                               const char *domain, uint64_t *pending, uint64_t *ack_pending,
                               uint64_t *redelivered) {

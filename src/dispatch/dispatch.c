@@ -254,6 +254,7 @@ static void *fetch_loop(void *arg) {
              d->cfg->domains[f->domain], tb_errdetail());
     tb_sleep_us(200000);
   }
+  tb_consumer_release(f->consumer); /* what it was sent and never handed over goes back */
   return NULL;
 }
 
@@ -297,6 +298,7 @@ static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
 static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold) {
   tb_ready_head_t heads[TB_MAX_TIERS];
   *hold = 0;
+  if (d->stopping) return NULL; /* what has not started goes back: release_ready() */
   read_heads(d, heads);
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
@@ -412,6 +414,33 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
 }
 
+/* Hands every fetched message that has not started back to its stream (a nak without delay), so
+ * that the tiers' other workers, or this one's successor, take it in priority order. A stopping
+ * worker finishes what it started and no more: with queues prefetch deep, running all it held
+ * would spend the stop on up to prefetch messages of every lower tier. Returns how many. */
+static int release_ready(tb_dispatcher_t *d) {
+  int n = 0;
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    ready_queue_t *q = &d->queues[t];
+    for (;;) {
+      pthread_mutex_lock(&d->mu);
+      tb_work_t *w = q->count > 0 ? q_pop(q) : NULL;
+      if (w != NULL) {
+        d->ready_total--;
+        q->inflight--;
+        d->inflight_total--;
+      }
+      pthread_mutex_unlock(&d->mu);
+      if (w == NULL) break;
+      tb_bus_nak(d->bus, w->msg, 0); /* lost: redelivered after AckWait instead */
+      natsMsg_Destroy(w->msg);
+      free(w);
+      n++;
+    }
+  }
+  return n;
+}
+
 static void *exec_loop(void *arg) {
   tb_dispatcher_t *d = arg;
   tb_work_t **batch = calloc((size_t)d->cfg->commit_batch_max, sizeof(*batch));
@@ -419,18 +448,25 @@ static void *exec_loop(void *arg) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "out of memory for the batch");
     return NULL;
   }
+  int released = 0;
   for (;;) {
     pthread_mutex_lock(&d->mu);
     while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
       tb_cond_wait_ms(&d->work_cv, &d->mu, 100);
       keep_alive(d, tb_mono_us());
     }
+    int stopping = d->stopping, orphans = d->orphans != NULL;
     int done = d->ready_total == 0 && d->orphans == NULL && d->stopping && d->fetchers_done;
     if (!done) keep_alive(d, tb_mono_us());
     pthread_mutex_unlock(&d->mu);
+    if (stopping) released += release_ready(d); /* also what a fetch under way brings in */
     if (done) break;
+    if (stopping && !orphans) continue; /* wait for the fetchers; only orphans still run */
     run_batch(d, batch);
   }
+  if (released > 0)
+    TB_LOG(TB_LOG_INFO, "dispatch",
+           "stopping: %d fetched messages not started went back to the stream", released);
   free(batch);
   return NULL;
 }

@@ -80,12 +80,14 @@ void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope);
 tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
                               tb_engine_t *engine, const tb_worker_scope_t *scope);
 
-/* Stops fetching and returns at once; fetched messages still run. A stopping worker calls it
- * first, so that it takes no new work while it winds down its other threads. Accepts NULL. */
+/* Stops fetching and starting messages, and returns at once: the open batch commits and is
+ * acked, and every fetched message not yet started goes back to its stream (nak, no delay) for
+ * other workers. A stopping worker calls it first, so that it takes no new work while it winds
+ * down its other threads. Accepts NULL. */
 void tb_dispatcher_stop_fetching(tb_dispatcher_t *d);
 
-/* Stops fetching, lets every fetched message finish, commit and be acked, then joins and frees.
- * Accepts NULL. */
+/* tb_dispatcher_stop_fetching(), then waits for the open batch to commit and be acked and for
+ * the unstarted messages to go back, joins and frees. Accepts NULL. */
 void tb_dispatcher_stop(tb_dispatcher_t *d);
 
 /* Inversions counted by this dispatcher so far. */
