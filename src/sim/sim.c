@@ -784,9 +784,10 @@ tb_status tb_sim_start(tb_sim_t **out, const tb_sim_opts_t *o) {
   tb_bus_cmd_stream(o->cfg, stream, sizeof(stream));
   tb_status st =
       tb_consumer_open_stream(&sim->cons, o->bus, stream, sim->durable, "tb.cmd.>", ACK_WAIT_MS);
-  if (st == TB_OK && pthread_create(&sim->thread, NULL, run, sim) != 0) {
+  int rc = st == TB_OK ? pthread_create(&sim->thread, NULL, run, sim) : 0;
+  if (rc != 0) {
     tb_consumer_close(sim->cons);
-    st = tb__fail(TB_ERR_NOMEM, "sim: cannot start its thread");
+    st = tb__fail(TB_ERR_NOMEM, "sim: cannot start its thread: pthread_create: %s", strerror(rc));
   }
   if (st != TB_OK) {
     pthread_mutex_destroy(&sim->mu);
