@@ -17,8 +17,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#include "core/util.h"
 
 #define MS_S 1000LL
 #define MS_M (60 * MS_S)
@@ -379,9 +378,9 @@ static const tb_esc_rule_t builtin_escalation[] = {
     {.name = "stuck-6h", .stuck_ms = 6 * MS_H, .tier = "high"},
 };
 
-#define N_SCALARS ARRAY_LEN(scalar_opts)
-#define N_TIER_OPTS ARRAY_LEN(tier_opts)
-#define N_RULE_OPTS ARRAY_LEN(rule_opts)
+#define N_SCALARS TB_COUNTOF(scalar_opts)
+#define N_TIER_OPTS TB_COUNTOF(tier_opts)
+#define N_RULE_OPTS TB_COUNTOF(rule_opts)
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -445,7 +444,7 @@ static void fmt_num(const opt_t *o, int64_t v, char *buf, size_t cap) {
     fmt_us(v, buf, cap);
     break;
   case OPT_LOGLEVEL:
-    snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)ARRAY_LEN(level_names) ? level_names[v] : "?");
+    snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)TB_COUNTOF(level_names) ? level_names[v] : "?");
     break;
   case OPT_BOOL:
     snprintf(buf, cap, "%s", v == 0 ? "false" : v == 1 ? "true" : "?");
@@ -513,7 +512,7 @@ static bool parse_bytes(const char *text, int64_t *out) {
   const char *end;
   long long v;
   if (!parse_int(text, &end, &v) || v < 0) return false;
-  for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(units); i++) {
     if (strcasecmp(end, units[i].suffix) != 0) continue;
     if (v > INT64_MAX / units[i].mult) return false;
     *out = v * units[i].mult;
@@ -525,7 +524,7 @@ static bool parse_bytes(const char *text, int64_t *out) {
 /* YAML 1.2 core schema booleans: 1 for true, 0 for false, -1 for anything else. */
 static int bool_parse(const char *text) {
   static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
-  for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(t); i++) {
     if (strcmp(text, t[i]) == 0) return 1;
     if (strcmp(text, f[i]) == 0) return 0;
   }
@@ -1395,11 +1394,11 @@ static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
       continue;
     }
     size_t sec = 0;
-    while (sec < ARRAY_LEN(sections) && strcmp(sections[sec].name, name) != 0) sec++;
-    if (sec == ARRAY_LEN(sections)) {
-      const char *extra[ARRAY_LEN(sections)];
-      for (size_t i = 0; i < ARRAY_LEN(sections); i++) extra[i] = sections[i].name;
-      return unknown_key(c, k, NULL, name, scalar_opts, N_SCALARS, extra, ARRAY_LEN(extra));
+    while (sec < TB_COUNTOF(sections) && strcmp(sections[sec].name, name) != 0) sec++;
+    if (sec == TB_COUNTOF(sections)) {
+      const char *extra[TB_COUNTOF(sections)];
+      for (size_t i = 0; i < TB_COUNTOF(sections); i++) extra[i] = sections[i].name;
+      return unknown_key(c, k, NULL, name, scalar_opts, N_SCALARS, extra, TB_COUNTOF(extra));
     }
     if ((s = seen_once(c, k, NULL, &c->lines->section[sec])) != TB_OK) return s;
     if ((s = sections[sec].parse(c, v)) != TB_OK) return s;
@@ -1520,7 +1519,7 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value) {
   char msg[512];
   const opt_t *o = find_opt(scalar_opts, N_SCALARS, key);
   if (o == NULL) {
-    for (size_t i = 0; i < ARRAY_LEN(sections); i++)
+    for (size_t i = 0; i < TB_COUNTOF(sections); i++)
       if (strcmp(sections[i].name, key) == 0)
         return tb__fail(TB_ERR_CONFIG, "%s: can only be set in the config file", key);
     return tb__fail(TB_ERR_CONFIG, "unknown option '%s'", key);
@@ -1576,7 +1575,7 @@ const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n) {
     *n = cfg->n_escalation < TB_MAX_ESC_RULES ? cfg->n_escalation : TB_MAX_ESC_RULES;
     return cfg->escalation;
   }
-  *n = (int)ARRAY_LEN(builtin_escalation);
+  *n = (int)TB_COUNTOF(builtin_escalation);
   return builtin_escalation;
 }
 
@@ -1586,7 +1585,7 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   int n = cfg->n_workflow_tiers;
   if (n < 0) {
     t = builtin_workflow_tiers;
-    n = (int)ARRAY_LEN(builtin_workflow_tiers);
+    n = (int)TB_COUNTOF(builtin_workflow_tiers);
   }
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;

@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "core/fs.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/crm.h"
 
 /* Returns |s| with the current detail prefixed by |prefix| (copied first: the detail buffer is
@@ -299,7 +300,7 @@ static const struct {
 #undef ROW
 };
 
-#define N_JOBS (sizeof(jobs) / sizeof(jobs[0]))
+#define N_JOBS TB_COUNTOF(jobs)
 
 void tb_sched_jobs(void (*fn)(void *arg, const char *job, const char *what), void *arg) {
   for (size_t i = 0; i < N_JOBS; i++) fn(arg, jobs[i].job, jobs[i].what);

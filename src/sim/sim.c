@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/util.h"
 
 #define MOD "sim"
 #define DEFAULT_DURABLE "tb-sim"
@@ -139,7 +140,7 @@ static int act_email_send(actx_t *a) {
   const char *tmpl = get_string(a, a->in, "", "template", 0);
   if (a->code) return -1;
   int known = 0;
-  for (size_t i = 0; i < sizeof(email_templates) / sizeof(email_templates[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(email_templates); i++)
     known |= strcmp(tmpl, email_templates[i]) == 0;
   if (!known)
     return reject(a, 422,
@@ -285,7 +286,7 @@ static const struct {
     {"pdf.generate", act_pdf},
     {"enrichment.submit", act_enrichment_submit},
 };
-#define N_ACTIONS (sizeof(actions) / sizeof(actions[0]))
+#define N_ACTIONS TB_COUNTOF(actions)
 
 static void known_actions(char *buf, size_t cap) {
   size_t off = 0;

@@ -11,6 +11,7 @@
 #include "core/bgthread.h"
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/internal.h"
 
 #define DEFAULT_BUSY_MS 5000
@@ -511,7 +512,7 @@ static void set_counter(tb_store_tier_stats_t *out, const char *name, int64_t v)
       {"redelivered", offsetof(tb_store_tier_stats_t, redelivered)},
       {"stale", offsetof(tb_store_tier_stats_t, stale)},
   };
-  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(fields); i++)
     if (strcmp(fields[i].name, name) == 0) *(int64_t *)((char *)out + fields[i].off) = v;
 }
 
