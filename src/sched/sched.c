@@ -19,12 +19,9 @@
 #include "core/util.h"
 #include "store/crm.h"
 
-/* Returns |s| with the current detail prefixed by |prefix| (copied first: the detail buffer is
- * the one tb__fail writes). */
+/* Returns |s| with the current detail prefixed by |prefix|. */
 static tb_status refail(tb_status s, const char *prefix) {
-  char detail[1024];
-  snprintf(detail, sizeof(detail), "%s", tb_errdetail());
-  return tb__fail(s, "%s%s", prefix, detail);
+  return tb__fail(s, "%s%s", prefix, tb_errdetail());
 }
 
 /* ------------------------------------------------------------------------------------------------

@@ -23,6 +23,23 @@ static void test_status_text(void **state) {
   assert_string_equal(tb_strerror((tb_status)9999), "unknown status");
   assert_int_equal(tb__fail(TB_ERR_IO, "disk %d", 3), TB_ERR_IO);
   assert_string_equal(tb_errdetail(), "disk 3");
+  /* The current detail as an argument: prefixed, repeated, or kept under another status. */
+  assert_int_equal(tb__fail(TB_ERR_CONFIG, "x.yaml: %s", tb_errdetail()), TB_ERR_CONFIG);
+  assert_string_equal(tb_errdetail(), "x.yaml: disk 3");
+  tb__fail(TB_ERR_IO, "%s / %s", tb_errdetail(), tb_errdetail());
+  assert_string_equal(tb_errdetail(), "x.yaml: disk 3 / x.yaml: disk 3");
+  assert_int_equal(tb__fail(TB_ERR_UNAVAILABLE, "%s", tb_errdetail()), TB_ERR_UNAVAILABLE);
+  assert_string_equal(tb_errdetail(), "x.yaml: disk 3 / x.yaml: disk 3");
+  /* A detail longer than the buffer is cut, and still terminated; prefixing it keeps it so. */
+  char long_text[3000];
+  memset(long_text, 'a', sizeof(long_text) - 1);
+  long_text[sizeof(long_text) - 1] = '\0';
+  tb__fail(TB_ERR_IO, "%s", long_text);
+  size_t cap = strlen(tb_errdetail());
+  assert_true(cap > 0 && cap < sizeof(long_text) - 1);
+  tb__fail(TB_ERR_IO, "p: %s", tb_errdetail());
+  assert_int_equal(strlen(tb_errdetail()), cap);
+  assert_memory_equal(tb_errdetail(), "p: aaa", 6);
 }
 
 static void test_duration(void **state) {
