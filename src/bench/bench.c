@@ -139,6 +139,7 @@ typedef struct child {
 } child_t;
 
 static int child_start(child_t *c, bench_t *b, child_fn fn, void *arg) {
+  *c = (child_t){.pid = -1, .out_fd = -1, .ready_fd = -1}; /* defined when the start fails */
   int out[2], ready[2];
   if (pipe(out) != 0 || pipe(ready) != 0) return -1;
   fflush(NULL);

@@ -26,6 +26,12 @@
 #define KIB 1024LL
 #define MIB (1024 * KIB)
 
+/* Room for the dotted key path that a message quotes ("presets.critical.tiers"), and for an item
+ * of a list under such a path ("presets.critical.tiers[3]"): the index, the part that tells which
+ * item is wrong, is never what a full buffer cuts off. */
+#define KEY_MAX 128
+#define ITEM_KEY_MAX (KEY_MAX + 16)
+
 /* Allowed characters of names that end up in subjects and stream names. */
 #define CS_DIGITS "0123456789"
 #define CS_LOWER "abcdefghijklmnopqrstuvwxyz"
@@ -490,9 +496,14 @@ static void range_msg(const opt_t *o, const char *shown, char *msg, size_t cap) 
   snprintf(msg, cap, "must be %s (got '%s')", want, shown);
 }
 
-/* Strict decimal integer: an optional '-', digits, nothing else. */
+/* A decimal integer at the start of |text|: an optional '-', then digits (no space, no '+').
+ * *end receives where the digits stop, for the caller to check or to read a suffix from. On
+ * failure (no digits, out of range) returns false; *out and *end are still set (0 and |text|
+ * when there are no digits), so a caller may read them on any path. */
 static bool parse_int(const char *text, const char **end, long long *out) {
   const char *p = text[0] == '-' ? text + 1 : text;
+  *out = 0;
+  *end = text;
   if (*p < '0' || *p > '9') return false;
   errno = 0;
   char *e;
@@ -812,7 +823,7 @@ static tb_status validate_event_tiers(const tb_config_t *cfg, const src_lines *L
                            .min = 1,
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
-  char key[128], msg[512];
+  char key[KEY_MAX], msg[512];
   if (cfg->n_event_tiers < 0 || cfg->n_event_tiers > TB_MAX_EVENT_TIERS)
     return vfail(cfg, L ? L->section[SEC_EVENT_TIERS] : 0, "event_tiers",
                  "at most %d entries are allowed (got %d)", TB_MAX_EVENT_TIERS, cfg->n_event_tiers);
@@ -898,7 +909,7 @@ static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines
                            .min = 1,
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
-  char key[128], msg[512];
+  char key[KEY_MAX], msg[512];
   if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
     return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
                  "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
@@ -1078,7 +1089,7 @@ static tb_status unknown_key(const parse_ctx *c, const yaml_node_t *key_node, co
 
 static tb_status parse_ms_list(const parse_ctx *c, void *base, const opt_t *o, const yaml_node_t *n,
                                const char *key) {
-  char ikey[128], msg[512];
+  char ikey[ITEM_KEY_MAX], msg[512];
   tb_status s = expect_kind(c, n, YAML_SEQUENCE_NODE, key);
   if (s != TB_OK) return s;
   int *count = list_count(base, o);
@@ -1178,7 +1189,7 @@ static tb_status parse_event_tiers(const parse_ctx *c, const yaml_node_t *n) {
     if (cfg->n_event_tiers == TB_MAX_EVENT_TIERS)
       return perr(c, k, "event_tiers", "at most %d entries are allowed (got %d)",
                   TB_MAX_EVENT_TIERS, total);
-    char key[128];
+    char key[KEY_MAX];
     snprintf(key, sizeof(key), "event_tiers.%s", event);
     tb_event_tier_t *e = &cfg->event_tiers[cfg->n_event_tiers];
     if ((s = copy_name(c, k, "event_tiers", "event name", e->event, sizeof(e->event), event)) !=
@@ -1198,7 +1209,7 @@ static tb_status parse_name_list(const parse_ctx *c, const yaml_node_t *v, const
   tb_status s = expect_kind(c, v, YAML_SEQUENCE_NODE, key);
   if (s != TB_OK) return s;
   int n_items = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
-  char ikey[128];
+  char ikey[ITEM_KEY_MAX];
   for (int i = 0; i < n_items; i++) {
     yaml_node_t *item = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
     if (i == max) return perr(c, item, key, "at most %d %ss (got %d)", max, what, n_items);
@@ -1229,7 +1240,7 @@ static tb_status parse_preset_body(const parse_ctx *c, int idx, const yaml_node_
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *fv = yaml_document_get_node(c->doc, p->value);
     const char *field;
-    char fkey[128];
+    char fkey[KEY_MAX];
     if ((s = scalar_text(c, k, key, &field)) != TB_OK) return s;
     snprintf(fkey, sizeof(fkey), "%s.%s", key, field);
     if (strcmp(field, "tiers") == 0) {
@@ -1305,7 +1316,7 @@ static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) 
     if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
       return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
                   TB_MAX_WORKFLOW_TIERS, total);
-    char key[128];
+    char key[KEY_MAX];
     snprintf(key, sizeof(key), "workflow_tiers.%s", name);
     tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
     if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
