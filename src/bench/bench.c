@@ -146,6 +146,7 @@ typedef struct child {
 } child_t;
 
 static int child_start(child_t *c, bench_t *b, child_fn fn, void *arg) {
+  *c = (child_t){.pid = -1, .out_fd = -1, .ready_fd = -1}; /* defined when the start fails */
   int out[2], ready[2];
   if (pipe(out) != 0 || pipe(ready) != 0) return -1;
   fflush(NULL);
@@ -492,7 +493,8 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
 
   trickle_t tr = {.b = b, .bus = bus, .rate = a->trickle_rate};
   pthread_t tt;
-  if (a->trickle_rate > 0) pthread_create(&tt, NULL, trickle_loop, &tr);
+  if (a->trickle_rate > 0 && pthread_create(&tt, NULL, trickle_loop, &tr) != 0)
+    return json_pack("{s:s}", "error", "cannot start the trickle thread");
   int64_t t0 = tb_wall_us(), deadline = tb_mono_us() + 900LL * 1000000;
   if (a->run_us > 0) deadline = tb_mono_us() + a->run_us;
   int last = b->cfg->n_tiers - 1;

@@ -104,7 +104,9 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
     snprintf(what, sizeof(what), "connect to %s", url);
     tb_status st = tb__nats_fail(s, 0, what);
     free(bus);
-    return st == TB_ERR_NATS ? tb__fail(TB_ERR_UNAVAILABLE, "%s", tb_errdetail()) : st;
+    /* Whatever cnats calls it, a connect that fails means no server to talk to; the detail
+     * tb__nats_fail recorded stays as it is. */
+    return st == TB_ERR_NATS ? TB_ERR_UNAVAILABLE : st;
   }
   jsOptions jo;
   jsOptions_Init(&jo);

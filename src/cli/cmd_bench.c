@@ -5,6 +5,7 @@
 
 #include "bench/bench.h"
 #include "cli/cli.h"
+#include "core/util.h"
 
 /* Selects the scenarios that |name| names ("all" = every one); 0 if it names none. */
 static int select_scenarios(tb_bench_opts_t *o, const char *name) {
@@ -17,7 +18,7 @@ static int select_scenarios(tb_bench_opts_t *o, const char *name) {
                    {"workflows", &o->run_workflows},
                    {"prio-sync", &o->run_prio_sync}};
   int any = 0;
-  for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(scenarios); i++) {
     *scenarios[i].run = strcmp(name, "all") == 0 || strcmp(name, scenarios[i].name) == 0;
     any |= *scenarios[i].run;
   }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/util.h"
 
 static const struct {
   const char *name;
@@ -27,7 +28,7 @@ static const struct {
 
 static void usage(FILE *out) {
   fprintf(out, "usage: tierbus COMMAND [options]   (tierbus COMMAND --help)\n\ncommands:\n");
-  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(commands); i++)
     fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
   fprintf(out, "\nenvironment: TIERBUS_CONFIG, TIERBUS_NATS_URL, TIERBUS_DB, TIERBUS_DATA_DIR\n");
 }
@@ -48,7 +49,7 @@ int main(int argc, char **argv) {
     usage(stdout);
     return TB_EXIT_OK;
   }
-  for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(commands); i++)
     if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 1, argv + 1);
   fprintf(stderr, "tierbus: unknown command '%s'\n", argv[1]);
   usage(stderr);

@@ -114,7 +114,7 @@ typedef struct tb_workflow_def {
    * reference. */
   json_t *(*trigger_input)(const json_t *payload);
   const tb_step_def_t *steps;
-  int n_steps;
+  int n_steps; /* TB_COUNTOF(steps), never a typed-in count: a step past it would never run */
   /* Runs once when the workflow fails (after the failed step's retries), inside the same
    * transaction; |error| is the failure. Its own failure is recorded, never raised. NULL = none. */
   tb_status (*on_error)(tb_wf_run_t *run, const char *error);
