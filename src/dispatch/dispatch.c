@@ -110,6 +110,7 @@ struct tb_dispatcher {
   ready_queue_t queues[TB_MAX_TIERS];
   int ready_total;
   int stopping, fetchers_done;
+  int fetchers_running, executor_running; /* threads started, to be joined */
   fetcher_t fetchers[TB_MAX_TIERS * TB_MAX_DOMAINS];
   int n_fetchers;
   int max_inflight;                   /* the worker's cap across tiers, 0 = none */
@@ -586,13 +587,20 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
     }
   }
   if (st != TB_OK) {
-    d->fetchers_done = 1;
-    tb_dispatcher_stop(d);
+    tb_dispatcher_stop(d); /* no thread started yet */
     return st;
   }
-  pthread_create(&d->executor, NULL, exec_loop, d);
-  for (int i = 0; i < d->n_fetchers; i++)
-    pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
+  int rc = pthread_create(&d->executor, NULL, exec_loop, d);
+  d->executor_running = rc == 0;
+  for (int i = 0; i < d->n_fetchers && rc == 0; i++) {
+    rc = pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
+    d->fetchers_running += rc == 0;
+  }
+  if (rc != 0) {
+    st = tb__fail(TB_ERR_IO, "dispatcher: start a thread: %s", strerror(rc));
+    tb_dispatcher_stop(d); /* what the started fetchers brought in goes back */
+    return st;
+  }
   *out = d;
   return TB_OK;
 }
@@ -613,16 +621,13 @@ void tb_dispatcher_stop_fetching(tb_dispatcher_t *d) {
 
 void tb_dispatcher_stop(tb_dispatcher_t *d) {
   if (d == NULL) return;
-  int started = !d->fetchers_done;
   tb_dispatcher_stop_fetching(d);
-  if (started) {
-    for (int i = 0; i < d->n_fetchers; i++) pthread_join(d->fetchers[i].thread, NULL);
-    pthread_mutex_lock(&d->mu);
-    d->fetchers_done = 1;
-    pthread_cond_signal(&d->work_cv);
-    pthread_mutex_unlock(&d->mu);
-    pthread_join(d->executor, NULL);
-  }
+  for (int i = 0; i < d->fetchers_running; i++) pthread_join(d->fetchers[i].thread, NULL);
+  pthread_mutex_lock(&d->mu);
+  d->fetchers_done = 1;
+  pthread_cond_signal(&d->work_cv);
+  pthread_mutex_unlock(&d->mu);
+  if (d->executor_running) pthread_join(d->executor, NULL);
   for (int i = 0; i < d->n_fetchers; i++) {
     natsSubscription_Destroy(d->fetchers[i].advisories);
     tb_consumer_close(d->fetchers[i].consumer);
