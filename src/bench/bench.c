@@ -178,6 +178,9 @@ static int child_wait_ready(child_t *c) {
 }
 
 static json_t *child_finish(child_t *c, long *rss_kb) {
+  *rss_kb = 0;
+  if (c->pid < 0) /* never started: nothing to read or wait for (wait4(-1) would take any child) */
+    return json_pack("{s:s}", "error", "could not start the child process (pipe or fork failed)");
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);
   for (;;) {
