@@ -514,7 +514,10 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
         (a->trickle_rate > 0 ? last_tier >= a->trickle_until : handled >= a->target))
       break;
     if (tb_mono_us() > deadline) break;
-    tb_sleep_us(1000);
+    /* The figures come from the engine (last commit), not from this loop, so it need not spin:
+     * at 1 ms it was 3% of the measured worker's CPU. The saturation publisher's counter is
+     * fresh enough at 5 ms. */
+    tb_sleep_us(5000);
   }
   if (a->trickle_rate > 0) {
     tr.stop = 1;
