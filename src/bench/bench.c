@@ -25,6 +25,7 @@
 #include "core/hist.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
 #include "engine/relay.h"
@@ -78,7 +79,7 @@ static item_t *make_items(const bench_t *b, long n, const char *tier) {
     int t = 0;
     if (tier == NULL) {
       int r = (int)(lcg(&seed) % 100), acc = 0;
-      for (t = 0; t < b->cfg->n_tiers - 1 && t < 4; t++) {
+      for (t = 0; t < b->cfg->n_tiers - 1 && t < (int)TB_COUNTOF(mix_pct) - 1; t++) {
         acc += mix_pct[t];
         if (r < acc) break;
       }
@@ -886,7 +887,7 @@ static json_t *wf_latency(sqlite3 *db) {
       const char *name;
       double q;
     } qs[] = {{"p50_ms", .50}, {"p95_ms", .95}, {"p99_ms", .99}, {"max_ms", 1.0}};
-    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+    for (size_t i = 0; i < TB_COUNTOF(qs); i++) {
       size_t k = (size_t)(qs[i].q * (double)(n - 1) + 0.5);
       json_object_set_new(r, qs[i].name, json_real(v[k] / 1000.0));
     }
@@ -974,7 +975,7 @@ static json_t *workflow_run(bench_t *b) {
                                      "commands",   "resumed",   "messages",
                                      "inversions", "jobs_done", "latency_trigger_to_completion",
                                      "error"};
-  for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(copy); i++)
     if (json_object_get(con, copy[i])) json_object_set(r, copy[i], json_object_get(con, copy[i]));
   if (json_object_get(pub, "error")) json_object_set(r, "error", json_object_get(pub, "error"));
   json_decref(pub);

@@ -31,7 +31,7 @@ static int parse_sizes(tb_cli_t *cli, const char *arg, tb_bench_opts_t *o) {
   snprintf(buf, sizeof(buf), "%s", arg);
   o->n_events = 0;
   for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-    if (o->n_events == (int)(sizeof(o->events) / sizeof(o->events[0])))
+    if (o->n_events == (int)TB_COUNTOF(o->events))
       return tb_cli_usage_error(cli, "--events: at most 8 sizes, got '%s'", arg);
     int rc = tb_cli_parse_long(cli, "--events", tok, 1, 100000000, &o->events[o->n_events]);
     if (rc != TB_EXIT_OK) return rc;
