@@ -78,13 +78,11 @@ typedef struct ready_queue {
   tb_work_t **items; /* ring of `ring` entries: the tier's concurrency plus one per probe */
   int cap;           /* the tier's concurrency */
   int ring, head, count;
-  /* The tier's slots in use: messages fetched and not yet taken by the executor. A slot is
-   * freed when the executor takes its message, not when the batch commits: a commit batch is
-   * sized for the disk (commit_batch_max, commit_batch_time), and holding slots until the commit
-   * would cap every batch at the tiers' concurrency (5 for background), which made commits the
-   * largest cost per event (issue 9). Unacked messages per process are therefore the tier's
-   * concurrency plus what the open batch holds. */
-  int inflight;
+  /* The tier's slots in use are its ready messages (|count|): a slot is freed when the executor
+   * takes its message, not when the batch commits. A commit batch is sized for the disk
+   * (commit_batch_max, commit_batch_time); holding slots until the commit capped every batch at
+   * the tiers' concurrency (5 for background), which made commits the largest cost per event
+   * (issue 9). Unacked messages per process are therefore the ready ones plus the open batch. */
   int reserved;            /* slots promised to fetches under way */
   pthread_cond_t slots_cv; /* this tier's fetchers: enough slots were freed to fetch */
   int active;              /* this process consumes the tier */
@@ -113,9 +111,9 @@ struct tb_dispatcher {
   int fetchers_running, executor_running; /* threads started, to be joined */
   fetcher_t fetchers[TB_MAX_TIERS * TB_MAX_DOMAINS];
   int n_fetchers;
-  int max_inflight;                   /* the worker's cap across tiers, 0 = none */
-  int inflight_total, reserved_total; /* sums of the queues' inflight and reserved */
-  int peak_inflight;
+  int max_inflight;   /* the worker's cap across tiers, 0 = none */
+  int reserved_total; /* sum of the queues' reserved */
+  int peak_ready;
   pthread_t executor;
   int64_t inversions;
   tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
@@ -142,9 +140,9 @@ static void set_pending(ready_queue_t *q, fetcher_t *f, uint64_t pending) {
 /* Slots a fetch may take now: the tier's free slots, bounded by the worker's cap. Called with mu
  * held. */
 static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
-  int room = q->cap - q->inflight - q->reserved;
+  int room = q->cap - q->count - q->reserved;
   if (d->max_inflight > 0) {
-    int g = d->max_inflight - d->inflight_total - d->reserved_total;
+    int g = d->max_inflight - d->ready_total - d->reserved_total;
     if (g < room) room = g;
   }
   return room;
@@ -237,11 +235,9 @@ static void *fetch_loop(void *arg) {
       w->tier = f->tier;
       w->ready_mono_us = w->progress_mono_us = now;
       q_push(q, w);
-      q->inflight++;
-      d->inflight_total++;
       d->ready_total++;
     }
-    if (d->inflight_total > d->peak_inflight) d->peak_inflight = d->inflight_total;
+    if (d->ready_total > d->peak_ready) d->peak_ready = d->ready_total;
     if (reserve > got) wake_fetchers(d, f->tier); /* unused slots go back */
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
@@ -289,7 +285,7 @@ static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
     int waiting = q->active && q->pending > 0 && !d->stopping;
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
-    heads[t].backlog = waiting && q->inflight < q->cap;
+    heads[t].backlog = waiting && q->count < q->cap;
   }
 }
 
@@ -317,8 +313,6 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
   ready_queue_t *q = &d->queues[c.tier];
   tb_work_t *w = q_pop(q);
   d->ready_total--;
-  q->inflight--;
-  d->inflight_total--;
   /* Only at the free counts a fetcher waits for (fetch_threshold: 1, or half the tier), and
    * when the tier is empty: a wake per message would wake every domain's fetcher for nothing.
    * Under the worker's overall cap any tier's fetcher may be waiting for this slot. */
@@ -428,8 +422,6 @@ static int release_ready(tb_dispatcher_t *d) {
       tb_work_t *w = q->count > 0 ? q_pop(q) : NULL;
       if (w != NULL) {
         d->ready_total--;
-        q->inflight--;
-        d->inflight_total--;
       }
       pthread_mutex_unlock(&d->mu);
       if (w == NULL) break;
@@ -648,7 +640,7 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
 
 int tb_dispatcher_peak_inflight(tb_dispatcher_t *d) {
   pthread_mutex_lock(&d->mu);
-  int v = d->peak_inflight;
+  int v = d->peak_ready;
   pthread_mutex_unlock(&d->mu);
   return v;
 }

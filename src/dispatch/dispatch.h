@@ -93,7 +93,7 @@ void tb_dispatcher_stop(tb_dispatcher_t *d);
 /* Inversions counted by this dispatcher so far. */
 int64_t tb_dispatcher_inversions(tb_dispatcher_t *d);
 
-/* The most messages this dispatcher has held in flight at once (fetched, not yet settled). */
+/* The most messages this dispatcher has held ready at once (fetched, not yet started). */
 int tb_dispatcher_peak_inflight(tb_dispatcher_t *d);
 
 #endif
