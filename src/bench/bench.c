@@ -178,8 +178,9 @@ static int child_wait_ready(child_t *c) {
   return read(c->ready_fd, &ch, 1) == 1 ? 0 : -1;
 }
 
-static json_t *child_finish(child_t *c, long *rss_kb) {
+static json_t *child_finish(child_t *c, long *rss_kb, double *cpu_s) {
   *rss_kb = 0;
+  if (cpu_s) *cpu_s = 0;
   if (c->pid < 0) /* never started: nothing to read or wait for (wait4(-1) would take any child) */
     return json_pack("{s:s}", "error", "could not start the child process (pipe or fork failed)");
   size_t cap = 4096, len = 0;
@@ -198,6 +199,9 @@ static json_t *child_finish(child_t *c, long *rss_kb) {
   memset(&ru, 0, sizeof(ru));
   wait4(c->pid, &status, 0, &ru);
   *rss_kb = ru.ru_maxrss;
+  if (cpu_s)
+    *cpu_s = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+             (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   json_error_t err;
   json_t *res = json_loads(buf, 0, &err);
   if (res == NULL)
@@ -566,6 +570,22 @@ static int start_server(bench_t *b, const char *name, tb_server_t *srv) {
   return st == TB_OK ? 0 : -1;
 }
 
+/* CPU seconds nats-server |srv| has used so far (user + system, from /proc); 0 if unreadable. */
+static double server_cpu_s(const tb_server_t *srv) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)srv->pid);
+  FILE *f = fopen(path, "r");
+  size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+  if (f) fclose(f);
+  buf[n] = '\0';
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  unsigned long long ut = 0, st = 0;
+  if (p == NULL ||
+      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double jnum(json_t *o, const char *k) {
   json_t *v = json_object_get(o, k);
   return v ? json_number_value(v) : 0;
@@ -590,8 +610,10 @@ static json_t *throughput_run(bench_t *b, long n, int pipe) {
   child_start(&publisher, b, pipe ? pipe_publisher : bulk_publisher,
               pipe ? (void *)&pipe_args : (void *)&pa);
   child_wait_ready(&publisher);
-  json_t *pub = child_finish(&publisher, &rss_p);
-  json_t *con = child_finish(&consumer, &rss_c);
+  double cpu_c = 0;
+  json_t *pub = child_finish(&publisher, &rss_p, NULL);
+  json_t *con = child_finish(&consumer, &rss_c, &cpu_c);
+  double cpu_srv = server_cpu_s(&srv);
   tb_server_stop(&srv, 5000);
   double t0 = jnum(pub, "start_us"), t1 = jnum(con, pipe ? "last_us" : "last_commit_us");
   double secs = (t1 - t0) / 1e6;
@@ -601,6 +623,10 @@ static json_t *throughput_run(bench_t *b, long n, int pipe) {
                         secs > 0 ? handled / secs : 0.0, "peak_rss_mib", rss_c / 1024.0);
   json_object_set_new(r, "publish_events_per_s",
                       json_real(n / ((jnum(pub, "acked_us") - t0) / 1e6 + 1e-9)));
+  /* Where the machine's time went: CPU seconds per 100k events, of the consuming process and of
+   * nats-server (which also served the publisher). */
+  json_object_set_new(r, "consumer_cpu_s_per_100k", json_real(n > 0 ? cpu_c * 1e5 / n : 0));
+  json_object_set_new(r, "server_cpu_s_per_100k", json_real(n > 0 ? cpu_srv * 1e5 / n : 0));
   if (!pipe) {
     json_object_set(r, "inversions", json_object_get(con, "inversions"));
     json_object_set(r, "events_per_commit", json_object_get(con, "events_per_commit"));
@@ -622,7 +648,7 @@ static void provision(bench_t *b, const char *url) {
   long rss = 0;
   child_start(&prov, b, tierbus_worker, &wp);
   child_wait_ready(&prov);
-  json_decref(child_finish(&prov, &rss));
+  json_decref(child_finish(&prov, &rss, NULL));
 }
 
 /* Backlog: preload background, then run the worker with a steady critical trickle while it
@@ -640,10 +666,10 @@ static json_t *backlog_run(bench_t *b) {
   child_t publisher, worker;
   child_start(&publisher, b, bulk_publisher, &pa);
   child_wait_ready(&publisher);
-  json_t *pub = child_finish(&publisher, &rss);
+  json_t *pub = child_finish(&publisher, &rss, NULL);
   child_start(&worker, b, tierbus_worker, &wa);
   child_wait_ready(&worker);
-  json_t *con = child_finish(&worker, &rss);
+  json_t *con = child_finish(&worker, &rss, NULL);
   tb_server_stop(&srv, 5000);
   double secs = (jnum(con, "last_commit_us") - jnum(con, "ready_us")) / 1e6;
   json_t *tiers = json_object_get(con, "tiers");
@@ -748,8 +774,8 @@ static json_t *saturation_run(bench_t *b) {
   child_wait_ready(&publisher);
   child_start(&worker, b, tierbus_worker, &wa);
   child_wait_ready(&worker);
-  json_t *con = child_finish(&worker, &rss);
-  json_t *pub = child_finish(&publisher, &rss_p);
+  json_t *con = child_finish(&worker, &rss, NULL);
+  json_t *pub = child_finish(&publisher, &rss_p, NULL);
   tb_server_stop(&srv, 5000);
 
   json_t *r = json_pack("{s:I,s:f}", "seconds", (json_int_t)b->opts->saturate_seconds,
@@ -961,8 +987,8 @@ static json_t *workflow_run(bench_t *b) {
   child_wait_ready(&worker);
   child_start(&publisher, b, subscriber_publisher, &wa);
   child_wait_ready(&publisher);
-  json_t *pub = child_finish(&publisher, &rss_p);
-  json_t *con = child_finish(&worker, &rss_w);
+  json_t *pub = child_finish(&publisher, &rss_p, NULL);
+  json_t *con = child_finish(&worker, &rss_w, NULL);
   tb_server_stop(&srv, 5000);
   double secs = (jnum(con, "last_finish_us") - jnum(con, "first_publish_us")) / 1e6;
   double done = jnum(con, "completed");
