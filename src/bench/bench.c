@@ -837,10 +837,12 @@ static json_t *saturation_run(bench_t *b) {
  * subscribers), each starting a subscriber-enrichment run that records its job, claims a batch,
  * sends enrichment.submit as a command, waits for enrichment-complete, resumes, processes the
  * results and completes. The enrichment service is the simulator, in the worker's process, with
- * no added latency. */
+ * no added latency. The triggers go out at once (a burst: throughput) or at a steady |rate| per
+ * second (latency at a load the worker keeps up with). */
 typedef struct wf_args {
   const char *url;
   long n;
+  int rate;               /* triggers per second; 0 = all at once */
   const tb_config_t *cfg; /* the bench config with enrichment_batch_max 1: a batch per run */
 } wf_args_t;
 
@@ -849,9 +851,18 @@ static json_t *subscriber_publisher(bench_t *b, void *arg, int ready_fd) {
   tb_bus_t *bus = NULL;
   if (tb_bus_connect(&bus, a->url, "bench-wf-pub") != TB_OK) return err_json("publisher");
   signal_ready(ready_fd);
-  int64_t t0 = tb_wall_us(), failed = 0;
+  int64_t t0 = tb_wall_us(), m0 = tb_mono_us(), failed = 0, late_max_us = 0;
   tb_status st = TB_OK;
   for (long i = 0; i < a->n && st == TB_OK; i++) {
+    if (a->rate > 0) {
+      /* Trigger i is due at i / rate: sleep until then, and record how late the publisher
+       * itself ran (a late publisher would understate the latency at the rate). */
+      int64_t due = m0 + (int64_t)((double)i * 1e6 / a->rate), now = tb_mono_us();
+      if (now < due)
+        tb_sleep_us(due - now);
+      else if (now - due > late_max_us)
+        late_max_us = now - due;
+    }
     char sid[32], email[64];
     snprintf(sid, sizeof(sid), "sub-%ld", i);
     snprintf(email, sizeof(email), "person%ld@gmail.com", i);
@@ -867,8 +878,9 @@ static json_t *subscriber_publisher(bench_t *b, void *arg, int ready_fd) {
   tb_status wst = tb_bus_publish_wait(bus, 120000, &failed);
   int64_t t1 = tb_wall_us();
   tb_bus_destroy(bus);
-  return json_pack("{s:I,s:I,s:I,s:s}", "start_us", (json_int_t)t0, "acked_us", (json_int_t)t1,
-                   "failed", (json_int_t)failed, "status", tb_err_name(st != TB_OK ? st : wst));
+  return json_pack("{s:I,s:I,s:I,s:f,s:s}", "start_us", (json_int_t)t0, "acked_us", (json_int_t)t1,
+                   "failed", (json_int_t)failed, "late_max_ms", late_max_us / 1000.0, "status",
+                   tb_err_name(st != TB_OK ? st : wst));
 }
 
 static int64_t sql_int(sqlite3 *db, const char *sql) {
@@ -980,7 +992,8 @@ static json_t *workflow_run(bench_t *b) {
   if (start_server(b, "workflows", &srv) != 0) return json_pack("{s:s}", "error", "server");
   tb_config_t cfg = *b->cfg;
   cfg.enrichment_batch_max = 1;
-  wf_args_t wa = {.url = srv.url, .n = b->opts->workflows, .cfg = &cfg};
+  wf_args_t wa = {
+      .url = srv.url, .n = b->opts->workflows, .rate = b->opts->workflow_rate, .cfg = &cfg};
   child_t worker, publisher;
   long rss_w = 0, rss_p = 0;
   child_start(&worker, b, workflow_worker, &wa);
@@ -997,6 +1010,13 @@ static json_t *workflow_run(bench_t *b) {
       cfg.enrichment_batch_max, "seconds", secs, "workflows_per_s", secs > 0 ? done / secs : 0.0,
       "steps_per_s", secs > 0 ? jnum(con, "steps") / secs : 0.0, "messages_per_s",
       secs > 0 ? jnum(con, "messages") / secs : 0.0, "peak_rss_mib", rss_w / 1024.0);
+  /* At a steady rate the run's throughput is the offered rate when the worker keeps up; what
+   * tells is the latency, and whether the publisher itself kept the pace. */
+  json_object_set_new(r, "mode", json_string(wa.rate > 0 ? "steady" : "burst"));
+  if (wa.rate > 0) {
+    json_object_set_new(r, "offered_per_s", json_integer(wa.rate));
+    json_object_set_new(r, "publisher_late_max_ms", json_real(jnum(pub, "late_max_ms")));
+  }
   static const char *const copy[] = {"completed",  "failed",    "steps",
                                      "commands",   "resumed",   "messages",
                                      "inversions", "jobs_done", "latency_trigger_to_completion",

@@ -12,6 +12,8 @@ typedef struct tb_bench_opts {
   long backlog;          /* scenario "backlog": background events preloaded */
   int critical_rate;     /* scenario "backlog": critical events per second while it drains */
   long workflows;        /* scenario "workflows": enrichment workflows started */
+  int workflow_rate;     /* scenario "workflows": triggers published per second at a steady rate;
+                          * 0 = all at once (a burst) */
   long repos;            /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
   long saturate_seconds; /* scenario "saturation": how long every tier is kept saturated */
   int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync;

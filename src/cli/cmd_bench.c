@@ -53,12 +53,13 @@ int tb_cmd_bench(int argc, char **argv) {
                        .workflows = 10000,
                        .repos = 100000};
   select_scenarios(&o, "all");
-  long rate = o.critical_rate;
+  long rate = o.critical_rate, wf_rate = 0;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"events", required_argument, NULL, 'n'},
                                        {"backlog", required_argument, NULL, 'b'},
                                        {"critical-rate", required_argument, NULL, 'r'},
                                        {"workflows", required_argument, NULL, 'W'},
+                                       {"workflow-rate", required_argument, NULL, 'R'},
                                        {"saturate-seconds", required_argument, NULL, 'S'},
                                        {"scenario", required_argument, NULL, 's'},
                                        {"repos", required_argument, NULL, 'p'},
@@ -79,6 +80,9 @@ int tb_cmd_bench(int argc, char **argv) {
       break;
     case 'W':
       rc = tb_cli_parse_long(&cli, "--workflows", optarg, 1, 10000000, &o.workflows);
+      break;
+    case 'R':
+      rc = tb_cli_parse_long(&cli, "--workflow-rate", optarg, 0, 1000000, &wf_rate);
       break;
     case 'S':
       rc = tb_cli_parse_long(&cli, "--saturate-seconds", optarg, 5, 3600, &o.saturate_seconds);
@@ -107,14 +111,16 @@ int tb_cmd_bench(int argc, char **argv) {
       break;
     case 'h':
       printf("usage: tierbus bench [--events N[,N...]] [--backlog N] [--critical-rate R]\n"
-             "                     [--workflows N] [--saturate-seconds S] [--repos N]\n"
-             "                     [--work-dir DIR] [--no-msg-id] [--random-ids]\n"
+             "                     [--workflows N] [--workflow-rate R] [--saturate-seconds S]\n"
+             "                     [--repos N] [--work-dir DIR] [--no-msg-id] [--random-ids]\n"
              "                     [--scenario "
              "all|throughput|backlog|saturation|workflows|prio-sync]\n"
              "The ceiling is the plain pipeline (plain cnats, fetch 256, one SQLite insert per\n"
              "event keyed by stream sequence, ack), run before tierbus at each --events size\n"
              "(default 100000,200000,1000000); throughput is reported as a ratio to it. The\n"
-             "saturation scenario reports each tier's wait against its aging bound.\n"
+             "saturation scenario reports each tier's wait against its aging bound. The\n"
+             "workflows scenario publishes its triggers at once, or R per second with\n"
+             "--workflow-rate R, and reports trigger-to-completion latency either way.\n"
              "--no-msg-id publishes the throughput events without Nats-Msg-Id, to measure\n"
              "the stream's dedupe; --random-ids publishes them with random ids, as a\n"
              "foreign publisher might, instead of tierbus's time-ordered ones.\n");
@@ -126,6 +132,7 @@ int tb_cmd_bench(int argc, char **argv) {
   if (rc != TB_EXIT_OK) return rc;
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   o.critical_rate = (int)rate;
+  o.workflow_rate = (int)wf_rate;
   rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
   rc = tb_bench_run(&cli.cfg, cli.cat, &o);

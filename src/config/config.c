@@ -192,6 +192,19 @@ static const opt_t scalar_opts[] = {
      .def = "100",
      .help = "Most pending enrichment jobs one subscriber-enrichment run claims and submits\n"
              "(seed 003's batches of at most 100)."},
+    /* Why a bound at all: a run whose branch steps loop would otherwise go round inside one
+     * handler call forever, holding the batch's transaction and its tier slot. */
+    {.name = "workflow_steps_per_message",
+     .type = OPT_INT,
+     FIELD(tb_config_t, workflow_steps_per_message),
+     .min = 1,
+     .max = 1000,
+     .def = "32",
+     .help = "Most steps of one workflow run that one message runs: after a run or branch step\n"
+             "succeeds, the next step runs in the same transaction instead of in a message of\n"
+             "its own, up to this many. Commands, waits, sleeps, retries and tier changes always\n"
+             "cross the bus. The bound keeps a loop of branch steps from holding a transaction\n"
+             "and its tier slot; 1 = a message per step."},
     {.name = "max_concurrent_workflows",
      .type = OPT_INT,
      FIELD(tb_config_t, max_concurrent_workflows),

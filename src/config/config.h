@@ -85,6 +85,7 @@ typedef struct tb_config {
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
   int max_concurrent_workflows;    /* per worker: messages in flight across tiers; 0 = no cap */
   int enrichment_batch_max;        /* seed 003: most pending jobs one enrichment run claims */
+  int workflow_steps_per_message;  /* most workflow steps one handled message runs on */
   /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
   int64_t escalation_sweep_ms;     /* how often workers look for stuck runs; 0 = never */

@@ -192,6 +192,19 @@ tb_status tb_store_enrich_job_count(tb_store_t *st, const char *status, int64_t 
   return s;
 }
 
+tb_status tb_store_enrich_pending_upto(tb_store_t *st, int limit, int64_t *n) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_EJOB_PENDING_UPTO);
+  sqlite3_bind_int(stmt, 1, limit);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW)
+    *n = sqlite3_column_int64(stmt, 0);
+  else
+    s = tb__store_fail(st->db, rc, "enrichment pending jobs up to %d", limit);
+  tb__stmt_done(stmt);
+  return s;
+}
+
 /* ------------------------------------------------------------------------------------- batches */
 
 tb_status tb_store_enrich_batch_get(tb_store_t *st, const char *batch_id, tb_enrich_batch_t *out,

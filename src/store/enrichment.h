@@ -63,6 +63,10 @@ tb_status tb_store_enrich_job_get(tb_store_t *st, int64_t id, tb_enrich_job_t *o
 /* *n = jobs in |status| (NULL = every job). */
 tb_status tb_store_enrich_job_count(tb_store_t *st, const char *status, int64_t *n);
 
+/* *n = pending jobs, counted up to |limit| (a batch's worth): the cost does not grow with a
+ * backlog. */
+tb_status tb_store_enrich_pending_upto(tb_store_t *st, int limit, int64_t *n);
+
 /* Claims up to |limit| (1..TB_ENRICH_BATCH_MAX) pending jobs, oldest first, into a new batch
  * |batch_id| owned by |workflow_id|: the jobs become "batched", so no other batch can claim them.
  * *n receives the count; with no pending job nothing is written (no batch row) and *n = 0.

@@ -227,6 +227,8 @@
   X(EJOB_GET, "SELECT id, subscriber_id, email, status, batch_id, error, created_us, updated_us "  \
               "FROM enrichment_jobs WHERE id = ?1")                                                \
   X(EJOB_COUNT, "SELECT count(*) FROM enrichment_jobs WHERE ?1 IS NULL OR status = ?1")            \
+  X(EJOB_PENDING_UPTO, "SELECT count(*) FROM (SELECT 1 FROM enrichment_jobs "                      \
+                       "WHERE status = 'pending' ORDER BY id LIMIT ?1)")                           \
   X(EJOB_CLAIM, "UPDATE enrichment_jobs SET status = 'batched', batch_id = ?1, updated_us = ?2 "   \
                 "WHERE id IN (SELECT id FROM enrichment_jobs WHERE status = 'pending' "            \
                 "ORDER BY id LIMIT ?3)")                                                           \

@@ -148,7 +148,9 @@ tb_status tb_store_open(tb_store_t **out, const char *path) {
   /* 16 MiB of page cache: the processed table is keyed by random message ids, so its inserts touch
    * pages all over the tree, and the default 2 MiB turned them into reads. */
   rc = sqlite3_exec(
-      st->db, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384",
+      st->db,
+      "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; "
+      "PRAGMA temp_store = MEMORY",
       NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
     s = tb__store_fail(st->db, rc, "store %s: pragmas", path);

@@ -57,7 +57,8 @@ tb_status tb_store_rollback_to(tb_store_t *st);
 
 /* A savepoint nested in the message's: a workflow step's own writes, undone alone when the step
  * fails while the failure's history row stays. step_end(st, 1) keeps them, step_end(st, 0) rolls
- * them back; either ends the savepoint. */
+ * them back; either ends the savepoint. They nest (each end closes the latest begin): a step run
+ * on from the one before it has one around all of its writes, and its run function one inside. */
 tb_status tb_store_step_begin(tb_store_t *st);
 tb_status tb_store_step_end(tb_store_t *st, int keep);
 

@@ -54,7 +54,8 @@ typedef struct tb_wf_hist {
   const char *result; /* JSON text or NULL */
   const char *error;
   const char *tier;
-  const char *msg_id; /* the continuation that ran it */
+  const char *msg_id; /* the message whose handler ran it: its continuation, or the message
+                       * that ran the step before it when it ran on in the same call */
   int64_t started_us, ended_us;
 } tb_wf_hist_t;
 

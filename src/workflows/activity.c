@@ -6,10 +6,18 @@
 #include "core/status.h"
 #include "workflows/handlers.h"
 
-tb_status tb__handle_activity(const tb_handler_ctx_t *ctx) {
+tb_status tb__activity_record(const tb_handler_ctx_t *ctx, const char *payload_json) {
   const tb_decoded_t *m = ctx->msg;
   const char *msg_id = m->env ? m->env->id : NULL;
   const char *event = m->def ? m->def->name : (m->env ? m->env->type : NULL);
+  char key[TB_ID_MAX * 2];
+  tb_codec_ordering_key(m, key, sizeof(key));
+  return tb_store_activity(ctx->store, msg_id, event, ctx->tier,
+                           m->env ? m->env->correlation_id : NULL, key, payload_json);
+}
+
+tb_status tb__handle_activity(const tb_handler_ctx_t *ctx) {
+  const tb_decoded_t *m = ctx->msg;
   char *payload_json = NULL;
   if (m->payload != NULL) {
     json_t *obj = NULL;
@@ -17,14 +25,13 @@ tb_status tb__handle_activity(const tb_handler_ctx_t *ctx) {
     if (s != TB_OK) return s; /* the codec's detail names the field */
     payload_json = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
-    if (payload_json == NULL)
+    if (payload_json == NULL) {
+      const char *event = m->def ? m->def->name : (m->env ? m->env->type : NULL);
       return tb__fail(TB_ERR_NOMEM, "activity %s (msg %s): rendering the payload failed",
-                      event ? event : "?", msg_id ? msg_id : "?");
+                      event ? event : "?", m->env && m->env->id ? m->env->id : "?");
+    }
   }
-  char key[TB_ID_MAX * 2];
-  tb_codec_ordering_key(m, key, sizeof(key));
-  tb_status s = tb_store_activity(ctx->store, msg_id, event, ctx->tier,
-                                  m->env ? m->env->correlation_id : NULL, key, payload_json);
+  tb_status s = tb__activity_record(ctx, payload_json);
   free(payload_json);
   return s;
 }

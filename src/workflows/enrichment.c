@@ -111,6 +111,12 @@ static int add_job(void *arg, const tb_enrich_job_t *job) {
   return 0;
 }
 
+/* The most jobs one batch claims: config's enrichment_batch_max, within 1..TB_ENRICH_BATCH_MAX. */
+static int batch_limit(const tb_wf_run_t *run) {
+  int limit = run->ctx->cfg->enrichment_batch_max;
+  return limit < 1 || limit > TB_ENRICH_BATCH_MAX ? TB_ENRICH_BATCH_MAX : limit;
+}
+
 /* batch-pending-jobs: claims up to enrichment_batch_max (config, at most TB_ENRICH_BATCH_MAX)
  * pending jobs, oldest first, into batch
  * "batch:<workflow id>". Result {batch_id (null when none was pending), count, jobs: [{job_id,
@@ -125,10 +131,8 @@ static tb_status batch_pending_jobs(tb_wf_run_t *run, json_t **result) {
   jobs_acc_t acc = {.jobs = json_array()};
   if (acc.jobs == NULL) return nomem(STEP_BATCH);
   int claimed = 0;
-  int limit = run->ctx->cfg->enrichment_batch_max;
-  if (limit < 1 || limit > TB_ENRICH_BATCH_MAX) limit = TB_ENRICH_BATCH_MAX;
-  tb_status s = tb_store_enrich_batch_claim(run->ctx->store, batch_id, run->id, limit, add_job,
-                                            &acc, &claimed);
+  tb_status s = tb_store_enrich_batch_claim(run->ctx->store, batch_id, run->id, batch_limit(run),
+                                            add_job, &acc, &claimed);
   if (s == TB_OK && acc.oom) s = nomem(STEP_BATCH);
   if (s != TB_OK) {
     json_decref(acc.jobs);
@@ -137,6 +141,19 @@ static tb_status batch_pending_jobs(tb_wf_run_t *run, json_t **result) {
   *result = json_pack("{s:s?, s:i, s:o}", "batch_id", claimed > 0 ? batch_id : NULL, "count",
                       claimed, "jobs", acc.jobs);
   return *result ? TB_OK : nomem(STEP_BATCH);
+}
+
+/* The batch step takes a message of its own only when that can make its batch bigger: while
+ * fewer than a full batch of jobs are pending, the continuation's trip across the bus lets other
+ * subscribers' triggers queue theirs, and one batch takes them all (seed 003's batches). Run on
+ * from the record step under light load, every run would batch only its own job. With a full
+ * batch pending already, waiting adds nothing: it runs on. On a store error it takes the message
+ * (the step itself then meets the error, as before). */
+static int batch_can_grow(tb_wf_run_t *run) {
+  int limit = batch_limit(run);
+  int64_t pending = 0;
+  if (tb_store_enrich_pending_upto(run->ctx->store, limit, &pending) != TB_OK) return 1;
+  return pending < limit;
 }
 
 /* The steps after batching run only when this run claimed a batch. */
@@ -298,6 +315,7 @@ static const tb_step_def_t steps[] = {
     {.name = STEP_BATCH,
      .kind = TB_STEP_RUN,
      .description = "claim up to 100 pending jobs, oldest first, into this run's batch",
+     .own_message = batch_can_grow,
      .run = batch_pending_jobs},
     {.name = STEP_SUBMIT,
      .kind = TB_STEP_COMMAND,

@@ -9,6 +9,10 @@
  * correlation id). Fails only on a store or render error, which the engine retries. */
 tb_status tb__handle_activity(const tb_handler_ctx_t *ctx);
 
+/* The same with the payload already rendered as compact JSON by the caller (|payload_json|
+ * borrowed, NULL for none), for handlers that render it for their own use too. */
+tb_status tb__activity_record(const tb_handler_ctx_t *ctx, const char *payload_json);
+
 /* "workspace.repo_added" / "workspace.repo_removed": seed 002's priority rules (workspace.c). */
 tb_status tb__handle_repo_added(const tb_handler_ctx_t *ctx);
 tb_status tb__handle_repo_removed(const tb_handler_ctx_t *ctx);

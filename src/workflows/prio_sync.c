@@ -344,6 +344,10 @@ static const tb_step_def_t sync_steps[] = {
      .kind = TB_STEP_RUN,
      .description = "recompute the next 5000 tracked repositories, queue their sync jobs",
      .retry = SYNC_RETRY,
+     /* One batch per message, never run on from the branch that loops back to it: higher tiers
+      * are served between batches, a crash resumes at the last committed batch, and the lease
+      * is renewed batch by batch. */
+     .own_message = tb_wf_always,
      .when = wf_acquired,
      .run = wf_batch},
     {.name = "more",

@@ -1,5 +1,7 @@
-/* The workflow runtime: runs one step per `workflow-step` message, inside the engine's batch
- * transaction. The state machine of a run, per step:
+/* The workflow runtime: runs a run's steps inside the engine's batch transaction, on in one call
+ * while they are local (run, branch, skipped), and across the bus, one `workflow-step` message
+ * (a continuation) per hop, where they are not (commands, waits, sleeps, retries, tier changes).
+ * The state machine of a run, per step:
  *
  *   ready --run/branch--> (ok: next step | failed: retry timer or onError)
  *   ready --command/wait--> waiting --reply/event or timeout--> ok / failed
@@ -32,6 +34,11 @@ int tb_wf_status_final(const char *status) {
          strcmp(status, "cancelled") == 0;
 }
 
+/* The event that answers a command; a command step waits for it, keyed by the command id. */
+#define REPLY_EVENT "command-reply"
+/* The continuation event: runs or resumes a run's current step. */
+#define STEP_EVENT "workflow-step"
+
 /* One run being advanced by one message. */
 typedef struct stepper {
   const tb_handler_ctx_t *ctx;
@@ -39,7 +46,26 @@ typedef struct stepper {
   tb_wf_row_t row;
   json_t *data; /* parsed row.data, written back by save() */
   tb_wf_run_t run;
-  const char *msg_id; /* the continuation being handled */
+  const char *msg_id; /* the message being handled: the one that runs the steps */
+  int dirty;          /* the row changed since it was read or written: flush() writes it */
+  /* What the message being handled put in the inbox for (run, arrived_seq), parsed: resume()
+   * takes it instead of reading the row back (owned until then). */
+  json_t *arrived;
+  int arrived_code;
+  int64_t arrived_seq;
+  /* The history row of the step attempt under way: written once, when the attempt ends
+   * (hist_end), instead of an insert at its start and an update at its end. */
+  struct {
+    int open;
+    const tb_step_def_t *st;
+    int step, attempt;
+    int64_t started_us;
+  } hist;
+  /* Running on (run_on): */
+  int budget;       /* steps this call may still run; at 0 the next step gets a continuation */
+  int local;        /* the message came on the run's domain: a worker of it is handling it */
+  const char *next; /* non-NULL: the run is ready at a step that has no continuation yet, and
+                     * this is the cause that continuation would carry ("start", "next") */
 } stepper_t;
 
 /* ---------------------------------------------------------------- helpers */
@@ -106,18 +132,54 @@ static void cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
   snprintf(buf, cap, "wf:%s:%lld", wf_id, (long long)seq);
 }
 
-/* Sends the continuation for the run's current seq, due at |due_us| (0 = now). */
+/* 1 when |domain| is a catalogue domain: only those have consumers. */
+static int catalogue_domain(const tb_catalogue_t *cat, const char *domain) {
+  const char *names[TB_MAX_DOMAINS];
+  int n = tb_catalogue_domains(cat, names, TB_MAX_DOMAINS);
+  for (int i = 0; i < n && i < TB_MAX_DOMAINS; i++)
+    if (strcmp(names[i], domain) == 0) return 1;
+  return 0;
+}
+
+/* Sends the continuation for the run's current seq, due at |due_us| (0 = now). The WorkflowStep
+ * is packed directly rather than built as JSON and converted by the codec: it is sent for every
+ * hop that crosses the bus and for every timer. */
 static tb_status continue_at(const tb_handler_ctx_t *ctx, const tb_wf_row_t *row, const char *cause,
                              int64_t due_us) {
+  if (ctx->cat == NULL)
+    return tb__fail(TB_ERR_INVALID, "workflow %s: no catalogue in context", row->id);
+  const tb_event_def_t *ev = tb_catalogue_find(ctx->cat, STEP_EVENT);
+  if (ev == NULL) return tb__fail(TB_ERR_UNKNOWN_EVENT, "no %s event in the catalogue", STEP_EVENT);
+  int ti = tb_config_tier_index(ctx->cfg, row->tier);
+  if (ti < 0)
+    return tb__fail(TB_ERR_INVALID, "unknown tier '%s' for %s of %s", row->tier, STEP_EVENT,
+                    row->id);
+  /* On the run's domain: the workers of that domain run its steps. */
+  if (!catalogue_domain(ctx->cat, row->domain))
+    return tb__fail(TB_ERR_INVALID, "%s: '%s' is not a catalogue domain", STEP_EVENT, row->domain);
   char id[TB_ID_MAX + 32];
   cont_id(row->id, row->seq, id, sizeof(id));
-  json_t *payload = json_pack("{s:s, s:I, s:s}", "workflow_id", row->id, "seq",
-                              (json_int_t)row->seq, "cause", cause);
-  if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: continuation", row->id);
-  /* On the run's domain: the workers of that domain run its steps. */
-  tb_status s = emit_event(ctx, "workflow-step", row->tier, row->domain, id, payload, row->id,
-                           row->correlation_id, due_us);
-  json_decref(payload);
+  Tierbus__V1__WorkflowStep ws = TIERBUS__V1__WORKFLOW_STEP__INIT;
+  ws.workflow_id = (char *)row->id;
+  ws.seq = (uint64_t)row->seq;
+  ws.cause = (char *)cause;
+  uint8_t *pbuf = NULL;
+  size_t plen = 0;
+  tb_status s = tb_codec_pack(&ws.base, &pbuf, &plen);
+  if (s != TB_OK) return s;
+  tb_publish_req_t req = {.event = STEP_EVENT,
+                          .domain = row->domain,
+                          .id = id,
+                          .correlation_id = row->correlation_id,
+                          .workflow_id = row->id,
+                          .source = "tierbus-workflow",
+                          .occurred_at_us = due_us};
+  tb_prepared_t p;
+  memset(&p, 0, sizeof(p));
+  s = tb_publish_wrap(ev, ctx->cfg->tiers[ti].name, id, pbuf, plen, &req, &p);
+  free(pbuf);
+  if (s == TB_OK) s = tb_handler_emit_at(ctx, p.subject, p.id, p.buf, p.len, due_us);
+  tb_prepared_free(&p);
   return s;
 }
 
@@ -130,12 +192,23 @@ void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap) {
   cont_id(wf_id, seq, buf, cap);
 }
 
+/* Records that the run's row changed. It is written once, by flush() when the handler is done
+ * with the run, however many steps it ran: one data rendering and one update per message. */
 static tb_status save(stepper_t *sp) {
+  sp->dirty = 1;
+  return TB_OK;
+}
+
+/* Writes the run's row when it changed. */
+static tb_status flush(stepper_t *sp) {
+  if (!sp->dirty) return TB_OK;
   char *text = json_dumps(sp->data, JSON_COMPACT);
   if (text == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s: rendering data", sp->row.id);
   free(sp->row.data);
   sp->row.data = text;
-  return tb_store_wf_update(sp->ctx->store, &sp->row);
+  tb_status s = tb_store_wf_update(sp->ctx->store, &sp->row);
+  if (s == TB_OK) sp->dirty = 0;
+  return s;
 }
 
 static const tb_step_def_t *cur_step(const stepper_t *sp) {
@@ -163,8 +236,19 @@ static tb_status step_duration(stepper_t *sp, const tb_step_def_t *st, int64_t *
   return TB_OK;
 }
 
+/* Starts the history row of an attempt of the current step. A "started" row is written when the
+ * attempt ends (hist_end), whose detail replaces |detail|, as an update of the row would have;
+ * any other status (a skipped step) is final and written now. */
 static tb_status hist_start(stepper_t *sp, const tb_step_def_t *st, const char *status,
                             const char *detail) {
+  if (strcmp(status, "started") == 0) {
+    sp->hist.open = 1;
+    sp->hist.st = st;
+    sp->hist.step = sp->row.step;
+    sp->hist.attempt = sp->row.attempt;
+    sp->hist.started_us = tb_wall_us();
+    return TB_OK;
+  }
   tb_wf_hist_t h = {.step = sp->row.step,
                     .name = st->name,
                     .kind = kind_names[st->kind],
@@ -173,6 +257,31 @@ static tb_status hist_start(stepper_t *sp, const tb_step_def_t *st, const char *
                     .detail = detail,
                     .tier = sp->ctx->tier,
                     .msg_id = sp->msg_id};
+  return tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &sp->row.hist_id);
+}
+
+/* Ends the current attempt's history row with |status| and the rest (borrowed): writes the row
+ * started by hist_start, or updates the stored one (a sleep's, which spans its timer). */
+static tb_status hist_end(stepper_t *sp, const char *status, int code, const char *detail,
+                          const char *result, const char *error) {
+  if (!sp->hist.open)
+    return tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, status, code, detail, result,
+                                error);
+  const tb_step_def_t *st = sp->hist.st;
+  sp->hist.open = 0;
+  tb_wf_hist_t h = {.step = sp->hist.step,
+                    .name = st->name,
+                    .kind = kind_names[st->kind],
+                    .attempt = sp->hist.attempt,
+                    .status = status,
+                    .code = code,
+                    .detail = detail,
+                    .result = result,
+                    .error = error,
+                    .tier = sp->ctx->tier,
+                    .msg_id = sp->msg_id,
+                    .started_us = sp->hist.started_us,
+                    .ended_us = tb_wall_us()};
   return tb_store_wf_hist_add(sp->ctx->store, sp->row.id, &h, &sp->row.hist_id);
 }
 
@@ -211,7 +320,8 @@ static tb_status fail_run(stepper_t *sp, const char *error) {
   return s;
 }
 
-/* Moves to step |next| (attempt 1) and sends its continuation, or completes the run. */
+/* Moves to step |next| (attempt 1), or completes the run. A step to run is left to run_on(),
+ * which runs it in this call or sends its continuation. */
 static tb_status advance_to(stepper_t *sp, int next) {
   sp->row.step = next;
   sp->row.attempt = 1;
@@ -225,7 +335,7 @@ static tb_status advance_to(stepper_t *sp, int next) {
   snprintf(sp->row.status, sizeof(sp->row.status), "running");
   snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
   tb_status s = save(sp);
-  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "next", 0);
+  if (s == TB_OK) sp->next = "next";
   return s;
 }
 
@@ -233,7 +343,7 @@ static tb_status advance_to(stepper_t *sp, int next) {
 static tb_status step_ok(stepper_t *sp, json_t *result, const char *detail) {
   const tb_step_def_t *st = cur_step(sp);
   char *text = result ? json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-  tb_status s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, text, NULL);
+  tb_status s = hist_end(sp, "ok", 0, detail, text, NULL);
   free(text);
   json_t *steps = json_object_get(sp->data, "steps");
   if (s == TB_OK && json_object_set_new(steps, st->name, result ? result : json_null()) != 0)
@@ -260,8 +370,7 @@ static tb_status step_failed(stepper_t *sp, int code, const char *error, int per
              pol.max_attempts, (long long)d.delay_ms);
   else
     snprintf(detail, sizeof(detail), "%s", permanent ? "permanent failure" : d.reason);
-  tb_status s =
-      tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, status, code, detail, NULL, error);
+  tb_status s = hist_end(sp, status, code, detail, NULL, error);
   if (s != TB_OK) return s;
   tb_store_wf_wait_drop_all(sp->ctx->store, sp->row.id);
   if (d.retry) {
@@ -327,10 +436,9 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   if (s == TB_OK) s = tb_handler_emit(sp->ctx, subject, cmd_id, buf, len);
   free(buf);
   if (s == TB_OK)
-    s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, "command-reply", cmd_id,
+    s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, REPLY_EVENT, cmd_id,
                              deadline);
-  if (s == TB_OK)
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, subject, NULL, NULL);
+  if (s == TB_OK) s = hist_end(sp, "waiting", 0, subject, NULL, NULL);
   if (s != TB_OK) return s;
   return park(sp, "waiting", deadline, "timeout");
 }
@@ -341,8 +449,16 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
   const tb_step_def_t *st = cur_step(sp);
   char *payload = NULL;
   int code = 0, found = 0;
-  tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
-  if (s != TB_OK) return s;
+  json_t *body = NULL;
+  if (sp->arrived != NULL && sp->arrived_seq == seq) {
+    body = sp->arrived;
+    sp->arrived = NULL;
+    code = sp->arrived_code;
+    found = 1;
+  } else {
+    tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
+    if (s != TB_OK) return s;
+  }
   if (!found) {
     tb_store_wf_wait_drop(sp->ctx->store, sp->row.id, seq);
     char err[160];
@@ -351,8 +467,10 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
     return step_failed(sp, 0, err, 0, "timeout");
   }
   json_error_t jerr;
-  json_t *body = payload ? json_loads(payload, 0, &jerr) : json_object();
-  free(payload);
+  if (body == NULL) {
+    body = payload ? json_loads(payload, 0, &jerr) : json_object();
+    free(payload);
+  }
   if (body == NULL) return step_failed(sp, 0, "unreadable inbox payload", 1, "failed");
   if (st->kind == TB_STEP_COMMAND) {
     /* body is the CommandReply as JSON */
@@ -387,7 +505,7 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   char detail[TB_ID_MAX + 80];
   snprintf(detail, sizeof(detail), "%s key %s%s", st->event, key, found ? " (arrived early)" : "");
   if (found) {
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+    s = hist_end(sp, "waiting", 0, detail, NULL, NULL);
     if (s == TB_OK) {
       s = hist_start(sp, st, "started", "resumed by an early event");
       if (s == TB_OK) s = resume(sp, sp->row.seq);
@@ -396,8 +514,7 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   }
   int64_t deadline = tb_wall_us() + timeout_ms * 1000;
   s = tb_store_wf_wait_put(sp->ctx->store, sp->row.id, sp->row.seq, st->event, key, deadline);
-  if (s == TB_OK)
-    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "waiting", 0, detail, NULL, NULL);
+  if (s == TB_OK) s = hist_end(sp, "waiting", 0, detail, NULL, NULL);
   if (s != TB_OK) return s;
   return park(sp, "waiting", deadline, "timeout");
 }
@@ -465,14 +582,14 @@ static tb_status execute(stepper_t *sp) {
       char detail[160];
       snprintf(detail, sizeof(detail), "go to %s",
                next < sp->def->n_steps ? sp->def->steps[next].name : "end");
-      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "ok", 0, detail, NULL, NULL);
+      s = hist_end(sp, "ok", 0, detail, NULL, NULL);
       if (s != TB_OK) return s;
       return advance_to(sp, next);
     }
     case TB_STEP_SLEEP: {
       char detail[64];
       snprintf(detail, sizeof(detail), "%lld ms", (long long)ms);
-      s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "sleeping", 0, detail, NULL, NULL);
+      s = hist_end(sp, "sleeping", 0, detail, NULL, NULL);
       if (s != TB_OK) return s;
       return park(sp, "sleeping", tb_wall_us() + ms * 1000, "timer");
     }
@@ -485,22 +602,35 @@ static tb_status execute(stepper_t *sp) {
   }
 }
 
-/* ---------------------------------------------------------------- handlers */
+/* ---------------------------------------------------------------- running on */
 
-static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id, int *found) {
+/* Most steps one handled message runs (config's workflow_steps_per_message). */
+static int steps_per_message(const tb_config_t *cfg) {
+  return cfg->workflow_steps_per_message > 0 ? cfg->workflow_steps_per_message : 1;
+}
+
+/* Makes |row| (moved into the stepper: |row| is left cleared) the run that |sp| advances, with
+ * |data| (a new reference) or, when NULL, row->data parsed. The stepper starts with no budget. */
+static tb_status adopt(stepper_t *sp, const tb_handler_ctx_t *ctx, tb_wf_row_t *row, json_t *data) {
   memset(sp, 0, sizeof(*sp));
   sp->ctx = ctx;
   sp->msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
-  tb_status s = tb_store_wf_get(ctx->store, id, &sp->row, found);
-  if (s != TB_OK || !*found) return s;
+  sp->row = *row;
+  memset(row, 0, sizeof(*row));
   sp->def = tb_wf_find(sp->row.name);
-  if (sp->def == NULL)
-    return tb__fail(TB_ERR_INVALID, "workflow %s: definition '%s' is not registered", id,
+  if (sp->def == NULL) {
+    json_decref(data);
+    return tb__fail(TB_ERR_INVALID, "workflow %s: definition '%s' is not registered", sp->row.id,
                     sp->row.name);
-  json_error_t jerr;
-  sp->data = json_loads(sp->row.data, 0, &jerr);
+  }
+  if (data == NULL) {
+    json_error_t jerr;
+    data = sp->row.data ? json_loads(sp->row.data, 0, &jerr) : NULL;
+  }
+  sp->data = data;
   if (sp->data == NULL || !json_is_object(json_object_get(sp->data, "steps")))
-    return tb__fail(TB_ERR_INVALID, "workflow %s: stored data is not a workflow object", id);
+    return tb__fail(TB_ERR_INVALID, "workflow %s: stored data is not a workflow object",
+                    sp->row.id);
   sp->run = (tb_wf_run_t){.ctx = ctx,
                           .id = sp->row.id,
                           .name = sp->row.name,
@@ -512,8 +642,163 @@ static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id
 
 static void unload(stepper_t *sp) {
   json_decref(sp->data);
+  sp->data = NULL;
+  json_decref(sp->arrived);
+  sp->arrived = NULL;
   tb_store_wf_row_clear(&sp->row);
 }
+
+/* Reads run |id| into |sp|. *found = 0 (and TB_OK) when there is none. */
+static tb_status load(stepper_t *sp, const tb_handler_ctx_t *ctx, const char *id, int *found) {
+  memset(sp, 0, sizeof(*sp));
+  tb_wf_row_t row;
+  tb_status s = tb_store_wf_get(ctx->store, id, &row, found);
+  if (s != TB_OK || !*found) return s;
+  return adopt(sp, ctx, &row, NULL);
+}
+
+int tb_wf_always(tb_wf_run_t *run) {
+  (void)run;
+  return 1;
+}
+
+/* 1 when step |st| (the run's next, NULL at the end) asks for a message of its own now. */
+static int own_message(stepper_t *sp, const tb_step_def_t *st) {
+  if (st == NULL || st->own_message == NULL) return 0;
+  sp->run.step = st->name;
+  sp->run.attempt = sp->row.attempt;
+  return st->own_message(&sp->run) != 0;
+}
+
+/* What a run was before a step ran on: enough to put it back when the step fails. */
+typedef struct snapshot {
+  tb_wf_row_t row; /* data = NULL; error owned */
+  json_t *data;    /* data_copy() */
+  int dirty;
+} snapshot_t;
+
+/* A copy of a run's data that a step cannot change: the object, its "input" and its "steps" are
+ * copied, their values shared. The runtime only sets data.steps.<step>, and a step function may
+ * add to data.input (wf.h); neither reaches a value shared with the copy. A deep copy cost as
+ * much as rendering the data, at every step run on. */
+static json_t *data_copy(json_t *data) {
+  json_t *copy = json_copy(data);
+  static const char *const parts[] = {"input", "steps"};
+  for (size_t i = 0; copy != NULL && i < sizeof(parts) / sizeof(parts[0]); i++) {
+    json_t *part = json_object_get(data, parts[i]);
+    if (!json_is_object(part)) continue;
+    json_t *pc = json_copy(part);
+    if (pc == NULL || json_object_set_new(copy, parts[i], pc) != 0) {
+      json_decref(copy);
+      copy = NULL;
+    }
+  }
+  return copy;
+}
+
+static tb_status snap_take(const stepper_t *sp, snapshot_t *sn) {
+  sn->row = sp->row;
+  sn->row.data = NULL;
+  sn->row.error = sp->row.error ? strdup(sp->row.error) : NULL;
+  sn->data = data_copy(sp->data);
+  sn->dirty = sp->dirty;
+  if (sn->data == NULL || (sp->row.error && sn->row.error == NULL)) {
+    free(sn->row.error);
+    json_decref(sn->data);
+    return tb__fail(TB_ERR_NOMEM, "workflow %s: snapshot", sp->row.id);
+  }
+  return TB_OK;
+}
+
+static void snap_drop(snapshot_t *sn) {
+  free(sn->row.error);
+  json_decref(sn->data);
+}
+
+/* Puts |sn| back into |sp| (|sn| is consumed). */
+static void snap_restore(stepper_t *sp, snapshot_t *sn) {
+  char *text = sp->row.data; /* stale, but owned: flush() replaces it */
+  free(sp->row.error);
+  json_decref(sp->data);
+  sp->row = sn->row;
+  sp->row.data = text;
+  sp->data = sn->data;
+  sp->run.data = sn->data;
+  sp->dirty = sn->dirty;
+  sp->hist.open = 0;
+}
+
+/* Runs the run on while it is ready at a next step: in this call, while the budget lasts, the run
+ * stays on the tier the message came on, the message came on the run's domain (so a worker that
+ * serves the run is handling it) and the step does not ask for a message of its own. Otherwise
+ * the step gets its continuation, as every step did before steps ran on.
+ *
+ * Each step run on has a savepoint of its own. One that fails with an error (as opposed to a
+ * failed attempt, which the step records itself) ends as if it had run in its own continuation
+ * and failed there: its writes are rolled back, the run is put back as the step before left it,
+ * the steps before keep theirs, and it goes on in its continuation, where the engine retries it
+ * as it always did. A failure of the first step of a call is not caught here: it fails the
+ * message, as before. */
+static tb_status run_on(stepper_t *sp) {
+  tb_store_t *store = sp->ctx->store;
+  while (sp->next != NULL) {
+    const char *cause = sp->next;
+    sp->next = NULL;
+    const tb_step_def_t *st = cur_step(sp);
+    if (sp->budget <= 0 || !sp->local || sp->ctx->tier == NULL ||
+        strcmp(sp->row.tier, sp->ctx->tier) != 0 || own_message(sp, st))
+      return continue_at(sp->ctx, &sp->row, cause, 0);
+    sp->budget--;
+    snapshot_t sn;
+    tb_status s = snap_take(sp, &sn);
+    if (s != TB_OK) return s;
+    s = tb_store_step_begin(store);
+    if (s != TB_OK) {
+      snap_drop(&sn);
+      return s;
+    }
+    sp->row.seq++; /* what handling the continuation would have done */
+    s = execute(sp);
+    if (s == TB_OK) {
+      snap_drop(&sn);
+      s = tb_store_step_end(store, 1);
+      if (s != TB_OK) return s;
+      continue;
+    }
+    char err[1024];
+    snprintf(err, sizeof(err), "%s", tb_errdetail());
+    const char *name = st != NULL ? st->name : "end";
+    snap_restore(sp, &sn);
+    if (tb_store_step_end(store, 0) != TB_OK) return tb__fail(s, "%s", err);
+    TB_LOG(TB_LOG_WARN, "workflow",
+           "%s (%s): step %s failed after the steps before it in the same message; it goes on "
+           "in a continuation of its own: %s: %s",
+           sp->row.id, sp->def->name, name, tb_strerror(s), err);
+    return continue_at(sp->ctx, &sp->row, cause, 0);
+  }
+  return TB_OK;
+}
+
+/* Handles the continuation of the run's current seq (|cause|: why it was sent): runs the ready
+ * step, resumes the waiting one or ends the sleep, then runs on. */
+static tb_status advance_run(stepper_t *sp, const char *cause) {
+  tb_status s;
+  int64_t seq = sp->row.seq++;
+  if (strcmp(sp->row.step_state, "ready") == 0) {
+    s = execute(sp);
+  } else if (strcmp(sp->row.step_state, "waiting") == 0) {
+    s = hist_start(sp, cur_step(sp), "started", cause);
+    if (s == TB_OK) s = resume(sp, seq);
+  } else if (strcmp(sp->row.step_state, "sleeping") == 0) {
+    s = step_ok(sp, NULL, "timer");
+  } else {
+    s = tb__fail(TB_ERR_INVALID, "workflow %s: step state '%s'", sp->row.id, sp->row.step_state);
+  }
+  if (s == TB_OK) s = run_on(sp);
+  return s;
+}
+
+/* ---------------------------------------------------------------- handlers */
 
 tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
   const ProtobufCMessage *m = ctx->msg->payload;
@@ -533,17 +818,10 @@ tb_status tb__handle_wf_step(const tb_handler_ctx_t *ctx) {
     unload(&sp);
     return s;
   }
-  int64_t seq = sp.row.seq++;
-  if (strcmp(sp.row.step_state, "ready") == 0) {
-    s = execute(&sp);
-  } else if (strcmp(sp.row.step_state, "waiting") == 0) {
-    s = hist_start(&sp, cur_step(&sp), "started", ws->cause);
-    if (s == TB_OK) s = resume(&sp, seq);
-  } else if (strcmp(sp.row.step_state, "sleeping") == 0) {
-    s = step_ok(&sp, NULL, "timer");
-  } else {
-    s = tb__fail(TB_ERR_INVALID, "workflow %s: step state '%s'", sp.row.id, sp.row.step_state);
-  }
+  sp.budget = steps_per_message(ctx->cfg) - 1; /* this message's own step is the first */
+  sp.local = 1;                                /* continuations go to their run's domain */
+  s = advance_run(&sp, ws->cause);
+  if (s == TB_OK) s = flush(&sp);
   unload(&sp);
   return s;
 }
@@ -559,9 +837,12 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   tb_status s = tb_codec_payload_to_json(m->payload, &obj);
   if (s != TB_OK) return s;
   int code = (int)json_integer_value(json_object_get(obj, "status_code"));
+  /* One rendering for the inbox and the activity log. */
   char *text = json_dumps(obj, JSON_COMPACT);
-  json_decref(obj);
-  if (text == NULL) return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
+  if (text == NULL) {
+    json_decref(obj);
+    return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
+  }
 
   char wf_id[TB_ID_MAX];
   int64_t seq = 0;
@@ -570,9 +851,12 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   if (s == TB_OK)
     s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code, found ? wf_id : NULL,
                               seq, NULL);
+  if (s == TB_OK) s = tb__activity_record(ctx, text);
   free(text);
-  if (s == TB_OK) s = tb__handle_activity(ctx);
-  if (s != TB_OK || !found) return s; /* no wait yet: the inbox keeps it for the wait to come */
+  if (s != TB_OK || !found) { /* no wait yet: the inbox keeps it for the wait to come */
+    json_decref(obj);
+    return s;
+  }
 
   /* Resume on the workflow's own tier, whatever tier the event came on; the pending timeout has
    * the same message id, so it is replaced, not doubled. */
@@ -583,9 +867,28 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
     char id[TB_ID_MAX + 32];
     cont_id(wf_id, seq, id, sizeof(id));
     s = tb_store_outbox_cancel(ctx->store, id, NULL);
-    if (s == TB_OK) s = continue_at(ctx, &row, "event", 0);
+    /* The step resumes here when this message came on the run's tier and domain: a reply is
+     * published on the domain its command named (the run's), any other event on its own. */
+    int local = strcmp(event, REPLY_EVENT) == 0 || strcmp(m->def->domain, row.domain) == 0;
+    if (s == TB_OK && local && steps_per_message(ctx->cfg) > 1 && ctx->tier != NULL &&
+        strcmp(row.tier, ctx->tier) == 0) {
+      stepper_t sp;
+      s = adopt(&sp, ctx, &row, NULL);
+      sp.budget = steps_per_message(ctx->cfg) - 1; /* the resumed step is the first */
+      sp.local = 1;
+      sp.arrived = obj; /* what the inbox row just written holds, already parsed */
+      sp.arrived_code = code;
+      sp.arrived_seq = seq;
+      obj = NULL;
+      if (s == TB_OK) s = advance_run(&sp, "event");
+      if (s == TB_OK) s = flush(&sp);
+      unload(&sp);
+    } else if (s == TB_OK) {
+      s = continue_at(ctx, &row, "event", 0);
+    }
   }
   if (have) tb_store_wf_row_clear(&row);
+  json_decref(obj);
   return s;
 }
 
@@ -639,11 +942,14 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
   snprintf(row.correlation_id, sizeof(row.correlation_id), "%s",
            correlation_id ? correlation_id : "");
   snprintf(row.cause_msg_id, sizeof(row.cause_msg_id), "%s", msg_id ? msg_id : "");
+  /* A copy: steps may add to the input, and the caller's object may start other runs too. */
   json_t *data =
-      json_pack("{s:O, s:{}}", "input", input ? (json_t *)input : json_object(), "steps");
+      json_pack("{s:o, s:{}}", "input", input ? json_deep_copy(input) : json_object(), "steps");
   row.data = data ? json_dumps(data, JSON_COMPACT) : NULL;
-  json_decref(data);
-  if (row.data == NULL) return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
+  if (row.data == NULL) {
+    json_decref(data);
+    return tb__fail(TB_ERR_NOMEM, "start %s", def->name);
+  }
   s = tb_store_wf_insert(ctx->store, &row, started);
   if (s == TB_OK && *started) {
     tb_wf_context_t wc;
@@ -657,8 +963,27 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
       s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[base].name, tier, esc_res.rule,
                            "start", &in, NULL);
   }
-  if (s == TB_OK && *started) s = continue_at(ctx, &row, "start", 0);
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
+  if (s == TB_OK && *started) {
+    /* The first steps run here when this message came on the run's tier and domain (a worker
+     * that serves the run is handling it); otherwise the first continuation takes them there. */
+    const tb_event_def_t *ev = ctx->msg ? ctx->msg->def : NULL;
+    int local = ev != NULL && ev->domain != NULL && strcmp(ev->domain, row.domain) == 0;
+    if (local && steps_per_message(ctx->cfg) > 1 && ctx->tier != NULL &&
+        strcmp(row.tier, ctx->tier) == 0) {
+      stepper_t sp;
+      s = adopt(&sp, ctx, &row, json_incref(data));
+      sp.budget = steps_per_message(ctx->cfg);
+      sp.local = 1;
+      sp.next = "start";
+      if (s == TB_OK) s = run_on(&sp);
+      if (s == TB_OK) s = flush(&sp);
+      unload(&sp);
+    } else {
+      s = continue_at(ctx, &row, "start", 0);
+    }
+  }
+  json_decref(data);
   free(row.data);
   return s;
 }
@@ -707,18 +1032,29 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
 }
 
 tb_status tb__handle_wf_trigger(const tb_handler_ctx_t *ctx) {
-  tb_status s = tb__handle_activity(ctx);
-  if (s != TB_OK) return s;
-  const char *event = ctx->msg->def->name;
+  /* One conversion of the payload for the activity log and every run's input. */
   json_t *payload = NULL;
+  char *text = NULL;
+  tb_status s = TB_OK;
+  if (ctx->msg->payload != NULL) {
+    s = tb_codec_payload_to_json(ctx->msg->payload, &payload);
+    if (s != TB_OK) return s; /* the codec's detail names the field */
+    text = json_dumps(payload, JSON_COMPACT);
+    if (text == NULL) s = tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", ctx->msg->def->name);
+  }
+  if (s == TB_OK) s = tb__activity_record(ctx, text);
+  free(text);
+  const char *event = ctx->msg->def->name;
   int n_domains = 0;
   const tb_wf_domain_t *const *domains = tb_wf_domains(&n_domains);
   for (int d = 0; d < n_domains && s == TB_OK; d++) {
     for (int i = 0; i < domains[d]->n_workflows && s == TB_OK; i++) {
       const tb_workflow_def_t *def = domains[d]->workflows[i];
       if (def->trigger_event == NULL || strcmp(def->trigger_event, event) != 0) continue;
-      if (payload == NULL && (s = tb_codec_payload_to_json(ctx->msg->payload, &payload)) != TB_OK)
+      if (payload == NULL) {
+        s = tb__fail(TB_ERR_INVALID, "%s: no payload to start %s from", event, def->name);
         break;
+      }
       if (def->should_start != NULL && !def->should_start(payload)) continue;
       json_t *input = def->trigger_input ? def->trigger_input(payload) : json_incref(payload);
       if (input == NULL) {

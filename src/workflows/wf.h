@@ -1,7 +1,9 @@
 /* Durable workflows (seed 003, seed 004): definitions in C, one domain per file, run step by step
- * by src/workflows/runtime.c. Every step runs as one `workflow-step` message on the workflow's
- * tier, inside the engine's batch transaction, so a step's state change, its history row and its
- * follow-up messages (the next continuation, a command, a timer) commit together or not at all.
+ * by src/workflows/runtime.c. Steps run inside the engine's batch transaction, so a step's state
+ * change, its history row and its follow-up messages (a continuation, a command, a timer) commit
+ * together or not at all. Consecutive local steps (run, branch) run on in the call that handled
+ * the message before them, up to config's workflow_steps_per_message; commands, waits, sleeps,
+ * retries and tier changes cross the bus as a `workflow-step` message on the workflow's tier.
  *
  * State lives in SQLite (store/workflow.h): the workflow row (status, current step, attempt,
  * data), one history row per step attempt, waits, and the event inbox. Timers are outbox rows
@@ -35,7 +37,8 @@ typedef struct tb_wf_run {
   const char *tier;            /* the tier its continuations run on */
   const char *step;            /* current step name */
   int attempt;                 /* attempt of the current step, 1-based */
-  json_t *data;                /* the workflow's data (borrowed; a step may add to "input") */
+  json_t *data; /* the workflow's data (borrowed; a step may add to "input", never change a
+                 * value already there in place) */
   /* A run step that fails sets these (status code for retryOn; 0 = no code). */
   int fail_code;
 } tb_wf_run_t;
@@ -80,6 +83,12 @@ typedef struct tb_step_def {
    * use it: a hook never fails its caller. */
   int optional;
   tb_when_fn when;
+  /* Non-NULL: the step starts in a message of its own (a continuation) whenever this returns 1,
+   * instead of running on in the call that finished the step before it (tb_wf_always: every
+   * time). For a step that gains from what happens while its continuation crosses the bus:
+   * enrichment's batch step takes the jobs that other subscribers' triggers queue meanwhile
+   * (seed 003's batches), the priority sync lets higher tiers in between its batches. */
+  tb_when_fn own_message;
 
   tb_step_fn run; /* TB_STEP_RUN */
 
@@ -165,8 +174,10 @@ const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
 /* 1 for a status after which a run does nothing more: completed, failed, cancelled. */
 int tb_wf_status_final(const char *status);
 
-/* Starts workflow |def| inside the handler's transaction: writes its row (status running) and the
- * first continuation on |tier| (NULL = the definition's tier, as resolved against the config).
+/* Starts workflow |def| inside the handler's transaction: writes its row (status running), then
+ * runs its first steps at once when the message being handled came on the run's tier and domain
+ * (as a continuation would, up to workflow_steps_per_message), else writes the first continuation
+ * on |tier| (NULL = the definition's tier, as resolved against the config).
  * |id| NULL derives a deterministic id from the message being handled, so a redelivery cannot
  * start a second run; *started = 0 when a workflow with that id already exists (not an error).
  * |input| is borrowed. The resolved id is written to |id_out| (may be NULL). */
@@ -190,6 +201,9 @@ tb_status tb__wf_continue(const tb_handler_ctx_t *ctx, const struct tb_wf_row *r
 
 /* The continuation message id of (run, seq): "wf:<id>:<seq>". */
 void tb__wf_cont_id(const char *wf_id, int64_t seq, char *buf, size_t cap);
+
+/* A tb_when_fn that always holds (for own_message). */
+int tb_wf_always(tb_wf_run_t *run);
 
 /* The workflow's data (borrowed). */
 static inline json_t *tb_wf_data(tb_wf_run_t *run) {
