@@ -65,7 +65,7 @@ int tb_cmd_bench(int argc, char **argv) {
                                        {"repos", required_argument, NULL, 'p'},
                                        {"work-dir", required_argument, NULL, 'w'},
                                        {"no-msg-id", no_argument, NULL, 'M'},
-                                       {"random-ids", no_argument, NULL, 'R'},
+                                       {"random-ids", no_argument, NULL, 'I'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c, rc = TB_EXIT_OK;
@@ -99,7 +99,7 @@ int tb_cmd_bench(int argc, char **argv) {
     case 'M':
       o.no_msg_id = 1;
       break;
-    case 'R':
+    case 'I':
       o.random_ids = 1;
       break;
     case 's':

@@ -1,5 +1,5 @@
 /* The handler functions bound by registry.c. Internal to src/workflows: everything else reaches
- * them through tb_registry_handler(). Each follows the contract of engine/handler.h. */
+ * them through tb_registry_handler(). Each follows the contract of api/handler.h. */
 #ifndef TB_WORKFLOWS_HANDLERS_H
 #define TB_WORKFLOWS_HANDLERS_H
 
