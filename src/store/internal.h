@@ -159,8 +159,12 @@
   X(OUTBOX_ADD, "INSERT INTO outbox(msg_id, subject, payload, headers, created_us, "               \
                 "next_attempt_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(msg_id) DO NOTHING")  \
   X(OUTBOX_CANCEL, "DELETE FROM outbox WHERE msg_id = ?1")                                         \
-  X(OUTBOX_NEXT, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, last_error " \
-                 "FROM outbox WHERE next_attempt_us <= ?1 ORDER BY id LIMIT ?2")                   \
+  X(OUTBOX_NEXT_NOW, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, "        \
+                     "last_error FROM outbox WHERE next_attempt_us = 0 AND id > ?3 "               \
+                     "ORDER BY id LIMIT ?2")                                                       \
+  X(OUTBOX_NEXT_DUE_HELD, "SELECT id, msg_id, subject, payload, headers, created_us, attempts, "   \
+                          "last_error FROM outbox WHERE next_attempt_us > 0 AND "                  \
+                          "next_attempt_us <= ?1 AND id > ?3 ORDER BY next_attempt_us LIMIT ?2")   \
   X(OUTBOX_DELETE, "DELETE FROM outbox WHERE id = ?1")                                             \
   X(OUTBOX_FAILED, "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, "                  \
                    "next_attempt_us = ?3 WHERE id = ?1")                                           \

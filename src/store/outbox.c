@@ -153,35 +153,68 @@ static tb_status read_row(sqlite3_stmt *stmt, tb_outbox_row_t *r) {
   return TB_OK;
 }
 
+/* Frees what row |r| owns. */
+static void row_clear(tb_outbox_row_t *r) {
+  free(r->msg_id);
+  free(r->subject);
+  free(r->payload);
+  free(r->headers_json);
+  free(r->last_error);
+}
+
+/* Appends the rows of statement |id| (bound: now, limit, after) to *out (count, cap). */
+static tb_status read_rows(tb_store_t *st, tb__store_stmt_id id, int64_t now_us, int limit,
+                           int64_t after_id, tb_outbox_row_t **out, int *count, int *cap) {
+  tb_status s = TB_OK;
+  sqlite3_stmt *stmt = tb__stmt(st, id);
+  sqlite3_bind_int64(stmt, 1, now_us);
+  sqlite3_bind_int(stmt, 2, limit);
+  sqlite3_bind_int64(stmt, 3, after_id);
+  int rc = SQLITE_DONE;
+  while (s == TB_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    if (*count == *cap) {
+      int ncap = *cap ? *cap * 2 : (limit < 16 ? limit : 16);
+      tb_outbox_row_t *grown = realloc(*out, (size_t)ncap * sizeof(**out));
+      if (grown == NULL) {
+        s = tb__fail(TB_ERR_NOMEM, "outbox next: %d rows", ncap);
+        break;
+      }
+      *out = grown;
+      *cap = ncap;
+    }
+    memset(&(*out)[*count], 0, sizeof(**out));
+    s = read_row(stmt, &(*out)[*count]);
+    (*count)++; /* counted even on failure so that the caller's free sees its partial copies */
+  }
+  if (s == TB_OK && rc != SQLITE_DONE) s = tb__store_fail(st->db, rc, "outbox next");
+  tb__stmt_done(stmt);
+  return s;
+}
+
+static int cmp_row_id(const void *a, const void *b) {
+  int64_t x = ((const tb_outbox_row_t *)a)->id, y = ((const tb_outbox_row_t *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
 tb_status tb_store_outbox_next(tb_store_t *st, int64_t now_us, int limit, tb_outbox_row_t **rows,
                                int *n) {
+  return tb_store_outbox_next_after(st, now_us, 0, limit, rows, n);
+}
+
+/* Two reads through the due index, each |limit| rows at most, merged by id: the rows to publish
+ * now (next_attempt_us 0), and the held ones whose time has come (timers, retries). A single
+ * read in id order had to step over every held row on its way, one per waiting workflow run
+ * (a 24 h webhook wait holds a timeout row), at every pass of the relay. */
+tb_status tb_store_outbox_next_after(tb_store_t *st, int64_t now_us, int64_t after_id, int limit,
+                                     tb_outbox_row_t **rows, int *n) {
   *rows = NULL;
   *n = 0;
   if (limit < 1) return tb__fail(TB_ERR_INVALID, "outbox next: limit %d is below 1", limit);
   tb_outbox_row_t *out = NULL;
   int count = 0, cap = 0;
-  tb_status s = TB_OK;
-  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_OUTBOX_NEXT);
-  sqlite3_bind_int64(stmt, 1, now_us);
-  sqlite3_bind_int(stmt, 2, limit);
-  int rc = SQLITE_DONE;
-  while (s == TB_OK && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (count == cap) {
-      int ncap = cap ? cap * 2 : (limit < 16 ? limit : 16);
-      tb_outbox_row_t *grown = realloc(out, (size_t)ncap * sizeof(*out));
-      if (grown == NULL) {
-        s = tb__fail(TB_ERR_NOMEM, "outbox next: %d rows", ncap);
-        break;
-      }
-      out = grown;
-      cap = ncap;
-    }
-    memset(&out[count], 0, sizeof(out[count]));
-    s = read_row(stmt, &out[count]);
-    count++; /* counted even on failure so that the free below sees its partial copies */
-  }
-  if (s == TB_OK && rc != SQLITE_DONE) s = tb__store_fail(st->db, rc, "outbox next");
-  tb__stmt_done(stmt);
+  tb_status s = read_rows(st, TB__ST_OUTBOX_NEXT_NOW, now_us, limit, after_id, &out, &count, &cap);
+  if (s == TB_OK)
+    s = read_rows(st, TB__ST_OUTBOX_NEXT_DUE_HELD, now_us, limit, after_id, &out, &count, &cap);
   if (s != TB_OK) {
     tb_store_outbox_free(out, count);
     return s;
@@ -190,6 +223,11 @@ tb_status tb_store_outbox_next(tb_store_t *st, int64_t now_us, int limit, tb_out
     free(out);
     return TB_OK;
   }
+  qsort(out, (size_t)count, sizeof(*out), cmp_row_id);
+  if (count > limit) { /* oldest first: the newest of the two reads wait for the next pass */
+    for (int i = limit; i < count; i++) row_clear(&out[i]);
+    count = limit;
+  }
   *rows = out;
   *n = count;
   return TB_OK;
@@ -197,13 +235,7 @@ tb_status tb_store_outbox_next(tb_store_t *st, int64_t now_us, int limit, tb_out
 
 void tb_store_outbox_free(tb_outbox_row_t *rows, int n) {
   if (rows == NULL) return;
-  for (int i = 0; i < n; i++) {
-    free(rows[i].msg_id);
-    free(rows[i].subject);
-    free(rows[i].payload);
-    free(rows[i].headers_json);
-    free(rows[i].last_error);
-  }
+  for (int i = 0; i < n; i++) row_clear(&rows[i]);
   free(rows);
 }
 

@@ -170,6 +170,10 @@ typedef struct tb_outbox_row {
  * TB_ERR_INVALID for limit < 1. */
 tb_status tb_store_outbox_next(tb_store_t *st, int64_t now_us, int limit, tb_outbox_row_t **rows,
                                int *n);
+/* The same for the rows after row |after_id| only: a relay that published rows up to there, and
+ * has not deleted them yet, reads on past them. */
+tb_status tb_store_outbox_next_after(tb_store_t *st, int64_t now_us, int64_t after_id, int limit,
+                                     tb_outbox_row_t **rows, int *n);
 void tb_store_outbox_free(tb_outbox_row_t *rows, int n);
 
 /* Removes row |id| once the stream acked it. A row that is already gone is not an error: another
