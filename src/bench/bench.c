@@ -758,11 +758,12 @@ static json_t *saturation_run(bench_t *b) {
                    .low = 10000,
                    .chunk = 5000,
                    .top_handled = top_handled};
-  /* A lower tier under saturated critical runs about |concurrency| messages per aging bound;
-   * three times that over the window, and never fewer than 2,000, cannot drain. */
+  /* A lower tier under saturated critical runs about the messages it holds ready
+   * (tb_dispatch_ready_cap) per aging bound; three times that over the window, and never fewer
+   * than 2,000, cannot drain. */
   for (int t = 1; t < cfg->n_tiers; t++) {
     int64_t bound = tb_dispatch_aging_bound_us(cfg, t);
-    long n = bound > 0 ? (long)(3 * cfg->tiers[t].concurrency * (run_us / bound + 2)) : 0;
+    long n = bound > 0 ? (long)(3 * tb_dispatch_ready_cap(cfg, t) * (run_us / bound + 2)) : 0;
     sa.preload[t] = n > 2000 ? n : 2000;
   }
   sa.preload[0] = 2 * sa.low;
@@ -784,9 +785,10 @@ static json_t *saturation_run(bench_t *b) {
   json_object_set(r, "critical_sent", json_object_get(pub, "critical_sent"));
   json_object_set(r, "critical_min_unhandled", json_object_get(pub, "critical_min_unhandled"));
   json_t *tiers = json_object(), *ctiers = json_object_get(con, "tiers");
-  /* The worker holds at most twice the top tier's concurrency (ready, and in the open batch):
-   * more unhandled than that means the stream never ran dry. */
-  int saturated = jnum(pub, "critical_min_unhandled") > 2 * cfg->tiers[0].concurrency;
+  /* The worker holds at most the top tier's ready messages and an open batch: more unhandled
+   * than that means the stream never ran dry. */
+  int saturated =
+      jnum(pub, "critical_min_unhandled") > tb_dispatch_ready_cap(cfg, 0) + cfg->commit_batch_max;
   int within = 1;
   for (int t = 0; t < cfg->n_tiers; t++) {
     json_t *tj = json_object_get(ctiers, cfg->tiers[t].name);

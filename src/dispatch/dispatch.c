@@ -24,6 +24,13 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us) {
   return steps >= t ? 0 : t - (int)steps;
 }
 
+int tb_dispatch_ready_cap(const tb_config_t *cfg, int t) {
+  /* Prefetch, not the tier's concurrency, sizes the queue when larger: the executor runs one
+   * message at a time, and a queue a few messages deep empties faster than a pull request comes
+   * back, which left the executor waiting for deliveries most of the time (issue 9). */
+  return cfg->tiers[t].concurrency > cfg->prefetch ? cfg->tiers[t].concurrency : cfg->prefetch;
+}
+
 int64_t tb_dispatch_aging_bound_us(const tb_config_t *cfg, int t) {
   if (t <= 0 || cfg->tiers[t].aging_ms <= 0) return -1;
   return (int64_t)t * cfg->tiers[t].aging_ms * 1000;
@@ -559,10 +566,7 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     ready_queue_t *q = &d->queues[t];
-    /* Prefetch, not the tier's concurrency, sizes the queue when larger: the executor runs one
-     * message at a time, and a queue a few messages deep empties faster than a pull request
-     * comes back, which left the executor waiting for deliveries most of the time (issue 9). */
-    q->cap = cfg->tiers[t].concurrency > cfg->prefetch ? cfg->tiers[t].concurrency : cfg->prefetch;
+    q->cap = tb_dispatch_ready_cap(cfg, t);
     q->ring = q->cap + scope->n_domains; /* each idle consumer's probe may land one more */
     q->items = calloc((size_t)q->ring, sizeof(tb_work_t *));
     if (q->items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");

@@ -33,6 +33,10 @@ typedef struct tb_choice {
  * aging interval of its own tier, never above tier 0. */
 int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
 
+/* How many messages of tier |t| one worker holds ready at most: the tier's concurrency, or
+ * cfg->prefetch when larger. */
+int tb_dispatch_ready_cap(const tb_config_t *cfg, int t);
+
 /* The aging bound of tier |t|: the longest a ready message of that tier waits before aging has
  * lifted it to the top tier, where it runs before any message that became ready after it. That
  * is t aging intervals of its own tier. -1 when there is none: the top tier needs no aging, and a
