@@ -1,4 +1,4 @@
-/* tb_handler_emit: how a handler sends a follow-up message (declared in engine/handler.h, the
+/* tb_handler_emit: how a handler sends a follow-up message (declared in api/handler.h, the
  * handler contract). It only writes an outbox row in the handler's savepoint, so it lives here,
  * below the handlers that call it; the relay (engine/relay.c) publishes the row after the batch
  * commits. */
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 
 /* The causing message's id and correlation id as a JSON header object, or NULL when there is no
  * message (a handler run outside the engine) or on out-of-memory (*oom set). Caller frees. */

@@ -11,8 +11,12 @@
 #include "core/status.h"
 
 void tb_new_id(char *buf, size_t cap) {
-  /* A per-thread generator seeded from the kernel: ids must be unique across processes, and a
-   * syscall per id would cost more than the publish itself in a bulk load. */
+  /* Time-ordered, like a UUIDv7: 48 bits of milliseconds, then 80 random bits. The processed
+   * record is keyed by this id, and a key that grows with time is appended to the b-tree's last
+   * page, where a random key dirties a random page per insert (16x the bytes written per event,
+   * measured for issue 9). The random part comes from a per-thread generator seeded from the
+   * kernel: ids must be unique across processes, and a syscall per id would cost more than the
+   * publish itself in a bulk load. */
   static _Thread_local uint64_t s[2];
   if (s[0] == 0 && s[1] == 0) {
     if (getrandom(s, sizeof(s), 0) != (ssize_t)sizeof(s)) {
@@ -28,7 +32,9 @@ void tb_new_id(char *buf, size_t cap) {
     s[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
     out[i] = s[1] + b;
   }
-  snprintf(buf, cap, "evt-%016llx%016llx", (unsigned long long)out[0], (unsigned long long)out[1]);
+  uint64_t ms = (uint64_t)tb_wall_us() / 1000;
+  snprintf(buf, cap, "evt-%012llx%04llx%016llx", (unsigned long long)(ms & 0xffffffffffffULL),
+           (unsigned long long)(out[0] & 0xffff), (unsigned long long)out[1]);
 }
 
 /* Every consumer filters one domain, so a message on any other domain would never be read. */

@@ -14,9 +14,17 @@
 #define FAILED_IDS_MAX 64
 
 struct tb_bus {
-  natsConnection *nc;
+  natsConnection *nc; /* sends at once: pull requests, publishes */
   jsCtx *js;
-  /* Async publish failures, filled by the cnats callback thread. */
+  /* Acks, naks and in-progress replies, opened with the first of them: left to cnats' flusher,
+   * which gathers what arrives within a millisecond into one write. Acks are off the latency
+   * path (the commit is what makes a message done), and one send() per ack was 9% of a worker's
+   * CPU at full speed (issue 9). NULL until then, or when it could not be opened (|nc| then
+   * carries the acks). */
+  natsConnection *ack_nc;
+  int ack_tried;
+  char url[TB_URL_MAX], name[64];
+  /* Async publish failures, filled by the cnats callback thread; also guards ack_nc's opening. */
   pthread_mutex_t mu;
   int64_t async_failed;
 };
@@ -61,11 +69,10 @@ static void on_async_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
   pthread_mutex_unlock(&bus->mu);
 }
 
-tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+/* Connects to |url| as |name|. |send_asap| writes each message from the calling thread; without
+ * it cnats' flusher thread writes them, up to a millisecond later, many in one send. */
+static natsStatus open_conn(natsConnection **nc, const char *url, const char *name, int send_asap) {
   natsOptions *opts = NULL;
-  tb_bus_t *bus = calloc(1, sizeof(*bus));
-  if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
-  pthread_mutex_init(&bus->mu, NULL);
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK) s = natsOptions_SetURL(opts, url);
   if (s == NATS_OK) s = natsOptions_SetName(opts, name);
@@ -74,17 +81,32 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
-  /* Acks and pull requests are small and on the critical path of every commit cycle: write them
-   * from the calling thread rather than waking cnats' flusher thread for each. */
-  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
-  if (s == NATS_OK) s = natsConnection_Connect(&bus->nc, opts);
+  if (s == NATS_OK && send_asap) s = natsOptions_SetSendAsap(opts, true);
+  /* Async subscriptions (the max-deliveries advisories, one per consumer) share cnats' delivery
+   * pool instead of a thread each. */
+  if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(opts, true);
+  if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
   natsOptions_Destroy(opts);
+  return s;
+}
+
+tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+  tb_bus_t *bus = calloc(1, sizeof(*bus));
+  if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
+  pthread_mutex_init(&bus->mu, NULL);
+  snprintf(bus->url, sizeof(bus->url), "%s", url);
+  snprintf(bus->name, sizeof(bus->name), "%s-acks", name);
+  /* Pull requests and publishes are on the critical path (the executor may hold lower work for
+   * a delivery): written at once, not a flusher's millisecond later. */
+  natsStatus s = open_conn(&bus->nc, url, name, 1);
   if (s != NATS_OK) {
     char what[TB_URL_MAX + 32];
     snprintf(what, sizeof(what), "connect to %s", url);
     tb_status st = tb__nats_fail(s, 0, what);
     free(bus);
-    return st == TB_ERR_NATS ? tb__fail(TB_ERR_UNAVAILABLE, "%s", tb_errdetail()) : st;
+    /* Whatever cnats calls it, a connect that fails means no server to talk to; the detail
+     * tb__nats_fail recorded stays as it is. */
+    return st == TB_ERR_NATS ? TB_ERR_UNAVAILABLE : st;
   }
   jsOptions jo;
   jsOptions_Init(&jo);
@@ -107,6 +129,10 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
 void tb_bus_destroy(tb_bus_t *bus) {
   if (bus == NULL) return;
   jsCtx_Destroy(bus->js);
+  /* The last acks may still sit in the flusher's buffer: a lost ack costs a redelivery (absorbed
+   * by the processed record), but a clean stop should not cause one. */
+  if (bus->ack_nc != NULL) natsConnection_FlushTimeout(bus->ack_nc, 2000);
+  natsConnection_Destroy(bus->ack_nc);
   natsConnection_Destroy(bus->nc);
   pthread_mutex_destroy(&bus->mu);
   free(bus);
@@ -127,10 +153,12 @@ static void upper_copy(char *dst, size_t cap, const char *src) {
   dst[i] = '\0';
 }
 
-void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf, size_t cap) {
-  char up[TB_NAME_MAX];
+void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, const char *domain,
+                        char *buf, size_t cap) {
+  char up[TB_NAME_MAX], dom[TB_NAME_MAX];
   upper_copy(up, sizeof(up), tier_name);
-  snprintf(buf, cap, "%s_%s", cfg->stream_prefix, up);
+  upper_copy(dom, sizeof(dom), domain);
+  if (snprintf(buf, cap, "%s_%s_%s", cfg->stream_prefix, up, dom) >= (int)cap) buf[cap - 1] = '\0';
 }
 
 void tb_bus_consumer_name(const char *tier_name, const char *domain, char *buf, size_t cap) {
@@ -198,67 +226,56 @@ static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsCon
   return TB_OK;
 }
 
-/* The stream sequence the domain consumers of a tier start from: after the ack floor of the
- * older one-per-tier consumer when it exists (so an upgrade does not replay the history), else
- * 0 (deliver all). */
-static uint64_t legacy_start(tb_bus_t *bus, const char *stream, const char *tier) {
-  char legacy[64];
-  snprintf(legacy, sizeof(legacy), "tb-%s", tier);
-  jsConsumerInfo *ci = NULL;
-  uint64_t start = 0;
-  if (js_GetConsumerInfo(&ci, bus->js, stream, legacy, NULL, NULL) == NATS_OK)
-    start = ci->AckFloor.Stream + 1;
-  jsConsumerInfo_Destroy(ci);
-  return start;
+/* Refuses a tier stream of the layouts before issue 9 (one stream per tier, "TB_HIGH", over every
+ * domain's subjects): its subjects overlap the per-domain streams, and its undelivered messages
+ * would be stranded by a silent switch. */
+static tb_status refuse_tier_stream(tb_bus_t *bus, const tb_config_t *cfg, const char *tier) {
+  char up[TB_NAME_MAX], old[64];
+  upper_copy(up, sizeof(up), tier);
+  snprintf(old, sizeof(old), "%s_%s", cfg->stream_prefix, up);
+  jsStreamInfo *si = NULL;
+  if (js_GetStreamInfo(&si, bus->js, old, NULL, NULL) != NATS_OK) return TB_OK;
+  uint64_t msgs = si->State.Msgs;
+  jsStreamInfo_Destroy(si);
+  return tb__fail(TB_ERR_INVALID,
+                  "stream %s is of the one-stream-per-tier layout (%llu messages); this version "
+                  "keeps one stream per tier and domain (%s_<DOMAIN>). Drain it with the previous "
+                  "version's workers, delete it (nats stream rm %s), then run `tierbus init` again",
+                  old, (unsigned long long)msgs, old, old);
 }
 
+/* The stream of one (tier, domain) and its one durable consumer, which takes the whole stream.
+ * No filter subject: nats-server 2.9 recounts a filtered consumer's pending messages by scanning
+ * its stream's blocks on every delivery, and with the domains interleaved in one stream that
+ * scan took 60% of the server's CPU and a quarter of the throughput (issue 9's profile). */
 static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
-                                 const char *domain, uint64_t start_seq) {
-  char stream[64], durable[64], filter[160];
-  tb_bus_stream_name(cfg, t->name, stream, sizeof(stream));
+                                 const char *domain) {
+  char stream[64], durable[64], subject[160];
+  tb_bus_stream_name(cfg, t->name, domain, stream, sizeof(stream));
   tb_bus_consumer_name(t->name, domain, durable, sizeof(durable));
-  snprintf(filter, sizeof(filter), "tb.evt.%s.%s.>", t->name, domain);
+  snprintf(subject, sizeof(subject), "tb.evt.%s.%s.>", t->name, domain);
+  const char *subj[] = {subject};
+  tb_status st = ensure_stream(bus, cfg, stream, subj, 1);
+  if (st != TB_OK) return st;
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.Durable = durable;
-  cc.FilterSubject = filter;
   cc.AckPolicy = js_AckExplicit;
-  cc.DeliverPolicy = start_seq > 0 ? js_DeliverByStartSequence : js_DeliverAll;
-  cc.OptStartSeq = start_seq;
+  cc.DeliverPolicy = js_DeliverAll;
   cc.AckWait = t->timeout_ms * 1000000;
   cc.MaxDeliver = t->max_deliver;
-  /* Every worker process holds at most `concurrency` unacked messages of the tier; leave room for
-   * many processes sharing the consumer. */
-  cc.MaxAckPending = t->concurrency * 64 > 1000 ? t->concurrency * 64 : 1000;
+  /* Every worker process holds at most `concurrency` unacked messages of the tier ready, plus
+   * its open batch; leave room for many processes sharing the consumer. */
+  cc.MaxAckPending = t->concurrency * 64 > 4096 ? t->concurrency * 64 : 4096;
   cc.MaxWaiting = 512;
-  jsConsumerInfo *ci = NULL;
-  /* An existing consumer keeps its start: the server refuses to change it. */
-  if (js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, NULL) == NATS_OK) {
-    cc.DeliverPolicy = ci->Config->DeliverPolicy;
-    cc.OptStartSeq = ci->Config->OptStartSeq;
-  }
-  jsConsumerInfo_Destroy(ci);
   return add_or_update_consumer(bus, stream, &cc);
 }
 
-/* Creates tier |t|'s stream over its domains' subjects and one consumer per domain. */
+/* Creates tier |t|'s streams and consumers, one of each per domain. */
 static tb_status ensure_tier(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t) {
-  char name[64], subjects[TB_MAX_DOMAINS][160];
-  const char *subj[TB_MAX_DOMAINS];
-  for (int d = 0; d < cfg->n_domains; d++) {
-    snprintf(subjects[d], sizeof(subjects[d]), "tb.evt.%s.%s.>", t->name, cfg->domains[d]);
-    subj[d] = subjects[d];
-  }
-  tb_bus_stream_name(cfg, t->name, name, sizeof(name));
-  tb_status st = ensure_stream(bus, cfg, name, subj, cfg->n_domains);
-  uint64_t start = st == TB_OK ? legacy_start(bus, name, t->name) : 0;
+  tb_status st = refuse_tier_stream(bus, cfg, t->name);
   for (int d = 0; d < cfg->n_domains && st == TB_OK; d++)
-    st = ensure_consumer(bus, cfg, t, cfg->domains[d], start);
-  if (st == TB_OK && start > 0) {
-    char legacy[64];
-    snprintf(legacy, sizeof(legacy), "tb-%s", t->name);
-    js_DeleteConsumer(bus->js, name, legacy, NULL, NULL); /* best effort: another may have */
-  }
+    st = ensure_consumer(bus, cfg, t, cfg->domains[d]);
   return st;
 }
 
@@ -473,7 +490,7 @@ static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *s
 tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t *cfg,
                            const char *tier_name, const char *domain) {
   char stream[64], durable[64];
-  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
+  tb_bus_stream_name(cfg, tier_name, domain, stream, sizeof(stream));
   tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
   return bind_consumer(out, bus, stream, durable, " (run `tierbus init`)");
 }
@@ -554,7 +571,14 @@ tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, in
 static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
   const char *to = natsMsg_GetReply(m);
   if (to == NULL || *to == '\0') return tb__fail(TB_ERR_INVALID, "message has no ack subject");
-  natsStatus s = natsConnection_PublishString(bus->nc, to, body);
+  pthread_mutex_lock(&bus->mu);
+  if (!bus->ack_tried) {
+    bus->ack_tried = 1;
+    if (open_conn(&bus->ack_nc, bus->url, bus->name, 0) != NATS_OK) bus->ack_nc = NULL;
+  }
+  natsConnection *nc = bus->ack_nc ? bus->ack_nc : bus->nc;
+  pthread_mutex_unlock(&bus->mu);
+  natsStatus s = natsConnection_PublishString(nc, to, body);
   return s == NATS_OK ? TB_OK : tb__nats_fail(s, 0, "ack");
 }
 
@@ -575,6 +599,27 @@ tb_status tb_bus_nak(tb_bus_t *bus, natsMsg *m, int64_t delay_ms) {
   return reply(bus, m, body);
 }
 
+void tb_consumer_release(tb_consumer_t *c) {
+  for (;;) {
+    /* Whatever is queued, then whatever the open request still brings until it ends (a status
+     * message) or its expiry passes: a message sent to an inbox nobody reads any more would wait
+     * out its AckWait before anyone else got it. */
+    int64_t left_ms = c->remaining > 0 ? (c->deadline_us - tb_mono_us()) / 1000 : 0;
+    natsMsg *m = NULL;
+    if (natsSubscription_NextMsg(&m, c->sub, left_ms > 0 ? left_ms : 0) != NATS_OK) break;
+    if (is_status(m)) {
+      const char *code = NULL;
+      natsMsgHeader_Get(m, "Status", &code);
+      if (code == NULL || strcmp(code, "100") != 0) c->remaining = 0;
+    } else {
+      tb_bus_nak(c->bus, m, 0);
+      c->remaining--;
+    }
+    natsMsg_Destroy(m);
+  }
+  c->remaining = 0;
+}
+
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
                               const char *domain, uint64_t *pending, uint64_t *ack_pending,
                               uint64_t *redelivered) {
@@ -591,7 +636,7 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
     return TB_OK;
   }
   char stream[64], durable[64];
-  tb_bus_stream_name(cfg, tier_name, stream, sizeof(stream));
+  tb_bus_stream_name(cfg, tier_name, domain, stream, sizeof(stream));
   tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;

@@ -27,21 +27,25 @@ void tb_bus_destroy(tb_bus_t *bus);
 natsConnection *tb_bus_conn(tb_bus_t *bus);
 jsCtx *tb_bus_js(tb_bus_t *bus);
 
-/* Writes the stream name of tier |tier_name| ("TB_CRITICAL") into |buf|. */
-void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, char *buf, size_t cap);
-/* Writes the durable consumer name of a tier's domain ("tb-critical-crm"). Every tier has one
- * consumer per domain, filtered on tb.evt.<tier>.<domain>.>, because nats-server 2.9 gives a
- * consumer one filter subject: that is what lets a worker serve some domains only. */
+/* Writes the stream name of |tier_name|'s |domain| ("TB_CRITICAL_CRM") into |buf|. Every
+ * (tier, domain) has a stream of its own over tb.evt.<tier>.<domain>.>, read by one unfiltered
+ * consumer: that lets a worker serve some domains only without filtered consumers, which
+ * nats-server 2.9 serves at a fraction of the speed on a stream whose subjects interleave. */
+void tb_bus_stream_name(const tb_config_t *cfg, const char *tier_name, const char *domain,
+                        char *buf, size_t cap);
+/* Writes the durable consumer name of a tier's domain ("tb-critical-crm"), the one consumer of
+ * that (tier, domain)'s stream. */
 void tb_bus_consumer_name(const char *tier_name, const char *domain, char *buf, size_t cap);
 /* Name of the dead-letter stream ("TB_DLQ") and the command stream ("TB_CMD"). */
 void tb_bus_dlq_stream(const tb_config_t *cfg, char *buf, size_t cap);
 void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap);
 
 /* Creates every stream and consumer the config describes (cfg->domains must be set), or updates
- * them to match. A tier stream takes only its domains' subjects, so a publish to an unknown
- * domain fails at once instead of sitting where no consumer reads. A consumer of the older
- * one-per-tier layout ("tb-<tier>") is replaced: the domain consumers start after its ack floor.
- * Safe to run any number of times and from several processes at once. */
+ * them to match: one stream and one consumer per (tier, domain). Only configured domains have a
+ * stream, so a publish to an unknown domain fails at once instead of sitting where no consumer
+ * reads. A tier stream of the older one-stream-per-tier layout ("TB_HIGH") is refused with
+ * TB_ERR_INVALID and a detail saying how to retire it. Safe to run any number of times and from
+ * several processes at once. */
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 
 /* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.
@@ -100,6 +104,12 @@ tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char
  * dropped: what exceeds |max| waits for the next call. The caller owns the messages and settles
  * each with tb_bus_ack/nak/term, then natsMsg_Destroy(). */
 tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms);
+
+/* Gives back everything this consumer was sent and not handed out by tb_consumer_fetch(): naks
+ * (no delay) what is queued here, then what the open pull request still delivers, waiting at
+ * most until that request expires (2 s). A stopping worker calls it so that what it fetched and
+ * never started goes to other workers at once, not after AckWait. */
+void tb_consumer_release(tb_consumer_t *c);
 
 /* The JetStream ack protocol for a delivered message: done, retry (after |delay_ms|), give up
  * for good, or "still working" (resets AckWait). Fire-and-forget: a lost ack costs a redelivery,

@@ -24,6 +24,7 @@ typedef struct demo {
   int rate; /* events per second */
   volatile int stop;
   pthread_t thread;
+  int started; /* the thread runs and must be joined */
 } demo_t;
 
 static void *demo_loop(void *arg) {
@@ -182,7 +183,11 @@ int tb_cmd_dev(int argc, char **argv) {
                tb_errdetail());
         sim = NULL;
       }
-      pthread_create(&dm.thread, NULL, demo_loop, &dm);
+      /* Like the simulator, the demo is an extra: without it the workers still run. */
+      int prc = pthread_create(&dm.thread, NULL, demo_loop, &dm);
+      if (prc != 0)
+        TB_LOG(TB_LOG_WARN, "dev", "demo publisher not started, no demo events: %s", strerror(prc));
+      dm.started = prc == 0;
     }
     tb_worker_scope_t scope;
     tb_worker_scope_all(&cli.cfg, &scope);
@@ -190,7 +195,7 @@ int tb_cmd_dev(int argc, char **argv) {
     rc = tb_cli_run_workers(&cli, &scope, 10);
     if (demo) {
       dm.stop = 1;
-      pthread_join(dm.thread, NULL);
+      if (dm.started) pthread_join(dm.thread, NULL);
       tb_sim_stop(sim, NULL);
     }
   }

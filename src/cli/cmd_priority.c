@@ -11,6 +11,7 @@
 #include "api/publish.h"
 #include "cli/cli.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "workflows/priority.h"
 
 enum { EXIT_NOT_RUN = 3 }; /* sync: another sync holds the lease */
@@ -359,6 +360,6 @@ static int cmd_set(int argc, char **argv) {
 int tb_cmd_priority(int argc, char **argv) {
   static const tb_cli_sub_t subs[] = {
       {"sync", cmd_sync}, {"show", cmd_show}, {"inversions", cmd_inversions}, {"set", cmd_set}};
-  return tb_cli_run_subcommand("tierbus priority", argc, argv, subs,
-                               (int)(sizeof(subs) / sizeof(subs[0])), priority_usage);
+  return tb_cli_run_subcommand("tierbus priority", argc, argv, subs, (int)TB_COUNTOF(subs),
+                               priority_usage);
 }

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "sched/sched.h"
 #include "store/sched.h"
 
@@ -317,6 +318,6 @@ int tb_cmd_schedule(int argc, char **argv) {
   static const tb_cli_sub_t subs[] = {{"list", cmd_list},       {"add", cmd_add},
                                       {"remove", cmd_remove},   {"enable", cmd_enable},
                                       {"disable", cmd_disable}, {"run", cmd_run}};
-  return tb_cli_run_subcommand("tierbus schedule", argc, argv, subs,
-                               (int)(sizeof(subs) / sizeof(subs[0])), schedule_usage);
+  return tb_cli_run_subcommand("tierbus schedule", argc, argv, subs, (int)TB_COUNTOF(subs),
+                               schedule_usage);
 }

@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "engine/relay.h"
 #include "workflows/escalation.h"
+#include "workflows/registry.h"
 #include "sched/scheduler.h"
 
 /* The relay's periodic wake; the engine kicks it after every commit that wrote outbox rows, so
@@ -25,7 +26,8 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_sweeper_t *sweeper = NULL; /* seed 000: stuck runs are escalated by every worker */
   tb_scheduler_t *sched = NULL;
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 0);
-  if (st == TB_OK) st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus);
+  if (st == TB_OK)
+    st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus, tb_registry_handler);
   /* The relay first: rows left by a previous run go out before new work adds to them. */
   if (st == TB_OK) st = tb_relay_start(&relay, cli->cfg.db_path, cli->bus, RELAY_INTERVAL_MS);
   if (st == TB_OK) tb_engine_set_relay(engine, relay);
@@ -160,15 +162,15 @@ int tb_cmd_init(int argc, char **argv) {
       fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
       rc = TB_EXIT_FAIL;
     } else {
-      for (int i = 0; i < cli.cfg.n_tiers; i++) {
-        char stream[64];
-        tb_bus_stream_name(&cli.cfg, cli.cfg.tiers[i].name, stream, sizeof(stream));
-        printf("stream %-14s subjects tb.evt.%s.<domain>.>  consumers tb-%s-<domain>\n", stream,
-               cli.cfg.tiers[i].name, cli.cfg.tiers[i].name);
-      }
-      printf("domains");
-      for (int d = 0; d < cli.cfg.n_domains; d++) printf(" %s", cli.cfg.domains[d]);
-      printf("\n");
+      for (int i = 0; i < cli.cfg.n_tiers; i++)
+        for (int d = 0; d < cli.cfg.n_domains; d++) {
+          const char *tier = cli.cfg.tiers[i].name, *domain = cli.cfg.domains[d];
+          char stream[64], durable[64];
+          tb_bus_stream_name(&cli.cfg, tier, domain, stream, sizeof(stream));
+          tb_bus_consumer_name(tier, domain, durable, sizeof(durable));
+          printf("stream %-24s subjects tb.evt.%s.%s.>  consumer %s\n", stream, tier, domain,
+                 durable);
+        }
       char dlq[64], cmd[64];
       tb_bus_dlq_stream(&cli.cfg, dlq, sizeof(dlq));
       tb_bus_cmd_stream(&cli.cfg, cmd, sizeof(cmd));

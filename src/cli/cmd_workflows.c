@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/escalation.h"
 #include "store/workflow.h"
 #include "workflows/escalation.h"
@@ -52,7 +53,7 @@ static void fmt_ms(int64_t ms, char *buf, size_t cap) {
     int64_t ms;
     const char *unit;
   } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
-  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(units); i++)
     if (ms > 0 && ms % units[i].ms == 0) {
       snprintf(buf, cap, "%lld%s", (long long)(ms / units[i].ms), units[i].unit);
       return;
@@ -588,7 +589,7 @@ static int cmd_runs(int argc, char **argv) {
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   if (status != NULL) {
     int ok = 0;
-    for (size_t i = 0; i < sizeof(run_statuses) / sizeof(run_statuses[0]); i++)
+    for (size_t i = 0; i < TB_COUNTOF(run_statuses); i++)
       ok |= strcmp(run_statuses[i], status) == 0;
     if (!ok)
       return tb_cli_usage_error(&cli,
@@ -757,6 +758,6 @@ int tb_cmd_workflows(int argc, char **argv) {
                                       {"runs", cmd_runs},
                                       {"cancel", cmd_cancel},
                                       {"retry", cmd_retry}};
-  return tb_cli_run_subcommand("tierbus workflows", argc, argv, subs,
-                               (int)(sizeof(subs) / sizeof(subs[0])), workflows_usage);
+  return tb_cli_run_subcommand("tierbus workflows", argc, argv, subs, (int)TB_COUNTOF(subs),
+                               workflows_usage);
 }

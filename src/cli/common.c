@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/util.h"
 
 volatile sig_atomic_t tb_cli_stop = 0;
 
@@ -47,8 +48,7 @@ int tb_cli_common_opt(tb_cli_t *cli, int c, const char *arg) {
     cli->log_level = arg;
     return 1;
   case OPT_SET:
-    if (cli->n_sets < (int)(sizeof(cli->sets) / sizeof(cli->sets[0])))
-      cli->sets[cli->n_sets++] = arg;
+    if (cli->n_sets < (int)TB_COUNTOF(cli->sets)) cli->sets[cli->n_sets++] = arg;
     return 1;
   default:
     return 0;
@@ -334,7 +334,7 @@ static int find_subcommand(int argc, char **argv) {
                                            "--data-dir", "--log-level", "--set"};
   for (int i = 1; i < argc; i++) {
     if (argv[i][0] != '-') return i;
-    for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+    for (size_t k = 0; k < TB_COUNTOF(with_value); k++)
       if (strcmp(argv[i], with_value[k]) == 0) {
         i++; /* its value */
         break;

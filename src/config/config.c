@@ -17,8 +17,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#include "core/util.h"
 
 #define MS_S 1000LL
 #define MS_M (60 * MS_S)
@@ -26,6 +25,12 @@
 #define MS_D (24 * MS_H)
 #define KIB 1024LL
 #define MIB (1024 * KIB)
+
+/* Room for the dotted key path that a message quotes ("presets.critical.tiers"), and for an item
+ * of a list under such a path ("presets.critical.tiers[3]"): the index, the part that tells which
+ * item is wrong, is never what a full buffer cuts off. */
+#define KEY_MAX 128
+#define ITEM_KEY_MAX (KEY_MAX + 16)
 
 /* Allowed characters of names that end up in subjects and stream names. */
 #define CS_DIGITS "0123456789"
@@ -102,7 +107,7 @@ static const opt_t scalar_opts[] = {
      .charset = CS_IDENT,
      .charset_desc = CS_IDENT_DESC,
      .def = "TB",
-     .help = "JetStream streams are named <prefix>_<TIER>, e.g. TB_CRITICAL."},
+     .help = "JetStream streams are named <prefix>_<TIER>_<DOMAIN>, e.g. TB_CRITICAL_CRM."},
     {.name = "duplicate_window",
      .type = OPT_MS,
      FIELD(tb_config_t, duplicate_window_ms),
@@ -132,6 +137,15 @@ static const opt_t scalar_opts[] = {
      .max = 100000,
      .def = "256",
      .help = "Most messages committed in one SQLite transaction."},
+    {.name = "prefetch",
+     .type = OPT_INT,
+     FIELD(tb_config_t, prefetch),
+     .min = 0,
+     .max = 100000,
+     .def = "128",
+     .help = "Messages of one tier a worker holds fetched and ready, when more than the\n"
+             "tier's concurrency: enough to cover a pull request's round trip at full speed.\n"
+             "0 makes each tier's concurrency the only bound (a fraction of the throughput)."},
     {.name = "commit_batch_time",
      .type = OPT_US,
      FIELD(tb_config_t, commit_batch_us),
@@ -392,9 +406,9 @@ static const tb_esc_rule_t builtin_escalation[] = {
     {.name = "stuck-6h", .stuck_ms = 6 * MS_H, .tier = "high"},
 };
 
-#define N_SCALARS ARRAY_LEN(scalar_opts)
-#define N_TIER_OPTS ARRAY_LEN(tier_opts)
-#define N_RULE_OPTS ARRAY_LEN(rule_opts)
+#define N_SCALARS TB_COUNTOF(scalar_opts)
+#define N_TIER_OPTS TB_COUNTOF(tier_opts)
+#define N_RULE_OPTS TB_COUNTOF(rule_opts)
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
 
@@ -458,7 +472,7 @@ static void fmt_num(const opt_t *o, int64_t v, char *buf, size_t cap) {
     fmt_us(v, buf, cap);
     break;
   case OPT_LOGLEVEL:
-    snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)ARRAY_LEN(level_names) ? level_names[v] : "?");
+    snprintf(buf, cap, "%s", v >= 0 && v < (int64_t)TB_COUNTOF(level_names) ? level_names[v] : "?");
     break;
   case OPT_BOOL:
     snprintf(buf, cap, "%s", v == 0 ? "false" : v == 1 ? "true" : "?");
@@ -504,9 +518,14 @@ static void range_msg(const opt_t *o, const char *shown, char *msg, size_t cap) 
   snprintf(msg, cap, "must be %s (got '%s')", want, shown);
 }
 
-/* Strict decimal integer: an optional '-', digits, nothing else. */
+/* A decimal integer at the start of |text|: an optional '-', then digits (no space, no '+').
+ * *end receives where the digits stop, for the caller to check or to read a suffix from. On
+ * failure (no digits, out of range) returns false; *out and *end are still set (0 and |text|
+ * when there are no digits), so a caller may read them on any path. */
 static bool parse_int(const char *text, const char **end, long long *out) {
   const char *p = text[0] == '-' ? text + 1 : text;
+  *out = 0;
+  *end = text;
   if (*p < '0' || *p > '9') return false;
   errno = 0;
   char *e;
@@ -526,7 +545,7 @@ static bool parse_bytes(const char *text, int64_t *out) {
   const char *end;
   long long v;
   if (!parse_int(text, &end, &v) || v < 0) return false;
-  for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(units); i++) {
     if (strcasecmp(end, units[i].suffix) != 0) continue;
     if (v > INT64_MAX / units[i].mult) return false;
     *out = v * units[i].mult;
@@ -538,7 +557,7 @@ static bool parse_bytes(const char *text, int64_t *out) {
 /* YAML 1.2 core schema booleans: 1 for true, 0 for false, -1 for anything else. */
 static int bool_parse(const char *text) {
   static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
-  for (size_t i = 0; i < ARRAY_LEN(t); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(t); i++) {
     if (strcmp(text, t[i]) == 0) return 1;
     if (strcmp(text, f[i]) == 0) return 0;
   }
@@ -826,7 +845,7 @@ static tb_status validate_event_tiers(const tb_config_t *cfg, const src_lines *L
                            .min = 1,
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
-  char key[128], msg[512];
+  char key[KEY_MAX], msg[512];
   if (cfg->n_event_tiers < 0 || cfg->n_event_tiers > TB_MAX_EVENT_TIERS)
     return vfail(cfg, L ? L->section[SEC_EVENT_TIERS] : 0, "event_tiers",
                  "at most %d entries are allowed (got %d)", TB_MAX_EVENT_TIERS, cfg->n_event_tiers);
@@ -912,7 +931,7 @@ static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines
                            .min = 1,
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
-  char key[128], msg[512];
+  char key[KEY_MAX], msg[512];
   if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
     return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
                  "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
@@ -1092,7 +1111,7 @@ static tb_status unknown_key(const parse_ctx *c, const yaml_node_t *key_node, co
 
 static tb_status parse_ms_list(const parse_ctx *c, void *base, const opt_t *o, const yaml_node_t *n,
                                const char *key) {
-  char ikey[128], msg[512];
+  char ikey[ITEM_KEY_MAX], msg[512];
   tb_status s = expect_kind(c, n, YAML_SEQUENCE_NODE, key);
   if (s != TB_OK) return s;
   int *count = list_count(base, o);
@@ -1192,7 +1211,7 @@ static tb_status parse_event_tiers(const parse_ctx *c, const yaml_node_t *n) {
     if (cfg->n_event_tiers == TB_MAX_EVENT_TIERS)
       return perr(c, k, "event_tiers", "at most %d entries are allowed (got %d)",
                   TB_MAX_EVENT_TIERS, total);
-    char key[128];
+    char key[KEY_MAX];
     snprintf(key, sizeof(key), "event_tiers.%s", event);
     tb_event_tier_t *e = &cfg->event_tiers[cfg->n_event_tiers];
     if ((s = copy_name(c, k, "event_tiers", "event name", e->event, sizeof(e->event), event)) !=
@@ -1212,7 +1231,7 @@ static tb_status parse_name_list(const parse_ctx *c, const yaml_node_t *v, const
   tb_status s = expect_kind(c, v, YAML_SEQUENCE_NODE, key);
   if (s != TB_OK) return s;
   int n_items = (int)(v->data.sequence.items.top - v->data.sequence.items.start);
-  char ikey[128];
+  char ikey[ITEM_KEY_MAX];
   for (int i = 0; i < n_items; i++) {
     yaml_node_t *item = yaml_document_get_node(c->doc, v->data.sequence.items.start[i]);
     if (i == max) return perr(c, item, key, "at most %d %ss (got %d)", max, what, n_items);
@@ -1243,7 +1262,7 @@ static tb_status parse_preset_body(const parse_ctx *c, int idx, const yaml_node_
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *fv = yaml_document_get_node(c->doc, p->value);
     const char *field;
-    char fkey[128];
+    char fkey[KEY_MAX];
     if ((s = scalar_text(c, k, key, &field)) != TB_OK) return s;
     snprintf(fkey, sizeof(fkey), "%s.%s", key, field);
     if (strcmp(field, "tiers") == 0) {
@@ -1319,7 +1338,7 @@ static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) 
     if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
       return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
                   TB_MAX_WORKFLOW_TIERS, total);
-    char key[128];
+    char key[KEY_MAX];
     snprintf(key, sizeof(key), "workflow_tiers.%s", name);
     tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
     if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
@@ -1408,11 +1427,11 @@ static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
       continue;
     }
     size_t sec = 0;
-    while (sec < ARRAY_LEN(sections) && strcmp(sections[sec].name, name) != 0) sec++;
-    if (sec == ARRAY_LEN(sections)) {
-      const char *extra[ARRAY_LEN(sections)];
-      for (size_t i = 0; i < ARRAY_LEN(sections); i++) extra[i] = sections[i].name;
-      return unknown_key(c, k, NULL, name, scalar_opts, N_SCALARS, extra, ARRAY_LEN(extra));
+    while (sec < TB_COUNTOF(sections) && strcmp(sections[sec].name, name) != 0) sec++;
+    if (sec == TB_COUNTOF(sections)) {
+      const char *extra[TB_COUNTOF(sections)];
+      for (size_t i = 0; i < TB_COUNTOF(sections); i++) extra[i] = sections[i].name;
+      return unknown_key(c, k, NULL, name, scalar_opts, N_SCALARS, extra, TB_COUNTOF(extra));
     }
     if ((s = seen_once(c, k, NULL, &c->lines->section[sec])) != TB_OK) return s;
     if ((s = sections[sec].parse(c, v)) != TB_OK) return s;
@@ -1533,7 +1552,7 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value) {
   char msg[512];
   const opt_t *o = find_opt(scalar_opts, N_SCALARS, key);
   if (o == NULL) {
-    for (size_t i = 0; i < ARRAY_LEN(sections); i++)
+    for (size_t i = 0; i < TB_COUNTOF(sections); i++)
       if (strcmp(sections[i].name, key) == 0)
         return tb__fail(TB_ERR_CONFIG, "%s: can only be set in the config file", key);
     return tb__fail(TB_ERR_CONFIG, "unknown option '%s'", key);
@@ -1589,7 +1608,7 @@ const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n) {
     *n = cfg->n_escalation < TB_MAX_ESC_RULES ? cfg->n_escalation : TB_MAX_ESC_RULES;
     return cfg->escalation;
   }
-  *n = (int)ARRAY_LEN(builtin_escalation);
+  *n = (int)TB_COUNTOF(builtin_escalation);
   return builtin_escalation;
 }
 
@@ -1599,7 +1618,7 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   int n = cfg->n_workflow_tiers;
   if (n < 0) {
     t = builtin_workflow_tiers;
-    n = (int)ARRAY_LEN(builtin_workflow_tiers);
+    n = (int)TB_COUNTOF(builtin_workflow_tiers);
   }
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;

@@ -72,11 +72,12 @@ typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   char db_path[PATH_MAX];
   char data_dir[PATH_MAX];
-  char stream_prefix[TB_NAME_MAX]; /* streams are <prefix>_<TIER>, e.g. TB_CRITICAL */
+  char stream_prefix[TB_NAME_MAX]; /* streams are <prefix>_<TIER>_<DOMAIN> */
   int64_t duplicate_window_ms;     /* JetStream dedupe window on every stream */
   int64_t max_payload_bytes;       /* larger events are refused at publish, DLQ'd at consume */
   int64_t stream_max_age_ms;       /* history kept for replay; 0 = forever */
   int commit_batch_max;            /* messages per SQLite transaction */
+  int prefetch;                    /* ready messages per tier, when above its concurrency */
   int64_t commit_batch_us;         /* longest a batch stays open */
   int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
   int log_level;                   /* tb_log_level */

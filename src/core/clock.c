@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "core/status.h"
+#include "core/util.h"
 
 int64_t tb_wall_us(void) {
   struct timespec ts;
@@ -38,7 +39,7 @@ tb_status tb_duration_parse_ms(const char *text, int64_t *out_ms) {
   char *end;
   long long v = strtoll(text, &end, 10);
   if (errno != 0) return tb__fail(TB_ERR_INVALID, "duration '%s': out of range", text);
-  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+  for (size_t i = 0; i < TB_COUNTOF(units); i++) {
     if (strcmp(end, units[i].suffix) != 0) continue;
     if (v > INT64_MAX / units[i].ms)
       return tb__fail(TB_ERR_INVALID, "duration '%s': out of range", text);

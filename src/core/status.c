@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char detail[1024];
 
@@ -39,9 +40,16 @@ void tb__clear_detail(void) {
 }
 
 tb_status tb__fail(tb_status s, const char *fmt, ...) {
+  /* Formatted aside first: an argument may be the detail itself (a prefix added to the current
+   * failure), and vsnprintf into a buffer it is reading from is undefined. */
+  char text[sizeof(detail)];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(detail, sizeof(detail), fmt, ap);
+  int n = vsnprintf(text, sizeof(text), fmt, ap);
   va_end(ap);
+  if (n < 0) n = 0; /* an encoding error: record an empty detail rather than garbage */
+  size_t len = (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
+  memcpy(detail, text, len);
+  detail[len] = '\0';
   return s;
 }

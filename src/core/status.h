@@ -8,7 +8,9 @@
 
 /* Records a human-readable detail for the status about to be returned and returns |s|, so that a
  * failing call reads `return tb__fail(TB_ERR_STORE, "insert: %s", sqlite3_errmsg(db));`. The detail
- * is per thread and overwritten by the next failure; read it with tb_errdetail(). */
+ * is per thread and overwritten by the next failure; read it with tb_errdetail(). The current
+ * detail may be an argument, to prefix it or to change the status it goes with:
+ * `tb__fail(TB_ERR_CONFIG, "%s: %s", path, tb_errdetail())`. */
 tb_status tb__fail(tb_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Clears the per-thread detail (used before an operation whose failure is reported later). */

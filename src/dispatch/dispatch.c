@@ -24,6 +24,13 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us) {
   return steps >= t ? 0 : t - (int)steps;
 }
 
+int tb_dispatch_ready_cap(const tb_config_t *cfg, int t) {
+  /* Prefetch, not the tier's concurrency, sizes the queue when larger: the executor runs one
+   * message at a time, and a queue a few messages deep empties faster than a pull request comes
+   * back, which left the executor waiting for deliveries most of the time (issue 9). */
+  return cfg->tiers[t].concurrency > cfg->prefetch ? cfg->tiers[t].concurrency : cfg->prefetch;
+}
+
 int64_t tb_dispatch_aging_bound_us(const tb_config_t *cfg, int t) {
   if (t <= 0 || cfg->tiers[t].aging_ms <= 0) return -1;
   return (int64_t)t * cfg->tiers[t].aging_ms * 1000;
@@ -57,13 +64,6 @@ int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
   return 0;
 }
 
-int tb_dispatch_must_commit(const tb_config_t *cfg, const tb_ready_head_t *heads,
-                            const tb_choice_t *chosen) {
-  for (int t = 0; t < chosen->eff_tier && t < cfg->n_tiers; t++)
-    if (!heads[t].present && heads[t].blocked) return 1;
-  return 0;
-}
-
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen) {
   int inversions = 0;
@@ -72,7 +72,7 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
     if (heads[t].present) {
       if (tb_dispatch_effective(cfg, t, now_us - heads[t].ready_mono_us) < chosen->eff_tier)
         inversions++;
-    } else if ((heads[t].backlog || heads[t].blocked) && t < chosen->eff_tier) {
+    } else if (heads[t].backlog && t < chosen->eff_tier) {
       inversions++;
     }
   }
@@ -85,13 +85,14 @@ typedef struct ready_queue {
   tb_work_t **items; /* ring of `ring` entries: the tier's concurrency plus one per probe */
   int cap;           /* the tier's concurrency */
   int ring, head, count;
-  /* The tier's slots in use: messages fetched and ready, or handled in the open batch. The
-   * batch's slots are freed as its commit starts, so that the next pull request travels while
-   * SQLite commits; unacked messages per process can therefore briefly reach twice the tier's
-   * concurrency. */
-  int inflight;
-  int reserved;     /* slots promised to fetches under way */
-  int active;       /* this process consumes the tier */
+  /* The tier's slots in use are its ready messages (|count|): a slot is freed when the executor
+   * takes its message, not when the batch commits. A commit batch is sized for the disk
+   * (commit_batch_max, commit_batch_time); holding slots until the commit capped every batch at
+   * the tiers' concurrency (5 for background), which made commits the largest cost per event
+   * (issue 9). Unacked messages per process are therefore the ready ones plus the open batch. */
+  int reserved;            /* slots promised to fetches under way */
+  pthread_cond_t slots_cv; /* this tier's fetchers: enough slots were freed to fetch */
+  int active;              /* this process consumes the tier */
   uint64_t pending; /* sum of its consumers' pending counts at their last fetch: 0 = none known */
 } ready_queue_t;
 
@@ -110,16 +111,16 @@ struct tb_dispatcher {
   tb_bus_t *bus;
   tb_engine_t *engine;
   pthread_mutex_t mu;
-  pthread_cond_t work_cv;  /* executor: something became ready */
-  pthread_cond_t slots_cv; /* fetchers: a slot was freed */
+  pthread_cond_t work_cv; /* executor: something became ready */
   ready_queue_t queues[TB_MAX_TIERS];
   int ready_total;
   int stopping, fetchers_done;
+  int fetchers_running, executor_running; /* threads started, to be joined */
   fetcher_t fetchers[TB_MAX_TIERS * TB_MAX_DOMAINS];
   int n_fetchers;
-  int max_inflight;                   /* the worker's cap across tiers, 0 = none */
-  int inflight_total, reserved_total; /* sums of the queues' inflight and reserved */
-  int peak_inflight;
+  int max_inflight;   /* the worker's cap across tiers, 0 = none */
+  int reserved_total; /* sum of the queues' reserved */
+  int peak_ready;
   pthread_t executor;
   int64_t inversions;
   tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
@@ -146,12 +147,34 @@ static void set_pending(ready_queue_t *q, fetcher_t *f, uint64_t pending) {
 /* Slots a fetch may take now: the tier's free slots, bounded by the worker's cap. Called with mu
  * held. */
 static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
-  int room = q->cap - q->inflight - q->reserved;
+  int room = q->cap - q->count - q->reserved;
   if (d->max_inflight > 0) {
-    int g = d->max_inflight - d->inflight_total - d->reserved_total;
+    int g = d->max_inflight - d->ready_total - d->reserved_total;
     if (g < room) room = g;
   }
   return room;
+}
+
+/* The free slots a fetcher of |q| waits for before it asks again. A consumer known to hold
+ * messages asks for half the tier's slots at least (or its whole backlog, when smaller), so
+ * that a tier whose slots free one by one as the executor takes them sends one pull request per
+ * half a queue, not one per message; an idle consumer's probe asks for one. */
+static int fetch_threshold(const tb_dispatcher_t *d, const ready_queue_t *q, const fetcher_t *f) {
+  if (f->pending == 0) return 1;
+  int want = (q->cap + 1) / 2;
+  /* Never more than the worker's cap could ever free, or the fetcher would wait for good. */
+  if (d->max_inflight > 0 && d->max_inflight < want) want = d->max_inflight;
+  return f->pending < (uint64_t)want ? (int)f->pending : want;
+}
+
+/* Wakes the fetchers that slots freed on tier |t| may let fetch: the tier's own, or every
+ * tier's when the worker's overall cap also binds. Called with mu held. */
+static void wake_fetchers(tb_dispatcher_t *d, int t) {
+  if (d->max_inflight > 0) {
+    for (int i = 0; i < d->cfg->n_tiers; i++) pthread_cond_broadcast(&d->queues[i].slots_cv);
+    return;
+  }
+  pthread_cond_broadcast(&d->queues[t].slots_cv);
 }
 
 /* ---------------------------------------------------------------- fetchers */
@@ -180,7 +203,8 @@ static void *fetch_loop(void *arg) {
      * tier's busy domains. */
     pthread_mutex_lock(&d->mu);
     int want = 0;
-    while (!d->stopping && (want = free_slots(d, q)) <= 0) pthread_cond_wait(&d->slots_cv, &d->mu);
+    while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f))
+      pthread_cond_wait(&q->slots_cv, &d->mu);
     int stopping = d->stopping, reserve = 0;
     if (f->pending > 0) {
       if ((uint64_t)want > f->pending) want = (int)f->pending;
@@ -218,12 +242,10 @@ static void *fetch_loop(void *arg) {
       w->tier = f->tier;
       w->ready_mono_us = w->progress_mono_us = now;
       q_push(q, w);
-      q->inflight++;
-      d->inflight_total++;
       d->ready_total++;
     }
-    if (d->inflight_total > d->peak_inflight) d->peak_inflight = d->inflight_total;
-    if (reserve > got) pthread_cond_broadcast(&d->slots_cv); /* unused slots go back */
+    if (d->ready_total > d->peak_ready) d->peak_ready = d->ready_total;
+    if (reserve > got) wake_fetchers(d, f->tier); /* unused slots go back */
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
     if (st == TB_ERR_TIMEOUT || st == TB_OK) {
@@ -236,6 +258,7 @@ static void *fetch_loop(void *arg) {
              d->cfg->domains[f->domain], tb_errdetail());
     tb_sleep_us(200000);
   }
+  tb_consumer_release(f->consumer); /* what it was sent and never handed over goes back */
   return NULL;
 }
 
@@ -269,25 +292,20 @@ static void read_heads(const tb_dispatcher_t *d, tb_ready_head_t *heads) {
     int waiting = q->active && q->pending > 0 && !d->stopping;
     heads[t].present = q->count > 0;
     heads[t].ready_mono_us = q->count > 0 ? q->items[q->head]->ready_mono_us : 0;
-    heads[t].backlog = waiting && q->inflight < q->cap;
-    heads[t].blocked = waiting && q->inflight >= q->cap;
+    heads[t].backlog = waiting && q->count < q->cap;
   }
 }
 
 /* Takes the next message by policy, or NULL. With |force| 0 it returns NULL and sets *hold when a
- * tier that outranks the choice has backlog its fetcher is about to deliver, or *commit when
- * that backlog waits for slots the open batch holds; with |force| 1 it serves the choice anyway
- * and the auditor counts the inversion. Called with mu held. */
-static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold, int *commit) {
+ * tier that outranks the choice has backlog its fetcher is about to deliver; with |force| 1 it
+ * serves the choice anyway and the auditor counts the inversion. Called with mu held. */
+static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hold) {
   tb_ready_head_t heads[TB_MAX_TIERS];
-  *hold = *commit = 0;
+  *hold = 0;
+  if (d->stopping) return NULL; /* what has not started goes back: release_ready() */
   read_heads(d, heads);
   tb_choice_t c = tb_dispatch_choose(d->cfg, heads, now);
   if (c.tier < 0) return NULL;
-  if (!force && tb_dispatch_must_commit(d->cfg, heads, &c)) {
-    *commit = 1;
-    return NULL;
-  }
   if (!force && tb_dispatch_must_wait(d->cfg, heads, &c)) {
     *hold = 1;
     return NULL;
@@ -299,8 +317,15 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
     TB_LOG(TB_LOG_WARN, "dispatch", "priority inversion: served %s (effective %s) over %d better",
            d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
   }
-  tb_work_t *w = q_pop(&d->queues[c.tier]);
+  ready_queue_t *q = &d->queues[c.tier];
+  tb_work_t *w = q_pop(q);
   d->ready_total--;
+  /* Only at the free counts a fetcher waits for (fetch_threshold: 1, or half the tier), and
+   * when the tier is empty: a wake per message would wake every domain's fetcher for nothing.
+   * Under the worker's overall cap any tier's fetcher may be waiting for this slot. */
+  int free = free_slots(d, q);
+  if (d->max_inflight > 0 || free == 1 || free == (q->cap + 1) / 2 || free == q->cap)
+    wake_fetchers(d, c.tier);
   w->eff_tier = c.eff_tier;
   w->boost = c.boost;
   w->reason = c.reason;
@@ -332,7 +357,7 @@ static int backlog_arriving(tb_dispatcher_t *d) {
  * younger than commit_batch_time and backlog is still arriving, an empty ready queue does not
  * close it: committing a handful of messages at a time would spend the disk on commits. Handler
  * start is not delayed by this, only the commit. Takes and releases mu. */
-static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) {
+static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   pthread_mutex_lock(&d->mu);
   int64_t hold_start = 0;
   tb_work_t *w = NULL;
@@ -343,18 +368,11 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us, int batched) 
     return w;
   }
   for (;;) {
-    int hold = 0, commit = 0;
+    int hold = 0;
     int64_t now = tb_mono_us();
     int force = hold_start != 0 && now - hold_start >= HOLD_MAX_US;
-    w = take_next(d, now, force, &hold, &commit);
+    w = take_next(d, now, force, &hold);
     if (w != NULL) break;
-    if (commit) {
-      if (batched) break; /* the commit frees the slots that the higher tier waits for */
-      /* Nothing of this batch holds them (cannot happen: slots are held by ready messages or by
-       * the open batch); serve rather than stall, and let the auditor count it. */
-      w = take_next(d, now, 1, &hold, &commit);
-      break;
-    }
     if (hold) {
       if (hold_start == 0) hold_start = now;
     } else if (d->stopping || now - opened_us >= d->cfg->commit_batch_us || !backlog_arriving(d)) {
@@ -379,21 +397,13 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   int n = 0;
   int64_t opened = tb_mono_us();
   while (n < cfg->commit_batch_max) {
-    tb_work_t *w = next_work(d, opened, n > 0);
+    tb_work_t *w = next_work(d, opened);
     if (w == NULL) break;
     batch[n++] = w;
     st = tb_engine_apply(d->engine, w);
     if (st != TB_OK) break;
     if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
   }
-  pthread_mutex_lock(&d->mu);
-  for (int i = 0; i < n; i++)
-    if (!batch[i]->orphan) {
-      d->queues[batch[i]->tier].inflight--;
-      d->inflight_total--;
-    }
-  pthread_cond_broadcast(&d->slots_cv);
-  pthread_mutex_unlock(&d->mu);
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "batch of %d rolled back, messages will be redelivered: %s", n,
@@ -406,6 +416,31 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
 }
 
+/* Hands every fetched message that has not started back to its stream (a nak without delay), so
+ * that the tiers' other workers, or this one's successor, take it in priority order. A stopping
+ * worker finishes what it started and no more: with queues prefetch deep, running all it held
+ * would spend the stop on up to prefetch messages of every lower tier. Returns how many. */
+static int release_ready(tb_dispatcher_t *d) {
+  int n = 0;
+  for (int t = 0; t < d->cfg->n_tiers; t++) {
+    ready_queue_t *q = &d->queues[t];
+    for (;;) {
+      pthread_mutex_lock(&d->mu);
+      tb_work_t *w = q->count > 0 ? q_pop(q) : NULL;
+      if (w != NULL) {
+        d->ready_total--;
+      }
+      pthread_mutex_unlock(&d->mu);
+      if (w == NULL) break;
+      tb_bus_nak(d->bus, w->msg, 0); /* lost: redelivered after AckWait instead */
+      natsMsg_Destroy(w->msg);
+      free(w);
+      n++;
+    }
+  }
+  return n;
+}
+
 static void *exec_loop(void *arg) {
   tb_dispatcher_t *d = arg;
   tb_work_t **batch = calloc((size_t)d->cfg->commit_batch_max, sizeof(*batch));
@@ -413,18 +448,25 @@ static void *exec_loop(void *arg) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "out of memory for the batch");
     return NULL;
   }
+  int released = 0;
   for (;;) {
     pthread_mutex_lock(&d->mu);
     while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
       tb_cond_wait_ms(&d->work_cv, &d->mu, 100);
       keep_alive(d, tb_mono_us());
     }
+    int stopping = d->stopping, orphans = d->orphans != NULL;
     int done = d->ready_total == 0 && d->orphans == NULL && d->stopping && d->fetchers_done;
     if (!done) keep_alive(d, tb_mono_us());
     pthread_mutex_unlock(&d->mu);
+    if (stopping) released += release_ready(d); /* also what a fetch under way brings in */
     if (done) break;
+    if (stopping && !orphans) continue; /* wait for the fetchers; only orphans still run */
     run_batch(d, batch);
   }
+  if (released > 0)
+    TB_LOG(TB_LOG_INFO, "dispatch",
+           "stopping: %d fetched messages not started went back to the stream", released);
   free(batch);
   return NULL;
 }
@@ -484,12 +526,12 @@ void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope) {
 static tb_status open_fetcher(tb_dispatcher_t *d, fetcher_t *f) {
   const tb_config_t *cfg = d->cfg;
   const char *tier = cfg->tiers[f->tier].name, *domain = cfg->domains[f->domain];
-  f->buf = calloc((size_t)cfg->tiers[f->tier].concurrency, sizeof(natsMsg *));
+  f->buf = calloc((size_t)d->queues[f->tier].cap, sizeof(natsMsg *));
   if (f->buf == NULL) return tb__fail(TB_ERR_NOMEM, "fetch buffer");
   tb_status st = tb_consumer_open(&f->consumer, d->bus, cfg, tier, domain);
   if (st == TB_OK) {
     char stream[64], durable[64], subject[200];
-    tb_bus_stream_name(cfg, tier, stream, sizeof(stream));
+    tb_bus_stream_name(cfg, tier, domain, stream, sizeof(stream));
     tb_bus_consumer_name(tier, domain, durable, sizeof(durable));
     snprintf(subject, sizeof(subject), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", stream,
              durable);
@@ -520,11 +562,11 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   d->max_inflight = scope->max_inflight;
   pthread_mutex_init(&d->mu, NULL);
   tb_cond_init(&d->work_cv);
-  tb_cond_init(&d->slots_cv);
+  for (int t = 0; t < cfg->n_tiers; t++) pthread_cond_init(&d->queues[t].slots_cv, NULL);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     ready_queue_t *q = &d->queues[t];
-    q->cap = cfg->tiers[t].concurrency;
+    q->cap = tb_dispatch_ready_cap(cfg, t);
     q->ring = q->cap + scope->n_domains; /* each idle consumer's probe may land one more */
     q->items = calloc((size_t)q->ring, sizeof(tb_work_t *));
     if (q->items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");
@@ -541,13 +583,20 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
     }
   }
   if (st != TB_OK) {
-    d->fetchers_done = 1;
-    tb_dispatcher_stop(d);
+    tb_dispatcher_stop(d); /* no thread started yet */
     return st;
   }
-  pthread_create(&d->executor, NULL, exec_loop, d);
-  for (int i = 0; i < d->n_fetchers; i++)
-    pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
+  int rc = pthread_create(&d->executor, NULL, exec_loop, d);
+  d->executor_running = rc == 0;
+  for (int i = 0; i < d->n_fetchers && rc == 0; i++) {
+    rc = pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
+    d->fetchers_running += rc == 0;
+  }
+  if (rc != 0) {
+    st = tb__fail(TB_ERR_IO, "dispatcher: start a thread: %s", strerror(rc));
+    tb_dispatcher_stop(d); /* what the started fetchers brought in goes back */
+    return st;
+  }
   *out = d;
   return TB_OK;
 }
@@ -562,22 +611,19 @@ void tb_dispatcher_stop_fetching(tb_dispatcher_t *d) {
   for (int i = 0; i < d->n_fetchers; i++) natsSubscription_Unsubscribe(d->fetchers[i].advisories);
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
-  pthread_cond_broadcast(&d->slots_cv);
+  for (int t = 0; t < d->cfg->n_tiers; t++) pthread_cond_broadcast(&d->queues[t].slots_cv);
   pthread_mutex_unlock(&d->mu);
 }
 
 void tb_dispatcher_stop(tb_dispatcher_t *d) {
   if (d == NULL) return;
-  int started = !d->fetchers_done;
   tb_dispatcher_stop_fetching(d);
-  if (started) {
-    for (int i = 0; i < d->n_fetchers; i++) pthread_join(d->fetchers[i].thread, NULL);
-    pthread_mutex_lock(&d->mu);
-    d->fetchers_done = 1;
-    pthread_cond_signal(&d->work_cv);
-    pthread_mutex_unlock(&d->mu);
-    pthread_join(d->executor, NULL);
-  }
+  for (int i = 0; i < d->fetchers_running; i++) pthread_join(d->fetchers[i].thread, NULL);
+  pthread_mutex_lock(&d->mu);
+  d->fetchers_done = 1;
+  pthread_cond_signal(&d->work_cv);
+  pthread_mutex_unlock(&d->mu);
+  if (d->executor_running) pthread_join(d->executor, NULL);
   for (int i = 0; i < d->n_fetchers; i++) {
     natsSubscription_Destroy(d->fetchers[i].advisories);
     tb_consumer_close(d->fetchers[i].consumer);
@@ -590,15 +636,15 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
     free(w);
   }
   for (int t = 0; t < TB_MAX_TIERS; t++) free(d->queues[t].items);
+  for (int t = 0; t < d->cfg->n_tiers; t++) pthread_cond_destroy(&d->queues[t].slots_cv);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->work_cv);
-  pthread_cond_destroy(&d->slots_cv);
   free(d);
 }
 
 int tb_dispatcher_peak_inflight(tb_dispatcher_t *d) {
   pthread_mutex_lock(&d->mu);
-  int v = d->peak_inflight;
+  int v = d->peak_ready;
   pthread_mutex_unlock(&d->mu);
   return v;
 }

@@ -20,7 +20,6 @@ typedef struct tb_ready_head {
   int present;
   int64_t ready_mono_us;
   int backlog; /* messages wait in the stream and the tier has free slots here */
-  int blocked; /* messages wait in the stream but every slot is held by the open batch */
 } tb_ready_head_t;
 
 typedef struct tb_choice {
@@ -33,6 +32,10 @@ typedef struct tb_choice {
 /* Effective tier of a message of tier |t| that has waited |wait_us|: one tier higher per
  * aging interval of its own tier, never above tier 0. */
 int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
+
+/* How many messages of tier |t| one worker holds ready at most: the tier's concurrency, or
+ * cfg->prefetch when larger. */
+int tb_dispatch_ready_cap(const tb_config_t *cfg, int t);
 
 /* The aging bound of tier |t|: the longest a ready message of that tier waits before aging has
  * lifted it to the top tier, where it runs before any message that became ready after it. That
@@ -51,15 +54,9 @@ tb_choice_t tb_dispatch_choose(const tb_config_t *cfg, const tb_ready_head_t *he
 int tb_dispatch_must_wait(const tb_config_t *cfg, const tb_ready_head_t *heads,
                           const tb_choice_t *chosen);
 
-/* 1 if serving |chosen| now would pass over a tier that outranks it whose backlog waits only
- * because the open batch holds all its slots (handled, not yet committed and acked): the batch
- * should commit first, which frees them. */
-int tb_dispatch_must_commit(const tb_config_t *cfg, const tb_ready_head_t *heads,
-                            const tb_choice_t *chosen);
-
 /* The auditor, written independently of choose(): the number of tiers that outrank the chosen
- * one, with a ready head of strictly better effective tier, or with backlog that free slots or a
- * commit would let in. Each is a priority inversion. */
+ * one, with a ready head of strictly better effective tier, or with backlog that free slots would
+ * let in. Each is a priority inversion. */
 int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int64_t now_us,
                       const tb_choice_t *chosen);
 
@@ -87,18 +84,20 @@ void tb_worker_scope_all(const tb_config_t *cfg, tb_worker_scope_t *scope);
 tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_bus_t *bus,
                               tb_engine_t *engine, const tb_worker_scope_t *scope);
 
-/* Stops fetching and returns at once; fetched messages still run. A stopping worker calls it
- * first, so that it takes no new work while it winds down its other threads. Accepts NULL. */
+/* Stops fetching and starting messages, and returns at once: the open batch commits and is
+ * acked, and every fetched message not yet started goes back to its stream (nak, no delay) for
+ * other workers. A stopping worker calls it first, so that it takes no new work while it winds
+ * down its other threads. Accepts NULL. */
 void tb_dispatcher_stop_fetching(tb_dispatcher_t *d);
 
-/* Stops fetching, lets every fetched message finish, commit and be acked, then joins and frees.
- * Accepts NULL. */
+/* tb_dispatcher_stop_fetching(), then waits for the open batch to commit and be acked and for
+ * the unstarted messages to go back, joins and frees. Accepts NULL. */
 void tb_dispatcher_stop(tb_dispatcher_t *d);
 
 /* Inversions counted by this dispatcher so far. */
 int64_t tb_dispatcher_inversions(tb_dispatcher_t *d);
 
-/* The most messages this dispatcher has held in flight at once (fetched, not yet settled). */
+/* The most messages this dispatcher has held ready at once (fetched, not yet started). */
 int tb_dispatcher_peak_inflight(tb_dispatcher_t *d);
 
 #endif

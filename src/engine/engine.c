@@ -11,9 +11,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-#include "engine/handler.h"
 #include "engine/relay.h"
-#include "workflows/registry.h"
 
 enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
 static const char *counter_names[C__COUNT] = {"processed", "failed", "dead", "redelivered",
@@ -24,6 +22,7 @@ struct tb_engine {
   const tb_catalogue_t *cat;
   tb_store_t *store;
   tb_bus_t *bus;
+  tb_handler_lookup_fn handlers;
   /* Deltas of the open batch, flushed into the store with it. */
   int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
   int batch_emitted; /* a handler of the open batch wrote outbox rows */
@@ -36,10 +35,11 @@ struct tb_engine {
   pthread_mutex_t mu;
   tb_engine_tier_stats_t *totals; /* [n_tiers]; histograms are added as they happen */
   int64_t last_commit_us;
+  int64_t commits;
 };
 
 tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
-                           tb_store_t *store, tb_bus_t *bus) {
+                           tb_store_t *store, tb_bus_t *bus, tb_handler_lookup_fn handlers) {
   tb_engine_t *e = calloc(1, sizeof(*e));
   if (e == NULL) return tb__fail(TB_ERR_NOMEM, "engine");
   e->pending_start = calloc((size_t)cfg->n_tiers, sizeof(tb_hist_t));
@@ -53,6 +53,7 @@ tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_c
   e->cat = cat;
   e->store = store;
   e->bus = bus;
+  e->handlers = handlers;
   e->last_hist_flush_us = tb_mono_us();
   pthread_mutex_init(&e->mu, NULL);
   *out = e;
@@ -159,8 +160,136 @@ static int64_t backoff_ms(const tb_tier_config_t *t, uint64_t deliveries) {
   return t->backoff_ms[i < (uint64_t)t->n_backoff ? i : (uint64_t)t->n_backoff - 1];
 }
 
-tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
+/* Decodes |w|'s message into |d| and writes its id into |id|. Returns 1 when the message can go
+ * on to its handler; 0 when it cannot (oversize, undecodable, payload over max_payload) and was
+ * dead-lettered instead, with *st the store status of doing so. */
+static int decode_or_dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos, char *id,
+                                 size_t id_cap, tb_decoded_t *d, tb_status *st) {
+  int len = natsMsg_GetDataLength(w->msg);
+  char reason[1100];
+  if (len > e->cfg->max_payload_bytes + 4096) {
+    fallback_id(w->msg, pos, id, id_cap);
+    snprintf(reason, sizeof(reason), "message of %d bytes exceeds max_payload %lld", len,
+             (long long)e->cfg->max_payload_bytes);
+    *st = dead_letter(e, w, pos, id, "", reason);
+    return 0;
+  }
+  tb__clear_detail();
+  tb_status dst = tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, d);
+  if (dst != TB_OK) {
+    fallback_id(w->msg, pos, id, id_cap);
+    snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
+    *st = dead_letter(e, w, pos, id, "", reason);
+    return 0;
+  }
+  w->published_us = d->env->occurred_at_us;
+  snprintf(id, id_cap, "%s", d->env->id);
+  /* max_payload bounds the event payload, as at publish; the check above only stops a body too
+   * large to be worth decoding. */
+  if ((int64_t)d->env->payload.len > e->cfg->max_payload_bytes) {
+    snprintf(reason, sizeof(reason), "payload of %zu bytes exceeds max_payload %lld",
+             d->env->payload.len, (long long)e->cfg->max_payload_bytes);
+    *st = dead_letter(e, w, pos, id, d->def->name, reason);
+    return 0;
+  }
+  return 1;
+}
+
+/* An orphan's last delivery had no outcome here. If it was applied (the ack was what got lost),
+ * there is nothing to do; otherwise it is dead-lettered like any message out of deliveries. */
+static tb_status settle_orphan(tb_engine_t *e, tb_work_t *w, const position_t *pos, const char *id,
+                               const tb_decoded_t *d) {
+  int seen = 0;
+  tb_status st = tb_store_is_processed(e->store, id, &seen);
+  if (st != TB_OK || seen) return st;
+  char why[200];
+  snprintf(why, sizeof(why),
+           "max deliveries (%llu) reached with no outcome: the worker holding the last delivery "
+           "stopped",
+           (unsigned long long)pos->deliveries);
+  return dead_letter(e, w, pos, id, d->def->name, why);
+}
+
+/* The handler failed with |hst| and its writes were rolled back: retry with the tier's backoff,
+ * or dead-letter when the failure is permanent or the deliveries are used up. */
+static tb_status handler_failed(tb_engine_t *e, tb_work_t *w, const position_t *pos, const char *id,
+                                const tb_decoded_t *d, tb_status hst) {
   const tb_tier_config_t *tier = &e->cfg->tiers[w->tier];
+  char reason[1200];
+  snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
+  e->batch_counters[w->tier][C_FAILED]++;
+  if (hst == TB_ERR_INVALID || pos->deliveries >= (uint64_t)tier->max_deliver) {
+    char why[1300];
+    if (hst == TB_ERR_INVALID)
+      snprintf(why, sizeof(why), "rejected by handler %s: %s", d->def->handler, reason);
+    else
+      snprintf(why, sizeof(why), "max deliveries (%d) reached: %s", tier->max_deliver, reason);
+    return dead_letter(e, w, pos, id, d->def->name, why);
+  }
+  TB_LOG(TB_LOG_WARN, "engine", "%s (%s) attempt %llu failed, retrying: %s", id, d->def->name,
+         (unsigned long long)pos->deliveries, reason);
+  w->fate = TB_FATE_NAK;
+  w->nak_delay_ms = backoff_ms(tier, pos->deliveries);
+  return TB_OK;
+}
+
+/* The effectively-once contract, in one place. Inside a savepoint of the batch transaction: claim
+ * the message id in the processed record; if it was claimed before (a redelivery, or a
+ * publisher's duplicate past the stream's window), the effect already happened and the handler
+ * is not run. Otherwise run the handler: its writes and the claim are kept together (released
+ * into the batch, which commits before any ack), or undone together when it fails. */
+static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos, const char *id,
+                            const tb_decoded_t *d, tb_handler_fn fn) {
+  tb_status st = tb_store_savepoint(e->store);
+  if (st != TB_OK) return st;
+  tb_dispatch_record_t r = dispatch_record(e, w, pos, id, d->def->name, TB_OUTCOME_APPLIED);
+  int fresh = 0;
+  st = tb_store_claim(e->store, &r, &fresh);
+  if (st == TB_OK && !fresh) {
+    e->batch_counters[w->tier][C_DUPLICATE]++;
+    return tb_store_release(e->store);
+  }
+  if (st != TB_OK) return st;
+  tb_handler_ctx_t ctx = {
+      .store = e->store,
+      .cfg = e->cfg,
+      .cat = e->cat,
+      .msg = d,
+      .tier = e->cfg->tiers[w->tier].name,
+      .order = {.occurred_us = d->env->occurred_at_us, .stream = pos->stream, .seq = pos->seq},
+      .emitted = &e->batch_emitted,
+  };
+  tb__clear_detail();
+  tb_status hst = fn(&ctx);
+  if (hst == TB_OK) {
+    st = tb_store_release(e->store);
+    if (st == TB_OK) {
+      w->applied = 1;
+      e->batch_counters[w->tier][C_PROCESSED]++;
+    }
+    return st;
+  }
+  st = tb_store_rollback_to(e->store); /* undoes the claim too, and closes the savepoint */
+  return st == TB_OK ? handler_failed(e, w, pos, id, d, hst) : st;
+}
+
+/* Adds an applied message's figures to the pending and process histograms. */
+static void record_figures(tb_engine_t *e, const tb_work_t *w) {
+  int64_t lat = w->started_us - w->published_us;
+  if (w->published_us > 0) tb_hist_add(&e->pending_start[w->tier], lat);
+  pthread_mutex_lock(&e->mu);
+  tb_engine_tier_stats_t *tot = &e->totals[w->tier];
+  if (w->published_us > 0) tb_hist_add(&tot->start, lat);
+  if (!w->orphan) { /* an orphan was never waiting in a ready queue */
+    tb_hist_add(&tot->wait, w->wait_us);
+    if (w->over_bound_us >= 0) tb_hist_add(&tot->over_bound, w->over_bound_us);
+    tot->aged += w->boost > 0;
+    tot->late += w->over_bound_us > 0;
+  }
+  pthread_mutex_unlock(&e->mu);
+}
+
+tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   jsMsgMetaData *meta = NULL;
   char id[256];
   tb_decoded_t d = {0};
@@ -175,132 +304,19 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   else if (meta)
     pos = (position_t){meta->Stream, meta->Sequence.Stream, meta->NumDelivered};
 
-  int len = natsMsg_GetDataLength(w->msg);
-  if (len > e->cfg->max_payload_bytes + 4096) {
-    fallback_id(w->msg, &pos, id, sizeof(id));
-    char reason[160];
-    snprintf(reason, sizeof(reason), "message of %d bytes exceeds max_payload %lld", len,
-             (long long)e->cfg->max_payload_bytes);
-    st = dead_letter(e, w, &pos, id, "", reason);
-    goto done;
-  }
-
-  tb__clear_detail();
-  tb_status dst =
-      tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, &d);
-  if (dst != TB_OK) {
-    fallback_id(w->msg, &pos, id, sizeof(id));
-    char reason[1100];
-    snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
-    st = dead_letter(e, w, &pos, id, "", reason);
-    goto done;
-  }
-  w->published_us = d.env->occurred_at_us;
-  snprintf(id, sizeof(id), "%s", d.env->id);
-
-  /* max_payload bounds the event payload, as at publish; the check above only stops a body too
-   * large to be worth decoding. */
-  if ((int64_t)d.env->payload.len > e->cfg->max_payload_bytes) {
-    char reason[160];
-    snprintf(reason, sizeof(reason), "payload of %zu bytes exceeds max_payload %lld",
-             d.env->payload.len, (long long)e->cfg->max_payload_bytes);
-    st = dead_letter(e, w, &pos, id, d.def->name, reason);
-    goto done;
-  }
-
-  if (w->orphan) {
-    /* Its last delivery had no outcome here. If it was applied (the ack was what got lost), there
-     * is nothing to do; otherwise it is dead-lettered like any message out of deliveries. */
-    int seen = 0;
-    st = tb_store_is_processed(e->store, id, &seen);
-    if (st == TB_OK && !seen) {
-      char why[200];
-      snprintf(why, sizeof(why),
-               "max deliveries (%llu) reached with no outcome: the worker holding the last "
-               "delivery stopped",
-               (unsigned long long)pos.deliveries);
-      st = dead_letter(e, w, &pos, id, d.def->name, why);
+  if (decode_or_dead_letter(e, w, &pos, id, sizeof(id), &d, &st)) {
+    tb_handler_fn fn = w->orphan ? NULL : e->handlers(d.def->handler);
+    if (w->orphan) {
+      st = settle_orphan(e, w, &pos, id, &d);
+    } else if (fn == NULL) {
+      char reason[200];
+      snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);
+      st = dead_letter(e, w, &pos, id, d.def->name, reason);
+    } else {
+      st = apply_once(e, w, &pos, id, &d, fn);
     }
-    goto done;
   }
-
-  tb_handler_fn fn = tb_registry_handler(d.def->handler);
-  if (fn == NULL) {
-    char reason[200];
-    snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);
-    st = dead_letter(e, w, &pos, id, d.def->name, reason);
-    goto done;
-  }
-
-  st = tb_store_savepoint(e->store);
-  if (st != TB_OK) goto done;
-  tb_handler_ctx_t ctx = {
-      .store = e->store,
-      .cfg = e->cfg,
-      .cat = e->cat,
-      .msg = &d,
-      .tier = tier->name,
-      .order = {.occurred_us = d.env->occurred_at_us, .stream = pos.stream, .seq = pos.seq},
-      .emitted = &e->batch_emitted,
-  };
-  tb_dispatch_record_t r = dispatch_record(e, w, &pos, id, d.def->name, TB_OUTCOME_APPLIED);
-  int fresh = 0;
-  st = tb_store_claim(e->store, &r, &fresh);
-  if (st == TB_OK && !fresh) {
-    /* A redelivery (ack lost, worker killed after commit) or a publisher's duplicate beyond the
-     * stream's window: the effect already happened. */
-    st = tb_store_release(e->store);
-    e->batch_counters[w->tier][C_DUPLICATE]++;
-    goto done;
-  }
-  if (st != TB_OK) goto done;
-  tb__clear_detail();
-  tb_status hst = fn(&ctx);
-  if (hst == TB_OK) {
-    st = tb_store_release(e->store);
-    if (st == TB_OK) {
-      w->applied = 1;
-      e->batch_counters[w->tier][C_PROCESSED]++;
-    }
-    goto done;
-  }
-
-  /* The handler failed: undo its writes, then retry later or give up. */
-  char reason[1200];
-  snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
-  st = tb_store_rollback_to(e->store); /* also closes the savepoint */
-  if (st != TB_OK) goto done;
-  e->batch_counters[w->tier][C_FAILED]++;
-  uint64_t deliveries = pos.deliveries;
-  if (hst == TB_ERR_INVALID || deliveries >= (uint64_t)tier->max_deliver) {
-    char why[1300];
-    if (hst == TB_ERR_INVALID)
-      snprintf(why, sizeof(why), "rejected by handler %s: %s", d.def->handler, reason);
-    else
-      snprintf(why, sizeof(why), "max deliveries (%d) reached: %s", tier->max_deliver, reason);
-    st = dead_letter(e, w, &pos, id, d.def->name, why);
-  } else {
-    TB_LOG(TB_LOG_WARN, "engine", "%s (%s) attempt %llu failed, retrying: %s", id, d.def->name,
-           (unsigned long long)deliveries, reason);
-    w->fate = TB_FATE_NAK;
-    w->nak_delay_ms = backoff_ms(tier, deliveries);
-  }
-
-done:
-  if (st == TB_OK) {
-    int64_t lat = w->started_us - w->published_us;
-    if (w->published_us > 0) tb_hist_add(&e->pending_start[w->tier], lat);
-    pthread_mutex_lock(&e->mu);
-    tb_engine_tier_stats_t *tot = &e->totals[w->tier];
-    if (w->published_us > 0) tb_hist_add(&tot->start, lat);
-    if (!w->orphan) { /* an orphan was never waiting in a ready queue */
-      tb_hist_add(&tot->wait, w->wait_us);
-      if (w->over_bound_us >= 0) tb_hist_add(&tot->over_bound, w->over_bound_us);
-      tot->aged += w->boost > 0;
-      tot->late += w->over_bound_us > 0;
-    }
-    pthread_mutex_unlock(&e->mu);
-  }
+  if (st == TB_OK) record_figures(e, w);
   tb_decoded_free(&d);
   jsMsgMetaData_Destroy(meta);
   return st;
@@ -348,6 +364,7 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
     e->totals[t].duplicates += e->batch_counters[t][C_DUPLICATE];
   }
   e->last_commit_us = tb_wall_us();
+  e->commits++;
   pthread_mutex_unlock(&e->mu);
   if (with_hists) {
     for (int t = 0; t < e->cfg->n_tiers; t++) {
@@ -402,6 +419,7 @@ void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out)
   pthread_mutex_lock(&e->mu);
   *out = e->totals[tier];
   out->last_commit_us = e->last_commit_us;
+  out->commits = e->commits;
   pthread_mutex_unlock(&e->mu);
 }
 

@@ -8,6 +8,7 @@
 #include <nats/nats.h>
 #include <stdint.h>
 
+#include "api/handler.h"
 #include "bus/bus.h"
 #include "codec/catalogue.h"
 #include "config/config.h"
@@ -65,11 +66,14 @@ typedef struct tb_engine_tier_stats {
   int64_t aged;           /* dispatches that aging lifted (boost > 0) */
   int64_t late;           /* dispatches past the aging bound */
   int64_t last_commit_us; /* wall clock of the process's latest commit (any tier) */
+  int64_t commits;        /* batches committed by the process (any tier) */
 } tb_engine_tier_stats_t;
 
-/* All arguments are borrowed and must outlive the engine. Caller frees with tb_engine_destroy(). */
+/* |handlers| resolves each catalogue entry's handler name (tb_registry_handler in a worker, fake
+ * handlers in the engine's tests). All arguments are borrowed and must outlive the engine.
+ * Caller frees with tb_engine_destroy(). */
 tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_catalogue_t *cat,
-                           tb_store_t *store, tb_bus_t *bus);
+                           tb_store_t *store, tb_bus_t *bus, tb_handler_lookup_fn handlers);
 void tb_engine_destroy(tb_engine_t *e);
 
 /* The outbox relay to wake after a commit whose handlers emitted follow-ups (borrowed; NULL =

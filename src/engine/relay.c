@@ -11,23 +11,20 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/bgthread.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-#include "core/sync.h"
 #include "store/store.h"
 
 struct tb_relay {
   tb_store_t *store; /* owned: this thread's connection */
   tb_bus_t *bus;     /* borrowed */
   int interval_ms;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv; /* CLOCK_MONOTONIC */
-  int kicked;
-  int stop;
-  int64_t drain_deadline_us; /* monotonic, set by tb_relay_stop */
-  tb_relay_stats_t stats;    /* under mu */
+  tb_bgthread_t *thread;     /* owned */
+  int64_t drain_deadline_us; /* monotonic; written by tb_relay_stop before it stops the thread */
+  pthread_mutex_t mu;        /* guards stats only */
+  tb_relay_stats_t stats;
   /* Relay thread only: */
   int down_streak; /* consecutive passes that found NATS unreachable */
 };
@@ -252,36 +249,20 @@ static int64_t until_due(tb_relay_t *r) {
   return wait_ms;
 }
 
-/* Passes until stopped. A stop is honoured only after a pass that began after it was requested,
- * so rows committed just before the stop are still published; after that the relay keeps going
- * while full batches go out, up to the drain deadline, and gives up at once when NATS is down. */
-static void *relay_main(void *arg) {
+/* One tick of the relay thread: a pass, then how long to wait before the next. A stop is honoured
+ * only after a pass that began after it was requested (the thread drains), so rows committed just
+ * before the stop are still published; after that the relay keeps going while full batches go
+ * out, up to the drain deadline, and gives up at once when NATS is down. */
+static int64_t relay_tick(void *arg, int stopping) {
   tb_relay_t *r = arg;
-  int64_t wait_ms = 0; /* the first pass runs at once: rows left by a previous run */
-  pthread_mutex_lock(&r->mu);
-  for (;;) {
-    if (!r->stop && !r->kicked && wait_ms > 0)
-      tb_cond_wait_ms(&r->cv, &r->mu, wait_ms); /* a timeout is the periodic pass */
-    if (r->stop && tb_mono_us() >= r->drain_deadline_us) break;
-    r->kicked = 0;
-    int stopping = r->stop;
-    pthread_mutex_unlock(&r->mu);
-    int more = 0;
-    int down = run_pass(r, &more);
-    int64_t idle_ms = down || more ? 0 : until_due(r); /* read outside the lock */
-    pthread_mutex_lock(&r->mu);
-    if (down) {
-      if (stopping) break;
-      wait_ms = backoff_ms(r->interval_ms, r->down_streak);
-    } else if (more) {
-      wait_ms = 0;
-    } else {
-      if (stopping) break;
-      wait_ms = idle_ms;
-    }
-  }
-  pthread_mutex_unlock(&r->mu);
-  return NULL;
+  /* |stopping| means the thread saw the stop under its lock, after tb_relay_stop set the
+   * deadline: the deadline is read only then. */
+  if (stopping && tb_mono_us() >= r->drain_deadline_us) return TB_BGTHREAD_EXIT;
+  int more = 0;
+  int down = run_pass(r, &more);
+  if (down) return stopping ? TB_BGTHREAD_EXIT : backoff_ms(r->interval_ms, r->down_streak);
+  if (more) return 0;
+  return stopping ? TB_BGTHREAD_EXIT : until_due(r);
 }
 
 tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, int interval_ms) {
@@ -297,21 +278,25 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
     return tb__fail(TB_ERR_INVALID, "relay start: interval %d ms must be > 0", interval_ms);
   tb_relay_t *r = calloc(1, sizeof(*r));
   if (r == NULL) return tb__fail(TB_ERR_NOMEM, "relay");
-  tb_status st = tb_store_open(&r->store, db_path);
-  if (st != TB_OK) {
+  int rc = pthread_mutex_init(&r->mu, NULL);
+  if (rc != 0) {
     free(r);
-    return st;
+    return tb__fail(TB_ERR_NOMEM, "relay: pthread_mutex_init: %s", strerror(rc));
   }
   r->bus = bus;
   r->interval_ms = interval_ms;
-  tb_cond_init(&r->cv);
-  pthread_mutex_init(&r->mu, NULL);
-  if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
+  tb_status st = tb_store_open(&r->store, db_path);
+  /* The first pass runs at once: rows left by a previous run. */
+  if (st == TB_OK)
+    st = tb_bgthread_start(
+        &r->thread,
+        &(tb_bgthread_opts_t){
+            .name = "relay", .tick = relay_tick, .arg = r, .interval_ms = interval_ms, .drain = 1});
+  if (st != TB_OK) {
     tb_store_close(r->store);
+    pthread_mutex_destroy(&r->mu);
     free(r);
-    return tb__fail(TB_ERR_NOMEM, "relay %s: cannot start its thread", db_path);
+    return st;
   }
   *out = r;
   return TB_OK;
@@ -319,22 +304,14 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
 
 void tb_relay_kick(tb_relay_t *r) {
   if (r == NULL) return;
-  pthread_mutex_lock(&r->mu);
-  r->kicked = 1;
-  pthread_cond_signal(&r->cv);
-  pthread_mutex_unlock(&r->mu);
+  tb_bgthread_kick(r->thread);
 }
 
 void tb_relay_stop(tb_relay_t *r) {
   if (r == NULL) return;
-  pthread_mutex_lock(&r->mu);
-  r->stop = 1;
   r->drain_deadline_us = tb_mono_us() + (int64_t)TB_RELAY_DRAIN_MS * 1000;
-  pthread_cond_signal(&r->cv);
-  pthread_mutex_unlock(&r->mu);
-  pthread_join(r->thread, NULL);
+  tb_bgthread_stop(r->thread);
   tb_store_close(r->store);
-  pthread_cond_destroy(&r->cv);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }

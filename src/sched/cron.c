@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/status.h"
+#include "core/util.h"
 
 /* Seed 001's SCHEDULES, in its order. X(name, pattern) */
 #define SCHEDULES(X)                                                                               \
@@ -35,7 +36,7 @@ static const struct {
 #undef ROW
 };
 
-#define N_CONSTANTS (sizeof(constants) / sizeof(constants[0]))
+#define N_CONSTANTS TB_COUNTOF(constants)
 
 const char *tb_cron_constant(const char *name) {
   for (size_t i = 0; name != NULL && i < N_CONSTANTS; i++)

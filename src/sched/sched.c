@@ -16,14 +16,12 @@
 #include "core/clock.h"
 #include "core/fs.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/crm.h"
 
-/* Returns |s| with the current detail prefixed by |prefix| (copied first: the detail buffer is
- * the one tb__fail writes). */
+/* Returns |s| with the current detail prefixed by |prefix|. */
 static tb_status refail(tb_status s, const char *prefix) {
-  char detail[1024];
-  snprintf(detail, sizeof(detail), "%s", tb_errdetail());
-  return tb__fail(s, "%s%s", prefix, detail);
+  return tb__fail(s, "%s%s", prefix, tb_errdetail());
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -299,7 +297,7 @@ static const struct {
 #undef ROW
 };
 
-#define N_JOBS (sizeof(jobs) / sizeof(jobs[0]))
+#define N_JOBS TB_COUNTOF(jobs)
 
 void tb_sched_jobs(void (*fn)(void *arg, const char *job, const char *what), void *arg) {
   for (size_t i = 0; i < N_JOBS; i++) fn(arg, jobs[i].job, jobs[i].what);

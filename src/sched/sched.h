@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "api/publish.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "sched/cron.h"
 #include "store/sched.h"
 
@@ -77,7 +77,7 @@ tb_status tb_sched_execute(const tb_handler_ctx_t *ctx, const char *name, int64_
                            int attempt, const char *trigger, int allow_retry,
                            tb_sched_outcome_t *out);
 
-/* The "sched.run" handler of the scheduled-task event (engine/handler.h contract). */
+/* The "sched.run" handler of the scheduled-task event (api/handler.h contract). */
 tb_status tb_sched_handle(const tb_handler_ctx_t *ctx);
 
 #endif

@@ -2,15 +2,14 @@
  * the publish path every other event takes (tb_publish_prepare, tb_publish_send). */
 #include "sched/scheduler.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/publish.h"
+#include "core/bgthread.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
-#include "core/sync.h"
 #include "sched/sched.h"
 #include "store/sched.h"
 
@@ -22,12 +21,8 @@ struct tb_scheduler {
   const tb_catalogue_t *cat; /* borrowed */
   tb_bus_t *bus;             /* borrowed */
   tb_store_t *store;         /* owned: this scheduler's connection */
-  pthread_t thread;
-  int running;
-  pthread_mutex_t mu;
-  pthread_cond_t cv; /* CLOCK_MONOTONIC */
-  int stop;          /* under mu */
-  int failing;       /* the last pass could not publish: log the outage once, not every second */
+  tb_bgthread_t *thread;     /* owned; NULL until tb_scheduler_start */
+  int failing; /* the last pass could not publish: log the outage once, not every second */
 };
 
 tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
@@ -42,8 +37,6 @@ tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
     free(s);
     return st;
   }
-  tb_cond_init(&s->cv);
-  pthread_mutex_init(&s->mu, NULL);
   *out = s;
   return TB_OK;
 }
@@ -131,41 +124,27 @@ tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
   return st;
 }
 
-static void *scheduler_main(void *arg) {
+/* One pass, then the wait until just after the next whole second of the wall clock: slots are
+ * whole minutes, so a pass then finds a slot within milliseconds of its time instead of up to a
+ * tick later. */
+static int64_t scheduler_pass(void *arg, int stopping) {
   tb_scheduler_t *s = arg;
-  pthread_mutex_lock(&s->mu);
-  while (!s->stop) {
-    pthread_mutex_unlock(&s->mu);
-    tb_status st = tb_scheduler_tick(s, tb_wall_us(), NULL);
-    if (st != TB_OK) TB_LOG(TB_LOG_WARN, "scheduler", "pass failed: %s", tb_errdetail());
-    /* Wake just after the next whole second of the wall clock: slots are whole minutes, so a
-     * pass then finds a slot within milliseconds of its time instead of up to a tick later. */
-    int64_t wait_ms = TICK_MS - tb_wall_us() / 1000 % TICK_MS + 2;
-    pthread_mutex_lock(&s->mu);
-    if (!s->stop) tb_cond_wait_ms(&s->cv, &s->mu, wait_ms);
-  }
-  pthread_mutex_unlock(&s->mu);
-  return NULL;
+  tb_status st = tb_scheduler_tick(s, tb_wall_us(), NULL);
+  if (st != TB_OK) TB_LOG(TB_LOG_WARN, "scheduler", "pass failed: %s", tb_errdetail());
+  return TICK_MS - tb_wall_us() / 1000 % TICK_MS + 2;
 }
 
 tb_status tb_scheduler_start(tb_scheduler_t *s) {
-  if (pthread_create(&s->thread, NULL, scheduler_main, s) != 0)
-    return tb__fail(TB_ERR_NOMEM, "scheduler: cannot start its thread");
-  s->running = 1;
-  return TB_OK;
+  if (s->thread != NULL) return tb__fail(TB_ERR_INVALID, "scheduler: already started");
+  return tb_bgthread_start(&s->thread, &(tb_bgthread_opts_t){.name = "scheduler",
+                                                             .tick = scheduler_pass,
+                                                             .arg = s,
+                                                             .interval_ms = TICK_MS});
 }
 
 void tb_scheduler_destroy(tb_scheduler_t *s) {
   if (s == NULL) return;
-  if (s->running) {
-    pthread_mutex_lock(&s->mu);
-    s->stop = 1;
-    pthread_cond_signal(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    pthread_join(s->thread, NULL);
-  }
+  tb_bgthread_stop(s->thread);
   tb_store_close(s->store);
-  pthread_cond_destroy(&s->cv);
-  pthread_mutex_destroy(&s->mu);
   free(s);
 }

@@ -28,7 +28,8 @@ tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
  * logged, not returned. */
 tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired);
 
-/* Starts the thread that runs tb_scheduler_tick every second. */
+/* Starts the thread that runs tb_scheduler_tick at once and then just after every whole second of
+ * the wall clock. On failure no thread runs; starting twice is TB_ERR_INVALID. */
 tb_status tb_scheduler_start(tb_scheduler_t *s);
 
 /* Stops the thread (if it runs) and frees. Accepts NULL. */

@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/util.h"
 
 #define MOD "sim"
 #define DEFAULT_DURABLE "tb-sim"
@@ -139,7 +140,7 @@ static int act_email_send(actx_t *a) {
   const char *tmpl = get_string(a, a->in, "", "template", 0);
   if (a->code) return -1;
   int known = 0;
-  for (size_t i = 0; i < sizeof(email_templates) / sizeof(email_templates[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(email_templates); i++)
     known |= strcmp(tmpl, email_templates[i]) == 0;
   if (!known)
     return reject(a, 422,
@@ -285,7 +286,7 @@ static const struct {
     {"pdf.generate", act_pdf},
     {"enrichment.submit", act_enrichment_submit},
 };
-#define N_ACTIONS (sizeof(actions) / sizeof(actions[0]))
+#define N_ACTIONS TB_COUNTOF(actions)
 
 static void known_actions(char *buf, size_t cap) {
   size_t off = 0;
@@ -784,9 +785,10 @@ tb_status tb_sim_start(tb_sim_t **out, const tb_sim_opts_t *o) {
   tb_bus_cmd_stream(o->cfg, stream, sizeof(stream));
   tb_status st =
       tb_consumer_open_stream(&sim->cons, o->bus, stream, sim->durable, "tb.cmd.>", ACK_WAIT_MS);
-  if (st == TB_OK && pthread_create(&sim->thread, NULL, run, sim) != 0) {
+  int rc = st == TB_OK ? pthread_create(&sim->thread, NULL, run, sim) : 0;
+  if (rc != 0) {
     tb_consumer_close(sim->cons);
-    st = tb__fail(TB_ERR_NOMEM, "sim: cannot start its thread");
+    st = tb__fail(TB_ERR_NOMEM, "sim: cannot start its thread: pthread_create: %s", strerror(rc));
   }
   if (st != TB_OK) {
     pthread_mutex_destroy(&sim->mu);

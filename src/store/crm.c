@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/internal.h"
 
 static tb_status check_id(const char *what, const char *id) {
@@ -203,7 +204,7 @@ tb_status tb_store_crm_plan_put(tb_store_t *st, const char *client_id, const cha
   if (s != TB_OK) return s;
   static const char *const statuses[] = {"requested", "generated", "completed", "failed"};
   int ok = 0;
-  for (size_t i = 0; status != NULL && i < sizeof(statuses) / sizeof(statuses[0]); i++)
+  for (size_t i = 0; status != NULL && i < TB_COUNTOF(statuses); i++)
     ok |= strcmp(status, statuses[i]) == 0;
   if (!ok)
     return tb__fail(TB_ERR_INVALID,

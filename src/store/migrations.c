@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "core/util.h"
 #include "store/internal.h"
 
 /* v1: engine bookkeeping. The tables written for every message (processed, tier_counters) are
@@ -462,7 +463,7 @@ static const char *const migrations[] = {v1_engine,     v2_repo_priority,  v3_ou
                                          v4_workflows,  v5_seed_workflows, v6_priority_sync,
                                          v7_escalation, v8_scheduler,      v9_outbox_ids};
 
-#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+#define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 
 int tb__store_latest_version(void) {
   return N_MIGRATIONS;

@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/internal.h"
 
 /* Ids are copied into fixed TB_ID_MAX buffers by the layers above, so a longer one is refused
@@ -29,7 +30,7 @@ static const struct {
 } priorities[] = {{"high", 100}, {"medium", 50}, {"low", 25}};
 
 int tb_repo_priority_score(const char *priority) {
-  for (size_t i = 0; priority && i < sizeof(priorities) / sizeof(priorities[0]); i++)
+  for (size_t i = 0; priority && i < TB_COUNTOF(priorities); i++)
     if (strcmp(priorities[i].name, priority) == 0) return priorities[i].score;
   return 0;
 }
@@ -45,7 +46,7 @@ static int valid_priority(const char *p) {
 const char *tb_repo_rule_priority(int workspace_count, int marked_low,
                                   const char *manual_override) {
   if (manual_override != NULL && manual_override[0] != '\0') {
-    for (size_t i = 0; i < sizeof(priorities) / sizeof(priorities[0]); i++)
+    for (size_t i = 0; i < TB_COUNTOF(priorities); i++)
       if (strcmp(priorities[i].name, manual_override) == 0) return priorities[i].name;
   }
   if (workspace_count >= 1) return "high";

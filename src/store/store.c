@@ -2,19 +2,16 @@
  * tables (processed records, activity log, dead letters, per-tier counters and histograms). */
 #include "store/store.h"
 
-#include <pthread.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bgthread.h"
 #include "core/clock.h"
 #include "core/status.h"
-#include "core/sync.h"
+#include "core/util.h"
 #include "store/internal.h"
 
 #define DEFAULT_BUSY_MS 5000
@@ -176,31 +173,15 @@ fail:
  * --------------------------------------------------------------------------------------------- */
 
 struct tb_checkpointer {
-  sqlite3 *db;
-  pthread_t thread;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int stop;
-  int interval_ms;
+  sqlite3 *db;           /* owned: this thread's connection */
+  tb_bgthread_t *thread; /* owned */
 };
 
-static void *checkpoint_loop(void *arg) {
+static int64_t checkpoint_tick(void *arg, int stopping) {
   struct tb_checkpointer *c = arg;
-  /* Copying pages can wait; the dispatcher's threads cannot. On a small machine the scheduler
-   * otherwise lets a checkpoint delay the delivery of a critical message. */
-  if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0) { /* best effort */
-  }
-  pthread_mutex_lock(&c->mu);
-  while (!c->stop) {
-    tb_cond_wait_ms(&c->cv, &c->mu, c->interval_ms);
-    if (c->stop) break;
-    pthread_mutex_unlock(&c->mu);
-    /* PASSIVE never waits for the writer; what it cannot copy now it copies next time. */
-    sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    pthread_mutex_lock(&c->mu);
-  }
-  pthread_mutex_unlock(&c->mu);
-  return NULL;
+  /* PASSIVE never waits for the writer; what it cannot copy now it copies next time. */
+  sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  return TB_BGTHREAD_PERIODIC;
 }
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms) {
@@ -224,30 +205,35 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
     free(c);
     return s;
   }
-  c->interval_ms = interval_ms > 0 ? interval_ms : TB_STORE_CHECKPOINT_MS;
-  pthread_mutex_init(&c->mu, NULL);
-  tb_cond_init(&c->cv);
-  if (pthread_create(&c->thread, NULL, checkpoint_loop, c) != 0) {
+  /* The first checkpoint comes one interval in: the WAL was just opened and holds nothing yet.
+   * Copying pages can wait; the dispatcher's threads cannot. On a small machine the scheduler
+   * otherwise lets a checkpoint delay the delivery of a critical message, hence the nice value. */
+  char name[256];
+  snprintf(name, sizeof(name), "store %s: checkpointer", path);
+  tb_status s = tb_bgthread_start(
+      &c->thread,
+      &(tb_bgthread_opts_t){.name = name,
+                            .tick = checkpoint_tick,
+                            .arg = c,
+                            .interval_ms = interval_ms > 0 ? interval_ms : TB_STORE_CHECKPOINT_MS,
+                            .delay_first = 1,
+                            .nice = 10});
+  if (s != TB_OK) {
     sqlite3_close(c->db);
     free(c);
-    return tb__fail(TB_ERR_NOMEM, "store %s: cannot start the checkpoint thread", path);
+    return s;
   }
   sqlite3_wal_autocheckpoint(st->db, 0);
   st->ckpt = c;
   return TB_OK;
 }
 
+/* Stops the thread, then checkpoints once more so that a clean close leaves a short WAL. */
 static void stop_checkpointer(struct tb_checkpointer *c) {
   if (c == NULL) return;
-  pthread_mutex_lock(&c->mu);
-  c->stop = 1;
-  pthread_cond_signal(&c->cv);
-  pthread_mutex_unlock(&c->mu);
-  pthread_join(c->thread, NULL);
+  tb_bgthread_stop(c->thread);
   sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   sqlite3_close(c->db);
-  pthread_mutex_destroy(&c->mu);
-  pthread_cond_destroy(&c->cv);
   free(c);
 }
 
@@ -528,7 +514,7 @@ static void set_counter(tb_store_tier_stats_t *out, const char *name, int64_t v)
       {"redelivered", offsetof(tb_store_tier_stats_t, redelivered)},
       {"stale", offsetof(tb_store_tier_stats_t, stale)},
   };
-  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+  for (size_t i = 0; i < TB_COUNTOF(fields); i++)
     if (strcmp(fields[i].name, name) == 0) *(int64_t *)((char *)out + fields[i].off) = v;
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/crm.h"
 #include "workflows/wf.h"
 
@@ -742,8 +743,6 @@ static tb_status journey_failed(tb_wf_run_t *run, const char *error) {
   return log_activity(run, client_id, "workflow-failed", "%s: %s", run->name, error);
 }
 
-#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
-
 static const tb_workflow_def_t client_created = {
     .name = "crm.client-created",
     .domain = "crm",
@@ -751,7 +750,7 @@ static const tb_workflow_def_t client_created = {
     .description = "CLIENT_CREATED: record the client, send the welcome email.",
     .trigger_event = "CLIENT_CREATED",
     .steps = client_created_steps,
-    .n_steps = N(client_created_steps),
+    .n_steps = TB_COUNTOF(client_created_steps),
     .on_error = journey_failed,
 };
 
@@ -763,7 +762,7 @@ static const tb_workflow_def_t client_activated = {
                    "BUSINESS_PLAN_COMPLETED.",
     .trigger_event = "CLIENT_ACTIVATED",
     .steps = client_activated_steps,
-    .n_steps = N(client_activated_steps),
+    .n_steps = TB_COUNTOF(client_activated_steps),
     .on_error = activation_failed,
 };
 
@@ -774,7 +773,7 @@ static const tb_workflow_def_t plan_completed = {
     .description = "BUSINESS_PLAN_COMPLETED: PDF (if auto_generate_pdf), notification email.",
     .trigger_event = "BUSINESS_PLAN_COMPLETED",
     .steps = plan_completed_steps,
-    .n_steps = N(plan_completed_steps),
+    .n_steps = TB_COUNTOF(plan_completed_steps),
     .on_error = journey_failed,
 };
 
@@ -786,7 +785,7 @@ static const tb_workflow_def_t deliverable_completed = {
                    "month 8 celebrate and publish CLIENT_MILESTONE_REACHED.",
     .trigger_event = "DELIVERABLE_COMPLETED",
     .steps = deliverable_completed_steps,
-    .n_steps = N(deliverable_completed_steps),
+    .n_steps = TB_COUNTOF(deliverable_completed_steps),
     .on_error = journey_failed,
 };
 
@@ -797,7 +796,7 @@ static const tb_workflow_def_t deliverable_overdue = {
     .description = "DELIVERABLE_OVERDUE: mark it overdue, log it, send a reminder email.",
     .trigger_event = "DELIVERABLE_OVERDUE",
     .steps = overdue_steps,
-    .n_steps = N(overdue_steps),
+    .n_steps = TB_COUNTOF(overdue_steps),
     .on_error = journey_failed,
 };
 
@@ -808,7 +807,7 @@ static const tb_workflow_def_t month_transition = {
     .description = "MONTH_TRANSITION: generate the month's deliverable if it is not yet.",
     .trigger_event = "MONTH_TRANSITION",
     .steps = month_steps,
-    .n_steps = N(month_steps),
+    .n_steps = TB_COUNTOF(month_steps),
     .on_error = journey_failed,
 };
 
@@ -819,7 +818,7 @@ static const tb_workflow_def_t milestone_reached = {
     .description = "CLIENT_MILESTONE_REACHED: log it, send a celebration email.",
     .trigger_event = "CLIENT_MILESTONE_REACHED",
     .steps = milestone_steps,
-    .n_steps = N(milestone_steps),
+    .n_steps = TB_COUNTOF(milestone_steps),
     .on_error = journey_failed,
 };
 
@@ -854,7 +853,7 @@ static const tb_activity_def_t activities[] = {
 const tb_wf_domain_t tb__domain_crm = {
     .name = "crm",
     .workflows = workflows,
-    .n_workflows = N(workflows),
+    .n_workflows = TB_COUNTOF(workflows),
     .activities = activities,
-    .n_activities = N(activities),
+    .n_activities = TB_COUNTOF(activities),
 };

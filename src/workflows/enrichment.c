@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "core/util.h"
 #include "store/enrichment.h"
 #include "tierbus/v1/events.pb-c.h"
 #include "workflows/wf.h"
@@ -359,7 +360,7 @@ static const tb_workflow_def_t subscriber_enrichment = {
     .trigger_event = "subscriber-created",
     .should_start = should_start,
     .steps = steps,
-    .n_steps = (int)(sizeof(steps) / sizeof(steps[0])),
+    .n_steps = TB_COUNTOF(steps),
     .on_error = mark_jobs_failed,
 };
 
@@ -382,7 +383,7 @@ static const tb_activity_def_t activities[] = {
 const tb_wf_domain_t tb__domain_enrichment = {
     .name = "enrichment",
     .workflows = workflows,
-    .n_workflows = (int)(sizeof(workflows) / sizeof(workflows[0])),
+    .n_workflows = TB_COUNTOF(workflows),
     .activities = activities,
-    .n_activities = (int)(sizeof(activities) / sizeof(activities[0])),
+    .n_activities = TB_COUNTOF(activities),
 };

@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/escalation.h"
 #include "store/workflow.h"
 
@@ -76,7 +77,7 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
   v = json_object_get(input, "business_impact");
   if (v != NULL) {
     const char *text = json_string_value(v);
-    for (size_t i = 0; text != NULL && i < sizeof(impacts) / sizeof(impacts[0]); i++)
+    for (size_t i = 0; text != NULL && i < TB_COUNTOF(impacts); i++)
       if (strcmp(text, impacts[i]) == 0) {
         out->business_impact = impacts[i];
         return TB_OK;

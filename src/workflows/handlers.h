@@ -1,9 +1,9 @@
 /* The handler functions bound by registry.c. Internal to src/workflows: everything else reaches
- * them through tb_registry_handler(). Each follows the contract of engine/handler.h. */
+ * them through tb_registry_handler(). Each follows the contract of api/handler.h. */
 #ifndef TB_WORKFLOWS_HANDLERS_H
 #define TB_WORKFLOWS_HANDLERS_H
 
-#include "engine/handler.h"
+#include "api/handler.h"
 
 /* "activity": appends the event to the activity log (payload as compact JSON, ordering key,
  * correlation id). Fails only on a store or render error, which the engine retries. */

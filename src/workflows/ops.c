@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "core/util.h"
 #include "store/store.h"
 #include "workflows/wf.h"
 
@@ -93,7 +94,7 @@ static const tb_workflow_def_t send_email = {
     .description = "Send one email through the email service and log it (input: to, template, "
                    "subject, message, timeout).",
     .steps = send_email_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(send_email_steps),
     .on_error = log_failure,
 };
 
@@ -115,7 +116,7 @@ static const tb_workflow_def_t await_enrichment = {
     .description = "Wait for the enrichment-complete of input.enrichment_id (timeout: "
                    "input.timeout, default 24h), then log it.",
     .steps = await_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(await_steps),
     .on_error = log_failure,
 };
 
@@ -134,7 +135,7 @@ static const tb_workflow_def_t sleep_wf = {
     .tier = "background",
     .description = "Sleep input.duration (default 1s) on a durable timer, then log.",
     .steps = sleep_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(sleep_steps),
     .on_error = log_failure,
 };
 
@@ -167,7 +168,7 @@ static const tb_workflow_def_t customer_support = {
                    "customerSupportMessageWorkflow; customer-facing; input: to, template, "
                    "subject, message).",
     .steps = support_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(support_steps),
     .on_error = log_failure,
 };
 
@@ -179,7 +180,7 @@ static const tb_workflow_def_t lead_attention = {
     .description = "Follow up a new lead by email and log it (seed 000's leadAttentionWorkflow; "
                    "input: to, template, subject, message).",
     .steps = send_email_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(send_email_steps),
     .on_error = log_failure,
 };
 
@@ -195,7 +196,7 @@ static const tb_workflow_def_t daily_stand_up = {
     .description = "Record the daily stand-up summary (input.message) in the activity log (seed "
                    "000's dailyStandUpWorkflow).",
     .steps = log_steps,
-    .n_steps = 1,
+    .n_steps = TB_COUNTOF(log_steps),
     .on_error = log_failure,
 };
 
@@ -207,7 +208,7 @@ static const tb_workflow_def_t build_campaigns = {
     .description = "Wait for the batch window (input.duration, default 1s), then log the "
                    "campaign batch (seed 000's buildCampaignsWorkflow).",
     .steps = sleep_steps,
-    .n_steps = 2,
+    .n_steps = TB_COUNTOF(sleep_steps),
     .on_error = log_failure,
 };
 
@@ -219,7 +220,7 @@ static const tb_workflow_def_t daily_operations = {
     .description = "Record the daily maintenance run (input.message) in the activity log (seed "
                    "000's dailyOperationsWorkflow).",
     .steps = log_steps,
-    .n_steps = 1,
+    .n_steps = TB_COUNTOF(log_steps),
     .on_error = log_failure,
 };
 
@@ -235,7 +236,7 @@ static const tb_activity_def_t activities[] = {
 const tb_wf_domain_t tb__domain_ops = {
     .name = "ops",
     .workflows = workflows,
-    .n_workflows = (int)(sizeof(workflows) / sizeof(workflows[0])),
+    .n_workflows = TB_COUNTOF(workflows),
     .activities = activities,
-    .n_activities = (int)(sizeof(activities) / sizeof(activities[0])),
+    .n_activities = TB_COUNTOF(activities),
 };

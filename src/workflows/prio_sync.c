@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "workflows/priority.h"
 #include "workflows/wf.h"
 
@@ -370,7 +371,7 @@ static const tb_workflow_def_t priority_sync = {
                    "membership, low marks and overrides; never two at once; 2 retries.",
     .trigger_event = "workspace/priorities.sync",
     .steps = sync_steps,
-    .n_steps = (int)(sizeof(sync_steps) / sizeof(sync_steps[0])),
+    .n_steps = TB_COUNTOF(sync_steps),
     .on_error = wf_on_error,
 };
 
@@ -384,7 +385,7 @@ static const tb_activity_def_t activities[] = {
 const tb_wf_domain_t tb__domain_workspace = {
     .name = "workspace",
     .workflows = workflows,
-    .n_workflows = (int)(sizeof(workflows) / sizeof(workflows[0])),
+    .n_workflows = TB_COUNTOF(workflows),
     .activities = activities,
-    .n_activities = (int)(sizeof(activities) / sizeof(activities[0])),
+    .n_activities = TB_COUNTOF(activities),
 };

@@ -6,7 +6,7 @@
 
 #include <jansson.h>
 
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "store/repo.h"
 
 /* The lease that keeps one full sync at a time, across every process sharing the database. */

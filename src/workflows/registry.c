@@ -4,6 +4,7 @@
 
 #include <string.h>
 
+#include "core/util.h"
 #include "sched/sched.h"
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
@@ -31,7 +32,7 @@ static const char *const names[] = {
 #undef NAME
 };
 
-#define N_HANDLERS ((int)(sizeof(names) / sizeof(names[0])))
+#define N_HANDLERS ((int)TB_COUNTOF(names))
 
 tb_handler_fn tb_registry_handler(const char *name) {
   if (name == NULL) return NULL;
@@ -50,7 +51,7 @@ const char *const *tb_registry_names(int *n) {
 static const tb_wf_domain_t *const domains[] = {&tb__domain_crm, &tb__domain_enrichment,
                                                 &tb__domain_ops, &tb__domain_workspace};
 
-#define N_DOMAINS ((int)(sizeof(domains) / sizeof(domains[0])))
+#define N_DOMAINS ((int)TB_COUNTOF(domains))
 
 const tb_wf_domain_t *const *tb_wf_domains(int *n) {
   *n = N_DOMAINS;

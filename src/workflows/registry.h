@@ -2,7 +2,7 @@
 #ifndef TB_WORKFLOWS_REGISTRY_H
 #define TB_WORKFLOWS_REGISTRY_H
 
-#include "engine/handler.h"
+#include "api/handler.h"
 
 /* Function bound to |name|, or NULL if none. */
 tb_handler_fn tb_registry_handler(const char *name);

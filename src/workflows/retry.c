@@ -4,15 +4,16 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "core/util.h"
 
 static const char *const backoff_names[] = {"constant", "linear", "exponential"};
 
 const char *tb_backoff_name(tb_backoff b) {
-  return (unsigned)b < sizeof(backoff_names) / sizeof(backoff_names[0]) ? backoff_names[b] : "?";
+  return (unsigned)b < TB_COUNTOF(backoff_names) ? backoff_names[b] : "?";
 }
 
 tb_status tb_backoff_parse(const char *name, tb_backoff *out) {
-  for (unsigned i = 0; i < sizeof(backoff_names) / sizeof(backoff_names[0]); i++)
+  for (unsigned i = 0; i < TB_COUNTOF(backoff_names); i++)
     if (name != NULL && strcmp(name, backoff_names[i]) == 0) {
       *out = (tb_backoff)i;
       return TB_OK;
@@ -28,7 +29,7 @@ void tb_retry_policy_seed_default(tb_retry_policy_t *p) {
   p->backoff = TB_BACKOFF_EXPONENTIAL;
   p->initial_delay_ms = 1000;
   p->max_delay_ms = 60000;
-  p->n_retry_on = (int)(sizeof(codes) / sizeof(codes[0]));
+  p->n_retry_on = TB_COUNTOF(codes);
   memcpy(p->retry_on, codes, sizeof(codes));
 }
 

@@ -17,7 +17,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "workflows/retry.h"
 
 typedef enum tb_step_kind {
@@ -123,7 +123,7 @@ typedef struct tb_workflow_def {
    * reference. */
   json_t *(*trigger_input)(const json_t *payload);
   const tb_step_def_t *steps;
-  int n_steps;
+  int n_steps; /* TB_COUNTOF(steps), never a typed-in count: a step past it would never run */
   /* Runs once when the workflow fails (after the failed step's retries), inside the same
    * transaction; |error| is the failure. Its own failure is recorded, never raised. NULL = none. */
   tb_status (*on_error)(tb_wf_run_t *run, const char *error);

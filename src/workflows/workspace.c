@@ -184,10 +184,15 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
       c->is_workspace_repo, "workspace_count", c->workspace_count, "original_priority", orig);
   if (payload == NULL)
     return tb__fail(TB_ERR_NOMEM, "repository-sync job for %s", c->repository_id);
-  /* Fixed length, whatever the lengths of the cause and the repository id. */
+  /* Fixed length, whatever the lengths of the cause and the repository id, and deterministic for
+   * the message being handled (a redelivery emits the same id). It starts with the milliseconds
+   * of that message's occurred_at, so the ids grow with time: the outbox's unique index and the
+   * processed record append them instead of inserting at a random page (issue 9). */
   uint64_t h1 = fnv1a(cause, 1469598103934665603ULL);
+  uint64_t ms = ctx->order.occurred_us > 0 ? (uint64_t)ctx->order.occurred_us / 1000 : 0;
   char id[64];
-  snprintf(id, sizeof(id), "repo-sync-%016llx%016llx", (unsigned long long)h1,
+  snprintf(id, sizeof(id), "repo-sync-%012llx%016llx%016llx",
+           (unsigned long long)(ms & 0xffffffffffffULL), (unsigned long long)h1,
            (unsigned long long)fnv1a(c->repository_id, h1 ^ 0x9e3779b97f4a7c15ULL));
   const char *meta[] = {"repository_priority", c->new_priority,
                         "is_workspace_repo",   c->is_workspace_repo ? "true" : "false",

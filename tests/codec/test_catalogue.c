@@ -357,30 +357,39 @@ static void test_streams_and_consumers(void **state) {
   json_t *streams = json_object_get(raw, "streams");
   json_t *consumers = json_object_get(raw, "consumers");
   size_t nt = json_array_size(raw_tiers());
-  assert_int_equal(json_array_size(streams), nt + 2);
-  assert_int_equal(json_array_size(consumers), nt);
+  const char *domains[16];
+  int nd = tb_catalogue_domains(cat, domains, 16);
+  assert_true(nd > 0 && nd <= 16);
+  /* One stream and one unfiltered consumer per (tier, domain), as tb_bus_provision makes them. */
+  assert_int_equal(json_array_size(streams), nt * (size_t)nd + 2);
+  assert_int_equal(json_array_size(consumers), nt * (size_t)nd);
   for (size_t i = 0; i < nt; i++) {
     const char *tier = json_string_value(json_array_get(raw_tiers(), i));
-    char up[32], name[48], subject[64], durable[48];
-    upper(tier, up, sizeof up);
-    snprintf(name, sizeof name, "TB_%s", up);
-    snprintf(subject, sizeof subject, "tb.evt.%s.>", tier);
-    snprintf(durable, sizeof durable, "tb-%s", tier);
+    for (int d = 0; d < nd; d++) {
+      char up[32], dom[32], name[80], subject[96], durable[80];
+      upper(tier, up, sizeof up);
+      upper(domains[d], dom, sizeof dom);
+      snprintf(name, sizeof name, "TB_%s_%s", up, dom);
+      snprintf(subject, sizeof subject, "tb.evt.%s.%s.>", tier, domains[d]);
+      snprintf(durable, sizeof durable, "tb-%s-%s", tier, domains[d]);
 
-    json_t *s = find_by(streams, "name", name);
-    if (!s) fail_msg("no stream %s", name);
-    assert_string_equal(str(s, "tier"), tier);
-    assert_string_equal(str(s, "storage"), "file");
-    assert_string_equal(str(s, "retention"), "limits");
-    assert_single_subject(s, subject);
+      json_t *s = find_by(streams, "name", name);
+      if (!s) fail_msg("no stream %s", name);
+      assert_string_equal(str(s, "tier"), tier);
+      assert_string_equal(str(s, "domain"), domains[d]);
+      assert_string_equal(str(s, "storage"), "file");
+      assert_string_equal(str(s, "retention"), "limits");
+      assert_single_subject(s, subject);
 
-    json_t *c = find_by(consumers, "durable_name", durable);
-    if (!c) fail_msg("no consumer %s", durable);
-    assert_string_equal(str(c, "stream"), name);
-    assert_string_equal(str(c, "tier"), tier);
-    assert_string_equal(str(c, "type"), "pull");
-    assert_string_equal(str(c, "ack_policy"), "explicit");
-    assert_string_equal(str(c, "filter_subject"), subject);
+      json_t *c = find_by(consumers, "durable_name", durable);
+      if (!c) fail_msg("no consumer %s", durable);
+      assert_string_equal(str(c, "stream"), name);
+      assert_string_equal(str(c, "tier"), tier);
+      assert_string_equal(str(c, "domain"), domains[d]);
+      assert_string_equal(str(c, "type"), "pull");
+      assert_string_equal(str(c, "ack_policy"), "explicit");
+      assert_null(json_object_get(c, "filter_subject"));
+    }
   }
   json_t *dlq = find_by(streams, "name", "TB_DLQ");
   assert_non_null(dlq);

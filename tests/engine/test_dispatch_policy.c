@@ -149,30 +149,6 @@ static void test_must_wait(void **state) {
   assert_int_equal(tb_dispatch_must_wait(&cfg, a, &c), 0);
 }
 
-static void test_must_commit(void **state) {
-  int64_t now = 1000 * S;
-  tb_ready_head_t h[5] = {{0}};
-  h[4] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
-  tb_choice_t c = tb_dispatch_choose(&cfg, h, now);
-  assert_int_equal(c.tier, 4);
-  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 0);
-  h[0].blocked = 1; /* critical backlog waits for slots the open batch holds */
-  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 1);
-  assert_int_equal(tb_dispatch_must_wait(&cfg, h, &c), 0);  /* commit, not wait */
-  assert_int_equal(tb_dispatch_audit(&cfg, h, now, &c), 1); /* serving anyway is an inversion */
-  h[0].present = 1; /* once a critical message is ready it is simply chosen */
-  h[0].ready_mono_us = now;
-  c = tb_dispatch_choose(&cfg, h, now);
-  assert_int_equal(c.tier, 0);
-  assert_int_equal(tb_dispatch_must_commit(&cfg, h, &c), 0);
-  /* A blocked tier below the choice never forces a commit. */
-  tb_ready_head_t l[5] = {{0}};
-  l[1] = (tb_ready_head_t){.present = 1, .ready_mono_us = now};
-  l[3].blocked = 1;
-  c = tb_dispatch_choose(&cfg, l, now);
-  assert_int_equal(tb_dispatch_must_commit(&cfg, l, &c), 0);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_effective_boundaries, setup),
@@ -181,7 +157,6 @@ int main(void) {
       cmocka_unit_test_setup(test_aging_bound, setup),
       cmocka_unit_test_setup(test_audit_catches_bad_picks, setup),
       cmocka_unit_test_setup(test_must_wait, setup),
-      cmocka_unit_test_setup(test_must_commit, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

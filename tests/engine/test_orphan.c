@@ -21,6 +21,7 @@
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
 #include "store/store.h"
+#include "workflows/registry.h"
 
 static char dir[64];
 static tb_server_t srv;
@@ -112,7 +113,7 @@ static void test_orphan_dead_lettered_once(void **state) {
   tb_dispatcher_t *disp = NULL;
   tb_worker_scope_t scope;
   tb_worker_scope_all(&cfg, &scope);
-  assert_int_equal(tb_engine_create(&engine, &cfg, cat, store, bus), TB_OK);
+  assert_int_equal(tb_engine_create(&engine, &cfg, cat, store, bus, tb_registry_handler), TB_OK);
   assert_int_equal(tb_dispatcher_start(&disp, &cfg, bus, engine, &scope), TB_OK);
   /* AckWait is 1 s; the advisory follows the expiry. */
   int64_t deadline = tb_mono_us() + 15 * 1000000LL;

@@ -19,7 +19,7 @@
 #include "bus/server.h"
 #include "core/clock.h"
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "engine/relay.h"
 #include "store/store.h"
 

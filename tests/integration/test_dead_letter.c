@@ -127,21 +127,22 @@ static void test_malformed_and_unknown(void **state) {
   assert_int_equal(tb_h_publish_raw(h, "tb.evt.normal.crm.CLIENT_CREATED", "garbage-1", garbage,
                                     sizeof(garbage)),
                    0);
-  expect_dead_letter(h, 1, "tb.dlq.normal.crm.CLIENT_CREATED", "malformed", "TB_NORMAL", garbage,
-                     sizeof(garbage));
+  expect_dead_letter(h, 1, "tb.dlq.normal.crm.CLIENT_CREATED", "malformed", "TB_NORMAL_CRM",
+                     garbage, sizeof(garbage));
   expect_recorded(h, "garbage-1", "normal", "malformed");
 
   uint8_t *body = NULL;
   size_t len = pack_envelope("nope-1", "NOPE", "normal", NULL, 0, &body);
   assert_int_equal(tb_h_publish_raw(h, "tb.evt.normal.ops.NOPE", "nope-1", body, len), 0);
-  expect_dead_letter(h, 2, "tb.dlq.normal.ops.NOPE", "NOPE", "TB_NORMAL", body, len);
+  expect_dead_letter(h, 2, "tb.dlq.normal.ops.NOPE", "NOPE", "TB_NORMAL_OPS", body, len);
   free(body);
   natsMsg *m = tb_h_stream_get(h, "TB_DLQ", 2);
   tb_assert_contains(tb_h_header(m, "Tb-Dlq-Reason"), "unknown event");
   natsMsg_Destroy(m);
   expect_recorded(h, "nope-1", "normal", "NOPE");
 
-  expect_no_redelivery(h, "TB_NORMAL", NULL, 2000);
+  expect_no_redelivery(h, "TB_NORMAL_CRM", NULL, 2000);
+  expect_no_redelivery(h, "TB_NORMAL_OPS", NULL, 0); /* the wait above covered this one */
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 2);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM dead_letters"), 2);
   expect_still_working(h, &worker, "good-1");
@@ -186,13 +187,13 @@ static void test_oversize(void **state) {
     fail_msg("big-1 (event payload %zu bytes, body %zu bytes, max_payload 2048) was applied "
              "instead of dead-lettered",
              plen, len);
-  expect_dead_letter(h, 1, "tb.dlq.normal.crm.CLIENT_CREATED", "exceeds max_payload", "TB_NORMAL",
-                     NULL, 0);
+  expect_dead_letter(h, 1, "tb.dlq.normal.crm.CLIENT_CREATED", "exceeds max_payload",
+                     "TB_NORMAL_CRM", NULL, 0);
   assert_true(copied);
   expect_recorded(h, "big-1", "normal", "exceeds max_payload");
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE msg_id='big-1'"), 0);
 
-  expect_no_redelivery(h, "TB_NORMAL", NULL, 2000);
+  expect_no_redelivery(h, "TB_NORMAL_CRM", NULL, 2000);
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 1);
   expect_still_working(h, &worker, "good-2");
   expect_processed_dead(h, "big-1");
@@ -209,7 +210,7 @@ static void test_rejected_by_handler(void **state) {
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   expect_dead_letter(h, 1, "tb.dlq.high.workspace.WORKSPACE_REPO_ADDED", "rejected by handler",
-                     "TB_HIGH", NULL, 0);
+                     "TB_HIGH_WORKSPACE", NULL, 0);
   natsMsg *m = tb_h_stream_get(h, "TB_DLQ", 1);
   tb_assert_contains(tb_h_header(m, "Tb-Dlq-Reason"), "repository_id");
   natsMsg_Destroy(m);
@@ -223,7 +224,7 @@ static void test_rejected_by_handler(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workspace_repositories"), 0);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM priority_audit"), 0);
 
-  expect_no_redelivery(h, "TB_HIGH", NULL, 1000);
+  expect_no_redelivery(h, "TB_HIGH_WORKSPACE", NULL, 1000);
   assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 1);
   expect_still_working(h, &worker, "good-3");
   expect_processed_dead(h, "empty-repo");

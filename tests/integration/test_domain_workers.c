@@ -3,6 +3,7 @@
  * worker applies workspace events and leaves an ops workflow untouched in its consumer; an ops
  * worker then runs that workflow, every step of which travelled on the ops subjects; and a
  * worker capped at 3 never holds more than 3 messages of a 300-message backlog. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +13,28 @@
 #define RUN_MS 20000
 #define WAIT_MS 30000
 
+/* The catalogue's domains: each has a stream and a consumer of its own in every tier. */
+static const char *const DOMAINS[] = {"crm", "enrichment", "workspace", "ops", "workflow"};
+#define N_DOMAINS (sizeof(DOMAINS) / sizeof(DOMAINS[0]))
+
+/* The stream of the normal tier's |domain|: "TB_NORMAL_" + upper(domain). */
+static void normal_stream(const char *domain, char *buf, size_t cap) {
+  int n = snprintf(buf, cap, "TB_NORMAL_%s", domain);
+  assert_true(n > 0 && (size_t)n < cap);
+  for (char *p = buf; *p; p++) *p = (char)toupper((unsigned char)*p);
+}
+
 static void start_and_init(tb_h_t *h) {
   tb_h_result_t r;
   tb_assert_ok(tb_h_server_start(h));
   tb_h_tierbus(h, &r, RUN_MS, "init", NULL);
   tb_assert_exit(r, 0);
-  tb_assert_contains(r.out, "domains crm enrichment workspace ops workflow");
+  for (size_t d = 0; d < N_DOMAINS; d++) {
+    char want[128];
+    snprintf(want, sizeof(want), "subjects tb.evt.normal.%s.>  consumer tb-normal-%s\n", DOMAINS[d],
+             DOMAINS[d]);
+    tb_assert_contains(r.out, want);
+  }
   tb_h_result_free(&r);
 }
 
@@ -63,7 +80,8 @@ static void test_domain_worker_takes_only_its_domains(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflows"), 0);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed"), 5);
   uint64_t pending = 0;
-  assert_int_equal(tb_h_consumer_info(h, "TB_NORMAL", "tb-normal-ops", NULL, &pending, NULL), 0);
+  assert_int_equal(tb_h_consumer_info(h, "TB_NORMAL_OPS", "tb-normal-ops", NULL, &pending, NULL),
+                   0);
   assert_int_equal(pending, 1);
 
   /* `--preset ops`: a bare domain name works as a preset. */
@@ -72,18 +90,24 @@ static void test_domain_worker_takes_only_its_domains(void **state) {
                                  "SELECT count(*) FROM workflows WHERE id='wf-dom' AND "
                                  "status='completed'"),
                    1);
-  /* Every continuation of the run travelled on the ops domain's subject. */
-  int64_t n = tb_h_stream_msgs(h, "TB_NORMAL");
+  /* Every continuation of the run travelled on the ops domain's subject: no step in any other
+   * domain's stream of the tier. */
   int steps = 0;
-  for (uint64_t seq = 1; seq <= (uint64_t)n; seq++) {
-    natsMsg *m = tb_h_stream_get(h, "TB_NORMAL", seq);
-    assert_non_null(m);
-    const char *subj = natsMsg_GetSubject(m);
-    if (strstr(subj, "workflow-step") != NULL) {
-      assert_string_equal(subj, "tb.evt.normal.ops.workflow-step");
-      steps++;
+  for (size_t d = 0; d < N_DOMAINS; d++) {
+    char stream[64];
+    normal_stream(DOMAINS[d], stream, sizeof(stream));
+    int64_t n = tb_h_stream_msgs(h, stream);
+    assert_true(n >= 0);
+    for (uint64_t seq = 1; seq <= (uint64_t)n; seq++) {
+      natsMsg *m = tb_h_stream_get(h, stream, seq);
+      assert_non_null(m);
+      const char *subj = natsMsg_GetSubject(m);
+      if (strstr(subj, "workflow-step") != NULL) {
+        assert_string_equal(subj, "tb.evt.normal.ops.workflow-step");
+        steps++;
+      }
+      natsMsg_Destroy(m);
     }
-    natsMsg_Destroy(m);
   }
   /* The sleep's timer only: execute-workflow came on the run's tier and domain, so the ops
    * worker ran the first step in it, and the log step on after the timer. */

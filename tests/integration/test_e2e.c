@@ -134,7 +134,8 @@ static void test_end_to_end(void **state) {
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "id=client-dup duplicate=true");
   tb_h_result_free(&r);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 6);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_WORKSPACE"), 6);
+  assert_int_equal(tb_h_tier_msgs(h, "high"), 6);
   assert_int_equal(tb_h_wait_sql(h, 6, WAIT_MS, "SELECT count(*) FROM processed WHERE tier='high'"),
                    6);
   tb_h_sleep_ms(300); /* a second effect, if any, would land now */

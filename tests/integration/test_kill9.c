@@ -33,7 +33,7 @@ static void test_kill9_mid_batch(void **state) {
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "published 5000 events");
   tb_h_result_free(&r);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), EVENTS);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_WORKSPACE"), EVENTS);
 
   tb_assert_ok(tb_h_spawn(h, &first, "worker1", "worker", "--set", "commit_batch_max=64", NULL));
   int64_t seen = tb_h_wait_sql(h, 201, 20000, "SELECT count(*) FROM processed");
@@ -46,7 +46,7 @@ static void test_kill9_mid_batch(void **state) {
   assert_true(at_kill < EVENTS);
   /* Its messages fetched but not acknowledged are still owed by the consumer. */
   int64_t ack_pending = -1;
-  assert_int_equal(tb_h_consumer_info(h, "TB_HIGH", NULL, NULL, NULL, &ack_pending), 0);
+  assert_int_equal(tb_h_consumer_info(h, "TB_HIGH_WORKSPACE", NULL, NULL, NULL, &ack_pending), 0);
   print_message("unacknowledged at the kill: %lld\n", (long long)ack_pending);
 
   tb_assert_ok(tb_h_spawn(h, &second, "worker2", "worker", "--set", "commit_batch_max=64", NULL));
@@ -62,7 +62,8 @@ static void test_kill9_mid_batch(void **state) {
   int64_t deadline = tb_h_now_ms() + 10000;
   uint64_t pending = 1;
   do {
-    assert_int_equal(tb_h_consumer_info(h, "TB_HIGH", NULL, NULL, &pending, &ack_pending), 0);
+    assert_int_equal(tb_h_consumer_info(h, "TB_HIGH_WORKSPACE", NULL, NULL, &pending, &ack_pending),
+                     0);
     if (pending == 0 && ack_pending == 0) break;
     tb_h_sleep_ms(50);
   } while (tb_h_now_ms() < deadline);

@@ -52,7 +52,7 @@ static void test_server_restart(void **state) {
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "published 1000 events");
   tb_h_result_free(&r);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 3000);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_WORKSPACE"), 3000);
 
   assert_int_equal(tb_h_wait_sql(h, 3000, 60000, "SELECT count(*) FROM processed"), 3000);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(DISTINCT msg_id) FROM processed"), 3000);

@@ -75,8 +75,9 @@ static void test_jobs_on_their_tiers_and_the_sync(void **state) {
   run_ok(h, "seq=1", "publish", "WORKSPACE_REPO_ADDED", "--json",
          "{\"workspace_id\": \"w1\", \"repository_id\": \"rA\"}", NULL);
   assert_int_equal(jobs_on(h, "high", "rA", 1), 1);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 2);
-  last_envelope(h, cat, "TB_HIGH", env, sizeof(env));
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_WORKSPACE"), 2);
+  assert_int_equal(tb_h_tier_msgs(h, "high"), 2);
+  last_envelope(h, cat, "TB_HIGH_WORKSPACE", env, sizeof(env));
   assert_string_equal(env, "capture/repository.sync 100 repository_priority=high,"
                            "is_workspace_repo=true,workspace_count=1,original_priority=none");
 
@@ -84,7 +85,7 @@ static void test_jobs_on_their_tiers_and_the_sync(void **state) {
   run_ok(h, "seq=3", "publish", "WORKSPACE_REPO_REMOVED", "--json",
          "{\"workspace_id\": \"w1\", \"repository_id\": \"rA\"}", NULL);
   assert_int_equal(jobs_on(h, "normal", "rA", 1), 1);
-  last_envelope(h, cat, "TB_NORMAL", env, sizeof(env));
+  last_envelope(h, cat, "TB_NORMAL_WORKSPACE", env, sizeof(env));
   assert_string_equal(env, "capture/repository.sync 50 repository_priority=medium,"
                            "is_workspace_repo=false,workspace_count=0,original_priority=high");
 
@@ -92,7 +93,7 @@ static void test_jobs_on_their_tiers_and_the_sync(void **state) {
   run_ok(h, "rB: low (score 25), override none, marked low yes", "priority", "set", "rB",
          "--mark-low", NULL);
   assert_int_equal(jobs_on(h, "low", "rB", 1), 1);
-  last_envelope(h, cat, "TB_LOW", env, sizeof(env));
+  last_envelope(h, cat, "TB_LOW_WORKSPACE", env, sizeof(env));
   assert_string_equal(env, "capture/repository.sync 25 repository_priority=low,"
                            "is_workspace_repo=false,workspace_count=0,original_priority=none");
 

@@ -100,7 +100,7 @@ static void test_two_schedulers_one_run(void **state) {
   }
   /* Each published unless it saw the other's recorded slot first; the stream holds one copy. */
   assert_true(fired >= 1 && fired <= 2);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 1);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW_OPS"), 1);
   assert_int_equal(tb_h_sql_int(h,
                                 "SELECT last_slot_us = %lld FROM sched_tasks "
                                 "WHERE name = 'sync-r1'",
@@ -123,7 +123,7 @@ static void test_two_schedulers_one_run(void **state) {
                "--id", "late-copy", NULL);
   tb_assert_exit(pr, 0);
   tb_h_result_free(&pr);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 2);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW_OPS"), 2);
 
   for (int i = 0; i < 2; i++) {
     tb_scheduler_destroy(racers[i].s);

@@ -100,7 +100,7 @@ static void test_trigger_refuses_bad_input(void **state) {
   assert_string_equal(r.out, want);
   tb_h_result_free(&r);
   tb_assert_streams(h, 0, 0, 0, 0, 1); /* ops.sleep's default tier is background */
-  natsMsg *m = tb_h_stream_get(h, "TB_BACKGROUND", 1);
+  natsMsg *m = tb_h_stream_get(h, "TB_BACKGROUND_OPS", 1);
   assert_non_null(m);
   assert_string_equal(natsMsg_GetSubject(m), "tb.evt.background.ops.execute-workflow");
   snprintf(want, sizeof(want), "execute-workflow:%s", id64);

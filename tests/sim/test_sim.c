@@ -91,7 +91,7 @@ static void wait_settled(tb_h_t *h, uint64_t delivered) {
            (long long)ack_pending);
 }
 
-/* An event read back from a tier stream: the envelope and its payload. */
+/* An event read back from a (tier, domain) stream: the envelope and its payload. */
 typedef struct got {
   natsMsg *msg;
   Tierbus__V1__Envelope *env;
@@ -151,7 +151,7 @@ static void test_email_reply(void **state) {
 
   int64_t t0 = wall_us();
   send_cmd(h, "email", "send", "wf-1:welcome:1", 1, "normal", MAIL, NULL);
-  got_t g = get_event(h, "TB_NORMAL", 1, "command-reply", "reply:wf-1:welcome:1");
+  got_t g = get_event(h, "TB_NORMAL_WORKFLOW", 1, "command-reply", "reply:wf-1:welcome:1");
   assert_string_equal(natsMsg_GetSubject(g.msg), "tb.evt.normal.workflow.command-reply");
   assert_string_equal(g.env->tier, "normal");
   assert_string_equal(g.env->workflow_id, "wf-1");
@@ -170,28 +170,30 @@ static void test_email_reply(void **state) {
 
   /* The reply goes to the command's reply tier; without one, to the catalogue's default. */
   send_cmd(h, "email", "send", "wf-2:welcome:1", 1, "high", MAIL, NULL);
-  g = get_event(h, "TB_HIGH", 1, "command-reply", "reply:wf-2:welcome:1");
+  g = get_event(h, "TB_HIGH_WORKFLOW", 1, "command-reply", "reply:wf-2:welcome:1");
   assert_string_equal(natsMsg_GetSubject(g.msg), "tb.evt.high.workflow.command-reply");
   got_free(&g);
   send_cmd(h, "email", "send", "wf-3:welcome:1", 1, "", MAIL, NULL);
-  g = get_event(h, "TB_NORMAL", 2, "command-reply", "reply:wf-3:welcome:1");
+  g = get_event(h, "TB_NORMAL_WORKFLOW", 2, "command-reply", "reply:wf-3:welcome:1");
   got_free(&g);
 
   /* An unknown action is answered 404, naming it. */
   send_cmd(h, "crm", "frobnicate", "wf-4:x:1", 1, "normal", "{}", NULL);
-  g = get_event(h, "TB_NORMAL", 3, "command-reply", "reply:wf-4:x:1");
+  g = get_event(h, "TB_NORMAL_WORKFLOW", 3, "command-reply", "reply:wf-4:x:1");
   assert_int_equal(g.reply->status_code, 404);
   tb_assert_contains(g.reply->error, "crm.frobnicate: unknown command");
   assert_string_equal(g.reply->result_json, "{}");
   got_free(&g);
 
   /* The same command delivered again (another stream message): the same reply id, which the
-   * tier stream drops as a duplicate. */
+   * reply's stream drops as a duplicate. */
   send_cmd(h, "email", "send", "wf-1:welcome:1", 1, "normal", MAIL, "wf-1:welcome:1:again");
   wait_settled(h, 5);
   tb_h_sleep_ms(200);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 3);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH"), 1);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL_WORKFLOW"), 3);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_WORKFLOW"), 1);
+  assert_int_equal(tb_h_tier_msgs(h, "normal"), 3);
+  assert_int_equal(tb_h_tier_msgs(h, "high"), 1);
 
   assert_int_equal(tb_h_child_term(&sim, 10000), 0);
   char *err = tb_h_child_stderr(&sim);
@@ -206,12 +208,12 @@ static void test_fail_injection(void **state) {
   START_SIM(h, &sim, "--fail", "email.send=429:1", "--fail", "pdf.generate=drop:1");
 
   send_cmd(h, "email", "send", "wf-1:welcome:1", 1, "normal", MAIL, NULL);
-  got_t g = get_event(h, "TB_NORMAL", 1, "command-reply", "reply:wf-1:welcome:1");
+  got_t g = get_event(h, "TB_NORMAL_WORKFLOW", 1, "command-reply", "reply:wf-1:welcome:1");
   assert_int_equal(g.reply->status_code, 429);
   assert_string_equal(g.reply->error, "simulated 429");
   got_free(&g);
   send_cmd(h, "email", "send", "wf-1:welcome:2", 2, "normal", MAIL, NULL);
-  g = get_event(h, "TB_NORMAL", 2, "command-reply", "reply:wf-1:welcome:2");
+  g = get_event(h, "TB_NORMAL_WORKFLOW", 2, "command-reply", "reply:wf-1:welcome:2");
   assert_int_equal(g.reply->status_code, 200);
   assert_string_equal(g.reply->error, "");
   json_t *r = result_of(&g);
@@ -224,9 +226,9 @@ static void test_fail_injection(void **state) {
   send_cmd(h, "pdf", "generate", "wf-2:pdf:1", 1, "normal", pdf, NULL);
   wait_settled(h, 3);
   tb_h_sleep_ms(300);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 2);
+  assert_int_equal(tb_h_tier_msgs(h, "normal"), 2);
   send_cmd(h, "pdf", "generate", "wf-2:pdf:2", 2, "normal", pdf, NULL);
-  g = get_event(h, "TB_NORMAL", 3, "command-reply", "reply:wf-2:pdf:2");
+  g = get_event(h, "TB_NORMAL_WORKFLOW", 3, "command-reply", "reply:wf-2:pdf:2");
   assert_int_equal(g.reply->status_code, 200);
   r = result_of(&g);
   tb_assert_contains(json_string_value(json_object_get(r, "path")), "sim/pdf/c1/sim-pdf-");
@@ -250,7 +252,7 @@ static void test_enrichment(void **state) {
                    "{\"subscriber_id\":\"s2\",\"email\":\"bob@yahoo.com\"}]}";
   int64_t t0 = wall_us();
   send_cmd(h, "enrichment", "submit", "wf-7:submit:1", 1, "low", in, NULL);
-  got_t g = get_event(h, "TB_LOW", 1, "command-reply", "reply:wf-7:submit:1");
+  got_t g = get_event(h, "TB_LOW_WORKFLOW", 1, "command-reply", "reply:wf-7:submit:1");
   assert_int_equal(g.reply->status_code, 200);
   assert_true(g.env->occurred_at_us - t0 >= 100000); /* --latency */
   json_t *r = result_of(&g);
@@ -260,7 +262,9 @@ static void test_enrichment(void **state) {
   snprintf(enrich_id, sizeof(enrich_id), "enrich:%s", eid);
   int64_t reply_at = g.env->occurred_at_us;
 
-  got_t e = get_event(h, "TB_LOW", 2, "enrichment-complete", enrich_id);
+  /* The enrichment-complete keeps its own domain: the command names no reply domain, and only
+   * the reply would follow one. */
+  got_t e = get_event(h, "TB_LOW_ENRICHMENT", 1, "enrichment-complete", enrich_id);
   assert_string_equal(natsMsg_GetSubject(e.msg), "tb.evt.low.enrichment.enrichment-complete");
   assert_true(e.env->occurred_at_us - reply_at >= 300000); /* --enrich-delay */
   assert_string_equal(e.env->workflow_id, "wf-7");
@@ -280,17 +284,18 @@ static void test_enrichment(void **state) {
   got_free(&g);
   got_free(&e);
   wait_settled(h, 1);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 2);
+  assert_int_equal(tb_h_tier_msgs(h, "low"), 2);
 
   /* A failed submit (bad input) is answered 400 and followed by no enrichment-complete. */
   send_cmd(h, "enrichment", "submit", "wf-8:submit:1", 1, "low", "{\"batch_id\":\"b2\"}", NULL);
-  g = get_event(h, "TB_LOW", 3, "command-reply", "reply:wf-8:submit:1");
+  g = get_event(h, "TB_LOW_WORKFLOW", 2, "command-reply", "reply:wf-8:submit:1");
   assert_int_equal(g.reply->status_code, 400);
   tb_assert_contains(g.reply->error, "subscribers is required");
   got_free(&g);
   wait_settled(h, 2);
   tb_h_sleep_ms(500);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW"), 3);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW_ENRICHMENT"), 1);
+  assert_int_equal(tb_h_tier_msgs(h, "low"), 3);
 
   assert_int_equal(tb_h_child_term(&sim, 10000), 0);
 }
@@ -307,12 +312,12 @@ static void test_malformed(void **state) {
   /* A command id that is not UTF-8. */
   send_cmd(h, "email", "send", "wf-\xc3\x28:x:1", 1, "normal", MAIL, "badutf8-1");
   send_cmd(h, "email", "send", "wf-9:welcome:1", 1, "normal", MAIL, NULL);
-  got_t g = get_event(h, "TB_NORMAL", 1, "command-reply", "reply:wf-9:welcome:1");
+  got_t g = get_event(h, "TB_NORMAL_WORKFLOW", 1, "command-reply", "reply:wf-9:welcome:1");
   assert_int_equal(g.reply->status_code, 200);
   got_free(&g);
   wait_settled(h, 4);
   assert_true(tb_h_child_alive(&sim));
-  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 1);
+  assert_int_equal(tb_h_tier_msgs(h, "normal"), 1);
 
   assert_int_equal(tb_h_child_term(&sim, 10000), 0);
   char *err = tb_h_child_stderr(&sim);
@@ -340,11 +345,12 @@ static void test_stop_finishes_inflight(void **state) {
     tb_h_consumer_info(h, "TB_CMD", "tb-sim", NULL, NULL, &ack_pending);
   }
   assert_int_equal(ack_pending, 1);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 0);
+  assert_int_equal(tb_h_tier_msgs(h, "normal"), 0);
   assert_int_equal(tb_h_child_term(&sim, 10000), 0);
-  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL"), 1);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL_WORKFLOW"), 1);
+  assert_int_equal(tb_h_tier_msgs(h, "normal"), 1);
   wait_settled(h, 1);
-  got_t g = get_event(h, "TB_NORMAL", 1, "command-reply", "reply:wf-5:plan:1");
+  got_t g = get_event(h, "TB_NORMAL_WORKFLOW", 1, "command-reply", "reply:wf-5:plan:1");
   assert_int_equal(g.reply->status_code, 200);
   json_t *r = result_of(&g);
   tb_assert_contains(json_string_value(json_object_get(r, "business_plan_id")), "sim-bp-");

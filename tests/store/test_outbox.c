@@ -16,7 +16,7 @@
 
 #include "core/clock.h"
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "store/store.h"
 
 /* The far future: every row is due. */

@@ -15,7 +15,7 @@
 #include "codec/catalogue.h"
 #include "codec/codec.h"
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "store/repo.h"
 #include "store/store.h"
 #include "workflows/registry.h"

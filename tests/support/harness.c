@@ -775,6 +775,38 @@ int64_t tb_h_stream_msgs(tb_h_t *h, const char *stream) {
   return n;
 }
 
+/* 1 when every subject of |c| starts with |prefix|. */
+static int subjects_under(const jsStreamConfig *c, const char *prefix) {
+  if (c == NULL || c->SubjectsLen < 1) return 0;
+  for (int i = 0; i < c->SubjectsLen; i++)
+    if (strncmp(c->Subjects[i], prefix, strlen(prefix)) != 0) return 0;
+  return 1;
+}
+
+int64_t tb_h_tier_msgs(tb_h_t *h, const char *tier) {
+  jsCtx *js = tb_h_js(h);
+  if (js == NULL) return -1;
+  char prefix[96];
+  bprintf(prefix, sizeof(prefix), "tb.evt.%s.", tier);
+  jsStreamInfoList *list = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_Streams(&list, js, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (s != NATS_NOT_FOUND) /* no stream at all */
+      fprintf(stderr, "harness: stream list: %s (js error %d)\n", natsStatus_GetText(s), (int)jerr);
+    return -1;
+  }
+  int64_t n = 0;
+  int streams = 0;
+  for (int i = 0; i < list->Count; i++) {
+    if (!subjects_under(list->List[i]->Config, prefix)) continue;
+    n += (int64_t)list->List[i]->State.Msgs;
+    streams++;
+  }
+  jsStreamInfoList_Destroy(list);
+  return streams > 0 ? n : -1;
+}
+
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms) {
   int64_t deadline = tb_h_now_ms() + timeout_ms, n = -1;
   for (;;) {

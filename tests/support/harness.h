@@ -197,11 +197,17 @@ int tb_h_publish_raw(tb_h_t *h, const char *subject, const char *msg_id, const v
 /* Messages in |stream| now; -1 if the stream does not exist or the server does not answer. */
 int64_t tb_h_stream_msgs(tb_h_t *h, const char *stream);
 
+/* Messages now in every stream of |tier| ("high"), summed: the streams whose subjects all lie
+ * under tb.evt.<tier>., one per domain (TB_HIGH_CRM, TB_HIGH_WORKSPACE, ...). For an assertion
+ * about a whole tier ("nothing reached critical") rather than one domain's stream. -1 if the tier
+ * has no stream or the server does not answer. */
+int64_t tb_h_tier_msgs(tb_h_t *h, const char *tier);
+
 /* Polls tb_h_stream_msgs() like tb_h_wait_sql() polls its query; returns the last count. */
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms);
 
 /* Figures of durable |consumer| on |stream|, or summed over every consumer of the stream when
- * |consumer| is NULL (a tier has one per domain): deliveries made so far, redeliveries included
+ * |consumer| is NULL: deliveries made so far, redeliveries included
  * (Delivered.Consumer), messages not yet delivered (NumPending) and delivered but unacked
  * (NumAckPending). Any pointer may be NULL. Returns 0, or -1 if the consumer cannot be read. */
 int tb_h_consumer_info(tb_h_t *h, const char *stream, const char *consumer, uint64_t *delivered,

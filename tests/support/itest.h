@@ -58,17 +58,16 @@ static inline void tb_it_start_and_init(tb_h_t *h) {
   tb_h_result_free(&r);
 }
 
-/* Fails unless the shipped config's tier streams hold |c|, |hi|, |n|, |l| and |b| messages
- * (critical ... background), naming the first that does not. */
+/* Fails unless the shipped config's tiers hold |c|, |hi|, |n|, |l| and |b| messages (critical
+ * ... background), each summed over its domains' streams, naming the first that does not. */
 static inline void tb_assert_streams(tb_h_t *h, int64_t c, int64_t hi, int64_t n, int64_t l,
                                      int64_t b) {
-  static const char *const streams[] = {"TB_CRITICAL", "TB_HIGH", "TB_NORMAL", "TB_LOW",
-                                        "TB_BACKGROUND"};
+  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
   const int64_t want[] = {c, hi, n, l, b};
-  for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]); i++) {
-    int64_t got = tb_h_stream_msgs(h, streams[i]);
+  for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++) {
+    int64_t got = tb_h_tier_msgs(h, tiers[i]);
     if (got != want[i])
-      print_error("stream %s holds %lld messages, expected %lld\n", streams[i], (long long)got,
+      print_error("tier %s holds %lld messages, expected %lld\n", tiers[i], (long long)got,
                   (long long)want[i]);
     assert_int_equal(got, want[i]);
   }

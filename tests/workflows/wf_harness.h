@@ -20,7 +20,7 @@
 #include "codec/codec.h"
 #include "config/config.h"
 #include "core/status.h"
-#include "engine/handler.h"
+#include "api/handler.h"
 #include "store/store.h"
 #include "workflows/wf.h"
 

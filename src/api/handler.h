@@ -1,8 +1,10 @@
-/* The contract between the engine and every event handler. A handler runs inside the batch's
- * SQLite transaction (within its own savepoint); its writes commit together with the
+/* The contract between the engine and every event handler. It lives in api/, below both: the
+ * handlers (workflows/, sched/) implement it, and the engine is handed a lookup at creation, so
+ * the engine knows no handler by name and runs in its tests with fake ones. A handler runs inside
+ * the batch's SQLite transaction (within its own savepoint); its writes commit together with the
  * processed-message record, so a redelivered message never has a second effect. */
-#ifndef TB_ENGINE_HANDLER_H
-#define TB_ENGINE_HANDLER_H
+#ifndef TB_API_HANDLER_H
+#define TB_API_HANDLER_H
 
 #include "codec/catalogue.h"
 #include "codec/codec.h"
@@ -24,6 +26,10 @@ typedef struct tb_handler_ctx {
  * the message to the dead-letter stream at once; any other failure is retried with the tier's
  * backoff until max_deliver. A handler sets the detail with tb__fail(). */
 typedef tb_status (*tb_handler_fn)(const tb_handler_ctx_t *ctx);
+
+/* The handler registry as the engine sees it: the function bound to a catalogue handler name, or
+ * NULL when there is none (the message is then dead-lettered, naming the handler). */
+typedef tb_handler_fn (*tb_handler_lookup_fn)(const char *name);
 
 /* Queues a follow-up message (a command on tb.cmd.<service>.<action>, an event on tb.evt...) in
  * the transactional outbox, inside the handler's savepoint: it is published by the relay only if
