@@ -44,7 +44,7 @@ typedef struct stepper {
   const tb_handler_ctx_t *ctx;
   const tb_workflow_def_t *def;
   tb_wf_row_t row;
-  json_t *data; /* parsed row.data, written back by save() */
+  json_t *data; /* parsed row.data, written back by flush() */
   tb_wf_run_t run;
   const char *msg_id; /* the message being handled: the one that runs the steps */
   int dirty;          /* the row changed since it was read or written: flush() writes it */
@@ -880,8 +880,14 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
       sp.arrived_code = code;
       sp.arrived_seq = seq;
       obj = NULL;
-      if (s == TB_OK) s = advance_run(&sp, "event");
-      if (s == TB_OK) s = flush(&sp);
+      if (s == TB_OK) {
+        s = advance_run(&sp, "event");
+        if (s == TB_OK) s = flush(&sp);
+      } else {
+        /* It cannot run here (its definition is not registered, its data unreadable): its
+         * continuation meets that, as before steps ran on, and the event stays recorded. */
+        s = continue_at(ctx, &sp.row, "event", 0);
+      }
       unload(&sp);
     } else if (s == TB_OK) {
       s = continue_at(ctx, &row, "event", 0);
@@ -976,8 +982,12 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
       sp.budget = steps_per_message(ctx->cfg);
       sp.local = 1;
       sp.next = "start";
-      if (s == TB_OK) s = run_on(&sp);
-      if (s == TB_OK) s = flush(&sp);
+      if (s == TB_OK) {
+        s = run_on(&sp);
+        if (s == TB_OK) s = flush(&sp);
+      } else {
+        s = continue_at(ctx, &sp.row, "start", 0); /* as for a resume: see above */
+      }
       unload(&sp);
     } else {
       s = continue_at(ctx, &row, "start", 0);
