@@ -7,41 +7,19 @@
  * one-message-per-step flow would have left, and that the bound and own_message hold. */
 #include <sqlite3.h>
 
-#include "api/publish.h"
-#include "core/clock.h"
-#include "sim/sim.h"
-#include "store/workflow.h"
-#include "tierbus/v1/events.pb-c.h"
 #include "wf_harness.h"
-#include "workflows/registry.h"
+#include "wf_pump.h"
 
-/* ---------------------------------------------------------------- the pump */
+/* ---------------------------------------------------------------- helpers */
 
-typedef struct pump {
-  world_t *w;
-  tb_sim_opts_t sim;
-  /* The provider's webhook comes an hour after the submit's reply (virtual clock), so a wait
-   * starts before it arrives whichever way the steps travel. Run on, the reply's message reaches
-   * the wait at once; one step per message, the webhook sent with the reply would have arrived
-   * first, which only changes the wait's detail ("arrived early") and seq. */
-  int late_webhook;
-  int events;   /* messages handled */
-  int steps;    /* of those, workflow-step continuations */
-  int commands; /* commands answered */
-} pump_t;
-
-static void pump_init(pump_t *p, world_t *w, int steps_per_message) {
-  memset(p, 0, sizeof(*p));
-  p->w = w;
+/* A pump as the chain tests run it: |steps_per_message| steps per message at most, and the
+ * provider's webhook late, so that a wait starts before it arrives whichever way the steps
+ * travel (run on, the reply's message reaches the wait at once; one step per message, a webhook
+ * sent with the reply would arrive first, which only changes the wait's detail and seq). */
+static void chain_init(pump_t *p, world_t *w, int steps_per_message) {
+  pump_init(p, w);
   p->late_webhook = 1;
   w->cfg.workflow_steps_per_message = steps_per_message;
-  tb_sim_opts_init(&p->sim);
-  p->sim.cfg = &w->cfg;
-  p->sim.cat = w->cat;
-}
-
-static void add_fail(pump_t *p, const char *spec) {
-  assert_int_equal(tb_sim_parse_fail(spec, &p->sim.fails[p->sim.n_fails++]), TB_OK);
 }
 
 static void sql(world_t *w, const char *text) {
@@ -59,34 +37,6 @@ static int64_t q_int(world_t *w, const char *text) {
   return v;
 }
 
-/* Queues event |event| in the outbox with id |id|, due at |due_us| (0 = now), as a publisher
- * would. */
-static void publish_at(world_t *w, const char *event, const char *tier, const char *id,
-                       json_t *payload, int64_t due_us) {
-  tb_publish_req_t req = {.event = event, .payload = payload, .tier = tier, .id = id};
-  tb_prepared_t p;
-  if (tb_publish_prepare(&w->cfg, w->cat, &req, &p) != TB_OK)
-    fail_msg("publish %s '%s': %s", event, id, tb_errdetail());
-  assert_int_equal(tb_store_begin(w->st), TB_OK);
-  assert_int_equal(tb_store_outbox_add_at(w->st, p.subject, p.id, p.buf, p.len, NULL, due_us),
-                   TB_OK);
-  assert_int_equal(tb_store_commit(w->st), TB_OK);
-  tb_prepared_free(&p);
-}
-
-static void publish(world_t *w, const char *event, const char *tier, const char *id,
-                    json_t *payload) {
-  publish_at(w, event, tier, id, payload, 0);
-}
-
-static void publish_text(world_t *w, const char *event, const char *id, const char *json) {
-  json_error_t err;
-  json_t *payload = json_loads(json, 0, &err);
-  if (payload == NULL) fail_msg("bad payload %s: %s", json, err.text);
-  publish(w, event, NULL, id, payload);
-  json_decref(payload);
-}
-
 static void subscriber(world_t *w, int i) {
   char json[256], id[32];
   snprintf(json, sizeof(json),
@@ -95,109 +45,6 @@ static void subscriber(world_t *w, int i) {
            i, i);
   snprintf(id, sizeof(id), "sub-%d", i);
   publish_text(w, "subscriber-created", id, json);
-}
-
-/* A service answering one command: the simulator's answer, published back as events. */
-static void answer(pump_t *p, const tb_outbox_row_t *row) {
-  Tierbus__V1__Command *cmd =
-      tierbus__v1__command__unpack(NULL, row->len, (const uint8_t *)row->payload);
-  if (cmd == NULL) fail_msg("outbox row %s on %s is not a Command", row->msg_id, row->subject);
-  tb_sim_answer_t a;
-  assert_int_equal(tb_sim_answer(&p->sim, cmd, &a), TB_OK);
-  p->commands++;
-  if (!a.drop) {
-    char id[TB_ID_MAX + 16];
-    snprintf(id, sizeof(id), "reply:%s", cmd->command_id);
-    json_t *reply =
-        json_pack("{s:s, s:s, s:i, s:s, s:s}", "command_id", cmd->command_id, "workflow_id",
-                  cmd->workflow_id, "status_code", a.status_code, "result_json",
-                  a.result_json ? a.result_json : "", "error", a.error ? a.error : "");
-    publish(p->w, "command-reply", cmd->reply_tier, id, reply);
-    json_decref(reply);
-    if (a.enrichment != NULL)
-      publish_at(p->w, "enrichment-complete", cmd->reply_tier, a.enrichment_msg_id, a.enrichment,
-                 p->late_webhook ? tb_wall_us() + 3600LL * 1000000 : 0);
-  }
-  tb_sim_answer_free(&a);
-  tierbus__v1__command__free_unpacked(cmd, NULL);
-}
-
-/* Runs the catalogue handler of event row |row| in a savepoint inside the open transaction, as
- * the engine does, and returns its status (the savepoint is released or rolled back). */
-static tb_status handle(pump_t *p, const tb_outbox_row_t *row) {
-  world_t *w = p->w;
-  tb_decoded_t d;
-  if (tb_codec_decode(w->cat, row->payload, row->len, &d) != TB_OK)
-    fail_msg("outbox row %s: %s", row->msg_id, tb_errdetail());
-  tb_handler_fn fn = tb_registry_handler(d.def->handler);
-  if (fn == NULL) fail_msg("%s: no handler '%s'", d.def->name, d.def->handler);
-  int emitted = 0;
-  tb_handler_ctx_t ctx = {.store = w->st,
-                          .cfg = &w->cfg,
-                          .cat = w->cat,
-                          .msg = &d,
-                          .tier = d.env->tier,
-                          .emitted = &emitted};
-  assert_int_equal(tb_store_savepoint(w->st), TB_OK);
-  tb__clear_detail();
-  tb_status s = fn(&ctx);
-  if (s == TB_OK)
-    assert_int_equal(tb_store_release(w->st), TB_OK);
-  else
-    assert_int_equal(tb_store_rollback_to(w->st), TB_OK);
-  p->events++;
-  if (strcmp(d.def->name, "workflow-step") == 0) p->steps++;
-  tb_decoded_free(&d);
-  return s;
-}
-
-/* The row due first (virtual clock: a timer fires once everything due before it ran), or 0 when
- * the outbox is empty. Caller frees with tb_store_outbox_free(row, 1). */
-static int next_row(world_t *w, tb_outbox_row_t **row) {
-  int64_t n = 0, due = 0;
-  assert_int_equal(tb_store_outbox_count(w->st, &n), TB_OK);
-  if (n == 0) return 0;
-  assert_int_equal(tb_store_outbox_next_due(w->st, &due), TB_OK);
-  int k = 0;
-  assert_int_equal(tb_store_outbox_next(w->st, due, 1, row, &k), TB_OK);
-  assert_int_equal(k, 1);
-  return 1;
-}
-
-/* Takes |row| out of the outbox and handles it (a command: answers it), committing. */
-static void pump_row(pump_t *p, const tb_outbox_row_t *row) {
-  world_t *w = p->w;
-  assert_int_equal(tb_store_begin(w->st), TB_OK);
-  assert_int_equal(tb_store_outbox_delete(w->st, row->id), TB_OK);
-  if (strncmp(row->subject, "tb.cmd.", 7) == 0) {
-    assert_int_equal(tb_store_commit(w->st), TB_OK);
-    answer(p, row);
-    return;
-  }
-  tb_status s = handle(p, row);
-  if (s != TB_OK) fail_msg("%s failed: %s: %s", row->msg_id, tb_strerror(s), tb_errdetail());
-  assert_int_equal(tb_store_commit(w->st), TB_OK);
-}
-
-/* Handles rows until one whose subject contains |stop| is next (left in the outbox; NULL = run
- * until the outbox is empty). Returns 1 when it stopped there. */
-static int pump_until(pump_t *p, const char *stop) {
-  for (int i = 0; i < 20000; i++) {
-    tb_outbox_row_t *row = NULL;
-    if (!next_row(p->w, &row)) return 0;
-    if (stop != NULL && strstr(row->subject, stop) != NULL) {
-      tb_store_outbox_free(row, 1);
-      return 1;
-    }
-    pump_row(p, row);
-    tb_store_outbox_free(row, 1);
-  }
-  fail_msg("the outbox did not drain");
-  return 0;
-}
-
-static void pump_run(pump_t *p) {
-  pump_until(p, NULL);
 }
 
 /* ---------------------------------------------------------------- what a run left */
@@ -326,9 +173,9 @@ static void test_enrichment_same_history_either_way(void **state) {
   world_t *w = *state;
   world_t *ref = world_new();
   pump_t a, b;
-  pump_init(&a, ref, 1);
+  chain_init(&a, ref, 1);
   enrichment_scenario(&a);
-  pump_init(&b, w, 32);
+  chain_init(&b, w, 32);
   enrichment_scenario(&b);
 
   char *want = runs_text(ref), *got = runs_text(w);
@@ -355,8 +202,8 @@ static void test_full_batch_runs_on(void **state) {
   world_t *w = *state;
   world_t *ref = world_new();
   pump_t a, b;
-  pump_init(&a, ref, 1);
-  pump_init(&b, w, 32);
+  chain_init(&a, ref, 1);
+  chain_init(&b, w, 32);
   ref->cfg.enrichment_batch_max = 1;
   w->cfg.enrichment_batch_max = 1;
   for (int i = 0; i < 3; i++) {
@@ -402,10 +249,10 @@ static void test_journey_same_history_either_way(void **state) {
   world_t *w = *state;
   world_t *ref = world_new();
   pump_t a, b;
-  pump_init(&a, ref, 1);
+  chain_init(&a, ref, 1);
   add_fail(&a, "email.send=500:2");
   journey(&a);
-  pump_init(&b, w, 32);
+  chain_init(&b, w, 32);
   add_fail(&b, "email.send=500:2");
   journey(&b);
 
@@ -426,9 +273,9 @@ static void test_bound(void **state) {
   world_t *w = *state;
   world_t *ref = world_new();
   pump_t a, b;
-  pump_init(&a, ref, 32);
+  chain_init(&a, ref, 32);
   enrichment_scenario(&a);
-  pump_init(&b, w, 2);
+  chain_init(&b, w, 2);
   enrichment_scenario(&b);
   char *want = runs_text(ref), *got = runs_text(w);
   assert_same_text(want, got);
@@ -452,7 +299,7 @@ static void test_bound(void **state) {
 static void test_chained_steps_commit_together(void **state) {
   world_t *w = *state;
   pump_t p;
-  pump_init(&p, w, 32);
+  chain_init(&p, w, 32);
   subscriber(w, 0);
   assert_true(pump_until(&p, ".enrichment-complete"));
   assert_int_equal(q_int(w, "SELECT count(*) FROM workflows WHERE status = 'waiting'"), 1);
@@ -548,8 +395,8 @@ static void test_error_mid_chain_as_before(void **state) {
   world_t *w = *state;
   world_t *ref = world_new();
   pump_t a, b;
-  pump_init(&a, ref, 1);
-  pump_init(&b, w, 32);
+  chain_init(&a, ref, 1);
+  chain_init(&b, w, 32);
   subscriber(ref, 0);
   subscriber(w, 0);
   /* Up to the reply: the command was answered, its reply waits in the outbox. */
@@ -602,7 +449,7 @@ static void test_error_mid_chain_as_before(void **state) {
 static void test_error_in_first_step_run_on(void **state) {
   world_t *w = *state;
   pump_t p;
-  pump_init(&p, w, 32);
+  chain_init(&p, w, 32);
   subscriber(w, 0);
   sql(w, "CREATE TEMP TRIGGER subscribers_down BEFORE INSERT ON subscribers "
          "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
@@ -631,7 +478,7 @@ static void test_error_in_first_step_run_on(void **state) {
 static void test_error_mid_chain_rolls_back_its_writes(void **state) {
   world_t *w = *state;
   pump_t b;
-  pump_init(&b, w, 32);
+  chain_init(&b, w, 32);
   subscriber(w, 0);
   assert_true(pump_until(&b, "workflow-step")); /* the trigger ran record-subscriber on */
   sql(w, "CREATE TEMP TRIGGER waits_down BEFORE INSERT ON workflow_waits "
@@ -670,7 +517,7 @@ static void test_error_mid_chain_rolls_back_its_writes(void **state) {
 static void test_sync_batch_per_message(void **state) {
   world_t *w = *state;
   pump_t p;
-  pump_init(&p, w, 32);
+  chain_init(&p, w, 32);
   sql(w, "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < 12001) "
          "INSERT INTO tracked_repositories(repository_id, priority, priority_score, "
          "is_workspace_repo, workspace_count, marked_low, updated_at) SELECT "

@@ -4,134 +4,13 @@
  * handler in a transaction as the engine does, and answers each command with the simulator's own
  * pure answer function (tb_sim_answer), publishing the reply (and enrichment-complete) back
  * through the outbox. This checks that definitions, runtime, store and simulator vocabulary fit;
- * the NATS end-to-end tests live under tests/integration. */
+ * the NATS end-to-end tests live under tests/integration. The pump is wf_pump.h's. */
 #include <sqlite3.h>
 
-#include "api/publish.h"
-#include "sim/sim.h"
 #include "store/crm.h"
 #include "store/enrichment.h"
-#include "store/workflow.h"
 #include "wf_harness.h"
-#include "workflows/registry.h"
-
-typedef struct pump {
-  world_t *w;
-  tb_sim_opts_t sim;
-  char calls[32768]; /* "service.action status" lines, in the order answered */
-  size_t used;
-  int n_commands;
-} pump_t;
-
-/* Queues event |event| (payload JSON text) in the outbox with id |id|, as a publisher would. */
-static void publish(world_t *w, const char *event, const char *tier, const char *id,
-                    json_t *payload) {
-  tb_publish_req_t req = {.event = event, .payload = payload, .tier = tier, .id = id};
-  tb_prepared_t p;
-  /* An id is what the simulator would publish too ("reply:<command_id>"): one too long for an
-   * envelope means the real reply could never be published either. */
-  if (tb_publish_prepare(&w->cfg, w->cat, &req, &p) != TB_OK)
-    fail_msg("publish %s id '%s' (%zu chars): %s", event, id, strlen(id), tb_errdetail());
-  assert_int_equal(tb_store_begin(w->st), TB_OK);
-  assert_int_equal(tb_store_outbox_add(w->st, p.subject, p.id, p.buf, p.len, NULL), TB_OK);
-  assert_int_equal(tb_store_commit(w->st), TB_OK);
-  tb_prepared_free(&p);
-}
-
-static void publish_text(world_t *w, const char *event, const char *id, const char *json) {
-  json_error_t err;
-  json_t *payload = json_loads(json, 0, &err);
-  if (payload == NULL) fail_msg("bad payload %s: %s", json, err.text);
-  publish(w, event, NULL, id, payload);
-  json_decref(payload);
-}
-
-/* A service answering one command: the simulator's answer, published back as events. */
-static void answer(pump_t *p, const tb_outbox_row_t *row) {
-  Tierbus__V1__Command *cmd =
-      tierbus__v1__command__unpack(NULL, row->len, (const uint8_t *)row->payload);
-  if (cmd == NULL) fail_msg("outbox row %s on %s is not a Command", row->msg_id, row->subject);
-  assert_string_equal(cmd->command_id, row->msg_id);
-  tb_sim_answer_t a;
-  assert_int_equal(tb_sim_answer(&p->sim, cmd, &a), TB_OK);
-  p->used += (size_t)snprintf(p->calls + p->used, sizeof(p->calls) - p->used, "%s.%s %d\n",
-                              cmd->service, cmd->action, a.drop ? 0 : a.status_code);
-  p->n_commands++;
-  if (!a.drop) {
-    char id[TB_ID_MAX + 16];
-    snprintf(id, sizeof(id), "reply:%s", cmd->command_id);
-    json_t *reply =
-        json_pack("{s:s, s:s, s:i, s:s, s:s}", "command_id", cmd->command_id, "workflow_id",
-                  cmd->workflow_id, "status_code", a.status_code, "result_json",
-                  a.result_json ? a.result_json : "", "error", a.error ? a.error : "");
-    publish(p->w, "command-reply", cmd->reply_tier, id, reply);
-    json_decref(reply);
-    if (a.enrichment != NULL)
-      publish(p->w, "enrichment-complete", cmd->reply_tier, a.enrichment_msg_id, a.enrichment);
-  }
-  tb_sim_answer_free(&a);
-  tierbus__v1__command__free_unpacked(cmd, NULL);
-}
-
-/* Runs the catalogue handler of one event row inside a transaction and savepoint. */
-static void deliver(pump_t *p, const tb_outbox_row_t *row) {
-  world_t *w = p->w;
-  tb_decoded_t d;
-  if (tb_codec_decode(w->cat, row->payload, row->len, &d) != TB_OK)
-    fail_msg("outbox row %s: %s", row->msg_id, tb_errdetail());
-  tb_handler_fn fn = tb_registry_handler(d.def->handler);
-  if (fn == NULL) fail_msg("%s: no handler '%s'", d.def->name, d.def->handler);
-  int emitted = 0;
-  tb_handler_ctx_t ctx = {.store = w->st,
-                          .cfg = &w->cfg,
-                          .cat = w->cat,
-                          .msg = &d,
-                          .tier = d.env->tier,
-                          .emitted = &emitted};
-  assert_int_equal(tb_store_savepoint(w->st), TB_OK);
-  tb_status s = fn(&ctx);
-  if (s != TB_OK) fail_msg("%s (%s) failed: %s", d.def->name, row->msg_id, tb_errdetail());
-  assert_int_equal(tb_store_release(w->st), TB_OK);
-  tb_decoded_free(&d);
-}
-
-/* Handles outbox rows, earliest due first, until the outbox is empty. */
-static void pump_run(pump_t *p) {
-  world_t *w = p->w;
-  for (int i = 0; i < 20000; i++) {
-    int64_t n = 0, due = 0;
-    assert_int_equal(tb_store_outbox_count(w->st, &n), TB_OK);
-    if (n == 0) return;
-    assert_int_equal(tb_store_outbox_next_due(w->st, &due), TB_OK);
-    tb_outbox_row_t *rows = NULL;
-    int k = 0;
-    assert_int_equal(tb_store_outbox_next(w->st, due, 1, &rows, &k), TB_OK);
-    assert_int_equal(k, 1);
-    assert_int_equal(tb_store_begin(w->st), TB_OK);
-    assert_int_equal(tb_store_outbox_delete(w->st, rows[0].id), TB_OK);
-    if (strncmp(rows[0].subject, "tb.cmd.", 7) == 0) {
-      assert_int_equal(tb_store_commit(w->st), TB_OK);
-      answer(p, &rows[0]);
-    } else {
-      deliver(p, &rows[0]);
-      assert_int_equal(tb_store_commit(w->st), TB_OK);
-    }
-    tb_store_outbox_free(rows, k);
-  }
-  fail_msg("the outbox did not drain");
-}
-
-static void pump_init(pump_t *p, world_t *w) {
-  memset(p, 0, sizeof(*p));
-  p->w = w;
-  tb_sim_opts_init(&p->sim);
-  p->sim.cfg = &w->cfg;
-  p->sim.cat = w->cat;
-}
-
-static void add_fail(pump_t *p, const char *spec) {
-  assert_int_equal(tb_sim_parse_fail(spec, &p->sim.fails[p->sim.n_fails++]), TB_OK);
-}
+#include "wf_pump.h"
 
 static int count_lines(const char *text, const char *line) {
   int n = 0;
@@ -248,25 +127,16 @@ static void test_enrichment_webhook_timeout(void **state) {
                "\"EMAIL_TYPE_PERSONAL\"}");
   /* Step by step: deliver everything, but drop enrichment-complete rows before they run. */
   for (int i = 0; i < 1000; i++) {
-    int64_t n = 0, due = 0;
-    assert_int_equal(tb_store_outbox_count(w->st, &n), TB_OK);
-    if (n == 0) break;
-    assert_int_equal(tb_store_outbox_next_due(w->st, &due), TB_OK);
-    tb_outbox_row_t *rows = NULL;
-    int k = 0;
-    assert_int_equal(tb_store_outbox_next(w->st, due, 1, &rows, &k), TB_OK);
-    assert_int_equal(tb_store_begin(w->st), TB_OK);
-    assert_int_equal(tb_store_outbox_delete(w->st, rows[0].id), TB_OK);
-    if (strncmp(rows[0].subject, "tb.cmd.", 7) == 0) {
+    tb_outbox_row_t *row = NULL;
+    if (!next_row(w, &row)) break;
+    if (strstr(row->subject, ".enrichment-complete") != NULL) { /* lost webhook */
+      assert_int_equal(tb_store_begin(w->st), TB_OK);
+      assert_int_equal(tb_store_outbox_delete(w->st, row->id), TB_OK);
       assert_int_equal(tb_store_commit(w->st), TB_OK);
-      answer(p, &rows[0]);
-    } else if (strstr(rows[0].subject, ".enrichment-complete") != NULL) {
-      assert_int_equal(tb_store_commit(w->st), TB_OK); /* lost webhook */
     } else {
-      deliver(p, &rows[0]);
-      assert_int_equal(tb_store_commit(w->st), TB_OK);
+      pump_row(p, row);
     }
-    tb_store_outbox_free(rows, k);
+    tb_store_outbox_free(row, 1);
   }
   int n = 0;
   const char *list = runs(w, &n);
