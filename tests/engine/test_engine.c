@@ -15,6 +15,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "bus_fixture.h"
+
 #include "api/publish.h"
 #include "bus/bus.h"
 #include "bus/server.h"
@@ -22,11 +24,8 @@
 #include "engine/engine.h"
 #include "store/store.h"
 
-static char dir[64], db_path[96];
-static tb_server_t srv;
-static tb_config_t cfg;
-static tb_catalogue_t *cat;
-static tb_bus_t *bus;
+static bus_fixture_t fx;
+static char db_path[96];
 static tb_store_t *store;
 static tb_consumer_t *consumer;
 
@@ -52,23 +51,9 @@ static tb_handler_fn fake_lookup(const char *name) {
 /* ---- fixtures ---- */
 
 static int setup(void **state) {
-  strcpy(dir, "/tmp/tb-engine-XXXXXX");
-  assert_non_null(mkdtemp(dir));
-  assert_int_equal(tb_server_start(&srv, dir, 0, NULL, 10000), TB_OK);
-  tb_config_init(&cfg);
-  cfg.n_tiers = 1;
-  strcpy(cfg.tiers[0].name, "normal");
-  cfg.tiers[0].timeout_ms = 30000;
-  cfg.tiers[0].concurrency = 8;
-  cfg.tiers[0].max_deliver = 5;
-  assert_int_equal(tb_catalogue_load(&cat), TB_OK);
-  const char *domains[TB_MAX_DOMAINS];
-  int n = tb_catalogue_domains(cat, domains, TB_MAX_DOMAINS);
-  assert_int_equal(tb_config_set_domains(&cfg, domains, n), TB_OK);
-  assert_int_equal(tb_bus_connect(&bus, srv.url, "test"), TB_OK);
-  assert_int_equal(tb_bus_provision(bus, &cfg), TB_OK);
-  assert_int_equal(tb_consumer_open(&consumer, bus, &cfg, "normal", "crm"), TB_OK);
-  snprintf(db_path, sizeof(db_path), "%s/t.db", dir);
+  bus_fixture_up(&fx, "engine", 30000, 5);
+  assert_int_equal(tb_consumer_open(&consumer, fx.bus, &fx.cfg, "normal", "crm"), TB_OK);
+  snprintf(db_path, sizeof(db_path), "%s/t.db", fx.dir);
   assert_int_equal(tb_store_open(&store, db_path), TB_OK);
   mode = FAKE_OK;
   calls = 0;
@@ -78,29 +63,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
   tb_store_close(store);
   tb_consumer_close(consumer);
-  tb_bus_destroy(bus);
-  tb_catalogue_destroy(cat);
-  tb_server_stop(&srv, 5000);
-  char cmd[96];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Publishes MONTH_TRANSITION |id| on normal/crm; |with_msg_id| 0 sends it without Nats-Msg-Id,
- * so that the stream keeps a second copy of an id it already has (a publisher's retry after the
- * stream's dedupe window). */
-static void publish(const char *id, int with_msg_id) {
-  json_t *payload = json_pack("{s:s,s:s}", "client_id", "c1", "user_id", "u1");
-  tb_publish_req_t req = {
-      .event = "MONTH_TRANSITION", .payload = payload, .tier = "normal", .id = id};
-  tb_prepared_t p;
-  assert_int_equal(tb_publish_prepare(&cfg, cat, &req, &p), TB_OK);
-  if (with_msg_id)
-    assert_int_equal(tb_publish_send(bus, &p, NULL, NULL), TB_OK);
-  else
-    assert_int_equal(tb_bus_publish(bus, p.subject, NULL, p.buf, p.len, NULL, NULL, NULL), TB_OK);
-  tb_prepared_free(&p);
-  json_decref(payload);
+  return bus_fixture_down(&fx);
 }
 
 /* Fetches exactly |n| deliveries into |w| (as the dispatcher would hand them over). */
@@ -152,11 +115,11 @@ static int64_t count(const char *sql) {
 
 static void test_applied_once(void **state) {
   tb_engine_t *e = NULL;
-  assert_int_equal(tb_engine_create(&e, &cfg, cat, store, bus, fake_lookup), TB_OK);
+  assert_int_equal(tb_engine_create(&e, &fx.cfg, fx.cat, store, fx.bus, fake_lookup), TB_OK);
   tb_work_t w[2];
 
-  publish("evt-a", 1);
-  publish("evt-b", 1);
+  bus_fixture_publish(&fx, "evt-a", 1);
+  bus_fixture_publish(&fx, "evt-b", 1);
   fetch(w, 2);
   run_batch(e, w, 2, 0);
   assert_int_equal(calls, 2);
@@ -165,7 +128,7 @@ static void test_applied_once(void **state) {
 
   /* A batch rolled back (say the disk failed at commit) leaves nothing, is nak'ed, and its
    * redelivery runs the handler again: the first run's write never happened. */
-  publish("evt-c", 1);
+  bus_fixture_publish(&fx, "evt-c", 1);
   fetch(w, 1);
   run_batch(e, w, 1, 1);
   assert_int_equal(calls, 3);
@@ -177,7 +140,7 @@ static void test_applied_once(void **state) {
 
   /* The same event id again, past the stream's dedupe: the processed record stops it before the
    * handler. */
-  publish("evt-a", 0);
+  bus_fixture_publish(&fx, "evt-a", 0);
   fetch(w, 1);
   run_batch(e, w, 1, 0);
   assert_int_equal(calls, 4);
@@ -192,12 +155,12 @@ static void test_applied_once(void **state) {
 
 static void test_rejected_and_missing(void **state) {
   tb_engine_t *e = NULL;
-  assert_int_equal(tb_engine_create(&e, &cfg, cat, store, bus, fake_lookup), TB_OK);
+  assert_int_equal(tb_engine_create(&e, &fx.cfg, fx.cat, store, fx.bus, fake_lookup), TB_OK);
   tb_work_t w[1];
 
   /* A handler that rejects: its write is undone, the message is dead-lettered with the reason. */
   mode = FAKE_REJECT;
-  publish("evt-r", 1);
+  bus_fixture_publish(&fx, "evt-r", 1);
   fetch(w, 1);
   run_batch(e, w, 1, 0);
   assert_int_equal(calls, 1);
@@ -209,7 +172,7 @@ static void test_rejected_and_missing(void **state) {
 
   /* No handler bound to the catalogue's name: dead-lettered, naming it; nothing ran. */
   mode = FAKE_MISSING;
-  publish("evt-m", 1);
+  bus_fixture_publish(&fx, "evt-m", 1);
   fetch(w, 1);
   run_batch(e, w, 1, 0);
   assert_int_equal(calls, 1);

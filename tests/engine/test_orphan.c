@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "bus_fixture.h"
+
 #include "api/publish.h"
 #include "bus/bus.h"
 #include "bus/server.h"
@@ -23,66 +25,33 @@
 #include "store/store.h"
 #include "workflows/registry.h"
 
-static char dir[64];
-static tb_server_t srv;
-static tb_config_t cfg;
-static tb_catalogue_t *cat;
-static tb_bus_t *bus;
+static bus_fixture_t fx;
 
 static int setup(void **state) {
-  strcpy(dir, "/tmp/tb-orphan-XXXXXX");
-  assert_non_null(mkdtemp(dir));
-  assert_int_equal(tb_server_start(&srv, dir, 0, NULL, 10000), TB_OK);
-  tb_config_init(&cfg);
-  cfg.n_tiers = 1;
-  strcpy(cfg.tiers[0].name, "normal");
-  cfg.tiers[0].timeout_ms = 1000; /* AckWait: the dead worker's delivery expires after 1 s */
-  cfg.tiers[0].concurrency = 8;
-  cfg.tiers[0].max_deliver = 1;
-  assert_int_equal(tb_catalogue_load(&cat), TB_OK);
-  const char *domains[TB_MAX_DOMAINS];
-  int n = tb_catalogue_domains(cat, domains, TB_MAX_DOMAINS);
-  assert_int_equal(tb_config_set_domains(&cfg, domains, n), TB_OK);
-  assert_int_equal(tb_bus_connect(&bus, srv.url, "test"), TB_OK);
-  assert_int_equal(tb_bus_provision(bus, &cfg), TB_OK);
+  /* AckWait: the dead worker's delivery expires after 1 s */
+  bus_fixture_up(&fx, "orphan", 1000, 1);
   return 0;
 }
 
 static int teardown(void **state) {
-  tb_bus_destroy(bus);
-  tb_catalogue_destroy(cat);
-  tb_server_stop(&srv, 5000);
-  char cmd[96];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
-}
-
-static void publish(const char *id) {
-  json_t *payload = json_pack("{s:s,s:s}", "client_id", "c1", "user_id", "u1");
-  tb_publish_req_t req = {
-      .event = "MONTH_TRANSITION", .payload = payload, .tier = "normal", .id = id};
-  tb_prepared_t p;
-  assert_int_equal(tb_publish_prepare(&cfg, cat, &req, &p), TB_OK);
-  assert_int_equal(tb_publish_send(bus, &p, NULL, NULL), TB_OK);
-  tb_prepared_free(&p);
-  json_decref(payload);
+  return bus_fixture_down(&fx);
 }
 
 /* Number of messages on the dead-letter stream. */
 static uint64_t dlq_count(void) {
   jsStreamInfo *si = NULL;
-  assert_int_equal(js_GetStreamInfo(&si, tb_bus_js(bus), "TB_DLQ", NULL, NULL), NATS_OK);
+  assert_int_equal(js_GetStreamInfo(&si, tb_bus_js(fx.bus), "TB_DLQ", NULL, NULL), NATS_OK);
   uint64_t n = si->State.Msgs;
   jsStreamInfo_Destroy(si);
   return n;
 }
 
 static void test_orphan_dead_lettered_once(void **state) {
-  publish("evt-orphan-1");
-  publish("evt-applied-1");
+  bus_fixture_publish(&fx, "evt-orphan-1", 1);
+  bus_fixture_publish(&fx, "evt-applied-1", 1);
   /* Pre-record the second one as applied: its ack is what got lost. */
   char db[96];
-  snprintf(db, sizeof(db), "%s/t.db", dir);
+  snprintf(db, sizeof(db), "%s/t.db", fx.dir);
   tb_store_t *store = NULL;
   assert_int_equal(tb_store_open(&store, db), TB_OK);
   assert_int_equal(tb_store_begin(store), TB_OK);
@@ -99,7 +68,7 @@ static void test_orphan_dead_lettered_once(void **state) {
   tb_consumer_t *thief = NULL;
   natsMsg *buf[4];
   int got = 0;
-  assert_int_equal(tb_consumer_open(&thief, bus, &cfg, "normal", "crm"), TB_OK);
+  assert_int_equal(tb_consumer_open(&thief, fx.bus, &fx.cfg, "normal", "crm"), TB_OK);
   assert_int_equal(tb_consumer_fetch(thief, buf, 2, &got, 2000), TB_OK);
   if (got < 2) {
     int more = 0;
@@ -112,9 +81,10 @@ static void test_orphan_dead_lettered_once(void **state) {
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
   tb_worker_scope_t scope;
-  tb_worker_scope_all(&cfg, &scope);
-  assert_int_equal(tb_engine_create(&engine, &cfg, cat, store, bus, tb_registry_handler), TB_OK);
-  assert_int_equal(tb_dispatcher_start(&disp, &cfg, bus, engine, &scope), TB_OK);
+  tb_worker_scope_all(&fx.cfg, &scope);
+  assert_int_equal(tb_engine_create(&engine, &fx.cfg, fx.cat, store, fx.bus, tb_registry_handler),
+                   TB_OK);
+  assert_int_equal(tb_dispatcher_start(&disp, &fx.cfg, fx.bus, engine, &scope), TB_OK);
   /* AckWait is 1 s; the advisory follows the expiry. */
   int64_t deadline = tb_mono_us() + 15 * 1000000LL;
   tb_engine_tier_stats_t ts;
@@ -130,7 +100,7 @@ static void test_orphan_dead_lettered_once(void **state) {
   assert_int_equal(dlq_count(), 1);
 
   natsMsg *dl = NULL;
-  assert_int_equal(js_GetMsg(&dl, tb_bus_js(bus), "TB_DLQ", 1, NULL, NULL), NATS_OK);
+  assert_int_equal(js_GetMsg(&dl, tb_bus_js(fx.bus), "TB_DLQ", 1, NULL, NULL), NATS_OK);
   const char *reason = NULL, *id = NULL;
   assert_int_equal(natsMsgHeader_Get(dl, "Tb-Dlq-Reason", &reason), NATS_OK);
   assert_non_null(strstr(reason, "no outcome"));
