@@ -264,8 +264,9 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
   cc.DeliverPolicy = js_DeliverAll;
   cc.AckWait = t->timeout_ms * 1000000;
   cc.MaxDeliver = t->max_deliver;
-  /* Every worker process holds at most `concurrency` unacked messages of the tier ready, plus
-   * its open batch; leave room for many processes sharing the consumer. */
+  /* A worker process holds at most max(concurrency, prefetch) messages of the tier ready, plus
+   * its open batch (commit_batch_max): 384 with the shipped config, so 4096 leaves room for about
+   * ten processes sharing the consumer. */
   cc.MaxAckPending = t->concurrency * 64 > 4096 ? t->concurrency * 64 : 4096;
   cc.MaxWaiting = 512;
   return add_or_update_consumer(bus, stream, &cc);
