@@ -3,6 +3,7 @@
 #include "store/store.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,22 +173,87 @@ fail:
  * Background checkpoints
  * --------------------------------------------------------------------------------------------- */
 
+/* Why the writer takes part in checkpoints at all: SQLite starts the WAL again from its front
+ * only when a write transaction begins with every frame copied into the database file. A busy
+ * executor begins its next batch right after each commit, so the checkpointer's passes, each
+ * overtaken by a commit, never get there: the WAL grew for the worker's whole life (1.3 GB after
+ * a million events, issue 9), every commit wrote file pages the kernel first had to zero, and
+ * every page lookup searched a longer WAL index. Only the writer can end that, with a pass of its
+ * own between a commit and its next begin, and that pass stalls it: it syncs the WAL and the
+ * file (6 ms a flush on the bench machine, 10 to 80 ms a pass under load), whatever little is
+ * left to copy. So the writer runs it when it has nothing else to do (tb_store_writer_idle(),
+ * past WAL_IDLE_FRAMES), and while busy only past WAL_BUSY_FRAMES, once the checkpointer has
+ * copied all but WAL_RESIDUE_FRAMES; a saturated worker then stalls once per 256 MiB of WAL. */
+#define WAL_IDLE_FRAMES 8192   /* 32 MiB with 4 KiB pages; tb_store_set_wal_restart() */
+#define WAL_BUSY_FRAMES 65536  /* 256 MiB; tb_store_set_wal_restart() */
+#define WAL_RESIDUE_FRAMES 256 /* what the checkpointer's last pass may have left */
+/* While the writer is busy, the checkpointer follows it this closely instead of every interval,
+ * so that the residue stays small. */
+#define CHECKPOINT_BEHIND_MS 20
+
 struct tb_checkpointer {
   sqlite3 *db;           /* owned: this thread's connection */
   tb_bgthread_t *thread; /* owned */
+  int last_in_wal;       /* the WAL's frames at the last pass; the thread's own */
+  atomic_int backfilled; /* the WAL's frames copied into the file at the end of the last pass,
+                          * or -1 before the first: written here, read by the writer */
 };
 
 static int64_t checkpoint_tick(void *arg, int stopping) {
   struct tb_checkpointer *c = arg;
-  /* PASSIVE never waits for the writer; what it cannot copy now it copies next time. */
-  sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-  return TB_BGTHREAD_PERIODIC;
+  (void)stopping;
+  /* PASSIVE never waits for the writer; it copies what was committed when it began, and what
+   * it cannot copy now it copies next time. */
+  int in_wal = 0, copied = 0;
+  int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &in_wal, &copied);
+  if (rc != SQLITE_OK) return TB_BGTHREAD_PERIODIC; /* the writer's own pass holds the lock */
+  atomic_store_explicit(&c->backfilled, copied, memory_order_relaxed);
+  /* The WAL grew since the last pass (or started again from its front): the writer is busy. */
+  int busy = in_wal != c->last_in_wal;
+  c->last_in_wal = in_wal;
+  return busy ? CHECKPOINT_BEHIND_MS : TB_BGTHREAD_PERIODIC;
+}
+
+/* The writer's own pass: copies what the checkpointer has not, so that its next begin starts the
+ * WAL again. Busy (the checkpointer's pass under way) is fine: the next chance comes soon. */
+static void writer_pass(tb_store_t *st) {
+  if (sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) == SQLITE_OK)
+    st->wal_frames = 0;
+}
+
+/* The writer's connection's WAL hook, after each commit: |in_wal| frames are in the WAL. */
+static int writer_hook(void *arg, sqlite3 *db, const char *name, int in_wal) {
+  tb_store_t *st = arg;
+  (void)db;
+  (void)name;
+  st->wal_frames = in_wal;
+  if (in_wal < st->wal_busy_frames) return SQLITE_OK;
+  int backfilled = atomic_load_explicit(&st->ckpt->backfilled, memory_order_relaxed);
+  /* A count above |in_wal| is from before the WAL's last restart. */
+  if (backfilled < 0 || backfilled > in_wal || in_wal - backfilled > WAL_RESIDUE_FRAMES) {
+    tb_bgthread_kick(st->ckpt->thread);
+    return SQLITE_OK;
+  }
+  writer_pass(st);
+  return SQLITE_OK;
+}
+
+void tb_store_set_wal_restart(tb_store_t *st, int idle_frames, int busy_frames) {
+  st->wal_idle_frames = idle_frames;
+  st->wal_busy_frames = busy_frames;
+}
+
+void tb_store_writer_idle(tb_store_t *st) {
+  /* Inside a transaction a checkpoint fails (SQLITE_LOCKED), and the WAL could not restart. */
+  if (st->ckpt != NULL && st->wal_frames >= st->wal_idle_frames && sqlite3_get_autocommit(st->db))
+    writer_pass(st);
 }
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms) {
   if (st->ckpt != NULL) return TB_OK;
   struct tb_checkpointer *c = calloc(1, sizeof(*c));
   if (c == NULL) return tb__fail(TB_ERR_NOMEM, "store %s: checkpointer", path);
+  atomic_init(&c->backfilled, -1);
   int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc != SQLITE_OK) {
     tb_status s = tb__store_fail(c->db, rc, "store %s: checkpoint connection", path);
@@ -223,8 +289,9 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
     free(c);
     return s;
   }
-  sqlite3_wal_autocheckpoint(st->db, 0);
   st->ckpt = c;
+  if (st->wal_idle_frames == 0) tb_store_set_wal_restart(st, WAL_IDLE_FRAMES, WAL_BUSY_FRAMES);
+  sqlite3_wal_hook(st->db, writer_hook, st); /* see WAL_IDLE_FRAMES */
   return TB_OK;
 }
 
@@ -239,6 +306,7 @@ static void stop_checkpointer(struct tb_checkpointer *c) {
 
 void tb_store_close(tb_store_t *st) {
   if (st == NULL) return;
+  if (st->ckpt != NULL) sqlite3_wal_hook(st->db, NULL, NULL); /* the hook's argument goes next */
   stop_checkpointer(st->ckpt);
   for (int i = 0; i < TB__ST_COUNT; i++) sqlite3_finalize(st->stmt[i]);
   sqlite3_close(st->db); /* rolls back an open transaction */
