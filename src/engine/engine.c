@@ -355,7 +355,13 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
   pthread_mutex_unlock(&e->mu);
   int with_hists = tb_mono_us() - e->last_hist_flush_us > 1000000;
   tb_status st = flush_figures(e, with_hists);
+  /* The outbox rows the relay has published go in this transaction, which holds the write lock
+   * anyway: the relay then writes nothing of its own (tb_relay_take_acked). */
+  const int64_t *acked = NULL;
+  int n_acked = st == TB_OK ? tb_relay_take_acked(e->relay, &acked) : 0;
+  for (int i = 0; i < n_acked && st == TB_OK; i++) st = tb_store_outbox_delete(e->store, acked[i]);
   if (st == TB_OK) st = tb_store_commit(e->store);
+  if (n_acked > 0) tb_relay_acked_settled(e->relay, st == TB_OK);
   if (st != TB_OK) return st;
   /* Follow-ups written by this batch go out now, not at the relay's next tick. */
   if (e->batch_emitted && e->relay != NULL) tb_relay_kick(e->relay);

@@ -1,7 +1,8 @@
 /* The outbox relay thread: reads due outbox rows on its own SQLite connection, publishes each with
- * its msg_id as Nats-Msg-Id, and records the outcome of a whole pass in one write transaction
- * (deletes for acked rows, attempts and a retry time for failed ones). It is a decider, so it
- * logs: once per failing row, and once per NATS outage rather than once per row of it. */
+ * its msg_id as Nats-Msg-Id, and records the outcome: the acked rows' deletes are handed to the
+ * engine's next batch transaction (or, when none comes soon, written in one of its own), failed
+ * rows get attempts and a retry time at once. It is a decider, so it logs: once per failing row,
+ * and once per NATS outage rather than once per row of it. */
 #include "engine/relay.h"
 
 #include <jansson.h>
@@ -27,7 +28,97 @@ struct tb_relay {
   tb_relay_stats_t stats;
   /* Relay thread only: */
   int down_streak; /* consecutive passes that found NATS unreachable */
+  /* Rows the stream acked whose delete is not committed yet (tb_relay_take_acked): |acked| wait
+   * for a taker, |taken| are in a taker's open transaction. Neither is published again. */
+  pthread_mutex_t ack_mu;
+  int64_t *acked, *taken;
+  int n_acked, n_taken, cap; /* both arrays hold |cap| ids */
+  int64_t acked_since_us;    /* monotonic: when the oldest of |acked| was acked */
 };
+
+/* ------------------------------------------------------------------------------------------------
+ * Acked rows waiting for their delete
+ * --------------------------------------------------------------------------------------------- */
+
+/* 1 when row |id| is acked and its delete not committed: publishing it again would only make a
+ * duplicate for the stream to drop. Called with ack_mu held. */
+static int awaiting_delete(const tb_relay_t *r, int64_t id) {
+  for (int i = 0; i < r->n_acked; i++)
+    if (r->acked[i] == id) return 1;
+  for (int i = 0; i < r->n_taken; i++)
+    if (r->taken[i] == id) return 1;
+  return 0;
+}
+
+/* Adds the acked row |id|. Returns 0 when there is no room (the caller deletes it itself). */
+static int add_acked(tb_relay_t *r, int64_t id) {
+  pthread_mutex_lock(&r->ack_mu);
+  int ok = r->n_acked + r->n_taken < r->cap;
+  if (ok) {
+    if (r->n_acked == 0) r->acked_since_us = tb_mono_us();
+    r->acked[r->n_acked++] = id;
+  }
+  pthread_mutex_unlock(&r->ack_mu);
+  return ok;
+}
+
+int tb_relay_take_acked(tb_relay_t *r, const int64_t **ids) {
+  *ids = NULL;
+  if (r == NULL) return 0;
+  pthread_mutex_lock(&r->ack_mu);
+  int n = 0;
+  if (r->n_taken == 0 && r->n_acked > 0) {
+    int64_t *swap = r->taken;
+    r->taken = r->acked;
+    r->acked = swap;
+    r->n_taken = n = r->n_acked;
+    r->n_acked = 0;
+    *ids = r->taken;
+  }
+  pthread_mutex_unlock(&r->ack_mu);
+  return n;
+}
+
+void tb_relay_acked_settled(tb_relay_t *r, int committed) {
+  if (r == NULL) return;
+  pthread_mutex_lock(&r->ack_mu);
+  if (!committed && r->n_taken > 0) { /* back in front of what was acked since */
+    memmove(r->acked + r->n_taken, r->acked, (size_t)r->n_acked * sizeof(*r->acked));
+    memcpy(r->acked, r->taken, (size_t)r->n_taken * sizeof(*r->acked));
+    if (r->n_acked == 0) r->acked_since_us = tb_mono_us();
+    r->n_acked += r->n_taken;
+  }
+  r->n_taken = 0;
+  pthread_mutex_unlock(&r->ack_mu);
+}
+
+/* Deletes the acked rows in a transaction of the relay's own, waiting for the write lock as long
+ * as the store's busy timeout allows, when no engine batch took them in time (the worker is idle,
+ * or a process runs a relay with no engine) or at stop. A failure leaves them for the next try;
+ * until then they are not published again. */
+static void delete_acked(tb_relay_t *r, int force) {
+  pthread_mutex_lock(&r->ack_mu);
+  int due = r->n_acked > 0 && (force || r->n_acked + r->n_taken >= TB_RELAY_HANDOFF_MAX ||
+                               tb_mono_us() - r->acked_since_us >= TB_RELAY_HANDOFF_MS * 1000LL);
+  pthread_mutex_unlock(&r->ack_mu);
+  if (!due) return;
+  const int64_t *ids = NULL;
+  int n = tb_relay_take_acked(r, &ids);
+  if (n == 0) return; /* an engine batch holds the others: it deletes them */
+  tb_status st = tb_store_begin(r->store);
+  for (int i = 0; i < n && st == TB_OK; i++) st = tb_store_outbox_delete(r->store, ids[i]);
+  if (st == TB_OK) st = tb_store_commit(r->store);
+  if (st != TB_OK) {
+    char detail[1024];
+    snprintf(detail, sizeof(detail), "%s", tb_errdetail());
+    tb_store_rollback(r->store);
+    TB_LOG(TB_LOG_WARN, "relay",
+           "cannot delete %d published outbox rows, will retry (they are not published again "
+           "meanwhile): %s",
+           n, detail);
+  }
+  tb_relay_acked_settled(r, st == TB_OK);
+}
 
 /* ------------------------------------------------------------------------------------------------
  * One pass
@@ -146,18 +237,31 @@ static void publish_rows(tb_relay_t *r, const tb_outbox_row_t *rows, outcome_t *
   free(slot);
 }
 
-/* Writes the pass's outcomes in one transaction. If it cannot, the rows stay as they were and the
- * delivered ones go out again next pass, which the stream deduplicates. */
+/* Records the pass's outcomes: an acked row joins the ones waiting for their delete; the rest
+ * (failures, and acked rows when too many wait) are written in one transaction now. If it cannot,
+ * the rows stay as they were and the delivered ones go out again next pass, which the stream
+ * deduplicates. */
 static void record_pass(tb_relay_t *r, const tb_outbox_row_t *rows, const outcome_t *out, int n) {
   int64_t now = tb_wall_us();
+  int now_rows = 0;
+  for (int i = 0; i < n; i++) {
+    if (!out[i].tried) continue;
+    if (out[i].st == TB_OK && add_acked(r, rows[i].id)) continue;
+    now_rows++;
+  }
+  if (now_rows == 0) return;
   tb_status st = tb_store_begin(r->store);
   for (int i = 0; i < n && st == TB_OK; i++) {
     if (!out[i].tried) continue;
-    if (out[i].st == TB_OK)
-      st = tb_store_outbox_delete(r->store, rows[i].id);
-    else
+    if (out[i].st == TB_OK) {
+      pthread_mutex_lock(&r->ack_mu);
+      int waiting = awaiting_delete(r, rows[i].id);
+      pthread_mutex_unlock(&r->ack_mu);
+      if (!waiting) st = tb_store_outbox_delete(r->store, rows[i].id);
+    } else {
       st = tb_store_outbox_failed(r->store, rows[i].id, out[i].err,
                                   now + 1000 * backoff_ms(r->interval_ms, rows[i].attempts + 1));
+    }
   }
   if (st == TB_OK) st = tb_store_commit(r->store);
   if (st != TB_OK) {
@@ -171,13 +275,27 @@ static void record_pass(tb_relay_t *r, const tb_outbox_row_t *rows, const outcom
   }
 }
 
+/* Frees what one row read by tb_store_outbox_next owns (the array stays). */
+static void row_free(tb_outbox_row_t *row) {
+  free(row->msg_id);
+  free(row->subject);
+  free(row->payload);
+  free(row->headers_json);
+  free(row->last_error);
+}
+
 /* One pass over the due rows. Returns 1 when NATS was unreachable; *more = 1 when a full batch
  * went out, so more rows may be due right now. */
 static int run_pass(tb_relay_t *r, int *more) {
   *more = 0;
   tb_outbox_row_t *rows = NULL;
   int n = 0;
-  tb_status st = tb_store_outbox_next(r->store, tb_wall_us(), TB_RELAY_BATCH, &rows, &n);
+  /* The rows acked but not yet deleted are read again and skipped: the read takes that many
+   * more, so that they never crowd out rows to publish. */
+  pthread_mutex_lock(&r->ack_mu);
+  int limit = TB_RELAY_BATCH + r->n_acked + r->n_taken;
+  pthread_mutex_unlock(&r->ack_mu);
+  tb_status st = tb_store_outbox_next(r->store, tb_wall_us(), limit, &rows, &n);
   pthread_mutex_lock(&r->mu);
   r->stats.passes++;
   pthread_mutex_unlock(&r->mu);
@@ -185,7 +303,21 @@ static int run_pass(tb_relay_t *r, int *more) {
     TB_LOG(TB_LOG_WARN, "relay", "cannot read the outbox, will retry: %s", tb_errdetail());
     return 0;
   }
-  if (n == 0) return 0;
+  int read = n, kept = 0;
+  pthread_mutex_lock(&r->ack_mu);
+  for (int i = 0; i < n; i++) {
+    if (awaiting_delete(r, rows[i].id)) {
+      row_free(&rows[i]);
+      continue;
+    }
+    rows[kept++] = rows[i];
+  }
+  pthread_mutex_unlock(&r->ack_mu);
+  n = kept;
+  if (n == 0) {
+    tb_store_outbox_free(rows, 0);
+    return 0;
+  }
   outcome_t *out = calloc((size_t)n, sizeof(*out));
   if (out == NULL) {
     tb_store_outbox_free(rows, n);
@@ -222,7 +354,7 @@ static int run_pass(tb_relay_t *r, int *more) {
            r->down_streak);
   }
   r->down_streak = down ? r->down_streak + 1 : 0;
-  *more = !down && n == TB_RELAY_BATCH;
+  *more = !down && read == limit;
 
   pthread_mutex_lock(&r->mu);
   r->stats.published += published;
@@ -260,9 +392,19 @@ static int64_t relay_tick(void *arg, int stopping) {
   if (stopping && tb_mono_us() >= r->drain_deadline_us) return TB_BGTHREAD_EXIT;
   int more = 0;
   int down = run_pass(r, &more);
+  delete_acked(r, stopping);
   if (down) return stopping ? TB_BGTHREAD_EXIT : backoff_ms(r->interval_ms, r->down_streak);
   if (more) return 0;
-  return stopping ? TB_BGTHREAD_EXIT : until_due(r);
+  if (stopping) return TB_BGTHREAD_EXIT;
+  int64_t wait_ms = until_due(r);
+  /* Acked rows no engine batch takes are deleted by the relay when their hand-off time is up. */
+  pthread_mutex_lock(&r->ack_mu);
+  if (r->n_acked > 0) {
+    int64_t left_ms = TB_RELAY_HANDOFF_MS - (tb_mono_us() - r->acked_since_us) / 1000 + 1;
+    if (left_ms < wait_ms) wait_ms = left_ms > 1 ? left_ms : 1;
+  }
+  pthread_mutex_unlock(&r->ack_mu);
+  return wait_ms;
 }
 
 tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, int interval_ms) {
@@ -283,6 +425,18 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
     free(r);
     return tb__fail(TB_ERR_NOMEM, "relay: pthread_mutex_init: %s", strerror(rc));
   }
+  r->cap = TB_RELAY_HANDOFF_MAX + TB_RELAY_BATCH;
+  r->acked = calloc((size_t)r->cap, sizeof(*r->acked));
+  r->taken = calloc((size_t)r->cap, sizeof(*r->taken));
+  rc = pthread_mutex_init(&r->ack_mu, NULL);
+  if (r->acked == NULL || r->taken == NULL || rc != 0) {
+    if (rc == 0) pthread_mutex_destroy(&r->ack_mu);
+    free(r->acked);
+    free(r->taken);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    return tb__fail(TB_ERR_NOMEM, "relay: acked rows");
+  }
   r->bus = bus;
   r->interval_ms = interval_ms;
   tb_status st = tb_store_open(&r->store, db_path);
@@ -294,6 +448,9 @@ tb_status tb_relay_start(tb_relay_t **out, const char *db_path, tb_bus_t *bus, i
             .name = "relay", .tick = relay_tick, .arg = r, .interval_ms = interval_ms, .drain = 1});
   if (st != TB_OK) {
     tb_store_close(r->store);
+    pthread_mutex_destroy(&r->ack_mu);
+    free(r->acked);
+    free(r->taken);
     pthread_mutex_destroy(&r->mu);
     free(r);
     return st;
@@ -311,7 +468,14 @@ void tb_relay_stop(tb_relay_t *r) {
   if (r == NULL) return;
   r->drain_deadline_us = tb_mono_us() + (int64_t)TB_RELAY_DRAIN_MS * 1000;
   tb_bgthread_stop(r->thread);
+  /* The thread is gone and the engine's batches are over (its dispatcher stops first): the
+   * acked rows are deleted here. Any left (the store failed) go out again at the next start,
+   * and the stream drops them. */
+  delete_acked(r, 1);
   tb_store_close(r->store);
+  pthread_mutex_destroy(&r->ack_mu);
+  free(r->acked);
+  free(r->taken);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }

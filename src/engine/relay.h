@@ -16,8 +16,13 @@
 
 typedef struct tb_relay tb_relay_t;
 
-/* Rows taken per pass: one read, then one write transaction for the deletes of the whole pass. */
+/* Rows taken per pass: one read, then the deletes of the whole pass in one write transaction (the
+ * engine's next batch, or the relay's own: see tb_relay_take_acked). */
 #define TB_RELAY_BATCH 64
+/* Acked rows wait at most this long, or until this many wait, for an engine batch to delete them
+ * before the relay deletes them in a transaction of its own. */
+#define TB_RELAY_HANDOFF_MS 100
+#define TB_RELAY_HANDOFF_MAX 512
 /* A failing row is retried after interval * 2^(attempts-1), capped here. */
 #define TB_RELAY_MAX_BACKOFF_MS 30000
 /* How long tb_relay_stop keeps publishing rows that are due before it gives up on them (they stay
@@ -38,6 +43,21 @@ void tb_relay_kick(tb_relay_t *r);
  * joins the thread, closes the connection and frees. Rows not delivered stay for the next run.
  * Accepts NULL. */
 void tb_relay_stop(tb_relay_t *r);
+
+/* The ids of outbox rows the stream has acked and that wait for their delete, handed to the
+ * caller, which deletes them (tb_store_outbox_delete) in the write transaction it has open and
+ * then reports with tb_relay_acked_settled(). The engine does this in every batch: the relay then
+ * needs no write transaction of its own, and never waits for the write lock the executor holds
+ * (it waited up to tens of ms in SQLite's busy handler, and each following command waited behind
+ * it). Until settled, the relay does not publish those rows again. Returns how many (0: none, or
+ * another caller holds the last ones); *ids is the relay's, valid until the settle. Accepts NULL.
+ * Thread-safe. */
+int tb_relay_take_acked(tb_relay_t *r, const int64_t **ids);
+
+/* Ends a tb_relay_take_acked() that returned ids (only the caller that took them may settle):
+ * |committed| 1 when the deletes committed; 0 when the transaction rolled back, and the rows wait
+ * for the next taker. Accepts NULL. */
+void tb_relay_acked_settled(tb_relay_t *r, int committed);
 
 /* What one relay did since it started. */
 typedef struct tb_relay_stats {

@@ -600,9 +600,9 @@ static void take(tb_sim_t *sim, natsMsg *m) {
   push(sim, j);
 }
 
-/* Publishes one event for |j| and waits for the stream's ack. */
-static tb_status publish(tb_sim_t *sim, job_t *j, const char *event, json_t *payload,
-                         const char *id) {
+/* Encodes one event for |j| into |p| (caller frees with tb_prepared_free on success). */
+static tb_status prepare(tb_sim_t *sim, job_t *j, const char *event, json_t *payload,
+                         const char *id, tb_prepared_t *p) {
   tb_publish_req_t req = {
       .event = event,
       .payload = payload,
@@ -615,15 +615,13 @@ static tb_status publish(tb_sim_t *sim, job_t *j, const char *event, json_t *pay
       .workflow_id = j->cmd->workflow_id && *j->cmd->workflow_id ? j->cmd->workflow_id : NULL,
       .source = "tierbus-sim",
   };
-  tb_prepared_t p;
-  tb_status st = tb_publish_prepare(sim->o.cfg, sim->o.cat, &req, &p);
-  if (st != TB_OK) return st;
-  st = tb_publish_send(sim->o.bus, &p, NULL, NULL);
-  tb_prepared_free(&p);
-  return st;
+  return tb_publish_prepare(sim->o.cfg, sim->o.cat, &req, p);
 }
 
-static tb_status publish_reply(tb_sim_t *sim, job_t *j) {
+/* Encodes |j|'s due publication: its reply, or (stage STAGE_ENRICH) its enrichment-complete. */
+static tb_status prepare_due(tb_sim_t *sim, job_t *j, tb_prepared_t *p) {
+  if (j->stage == STAGE_ENRICH)
+    return prepare(sim, j, EV_ENRICH, j->ans.enrichment, j->ans.enrichment_msg_id, p);
   char id[160];
   snprintf(id, sizeof(id), "reply:%s", j->cmd->command_id);
   json_t *payload = json_object();
@@ -632,7 +630,7 @@ static tb_status publish_reply(tb_sim_t *sim, job_t *j) {
   json_object_set_new(payload, "status_code", json_integer(j->ans.status_code));
   set_str(payload, "result_json", j->ans.result_json);
   set_str(payload, "error", j->ans.error);
-  tb_status st = publish(sim, j, EV_REPLY, payload, id);
+  tb_status st = prepare(sim, j, EV_REPLY, payload, id, p);
   json_decref(payload);
   return st;
 }
@@ -643,13 +641,12 @@ static int permanent(tb_status st) {
          st == TB_ERR_UNKNOWN_EVENT || st == TB_ERR_NOMEM;
 }
 
-/* Runs |j|'s due publication. Returns 1 when the job is finished (its command settled), 0 when
- * it goes back in the queue (next stage, or a retry). While |draining|, a transient failure
- * hands the command back to the stream instead of waiting to retry. */
-static int advance(tb_sim_t *sim, job_t *j, int draining) {
+/* Moves |j| on after its due publication ended with |st| (with the detail set on failure).
+ * Returns 1 when the job is finished (its command settled), 0 when it goes back in the queue
+ * (next stage, or a retry). While |draining|, a transient failure hands the command back to the
+ * stream instead of waiting to retry. */
+static int advance(tb_sim_t *sim, job_t *j, tb_status st, int draining) {
   int enrich = j->stage == STAGE_ENRICH;
-  tb_status st = enrich ? publish(sim, j, EV_ENRICH, j->ans.enrichment, j->ans.enrichment_msg_id)
-                        : publish_reply(sim, j);
   int64_t now = tb_mono_us();
   if (st == TB_OK) {
     if (enrich) {
@@ -686,13 +683,52 @@ static int advance(tb_sim_t *sim, job_t *j, int draining) {
   return 0;
 }
 
+/* How long a round of publications waits for the stream's acks. */
+#define ACK_TIMEOUT_MS 5000
+/* The most publications of one round. */
+#define ROUND_MAX 64
+
+/* Publishes what is due in rounds: every due job's next publication goes out without waiting
+ * between them, and the round's acks are collected together (tb_bus_publish_many), instead of
+ * one round trip per publication, which capped the simulator's answers at the server's round
+ * trip and woke this thread twice per command. A job's own publications keep their order: its
+ * enrichment-complete is due only once its reply was acked, in a later round. */
 static void run_due(tb_sim_t *sim, int draining) {
   while (sim->n_jobs > 0 && sim->jobs[0]->due_us <= tb_mono_us()) {
-    job_t *j = pop(sim);
-    if (advance(sim, j, draining))
-      job_free(j);
-    else
-      push(sim, j);
+    job_t *due[ROUND_MAX];
+    tb_prepared_t prep[ROUND_MAX];
+    tb_status st[ROUND_MAX];
+    char err[ROUND_MAX][256];
+    tb_pub_item_t items[ROUND_MAX];
+    int slot[ROUND_MAX], n = 0, k = 0;
+    int64_t now = tb_mono_us();
+    while (n < ROUND_MAX && sim->n_jobs > 0 && sim->jobs[0]->due_us <= now) due[n++] = pop(sim);
+    for (int i = 0; i < n; i++) {
+      slot[i] = -1;
+      st[i] = prepare_due(sim, due[i], &prep[i]);
+      if (st[i] != TB_OK) {
+        snprintf(err[i], sizeof(err[i]), "%s", tb_errdetail());
+        continue;
+      }
+      items[k] = (tb_pub_item_t){.subject = prep[i].subject,
+                                 .msg_id = prep[i].id,
+                                 .data = prep[i].buf,
+                                 .len = prep[i].len};
+      slot[i] = k++;
+    }
+    if (k > 0) tb_bus_publish_many(sim->o.bus, items, k, ACK_TIMEOUT_MS);
+    for (int i = 0; i < n; i++) {
+      if (slot[i] >= 0) {
+        st[i] = items[slot[i]].st;
+        snprintf(err[i], sizeof(err[i]), "%s", items[slot[i]].err);
+        tb_prepared_free(&prep[i]);
+      }
+      if (st[i] != TB_OK) tb__fail(st[i], "%s", err[i]); /* the detail advance() logs */
+      if (advance(sim, due[i], st[i], draining))
+        job_free(due[i]);
+      else
+        push(sim, due[i]);
+    }
   }
 }
 
