@@ -23,11 +23,6 @@ struct tb_bus {
    * carries the acks). */
   natsConnection *ack_nc;
   int ack_tried;
-  /* The first tier's deliveries and pull requests, on a connection of their own so that they
-   * never queue behind a lower tier's batch of deliveries in one socket and one reader thread
-   * (issue 9: a critical message behind a background backlog). Opened with the first such
-   * consumer; NULL until then, or when it could not be opened (|nc| then carries them). */
-  natsConnection *urgent_nc;
   char url[TB_URL_MAX], name[64];
   /* Async publish failures, filled by the cnats callback thread; also guards ack_nc's opening. */
   pthread_mutex_t mu;
@@ -41,7 +36,6 @@ struct tb_bus {
  * exists, and whatever arrives is kept until taken. */
 struct tb_consumer {
   tb_bus_t *bus;
-  natsConnection *nc;    /* the bus's connection that carries this consumer; borrowed */
   natsSubscription *sub; /* core subscription on |inbox| */
   char inbox[128];
   char next_subject[256]; /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
@@ -101,7 +95,7 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
   if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
   pthread_mutex_init(&bus->mu, NULL);
   snprintf(bus->url, sizeof(bus->url), "%s", url);
-  snprintf(bus->name, sizeof(bus->name), "%s", name);
+  snprintf(bus->name, sizeof(bus->name), "%s-acks", name);
   /* Pull requests and publishes are on the critical path (the executor may hold lower work for
    * a delivery): written at once, not a flusher's millisecond later. */
   natsStatus s = open_conn(&bus->nc, url, name, 1);
@@ -139,7 +133,6 @@ void tb_bus_destroy(tb_bus_t *bus) {
    * by the processed record), but a clean stop should not cause one. */
   if (bus->ack_nc != NULL) natsConnection_FlushTimeout(bus->ack_nc, 2000);
   natsConnection_Destroy(bus->ack_nc);
-  natsConnection_Destroy(bus->urgent_nc);
   natsConnection_Destroy(bus->nc);
   pthread_mutex_destroy(&bus->mu);
   free(bus);
@@ -461,8 +454,8 @@ tb_status tb_bus_publish_many(tb_bus_t *bus, tb_pub_item_t *items, int n, int64_
 
 /* Binds to durable |durable| on |stream|, which must exist; |hint| ends the error detail when it
  * does not (how to create it). */
-static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, natsConnection *nc,
-                               const char *stream, const char *durable, const char *hint) {
+static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
+                               const char *durable, const char *hint) {
   /* Fail now, with a clear word, if the consumer was never provisioned. */
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
@@ -476,7 +469,6 @@ static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, natsConnectio
   tb_consumer_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return tb__fail(TB_ERR_NOMEM, "consumer");
   c->bus = bus;
-  c->nc = nc;
   snprintf(c->next_subject, sizeof(c->next_subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream,
            durable);
   natsInbox *inbox = NULL;
@@ -484,7 +476,7 @@ static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, natsConnectio
   if (s == NATS_OK) {
     snprintf(c->inbox, sizeof(c->inbox), "%s", inbox);
     natsInbox_Destroy(inbox);
-    s = natsConnection_SubscribeSync(&c->sub, nc, c->inbox);
+    s = natsConnection_SubscribeSync(&c->sub, bus->nc, c->inbox);
   }
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
   if (s != NATS_OK) {
@@ -501,18 +493,7 @@ tb_status tb_consumer_open(tb_consumer_t **out, tb_bus_t *bus, const tb_config_t
   char stream[64], durable[64];
   tb_bus_stream_name(cfg, tier_name, domain, stream, sizeof(stream));
   tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
-  natsConnection *nc = bus->nc;
-  if (strcmp(tier_name, cfg->tiers[0].name) == 0) {
-    pthread_mutex_lock(&bus->mu);
-    if (bus->urgent_nc == NULL) {
-      char name[80];
-      snprintf(name, sizeof(name), "%.60s-%s", bus->name, tier_name);
-      if (open_conn(&bus->urgent_nc, bus->url, name, 1) != NATS_OK) bus->urgent_nc = NULL;
-    }
-    if (bus->urgent_nc != NULL) nc = bus->urgent_nc;
-    pthread_mutex_unlock(&bus->mu);
-  }
-  return bind_consumer(out, bus, nc, stream, durable, " (run `tierbus init`)");
+  return bind_consumer(out, bus, stream, durable, " (run `tierbus init`)");
 }
 
 tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
@@ -528,7 +509,7 @@ tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char
   cc.MaxWaiting = 512;
   tb_status st = add_or_update_consumer(bus, stream, &cc);
   if (st != TB_OK) return st;
-  return bind_consumer(out, bus, bus->nc, stream, durable, "");
+  return bind_consumer(out, bus, stream, durable, "");
 }
 
 void tb_consumer_close(tb_consumer_t *c) {
@@ -543,7 +524,7 @@ static tb_status send_pull(tb_consumer_t *c, int batch) {
   char req[128];
   snprintf(req, sizeof(req), "{\"batch\":%d,\"expires\":%lld}", batch,
            (long long)PULL_EXPIRES_MS * 1000000LL);
-  natsStatus s = natsConnection_PublishRequestString(c->nc, c->next_subject, c->inbox, req);
+  natsStatus s = natsConnection_PublishRequestString(c->bus->nc, c->next_subject, c->inbox, req);
   if (s != NATS_OK) return tb__nats_fail(s, 0, "pull request");
   c->remaining = batch;
   c->deadline_us = tb_mono_us() + (PULL_EXPIRES_MS + 500) * 1000LL;
@@ -594,9 +575,7 @@ static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
   pthread_mutex_lock(&bus->mu);
   if (!bus->ack_tried) {
     bus->ack_tried = 1;
-    char name[80];
-    snprintf(name, sizeof(name), "%.60s-acks", bus->name);
-    if (open_conn(&bus->ack_nc, bus->url, name, 0) != NATS_OK) bus->ack_nc = NULL;
+    if (open_conn(&bus->ack_nc, bus->url, bus->name, 0) != NATS_OK) bus->ack_nc = NULL;
   }
   natsConnection *nc = bus->ack_nc ? bus->ack_nc : bus->nc;
   pthread_mutex_unlock(&bus->mu);

@@ -448,18 +448,9 @@ static void *exec_loop(void *arg) {
     TB_LOG(TB_LOG_ERROR, "dispatch", "out of memory for the batch");
     return NULL;
   }
-  int released = 0, idle_done = 0;
+  int released = 0;
   for (;;) {
     pthread_mutex_lock(&d->mu);
-    if (!idle_done && d->ready_total == 0 && d->orphans == NULL && !d->stopping &&
-        !backlog_arriving(d)) {
-      /* Once per idle spell, before waiting: a stall now delays no message. An empty queue
-       * with backlog in the streams is only a fetch under way, not idleness. */
-      pthread_mutex_unlock(&d->mu);
-      tb_engine_idle(d->engine);
-      idle_done = 1;
-      continue;
-    }
     while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
       tb_cond_wait_ms(&d->work_cv, &d->mu, 100);
       keep_alive(d, tb_mono_us());
@@ -472,7 +463,6 @@ static void *exec_loop(void *arg) {
     if (done) break;
     if (stopping && !orphans) continue; /* wait for the fetchers; only orphans still run */
     run_batch(d, batch);
-    idle_done = 0;
   }
   if (released > 0)
     TB_LOG(TB_LOG_INFO, "dispatch",

@@ -79,10 +79,6 @@ tb_status tb_engine_begin(tb_engine_t *e) {
   return tb_store_begin(e->store);
 }
 
-void tb_engine_idle(tb_engine_t *e) {
-  tb_store_writer_idle(e->store);
-}
-
 /* The dead-letter subject mirrors the event subject: tb.evt.<tier>.<domain>.<event> becomes
  * tb.dlq.<tier>.<domain>.<event>; anything unparseable lands on tb.dlq.<tier>.unknown. */
 static void dlq_subject(const char *subject, const char *tier, char *buf, size_t cap) {

@@ -93,10 +93,6 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w);
 tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n);
 void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n);
 
-/* The executor has nothing ready: upkeep that would stall a batch runs now (the store's WAL
- * restart, tb_store_writer_idle()). Outside a batch only. */
-void tb_engine_idle(tb_engine_t *e);
-
 /* Acks, naks or terminates the message as its fate says, and destroys it. */
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w);
 

@@ -385,8 +385,7 @@ struct tb_store {
   int savepoints; /* open tb_msg savepoints, so a stray release/rollback_to is caught */
   int busy_ms;    /* the busy timeout in force, for code that shortens it for a while */
   struct tb_checkpointer *ckpt; /* background checkpoints, when offloaded; owned */
-  int wal_frames; /* the WAL's frames after the last commit, from the WAL hook (offloaded only) */
-  int wal_idle_frames, wal_busy_frames; /* when the writer restarts the WAL (store.c) */
+  int wal_busy_frames;          /* past this a busy writer restarts the WAL itself (store.c) */
 };
 
 /* Prepared statement |id|, ready to bind (it was reset after its last use). Borrowed. */

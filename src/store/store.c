@@ -178,14 +178,16 @@ fail:
  * executor begins its next batch right after each commit, so the checkpointer's passes, each
  * overtaken by a commit, never get there: the WAL grew for the worker's whole life (1.3 GB after
  * a million events, issue 9), every commit wrote file pages the kernel first had to zero, and
- * every page lookup searched a longer WAL index. Only the writer can end that, with a pass of its
- * own between a commit and its next begin, and that pass stalls it: it syncs the WAL and the
- * file (6 ms a flush on the bench machine, 10 to 80 ms a pass under load), whatever little is
- * left to copy. So the writer runs it when it has nothing else to do (tb_store_writer_idle(),
- * past WAL_IDLE_FRAMES), and while busy only past WAL_BUSY_FRAMES, once the checkpointer has
- * copied all but WAL_RESIDUE_FRAMES; a saturated worker then stalls once per 256 MiB of WAL. */
-#define WAL_IDLE_FRAMES 8192   /* 32 MiB with 4 KiB pages; tb_store_set_wal_restart() */
-#define WAL_BUSY_FRAMES 65536  /* 256 MiB; tb_store_set_wal_restart() */
+ * every page lookup searched a longer WAL index. A writer that pauses needs nothing: the
+ * checkpointer's next pass copies everything and the writer's next begin restarts the WAL. A
+ * writer that never pauses must take the last pass itself, between a commit and its next begin,
+ * and that pass stalls it for its syncs of the WAL and the file (10 to 80 ms under load on the
+ * bench machine), however little is left to copy. So it does so only past WAL_BUSY_FRAMES, once
+ * the checkpointer has copied all but WAL_RESIDUE_FRAMES: one stall per 256 MiB of WAL. A
+ * threshold of 32 MiB put those stalls in the critical tier's p99 (29-50 ms in the backlog
+ * bench); running the pass whenever the executor found its queues empty did too, because a
+ * critical trickle empties them every few milliseconds. */
+#define WAL_BUSY_FRAMES 65536  /* 256 MiB with 4 KiB pages; tb_store_set_wal_restart() */
 #define WAL_RESIDUE_FRAMES 256 /* what the checkpointer's last pass may have left */
 /* While the writer is busy, the checkpointer follows it this closely instead of every interval,
  * so that the residue stays small. */
@@ -214,19 +216,9 @@ static int64_t checkpoint_tick(void *arg, int stopping) {
   return busy ? CHECKPOINT_BEHIND_MS : TB_BGTHREAD_PERIODIC;
 }
 
-/* The writer's own pass: copies what the checkpointer has not, so that its next begin starts the
- * WAL again. Busy (the checkpointer's pass under way) is fine: the next chance comes soon. */
-static void writer_pass(tb_store_t *st) {
-  if (sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) == SQLITE_OK)
-    st->wal_frames = 0;
-}
-
 /* The writer's connection's WAL hook, after each commit: |in_wal| frames are in the WAL. */
 static int writer_hook(void *arg, sqlite3 *db, const char *name, int in_wal) {
   tb_store_t *st = arg;
-  (void)db;
-  (void)name;
-  st->wal_frames = in_wal;
   if (in_wal < st->wal_busy_frames) return SQLITE_OK;
   int backfilled = atomic_load_explicit(&st->ckpt->backfilled, memory_order_relaxed);
   /* A count above |in_wal| is from before the WAL's last restart. */
@@ -234,19 +226,14 @@ static int writer_hook(void *arg, sqlite3 *db, const char *name, int in_wal) {
     tb_bgthread_kick(st->ckpt->thread);
     return SQLITE_OK;
   }
-  writer_pass(st);
+  /* Copies what the checkpointer has not, so that the next begin starts the WAL again. Busy
+   * (the checkpointer's pass under way) is fine: the next commit tries again. */
+  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   return SQLITE_OK;
 }
 
-void tb_store_set_wal_restart(tb_store_t *st, int idle_frames, int busy_frames) {
-  st->wal_idle_frames = idle_frames;
+void tb_store_set_wal_restart(tb_store_t *st, int busy_frames) {
   st->wal_busy_frames = busy_frames;
-}
-
-void tb_store_writer_idle(tb_store_t *st) {
-  /* Inside a transaction a checkpoint fails (SQLITE_LOCKED), and the WAL could not restart. */
-  if (st->ckpt != NULL && st->wal_frames >= st->wal_idle_frames && sqlite3_get_autocommit(st->db))
-    writer_pass(st);
 }
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms) {
@@ -290,8 +277,8 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
     return s;
   }
   st->ckpt = c;
-  if (st->wal_idle_frames == 0) tb_store_set_wal_restart(st, WAL_IDLE_FRAMES, WAL_BUSY_FRAMES);
-  sqlite3_wal_hook(st->db, writer_hook, st); /* see WAL_IDLE_FRAMES */
+  if (st->wal_busy_frames == 0) st->wal_busy_frames = WAL_BUSY_FRAMES;
+  sqlite3_wal_hook(st->db, writer_hook, st); /* see WAL_BUSY_FRAMES */
   return TB_OK;
 }
 

@@ -34,15 +34,9 @@ void tb_store_close(tb_store_t *st);
 
 tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int interval_ms);
 
-/* Tells an offloaded store that its writer has nothing to do: past a WAL of 32 MiB it runs the
- * checkpoint pass that lets its next transaction start the WAL again (store.c, WAL_IDLE_FRAMES),
- * a stall of a few milliseconds that nothing waits on now. No-op otherwise, or inside a
- * transaction. */
-void tb_store_writer_idle(tb_store_t *st);
-
-/* The WAL sizes, in frames (pages), past which the writer restarts the WAL when idle and while
- * busy (defaults 8192 and 65536, see store.c). Tests use small ones to see both at work. */
-void tb_store_set_wal_restart(tb_store_t *st, int idle_frames, int busy_frames);
+/* The WAL size, in frames (pages), past which a busy writer restarts the WAL itself (default
+ * 65536, see store.c). Tests use a small one to see it at work. */
+void tb_store_set_wal_restart(tb_store_t *st, int busy_frames);
 
 /* Schema version after migrations (PRAGMA user_version); -1 if it cannot be read. */
 int tb_store_schema_version(tb_store_t *st);

@@ -538,32 +538,13 @@ static void test_a_busy_writer_restarts_the_wal(void **state) {
   tb_store_t *st = NULL;
   assert_int_equal(tb_store_open(&st, f->path), TB_OK);
   assert_int_equal(tb_store_offload_checkpoints(st, f->path, 20), TB_OK);
-  tb_store_set_wal_restart(st, 1 << 30, 256); /* idle never, busy past 256 frames */
+  tb_store_set_wal_restart(st, 256); /* past 256 frames */
   commit_back_to_back(st, "warm", 100000);
   uint32_t before = wal_restarts(f->path);
   commit_back_to_back(st, "busy", 1500000);
   uint32_t after = wal_restarts(f->path);
   print_message("WAL restarts in 1.5 s of back-to-back commits: %u\n", after - before);
   assert_true(after > before);
-  tb_store_close(st);
-}
-
-/* An idle writer restarts a large WAL at once: its pass leaves nothing to copy, so its next
- * transaction starts the WAL from its front. */
-static void test_an_idle_writer_restarts_the_wal(void **state) {
-  db_fixture_t *f = *state;
-  tb_store_t *st = NULL;
-  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
-  /* An hour between the checkpointer's own passes: what copies the WAL here is the writer. */
-  assert_int_equal(tb_store_offload_checkpoints(st, f->path, 3600 * 1000), TB_OK);
-  tb_store_set_wal_restart(st, 64, 1 << 30); /* idle past 64 frames, busy never */
-  commit_back_to_back(st, "fill", 200000);
-  uint32_t before = wal_restarts(f->path);
-  commit_back_to_back(st, "more", 1000); /* one commit at least: not idle, no restart */
-  assert_int_equal(wal_restarts(f->path), before);
-  tb_store_writer_idle(st);
-  commit_back_to_back(st, "after", 1000);
-  assert_int_equal(wal_restarts(f->path), before + 1);
   tb_store_close(st);
 }
 
@@ -739,8 +720,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_offloaded_checkpoints_restart_the_wal, db_fixture_setup,
                                       db_fixture_teardown),
       cmocka_unit_test_setup_teardown(test_a_busy_writer_restarts_the_wal, db_fixture_setup,
-                                      db_fixture_teardown),
-      cmocka_unit_test_setup_teardown(test_an_idle_writer_restarts_the_wal, db_fixture_setup,
                                       db_fixture_teardown),
       cmocka_unit_test(test_order_after),
       cmocka_unit_test(test_membership_apply),
