@@ -206,22 +206,63 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char
   return TB_OK;
 }
 
+/* What starts the description of every consumer tierbus creates: the mark by which it knows its
+ * own. Other services may add consumers to tierbus's streams (subscribing per tier is part of the
+ * contract, see the catalogue), and tierbus never changes or deletes one it did not make. */
+#define OWNER_MARK "tierbus:"
+
+static int same_text(const char *a, const char *b) {
+  return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* 1 if the consumer described by |ci| is tierbus's: it carries the mark, or it is a pull consumer
+ * without description, with explicit acks and tierbus's filter (|filter|, NULL = none), under one
+ * of tierbus's names, as tierbus made them before the mark existed (the caller only asks about
+ * its own names). */
+static int consumer_is_ours(const jsConsumerInfo *ci, const char *filter) {
+  const jsConsumerConfig *c = ci->Config;
+  if (c == NULL) return 0;
+  if (c->Description != NULL && strncmp(c->Description, OWNER_MARK, strlen(OWNER_MARK)) == 0)
+    return 1;
+  return same_text(c->Description, NULL) && same_text(c->DeliverSubject, NULL) &&
+         same_text(c->FilterSubject, filter) && c->AckPolicy == js_AckExplicit;
+}
+
 /* Adds durable |cc->Durable| on |stream|, or updates it when it exists, so that a changed config
- * (AckWait, MaxDeliver) reaches consumers created by an older run. */
-static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsConsumerConfig *cc) {
+ * (AckWait, MaxDeliver) reaches consumers created by an older run. |what| describes the consumer
+ * after the owner mark ("tier high, domain crm"). A consumer of that name that is not tierbus's is
+ * left as it is: TB_ERR_INVALID says whose it seems to be. */
+static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsConsumerConfig *cc,
+                                        const char *what) {
+  char desc[256];
+  snprintf(desc, sizeof(desc), "%s %s; made by tierbus init, changed only by it", OWNER_MARK, what);
+  cc->Description = desc;
   jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_AddConsumer(&ci, bus->js, stream, cc, NULL, &jerr);
-  if (s != NATS_OK && (jerr == JSConsumerNameExistErr || jerr == JSConsumerExistingActiveErr ||
-                       jerr == JSConsumerCreateErr || jerr == 10148)) {
-    jerr = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, cc->Durable, NULL, &jerr);
+  if (s == NATS_OK) {
+    int ours = consumer_is_ours(ci, cc->FilterSubject);
+    char theirs[160];
+    snprintf(theirs, sizeof(theirs), "%s",
+             ci->Config && ci->Config->Description ? ci->Config->Description : "");
+    jsConsumerInfo_Destroy(ci);
+    ci = NULL;
+    if (!ours)
+      return tb__fail(TB_ERR_INVALID,
+                      "consumer %s on stream %s exists and is not tierbus's (description '%s'): "
+                      "tierbus never changes a consumer it did not make; give yours another "
+                      "name, or delete it (nats consumer rm %s %s) if it is a leftover",
+                      cc->Durable, stream, theirs, stream, cc->Durable);
     s = js_UpdateConsumer(&ci, bus->js, stream, cc, NULL, &jerr);
+  } else {
+    jerr = 0;
+    s = js_AddConsumer(&ci, bus->js, stream, cc, NULL, &jerr);
   }
   jsConsumerInfo_Destroy(ci);
   if (s != NATS_OK) {
-    char what[160];
-    snprintf(what, sizeof(what), "create consumer %s on %s", cc->Durable, stream);
-    return tb__nats_fail(s, jerr, what);
+    char msg[160];
+    snprintf(msg, sizeof(msg), "create consumer %s on %s", cc->Durable, stream);
+    return tb__nats_fail(s, jerr, msg);
   }
   return TB_OK;
 }
@@ -269,7 +310,9 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
    * ten processes sharing the consumer. */
   cc.MaxAckPending = t->concurrency * 64 > 4096 ? t->concurrency * 64 : 4096;
   cc.MaxWaiting = 512;
-  return add_or_update_consumer(bus, stream, &cc);
+  char what[128];
+  snprintf(what, sizeof(what), "tier %s, domain %s", t->name, domain);
+  return add_or_update_consumer(bus, stream, &cc, what);
 }
 
 /* Creates tier |t|'s streams and consumers, one of each per domain. */
@@ -507,7 +550,9 @@ tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char
   cc.FilterSubject = filter;
   cc.MaxAckPending = 1000;
   cc.MaxWaiting = 512;
-  tb_status st = add_or_update_consumer(bus, stream, &cc);
+  char what[160];
+  snprintf(what, sizeof(what), "stream %s, subjects %s", stream, filter ? filter : ">");
+  tb_status st = add_or_update_consumer(bus, stream, &cc, what);
   if (st != TB_OK) return st;
   return bind_consumer(out, bus, stream, durable, "");
 }

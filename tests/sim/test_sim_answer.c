@@ -1,16 +1,20 @@
 /* Unit: the simulator's answers as a pure function of the command: the vocabulary's results,
  * deterministic ids, input validation (400/422 naming the field), unknown actions (404), the
- * --fail rules at their attempt boundaries, and the parsing of --fail specs. */
+ * --fail rules at their attempt boundaries, and the parsing of --fail specs. Also the commands
+ * contract of subjects/catalogue.json (read from $TB_SOURCE_DIR): each action the workflows send
+ * is described there, and its example input gets the reply it describes. */
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "sim/sim.h"
+#include "workflows/wf.h"
 
 static tb_sim_opts_t opts;
 
@@ -316,6 +320,61 @@ static void test_parse_fail_errors(void **state) {
   expect_bad_spec("email.send=599:1000001", "got '1000001'");
 }
 
+/* The catalogue's commands.actions is the contract other services implement: every command a
+ * workflow sends is in it, and the simulator (which stands in for those services) answers each
+ * example input with 200 and exactly the reply fields the catalogue lists. */
+static void test_catalogue_commands_contract(void **state) {
+  (void)state;
+  const char *src = getenv("TB_SOURCE_DIR");
+  assert_non_null(src);
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/subjects/catalogue.json", src);
+  json_error_t jerr;
+  json_t *cat = json_load_file(path, 0, &jerr);
+  assert_non_null(cat);
+  json_t *actions = json_object_get(json_object_get(cat, "commands"), "actions");
+  assert_true(json_array_size(actions) > 0);
+  size_t i;
+  json_t *act;
+  json_array_foreach(actions, i, act) {
+    const char *name = json_string_value(json_object_get(act, "name"));
+    const char *service = json_string_value(json_object_get(act, "service"));
+    const char *action = json_string_value(json_object_get(act, "action"));
+    char joined[128];
+    snprintf(joined, sizeof(joined), "%s.%s", service, action);
+    assert_string_equal(name, joined);
+    char *input = json_dumps(json_object_get(act, "example_input"), JSON_COMPACT);
+    assert_non_null(input);
+    tb_sim_answer_t a;
+    json_t *r = answer(&a, service, action, input, "wf-1:s:1", 1, 200);
+    json_t *reply = json_object_get(act, "reply");
+    if (json_object_size(r) != json_object_size(reply))
+      print_error("%s: reply %s, catalogue lists %zu fields\n", name, a.result_json,
+                  json_object_size(reply));
+    assert_int_equal(json_object_size(r), json_object_size(reply));
+    const char *key;
+    json_t *v;
+    json_object_foreach(reply, key, v) assert_non_null(json_object_get(r, key));
+    json_decref(r);
+    tb_sim_answer_free(&a);
+    free(input);
+  }
+  /* Every command activity named service.action is described. */
+  int n = 0;
+  const tb_wf_domain_t *const *domains = tb_wf_domains(&n);
+  for (int d = 0; d < n; d++)
+    for (int k = 0; k < domains[d]->n_activities; k++) {
+      const tb_activity_def_t *ad = &domains[d]->activities[k];
+      if (strcmp(ad->kind, "command") != 0 || strchr(ad->name, '.') == NULL) continue;
+      int found = 0;
+      json_array_foreach(actions, i, act) found |=
+          strcmp(json_string_value(json_object_get(act, "name")), ad->name) == 0;
+      if (!found) print_error("command %s is not in the catalogue's commands.actions\n", ad->name);
+      assert_true(found);
+    }
+  json_decref(cat);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_email_send, setup),
@@ -325,6 +384,7 @@ int main(void) {
       cmocka_unit_test_setup(test_unknown_action, setup),
       cmocka_unit_test_setup(test_fail_rules, setup),
       cmocka_unit_test_setup(test_parse_fail_errors, setup),
+      cmocka_unit_test_setup(test_catalogue_commands_contract, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
