@@ -560,6 +560,10 @@ static json_t *tierbus_worker(bench_t *b, void *arg, int ready_fd) {
 /* ---------------------------------------------------------------- scenarios */
 
 static int start_server(bench_t *b, const char *name, tb_server_t *srv) {
+  /* Each run starts with nothing dirty in the page cache: the run before it (the ceiling before
+   * tierbus at each size) leaves hundreds of megabytes for the kernel to write back, which would
+   * otherwise land in the next run's flushes and CPU time. */
+  sync();
   char dir[PATH_MAX + 64];
   snprintf(dir, sizeof(dir), "%s/%s", b->dir, name);
   char conf[PATH_MAX];
