@@ -141,6 +141,7 @@ int tb_cmd_bench(int argc, char **argv);
 int tb_cmd_config(int argc, char **argv);
 int tb_cmd_events(int argc, char **argv);
 int tb_cmd_sim(int argc, char **argv);
+int tb_cmd_api(int argc, char **argv);
 int tb_cmd_workflows(int argc, char **argv); /* list, show, runs, cancel (cmd_workflows.c) */
 int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
 int tb_cmd_priority(int argc, char **argv);  /* sync, show, inversions, set (cmd_priority.c) */

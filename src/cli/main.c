@@ -23,6 +23,7 @@ static const struct {
     {"schedule", tb_cmd_schedule, "cron tasks: list, add, remove, enable, disable, run NAME"},
     {"events", tb_cmd_events, "list the event catalogue with tiers and subjects"},
     {"sim", tb_cmd_sim, "answer commands as the real services would (demo, tests)"},
+    {"api", tb_cmd_api, "serve the HTTP API: publish, health, Prometheus metrics"},
     {"config", tb_cmd_config, "check the config, or print an example (config example)"},
 };
 

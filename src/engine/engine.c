@@ -60,8 +60,29 @@ tb_status tb_engine_create(tb_engine_t **out, const tb_config_t *cfg, const tb_c
   return TB_OK;
 }
 
+static tb_status flush_figures(tb_engine_t *e, int with_hists);
+
+/* Writes the histograms not yet flushed (they go out at most once a second with a batch) in a
+ * transaction of their own: without it a worker's last second of latency figures was lost at
+ * every stop. The executor has stopped; failures are logged, they cost only figures. */
+static void flush_last_hists(tb_engine_t *e) {
+  int any = 0;
+  for (int t = 0; t < e->cfg->n_tiers; t++)
+    any |= e->pending_start[t].total > 0 || e->pending_commit[t].total > 0;
+  if (!any) return;
+  memset(e->batch_counters, 0, sizeof(e->batch_counters));
+  tb_status st = tb_store_begin(e->store);
+  if (st == TB_OK) st = flush_figures(e, 1);
+  if (st == TB_OK) st = tb_store_commit(e->store);
+  if (st != TB_OK) {
+    tb_store_rollback(e->store);
+    TB_LOG(TB_LOG_WARN, "engine", "the last latency figures were not saved: %s", tb_errdetail());
+  }
+}
+
 void tb_engine_destroy(tb_engine_t *e) {
   if (e == NULL) return;
+  if (e->pending_start != NULL && e->pending_commit != NULL) flush_last_hists(e);
   free(e->pending_start);
   free(e->pending_commit);
   free(e->totals);

@@ -1,0 +1,341 @@
+/* The HTTP API's routes: health, publishing, and the figures (Prometheus text and seed 001's
+ * /api/jobs/metrics). Each route fills a tb_http_resp_t; the core sends it. Figures come from the
+ * store (what every worker sharing the file recorded) and, for queue depths, from the consumers on
+ * the server, as `tierbus stats` reads them. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/publish.h"
+#include "core/hist.h"
+#include "core/status.h"
+#include "http/internal.h"
+
+/* ---------------------------------------------------------------- figures */
+
+typedef struct tier_figures {
+  tb_store_tier_stats_t s;
+  int have_queue; /* the consumers answered */
+  uint64_t pending, in_flight, redelivered;
+} tier_figures_t;
+
+/* Reads every tier's figures into |out| (cfg->n_tiers entries). TB_OK, or the store's status. */
+static tb_status read_figures(tb_http_t *h, tier_figures_t *out) {
+  tb_status st = TB_OK;
+  pthread_mutex_lock(&h->store_mu);
+  for (int t = 0; t < h->o.cfg->n_tiers && st == TB_OK; t++)
+    st = tb_store_tier_stats(h->o.store, h->o.cfg->tiers[t].name, &out[t].s);
+  pthread_mutex_unlock(&h->store_mu);
+  for (int t = 0; t < h->o.cfg->n_tiers && st == TB_OK; t++)
+    out[t].have_queue =
+        h->o.bus != NULL &&
+        tb_consumer_pending(h->o.bus, h->o.cfg, h->o.cfg->tiers[t].name, NULL, &out[t].pending,
+                            &out[t].in_flight, &out[t].redelivered) == TB_OK;
+  return st;
+}
+
+static tier_figures_t *alloc_figures(tb_http_t *h, tb_http_resp_t *resp) {
+  tier_figures_t *f = calloc((size_t)h->o.cfg->n_tiers, sizeof(*f));
+  if (f == NULL) {
+    tb__http_error(resp, 500, NULL, "out of memory");
+    return NULL;
+  }
+  if (read_figures(h, f) != TB_OK) {
+    tb__http_error(resp, 500, NULL, "reading the figures: %s", tb_errdetail());
+    free(f);
+    return NULL;
+  }
+  return f;
+}
+
+/* ---------------------------------------------------------------- health */
+
+static void get_healthz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  (void)h;
+  (void)req;
+  tb__http_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Ready when NATS is connected, the database answers and the first tier's consumers exist. */
+static void get_readyz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  (void)req;
+  int nats = h->o.bus != NULL &&
+             natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED;
+  pthread_mutex_lock(&h->store_mu);
+  int db = tb_store_schema_version(h->o.store) > 0;
+  pthread_mutex_unlock(&h->store_mu);
+  uint64_t p = 0, a = 0, r = 0;
+  int consumers = nats && tb_consumer_pending(h->o.bus, h->o.cfg, h->o.cfg->tiers[0].name, NULL, &p,
+                                              &a, &r) == TB_OK;
+  int ok = nats && db && consumers;
+  tb__http_json(resp, ok ? 200 : 503,
+                json_pack("{s:s,s:b,s:b,s:b}", "status", ok ? "ready" : "not ready", "nats", nats,
+                          "database", db, "consumers", consumers));
+}
+
+/* ---------------------------------------------------------------- publish */
+
+/* A string member of |body|, or NULL; *bad is set when present but not a string. */
+static const char *opt_string(json_t *body, const char *key, const char *alt, const char **bad) {
+  json_t *v = json_object_get(body, key);
+  if (v == NULL && alt != NULL) v = json_object_get(body, alt);
+  if (v == NULL || json_is_null(v)) return NULL;
+  if (!json_is_string(v)) {
+    *bad = key;
+    return NULL;
+  }
+  return json_string_value(v);
+}
+
+/* POST /api/events {type, priority?, id?, correlationId?, workflowId?, payload}: publishes as
+ * `tierbus publish` does and answers with the tier, subject, stream sequence and whether the
+ * stream already had the id. */
+static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  json_error_t jerr;
+  json_t *body = req->body ? json_loadb(req->body, req->len, 0, &jerr) : NULL;
+  if (body == NULL) {
+    if (req->body == NULL)
+      tb__http_error(resp, 400, NULL, "empty body: expected a JSON object");
+    else
+      tb__http_error(resp, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line,
+                     jerr.column, jerr.text);
+    return;
+  }
+  const char *bad = NULL;
+  tb_publish_req_t pr = {0};
+  pr.event = opt_string(body, "type", NULL, &bad);
+  pr.tier = opt_string(body, "priority", NULL, &bad);
+  pr.id = opt_string(body, "id", NULL, &bad);
+  pr.correlation_id = opt_string(body, "correlationId", "correlation_id", &bad);
+  pr.workflow_id = opt_string(body, "workflowId", "workflow_id", &bad);
+  pr.source = "tierbus-http";
+  pr.payload = json_object_get(body, "payload");
+  if (!json_is_object(body))
+    tb__http_error(resp, 400, NULL, "expected a JSON object");
+  else if (bad != NULL)
+    tb__http_error(resp, 400, bad, "'%s' must be a string", bad);
+  else if (pr.event == NULL)
+    tb__http_error(resp, 400, "type", "missing 'type' (an event name, see `tierbus events`)");
+  else if (!json_is_object(pr.payload))
+    tb__http_error(resp, 400, "payload", "'payload' must be a JSON object");
+  if (resp->body != NULL) {
+    json_decref(body);
+    return;
+  }
+  tb_prepared_t p;
+  tb_status st = tb_publish_prepare(h->o.cfg, h->o.cat, &pr, &p);
+  if (st != TB_OK) {
+    tb__http_error(resp, 400, st == TB_ERR_UNKNOWN_EVENT ? "type" : "payload", "%s: %s",
+                   tb_err_name(st), tb_errdetail());
+    json_decref(body);
+    return;
+  }
+  uint64_t seq = 0;
+  int dup = 0;
+  st = h->o.bus ? tb_publish_send(h->o.bus, &p, &seq, &dup)
+                : tb__fail(TB_ERR_UNAVAILABLE, "no NATS connection");
+  if (st != TB_OK)
+    tb__http_error(resp, st == TB_ERR_UNAVAILABLE || st == TB_ERR_TIMEOUT ? 503 : 502, NULL,
+                   "publish: %s", tb_errdetail());
+  else
+    tb__http_json(resp, dup ? 200 : 201,
+                  json_pack("{s:s,s:s,s:s,s:I,s:b}", "id", p.id, "tier", p.tier, "subject",
+                            p.subject, "stream_seq", (json_int_t)seq, "duplicate", dup));
+  tb_prepared_free(&p);
+  json_decref(body);
+}
+
+/* ---------------------------------------------------------------- seed 001 metrics */
+
+/* GET /api/jobs/metrics in seed 001's shape, a queue per tier. "failed" counts dead-lettered
+ * events (given up for good); a failed attempt that a retry later completed is not a failure
+ * here. */
+static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  (void)req;
+  tier_figures_t *f = alloc_figures(h, resp);
+  if (f == NULL) return;
+  json_t *queues = json_object();
+  int64_t completed = 0, failed = 0, queued = 0, processing = 0;
+  tb_hist_t all;
+  tb_hist_reset(&all);
+  double sum_ms = 0;
+  for (int t = 0; t < h->o.cfg->n_tiers; t++) {
+    completed += f[t].s.processed;
+    failed += f[t].s.dead;
+    queued += (int64_t)f[t].pending;
+    processing += (int64_t)f[t].in_flight;
+    tb_hist_merge(&all, &f[t].s.commit);
+    json_object_set_new(
+        queues, h->o.cfg->tiers[t].name,
+        json_pack("{s:o,s:o,s:I,s:I}", "waiting",
+                  f[t].have_queue ? json_integer((json_int_t)f[t].pending) : json_null(), "active",
+                  f[t].have_queue ? json_integer((json_int_t)f[t].in_flight) : json_null(),
+                  "completed", (json_int_t)f[t].s.processed, "failed", (json_int_t)f[t].s.dead));
+  }
+  /* The mean from the buckets: each counts at its upper bound, about 3% high. */
+  for (int b = 0; b < TB_HIST_BUCKETS; b++)
+    sum_ms += (double)all.counts[b] * (double)tb_hist_bucket_upper(b) / 1000.0;
+  double avg_ms = all.total ? sum_ms / (double)all.total : 0;
+  double rate = completed + failed ? 100.0 * (double)completed / (double)(completed + failed) : 100;
+  json_t *data = json_pack(
+      "{s:{s:I,s:I,s:I,s:I,s:I,s:f},s:o,s:{s:f,s:f,s:f,s:f,s:f}}", "overview", "total",
+      (json_int_t)(completed + failed + queued + processing), "queued", (json_int_t)queued,
+      "processing", (json_int_t)processing, "completed", (json_int_t)completed, "failed",
+      (json_int_t)failed, "successRate", rate, "queueMetrics", queues, "performance",
+      "avgProcessingTimeMs", avg_ms, "avgProcessingTimeSec", avg_ms / 1000.0, "p50Ms",
+      tb_hist_quantile(&all, .5) / 1000.0, "p95Ms", tb_hist_quantile(&all, .95) / 1000.0, "p99Ms",
+      tb_hist_quantile(&all, .99) / 1000.0);
+  free(f);
+  tb__http_json(resp, 200, json_pack("{s:b,s:o}", "success", 1, "data", data));
+}
+
+/* ---------------------------------------------------------------- Prometheus */
+
+typedef struct text {
+  char *buf;
+  size_t len, cap;
+  int oom;
+} text_t;
+
+__attribute__((format(printf, 2, 3))) static void put(text_t *t, const char *fmt, ...) {
+  if (t->oom) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->oom = 1;
+      return;
+    }
+    if (t->buf != NULL && t->len + (size_t)n < t->cap) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t cap = t->cap ? t->cap * 2 : 16384;
+    while (cap < t->len + (size_t)n + 1) cap *= 2;
+    char *b = realloc(t->buf, cap);
+    if (b == NULL) {
+      t->oom = 1;
+      return;
+    }
+    t->buf = b;
+    t->cap = cap;
+  }
+}
+
+/* A counter family over the tiers. */
+static void counter(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
+                    const char *help, size_t field) {
+  put(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+  for (int i = 0; i < h->o.cfg->n_tiers; i++)
+    put(t, "%s{tier=\"%s\"} %lld\n", name, h->o.cfg->tiers[i].name,
+        (long long)*(const int64_t *)((const char *)&f[i].s + field));
+}
+
+/* A histogram family over the tiers, in seconds, with a bucket at each power-of-two microsecond
+ * bound (the store's finer buckets summed into them) and +Inf. */
+static void histogram(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
+                      const char *help, size_t field) {
+  put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  for (int i = 0; i < h->o.cfg->n_tiers; i++) {
+    const tb_hist_t *hist = (const tb_hist_t *)((const char *)&f[i].s + field);
+    const char *tier = h->o.cfg->tiers[i].name;
+    uint64_t cum = 0;
+    double sum = 0;
+    for (int b = 0; b < TB_HIST_BUCKETS; b++) {
+      cum += hist->counts[b];
+      sum += (double)hist->counts[b] * (double)tb_hist_bucket_upper(b) / 1e6;
+      if ((b + 1) % TB_HIST_SUB == 0 && b < TB_HIST_BUCKETS - 1)
+        put(t, "%s_bucket{tier=\"%s\",le=\"%.6g\"} %llu\n", name, tier,
+            (double)tb_hist_bucket_upper(b) / 1e6, (unsigned long long)cum);
+    }
+    put(t, "%s_bucket{tier=\"%s\",le=\"+Inf\"} %llu\n", name, tier,
+        (unsigned long long)hist->total);
+    put(t, "%s_sum{tier=\"%s\"} %.6f\n%s_count{tier=\"%s\"} %llu\n", name, tier, sum, name, tier,
+        (unsigned long long)hist->total);
+  }
+}
+
+/* A gauge family over the tiers from the consumers; tiers whose consumers did not answer are
+ * left out rather than shown as 0. */
+static void gauge(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
+                  const char *help, size_t field) {
+  put(t, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+  for (int i = 0; i < h->o.cfg->n_tiers; i++)
+    if (f[i].have_queue)
+      put(t, "%s{tier=\"%s\"} %llu\n", name, h->o.cfg->tiers[i].name,
+          (unsigned long long)*(const uint64_t *)((const char *)&f[i] + field));
+}
+
+/* GET /metrics in the Prometheus text exposition format (version 0.0.4). The counters and
+ * histograms are the store's, so any process that opens the deployment's database serves every
+ * worker's figures. */
+static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  (void)req;
+  tier_figures_t *f = alloc_figures(h, resp);
+  if (f == NULL) return;
+  text_t t = {0};
+#define S_FIELD(m) offsetof(tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
+  counter(&t, h, f, "tierbus_events_processed_total", "Events applied by a handler.",
+          S_FIELD(processed));
+  counter(&t, h, f, "tierbus_events_failed_total", "Handler attempts that failed.",
+          S_FIELD(failed));
+  counter(&t, h, f, "tierbus_events_dead_lettered_total", "Events given up for good (DLQ).",
+          S_FIELD(dead));
+  counter(&t, h, f, "tierbus_events_duplicate_total",
+          "Deliveries of an event already processed (no second effect).", S_FIELD(redelivered));
+  counter(&t, h, f, "tierbus_priority_inversions_total",
+          "Dispatches that served a tier while a better one waited.", S_FIELD(inversions));
+  histogram(&t, h, f, "tierbus_publish_to_start_seconds", "From publish to the handler's start.",
+            S_FIELD(start));
+  histogram(&t, h, f, "tierbus_publish_to_commit_seconds", "From publish to the commit.",
+            S_FIELD(commit));
+#undef S_FIELD
+  gauge(&t, h, f, "tierbus_queue_depth", "Messages in the tier's streams not yet delivered.",
+        offsetof(tier_figures_t, pending));
+  gauge(&t, h, f, "tierbus_in_flight", "Messages delivered to a worker and not yet acked.",
+        offsetof(tier_figures_t, in_flight));
+  gauge(&t, h, f, "tierbus_redelivered", "Messages being redelivered.",
+        offsetof(tier_figures_t, redelivered));
+  free(f);
+  if (t.oom) {
+    free(t.buf);
+    tb__http_error(resp, 500, NULL, "out of memory");
+    return;
+  }
+  resp->status = 200;
+  resp->body = t.buf ? t.buf : strdup("");
+  resp->type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static const struct {
+  const char *method, *path;
+  void (*fn)(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+} routes[] = {
+    {"GET", "/healthz", get_healthz},
+    {"GET", "/readyz", get_readyz},
+    {"GET", "/metrics", get_metrics},
+    {"POST", "/api/events", post_events},
+    {"GET", "/api/jobs/metrics", get_jobs_metrics},
+};
+
+void tb__http_route(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
+  int path_known = 0;
+  for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+    if (strcmp(req->path, routes[i].path) != 0) continue;
+    path_known = 1;
+    if (strcmp(req->method, routes[i].method) == 0) {
+      routes[i].fn(h, req, resp);
+      return;
+    }
+  }
+  if (path_known)
+    tb__http_error(resp, 405, NULL, "%s is not allowed on %s", req->method, req->path);
+  else
+    tb__http_error(resp, 404, NULL, "no such endpoint: %s %s", req->method, req->path);
+}
