@@ -63,8 +63,9 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
   if (req->domain != NULL && !known_domain(cat, req->domain))
     return tb__fail(TB_ERR_INVALID, "%s: '%s' is not a catalogue domain", ev->name, req->domain);
   if (req->id != NULL) {
-    if (*req->id == '\0' || strlen(req->id) >= sizeof(out->id))
-      return tb__fail(TB_ERR_INVALID, "id must be 1 to %zu characters", sizeof(out->id) - 1);
+    if (*req->id == '\0' || strlen(req->id) > TB_ENVELOPE_ID_MAX)
+      return tb__fail(TB_ERR_INVALID, "%s: id must be 1 to %d bytes, got %zu", ev->name,
+                      TB_ENVELOPE_ID_MAX, strlen(req->id));
     snprintf(out->id, sizeof(out->id), "%s", req->id);
   } else {
     tb_new_id(out->id, sizeof(out->id));
@@ -75,6 +76,12 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
   if (st != TB_OK) return st;
   uint8_t *pbuf = NULL;
   size_t plen = 0;
+  /* The engine would dead-letter it (missing_field): refused here, where the publisher sees why. */
+  const char *missing = tb_codec_missing_field(ev, payload);
+  if (missing != NULL) {
+    protobuf_c_message_free_unpacked(payload, NULL);
+    return tb__fail(TB_ERR_INVALID, "%s: field '%s' is required", ev->name, missing);
+  }
   st = tb_codec_pack(payload, &pbuf, &plen);
   protobuf_c_message_free_unpacked(payload, NULL);
   if (st != TB_OK) return st;
@@ -92,7 +99,10 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
 tb_status tb_publish_wrap(const tb_event_def_t *ev, const char *tier, const char *id,
                           const uint8_t *payload, size_t payload_len, const tb_publish_req_t *req,
                           tb_prepared_t *out) {
-  if (out->id != id) snprintf(out->id, sizeof(out->id), "%s", id);
+  if (id == NULL || *id == '\0' || strlen(id) > TB_ENVELOPE_ID_MAX)
+    return tb__fail(TB_ERR_INVALID, "%s: id must be 1 to %d bytes, got %zu", ev->name,
+                    TB_ENVELOPE_ID_MAX, id ? strlen(id) : 0);
+  if (out->id != id) memcpy(out->id, id, strlen(id) + 1);
   out->tier = tier;
   Tierbus__V1__Envelope env = TIERBUS__V1__ENVELOPE__INIT;
   env.id = out->id;

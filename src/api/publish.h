@@ -10,6 +10,7 @@
 
 #include "bus/bus.h"
 #include "codec/catalogue.h"
+#include "codec/codec.h"
 #include "config/config.h"
 
 #define TB_PUBLISH_MAX_METADATA 8
@@ -38,14 +39,15 @@ typedef struct tb_publish_req {
 
 typedef struct tb_prepared {
   char subject[256];
-  char id[128];
+  char id[TB_ENVELOPE_ID_MAX + 1];
   const char *tier; /* borrowed from the config */
   uint8_t *buf;     /* packed envelope, owned */
   size_t len;
 } tb_prepared_t;
 
 /* Validates |req| and encodes it. Failures name the problem: TB_ERR_UNKNOWN_EVENT, TB_ERR_JSON
- * (field errors from the codec), TB_ERR_INVALID (unknown tier, id too long), TB_ERR_TOO_LARGE.
+ * (field errors from the codec), TB_ERR_INVALID (unknown tier, an id longer than
+ * TB_ENVELOPE_ID_MAX, a catalogue-required field left empty), TB_ERR_TOO_LARGE.
  * On success the caller frees with tb_prepared_free(). */
 tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
                              const tb_publish_req_t *req, tb_prepared_t *out);
@@ -55,7 +57,8 @@ void tb_prepared_free(tb_prepared_t *p);
 /* The envelope step of tb_publish_prepare for a payload that is already packed: stamps
  * occurred_at with the current time, so a caller that prepares payloads ahead (the bench) still
  * measures latency from the moment of publishing. |tier| must be a config tier name (borrowed,
- * must outlive |out|), |id| non-empty. Caller frees with tb_prepared_free(). */
+ * must outlive |out|), |id| 1 to TB_ENVELOPE_ID_MAX bytes (TB_ERR_INVALID otherwise: an id is
+ * never cut). Caller frees with tb_prepared_free(). */
 tb_status tb_publish_wrap(const tb_event_def_t *ev, const char *tier, const char *id,
                           const uint8_t *payload, size_t payload_len, const tb_publish_req_t *req,
                           tb_prepared_t *out);

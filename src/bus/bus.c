@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/clock.h"
 #include "core/status.h"
@@ -701,29 +702,70 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
 
 /* ---------------------------------------------------------------- dead letters */
 
+/* The headers a dead letter carries besides the original's: its own Nats-Msg-Id and the Tb-Dlq-*
+ * set. An original header of one of these names is not copied (a publisher cannot forge them). */
+static int dlq_own_header(const char *key) {
+  return strcasecmp(key, "Nats-Msg-Id") == 0 || strncasecmp(key, "Tb-Dlq-", 7) == 0;
+}
+
 tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
-                             const char *msg_id, const char *reason, const char *stream,
-                             uint64_t seq, uint64_t deliveries) {
-  char dlq_id[300], seqbuf[32], delbuf[32], why[1024];
-  snprintf(dlq_id, sizeof(dlq_id), "dlq:%s", msg_id);
+                             const char *msg_id, const char *reason_class, const char *reason,
+                             const char *stream, uint64_t seq, uint64_t deliveries,
+                             uint64_t *dlq_seq) {
+  char seqbuf[32], delbuf[32];
   snprintf(seqbuf, sizeof(seqbuf), "%llu", (unsigned long long)seq);
   snprintf(delbuf, sizeof(delbuf), "%llu", (unsigned long long)deliveries);
-  /* A header value cannot hold a line break. */
-  snprintf(why, sizeof(why), "%s", reason);
+  /* Heap copies: an id or a reason is never cut to fit a buffer (two long ids sharing a prefix
+   * would collide in the DLQ stream's dedupe). A header value cannot hold a line break. */
+  size_t id_len = strlen(msg_id);
+  char *dlq_id = malloc(id_len + 5), *why = strdup(reason ? reason : "");
+  const char **keys = NULL;
+  int n_keys = 0;
+  natsMsgHeader_Keys(msg, &keys, &n_keys); /* none (or no headers at all) leaves n_keys 0 */
+  const char **hdrs = calloc((size_t)(2 * n_keys + 13), sizeof(*hdrs));
+  if (dlq_id == NULL || why == NULL || hdrs == NULL) {
+    free(dlq_id);
+    free(why);
+    free(hdrs);
+    free((void *)keys);
+    return tb__fail(TB_ERR_NOMEM, "dead letter %s", msg_id);
+  }
+  memcpy(dlq_id, "dlq:", 4);
+  memcpy(dlq_id + 4, msg_id, id_len + 1);
   for (char *p = why; *p; p++)
     if (*p == '\r' || *p == '\n') *p = ' ';
   const char *subject = natsMsg_GetSubject(msg);
-  const char *hdrs[] = {"Tb-Dlq-Reason",
-                        why,
-                        "Tb-Dlq-Stream",
-                        stream,
-                        "Tb-Dlq-Seq",
-                        seqbuf,
-                        "Tb-Dlq-Deliveries",
-                        delbuf,
-                        "Tb-Dlq-Subject",
-                        subject ? subject : "",
-                        NULL};
-  return tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
-                        (size_t)natsMsg_GetDataLength(msg), hdrs, NULL, NULL);
+  int n = 0;
+  const char *own[] = {"Tb-Dlq-Reason",     why,    "Tb-Dlq-Class",   reason_class,
+                       "Tb-Dlq-Stream",     stream, "Tb-Dlq-Seq",     seqbuf,
+                       "Tb-Dlq-Deliveries", delbuf, "Tb-Dlq-Subject", subject ? subject : ""};
+  for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) hdrs[n++] = own[i];
+  /* The original headers, first value of each (the JetStream headers a publisher sets are
+   * single-valued; every value is kept in the dead_letters row). */
+  for (int i = 0; i < n_keys; i++) {
+    const char *v = NULL;
+    if (dlq_own_header(keys[i]) || natsMsgHeader_Get(msg, keys[i], &v) != NATS_OK) continue;
+    hdrs[n++] = keys[i];
+    hdrs[n++] = v ? v : "";
+  }
+  hdrs[n] = NULL;
+  int dup = 0;
+  tb_status st = tb_bus_publish(bus, dlq_subject, dlq_id, natsMsg_GetData(msg),
+                                (size_t)natsMsg_GetDataLength(msg), hdrs, dlq_seq, &dup);
+  free(dlq_id);
+  free(why);
+  free(hdrs);
+  free((void *)keys);
+  return st;
+}
+
+tb_status tb_bus_dlq_delete(tb_bus_t *bus, const tb_config_t *cfg, uint64_t dlq_seq) {
+  char stream[64];
+  tb_bus_dlq_stream(cfg, stream, sizeof(stream));
+  jsErrCode jerr = 0;
+  natsStatus s = js_DeleteMsg(bus->js, stream, dlq_seq, NULL, &jerr);
+  if (s == NATS_OK || jerr == JSSequenceNotFoundErr || jerr == JSNoMessageFoundErr) return TB_OK;
+  char what[96];
+  snprintf(what, sizeof(what), "delete %s seq %llu", stream, (unsigned long long)dlq_seq);
+  return tb__nats_fail(s, jerr, what);
 }

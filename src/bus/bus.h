@@ -125,13 +125,19 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
                               const char *domain, uint64_t *pending, uint64_t *ack_pending,
                               uint64_t *redelivered);
 
-/* Copies |msg|'s data to the dead-letter stream on |dlq_subject| with the reason headers
- * (|stream| and |seq| say where it came from), and waits for the stream ack. The id is "<original
- * id>" prefixed with "dlq:" so that a retried dead-lettering is deduplicated. Does not ack the
+/* Copies |msg|'s data and headers to the dead-letter stream on |dlq_subject| with the
+ * Tb-Dlq-* headers (reason class, reason, where it came from: |stream|, |seq|, deliveries and
+ * subject), and waits for the stream ack; *dlq_seq (may be NULL) gets its DLQ sequence. The id is
+ * "dlq:" + |msg_id|, whole, so that a retried dead-lettering is deduplicated. Does not ack the
  * original: the caller terminates it after this returns TB_OK. */
 tb_status tb_bus_dead_letter(tb_bus_t *bus, natsMsg *msg, const char *dlq_subject,
-                             const char *msg_id, const char *reason, const char *stream,
-                             uint64_t seq, uint64_t deliveries);
+                             const char *msg_id, const char *reason_class, const char *reason,
+                             const char *stream, uint64_t seq, uint64_t deliveries,
+                             uint64_t *dlq_seq);
+
+/* Deletes message |dlq_seq| of the dead-letter stream (`dlq purge`). One already gone is not an
+ * error. */
+tb_status tb_bus_dlq_delete(tb_bus_t *bus, const tb_config_t *cfg, uint64_t dlq_seq);
 
 /* Wraps a cnats failure: TB_ERR_UNAVAILABLE for connection-class statuses, TB_ERR_TIMEOUT for
  * timeouts, TB_ERR_NATS otherwise, with "|what|: <cnats text> (js error N)". */

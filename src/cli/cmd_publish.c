@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/status.h"
+#include "workflows/wf.h"
 
 static void publish_usage(void) {
   fprintf(
@@ -19,6 +20,21 @@ static void publish_usage(void) {
       "       tierbus publish --file EVENTS.ndjson\n"
       "Each NDJSON line: {\"type\": EVENT, \"payload\": {...}, \"priority\"?: TIER, \"id\"?: ID,\n"
       "                   \"correlation_id\"?: C, \"workflow_id\"?: W}\n");
+}
+
+/* What the catalogue cannot say and the worker would dead-letter: an execute-workflow naming no
+ * registered workflow. NULL when |req| is fine, else the problem (static until the next call). */
+static const char *semantic_error(const tb_publish_req_t *req) {
+  static char why[320];
+  if (req->event == NULL || strcmp(req->event, "execute-workflow") != 0) return NULL;
+  json_t *t = json_object_get(req->payload, "workflow_type");
+  if (t == NULL) t = json_object_get(req->payload, "workflowType");
+  const char *type = json_string_value(t);
+  if (type == NULL || type[0] == '\0') return NULL; /* the codec reports it as missing */
+  if (tb_wf_find(type) != NULL) return NULL;
+  snprintf(why, sizeof(why),
+           "execute-workflow: unknown workflow_type '%.200s' (see tierbus workflows list)", type);
+  return why;
 }
 
 /* Reads one NDJSON line into a request. The request borrows strings from |line|. */
@@ -134,6 +150,11 @@ static int prepare_event(tb_cli_t *cli, void *arg, const char *file, int lineno,
   if (rc != TB_EXIT_OK) return rc;
   if (tb_publish_prepare(&cli->cfg, cli->cat, &req, out) != TB_OK)
     return tb_cli_usage_error(cli, "%s:%d: %s", file, lineno, tb_errdetail());
+  const char *why = semantic_error(&req);
+  if (why != NULL) {
+    tb_prepared_free(out);
+    return tb_cli_usage_error(cli, "%s:%d: %s", file, lineno, why);
+  }
   return TB_EXIT_OK;
 }
 
@@ -219,8 +240,12 @@ int tb_cmd_publish(int argc, char **argv) {
   } else {
     req.payload = payload;
     tb_status st = tb_publish_prepare(&cli.cfg, cli.cat, &req, &p);
+    const char *why = st == TB_OK ? semantic_error(&req) : NULL;
     if (st != TB_OK) {
       rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
+    } else if (why != NULL) {
+      tb_prepared_free(&p);
+      rc = tb_cli_usage_error(&cli, "%s", why);
     } else {
       rc = tb_cli_connect(&cli);
       uint64_t seq = 0;

@@ -21,6 +21,7 @@ static const struct {
     {"trigger", tb_cmd_trigger, "start a workflow with a JSON input (--wait for its result)"},
     {"priority", tb_cmd_priority, "repository priority: sync, show, inversions, set (seed 002)"},
     {"schedule", tb_cmd_schedule, "cron tasks: list, add, remove, enable, disable, run NAME"},
+    {"dlq", tb_cmd_dlq, "dead letters: list, show, replay (applies once), purge --yes"},
     {"events", tb_cmd_events, "list the event catalogue with tiers and subjects"},
     {"sim", tb_cmd_sim, "answer commands as the real services would (demo, tests)"},
     {"api", tb_cmd_api, "serve the HTTP API: publish, health, Prometheus metrics"},

@@ -22,9 +22,9 @@ struct tb_catalogue {
 
 /* The keys an event entry may carry. Unknown keys are refused so that a typo such as
  * "ordering-key" cannot silently drop a setting. */
-static const char *const event_keys[] = {"name",         "message", "domain",
-                                         "token",        "subject", "default_tier",
-                                         "ordering_key", "handler", "description"};
+static const char *const event_keys[] = {"name",        "message",      "domain",       "token",
+                                         "subject",     "default_tier", "ordering_key", "handler",
+                                         "description", "required"};
 
 /* ---------------------------------------------------------------------------------------------
  * Descriptor table lookup
@@ -109,6 +109,31 @@ static tb_status check_tiers(const char *origin, json_t *tiers) {
   return TB_OK;
 }
 
+/* Fills ev->required from the optional "required" array: singular string fields of the message
+ * that a publisher must set (non-empty). publish refuses an event without one and the engine
+ * dead-letters it (missing_field), from this one list. */
+static tb_status parse_required(const char *origin, json_t *req, tb_event_def_t *ev) {
+  if (req == NULL) return TB_OK;
+  if (!json_is_array(req))
+    return cat_fail(origin, "catalogue event '%s': required must be an array of field names",
+                    ev->name);
+  size_t n = json_array_size(req);
+  if (n > TB_CATALOGUE_MAX_REQUIRED)
+    return cat_fail(origin, "catalogue event '%s': %zu required fields (at most %d)", ev->name, n,
+                    TB_CATALOGUE_MAX_REQUIRED);
+  for (size_t k = 0; k < n; k++) {
+    const char *f = json_string_value(json_array_get(req, k));
+    const ProtobufCFieldDescriptor *fd =
+        f ? protobuf_c_message_descriptor_get_field_by_name(ev->descriptor, f) : NULL;
+    if (fd == NULL || fd->type != PROTOBUF_C_TYPE_STRING || fd->label == PROTOBUF_C_LABEL_REPEATED)
+      return cat_fail(origin, "catalogue event '%s': required[%zu] is not a string field of %s",
+                      ev->name, k, ev->message);
+    ev->required[k] = f;
+  }
+  ev->n_required = (int)n;
+  return TB_OK;
+}
+
 /* Fills |ev| from entry |obj| and checks it: the message exists in the generated schemas, the
  * tokens are valid, the subject pattern agrees with domain and token, the default tier exists
  * and the ordering key is a singular string field of the message. */
@@ -180,7 +205,7 @@ static tb_status parse_event(const char *origin, json_t *obj, size_t i, json_t *
                       "field",
                       name, ev->ordering_key, ev->message);
   }
-  return TB_OK;
+  return parse_required(origin, json_object_get(obj, "required"), ev);
 }
 
 static int cmp_def_ptr(const void *a, const void *b) {

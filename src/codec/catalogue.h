@@ -10,6 +10,8 @@
 
 #include "tierbus.h"
 
+#define TB_CATALOGUE_MAX_REQUIRED 4
+
 typedef struct tb_event_def {
   const char *name;         /* canonical: "CLIENT_CREATED", "enrichment-complete" */
   const char *message;      /* fully qualified: "tierbus.v1.ClientCreated" */
@@ -18,6 +20,10 @@ typedef struct tb_event_def {
   const char *default_tier; /* tier name used when neither publisher nor config says */
   const char *ordering_key; /* payload field whose value orders events of one key, or NULL */
   const char *handler;      /* handler name bound in src/workflows/registry.c */
+  /* String fields a publisher must set (catalogue "required"): publish refuses an event without
+   * one, the engine dead-letters it as missing_field. Borrowed from the catalogue. */
+  const char *required[TB_CATALOGUE_MAX_REQUIRED];
+  int n_required;
   const ProtobufCMessageDescriptor *descriptor; /* resolved from the generated code */
 } tb_event_def_t;
 

@@ -1009,6 +1009,12 @@ const char *tb_codec_get_string(const ProtobufCMessage *msg, const char *field) 
   return s && s[0] ? s : NULL;
 }
 
+const char *tb_codec_missing_field(const tb_event_def_t *ev, const ProtobufCMessage *payload) {
+  for (int i = 0; i < ev->n_required; i++)
+    if (tb_codec_get_string(payload, ev->required[i]) == NULL) return ev->required[i];
+  return NULL;
+}
+
 void tb_codec_ordering_key(const tb_decoded_t *d, char *buf, size_t cap) {
   if (!buf || cap == 0) return;
   buf[0] = '\0';

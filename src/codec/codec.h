@@ -53,6 +53,15 @@ void tb_decoded_free(tb_decoded_t *d);
  * most |cap| bytes including the NUL. */
 void tb_codec_ordering_key(const tb_decoded_t *d, char *buf, size_t cap);
 
+/* The longest envelope id, in bytes. The id is the dedupe key (Nats-Msg-Id, the processed
+ * record) and names a run's messages in buffers sized for it, so a longer one is never cut:
+ * publish refuses it and the engine dead-letters it (id_too_long). */
+#define TB_ENVELOPE_ID_MAX 127
+
+/* The first field of |ev|'s catalogue "required" list that |payload| leaves empty, or NULL when
+ * every one is set. Borrowed from the catalogue. */
+const char *tb_codec_missing_field(const tb_event_def_t *ev, const ProtobufCMessage *payload);
+
 /* Reads a string field of |msg| by proto field name; NULL if absent or not a string. A proto3
  * string has no presence, so an empty string counts as absent and gives NULL. Borrowed. */
 const char *tb_codec_get_string(const ProtobufCMessage *msg, const char *field);

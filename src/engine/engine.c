@@ -3,6 +3,7 @@
  * only after that commit, so a redelivery finds the record and has no second effect. */
 #include "engine/engine.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "engine/relay.h"
+#include "store/dlq.h"
 
 enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
 static const char *counter_names[C__COUNT] = {"processed", "failed", "dead", "redelivered",
@@ -109,8 +111,6 @@ static void dlq_subject(const char *subject, const char *tier, char *buf, size_t
     snprintf(buf, cap, "tb.dlq.%s.unknown", tier);
 }
 
-/* Copies the message to the dead-letter stream and records it. If the copy cannot be published
- * (server away) the message is nak'ed instead: nothing is dropped. */
 /* Where a delivered message sits in its stream. */
 typedef struct position {
   const char *stream;
@@ -118,13 +118,16 @@ typedef struct position {
 } position_t;
 
 /* The id that makes a message unique for dedupe: the envelope id (= Nats-Msg-Id), or, for a body
- * that could not be decoded, the Nats-Msg-Id header, or the stream position. */
-static void fallback_id(natsMsg *msg, const position_t *pos, char *buf, size_t cap) {
+ * that could not be decoded, the Tb-Replay-Of or else the Nats-Msg-Id header (borrowed from |msg|,
+ * whole), or the stream
+ * position written into |buf|. */
+static const char *fallback_id(natsMsg *msg, const position_t *pos, char *buf, size_t cap) {
   const char *hid = NULL;
-  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &hid) == NATS_OK && hid && *hid)
-    snprintf(buf, cap, "%s", hid);
-  else
-    snprintf(buf, cap, "%s:%llu", pos->stream, (unsigned long long)pos->seq);
+  /* A `dlq replay` copy names the entry it replays: its Nats-Msg-Id is the replay's own. */
+  if (natsMsgHeader_Get(msg, "Tb-Replay-Of", &hid) == NATS_OK && hid && *hid) return hid;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &hid) == NATS_OK && hid && *hid) return hid;
+  snprintf(buf, cap, "%s:%llu", pos->stream, (unsigned long long)pos->seq);
+  return buf;
 }
 
 /* What the processed table records of one dispatch: the message, where it came from, and why it
@@ -146,15 +149,45 @@ static tb_dispatch_record_t dispatch_record(const tb_engine_t *e, const tb_work_
                                 .outcome = outcome};
 }
 
+/* The message's headers as {"key": ["value", ...]} (caller frees), or NULL when it has none. */
+static char *headers_json(natsMsg *msg) {
+  const char **keys = NULL;
+  int n = 0;
+  if (natsMsgHeader_Keys(msg, &keys, &n) != NATS_OK || n == 0) {
+    free((void *)keys);
+    return NULL;
+  }
+  json_t *obj = json_object();
+  for (int i = 0; i < n && obj != NULL; i++) {
+    const char **vals = NULL;
+    int nv = 0;
+    json_t *arr = json_array();
+    if (natsMsgHeader_Values(msg, keys[i], &vals, &nv) == NATS_OK)
+      for (int k = 0; k < nv; k++) json_array_append_new(arr, json_string(vals[k] ? vals[k] : ""));
+    free((void *)vals);
+    json_object_set_new(obj, keys[i], arr);
+  }
+  free((void *)keys);
+  char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+  json_decref(obj);
+  return text;
+}
+
+/* Copies the message to the dead-letter stream, then records it: the processed record ('dead')
+ * and the dead-letter entry with the whole message. If the copy cannot be published (server
+ * away) the message is nak'ed instead: nothing is dropped. */
 static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos,
-                             const char *msg_id, const char *event_type, const char *reason) {
+                             const char *msg_id, const char *event_type, tb_dlq_class cls,
+                             const char *reason) {
   const char *tier = e->cfg->tiers[w->tier].name;
   char subj[256];
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
-  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, pos->stream, pos->seq,
-                                    pos->deliveries);
+  uint64_t dlq_seq = 0;
+  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, tb_dlq_class_name(cls), reason,
+                                    pos->stream, pos->seq, pos->deliveries, &dlq_seq);
   if (st != TB_OK) {
-    TB_LOG(TB_LOG_WARN, "engine", "dead-letter %s failed, will retry: %s", msg_id, tb_errdetail());
+    TB_LOG(TB_LOG_WARN, "engine", "dead-letter %.200s failed, will retry: %s", msg_id,
+           tb_errdetail());
     w->fate = TB_FATE_NAK;
     w->nak_delay_ms = 1000;
     return TB_OK;
@@ -165,11 +198,27 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
    * (its commit lost) keeps its first record. */
   int fresh = 0;
   st = tb_store_claim(e->store, &r, &fresh);
-  if (st == TB_OK)
-    st = tb_store_dead_letter(e->store, msg_id, event_type, tier, pos->stream, pos->seq, reason);
+  char *hdrs = st == TB_OK ? headers_json(w->msg) : NULL;
+  const char *subject = natsMsg_GetSubject(w->msg);
+  tb_dlq_entry_t entry = {.msg_id = msg_id,
+                          .event_type = event_type,
+                          .tier = tier,
+                          .reason_class = tb_dlq_class_name(cls),
+                          .error = reason,
+                          .subject = subject ? subject : "",
+                          .headers_json = hdrs,
+                          .payload = natsMsg_GetData(w->msg),
+                          .len = (size_t)natsMsg_GetDataLength(w->msg),
+                          .stream = pos->stream,
+                          .stream_seq = pos->seq,
+                          .deliveries = pos->deliveries,
+                          .dlq_seq = dlq_seq};
+  if (st == TB_OK) st = tb_store_dlq_put(e->store, &entry);
+  free(hdrs);
   if (st != TB_OK) return st;
-  TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %s (%s) on %s: %s", msg_id, event_type, subj,
-         reason);
+  /* An over-long id is logged cut: the entry has it whole. */
+  TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %.200s (%s, %s) on %s: %s", msg_id, event_type,
+         tb_dlq_class_name(cls), subj, reason);
   e->batch_counters[w->tier][C_DEAD]++;
   w->fate = TB_FATE_TERM;
   return TB_OK;
@@ -181,36 +230,55 @@ static int64_t backoff_ms(const tb_tier_config_t *t, uint64_t deliveries) {
   return t->backoff_ms[i < (uint64_t)t->n_backoff ? i : (uint64_t)t->n_backoff - 1];
 }
 
-/* Decodes |w|'s message into |d| and writes its id into |id|. Returns 1 when the message can go
- * on to its handler; 0 when it cannot (oversize, undecodable, payload over max_payload) and was
- * dead-lettered instead, with *st the store status of doing so. */
-static int decode_or_dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos, char *id,
-                                 size_t id_cap, tb_decoded_t *d, tb_status *st) {
+/* Decodes |w|'s message into |d| and points *id at its id (borrowed from |d|, |w|'s message or
+ * |buf|; never cut). Returns 1 when the message can go on to its handler; 0 when it cannot
+ * (oversize, undecodable, unknown type, an id over TB_ENVELOPE_ID_MAX, a required field empty,
+ * a payload over max_payload) and was dead-lettered instead, with *st the status of doing so. */
+static int decode_or_dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos,
+                                 const char **id, char *buf, size_t cap, tb_decoded_t *d,
+                                 tb_status *st) {
   int len = natsMsg_GetDataLength(w->msg);
   char reason[1100];
   if (len > e->cfg->max_payload_bytes + 4096) {
-    fallback_id(w->msg, pos, id, id_cap);
+    *id = fallback_id(w->msg, pos, buf, cap);
     snprintf(reason, sizeof(reason), "message of %d bytes exceeds max_payload %lld", len,
              (long long)e->cfg->max_payload_bytes);
-    *st = dead_letter(e, w, pos, id, "", reason);
+    *st = dead_letter(e, w, pos, *id, "", TB_DLQ_TOO_LARGE, reason);
     return 0;
   }
   tb__clear_detail();
   tb_status dst = tb_codec_decode(e->cat, (const uint8_t *)natsMsg_GetData(w->msg), (size_t)len, d);
   if (dst != TB_OK) {
-    fallback_id(w->msg, pos, id, id_cap);
+    *id = fallback_id(w->msg, pos, buf, cap);
     snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(dst), tb_errdetail());
-    *st = dead_letter(e, w, pos, id, "", reason);
+    *st =
+        dead_letter(e, w, pos, *id, "",
+                    dst == TB_ERR_UNKNOWN_EVENT ? TB_DLQ_UNKNOWN_EVENT : TB_DLQ_MALFORMED, reason);
     return 0;
   }
   w->published_us = d->env->occurred_at_us;
-  snprintf(id, id_cap, "%s", d->env->id);
+  *id = d->env->id;
+  /* A longer id would not fit where runs and records keep ids; cutting it made a second event
+   * sharing its first bytes a duplicate, dropped in silence. It is refused whole instead. */
+  size_t id_len = strlen(d->env->id);
+  if (id_len > TB_ENVELOPE_ID_MAX) {
+    snprintf(reason, sizeof(reason), "envelope id of %zu bytes exceeds the limit of %d", id_len,
+             TB_ENVELOPE_ID_MAX);
+    *st = dead_letter(e, w, pos, *id, d->def->name, TB_DLQ_ID_TOO_LONG, reason);
+    return 0;
+  }
+  const char *missing = tb_codec_missing_field(d->def, d->payload);
+  if (missing != NULL) {
+    snprintf(reason, sizeof(reason), "%s: field '%s' is required", d->def->name, missing);
+    *st = dead_letter(e, w, pos, *id, d->def->name, TB_DLQ_MISSING_FIELD, reason);
+    return 0;
+  }
   /* max_payload bounds the event payload, as at publish; the check above only stops a body too
    * large to be worth decoding. */
   if ((int64_t)d->env->payload.len > e->cfg->max_payload_bytes) {
     snprintf(reason, sizeof(reason), "payload of %zu bytes exceeds max_payload %lld",
              d->env->payload.len, (long long)e->cfg->max_payload_bytes);
-    *st = dead_letter(e, w, pos, id, d->def->name, reason);
+    *st = dead_letter(e, w, pos, *id, d->def->name, TB_DLQ_TOO_LARGE, reason);
     return 0;
   }
   return 1;
@@ -228,7 +296,7 @@ static tb_status settle_orphan(tb_engine_t *e, tb_work_t *w, const position_t *p
            "max deliveries (%llu) reached with no outcome: the worker holding the last delivery "
            "stopped",
            (unsigned long long)pos->deliveries);
-  return dead_letter(e, w, pos, id, d->def->name, why);
+  return dead_letter(e, w, pos, id, d->def->name, TB_DLQ_MAX_DELIVERIES, why);
 }
 
 /* The handler failed with |hst| and its writes were rolled back: retry with the tier's backoff,
@@ -245,7 +313,8 @@ static tb_status handler_failed(tb_engine_t *e, tb_work_t *w, const position_t *
       snprintf(why, sizeof(why), "rejected by handler %s: %s", d->def->handler, reason);
     else
       snprintf(why, sizeof(why), "max deliveries (%d) reached: %s", tier->max_deliver, reason);
-    return dead_letter(e, w, pos, id, d->def->name, why);
+    return dead_letter(e, w, pos, id, d->def->name,
+                       hst == TB_ERR_INVALID ? TB_DLQ_HANDLER_FAILED : TB_DLQ_MAX_DELIVERIES, why);
   }
   TB_LOG(TB_LOG_WARN, "engine", "%s (%s) attempt %llu failed, retrying: %s", id, d->def->name,
          (unsigned long long)pos->deliveries, reason);
@@ -312,7 +381,8 @@ static void record_figures(tb_engine_t *e, const tb_work_t *w) {
 
 tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   jsMsgMetaData *meta = NULL;
-  char id[256];
+  char idbuf[96];
+  const char *id = NULL;
   tb_decoded_t d = {0};
   tb_status st = TB_OK;
   w->fate = TB_FATE_ACK;
@@ -325,14 +395,14 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   else if (meta)
     pos = (position_t){meta->Stream, meta->Sequence.Stream, meta->NumDelivered};
 
-  if (decode_or_dead_letter(e, w, &pos, id, sizeof(id), &d, &st)) {
+  if (decode_or_dead_letter(e, w, &pos, &id, idbuf, sizeof(idbuf), &d, &st)) {
     tb_handler_fn fn = w->orphan ? NULL : e->handlers(d.def->handler);
     if (w->orphan) {
       st = settle_orphan(e, w, &pos, id, &d);
     } else if (fn == NULL) {
       char reason[200];
       snprintf(reason, sizeof(reason), "no handler '%s' for event %s", d.def->handler, d.def->name);
-      st = dead_letter(e, w, &pos, id, d.def->name, reason);
+      st = dead_letter(e, w, &pos, id, d.def->name, TB_DLQ_NO_HANDLER, reason);
     } else {
       st = apply_once(e, w, &pos, id, &d, fn);
     }

@@ -12,6 +12,11 @@
 #define TB__SCHED_COLS                                                                             \
   "name, pattern, job, payload, enabled, tier, description, catch_up, last_slot_us, "              \
   "failure_count, status, last_error, last_run_us, created_us, updated_us"
+/* The columns of a dead-letter entry, in the order store/dlq.c reads them. */
+#define TB__DLQ_COLS                                                                               \
+  "rowid, msg_id, coalesce(event_type, ''), coalesce(tier, ''), class, coalesce(reason, ''), "     \
+  "coalesce(subject, ''), headers, payload, coalesce(stream, ''), stream_seq, deliveries, "        \
+  "dlq_seq, at_us, replays, replayed_us"
 /* Workflow runs that finished before ?1 (cleanup-old-jobs). */
 #define TB__FINISHED_WF                                                                            \
   "SELECT id FROM workflows WHERE status IN ('completed', 'failed', 'cancelled') "                 \
@@ -47,10 +52,25 @@
   X(ACTIVITY, "INSERT INTO activity_log(msg_id, event_type, tier, correlation_id, key, "           \
               "payload_json, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")                           \
   X(DEAD_LETTER,                                                                                   \
-    "INSERT INTO dead_letters(msg_id, event_type, tier, stream, stream_seq, reason, at_us) "       \
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(msg_id) DO UPDATE SET "                        \
-    "event_type = excluded.event_type, tier = excluded.tier, stream = excluded.stream, "           \
-    "stream_seq = excluded.stream_seq, reason = excluded.reason, at_us = excluded.at_us")          \
+    "INSERT INTO dead_letters(msg_id, event_type, tier, stream, stream_seq, reason, at_us, "       \
+    "class, "                                                                                      \
+    "subject, headers, payload, deliveries, dlq_seq) "                                             \
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(msg_id) DO "       \
+    "UPDATE "                                                                                      \
+    "SET event_type = excluded.event_type, tier = excluded.tier, stream = excluded.stream, "       \
+    "stream_seq = excluded.stream_seq, reason = excluded.reason, at_us = excluded.at_us, "         \
+    "class = excluded.class, subject = excluded.subject, headers = excluded.headers, "             \
+    "payload = excluded.payload, deliveries = excluded.deliveries, dlq_seq = excluded.dlq_seq")    \
+  /* dlq.c: the columns of an entry, in the order tb__dlq_read reads them. */                      \
+  X(DLQ_LIST, "SELECT " TB__DLQ_COLS " FROM dead_letters WHERE (?1 = '' OR class = ?1) AND "       \
+              "(?2 = '' OR tier = ?2) AND at_us >= ?3 ORDER BY at_us, rowid LIMIT ?4")             \
+  X(DLQ_GET_ID, "SELECT " TB__DLQ_COLS " FROM dead_letters WHERE msg_id = ?1")                     \
+  X(DLQ_GET_NO, "SELECT " TB__DLQ_COLS " FROM dead_letters WHERE rowid = ?1")                      \
+  X(DLQ_DELETE, "DELETE FROM dead_letters WHERE msg_id = ?1")                                      \
+  X(DLQ_OUTCOME, "SELECT outcome FROM processed WHERE msg_id = ?1")                                \
+  X(DLQ_UNCLAIM, "DELETE FROM processed WHERE msg_id = ?1 AND outcome = 'dead'")                   \
+  X(DLQ_REPLAYED, "UPDATE dead_letters SET replays = replays + 1, replayed_us = ?2 "               \
+                  "WHERE msg_id = ?1 RETURNING replays")                                           \
   X(COUNTER_ADD, "INSERT INTO tier_counters(tier, name, value) VALUES(?1, ?2, ?3) "                \
                  "ON CONFLICT(tier, name) DO UPDATE SET value = value + excluded.value")           \
   X(HIST_BUCKET_ADD,                                                                               \

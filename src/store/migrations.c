@@ -459,9 +459,26 @@ static const char v9_outbox_ids[] =
     "ALTER TABLE outbox_v9 RENAME TO outbox;"
     "CREATE INDEX outbox_due ON outbox(next_attempt_us);";
 
-static const char *const migrations[] = {v1_engine,     v2_repo_priority,  v3_outbox,
-                                         v4_workflows,  v5_seed_workflows, v6_priority_sync,
-                                         v7_escalation, v8_scheduler,      v9_outbox_ids};
+/* v10: a dead-letter entry keeps the whole message (subject, headers, payload) and where it
+ * was (stream, seq, deliveries, its copy's DLQ seq), so that `dlq show` needs no server and
+ * `dlq replay` republishes it as it was. |reason| stays the last error's text; |class| is the
+ * reason class (store/dlq.h), 'unclassified' for rows written before. |replays| counts
+ * `dlq replay` rounds: the round names the replayed copy's Nats-Msg-Id. */
+static const char v10_dead_letter_entries[] =
+    "ALTER TABLE dead_letters ADD COLUMN class TEXT NOT NULL DEFAULT 'unclassified';"
+    "ALTER TABLE dead_letters ADD COLUMN subject TEXT;"
+    "ALTER TABLE dead_letters ADD COLUMN headers TEXT"
+    "  CHECK(headers IS NULL OR (json_valid(headers) AND json_type(headers) = 'object'));"
+    "ALTER TABLE dead_letters ADD COLUMN payload BLOB;"
+    "ALTER TABLE dead_letters ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE dead_letters ADD COLUMN dlq_seq INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE dead_letters ADD COLUMN replays INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE dead_letters ADD COLUMN replayed_us INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX dead_letters_at ON dead_letters(at_us);";
+
+static const char *const migrations[] = {
+    v1_engine,        v2_repo_priority, v3_outbox,    v4_workflows,  v5_seed_workflows,
+    v6_priority_sync, v7_escalation,    v8_scheduler, v9_outbox_ids, v10_dead_letter_entries};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

@@ -465,28 +465,6 @@ tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *even
   return s;
 }
 
-/* A message can be dead-lettered twice when the process dies between the DLQ publish and the
- * commit; the later record then replaces the earlier one instead of failing the batch. */
-tb_status tb_store_dead_letter(tb_store_t *st, const char *msg_id, const char *event_type,
-                               const char *tier, const char *stream, uint64_t stream_seq,
-                               const char *reason) {
-  if (msg_id == NULL || msg_id[0] == '\0')
-    return tb__fail(TB_ERR_INVALID, "dead letter: empty msg_id (stream %s seq %llu)",
-                    stream ? stream : "?", (unsigned long long)stream_seq);
-  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_DEAD_LETTER);
-  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
-  tb__bind_opt_text(stmt, 2, event_type);
-  tb__bind_opt_text(stmt, 3, tier);
-  tb__bind_opt_text(stmt, 4, stream);
-  sqlite3_bind_int64(stmt, 5, (sqlite3_int64)stream_seq);
-  tb__bind_opt_text(stmt, 6, reason);
-  sqlite3_bind_int64(stmt, 7, tb_wall_us());
-  int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "dead letter '%s'", msg_id);
-  tb__stmt_done(stmt);
-  return s;
-}
-
 /* ------------------------------------------------------------------------------------------------
  * Counters and histograms
  * --------------------------------------------------------------------------------------------- */

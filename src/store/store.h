@@ -105,10 +105,7 @@ tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *even
                             const char *tier, const char *correlation_id, const char *key,
                             const char *payload_json);
 
-/* Records a dead-lettered message and why (the DLQ stream holds the message itself). */
-tb_status tb_store_dead_letter(tb_store_t *st, const char *msg_id, const char *event_type,
-                               const char *tier, const char *stream, uint64_t stream_seq,
-                               const char *reason);
+/* Dead-letter entries are written and read through store/dlq.h. */
 
 /* Adds |delta| to the named per-tier counter ("processed", "failed", "dead", "inversions",
  * "redelivered", "stale"). */

@@ -404,11 +404,11 @@ static void test_dead_letter_and_publishing(void **state) {
   json_t *dl = json_object_get(raw, "dead_letter");
   assert_string_equal(str(dl, "stream"), "TB_DLQ");
   assert_string_equal(str(dl, "subject"), "tb.dlq.<tier>.<domain>.<token>");
-  static const char *headers[] = {"Tb-Dlq-Reason", "Tb-Dlq-Stream", "Tb-Dlq-Seq",
-                                  "Tb-Dlq-Deliveries", "Tb-Dlq-Subject"};
+  static const char *headers[] = {"Tb-Dlq-Reason", "Tb-Dlq-Class",      "Tb-Dlq-Stream",
+                                  "Tb-Dlq-Seq",    "Tb-Dlq-Deliveries", "Tb-Dlq-Subject"};
   json_t *h = json_object_get(dl, "headers");
-  assert_int_equal(json_array_size(h), 5);
-  for (size_t i = 0; i < 5; i++) {
+  assert_int_equal(json_array_size(h), 6);
+  for (size_t i = 0; i < 6; i++) {
     json_t *e = find_by(h, "name", headers[i]);
     if (!e) fail_msg("dead letter header %s is not listed", headers[i]);
     assert_true(strlen(str(e, "description")) > 5);

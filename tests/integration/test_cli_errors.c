@@ -73,11 +73,13 @@ static void test_publish_bad_input(void **state) {
   tb_assert_streams(h, 0, 0, 0, 0, 0);
 
   /* The exact ends of int32 are accepted and published (on tier normal). */
-  TB("publish", "enrichment-complete", "--json", "{\"status_code\": 2147483647}", "--id", "max");
+  TB("publish", "enrichment-complete", "--json",
+     "{\"enrichment_id\": \"e1\", \"status_code\": 2147483647}", "--id", "max");
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "tier=normal");
   tb_h_result_free(&r);
-  TB("publish", "enrichment-complete", "--json", "{\"status_code\": -2147483648}", "--id", "min");
+  TB("publish", "enrichment-complete", "--json",
+     "{\"enrichment_id\": \"e1\", \"status_code\": -2147483648}", "--id", "min");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   assert_int_equal(tb_h_stream_msgs(h, "TB_NORMAL_ENRICHMENT"), 2);

@@ -19,9 +19,10 @@
 #include "core/hist.h"
 #include "core/status.h"
 #include "store/repo.h"
+#include "store/dlq.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 9
+#define LATEST_VERSION 10
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -189,6 +190,10 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE priority_sync_calc; DROP TABLE priority_sync_runs;"
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
                     "DROP TABLE sched_tasks; DROP TABLE sched_runs;"
+                    /* v10 widened dead_letters: back to its v1 shape. */
+                    "DROP TABLE dead_letters; CREATE TABLE dead_letters(msg_id TEXT PRIMARY KEY "
+                    "NOT NULL, event_type TEXT, tier TEXT, stream TEXT, stream_seq INTEGER NOT "
+                    "NULL DEFAULT 0, reason TEXT, at_us INTEGER NOT NULL) STRICT;"
                     "PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
@@ -347,30 +352,86 @@ static void test_activity_log(void **state) {
   tb_store_close(st);
 }
 
+/* A dead letter as the engine writes it. */
+static tb_dlq_entry_t dead(const char *id, uint64_t seq, const char *cls, const char *err) {
+  return (tb_dlq_entry_t){.msg_id = id,
+                          .event_type = "CLIENT_CREATED",
+                          .tier = "high",
+                          .reason_class = cls,
+                          .error = err,
+                          .subject = "tb.evt.high.crm.CLIENT_CREATED",
+                          .headers_json = "{\"X-A\": [\"1\"]}",
+                          .payload = "\x01\x00\x02",
+                          .len = 3,
+                          .stream = "TB_HIGH",
+                          .stream_seq = seq,
+                          .deliveries = 5};
+}
+
 static void test_dead_letters(void **state) {
   tb_store_t *st = open_mem();
   sqlite3 *db = tb__store_db(st);
-  assert_int_equal(tb_store_dead_letter(st, "d1", "CLIENT_CREATED", "high", "TB_HIGH", 7,
-                                        "max deliveries (5) reached"),
-                   TB_OK);
-  int seen = 0;
-  assert_int_equal(tb_store_is_processed(st, "d1", &seen), TB_OK);
-  assert_int_equal(seen, 1); /* dead-lettered counts as processed */
-  char buf[128];
+  tb_dlq_entry_t e = dead("d1", 7, "max_deliveries", "max deliveries (5) reached");
+  assert_int_equal(tb_store_dlq_put(st, &e), TB_OK);
+  char buf[160];
   assert_string_equal(q_text(db,
                              "SELECT event_type || '|' || tier || '|' || stream || '|' || "
-                             "stream_seq || '|' || reason FROM dead_letters WHERE msg_id = 'd1'",
+                             "stream_seq || '|' || reason || '|' || class || '|' || deliveries "
+                             "|| '|' || hex(payload) FROM dead_letters WHERE msg_id = 'd1'",
                              buf, sizeof(buf)),
-                      "CLIENT_CREATED|high|TB_HIGH|7|max deliveries (5) reached");
+                      "CLIENT_CREATED|high|TB_HIGH|7|max deliveries (5) reached|max_deliveries|5|"
+                      "010002");
   /* The same message dead-lettered again replaces its record instead of failing. */
-  assert_int_equal(
-      tb_store_dead_letter(st, "d1", "CLIENT_CREATED", "high", "TB_HIGH", 9, "malformed payload"),
-      TB_OK);
+  e = dead("d1", 9, "malformed", "malformed payload");
+  assert_int_equal(tb_store_dlq_put(st, &e), TB_OK);
   assert_int_equal(q_int(db, "SELECT count(*) FROM dead_letters"), 1);
   assert_string_equal(
       q_text(db, "SELECT reason || '|' || stream_seq FROM dead_letters", buf, sizeof(buf)),
       "malformed payload|9");
-  assert_int_equal(tb_store_dead_letter(st, NULL, "X", "high", "TB_HIGH", 1, "r"), TB_ERR_INVALID);
+  tb_dlq_entry_t got;
+  int found = 0;
+  assert_int_equal(tb_store_dlq_get(st, "1", &got, &found), TB_OK); /* by number */
+  assert_int_equal(found, 1);
+  assert_string_equal(got.msg_id, "d1");
+  assert_int_equal(got.len, 3);
+  assert_memory_equal(got.payload, "\x01\x00\x02", 3);
+  assert_string_equal(got.headers_json, "{\"X-A\": [\"1\"]}");
+  tb_dlq_entry_free(&got);
+  assert_int_equal(tb_store_dlq_get(st, "nope", &got, &found), TB_OK);
+  assert_int_equal(found, 0);
+  e = dead(NULL, 1, "malformed", "r");
+  assert_int_equal(tb_store_dlq_put(st, &e), TB_ERR_INVALID);
+  e = dead("d2", 1, "no_such_class", "r");
+  assert_int_equal(tb_store_dlq_put(st, &e), TB_ERR_INVALID);
+  tb_store_close(st);
+}
+
+/* A replay drops the 'dead' processed record so that its copy applies once; once applied, a
+ * second replay changes nothing. */
+static void test_dead_letter_replay_once(void **state) {
+  (void)state;
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  tb_dispatch_record_t r = {
+      .msg_id = "d1", .event_type = "CLIENT_CREATED", .tier = "high", .outcome = TB_OUTCOME_DEAD};
+  int fresh = 0;
+  assert_int_equal(tb_store_claim(st, &r, &fresh), TB_OK);
+  tb_dlq_entry_t e = dead("d1", 7, "handler_failed", "rejected");
+  assert_int_equal(tb_store_dlq_put(st, &e), TB_OK);
+  int64_t round = -1;
+  assert_int_equal(tb_store_dlq_replay_begin(st, "d1", &round), TB_OK);
+  assert_int_equal(round, 1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM processed WHERE msg_id = 'd1'"), 0);
+  /* Replayed again before the copy was handled: a new round, still nothing applied. */
+  assert_int_equal(tb_store_dlq_replay_begin(st, "d1", &round), TB_OK);
+  assert_int_equal(round, 2);
+  r.outcome = TB_OUTCOME_APPLIED; /* the copy applied */
+  assert_int_equal(tb_store_claim(st, &r, &fresh), TB_OK);
+  assert_int_equal(fresh, 1);
+  assert_int_equal(tb_store_dlq_replay_begin(st, "d1", &round), TB_OK);
+  assert_int_equal(round, 0);
+  assert_int_equal(q_int(db, "SELECT replays FROM dead_letters WHERE msg_id = 'd1'"), 2);
+  assert_int_equal(tb_store_dlq_replay_begin(st, "nope", &round), TB_ERR_NOT_FOUND);
   tb_store_close(st);
 }
 
@@ -714,6 +775,7 @@ int main(void) {
       cmocka_unit_test(test_savepoint_rollback_leaves_no_trace),
       cmocka_unit_test(test_activity_log),
       cmocka_unit_test(test_dead_letters),
+      cmocka_unit_test(test_dead_letter_replay_once),
       cmocka_unit_test(test_counters_add_up),
       cmocka_unit_test(test_hist_merge_round_trip),
       cmocka_unit_test_setup_teardown(test_busy_begin, db_fixture_setup, db_fixture_teardown),
