@@ -27,6 +27,8 @@ struct tb_engine {
   int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
   int batch_emitted; /* a handler of the open batch wrote outbox rows */
   tb_relay_t *relay; /* borrowed; kicked after a commit with follow-ups; may be NULL */
+  int replay;        /* tb_engine_set_replay */
+  tb_handler_safe_fn force;
   /* Histograms not yet flushed to the store (flushed at most once a second: they are figures,
    * not state, so a crash losing a second of them is acceptable). */
   tb_hist_t *pending_start, *pending_commit; /* [n_tiers] */
@@ -71,6 +73,11 @@ void tb_engine_destroy(tb_engine_t *e) {
 
 void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay) {
   e->relay = relay;
+}
+
+void tb_engine_set_replay(tb_engine_t *e, int on, tb_handler_safe_fn force) {
+  e->replay = on;
+  e->force = on ? force : NULL;
 }
 
 tb_status tb_engine_begin(tb_engine_t *e) {
@@ -130,8 +137,10 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
   const char *tier = e->cfg->tiers[w->tier].name;
   char subj[256];
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
-  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, pos->stream, pos->seq,
-                                    pos->deliveries);
+  /* A replayed message is history: its copy in the DLQ, if it has one, was made the first time. */
+  tb_status st = e->replay ? TB_OK
+                           : tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, reason, pos->stream,
+                                                pos->seq, pos->deliveries);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_WARN, "engine", "dead-letter %s failed, will retry: %s", msg_id, tb_errdetail());
     w->fate = TB_FATE_NAK;
@@ -245,7 +254,8 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
   tb_dispatch_record_t r = dispatch_record(e, w, pos, id, d->def->name, TB_OUTCOME_APPLIED);
   int fresh = 0;
   st = tb_store_claim(e->store, &r, &fresh);
-  if (st == TB_OK && !fresh) {
+  w->forced = st == TB_OK && !fresh && e->force != NULL && e->force(d->def->handler);
+  if (st == TB_OK && !fresh && !w->forced) {
     e->batch_counters[w->tier][C_DUPLICATE]++;
     return tb_store_release(e->store);
   }
@@ -296,6 +306,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
   w->fate = TB_FATE_ACK;
   w->applied = 0;
+  w->forced = 0;
   w->started_us = tb_wall_us();
   natsMsg_GetMetaData(&meta, w->msg); /* NULL for an orphan, which has no ack subject */
   position_t pos = {"", 0, 1};
@@ -349,8 +360,8 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
     if (items[i]->applied && items[i]->published_us > 0)
       tb_hist_add(&e->totals[items[i]->tier].commit, now - items[i]->published_us);
   pthread_mutex_unlock(&e->mu);
-  int with_hists = tb_mono_us() - e->last_hist_flush_us > 1000000;
-  tb_status st = flush_figures(e, with_hists);
+  int with_hists = !e->replay && tb_mono_us() - e->last_hist_flush_us > 1000000;
+  tb_status st = e->replay ? TB_OK : flush_figures(e, with_hists);
   /* The outbox rows the relay has published go in this transaction, which holds the write lock
    * anyway: the relay then writes nothing of its own (tb_relay_take_acked). */
   const int64_t *acked = NULL;
@@ -397,7 +408,7 @@ void tb_engine_note_inversion(tb_engine_t *e, int tier) {
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
-  if (w->orphan) { /* read back from the stream: nothing to ack */
+  if (w->orphan || e->replay) { /* read back from the stream: nothing to ack */
     natsMsg_Destroy(w->msg);
     w->msg = NULL;
     return;
