@@ -16,7 +16,7 @@ typedef struct tb_bench_opts {
                           * 0 = all at once (a burst) */
   long repos;            /* scenario "prio-sync": tracked repositories, 30% of them in workspaces */
   long saturate_seconds; /* scenario "saturation": how long every tier is kept saturated */
-  int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync;
+  int run_throughput, run_backlog, run_saturation, run_workflows, run_prio_sync, run_replay;
   const char *work_dir; /* where servers and databases live; NULL = a fresh temp dir */
   /* Throughput scenario: publish without Nats-Msg-Id, to measure what the stream's dedupe costs
    * (the processed record still dedupes by envelope id). */

@@ -178,8 +178,8 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
 
 /* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
  * age) reaches streams created by an older run. */
-static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char *name,
-                               const char **subjects, int n_subjects) {
+static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
+                               const char *name, const char **subjects, int n_subjects) {
   jsStreamConfig sc;
   jsStreamConfig_Init(&sc);
   sc.Name = name;
@@ -189,6 +189,10 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const char
   sc.Retention = js_LimitsPolicy; /* history stays for replay; consumers track their own place */
   sc.Duplicates = cfg->duplicate_window_ms * 1000000;
   sc.MaxAge = cfg->stream_max_age_ms * 1000000;
+  /* A tier's own retention (NULL |t|: the DLQ and command streams keep the deployment's). */
+  if (t != NULL && t->max_age_ms > 0) sc.MaxAge = t->max_age_ms * 1000000;
+  if (t != NULL && t->max_bytes > 0) sc.MaxBytes = t->max_bytes;
+  if (t != NULL && t->max_msgs > 0) sc.MaxMsgs = t->max_msgs;
   sc.MaxMsgSize = (int32_t)(cfg->max_payload_bytes + 4096); /* envelope + headers overhead */
   sc.AllowDirect = true;
   jsStreamInfo *si = NULL;
@@ -297,7 +301,7 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
   tb_bus_consumer_name(t->name, domain, durable, sizeof(durable));
   snprintf(subject, sizeof(subject), "tb.evt.%s.%s.>", t->name, domain);
   const char *subj[] = {subject};
-  tb_status st = ensure_stream(bus, cfg, stream, subj, 1);
+  tb_status st = ensure_stream(bus, cfg, t, stream, subj, 1);
   if (st != TB_OK) return st;
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
@@ -333,12 +337,12 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
   if (st == TB_OK) {
     const char *subj[] = {"tb.dlq.>"};
     tb_bus_dlq_stream(cfg, name, sizeof(name));
-    st = ensure_stream(bus, cfg, name, subj, 1);
+    st = ensure_stream(bus, cfg, NULL, name, subj, 1);
   }
   if (st == TB_OK) {
     const char *subj[] = {"tb.cmd.>"};
     tb_bus_cmd_stream(cfg, name, sizeof(name));
-    st = ensure_stream(bus, cfg, name, subj, 1);
+    st = ensure_stream(bus, cfg, NULL, name, subj, 1);
   }
   return st;
 }

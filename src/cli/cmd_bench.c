@@ -12,11 +12,9 @@ static int select_scenarios(tb_bench_opts_t *o, const char *name) {
   const struct {
     const char *name;
     int *run;
-  } scenarios[] = {{"throughput", &o->run_throughput},
-                   {"backlog", &o->run_backlog},
-                   {"saturation", &o->run_saturation},
-                   {"workflows", &o->run_workflows},
-                   {"prio-sync", &o->run_prio_sync}};
+  } scenarios[] = {{"throughput", &o->run_throughput}, {"backlog", &o->run_backlog},
+                   {"saturation", &o->run_saturation}, {"workflows", &o->run_workflows},
+                   {"prio-sync", &o->run_prio_sync},   {"replay", &o->run_replay}};
   int any = 0;
   for (size_t i = 0; i < TB_COUNTOF(scenarios); i++) {
     *scenarios[i].run = strcmp(name, "all") == 0 || strcmp(name, scenarios[i].name) == 0;
@@ -106,7 +104,7 @@ int tb_cmd_bench(int argc, char **argv) {
       if (!select_scenarios(&o, optarg))
         rc = tb_cli_usage_error(&cli,
                                 "--scenario: expected all, throughput, backlog, saturation, "
-                                "workflows or prio-sync, got '%s'",
+                                "workflows, prio-sync or replay, got '%s'",
                                 optarg);
       break;
     case 'h':
@@ -114,7 +112,7 @@ int tb_cmd_bench(int argc, char **argv) {
              "                     [--workflows N] [--workflow-rate R] [--saturate-seconds S]\n"
              "                     [--repos N] [--work-dir DIR] [--no-msg-id] [--random-ids]\n"
              "                     [--scenario "
-             "all|throughput|backlog|saturation|workflows|prio-sync]\n"
+             "all|throughput|backlog|saturation|workflows|prio-sync|replay]\n"
              "The ceiling is the plain pipeline (plain cnats, fetch 256, one SQLite insert per\n"
              "event keyed by stream sequence, ack), run before tierbus at each --events size\n"
              "(default 100000,200000,1000000); throughput is reported as a ratio to it. The\n"

@@ -338,6 +338,29 @@ static const opt_t tier_opts[] = {
      .max = 100,
      .def = "5",
      .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
+    /* Retention of the tier's streams: what a replay or a rebuild can still read. The first
+     * limit reached discards the oldest messages (JetStream limits retention). */
+    {.name = "max_age",
+     .type = OPT_MS,
+     FIELD(tb_tier_config_t, max_age_ms),
+     .min = 0,
+     .max = 3650 * MS_D,
+     .def = "0s",
+     .help = "history kept per stream; 0s = stream_max_age"},
+    {.name = "max_bytes",
+     .type = OPT_BYTES,
+     FIELD(tb_tier_config_t, max_bytes),
+     .min = 0,
+     .max = (int64_t)1 << 50,
+     .def = "0",
+     .help = "bytes kept per stream, oldest dropped first; 0 = no limit"},
+    {.name = "max_msgs",
+     .type = OPT_INT,
+     FIELD(tb_tier_config_t, max_msgs),
+     .min = 0,
+     .max = (int64_t)1 << 50,
+     .def = "0",
+     .help = "messages kept per stream, oldest dropped first; 0 = no limit"},
 };
 
 /* Every field of one escalation rule, in the order the example file writes them. */
@@ -827,6 +850,16 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
                    "%d delays but max_deliver %d allows only %d redeliveries", tier->n_backoff,
                    tier->max_deliver, tier->max_deliver - 1);
+    }
+    /* nats-server refuses a dedupe window longer than the stream's max age. */
+    if (tier->max_age_ms > 0 && cfg->duplicate_window_ms > tier->max_age_ms) {
+      char win[32], age[32];
+      fmt_ms(cfg->duplicate_window_ms, win, sizeof(win));
+      fmt_ms(tier->max_age_ms, age, sizeof(age));
+      snprintf(key, sizeof(key), "tiers[%d].max_age", t);
+      const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "max_age");
+      return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
+                   "%s is shorter than duplicate_window %s", age, win);
     }
     for (int u = 0; u < t; u++) {
       if (strcmp(cfg->tiers[u].name, tier->name) != 0) continue;

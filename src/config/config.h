@@ -30,6 +30,11 @@ typedef struct tb_tier_config {
   int n_backoff;
   int64_t aging_ms; /* a message ready this long rises one tier; 0 = never */
   int job_priority; /* seed 001 job priority number (1 = CRITICAL ... 9) */
+  /* Retention of each of the tier's streams (0 = no limit; max_age 0 = stream_max_age): history
+   * older or beyond these can no longer be replayed or rebuilt. */
+  int64_t max_age_ms;
+  int64_t max_bytes;
+  int64_t max_msgs;
 } tb_tier_config_t;
 
 /* Per-deployment override of the catalogue's default tier for one event type. */

@@ -29,6 +29,8 @@ struct tb_engine {
   int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
   int batch_emitted; /* a handler of the open batch wrote outbox rows */
   tb_relay_t *relay; /* borrowed; kicked after a commit with follow-ups; may be NULL */
+  int replay;        /* tb_engine_set_replay */
+  tb_handler_safe_fn force;
   /* Histograms not yet flushed to the store (flushed at most once a second: they are figures,
    * not state, so a crash losing a second of them is acceptable). */
   tb_hist_t *pending_start, *pending_commit; /* [n_tiers] */
@@ -84,7 +86,8 @@ static void flush_last_hists(tb_engine_t *e) {
 
 void tb_engine_destroy(tb_engine_t *e) {
   if (e == NULL) return;
-  if (e->pending_start != NULL && e->pending_commit != NULL) flush_last_hists(e);
+  /* A replay leaves the workers' figures alone (tb_engine_commit). */
+  if (!e->replay && e->pending_start != NULL && e->pending_commit != NULL) flush_last_hists(e);
   free(e->pending_start);
   free(e->pending_commit);
   free(e->totals);
@@ -94,6 +97,11 @@ void tb_engine_destroy(tb_engine_t *e) {
 
 void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay) {
   e->relay = relay;
+}
+
+void tb_engine_set_replay(tb_engine_t *e, int on, tb_handler_safe_fn force) {
+  e->replay = on;
+  e->force = on ? force : NULL;
 }
 
 tb_status tb_engine_begin(tb_engine_t *e) {
@@ -182,9 +190,12 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
   const char *tier = e->cfg->tiers[w->tier].name;
   char subj[256];
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
+  /* A replayed message is history: its copy in the DLQ, if it has one, was made the first time. */
   uint64_t dlq_seq = 0;
-  tb_status st = tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, tb_dlq_class_name(cls), reason,
-                                    pos->stream, pos->seq, pos->deliveries, &dlq_seq);
+  tb_status st = e->replay ? TB_OK
+                           : tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, tb_dlq_class_name(cls),
+                                                reason, pos->stream, pos->seq, pos->deliveries,
+                                                &dlq_seq);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_WARN, "engine", "dead-letter %.200s failed, will retry: %s", msg_id,
            tb_errdetail());
@@ -335,7 +346,8 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
   tb_dispatch_record_t r = dispatch_record(e, w, pos, id, d->def->name, TB_OUTCOME_APPLIED);
   int fresh = 0;
   st = tb_store_claim(e->store, &r, &fresh);
-  if (st == TB_OK && !fresh) {
+  w->forced = st == TB_OK && !fresh && e->force != NULL && e->force(d->def->handler);
+  if (st == TB_OK && !fresh && !w->forced) {
     e->batch_counters[w->tier][C_DUPLICATE]++;
     return tb_store_release(e->store);
   }
@@ -387,6 +399,7 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
   w->fate = TB_FATE_ACK;
   w->applied = 0;
+  w->forced = 0;
   w->started_us = tb_wall_us();
   natsMsg_GetMetaData(&meta, w->msg); /* NULL for an orphan, which has no ack subject */
   position_t pos = {"", 0, 1};
@@ -440,8 +453,8 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
     if (items[i]->applied && items[i]->published_us > 0)
       tb_hist_add(&e->totals[items[i]->tier].commit, now - items[i]->published_us);
   pthread_mutex_unlock(&e->mu);
-  int with_hists = tb_mono_us() - e->last_hist_flush_us > 1000000;
-  tb_status st = flush_figures(e, with_hists);
+  int with_hists = !e->replay && tb_mono_us() - e->last_hist_flush_us > 1000000;
+  tb_status st = e->replay ? TB_OK : flush_figures(e, with_hists);
   /* The outbox rows the relay has published go in this transaction, which holds the write lock
    * anyway: the relay then writes nothing of its own (tb_relay_take_acked). */
   const int64_t *acked = NULL;
@@ -488,7 +501,7 @@ void tb_engine_note_inversion(tb_engine_t *e, int tier) {
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {
   tb_status st = TB_OK;
-  if (w->orphan) { /* read back from the stream: nothing to ack */
+  if (w->orphan || e->replay) { /* read back from the stream: nothing to ack */
     natsMsg_Destroy(w->msg);
     w->msg = NULL;
     return;

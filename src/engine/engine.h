@@ -48,6 +48,7 @@ typedef struct tb_work {
   tb_fate fate;
   int64_t nak_delay_ms;
   int applied; /* 1 if this delivery changed state (not a duplicate or dead letter) */
+  int forced;  /* replay --force: applied again although it was processed before */
 } tb_work_t;
 
 typedef struct tb_engine tb_engine_t;
@@ -79,6 +80,17 @@ void tb_engine_destroy(tb_engine_t *e);
 /* The outbox relay to wake after a commit whose handlers emitted follow-ups (borrowed; NULL =
  * none, the relay's own tick picks them up). */
 void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay);
+
+/* Whether a handler may run again for a message already applied (replay --force). */
+typedef int (*tb_handler_safe_fn)(const char *handler);
+
+/* Replay mode, for `tierbus replay` and `rebuild`: the messages come from an ordered consumer
+ * reading history, not from the durable consumer. A dead letter is recorded in the store only
+ * (the stream already holds the message, and its first dead-lettering already copied it to the
+ * DLQ), and the per-tier counters and histograms are left alone, since they describe the live
+ * workers. With |force| set, a message already processed runs its handler again when |force|
+ * says its handler is safe to re-apply (the processed record is kept as it is). */
+void tb_engine_set_replay(tb_engine_t *e, int on, tb_handler_safe_fn force);
 
 /* Opens the batch transaction. TB_ERR_BUSY if another process holds the write lock. */
 tb_status tb_engine_begin(tb_engine_t *e);

@@ -476,9 +476,19 @@ static const char v10_dead_letter_entries[] =
     "ALTER TABLE dead_letters ADD COLUMN replayed_us INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX dead_letters_at ON dead_letters(at_us);";
 
+/* v11 (issue 10, replay): where processed-message records were pruned. A replayed message
+ * published before the horizon may have been applied with no record left to say so, so replay
+ * reads this before it trusts the absence of a record. */
+static const char v11_prune_horizon[] = "CREATE TABLE prune_horizon("
+                                        "  name TEXT PRIMARY KEY NOT NULL,"
+                                        "  before_us INTEGER NOT NULL,"
+                                        "  pruned_us INTEGER NOT NULL"
+                                        ") STRICT, WITHOUT ROWID;";
+
 static const char *const migrations[] = {
     v1_engine,        v2_repo_priority, v3_outbox,    v4_workflows,  v5_seed_workflows,
-    v6_priority_sync, v7_escalation,    v8_scheduler, v9_outbox_ids, v10_dead_letter_entries};
+    v6_priority_sync, v7_escalation,    v8_scheduler, v9_outbox_ids, v10_dead_letter_entries,
+    v11_prune_horizon};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

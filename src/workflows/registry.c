@@ -9,27 +9,37 @@
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
 
-/* X(name, function). Adding a handler is one line here plus its function. */
+/* X(name, function, safe to re-apply). Adding a handler is one line here plus its function.
+ * "Safe to re-apply" means a second run for the same message leaves the state as one run did, so
+ * `replay --force` may run it again: the workspace membership handlers qualify (a change at or
+ * before the pair's recorded stream position is ignored). The others append (activity log,
+ * history rows) or move a run forward, and a second run would be a second effect. */
 #define HANDLERS(X)                                                                                \
-  X("activity", tb__handle_activity)                                                               \
-  X("workspace.repo_added", tb__handle_repo_added)                                                 \
-  X("workspace.repo_removed", tb__handle_repo_removed)                                             \
-  X("workflow.step", tb__handle_wf_step)                                                           \
-  X("workflow.resume", tb__handle_wf_resume)                                                       \
-  X("workflow.start", tb__handle_wf_start)                                                         \
-  X("workflow.trigger", tb__handle_wf_trigger)                                                     \
-  X("sched.run", tb_sched_handle)
+  X("activity", tb__handle_activity, 0)                                                            \
+  X("workspace.repo_added", tb__handle_repo_added, 1)                                              \
+  X("workspace.repo_removed", tb__handle_repo_removed, 1)                                          \
+  X("workflow.step", tb__handle_wf_step, 0)                                                        \
+  X("workflow.resume", tb__handle_wf_resume, 0)                                                    \
+  X("workflow.start", tb__handle_wf_start, 0)                                                      \
+  X("workflow.trigger", tb__handle_wf_trigger, 0)                                                  \
+  X("sched.run", tb_sched_handle, 0)
 
 static const tb_handler_fn fns[] = {
-#define FN(name, fn) fn,
+#define FN(name, fn, safe) fn,
     HANDLERS(FN)
 #undef FN
 };
 
 static const char *const names[] = {
-#define NAME(name, fn) name,
+#define NAME(name, fn, safe) name,
     HANDLERS(NAME)
 #undef NAME
+};
+
+static const int safe_flags[] = {
+#define SAFE(name, fn, safe) safe,
+    HANDLERS(SAFE)
+#undef SAFE
 };
 
 #define N_HANDLERS ((int)TB_COUNTOF(names))
@@ -39,6 +49,13 @@ tb_handler_fn tb_registry_handler(const char *name) {
   for (int i = 0; i < N_HANDLERS; i++)
     if (strcmp(names[i], name) == 0) return fns[i];
   return NULL;
+}
+
+int tb_registry_safe_to_reapply(const char *name) {
+  if (name == NULL) return 0;
+  for (int i = 0; i < N_HANDLERS; i++)
+    if (strcmp(names[i], name) == 0) return safe_flags[i];
+  return 0;
 }
 
 const char *const *tb_registry_names(int *n) {

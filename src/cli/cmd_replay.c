@@ -1,0 +1,467 @@
+/* `tierbus replay`, `tierbus rebuild` and `tierbus db checksum|prune`: re-driving history from
+ * the streams through the handlers, rebuilding a database from the log, and the checksum that
+ * says whether two databases hold the same logical state. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "core/clock.h"
+#include "core/status.h"
+#include "replay/replay.h"
+#include "store/logstate.h"
+#include "workflows/registry.h"
+
+/* ---------------------------------------------------------------- progress and summary */
+
+static void progress(void *arg, const tb_replay_stats_t *s) {
+  (void)arg;
+  double rate = s->secs > 0 ? (double)s->read / s->secs : 0;
+  char eta[32] = "?";
+  if (rate > 0 && s->total >= s->read)
+    snprintf(eta, sizeof(eta), "%.0fs", (double)(s->total - s->read) / rate);
+  fprintf(stderr, "\rreplay: %lld/%lld read, %lld applied, %lld skipped, %.0f/s, ETA %s   ",
+          (long long)s->read, (long long)s->total, (long long)s->applied, (long long)s->skipped,
+          rate, eta);
+  fflush(stderr);
+}
+
+static void summary(const char *what, const tb_replay_stats_t *s, int dry_run) {
+  printf("%s: read %lld, %s %lld%s, skipped as already processed %lld, failed %lld", what,
+         (long long)s->read, dry_run ? "would apply" : "applied", (long long)s->applied,
+         s->forced ? " (forced)" : "", (long long)s->skipped, (long long)s->failed);
+  if (s->dead) printf(", dead-lettered %lld", (long long)s->dead);
+  if (s->pruned) printf(", before the prune horizon (not re-applied) %lld", (long long)s->pruned);
+  printf(" in %.2f s (%.0f events/s, %lld streams)\n", s->secs,
+         s->secs > 0 ? (double)s->read / s->secs : 0.0, (long long)s->streams);
+}
+
+static void list_safe(FILE *out) {
+  int n = 0;
+  const char *const *names = tb_registry_names(&n);
+  fprintf(out, "handlers safe to re-apply (--force):");
+  int any = 0;
+  for (int i = 0; i < n; i++)
+    if (tb_registry_safe_to_reapply(names[i])) {
+      fprintf(out, " %s", names[i]);
+      any = 1;
+    }
+  fprintf(out, "%s\n", any ? "" : " none");
+}
+
+static void replay_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus replay [--tier TIER|all] [--since TIME | --from-seq N]\n"
+          "                      [--until TIME | --to-seq N] [--subject FILTER] [--event TYPE]\n"
+          "                      [--limit N] [--dry-run] [--force] [--list-safe]\n"
+          "TIME is RFC 3339 (2026-01-02T03:04:05Z) or a duration before now (90s, 2h, 3d).\n"
+          "Sequences are per stream (TB_<TIER>_<DOMAIN>); use --subject to pick one.\n"
+          "An event already processed is skipped; --force runs it again only when its handler\n"
+          "is safe to re-apply.\n");
+  list_safe(out);
+}
+
+/* Parses --tier into |o|: one tier name or "all". Returns 0, or prints and returns -1. */
+static int parse_tier(tb_cli_t *cli, const char *arg, tb_replay_opts_t *o) {
+  o->n_tiers = 0;
+  if (arg == NULL || strcmp(arg, "all") == 0) {
+    for (int i = 0; i < cli->cfg.n_tiers; i++) o->tiers[o->n_tiers++] = i;
+    return 0;
+  }
+  for (int i = 0; i < cli->cfg.n_tiers; i++)
+    if (strcmp(cli->cfg.tiers[i].name, arg) == 0) {
+      o->tiers[o->n_tiers++] = i;
+      return 0;
+    }
+  char names[256];
+  tb_cli_config_names(&cli->cfg, TB_CLI_TIERS, names, sizeof(names));
+  tb_cli_usage_error(cli, "--tier: unknown tier '%s' (%s, all)", arg, names);
+  return -1;
+}
+
+enum {
+  OPT_TIER = OPT__COMMON_END,
+  OPT_SINCE,
+  OPT_UNTIL,
+  OPT_FROM_SEQ,
+  OPT_TO_SEQ,
+  OPT_SUBJECT,
+  OPT_EVENT,
+  OPT_LIMIT,
+  OPT_DRY_RUN,
+  OPT_FORCE,
+  OPT_LIST_SAFE,
+  OPT_HELP,
+  OPT_TABLES,
+  OPT_JSON,
+  OPT_OLDER_THAN,
+};
+
+static int parse_seq(tb_cli_t *cli, const char *opt, const char *arg, uint64_t *out) {
+  long v = 0;
+  int rc = tb_cli_parse_long(cli, opt, arg, 1, 0x7fffffffffffffffL, &v);
+  if (rc == TB_EXIT_OK) *out = (uint64_t)v;
+  return rc;
+}
+
+int tb_cmd_replay(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus replay"};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"tier", required_argument, NULL, OPT_TIER},
+                                       {"since", required_argument, NULL, OPT_SINCE},
+                                       {"until", required_argument, NULL, OPT_UNTIL},
+                                       {"from-seq", required_argument, NULL, OPT_FROM_SEQ},
+                                       {"to-seq", required_argument, NULL, OPT_TO_SEQ},
+                                       {"subject", required_argument, NULL, OPT_SUBJECT},
+                                       {"event", required_argument, NULL, OPT_EVENT},
+                                       {"limit", required_argument, NULL, OPT_LIMIT},
+                                       {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+                                       {"force", no_argument, NULL, OPT_FORCE},
+                                       {"list-safe", no_argument, NULL, OPT_LIST_SAFE},
+                                       {"help", no_argument, NULL, OPT_HELP},
+                                       {0}};
+  const char *tier = NULL, *since = NULL, *until = NULL, *from = NULL, *to = NULL;
+  tb_replay_opts_t o = {0};
+  long limit = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    switch (c) {
+    case OPT_TIER:
+      tier = optarg;
+      break;
+    case OPT_SINCE:
+      since = optarg;
+      break;
+    case OPT_UNTIL:
+      until = optarg;
+      break;
+    case OPT_FROM_SEQ:
+      from = optarg;
+      break;
+    case OPT_TO_SEQ:
+      to = optarg;
+      break;
+    case OPT_SUBJECT:
+      o.subject = optarg;
+      break;
+    case OPT_EVENT:
+      o.event = optarg;
+      break;
+    case OPT_LIMIT:
+      if (tb_cli_parse_long(&cli, "--limit", optarg, 1, 0x7fffffffffffffffL, &limit) != 0)
+        return TB_EXIT_USAGE;
+      break;
+    case OPT_DRY_RUN:
+      o.dry_run = 1;
+      break;
+    case OPT_FORCE:
+      o.force = tb_registry_safe_to_reapply;
+      break;
+    case OPT_LIST_SAFE:
+      list_safe(stdout);
+      return TB_EXIT_OK;
+    case OPT_HELP:
+      replay_usage(stdout);
+      return TB_EXIT_OK;
+    default:
+      return TB_EXIT_USAGE;
+    }
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (since && from) return tb_cli_usage_error(&cli, "--since and --from-seq exclude each other");
+  if (until && to) return tb_cli_usage_error(&cli, "--until and --to-seq exclude each other");
+  if (o.dry_run && o.force)
+    return tb_cli_usage_error(&cli, "--dry-run and --force exclude each other");
+  int64_t now = tb_wall_us();
+  if (since && tb_replay_parse_time(since, now, &o.since_us) != TB_OK)
+    return tb_cli_usage_error(&cli, "--since: %s", tb_errdetail());
+  if (until && tb_replay_parse_time(until, now, &o.until_us) != TB_OK)
+    return tb_cli_usage_error(&cli, "--until: %s", tb_errdetail());
+  if (o.since_us && o.until_us && o.until_us < o.since_us)
+    return tb_cli_usage_error(&cli, "--until %s is before --since %s", until, since);
+  if (from && parse_seq(&cli, "--from-seq", from, &o.from_seq) != TB_EXIT_OK) return TB_EXIT_USAGE;
+  if (to && parse_seq(&cli, "--to-seq", to, &o.to_seq) != TB_EXIT_OK) return TB_EXIT_USAGE;
+  if (o.from_seq && o.to_seq && o.to_seq < o.from_seq)
+    return tb_cli_usage_error(&cli, "--to-seq %s is below --from-seq %s", to, from);
+  if (o.subject && strncmp(o.subject, "tb.evt.", 7) != 0 && strcmp(o.subject, ">") != 0 &&
+      strncmp(o.subject, "tb.*.", 5) != 0 && strcmp(o.subject, "tb.>") != 0)
+    return tb_cli_usage_error(&cli, "--subject %s: replay reads event subjects (tb.evt.>)",
+                              o.subject);
+  o.limit = limit;
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return rc;
+  if (parse_tier(&cli, tier, &o) != 0) {
+    tb_cli_close(&cli);
+    return TB_EXIT_USAGE;
+  }
+  if (o.event && tb_catalogue_find(cli.cat, o.event) == NULL) {
+    tb_cli_close(&cli);
+    return tb_cli_usage_error(&cli, "--event: unknown event type '%s' (tierbus events lists them)",
+                              o.event);
+  }
+  if (o.subject) {
+    char probe[256];
+    if (!tb_replay_subject_meet(o.subject, "tb.evt.*.*.>", probe, sizeof(probe))) {
+      tb_cli_close(&cli);
+      return tb_cli_usage_error(
+          &cli, "--subject %s matches no event stream (tb.evt.<tier>.<domain>.>)", o.subject);
+    }
+  }
+  rc = tb_cli_connect(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
+  if (rc != TB_EXIT_OK) {
+    tb_cli_close(&cli);
+    return rc;
+  }
+  tb_cli_trap_signals();
+  if (isatty(STDERR_FILENO)) o.progress = progress;
+  o.stop = &tb_cli_stop;
+  tb_replay_stats_t s;
+  tb_status st = tb_replay_run(cli.bus, &cli.cfg, cli.cat, cli.store, tb_registry_handler, &o, &s);
+  if (o.progress) fprintf(stderr, "\n");
+  summary(o.dry_run ? "replay (dry run)" : "replay", &s, o.dry_run);
+  if (st == TB_ERR_INVALID) {
+    rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
+  } else if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s: %s\n", cli.prog, tb_strerror(st), tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else if (s.failed > 0) {
+    fprintf(stderr, "%s: %lld events failed; the workers' logs or a later replay say why\n",
+            cli.prog, (long long)s.failed);
+    rc = TB_EXIT_FAIL;
+  }
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- rebuild */
+
+static int print_checksum(tb_cli_t *cli, const char *label) {
+  char hex[33];
+  tb_status st = tb_store_checksum(cli->store, hex, NULL);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: checksum: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  printf("%s%s\n", label, hex);
+  return TB_EXIT_OK;
+}
+
+int tb_cmd_rebuild(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus rebuild"};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, OPT_HELP}, {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == OPT_HELP) {
+      printf("usage: tierbus rebuild --db NEW.db\n"
+             "Replays every tier from the start of retained history into an empty database.\n"
+             "Nothing is published: commands, replies and continuations are read from the log.\n");
+      return TB_EXIT_OK;
+    }
+    return TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (cli.db == NULL)
+    return tb_cli_usage_error(&cli, "--db NEW.db is required: the database to build (empty)");
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return rc;
+  rc = tb_cli_open_store(&cli);
+  if (rc != TB_EXIT_OK) {
+    tb_cli_close(&cli);
+    return rc;
+  }
+  int empty = 0;
+  tb_status st = tb_store_is_empty(cli.store, &empty);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
+  }
+  if (!empty) {
+    tb_cli_close(&cli);
+    return tb_cli_usage_error(&cli,
+                              "--db %s is not empty (it has processed messages or state); "
+                              "rebuild only fills a new database",
+                              cli.cfg.db_path);
+  }
+  rc = tb_cli_connect(&cli);
+  if (rc != TB_EXIT_OK) {
+    tb_cli_close(&cli);
+    return rc;
+  }
+  tb_cli_trap_signals();
+  tb_replay_opts_t o = {0};
+  for (int i = 0; i < cli.cfg.n_tiers; i++) o.tiers[o.n_tiers++] = i;
+  o.batch = 4096; /* one writer, nobody to wait for: big transactions are cheapest */
+  if (isatty(STDERR_FILENO)) o.progress = progress;
+  o.stop = &tb_cli_stop;
+  tb_replay_stats_t s;
+  st = tb_replay_run(cli.bus, &cli.cfg, cli.cat, cli.store, tb_registry_handler, &o, &s);
+  if (o.progress) fprintf(stderr, "\n");
+  summary("rebuild", &s, 0);
+  /* The follow-ups the handlers wrote were published by the live system: their messages are in
+   * the log (events this database has now processed, commands in the command stream). */
+  char cmd_stream[64];
+  tb_bus_cmd_stream(&cli.cfg, cmd_stream, sizeof(cmd_stream));
+  char **ids = NULL;
+  int64_t n_ids = 0, dropped = 0;
+  if (st == TB_OK) st = tb_replay_stream_ids(cli.bus, cmd_stream, &ids, &n_ids);
+  if (st == TB_OK)
+    st = tb_store_outbox_drop_logged(cli.store, (const char *const *)ids, n_ids, &dropped);
+  tb_replay_ids_free(ids, n_ids);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s: %s\n", cli.prog, tb_strerror(st), tb_errdetail());
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
+  }
+  int64_t left = 0;
+  tb_store_outbox_count(cli.store, &left);
+  printf("rebuild: outbox: %lld follow-ups already in the log dropped, %lld not yet sent kept\n",
+         (long long)dropped, (long long)left);
+  rc = print_checksum(&cli, "checksum ");
+  if (rc == TB_EXIT_OK && s.failed > 0) {
+    fprintf(stderr, "%s: %lld events failed to apply; the state is incomplete\n", cli.prog,
+            (long long)s.failed);
+    rc = TB_EXIT_FAIL;
+  }
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- db */
+
+static int db_checksum(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus db checksum"};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"tables", no_argument, NULL, OPT_TABLES},
+                                       {"json", no_argument, NULL, OPT_JSON},
+                                       {0}};
+  int tables = 0, as_json = 0, c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == OPT_TABLES)
+      tables = 1;
+    else if (c == OPT_JSON)
+      as_json = 1;
+    else
+      return TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return rc;
+  struct stat sb;
+  if (strcmp(cli.cfg.db_path, ":memory:") != 0 && stat(cli.cfg.db_path, &sb) != 0) {
+    fprintf(stderr, "%s: error: no database at %s\n", cli.prog, cli.cfg.db_path);
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
+  }
+  rc = tb_cli_open_store(&cli);
+  if (rc != TB_EXIT_OK) {
+    tb_cli_close(&cli);
+    return rc;
+  }
+  int n = 0;
+  const tb_checksum_table_t *t = tb_store_checksum_tables(&n);
+  tb_checksum_part_t *parts = calloc((size_t)n, sizeof(*parts));
+  char hex[33];
+  tb_status st = parts ? tb_store_checksum(cli.store, hex, parts) : TB_ERR_NOMEM;
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else if (as_json) {
+    json_t *j = json_pack("{s:s,s:o}", "checksum", hex, "tables", json_array());
+    for (int i = 0; i < n; i++)
+      json_array_append_new(json_object_get(j, "tables"),
+                            json_pack("{s:s,s:s,s:I,s:s}", "table", t[i].table, "columns",
+                                      t[i].columns, "rows", (json_int_t)parts[i].rows, "sha",
+                                      parts[i].hex));
+    json_dumpf(j, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(j);
+  } else {
+    printf("%s\n", hex);
+    if (tables)
+      for (int i = 0; i < n; i++)
+        printf("  %-30s %8lld rows  %s  columns: %s%s%s; left out: %s\n", t[i].table,
+               (long long)parts[i].rows, parts[i].hex, t[i].columns, t[i].where ? " where " : "",
+               t[i].where ? t[i].where : "", *t[i].why ? t[i].why : "nothing");
+  }
+  free(parts);
+  tb_cli_close(&cli);
+  return rc;
+}
+
+/* The shortest horizon that keeps dedupe correct: a copy of a message can still arrive as long
+ * as the stream may redeliver it or a publisher may retry it, and the processed record is what
+ * recognises it. The longest redelivery window is every delivery of the slowest tier timing out
+ * and waiting its longest backoff; a publisher's retry inside the duplicate window is stopped by
+ * the stream, so the record must outlive at least that window too. */
+static int64_t min_horizon_ms(const tb_config_t *cfg) {
+  int64_t worst = cfg->duplicate_window_ms;
+  for (int i = 0; i < cfg->n_tiers; i++) {
+    const tb_tier_config_t *t = &cfg->tiers[i];
+    int64_t backoff = t->n_backoff ? t->backoff_ms[t->n_backoff - 1] : 0;
+    int64_t redeliver = (int64_t)t->max_deliver * (t->timeout_ms + backoff);
+    if (redeliver > worst) worst = redeliver;
+  }
+  return worst;
+}
+
+static int db_prune(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus db prune"};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"older-than", required_argument, NULL, OPT_OLDER_THAN}, {0}};
+  const char *older = NULL;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == OPT_OLDER_THAN)
+      older = optarg;
+    else
+      return TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  int rc = tb_cli_load(&cli);
+  if (rc != TB_EXIT_OK) return rc;
+  int64_t min_ms = min_horizon_ms(&cli.cfg), ms = min_ms;
+  if (older && tb_duration_parse_ms(older, &ms) != TB_OK) {
+    tb_cli_close(&cli);
+    return tb_cli_usage_error(&cli, "--older-than: '%s' is not a duration (7d, 48h)", older);
+  }
+  if (ms < min_ms) {
+    tb_cli_close(&cli);
+    return tb_cli_usage_error(&cli,
+                              "--older-than %s is shorter than the dedupe horizon %lld s (the "
+                              "duplicate window and the longest redelivery window)",
+                              older, (long long)(min_ms / 1000));
+  }
+  rc = tb_cli_open_store(&cli);
+  int64_t deleted = 0, before = tb_wall_us() - ms * 1000;
+  if (rc == TB_EXIT_OK && tb_store_prune_processed(cli.store, before, &deleted) != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (rc == TB_EXIT_OK) {
+    char at[40];
+    tb_cli_fmt_time(before, at, sizeof(at));
+    printf("pruned %lld processed records committed before %s (horizon %lld s)\n",
+           (long long)deleted, at, (long long)(ms / 1000));
+  }
+  tb_cli_close(&cli);
+  return rc;
+}
+
+static void db_usage(FILE *out) {
+  fprintf(out, "usage: tierbus db checksum [--tables] [--json]   checksum of the logical state\n"
+               "       tierbus db prune [--older-than D]         drop old processed records\n");
+}
+
+int tb_cmd_db(int argc, char **argv) {
+  static const tb_cli_sub_t subs[] = {{"checksum", db_checksum}, {"prune", db_prune}};
+  return tb_cli_run_subcommand("tierbus db", argc, argv, subs, 2, db_usage);
+}
