@@ -8,7 +8,7 @@ DEPS := nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3
 CMAKE_FLAGS ?=
 FUZZ_DEPS := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 30
-FUZZERS := fuzz_decode fuzz_publish_json fuzz_config
+FUZZERS := fuzz_decode fuzz_publish_json fuzz_ndjson fuzz_config
 
 .PHONY: all deps build run test sanitize release fuzz clean format
 

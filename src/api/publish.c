@@ -189,3 +189,54 @@ json_t *tb_sample_payload(const tb_event_def_t *ev, unsigned n) {
   }
   return obj;
 }
+
+tb_status tb_publish_req_from_json(json_t *obj, tb_publish_req_t *req, const char **field) {
+  const char *dummy;
+  if (field == NULL) field = &dummy;
+  *field = NULL;
+  memset(req, 0, sizeof(*req));
+  if (!json_is_object(obj)) return tb__fail(TB_ERR_JSON, "expected a JSON object");
+  const char *key;
+  json_t *val;
+  json_object_foreach(obj, key, val) {
+    const char **slot = NULL;
+    if (strcmp(key, "type") == 0)
+      slot = &req->event;
+    else if (strcmp(key, "priority") == 0)
+      slot = &req->tier;
+    else if (strcmp(key, "id") == 0)
+      slot = &req->id;
+    else if (strcmp(key, "correlation_id") == 0 || strcmp(key, "correlationId") == 0)
+      slot = &req->correlation_id;
+    else if (strcmp(key, "workflow_id") == 0 || strcmp(key, "workflowId") == 0)
+      slot = &req->workflow_id;
+    else if (strcmp(key, "payload") == 0) {
+      if (!json_is_object(val)) {
+        *field = "payload";
+        return tb__fail(TB_ERR_JSON, "'payload' must be an object");
+      }
+      req->payload = val;
+      continue;
+    } else {
+      *field = key;
+      return tb__fail(TB_ERR_JSON,
+                      "unknown key '%.100s' (expected type, payload, priority, id, "
+                      "correlation_id, workflow_id)",
+                      key);
+    }
+    if (!json_is_string(val)) {
+      *field = key;
+      return tb__fail(TB_ERR_JSON, "'%.100s' must be a string", key);
+    }
+    *slot = json_string_value(val);
+  }
+  if (req->event == NULL) {
+    *field = "type";
+    return tb__fail(TB_ERR_JSON, "missing 'type' (an event name, see `tierbus events`)");
+  }
+  if (req->payload == NULL) {
+    *field = "payload";
+    return tb__fail(TB_ERR_JSON, "missing 'payload'");
+  }
+  return TB_OK;
+}

@@ -54,6 +54,13 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
 
 void tb_prepared_free(tb_prepared_t *p);
 
+/* Reads an event request in the JSON shape that `publish --file` lines and `POST /api/events`
+ * share: {"type", "payload", "priority"?, "id"?, "correlation_id"|"correlationId"?,
+ * "workflow_id"|"workflowId"?}. |req| borrows strings from |obj|. TB_ERR_JSON for anything else
+ * (not an object, an unknown key, a value of the wrong type, type or payload missing), with a
+ * detail that names it; *field (may be NULL) then names the key at fault, NULL when none. */
+tb_status tb_publish_req_from_json(json_t *obj, tb_publish_req_t *req, const char **field);
+
 /* The envelope step of tb_publish_prepare for a payload that is already packed: stamps
  * occurred_at with the current time, so a caller that prepares payloads ahead (the bench) still
  * measures latency from the moment of publishing. |tier| must be a config tier name (borrowed,

@@ -37,43 +37,12 @@ static const char *semantic_error(const tb_publish_req_t *req) {
   return why;
 }
 
-/* Reads one NDJSON line into a request. The request borrows strings from |line|. */
+/* Reads one NDJSON line into a request (tb_publish_req_from_json). The request borrows strings
+ * from |line|. */
 static int line_to_req(tb_cli_t *cli, const char *file, int lineno, json_t *line,
                        tb_publish_req_t *req) {
-  if (!json_is_object(line))
-    return tb_cli_usage_error(cli, "%s:%d: expected a JSON object", file, lineno);
-  memset(req, 0, sizeof(*req));
-  const char *key;
-  json_t *val;
-  json_object_foreach(line, key, val) {
-    const char **slot = NULL;
-    if (strcmp(key, "type") == 0)
-      slot = &req->event;
-    else if (strcmp(key, "priority") == 0)
-      slot = &req->tier;
-    else if (strcmp(key, "id") == 0)
-      slot = &req->id;
-    else if (strcmp(key, "correlation_id") == 0 || strcmp(key, "correlationId") == 0)
-      slot = &req->correlation_id;
-    else if (strcmp(key, "workflow_id") == 0 || strcmp(key, "workflowId") == 0)
-      slot = &req->workflow_id;
-    else if (strcmp(key, "payload") == 0) {
-      if (!json_is_object(val))
-        return tb_cli_usage_error(cli, "%s:%d: 'payload' must be an object", file, lineno);
-      req->payload = val;
-      continue;
-    } else
-      return tb_cli_usage_error(cli,
-                                "%s:%d: unknown key '%s' (expected type, payload, priority, id, "
-                                "correlation_id, workflow_id)",
-                                file, lineno, key);
-    if (!json_is_string(val))
-      return tb_cli_usage_error(cli, "%s:%d: '%s' must be a string", file, lineno, key);
-    *slot = json_string_value(val);
-  }
-  if (req->event == NULL) return tb_cli_usage_error(cli, "%s:%d: missing 'type'", file, lineno);
-  if (req->payload == NULL)
-    return tb_cli_usage_error(cli, "%s:%d: missing 'payload'", file, lineno);
+  if (tb_publish_req_from_json(line, req, NULL) != TB_OK)
+    return tb_cli_usage_error(cli, "%s:%d: %s", file, lineno, tb_errdetail());
   return TB_EXIT_OK;
 }
 

@@ -77,20 +77,9 @@ static void get_readyz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *r
 
 /* ---------------------------------------------------------------- publish */
 
-/* A string member of |body|, or NULL; *bad is set when present but not a string. */
-static const char *opt_string(json_t *body, const char *key, const char *alt, const char **bad) {
-  json_t *v = json_object_get(body, key);
-  if (v == NULL && alt != NULL) v = json_object_get(body, alt);
-  if (v == NULL || json_is_null(v)) return NULL;
-  if (!json_is_string(v)) {
-    *bad = key;
-    return NULL;
-  }
-  return json_string_value(v);
-}
-
-/* POST /api/events {type, priority?, id?, correlationId?, workflowId?, payload}: publishes as
- * `tierbus publish` does and answers with the tier, subject, stream sequence and whether the
+/* POST /api/events {type, priority?, id?, correlationId?, workflowId?, payload}
+ * (tb_publish_req_from_json, the shape of `publish --file` lines): publishes as `tierbus publish`
+ * does and answers with the tier, subject, stream sequence and whether the
  * stream already had the id. */
 static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   json_error_t jerr;
@@ -103,27 +92,14 @@ static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
                      jerr.column, jerr.text);
     return;
   }
-  const char *bad = NULL;
-  tb_publish_req_t pr = {0};
-  pr.event = opt_string(body, "type", NULL, &bad);
-  pr.tier = opt_string(body, "priority", NULL, &bad);
-  pr.id = opt_string(body, "id", NULL, &bad);
-  pr.correlation_id = opt_string(body, "correlationId", "correlation_id", &bad);
-  pr.workflow_id = opt_string(body, "workflowId", "workflow_id", &bad);
-  pr.source = "tierbus-http";
-  pr.payload = json_object_get(body, "payload");
-  if (!json_is_object(body))
-    tb__http_error(resp, 400, NULL, "expected a JSON object");
-  else if (bad != NULL)
-    tb__http_error(resp, 400, bad, "'%s' must be a string", bad);
-  else if (pr.event == NULL)
-    tb__http_error(resp, 400, "type", "missing 'type' (an event name, see `tierbus events`)");
-  else if (!json_is_object(pr.payload))
-    tb__http_error(resp, 400, "payload", "'payload' must be a JSON object");
-  if (resp->body != NULL) {
+  const char *field = NULL;
+  tb_publish_req_t pr;
+  if (tb_publish_req_from_json(body, &pr, &field) != TB_OK) {
+    tb__http_error(resp, 400, field, "%s", tb_errdetail());
     json_decref(body);
     return;
   }
+  pr.source = "tierbus-http";
   tb_prepared_t p;
   tb_status st = tb_publish_prepare(h->o.cfg, h->o.cat, &pr, &p);
   if (st != TB_OK) {
