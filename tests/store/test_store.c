@@ -21,7 +21,7 @@
 #include "store/repo.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 9
+#define LATEST_VERSION 10
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -188,7 +188,7 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE crm_activity; DROP TABLE job_leases;"
                     "DROP TABLE priority_sync_calc; DROP TABLE priority_sync_runs;"
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
-                    "DROP TABLE sched_tasks; DROP TABLE sched_runs;"
+                    "DROP TABLE sched_tasks; DROP TABLE sched_runs; DROP TABLE deployment;"
                     "PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
