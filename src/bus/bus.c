@@ -308,7 +308,9 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
   cc.Durable = durable;
   cc.AckPolicy = js_AckExplicit;
   cc.DeliverPolicy = js_DeliverAll;
-  cc.AckWait = t->timeout_ms * 1000000;
+  /* The heartbeat window, not the handler timeout: a worker that dies holding a message
+   * releases it after this, and a live one renews it with in-progress acks (dispatch.c). */
+  cc.AckWait = tb_config_ack_wait_ms(cfg, (int)(t - cfg->tiers)) * 1000000;
   cc.MaxDeliver = t->max_deliver;
   /* A worker process holds at most max(concurrency, prefetch) messages of the tier ready, plus
    * its open batch (commit_batch_max): 384 with the shipped config, so 4096 leaves room for about
@@ -579,6 +581,10 @@ static tb_status send_pull(tb_consumer_t *c, int batch) {
   c->remaining = batch;
   c->deadline_us = tb_mono_us() + (PULL_EXPIRES_MS + 500) * 1000LL;
   return TB_OK;
+}
+
+int tb_consumer_outstanding(const tb_consumer_t *c) {
+  return c->remaining > 0 && tb_mono_us() <= c->deadline_us ? c->remaining : 0;
 }
 
 /* 1 if |m| is a status message from the server (no data, a Status header) rather than an event. */

@@ -105,6 +105,9 @@ tb_status tb_consumer_open_stream(tb_consumer_t **out, tb_bus_t *bus, const char
  * each with tb_bus_ack/nak/term, then natsMsg_Destroy(). */
 tb_status tb_consumer_fetch(tb_consumer_t *c, natsMsg **out, int max, int *n, int64_t wait_ms);
 
+/* Messages the open pull request of |c| may still deliver (0 when none is open or it expired). */
+int tb_consumer_outstanding(const tb_consumer_t *c);
+
 /* Gives back everything this consumer was sent and not handed out by tb_consumer_fetch(): naks
  * (no delay) what is queued here, then what the open pull request still delivers, waiting at
  * most until that request expires (2 s). A stopping worker calls it so that what it fetched and

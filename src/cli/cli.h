@@ -52,6 +52,11 @@ typedef struct tb_cli {
   tb_catalogue_t *cat;
   tb_bus_t *bus;
   tb_store_t *store;
+  /* 1 for the commands that may create the database (worker, dev, init); every other command
+   * refuses a database that does not exist, so that a mistyped path or a missing environment
+   * variable never yields a fresh, empty database. */
+  int create_db;
+  int created_db; /* tb_cli_open_store() created the file */
 } tb_cli_t;
 
 /* Handles a common option; returns 1 if |c| was one. */
@@ -74,8 +79,17 @@ int tb_cli_load(tb_cli_t *cli);
  * server never answers. */
 int tb_cli_connect(tb_cli_t *cli);
 
-/* Opens the store (creating its directory). TB_EXIT_FAIL on failure. */
+/* Opens the store: an existing database, or with cli->create_db a new one (and its directory).
+ * TB_EXIT_FAIL, after saying which path and how it was chosen, when it does not exist or cannot
+ * be opened. */
 int tb_cli_open_store(tb_cli_t *cli);
+
+/* Checks that the database and the NATS server belong to the same deployment, recording a new
+ * deployment id where none is yet (cli->bus and cli->store open). Refuses (TB_EXIT_FAIL, naming
+ * both) a database of another deployment, and a new, empty database while the consumers have
+ * already acked messages into some other database; a database this run created is then removed
+ * again. */
+int tb_cli_check_deployment(tb_cli_t *cli);
 
 /* tb_cli_load(), then tb_cli_open_store(): for commands that work on the database alone. */
 int tb_cli_load_and_open(tb_cli_t *cli);
@@ -155,8 +169,13 @@ int tb_cmd_db(int argc, char **argv);        /* checksum, prune (cmd_replay.c) *
  * definition. Borrowed, static. */
 const char *tb_cli_wf_step_name(const char *name, int step);
 
-/* Runs the workers for |scope| until tb_cli_stop; logs progress every |report_s| seconds (0 =
- * never). Shared by dev and worker. */
-int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s);
+/* Called by tb_cli_run_workers() every 100 ms with |arg|: TB_EXIT_OK to go on, anything else
+ * stops the workers and becomes the exit status (dev's nats-server supervision). */
+typedef int (*tb_cli_tick_fn)(void *arg);
+
+/* Runs the workers for |scope| until tb_cli_stop, or until |tick| (NULL = none) returns
+ * non-zero; logs progress every |report_s| seconds (0 = never). Shared by dev and worker. */
+int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s,
+                       tb_cli_tick_fn tick, void *tick_arg);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "api/publish.h"
@@ -63,6 +64,64 @@ static void *demo_loop(void *arg) {
   return NULL;
 }
 
+/* ---------------------------------------------------------------- server supervision */
+
+/* Restart attempts in a row before dev gives up, and the first delay between them (doubled per
+ * attempt: 0.25 + 0.5 + 1 + 2 + 4 s, so a port held by another process fails within ~8 s). */
+#define RESTART_ATTEMPTS 5
+#define RESTART_DELAY_US 250000LL
+
+typedef struct supervisor {
+  tb_server_t *srv; /* the server dev started; pid 0 while it is down */
+  const char *data_dir, *conf;
+  int port;     /* the same port: the workers' connections reconnect to it by themselves */
+  int down;     /* 1 from its death until it answers again */
+  int attempts; /* failed restarts since it died */
+  int64_t next_us;
+  int restarts; /* over the whole run, for the log */
+} supervisor_t;
+
+/* The run loop's tick (tb_cli_run_workers): restarts a nats-server that died on the same store
+ * and port, with backoff; TB_EXIT_FAIL after printing the reason when it cannot. A store that
+ * survives a kill -9 keeps every message it acked (short of an OS crash: README, Durability). */
+static int supervise(void *arg) {
+  supervisor_t *sv = arg;
+  if (!sv->down) {
+    int status = 0;
+    if (sv->srv->pid <= 0 || waitpid(sv->srv->pid, &status, WNOHANG) != sv->srv->pid)
+      return TB_EXIT_OK;
+    TB_LOG(TB_LOG_WARN, "dev", "nats-server pid %d died (%s %d); restarting it on store %s",
+           (int)sv->srv->pid, WIFSIGNALED(status) ? "signal" : "exit status",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), sv->srv->store_dir);
+    sv->srv->pid = 0;
+    sv->down = 1;
+    sv->attempts = 0;
+    sv->next_us = tb_mono_us();
+  }
+  if (tb_mono_us() < sv->next_us) return TB_EXIT_OK;
+  tb_status st = tb_server_start(sv->srv, sv->data_dir, sv->port, sv->conf, 10000);
+  if (st == TB_OK) {
+    sv->down = 0;
+    sv->restarts++;
+    TB_LOG(TB_LOG_INFO, "dev", "nats-server restarted: pid %d on %s (restart %d, attempt %d)",
+           (int)sv->srv->pid, sv->srv->url, sv->restarts, sv->attempts + 1);
+    return TB_EXIT_OK;
+  }
+  sv->attempts++;
+  if (sv->attempts >= RESTART_ATTEMPTS) {
+    fprintf(stderr,
+            "tierbus dev: error: nats-server died and could not be restarted after %d attempts: "
+            "%s\n",
+            sv->attempts, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  int64_t delay = RESTART_DELAY_US << (sv->attempts - 1);
+  TB_LOG(TB_LOG_WARN, "dev", "nats-server restart %d of %d failed (%s); next in %lld ms",
+         sv->attempts, RESTART_ATTEMPTS, tb_errdetail(), (long long)delay / 1000);
+  sv->next_us = tb_mono_us() + delay;
+  return TB_EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- command */
 
 static void dev_usage(void) {
@@ -71,11 +130,13 @@ static void dev_usage(void) {
           "                   [--demo-rate N] [--db PATH] [--config FILE] [--log-level LEVEL]\n"
           "Starts nats-server with JetStream under DIR (default ./var) unless --nats-url is given\n"
           "or a server already answers, creates the streams and consumers, and runs the workers\n"
-          "for every tier until SIGINT/SIGTERM.\n");
+          "for every tier until SIGINT/SIGTERM. A server it started that dies is restarted on\n"
+          "the same store and port (5 attempts, backoff from 250 ms); if it cannot be, dev\n"
+          "stops its workers and exits 1 with the reason.\n");
 }
 
 int tb_cmd_dev(int argc, char **argv) {
-  tb_cli_t cli = {.prog = "tierbus dev"};
+  tb_cli_t cli = {.prog = "tierbus dev", .create_db = 1};
   int port = 0, demo = 0, demo_rate = 20;
   enum { OPT_PORT = OPT__COMMON_END + 1, OPT_DEMO, OPT_DEMO_RATE };
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
@@ -124,6 +185,7 @@ int tb_cmd_dev(int argc, char **argv) {
   tb_cli_trap_signals();
 
   tb_server_t srv = {0};
+  supervisor_t sv = {.srv = &srv, .data_dir = cli.cfg.data_dir};
   int explicit_url = cli.nats_url != NULL && port == 0;
   if (explicit_url || tb_url_answers(cli.cfg.nats_url)) {
     TB_LOG(TB_LOG_INFO, "dev", "using the NATS server at %s", cli.cfg.nats_url);
@@ -133,7 +195,7 @@ int tb_cmd_dev(int argc, char **argv) {
       const char *colon = strrchr(cli.cfg.nats_url, ':');
       want = colon ? atoi(colon + 1) : 4222;
     }
-    char conf[PATH_MAX];
+    static char conf[PATH_MAX]; /* the supervisor restarts with it */
     snprintf(conf, sizeof(conf), "%s/config/nats-server.conf", TB_SOURCE_DIR);
     FILE *probe = fopen("config/nats-server.conf", "r");
     if (probe) {
@@ -148,6 +210,8 @@ int tb_cmd_dev(int argc, char **argv) {
       return TB_EXIT_FAIL;
     }
     snprintf(cli.cfg.nats_url, sizeof(cli.cfg.nats_url), "%s", srv.url);
+    sv.conf = conf;
+    sv.port = srv.port;
     TB_LOG(TB_LOG_INFO, "dev", "started nats-server pid %d on %s, store %s", (int)srv.pid, srv.url,
            srv.store_dir);
   }
@@ -161,6 +225,7 @@ int tb_cmd_dev(int argc, char **argv) {
     }
   }
   if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_check_deployment(&cli);
   if (rc == TB_EXIT_OK) {
     demo_t dm = {.cli = &cli, .rate = demo_rate};
     printf("tierbus dev ready: nats=%s db=%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
@@ -192,7 +257,8 @@ int tb_cmd_dev(int argc, char **argv) {
     tb_worker_scope_t scope;
     tb_worker_scope_all(&cli.cfg, &scope);
     scope.max_inflight = cli.cfg.max_concurrent_workflows;
-    rc = tb_cli_run_workers(&cli, &scope, 10);
+    /* Only a server dev started is supervised; one it found or was given is someone else's. */
+    rc = tb_cli_run_workers(&cli, &scope, 10, srv.pid > 0 ? supervise : NULL, &sv);
     if (demo) {
       dm.stop = 1;
       if (dm.started) pthread_join(dm.thread, NULL);

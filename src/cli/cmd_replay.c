@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bus/deployment.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/status.h"
@@ -251,7 +252,8 @@ static int print_checksum(tb_cli_t *cli, const char *label) {
 }
 
 int tb_cmd_rebuild(int argc, char **argv) {
-  tb_cli_t cli = {.prog = "tierbus rebuild"};
+  /* The one read-write command besides init, worker and dev that makes its database. */
+  tb_cli_t cli = {.prog = "tierbus rebuild", .create_db = 1};
   static const struct option opts[] = {
       TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, OPT_HELP}, {0}};
   int c;
@@ -293,6 +295,17 @@ int tb_cmd_rebuild(int argc, char **argv) {
   if (rc != TB_EXIT_OK) {
     tb_cli_close(&cli);
     return rc;
+  }
+  /* The new database holds this deployment's state: it carries the deployment's id, so that a
+   * worker takes it as the deployment's own (tb_cli_check_deployment). */
+  char id[80], have[80];
+  int found = 0;
+  st = tb_bus_deployment_get(cli.bus, &cli.cfg, id, sizeof(id), &found);
+  if (st == TB_OK && found) st = tb_store_set_deployment(cli.store, id, have, sizeof(have));
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: recording the deployment id: %s\n", cli.prog, tb_errdetail());
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
   }
   tb_cli_trap_signals();
   tb_replay_opts_t o = {0};

@@ -18,7 +18,8 @@
  * this only bounds the delay of retries and of rows left by a previous run. */
 #define RELAY_INTERVAL_MS 200
 
-int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s) {
+int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report_s,
+                       tb_cli_tick_fn tick, void *tick_arg) {
   const int *tiers = scope->tiers, n = scope->n_tiers;
   tb_engine_t *engine = NULL;
   tb_dispatcher_t *disp = NULL;
@@ -50,9 +51,10 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
     tb_engine_destroy(engine);
     return TB_EXIT_FAIL;
   }
-  int ticks = 0;
+  int ticks = 0, rc = TB_EXIT_OK;
   while (!tb_cli_stop) {
     tb_sleep_us(100000);
+    if (tick != NULL && (rc = tick(tick_arg)) != TB_EXIT_OK) break;
     if (report_s > 0 && ++ticks % (report_s * 10) == 0) {
       char line[512];
       size_t off = 0;
@@ -78,7 +80,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_relay_stop(relay); /* after the dispatcher: the last batches' follow-ups go out too */
   tb_engine_destroy(engine);
   TB_LOG(TB_LOG_INFO, "worker", "stopped: peak_in_flight=%d", peak);
-  return TB_EXIT_OK;
+  return rc;
 }
 
 static void worker_usage(void) {
@@ -93,7 +95,7 @@ static void worker_usage(void) {
 }
 
 int tb_cmd_worker(int argc, char **argv) {
-  tb_cli_t cli = {.prog = "tierbus worker"};
+  tb_cli_t cli = {.prog = "tierbus worker", .create_db = 1};
   const char *tiers = NULL, *preset = NULL, *domains = NULL, *max_cw = NULL;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"tiers", required_argument, NULL, 't'},
@@ -130,6 +132,7 @@ int tb_cmd_worker(int argc, char **argv) {
   tb_cli_trap_signals();
   rc = tb_cli_connect(&cli);
   if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_check_deployment(&cli);
   if (rc == TB_EXIT_OK) {
     char names[256] = "", doms[256] = "";
     for (int i = 0; i < scope.n_tiers; i++)
@@ -141,14 +144,14 @@ int tb_cmd_worker(int argc, char **argv) {
     TB_LOG(TB_LOG_INFO, "worker",
            "worker ready: nats=%s db=%s tiers=%s domains=%s max_concurrent_workflows=%d",
            cli.cfg.nats_url, cli.cfg.db_path, names, doms, scope.max_inflight);
-    rc = tb_cli_run_workers(&cli, &scope, 10);
+    rc = tb_cli_run_workers(&cli, &scope, 10, NULL, NULL);
   }
   tb_cli_close(&cli);
   return rc;
 }
 
 int tb_cmd_init(int argc, char **argv) {
-  tb_cli_t cli = {.prog = "tierbus init"};
+  tb_cli_t cli = {.prog = "tierbus init", .create_db = 1};
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {0}};
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
@@ -156,6 +159,9 @@ int tb_cmd_init(int argc, char **argv) {
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);
+  /* The database and the streams are bound to one deployment before anything is changed. */
+  if (rc == TB_EXIT_OK) rc = tb_cli_open_store(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_check_deployment(&cli);
   if (rc == TB_EXIT_OK) {
     tb_status st = tb_bus_provision(cli.bus, &cli.cfg);
     if (st != TB_OK) {

@@ -14,6 +14,8 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "core/util.h"
+#include "bus/deployment.h"
+#include <unistd.h>
 
 volatile sig_atomic_t tb_cli_stop = 0;
 
@@ -82,14 +84,16 @@ int tb_cli_load(tb_cli_t *cli) {
   tb_status st = tb_config_load_file(&cli->cfg, path);
   if (st == TB_OK) st = tb_config_apply_env(&cli->cfg);
   if (st == TB_OK && cli->nats_url) st = tb_config_set(&cli->cfg, "nats_url", cli->nats_url);
-  if (st == TB_OK && cli->data_dir) {
-    st = tb_config_set(&cli->cfg, "data_dir", cli->data_dir);
-    /* A data dir given on the command line carries the database with it unless --db says. */
-    if (st == TB_OK && cli->db == NULL && getenv("TIERBUS_DB") == NULL) {
-      char db[PATH_MAX];
-      snprintf(db, sizeof(db), "%s/tierbus.db", cli->data_dir);
-      st = tb_config_set(&cli->cfg, "db_path", db);
-    }
+  if (st == TB_OK && cli->data_dir) st = tb_config_set(&cli->cfg, "data_dir", cli->data_dir);
+  /* A data dir given by flag or environment carries the database with it, unless a database is
+   * named by flag or environment too: TIERBUS_DATA_DIR=D and --data-dir D resolve alike. */
+  const char *env_dir = getenv("TIERBUS_DATA_DIR"), *env_db = getenv("TIERBUS_DB");
+  int dir_given = cli->data_dir != NULL || (env_dir != NULL && env_dir[0] != '\0');
+  int db_given = cli->db != NULL || (env_db != NULL && env_db[0] != '\0');
+  if (st == TB_OK && dir_given && !db_given) {
+    char db[PATH_MAX + 16];
+    snprintf(db, sizeof(db), "%s/tierbus.db", cli->cfg.data_dir);
+    st = tb_config_set(&cli->cfg, "db_path", db);
   }
   if (st == TB_OK && cli->db) st = tb_config_set(&cli->cfg, "db_path", cli->db);
   if (st == TB_OK && cli->log_level) st = tb_config_set(&cli->cfg, "log_level", cli->log_level);
@@ -181,14 +185,113 @@ int tb_cli_connect(tb_cli_t *cli) {
   }
 }
 
+/* How the database path was chosen, for messages. */
+static const char *db_source(const tb_cli_t *cli) {
+  const char *env_db = getenv("TIERBUS_DB"), *env_dir = getenv("TIERBUS_DATA_DIR");
+  if (cli->db) return "--db";
+  if (env_db && env_db[0]) return "TIERBUS_DB";
+  if (cli->data_dir) return "--data-dir";
+  if (env_dir && env_dir[0]) return "TIERBUS_DATA_DIR";
+  return cli->cfg.source_path[0] ? "db_path in the config file" : "the default db_path";
+}
+
 int tb_cli_open_store(tb_cli_t *cli) {
+  struct stat sb;
+  int exists = stat(cli->cfg.db_path, &sb) == 0;
+  if (!exists && !cli->create_db) {
+    fprintf(stderr,
+            "%s: error: no database at %s (from %s); this command never creates one. Point it at "
+            "the deployment's database with --db, --data-dir, TIERBUS_DB or TIERBUS_DATA_DIR, or "
+            "create it with `tierbus init` or a worker\n",
+            cli->prog, cli->cfg.db_path, db_source(cli));
+    return TB_EXIT_FAIL;
+  }
   tb_mkdirs(cli->cfg.db_path, 0);
+  cli->created_db = !exists;
   tb_status st = tb_store_open(&cli->store, cli->cfg.db_path);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot open database %s: %s\n", cli->prog, cli->cfg.db_path,
             tb_errdetail());
     return TB_EXIT_FAIL;
   }
+  return TB_EXIT_OK;
+}
+
+/* Removes the database files this run created, after a refusal: the next start must meet the
+ * same question, not an empty database that now looks like a deployment's. */
+static void remove_created_db(tb_cli_t *cli) {
+  if (!cli->created_db) return;
+  tb_store_close(cli->store);
+  cli->store = NULL;
+  char path[PATH_MAX + 8];
+  unlink(cli->cfg.db_path);
+  snprintf(path, sizeof(path), "%s-wal", cli->cfg.db_path);
+  unlink(path);
+  snprintf(path, sizeof(path), "%s-shm", cli->cfg.db_path);
+  unlink(path);
+}
+
+int tb_cli_check_deployment(tb_cli_t *cli) {
+  char db_id[80], srv_id[80], have[80];
+  int db_found = 0, db_used = 0, srv_found = 0;
+  tb_status st = tb_store_deployment(cli->store, db_id, sizeof(db_id), &db_found, &db_used);
+  if (st == TB_OK)
+    st = tb_bus_deployment_get(cli->bus, &cli->cfg, srv_id, sizeof(srv_id), &srv_found);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: cannot read the deployment id: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  if (db_found && srv_found && strcmp(db_id, srv_id) != 0) {
+    fprintf(stderr,
+            "%s: error: database %s (from %s) belongs to deployment %s, but the streams at %s "
+            "belong to deployment %s; refusing to apply one deployment's events to another's "
+            "state. Give this server's database (--db, --data-dir, TIERBUS_DB or "
+            "TIERBUS_DATA_DIR), or this database's server (--nats-url)\n",
+            cli->prog, cli->cfg.db_path, db_source(cli), db_id, cli->cfg.nats_url, srv_id);
+    return TB_EXIT_FAIL;
+  }
+  if (!db_found && !db_used && srv_found) {
+    uint64_t acked = 0;
+    st = tb_bus_acked_history(cli->bus, &cli->cfg, &acked);
+    if (st != TB_OK) {
+      fprintf(stderr, "%s: error: %s\n", cli->prog, tb_errdetail());
+      return TB_EXIT_FAIL;
+    }
+    if (acked > 0) {
+      fprintf(stderr,
+              "%s: error: database %s (from %s) is new and empty, but the consumers at %s have "
+              "already acked %llu messages of deployment %s into another database; their effects "
+              "are not in this one. Give deployment %s's database (--db, --data-dir, TIERBUS_DB "
+              "or TIERBUS_DATA_DIR)\n",
+              cli->prog, cli->cfg.db_path, db_source(cli), cli->cfg.nats_url,
+              (unsigned long long)acked, srv_id, srv_id);
+      remove_created_db(cli);
+      return TB_EXIT_FAIL;
+    }
+  }
+  /* Whichever side knows an id gives it to the other; with neither, a new deployment begins. */
+  const char *id = db_found ? db_id : srv_found ? srv_id : NULL;
+  char fresh[80];
+  if (id == NULL) {
+    tb_deployment_new_id(fresh, sizeof(fresh));
+    id = fresh;
+  }
+  if (!srv_found) st = tb_bus_deployment_claim(cli->bus, &cli->cfg, id, have, sizeof(have));
+  if (st == TB_OK && !srv_found && strcmp(have, id) != 0) {
+    /* Another process recorded another id first: check again against the winner. */
+    return tb_cli_check_deployment(cli);
+  }
+  if (st == TB_OK && !db_found) {
+    st = tb_store_set_deployment(cli->store, id, have, sizeof(have));
+    if (st == TB_OK && strcmp(have, id) != 0) return tb_cli_check_deployment(cli);
+  }
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: cannot record the deployment id: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  if (!db_found || !srv_found)
+    TB_LOG(TB_LOG_INFO, "cli", "deployment %s recorded%s%s", id,
+           !db_found ? " in the database" : "", !srv_found ? " on the server" : "");
   return TB_EXIT_OK;
 }
 

@@ -153,6 +153,19 @@ static const opt_t scalar_opts[] = {
      .max = 1000 * 1000,
      .def = "2ms",
      .help = "Longest a commit batch stays open waiting for more messages (us, ms or s)."},
+    /* Why apart from the tiers' timeouts: the AckWait is how long a message held by a worker that
+     * died stays stranded, and the seed's handler timeouts (up to 60 min) made that wait far too
+     * long. Live workers renew what they hold with in-progress acks well within it. */
+    {.name = "redelivery_bound",
+     .type = OPT_MS,
+     FIELD(tb_config_t, redelivery_bound_ms),
+     .min = 1 * MS_S,
+     .max = 1 * MS_H,
+     .def = "30s",
+     .help = "Longest a message held by a worker that died waits before another worker gets\n"
+             "it: the consumers' AckWait. Live workers renew what they hold (in-progress acks)\n"
+             "every third of it, so a tier's timeout may be longer. `tierbus init` updates the\n"
+             "consumers."},
     {.name = "nats_connect_timeout",
      .type = OPT_MS,
      FIELD(tb_config_t, nats_connect_timeout_ms),
@@ -301,7 +314,7 @@ static const opt_t tier_opts[] = {
      .min = 1 * MS_S,
      .max = 24 * MS_H,
      .def = "5m",
-     .help = "handler time limit (consumer AckWait)"},
+     .help = "handler time limit; a handler past it loses its lease (no more in-progress acks)"},
     {.name = "concurrency",
      .type = OPT_INT,
      FIELD(tb_tier_config_t, concurrency),
@@ -361,6 +374,13 @@ static const opt_t tier_opts[] = {
      .max = (int64_t)1 << 50,
      .def = "0",
      .help = "messages kept per stream, oldest dropped first; 0 = no limit"},
+    {.name = "redelivery_bound",
+     .type = OPT_MS,
+     FIELD(tb_tier_config_t, redelivery_bound_ms),
+     .min = 0,
+     .max = 1 * MS_H,
+     .def = "0s",
+     .help = "this tier's redelivery_bound (consumer AckWait); 0s = the global one"},
 };
 
 /* Every field of one escalation rule, in the order the example file writes them. */
@@ -1603,6 +1623,12 @@ int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
   return -1;
+}
+
+int64_t tb_config_ack_wait_ms(const tb_config_t *cfg, int t) {
+  int64_t ms = cfg->tiers[t].redelivery_bound_ms;
+  if (ms <= 0) ms = cfg->redelivery_bound_ms;
+  return ms < 1000 ? 1000 : ms; /* JetStream redelivers faster than a worker could renew */
 }
 
 const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {

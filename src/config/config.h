@@ -23,7 +23,7 @@
  * first. */
 typedef struct tb_tier_config {
   char name[TB_NAME_MAX];
-  int64_t timeout_ms; /* consumer AckWait; handlers past half of it send in-progress */
+  int64_t timeout_ms; /* handler time limit: past it the message's lease is not renewed */
   int concurrency;    /* max messages in flight per worker process */
   int max_deliver;    /* deliveries before the message goes to the dead-letter stream */
   int64_t backoff_ms[TB_MAX_BACKOFF]; /* redelivery delays after a failed attempt */
@@ -35,6 +35,7 @@ typedef struct tb_tier_config {
   int64_t max_age_ms;
   int64_t max_bytes;
   int64_t max_msgs;
+  int64_t redelivery_bound_ms; /* this tier's AckWait; 0 = the config's redelivery_bound */
 } tb_tier_config_t;
 
 /* Per-deployment override of the catalogue's default tier for one event type. */
@@ -84,6 +85,7 @@ typedef struct tb_config {
   int commit_batch_max;            /* messages per SQLite transaction */
   int prefetch;                    /* ready messages per tier, when above its concurrency */
   int64_t commit_batch_us;         /* longest a batch stays open */
+  int64_t redelivery_bound_ms;     /* AckWait: a dead worker's messages come back within it */
   int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
   int log_level;                   /* tb_log_level */
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
@@ -144,6 +146,10 @@ tb_status tb_config_validate(const tb_config_t *cfg);
 
 /* Index of the tier named |name|, or -1. */
 int tb_config_tier_index(const tb_config_t *cfg, const char *name);
+
+/* The AckWait of tier |t|'s consumers in ms: its redelivery_bound, else the config's. A worker
+ * that dies holding a message releases it within this time, whatever the tier's timeout. */
+int64_t tb_config_ack_wait_ms(const tb_config_t *cfg, int t);
 
 /* The tier named |name| (a tier reference option's value), or the last tier when the config has
  * none by that name: a reference left at its default in a deployment with other tier names.

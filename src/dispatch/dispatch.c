@@ -103,6 +103,10 @@ typedef struct fetcher {
   tb_consumer_t *consumer;
   natsSubscription *advisories; /* the tier's max-deliveries advisories (queue group) */
   natsMsg **buf;                /* fetch landing area, the tier's concurrency long */
+  /* Slots still reserved for messages the last pull request owes: a fetch returns with what has
+   * arrived, and the rest would otherwise wait in the subscription, unrenewed, while the queue
+   * is full, and be redelivered once the AckWait (the short redelivery bound) ran out. */
+  int kept;
   pthread_t thread;
 } fetcher_t;
 
@@ -124,6 +128,12 @@ struct tb_dispatcher {
   pthread_t executor;
   int64_t inversions;
   tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
+  /* The open batch, as far as the executor took it, for the lease keeper (keep_loop). */
+  tb_work_t **running;
+  int n_running;
+  pthread_t keeper;
+  pthread_cond_t keep_cv;
+  int keeper_running, keeper_stop;
 };
 
 static void q_push(ready_queue_t *q, tb_work_t *w) {
@@ -202,17 +212,24 @@ static void *fetch_loop(void *arg) {
      * without reserving: reserving would hold slots for the whole long poll and starve the
      * tier's busy domains. */
     pthread_mutex_lock(&d->mu);
-    int want = 0;
-    while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f))
-      pthread_cond_wait(&q->slots_cv, &d->mu);
-    int stopping = d->stopping, reserve = 0;
-    if (f->pending > 0) {
-      if ((uint64_t)want > f->pending) want = (int)f->pending;
-      reserve = want;
-      q->reserved += reserve;
-      d->reserved_total += reserve;
+    int want = 0, stopping = 0, reserve = 0;
+    if (f->kept > 0 && !d->stopping) {
+      /* The rest of the last pull request, its slots still reserved: take it now, so that no
+       * message waits in the subscription where the lease keeper cannot renew it. */
+      want = reserve = f->kept;
+      f->kept = 0;
     } else {
-      want = 1;
+      while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f))
+        pthread_cond_wait(&q->slots_cv, &d->mu);
+      stopping = d->stopping;
+      if (f->pending > 0) {
+        if ((uint64_t)want > f->pending) want = (int)f->pending;
+        reserve = want;
+        q->reserved += reserve;
+        d->reserved_total += reserve;
+      } else {
+        want = 1;
+      }
     }
     pthread_mutex_unlock(&d->mu);
     if (stopping) break;
@@ -226,9 +243,14 @@ static void *fetch_loop(void *arg) {
       pending = meta->NumPending;
       jsMsgMetaData_Destroy(meta);
     }
+    /* What the request still owes keeps its slots (see f->kept); the rest go back. */
+    int owed = tb_consumer_outstanding(f->consumer);
+    int kept = reserve - got < owed ? reserve - got : owed;
+    if (kept < 0) kept = 0;
     pthread_mutex_lock(&d->mu);
-    q->reserved -= reserve;
-    d->reserved_total -= reserve;
+    q->reserved -= reserve - kept;
+    d->reserved_total -= reserve - kept;
+    f->kept = kept;
     /* A failed or empty fetch clears the count: an executor holding for this tier stops
      * waiting. */
     set_pending(q, f, pending);
@@ -245,7 +267,7 @@ static void *fetch_loop(void *arg) {
       d->ready_total++;
     }
     if (d->ready_total > d->peak_ready) d->peak_ready = d->ready_total;
-    if (reserve > got) wake_fetchers(d, f->tier); /* unused slots go back */
+    if (reserve - kept > got) wake_fetchers(d, f->tier); /* unused slots go back */
     pthread_cond_signal(&d->work_cv);
     pthread_mutex_unlock(&d->mu);
     if (st == TB_ERR_TIMEOUT || st == TB_OK) {
@@ -264,20 +286,54 @@ static void *fetch_loop(void *arg) {
 
 /* ---------------------------------------------------------------- executor */
 
-/* Messages that wait longer than half their AckWait get an in-progress ack, so that a backlog held
- * back by higher tiers is not redelivered to another worker meanwhile. Called with mu held. */
-static void keep_alive(tb_dispatcher_t *d, int64_t now) {
-  for (int t = 0; t < d->cfg->n_tiers; t++) {
-    ready_queue_t *q = &d->queues[t];
-    int64_t half = d->cfg->tiers[t].timeout_ms * 500;
-    for (int i = 0; i < q->count; i++) {
-      tb_work_t *w = q->items[(q->head + i) % q->ring];
-      if (now - w->progress_mono_us > half) {
-        tb_bus_in_progress(d->bus, w->msg);
-        w->progress_mono_us = now;
-      }
-    }
+/* The lease keeper. A consumer's AckWait is the heartbeat window (redelivery_bound, tens of
+ * seconds), not the handler timeout, so that a worker that dies releases what it held within the
+ * bound. A live worker therefore renews every message it holds, ready or in the open batch, with
+ * an in-progress ack every third of the window: two renewals may be lost before the server gives
+ * the message to another worker. A message whose handler runs past the tier's timeout is no longer
+ * renewed: the lease lapses, JetStream redelivers it, and whichever copy commits second is a
+ * duplicate by its processed record. That is how the handler timeout is enforced on its own: a
+ * handler is C code in the executor's thread and cannot be interrupted safely. */
+
+/* Renews |w| when its last renewal is a third of its tier's window old. Called with mu held. */
+static void renew(tb_dispatcher_t *d, tb_work_t *w, int64_t now, int running) {
+  const tb_config_t *cfg = d->cfg;
+  if (w->lapsed || w->orphan) return; /* an orphan has no ack subject */
+  if (running && now - w->taken_mono_us > cfg->tiers[w->tier].timeout_ms * 1000) {
+    w->lapsed = 1;
+    TB_LOG(TB_LOG_WARN, "dispatch",
+           "%s: a handler ran past the tier's timeout (%lld ms); its message is no longer "
+           "renewed and will be redelivered",
+           cfg->tiers[w->tier].name, (long long)cfg->tiers[w->tier].timeout_ms);
+    return;
   }
+  if (now - w->progress_mono_us > tb_config_ack_wait_ms(cfg, w->tier) * 1000 / 3) {
+    tb_bus_in_progress(d->bus, w->msg); /* a lost one costs a redelivery, never an effect */
+    w->progress_mono_us = now;
+  }
+}
+
+static void *keep_loop(void *arg) {
+  tb_dispatcher_t *d = arg;
+  const tb_config_t *cfg = d->cfg;
+  /* A tick of a sixth of the shortest window: a renewal is sent at most a sixth late. */
+  int64_t tick_us = INT64_MAX;
+  for (int t = 0; t < cfg->n_tiers; t++)
+    if (tb_config_ack_wait_ms(cfg, t) * 1000 / 6 < tick_us)
+      tick_us = tb_config_ack_wait_ms(cfg, t) * 1000 / 6;
+  if (tick_us > 1000000) tick_us = 1000000;
+  pthread_mutex_lock(&d->mu);
+  while (!d->keeper_stop) {
+    int64_t now = tb_mono_us();
+    for (int t = 0; t < cfg->n_tiers; t++) {
+      ready_queue_t *q = &d->queues[t];
+      for (int i = 0; i < q->count; i++) renew(d, q->items[(q->head + i) % q->ring], now, 0);
+    }
+    for (int i = 0; i < d->n_running; i++) renew(d, d->running[i], now, 1);
+    tb_cond_wait_ms(&d->keep_cv, &d->mu, (int)(tick_us / 1000));
+  }
+  pthread_mutex_unlock(&d->mu);
+  return NULL;
 }
 
 /* The tiers as the policy sees them: the one place that turns queue state into heads. Called
@@ -364,6 +420,8 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   if (d->orphans != NULL) { /* rare, and each only a lookup */
     w = d->orphans;
     d->orphans = w->next;
+    w->taken_mono_us = tb_mono_us();
+    d->running[d->n_running++] = w;
     pthread_mutex_unlock(&d->mu);
     return w;
   }
@@ -379,6 +437,10 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
       break;
     }
     tb_cond_wait_ms(&d->work_cv, &d->mu, 1);
+  }
+  if (w != NULL) { /* the lease keeper renews it from here until it is settled */
+    w->taken_mono_us = tb_mono_us();
+    d->running[d->n_running++] = w;
   }
   pthread_mutex_unlock(&d->mu);
   return w;
@@ -396,10 +458,14 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
   int n = 0;
   int64_t opened = tb_mono_us();
+  pthread_mutex_lock(&d->mu);
+  d->running = batch; /* next_work() appends to it under mu */
+  d->n_running = 0;
+  pthread_mutex_unlock(&d->mu);
   while (n < cfg->commit_batch_max) {
     tb_work_t *w = next_work(d, opened);
     if (w == NULL) break;
-    batch[n++] = w;
+    n++;
     st = tb_engine_apply(d->engine, w);
     if (st != TB_OK) break;
     if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
@@ -410,6 +476,10 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
            tb_errdetail());
     tb_engine_abort(d->engine, batch, n);
   }
+  /* Settling acks (or naks) and destroys each message: the keeper must not touch them after. */
+  pthread_mutex_lock(&d->mu);
+  d->n_running = 0;
+  pthread_mutex_unlock(&d->mu);
   for (int i = 0; i < n; i++) {
     tb_engine_settle(d->engine, batch[i]);
     free(batch[i]);
@@ -453,11 +523,9 @@ static void *exec_loop(void *arg) {
     pthread_mutex_lock(&d->mu);
     while (d->ready_total == 0 && d->orphans == NULL && !(d->stopping && d->fetchers_done)) {
       tb_cond_wait_ms(&d->work_cv, &d->mu, 100);
-      keep_alive(d, tb_mono_us());
     }
     int stopping = d->stopping, orphans = d->orphans != NULL;
     int done = d->ready_total == 0 && d->orphans == NULL && d->stopping && d->fetchers_done;
-    if (!done) keep_alive(d, tb_mono_us());
     pthread_mutex_unlock(&d->mu);
     if (stopping) released += release_ready(d); /* also what a fetch under way brings in */
     if (done) break;
@@ -562,6 +630,7 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   d->max_inflight = scope->max_inflight;
   pthread_mutex_init(&d->mu, NULL);
   tb_cond_init(&d->work_cv);
+  tb_cond_init(&d->keep_cv);
   for (int t = 0; t < cfg->n_tiers; t++) pthread_cond_init(&d->queues[t].slots_cv, NULL);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
@@ -586,8 +655,10 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
     tb_dispatcher_stop(d); /* no thread started yet */
     return st;
   }
-  int rc = pthread_create(&d->executor, NULL, exec_loop, d);
-  d->executor_running = rc == 0;
+  int rc = pthread_create(&d->keeper, NULL, keep_loop, d);
+  d->keeper_running = rc == 0;
+  if (rc == 0) rc = pthread_create(&d->executor, NULL, exec_loop, d);
+  d->executor_running = d->keeper_running && rc == 0;
   for (int i = 0; i < d->n_fetchers && rc == 0; i++) {
     rc = pthread_create(&d->fetchers[i].thread, NULL, fetch_loop, &d->fetchers[i]);
     d->fetchers_running += rc == 0;
@@ -624,6 +695,12 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
   pthread_cond_signal(&d->work_cv);
   pthread_mutex_unlock(&d->mu);
   if (d->executor_running) pthread_join(d->executor, NULL);
+  /* Last: until the executor's final batch is settled, what it holds is renewed. */
+  pthread_mutex_lock(&d->mu);
+  d->keeper_stop = 1;
+  pthread_cond_signal(&d->keep_cv);
+  pthread_mutex_unlock(&d->mu);
+  if (d->keeper_running) pthread_join(d->keeper, NULL);
   for (int i = 0; i < d->n_fetchers; i++) {
     natsSubscription_Destroy(d->fetchers[i].advisories);
     tb_consumer_close(d->fetchers[i].consumer);
@@ -639,6 +716,7 @@ void tb_dispatcher_stop(tb_dispatcher_t *d) {
   for (int t = 0; t < d->cfg->n_tiers; t++) pthread_cond_destroy(&d->queues[t].slots_cv);
   pthread_mutex_destroy(&d->mu);
   pthread_cond_destroy(&d->work_cv);
+  pthread_cond_destroy(&d->keep_cv);
   free(d);
 }
 

@@ -35,6 +35,8 @@ typedef struct tb_work {
   int64_t over_bound_us;    /* how far wait_us passed the tier's aging bound: 0 = within it,
                              * -1 = the tier has no bound (tb_dispatch_aging_bound_us) */
   int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
+  int64_t taken_mono_us;    /* when the executor took it: its handler timeout counts from here */
+  int lapsed; /* held past the tier's timeout: its lease is no longer renewed (dispatch.c) */
   /* An orphan is a message whose deliveries ran out with no outcome (its worker died holding the
    * last one): the dispatcher read it back from the stream after JetStream's max-deliveries
    * advisory. It has no ack subject; the engine dead-letters it unless it was applied. */

@@ -198,4 +198,12 @@ tb_status tb_store_outbox_count(tb_store_t *st, int64_t *n);
 /* Borrowed handle for other store-layer modules (store/repo.c). Not for use above the store. */
 struct sqlite3 *tb__store_db(tb_store_t *st);
 
+/* The deployment id recorded in the database into |id| (*found 0 and "" when none yet), and
+ * whether the database already holds state (*used: processed messages or workflow runs). */
+tb_status tb_store_deployment(tb_store_t *s, char *id, size_t cap, int *found, int *used);
+
+/* Records |id| as the database's deployment unless one is recorded already; |have| gets the id
+ * recorded now (the other one when another process won the race). */
+tb_status tb_store_set_deployment(tb_store_t *s, const char *id, char *have, size_t cap);
+
 #endif

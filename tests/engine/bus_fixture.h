@@ -35,6 +35,7 @@ static inline void bus_fixture_up(bus_fixture_t *f, const char *name, int64_t ac
   f->cfg.n_tiers = 1;
   strcpy(f->cfg.tiers[0].name, "normal");
   f->cfg.tiers[0].timeout_ms = ack_wait_ms;
+  f->cfg.redelivery_bound_ms = ack_wait_ms; /* the AckWait itself */
   f->cfg.tiers[0].concurrency = 8;
   f->cfg.tiers[0].max_deliver = max_deliver;
   assert_int_equal(tb_catalogue_load(&f->cat), TB_OK);

@@ -9,9 +9,10 @@
 #define RUN_MS 30000
 #define EVENTS 5000
 
-/* A 3 s AckWait, so that the killed worker's in-flight messages come back within the test
- * rather than after the default 5 minutes. */
-static const char config_yaml[] = "tiers:\n"
+/* A 3 s AckWait (redelivery_bound), so that the killed worker's in-flight messages come back
+ * within the test rather than after the default 30 s. */
+static const char config_yaml[] = "redelivery_bound: 3s\n"
+                                  "tiers:\n"
                                   "  - {name: critical, timeout: 3s, concurrency: 50}\n"
                                   "  - {name: high, timeout: 3s, concurrency: 30}\n"
                                   "  - {name: normal, timeout: 3s, concurrency: 15}\n"

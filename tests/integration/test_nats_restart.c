@@ -10,7 +10,8 @@
 
 /* A 5 s AckWait, so that a delivery lost with the connection comes back within the test rather
  * than after the default 5 minutes. Nothing else differs from the shipped tiers. */
-static const char config_yaml[] = "tiers:\n"
+static const char config_yaml[] = "redelivery_bound: 5s\n"
+                                  "tiers:\n"
                                   "  - {name: critical, timeout: 5s, concurrency: 50}\n"
                                   "  - {name: high, timeout: 5s, concurrency: 30}\n"
                                   "  - {name: normal, timeout: 5s, concurrency: 15}\n"

@@ -554,6 +554,34 @@ tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *c
   return TB_OK;
 }
 
+tb_status tb_h_spawn_raw(tb_h_t *h, tb_h_child_t *c, const char *name, ...) {
+  memset(c, 0, sizeof(*c));
+  c->status = -1;
+  snprintf(c->name, sizeof(c->name), "%s", name);
+  char file[96];
+  snprintf(file, sizeof(file), "%s.out", name);
+  tb_h_path(h, file, c->out_path, sizeof(c->out_path));
+  snprintf(file, sizeof(file), "%s.err", name);
+  tb_h_path(h, file, c->err_path, sizeof(c->err_path));
+  const char *argv[MAX_ARGS];
+  int n = 0;
+  argv[n++] = h->binary;
+  va_list ap;
+  va_start(ap, name);
+  for (const char *a; n < MAX_ARGS - 1 && (a = va_arg(ap, const char *)) != NULL;) argv[n++] = a;
+  va_end(ap);
+  argv[n] = NULL;
+  pid_t pid = start_child(argv, c->out_path, c->err_path);
+  if (pid <= 0) return TB_ERR_IO;
+  c->pid = pid;
+  bg_add(c);
+  return TB_OK;
+}
+
+void tb_h_track_pid(pid_t pid) {
+  if (pid > 0) pid_add(pid);
+}
+
 /* Reaps the child if it has exited; |block| waits for it. */
 static int reap(tb_h_child_t *c, int block) {
   if (c->pid <= 0) return 1;

@@ -142,6 +142,14 @@ void tb_h_result_free(tb_h_result_t *r);
  * background, with its output in <dir>/<name>.out and <dir>/<name>.err. TB_ERR_IO on failure. */
 tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *cmd, ...);
 
+/* Starts `tierbus ARGS...` (NULL-terminated) in the background exactly as given, no common
+ * options added (for `dev`, which starts its own server). */
+tb_status tb_h_spawn_raw(tb_h_t *h, tb_h_child_t *c, const char *name, ...);
+
+/* Records |pid|, a process the test did not start itself (dev's nats-server), so that teardown
+ * and the watchdog kill it by PID if the test ends early. */
+void tb_h_track_pid(pid_t pid);
+
 /* 1 while the child runs (it is reaped here when it has exited). */
 int tb_h_child_alive(tb_h_child_t *c);
 
