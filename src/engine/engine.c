@@ -192,10 +192,10 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
   dlq_subject(natsMsg_GetSubject(w->msg), tier, subj, sizeof(subj));
   /* A replayed message is history: its copy in the DLQ, if it has one, was made the first time. */
   uint64_t dlq_seq = 0;
-  tb_status st = e->replay ? TB_OK
-                           : tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, tb_dlq_class_name(cls),
-                                                reason, pos->stream, pos->seq, pos->deliveries,
-                                                &dlq_seq);
+  tb_status st = e->replay
+                     ? TB_OK
+                     : tb_bus_dead_letter(e->bus, w->msg, subj, msg_id, tb_dlq_class_name(cls),
+                                          reason, pos->stream, pos->seq, pos->deliveries, &dlq_seq);
   if (st != TB_OK) {
     TB_LOG(TB_LOG_WARN, "engine", "dead-letter %.200s failed, will retry: %s", msg_id,
            tb_errdetail());
