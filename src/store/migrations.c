@@ -485,8 +485,8 @@ static const char v11_prune_horizon[] = "CREATE TABLE prune_horizon("
                                         "  pruned_us INTEGER NOT NULL"
                                         ") STRICT, WITHOUT ROWID;";
 
-/* v12 (issue 10): the deployment a database belongs to, one row, so that a worker refuses to ack one
- * deployment's events into another's state (store/deployment.c). */
+/* v12 (issue 10): the deployment a database belongs to, one row, so that a worker refuses to ack
+ * one deployment's events into another's state (store/deployment.c). */
 static const char v12_deployment[] = "CREATE TABLE deployment("
                                      "  one INTEGER PRIMARY KEY CHECK(one = 1),"
                                      "  id TEXT NOT NULL CHECK(id <> ''),"
@@ -494,9 +494,9 @@ static const char v12_deployment[] = "CREATE TABLE deployment("
                                      ") STRICT;";
 
 static const char *const migrations[] = {
-    v1_engine,        v2_repo_priority, v3_outbox,    v4_workflows,  v5_seed_workflows,
-    v6_priority_sync, v7_escalation,    v8_scheduler, v9_outbox_ids, v10_dead_letter_entries,
-    v11_prune_horizon, v12_deployment};
+    v1_engine,         v2_repo_priority,        v3_outbox,         v4_workflows,
+    v5_seed_workflows, v6_priority_sync,        v7_escalation,     v8_scheduler,
+    v9_outbox_ids,     v10_dead_letter_entries, v11_prune_horizon, v12_deployment};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 
