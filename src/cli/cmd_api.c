@@ -17,10 +17,10 @@ static void api_usage(FILE *out) {
           "Serves the HTTP API until SIGINT/SIGTERM:\n"
           "  GET /healthz, GET /readyz, GET /metrics (Prometheus), POST /api/events,\n"
           "  GET /api/jobs/metrics (seed 001's shape).\n"
-          "Every /api call needs 'Authorization: Bearer TOKEN' when TIERBUS_API_TOKEN is set;\n"
-          "without a token the API binds to 127.0.0.1 only.\n"
-          "  --http-port N     port to listen on (default 8080; 0 = any free port)\n"
-          "  --http-bind ADDR  IPv4 address to listen on (default 127.0.0.1)\n"
+          "Every /api call needs 'Authorization: Bearer TOKEN' when api_token (config, or\n"
+          "TIERBUS_API_TOKEN) is set; without a token the API binds to loopback only.\n"
+          "  --http-port N     port to listen on (config http_port, default 8080; 0 = any)\n"
+          "  --http-bind ADDR  IPv4 address to listen on (config http_bind, default 127.0.0.1)\n"
           "example:\n"
           "  TIERBUS_API_TOKEN=s3cret tierbus api --http-bind 0.0.0.0 --http-port 8080\n");
 }
@@ -34,8 +34,8 @@ int tb_cmd_api(int argc, char **argv) {
                                        {"http-bind", required_argument, NULL, OPT_HTTP_BIND},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
-  long port = 8080;
-  const char *bind = "127.0.0.1";
+  long port = -1; /* -1, NULL: the config's */
+  const char *bind = NULL;
   int c, rc;
   while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
@@ -56,9 +56,10 @@ int tb_cmd_api(int argc, char **argv) {
     }
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
-  const char *token = getenv("TIERBUS_API_TOKEN");
-  if (token == NULL) token = "";
   if ((rc = tb_cli_load_and_open(&cli)) != TB_EXIT_OK) return rc;
+  if (port < 0) port = cli.cfg.http_port;
+  if (bind == NULL) bind = cli.cfg.http_bind;
+  const char *token = cli.cfg.api_token;
   tb_cli_trap_signals();
   /* Without NATS the API still answers its figures; publishing and /readyz say what is wrong. */
   if (tb_cli_connect(&cli) != TB_EXIT_OK)

@@ -11,6 +11,7 @@
 #include "api/publish.h"
 #include "bus/server.h"
 #include "cli/cli.h"
+#include "http/http.h"
 #include "codec/codec.h"
 #include "core/clock.h"
 #include "core/fs.h"
@@ -127,7 +128,10 @@ static int supervise(void *arg) {
 static void dev_usage(void) {
   fprintf(stderr,
           "usage: tierbus dev [--data-dir DIR] [--nats-port P] [--nats-url URL] [--demo]\n"
-          "                   [--demo-rate N] [--db PATH] [--config FILE] [--log-level LEVEL]\n"
+          "                   [--demo-rate N] [--http-port N] [--db PATH] [--config FILE]\n"
+          "                   [--log-level LEVEL]\n"
+          "Serves the HTTP API and metrics on http_bind:http_port (127.0.0.1:8080; --http-port 0\n"
+          "or http_port: 0 for none), as `tierbus api` does.\n"
           "Starts nats-server with JetStream under DIR (default ./var) unless --nats-url is given\n"
           "or a server already answers, creates the streams and consumers, and runs the workers\n"
           "for every tier until SIGINT/SIGTERM. A server it started that dies is restarted on\n"
@@ -138,9 +142,11 @@ static void dev_usage(void) {
 int tb_cmd_dev(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus dev", .create_db = 1};
   int port = 0, demo = 0, demo_rate = 20;
-  enum { OPT_PORT = OPT__COMMON_END + 1, OPT_DEMO, OPT_DEMO_RATE };
+  long http_port = -1; /* -1: the config's http_port */
+  enum { OPT_PORT = OPT__COMMON_END + 1, OPT_DEMO, OPT_DEMO_RATE, OPT_HTTP_PORT };
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"nats-port", required_argument, NULL, OPT_PORT},
+                                       {"http-port", required_argument, NULL, OPT_HTTP_PORT},
                                        {"demo", no_argument, NULL, OPT_DEMO},
                                        {"demo-rate", required_argument, NULL, OPT_DEMO_RATE},
                                        {"help", no_argument, NULL, 'h'},
@@ -154,6 +160,10 @@ int tb_cmd_dev(int argc, char **argv) {
       if (tb_cli_parse_long(&cli, "--nats-port", optarg, 1, 65535, &v) != TB_EXIT_OK)
         return TB_EXIT_USAGE;
       port = (int)v;
+      break;
+    case OPT_HTTP_PORT:
+      if (tb_cli_parse_long(&cli, "--http-port", optarg, 0, 65535, &http_port) != TB_EXIT_OK)
+        return TB_EXIT_USAGE;
       break;
     case OPT_DEMO:
       demo = 1;
@@ -228,8 +238,30 @@ int tb_cmd_dev(int argc, char **argv) {
   if (rc == TB_EXIT_OK) rc = tb_cli_check_deployment(&cli);
   if (rc == TB_EXIT_OK) {
     demo_t dm = {.cli = &cli, .rate = demo_rate};
-    printf("tierbus dev ready: nats=%s db=%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
-           cli.cfg.db_path, cli.cfg.n_tiers, demo ? " demo=on" : "");
+    /* The HTTP API (issue 11) beside the workers, unless http_port is 0. A port already taken
+     * costs the API, not the workers: dev says so and goes on. */
+    tb_http_t *http = NULL;
+    tb_store_t *http_store = NULL; /* its own connection: the executor owns cli.store */
+    char http_url[96] = "";
+    if (http_port < 0) http_port = cli.cfg.http_port;
+    if (http_port > 0) {
+      tb_status hs = tb_store_open(&http_store, cli.cfg.db_path);
+      if (hs == TB_OK)
+        hs = tb_http_start(&http, &(tb_http_opts_t){.bind = cli.cfg.http_bind,
+                                                    .port = (int)http_port,
+                                                    .token = cli.cfg.api_token,
+                                                    .cfg = &cli.cfg,
+                                                    .cat = cli.cat,
+                                                    .bus = cli.bus,
+                                                    .store = http_store});
+      if (hs == TB_OK)
+        snprintf(http_url, sizeof(http_url), " http=http://%s:%d", cli.cfg.http_bind,
+                 tb_http_port(http));
+      else
+        TB_LOG(TB_LOG_WARN, "dev", "HTTP API not started: %s", tb_errdetail());
+    }
+    printf("tierbus dev ready: nats=%s db=%s%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
+           cli.cfg.db_path, http_url, cli.cfg.n_tiers, demo ? " demo=on" : "");
     fflush(stdout);
     /* The demo's workflows send commands; the simulator answers them in-process, the first
      * enrichment submit of each batch with a 429 so that a retry shows in the history. */
@@ -264,6 +296,8 @@ int tb_cmd_dev(int argc, char **argv) {
       if (dm.started) pthread_join(dm.thread, NULL);
       tb_sim_stop(sim, NULL);
     }
+    tb_http_stop(http);
+    tb_store_close(http_store);
   }
   tb_cli_close(&cli);
   if (srv.pid > 0) {

@@ -87,6 +87,9 @@ typedef struct tb_config {
   int64_t commit_batch_us;         /* longest a batch stays open */
   int64_t redelivery_bound_ms;     /* AckWait: a dead worker's messages come back within it */
   int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
+  int http_port;                   /* the HTTP API's port (dev, api); 0 = dev serves none */
+  char http_bind[64];              /* the HTTP API's IPv4 address */
+  char api_token[256];             /* bearer token of every /api call; "" = none (loopback) */
   int log_level;                   /* tb_log_level */
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */
   int auto_generate_pdf;           /* seed 001: 1 generates a business plan's PDF */
