@@ -8,20 +8,12 @@
 #include <string.h>
 
 #include "api/publish.h"
-#include "codec/catalogue.h"
-#include "config/config.h"
+#include "fuzz_env.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static tb_catalogue_t *cat;
   static tb_config_t cfg;
-  if (cat == NULL) {
-    if (tb_catalogue_load(&cat) != TB_OK) abort();
-    tb_config_init(&cfg);
-    if (tb_config_load_file(&cfg, TB_SOURCE_DIR "/config/tierbus.yaml") != TB_OK) abort();
-    const char *domains[TB_MAX_DOMAINS];
-    int n = tb_catalogue_domains(cat, domains, TB_MAX_DOMAINS);
-    if (tb_config_set_domains(&cfg, domains, n) != TB_OK) abort();
-  }
+  fuzz_env(&cat, &cfg);
   size_t start = 0;
   while (start < size) {
     const uint8_t *nl = memchr(data + start, '\n', size - start);

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 
 #include "api/publish.h"
-#include "codec/catalogue.h"
-#include "config/config.h"
+#include "fuzz_env.h"
 
 static const char *str(json_t *obj, const char *key) {
   return json_string_value(json_object_get(obj, key));
@@ -18,15 +17,7 @@ static const char *str(json_t *obj, const char *key) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static tb_catalogue_t *cat;
   static tb_config_t cfg;
-  if (cat == NULL) {
-    if (tb_catalogue_load(&cat) != TB_OK) abort();
-    tb_config_init(&cfg);
-    /* The shipped config: its tiers are what requests name. */
-    if (tb_config_load_file(&cfg, TB_SOURCE_DIR "/config/tierbus.yaml") != TB_OK) abort();
-    const char *domains[TB_MAX_DOMAINS];
-    int n = tb_catalogue_domains(cat, domains, TB_MAX_DOMAINS);
-    if (tb_config_set_domains(&cfg, domains, n) != TB_OK) abort();
-  }
+  fuzz_env(&cat, &cfg);
   if (size == 0) return 0;
   json_t *doc = json_loadb((const char *)data, size, JSON_DECODE_ANY, NULL);
   if (doc == NULL) return 0;
