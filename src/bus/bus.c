@@ -677,6 +677,24 @@ void tb_consumer_release(tb_consumer_t *c) {
   c->remaining = 0;
 }
 
+tb_status tb_consumer_ack_floor(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                                const char *domain, char *stream, size_t cap, uint64_t *floor) {
+  char durable[64];
+  tb_bus_stream_name(cfg, tier_name, domain, stream, cap);
+  tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
+  if (s != NATS_OK) {
+    char what[160];
+    snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);
+    return tb__nats_fail(s, jerr, what);
+  }
+  *floor = ci->AckFloor.Stream;
+  jsConsumerInfo_Destroy(ci);
+  return TB_OK;
+}
+
 tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
                               const char *domain, uint64_t *pending, uint64_t *ack_pending,
                               uint64_t *redelivered) {

@@ -128,6 +128,11 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
                               const char *domain, uint64_t *pending, uint64_t *ack_pending,
                               uint64_t *redelivered);
 
+/* The durable consumer of |tier_name|'s |domain|: its stream name into |stream| (|cap| bytes) and
+ * its ack floor, the highest stream sequence up to which every message was acked. */
+tb_status tb_consumer_ack_floor(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                                const char *domain, char *stream, size_t cap, uint64_t *floor);
+
 /* Copies |msg|'s data and headers to the dead-letter stream on |dlq_subject| with the
  * Tb-Dlq-* headers (reason class, reason, where it came from: |stream|, |seq|, deliveries and
  * subject), and waits for the stream ack; *dlq_seq (may be NULL) gets its DLQ sequence. The id is

@@ -1,6 +1,7 @@
 /* `tierbus replay`, `tierbus rebuild` and `tierbus db checksum|prune`: re-driving history from
  * the streams through the handlers, rebuilding a database from the log, and the checksum that
  * says whether two databases hold the same logical state. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,8 @@ enum {
   OPT_TABLES,
   OPT_JSON,
   OPT_OLDER_THAN,
+  OPT_FROM_SNAPSHOT,
+  OPT_OUT,
 };
 
 static int parse_seq(tb_cli_t *cli, const char *opt, const char *arg, uint64_t *out) {
@@ -251,22 +254,43 @@ static int print_checksum(tb_cli_t *cli, const char *label) {
   return TB_EXIT_OK;
 }
 
+/* Where a rebuild from a snapshot resumes |stream|: the position the snapshot recorded (0, the
+ * start, for a stream it did not know). */
+static uint64_t snapshot_start(void *arg, const char *stream) {
+  uint64_t seq = 0;
+  if (tb_store_snapshot_position(arg, stream, &seq) != TB_OK) seq = 0; /* from the start: safe */
+  return seq;
+}
+
 int tb_cmd_rebuild(int argc, char **argv) {
   /* The one read-write command besides init, worker and dev that makes its database. */
   tb_cli_t cli = {.prog = "tierbus rebuild", .create_db = 1};
   static const struct option opts[] = {
-      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, OPT_HELP}, {0}};
+      TB_CLI_COMMON_OPTIONS,
+      {"from-snapshot", required_argument, NULL, OPT_FROM_SNAPSHOT},
+      {"help", no_argument, NULL, OPT_HELP},
+      {0}};
+  const char *snapshot = NULL;
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == OPT_FROM_SNAPSHOT) {
+      snapshot = optarg;
+      continue;
+    }
     if (c == OPT_HELP) {
-      printf("usage: tierbus rebuild --db NEW.db\n"
-             "Replays every tier from the start of retained history into an empty database.\n"
+      printf("usage: tierbus rebuild --db NEW.db [--from-snapshot FILE]\n"
+             "Replays every tier from the start of retained history into an empty database, or,\n"
+             "with --from-snapshot (made by `tierbus db snapshot`), restores the snapshot and\n"
+             "replays each stream only from where the snapshot left it.\n"
              "Nothing is published: commands, replies and continuations are read from the log.\n");
       return TB_EXIT_OK;
     }
     return TB_EXIT_USAGE;
   }
+  struct stat snap_sb;
+  if (snapshot != NULL && stat(snapshot, &snap_sb) != 0)
+    return tb_cli_usage_error(&cli, "--from-snapshot %s: %s", snapshot, strerror(errno));
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   if (cli.db == NULL)
     return tb_cli_usage_error(&cli, "--db NEW.db is required: the database to build (empty)");
@@ -291,6 +315,11 @@ int tb_cmd_rebuild(int argc, char **argv) {
                               "rebuild only fills a new database",
                               cli.cfg.db_path);
   }
+  if (snapshot != NULL && tb_store_restore(cli.store, snapshot) != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    tb_cli_close(&cli);
+    return TB_EXIT_FAIL;
+  }
   rc = tb_cli_connect(&cli);
   if (rc != TB_EXIT_OK) {
     tb_cli_close(&cli);
@@ -311,6 +340,10 @@ int tb_cmd_rebuild(int argc, char **argv) {
   tb_replay_opts_t o = {0};
   for (int i = 0; i < cli.cfg.n_tiers; i++) o.tiers[o.n_tiers++] = i;
   o.batch = 4096; /* one writer, nobody to wait for: big transactions are cheapest */
+  if (snapshot != NULL) {
+    o.start_seq = snapshot_start;
+    o.start_arg = cli.store;
+  }
   if (isatty(STDERR_FILENO)) o.progress = progress;
   o.stop = &tb_cli_stop;
   tb_replay_stats_t s;
@@ -469,12 +502,57 @@ static int db_prune(int argc, char **argv) {
   return rc;
 }
 
+/* `db snapshot --out FILE`: the consumers' ack floors first, then the online backup, so that
+ * everything before each recorded position is in the copy. */
+static int db_snapshot(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus db snapshot"};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"out", required_argument, NULL, OPT_OUT}, {0}};
+  const char *out = NULL;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == OPT_OUT)
+      out = optarg;
+    else
+      return TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (out == NULL) return tb_cli_usage_error(&cli, "--out FILE is required: where to write it");
+  int rc = tb_cli_load_and_open(&cli);
+  if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);
+  int n = cli.cfg.n_tiers * cli.cfg.n_domains;
+  tb_snapshot_pos_t *pos = rc == TB_EXIT_OK ? calloc((size_t)n, sizeof(*pos)) : NULL;
+  if (rc == TB_EXIT_OK && pos == NULL) rc = TB_EXIT_FAIL;
+  tb_status st = TB_OK;
+  for (int i = 0; rc == TB_EXIT_OK && st == TB_OK && i < n; i++) {
+    uint64_t floor = 0;
+    st = tb_consumer_ack_floor(cli.bus, &cli.cfg, cli.cfg.tiers[i / cli.cfg.n_domains].name,
+                               cli.cfg.domains[i % cli.cfg.n_domains], pos[i].stream,
+                               sizeof(pos[i].stream), &floor);
+    pos[i].next_seq = floor + 1;
+  }
+  if (rc == TB_EXIT_OK && st == TB_OK) st = tb_store_snapshot(cli.store, out, pos, n);
+  if (rc == TB_EXIT_OK && st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (rc == TB_EXIT_OK) printf("snapshot: %s (%d stream positions)\n", out, n);
+  free(pos);
+  tb_cli_close(&cli);
+  return rc;
+}
+
 static void db_usage(FILE *out) {
-  fprintf(out, "usage: tierbus db checksum [--tables] [--json]   checksum of the logical state\n"
-               "       tierbus db prune [--older-than D]         drop old processed records\n");
+  fprintf(out,
+          "usage: tierbus db checksum [--tables] [--json]   checksum of the logical state\n"
+          "       tierbus db prune [--older-than D]         drop old processed records\n"
+          "       tierbus db snapshot --out FILE            online backup with stream positions\n"
+          "                                                 (rebuild --from-snapshot FILE)\n");
 }
 
 int tb_cmd_db(int argc, char **argv) {
-  static const tb_cli_sub_t subs[] = {{"checksum", db_checksum}, {"prune", db_prune}};
-  return tb_cli_run_subcommand("tierbus db", argc, argv, subs, 2, db_usage);
+  static const tb_cli_sub_t subs[] = {
+      {"checksum", db_checksum}, {"prune", db_prune}, {"snapshot", db_snapshot}};
+  return tb_cli_run_subcommand("tierbus db", argc, argv, subs, 3, db_usage);
 }

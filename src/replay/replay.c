@@ -159,8 +159,9 @@ static tb_status src_open(tb_bus_t *bus, src_t *s, const char *filter, const tb_
   }
   uint64_t msgs = si->State.Msgs, last = si->State.LastSeq;
   jsStreamInfo_Destroy(si);
+  uint64_t from = o->start_seq ? o->start_seq(o->start_arg, s->stream) : o->from_seq;
   s->end_seq = o->to_seq > 0 && o->to_seq < last ? o->to_seq : last;
-  if (msgs == 0 || (o->from_seq > 0 && o->from_seq > s->end_seq)) {
+  if (msgs == 0 || (from > 0 && from > s->end_seq)) {
     s->done = 1;
     return TB_OK;
   }
@@ -168,9 +169,9 @@ static tb_status src_open(tb_bus_t *bus, src_t *s, const char *filter, const tb_
   jsSubOptions_Init(&so);
   so.Stream = s->stream;
   so.Ordered = true;
-  if (o->from_seq > 0) {
+  if (from > 0) {
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = o->from_seq;
+    so.Config.OptStartSeq = from;
   } else if (o->since_us > 0) {
     so.Config.DeliverPolicy = js_DeliverByStartTime;
     so.Config.OptStartTime = o->since_us * 1000;

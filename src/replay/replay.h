@@ -36,8 +36,12 @@ typedef void (*tb_replay_progress_fn)(void *arg, const tb_replay_stats_t *s);
 typedef struct tb_replay_opts {
   int tiers[TB_MAX_TIERS]; /* indexes into cfg->tiers */
   int n_tiers;
-  int64_t since_us, until_us;     /* stream time bounds (wall clock); 0 = open */
-  uint64_t from_seq, to_seq;      /* per-stream sequence bounds; 0 = open */
+  int64_t since_us, until_us; /* stream time bounds (wall clock); 0 = open */
+  uint64_t from_seq, to_seq;  /* per-stream sequence bounds; 0 = open */
+  /* When set, each stream's first sequence instead of from_seq (0 = its start): a rebuild from a
+   * snapshot resumes every stream where the snapshot left it. */
+  uint64_t (*start_seq)(void *arg, const char *stream);
+  void *start_arg;
   const char *subject;            /* NATS filter (wildcards allowed) or NULL */
   const char *event;              /* catalogue event name or NULL */
   int64_t limit;                  /* most messages to re-drive; 0 = no limit */

@@ -279,3 +279,79 @@ tb_status tb_store_prune_horizon(tb_store_t *st, int64_t *horizon_us) {
   return query_int(tb__store_db(st), "SELECT before_us FROM prune_horizon WHERE name = 'processed'",
                    horizon_us);
 }
+
+/* ------------------------------------------------------------------------------------------------
+ * Snapshots
+ * --------------------------------------------------------------------------------------------- */
+
+/* Copies |from| into |to| page by page with SQLite's online backup, which readers and the
+ * workers' writes do not have to stop for. */
+static tb_status backup_db(sqlite3 *to, sqlite3 *from, const char *what) {
+  sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+  if (b == NULL) return tb__store_fail(to, sqlite3_errcode(to), "%s: backup", what);
+  int rc;
+  while ((rc = sqlite3_backup_step(b, 1024)) == SQLITE_OK || rc == SQLITE_BUSY ||
+         rc == SQLITE_LOCKED)
+    sqlite3_sleep(rc == SQLITE_OK ? 0 : 5);
+  sqlite3_backup_finish(b);
+  if (rc != SQLITE_DONE) return tb__store_fail(to, rc, "%s: backup", what);
+  return TB_OK;
+}
+
+tb_status tb_store_snapshot(tb_store_t *st, const char *path, const tb_snapshot_pos_t *pos, int n) {
+  sqlite3 *to = NULL;
+  int rc = sqlite3_open_v2(path, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+  if (rc != SQLITE_OK) {
+    tb_status s = tb__store_fail(to, rc, "snapshot %s: open", path);
+    sqlite3_close(to);
+    return s;
+  }
+  tb_status s = backup_db(to, st->db, path);
+  sqlite3_stmt *ins = NULL;
+  if (s == TB_OK) {
+    rc = sqlite3_exec(to, "BEGIN; DELETE FROM snapshot_positions", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_prepare_v2(to, "INSERT INTO snapshot_positions(stream, next_seq) VALUES(?, ?)",
+                              -1, &ins, NULL);
+    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+      sqlite3_bind_text(ins, 1, pos[i].stream, -1, SQLITE_STATIC);
+      sqlite3_bind_int64(ins, 2, (sqlite3_int64)pos[i].next_seq);
+      rc = sqlite3_step(ins);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+      sqlite3_reset(ins);
+    }
+    sqlite3_finalize(ins);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(to, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) s = tb__store_fail(to, rc, "snapshot %s: positions", path);
+  }
+  sqlite3_close(to);
+  return s;
+}
+
+tb_status tb_store_restore(tb_store_t *st, const char *path) {
+  sqlite3 *from = NULL;
+  int rc = sqlite3_open_v2(path, &from, SQLITE_OPEN_READONLY, NULL);
+  if (rc != SQLITE_OK) {
+    tb_status s = tb__store_fail(from, rc, "snapshot %s: open", path);
+    sqlite3_close(from);
+    return s;
+  }
+  tb_status s = backup_db(st->db, from, path);
+  sqlite3_close(from);
+  return s;
+}
+
+tb_status tb_store_snapshot_position(tb_store_t *st, const char *stream, uint64_t *next_seq) {
+  *next_seq = 0;
+  sqlite3_stmt *q = NULL;
+  int rc = sqlite3_prepare_v2(st->db, "SELECT next_seq FROM snapshot_positions WHERE stream = ?",
+                              -1, &q, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_bind_text(q, 1, stream, -1, SQLITE_STATIC);
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW) *next_seq = (uint64_t)sqlite3_column_int64(q, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+  }
+  sqlite3_finalize(q);
+  return rc == SQLITE_OK ? TB_OK : tb__store_fail(st->db, rc, "snapshot position of %s", stream);
+}

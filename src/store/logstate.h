@@ -37,6 +37,23 @@ tb_status tb_store_checksum(tb_store_t *st, char hex[33], tb_checksum_part_t *pa
  * target `rebuild` may fill. */
 tb_status tb_store_is_empty(tb_store_t *st, int *empty);
 
+/* One stream's position in a snapshot: every message before |next_seq| is in it. */
+typedef struct tb_snapshot_pos {
+  char stream[64];
+  uint64_t next_seq;
+} tb_snapshot_pos_t;
+
+/* Writes a snapshot of the database to |path| (SQLite online backup; the workers go on) with the
+ * streams' positions |pos| (|n| of them), which the caller read before calling: what was acked
+ * then is committed, so it is in the copy. A file at |path| is overwritten. */
+tb_status tb_store_snapshot(tb_store_t *st, const char *path, const tb_snapshot_pos_t *pos, int n);
+
+/* Replaces this (new, empty) database's content with the snapshot at |path|. */
+tb_status tb_store_restore(tb_store_t *st, const char *path);
+
+/* The position of |stream| recorded in this database by a snapshot, 0 when none. */
+tb_status tb_store_snapshot_position(tb_store_t *st, const char *stream, uint64_t *next_seq);
+
 /* Rebuild's last step: the outbox rows whose message is already in the log (an event this
  * database processed, or a message id in |logged_ids|, the command stream's) were published by
  * the live system and must not be sent again; they are deleted. What stays is what the live

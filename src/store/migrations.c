@@ -493,10 +493,27 @@ static const char v12_deployment[] = "CREATE TABLE deployment("
                                      "  created_us INTEGER NOT NULL"
                                      ") STRICT;";
 
-static const char *const migrations[] = {
-    v1_engine,         v2_repo_priority,        v3_outbox,         v4_workflows,
-    v5_seed_workflows, v6_priority_sync,        v7_escalation,     v8_scheduler,
-    v9_outbox_ids,     v10_dead_letter_entries, v11_prune_horizon, v12_deployment};
+/* v13 (issue 10, snapshots): in a snapshot file only, where each stream's replay resumes: every
+ * message before next_seq was acked, so it is in the snapshot (`db snapshot`, `rebuild
+ * --from-snapshot`). A live database keeps the table empty. */
+static const char v13_snapshot_positions[] = "CREATE TABLE snapshot_positions("
+                                             "  stream TEXT PRIMARY KEY NOT NULL,"
+                                             "  next_seq INTEGER NOT NULL"
+                                             ") STRICT, WITHOUT ROWID;";
+
+static const char *const migrations[] = {v1_engine,
+                                         v2_repo_priority,
+                                         v3_outbox,
+                                         v4_workflows,
+                                         v5_seed_workflows,
+                                         v6_priority_sync,
+                                         v7_escalation,
+                                         v8_scheduler,
+                                         v9_outbox_ids,
+                                         v10_dead_letter_entries,
+                                         v11_prune_horizon,
+                                         v12_deployment,
+                                         v13_snapshot_positions};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

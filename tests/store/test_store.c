@@ -22,7 +22,7 @@
 #include "store/dlq.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 12
+#define LATEST_VERSION 13
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -190,7 +190,7 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE priority_sync_calc; DROP TABLE priority_sync_runs;"
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
                     "DROP TABLE sched_tasks; DROP TABLE sched_runs; DROP TABLE prune_horizon;"
-                    "DROP TABLE deployment;"
+                    "DROP TABLE deployment; DROP TABLE snapshot_positions;"
                     /* v10 widened dead_letters: back to its v1 shape. */
                     "DROP TABLE dead_letters; CREATE TABLE dead_letters(msg_id TEXT PRIMARY KEY "
                     "NOT NULL, event_type TEXT, tier TEXT, stream TEXT, stream_seq INTEGER NOT "
