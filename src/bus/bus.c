@@ -677,19 +677,27 @@ void tb_consumer_release(tb_consumer_t *c) {
   c->remaining = 0;
 }
 
-tb_status tb_consumer_ack_floor(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
-                                const char *domain, char *stream, size_t cap, uint64_t *floor) {
+/* The info of the durable consumer of |tier_name|'s |domain|, whose stream name goes to |stream|
+ * (|cap| bytes). Caller frees *ci with jsConsumerInfo_Destroy(). */
+static tb_status tier_consumer_info(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                                    const char *domain, char *stream, size_t cap,
+                                    jsConsumerInfo **ci) {
   char durable[64];
   tb_bus_stream_name(cfg, tier_name, domain, stream, cap);
   tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
-  jsConsumerInfo *ci = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
-  if (s != NATS_OK) {
-    char what[160];
-    snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);
-    return tb__nats_fail(s, jerr, what);
-  }
+  natsStatus s = js_GetConsumerInfo(ci, bus->js, stream, durable, NULL, &jerr);
+  if (s == NATS_OK) return TB_OK;
+  char what[160];
+  snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);
+  return tb__nats_fail(s, jerr, what);
+}
+
+tb_status tb_consumer_ack_floor(tb_bus_t *bus, const tb_config_t *cfg, const char *tier_name,
+                                const char *domain, char *stream, size_t cap, uint64_t *floor) {
+  jsConsumerInfo *ci = NULL;
+  tb_status st = tier_consumer_info(bus, cfg, tier_name, domain, stream, cap, &ci);
+  if (st != TB_OK) return st;
   *floor = ci->AckFloor.Stream;
   jsConsumerInfo_Destroy(ci);
   return TB_OK;
@@ -710,17 +718,10 @@ tb_status tb_consumer_pending(tb_bus_t *bus, const tb_config_t *cfg, const char 
     }
     return TB_OK;
   }
-  char stream[64], durable[64];
-  tb_bus_stream_name(cfg, tier_name, domain, stream, sizeof(stream));
-  tb_bus_consumer_name(tier_name, domain, durable, sizeof(durable));
+  char stream[64];
   jsConsumerInfo *ci = NULL;
-  jsErrCode jerr = 0;
-  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
-  if (s != NATS_OK) {
-    char what[160];
-    snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);
-    return tb__nats_fail(s, jerr, what);
-  }
+  tb_status st = tier_consumer_info(bus, cfg, tier_name, domain, stream, sizeof(stream), &ci);
+  if (st != TB_OK) return st;
   *pending = ci->NumPending;
   *ack_pending = (uint64_t)ci->NumAckPending;
   *redelivered = (uint64_t)ci->NumRedelivered;

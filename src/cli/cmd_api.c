@@ -6,7 +6,6 @@
 
 #include "cli/cli.h"
 #include "core/clock.h"
-#include "core/log.h"
 #include "core/status.h"
 #include "http/http.h"
 

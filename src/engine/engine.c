@@ -127,8 +127,7 @@ typedef struct position {
 
 /* The id that makes a message unique for dedupe: the envelope id (= Nats-Msg-Id), or, for a body
  * that could not be decoded, the Tb-Replay-Of or else the Nats-Msg-Id header (borrowed from |msg|,
- * whole), or the stream
- * position written into |buf|. */
+ * whole), or the stream position written into |buf|. */
 static const char *fallback_id(natsMsg *msg, const position_t *pos, char *buf, size_t cap) {
   const char *hid = NULL;
   /* A `dlq replay` copy names the entry it replays: its Nats-Msg-Id is the replay's own. */

@@ -92,6 +92,18 @@ void tb_relay_acked_settled(tb_relay_t *r, int committed) {
   pthread_mutex_unlock(&r->ack_mu);
 }
 
+/* Commits the relay's open transaction when |st| is TB_OK, else (or when the commit fails) rolls
+ * it back and logs "|n| <what>: detail". Returns the outcome. */
+static tb_status commit_or_warn(tb_relay_t *r, tb_status st, int n, const char *what) {
+  if (st == TB_OK) st = tb_store_commit(r->store);
+  if (st == TB_OK) return TB_OK;
+  char detail[1024];
+  snprintf(detail, sizeof(detail), "%s", tb_errdetail());
+  tb_store_rollback(r->store);
+  TB_LOG(TB_LOG_WARN, "relay", "%d %s: %s", n, what, detail);
+  return st;
+}
+
 /* Deletes the acked rows in a transaction of the relay's own, waiting for the write lock as long
  * as the store's busy timeout allows, when no engine batch took them in time (the worker is idle,
  * or a process runs a relay with no engine) or at stop. A failure leaves them for the next try;
@@ -107,16 +119,9 @@ static void delete_acked(tb_relay_t *r, int force) {
   if (n == 0) return; /* an engine batch holds the others: it deletes them */
   tb_status st = tb_store_begin(r->store);
   for (int i = 0; i < n && st == TB_OK; i++) st = tb_store_outbox_delete(r->store, ids[i]);
-  if (st == TB_OK) st = tb_store_commit(r->store);
-  if (st != TB_OK) {
-    char detail[1024];
-    snprintf(detail, sizeof(detail), "%s", tb_errdetail());
-    tb_store_rollback(r->store);
-    TB_LOG(TB_LOG_WARN, "relay",
-           "cannot delete %d published outbox rows, will retry (they are not published again "
-           "meanwhile): %s",
-           n, detail);
-  }
+  st = commit_or_warn(r, st, n,
+                      "published outbox rows not deleted, will retry (they are not published again "
+                      "meanwhile)");
   tb_relay_acked_settled(r, st == TB_OK);
 }
 
@@ -263,16 +268,9 @@ static void record_pass(tb_relay_t *r, const tb_outbox_row_t *rows, const outcom
                                   now + 1000 * backoff_ms(r->interval_ms, rows[i].attempts + 1));
     }
   }
-  if (st == TB_OK) st = tb_store_commit(r->store);
-  if (st != TB_OK) {
-    char detail[1024];
-    snprintf(detail, sizeof(detail), "%s", tb_errdetail());
-    tb_store_rollback(r->store);
-    TB_LOG(TB_LOG_WARN, "relay",
-           "cannot record a pass of %d outbox rows (delivered ones will be published again and "
-           "deduplicated by the stream): %s",
-           n, detail);
-  }
+  commit_or_warn(r, st, n,
+                 "outbox rows of a pass not recorded (delivered ones will be published again and "
+                 "deduplicated by the stream)");
 }
 
 /* Frees what one row read by tb_store_outbox_next owns (the array stays). */

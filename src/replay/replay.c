@@ -322,7 +322,10 @@ static tb_status handle(run_t *r, src_t *s, natsMsg *m) {
     return TB_OK;
   }
   r->stats->read++;
-  if (r->horizon_us > 0 && s->head_ns / 1000 < r->horizon_us) {
+  /* Before the prune horizon, or in a dry run, a message is only judged: seen (skipped) or not,
+   * which past the horizon means pruned and in a dry run means it would apply. */
+  int before_horizon = r->horizon_us > 0 && s->head_ns / 1000 < r->horizon_us;
+  if (before_horizon || r->o->dry_run) {
     char id[256];
     int seen = 0;
     msg_id_of(m, s->stream, id, sizeof(id));
@@ -331,19 +334,8 @@ static tb_status handle(run_t *r, src_t *s, natsMsg *m) {
     if (st != TB_OK) return st;
     if (seen)
       r->stats->skipped++;
-    else
+    else if (before_horizon)
       r->stats->pruned++;
-    return TB_OK;
-  }
-  if (r->o->dry_run) {
-    char id[256];
-    int seen = 0;
-    msg_id_of(m, s->stream, id, sizeof(id));
-    tb_status st = tb_store_is_processed(r->store, id, &seen);
-    natsMsg_Destroy(m);
-    if (st != TB_OK) return st;
-    if (seen)
-      r->stats->skipped++;
     else
       r->stats->applied++; /* would apply */
     return TB_OK;

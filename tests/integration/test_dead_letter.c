@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "support/envelope.h"
 #include "support/itest.h"
 #include "tierbus/v1/envelope.pb-c.h"
 #include "tierbus/v1/events.pb-c.h"
@@ -26,18 +27,8 @@ static void start_all(tb_h_t *h, tb_h_child_t *worker) {
 /* Packs an envelope around |payload| (may be NULL). Caller frees *out with free(). */
 static size_t pack_envelope(const char *id, const char *type, const char *tier,
                             const uint8_t *payload, size_t payload_len, uint8_t **out) {
-  Tierbus__V1__Envelope env = TIERBUS__V1__ENVELOPE__INIT;
-  env.id = (char *)id;
-  env.type = (char *)type;
-  env.tier = (char *)tier;
-  env.source = "test_dead_letter";
-  env.occurred_at_us = 1700000000000000LL;
-  env.payload.data = (uint8_t *)payload;
-  env.payload.len = payload_len;
-  size_t n = tierbus__v1__envelope__get_packed_size(&env);
-  *out = malloc(n);
+  size_t n = tb_h_pack_envelope(id, type, tier, "test_dead_letter", payload, payload_len, out);
   assert_non_null(*out);
-  tierbus__v1__envelope__pack(&env, *out);
   return n;
 }
 

@@ -532,7 +532,8 @@ int tb_h_tierbus(tb_h_t *h, tb_h_result_t *r, int timeout_ms, const char *cmd, .
   return tb_h_execv(h, r, timeout_ms, argv);
 }
 
-tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *cmd, ...) {
+/* A child not yet started: its name and its output files <dir>/<name>.out and .err. */
+static void child_init(tb_h_t *h, tb_h_child_t *c, const char *name) {
   memset(c, 0, sizeof(*c));
   c->status = -1;
   snprintf(c->name, sizeof(c->name), "%s", name);
@@ -541,6 +542,10 @@ tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *c
   tb_h_path(h, file, c->out_path, sizeof(c->out_path));
   snprintf(file, sizeof(file), "%s.err", name);
   tb_h_path(h, file, c->err_path, sizeof(c->err_path));
+}
+
+tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *cmd, ...) {
+  child_init(h, c, name);
   const char *argv[MAX_ARGS];
   va_list ap;
   va_start(ap, cmd);
@@ -555,14 +560,7 @@ tb_status tb_h_spawn(tb_h_t *h, tb_h_child_t *c, const char *name, const char *c
 }
 
 tb_status tb_h_spawn_raw(tb_h_t *h, tb_h_child_t *c, const char *name, ...) {
-  memset(c, 0, sizeof(*c));
-  c->status = -1;
-  snprintf(c->name, sizeof(c->name), "%s", name);
-  char file[96];
-  snprintf(file, sizeof(file), "%s.out", name);
-  tb_h_path(h, file, c->out_path, sizeof(c->out_path));
-  snprintf(file, sizeof(file), "%s.err", name);
-  tb_h_path(h, file, c->err_path, sizeof(c->err_path));
+  child_init(h, c, name);
   const char *argv[MAX_ARGS];
   int n = 0;
   argv[n++] = h->binary;
