@@ -278,7 +278,9 @@ tb_status tb_store_offload_checkpoints(tb_store_t *st, const char *path, int int
   }
   st->ckpt = c;
   if (st->wal_busy_frames == 0) st->wal_busy_frames = WAL_BUSY_FRAMES;
-  sqlite3_wal_hook(st->db, writer_hook, st); /* see WAL_BUSY_FRAMES */
+  /* The hook replaces SQLite's automatic checkpoint, itself a WAL hook: the writer's only pass
+   * is the rare one of WAL_BUSY_FRAMES. */
+  sqlite3_wal_hook(st->db, writer_hook, st);
   return TB_OK;
 }
 
