@@ -4,7 +4,8 @@
 BUILD ?= build
 JOBS ?= 2
 DEPS := nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
-        libcmocka-dev libjansson-dev libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev pkg-config cmake gcc make
+        libcmocka-dev libjansson-dev libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev pkg-config cmake gcc make \
+        chromium chromium-driver python3-selenium
 CMAKE_FLAGS ?=
 FUZZ_DEPS := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 30

@@ -53,38 +53,22 @@ typedef struct list_ctx {
 } list_ctx_t;
 
 /* The task's next slot as text ("-" when disabled or never). */
-static void next_text(const tb_sched_task_t *t, int64_t now_us, char *buf, size_t cap,
-                      int64_t *next_us) {
-  tb_cron_t c;
-  *next_us = 0;
+static void next_text(const tb_sched_task_t *t, int64_t now_us, char *buf, size_t cap) {
+  int64_t next_us = tb_sched_next_us(t, now_us);
   snprintf(buf, cap, "-");
-  if (!t->enabled || tb_cron_parse(t->pattern, &c) != TB_OK) return;
-  int64_t from = t->last_slot_us > now_us ? t->last_slot_us : now_us;
-  if (tb_cron_next(&c, from, next_us) == TB_OK) tb_cron_format_utc(*next_us, buf, cap);
+  if (next_us) tb_cron_format_utc(next_us, buf, cap);
 }
 
 static int list_row(void *arg, const tb_sched_task_t *t) {
   list_ctx_t *l = arg;
-  char next[40], last[40] = "-";
-  int64_t next_us;
-  next_text(t, l->now_us, next, sizeof(next), &next_us);
-  if (t->last_run_us > 0) tb_cron_format_utc(t->last_run_us, last, sizeof(last));
-  const char *expanded = tb_cron_constant(t->pattern);
   if (l->arr != NULL) {
-    json_t *payload = json_loads(t->payload, 0, NULL);
-    json_array_append_new(
-        l->arr,
-        json_pack("{s:s, s:s, s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:s, s:i, s:o, s:o}", "name",
-                  t->name, "pattern", t->pattern, "cron", expanded ? expanded : t->pattern, "event",
-                  t->job, "payload", payload ? payload : json_object(), "enabled", t->enabled,
-                  "priority", t->tier, "description", t->description, "catch_up",
-                  t->catch_up_once ? "once" : "skip", "next_us",
-                  next_us ? json_integer(next_us) : json_null(), "status", t->status,
-                  "failure_count", t->failure_count, "last_error",
-                  t->last_error[0] ? json_string(t->last_error) : json_null(), "last_run_us",
-                  t->last_run_us ? json_integer(t->last_run_us) : json_null()));
+    json_array_append_new(l->arr, tb_sched_task_json(t, l->now_us));
     return 0;
   }
+  char next[40], last[40] = "-";
+  next_text(t, l->now_us, next, sizeof(next));
+  if (t->last_run_us > 0) tb_cron_format_utc(t->last_run_us, last, sizeof(last));
+  const char *expanded = tb_cron_constant(t->pattern);
   char pattern[160];
   snprintf(pattern, sizeof(pattern), "%s%s%s%s", t->pattern, expanded ? " (" : "",
            expanded ? expanded : "", expanded ? ")" : "");
@@ -227,8 +211,7 @@ static int cmd_add(int argc, char **argv) {
       rc = TB_EXIT_FAIL;
     } else {
       char next[40];
-      int64_t next_us;
-      next_text(t, t->last_slot_us, next, sizeof(next), &next_us);
+      next_text(t, t->last_slot_us, next, sizeof(next));
       printf("added %s: %s %s on %s, next %s%s\n", t->name, t->job, t->pattern, t->tier, next,
              t->enabled ? "" : " (disabled)");
     }

@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "http/http.h"
+#include "store/store.h"
 
 struct tb_http {
   tb_http_opts_t o;         /* copied; the pointers inside are borrowed */
@@ -38,6 +39,32 @@ void tb__http_json(tb_http_resp_t *r, unsigned status, json_t *j);
 /* Sets |r| to {"error": <message>, "field": <field>} (field omitted when NULL). */
 void tb__http_error(tb_http_resp_t *r, unsigned status, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* One tier's figures: the store's (every worker sharing the file) and its consumers' on the
+ * server, as `tierbus stats` reads them. */
+typedef struct tier_figures {
+  tb_store_tier_stats_t s;
+  int have_queue; /* the consumers answered */
+  uint64_t pending, in_flight, redelivered;
+} tier_figures_t;
+
+/* Reads every tier's figures into |out| (cfg->n_tiers entries). TB_OK, or the store's status. */
+tb_status tb__http_read_figures(tb_http_t *h, tier_figures_t *out);
+
+/* The figures of every tier, allocated (the caller frees them), or NULL after setting |resp| to
+ * a 500. */
+tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp);
+
+/* A route: what answers |method| on |path|. */
+typedef void (*tb_http_route_fn)(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+
+/* The dashboard's routes (routes_ui.c): its files, and the figures it polls that no other route
+ * answers. */
+void tb__http_ui_index(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+void tb__http_ui_js(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+void tb__http_ui_css(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+void tb__http_get_tiers(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+void tb__http_get_schedules(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
 
 /* Finds the route for |req| and runs it; a path with no route is 404, a route with another method
  * 405. Called with no lock held. */

@@ -15,14 +15,7 @@
 
 /* ---------------------------------------------------------------- figures */
 
-typedef struct tier_figures {
-  tb_store_tier_stats_t s;
-  int have_queue; /* the consumers answered */
-  uint64_t pending, in_flight, redelivered;
-} tier_figures_t;
-
-/* Reads every tier's figures into |out| (cfg->n_tiers entries). TB_OK, or the store's status. */
-static tb_status read_figures(tb_http_t *h, tier_figures_t *out) {
+tb_status tb__http_read_figures(tb_http_t *h, tier_figures_t *out) {
   tb_status st = TB_OK;
   pthread_mutex_lock(&h->store_mu);
   for (int t = 0; t < h->o.cfg->n_tiers && st == TB_OK; t++)
@@ -36,13 +29,13 @@ static tb_status read_figures(tb_http_t *h, tier_figures_t *out) {
   return st;
 }
 
-static tier_figures_t *alloc_figures(tb_http_t *h, tb_http_resp_t *resp) {
+tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
   tier_figures_t *f = calloc((size_t)h->o.cfg->n_tiers, sizeof(*f));
   if (f == NULL) {
     tb__http_error(resp, 500, NULL, "out of memory");
     return NULL;
   }
-  if (read_figures(h, f) != TB_OK) {
+  if (tb__http_read_figures(h, f) != TB_OK) {
     tb__http_error(resp, 500, NULL, "reading the figures: %s", tb_errdetail());
     free(f);
     return NULL;
@@ -130,7 +123,7 @@ static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
  * here. */
 static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  tier_figures_t *f = alloc_figures(h, resp);
+  tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
   json_t *queues = json_object();
   int64_t completed = 0, failed = 0, queued = 0, processing = 0;
@@ -251,7 +244,7 @@ static void gauge(text_t *t, const tb_http_t *h, const tier_figures_t *f, const 
  * worker's figures. */
 static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  tier_figures_t *f = alloc_figures(h, resp);
+  tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
   text_t t = {0};
 #define S_FIELD(m) offsetof(tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
@@ -291,13 +284,18 @@ static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
 
 static const struct {
   const char *method, *path;
-  void (*fn)(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+  tb_http_route_fn fn;
 } routes[] = {
+    {"GET", "/", tb__http_ui_index},
+    {"GET", "/ui/app.js", tb__http_ui_js},
+    {"GET", "/ui/style.css", tb__http_ui_css},
     {"GET", "/healthz", get_healthz},
     {"GET", "/readyz", get_readyz},
     {"GET", "/metrics", get_metrics},
     {"POST", "/api/events", post_events},
     {"GET", "/api/jobs/metrics", get_jobs_metrics},
+    {"GET", "/api/tiers", tb__http_get_tiers},
+    {"GET", "/api/schedules", tb__http_get_schedules},
 };
 
 void tb__http_route(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {

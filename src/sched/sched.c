@@ -25,6 +25,32 @@ static tb_status refail(tb_status s, const char *prefix) {
 }
 
 /* ------------------------------------------------------------------------------------------------
+ * Tasks as the CLI and the API show them
+ * --------------------------------------------------------------------------------------------- */
+
+int64_t tb_sched_next_us(const tb_sched_task_t *t, int64_t now_us) {
+  tb_cron_t c;
+  int64_t next = 0;
+  if (!t->enabled || tb_cron_parse(t->pattern, &c) != TB_OK) return 0;
+  int64_t from = t->last_slot_us > now_us ? t->last_slot_us : now_us;
+  return tb_cron_next(&c, from, &next) == TB_OK ? next : 0;
+}
+
+json_t *tb_sched_task_json(const tb_sched_task_t *t, int64_t now_us) {
+  int64_t next_us = tb_sched_next_us(t, now_us);
+  const char *expanded = tb_cron_constant(t->pattern);
+  json_t *payload = json_loads(t->payload, 0, NULL);
+  return json_pack(
+      "{s:s, s:s, s:s, s:s, s:o, s:b, s:s, s:s, s:s, s:o, s:s, s:i, s:o, s:o}", "name", t->name,
+      "pattern", t->pattern, "cron", expanded ? expanded : t->pattern, "event", t->job, "payload",
+      payload ? payload : json_object(), "enabled", t->enabled, "priority", t->tier, "description",
+      t->description, "catch_up", t->catch_up_once ? "once" : "skip", "next_us",
+      next_us ? json_integer(next_us) : json_null(), "status", t->status, "failure_count",
+      t->failure_count, "last_error", t->last_error[0] ? json_string(t->last_error) : json_null(),
+      "last_run_us", t->last_run_us ? json_integer(t->last_run_us) : json_null());
+}
+
+/* ------------------------------------------------------------------------------------------------
  * Built-in jobs
  * --------------------------------------------------------------------------------------------- */
 

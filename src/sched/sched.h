@@ -5,6 +5,7 @@
 #ifndef TB_SCHED_SCHED_H
 #define TB_SCHED_SCHED_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,14 @@ typedef enum tb_sched_action {
   TB_SCHED_CATCH_UP = 2, /* the latest missed slot, fired once (catch-up: once) */
   TB_SCHED_SKIP = 3,     /* missed slots, skipped (catch-up: skip): only the last slot moves */
 } tb_sched_action;
+
+/* The next slot task |t| fires at, after |now_us| and its last slot; 0 when it is disabled or its
+ * pattern does not parse. */
+int64_t tb_sched_next_us(const tb_sched_task_t *t, int64_t now_us);
+
+/* Task |t| as the JSON object `schedule list --json` prints and GET /api/schedules answers (next
+ * run at |now_us|). New reference; NULL only when out of memory. */
+json_t *tb_sched_task_json(const tb_sched_task_t *t, int64_t now_us);
 
 /* Decides what to do with task |t| (pattern |c|) at |now_us|: *slot_us receives the latest slot
  * in (t->last_slot_us, now_us] when there is one. That slot fires when it is at most |grace_us|

@@ -1,0 +1,375 @@
+// The tierbus dashboard: polls the HTTP API every two seconds and renders what it answers. No
+// framework and no build step; every value goes into the page as text (never as HTML), so a
+// payload or an error message cannot inject markup.
+'use strict';
+
+const POLL_MS = 2000;
+const HISTORY = 90; // points per latency chart: three minutes at one per poll
+
+const state = {
+  prevTiers: null, // the last /api/tiers answer, to turn totals into rates and interval latencies
+  series: {},      // tier -> [{p50, p99}] of the last HISTORY intervals
+  openWorkflow: null,
+};
+
+// ---------------------------------------------------------------- the API
+
+function token() { return localStorage.getItem('tierbus.token') || ''; }
+
+async function api(path, options = {}) {
+  const headers = Object.assign({'Accept': 'application/json'}, options.headers || {});
+  if (token()) headers['Authorization'] = 'Bearer ' + token();
+  if (options.body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, Object.assign({}, options, {headers}));
+  let body = null;
+  try { body = await res.json(); } catch (e) { body = null; }
+  if (!res.ok) {
+    const why = body && body.error ? body.error : res.status + ' ' + res.statusText;
+    const err = new Error(why);
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+// A list out of an answer, whichever key the endpoint puts it under.
+function items(body, ...keys) {
+  if (Array.isArray(body)) return body;
+  if (!body) return [];
+  const data = body.data !== undefined ? body.data : body;
+  if (Array.isArray(data)) return data;
+  for (const k of keys.concat(['items', 'results'])) if (Array.isArray(data[k])) return data[k];
+  return [];
+}
+
+// ---------------------------------------------------------------- rendering helpers
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v;
+    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(c ?? ''));
+  return e;
+}
+
+function fmtNum(v) { return v === null || v === undefined ? '–' : Number(v).toLocaleString('en'); }
+function fmtMs(v) { return v === null || v === undefined ? '–' : v < 10 ? v.toFixed(2) : v.toFixed(1); }
+function fmtTime(us) {
+  if (!us) return '–';
+  const ms = typeof us === 'number' ? (us > 1e14 ? us / 1000 : us) : Date.parse(us);
+  return isNaN(ms) ? String(us) : new Date(ms).toISOString().replace('T', ' ').slice(0, 19);
+}
+function tierCell(name) { return el('td', {class: 'tier tier-' + name}, name || '–'); }
+
+function toast(text) {
+  const t = document.getElementById('toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+// Fills |table| with a header and rows; |cols| is [[title, row => cell content], ...].
+function fillTable(table, cols, rows, emptyText) {
+  table.replaceChildren();
+  table.append(el('thead', {}, el('tr', {}, ...cols.map(([title]) => el('th', {}, title)))));
+  const body = el('tbody');
+  if (rows.length === 0) {
+    body.append(el('tr', {}, el('td', {class: 'empty', colspan: String(cols.length)}, emptyText)));
+  }
+  for (const r of rows) {
+    const tr = el('tr');
+    for (const [, get] of cols) {
+      const v = get(r);
+      tr.append(v instanceof HTMLTableCellElement ? v : el('td', {}, v instanceof Node ? v : String(v ?? '–')));
+    }
+    if (r.__onclick) { tr.className = 'clickable'; tr.addEventListener('click', r.__onclick); }
+    body.append(tr);
+  }
+  table.append(body);
+}
+
+function showError(table, err) {
+  table.replaceChildren(el('tbody', {}, el('tr', {}, el('td', {class: 'error'},
+    err.status === 404 ? 'not available from this server' : 'could not load: ' + err.message))));
+}
+
+// ---------------------------------------------------------------- tiers
+
+// Quantile |q| of the counts in |counts| (power-of-two buckets bounded by |upper|), in ms.
+function quantile(counts, upper, q) {
+  const total = counts.reduce((a, b) => a + b, 0);
+  if (total === 0) return null;
+  let seen = 0;
+  for (let i = 0; i < counts.length; i++) {
+    seen += counts[i];
+    if (seen >= q * total) return upper[i];
+  }
+  return upper[upper.length - 1];
+}
+
+function renderTiers(body) {
+  const prev = state.prevTiers;
+  const secs = prev ? (body.now_us - prev.now_us) / 1e6 : 0;
+  const tbody = document.querySelector('#tiers tbody');
+  tbody.replaceChildren();
+  const total = {depth: 0, inflight: 0, rate: 0, processed: 0, failed: 0, dead: 0, inversions: 0};
+  for (const t of body.tiers) {
+    const before = prev && prev.tiers.find(p => p.name === t.name);
+    let rate = null;
+    let p50 = t.start.count ? t.start.p50_ms : null, p99 = t.start.count ? t.start.p99_ms : null;
+    if (before && secs > 0) {
+      rate = (t.processed - before.processed) / secs;
+      const delta = t.start.counts.map((c, i) => c - (before.start.counts[i] || 0));
+      if (delta.some(c => c > 0)) {
+        p50 = quantile(delta, body.bucket_upper_ms, 0.5);
+        p99 = quantile(delta, body.bucket_upper_ms, 0.99);
+        const s = state.series[t.name] = state.series[t.name] || [];
+        s.push({p50, p99});
+        if (s.length > HISTORY) s.shift();
+      }
+    }
+    total.depth += t.depth || 0;
+    total.inflight += t.in_flight || 0;
+    total.rate += rate || 0;
+    total.processed += t.processed;
+    total.failed += t.failed;
+    total.dead += t.dead;
+    total.inversions += t.inversions;
+    tbody.append(el('tr', {'data-tier': t.name},
+      tierCell(t.name), el('td', {class: 'depth'}, fmtNum(t.depth)),
+      el('td', {class: 'inflight'}, fmtNum(t.in_flight) + ' / ' + t.concurrency),
+      el('td', {class: 'rate'}, rate === null ? '–' : rate.toFixed(1)),
+      el('td', {}, fmtMs(p50)), el('td', {}, fmtMs(p99)),
+      el('td', {class: 'processed'}, fmtNum(t.processed)), el('td', {class: 'failed'}, fmtNum(t.failed)),
+      el('td', {class: 'dead'}, fmtNum(t.dead)), el('td', {class: 'inversions'}, fmtNum(t.inversions))));
+  }
+  document.getElementById('total-depth').textContent = fmtNum(total.depth);
+  document.getElementById('total-inflight').textContent = fmtNum(total.inflight);
+  document.getElementById('total-rate').textContent = prev ? total.rate.toFixed(1) : '–';
+  document.getElementById('total-processed').textContent = fmtNum(total.processed);
+  document.getElementById('total-failed').textContent = fmtNum(total.failed);
+  document.getElementById('total-dead').textContent = fmtNum(total.dead);
+  document.getElementById('total-inversions').textContent = fmtNum(total.inversions);
+  state.prevTiers = body;
+  renderCharts(body.tiers.map(t => t.name));
+}
+
+function renderCharts(names) {
+  const box = document.getElementById('charts');
+  for (const name of names) {
+    let c = box.querySelector(`[data-tier="${CSS.escape(name)}"]`);
+    if (!c) {
+      c = el('div', {class: 'chart', 'data-tier': name},
+        el('div', {class: 'label'}, el('span', {class: 'tier tier-' + name}, name), ' ',
+          el('span', {class: 'last'}, '')), el('canvas', {width: '520', height: '180'}));
+      box.append(c);
+    }
+    drawChart(c, state.series[name] || [], name);
+  }
+}
+
+function drawChart(box, points, name) {
+  const canvas = box.querySelector('canvas');
+  const g = canvas.getContext('2d');
+  const w = canvas.width, h = canvas.height, pad = 4;
+  g.clearRect(0, 0, w, h);
+  const last = points[points.length - 1];
+  box.querySelector('.last').textContent =
+    last ? `p50 ${fmtMs(last.p50)} ms · p99 ${fmtMs(last.p99)} ms` : 'no events yet';
+  if (points.length === 0) return;
+  const max = Math.max(1, ...points.map(p => p.p99));
+  g.strokeStyle = '#deded8';
+  g.beginPath(); g.moveTo(0, h - pad); g.lineTo(w, h - pad); g.stroke();
+  g.fillStyle = '#6b6b66';
+  g.font = '20px system-ui';
+  g.fillText(fmtMs(max) + ' ms', 6, 22);
+  const color = getComputedStyle(document.documentElement).getPropertyValue('--' + name).trim() || '#2e86c1';
+  for (const [key, alpha] of [['p50', 0.45], ['p99', 1]]) {
+    g.strokeStyle = color;
+    g.globalAlpha = alpha;
+    g.lineWidth = 3;
+    g.beginPath();
+    points.forEach((p, i) => {
+      const x = (i / (HISTORY - 1)) * w;
+      const y = h - pad - (p[key] / max) * (h - 2 * pad - 24);
+      if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+    });
+    g.stroke();
+  }
+  g.globalAlpha = 1;
+}
+
+// ---------------------------------------------------------------- workflows
+
+function workflowId(w) { return w.id || w.run_id || w.runId || w.workflow_id; }
+
+async function showWorkflow(id) {
+  state.openWorkflow = id;
+  const box = document.getElementById('wf-detail');
+  box.hidden = false;
+  box.replaceChildren(el('div', {class: 'empty'}, 'loading ' + id + '…'));
+  try {
+    const body = await api('/api/workflows/' + encodeURIComponent(id));
+    const wf = body && body.data ? body.data : body;
+    const steps = items(wf, 'steps', 'history', 'step_history');
+    const t = el('table', {class: 'list'});
+    fillTable(t, [
+      ['step', s => s.step || s.name || s.step_name],
+      ['status', s => s.status || s.outcome],
+      ['attempt', s => s.attempt ?? s.attempts],
+      ['at', s => fmtTime(s.at_us || s.finished_us || s.started_us || s.at || s.time)],
+      ['detail', s => s.error || s.detail || ''],
+    ], steps, 'no steps recorded');
+    box.replaceChildren(el('h3', {}, `Workflow ${id} — ${wf.type || wf.workflow_type || ''} ` +
+      `(${wf.status || wf.state || ''}, tier ${wf.tier || wf.priority || '–'})`),
+      el('button', {onclick: () => { box.hidden = true; state.openWorkflow = null; }}, 'close'), t);
+  } catch (err) {
+    box.replaceChildren(el('div', {class: 'error'}, 'could not load ' + id + ': ' + err.message));
+  }
+}
+
+const WF_COLS = [
+  ['id', w => workflowId(w)],
+  ['type', w => w.type || w.workflow_type],
+  ['tier', w => tierCell(w.tier || w.priority)],
+  ['step', w => w.step || w.current_step || w.waiting_for || ''],
+  ['updated', w => fmtTime(w.updated_us || w.updated_at || w.started_us)],
+];
+
+async function renderWorkflows(status, tableId) {
+  const table = document.getElementById(tableId);
+  try {
+    const rows = items(await api(`/api/workflows?status=${status}&limit=20`), 'workflows', 'runs');
+    for (const r of rows) r.__onclick = () => showWorkflow(workflowId(r));
+    fillTable(table, WF_COLS, rows, 'none ' + status);
+  } catch (err) { showError(table, err); }
+}
+
+// ---------------------------------------------------------------- failed jobs and dead letters
+
+async function act(button, path, done) {
+  button.disabled = true;
+  try {
+    await api(path, {method: 'POST', body: '{}'});
+    toast(done);
+    poll();
+  } catch (err) {
+    toast('failed: ' + err.message);
+    button.disabled = false;
+  }
+}
+
+async function renderFailed() {
+  const table = document.getElementById('failed');
+  try {
+    const rows = items(await api('/api/workflows?status=failed&limit=20'), 'workflows', 'runs');
+    fillTable(table, WF_COLS.concat([['', w => el('button', {class: 'retry',
+      onclick: e => { e.stopPropagation(); act(e.target, `/api/jobs/${encodeURIComponent(workflowId(w))}/retry`, 'retry started'); }}, 'retry')]]),
+      rows, 'no failed jobs');
+  } catch (err) { showError(table, err); }
+}
+
+function dlqId(d) { return d.id ?? d.msg_id; }
+
+async function renderDlq() {
+  const table = document.getElementById('dlq');
+  try {
+    const rows = items(await api('/api/dlq?limit=50'), 'entries', 'dead_letters', 'dlq');
+    fillTable(table, [
+      ['id', d => String(dlqId(d))],
+      ['event', d => d.event_type || d.type || d.subject],
+      ['tier', d => tierCell(d.tier)],
+      ['reason', d => d.reason || d.reason_class],
+      ['last error', d => d.last_error || d.error || ''],
+      ['deliveries', d => d.deliveries ?? d.delivery_count],
+      ['replays', d => d.replays ?? 0],
+      ['', d => el('button', {class: 'replay', 'data-id': String(d.msg_id ?? dlqId(d)),
+        onclick: e => act(e.target, `/api/dlq/${encodeURIComponent(String(dlqId(d)))}/replay`, 'replayed')}, 'replay')],
+    ], rows, 'the dead-letter queue is empty');
+  } catch (err) { showError(table, err); }
+}
+
+// ---------------------------------------------------------------- schedules and repositories
+
+async function renderSchedules() {
+  const table = document.getElementById('schedules');
+  try {
+    fillTable(table, [
+      ['task', s => s.name],
+      ['on', s => s.enabled ? 'on' : 'off'],
+      ['pattern', s => s.pattern === s.cron ? s.pattern : `${s.pattern} (${s.cron})`],
+      ['event', s => s.event],
+      ['tier', s => tierCell(s.priority)],
+      ['next run', s => fmtTime(s.next_us)],
+      ['last run', s => fmtTime(s.last_run_us)],
+      ['status', s => s.status + (s.last_error ? ': ' + s.last_error : '')],
+    ], items(await api('/api/schedules'), 'schedules'), 'no scheduled tasks');
+  } catch (err) { showError(table, err); }
+}
+
+async function renderRepositories() {
+  const dist = document.getElementById('distribution');
+  try {
+    const body = await api('/api/priority/distribution');
+    const data = body && body.data ? body.data : body;
+    const pairs = Array.isArray(data) ? data.map(d => [d.priority || d.tier, d.count])
+      : Object.entries(data.distribution || data);
+    dist.replaceChildren(...pairs.map(([p, n]) => el('span', {class: 'chip'},
+      el('span', {class: 'tier tier-' + p}, p), ' ' + fmtNum(n))));
+  } catch (err) {
+    dist.replaceChildren(el('span', {class: 'error'}, err.status === 404 ? 'not available from this server' : err.message));
+  }
+  const repos = document.getElementById('repos');
+  try {
+    fillTable(repos, [
+      ['repository', r => r.repository_name || r.name || r.id || r.repository_id],
+      ['priority', r => tierCell(r.priority)],
+      ['workspaces', r => Array.isArray(r.workspaces) ? r.workspaces.length : (r.workspaces ?? r.workspace_count ?? '')],
+      ['updated', r => fmtTime(r.updated_us || r.updated_at)],
+    ], items(await api('/api/repositories?limit=20'), 'repositories'), 'no repositories tracked');
+  } catch (err) { showError(repos, err); }
+  const syncs = document.getElementById('syncs');
+  try {
+    fillTable(syncs, [
+      ['at', s => fmtTime(s.at_us || s.started_us || s.created_us || s.at)],
+      ['trigger', s => s.trigger || s.reason || ''],
+      ['workspace', s => s.workspace_id || s.workspace || ''],
+      ['changed', s => s.changed ?? s.updated ?? s.repositories_updated ?? ''],
+    ], items(await api('/api/priority/syncs?limit=10'), 'syncs'), 'no priority syncs yet');
+  } catch (err) { showError(syncs, err); }
+}
+
+// ---------------------------------------------------------------- the poll
+
+async function poll() {
+  const status = document.getElementById('status');
+  try {
+    renderTiers(await api('/api/tiers'));
+    status.textContent = 'live · ' + new Date().toLocaleTimeString();
+    status.className = 'status ok';
+  } catch (err) {
+    status.textContent = err.status === 401 ? 'the API needs a token' : 'unreachable: ' + err.message;
+    status.className = 'status bad';
+    return;
+  }
+  await Promise.all([
+    renderWorkflows('running', 'wf-running'), renderWorkflows('waiting', 'wf-waiting'),
+    renderFailed(), renderDlq(), renderSchedules(), renderRepositories(),
+  ]);
+  if (state.openWorkflow) showWorkflow(state.openWorkflow);
+}
+
+document.getElementById('token').value = token();
+document.getElementById('token').addEventListener('change', e => {
+  localStorage.setItem('tierbus.token', e.target.value.trim());
+  poll();
+});
+// One poll at a time: the next starts two seconds after the last ended, however slow it was.
+(async function loop() {
+  await poll();
+  setTimeout(loop, POLL_MS);
+})();
