@@ -53,11 +53,11 @@ static tb_status read_secret(const char *path, char *out, size_t cap) {
   while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ')) n--;
   out[n] = '\0';
   for (ssize_t i = 0; i < n; i++)
-    if (out[i] <= ' ' || out[i] > '~')
+    /* The same characters the config allows for a password (cnats does not escape them). */
+    if (out[i] <= ' ' || out[i] > '~' || out[i] == '"' || out[i] == '\\')
       return tb__fail(TB_ERR_IO,
-                      "the NATS secret %s holds a character that is not printable "
-                      "ASCII (at byte %zd); delete it and restart `tierbus dev` for a "
-                      "new one",
+                      "the NATS secret %s holds a space, a control character, '\"' or '\\' (at "
+                      "byte %zd); delete it and restart `tierbus dev` for a new one",
                       path, i + 1);
   if (n == 0)
     return tb__fail(

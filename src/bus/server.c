@@ -170,13 +170,14 @@ tb_status tb_server_write_conf(const char *path, const char *base_conf, const tb
     unlink(tmp);
     return tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
   }
-  fchmod(fd, 0600); /* exact, whatever the umask */
+  tb_status st = TB_OK;
+  if (fchmod(fd, 0600) != 0) /* exact, whatever the umask */
+    st = tb__fail(TB_ERR_IO, "cannot chmod %s: %s", tmp, strerror(errno));
   fprintf(f,
           "# Written by `tierbus dev` at each start%s%s, with the NATS credentials (%s).\n"
           "# Mode 0600: it holds the secret. Edit the source or the nats_* options, not this.\n",
           base_conf ? " from " : "", base_conf ? base_conf : "", auth->source);
-  tb_status st = TB_OK;
-  if (base_conf != NULL) {
+  if (st == TB_OK && base_conf != NULL) {
     FILE *in = fopen(base_conf, "r");
     if (in == NULL) {
       st = tb__fail(TB_ERR_IO, "cannot read %s: %s", base_conf, strerror(errno));
@@ -203,8 +204,8 @@ tb_status tb_server_write_conf(const char *path, const char *base_conf, const tb
     fputs("}\n  ]\n", f);
   }
   fputs("}\n", f);
-  if (fflush(f) != 0 || fsync(fd) != 0)
-    if (st == TB_OK) st = tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  if (st == TB_OK && (fflush(f) != 0 || fsync(fd) != 0))
+    st = tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
   if (fclose(f) != 0 && st == TB_OK)
     st = tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
   if (st == TB_OK && rename(tmp, path) != 0)

@@ -40,12 +40,12 @@
 #define CS_TIER_DESC "lowercase letters, digits, '_' or '-'"
 #define CS_IDENT CS_LOWER CS_UPPER CS_DIGITS "_-"
 #define CS_IDENT_DESC "letters, digits, '_' or '-'"
-/* Credentials travel in nats-server's config file and in the CONNECT JSON: printable ASCII
- * without spaces needs no quoting rules of its own in either. */
-#define CS_PRINTABLE                                                                               \
-  "!\"#$%&'()*+,-./"                                                                               \
-  "0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-#define CS_PRINTABLE_DESC "printable ASCII without spaces"
+/* Credentials travel in nats-server's config file and in the CONNECT JSON, which cnats 3.4 builds
+ * without escaping them: a '"' or '\\' there breaks the JSON and the server drops the
+ * connection with a parse error. Printable ASCII without those and spaces is safe in both. */
+#define CS_CREDENTIAL                                                                              \
+  "!#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+#define CS_CREDENTIAL_DESC "printable ASCII other than space, '\"' and '\\'"
 /* Canonical event names follow their seeds: "CLIENT_CREATED", "workspace/priorities.sync". */
 #define CS_EVENT CS_IDENT "/."
 #define CS_EVENT_DESC "letters, digits, '_', '-', '/' or '.'"
@@ -99,8 +99,8 @@ static const opt_t scalar_opts[] = {
      .type = OPT_STRING,
      FIELD(tb_config_t, nats_user),
      .min = 0,
-     .charset = CS_PRINTABLE,
-     .charset_desc = CS_PRINTABLE_DESC,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
      .def = "",
      .env = "TIERBUS_NATS_USER",
      .help = "NATS user name (with nats_password). `tierbus dev` starts its nats-server with\n"
@@ -110,8 +110,8 @@ static const opt_t scalar_opts[] = {
      .type = OPT_STRING,
      FIELD(tb_config_t, nats_password),
      .min = 0,
-     .charset = CS_PRINTABLE,
-     .charset_desc = CS_PRINTABLE_DESC,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
      .secret = true,
      .def = "",
      .env = "TIERBUS_NATS_PASSWORD",
@@ -120,8 +120,8 @@ static const opt_t scalar_opts[] = {
      .type = OPT_STRING,
      FIELD(tb_config_t, nats_token),
      .min = 0,
-     .charset = CS_PRINTABLE,
-     .charset_desc = CS_PRINTABLE_DESC,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
      .secret = true,
      .def = "",
      .env = "TIERBUS_NATS_TOKEN",
@@ -162,8 +162,8 @@ static const opt_t scalar_opts[] = {
      .type = OPT_STRING,
      FIELD(tb_config_t, nats_tls_hostname),
      .min = 0,
-     .charset = CS_PRINTABLE,
-     .charset_desc = CS_PRINTABLE_DESC,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
      .def = "",
      .help = "Name the server's certificate must carry; empty = the host of the first URL in\n"
              "nats_url (an IP address there checks the CA chain only: set a name here)."},
