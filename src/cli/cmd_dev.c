@@ -136,7 +136,10 @@ static void dev_usage(void) {
           "or a server already answers, creates the streams and consumers, and runs the workers\n"
           "for every tier until SIGINT/SIGTERM. A server it started that dies is restarted on\n"
           "the same store and port (5 attempts, backoff from 250 ms); if it cannot be, dev\n"
-          "stops its workers and exits 1 with the reason.\n");
+          "stops its workers and exits 1 with the reason.\n"
+          "The server it starts requires nats_user/nats_password or nats_token from the config,\n"
+          "else user tierbus with a password generated into DIR/nats-password (mode 0600, kept\n"
+          "for restarts); other commands find it with --data-dir DIR or TIERBUS_DATA_DIR.\n");
 }
 
 int tb_cmd_dev(int argc, char **argv) {
