@@ -180,15 +180,16 @@ static int refused(const tb_cli_t *cli) {
   fprintf(stderr, "%s: error: NATS at %s refused the connection: %s\n  credentials: %s%s\n",
           cli->prog, cli->cfg.nats_url, tb_errdetail(), cli->auth.source,
           cli->auth.tls ? " (over TLS)" : "");
-  if (tls_failed)
+  if (tls_failed && cli->auth.tls_hostname[0] != '\0')
     fprintf(stderr,
-            "  TLS: nats_tls_ca must hold the CA that signed the server's certificate, "
-            "and the certificate must carry the name %s%s%s\n",
-            cli->auth.tls_hostname[0] ? "'" : "",
-            cli->auth.tls_hostname[0]
-                ? cli->auth.tls_hostname
-                : "in nats_tls_hostname (an IP address in the URL checks the CA only)",
-            cli->auth.tls_hostname[0] ? "' (nats_tls_hostname, else the URL's host)" : "");
+            "  TLS: nats_tls_ca must hold the CA that signed the server's certificate, and that "
+            "certificate must carry the name '%s' (nats_tls_hostname, else the URL's host)\n",
+            cli->auth.tls_hostname);
+  else if (tls_failed)
+    fprintf(stderr,
+            "  TLS: nats_tls_ca must hold the CA that signed the server's certificate (the URL "
+            "names an IP address: only the CA is checked unless nats_tls_hostname names the "
+            "server)\n");
   else if (cli->auth.kind == TB_AUTH_NONE)
     fprintf(stderr,
             "  give the deployment's data directory (--data-dir or TIERBUS_DATA_DIR: `tierbus dev` "
