@@ -3,7 +3,7 @@
 # are the other two builds CI checks.
 BUILD ?= build
 JOBS ?= 2
-DEPS := nats-server libnats-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
+DEPS := nats-server openssl libnats-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
         libcmocka-dev libjansson-dev libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev pkg-config cmake gcc make \
         chromium chromium-driver python3-selenium
 CMAKE_FLAGS ?=

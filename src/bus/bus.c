@@ -25,6 +25,7 @@ struct tb_bus {
   natsConnection *ack_nc;
   int ack_tried;
   char url[TB_URL_MAX], name[64];
+  tb_bus_auth_t auth; /* the ack connection authenticates like |nc| */
   /* Async publish failures, filled by the cnats callback thread; also guards ack_nc's opening. */
   pthread_mutex_t mu;
   int64_t async_failed;
@@ -55,6 +56,10 @@ tb_status tb__nats_fail(natsStatus s, jsErrCode jerr, const char *what) {
            s == NATS_CONNECTION_DISCONNECTED || s == NATS_STALE_CONNECTION ||
            s == NATS_NO_RESPONDERS)
     st = TB_ERR_UNAVAILABLE;
+  /* Refused credentials and failed TLS handshakes do not mend by retrying: callers tell them
+   * from an absent server by this status. */
+  else if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_SSL_ERROR || s == NATS_NOT_PERMITTED)
+    st = TB_ERR_AUTH;
   const char *last = nats_GetLastError(NULL);
   if (jerr != 0)
     return tb__fail(st, "%s: %s (js error %d%s%s)", what, natsStatus_GetText(s), (int)jerr,
@@ -70,13 +75,47 @@ static void on_async_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
   pthread_mutex_unlock(&bus->mu);
 }
 
-/* Connects to |url| as |name|. |send_asap| writes each message from the calling thread; without
- * it cnats' flusher thread writes them, up to a millisecond later, many in one send. */
-static natsStatus open_conn(natsConnection **nc, const char *url, const char *name, int send_asap) {
+/* A credentials or TLS file that cnats could not use: the option that named it and OpenSSL's or
+ * cnats' reason. */
+static tb_status file_fail(natsStatus s, const char *key, const char *path) {
+  const char *last = nats_GetLastError(NULL);
+  return tb__fail(TB_ERR_CONFIG, "%s: cannot use '%s': %s%s%s", key, path, natsStatus_GetText(s),
+                  last && *last ? ": " : "", last && *last ? last : "");
+}
+
+/* Sets |auth|'s credentials and TLS on |opts|. cnats loads the TLS files here, so a file that is
+ * not PEM fails now: TB_ERR_CONFIG naming the option, not a connection error. */
+static tb_status set_auth(natsOptions *opts, const tb_bus_auth_t *auth) {
+  natsStatus s = NATS_OK;
+  if (auth->kind == TB_AUTH_PASSWORD) s = natsOptions_SetUserInfo(opts, auth->user, auth->secret);
+  if (auth->kind == TB_AUTH_TOKEN) s = natsOptions_SetToken(opts, auth->secret);
+  if (auth->kind == TB_AUTH_CREDS &&
+      (s = natsOptions_SetUserCredentialsFromFiles(opts, auth->creds, NULL)) != NATS_OK)
+    return file_fail(s, "nats_creds", auth->creds);
+  if (s == NATS_OK && auth->tls) s = natsOptions_SetSecure(opts, true);
+  if (s != NATS_OK) return tb__nats_fail(s, 0, "NATS options");
+  if (auth->tls_ca[0] != '\0' &&
+      (s = natsOptions_LoadCATrustedCertificates(opts, auth->tls_ca)) != NATS_OK)
+    return file_fail(s, "nats_tls_ca", auth->tls_ca);
+  if (auth->tls_cert[0] != '\0' &&
+      (s = natsOptions_LoadCertificatesChain(opts, auth->tls_cert, auth->tls_key)) != NATS_OK)
+    return file_fail(s, "nats_tls_cert/nats_tls_key", auth->tls_cert);
+  if (auth->tls && auth->tls_hostname[0] != '\0' &&
+      (s = natsOptions_SetExpectedHostname(opts, auth->tls_hostname)) != NATS_OK)
+    return tb__nats_fail(s, 0, "nats_tls_hostname");
+  return TB_OK;
+}
+
+/* Connects to |url| as |name| with |auth|. |send_asap| writes each message from the calling
+ * thread; without it cnats' flusher thread writes them, up to a millisecond later, many in one
+ * send. TB_ERR_CONFIG from set_auth(); otherwise tb__nats_fail()'s status of the connect. */
+static tb_status open_conn(natsConnection **nc, const char *url, const char *name,
+                           const tb_bus_auth_t *auth, int send_asap) {
   natsOptions *opts = NULL;
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK) s = natsOptions_SetURL(opts, url);
   if (s == NATS_OK) s = natsOptions_SetName(opts, name);
+  tb_status st = s == NATS_OK ? set_auth(opts, auth) : TB_OK;
   /* Keep reconnecting for as long as the process lives: a server restart must not end a worker. */
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
@@ -86,24 +125,34 @@ static natsStatus open_conn(natsConnection **nc, const char *url, const char *na
   /* Async subscriptions (the max-deliveries advisories, one per consumer) share cnats' delivery
    * pool instead of a thread each. */
   if (s == NATS_OK) s = natsOptions_UseGlobalMessageDelivery(opts, true);
-  if (s == NATS_OK) s = natsConnection_Connect(nc, opts);
+  if (s == NATS_OK && st == TB_OK) s = natsConnection_Connect(nc, opts);
   natsOptions_Destroy(opts);
-  return s;
+  if (st == TB_OK && s != NATS_OK) {
+    char what[TB_URL_MAX + 32];
+    snprintf(what, sizeof(what), "connect to %s", url);
+    st = tb__nats_fail(s, 0, what);
+  }
+  return st;
 }
 
 tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
+  return tb_bus_connect_auth(out, url, name, NULL);
+}
+
+tb_status tb_bus_connect_auth(tb_bus_t **out, const char *url, const char *name,
+                              const tb_bus_auth_t *auth) {
   tb_bus_t *bus = calloc(1, sizeof(*bus));
   if (bus == NULL) return tb__fail(TB_ERR_NOMEM, "bus");
   pthread_mutex_init(&bus->mu, NULL);
   snprintf(bus->url, sizeof(bus->url), "%s", url);
   snprintf(bus->name, sizeof(bus->name), "%s-acks", name);
+  if (auth != NULL) bus->auth = *auth; /* else calloc's zero: TB_AUTH_NONE, no TLS */
   /* Pull requests and publishes are on the critical path (the executor may hold lower work for
    * a delivery): written at once, not a flusher's millisecond later. */
-  natsStatus s = open_conn(&bus->nc, url, name, 1);
-  if (s != NATS_OK) {
-    char what[TB_URL_MAX + 32];
-    snprintf(what, sizeof(what), "connect to %s", url);
-    tb_status st = tb__nats_fail(s, 0, what);
+  tb_status st = open_conn(&bus->nc, url, name, &bus->auth, 1);
+  if (st != TB_OK) {
+    explicit_bzero(&bus->auth, sizeof(bus->auth));
+    pthread_mutex_destroy(&bus->mu);
     free(bus);
     /* Whatever cnats calls it, a connect that fails means no server to talk to; the detail
      * tb__nats_fail recorded stays as it is. */
@@ -116,10 +165,12 @@ tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name) {
   jo.PublishAsync.StallWait = 2000;
   jo.PublishAsync.ErrHandler = on_async_error;
   jo.PublishAsync.ErrHandlerClosure = bus;
-  s = natsConnection_JetStream(&bus->js, bus->nc, &jo);
+  natsStatus s = natsConnection_JetStream(&bus->js, bus->nc, &jo);
   if (s != NATS_OK) {
-    tb_status st = tb__nats_fail(s, 0, "JetStream context");
+    st = tb__nats_fail(s, 0, "JetStream context");
     natsConnection_Destroy(bus->nc);
+    explicit_bzero(&bus->auth, sizeof(bus->auth));
+    pthread_mutex_destroy(&bus->mu);
     free(bus);
     return st;
   }
@@ -136,6 +187,7 @@ void tb_bus_destroy(tb_bus_t *bus) {
   natsConnection_Destroy(bus->ack_nc);
   natsConnection_Destroy(bus->nc);
   pthread_mutex_destroy(&bus->mu);
+  explicit_bzero(&bus->auth, sizeof(bus->auth));
   free(bus);
 }
 
@@ -631,7 +683,7 @@ static tb_status reply(tb_bus_t *bus, natsMsg *m, const char *body) {
   pthread_mutex_lock(&bus->mu);
   if (!bus->ack_tried) {
     bus->ack_tried = 1;
-    if (open_conn(&bus->ack_nc, bus->url, bus->name, 0) != NATS_OK) bus->ack_nc = NULL;
+    if (open_conn(&bus->ack_nc, bus->url, bus->name, &bus->auth, 0) != TB_OK) bus->ack_nc = NULL;
   }
   natsConnection *nc = bus->ack_nc ? bus->ack_nc : bus->nc;
   pthread_mutex_unlock(&bus->mu);

@@ -9,15 +9,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bus/auth.h"
 #include "config/config.h"
 #include "tierbus.h"
 
 typedef struct tb_bus tb_bus_t;
 
-/* Connects once to |url|. TB_ERR_UNAVAILABLE (detail names the URL and cnats' text) when no
- * server answers; the caller decides whether to retry. Once connected, cnats reconnects forever
- * in the background, buffering publishes, so a server restart mid-run loses nothing that was
- * acknowledged. Caller frees with tb_bus_destroy(). */
+/* Connects once to |url| with |auth|'s credentials and TLS (borrowed, copied; NULL = none, for
+ * servers that ask for none: the test harness's and the bench's). TB_ERR_UNAVAILABLE (detail
+ * names the URL and cnats' text) when no server answers; the caller decides whether to retry.
+ * TB_ERR_AUTH when the server refused the credentials or the TLS handshake failed: retrying does
+ * not help. Once connected, cnats reconnects forever in the background, with the same
+ * credentials, buffering publishes, so a server restart mid-run loses nothing that was
+ * acknowledged. Caller frees with tb_bus_destroy(). Commands connect through tb_cli_connect(),
+ * which resolves |auth| with tb_bus_auth_resolve(). */
+tb_status tb_bus_connect_auth(tb_bus_t **out, const char *url, const char *name,
+                              const tb_bus_auth_t *auth);
+/* tb_bus_connect_auth() without credentials. */
 tb_status tb_bus_connect(tb_bus_t **out, const char *url, const char *name);
 
 /* Drains nothing: closes the connection and frees. Accepts NULL. */

@@ -131,6 +131,89 @@ tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, cons
                   srv->log_path);
 }
 
+/* Appends |value| to |f| as a nats-server config string: double-quoted, with '"' and '\\'
+ * escaped (the option table allows printable ASCII only, so nothing else needs it). */
+static void put_quoted(FILE *f, const char *value) {
+  fputc('"', f);
+  for (const char *p = value; *p; p++) {
+    if (*p == '"' || *p == '\\') fputc('\\', f);
+    fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+tb_status tb_server_write_conf(const char *path, const char *base_conf, const tb_bus_auth_t *auth) {
+  const char *key = auth->kind == TB_AUTH_TOKEN ? "nats_token" : "nats_password";
+  if (auth->kind == TB_AUTH_CREDS)
+    return tb__fail(TB_ERR_CONFIG,
+                    "nats_creds: the nats-server `tierbus dev` starts cannot take a creds file "
+                    "(that needs an operator and account JWTs); set nats_user/nats_password or "
+                    "nats_token, or leave them unset for a generated secret, or give --nats-url "
+                    "of the server the creds file belongs to");
+  if (auth->kind == TB_AUTH_NONE)
+    return tb__fail(TB_ERR_CONFIG, "no NATS credentials to start nats-server with");
+  /* nats-server reads a password or token of this shape as a bcrypt hash to compare against. */
+  if (strncmp(auth->secret, "$2", 2) == 0)
+    return tb__fail(TB_ERR_CONFIG,
+                    "%s: begins with '$2', which nats-server takes for a bcrypt hash; choose "
+                    "another",
+                    key);
+  char tmp[PATH_MAX + 32];
+  snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
+  tb_mkdirs(path, 0);
+  unlink(tmp);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return tb__fail(TB_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
+  FILE *f = fdopen(fd, "w");
+  if (f == NULL) {
+    close(fd);
+    unlink(tmp);
+    return tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  }
+  tb_status st = TB_OK;
+  if (fchmod(fd, 0600) != 0) /* exact, whatever the umask */
+    st = tb__fail(TB_ERR_IO, "cannot chmod %s: %s", tmp, strerror(errno));
+  fprintf(f,
+          "# Written by `tierbus dev` at each start%s%s, with the NATS credentials (%s).\n"
+          "# Mode 0600: it holds the secret. Edit the source or the nats_* options, not this.\n",
+          base_conf ? " from " : "", base_conf ? base_conf : "", auth->source);
+  if (st == TB_OK && base_conf != NULL) {
+    FILE *in = fopen(base_conf, "r");
+    if (in == NULL) {
+      st = tb__fail(TB_ERR_IO, "cannot read %s: %s", base_conf, strerror(errno));
+    } else {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof(buf), in)) > 0) fwrite(buf, 1, n, f);
+      fclose(in);
+    }
+  }
+  /* Clients of the global account: JetStream, the tier streams and the deployment bucket stay
+   * where they were before the bus was locked. No no_auth_user: a client without credentials
+   * is refused at CONNECT, before it can publish, subscribe or call the JetStream API. */
+  fputs("\nauthorization {\n", f);
+  if (auth->kind == TB_AUTH_TOKEN) {
+    fputs("  token: ", f);
+    put_quoted(f, auth->secret);
+    fputc('\n', f);
+  } else {
+    fputs("  users: [\n    {user: ", f);
+    put_quoted(f, auth->user);
+    fputs(", password: ", f);
+    put_quoted(f, auth->secret);
+    fputs("}\n  ]\n", f);
+  }
+  fputs("}\n", f);
+  if (st == TB_OK && (fflush(f) != 0 || fsync(fd) != 0))
+    st = tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  if (fclose(f) != 0 && st == TB_OK)
+    st = tb__fail(TB_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  if (st == TB_OK && rename(tmp, path) != 0)
+    st = tb__fail(TB_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+  if (st != TB_OK) unlink(tmp);
+  return st;
+}
+
 void tb_server_stop(tb_server_t *srv, int grace_ms) {
   if (srv->pid <= 0) return;
   kill(srv->pid, SIGTERM);

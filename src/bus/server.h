@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include "bus/auth.h"
 #include "tierbus.h"
 
 typedef struct tb_server {
@@ -21,6 +22,16 @@ typedef struct tb_server {
  * a detail (and the tail of its log) if it does not come up. */
 tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, const char *conf_path,
                           int ready_ms);
+
+/* Writes the config file of a nats-server that requires |auth|'s credentials (user/password or
+ * token) to |path|: the text of |base_conf| (the shipped limits; NULL = none) followed by an
+ * authorization block. Written with mode 0600 under a temporary name and renamed into place,
+ * because it holds the secret: the secret goes to the server in this file, never on its command
+ * line, where `ps` would show it. TB_ERR_CONFIG naming the option for credentials nats-server
+ * cannot take here (a creds file, which needs an operator setup; none at all; a password that
+ * looks like a bcrypt hash, which the server would compare as one); TB_ERR_IO naming the file
+ * otherwise. */
+tb_status tb_server_write_conf(const char *path, const char *base_conf, const tb_bus_auth_t *auth);
 
 /* SIGTERM, then SIGKILL after |grace_ms|; reaps the child. No-op if not running. */
 void tb_server_stop(tb_server_t *srv, int grace_ms);

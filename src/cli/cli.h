@@ -51,6 +51,10 @@ typedef struct tb_cli {
   tb_config_t cfg;
   tb_catalogue_t *cat;
   tb_bus_t *bus;
+  /* The NATS credentials and TLS settings, from tb_cli_resolve_auth(); zeroed by
+   * tb_cli_close(). */
+  tb_bus_auth_t auth;
+  int auth_resolved;
   tb_store_t *store;
   /* 1 for the commands that may create the database (worker, dev, init); every other command
    * refuses a database that does not exist, so that a mistyped path or a missing environment
@@ -75,8 +79,16 @@ int tb_cli_parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, 
  * TB_EXIT_USAGE after printing what is wrong. */
 int tb_cli_load(tb_cli_t *cli);
 
-/* Connects to NATS, retrying with a clear message until nats_connect_timeout. TB_EXIT_FAIL if the
- * server never answers. */
+/* Resolves cli->auth from the loaded config with tb_bus_auth_resolve() (configured credentials,
+ * else the secret in the data directory; |create| generates that secret when it is missing, for
+ * dev only). The one resolution every command's connection uses. TB_EXIT_OK, or TB_EXIT_FAIL
+ * after saying why (the secret cannot be read, or may be read by others). */
+int tb_cli_resolve_auth(tb_cli_t *cli, int create);
+
+/* Connects to NATS with the resolved credentials (tb_cli_resolve_auth(cli, 0) first if not yet
+ * done), retrying with a clear message until nats_connect_timeout. TB_EXIT_FAIL if the server
+ * never answers, or at once when it refuses the credentials or the TLS handshake fails (the
+ * message says where the credentials came from and how to give the right ones). */
 int tb_cli_connect(tb_cli_t *cli);
 
 /* Opens the store: an existing database, or with cli->create_db a new one (and its directory).

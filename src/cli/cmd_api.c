@@ -61,7 +61,12 @@ int tb_cmd_api(int argc, char **argv) {
   const char *token = cli.cfg.api_token;
   tb_cli_trap_signals();
   /* Without NATS the API still answers its figures; publishing and /readyz say what is wrong. */
-  if (tb_cli_connect(&cli) != TB_EXIT_OK)
+  /* A bad credentials or TLS setting is the config's fault: exit 2 as every command does. */
+  if ((rc = tb_cli_connect(&cli)) == TB_EXIT_USAGE) {
+    tb_cli_close(&cli);
+    return rc;
+  }
+  if (rc != TB_EXIT_OK)
     fprintf(stderr, "%s: warning: NATS unreachable at %s; publishing will answer 503\n", cli.prog,
             cli.cfg.nats_url);
   tb_http_t *http = NULL;

@@ -136,7 +136,10 @@ static void dev_usage(void) {
           "or a server already answers, creates the streams and consumers, and runs the workers\n"
           "for every tier until SIGINT/SIGTERM. A server it started that dies is restarted on\n"
           "the same store and port (5 attempts, backoff from 250 ms); if it cannot be, dev\n"
-          "stops its workers and exits 1 with the reason.\n");
+          "stops its workers and exits 1 with the reason.\n"
+          "The server it starts requires nats_user/nats_password or nats_token from the config,\n"
+          "else user tierbus with a password generated into DIR/nats-password (mode 0600, kept\n"
+          "for restarts); other commands find it with --data-dir DIR or TIERBUS_DATA_DIR.\n");
 }
 
 int tb_cmd_dev(int argc, char **argv) {
@@ -205,15 +208,42 @@ int tb_cmd_dev(int argc, char **argv) {
       const char *colon = strrchr(cli.cfg.nats_url, ':');
       want = colon ? atoi(colon + 1) : 4222;
     }
-    static char conf[PATH_MAX]; /* the supervisor restarts with it */
-    snprintf(conf, sizeof(conf), "%s/config/nats-server.conf", TB_SOURCE_DIR);
+    char base[PATH_MAX]; /* the shipped limits */
+    snprintf(base, sizeof(base), "%s/config/nats-server.conf", TB_SOURCE_DIR);
     FILE *probe = fopen("config/nats-server.conf", "r");
     if (probe) {
       fclose(probe);
-      snprintf(conf, sizeof(conf), "config/nats-server.conf");
+      snprintf(base, sizeof(base), "config/nats-server.conf");
     }
     tb_mkdirs(cli.cfg.data_dir, 1);
-    tb_status st = tb_server_start(&srv, cli.cfg.data_dir, want, conf, 10000);
+    /* The bus is locked (issue 11): the server requires the configured credentials, else the
+     * data directory's secret, generated on the first start and kept for every restart, so the
+     * supervisor's restarts and every other command meet the same server. */
+    rc = tb_cli_resolve_auth(&cli, 0);
+    if (rc == TB_EXIT_OK && !cli.auth.tls && cli.auth.kind == TB_AUTH_NONE)
+      rc = tb_cli_resolve_auth(&cli, 1);
+    if (rc != TB_EXIT_OK) {
+      tb_cli_close(&cli);
+      return rc;
+    }
+    if (cli.auth.tls) {
+      tb_cli_close(&cli);
+      return tb_cli_usage_error(&cli,
+                                "config error: nats_tls_ca, nats_tls_cert or a tls:// nats_url "
+                                "asks for TLS, but the nats-server dev starts listens on "
+                                "127.0.0.1 without it; unset them, or give --nats-url of the TLS "
+                                "server");
+    }
+    static char conf[PATH_MAX + 32]; /* the supervisor restarts with it */
+    snprintf(conf, sizeof(conf), "%s/nats-server.conf", cli.cfg.data_dir);
+    tb_status st = tb_server_write_conf(conf, base, &cli.auth);
+    if (st != TB_OK) {
+      fprintf(stderr, "%s: %s%s\n", cli.prog,
+              st == TB_ERR_CONFIG ? "config error: " : "error: ", tb_errdetail());
+      tb_cli_close(&cli);
+      return st == TB_ERR_CONFIG ? TB_EXIT_USAGE : TB_EXIT_FAIL;
+    }
+    st = tb_server_start(&srv, cli.cfg.data_dir, want, conf, 10000);
     if (st != TB_OK) {
       fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
       tb_cli_close(&cli);
@@ -222,8 +252,8 @@ int tb_cmd_dev(int argc, char **argv) {
     snprintf(cli.cfg.nats_url, sizeof(cli.cfg.nats_url), "%s", srv.url);
     sv.conf = conf;
     sv.port = srv.port;
-    TB_LOG(TB_LOG_INFO, "dev", "started nats-server pid %d on %s, store %s", (int)srv.pid, srv.url,
-           srv.store_dir);
+    TB_LOG(TB_LOG_INFO, "dev", "started nats-server pid %d on %s, store %s, credentials: %s",
+           (int)srv.pid, srv.url, srv.store_dir, cli.auth.source);
   }
 
   rc = tb_cli_connect(&cli);
@@ -260,6 +290,8 @@ int tb_cmd_dev(int argc, char **argv) {
       else
         TB_LOG(TB_LOG_WARN, "dev", "HTTP API not started: %s", tb_errdetail());
     }
+    /* Another service needs this to connect (README, "Connecting to the locked bus"). */
+    if (srv.pid > 0) printf("tierbus dev: NATS credentials: %s\n", cli.auth.source);
     printf("tierbus dev ready: nats=%s db=%s%s tiers=%d%s (Ctrl-C to stop)\n", cli.cfg.nats_url,
            cli.cfg.db_path, http_url, cli.cfg.n_tiers, demo ? " demo=on" : "");
     fflush(stdout);

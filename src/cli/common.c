@@ -162,20 +162,68 @@ int tb_cli_load(tb_cli_t *cli) {
   return TB_EXIT_OK;
 }
 
+int tb_cli_resolve_auth(tb_cli_t *cli, int create) {
+  tb_status st = tb_bus_auth_resolve(&cli->cfg, create, &cli->auth);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  cli->auth_resolved = 1;
+  return TB_EXIT_OK;
+}
+
+/* Says why the server refused us and what would be accepted: the usual cause is a command run
+ * without the deployment's data directory, where `tierbus dev` keeps the secret. */
+static int refused(const tb_cli_t *cli) {
+  /* cnats' text is the only way to tell the two apart once TB_ERR_AUTH covers both. */
+  int tls_failed = strstr(tb_errdetail(), "SSL") != NULL;
+  fprintf(stderr, "%s: error: NATS at %s refused the connection: %s\n  credentials: %s%s\n",
+          cli->prog, cli->cfg.nats_url, tb_errdetail(), cli->auth.source,
+          cli->auth.tls ? " (over TLS)" : "");
+  if (tls_failed && cli->auth.tls_hostname[0] != '\0')
+    fprintf(stderr,
+            "  TLS: nats_tls_ca must hold the CA that signed the server's certificate, and that "
+            "certificate must carry the name '%s' (nats_tls_hostname, else the URL's host)\n",
+            cli->auth.tls_hostname);
+  else if (tls_failed)
+    fprintf(stderr,
+            "  TLS: nats_tls_ca must hold the CA that signed the server's certificate (the URL "
+            "names an IP address: only the CA is checked unless nats_tls_hostname names the "
+            "server)\n");
+  else if (cli->auth.kind == TB_AUTH_NONE)
+    fprintf(stderr,
+            "  give the deployment's data directory (--data-dir or TIERBUS_DATA_DIR: `tierbus dev` "
+            "keeps its secret there in %s), or set nats_user/nats_password, nats_token or "
+            "nats_creds (config, TIERBUS_NATS_* or --set)\n",
+            TB_AUTH_SECRET_FILE);
+  return TB_EXIT_FAIL;
+}
+
 int tb_cli_connect(tb_cli_t *cli) {
+  if (!cli->auth_resolved && tb_cli_resolve_auth(cli, 0) != TB_EXIT_OK) return TB_EXIT_FAIL;
   int64_t deadline = tb_mono_us() + cli->cfg.nats_connect_timeout_ms * 1000;
   int attempts = 0;
   for (;;) {
-    tb_status st = tb_bus_connect(&cli->bus, cli->cfg.nats_url, cli->prog);
+    tb_status st = tb_bus_connect_auth(&cli->bus, cli->cfg.nats_url, cli->prog, &cli->auth);
     if (st == TB_OK) {
       if (attempts > 0) TB_LOG(TB_LOG_INFO, "cli", "connected to %s", cli->cfg.nats_url);
       return TB_EXIT_OK;
+    }
+    if (st == TB_ERR_AUTH) return refused(cli);
+    if (st == TB_ERR_CONFIG) {
+      fprintf(stderr, "%s: config error: %s\n", cli->prog, tb_errdetail());
+      return TB_EXIT_USAGE;
     }
     attempts++;
     if (tb_mono_us() >= deadline || tb_cli_stop) {
       fprintf(stderr, "%s: error: NATS is not reachable at %s after %d attempts over %lld ms: %s\n",
               cli->prog, cli->cfg.nats_url, attempts, (long long)cli->cfg.nats_connect_timeout_ms,
               tb_errdetail());
+      /* A server that verifies clients closes a connection without a certificate right after
+       * the handshake, which cnats reports as a protocol error, not as a refusal. */
+      if (cli->auth.tls && cli->auth.tls_cert[0] == '\0')
+        fprintf(stderr, "  over TLS without a client certificate: if the server verifies "
+                        "clients, set nats_tls_cert and nats_tls_key\n");
       return TB_EXIT_FAIL;
     }
     if (attempts == 1)
@@ -308,6 +356,8 @@ void tb_cli_close(tb_cli_t *cli) {
   cli->bus = NULL;
   tb_catalogue_destroy(cli->cat);
   cli->cat = NULL;
+  explicit_bzero(&cli->auth, sizeof(cli->auth));
+  cli->auth_resolved = 0;
 }
 
 void tb_cli_config_names(const tb_config_t *cfg, tb_cli_names_t which, char *buf, size_t cap) {

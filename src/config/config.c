@@ -40,6 +40,12 @@
 #define CS_TIER_DESC "lowercase letters, digits, '_' or '-'"
 #define CS_IDENT CS_LOWER CS_UPPER CS_DIGITS "_-"
 #define CS_IDENT_DESC "letters, digits, '_' or '-'"
+/* Credentials travel in nats-server's config file and in the CONNECT JSON, which cnats 3.4 builds
+ * without escaping them: a '"' or '\\' there breaks the JSON and the server drops the
+ * connection with a parse error. Printable ASCII without those and spaces is safe in both. */
+#define CS_CREDENTIAL                                                                              \
+  "!#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~"
+#define CS_CREDENTIAL_DESC "printable ASCII other than space, '\"' and '\\'"
 /* Canonical event names follow their seeds: "CLIENT_CREATED", "workspace/priorities.sync". */
 #define CS_EVENT CS_IDENT "/."
 #define CS_EVENT_DESC "letters, digits, '_', '-', '/' or '.'"
@@ -69,6 +75,7 @@ typedef struct opt {
   const char *charset_desc;
   bool required;   /* has no default: the file must give it */
   bool tier_ref;   /* OPT_STRING naming a tier: must be one of the config's tiers */
+  bool secret;     /* OPT_STRING: never printed (errors, `config example` writes the default) */
   const char *def; /* default, as config text (lists: items separated by spaces) */
   const char *env; /* environment variable that overrides it, or NULL */
   const char *help;
@@ -85,6 +92,81 @@ static const opt_t scalar_opts[] = {
      .def = "nats://127.0.0.1:4222",
      .env = "TIERBUS_NATS_URL",
      .help = "NATS server URL; separate the servers of one cluster with commas."},
+    /* The locked bus (issue 11). One kind of credentials at most; validate() checks the pairs.
+     * Why no default secret here: `tierbus dev` generates one per data directory, and every
+     * command finds it there (src/bus/auth.c), so a config file never has to hold it. */
+    {.name = "nats_user",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_user),
+     .min = 0,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
+     .def = "",
+     .env = "TIERBUS_NATS_USER",
+     .help = "NATS user name (with nats_password). `tierbus dev` starts its nats-server with\n"
+             "these credentials; unset, it generates a password for user tierbus, kept in\n"
+             "<data_dir>/nats-password (mode 0600), which every command then uses."},
+    {.name = "nats_password",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_password),
+     .min = 0,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
+     .secret = true,
+     .def = "",
+     .env = "TIERBUS_NATS_PASSWORD",
+     .help = "Password of nats_user. Prefer the environment variable to the file."},
+    {.name = "nats_token",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_token),
+     .min = 0,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
+     .secret = true,
+     .def = "",
+     .env = "TIERBUS_NATS_TOKEN",
+     .help = "NATS authentication token, instead of nats_user and nats_password."},
+    {.name = "nats_creds",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_creds),
+     .min = 0,
+     .def = "",
+     .env = "TIERBUS_NATS_CREDS",
+     .help = "NATS credentials file (user JWT and NKey seed, as `nsc` writes it) for a server in\n"
+             "operator mode; not for the server `tierbus dev` starts."},
+    {.name = "nats_tls_ca",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_tls_ca),
+     .min = 0,
+     .def = "",
+     .env = "TIERBUS_NATS_TLS_CA",
+     .help = "PEM file of the CAs that sign the NATS server's certificate. Setting it (or\n"
+             "nats_tls_cert, or a tls:// URL, which trusts the system's CAs) makes every\n"
+             "connection use TLS."},
+    {.name = "nats_tls_cert",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_tls_cert),
+     .min = 0,
+     .def = "",
+     .env = "TIERBUS_NATS_TLS_CERT",
+     .help = "PEM client certificate (chain) for a server that verifies clients; needs\n"
+             "nats_tls_key."},
+    {.name = "nats_tls_key",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_tls_key),
+     .min = 0,
+     .def = "",
+     .env = "TIERBUS_NATS_TLS_KEY",
+     .help = "PEM private key of nats_tls_cert."},
+    {.name = "nats_tls_hostname",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, nats_tls_hostname),
+     .min = 0,
+     .charset = CS_CREDENTIAL,
+     .charset_desc = CS_CREDENTIAL_DESC,
+     .def = "",
+     .help = "Name the server's certificate must carry; empty = the host of the first URL in\n"
+             "nats_url (an IP address there checks the CA chain only: set a name here)."},
     {.name = "db_path",
      .type = OPT_STRING,
      FIELD(tb_config_t, db_path),
@@ -703,7 +785,11 @@ static bool check_string(const opt_t *o, const char *s, char *msg, size_t cap) {
     return false;
   }
   if (o->charset && strspn(s, o->charset) != n) {
-    snprintf(msg, cap, "must contain only %s (got '%s')", o->charset_desc, s);
+    if (o->secret)
+      snprintf(msg, cap, "must contain only %s (character %zu is not; the value is not shown)",
+               o->charset_desc, strspn(s, o->charset) + 1);
+    else
+      snprintf(msg, cap, "must contain only %s (got '%s')", o->charset_desc, s);
     return false;
   }
   return true;
@@ -1063,6 +1149,55 @@ static tb_status validate_escalation(const tb_config_t *cfg, const src_lines *L)
   return TB_OK;
 }
 
+/* The line of scalar option |name| in the file, 0 when unknown. */
+static int opt_line(const src_lines *L, const char *name) {
+  const opt_t *o = find_opt(scalar_opts, N_SCALARS, name);
+  return L && o ? L->opt[o - scalar_opts] : 0;
+}
+
+/* Checks that option |name|'s file |path| (when set) is a readable regular file: a missing CA or
+ * key is a config error at start, named, instead of a TLS failure on the first connect. */
+static tb_status check_file_opt(const tb_config_t *cfg, const src_lines *L, const char *name,
+                                const char *path) {
+  struct stat sb;
+  if (path[0] == '\0') return TB_OK;
+  if (stat(path, &sb) != 0 || access(path, R_OK) != 0)
+    return vfail(cfg, opt_line(L, name), name, "cannot read '%s': %s", path, strerror(errno));
+  if (!S_ISREG(sb.st_mode))
+    return vfail(cfg, opt_line(L, name), name, "'%s' is not a regular file", path);
+  return TB_OK;
+}
+
+/* The NATS credentials and TLS options: at most one kind of credentials, pairs complete, files
+ * readable. */
+static tb_status validate_nats_auth(const tb_config_t *cfg, const src_lines *L) {
+  int user = cfg->nats_user[0] != '\0', pass = cfg->nats_password[0] != '\0';
+  int token = cfg->nats_token[0] != '\0', creds = cfg->nats_creds[0] != '\0';
+  if (user && !pass)
+    return vfail(cfg, opt_line(L, "nats_user"), "nats_password",
+                 "is required with nats_user (or use TIERBUS_NATS_PASSWORD)");
+  if (pass && !user)
+    return vfail(cfg, opt_line(L, "nats_password"), "nats_user", "is required with nats_password");
+  if (token && user)
+    return vfail(cfg, opt_line(L, "nats_token"), "nats_token",
+                 "give nats_token or nats_user/nats_password, not both");
+  if (creds && (user || token))
+    return vfail(cfg, opt_line(L, "nats_creds"), "nats_creds", "give nats_creds or %s, not both",
+                 user ? "nats_user/nats_password" : "nats_token");
+  int cert = cfg->nats_tls_cert[0] != '\0', key = cfg->nats_tls_key[0] != '\0';
+  if (cert && !key)
+    return vfail(cfg, opt_line(L, "nats_tls_cert"), "nats_tls_key",
+                 "is required with nats_tls_cert");
+  if (key && !cert)
+    return vfail(cfg, opt_line(L, "nats_tls_key"), "nats_tls_cert",
+                 "is required with nats_tls_key");
+  tb_status s = check_file_opt(cfg, L, "nats_creds", cfg->nats_creds);
+  if (s == TB_OK) s = check_file_opt(cfg, L, "nats_tls_ca", cfg->nats_tls_ca);
+  if (s == TB_OK) s = check_file_opt(cfg, L, "nats_tls_cert", cfg->nats_tls_cert);
+  if (s == TB_OK) s = check_file_opt(cfg, L, "nats_tls_key", cfg->nats_tls_key);
+  return s;
+}
+
 static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
   char msg[512];
   for (size_t i = 0; i < N_SCALARS; i++)
@@ -1090,6 +1225,7 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
   if (s == TB_OK) s = validate_presets(cfg, L);
   if (s == TB_OK) s = validate_workflow_tiers(cfg, L);
   if (s == TB_OK) s = validate_escalation(cfg, L);
+  if (s == TB_OK) s = validate_nats_auth(cfg, L);
   return s;
 }
 
@@ -1748,7 +1884,8 @@ static void write_str(FILE *out, const char *s) {
 static void write_value(FILE *out, const void *base, const opt_t *o) {
   char buf[64];
   if (o->type == OPT_STRING) {
-    write_str(out, (const char *)base + o->offset);
+    /* A secret set by the environment or --set must not end up in an example someone shares. */
+    write_str(out, o->secret ? o->def : (const char *)base + o->offset);
   } else if (o->type == OPT_MS_LIST) {
     int n = *list_count((void *)base, o);
     const int64_t *items = (const int64_t *)((const char *)base + o->offset);

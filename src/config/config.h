@@ -76,6 +76,20 @@ typedef struct tb_esc_rule {
 
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
+  /* How every NATS connection authenticates (issue 11, the locked bus): at most one of
+   * user/password, token or creds file. With none set, the secret `tierbus dev` keeps in
+   * data_dir is used when it is there (src/bus/auth.h resolves this, once, for every command). */
+  char nats_user[128];
+  char nats_password[256];
+  char nats_token[256];
+  char nats_creds[PATH_MAX];
+  /* TLS to the server: a CA file (or a tls:// URL and the system's CAs), an optional client
+   * certificate and key, and the name the server's certificate must carry ("" = the URL's host,
+   * or no name check when that host is an IP address). */
+  char nats_tls_ca[PATH_MAX];
+  char nats_tls_cert[PATH_MAX];
+  char nats_tls_key[PATH_MAX];
+  char nats_tls_hostname[256];
   char db_path[PATH_MAX];
   char data_dir[PATH_MAX];
   char stream_prefix[TB_NAME_MAX]; /* streams are <prefix>_<TIER>_<DOMAIN> */

@@ -714,6 +714,96 @@ static void test_validate_built_config(void **state) {
   assert_string_equal(tb_errdetail(), "tiers: at most 8 tiers are allowed (got 9)");
 }
 
+/* The NATS credentials and TLS options (issue 11): one kind of credentials, complete pairs,
+ * readable files, safe characters, and a secret never shown. */
+static void test_nats_auth_options(void **state) {
+  static tb_config_t cfg;
+  expect_load_error("nats_user: svc\n" ONE_TIER,
+                    "%s:1: nats_password: is required with nats_user (or use "
+                    "TIERBUS_NATS_PASSWORD)");
+  expect_load_error(ONE_TIER "nats_password: pw\n",
+                    "%s:2: nats_user: is required with nats_password");
+  expect_load_error("nats_user: svc\nnats_password: pw\nnats_token: t\n" ONE_TIER,
+                    "%s:3: nats_token: give nats_token or nats_user/nats_password, not both");
+  expect_load_error("nats_token: t\nnats_creds: /etc/hostname\n" ONE_TIER,
+                    "%s:2: nats_creds: give nats_creds or nats_token, not both");
+  expect_load_error("nats_user: u\nnats_password: 'a\"b'\n" ONE_TIER,
+                    "%s:2: nats_password: must contain only printable ASCII other than space, "
+                    "'\"' and '\\' (character 2 is not; the value is not shown)");
+  expect_load_error("nats_token: 'sec ret'\n" ONE_TIER,
+                    "%s:1: nats_token: must contain only printable ASCII other than space, '\"' "
+                    "and '\\' (character 4 is not; the value is not shown)");
+  /* A user name is no secret: it is shown. */
+  expect_load_error("nats_user: 'a\\b'\nnats_password: p\n" ONE_TIER,
+                    "%s:1: nats_user: must contain only printable ASCII other than space, '\"' "
+                    "and '\\' (got 'a\\b')");
+  expect_load_error("nats_tls_ca: /nonexistent/ca.pem\n" ONE_TIER,
+                    "%s:1: nats_tls_ca: cannot read '/nonexistent/ca.pem': No such file or "
+                    "directory");
+  expect_load_error("nats_tls_ca: /tmp\n" ONE_TIER,
+                    "%s:1: nats_tls_ca: '/tmp' is not a regular file");
+  expect_load_error("nats_tls_cert: /etc/hostname\n" ONE_TIER,
+                    "%s:1: nats_tls_key: is required with nats_tls_cert");
+  expect_load_error(ONE_TIER "nats_tls_key: /etc/hostname\n",
+                    "%s:2: nats_tls_cert: is required with nats_tls_key");
+  expect_load_error(
+      "nats_creds: /nonexistent.creds\n" ONE_TIER,
+      "%s:1: nats_creds: cannot read '/nonexistent.creds': No such file or directory");
+
+  /* Length bounds at both edges: 255 characters of password or token, 127 of user. */
+  char yaml[1024], long_pw[257], long_user[129];
+  memset(long_pw, 'p', 256);
+  long_pw[256] = '\0';
+  memset(long_user, 'u', 128);
+  long_user[128] = '\0';
+  snprintf(yaml, sizeof(yaml), "nats_user: %.127s\nnats_password: %.255s\n" ONE_TIER, long_user,
+           long_pw);
+  expect_load_ok(yaml, &cfg);
+  assert_int_equal(strlen(cfg.nats_password), 255);
+  snprintf(yaml, sizeof(yaml), "nats_token: %s\n" ONE_TIER, long_pw);
+  expect_load_error(yaml, "%s:1: nats_token: must be 0 to 255 characters of printable ASCII other "
+                          "than space, '\"' and '\\' (got 256 characters)");
+  snprintf(yaml, sizeof(yaml), "nats_user: %s\nnats_password: p\n" ONE_TIER, long_user);
+  expect_load_error(yaml, "%s:1: nats_user: must be 0 to 127 characters of printable ASCII other "
+                          "than space, '\"' and '\\' (got 128 characters)");
+
+  /* Each kind alone, with readable TLS files, is accepted. */
+  expect_load_ok("nats_token: 'a$b{c}#d'\n" ONE_TIER, &cfg);
+  assert_string_equal(cfg.nats_token, "a$b{c}#d");
+  expect_load_ok("nats_creds: /etc/hostname\nnats_tls_ca: /etc/hostname\n"
+                 "nats_tls_cert: /etc/hostname\nnats_tls_key: /etc/hostname\n"
+                 "nats_tls_hostname: nats.example.com\n" ONE_TIER,
+                 &cfg);
+  assert_string_equal(cfg.nats_tls_hostname, "nats.example.com");
+
+  /* The environment sets them like the file, and is held to the same rules. */
+  tb_config_init(&cfg);
+  add_tier(&cfg, "a");
+  setenv("TIERBUS_NATS_TOKEN", "from-env", 1);
+  assert_int_equal(tb_config_apply_env(&cfg), TB_OK);
+  unsetenv("TIERBUS_NATS_TOKEN");
+  assert_string_equal(cfg.nats_token, "from-env");
+  assert_int_equal(tb_config_validate(&cfg), TB_OK);
+  assert_int_equal(tb_config_set(&cfg, "nats_user", "u"), TB_OK);
+  assert_int_equal(tb_config_set(&cfg, "nats_password", "p"), TB_OK);
+  assert_int_equal(tb_config_validate(&cfg), TB_ERR_CONFIG);
+  assert_string_equal(tb_errdetail(),
+                      "nats_token: give nats_token or nats_user/nats_password, not both");
+
+  /* `config example` never writes a secret it was given. */
+  cfg.nats_token[0] = '\0';
+  assert_int_equal(tb_config_set(&cfg, "nats_password", "hunter2-secret"), TB_OK);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&text, &len);
+  tb_config_write_example(&cfg, mem);
+  fclose(mem);
+  assert_null(strstr(text, "hunter2-secret"));
+  assert_non_null(strstr(text, "\nnats_user: u\n"));
+  assert_non_null(strstr(text, "\nnats_password: \"\"\n"));
+  free(text);
+}
+
 /* ----------------------------------------------------------------------------------------
  * Example file and YAML styles
  * -------------------------------------------------------------------------------------- */
@@ -867,6 +957,7 @@ int main(void) {
       cmocka_unit_test(test_config_set),
       cmocka_unit_test(test_env_overrides),
       cmocka_unit_test(test_validate_built_config),
+      cmocka_unit_test(test_nats_auth_options),
       cmocka_unit_test(test_example_round_trip),
       cmocka_unit_test(test_flow_and_block_styles),
       cmocka_unit_test(test_default_path),

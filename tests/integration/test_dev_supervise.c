@@ -11,7 +11,8 @@
 
 #define RUN_MS 30000
 
-/* Starts dev on a reserved port with its own data dir (h->db as its database). */
+/* Starts dev on a reserved port with its own data dir (h->db as its database). The bus is locked:
+ * commands reach dev's server with the secret in that data dir, so each publish names it. */
 static void start_dev(tb_h_t *h, tb_h_child_t *dev, char *data_dir, size_t cap) {
   char port[16];
   assert_true(tb_h_reserve_port(h) > 0);
@@ -77,7 +78,7 @@ static void test_dev_restarts_killed_server(void **state) {
   size_t off = 0;
   pid_t first = wait_server(&dev, 0, &off);
   wait_ready(&dev);
-  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", a, NULL);
+  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", a, "--data-dir", dir, NULL);
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   int64_t seen = tb_h_wait_sql(h, 500, 20000, "SELECT count(*) FROM processed");
@@ -87,7 +88,9 @@ static void test_dev_restarts_killed_server(void **state) {
                 FIRST);
   pid_t second = wait_server(&dev, off + 1, &off);
   assert_true(second != first);
-  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", b, NULL);
+  /* The restarted server takes the same secret: the publish below authenticates with the one
+   * in dev's data directory, and the workers' connections reconnect with theirs. */
+  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", b, "--data-dir", dir, NULL);
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   assert_int_equal(tb_h_wait_sql(h, FIRST + SECOND, 45000, "SELECT count(*) FROM processed"),
@@ -114,7 +117,7 @@ static void test_dev_exits_when_restart_fails(void **state) {
   wait_ready(&dev);
   /* The workers run once they processed an event: the ready line comes before they start. */
   tb_h_result_t r;
-  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", one, NULL);
+  tb_h_tierbus(h, &r, RUN_MS, "publish", "--file", one, "--data-dir", dir, NULL);
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   assert_int_equal(tb_h_wait_sql(h, 1, 20000, "SELECT count(*) FROM processed"), 1);
