@@ -219,7 +219,7 @@ static void test_execute_and_monitoring(void **state) {
 /* Every run id over all pages of |query| ("" or "&status=..."), |limit| per page. */
 static json_t *all_pages(const char *query, int limit, int *pages) {
   json_t *ids = json_array();
-  char path[512], cursor[256] = "";
+  char path[1024], cursor[256] = "";
   *pages = 0;
   for (;;) {
     snprintf(path, sizeof(path), "/api/workflows?limit=%d%s%s%s", limit, query,
@@ -463,7 +463,7 @@ static void add_repo(const char *ws, const char *repo) {
 
 /* Every repository id over all pages of |query|. */
 static void repo_pages(const char *query, int limit, const char *want) {
-  char path[512], cursor[512] = "", got[512] = "";
+  char path[1200], cursor[512] = "", got[512] = "";
   for (int pages = 0; pages < 20; pages++) {
     snprintf(path, sizeof(path), "/api/repositories?limit=%d%s%s%s", limit, query,
              cursor[0] ? "&cursor=" : "", cursor);
