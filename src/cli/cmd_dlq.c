@@ -99,10 +99,8 @@ static int parse_opts(tb_cli_t *cli, int argc, char **argv, const char *allowed,
   if (optind < argc && want_id) o->id = argv[optind++];
   if (optind < argc) return tb_cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
   if (reason != NULL && tb_dlq_class_parse(reason) < 0) {
-    char names[256] = "";
-    for (int k = 0; k < TB_DLQ__COUNT; k++)
-      snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", k ? ", " : "",
-               tb_dlq_class_name((tb_dlq_class)k));
+    char names[256];
+    tb_dlq_class_list(names, sizeof(names));
     return tb_cli_usage_error(cli, "--reason: unknown reason '%s' (%s)", reason, names);
   }
   if (o->since != NULL && tb_time_parse_us(o->since, tb_wall_us(), &o->f.since_us) != TB_OK)

@@ -34,10 +34,8 @@ void tb__http_get_dlq(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *re
   const char *since = tb__http_arg(req, "since");
   if (tb__http_arg_int(req, resp, "limit", 1, LIST_MAX, LIST_DEFAULT, &f.limit) != 0) return;
   if (f.reason_class != NULL && tb_dlq_class_parse(f.reason_class) < 0) {
-    char names[256] = "";
-    for (int k = 0; k < TB_DLQ__COUNT; k++)
-      snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", k ? ", " : "",
-               tb_dlq_class_name((tb_dlq_class)k));
+    char names[256];
+    tb_dlq_class_list(names, sizeof(names));
     tb__http_error(resp, 400, "reason", "reason: unknown reason '%.64s' (%s)", f.reason_class,
                    names);
     return;
