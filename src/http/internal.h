@@ -142,7 +142,12 @@ typedef struct tb_http_tier_figures {
   uint64_t d_pending[TB_MAX_DOMAINS], d_in_flight[TB_MAX_DOMAINS], d_redelivered[TB_MAX_DOMAINS];
 } tb_http_tier_figures_t;
 
-/* A new array of cfg->n_tiers figures (caller frees with free()), or NULL after a 500. */
+/* 1 when the server has a bus and its NATS connection is up. The consumers are asked only then:
+ * a request on a connection that is down waits out its whole timeout. */
+int tb__http_nats_up(const tb_http_t *h);
+
+/* A new array of cfg->n_tiers figures (caller frees with free()), or NULL after a 500. With NATS
+ * down the consumers' figures are left out (have_queue 0) rather than waited for. */
 tb_http_tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp);
 
 /* ---------------------------------------------------------------- routes by file */

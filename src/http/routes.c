@@ -17,6 +17,11 @@
 
 /* ---------------------------------------------------------------- figures */
 
+int tb__http_nats_up(const tb_http_t *h) {
+  return h->o.bus != NULL &&
+         natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED;
+}
+
 tb_http_tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
   const tb_config_t *cfg = h->o.cfg;
   tb_http_tier_figures_t *f = calloc((size_t)cfg->n_tiers, sizeof(*f));
@@ -36,9 +41,10 @@ tb_http_tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
   }
   /* The consumers, one per (tier, domain): a tier's figures are whole only when every domain's
    * consumer answered; a partial sum would read as a false low. */
+  int up = tb__http_nats_up(h);
   for (int t = 0; t < cfg->n_tiers; t++) {
-    f[t].have_queue = h->o.bus != NULL && cfg->n_domains > 0;
-    for (int d = 0; d < cfg->n_domains && h->o.bus != NULL; d++) {
+    f[t].have_queue = up && cfg->n_domains > 0;
+    for (int d = 0; d < cfg->n_domains && up; d++) {
       f[t].have_domain[d] = tb_consumer_pending(h->o.bus, cfg, cfg->tiers[t].name, cfg->domains[d],
                                                 &f[t].d_pending[d], &f[t].d_in_flight[d],
                                                 &f[t].d_redelivered[d]) == TB_OK;
@@ -62,8 +68,7 @@ static void get_healthz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
 /* Ready when NATS is connected, the database answers and the first tier's consumers exist. */
 static void get_readyz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  int nats = h->o.bus != NULL &&
-             natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED;
+  int nats = tb__http_nats_up(h);
   pthread_mutex_lock(&h->store_mu);
   int db = tb_store_schema_version(h->o.store) > 0;
   pthread_mutex_unlock(&h->store_mu);

@@ -4,7 +4,7 @@
  * and the success rate of repository jobs for workspace vs tracked-only repositories. GET
  * /api/monitoring answers it as JSON; GET /metrics gets the same families as Prometheus text
  * (tb__http_metrics_monitor). The figures are the store's (store/monitor.h) and the consumers'. */
-#include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +30,9 @@
 struct tb_http_sampler {
   tb_http_t *h; /* borrowed: the server that owns this */
   tb_bgthread_t *thread;
+  /* Set before the thread is stopped: a tick between consumer requests gives up at once, so a
+   * stop never waits out a request per (tier, domain). */
+  atomic_int stopping;
   pthread_mutex_t mu;
   int head, count; /* next slot to write; samples held */
   int64_t at_us[TB_HTTP_SAMPLES];
@@ -41,11 +44,15 @@ static int64_t sample(void *arg, int stopping) {
   struct tb_http_sampler *s = arg;
   const tb_config_t *cfg = s->h->o.cfg;
   int32_t row[TB_MAX_TIERS];
+  /* Without a connection every request would wait out its timeout: record the gap instead. */
+  int up = tb__http_nats_up(s->h);
   for (int t = 0; t < cfg->n_tiers && t < TB_MAX_TIERS; t++) {
     uint64_t p = 0, a = 0, r = 0;
-    row[t] = tb_consumer_pending(s->h->o.bus, cfg, cfg->tiers[t].name, NULL, &p, &a, &r) == TB_OK
-                 ? (int32_t)a
-                 : -1;
+    row[t] =
+        up && !s->stopping &&
+                tb_consumer_pending(s->h->o.bus, cfg, cfg->tiers[t].name, NULL, &p, &a, &r) == TB_OK
+            ? (int32_t)a
+            : -1;
   }
   pthread_mutex_lock(&s->mu);
   s->at_us[s->head] = tb_wall_us();
@@ -77,6 +84,7 @@ tb_status tb__http_sampler_start(tb_http_t *h) {
 void tb__http_sampler_stop(tb_http_t *h) {
   struct tb_http_sampler *s = h->sampler;
   if (s == NULL) return;
+  atomic_store(&s->stopping, 1);
   tb_bgthread_stop(s->thread);
   pthread_mutex_destroy(&s->mu);
   free(s);
@@ -387,8 +395,7 @@ int tb__http_metrics_monitor(tb_http_t *h, const tb_http_tier_figures_t *f, tb_h
   put(t,
       "# HELP tierbus_nats_connected 1 when this process's NATS connection is up.\n"
       "# TYPE tierbus_nats_connected gauge\ntierbus_nats_connected %d\n",
-      h->o.bus != NULL &&
-          natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED);
+      tb__http_nats_up(h));
   mon_free(&m);
   return 0;
 }
