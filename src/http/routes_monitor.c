@@ -49,7 +49,7 @@ static int64_t sample(void *arg, int stopping) {
   for (int t = 0; t < cfg->n_tiers && t < TB_MAX_TIERS; t++) {
     uint64_t p = 0, a = 0, r = 0;
     row[t] =
-        up && !s->stopping &&
+        up && !atomic_load(&s->stopping) &&
                 tb_consumer_pending(s->h->o.bus, cfg, cfg->tiers[t].name, NULL, &p, &a, &r) == TB_OK
             ? (int32_t)a
             : -1;
