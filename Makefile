@@ -5,13 +5,14 @@ BUILD ?= build
 JOBS ?= 2
 DEPS := nats-server openssl libnats-dev libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev \
         libcmocka-dev libjansson-dev libyaml-dev libmicrohttpd-dev libcurl4-openssl-dev pkg-config cmake gcc make \
-        chromium chromium-driver python3-selenium
+        apache2-utils chromium chromium-driver python3-selenium
+API_LOAD ?= 100000
 CMAKE_FLAGS ?=
 FUZZ_DEPS := clang libclang-rt-14-dev
 FUZZ_SECONDS ?= 30
 FUZZERS := fuzz_decode fuzz_publish_json fuzz_ndjson fuzz_config
 
-.PHONY: all deps build run test sanitize release fuzz clean format
+.PHONY: all deps build run test sanitize release fuzz clean format api-load
 
 all: build
 
@@ -32,6 +33,13 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# Issue 11's API load: 200 concurrent clients (ApacheBench, apache2-utils, keep-alive) publish
+# API_LOAD events through POST /api/events on loopback; it fails on any error or lost event and
+# prints the rate and p50/p99 (bench/RESULTS.md, "Issue 11: API publish load"). Take the machine
+# for it: flock keeps two benchmarks from sharing the cores.
+api-load: build
+	flock /tmp/tierbus-bench.lock env TB_API_LOAD=$(API_LOAD) ./$(BUILD)/test_api_load
 
 # The sanitizer build used by CI: ASan + UBSan over the whole suite.
 sanitize:

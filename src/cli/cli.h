@@ -177,10 +177,6 @@ int tb_cmd_replay(int argc, char **argv);    /* cmd_replay.c */
 int tb_cmd_rebuild(int argc, char **argv);   /* cmd_replay.c */
 int tb_cmd_db(int argc, char **argv);        /* checksum, prune (cmd_replay.c) */
 
-/* Name of step |step| of the run named |name|: "(end)" past the last step, "-" for an unknown
- * definition. Borrowed, static. */
-const char *tb_cli_wf_step_name(const char *name, int step);
-
 /* Called by tb_cli_run_workers() every 100 ms with |arg|: TB_EXIT_OK to go on, anything else
  * stops the workers and becomes the exit status (dev's nats-server supervision). */
 typedef int (*tb_cli_tick_fn)(void *arg);

@@ -1,7 +1,6 @@
 /* `tierbus dlq`: the dead letters. list and show read the database alone; replay republishes an
  * entry to its tier's subject (the normal path, same envelope id) so that it applies once; purge
  * removes entries and their TB_DLQ copies, only with --yes. */
-#define _GNU_SOURCE /* strptime, timegm */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -10,13 +9,13 @@
 #include <strings.h>
 #include <time.h>
 
+#include "api/dlq.h"
 #include "cli/cli.h"
 #include "codec/codec.h"
 #include "core/clock.h"
 #include "core/status.h"
 #include "core/util.h"
 #include "store/dlq.h"
-#include "tierbus/v1/envelope.pb-c.h"
 
 static void dlq_usage(FILE *out) {
   fprintf(out,
@@ -40,39 +39,6 @@ typedef struct dlq_opts {
   const char *since, *priority, *id;
   int json, all, yes, filtered;
 } dlq_opts_t;
-
-/* Parses "2026-01-02T15:04:05Z" / "...+02:00" / "....123Z", or an age ("2h": now minus it). */
-static int parse_time(const char *text, int64_t *out_us) {
-  int64_t ms = 0;
-  if (text[0] >= '0' && text[0] <= '9' && strchr(text, '-') == NULL &&
-      tb_duration_parse_ms(text, &ms) == TB_OK && ms >= 0) {
-    *out_us = tb_wall_us() - ms * 1000;
-    return 0;
-  }
-  struct tm tm = {0};
-  const char *p = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (p == NULL) return -1;
-  int64_t frac_us = 0;
-  if (*p == '.') {
-    int64_t scale = 100000;
-    for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10) frac_us += (*p - '0') * scale;
-  }
-  int64_t off_s = 0;
-  if (*p == 'Z' || *p == 'z') {
-    p++;
-  } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-    int hh = 0, mm = 0;
-    if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2) return -1;
-    off_s = (hh * 3600 + mm * 60) * (*p == '-' ? -1 : 1);
-    p += 6;
-  } else {
-    return -1;
-  }
-  if (*p != '\0') return -1;
-  time_t t = timegm(&tm);
-  *out_us = ((int64_t)t - off_s) * 1000000 + frac_us;
-  return 0;
-}
 
 /* Parses the subcommand's options; |allowed| names the ones it takes ("rtsljpay", see below) and
  * |want_id| how many positional IDs it takes (0 or 1). Returns TB_EXIT_OK, TB_EXIT_USAGE, or -1
@@ -133,17 +99,12 @@ static int parse_opts(tb_cli_t *cli, int argc, char **argv, const char *allowed,
   if (optind < argc && want_id) o->id = argv[optind++];
   if (optind < argc) return tb_cli_usage_error(cli, "unexpected argument '%s'", argv[optind]);
   if (reason != NULL && tb_dlq_class_parse(reason) < 0) {
-    char names[256] = "";
-    for (int k = 0; k < TB_DLQ__COUNT; k++)
-      snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", k ? ", " : "",
-               tb_dlq_class_name((tb_dlq_class)k));
+    char names[256];
+    tb_dlq_class_list(names, sizeof(names));
     return tb_cli_usage_error(cli, "--reason: unknown reason '%s' (%s)", reason, names);
   }
-  if (o->since != NULL && parse_time(o->since, &o->f.since_us) != 0)
-    return tb_cli_usage_error(cli,
-                              "--since: '%s' is neither RFC 3339 (2026-01-02T15:04:05Z) nor an "
-                              "age (90s, 30m, 2h, 7d)",
-                              o->since);
+  if (o->since != NULL && tb_time_parse_us(o->since, tb_wall_us(), &o->f.since_us) != TB_OK)
+    return tb_cli_usage_error(cli, "--since: %s", tb_errdetail());
   o->f.reason_class = reason;
   o->f.tier = tier;
   o->f.limit = limit;
@@ -170,26 +131,6 @@ static int open_checked(tb_cli_t *cli, const dlq_opts_t *o) {
 
 /* ---------------------------------------------------------------- list / show */
 
-static json_t *entry_json(const tb_dlq_entry_t *e, int full) {
-  char at[40], rep[40];
-  tb_cli_fmt_time(e->at_us, at, sizeof(at));
-  tb_cli_fmt_time(e->replayed_us, rep, sizeof(rep));
-  json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:I}", "no",
-                        (json_int_t)e->no, "msg_id", e->msg_id, "reason", e->reason_class,
-                        "event_type", e->event_type, "tier", e->tier, "error", e->error, "subject",
-                        e->subject, "stream", e->stream, "stream_seq", (json_int_t)e->stream_seq,
-                        "deliveries", (json_int_t)e->deliveries, "dlq_seq", (json_int_t)e->dlq_seq,
-                        "at", at, "replays", (json_int_t)e->replays);
-  if (o == NULL) return NULL;
-  if (e->replays > 0) json_object_set_new(o, "replayed_at", json_string(rep));
-  if (full) {
-    json_t *h = e->headers_json ? json_loads(e->headers_json, 0, NULL) : NULL;
-    json_object_set_new(o, "headers", h ? h : json_object());
-    json_object_set_new(o, "payload_bytes", json_integer((json_int_t)e->len));
-  }
-  return o;
-}
-
 typedef struct list_ctx {
   json_t *arr;
   int n;
@@ -199,7 +140,7 @@ static int print_one(void *arg, const tb_dlq_entry_t *e) {
   list_ctx_t *lc = arg;
   lc->n++;
   if (lc->arr != NULL) {
-    json_array_append_new(lc->arr, entry_json(e, 0));
+    json_array_append_new(lc->arr, tb_dlq_entry_json(e, 0));
     return 0;
   }
   char at[40];
@@ -274,7 +215,7 @@ static int cmd_show(int argc, char **argv) {
     return TB_EXIT_FAIL;
   }
   if (o.json) {
-    json_t *j = entry_json(&e, 1);
+    json_t *j = tb_dlq_entry_json(&e, 1);
     char *hex = malloc(2 * e.len + 1);
     for (size_t i = 0; hex != NULL && i < e.len; i++)
       snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)e.payload)[i]);
@@ -373,133 +314,29 @@ typedef struct replay_counts {
   int replayed, applied, skipped, failed;
 } replay_counts_t;
 
-/* The message to send for |e| on tier |tier|: its subject with the tier token replaced, and its
- * body, re-encoded with the new tier when the envelope named another one (*body is then owned:
- * *owned = 1). Returns 0, or -1 with |why| filled. */
-static int replay_target(const tb_dlq_entry_t *e, const char *tier, char *subject, size_t cap,
-                         const void **body, size_t *len, int *owned, char *why, size_t why_cap) {
-  *body = e->payload;
-  *len = e->len;
-  *owned = 0;
-  const char *rest = strncmp(e->subject, "tb.evt.", 7) == 0 ? strchr(e->subject + 7, '.') : NULL;
-  if (rest == NULL) {
-    snprintf(why, why_cap, "subject '%s' is not an event subject (tb.evt.<tier>...)", e->subject);
-    return -1;
-  }
-  if (snprintf(subject, cap, "tb.evt.%s%s", tier, rest) >= (int)cap) {
-    snprintf(why, why_cap, "subject too long");
-    return -1;
-  }
-  Tierbus__V1__Envelope *env =
-      tierbus__v1__envelope__unpack(NULL, e->len, (const uint8_t *)e->payload);
-  if (env == NULL) return 0; /* sent as it was; the engine decides again */
-  if (env->tier == NULL || strcmp(env->tier, tier) != 0) {
-    char *old = env->tier;
-    env->tier = (char *)tier;
-    size_t n = tierbus__v1__envelope__get_packed_size(env);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (buf != NULL) {
-      tierbus__v1__envelope__pack(env, buf);
-      *body = buf;
-      *len = n;
-      *owned = 1;
-    }
-    env->tier = old;
-  }
-  tierbus__v1__envelope__free_unpacked(env, NULL);
-  return 0;
-}
-
-/* Builds the replayed copy's headers: the original ones but Nats-Msg-Id and Tb-Replay-*, then
- * Tb-Replay-Of (the entry's id: the engine keys a copy it cannot decode by it, so the copy
- * keeps the identity) and Tb-Replay-Round. |hdrs| holds 2 * TB_REPLAY_MAX_HEADERS + 5. */
-#define TB_REPLAY_MAX_HEADERS 64
-static void replay_headers(json_t *orig, const char *msg_id, const char *round, const char **hdrs) {
-  int n = 0;
-  const char *key;
-  json_t *vals;
-  json_object_foreach(orig, key, vals) {
-    if (n >= 2 * TB_REPLAY_MAX_HEADERS) break;
-    if (strcasecmp(key, "Nats-Msg-Id") == 0 || strncasecmp(key, "Tb-Replay-", 10) == 0) continue;
-    const char *v = json_string_value(json_array_get(vals, 0));
-    hdrs[n++] = key;
-    hdrs[n++] = v ? v : "";
-  }
-  hdrs[n++] = "Tb-Replay-Of";
-  hdrs[n++] = msg_id;
-  hdrs[n++] = "Tb-Replay-Round";
-  hdrs[n++] = round;
-  hdrs[n] = NULL;
-}
-
-/* Replays entry |key|: ready it in the store (drop its 'dead' record, next round), then publish
- * it to its tier's subject under Nats-Msg-Id "dlq-replay:<round>:<id>". A replay whose message
- * was since applied does nothing: replaying twice has one effect. */
+/* Replays entry |key| (tb_dlq_replay) and prints what happened to it. */
 static void replay_one(tb_cli_t *cli, const dlq_opts_t *o, const char *key, replay_counts_t *c) {
-  tb_dlq_entry_t e;
-  int found = 0;
-  tb_status st = tb_store_dlq_get(cli->store, key, &e, &found);
-  if (st != TB_OK || !found) {
-    fprintf(stderr, "%s: error: %.200s: %s\n", cli->prog, key,
-            st != TB_OK ? tb_errdetail() : "purged meanwhile");
+  tb_dlq_replay_result_t r;
+  tb_status st = tb_dlq_replay(cli->bus, cli->store, &cli->cfg, key, o->priority, &r);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %.200s: %s\n", cli->prog, r.msg_id ? r.msg_id : key,
+            st == TB_ERR_NOT_FOUND ? "purged meanwhile" : tb_errdetail());
     c->failed++;
-    return;
-  }
-  const char *tier = o->priority ? o->priority : e.tier;
-  char subject[256], why[300] = "", roundbuf[24];
-  const void *body = NULL;
-  size_t len = 0;
-  int owned = 0;
-  if (!tb_dlq_class_replayable(e.reason_class)) {
-    printf("skipped  %-5lld %.80s: %s cannot apply unchanged\n", (long long)e.no, e.msg_id,
-           e.reason_class);
+  } else if (r.outcome == TB_DLQ_SKIPPED) {
+    printf("skipped  %-5lld %.80s: %s cannot apply unchanged\n", (long long)r.no, r.msg_id,
+           r.reason_class);
     c->skipped++;
-  } else if (tb_config_tier_index(&cli->cfg, tier) < 0) {
-    fprintf(stderr, "%s: error: %.200s: tier '%s' is not configured (use --priority)\n", cli->prog,
-            e.msg_id, tier);
-    c->failed++;
-  } else if (replay_target(&e, tier, subject, sizeof(subject), &body, &len, &owned, why,
-                           sizeof(why)) != 0) {
-    fprintf(stderr, "%s: error: %.200s: %s\n", cli->prog, e.msg_id, why);
-    c->failed++;
+  } else if (r.outcome == TB_DLQ_ALREADY_APPLIED) {
+    printf("applied  %-5lld %.80s: already applied by an earlier replay\n", (long long)r.no,
+           r.msg_id);
+    c->applied++;
   } else {
-    int64_t round = 0;
-    st = tb_store_dlq_replay_begin(cli->store, e.msg_id, &round);
-    if (st == TB_OK && round == 0) {
-      printf("applied  %-5lld %.80s: already applied by an earlier replay\n", (long long)e.no,
-             e.msg_id);
-      c->applied++;
-    } else if (st == TB_OK) {
-      snprintf(roundbuf, sizeof(roundbuf), "%lld", (long long)round);
-      size_t id_len = strlen(e.msg_id) + 40;
-      char *nats_id = malloc(id_len);
-      json_t *orig = e.headers_json ? json_loads(e.headers_json, 0, NULL) : NULL;
-      const char *hdrs[2 * TB_REPLAY_MAX_HEADERS + 5];
-      replay_headers(orig, e.msg_id, roundbuf, hdrs);
-      uint64_t seq = 0;
-      int dup = 0;
-      if (nats_id == NULL) {
-        st = tb__fail(TB_ERR_NOMEM, "replay id");
-      } else {
-        snprintf(nats_id, id_len, "dlq-replay:%lld:%s", (long long)round, e.msg_id);
-        st = tb_bus_publish(cli->bus, subject, nats_id, body, len, hdrs, &seq, &dup);
-      }
-      json_decref(orig);
-      free(nats_id);
-      if (st == TB_OK) {
-        printf("replayed %-5lld %.80s -> %s (round %lld, seq %llu%s)\n", (long long)e.no, e.msg_id,
-               subject, (long long)round, (unsigned long long)seq, dup ? ", already sent" : "");
-        c->replayed++;
-      }
-    }
-    if (st != TB_OK) {
-      /* Its 'dead' record may be gone: a later replay still works, and nothing was applied. */
-      fprintf(stderr, "%s: error: %.200s: %s\n", cli->prog, e.msg_id, tb_errdetail());
-      c->failed++;
-    }
+    printf("replayed %-5lld %.80s -> %s (round %lld, seq %llu%s)\n", (long long)r.no, r.msg_id,
+           r.subject, (long long)r.round, (unsigned long long)r.seq,
+           r.duplicate ? ", already sent" : "");
+    c->replayed++;
   }
-  if (owned) free((void *)body);
-  tb_dlq_entry_free(&e);
+  tb_dlq_replay_result_clear(&r);
 }
 
 static int cmd_replay(int argc, char **argv) {

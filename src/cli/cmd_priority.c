@@ -123,7 +123,6 @@ static int cmd_sync(int argc, char **argv) {
 typedef struct show_state {
   int as_json;
   long audit;
-  json_t *rows; /* audit rows collected */
 } show_state_t;
 
 static int show_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
@@ -131,14 +130,6 @@ static int show_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
   if (c == 'j') return s->as_json = 1, TB_EXIT_OK;
   if (c == 'a') return tb_cli_parse_long(cli, "--audit", arg, 0, 100000, &s->audit);
   return TB_EXIT_USAGE;
-}
-
-static void collect_audit(void *arg, const tb_repo_audit_t *a) {
-  char when[40];
-  tb_cli_fmt_time(a->at_us, when, sizeof(when));
-  json_array_append_new(arg, json_pack("{s:s, s:s, s:s, s:s, s:s}", "at", when, "old_priority",
-                                       a->old_priority, "new_priority", a->new_priority, "reason",
-                                       a->reason, "msg_id", a->msg_id));
 }
 
 static int cmd_show(int argc, char **argv) {
@@ -151,57 +142,57 @@ static int cmd_show(int argc, char **argv) {
   const char *repo = NULL;
   int rc = parse(&cli, argc, argv, opts, show_opt, &ss, 1, &repo);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
-  tb_tracked_repo_t r;
-  int found = 0, live = 0;
-  tb_status st = tb_store_repo_get(cli.store, repo, &r, &found);
-  if (st == TB_OK) st = tb_store_workspace_count(cli.store, repo, &live);
-  if (st != TB_OK) return fail(&cli);
-  if (!found) {
+  json_t *v = NULL;
+  tb_status st = tb_repo_view(cli.store, &cli.cfg, repo, (int)ss.audit, &v);
+  if (st == TB_ERR_NOT_FOUND) {
     fprintf(stderr, "%s: repository '%s' is not tracked\n", cli.prog, repo);
     tb_cli_close(&cli);
     return TB_EXIT_FAIL;
   }
-  ss.rows = json_array();
-  st = tb_store_repo_audit_list(cli.store, repo, (int)ss.audit, collect_audit, ss.rows);
-  if (st != TB_OK) {
-    json_decref(ss.rows);
-    return fail(&cli);
-  }
-  const char *expected = tb_repo_rule_priority(live, r.marked_low, r.manual_override);
-  const char *tier = tb_repo_priority_tier(&cli.cfg, r.priority);
+  if (st != TB_OK) return fail(&cli);
   if (ss.as_json) {
-    print_json(json_pack(
-        "{s:s, s:s, s:i, s:b, s:i, s:i, s:o, s:b, s:b, s:s, s:s, s:o}", "repository_id", repo,
-        "priority", r.priority, "priority_score", r.priority_score, "is_workspace_repo",
-        r.is_workspace_repo, "workspace_count", r.workspace_count, "live_workspace_count", live,
-        "manual_override", r.manual_override[0] ? json_string(r.manual_override) : json_null(),
-        "marked_low", r.marked_low, "tracking_enabled", r.tracking_enabled, "expected_priority",
-        expected, "jobs_tier", tier ? tier : "", "audit", ss.rows));
-  } else {
-    printf("repository         %s\n", repo);
-    printf("priority           %s (score %d)\n", r.priority, r.priority_score);
-    if (strcmp(expected, r.priority) != 0)
-      printf("                   the rules give %s: an inversion (tierbus priority sync)\n",
-             expected);
-    printf("is_workspace_repo  %s\n", r.is_workspace_repo ? "yes" : "no");
-    printf("workspace count    %d", r.workspace_count);
-    if (live != r.workspace_count) printf(" (live membership: %d)", live);
-    putchar('\n');
-    printf("override           %s\n", r.manual_override[0] ? r.manual_override : "none");
-    printf("marked low         %s\n", r.marked_low ? "yes" : "no");
-    printf("sync jobs tier     %s\n", tier ? tier : "?");
-    printf("audit (newest first, last %ld):\n", ss.audit);
-    for (size_t i = 0; i < json_array_size(ss.rows); i++) {
-      json_t *a = json_array_get(ss.rows, i);
-      const char *old = json_string_value(json_object_get(a, "old_priority"));
-      const char *msg = json_string_value(json_object_get(a, "msg_id"));
-      printf("  %s  %s -> %s  %s%s%s%s\n", json_string_value(json_object_get(a, "at")),
-             old[0] ? old : "(new)", json_string_value(json_object_get(a, "new_priority")),
-             json_string_value(json_object_get(a, "reason")), msg[0] ? " [" : "", msg,
-             msg[0] ? "]" : "");
-    }
-    json_decref(ss.rows);
+    print_json(v);
+    tb_cli_close(&cli);
+    return TB_EXIT_OK;
   }
+#define STR(k) json_string_value(json_object_get(v, k))
+#define INT(k) (long long)json_integer_value(json_object_get(v, k))
+  const char *priority = STR("priority"), *expected = STR("expected_priority");
+  const char *override = STR("manual_override"), *tier = STR("jobs_tier");
+  printf("repository         %s\n", repo);
+  printf("priority           %s (score %lld)\n", priority, INT("priority_score"));
+  if (strcmp(expected, priority) != 0)
+    printf("                   the rules give %s: an inversion (tierbus priority sync)\n",
+           expected);
+  printf("is_workspace_repo  %s\n",
+         json_is_true(json_object_get(v, "is_workspace_repo")) ? "yes" : "no");
+  printf("workspace count    %lld", INT("workspace_count"));
+  if (INT("live_workspace_count") != INT("workspace_count"))
+    printf(" (live membership: %lld)", INT("live_workspace_count"));
+  putchar('\n');
+  json_t *ws = json_object_get(v, "workspaces");
+  printf("workspaces         ");
+  for (size_t i = 0; i < json_array_size(ws); i++)
+    printf("%s%s", i ? ", " : "",
+           json_string_value(json_object_get(json_array_get(ws, i), "workspace_id")));
+  printf("%s\n", json_array_size(ws) ? "" : "none");
+  printf("override           %s\n", override ? override : "none");
+  printf("marked low         %s\n", json_is_true(json_object_get(v, "marked_low")) ? "yes" : "no");
+  printf("sync jobs tier     %s\n", tier ? tier : "?");
+  printf("audit (newest first, last %ld):\n", ss.audit);
+  json_t *rows = json_object_get(v, "audit");
+  for (size_t i = 0; i < json_array_size(rows); i++) {
+    json_t *a = json_array_get(rows, i);
+    const char *old = json_string_value(json_object_get(a, "old_priority"));
+    const char *msg = json_string_value(json_object_get(a, "msg_id"));
+    printf("  %s  %s -> %s  %s%s%s%s\n", json_string_value(json_object_get(a, "at")),
+           old[0] ? old : "(new)", json_string_value(json_object_get(a, "new_priority")),
+           json_string_value(json_object_get(a, "reason")), msg[0] ? " [" : "", msg,
+           msg[0] ? "]" : "");
+  }
+#undef STR
+#undef INT
+  json_decref(v);
   tb_cli_close(&cli);
   return TB_EXIT_OK;
 }

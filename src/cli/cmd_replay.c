@@ -180,9 +180,9 @@ int tb_cmd_replay(int argc, char **argv) {
   if (o.dry_run && o.force)
     return tb_cli_usage_error(&cli, "--dry-run and --force exclude each other");
   int64_t now = tb_wall_us();
-  if (since && tb_replay_parse_time(since, now, &o.since_us) != TB_OK)
+  if (since && tb_time_parse_us(since, now, &o.since_us) != TB_OK)
     return tb_cli_usage_error(&cli, "--since: %s", tb_errdetail());
-  if (until && tb_replay_parse_time(until, now, &o.until_us) != TB_OK)
+  if (until && tb_time_parse_us(until, now, &o.until_us) != TB_OK)
     return tb_cli_usage_error(&cli, "--until: %s", tb_errdetail());
   if (o.since_us && o.until_us && o.until_us < o.since_us)
     return tb_cli_usage_error(&cli, "--until %s is before --since %s", until, since);

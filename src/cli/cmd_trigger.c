@@ -4,22 +4,20 @@
  * here, not by the worker, so it can be printed (and waited for) before any worker runs it.
  * `trigger --batch F.ndjson` (seed 000's mixed-priority batch) does the same for every line of a
  * file in one call, each run on its own tier, and publishes nothing if any line is bad. */
-#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "api/publish.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/status.h"
 #include "store/workflow.h"
-#include "workflows/escalation.h"
+#include "workflows/trigger.h"
+#include "workflows/view.h"
 #include "workflows/wf.h"
 
-#define WF_ID_MAX 64 /* leaves room in TB_ID_MAX-sized msg ids for ":<step>:<attempt>:<event>" */
 #define POLL_US 50000
 #define DEFAULT_WAIT_MS 60000
 #define MAX_WAIT_MS (7LL * 24 * 3600 * 1000)
@@ -54,73 +52,17 @@ static void trigger_usage(FILE *out) {
           "exit status: 0 triggered (with --wait: completed), 1 failed or cancelled (or NATS /\n"
           "database unavailable), 2 bad usage or input (nothing published), 3 --wait timed out\n"
           "or was interrupted (the run goes on).\n",
-          WF_ID_MAX);
+          TB_WF_TRIGGER_ID_MAX);
 }
 
 /* ---------------------------------------------------------------- validation */
 
-/* Edit distance between |a| and |b|, case-insensitive, capped at 63-character prefixes (names
- * are short; the cap keeps the table on the stack). */
-static int edit_distance(const char *a, const char *b) {
-  int la = (int)strnlen(a, 63), lb = (int)strnlen(b, 63);
-  int prev[64], cur[64];
-  for (int j = 0; j <= lb; j++) prev[j] = j;
-  for (int i = 1; i <= la; i++) {
-    cur[0] = i;
-    for (int j = 1; j <= lb; j++) {
-      int sub =
-          prev[j - 1] + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-      int del = prev[j] + 1, ins = cur[j - 1] + 1;
-      cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-    }
-    memcpy(prev, cur, sizeof(int) * (size_t)(lb + 1));
-  }
-  return prev[lb];
-}
-
-/* 1 when |needle| occurs in |hay|, ignoring case. */
-static int contains_ci(const char *hay, const char *needle) {
-  size_t n = strlen(needle);
-  for (; *hay; hay++)
-    if (strncasecmp(hay, needle, n) == 0) return 1;
-  return 0;
-}
-
 /* Reports an unknown workflow name with the registered names closest to it (a typo, a missing
  * domain prefix), or all of them when none is close. Returns TB_EXIT_USAGE. */
 static int unknown_workflow(tb_cli_t *cli, const char *name) {
-  /* Every registered name, in listing order (domains as tb_wf_domains() gives them). */
-  const char *names[256];
-  int n = 0, n_doms = 0;
-  const tb_wf_domain_t *const *doms = tb_wf_domains(&n_doms);
-  for (int d = 0; d < n_doms; d++)
-    for (int i = 0; i < doms[d]->n_workflows && n < 256; i++)
-      names[n++] = doms[d]->workflows[i]->name;
-  char close[512] = "", all[1024] = "";
-  size_t nc = 0, na = 0;
-  int limit = (int)strlen(name) / 3 > 2 ? (int)strlen(name) / 3 : 2, shown = 0;
-  /* Closest first: one pass per distance keeps the output ordered without sorting. */
-  for (int d = 0; d <= limit; d++)
-    for (int i = 0; i < n && shown < 5; i++)
-      if (edit_distance(name, names[i]) == d) {
-        nc += (size_t)snprintf(close + nc, nc < sizeof(close) ? sizeof(close) - nc : 0, "%s%s",
-                               shown++ ? ", " : "", names[i]);
-      }
-  for (int i = 0; i < n && shown < 5; i++) {
-    /* "sleep" for "ops.sleep": a name that contains the input, or is contained in it. */
-    if (strlen(name) >= 3 && edit_distance(name, names[i]) > limit &&
-        (contains_ci(names[i], name) || contains_ci(name, names[i])))
-      nc += (size_t)snprintf(close + nc, nc < sizeof(close) ? sizeof(close) - nc : 0, "%s%s",
-                             shown++ ? ", " : "", names[i]);
-  }
-  if (shown > 0)
-    return tb_cli_usage_error(cli, "unknown workflow '%s' (did you mean %s?)", name, close);
-  for (int i = 0; i < n; i++)
-    na += (size_t)snprintf(all + na, na < sizeof(all) ? sizeof(all) - na : 0, "%s%s", i ? ", " : "",
-                           names[i]);
-  return tb_cli_usage_error(cli,
-                            "unknown workflow '%s' (workflows: %s; see `tierbus workflows list`)",
-                            name, n ? all : "none registered");
+  char why[1600];
+  tb_wf_unknown_message(name, why, sizeof(why));
+  return tb_cli_usage_error(cli, "%s", why);
 }
 
 static const char *json_type_name(const json_t *v) {
@@ -163,64 +105,12 @@ static int parse_input(tb_cli_t *cli, const char *text, json_t **out) {
   return TB_EXIT_OK;
 }
 
-static int check_id(tb_cli_t *cli, const char *id) {
-  size_t len = strlen(id);
-  if (len == 0 || len > WF_ID_MAX)
-    return tb_cli_usage_error(cli, "--id: '%s' must be 1 to %d characters long (got %zu)", id,
-                              WF_ID_MAX, len);
-  for (size_t i = 0; i < len; i++)
-    if (!isalnum((unsigned char)id[i]) && id[i] != '.' && id[i] != '_' && id[i] != '-')
-      return tb_cli_usage_error(cli,
-                                "--id: '%s': character %zu ('%c') is not allowed (use A-Z a-z "
-                                "0-9 . _ -)",
-                                id, i + 1, id[i]);
-  return TB_EXIT_OK;
-}
-
-/* Resolves the run's tier from --priority and --task-queue (either may be NULL) into *tier
- * (borrowed from the config) and *explicit (1 when the user chose it). TB_EXIT_USAGE after
- * naming the bad value. */
-static int resolve_tier(tb_cli_t *cli, const tb_workflow_def_t *def, const char *priority,
-                        const char *queue, const char **tier, int *explicit) {
-  char tiers[256], presets[256];
-  tb_cli_config_names(&cli->cfg, TB_CLI_TIERS, tiers, sizeof(tiers));
-  tb_cli_config_names(&cli->cfg, TB_CLI_PRESETS, presets, sizeof(presets));
-  const char *from_priority = NULL, *from_queue = NULL;
-  if (priority != NULL) {
-    int i = tb_config_tier_index(&cli->cfg, priority);
-    if (i < 0)
-      return tb_cli_usage_error(cli, "--priority: unknown tier '%s' (tiers: %s)", priority, tiers);
-    from_priority = cli->cfg.tiers[i].name;
-  }
-  if (queue != NULL) {
-    int i = tb_config_tier_index(&cli->cfg, queue);
-    const tb_preset_t *p = i < 0 ? tb_config_preset(&cli->cfg, queue) : NULL;
-    if (i < 0 && p == NULL)
-      return tb_cli_usage_error(cli,
-                                "--task-queue: unknown queue '%s': not a tier (tiers: %s) nor a "
-                                "preset (presets: %s)",
-                                queue, tiers, presets);
-    /* A preset's workers take only its domains: a run of another domain would wait forever. */
-    int in_domain = p == NULL || p->n_domains == 0;
-    for (int k = 0; p != NULL && k < p->n_domains; k++)
-      in_domain |= strcmp(p->domains[k], def->domain) == 0;
-    if (!in_domain)
-      return tb_cli_usage_error(cli,
-                                "--task-queue %s: its workers do not take domain '%s' (workflow "
-                                "%s)",
-                                queue, def->domain, def->name);
-    if (i < 0 && p->n_tiers > 0) i = tb_config_tier_index(&cli->cfg, p->tiers[0]);
-    if (i >= 0) from_queue = cli->cfg.tiers[i].name;
-  }
-  if (from_priority && from_queue && strcmp(from_priority, from_queue) != 0)
-    return tb_cli_usage_error(cli,
-                              "--priority %s and --task-queue %s disagree (the queue runs on "
-                              "tier %s); give one of them",
-                              priority, queue, from_queue);
-  *explicit = from_priority != NULL || from_queue != NULL;
-  *tier = from_priority ? from_priority : from_queue ? from_queue : tb_wf_tier(&cli->cfg, def);
-  return TB_EXIT_OK;
-}
+/* The command line's names for the inputs that tb_wf_trigger_prepare checks. */
+static const tb_wf_trigger_names_t cli_names = {.workflow = "WORKFLOW",
+                                                .input = "--json-input",
+                                                .priority = "--priority",
+                                                .queue = "--task-queue",
+                                                .id = "--id"};
 
 /* ---------------------------------------------------------------- --wait */
 
@@ -249,7 +139,7 @@ static int report(tb_cli_t *cli, const tb_wf_row_t *row) {
       row->finished_us > row->created_us ? (double)(row->finished_us - row->created_us) / 1e6 : 0.0;
   if (strcmp(row->status, "completed") != 0) {
     printf("workflow %s %s at step %s (attempt %d) after %.3f s\n", row->id, row->status,
-           tb_cli_wf_step_name(row->name, row->step), row->attempt, secs);
+           tb_wf_step_name(row->name, row->step), row->attempt, secs);
     printf("%s: %s\n", strcmp(row->status, "failed") == 0 ? "error" : "reason",
            row->error ? row->error : "(none recorded)");
     return TB_EXIT_FAIL;
@@ -304,7 +194,7 @@ static int wait_for(tb_cli_t *cli, const char *id, const char *tier, int64_t tim
                 "%s: %s after %.3f s: workflow %s is still %s at step %s (attempt %d); it goes "
                 "on (tierbus workflows show %s)\n",
                 cli->prog, why, (double)(tb_mono_us() - t0) / 1e6, id, row.status,
-                tb_cli_wf_step_name(row.name, row.step), row.attempt, id);
+                tb_wf_step_name(row.name, row.step), row.attempt, id);
       else
         fprintf(stderr,
                 "%s: %s: workflow %s has not started: no worker took its execute-workflow event "
@@ -340,54 +230,28 @@ static int parse_timeout(tb_cli_t *cli, const char *arg, int64_t *out_ms) {
 /* ---------------------------------------------------------------- one run */
 
 /* Everything about one run that can be checked before it is sent, then its execute-workflow
- * event prepared in |out|: the tier from |priority| / |queue| / the workflow's default, raised by
- * the escalation rules with the definition's and the input's context (and |expedite|), so the
- * event itself travels on the run's tier; the id |id_arg| or a new wf-<hex> (written to |id|,
- * TB_ID_MAX). *tier is borrowed from the config. TB_EXIT_USAGE after printing what is wrong;
- * |out| is then untouched. |input_text| must already be a JSON object's text. */
-static int prepare_run(tb_cli_t *cli, const tb_workflow_def_t *def, const char *input_text,
+ * event prepared in |out| (tb_wf_trigger_prepare: the tier from |priority| / |queue| / the
+ * workflow's default, raised by the escalation rules, so the event itself travels on the run's
+ * tier); the run's id goes to |id| (TB_ID_MAX) and its tier to *tier (borrowed from the config).
+ * TB_EXIT_USAGE after printing what is wrong; |out| is then untouched. |input| is a JSON
+ * object (borrowed). */
+static int prepare_run(tb_cli_t *cli, const tb_workflow_def_t *def, const json_t *input,
                        const char *priority, const char *queue, const char *id_arg, int expedite,
                        char *id, const char **tier, tb_prepared_t *out) {
-  int explicit_tier = 0;
-  int rc = resolve_tier(cli, def, priority, queue, tier, &explicit_tier);
-  if (rc != TB_EXIT_OK) return rc;
-  const char *chosen = *tier;
-  json_t *input = json_loads(input_text, 0, NULL);
-  tb_esc_input_t in;
-  tb_status st = tb_wf_esc_context(def, input, &in);
-  json_decref(input);
-  if (st != TB_OK) return tb_cli_usage_error(cli, "%s", tb_errdetail());
-  in.expedite |= expedite;
-  tb_esc_result_t esc = tb_wf_escalate(&cli->cfg, tb_config_tier_index(&cli->cfg, *tier), &in);
-  *tier = cli->cfg.tiers[esc.tier].name;
-  if (id_arg) {
-    snprintf(id, TB_ID_MAX, "%s", id_arg);
-  } else {
-    char rnd[64];
-    tb_new_id(rnd, sizeof(rnd)); /* "evt-" + 32 hex digits */
-    snprintf(id, TB_ID_MAX, "wf-%s", strchr(rnd, '-') ? strchr(rnd, '-') + 1 : rnd);
-  }
-  /* One event per run id: triggering the same --id again is deduplicated by the stream (and the
-   * start handler finds the run), so it never starts a second run. */
-  char msg_id[TB_ID_MAX + 32];
-  snprintf(msg_id, sizeof(msg_id), "execute-workflow:%s", id);
-  json_t *payload = json_pack("{s:s,s:s,s:s}", "workflow_type", def->name, "args_json", input_text,
-                              "workflow_id", id);
-  /* Only a chosen tier is sent as the priority: the worker derives the rest the same way. */
-  if (payload && explicit_tier) json_object_set_new(payload, "priority", json_string(chosen));
-  if (payload && expedite) json_object_set_new(payload, "expedite", json_true());
-  /* On the workflow's domain, where its domain workers (worker --preset DOMAIN) look. */
-  tb_publish_req_t req = {.event = "execute-workflow",
-                          .payload = payload,
-                          .tier = *tier,
-                          .domain = def->domain,
-                          .id = msg_id,
-                          .workflow_id = id,
-                          .source = "tierbus-cli"};
-  st = payload ? tb_publish_prepare(&cli->cfg, cli->cat, &req, out)
-               : tb__fail(TB_ERR_NOMEM, "building the execute-workflow payload");
-  json_decref(payload);
-  if (st != TB_OK) return tb_cli_usage_error(cli, "%s", tb_errdetail());
+  tb_wf_trigger_t t = {.workflow = def->name,
+                       .input = input,
+                       .priority = priority,
+                       .queue = queue,
+                       .id = id_arg,
+                       .expedite = expedite,
+                       .customer_facing = -1,
+                       .source = "tierbus-cli",
+                       .names = &cli_names};
+  tb_wf_triggered_t res;
+  if (tb_wf_trigger_prepare(&cli->cfg, cli->cat, &t, &res, out) != TB_OK)
+    return tb_cli_usage_error(cli, "%s", tb_errdetail());
+  snprintf(id, TB_ID_MAX, "%s", res.id);
+  *tier = res.tier;
   return TB_EXIT_OK;
 }
 
@@ -430,7 +294,6 @@ static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out)
   if (name == NULL) return tb_cli_usage_error(cli, "missing 'workflow'");
   const tb_workflow_def_t *def = tb_wf_find(name);
   if (def == NULL) return unknown_workflow(cli, name);
-  if (id != NULL && check_id(cli, id) != TB_EXIT_OK) return TB_EXIT_USAGE;
   if (b->n == b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 64;
     char(*ids)[TB_ID_MAX] = realloc(b->ids, cap * sizeof(*ids));
@@ -442,11 +305,8 @@ static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out)
     b->names = names;
     b->cap = cap;
   }
-  char *text = input ? json_dumps(input, JSON_COMPACT) : strdup("{}");
-  if (text == NULL) return tb_cli_usage_error(cli, "out of memory");
-  int rc = prepare_run(cli, def, text, priority, NULL, id, expedite || b->expedite_all,
+  int rc = prepare_run(cli, def, input, priority, NULL, id, expedite || b->expedite_all,
                        b->ids[b->n], &b->tiers[b->n], out);
-  free(text);
   if (rc != TB_EXIT_OK) return rc;
   b->names[b->n++] = def->name;
   return TB_EXIT_OK;
@@ -567,15 +427,14 @@ int tb_cmd_trigger(int argc, char **argv) {
   if (input_text == NULL) input_text = "{}";
   json_t *input = NULL;
   if ((rc = parse_input(&cli, input_text, &input)) != TB_EXIT_OK) return rc;
-  json_decref(input); /* only validated: the runtime reads the text itself */
-  if (id_arg && (rc = check_id(&cli, id_arg)) != TB_EXIT_OK) return rc;
-  if ((rc = tb_cli_load(&cli)) != TB_EXIT_OK) return rc;
+  if ((rc = tb_cli_load(&cli)) != TB_EXIT_OK) return json_decref(input), rc;
 
   const char *tier = NULL;
   char id[TB_ID_MAX];
   tb_prepared_t p;
   int prepared = 0;
-  rc = prepare_run(&cli, def, input_text, priority, queue, id_arg, expedite, id, &tier, &p);
+  rc = prepare_run(&cli, def, input, priority, queue, id_arg, expedite, id, &tier, &p);
+  json_decref(input);
   if (rc == TB_EXIT_OK) prepared = 1;
   /* --wait reads the run from SQLite: open it before publishing, so that a database that cannot
    * be opened fails the command before anything is started. */

@@ -14,19 +14,8 @@
 #include "store/escalation.h"
 #include "store/workflow.h"
 #include "workflows/escalation.h"
+#include "workflows/view.h"
 #include "workflows/wf.h"
-
-static const char *const run_statuses[] = {"running",   "waiting", "sleeping",
-                                           "completed", "failed",  "cancelled"};
-
-/* ---------------------------------------------------------------- helpers shared with trigger */
-
-const char *tb_cli_wf_step_name(const char *name, int step) {
-  const tb_workflow_def_t *def = tb_wf_find(name);
-  if (def != NULL && step >= def->n_steps) return "(end)";
-  if (def == NULL || step < 0) return "-";
-  return def->steps[step].name;
-}
 
 /* ---------------------------------------------------------------- formatting */
 
@@ -378,28 +367,6 @@ static int cmd_list(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- workflows show */
 
-static json_t *row_json(const tb_wf_row_t *r) {
-  return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:i,s:I,s:o,s:o,s:s,s:s,s:I,s:I,s:I}", "id",
-                   r->id, "name", r->name, "domain", r->domain, "tier", r->tier, "status",
-                   r->status, "step", r->step, "step_name", tb_cli_wf_step_name(r->name, r->step),
-                   "step_state", r->step_state, "attempt", r->attempt, "seq", (json_int_t)r->seq,
-                   "error", str_or_null(r->error), "data", json_text(r->data), "correlation_id",
-                   r->correlation_id, "cause_msg_id", r->cause_msg_id, "created_us",
-                   (json_int_t)r->created_us, "updated_us", (json_int_t)r->updated_us,
-                   "finished_us", (json_int_t)r->finished_us);
-}
-
-static int hist_to_json(void *arg, const tb_wf_hist_t *h) {
-  json_t *v = json_pack("{s:I,s:i,s:o,s:o,s:i,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:I,s:I}", "id",
-                        (json_int_t)h->id, "step", h->step, "name", str_or_null(h->name), "kind",
-                        str_or_null(h->kind), "attempt", h->attempt, "status",
-                        str_or_null(h->status), "code", h->code, "detail", str_or_null(h->detail),
-                        "result", json_text(h->result), "error", str_or_null(h->error), "tier",
-                        str_or_null(h->tier), "msg_id", str_or_null(h->msg_id), "started_us",
-                        (json_int_t)h->started_us, "ended_us", (json_int_t)h->ended_us);
-  return v == NULL || json_array_append_new(arg, v) != 0;
-}
-
 static int hist_print(void *arg, const tb_wf_hist_t *h) {
   int *n = arg;
   char when[40], took[32] = "";
@@ -416,14 +383,6 @@ static int hist_print(void *arg, const tb_wf_hist_t *h) {
   if (h->result) printf("        result: %s\n", h->result);
   if (h->error) printf("        error: %s\n", h->error);
   return 0;
-}
-
-static int esc_to_json(void *arg, const tb_wf_escalation_t *e) {
-  json_t *v = json_pack("{s:o,s:o,s:o,s:o,s:o,s:I}", "from_tier", str_or_null(e->from_tier),
-                        "to_tier", str_or_null(e->to_tier), "rule", str_or_null(e->rule), "source",
-                        str_or_null(e->source), "detail", str_or_null(e->detail), "at_us",
-                        (json_int_t)e->at_us);
-  return v == NULL || json_array_append_new(arg, v) != 0;
 }
 
 static int esc_print(void *arg, const tb_wf_escalation_t *e) {
@@ -475,18 +434,11 @@ static int cmd_show(int argc, char **argv) {
     fprintf(stderr, "%s: no workflow '%s' in %s\n", cli.prog, id, cli.cfg.db_path);
     rc = TB_EXIT_FAIL;
   } else if (as_json) {
-    json_t *hist = json_array();
-    st = tb_store_wf_history(cli.store, id, hist_to_json, hist);
-    json_t *escs = json_array();
-    if (st == TB_OK) st = tb_store_wf_escalations(cli.store, id, esc_to_json, escs);
+    json_t *root = NULL;
+    st = tb_wf_run_view(cli.store, id, &root);
     if (st == TB_OK) {
-      json_t *root = json_pack("{s:o,s:o,s:o}", "workflow", row_json(&row), "escalations", escs,
-                               "history", hist);
       print_json(root);
       json_decref(root);
-    } else {
-      json_decref(escs);
-      json_decref(hist);
     }
   } else {
     char created[40], updated[40], finished[40];
@@ -496,7 +448,7 @@ static int cmd_show(int argc, char **argv) {
     printf("workflow    %s\nname        %s (domain %s)\nstatus      %s\n", row.id, row.name,
            row.domain, row.status);
     printf("step        %d %s (attempt %d, %s)\ntier        %s\n", row.step,
-           tb_cli_wf_step_name(row.name, row.step), row.attempt, row.step_state, row.tier);
+           tb_wf_step_name(row.name, row.step), row.attempt, row.step_state, row.tier);
     printf("created     %s\nupdated     %s\nfinished    %s\n", created, updated, finished);
     if (row.correlation_id[0]) printf("correlation %s\n", row.correlation_id);
     if (row.cause_msg_id[0]) printf("cause       %s\n", row.cause_msg_id);
@@ -540,14 +492,14 @@ typedef struct runs_state {
 static int run_row(void *arg, const tb_wf_row_t *r) {
   runs_state_t *s = arg;
   s->n++;
-  if (s->as_json) return json_array_append_new(s->rows, row_json(r)) != 0;
+  if (s->as_json) return json_array_append_new(s->rows, tb_wf_row_json(r)) != 0;
   char created[40], took[32] = "-";
   tb_cli_fmt_time(r->created_us, created, sizeof(created));
   /* Only a finished run has taken a time; a running one's age is its CREATED column. */
   if (r->finished_us >= r->created_us && r->created_us > 0 && r->finished_us > 0)
     fmt_elapsed((r->finished_us - r->created_us) / 1000, took, sizeof(took));
   printf("%-40s %-32s %-10s %-24s %-3d %-11s %-25s %s\n", r->id, r->name, r->status,
-         tb_cli_wf_step_name(r->name, r->step), r->attempt, r->tier, created, took);
+         tb_wf_step_name(r->name, r->step), r->attempt, r->tier, created, took);
   return 0;
 }
 
@@ -588,10 +540,7 @@ static int cmd_runs(int argc, char **argv) {
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   if (status != NULL) {
-    int ok = 0;
-    for (size_t i = 0; i < TB_COUNTOF(run_statuses); i++)
-      ok |= strcmp(run_statuses[i], status) == 0;
-    if (!ok)
+    if (!tb_wf_status_valid(status))
       return tb_cli_usage_error(&cli,
                                 "--status: unknown status '%s' (running, waiting, sleeping, "
                                 "completed, failed, cancelled)",
@@ -603,7 +552,7 @@ static int cmd_runs(int argc, char **argv) {
   if (!as_json)
     printf("%-40s %-32s %-10s %-24s %-3s %-11s %-25s %s\n", "ID", "WORKFLOW", "STATUS", "STEP",
            "TRY", "TIER", "CREATED", "TOOK");
-  tb_status st = tb_store_wf_list(cli.store, status, name, (int)limit, run_row, &s);
+  tb_status st = tb_store_wf_list(cli.store, status, name, 0, (int)limit, run_row, &s);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
     rc = TB_EXIT_FAIL;
@@ -672,7 +621,7 @@ static int cmd_cancel(int argc, char **argv) {
   if (st == TB_OK) st = tb_wf_cancel(cli.store, id, reason ? reason : "cancelled from the CLI");
   if (st == TB_OK) {
     printf("cancelled %s (%s, was %s at step %s, attempt %d)\n", id, row.name, row.status,
-           tb_cli_wf_step_name(row.name, row.step), row.attempt);
+           tb_wf_step_name(row.name, row.step), row.attempt);
   } else {
     rc = run_refused(&cli, id, "cancel", st);
   }

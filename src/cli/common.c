@@ -467,16 +467,7 @@ int tb_cli_parse_scope(tb_cli_t *cli, const char *tiers, const char *preset, con
 
 /* Wall-clock microseconds as "2025-11-23T15:00:01.123Z" ("-" for 0). */
 void tb_cli_fmt_time(int64_t us, char *buf, size_t cap) {
-  if (us <= 0) {
-    snprintf(buf, cap, "-");
-    return;
-  }
-  time_t secs = (time_t)(us / 1000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char day[32];
-  strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(buf, cap, "%s.%03dZ", day, (int)(us % 1000000 / 1000));
+  tb_time_format(us, buf, cap);
 }
 
 /* Index of the subcommand in argv: the first argument that is neither an option nor the value

@@ -1,8 +1,8 @@
-/* The HTTP API (libmicrohttpd): tierbus's figures and its publish path for the seeds' users, who
- * reach their workflow systems over HTTP. A server holds its own NATS connection and store
- * connection (both borrowed from the caller) and answers on a small thread pool; every /api call
- * needs the bearer token when one is set. The routes and their JSON shapes are in routes.c and
- * the README. */
+/* The HTTP API (libmicrohttpd): tierbus's figures, its publish and workflow paths, the dead
+ * letters and the repository priorities for the seeds' users, who reach their workflow systems
+ * over HTTP. A server uses a NATS connection and a store connection (both borrowed from the
+ * caller) and answers on a thread pool; every /api call needs the bearer token when one is set.
+ * The routes are in routes*.c, their JSON shapes in the README. */
 #ifndef TB_HTTP_HTTP_H
 #define TB_HTTP_HTTP_H
 
@@ -16,13 +16,20 @@
 
 typedef struct tb_http tb_http_t;
 
+#define TB_HTTP_DEFAULT_THREADS 8
+
 typedef struct tb_http_opts {
   const char *bind; /* address to listen on; NULL = 127.0.0.1 */
   int port;         /* 0 = any free port (tb_http_port() tells which) */
   /* Every /api call must carry "Authorization: Bearer <token>". NULL or "" = no token, which the
    * caller allows only on loopback (tb_http_start refuses another bind without one). */
   const char *token;
-  size_t max_body; /* bytes; larger bodies get 413. 0 = 1 MiB */
+  size_t max_body;    /* bytes; larger bodies get 413. 0 = 1 MiB */
+  size_t max_headers; /* bytes of request line and headers; more get 413. 0 (or more than
+                       * 16 KiB) = 16 KiB */
+  /* Requests in progress at once: each waits on its thread (a publish for the stream's ack).
+   * 0 = TB_HTTP_DEFAULT_THREADS. */
+  int threads;
   /* Borrowed, must outlive the server. The store is used under the server's own lock; the bus
    * may be NULL (then publishing answers 503 and /readyz says NATS is down). */
   const tb_config_t *cfg;

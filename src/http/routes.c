@@ -9,36 +9,50 @@
 #include <string.h>
 
 #include "api/publish.h"
+#include "core/clock.h"
 #include "core/hist.h"
 #include "core/status.h"
 #include "http/internal.h"
+#include "store/monitor.h"
 
 /* ---------------------------------------------------------------- figures */
 
-tb_status tb__http_read_figures(tb_http_t *h, tier_figures_t *out) {
-  tb_status st = TB_OK;
-  pthread_mutex_lock(&h->store_mu);
-  for (int t = 0; t < h->o.cfg->n_tiers && st == TB_OK; t++)
-    st = tb_store_tier_stats(h->o.store, h->o.cfg->tiers[t].name, &out[t].s);
-  pthread_mutex_unlock(&h->store_mu);
-  for (int t = 0; t < h->o.cfg->n_tiers && st == TB_OK; t++)
-    out[t].have_queue =
-        h->o.bus != NULL &&
-        tb_consumer_pending(h->o.bus, h->o.cfg, h->o.cfg->tiers[t].name, NULL, &out[t].pending,
-                            &out[t].in_flight, &out[t].redelivered) == TB_OK;
-  return st;
+int tb__http_nats_up(const tb_http_t *h) {
+  return h->o.bus != NULL &&
+         natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED;
 }
 
-tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
-  tier_figures_t *f = calloc((size_t)h->o.cfg->n_tiers, sizeof(*f));
+tb_http_tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
+  const tb_config_t *cfg = h->o.cfg;
+  tb_http_tier_figures_t *f = calloc((size_t)cfg->n_tiers, sizeof(*f));
   if (f == NULL) {
     tb__http_error(resp, 500, NULL, "out of memory");
     return NULL;
   }
-  if (tb__http_read_figures(h, f) != TB_OK) {
+  tb_status st = TB_OK;
+  pthread_mutex_lock(&h->store_mu);
+  for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++)
+    st = tb_store_tier_stats(h->o.store, cfg->tiers[t].name, &f[t].s);
+  pthread_mutex_unlock(&h->store_mu);
+  if (st != TB_OK) {
     tb__http_error(resp, 500, NULL, "reading the figures: %s", tb_errdetail());
     free(f);
     return NULL;
+  }
+  /* The consumers, one per (tier, domain): a tier's figures are whole only when every domain's
+   * consumer answered; a partial sum would read as a false low. */
+  int up = tb__http_nats_up(h);
+  for (int t = 0; t < cfg->n_tiers; t++) {
+    f[t].have_queue = up && cfg->n_domains > 0;
+    for (int d = 0; d < cfg->n_domains && up; d++) {
+      f[t].have_domain[d] = tb_consumer_pending(h->o.bus, cfg, cfg->tiers[t].name, cfg->domains[d],
+                                                &f[t].d_pending[d], &f[t].d_in_flight[d],
+                                                &f[t].d_redelivered[d]) == TB_OK;
+      f[t].have_queue &= f[t].have_domain[d];
+      f[t].pending += f[t].d_pending[d];
+      f[t].in_flight += f[t].d_in_flight[d];
+      f[t].redelivered += f[t].d_redelivered[d];
+    }
   }
   return f;
 }
@@ -54,8 +68,7 @@ static void get_healthz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
 /* Ready when NATS is connected, the database answers and the first tier's consumers exist. */
 static void get_readyz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  int nats = h->o.bus != NULL &&
-             natsConnection_Status(tb_bus_conn(h->o.bus)) == NATS_CONN_STATUS_CONNECTED;
+  int nats = tb__http_nats_up(h);
   pthread_mutex_lock(&h->store_mu);
   int db = tb_store_schema_version(h->o.store) > 0;
   pthread_mutex_unlock(&h->store_mu);
@@ -75,16 +88,8 @@ static void get_readyz(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *r
  * does and answers with the tier, subject, stream sequence and whether the
  * stream already had the id. */
 static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
-  json_error_t jerr;
-  json_t *body = req->body ? json_loadb(req->body, req->len, 0, &jerr) : NULL;
-  if (body == NULL) {
-    if (req->body == NULL)
-      tb__http_error(resp, 400, NULL, "empty body: expected a JSON object");
-    else
-      tb__http_error(resp, 400, NULL, "malformed JSON at line %d column %d: %s", jerr.line,
-                     jerr.column, jerr.text);
-    return;
-  }
+  json_t *body = tb__http_body_object(req, resp, 0);
+  if (body == NULL) return;
   const char *field = NULL;
   tb_publish_req_t pr;
   if (tb_publish_req_from_json(body, &pr, &field) != TB_OK) {
@@ -118,13 +123,31 @@ static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
 
 /* ---------------------------------------------------------------- seed 001 metrics */
 
+static int add_delayed(void *arg, const char *tier, const char *unused, int64_t n) {
+  (void)unused;
+  return tier[0] != '\0' && json_object_set_new(arg, tier, json_integer((json_int_t)n)) != 0;
+}
+
 /* GET /api/jobs/metrics in seed 001's shape, a queue per tier. "failed" counts dead-lettered
  * events (given up for good); a failed attempt that a retry later completed is not a failure
- * here. */
+ * here. "delayed" counts the tier's messages held back in the outbox until a later time (workflow
+ * timers, retry delays). */
 static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
-  (void)req;
-  tier_figures_t *f = tb__http_figures(h, resp);
+  static const char *const allowed[] = {NULL};
+  if (tb__http_args_check(req, resp, allowed) != 0) return;
+  tb_http_tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
+  json_t *delayed = json_object();
+  pthread_mutex_lock(&h->store_mu);
+  tb_status st = delayed ? tb_store_mon_delayed(h->o.store, tb_wall_us(), add_delayed, delayed)
+                         : tb__fail(TB_ERR_NOMEM, "delayed");
+  pthread_mutex_unlock(&h->store_mu);
+  if (st != TB_OK) {
+    json_decref(delayed);
+    free(f);
+    tb__http_fail(resp, st, NULL, "reading the delayed jobs");
+    return;
+  }
   json_t *queues = json_object();
   int64_t completed = 0, failed = 0, queued = 0, processing = 0;
   tb_hist_t all;
@@ -138,11 +161,14 @@ static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_res
     tb_hist_merge(&all, &f[t].s.commit);
     json_object_set_new(
         queues, h->o.cfg->tiers[t].name,
-        json_pack("{s:o,s:o,s:I,s:I}", "waiting",
-                  f[t].have_queue ? json_integer((json_int_t)f[t].pending) : json_null(), "active",
-                  f[t].have_queue ? json_integer((json_int_t)f[t].in_flight) : json_null(),
-                  "completed", (json_int_t)f[t].s.processed, "failed", (json_int_t)f[t].s.dead));
+        json_pack(
+            "{s:o,s:o,s:I,s:I,s:I}", "waiting",
+            f[t].have_queue ? json_integer((json_int_t)f[t].pending) : json_null(), "active",
+            f[t].have_queue ? json_integer((json_int_t)f[t].in_flight) : json_null(), "completed",
+            (json_int_t)f[t].s.processed, "failed", (json_int_t)f[t].s.dead, "delayed",
+            (json_int_t)json_integer_value(json_object_get(delayed, h->o.cfg->tiers[t].name))));
   }
+  json_decref(delayed);
   /* The mean from the buckets: each counts at its upper bound, about 3% high. */
   for (int b = 0; b < TB_HIST_BUCKETS; b++)
     sum_ms += (double)all.counts[b] * (double)tb_hist_bucket_upper(b) / 1000.0;
@@ -162,42 +188,11 @@ static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_res
 
 /* ---------------------------------------------------------------- Prometheus */
 
-typedef struct text {
-  char *buf;
-  size_t len, cap;
-  int oom;
-} text_t;
-
-__attribute__((format(printf, 2, 3))) static void put(text_t *t, const char *fmt, ...) {
-  if (t->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->buf ? t->buf + t->len : NULL, t->buf ? t->cap - t->len : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      t->oom = 1;
-      return;
-    }
-    if (t->buf != NULL && t->len + (size_t)n < t->cap) {
-      t->len += (size_t)n;
-      return;
-    }
-    size_t cap = t->cap ? t->cap * 2 : 16384;
-    while (cap < t->len + (size_t)n + 1) cap *= 2;
-    char *b = realloc(t->buf, cap);
-    if (b == NULL) {
-      t->oom = 1;
-      return;
-    }
-    t->buf = b;
-    t->cap = cap;
-  }
-}
+#define put tb__http_put
 
 /* A counter family over the tiers. */
-static void counter(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
-                    const char *help, size_t field) {
+static void counter(tb_http_text_t *t, const tb_http_t *h, const tb_http_tier_figures_t *f,
+                    const char *name, const char *help, size_t field) {
   put(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
   for (int i = 0; i < h->o.cfg->n_tiers; i++)
     put(t, "%s{tier=\"%s\"} %lld\n", name, h->o.cfg->tiers[i].name,
@@ -206,8 +201,8 @@ static void counter(text_t *t, const tb_http_t *h, const tier_figures_t *f, cons
 
 /* A histogram family over the tiers, in seconds, with a bucket at each power-of-two microsecond
  * bound (the store's finer buckets summed into them) and +Inf. */
-static void histogram(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
-                      const char *help, size_t field) {
+static void histogram(tb_http_text_t *t, const tb_http_t *h, const tb_http_tier_figures_t *f,
+                      const char *name, const char *help, size_t field) {
   put(t, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
   for (int i = 0; i < h->o.cfg->n_tiers; i++) {
     const tb_hist_t *hist = (const tb_hist_t *)((const char *)&f[i].s + field);
@@ -228,51 +223,63 @@ static void histogram(text_t *t, const tb_http_t *h, const tier_figures_t *f, co
   }
 }
 
-/* A gauge family over the tiers from the consumers; tiers whose consumers did not answer are
- * left out rather than shown as 0. */
-static void gauge(text_t *t, const tb_http_t *h, const tier_figures_t *f, const char *name,
-                  const char *help, size_t field) {
+/* A gauge family over (tier, domain) from the consumers; a consumer that did not answer is left
+ * out rather than shown as 0. |which| 0: depth, 1: in flight, 2: redelivered. */
+static void consumer_gauge(tb_http_text_t *t, const tb_http_t *h, const tb_http_tier_figures_t *f,
+                           const char *name, const char *help, int which) {
+  const tb_config_t *cfg = h->o.cfg;
   put(t, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
-  for (int i = 0; i < h->o.cfg->n_tiers; i++)
-    if (f[i].have_queue)
-      put(t, "%s{tier=\"%s\"} %llu\n", name, h->o.cfg->tiers[i].name,
-          (unsigned long long)*(const uint64_t *)((const char *)&f[i] + field));
+  for (int i = 0; i < cfg->n_tiers; i++)
+    for (int d = 0; d < cfg->n_domains; d++) {
+      if (!f[i].have_domain[d]) continue;
+      const uint64_t *v = which == 0   ? f[i].d_pending
+                          : which == 1 ? f[i].d_in_flight
+                                       : f[i].d_redelivered;
+      put(t, "%s{tier=\"%s\",domain=\"%s\"} %llu\n", name, cfg->tiers[i].name, cfg->domains[d],
+          (unsigned long long)v[d]);
+    }
 }
 
 /* GET /metrics in the Prometheus text exposition format (version 0.0.4). The counters and
  * histograms are the store's, so any process that opens the deployment's database serves every
- * worker's figures. */
+ * worker's figures; the gauges of depth and in flight are the consumers', which every worker
+ * shares too: one scrape of one API process covers the deployment. */
 static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  tier_figures_t *f = tb__http_figures(h, resp);
+  tb_http_tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
-  text_t t = {0};
-#define S_FIELD(m) offsetof(tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
+  tb_http_text_t t = {0};
+#define S_FIELD(m) offsetof(tb_http_tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
   counter(&t, h, f, "tierbus_events_processed_total", "Events applied by a handler.",
           S_FIELD(processed));
-  counter(&t, h, f, "tierbus_events_failed_total", "Handler attempts that failed.",
-          S_FIELD(failed));
+  counter(&t, h, f, "tierbus_events_failed_total",
+          "Handler attempts that failed (each retried attempt counts).", S_FIELD(failed));
   counter(&t, h, f, "tierbus_events_dead_lettered_total", "Events given up for good (DLQ).",
           S_FIELD(dead));
   counter(&t, h, f, "tierbus_events_duplicate_total",
-          "Deliveries of an event already processed (no second effect).", S_FIELD(redelivered));
+          "Deliveries of an event already processed (a redelivery absorbed, no second effect).",
+          S_FIELD(redelivered));
+  counter(&t, h, f, "tierbus_events_stale_total",
+          "Events ignored as older than what was already applied for their key.", S_FIELD(stale));
   counter(&t, h, f, "tierbus_priority_inversions_total",
-          "Dispatches that served a tier while a better one waited.", S_FIELD(inversions));
+          "Dispatches that served a tier while a better one waited (target 0).",
+          S_FIELD(inversions));
   histogram(&t, h, f, "tierbus_publish_to_start_seconds", "From publish to the handler's start.",
             S_FIELD(start));
   histogram(&t, h, f, "tierbus_publish_to_commit_seconds", "From publish to the commit.",
             S_FIELD(commit));
 #undef S_FIELD
-  gauge(&t, h, f, "tierbus_queue_depth", "Messages in the tier's streams not yet delivered.",
-        offsetof(tier_figures_t, pending));
-  gauge(&t, h, f, "tierbus_in_flight", "Messages delivered to a worker and not yet acked.",
-        offsetof(tier_figures_t, in_flight));
-  gauge(&t, h, f, "tierbus_redelivered", "Messages being redelivered.",
-        offsetof(tier_figures_t, redelivered));
+  consumer_gauge(&t, h, f, "tierbus_queue_depth",
+                 "Messages in the (tier, domain) stream not yet delivered to a worker.", 0);
+  consumer_gauge(&t, h, f, "tierbus_in_flight", "Messages delivered to a worker and not yet acked.",
+                 1);
+  consumer_gauge(&t, h, f, "tierbus_redelivered",
+                 "Messages delivered more than once and not yet acked.", 2);
+  int rc = tb__http_metrics_monitor(h, f, &t, resp);
   free(f);
-  if (t.oom) {
+  if (rc != 0 || t.oom) {
     free(t.buf);
-    tb__http_error(resp, 500, NULL, "out of memory");
+    if (rc == 0) tb__http_error(resp, 500, NULL, "out of memory");
     return;
   }
   resp->status = 200;
@@ -282,6 +289,10 @@ static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
 
 /* ---------------------------------------------------------------- routing */
 
+/* Every endpoint. A path may hold one {} : the id, which may itself contain '/' (a repository
+ * "owner/name" arrives percent-decoded). When several patterns match a path, the one with the
+ * longest fixed text wins, so "/api/workflows/x/cancel" is the cancel route, not run
+ * "x/cancel". */
 static const struct {
   const char *method, *path;
   tb_http_route_fn fn;
@@ -294,22 +305,63 @@ static const struct {
     {"GET", "/metrics", get_metrics},
     {"POST", "/api/events", post_events},
     {"GET", "/api/jobs/metrics", get_jobs_metrics},
+    {"POST", "/api/jobs/{}/retry", tb__http_post_job_retry},
+    {"POST", "/api/execute-workflow", tb__http_post_execute},
+    {"POST", "/api/execute-workflow-with-priority", tb__http_post_execute_prio},
+    {"GET", "/api/workflows", tb__http_get_workflows},
+    {"GET", "/api/workflows/{}", tb__http_get_workflow},
+    {"POST", "/api/workflows/{}/cancel", tb__http_post_workflow_cancel},
+    {"GET", "/api/dlq", tb__http_get_dlq},
+    {"POST", "/api/dlq/{}/replay", tb__http_post_dlq_replay},
+    {"GET", "/api/repositories", tb__http_get_repositories},
+    {"GET", "/api/repositories/{}", tb__http_get_repository},
+    {"GET", "/api/priority/distribution", tb__http_get_distribution},
+    {"GET", "/api/priority/syncs", tb__http_get_syncs},
+    {"GET", "/api/monitoring", tb__http_get_monitoring},
     {"GET", "/api/tiers", tb__http_get_tiers},
     {"GET", "/api/schedules", tb__http_get_schedules},
 };
 
-void tb__http_route(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
-  int path_known = 0;
+/* The length of |pattern|'s fixed text when |path| matches it, else -1; the {} part is copied to
+ * |param| (|cap| bytes; a longer one does not match). */
+static int match(const char *pattern, const char *path, char *param, size_t cap) {
+  const char *hole = strstr(pattern, "{}");
+  if (hole == NULL) return strcmp(pattern, path) == 0 ? (int)strlen(pattern) : -1;
+  size_t pre = (size_t)(hole - pattern), suf = strlen(hole + 2), n = strlen(path);
+  if (n <= pre + suf || strncmp(path, pattern, pre) != 0 || strcmp(path + n - suf, hole + 2) != 0)
+    return -1;
+  size_t len = n - pre - suf;
+  if (len >= cap) return -1;
+  memcpy(param, path + pre, len);
+  param[len] = '\0';
+  return (int)(pre + suf);
+}
+
+void tb__http_route(tb_http_t *h, tb_http_req_t *req, tb_http_resp_t *resp) {
+  char param[1024], best_param[1024] = "";
+  int best = -1, best_len = -1, path_known = 0;
   for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-    if (strcmp(req->path, routes[i].path) != 0) continue;
+    int len = match(routes[i].path, req->path, param, sizeof(param));
+    if (len < 0) continue;
+    if (len > best_len) { /* a longer fixed text: the earlier matches were the wrong reading */
+      best_len = len;
+      best = -1;
+      path_known = 0;
+    }
+    if (len < best_len) continue;
     path_known = 1;
-    if (strcmp(req->method, routes[i].method) == 0) {
-      routes[i].fn(h, req, resp);
-      return;
+    if (best < 0 && strcmp(req->method, routes[i].method) == 0) {
+      best = (int)i;
+      memcpy(best_param, param, sizeof(param));
     }
   }
-  if (path_known)
+  if (best >= 0) {
+    req->params[0] = best_param;
+    routes[best].fn(h, req, resp);
+    req->params[0] = NULL;
+  } else if (path_known) {
     tb__http_error(resp, 405, NULL, "%s is not allowed on %s", req->method, req->path);
-  else
+  } else {
     tb__http_error(resp, 404, NULL, "no such endpoint: %s %s", req->method, req->path);
+  }
 }

@@ -72,12 +72,12 @@ static json_t *or_null(int have, uint64_t v) {
  * counters and its two latency histograms; |bucket_upper_ms| gives the bucket bounds. */
 void tb__http_get_tiers(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp) {
   (void)req;
-  tier_figures_t *f = tb__http_figures(h, resp);
+  tb_http_tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
   const tb_config_t *cfg = h->o.cfg;
   json_t *tiers = json_array();
   for (int t = 0; t < cfg->n_tiers; t++) {
-    const tier_figures_t *x = &f[t];
+    const tb_http_tier_figures_t *x = &f[t];
     json_array_append_new(
         tiers, json_pack("{s:s,s:i,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o}", "name",
                          cfg->tiers[t].name, "concurrency", cfg->tiers[t].concurrency, "depth",

@@ -75,9 +75,4 @@ void tb_replay_ids_free(char **ids, int64_t n);
  * "tb.evt.high.crm.>"): the subjects both match. Returns 0 when they share none. */
 int tb_replay_subject_meet(const char *filter, const char *pattern, char *buf, size_t cap);
 
-/* Parses TIME for --since / --until: RFC 3339 ("2026-01-02T03:04:05Z", fractional seconds and
- * offsets allowed) or a duration before |now_us| ("90s", "2h", "3d"). TB_ERR_INVALID with a
- * detail naming what is wrong. */
-tb_status tb_replay_parse_time(const char *text, int64_t now_us, int64_t *out_us);
-
 #endif

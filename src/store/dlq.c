@@ -2,6 +2,7 @@
 #include "store/dlq.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,13 @@ static const struct {
 
 const char *tb_dlq_class_name(tb_dlq_class c) {
   return c >= 0 && c < TB_DLQ__COUNT ? classes[c].name : "unclassified";
+}
+
+void tb_dlq_class_list(char *buf, size_t cap) {
+  size_t off = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < TB_DLQ__COUNT && off < cap; i++)
+    off += (size_t)snprintf(buf + off, cap - off, "%s%s", i ? ", " : "", classes[i].name);
 }
 
 const char *tb_dlq_class_meaning(tb_dlq_class c) {

@@ -37,6 +37,9 @@ int tb_dlq_class_parse(const char *name);
 /* 1 when republishing the message unchanged can succeed (see TB_DLQ_CLASSES). An entry of a
  * class this build does not know (rows written before v10: "unclassified") counts as replayable. */
 int tb_dlq_class_replayable(const char *name);
+/* Every class's name, "malformed, too_large, ...", into |buf| (for messages that list what is
+ * accepted). */
+void tb_dlq_class_list(char *buf, size_t cap);
 /* The meaning of class |c|, for help texts. */
 const char *tb_dlq_class_meaning(tb_dlq_class c);
 

@@ -114,6 +114,26 @@
                      "coalesce(msg_id, ''), at_us FROM priority_audit WHERE repository_id = ?1 "   \
                      "ORDER BY id DESC LIMIT ?2")                                                  \
   X(REPO_COUNTS, "SELECT count(*), coalesce(sum(is_workspace_repo), 0) FROM tracked_repositories") \
+  /* A page of tracked repositories in id order after ?1; ?2 a priority, ?3 a workspace ('' =      \
+   * any). The workspace test is a primary-key probe of workspace_repositories per row. */         \
+  X(REPO_LIST,                                                                                     \
+    "SELECT repository_id, priority, priority_score, is_workspace_repo, workspace_count, "         \
+    "tracking_enabled, manual_override, marked_low FROM tracked_repositories t "                   \
+    "WHERE repository_id > ?1 AND (?2 = '' OR priority = ?2) AND (?3 = '' OR EXISTS (SELECT 1 "    \
+    "FROM workspace_repositories w WHERE w.workspace_id = ?3 AND "                                 \
+    "w.repository_id = t.repository_id)) ORDER BY repository_id LIMIT ?4")                         \
+  X(REPO_WORKSPACES, "SELECT workspace_id, added_at FROM workspace_repositories "                  \
+                     "WHERE repository_id = ?1 ORDER BY workspace_id")                             \
+  /* Seed 002's "priority distribution" query, over the repositories still tracked. */             \
+  X(REPO_DISTRIBUTION,                                                                             \
+    "SELECT is_workspace_repo, priority, count(*), avg(workspace_count), "                         \
+    "sum(manual_override IS NOT NULL), sum(marked_low) FROM tracked_repositories "                 \
+    "WHERE tracking_enabled = 1 GROUP BY is_workspace_repo, priority "                             \
+    "ORDER BY is_workspace_repo DESC, max(priority_score) DESC")                                   \
+  X(PRIO_SYNC_LIST,                                                                                \
+    "SELECT id, owner, trigger, status, started_us, finished_us, workspace_repos, "                \
+    "tracked_only_repos, priority_changes, rows_updated, attempts, errors "                        \
+    "FROM priority_sync_runs ORDER BY id DESC LIMIT ?1")                                           \
   /* The live view of every tracked repository: stored row, live count and the rules' answer. */   \
   X(REPO_INVERSIONS,                                                                               \
     "SELECT repository_id, priority, expected, is_workspace_repo, workspace_count, cnt, "          \
@@ -197,16 +217,18 @@
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14) "                    \
     "ON CONFLICT(id) DO NOTHING")                                                                  \
   X(WF_GET, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, error, " \
-            "correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "          \
+            "correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id, rowid "   \
             "FROM workflows WHERE id = ?1")                                                        \
   X(WF_UPDATE,                                                                                     \
     "UPDATE workflows SET status = ?2, step = ?3, step_state = ?4, attempt = ?5, "                 \
     "seq = ?6, data = ?7, error = ?8, finished_us = ?9, updated_us = ?10, hist_id = ?11 "          \
     "WHERE id = ?1")                                                                               \
+  /* Newest first by rowid (insertion order), from before row ?4: a keyset page is one range       \
+   * seek on the table's own b-tree, whatever the filters, with no index to maintain. */           \
   X(WF_LIST, "SELECT id, name, domain, tier, status, step, step_state, attempt, seq, data, "       \
-             "error, correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id "  \
-             "FROM workflows WHERE (?1 = '' OR status = ?1) AND (?2 = '' OR name = ?2) "           \
-             "ORDER BY created_us DESC, id DESC LIMIT ?3")                                         \
+             "error, correlation_id, cause_msg_id, created_us, updated_us, finished_us, hist_id, " \
+             "rowid FROM workflows WHERE rowid < ?4 AND (?1 = '' OR status = ?1) AND "             \
+             "(?2 = '' OR name = ?2) ORDER BY rowid DESC LIMIT ?3")                                \
   X(WF_HIST_ADD,                                                                                   \
     "INSERT INTO workflow_history(workflow_id, step, name, kind, attempt, status, code, detail, "  \
     "result, error, tier, msg_id, started_us, ended_us) "                                          \
@@ -388,7 +410,46 @@
   X(PURGE_WF_HISTORY, "DELETE FROM workflow_history WHERE workflow_id IN (" TB__FINISHED_WF ")")   \
   X(PURGE_WF_INBOX, "DELETE FROM workflow_inbox WHERE workflow_id IN (" TB__FINISHED_WF ")")       \
   X(PURGE_WF_WAITS, "DELETE FROM workflow_waits WHERE workflow_id IN (" TB__FINISHED_WF ")")       \
-  X(PURGE_WF, "DELETE FROM workflows WHERE id IN (" TB__FINISHED_WF ")")
+  X(PURGE_WF, "DELETE FROM workflows WHERE id IN (" TB__FINISHED_WF ")")                           \
+  /* monitor.c: read-only figures for /api/monitoring and /metrics. Runs finished since ?1:        \
+   * updated_us is a finished run's finish time, so workflows_status serves the range. */          \
+  X(MON_RUNS, "SELECT tier, count(*), sum(status = 'completed'), sum(status = 'failed'), "         \
+              "avg(finished_us - created_us), max(finished_us - created_us) FROM workflows "       \
+              "WHERE status IN ('completed', 'failed') AND updated_us >= ?1 "                      \
+              "AND finished_us IS NOT NULL GROUP BY tier")                                         \
+  /* The p50 and p99 run durations per tier: the rows at ranks ceil(n/2) and ceil(0.99 n). */      \
+  X(MON_RUN_QUANTILES,                                                                             \
+    "SELECT tier, rn, n, d FROM (SELECT tier, finished_us - created_us AS d, row_number() OVER "   \
+    "(PARTITION BY tier ORDER BY finished_us - created_us) AS rn, count(*) OVER (PARTITION BY "    \
+    "tier) AS n FROM workflows WHERE status IN ('completed', 'failed') AND updated_us >= ?1 "      \
+    "AND finished_us IS NOT NULL) WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 99 + 99) / 100")     \
+  X(MON_ACTIVE, "SELECT tier, status, count(*) FROM workflows "                                    \
+                "WHERE status IN ('running', 'waiting', 'sleeping') GROUP BY tier, status")        \
+  X(MON_ESCALATIONS, "SELECT to_tier, rule, count(*) FROM workflow_escalations "                   \
+                     "GROUP BY to_tier, rule ORDER BY to_tier, rule")                              \
+  /* Due rows (lag) and held ones (timers): a due row waits since the later of its creation and    \
+   * its retry time. */                                                                            \
+  X(MON_OUTBOX, "SELECT count(*), coalesce(min(max(created_us, next_attempt_us)), 0), "            \
+                "(SELECT count(*) FROM outbox WHERE next_attempt_us > ?1) "                        \
+                "FROM outbox WHERE next_attempt_us <= ?1")                                         \
+  X(MON_SCHED_RUNS, "SELECT task, status, count(*) FROM sched_runs GROUP BY task, status "         \
+                    "ORDER BY task, status")                                                       \
+  /* Held outbox rows (timers, retry delays) by the tier token of their event subject              \
+   * (tb.evt.<tier>.<domain>.<event>); commands (tb.cmd.) and others have no tier: ''. */          \
+  X(MON_DELAYED, "SELECT CASE WHEN substr(subject, 1, 7) = 'tb.evt.' THEN substr(subject, 8, "     \
+                 "instr(substr(subject, 8), '.') - 1) ELSE '' END, '', count(*) FROM outbox "      \
+                 "WHERE next_attempt_us > ?1 GROUP BY 1")                                          \
+  /* Seed 002's repository jobs that applied, by the payload's is_workspace_repo, among the last   \
+   * ?2 activity rows (a bound on the scan: the log has no index on event type) since ?1. */       \
+  X(MON_REPO_JOBS_OK,                                                                              \
+    "SELECT coalesce(json_extract(payload_json, '$.metadata.is_workspace_repo'), 0), count(*) "    \
+    "FROM activity_log WHERE id > (SELECT coalesce(max(id), 0) FROM activity_log) - ?2 "           \
+    "AND event_type = 'capture/repository.sync' AND at_us >= ?1 GROUP BY 1")                       \
+  /* The newest activity row outside that bound: when it is inside the window, the window was      \
+   * not read whole. */                                                                            \
+  X(MON_ACTIVITY_UNSCANNED,                                                                        \
+    "SELECT at_us FROM activity_log WHERE id <= (SELECT coalesce(max(id), "                        \
+    "0) FROM activity_log) - ?1 ORDER BY id DESC LIMIT 1")
 
 typedef enum tb__store_stmt_id {
 #define TB__STMT_ENUM(name, sql) TB__ST_##name,

@@ -403,6 +403,102 @@ tb_status tb_store_repo_counts(tb_store_t *st, int64_t *tracked, int64_t *worksp
   return s;
 }
 
+tb_status tb_store_repo_list(tb_store_t *st, const char *priority, const char *workspace,
+                             const char *after_id, int limit,
+                             int (*fn)(void *arg, const tb_tracked_repo_t *r), void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_LIST);
+  sqlite3_bind_text(stmt, 1, after_id ? after_id : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, priority ? priority : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 3, workspace ? workspace : "", -1, SQLITE_STATIC);
+  sqlite3_bind_int(stmt, 4, limit > 0 ? limit : -1);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_tracked_repo_t r;
+    memset(&r, 0, sizeof(r));
+    copy_text(r.repository_id, sizeof(r.repository_id), sqlite3_column_text(stmt, 0));
+    copy_text(r.priority, sizeof(r.priority), sqlite3_column_text(stmt, 1));
+    r.priority_score = sqlite3_column_int(stmt, 2);
+    r.is_workspace_repo = sqlite3_column_int(stmt, 3);
+    r.workspace_count = sqlite3_column_int(stmt, 4);
+    r.tracking_enabled = sqlite3_column_int(stmt, 5);
+    copy_text(r.manual_override, sizeof(r.manual_override), sqlite3_column_text(stmt, 6));
+    r.marked_low = sqlite3_column_int(stmt, 7);
+    if (fn(arg, &r) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "repository list");
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_repo_workspaces(tb_store_t *st, const char *repository_id,
+                                   int (*fn)(void *arg, const char *workspace_id, int64_t added_us),
+                                   void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_WORKSPACES);
+  sqlite3_bind_text(stmt, 1, repository_id, -1, SQLITE_STATIC);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+    if (fn(arg, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int64(stmt, 1)) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "workspaces of %s", repository_id);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_repo_distribution(tb_store_t *st, int (*fn)(void *arg, const tb_repo_dist_t *d),
+                                     void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_REPO_DISTRIBUTION);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_repo_dist_t d = {.is_workspace_repo = sqlite3_column_int(stmt, 0),
+                        .priority = (const char *)sqlite3_column_text(stmt, 1),
+                        .count = sqlite3_column_int64(stmt, 2),
+                        .avg_workspace_count = sqlite3_column_double(stmt, 3),
+                        .overrides = sqlite3_column_int64(stmt, 4),
+                        .marked_low = sqlite3_column_int64(stmt, 5)};
+    if (fn(arg, &d) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority distribution");
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_prio_sync_list(tb_store_t *st, int limit,
+                                  int (*fn)(void *arg, int64_t id, const tb_prio_sync_run_row_t *r),
+                                  void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_PRIO_SYNC_LIST);
+  sqlite3_bind_int(stmt, 1, limit > 0 ? limit : -1);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_prio_sync_run_row_t r = {.owner = (const char *)sqlite3_column_text(stmt, 1),
+                                .trigger = (const char *)sqlite3_column_text(stmt, 2),
+                                .status = (const char *)sqlite3_column_text(stmt, 3),
+                                .started_us = sqlite3_column_int64(stmt, 4),
+                                .finished_us = sqlite3_column_int64(stmt, 5),
+                                .workspace_repos = sqlite3_column_int64(stmt, 6),
+                                .tracked_only_repos = sqlite3_column_int64(stmt, 7),
+                                .priority_changes = sqlite3_column_int64(stmt, 8),
+                                .rows_updated = sqlite3_column_int64(stmt, 9),
+                                .attempts = sqlite3_column_int(stmt, 10),
+                                .errors_json = (const char *)sqlite3_column_text(stmt, 11)};
+    if (fn(arg, sqlite3_column_int64(stmt, 0), &r) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "priority sync runs");
+  tb__stmt_done(stmt);
+  return s;
+}
+
 /* ---------------------------------------------------------------- leases */
 
 /* The lease row of |name|: *found = 0 when there is none. */
@@ -419,6 +515,11 @@ static tb_status lease_get(tb_store_t *st, const char *name, int *found, char *h
                     : tb__store_fail(st->db, rc, "lease '%s': read holder", name);
   tb__stmt_done(stmt);
   return s;
+}
+
+tb_status tb_store_lease_get(tb_store_t *st, const char *name, char *holder, size_t cap,
+                             int64_t *expires_us, int *found) {
+  return lease_get(st, name, found, holder, cap, expires_us);
 }
 
 /* The conditional upsert, then the holder when it did not take. */

@@ -138,6 +138,33 @@ typedef struct tb_repo_audit {
 tb_status tb_store_repo_audit_list(tb_store_t *st, const char *repository_id, int limit,
                                    void (*fn)(void *arg, const tb_repo_audit_t *a), void *arg);
 
+/* Tracked repositories in id order, after |after_id| ("" = from the first), at most |limit|:
+ * |priority| ("high", "medium", "low") and |workspace| (a workspace id: only repositories in it)
+ * NULL or "" match any. |fn| gets each row (borrowed for the call); non-zero stops. A caller
+ * pages by passing the last row's id as the next |after_id|. */
+tb_status tb_store_repo_list(tb_store_t *st, const char *priority, const char *workspace,
+                             const char *after_id, int limit,
+                             int (*fn)(void *arg, const tb_tracked_repo_t *r), void *arg);
+
+/* The workspaces that hold |repository_id| now, in id order, with when it was added; non-zero
+ * from |fn| stops. */
+tb_status tb_store_repo_workspaces(tb_store_t *st, const char *repository_id,
+                                   int (*fn)(void *arg, const char *workspace_id, int64_t added_us),
+                                   void *arg);
+
+/* One group of seed 002's priority distribution (tracked repositories with tracking enabled,
+ * by is_workspace_repo and priority). */
+typedef struct tb_repo_dist {
+  int is_workspace_repo;
+  const char *priority;
+  int64_t count;
+  double avg_workspace_count;
+  int64_t overrides;  /* of them, with a manual override */
+  int64_t marked_low; /* of them, marked low */
+} tb_repo_dist_t;
+tb_status tb_store_repo_distribution(tb_store_t *st, int (*fn)(void *arg, const tb_repo_dist_t *d),
+                                     void *arg);
+
 /* Counts for a SyncResult's repository figures over the whole table. */
 tb_status tb_store_repo_counts(tb_store_t *st, int64_t *tracked, int64_t *workspace_repos);
 
@@ -174,5 +201,16 @@ typedef struct tb_prio_sync_run_row {
   const char *errors_json;
 } tb_prio_sync_run_row_t;
 tb_status tb_store_prio_sync_record(tb_store_t *st, const tb_prio_sync_run_row_t *r);
+
+/* The last |limit| finished syncs, newest first (|id| is the row's number); strings borrowed for
+ * the call; non-zero from |fn| stops. */
+tb_status tb_store_prio_sync_list(tb_store_t *st, int limit,
+                                  int (*fn)(void *arg, int64_t id, const tb_prio_sync_run_row_t *r),
+                                  void *arg);
+
+/* The holder of lease |name| and its expiry: *found = 0 (holder "", expiry 0) when nobody holds
+ * it. An expired lease is reported as held: the caller compares the expiry with the clock. */
+tb_status tb_store_lease_get(tb_store_t *st, const char *name, char *holder, size_t cap,
+                             int64_t *expires_us, int *found);
 
 #endif

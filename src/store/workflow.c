@@ -36,6 +36,7 @@ static tb_status read_row(sqlite3_stmt *stmt, tb_wf_row_t *r) {
   r->updated_us = sqlite3_column_int64(stmt, 14);
   r->finished_us = sqlite3_column_int64(stmt, 15);
   r->hist_id = sqlite3_column_int64(stmt, 16);
+  r->no = sqlite3_column_int64(stmt, 17);
   if (oom) return tb__fail(TB_ERR_NOMEM, "workflow %s: reading the row", r->id);
   return TB_OK;
 }
@@ -298,12 +299,13 @@ tb_status tb_store_outbox_cancel_prefix(tb_store_t *st, const char *prefix, int6
   return s;
 }
 
-tb_status tb_store_wf_list(tb_store_t *st, const char *status, const char *name, int limit,
-                           int (*fn)(void *arg, const tb_wf_row_t *r), void *arg) {
+tb_status tb_store_wf_list(tb_store_t *st, const char *status, const char *name, int64_t before,
+                           int limit, int (*fn)(void *arg, const tb_wf_row_t *r), void *arg) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_LIST);
   sqlite3_bind_text(stmt, 1, status ? status : "", -1, SQLITE_STATIC);
   sqlite3_bind_text(stmt, 2, name ? name : "", -1, SQLITE_STATIC);
   sqlite3_bind_int(stmt, 3, limit > 0 ? limit : -1);
+  sqlite3_bind_int64(stmt, 4, before > 0 ? before : INT64_MAX);
   int rc;
   tb_status s = TB_OK;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {

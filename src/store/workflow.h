@@ -28,6 +28,7 @@ typedef struct tb_wf_row {
   char cause_msg_id[TB_ID_MAX];
   int64_t created_us, updated_us, finished_us;
   int64_t hist_id; /* history row of the current step attempt while it waits or sleeps */
+  int64_t no;      /* the row's number (rowid): its place in insertion order, for paging */
 } tb_wf_row_t;
 
 void tb_store_wf_row_clear(tb_wf_row_t *r);
@@ -98,9 +99,11 @@ tb_status tb_store_wf_inbox_get(tb_store_t *st, const char *workflow_id, int64_t
  * timers and queued continuations). *dropped receives the count (may be NULL). */
 tb_status tb_store_outbox_cancel_prefix(tb_store_t *st, const char *prefix, int64_t *dropped);
 
-/* Lists runs, newest first: |status| and |name| NULL or "" match any. |fn| gets each row
- * (borrowed for the call); non-zero stops. */
-tb_status tb_store_wf_list(tb_store_t *st, const char *status, const char *name, int limit,
-                           int (*fn)(void *arg, const tb_wf_row_t *r), void *arg);
+/* Lists runs, newest (last inserted) first, from the run before number |before| (a row's |no|;
+ * 0 = from the newest): |status| and |name| NULL or "" match any, |limit| <= 0 = all. |fn| gets
+ * each row (borrowed for the call); non-zero stops. A caller pages by passing the last row's
+ * |no| as the next |before|: rows inserted meanwhile never shift a page. */
+tb_status tb_store_wf_list(tb_store_t *st, const char *status, const char *name, int64_t before,
+                           int limit, int (*fn)(void *arg, const tb_wf_row_t *r), void *arg);
 
 #endif

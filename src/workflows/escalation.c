@@ -88,6 +88,32 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
   return TB_OK;
 }
 
+tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
+                           const json_t *input, const tb_esc_input_t *flags, int *base,
+                           tb_esc_input_t *in, tb_esc_result_t *res) {
+  if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(cfg, def);
+  *base = tb_config_tier_index(cfg, tier);
+  if (*base < 0) return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  tb_status s = tb_wf_esc_context(def, input, in);
+  if (s != TB_OK) return s;
+  if (flags != NULL) {
+    in->customer_facing |= flags->customer_facing;
+    if (flags->business_impact != NULL && flags->business_impact[0] != '\0')
+      in->business_impact = flags->business_impact;
+    in->expedite |= flags->expedite;
+    in->failed_retry = flags->failed_retry;
+    in->stuck_ms = flags->stuck_ms;
+  }
+  *res = tb_wf_escalate(cfg, *base, in);
+  return TB_OK;
+}
+
+json_t *tb_wf_args_input(const json_t *args) {
+  if (args == NULL) return json_object();
+  if (json_is_object(args)) return json_deep_copy(args);
+  return json_pack("{s:O}", "args", (json_t *)args);
+}
+
 /* "customer-facing, impact high, failed retry, stuck 7.0 h, expedite", or "no context". */
 static void describe(const tb_esc_input_t *in, char *buf, size_t cap) {
   size_t off = 0;

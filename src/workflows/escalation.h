@@ -42,6 +42,22 @@ tb_esc_result_t tb_wf_escalate(const tb_config_t *cfg, int base, const tb_esc_in
  * field when one has the wrong type or an impact other than low, medium, high. */
 tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input, tb_esc_input_t *out);
 
+/* The tier a run of |def| starts on: |tier| (a config tier name; NULL = tb_wf_tier), raised by
+ * the rules from the context of the definition and |input| (tb_wf_esc_context) merged with the
+ * trigger's |flags| (may be NULL: customer_facing and expedite add, a business impact replaces,
+ * failed_retry and stuck_ms are taken as given). *base gets |tier|'s index, *in the merged
+ * context, *res the result. The one decision behind a run's start (tb_wf_start_ex) and what a
+ * trigger tells its caller beforehand (workflows/trigger.h). TB_ERR_INVALID for an unknown tier
+ * or a context field of the wrong type. */
+tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
+                           const json_t *input, const tb_esc_input_t *flags, int *base,
+                           tb_esc_input_t *in, tb_esc_result_t *res);
+
+/* A run's input from an execute-workflow's args: an object as it is, anything else (seed 000
+ * passes an argument array) as {"args": <it>}, NULL as {}. New reference; NULL only when memory
+ * runs out. */
+json_t *tb_wf_args_input(const json_t *args);
+
 /* Records that run |id| went from |from| to |to| by |rule| (source "start", "sweeper" or
  * "retry"), with |in| described in the detail ("customer-facing, impact high, stuck 7.0 h").
  * *added (may be NULL) as tb_store_wf_escalation_add. */

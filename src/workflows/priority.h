@@ -39,6 +39,21 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
 tb_status tb_repo_set(const tb_handler_ctx_t *ctx, const char *repository_id, const char *override,
                       int mark_low, const char *cause, int *changed);
 
+/* ---------------------------------------------------------------- views (repo_view.c) */
+
+/* Tracked repository |r| as JSON: repository_id, priority, priority_score, is_workspace_repo,
+ * workspace_count, manual_override (null when none), marked_low, tracking_enabled and jobs_tier
+ * (the tier its sync jobs take). New reference; NULL when memory runs out. */
+json_t *tb_repo_json(const tb_config_t *cfg, const tb_tracked_repo_t *r);
+
+/* Repository |id| as `priority show --json` prints it and GET /api/repositories/{id} answers it:
+ * tb_repo_json plus live_workspace_count, expected_priority (what the rules give now; differing
+ * from priority is an inversion), workspaces [{workspace_id, added_at}] and the last |audit|
+ * audit rows, newest first [{at, old_priority, new_priority, reason, msg_id}]. Into *out (caller
+ * frees). TB_ERR_NOT_FOUND when the repository is not tracked; the store's status on failure. */
+tb_status tb_repo_view(tb_store_t *st, const tb_config_t *cfg, const char *id, int audit,
+                       json_t **out);
+
 /* ---------------------------------------------------------------- the full sync */
 
 /* The seed's SyncResult, plus what the run did to get it. */

@@ -921,22 +921,12 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
   } else {
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
   }
-  if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(ctx->cfg, def);
-  int base = tb_config_tier_index(ctx->cfg, tier);
-  if (base < 0) return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
   /* Seed 000: the context (definition, input, the trigger's flags) may raise the tier. */
   tb_esc_input_t in;
-  tb_status s = tb_wf_esc_context(def, input, &in);
+  tb_esc_result_t esc_res;
+  int base = 0;
+  tb_status s = tb_wf_start_tier(ctx->cfg, def, tier, input, esc, &base, &in, &esc_res);
   if (s != TB_OK) return s;
-  if (esc != NULL) {
-    in.customer_facing |= esc->customer_facing;
-    if (esc->business_impact != NULL && esc->business_impact[0] != '\0')
-      in.business_impact = esc->business_impact;
-    in.expedite |= esc->expedite;
-    in.failed_retry = esc->failed_retry;
-    in.stuck_ms = esc->stuck_ms;
-  }
-  tb_esc_result_t esc_res = tb_wf_escalate(ctx->cfg, base, &in);
   tier = ctx->cfg->tiers[esc_res.tier].name;
   snprintf(row.name, sizeof(row.name), "%s", def->name);
   snprintf(row.domain, sizeof(row.domain), "%s", def->domain);
@@ -1010,14 +1000,13 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
   json_t *input = NULL;
   if (ew->args_json != NULL && ew->args_json[0] != '\0') {
     json_error_t jerr;
-    input = json_loads(ew->args_json, JSON_DECODE_ANY, &jerr);
-    if (input == NULL)
+    json_t *args = json_loads(ew->args_json, JSON_DECODE_ANY, &jerr);
+    if (args == NULL)
       return tb__fail(TB_ERR_INVALID, "execute-workflow %s: args_json: %s (line %d, column %d)",
                       def->name, jerr.text, jerr.line, jerr.column);
-    if (!json_is_object(input)) { /* seed 000 passes an argument array */
-      json_t *wrapped = json_pack("{s:o}", "args", input);
-      input = wrapped;
-    }
+    input = tb_wf_args_input(args); /* seed 000 passes an argument array */
+    json_decref(args);
+    if (input == NULL) return tb__fail(TB_ERR_NOMEM, "execute-workflow %s: args", def->name);
   }
   /* Seed 000: an explicit priority is the base, else the workflow type's tier; the context
    * flags escalate from there, never down. */

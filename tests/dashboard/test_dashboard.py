@@ -2,7 +2,8 @@
 """The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver,
 driven by python3-selenium) against `tierbus dev`, which runs its own nats-server and SQLite file.
 
-It loads the page, publishes through the API and waits for the page's counts to change, makes an
+It loads the page, publishes through the API and waits for the page's counts to change, starts a
+workflow and opens its step history from the waiting list, makes an
 event fail for good (a trigger in the database refuses its activity row, so it is dead-lettered
 after two deliveries), removes the cause, clicks the event's replay button on the page and waits
 for the page to show it processed. A screenshot is saved as dashboard.png in the build directory.
@@ -167,6 +168,17 @@ class Dashboard(unittest.TestCase):
                       lambda: self.number("#total-processed") >= before + 20)
         self.wait_for("the normal tier's count",
                       lambda: self.number('#tiers tr[data-tier="normal"] .processed') >= 20)
+
+        # A workflow started through the API waits for its command's reply (dev runs no command
+        # service here): the page lists it as waiting, and a click shows its step history.
+        status, body = http("POST", self.base + "/api/execute-workflow",
+                            {"workflowType": "ops.customer-support-message",
+                             "args": {"to": "a@example.com", "message": "hello"}})
+        self.assertEqual(status, 201, body)
+        run = body["runId"]
+        self.wait_for("the waiting run", lambda: run in self.text("#wf-waiting"))
+        b.find_element(By.XPATH, '//table[@id="wf-waiting"]//td[text()="%s"]' % run).click()
+        self.wait_for("the run's step history", lambda: "reply" in self.text("#wf-detail"))
 
         # A job that fails for good, shown in the dead letters; its cause removed, the replay
         # button on the page makes it succeed.

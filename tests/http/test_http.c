@@ -1,99 +1,11 @@
-/* Integration: the HTTP API as a client sees it. A real nats-server, `tierbus init`, a `tierbus
- * api` process with a token, and libcurl: every endpoint's success and its errors (401 without or
- * with a wrong token, 413 over the body limit, 400 naming the field, 404, 405), a publish that
- * lands in its stream, a duplicate, the Prometheus text, seed 001's metrics once a worker has
- * processed the events, and the refusal to serve beyond loopback without a token. */
-#include <curl/curl.h>
-#include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include "support/itest.h"
-
-#define TOKEN "t0ken-for-tests"
-
-typedef struct http_res {
-  long status;
-  char *body;
-  size_t len;
-} http_res_t;
-
-static size_t on_data(char *p, size_t sz, size_t n, void *arg) {
-  http_res_t *r = arg;
-  char *b = realloc(r->body, r->len + sz * n + 1);
-  if (b == NULL) return 0;
-  memcpy(b + r->len, p, sz * n);
-  r->len += sz * n;
-  b[r->len] = '\0';
-  r->body = b;
-  return sz * n;
-}
-
-/* |method| |url| with |body| (NULL = none) and |token| (NULL = no Authorization header). */
-static http_res_t call(const char *method, const char *url, const char *body, const char *token) {
-  http_res_t r = {0};
-  CURL *c = curl_easy_init();
-  assert_non_null(c);
-  struct curl_slist *hdrs = NULL;
-  char auth[256];
-  if (token != NULL) {
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-    hdrs = curl_slist_append(hdrs, auth);
-  }
-  hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-  if (body != NULL) curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-  CURLcode rc = curl_easy_perform(c);
-  if (rc != CURLE_OK) print_error("%s %s: %s\n", method, url, curl_easy_strerror(rc));
-  assert_int_equal(rc, CURLE_OK);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(hdrs);
-  curl_easy_cleanup(c);
-  if (r.body == NULL) r.body = strdup("");
-  return r;
-}
-
-static void expect(http_res_t *r, long status, const char *needle) {
-  if (r->status != status)
-    print_error("status %ld, expected %ld: %s\n", r->status, status, r->body);
-  assert_int_equal(r->status, status);
-  if (needle != NULL) tb_assert_contains(r->body, needle);
-  free(r->body);
-  r->body = NULL;
-}
-
-/* Starts `tierbus api` with the token and returns its base URL (static buffer). */
-static const char *start_api(tb_h_t *h, tb_h_child_t *api) {
-  setenv("TIERBUS_API_TOKEN", TOKEN, 1);
-  tb_assert_ok(tb_h_spawn(h, api, "api", "api", "--http-port", "0", NULL));
-  unsetenv("TIERBUS_API_TOKEN");
-  static char base[64];
-  for (int i = 0; i < 100; i++) {
-    char *out = tb_h_read_file(api->out_path);
-    const char *at = out ? strstr(out, "serving http://") : NULL;
-    int port = 0;
-    if (at != NULL && sscanf(at, "serving http://127.0.0.1:%d", &port) == 1) {
-      free(out);
-      snprintf(base, sizeof(base), "http://127.0.0.1:%d", port);
-      return base;
-    }
-    free(out);
-    usleep(50000);
-  }
-  tb_h_dump_logs(h, 20);
-  fail_msg("tierbus api did not say where it serves");
-  return NULL;
-}
-
-static void url(char *buf, size_t cap, const char *base, const char *path) {
-  snprintf(buf, cap, "%s%s", base, path);
-}
+/* Integration: the HTTP API's core as a client sees it. A real nats-server, `tierbus init`, a
+ * `tierbus api` process with a token, and libcurl: every /api endpoint refuses a missing or
+ * wrong token (401) and oversized headers (413), every POST endpoint a malformed body (400
+ * naming "body") and an oversized one (413); unknown paths are 404, wrong methods 405; a publish
+ * lands in its stream, a duplicate is told; the Prometheus text and seed 001's metrics once a
+ * worker has processed the events; the refusal to serve beyond loopback without a token. The
+ * endpoints' own behaviour is test_http_api.c's. */
+#include "http_client.h"
 
 static const char *valid_event =
     "{\"type\":\"CLIENT_CREATED\",\"id\":\"http-evt-1\",\"payload\":{\"client_id\":\"c-1\","
@@ -103,18 +15,15 @@ static void test_endpoints(void **state) {
   tb_h_t *h = *state;
   tb_it_start_and_init(h);
   tb_h_child_t api;
-  const char *base = start_api(h, &api);
-  char u[256];
+  start_api(h, &api);
+  const char *u = "/api/events";
   http_res_t r;
 
-  url(u, sizeof(u), base, "/healthz");
-  r = call("GET", u, NULL, NULL);
+  r = call("GET", "/healthz", NULL, NULL);
   expect(&r, 200, "\"ok\"");
-  url(u, sizeof(u), base, "/readyz");
-  r = call("GET", u, NULL, NULL);
+  r = call("GET", "/readyz", NULL, NULL);
   expect(&r, 200, "\"nats\":true");
 
-  url(u, sizeof(u), base, "/api/events");
   r = call("POST", u, valid_event, NULL);
   expect(&r, 401, "bearer token");
   r = call("POST", u, valid_event, "wrong-token-for-tests");
@@ -145,8 +54,7 @@ static void test_endpoints(void **state) {
   assert_int_equal(tb_h_stream_msgs(h, "TB_HIGH_CRM"), 1);
   r = call("GET", u, NULL, TOKEN);
   expect(&r, 405, "not allowed");
-  url(u, sizeof(u), base, "/api/nothing-here");
-  r = call("GET", u, NULL, TOKEN);
+  r = call("GET", "/api/nothing-here", NULL, TOKEN);
   expect(&r, 404, "no such endpoint");
 
   /* A worker processes it; the figures show it. */
@@ -154,7 +62,7 @@ static void test_endpoints(void **state) {
   tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", NULL));
   assert_int_equal(tb_h_wait_sql(h, 1, 30000, "SELECT count(*) FROM processed"), 1);
   assert_int_equal(tb_h_child_term(&worker, 20000), 0);
-  url(u, sizeof(u), base, "/api/jobs/metrics");
+  u = "/api/jobs/metrics";
   r = call("GET", u, NULL, NULL);
   expect(&r, 401, NULL);
   r = call("GET", u, NULL, TOKEN);
@@ -168,11 +76,96 @@ static void test_endpoints(void **state) {
   assert_int_equal(json_integer_value(json_object_get(high, "completed")), 1);
   json_decref(j);
   expect(&r, 200, NULL);
-  url(u, sizeof(u), base, "/metrics");
+  u = "/metrics";
   r = call("GET", u, NULL, NULL); /* not under /api: scrapers need no token */
   expect(&r, 200, "tierbus_events_processed_total{tier=\"high\"} 1\n");
   r = call("GET", u, NULL, NULL);
   expect(&r, 200, "tierbus_publish_to_start_seconds_count{tier=\"high\"} 1\n");
+  assert_int_equal(tb_h_child_term(&api, 10000), 0);
+}
+
+/* Every /api endpoint, by method and a path that reaches its route. */
+static const struct {
+  const char *method, *path;
+} api_routes[] = {
+    {"POST", "/api/events"},
+    {"GET", "/api/jobs/metrics"},
+    {"POST", "/api/jobs/some-job/retry"},
+    {"POST", "/api/execute-workflow"},
+    {"POST", "/api/execute-workflow-with-priority"},
+    {"GET", "/api/workflows"},
+    {"GET", "/api/workflows/some-run"},
+    {"POST", "/api/workflows/some-run/cancel"},
+    {"GET", "/api/dlq"},
+    {"POST", "/api/dlq/1/replay"},
+    {"GET", "/api/repositories"},
+    {"GET", "/api/repositories/some-repo"},
+    {"GET", "/api/priority/distribution"},
+    {"GET", "/api/priority/syncs"},
+    {"GET", "/api/monitoring"},
+};
+
+/* The guards every endpoint shares, each checked on every endpoint: no token and a wrong one
+ * (one byte off, a prefix, the right one plus a byte) are 401 and change nothing; headers over
+ * the limit are 413 before the token is even looked at; a POST endpoint refuses a malformed body
+ * (400 naming "body") and one over the body limit (413); the wrong method is 405. */
+static void test_guards_on_every_endpoint(void **state) {
+  tb_h_t *h = *state;
+  tb_it_start_and_init(h);
+  tb_h_child_t api;
+  start_api(h, &api);
+  static const char *const wrong[] = {"t0ken-for-testz", "t0ken-for-test", "t0ken-for-tests!", "",
+                                      "T0KEN-FOR-TESTS"};
+  /* 20 KiB of one header: over the 16 KiB limit, under libmicrohttpd's own pool. */
+  size_t big_len = 20 * 1024;
+  char *big = malloc(big_len + 16);
+  assert_non_null(big);
+  memcpy(big, "X-Padding: ", 11);
+  memset(big + 11, 'p', big_len);
+  big[11 + big_len] = '\0';
+  char *huge = malloc(2u * 1024 * 1024 + 1);
+  assert_non_null(huge);
+  memset(huge, ' ', 2u * 1024 * 1024);
+  huge[0] = '{';
+  huge[2u * 1024 * 1024 - 1] = '}';
+  huge[2u * 1024 * 1024] = '\0';
+  http_res_t r;
+  for (size_t i = 0; i < sizeof(api_routes) / sizeof(api_routes[0]); i++) {
+    const char *m = api_routes[i].method, *p = api_routes[i].path;
+    int post = strcmp(m, "POST") == 0;
+    r = call(m, p, post ? "{}" : NULL, NULL);
+    expect(&r, 401, "bearer token");
+    for (size_t k = 0; k < sizeof(wrong) / sizeof(wrong[0]); k++) {
+      r = call(m, p, post ? "{}" : NULL, wrong[k]);
+      expect(&r, 401, "bearer token");
+    }
+    r = call_h(m, p, post ? "{}" : NULL, TOKEN, big);
+    expect(&r, 413, "headers over");
+    r = call_h(m, p, post ? "{}" : NULL, NULL, big); /* size first: no token check to time */
+    expect(&r, 413, "headers over");
+    r = call(post ? "GET" : "DELETE", p, NULL, TOKEN);
+    expect(&r, 405, "is not allowed on");
+    if (!post) continue;
+    expect_400(m, p, "{\"a\": ", "body");
+    expect_400(m, p, "[1, 2]", "body");
+    expect_400(m, p, "{\"a\": 1, \"a\": 2}", "body"); /* duplicate keys are refused */
+    r = call(m, p, huge, TOKEN);
+    expect(&r, 413, "body over");
+  }
+  free(big);
+  free(huge);
+  /* The scheme is case-insensitive (RFC 7235), the token is not. */
+  r = call_h("GET", "/api/workflows", NULL, NULL, "Authorization: bearer " TOKEN);
+  expect(&r, 200, "\"workflows\"");
+  r = call_h("GET", "/api/workflows", NULL, NULL, "Authorization: Basic " TOKEN);
+  expect(&r, 401, NULL);
+  /* Nothing the refused calls carried reached a stream. */
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
+  /* Outside /api no token is asked: health and metrics are for probes and scrapers. */
+  r = call("GET", "/healthz", NULL, NULL);
+  expect(&r, 200, NULL);
+  r = call("GET", "/nothing", NULL, NULL);
+  expect(&r, 404, "no such endpoint");
   assert_int_equal(tb_h_child_term(&api, 10000), 0);
 }
 
@@ -195,6 +188,7 @@ int main(void) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_endpoints, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_guards_on_every_endpoint, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_no_token_beyond_loopback, tb_h_setup, tb_h_teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

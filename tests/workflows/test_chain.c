@@ -95,7 +95,7 @@ static void untime(char *s) {
 static char *runs_text(world_t *w) {
   text_t runs = {0};
   runs.f = open_memstream(&runs.buf, &runs.len);
-  assert_int_equal(tb_store_wf_list(w->st, NULL, NULL, 1000, run_line, &runs), TB_OK);
+  assert_int_equal(tb_store_wf_list(w->st, NULL, NULL, 0, 1000, run_line, &runs), TB_OK);
   fclose(runs.f);
   /* tb_store_wf_list is newest first, and runs started in one message share a time: sort. */
   char *lines[256];

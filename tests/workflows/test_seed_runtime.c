@@ -38,7 +38,7 @@ static int add_wf(void *arg, const tb_wf_row_t *r) {
 static const char *runs(world_t *w, int *n) {
   static wf_acc_t acc;
   memset(&acc, 0, sizeof(acc));
-  assert_int_equal(tb_store_wf_list(w->st, NULL, NULL, 1000, add_wf, &acc), TB_OK);
+  assert_int_equal(tb_store_wf_list(w->st, NULL, NULL, 0, 1000, add_wf, &acc), TB_OK);
   if (n) *n = acc.n;
   return acc.text;
 }

@@ -32,15 +32,8 @@ async function api(path, options = {}) {
   return body;
 }
 
-// A list out of an answer, whichever key the endpoint puts it under.
-function items(body, ...keys) {
-  if (Array.isArray(body)) return body;
-  if (!body) return [];
-  const data = body.data !== undefined ? body.data : body;
-  if (Array.isArray(data)) return data;
-  for (const k of keys.concat(['items', 'results'])) if (Array.isArray(data[k])) return data[k];
-  return [];
-}
+// The list under |key| of an answer.
+function items(body, key) { return body && Array.isArray(body[key]) ? body[key] : []; }
 
 // ---------------------------------------------------------------- rendering helpers
 
@@ -84,7 +77,9 @@ function fillTable(table, cols, rows, emptyText) {
     const tr = el('tr');
     for (const [, get] of cols) {
       const v = get(r);
-      tr.append(v instanceof HTMLTableCellElement ? v : el('td', {}, v instanceof Node ? v : String(v ?? '–')));
+      if (v instanceof HTMLTableCellElement) tr.append(v);
+      else if (v instanceof Node) tr.append(el('td', {}, v));
+      else tr.append(el('td', {title: String(v ?? '')}, String(v ?? '–')));
     }
     if (r.__onclick) { tr.className = 'clickable'; tr.addEventListener('click', r.__onclick); }
     body.append(tr);
@@ -205,7 +200,7 @@ function drawChart(box, points, name) {
 
 // ---------------------------------------------------------------- workflows
 
-function workflowId(w) { return w.id || w.run_id || w.runId || w.workflow_id; }
+function workflowId(w) { return w.id; }
 
 async function showWorkflow(id) {
   state.openWorkflow = id;
@@ -214,18 +209,20 @@ async function showWorkflow(id) {
   box.replaceChildren(el('div', {class: 'empty'}, 'loading ' + id + '…'));
   try {
     const body = await api('/api/workflows/' + encodeURIComponent(id));
-    const wf = body && body.data ? body.data : body;
-    const steps = items(wf, 'steps', 'history', 'step_history');
+    const wf = body.workflow;
     const t = el('table', {class: 'list'});
     fillTable(t, [
-      ['step', s => s.step || s.name || s.step_name],
-      ['status', s => s.status || s.outcome],
-      ['attempt', s => s.attempt ?? s.attempts],
-      ['at', s => fmtTime(s.at_us || s.finished_us || s.started_us || s.at || s.time)],
+      ['step', s => `${s.step} ${s.name}`],
+      ['kind', s => s.kind],
+      ['attempt', s => s.attempt],
+      ['status', s => s.status],
+      ['tier', s => tierCell(s.tier)],
+      ['started', s => fmtTime(s.started_us)],
       ['detail', s => s.error || s.detail || ''],
-    ], steps, 'no steps recorded');
-    box.replaceChildren(el('h3', {}, `Workflow ${id} — ${wf.type || wf.workflow_type || ''} ` +
-      `(${wf.status || wf.state || ''}, tier ${wf.tier || wf.priority || '–'})`),
+    ], body.history || [], 'no steps recorded');
+    const esc = (body.escalations || []).length;
+    box.replaceChildren(el('h3', {}, `Workflow ${id} — ${wf.name} (${wf.status}, tier ${wf.tier}` +
+      (esc ? `, ${esc} escalation${esc > 1 ? 's' : ''})` : ')')),
       el('button', {onclick: () => { box.hidden = true; state.openWorkflow = null; }}, 'close'), t);
   } catch (err) {
     box.replaceChildren(el('div', {class: 'error'}, 'could not load ' + id + ': ' + err.message));
@@ -233,17 +230,17 @@ async function showWorkflow(id) {
 }
 
 const WF_COLS = [
-  ['id', w => workflowId(w)],
-  ['type', w => w.type || w.workflow_type],
-  ['tier', w => tierCell(w.tier || w.priority)],
-  ['step', w => w.step || w.current_step || w.waiting_for || ''],
-  ['updated', w => fmtTime(w.updated_us || w.updated_at || w.started_us)],
+  ['id', w => w.id],
+  ['type', w => w.name],
+  ['tier', w => tierCell(w.tier)],
+  ['step', w => w.step_name ? `${w.step_name} (${w.step_state})` : ''],
+  ['updated', w => fmtTime(w.updated_us)],
 ];
 
 async function renderWorkflows(status, tableId) {
   const table = document.getElementById(tableId);
   try {
-    const rows = items(await api(`/api/workflows?status=${status}&limit=20`), 'workflows', 'runs');
+    const rows = items(await api(`/api/workflows?status=${status}&limit=20`), 'workflows');
     for (const r of rows) r.__onclick = () => showWorkflow(workflowId(r));
     fillTable(table, WF_COLS, rows, 'none ' + status);
   } catch (err) { showError(table, err); }
@@ -266,29 +263,30 @@ async function act(button, path, done) {
 async function renderFailed() {
   const table = document.getElementById('failed');
   try {
-    const rows = items(await api('/api/workflows?status=failed&limit=20'), 'workflows', 'runs');
+    const rows = items(await api('/api/workflows?status=failed&limit=20'), 'workflows');
     fillTable(table, WF_COLS.concat([['', w => el('button', {class: 'retry',
       onclick: e => { e.stopPropagation(); act(e.target, `/api/jobs/${encodeURIComponent(workflowId(w))}/retry`, 'retry started'); }}, 'retry')]]),
       rows, 'no failed jobs');
   } catch (err) { showError(table, err); }
 }
 
-function dlqId(d) { return d.id ?? d.msg_id; }
+function dlqId(d) { return d.msg_id; }
 
 async function renderDlq() {
   const table = document.getElementById('dlq');
   try {
-    const rows = items(await api('/api/dlq?limit=50'), 'entries', 'dead_letters', 'dlq');
+    const rows = items(await api('/api/dlq?limit=50'), 'entries');
     fillTable(table, [
-      ['id', d => String(dlqId(d))],
-      ['event', d => d.event_type || d.type || d.subject],
+      ['id', d => d.msg_id],
+      ['event', d => d.event_type],
       ['tier', d => tierCell(d.tier)],
-      ['reason', d => d.reason || d.reason_class],
-      ['last error', d => d.last_error || d.error || ''],
-      ['deliveries', d => d.deliveries ?? d.delivery_count],
-      ['replays', d => d.replays ?? 0],
-      ['', d => el('button', {class: 'replay', 'data-id': String(d.msg_id ?? dlqId(d)),
-        onclick: e => act(e.target, `/api/dlq/${encodeURIComponent(String(dlqId(d)))}/replay`, 'replayed')}, 'replay')],
+      ['reason', d => d.reason],
+      ['last error', d => d.error],
+      ['deliveries', d => d.deliveries],
+      ['replays', d => d.replays],
+      ['at', d => fmtTime(d.at)],
+      ['', d => el('button', {class: 'replay', 'data-id': d.msg_id,
+        onclick: e => act(e.target, `/api/dlq/${encodeURIComponent(d.msg_id)}/replay`, 'replayed')}, 'replay')],
     ], rows, 'the dead-letter queue is empty');
   } catch (err) { showError(table, err); }
 }
@@ -315,30 +313,32 @@ async function renderRepositories() {
   const dist = document.getElementById('distribution');
   try {
     const body = await api('/api/priority/distribution');
-    const data = body && body.data ? body.data : body;
-    const pairs = Array.isArray(data) ? data.map(d => [d.priority || d.tier, d.count])
-      : Object.entries(data.distribution || data);
-    dist.replaceChildren(...pairs.map(([p, n]) => el('span', {class: 'chip'},
-      el('span', {class: 'tier tier-' + p}, p), ' ' + fmtNum(n))));
+    const chips = body.groups.map(g => el('span', {class: 'chip'},
+      el('span', {class: 'tier'}, g.priority), ` ${fmtNum(g.count)} ` +
+      (g.is_workspace_repo ? 'in workspaces' : 'tracked only')));
+    chips.push(el('span', {class: 'chip'}, `inversions ${fmtNum(body.inversions.repositories)}`));
+    dist.replaceChildren(...chips);
   } catch (err) {
     dist.replaceChildren(el('span', {class: 'error'}, err.status === 404 ? 'not available from this server' : err.message));
   }
   const repos = document.getElementById('repos');
   try {
     fillTable(repos, [
-      ['repository', r => r.repository_name || r.name || r.id || r.repository_id],
-      ['priority', r => tierCell(r.priority)],
-      ['workspaces', r => Array.isArray(r.workspaces) ? r.workspaces.length : (r.workspaces ?? r.workspace_count ?? '')],
-      ['updated', r => fmtTime(r.updated_us || r.updated_at)],
+      ['repository', r => r.repository_id],
+      ['priority', r => r.priority + (r.manual_override ? ' (override)' : '')],
+      ['score', r => r.priority_score],
+      ['workspaces', r => r.workspace_count],
+      ['jobs tier', r => tierCell(r.jobs_tier)],
     ], items(await api('/api/repositories?limit=20'), 'repositories'), 'no repositories tracked');
   } catch (err) { showError(repos, err); }
   const syncs = document.getElementById('syncs');
   try {
     fillTable(syncs, [
-      ['at', s => fmtTime(s.at_us || s.started_us || s.created_us || s.at)],
-      ['trigger', s => s.trigger || s.reason || ''],
-      ['workspace', s => s.workspace_id || s.workspace || ''],
-      ['changed', s => s.changed ?? s.updated ?? s.repositories_updated ?? ''],
+      ['finished', s => fmtTime(s.finished_at)],
+      ['trigger', s => s.trigger],
+      ['status', s => s.status],
+      ['repositories', s => `${s.workspaceRepos} in workspaces, ${s.trackedOnlyRepos} tracked only`],
+      ['priority changes', s => s.priorityChanges],
     ], items(await api('/api/priority/syncs?limit=10'), 'syncs'), 'no priority syncs yet');
   } catch (err) { showError(syncs, err); }
 }

@@ -1,0 +1,103 @@
+/* The JSON of a workflow run, shared by the command line and the HTTP API (view.h). */
+#include "workflows/view.h"
+
+#include <string.h>
+
+#include "core/status.h"
+#include "core/util.h"
+#include "workflows/wf.h"
+
+/* The one list; the CHECK constraint of workflows.status (migration v4) says the same. */
+static const char *const statuses[] = {"running",   "waiting", "sleeping",
+                                       "completed", "failed",  "cancelled"};
+
+const char *const *tb_wf_statuses(int *n) {
+  *n = (int)TB_COUNTOF(statuses);
+  return statuses;
+}
+
+int tb_wf_status_valid(const char *status) {
+  for (size_t i = 0; status != NULL && i < TB_COUNTOF(statuses); i++)
+    if (strcmp(statuses[i], status) == 0) return 1;
+  return 0;
+}
+
+const char *tb_wf_step_name(const char *name, int step) {
+  const tb_workflow_def_t *def = tb_wf_find(name);
+  if (def != NULL && step >= def->n_steps) return "(end)";
+  if (def == NULL || step < 0) return "-";
+  return def->steps[step].name;
+}
+
+static json_t *str_or_null(const char *s) {
+  return s ? json_string(s) : json_null();
+}
+
+/* JSON text as a value: parsed when it parses, else the text itself (a step may record a result
+ * that is not JSON). */
+static json_t *json_text(const char *text) {
+  if (text == NULL) return json_null();
+  json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+  return v ? v : json_string(text);
+}
+
+json_t *tb_wf_row_json(const tb_wf_row_t *r) {
+  return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:i,s:I,s:o,s:o,s:s,s:s,s:I,s:I,s:I}", "id",
+                   r->id, "name", r->name, "domain", r->domain, "tier", r->tier, "status",
+                   r->status, "step", r->step, "step_name", tb_wf_step_name(r->name, r->step),
+                   "step_state", r->step_state, "attempt", r->attempt, "seq", (json_int_t)r->seq,
+                   "error", str_or_null(r->error), "data", json_text(r->data), "correlation_id",
+                   r->correlation_id, "cause_msg_id", r->cause_msg_id, "created_us",
+                   (json_int_t)r->created_us, "updated_us", (json_int_t)r->updated_us,
+                   "finished_us", (json_int_t)r->finished_us);
+}
+
+json_t *tb_wf_hist_json(const tb_wf_hist_t *h) {
+  return json_pack("{s:I,s:i,s:o,s:o,s:i,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:I,s:I}", "id",
+                   (json_int_t)h->id, "step", h->step, "name", str_or_null(h->name), "kind",
+                   str_or_null(h->kind), "attempt", h->attempt, "status", str_or_null(h->status),
+                   "code", h->code, "detail", str_or_null(h->detail), "result",
+                   json_text(h->result), "error", str_or_null(h->error), "tier",
+                   str_or_null(h->tier), "msg_id", str_or_null(h->msg_id), "started_us",
+                   (json_int_t)h->started_us, "ended_us", (json_int_t)h->ended_us);
+}
+
+json_t *tb_wf_escalation_json(const tb_wf_escalation_t *e) {
+  return json_pack("{s:o,s:o,s:o,s:o,s:o,s:I}", "from_tier", str_or_null(e->from_tier), "to_tier",
+                   str_or_null(e->to_tier), "rule", str_or_null(e->rule), "source",
+                   str_or_null(e->source), "detail", str_or_null(e->detail), "at_us",
+                   (json_int_t)e->at_us);
+}
+
+static int hist_add(void *arg, const tb_wf_hist_t *h) {
+  json_t *v = tb_wf_hist_json(h);
+  return v == NULL || json_array_append_new(arg, v) != 0;
+}
+
+static int esc_add(void *arg, const tb_wf_escalation_t *e) {
+  json_t *v = tb_wf_escalation_json(e);
+  return v == NULL || json_array_append_new(arg, v) != 0;
+}
+
+tb_status tb_wf_run_view(tb_store_t *st, const char *id, json_t **out) {
+  tb_wf_row_t row;
+  int found = 0;
+  tb_status s = tb_store_wf_get(st, id, &row, &found);
+  if (s != TB_OK) return s;
+  if (!found) return tb__fail(TB_ERR_NOT_FOUND, "no workflow '%s'", id);
+  json_t *hist = json_array(), *escs = json_array();
+  s = hist && escs ? tb_store_wf_escalations(st, id, esc_add, escs)
+                   : tb__fail(TB_ERR_NOMEM, "workflow %s", id);
+  if (s == TB_OK) s = tb_store_wf_history(st, id, hist_add, hist);
+  json_t *root = NULL;
+  if (s == TB_OK) {
+    root = json_pack("{s:o,s:O,s:O}", "workflow", tb_wf_row_json(&row), "escalations", escs,
+                     "history", hist);
+    if (root == NULL) s = tb__fail(TB_ERR_NOMEM, "workflow %s", id);
+  }
+  json_decref(hist);
+  json_decref(escs);
+  tb_store_wf_row_clear(&row);
+  if (s == TB_OK) *out = root;
+  return s;
+}
