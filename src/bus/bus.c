@@ -230,6 +230,13 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
 
 /* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
  * age) reaches streams created by an older run. */
+const char *tb_bus_replicas_note(const tb_config_t *cfg) {
+  return cfg->replicas > 1
+             ? " with the config's replicas above 1 (that needs a NATS cluster with at "
+               "least as many JetStream servers)"
+             : "";
+}
+
 static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
                                const char *name, const char **subjects, int n_subjects) {
   jsStreamConfig sc;
@@ -247,6 +254,9 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_t
   if (t != NULL && t->max_msgs > 0) sc.MaxMsgs = t->max_msgs;
   sc.MaxMsgSize = (int32_t)(cfg->max_payload_bytes + 4096); /* envelope + headers overhead */
   sc.AllowDirect = true;
+  /* Consumers take the stream's count (their Replicas left 0). A single server refuses more than
+   * one copy, and a cluster more copies than it has JetStream servers: the server says which. */
+  sc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_AddStream(&si, bus->js, &sc, NULL, &jerr);
@@ -256,8 +266,8 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_t
   }
   jsStreamInfo_Destroy(si);
   if (s != NATS_OK) {
-    char what[128];
-    snprintf(what, sizeof(what), "create stream %s", name);
+    char what[192];
+    snprintf(what, sizeof(what), "create stream %s%s", name, tb_bus_replicas_note(cfg));
     return tb__nats_fail(s, jerr, what);
   }
   return TB_OK;

@@ -21,11 +21,12 @@ static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cf
     kc.Description = "tierbus: the deployment these streams belong to";
     kc.History = 1;
     kc.StorageType = js_FileStorage;
+    kc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1; /* as many copies as the streams */
     s = js_CreateKeyValue(out, tb_bus_js(bus), &kc);
   }
   if (s != NATS_OK) {
-    char what[128];
-    snprintf(what, sizeof(what), "open key-value bucket %s", bucket);
+    char what[192];
+    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket, tb_bus_replicas_note(cfg));
     return tb__nats_fail(s, 0, what);
   }
   return TB_OK;

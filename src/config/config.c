@@ -197,6 +197,15 @@ static const opt_t scalar_opts[] = {
      .max = 24 * MS_H,
      .def = "2m",
      .help = "JetStream dedupe window: a repeated Nats-Msg-Id inside it is dropped."},
+    {.name = "replicas",
+     .type = OPT_INT,
+     FIELD(tb_config_t, replicas),
+     .min = 1,
+     .max = 5,
+     .def = "1",
+     .help = "Copies JetStream keeps of every tier, command and dead-letter stream (and so of\n"
+             "their consumers). More than 1 needs a NATS cluster with at least that many\n"
+             "JetStream servers; `tierbus init` applies it to existing streams too."},
     {.name = "max_payload",
      .type = OPT_BYTES,
      FIELD(tb_config_t, max_payload_bytes),

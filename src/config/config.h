@@ -94,6 +94,7 @@ typedef struct tb_config {
   char data_dir[PATH_MAX];
   char stream_prefix[TB_NAME_MAX]; /* streams are <prefix>_<TIER>_<DOMAIN> */
   int64_t duplicate_window_ms;     /* JetStream dedupe window on every stream */
+  int replicas;                    /* JetStream copies of every stream: 1, or 3 on a cluster */
   int64_t max_payload_bytes;       /* larger events are refused at publish, DLQ'd at consume */
   int64_t stream_max_age_ms;       /* history kept for replay; 0 = forever */
   int commit_batch_max;            /* messages per SQLite transaction */

@@ -163,6 +163,26 @@ static void test_init_adopts_its_unmarked_consumers(void **state) {
   assert_true(strncmp(desc, "tierbus:", 8) == 0);
 }
 
+/* A replica count the server cannot hold is refused with the reason, and nothing is half made: the
+ * default then creates every stream with one copy. (A 3-node cluster is issue 13's test.) */
+static void test_init_refuses_replicas_a_single_server_cannot_hold(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_assert_ok(tb_h_server_start(h));
+  tb_h_tierbus(h, &r, RUN_MS, "init", "--set", "replicas=3", NULL);
+  tb_assert_exit(r, 1);
+  tb_assert_contains(r.err, "replicas above 1");
+  tb_assert_contains(r.err, "non-clustered");
+  tb_h_result_free(&r);
+  init_ok(h);
+  jsStreamInfoList *list = NULL;
+  jsErrCode jerr = 0;
+  assert_int_equal(js_Streams(&list, tb_h_js(h), NULL, &jerr), NATS_OK);
+  assert_true(list->Count > 0);
+  for (int i = 0; i < list->Count; i++) assert_int_equal(list->List[i]->Config->Replicas, 1);
+  jsStreamInfoList_Destroy(list);
+}
+
 int main(void) {
   tb_h_watchdog(110);
   const struct CMUnitTest tests[] = {
@@ -171,6 +191,8 @@ int main(void) {
                                       tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_init_adopts_its_unmarked_consumers, tb_h_setup,
                                       tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_init_refuses_replicas_a_single_server_cannot_hold,
+                                      tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
