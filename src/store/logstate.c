@@ -375,7 +375,15 @@ tb_status tb_store_snapshot(const char *db_path, const char *path, const tb_snap
     s = tb__fail(TB_ERR_IO, "snapshot %s: close", part);
   if (s == TB_OK && rename(part, path) != 0)
     s = tb__fail(TB_ERR_IO, "snapshot: rename %s to %s: %s", part, path, strerror(errno));
-  if (s != TB_OK) unlink(part);
+  if (s != TB_OK) {
+    /* With what SQLite may have left beside it when the copy stopped half way. */
+    static const char *const sides[] = {"", "-wal", "-shm", "-journal"};
+    char side[sizeof(part) + 16];
+    for (int i = 0; i < 4; i++) {
+      snprintf(side, sizeof(side), "%s%s", part, sides[i]);
+      unlink(side);
+    }
+  }
   return s;
 }
 
