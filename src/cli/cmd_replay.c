@@ -13,6 +13,7 @@
 #include "core/clock.h"
 #include "core/status.h"
 #include "replay/replay.h"
+#include "replay/snapshot.h"
 #include "store/logstate.h"
 #include "workflows/registry.h"
 
@@ -267,35 +268,55 @@ int tb_cmd_rebuild(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus rebuild", .create_db = 1};
   static const struct option opts[] = {
       TB_CLI_COMMON_OPTIONS,
-      {"from-snapshot", required_argument, NULL, OPT_FROM_SNAPSHOT},
+      {"from-snapshot", optional_argument, NULL, OPT_FROM_SNAPSHOT},
       {"help", no_argument, NULL, OPT_HELP},
       {0}};
   const char *snapshot = NULL;
-  int c;
+  int from_snapshot = 0, c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     if (c == OPT_FROM_SNAPSHOT) {
+      /* "--from-snapshot FILE" as well as "--from-snapshot=FILE" (rebuild takes no other
+       * argument); alone, the newest snapshot of the snapshot directory. */
+      from_snapshot = 1;
       snapshot = optarg;
+      if (snapshot == NULL && optind < argc && argv[optind][0] != '-') snapshot = argv[optind++];
       continue;
     }
     if (c == OPT_HELP) {
-      printf("usage: tierbus rebuild --db NEW.db [--from-snapshot FILE]\n"
-             "Replays every tier from the start of retained history into an empty database, or,\n"
-             "with --from-snapshot (made by `tierbus db snapshot`), restores the snapshot and\n"
-             "replays each stream only from where the snapshot left it.\n"
-             "Nothing is published: commands, replies and continuations are read from the log.\n");
+      printf(
+          "usage: tierbus rebuild --db NEW.db [--from-snapshot [FILE]]\n"
+          "Replays every tier from the start of retained history into an empty database, or,\n"
+          "with --from-snapshot, restores a snapshot (the newest in <data_dir>/snapshots, taken\n"
+          "by the workers every snapshot_interval or by `tierbus db snapshot`, or FILE) and\n"
+          "replays each stream only from where the snapshot left it.\n"
+          "Nothing is published: commands, replies and continuations are read from the log.\n");
       return TB_EXIT_OK;
     }
     return TB_EXIT_USAGE;
   }
-  struct stat snap_sb;
-  if (snapshot != NULL && stat(snapshot, &snap_sb) != 0)
-    return tb_cli_usage_error(&cli, "--from-snapshot %s: %s", snapshot, strerror(errno));
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   if (cli.db == NULL)
     return tb_cli_usage_error(&cli, "--db NEW.db is required: the database to build (empty)");
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
+  char latest[PATH_MAX];
+  if (from_snapshot && snapshot == NULL) {
+    if (tb_snapshot_latest(&cli.cfg, latest, sizeof(latest), NULL) != TB_OK) {
+      tb_cli_close(&cli);
+      return tb_cli_usage_error(&cli,
+                                "--from-snapshot: %s (give FILE, or take one with `tierbus "
+                                "db snapshot`)",
+                                tb_errdetail());
+    }
+    snapshot = latest;
+  }
+  struct stat snap_sb;
+  if (snapshot != NULL && stat(snapshot, &snap_sb) != 0) {
+    tb_cli_close(&cli);
+    return tb_cli_usage_error(&cli, "--from-snapshot %s: %s", snapshot, strerror(errno));
+  }
+  if (snapshot != NULL) printf("rebuild: from snapshot %s\n", snapshot);
   rc = tb_cli_open_store(&cli);
   if (rc != TB_EXIT_OK) {
     tb_cli_close(&cli);
@@ -502,8 +523,10 @@ static int db_prune(int argc, char **argv) {
   return rc;
 }
 
-/* `db snapshot --out FILE`: the consumers' ack floors first, then the online backup, so that
- * everything before each recorded position is in the copy. */
+/* `db snapshot [--out FILE]`: the consumers' ack floors first, then the online backup, so that
+ * everything before each recorded position is in the copy. Without --out it goes into the
+ * snapshot directory beside the periodic ones (pruned to snapshot_keep), where `rebuild
+ * --from-snapshot` finds the newest. */
 static int db_snapshot(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus db snapshot"};
   static const struct option opts[] = {
@@ -518,27 +541,24 @@ static int db_snapshot(int argc, char **argv) {
       return TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
-  if (out == NULL) return tb_cli_usage_error(&cli, "--out FILE is required: where to write it");
-  int rc = tb_cli_load_and_open(&cli);
+  int rc = tb_cli_load_and_open(&cli); /* the database must exist: this command makes none */
   if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);
-  int n = cli.cfg.n_tiers * cli.cfg.n_domains;
-  tb_snapshot_pos_t *pos = rc == TB_EXIT_OK ? calloc((size_t)n, sizeof(*pos)) : NULL;
-  if (rc == TB_EXIT_OK && pos == NULL) rc = TB_EXIT_FAIL;
+  char path[PATH_MAX];
+  int pruned = 0;
   tb_status st = TB_OK;
-  for (int i = 0; rc == TB_EXIT_OK && st == TB_OK && i < n; i++) {
-    uint64_t floor = 0;
-    st = tb_consumer_ack_floor(cli.bus, &cli.cfg, cli.cfg.tiers[i / cli.cfg.n_domains].name,
-                               cli.cfg.domains[i % cli.cfg.n_domains], pos[i].stream,
-                               sizeof(pos[i].stream), &floor);
-    pos[i].next_seq = floor + 1;
+  if (rc == TB_EXIT_OK && out != NULL) {
+    snprintf(path, sizeof(path), "%s", out);
+    st = tb_snapshot_take(cli.bus, &cli.cfg, out, NULL, NULL);
+  } else if (rc == TB_EXIT_OK) {
+    st = tb_snapshot_take_dir(cli.bus, &cli.cfg, 0, NULL, path, sizeof(path), &pruned);
   }
-  if (rc == TB_EXIT_OK && st == TB_OK) st = tb_store_snapshot(cli.store, out, pos, n);
   if (rc == TB_EXIT_OK && st != TB_OK) {
     fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
     rc = TB_EXIT_FAIL;
   }
-  if (rc == TB_EXIT_OK) printf("snapshot: %s (%d stream positions)\n", out, n);
-  free(pos);
+  if (rc == TB_EXIT_OK)
+    printf("snapshot: %s (%d stream positions)%s\n", path, cli.cfg.n_tiers * cli.cfg.n_domains,
+           pruned > 0 ? "; older ones past snapshot_keep deleted" : "");
   tb_cli_close(&cli);
   return rc;
 }
@@ -547,8 +567,9 @@ static void db_usage(FILE *out) {
   fprintf(out,
           "usage: tierbus db checksum [--tables] [--json]   checksum of the logical state\n"
           "       tierbus db prune [--older-than D]         drop old processed records\n"
-          "       tierbus db snapshot --out FILE            online backup with stream positions\n"
-          "                                                 (rebuild --from-snapshot FILE)\n");
+          "       tierbus db snapshot [--out FILE]          online backup with stream positions,\n"
+          "                                                 into <data_dir>/snapshots by default\n"
+          "                                                 (rebuild --from-snapshot [FILE])\n");
 }
 
 int tb_cmd_db(int argc, char **argv) {

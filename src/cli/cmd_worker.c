@@ -10,6 +10,7 @@
 #include "dispatch/dispatch.h"
 #include "engine/engine.h"
 #include "engine/relay.h"
+#include "replay/snapshot.h"
 #include "workflows/escalation.h"
 #include "workflows/registry.h"
 #include "sched/scheduler.h"
@@ -26,6 +27,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   tb_relay_t *relay = NULL;
   tb_sweeper_t *sweeper = NULL; /* seed 000: stuck runs are escalated by every worker */
   tb_scheduler_t *sched = NULL;
+  tb_snapshotter_t *snap = NULL; /* periodic snapshots, one per interval however many workers */
   tb_status st = tb_store_offload_checkpoints(cli->store, cli->cfg.db_path, 0);
   if (st == TB_OK)
     st = tb_engine_create(&engine, &cli->cfg, cli->cat, cli->store, cli->bus, tb_registry_handler);
@@ -41,9 +43,12 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
     st = tb_scheduler_create(&sched, &cli->cfg, cli->cat, cli->cfg.db_path, cli->bus);
     if (st == TB_OK) st = tb_scheduler_start(sched);
   }
+  if (st == TB_OK && cli->cfg.snapshot_interval_ms > 0)
+    st = tb_snapshotter_start(&snap, &cli->cfg, cli->bus);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
             st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    tb_snapshotter_stop(snap);
     tb_sweeper_stop(sweeper);
     tb_dispatcher_stop(disp);
     tb_scheduler_destroy(sched);
@@ -73,6 +78,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   /* No new work from here on: the other threads' stops can wait for the store's lock, and the
    * dispatcher would go on fetching the backlog meanwhile. */
   tb_dispatcher_stop_fetching(disp);
+  tb_snapshotter_stop(snap);   /* a copy under way is abandoned: stopping does not wait for it */
   tb_scheduler_destroy(sched); /* no new slot is published while the workers wind down */
   int peak = tb_dispatcher_peak_inflight(disp);
   tb_sweeper_stop(sweeper);

@@ -409,6 +409,26 @@ static const opt_t scalar_opts[] = {
      .max = 10000,
      .def = "7",
      .help = "How many database backups (<data_dir>/backups) the database-backup task keeps."},
+    /* Why periodic: a rebuild replays the log from a snapshot's stream positions instead of
+     * from the start of retained history, so the interval bounds how much a rebuild replays. */
+    {.name = "snapshot_interval",
+     .type = OPT_MS,
+     FIELD(tb_config_t, snapshot_interval_ms),
+     .min = 0,
+     .max = 30 * MS_D,
+     .def = "1h",
+     .help = "How often `tierbus worker` and `tierbus dev` take a snapshot of the database\n"
+             "(SQLite online backup, in the background) with every tier stream's position, into\n"
+             "<data_dir>/snapshots; `tierbus rebuild --from-snapshot` restores the newest and\n"
+             "replays only what came after it. However many workers share the database, one\n"
+             "snapshot is taken per interval. 0s takes none (at least 1s otherwise)."},
+    {.name = "snapshot_keep",
+     .type = OPT_INT,
+     FIELD(tb_config_t, snapshot_keep),
+     .min = 1,
+     .max = 1000,
+     .def = "3",
+     .help = "How many snapshots (<data_dir>/snapshots) are kept; older ones are deleted."},
 };
 
 /* Every field of one tier, in the order the example file writes them. */
@@ -1220,6 +1240,13 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
     const opt_t *o = find_opt(scalar_opts, N_SCALARS, "duplicate_window");
     return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "duplicate_window",
                  "%s is longer than stream_max_age %s", win, age);
+  }
+  /* Shorter than a second is a typo, not a schedule: a snapshot copies the whole database. */
+  if (cfg->snapshot_interval_ms > 0 && cfg->snapshot_interval_ms < MS_S) {
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, "snapshot_interval");
+    return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "snapshot_interval",
+                 "must be 0s (no snapshots) or at least 1s (got %lld ms)",
+                 (long long)cfg->snapshot_interval_ms);
   }
   tb_status s = validate_tiers(cfg, L);
   /* A tier reference left at its default may name a tier this deployment renamed (users of it

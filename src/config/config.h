@@ -118,6 +118,8 @@ typedef struct tb_config {
   int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
   int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */
   int backup_keep;                 /* database-backup keeps this many newest copies */
+  int64_t snapshot_interval_ms;    /* workers snapshot the database this often; 0 = never */
+  int snapshot_keep;               /* newest snapshots kept in <data_dir>/snapshots */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];

@@ -2,8 +2,10 @@
  * rebuild, and pruning of processed-message records with the horizon it leaves behind. */
 #include "store/logstate.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/status.h"
@@ -298,33 +300,90 @@ static tb_status backup_db(sqlite3 *to, sqlite3 *from, const char *what) {
   return TB_OK;
 }
 
-tb_status tb_store_snapshot(tb_store_t *st, const char *path, const tb_snapshot_pos_t *pos, int n) {
-  sqlite3 *to = NULL;
-  int rc = sqlite3_open_v2(path, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+/* Copies |from| into |to| with the online backup, |pace|'s steps at a time. The caller holds a
+ * read transaction on |from|, so every step copies the same version of the database: a step that
+ * opened and closed its own would find the workers' commits since the last one and start the
+ * copy over, which under steady writes never ends. */
+static tb_status backup_paced(sqlite3 *to, sqlite3 *from, const char *what,
+                              const tb_snapshot_pace_t *pace) {
+  sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+  if (b == NULL) return tb__store_fail(to, sqlite3_errcode(to), "%s: backup", what);
+  int step = pace != NULL && pace->step_pages > 0 ? pace->step_pages : -1;
+  int rc;
+  tb_status s = TB_OK;
+  while ((rc = sqlite3_backup_step(b, step)) == SQLITE_OK || rc == SQLITE_BUSY ||
+         rc == SQLITE_LOCKED) {
+    if (pace != NULL && pace->stop != NULL && atomic_load(pace->stop)) {
+      s = tb__fail(TB_ERR_STOPPED, "%s: stopped before the copy was complete", what);
+      break;
+    }
+    if (rc != SQLITE_OK || (pace != NULL && pace->pause_ms > 0))
+      sqlite3_sleep(rc != SQLITE_OK ? 5 : pace->pause_ms);
+  }
+  sqlite3_backup_finish(b);
+  if (s == TB_OK && rc != SQLITE_DONE) s = tb__store_fail(to, rc, "%s: backup", what);
+  return s;
+}
+
+/* The stream positions into the copy |to|, which becomes one file (no WAL beside it). */
+static tb_status write_positions(sqlite3 *to, const char *what, const tb_snapshot_pos_t *pos,
+                                 int n) {
+  int rc = sqlite3_exec(to, "PRAGMA journal_mode = DELETE; BEGIN; DELETE FROM snapshot_positions",
+                        NULL, NULL, NULL);
+  sqlite3_stmt *ins = NULL;
+  if (rc == SQLITE_OK)
+    rc = sqlite3_prepare_v2(to, "INSERT INTO snapshot_positions(stream, next_seq) VALUES(?, ?)", -1,
+                            &ins, NULL);
+  for (int i = 0; i < n && rc == SQLITE_OK; i++) {
+    sqlite3_bind_text(ins, 1, pos[i].stream, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 2, (sqlite3_int64)pos[i].next_seq);
+    rc = sqlite3_step(ins);
+    rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    sqlite3_reset(ins);
+  }
+  sqlite3_finalize(ins);
+  if (rc == SQLITE_OK) rc = sqlite3_exec(to, "COMMIT", NULL, NULL, NULL);
+  return rc == SQLITE_OK ? TB_OK : tb__store_fail(to, rc, "%s: positions", what);
+}
+
+tb_status tb_store_snapshot(const char *db_path, const char *path, const tb_snapshot_pos_t *pos,
+                            int n, const tb_snapshot_pace_t *pace) {
+  char part[4096];
+  if ((size_t)snprintf(part, sizeof(part), "%s.part", path) >= sizeof(part))
+    return tb__fail(TB_ERR_INVALID, "snapshot: path '%.64s...' is too long", path);
+  sqlite3 *from = NULL, *to = NULL;
+  int rc = sqlite3_open_v2(db_path, &from, SQLITE_OPEN_READONLY, NULL);
   if (rc != SQLITE_OK) {
-    tb_status s = tb__store_fail(to, rc, "snapshot %s: open", path);
-    sqlite3_close(to);
+    tb_status s = tb__store_fail(from, rc, "snapshot of %s: open", db_path);
+    sqlite3_close(from);
     return s;
   }
-  tb_status s = backup_db(to, st->db, path);
-  sqlite3_stmt *ins = NULL;
+  sqlite3_busy_timeout(from, 5000); /* as the store's own connections */
+  /* The read transaction every step shares (see backup_paced). */
+  rc = sqlite3_exec(from, "BEGIN; SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+  tb_status s = rc == SQLITE_OK ? TB_OK : tb__store_fail(from, rc, "snapshot of %s: read", db_path);
   if (s == TB_OK) {
-    rc = sqlite3_exec(to, "BEGIN; DELETE FROM snapshot_positions", NULL, NULL, NULL);
-    if (rc == SQLITE_OK)
-      rc = sqlite3_prepare_v2(to, "INSERT INTO snapshot_positions(stream, next_seq) VALUES(?, ?)",
-                              -1, &ins, NULL);
-    for (int i = 0; i < n && rc == SQLITE_OK; i++) {
-      sqlite3_bind_text(ins, 1, pos[i].stream, -1, SQLITE_STATIC);
-      sqlite3_bind_int64(ins, 2, (sqlite3_int64)pos[i].next_seq);
-      rc = sqlite3_step(ins);
-      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-      sqlite3_reset(ins);
-    }
-    sqlite3_finalize(ins);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(to, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) s = tb__store_fail(to, rc, "snapshot %s: positions", path);
+    unlink(part); /* a .part left by a crash would otherwise be copied into, page by page */
+    rc = sqlite3_open_v2(part, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) s = tb__store_fail(to, rc, "snapshot %s: create", part);
   }
-  sqlite3_close(to);
+  if (s == TB_OK) s = backup_paced(to, from, part, pace);
+  sqlite3_exec(from, "COMMIT", NULL, NULL, NULL); /* ends the read: the WAL may restart */
+  sqlite3_close(from);
+  if (s == TB_OK) s = write_positions(to, part, pos, n);
+  if (to != NULL && sqlite3_close(to) != SQLITE_OK && s == TB_OK)
+    s = tb__fail(TB_ERR_IO, "snapshot %s: close", part);
+  if (s == TB_OK && rename(part, path) != 0)
+    s = tb__fail(TB_ERR_IO, "snapshot: rename %s to %s: %s", part, path, strerror(errno));
+  if (s != TB_OK) {
+    /* With what SQLite may have left beside it when the copy stopped half way. */
+    static const char *const sides[] = {"", "-wal", "-shm", "-journal"};
+    char side[sizeof(part) + 16];
+    for (int i = 0; i < 4; i++) {
+      snprintf(side, sizeof(side), "%s%s", part, sides[i]);
+      unlink(side);
+    }
+  }
   return s;
 }
 

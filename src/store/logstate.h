@@ -4,6 +4,7 @@
 #ifndef TB_STORE_LOGSTATE_H
 #define TB_STORE_LOGSTATE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "store/store.h"
@@ -43,10 +44,24 @@ typedef struct tb_snapshot_pos {
   uint64_t next_seq;
 } tb_snapshot_pos_t;
 
-/* Writes a snapshot of the database to |path| (SQLite online backup; the workers go on) with the
- * streams' positions |pos| (|n| of them), which the caller read before calling: what was acked
- * then is committed, so it is in the copy. A file at |path| is overwritten. */
-tb_status tb_store_snapshot(tb_store_t *st, const char *path, const tb_snapshot_pos_t *pos, int n);
+/* How a snapshot paces its copy. */
+typedef struct tb_snapshot_pace {
+  int step_pages;         /* pages copied per step; <= 0: every page in one step */
+  int pause_ms;           /* sleep between steps, room for the workers' own I/O */
+  const atomic_int *stop; /* non-zero: give up between two steps; may be NULL (borrowed) */
+} tb_snapshot_pace_t;
+
+/* Writes a snapshot of the database file |db_path| to |path| with the streams' positions |pos|
+ * (|n| of them), which the caller read before calling: what was acked then is committed, so it is
+ * in the copy. The copy is SQLite's online backup from a connection of its own, in steps of
+ * |pace| (NULL: one step), all under one read transaction: the copy is the database as of its
+ * start, the writers go on meanwhile (WAL: a reader blocks no writer; the WAL grows until the
+ * copy ends instead), and no write restarts it. The file is written as <path>.part and renamed
+ * when complete, as one self-contained file (rollback journal mode), so a crash never leaves a
+ * half snapshot under |path|; a file at |path| is replaced. TB_ERR_STOPPED when |pace|'s stop
+ * flag ended it (nothing is left behind), TB_ERR_STORE / TB_ERR_IO with the reason otherwise. */
+tb_status tb_store_snapshot(const char *db_path, const char *path, const tb_snapshot_pos_t *pos,
+                            int n, const tb_snapshot_pace_t *pace);
 
 /* Replaces this (new, empty) database's content with the snapshot at |path|. */
 tb_status tb_store_restore(tb_store_t *st, const char *path);

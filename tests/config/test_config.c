@@ -106,6 +106,8 @@ static void test_shipped_config(void **state) {
   assert_int_equal(cfg.commit_batch_us, 2000);
   assert_int_equal(cfg.nats_connect_timeout_ms, 10000);
   assert_int_equal(cfg.log_level, TB_LOG_INFO);
+  assert_int_equal(cfg.snapshot_interval_ms, 3600000);
+  assert_int_equal(cfg.snapshot_keep, 3);
 
   /* The design's tier table (seed 000 timeouts and concurrency, seed 001 job priorities). */
   static const struct {
@@ -284,6 +286,10 @@ static void test_errors_structure(void **state) {
                     "redeliveries");
   expect_load_error("duplicate_window: 2h\nstream_max_age: 1h\n" ONE_TIER,
                     "%s:1: duplicate_window: 2h is longer than stream_max_age 1h");
+  /* 0s turns snapshots off; anything else under a second is a typo. */
+  expect_load_error("snapshot_interval: 999ms\n" ONE_TIER,
+                    "%s:1: snapshot_interval: must be 0s (no snapshots) or at least 1s (got 999 "
+                    "ms)");
   expect_load_error(
       "tiers: [{name: a, max_deliver: 20, backoff: [1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s]}]\n",
       "%s:1: tiers[0].backoff: at most 8 items are allowed (got 9)");
@@ -439,6 +445,9 @@ static void test_scalar_bounds(void **state) {
       {"commit_batch_time", "0us", NULL, "1000000us", "1000001us", 0, 1000000, F(commit_batch_us)},
       {"nats_connect_timeout", "0ms", NULL, "1h", "3600001", 0, 3600000,
        F(nats_connect_timeout_ms)},
+      {"snapshot_interval", "0s", NULL, "30d", "2592000001", 0, 2592000000LL,
+       F(snapshot_interval_ms)},
+      {"snapshot_keep", "1", "0", "1000", "1001", 1, 1000, F(snapshot_keep)},
 #undef F
   };
   static tb_config_t cfg;

@@ -1,7 +1,9 @@
 /* Unit tests for src/store: migrations, processed-message dedupe, savepoints, counters,
  * histograms, dead letters, lock contention and the repository tables, on real SQLite files in a
  * temporary directory and on :memory:. */
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,6 +22,7 @@
 #include "core/status.h"
 #include "store/repo.h"
 #include "store/dlq.h"
+#include "store/logstate.h"
 #include "store/store.h"
 
 #define LATEST_VERSION 13
@@ -610,6 +613,114 @@ static void test_a_busy_writer_restarts_the_wal(void **state) {
   tb_store_close(st);
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * Snapshots
+ * --------------------------------------------------------------------------------------------- */
+
+/* A writer thread committing back to back until told to stop, as a busy executor does. */
+typedef struct writer {
+  tb_store_t *st; /* the thread's alone while it runs */
+  atomic_int stop;
+  int rounds;
+} writer_t;
+
+static void *writer_main(void *arg) {
+  writer_t *w = arg;
+  for (w->rounds = 0; !atomic_load(&w->stop); w->rounds++) {
+    if (tb_store_begin(w->st) != TB_OK) break;
+    for (int i = 0; i < 20; i++) {
+      char id[64];
+      snprintf(id, sizeof(id), "w-%08d-%02d", w->rounds, i);
+      tb_dispatch_record_t r = record(id);
+      tb_store_mark_processed(w->st, &r);
+    }
+    if (tb_store_commit(w->st) != TB_OK) break;
+  }
+  return NULL;
+}
+
+static int64_t file_int(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *q = NULL;
+  int64_t v = -1;
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+    v = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return v;
+}
+
+/* A snapshot copied in small steps while another connection commits without pause completes,
+ * as one consistent version: each step shares one read transaction. (Stepped with a read per
+ * step, every commit in between restarted the copy, and it never finished: this test then runs
+ * into its timeout.) The copy is one file with the positions, and a stop leaves nothing. */
+static void test_snapshot_under_writes(void **state) {
+  db_fixture_t *f = *state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, f->path), TB_OK);
+  assert_int_equal(tb_store_offload_checkpoints(st, f->path, 20), TB_OK);
+  assert_int_equal(tb_store_begin(st), TB_OK);
+  for (int i = 0; i < 20000; i++) { /* some hundred pages: many steps of 8 */
+    char id[64];
+    snprintf(id, sizeof(id), "seed-%06d", i);
+    tb_dispatch_record_t r = record(id);
+    assert_int_equal(tb_store_mark_processed(st, &r), TB_OK);
+  }
+  assert_int_equal(tb_store_commit(st), TB_OK);
+  writer_t w = {.st = st};
+  atomic_init(&w.stop, 0);
+  pthread_t thread;
+  assert_int_equal(pthread_create(&thread, NULL, writer_main, &w), 0);
+  char snap[192];
+  snprintf(snap, sizeof(snap), "%s/snap.db", f->dir);
+  tb_snapshot_pos_t pos[2] = {{"TB_HIGH_CRM", 7}, {"TB_LOW_OPS", 1}};
+  tb_snapshot_pace_t pace = {.step_pages = 8, .pause_ms = 1};
+  usleep(20000); /* the writer is under way */
+  int rounds_before = w.rounds;
+  tb_status s = tb_store_snapshot(f->path, snap, pos, 2, &pace);
+  int rounds_during = w.rounds - rounds_before;
+  atomic_store(&w.stop, 1);
+  pthread_join(thread, NULL);
+  if (s != TB_OK) fail_msg("%s", tb_errdetail());
+  int64_t copied = file_int(snap, "SELECT count(*) FROM processed");
+  print_message("snapshot of %lld records while the writer committed %d times\n", (long long)copied,
+                rounds_during);
+  assert_true(rounds_during > 2); /* the writer really committed between the steps */
+  assert_true(copied >= 20000 && copied % 20 == 0); /* whole transactions only */
+  assert_int_equal(file_int(snap, "SELECT next_seq FROM snapshot_positions WHERE stream = "
+                                  "'TB_HIGH_CRM'"),
+                   7);
+  assert_int_equal(file_int(snap, "SELECT count(*) FROM snapshot_positions"), 2);
+  char *mode = NULL;
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(snap, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_stmt *q = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL), SQLITE_OK);
+  assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+  mode = strdup((const char *)sqlite3_column_text(q, 0));
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  assert_string_equal(mode, "delete"); /* one self-contained file */
+  free(mode);
+  char side[256];
+  snprintf(side, sizeof(side), "%s.part", snap);
+  assert_int_equal(access(side, F_OK), -1);
+
+  /* Stopped: TB_ERR_STOPPED, and neither the snapshot nor its .part is left. */
+  char stopped[192];
+  snprintf(stopped, sizeof(stopped), "%s/stopped.db", f->dir);
+  atomic_int stop;
+  atomic_init(&stop, 1);
+  pace.stop = &stop;
+  assert_int_equal(tb_store_snapshot(f->path, stopped, pos, 2, &pace), TB_ERR_STOPPED);
+  assert_int_equal(access(stopped, F_OK), -1);
+  snprintf(side, sizeof(side), "%s.part", stopped);
+  assert_int_equal(access(side, F_OK), -1);
+  tb_store_close(st);
+  unlink(snap);
+}
+
 static void test_busy_begin(void **state) {
   db_fixture_t *f = *state;
   tb_store_t *st = NULL;
@@ -780,6 +891,8 @@ int main(void) {
       cmocka_unit_test(test_counters_add_up),
       cmocka_unit_test(test_hist_merge_round_trip),
       cmocka_unit_test_setup_teardown(test_busy_begin, db_fixture_setup, db_fixture_teardown),
+      cmocka_unit_test_setup_teardown(test_snapshot_under_writes, db_fixture_setup,
+                                      db_fixture_teardown),
       cmocka_unit_test_setup_teardown(test_offloaded_checkpoints_restart_the_wal, db_fixture_setup,
                                       db_fixture_teardown),
       cmocka_unit_test_setup_teardown(test_a_busy_writer_restarts_the_wal, db_fixture_setup,
