@@ -182,12 +182,16 @@ fail:
  * checkpointer's next pass copies everything and the writer's next begin restarts the WAL. A
  * writer that never pauses must take the last pass itself, between a commit and its next begin,
  * and that pass stalls it for its syncs of the WAL and the file (10 to 80 ms under load on the
- * bench machine), however little is left to copy. So it does so only past WAL_BUSY_FRAMES, once
- * the checkpointer has copied all but WAL_RESIDUE_FRAMES: one stall per 256 MiB of WAL. A
- * threshold of 32 MiB put those stalls in the critical tier's p99 (29-50 ms in the backlog
- * bench); running the pass whenever the executor found its queues empty did too, because a
- * critical trickle empties them every few milliseconds. */
-#define WAL_BUSY_FRAMES 65536  /* 256 MiB with 4 KiB pages; tb_store_set_wal_restart() */
+ * bench machine, up to 95 ms), however little is left to copy. So it does so only past
+ * WAL_BUSY_FRAMES, once the checkpointer has copied all but WAL_RESIDUE_FRAMES: one stall per GiB
+ * of WAL, about 800k events. Each stall holds every critical event that arrives meanwhile, so
+ * their rate decides the critical tier's p99: a threshold of 32 MiB gave 29-50 ms in the backlog
+ * bench, 256 MiB 11-16 ms, 1 GiB 6.7-9 ms (ready -> start inside the worker 1.7-2.2 ms; bench/
+ * RESULTS.md, issue 9 third pass). Running the pass whenever the executor found its queues empty
+ * did no better, because a critical trickle empties them every few milliseconds. The cost is a
+ * WAL file of up to 1 GiB on disk, reused from its front after each restart (never truncated, so
+ * its pages are not zeroed again). */
+#define WAL_BUSY_FRAMES 262144 /* 1 GiB with 4 KiB pages; tb_store_set_wal_restart() */
 #define WAL_RESIDUE_FRAMES 256 /* what the checkpointer's last pass may have left */
 /* While the writer is busy, the checkpointer follows it this closely instead of every interval,
  * so that the residue stays small. */

@@ -27,7 +27,7 @@ void tb_store_close(tb_store_t *st);
  * the milliseconds that copying pages and syncing take. A thread with its own connection to
  * |path| runs passive checkpoints every |interval_ms| instead (0 = TB_STORE_CHECKPOINT_MS),
  * every 20 ms while this connection keeps writing. This connection checkpoints itself only to
- * restart a WAL past 256 MiB that it never pauses long enough for (store.c, WAL_BUSY_FRAMES). */
+ * restart a WAL past 1 GiB that it never pauses long enough for (store.c, WAL_BUSY_FRAMES). */
 /* Between offloaded checkpoints. Shorter means smaller checkpoints, whose I/O delays the
  * dispatcher less each time, and more of them: in the backlog bench critical's p99 was 3.6-4.9 ms
  * at 200 ms, 4.0-4.4 ms at 500 ms, 5.2-6.1 ms at 2 s and 6.9-9.2 ms at 10 s, while the drain rate
