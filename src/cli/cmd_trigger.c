@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/codec.h"
 #include "api/publish.h"
 #include "cli/cli.h"
 #include "core/clock.h"
@@ -65,26 +66,6 @@ static int unknown_workflow(tb_cli_t *cli, const char *name) {
   return tb_cli_usage_error(cli, "%s", why);
 }
 
-static const char *json_type_name(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "an array";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-  case JSON_REAL:
-    return "a number";
-  case JSON_TRUE:
-  case JSON_FALSE:
-    return "a boolean";
-  case JSON_NULL:
-    return "null";
-  }
-  return "?";
-}
-
 /* Parses --json-input into a new object (*out). On failure prints the JSON error with its line
  * and column, or the type that was given instead of an object, and returns TB_EXIT_USAGE. */
 static int parse_input(tb_cli_t *cli, const char *text, json_t **out) {
@@ -97,7 +78,7 @@ static int parse_input(tb_cli_t *cli, const char *text, json_t **out) {
     int rc = tb_cli_usage_error(cli,
                                 "--json-input: expected a JSON object (the workflow's input), "
                                 "got %s",
-                                json_type_name(v));
+                                tb_json_kind(v));
     json_decref(v);
     return rc;
   }
@@ -280,8 +261,7 @@ static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out)
       *slot = json_string_value(val);
     } else if (strcmp(key, "input") == 0) {
       if (!json_is_object(val))
-        return tb_cli_usage_error(cli, "'input' must be a JSON object, got %s",
-                                  json_type_name(val));
+        return tb_cli_usage_error(cli, "'input' must be a JSON object, got %s", tb_json_kind(val));
       input = val;
     } else if (strcmp(key, "expedite") == 0) {
       if (!json_is_boolean(val)) return tb_cli_usage_error(cli, "'expedite' must be true or false");

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec/codec.h"
 #include "cli/cli.h"
 #include "core/status.h"
 #include "core/util.h"
@@ -97,17 +98,6 @@ static void fmt_target(const tb_step_def_t *s, char *buf, size_t cap) {
     snprintf(buf, cap, "%s", s->duration ? s->duration : "?");
 }
 
-static json_t *str_or_null(const char *s) {
-  return s ? json_string(s) : json_null();
-}
-
-/* JSON text as a value for --json output: parsed when it parses, else the text itself. */
-static json_t *json_text(const char *text) {
-  if (text == NULL) return json_null();
-  json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-  return v ? v : json_string(text);
-}
-
 /* |key| of object |o| as text; "" when it is absent or not a string (for table cells). */
 static const char *jstr(const json_t *o, const char *key) {
   const char *v = json_string_value(json_object_get(o, key));
@@ -144,28 +134,29 @@ static json_t *step_json(const tb_step_def_t *s) {
   fmt_target(s, target, sizeof(target));
   json_t *timeout =
       has_timeout(s) ? json_string(s->timeout ? s->timeout : TB_WF_DEFAULT_TIMEOUT) : json_null();
-  return json_pack(
-      "{s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:b,s:{s:i,s:s,s:I,s:I,s:o}}", "name", s->name, "kind",
-      kind_name(s->kind), "description", str_or_null(s->description), "target",
-      target[0] ? json_string(target) : json_null(), "timeout", timeout, "timeout_field",
-      str_or_null(s->timeout_field), "optional", s->optional != 0, "conditional", s->when != NULL,
-      "retry", "max_attempts", s->retry.max_attempts > 0 ? s->retry.max_attempts : 1, "backoff",
-      tb_backoff_name(s->retry.backoff), "initial_delay_ms", (json_int_t)s->retry.initial_delay_ms,
-      "max_delay_ms", (json_int_t)s->retry.max_delay_ms, "retry_on", codes);
+  return json_pack("{s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:b,s:{s:i,s:s,s:I,s:I,s:o}}", "name", s->name,
+                   "kind", kind_name(s->kind), "description", tb_json_str_or_null(s->description),
+                   "target", target[0] ? json_string(target) : json_null(), "timeout", timeout,
+                   "timeout_field", tb_json_str_or_null(s->timeout_field), "optional",
+                   s->optional != 0, "conditional", s->when != NULL, "retry", "max_attempts",
+                   s->retry.max_attempts > 0 ? s->retry.max_attempts : 1, "backoff",
+                   tb_backoff_name(s->retry.backoff), "initial_delay_ms",
+                   (json_int_t)s->retry.initial_delay_ms, "max_delay_ms",
+                   (json_int_t)s->retry.max_delay_ms, "retry_on", codes);
 }
 
 static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
   json_t *steps = json_array();
   for (int i = 0; i < w->n_steps; i++) json_array_append_new(steps, step_json(&w->steps[i]));
-  json_t *v = json_pack("{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain",
-                        w->domain, "tier", str_or_null(w->tier), "resolved_tier",
-                        tb_wf_tier(&cli->cfg, w), "description", str_or_null(w->description),
-                        "trigger_event", str_or_null(w->trigger_event), "filtered",
-                        w->should_start != NULL, "on_error", w->on_error != NULL, "steps", steps);
+  json_t *v = json_pack(
+      "{s:s,s:s,s:o,s:s,s:o,s:o,s:b,s:b,s:o}", "name", w->name, "domain", w->domain, "tier",
+      tb_json_str_or_null(w->tier), "resolved_tier", tb_wf_tier(&cli->cfg, w), "description",
+      tb_json_str_or_null(w->description), "trigger_event", tb_json_str_or_null(w->trigger_event),
+      "filtered", w->should_start != NULL, "on_error", w->on_error != NULL, "steps", steps);
   if (v != NULL) {
-    json_object_set_new(v, "category", str_or_null(w->category));
+    json_object_set_new(v, "category", tb_json_str_or_null(w->category));
     json_object_set_new(v, "customer_facing", json_boolean(w->customer_facing));
-    json_object_set_new(v, "business_impact", str_or_null(w->business_impact));
+    json_object_set_new(v, "business_impact", tb_json_str_or_null(w->business_impact));
   }
   return v;
 }
@@ -314,8 +305,9 @@ static int cmd_list(int argc, char **argv) {
       json_array_foreach(acts, k, v) dup |= strcmp(jstr(v, "name"), a->name) == 0;
       if (!dup)
         json_array_append_new(acts, json_pack("{s:s,s:o,s:o,s:o}", "name", a->name, "domain",
-                                              str_or_null(a->domain), "kind", str_or_null(a->kind),
-                                              "description", str_or_null(a->description)));
+                                              tb_json_str_or_null(a->domain), "kind",
+                                              tb_json_str_or_null(a->kind), "description",
+                                              tb_json_str_or_null(a->description)));
     }
 
   if (as_json) {
@@ -453,7 +445,7 @@ static int cmd_show(int argc, char **argv) {
     if (row.correlation_id[0]) printf("correlation %s\n", row.correlation_id);
     if (row.cause_msg_id[0]) printf("cause       %s\n", row.cause_msg_id);
     if (row.error) printf("error       %s\n", row.error);
-    json_t *data = json_text(row.data);
+    json_t *data = tb_json_text(row.data);
     char *text = json_dumps(data, JSON_INDENT(2) | JSON_ENCODE_ANY);
     printf("data        %s\n\nescalations\n", text ? text : "null");
     free(text);

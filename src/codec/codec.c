@@ -1022,3 +1022,35 @@ void tb_codec_ordering_key(const tb_decoded_t *d, char *buf, size_t cap) {
   const char *v = tb_codec_get_string(d->payload, d->def->ordering_key);
   if (v) snprintf(buf, cap, "%s", v);
 }
+
+/* ---------------------------------------------------------------- JSON helpers */
+
+const char *tb_json_kind(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "an array";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+  case JSON_REAL:
+    return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE:
+    return "a boolean";
+  case JSON_NULL:
+    return "null";
+  }
+  return "?";
+}
+
+json_t *tb_json_str_or_null(const char *s) {
+  return s ? json_string(s) : json_null();
+}
+
+json_t *tb_json_text(const char *text) {
+  if (text == NULL) return json_null();
+  json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+  return v ? v : json_string(text);
+}

@@ -66,4 +66,16 @@ const char *tb_codec_missing_field(const tb_event_def_t *ev, const ProtobufCMess
  * string has no presence, so an empty string counts as absent and gives NULL. Borrowed. */
 const char *tb_codec_get_string(const ProtobufCMessage *msg, const char *field);
 
+/* JSON helpers shared by the CLI's and the API's answers. */
+
+/* What |v| is, as an error message names it: "an object", "a string", "a number", ... */
+const char *tb_json_kind(const json_t *v);
+
+/* A JSON string of |s|, or null when |s| is NULL. New reference. */
+json_t *tb_json_str_or_null(const char *s);
+
+/* Stored JSON text as a value: parsed when it parses, else the text itself (a step may record a
+ * result that is not JSON); null for NULL. New reference. */
+json_t *tb_json_text(const char *text);
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "codec/codec.h"
 #include "core/status.h"
 #include "http/internal.h"
 
@@ -183,26 +184,6 @@ int tb__http_arg_int(const tb_http_req_t *req, tb_http_resp_t *resp, const char 
   return 0;
 }
 
-static const char *json_kind(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "an array";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-  case JSON_REAL:
-    return "a number";
-  case JSON_TRUE:
-  case JSON_FALSE:
-    return "a boolean";
-  case JSON_NULL:
-    return "null";
-  }
-  return "?";
-}
-
 json_t *tb__http_body_object(const tb_http_req_t *req, tb_http_resp_t *resp, int optional) {
   if (req->body == NULL || req->len == 0) {
     if (optional) return json_object();
@@ -217,7 +198,7 @@ json_t *tb__http_body_object(const tb_http_req_t *req, tb_http_resp_t *resp, int
     return NULL;
   }
   if (!json_is_object(v)) {
-    tb__http_error(resp, 400, "body", "expected a JSON object, got %s", json_kind(v));
+    tb__http_error(resp, 400, "body", "expected a JSON object, got %s", tb_json_kind(v));
     json_decref(v);
     return NULL;
   }
@@ -249,21 +230,22 @@ int tb__http_fields(tb_http_resp_t *resp, json_t *obj, const char *prefix,
     case TB_F_STRING:
       if (!json_is_string(val) || json_string_length(val) == 0) {
         tb__http_error(resp, 400, name, "'%s' must be a non-empty string, got %s", name,
-                       json_is_string(val) ? "an empty one" : json_kind(val));
+                       json_is_string(val) ? "an empty one" : tb_json_kind(val));
         return -1;
       }
       *(const char **)f->out = json_string_value(val);
       break;
     case TB_F_BOOL:
       if (!json_is_boolean(val)) {
-        tb__http_error(resp, 400, name, "'%s' must be true or false, got %s", name, json_kind(val));
+        tb__http_error(resp, 400, name, "'%s' must be true or false, got %s", name,
+                       tb_json_kind(val));
         return -1;
       }
       *(int *)f->out = json_is_true(val);
       break;
     case TB_F_NUMBER:
       if (!json_is_number(val)) {
-        tb__http_error(resp, 400, name, "'%s' must be a number, got %s", name, json_kind(val));
+        tb__http_error(resp, 400, name, "'%s' must be a number, got %s", name, tb_json_kind(val));
         return -1;
       }
       *(double *)f->out = json_number_value(val);
@@ -273,7 +255,7 @@ int tb__http_fields(tb_http_resp_t *resp, json_t *obj, const char *prefix,
       if (!json_is_object(val) && !(f->type == TB_F_ARRAY_OR_OBJECT && json_is_array(val))) {
         tb__http_error(resp, 400, name, "'%s' must be %s, got %s", name,
                        f->type == TB_F_OBJECT ? "an object" : "an array or an object",
-                       json_kind(val));
+                       tb_json_kind(val));
         return -1;
       }
       *(json_t **)f->out = val;

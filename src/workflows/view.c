@@ -1,4 +1,5 @@
 /* The JSON of a workflow run, shared by the command line and the HTTP API (view.h). */
+#include "codec/codec.h"
 #include "workflows/view.h"
 
 #include <string.h>
@@ -29,44 +30,33 @@ const char *tb_wf_step_name(const char *name, int step) {
   return def->steps[step].name;
 }
 
-static json_t *str_or_null(const char *s) {
-  return s ? json_string(s) : json_null();
-}
-
-/* JSON text as a value: parsed when it parses, else the text itself (a step may record a result
- * that is not JSON). */
-static json_t *json_text(const char *text) {
-  if (text == NULL) return json_null();
-  json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-  return v ? v : json_string(text);
-}
-
 json_t *tb_wf_row_json(const tb_wf_row_t *r) {
   return json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:i,s:I,s:o,s:o,s:s,s:s,s:I,s:I,s:I}", "id",
                    r->id, "name", r->name, "domain", r->domain, "tier", r->tier, "status",
                    r->status, "step", r->step, "step_name", tb_wf_step_name(r->name, r->step),
                    "step_state", r->step_state, "attempt", r->attempt, "seq", (json_int_t)r->seq,
-                   "error", str_or_null(r->error), "data", json_text(r->data), "correlation_id",
-                   r->correlation_id, "cause_msg_id", r->cause_msg_id, "created_us",
-                   (json_int_t)r->created_us, "updated_us", (json_int_t)r->updated_us,
+                   "error", tb_json_str_or_null(r->error), "data", tb_json_text(r->data),
+                   "correlation_id", r->correlation_id, "cause_msg_id", r->cause_msg_id,
+                   "created_us", (json_int_t)r->created_us, "updated_us", (json_int_t)r->updated_us,
                    "finished_us", (json_int_t)r->finished_us);
 }
 
 json_t *tb_wf_hist_json(const tb_wf_hist_t *h) {
   return json_pack("{s:I,s:i,s:o,s:o,s:i,s:o,s:i,s:o,s:o,s:o,s:o,s:o,s:I,s:I}", "id",
-                   (json_int_t)h->id, "step", h->step, "name", str_or_null(h->name), "kind",
-                   str_or_null(h->kind), "attempt", h->attempt, "status", str_or_null(h->status),
-                   "code", h->code, "detail", str_or_null(h->detail), "result",
-                   json_text(h->result), "error", str_or_null(h->error), "tier",
-                   str_or_null(h->tier), "msg_id", str_or_null(h->msg_id), "started_us",
-                   (json_int_t)h->started_us, "ended_us", (json_int_t)h->ended_us);
+                   (json_int_t)h->id, "step", h->step, "name", tb_json_str_or_null(h->name), "kind",
+                   tb_json_str_or_null(h->kind), "attempt", h->attempt, "status",
+                   tb_json_str_or_null(h->status), "code", h->code, "detail",
+                   tb_json_str_or_null(h->detail), "result", tb_json_text(h->result), "error",
+                   tb_json_str_or_null(h->error), "tier", tb_json_str_or_null(h->tier), "msg_id",
+                   tb_json_str_or_null(h->msg_id), "started_us", (json_int_t)h->started_us,
+                   "ended_us", (json_int_t)h->ended_us);
 }
 
 json_t *tb_wf_escalation_json(const tb_wf_escalation_t *e) {
-  return json_pack("{s:o,s:o,s:o,s:o,s:o,s:I}", "from_tier", str_or_null(e->from_tier), "to_tier",
-                   str_or_null(e->to_tier), "rule", str_or_null(e->rule), "source",
-                   str_or_null(e->source), "detail", str_or_null(e->detail), "at_us",
-                   (json_int_t)e->at_us);
+  return json_pack("{s:o,s:o,s:o,s:o,s:o,s:I}", "from_tier", tb_json_str_or_null(e->from_tier),
+                   "to_tier", tb_json_str_or_null(e->to_tier), "rule", tb_json_str_or_null(e->rule),
+                   "source", tb_json_str_or_null(e->source), "detail",
+                   tb_json_str_or_null(e->detail), "at_us", (json_int_t)e->at_us);
 }
 
 static int hist_add(void *arg, const tb_wf_hist_t *h) {
