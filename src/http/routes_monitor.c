@@ -304,6 +304,20 @@ static const char *label(const char *v, char *buf, size_t cap) {
   return buf;
 }
 
+/* The samples of family |name| from |obj|, an object of objects of counts: one sample a count,
+ * labelled |k1| (the outer key) and |k2| (the inner). */
+static void two_labels(tb_http_text_t *t, const char *name, const char *k1, const char *k2,
+                       json_t *obj) {
+  char l1[256], l2[256];
+  const char *outer, *inner;
+  json_t *counts, *n;
+  json_object_foreach(obj, outer, counts) {
+    json_object_foreach(counts, inner, n)
+        put(t, "%s{%s=\"%s\",%s=\"%s\"} %lld\n", name, k1, label(outer, l1, sizeof(l1)), k2,
+            label(inner, l2, sizeof(l2)), (long long)json_integer_value(n));
+  }
+}
+
 int tb__http_metrics_monitor(tb_http_t *h, const tb_http_tier_figures_t *f, tb_http_text_t *t,
                              tb_http_resp_t *resp) {
   mon_t m;
@@ -315,7 +329,6 @@ int tb__http_metrics_monitor(tb_http_t *h, const tb_http_tier_figures_t *f, tb_h
     return -1;
   }
   const tb_config_t *cfg = h->o.cfg;
-  char l1[256], l2[256];
   put(t, "# HELP tierbus_tier_concurrency Messages a worker runs at once on the tier (config).\n"
          "# TYPE tierbus_tier_concurrency gauge\n");
   for (int i = 0; i < cfg->n_tiers; i++)
@@ -357,15 +370,7 @@ int tb__http_metrics_monitor(tb_http_t *h, const tb_http_tier_figures_t *f, tb_h
   }
   put(t, "# HELP tierbus_escalations_total Runs raised to the tier by the rule (seed 000).\n"
          "# TYPE tierbus_escalations_total counter\n");
-  const char *tier;
-  json_t *rules;
-  json_object_foreach(m.escalations, tier, rules) {
-    const char *rule;
-    json_t *n;
-    json_object_foreach(rules, rule, n) put(
-        t, "tierbus_escalations_total{tier=\"%s\",rule=\"%s\"} %lld\n", label(tier, l1, sizeof(l1)),
-        label(rule, l2, sizeof(l2)), (long long)json_integer_value(n));
-  }
+  two_labels(t, "tierbus_escalations_total", "tier", "rule", m.escalations);
   put(t,
       "# HELP tierbus_outbox_due Follow-up messages due and not yet published by a relay.\n"
       "# TYPE tierbus_outbox_due gauge\ntierbus_outbox_due %lld\n"
@@ -377,15 +382,7 @@ int tb__http_metrics_monitor(tb_http_t *h, const tb_http_tier_figures_t *f, tb_h
       m.outbox_due > 0 && m.outbox_oldest_us > 0 ? (double)(now - m.outbox_oldest_us) / 1e6 : 0.0);
   put(t, "# HELP tierbus_scheduler_runs Scheduler runs kept (purged with old jobs), by task and "
          "status.\n# TYPE tierbus_scheduler_runs gauge\n");
-  const char *task;
-  json_t *sts;
-  json_object_foreach(m.sched, task, sts) {
-    const char *status;
-    json_t *n;
-    json_object_foreach(sts, status, n) put(
-        t, "tierbus_scheduler_runs{task=\"%s\",status=\"%s\"} %lld\n", label(task, l1, sizeof(l1)),
-        label(status, l2, sizeof(l2)), (long long)json_integer_value(n));
-  }
+  two_labels(t, "tierbus_scheduler_runs", "task", "status", m.sched);
   put(t,
       "# HELP tierbus_repository_priority_inversions Tracked repositories whose stored "
       "priority disagrees with the rules (seed 002, target 0).\n"
