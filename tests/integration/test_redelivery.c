@@ -85,17 +85,6 @@ static int64_t wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Messages in every tier stream. */
-static int64_t log_msgs(tb_h_t *h) {
-  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
-  int64_t sum = 0;
-  for (int i = 0; i < 5; i++) {
-    int64_t n = tb_h_tier_msgs(h, tiers[i]);
-    if (n > 0) sum += n;
-  }
-  return sum;
-}
-
 /* Over the workspace streams the run publishes to: messages delivered and not acked (what a
  * killed worker strands), and into *pending (may be NULL) those not delivered yet. */
 static int64_t unacked(tb_h_t *h, int64_t *pending) {
@@ -118,7 +107,7 @@ static int64_t unacked(tb_h_t *h, int64_t *pending) {
 static int64_t wait_all_processed(tb_h_t *h, int timeout_ms) {
   int64_t deadline = tb_h_now_ms() + timeout_ms, msgs = 0, done = -1, outbox = -1;
   for (;;) {
-    msgs = log_msgs(h);
+    msgs = tb_h_all_tier_msgs(h);
     done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
     outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
     if ((done == msgs && outbox == 0) || tb_h_now_ms() > deadline) break;
@@ -244,7 +233,7 @@ static void test_kill_loop_within_bound(void **state) {
     /* Killing stops once nine tenths of the log are done, so that the last kill leaves work,
      * and stranded messages, to the worker that is not killed. */
     int64_t done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
-    if (done >= log_msgs(h) * 9 / 10 || n_kills == MAX_KILLS) break;
+    if (done >= tb_h_all_tier_msgs(h) * 9 / 10 || n_kills == MAX_KILLS) break;
     int64_t held = unacked(h, NULL);
     tb_h_child_kill(&w);
     last_kill = tb_h_now_ms();
@@ -253,8 +242,9 @@ static void test_kill_loop_within_bound(void **state) {
     print_message("kill %d at %lld ms: %lld processed, %lld delivered and unacked\n", n_kills,
                   (long long)(last_kill - t0), (long long)at_kill, (long long)held);
   }
-  assert_true(n_kills >= 3);          /* every few seconds of a run that lasts several kills */
-  assert_true(at_kill < log_msgs(h)); /* the last kill left work, and stranded messages, behind */
+  assert_true(n_kills >= 3); /* every few seconds of a run that lasts several kills */
+  assert_true(at_kill <
+              tb_h_all_tier_msgs(h)); /* the last kill left work, and stranded messages, behind */
   int64_t msgs = wait_all_processed(h, 180000);
   int64_t took = tb_h_now_ms() - last_kill;
   print_message("all %lld messages of the log (%d published) processed %lld ms after kill %d "

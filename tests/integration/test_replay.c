@@ -45,16 +45,6 @@ static int publish_history(tb_h_t *h) {
   return n + CAPTURES;
 }
 
-static int64_t all_tier_msgs(tb_h_t *h) {
-  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
-  int64_t sum = 0;
-  for (int i = 0; i < 5; i++) {
-    int64_t n = tb_h_tier_msgs(h, tiers[i]);
-    if (n > 0) sum += n;
-  }
-  return sum;
-}
-
 /* Runs a worker until every message in the tier streams is processed (follow-ups included) and
  * the outbox is empty, then stops it. Returns the number of messages in the log. */
 static int64_t process_all(tb_h_t *h) {
@@ -63,7 +53,7 @@ static int64_t process_all(tb_h_t *h) {
   int64_t deadline = tb_h_now_ms() + RUN_MS, msgs = 0, done = 0, outbox = 1;
   do {
     tb_h_sleep_ms(200);
-    msgs = all_tier_msgs(h);
+    msgs = tb_h_all_tier_msgs(h);
     done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
     outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
   } while ((done != msgs || outbox != 0) && tb_h_now_ms() < deadline);
@@ -251,7 +241,7 @@ static void test_rebuild_checksum(void **state) {
   char *rebuilt = checksum(h, fresh);
   assert_string_equal(rebuilt, live);
   /* Nothing was sent again: the log holds what it held. */
-  assert_int_equal(all_tier_msgs(h), msgs);
+  assert_int_equal(tb_h_all_tier_msgs(h), msgs);
 
   /* A target with state is refused. */
   tb_h_tierbus(h, &r, RUN_MS, "rebuild", "--db", fresh, NULL);
@@ -275,7 +265,7 @@ static void test_rebuild_checksum(void **state) {
   char *restored = checksum(h, NULL);
   assert_string_equal(restored, live);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM outbox"), 0);
-  assert_int_equal(all_tier_msgs(h), msgs);
+  assert_int_equal(tb_h_all_tier_msgs(h), msgs);
   free(live);
   free(rebuilt);
   free(restored);

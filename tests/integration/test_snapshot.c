@@ -14,16 +14,6 @@
 #define WAVE_EVENTS 4000
 #define KEEP 3
 
-static int64_t all_tier_msgs(tb_h_t *h) {
-  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
-  int64_t sum = 0;
-  for (int i = 0; i < 5; i++) {
-    int64_t n = tb_h_tier_msgs(h, tiers[i]);
-    if (n > 0) sum += n;
-  }
-  return sum;
-}
-
 /* Names of the snapshot files in |dir| (snapshot-*.db, not .part), oldest first; returns how
  * many, at most |cap|. The harness's own `ls` through tb_h_execv keeps this free of dirent. */
 static int list_snapshots(tb_h_t *h, const char *dir, char names[][TB_H_PATH], int cap) {
@@ -146,7 +136,7 @@ static void test_periodic_snapshots(void **state) {
   /* Everything processed, follow-ups included. */
   int64_t msgs = 0, done = 0, outbox = 1;
   for (int64_t deadline = tb_h_now_ms() + RUN_MS; tb_h_now_ms() < deadline;) {
-    msgs = all_tier_msgs(h);
+    msgs = tb_h_all_tier_msgs(h);
     done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
     outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
     if (done == msgs && outbox == 0) break;

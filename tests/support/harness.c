@@ -833,6 +833,16 @@ int64_t tb_h_tier_msgs(tb_h_t *h, const char *tier) {
   return streams > 0 ? n : -1;
 }
 
+int64_t tb_h_all_tier_msgs(tb_h_t *h) {
+  static const char *const tiers[] = {"critical", "high", "normal", "low", "background"};
+  int64_t sum = 0;
+  for (size_t i = 0; i < sizeof(tiers) / sizeof(tiers[0]); i++) {
+    int64_t n = tb_h_tier_msgs(h, tiers[i]);
+    if (n > 0) sum += n;
+  }
+  return sum;
+}
+
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms) {
   int64_t deadline = tb_h_now_ms() + timeout_ms, n = -1;
   for (;;) {

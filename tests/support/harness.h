@@ -211,6 +211,9 @@ int64_t tb_h_stream_msgs(tb_h_t *h, const char *stream);
  * has no stream or the server does not answer. */
 int64_t tb_h_tier_msgs(tb_h_t *h, const char *tier);
 
+/* Messages in every tier stream of the shipped tiers (streams that do not answer count 0). */
+int64_t tb_h_all_tier_msgs(tb_h_t *h);
+
 /* Polls tb_h_stream_msgs() like tb_h_wait_sql() polls its query; returns the last count. */
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms);
 
