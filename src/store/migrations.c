@@ -501,6 +501,79 @@ static const char v13_snapshot_positions[] = "CREATE TABLE snapshot_positions("
                                              "  next_seq INTEGER NOT NULL"
                                              ") STRICT, WITHOUT ROWID;";
 
+/* v14 (issue 9): SQLite 3.40 evaluates a CHECK's IN list of three or more values through a
+ * temporary b-tree built for every row written (OpenEphemeral: a pager, a page cache and three
+ * inserts), which cost 5 us of the 7 of a processed-record insert. The tables written per event
+ * or per workflow step say the same thing with OR chains, which are plain comparisons. SQLite
+ * cannot alter a CHECK, so each table is rebuilt (once; the processed records are pruned, so the
+ * copy is bounded) with its indexes. The other tables keep their IN lists: they are written per
+ * operator command or per batch, not per event. */
+static const char v14_checks_without_ephemeral_tables[] =
+    "CREATE TABLE processed_v14("
+    "  msg_id TEXT PRIMARY KEY NOT NULL,"
+    "  event_type TEXT,"
+    "  tier TEXT,"
+    "  eff_tier TEXT,"
+    "  boost INTEGER NOT NULL DEFAULT 0,"
+    "  reason TEXT,"
+    "  stream TEXT,"
+    "  stream_seq INTEGER NOT NULL DEFAULT 0,"
+    "  deliveries INTEGER NOT NULL DEFAULT 0,"
+    "  published_us INTEGER NOT NULL DEFAULT 0,"
+    "  started_us INTEGER NOT NULL DEFAULT 0,"
+    "  committed_us INTEGER NOT NULL,"
+    "  outcome TEXT NOT NULL CHECK(outcome = 'applied' OR outcome = 'dead' OR outcome = 'stale')"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO processed_v14 SELECT * FROM processed;"
+    "DROP TABLE processed;"
+    "ALTER TABLE processed_v14 RENAME TO processed;"
+
+    "CREATE TABLE tracked_repositories_v14("
+    "  repository_id TEXT PRIMARY KEY NOT NULL,"
+    "  priority TEXT NOT NULL DEFAULT 'medium'"
+    "    CHECK(priority = 'high' OR priority = 'medium' OR priority = 'low'),"
+    "  priority_score INTEGER NOT NULL DEFAULT 50,"
+    "  is_workspace_repo INTEGER NOT NULL DEFAULT 0 CHECK(is_workspace_repo IN (0, 1)),"
+    "  workspace_count INTEGER NOT NULL DEFAULT 0 CHECK(workspace_count >= 0),"
+    "  tracking_enabled INTEGER NOT NULL DEFAULT 1 CHECK(tracking_enabled IN (0, 1)),"
+    "  manual_override TEXT CHECK(manual_override IS NULL OR manual_override = 'high' OR"
+    "    manual_override = 'medium' OR manual_override = 'low'),"
+    "  marked_low INTEGER NOT NULL DEFAULT 0 CHECK(marked_low IN (0, 1)),"
+    "  updated_at INTEGER NOT NULL"
+    ") STRICT;"
+    "INSERT INTO tracked_repositories_v14 SELECT * FROM tracked_repositories;"
+    "DROP TABLE tracked_repositories;"
+    "ALTER TABLE tracked_repositories_v14 RENAME TO tracked_repositories;"
+    "CREATE INDEX idx_tracked_repos_workspace_priority"
+    "  ON tracked_repositories(is_workspace_repo, priority, tracking_enabled);"
+
+    "CREATE TABLE workflows_v14("
+    "  id TEXT PRIMARY KEY CHECK(id <> ''),"
+    "  name TEXT NOT NULL,"
+    "  domain TEXT NOT NULL,"
+    "  tier TEXT NOT NULL,"
+    "  status TEXT NOT NULL CHECK(status = 'running' OR status = 'waiting' OR status = 'sleeping'"
+    "    OR status = 'completed' OR status = 'failed' OR status = 'cancelled'),"
+    "  step INTEGER NOT NULL DEFAULT 0,"
+    "  step_state TEXT NOT NULL DEFAULT 'ready' CHECK(step_state = 'ready' OR"
+    "    step_state = 'waiting' OR step_state = 'sleeping' OR step_state = 'done'),"
+    "  attempt INTEGER NOT NULL DEFAULT 1,"
+    "  seq INTEGER NOT NULL DEFAULT 1,"
+    "  hist_id INTEGER NOT NULL DEFAULT 0,"
+    "  data TEXT NOT NULL CHECK(json_valid(data)),"
+    "  error TEXT,"
+    "  correlation_id TEXT,"
+    "  cause_msg_id TEXT,"
+    "  created_us INTEGER NOT NULL,"
+    "  updated_us INTEGER NOT NULL,"
+    "  finished_us INTEGER"
+    ") STRICT;"
+    "INSERT INTO workflows_v14 SELECT * FROM workflows;"
+    "DROP TABLE workflows;"
+    "ALTER TABLE workflows_v14 RENAME TO workflows;"
+    "CREATE INDEX workflows_status ON workflows(status, updated_us);"
+    "CREATE INDEX workflows_name ON workflows(name, created_us);";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -513,7 +586,8 @@ static const char *const migrations[] = {v1_engine,
                                          v10_dead_letter_entries,
                                          v11_prune_horizon,
                                          v12_deployment,
-                                         v13_snapshot_positions};
+                                         v13_snapshot_positions,
+                                         v14_checks_without_ephemeral_tables};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

@@ -20,12 +20,13 @@
 #include "core/clock.h"
 #include "core/hist.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/repo.h"
 #include "store/dlq.h"
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 13
+#define LATEST_VERSION 14
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -873,6 +874,56 @@ static void test_repo_put_get_audit(void **state) {
   tb_store_close(st);
 }
 
+/* Writing a row into a table that is written per event or per workflow step builds no
+ * temporary b-tree (a CHECK's IN list of three or more values does, for every row: migration
+ * v14), and the rewritten CHECKs still refuse what the IN lists refused. */
+static int explain_count(sqlite3 *db, const char *sql, const char *opcode) {
+  char explain[1024];
+  snprintf(explain, sizeof(explain), "EXPLAIN %s", sql);
+  sqlite3_stmt *stmt = NULL;
+  assert_int_equal(sqlite3_prepare_v2(db, explain, -1, &stmt, NULL), SQLITE_OK);
+  int n = 0;
+  while (sqlite3_step(stmt) == SQLITE_ROW)
+    if (strcmp((const char *)sqlite3_column_text(stmt, 1), opcode) == 0) n++;
+  sqlite3_finalize(stmt);
+  return n;
+}
+
+static void test_hot_tables_check_without_temporary_btrees(void **state) {
+  (void)state;
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  static const char *const hot[] = {
+      "INSERT INTO processed(msg_id, committed_us, outcome) VALUES('m', 1, 'applied')",
+      "INSERT INTO tracked_repositories(repository_id, priority, manual_override, updated_at) "
+      "VALUES('r', 'high', 'low', 1)",
+      "UPDATE workflows SET status = 'completed', step_state = 'done' WHERE id = 'w'",
+  };
+  for (size_t i = 0; i < TB_COUNTOF(hot); i++) {
+    int n = explain_count(db, hot[i], "OpenEphemeral");
+    if (n != 0) fail_msg("%s: %d temporary b-tree(s) per row", hot[i], n);
+  }
+  static const char *const refused[] = {
+      "INSERT INTO processed(msg_id, committed_us, outcome) VALUES('m', 1, 'done')",
+      "INSERT INTO tracked_repositories(repository_id, priority, updated_at) "
+      "VALUES('r', 'urgent', 1)",
+      "INSERT INTO tracked_repositories(repository_id, manual_override, updated_at) "
+      "VALUES('r', 'urgent', 1)",
+      "INSERT INTO workflows(id, name, domain, tier, status, data, created_us, updated_us) "
+      "VALUES('w', 'n', 'd', 'high', 'paused', '{}', 1, 1)",
+      "INSERT INTO workflows(id, name, domain, tier, status, step_state, data, created_us, "
+      "updated_us) VALUES('w', 'n', 'd', 'high', 'running', 'gone', '{}', 1, 1)",
+  };
+  for (size_t i = 0; i < TB_COUNTOF(refused); i++)
+    assert_int_equal(sqlite3_exec(db, refused[i], NULL, NULL, NULL) & 0xff, SQLITE_CONSTRAINT);
+  assert_int_equal(sqlite3_exec(db,
+                                "INSERT INTO tracked_repositories(repository_id, priority, "
+                                "manual_override, updated_at) VALUES('r', 'low', NULL, 1)",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  tb_store_close(st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_fresh_file_gets_latest_schema, db_fixture_setup,
@@ -900,6 +951,7 @@ int main(void) {
       cmocka_unit_test(test_order_after),
       cmocka_unit_test(test_membership_apply),
       cmocka_unit_test(test_repo_put_get_audit),
+      cmocka_unit_test(test_hot_tables_check_without_temporary_btrees),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
