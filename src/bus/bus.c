@@ -705,38 +705,32 @@ static int batch_gone(batch_t *b, int64_t give_up_ms) {
   return gone;
 }
 
-/* Hands item |i| to cnats, in flight from here until on_batch_ack. Returns NATS_OK, or the status
- * of the refusal, the item then still to send (a message that cannot even be built: NATS_ERR,
- * with the item failed). */
-static natsStatus send_item(batch_t *b, jsCtx *js, jsPubOptions *po, int i) {
+/* Hands item |i|, built as |m| (taken), to cnats: in flight from here until on_batch_ack.
+ * Returns NATS_OK, or the refusal: NATS_TIMEOUT when cnats stalled it (BATCH_MAX_PENDING await
+ * their ack; it was not sent and is still to send), anything else with the item lost, since it
+ * may have gone out before the connection broke (cnats cannot tell), so it counts as a send. */
+static natsStatus send_item(batch_t *b, jsCtx *js, jsPubOptions *po, int i, natsMsg *m) {
   tb_pub_item_t *it = &b->items[i];
-  natsMsg *m = NULL;
-  tb_status st = build_msg(&m, it->subject, NULL, it->msg_id, it->data, it->len, it->hdrs);
   pthread_mutex_lock(&b->mu);
   /* Registered before the publish: its ack may come before js_PublishMsgAsync returns. */
-  if (st == TB_OK && map_put(&b->flight, m, i) != 0)
-    st = tb__fail(TB_ERR_NOMEM, "publish to %s: out of memory", it->subject);
-  if (st != TB_OK) {
-    it->st = st;
-    snprintf(it->err, sizeof(it->err), "%s", tb_errdetail());
-    b->state[i] = B_DONE;
-  } else {
+  int put = map_put(&b->flight, m, i);
+  if (put == 0) {
     b->state[i] = B_FLIGHT;
     it->sends++;
   }
   pthread_mutex_unlock(&b->mu);
-  if (st != TB_OK) {
+  if (put != 0) {
     natsMsg_Destroy(m);
-    return NATS_ERR;
+    return NATS_NO_MEMORY;
   }
   const natsMsg *key = m;
   natsStatus s = js_PublishMsgAsync(js, &m, po); /* clears |m| once cnats owns it */
   if (s != NATS_OK) {
     pthread_mutex_lock(&b->mu);
     map_take(&b->flight, key);
-    b->state[i] = B_SEND;
     b->why[i] = s;
-    it->sends--;
+    b->state[i] = s == NATS_TIMEOUT ? B_SEND : B_LOST;
+    it->sends -= s == NATS_TIMEOUT;
     pthread_mutex_unlock(&b->mu);
     natsMsg_Destroy(m);
   }
@@ -824,9 +818,27 @@ static int batch_decide(batch_t *b, int n, const tb_pub_retry_t *retry, int roun
   return again;
 }
 
+/* 1 when a send refused with |s| would be refused again whatever the server does: the message
+ * or the connection is wrong, not the network. */
+static int final_send_error(natsStatus s) {
+  return s == NATS_INVALID_ARG || s == NATS_INVALID_SUBJECT || s == NATS_MAX_PAYLOAD ||
+         s == NATS_NO_MEMORY || s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_CLOSED ||
+         s == NATS_ILLEGAL_STATE;
+}
+
+/* Marks item |i| failed for good with |st| and the current error detail. */
+static void batch_fail(batch_t *b, int i, tb_status st) {
+  pthread_mutex_lock(&b->mu);
+  b->items[i].st = st;
+  snprintf(b->items[i].err, sizeof(b->items[i].err), "%s", tb_errdetail());
+  b->state[i] = B_DONE;
+  pthread_mutex_unlock(&b->mu);
+}
+
 /* One round: sends every item still to send, unless the server is gone. A send that cnats
- * stalls (BATCH_MAX_PENDING awaiting their ack) is tried again: the acks or their ack waits
- * free a slot. One the connection cannot take now waits for the next round. */
+ * stalls is tried again at once: the acks or their ack waits free a slot. One that fails while
+ * the connection breaks or is away (an I/O error, disconnected, the reconnect buffer full) is
+ * lost like a send without an ack, and goes again next round. */
 static void batch_round(batch_t *b, jsCtx *js, jsPubOptions *po, int n,
                         const tb_pub_retry_t *retry) {
   for (int i = 0; i < n; i++) {
@@ -835,20 +847,22 @@ static void batch_round(batch_t *b, jsCtx *js, jsPubOptions *po, int n,
     pthread_mutex_unlock(&b->mu);
     if (!todo) continue;
     if (batch_gone(b, retry->give_up_ms)) return;
-    natsStatus s;
-    while ((s = send_item(b, js, po, i)) == NATS_TIMEOUT && !batch_gone(b, retry->give_up_ms)) {
+    const tb_pub_item_t *it = &b->items[i];
+    natsStatus s = NATS_OK; /* stays so when the message cannot be built (then failed) */
+    do {
+      natsMsg *m = NULL;
+      tb_status st = build_msg(&m, it->subject, NULL, it->msg_id, it->data, it->len, it->hdrs);
+      if (st != TB_OK) {
+        batch_fail(b, i, st);
+        break;
+      }
+      s = send_item(b, js, po, i, m);
+    } while (s == NATS_TIMEOUT && !batch_gone(b, retry->give_up_ms));
+    if (s != NATS_OK && s != NATS_TIMEOUT && final_send_error(s)) {
+      char what[300];
+      snprintf(what, sizeof(what), "publish to %s", it->subject);
+      batch_fail(b, i, tb__nats_fail(s, 0, what));
     }
-    if (s == NATS_OK || s == NATS_TIMEOUT || s == NATS_ERR) continue;
-    /* An outage (disconnected, the reconnect buffer full) waits for the next round; anything
-     * else (closed for good, bad arguments) fails the item now. */
-    tb_pub_item_t *it = &b->items[i];
-    tb_status cls = tb__nats_fail(s, 0, it->subject);
-    if (s == NATS_INSUFFICIENT_BUFFER || cls == TB_ERR_UNAVAILABLE) continue;
-    pthread_mutex_lock(&b->mu);
-    it->st = cls;
-    snprintf(it->err, sizeof(it->err), "publish to %s: %s", it->subject, natsStatus_GetText(s));
-    b->state[i] = B_DONE;
-    pthread_mutex_unlock(&b->mu);
   }
 }
 
