@@ -122,10 +122,13 @@ typedef struct tb_pub_report {
  * under the publisher never come, and the stream's duplicate window makes the resent copies of
  * stored messages duplicates, so each id is stored once. An item without msg_id is sent once
  * (a resend could store it twice). Each item gets its own outcome (st, duplicate, sends, err)
- * and |report| (may be NULL) the counts. A message refused by the stream (a JetStream error),
- * or that no stream takes while the connection never dropped (TB_ERR_UNAVAILABLE: not
- * provisioned), is not sent again. Returns TB_OK when every item is stored or a duplicate, else
- * the status and detail of the first that failed (TB_ERR_TIMEOUT when its acks never came). */
+ * and |report| (may be NULL) the counts. A send refused as the connection breaks counts as a
+ * send without an ack (it may have gone out). Not sent again: a message refused by the stream (a
+ * JetStream error), one that no stream takes while the connection never dropped
+ * (TB_ERR_UNAVAILABLE: not provisioned), and one cnats refuses for a reason no server changes
+ * (too large, a bad subject, the connection closed for good). Returns TB_OK when every item is
+ * stored or a duplicate, else the status and detail of the first that failed (TB_ERR_TIMEOUT when
+ * its acks never came). */
 tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
                                const tb_pub_retry_t *retry, tb_pub_report_t *report);
 
