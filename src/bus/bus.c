@@ -562,6 +562,391 @@ tb_status tb_bus_publish_many(tb_bus_t *bus, tb_pub_item_t *items, int n, int64_
   return TB_OK;
 }
 
+/* ---------------------------------------------------------------- batch publish with resends */
+
+void tb_pub_retry_init(tb_pub_retry_t *r, const tb_config_t *cfg) {
+  r->ack_wait_ms = cfg->publish_ack_wait_ms;
+  /* With a 5 s ack wait, ten sends outlast a server restart by far; the give-up time ends the
+   * call sooner when no server answers at all. */
+  r->max_sends = 10;
+  r->backoff_ms = 250;
+  r->backoff_max_ms = 4000;
+  r->give_up_ms = cfg->publish_give_up_ms;
+}
+
+/* Most publishes of a batch awaiting their ack at once; cnats stalls the next publish beyond. */
+#define BATCH_MAX_PENDING 4096
+
+/* Where an item of a batch stands. */
+enum { B_SEND, B_FLIGHT, B_LOST, B_DONE };
+
+/* The messages cnats holds for a batch, by address: its ack callback hands the message back, and
+ * the item it belongs to is found here. An address is unique while cnats holds the message, and
+ * its entry is removed before the message is destroyed. Open addressing with linear probing;
+ * deletion by backward shift, so no tombstones pile up over a long batch. */
+typedef struct msg_map {
+  const natsMsg **keys;
+  int *vals;
+  size_t cap, count; /* cap is a power of two, or 0 */
+} msg_map_t;
+
+static size_t slot_of(const msg_map_t *m, const natsMsg *k) {
+  uint64_t x = (uint64_t)(uintptr_t)k; /* allocator addresses: the low bits vary little */
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  return (size_t)x & (m->cap - 1);
+}
+
+static int map_put(msg_map_t *m, const natsMsg *k, int v);
+
+/* Doubles the table (8,192 slots at first: twice the most a batch has in flight). -1 when memory
+ * ran out, the table then unchanged. */
+static int map_grow(msg_map_t *m) {
+  msg_map_t g = {.cap = m->cap ? m->cap * 2 : 8192};
+  g.keys = calloc(g.cap, sizeof(*g.keys));
+  g.vals = calloc(g.cap, sizeof(*g.vals));
+  if (g.keys == NULL || g.vals == NULL) {
+    free(g.keys);
+    free(g.vals);
+    return -1;
+  }
+  for (size_t i = 0; i < m->cap; i++)
+    if (m->keys[i] != NULL) map_put(&g, m->keys[i], m->vals[i]); /* below half full: no growth */
+  free(m->keys);
+  free(m->vals);
+  *m = g;
+  return 0;
+}
+
+/* Adds |k| -> |v|; |k| is not in the map. -1 when memory ran out. */
+static int map_put(msg_map_t *m, const natsMsg *k, int v) {
+  if ((m->count + 1) * 2 > m->cap && map_grow(m) != 0) return -1;
+  size_t i = slot_of(m, k);
+  while (m->keys[i] != NULL) i = (i + 1) & (m->cap - 1);
+  m->keys[i] = k;
+  m->vals[i] = v;
+  m->count++;
+  return 0;
+}
+
+/* Removes |k| and returns its value, or -1 when it is not there. */
+static int map_take(msg_map_t *m, const natsMsg *k) {
+  if (m->cap == 0) return -1;
+  size_t mask = m->cap - 1, i = slot_of(m, k);
+  while (m->keys[i] != k) {
+    if (m->keys[i] == NULL) return -1;
+    i = (i + 1) & mask;
+  }
+  int v = m->vals[i];
+  m->count--;
+  /* Backward shift: an entry after the hole moves into it unless its home slot lies cyclically
+   * in (hole, entry], where a lookup would no longer reach it across the hole. */
+  for (size_t j = i;;) {
+    m->keys[i] = NULL;
+    for (;;) {
+      j = (j + 1) & mask;
+      if (m->keys[j] == NULL) return v;
+      size_t home = slot_of(m, m->keys[j]);
+      if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) break;
+    }
+    m->keys[i] = m->keys[j];
+    m->vals[i] = m->vals[j];
+    i = j;
+  }
+}
+
+/* One tb_bus_publish_batch call, shared with cnats' ack callback thread. */
+typedef struct batch {
+  pthread_mutex_t mu;
+  tb_pub_item_t *items;
+  unsigned char *state; /* B_*, under mu */
+  natsStatus *why;      /* the last send's failure, under mu; NATS_OK while none */
+  msg_map_t flight;     /* under mu */
+  int64_t heard_us;     /* monotonic, under mu: the call's start, then the server's last answer */
+} batch_t;
+
+/* cnats' ack callback (its reply subscription's thread): settles the item of |msg|, or marks it
+ * lost when its ack wait ran out or no stream answered. A JetStream error is the stream refusing
+ * the message: sending it again would be refused again. Destroys |msg|. */
+static void on_batch_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+  (void)js;
+  batch_t *b = closure;
+  pthread_mutex_lock(&b->mu);
+  int i = map_take(&b->flight, msg);
+  if (i >= 0) {
+    tb_pub_item_t *it = &b->items[i];
+    natsStatus s = pa != NULL ? NATS_OK : pae != NULL ? pae->Err : NATS_ERR;
+    int refused = s == NATS_ERR && pae != NULL && pae->ErrCode != 0;
+    b->why[i] = s;
+    if (s == NATS_OK || refused) b->heard_us = tb_mono_us();
+    if (s == NATS_OK) {
+      it->st = TB_OK;
+      it->duplicate = pa->Duplicate;
+      b->state[i] = B_DONE;
+    } else if (refused) {
+      it->st = TB_ERR_NATS;
+      snprintf(it->err, sizeof(it->err), "publish to %s: %s (js error %d)", it->subject,
+               pae->ErrText ? pae->ErrText : natsStatus_GetText(s), (int)pae->ErrCode);
+      b->state[i] = B_DONE;
+    } else {
+      b->state[i] = B_LOST;
+    }
+  }
+  pthread_mutex_unlock(&b->mu);
+  natsMsg_Destroy(msg);
+}
+
+/* 1 when the server has not answered for |give_up_ms|. */
+static int batch_gone(batch_t *b, int64_t give_up_ms) {
+  pthread_mutex_lock(&b->mu);
+  int gone = tb_mono_us() - b->heard_us > give_up_ms * 1000;
+  pthread_mutex_unlock(&b->mu);
+  return gone;
+}
+
+/* Hands item |i|, built as |m| (taken), to cnats: in flight from here until on_batch_ack.
+ * Returns NATS_OK, or the refusal: NATS_TIMEOUT when cnats stalled it (BATCH_MAX_PENDING await
+ * their ack; it was not sent and is still to send), anything else with the item lost, since it
+ * may have gone out before the connection broke (cnats cannot tell), so it counts as a send. */
+static natsStatus send_item(batch_t *b, jsCtx *js, jsPubOptions *po, int i, natsMsg *m) {
+  tb_pub_item_t *it = &b->items[i];
+  pthread_mutex_lock(&b->mu);
+  /* Registered before the publish: its ack may come before js_PublishMsgAsync returns. */
+  int put = map_put(&b->flight, m, i);
+  if (put == 0) {
+    b->state[i] = B_FLIGHT;
+    it->sends++;
+  }
+  pthread_mutex_unlock(&b->mu);
+  if (put != 0) {
+    natsMsg_Destroy(m);
+    return NATS_NO_MEMORY;
+  }
+  const natsMsg *key = m;
+  natsStatus s = js_PublishMsgAsync(js, &m, po); /* clears |m| once cnats owns it */
+  if (s != NATS_OK) {
+    pthread_mutex_lock(&b->mu);
+    map_take(&b->flight, key);
+    b->why[i] = s;
+    b->state[i] = s == NATS_TIMEOUT ? B_SEND : B_LOST;
+    it->sends -= s == NATS_TIMEOUT;
+    pthread_mutex_unlock(&b->mu);
+    natsMsg_Destroy(m);
+  }
+  return s;
+}
+
+/* Waits until cnats holds none of the batch's messages: each was acked or its ack wait ran out,
+ * and on_batch_ack has run for it. Messages still held well past their ack wait (not expected:
+ * cnats times each out) are taken back as lost, so that none is left unaccounted for. */
+static void batch_drain(batch_t *b, jsCtx *js, int64_t ack_wait_ms) {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = ack_wait_ms + 2000;
+  if (js_PublishAsyncComplete(js, &po) == NATS_OK) return;
+  natsMsgList left = {0};
+  if (js_PublishAsyncGetPendingList(&left, js) == NATS_OK) {
+    pthread_mutex_lock(&b->mu);
+    for (int k = 0; k < left.Count; k++) {
+      int i = map_take(&b->flight, left.Msgs[k]);
+      if (i >= 0) {
+        b->state[i] = B_LOST;
+        b->why[i] = NATS_TIMEOUT;
+      }
+    }
+    pthread_mutex_unlock(&b->mu);
+    natsMsgList_Destroy(&left);
+  }
+  /* A callback that took its message before may still be running; it only takes the batch's
+   * lock, so it ends at once. |b| must outlive it: no bound here. */
+  po.MaxWait = 1000;
+  while (js_PublishAsyncComplete(js, &po) != NATS_OK) {
+  }
+}
+
+/* Reconnections of |nc| so far (0 when unknown). */
+static uint64_t reconnects(natsConnection *nc) {
+  natsStatistics *stats = NULL;
+  uint64_t n = 0;
+  if (natsStatistics_Create(&stats) == NATS_OK && natsConnection_GetStats(nc, stats) == NATS_OK)
+    natsStatistics_GetCounts(stats, NULL, NULL, NULL, NULL, &n);
+  natsStatistics_Destroy(stats);
+  return n;
+}
+
+/* After round |round|: each item not settled is sent again, or fails with the reason. Called with
+ * mu held. Returns how many go again. */
+static int batch_decide(batch_t *b, int n, const tb_pub_retry_t *retry, int round, int gone,
+                        int reconnected) {
+  int again = 0;
+  for (int i = 0; i < n; i++) {
+    if (b->state[i] != B_LOST && b->state[i] != B_SEND) continue;
+    tb_pub_item_t *it = &b->items[i];
+    natsStatus s = b->why[i];
+    char why[160];
+    if (s == NATS_NO_RESPONDERS && !reconnected) {
+      /* The connection never dropped, so no server was restarting: nothing takes the subject. */
+      it->st = TB_ERR_UNAVAILABLE;
+      snprintf(why, sizeof(why), "no stream takes this subject (no responders)");
+    } else if (gone) {
+      it->st = TB_ERR_UNAVAILABLE;
+      int whole = retry->give_up_ms % 1000 == 0;
+      snprintf(why, sizeof(why), "no answer from the server for %lld %s; %s",
+               (long long)(whole ? retry->give_up_ms / 1000 : retry->give_up_ms),
+               whole ? "s" : "ms", it->sends ? "no ack" : "not sent");
+    } else if (it->sends >= retry->max_sends || (it->msg_id == NULL && it->sends > 0) ||
+               round >= 2 * retry->max_sends) {
+      /* The last bound holds when sends themselves keep failing (the connection refusing them
+       * while the server answers others): every round ends, whatever the cause. */
+      it->st = TB_ERR_TIMEOUT;
+      snprintf(why, sizeof(why), "no ack within %lld ms, %d %s%s", (long long)retry->ack_wait_ms,
+               it->sends, it->sends == 1 ? "send" : "sends",
+               it->msg_id == NULL ? " (no Nats-Msg-Id: a resend could store it twice)" : "");
+    } else {
+      b->state[i] = B_SEND;
+      again++;
+      continue;
+    }
+    /* A timeout says no more than the reason; anything else is named. */
+    int named = s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS;
+    snprintf(it->err, sizeof(it->err), "publish to %s: %s%s%s", it->subject, why,
+             named ? " (last: " : "", named ? natsStatus_GetText(s) : "");
+    if (named) strncat(it->err, ")", sizeof(it->err) - strlen(it->err) - 1);
+    b->state[i] = B_DONE;
+  }
+  return again;
+}
+
+/* 1 when a send refused with |s| would be refused again whatever the server does: the message
+ * or the connection is wrong, not the network. */
+static int final_send_error(natsStatus s) {
+  return s == NATS_INVALID_ARG || s == NATS_INVALID_SUBJECT || s == NATS_MAX_PAYLOAD ||
+         s == NATS_NO_MEMORY || s == NATS_NOT_PERMITTED || s == NATS_CONNECTION_CLOSED ||
+         s == NATS_ILLEGAL_STATE;
+}
+
+/* Marks item |i| failed for good with |st| and the current error detail. */
+static void batch_fail(batch_t *b, int i, tb_status st) {
+  pthread_mutex_lock(&b->mu);
+  b->items[i].st = st;
+  snprintf(b->items[i].err, sizeof(b->items[i].err), "%s", tb_errdetail());
+  b->state[i] = B_DONE;
+  pthread_mutex_unlock(&b->mu);
+}
+
+/* One round: sends every item still to send, unless the server is gone. A send that cnats
+ * stalls is tried again at once: the acks or their ack waits free a slot. One that fails while
+ * the connection breaks or is away (an I/O error, disconnected, the reconnect buffer full) is
+ * lost like a send without an ack, and goes again next round. */
+static void batch_round(batch_t *b, jsCtx *js, jsPubOptions *po, int n,
+                        const tb_pub_retry_t *retry) {
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&b->mu);
+    int todo = b->state[i] == B_SEND;
+    pthread_mutex_unlock(&b->mu);
+    if (!todo) continue;
+    if (batch_gone(b, retry->give_up_ms)) return;
+    const tb_pub_item_t *it = &b->items[i];
+    natsStatus s = NATS_OK; /* stays so when the message cannot be built (then failed) */
+    do {
+      natsMsg *m = NULL;
+      tb_status st = build_msg(&m, it->subject, NULL, it->msg_id, it->data, it->len, it->hdrs);
+      if (st != TB_OK) {
+        batch_fail(b, i, st);
+        break;
+      }
+      s = send_item(b, js, po, i, m);
+    } while (s == NATS_TIMEOUT && !batch_gone(b, retry->give_up_ms));
+    if (s != NATS_OK && s != NATS_TIMEOUT && final_send_error(s)) {
+      char what[300];
+      snprintf(what, sizeof(what), "publish to %s", it->subject);
+      batch_fail(b, i, tb__nats_fail(s, 0, what));
+    }
+  }
+}
+
+tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
+                               const tb_pub_retry_t *retry, tb_pub_report_t *report) {
+  tb_pub_report_t rep = {0};
+  if (report != NULL) *report = rep;
+  for (int i = 0; i < n; i++) {
+    items[i].st = TB_ERR_TIMEOUT;
+    items[i].duplicate = 0;
+    items[i].sends = 0;
+    snprintf(items[i].err, sizeof(items[i].err), "publish to %s: not sent", items[i].subject);
+  }
+  if (n <= 0) return TB_OK;
+  batch_t b = {.items = items};
+  b.state = calloc((size_t)n, sizeof(*b.state)); /* B_SEND is 0 */
+  b.why = calloc((size_t)n, sizeof(*b.why));     /* NATS_OK is 0 */
+  if (b.state == NULL || b.why == NULL) {
+    free(b.state);
+    free(b.why);
+    return tb__fail(TB_ERR_NOMEM, "publish batch of %d", n);
+  }
+  pthread_mutex_init(&b.mu, NULL);
+  /* A context of its own: the acks of this batch, and only those, come to on_batch_ack. */
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = 10000;
+  jo.PublishAsync.MaxPending = BATCH_MAX_PENDING;
+  /* A stalled publish waits for a slot; every message in flight is settled within its ack wait. */
+  jo.PublishAsync.StallWait = retry->ack_wait_ms + 1000;
+  jo.PublishAsync.AckHandler = on_batch_ack;
+  jo.PublishAsync.AckHandlerClosure = &b;
+  jsCtx *js = NULL;
+  natsStatus s = natsConnection_JetStream(&js, bus->nc, &jo);
+  tb_status st = s == NATS_OK ? TB_OK : tb__nats_fail(s, 0, "JetStream context for a batch");
+  if (st == TB_OK) {
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MaxWait = retry->ack_wait_ms; /* cnats times out each message's ack: on_batch_ack */
+    uint64_t reconnects_before = reconnects(bus->nc);
+    int64_t backoff_ms = retry->backoff_ms;
+    b.heard_us = tb_mono_us();
+    for (;;) {
+      rep.rounds++;
+      batch_round(&b, js, &po, n, retry);
+      batch_drain(&b, js, retry->ack_wait_ms);
+      int gone = batch_gone(&b, retry->give_up_ms);
+      int reconnected = reconnects(bus->nc) > reconnects_before ||
+                        natsConnection_Status(bus->nc) != NATS_CONN_STATUS_CONNECTED;
+      pthread_mutex_lock(&b.mu);
+      int again = batch_decide(&b, n, retry, rep.rounds, gone, reconnected);
+      int64_t left_ms = retry->give_up_ms - (tb_mono_us() - b.heard_us) / 1000;
+      pthread_mutex_unlock(&b.mu);
+      if (again == 0) break;
+      /* The server is coming back: give it a moment, more each round, never past giving up. */
+      tb_sleep_us((backoff_ms < left_ms ? backoff_ms : left_ms > 0 ? left_ms : 0) * 1000);
+      backoff_ms = backoff_ms * 2 < retry->backoff_max_ms ? backoff_ms * 2 : retry->backoff_max_ms;
+    }
+    jsCtx_Destroy(js);
+  }
+  int first_failed = -1;
+  for (int i = 0; i < n; i++) {
+    rep.resent += items[i].sends > 1;
+    if (items[i].st != TB_OK) {
+      rep.failed++;
+      if (first_failed < 0) first_failed = i;
+    } else if (items[i].duplicate) {
+      rep.duplicates++;
+      rep.resent_duplicates += items[i].sends > 1;
+    } else {
+      rep.stored++;
+    }
+  }
+  pthread_mutex_destroy(&b.mu);
+  free(b.flight.keys);
+  free(b.flight.vals);
+  free(b.state);
+  free(b.why);
+  if (report != NULL) *report = rep;
+  if (st != TB_OK) return st;
+  if (first_failed >= 0) return tb__fail(items[first_failed].st, "%s", items[first_failed].err);
+  return TB_OK;
+}
+
 /* ---------------------------------------------------------------- consume */
 
 /* Binds to durable |durable| on |stream|, which must exist; |hint| ends the error detail when it

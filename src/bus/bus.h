@@ -66,7 +66,8 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 tb_status tb_bus_publish(tb_bus_t *bus, const char *subject, const char *msg_id, const void *data,
                          size_t len, const char *const *hdrs, uint64_t *seq, int *duplicate);
 
-/* One message of tb_bus_publish_many: what to send (borrowed) and, after the call, its outcome. */
+/* One message of tb_bus_publish_many and tb_bus_publish_batch: what to send (borrowed) and,
+ * after the call, its outcome. */
 typedef struct tb_pub_item {
   const char *subject, *msg_id;
   const void *data;
@@ -74,6 +75,7 @@ typedef struct tb_pub_item {
   const char *const *hdrs; /* as for tb_bus_publish, or NULL */
   tb_status st;            /* out: TB_OK when the stream has it */
   int duplicate;           /* out: the stream already had this id */
+  int sends;               /* out (tb_bus_publish_batch): times it was sent, the first included */
   char err[256];           /* out: why, when st is not TB_OK */
 } tb_pub_item_t;
 
@@ -82,6 +84,53 @@ typedef struct tb_pub_item {
  * gets its own outcome; one not acked within |timeout_ms| is TB_ERR_TIMEOUT, one no stream
  * takes is TB_ERR_UNAVAILABLE. Returns TB_OK when all were acked, else the first failure. */
 tb_status tb_bus_publish_many(tb_bus_t *bus, tb_pub_item_t *items, int n, int64_t timeout_ms);
+
+/* How tb_bus_publish_batch sends a message again whose ack did not come. Fill it with
+ * tb_pub_retry_init(), then change what differs. */
+typedef struct tb_pub_retry {
+  /* A publish not acked within this is taken for lost (its ack went down with a server, or the
+   * message never reached one) and sent again under the same Nats-Msg-Id. */
+  int64_t ack_wait_ms;
+  int max_sends;          /* sends of one message at most, the first included */
+  int64_t backoff_ms;     /* pause before the first round of resends; doubles each round */
+  int64_t backoff_max_ms; /* ... up to this */
+  /* No ack at all for this long: the server is gone for good. Nothing more is sent, and what
+   * has no ack yet fails. Bounds the whole call when no server comes back. */
+  int64_t give_up_ms;
+} tb_pub_retry_t;
+
+/* The policy: the ack wait and the give-up time from |cfg| (publish_ack_wait, publish_give_up),
+ * 10 sends, 250 ms backoff doubling to 4 s. */
+void tb_pub_retry_init(tb_pub_retry_t *r, const tb_config_t *cfg);
+
+/* What a tb_bus_publish_batch came to. Every item is counted in exactly one of stored,
+ * duplicates and failed. */
+typedef struct tb_pub_report {
+  int64_t stored;     /* acked as a new message of the stream */
+  int64_t duplicates; /* acked as a duplicate: the stream already had its id */
+  int64_t failed;     /* no ack after every send, or refused by the server */
+  int64_t resent;     /* items sent more than once: a send of theirs had no ack */
+  /* Duplicates acked on a resend: most likely stored by an earlier send whose ack was lost
+   * (or already in the stream before the call; the server cannot tell them apart). */
+  int64_t resent_duplicates;
+  int rounds; /* passes over the items: 1 when every first send was acked */
+} tb_pub_report_t;
+
+/* Publishes every item asynchronously (at most 4,096 awaiting their ack), each with its own ack
+ * wait, and sends again, under its Nats-Msg-Id, every one whose ack did not come, in rounds
+ * with backoff, as |retry| says, while the server comes back: acks lost with a server killed
+ * under the publisher never come, and the stream's duplicate window makes the resent copies of
+ * stored messages duplicates, so each id is stored once. An item without msg_id is sent once
+ * (a resend could store it twice). Each item gets its own outcome (st, duplicate, sends, err)
+ * and |report| (may be NULL) the counts. A send refused as the connection breaks counts as a
+ * send without an ack (it may have gone out). Not sent again: a message refused by the stream (a
+ * JetStream error), one that no stream takes while the connection never dropped
+ * (TB_ERR_UNAVAILABLE: not provisioned), and one cnats refuses for a reason no server changes
+ * (too large, a bad subject, the connection closed for good). Returns TB_OK when every item is
+ * stored or a duplicate, else the status and detail of the first that failed (TB_ERR_TIMEOUT when
+ * its acks never came). */
+tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
+                               const tb_pub_retry_t *retry, tb_pub_report_t *report);
 
 /* Queues an asynchronous publish (same headers). Errors reported by the server later are counted
  * and their ids kept; tb_bus_publish_wait() reports them. */

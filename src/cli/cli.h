@@ -137,11 +137,14 @@ typedef int (*tb_cli_ndjson_fn)(tb_cli_t *cli, void *arg, const char *file, int 
 
 /* The NDJSON batch of `publish --file` and `trigger --batch` (cmd_publish.c): reads |path| ("-" =
  * stdin), prepares every non-blank line with |prepare|, and only when all are good connects and
- * publishes them with async acks, waiting for every ack. A bad line publishes nothing. *n_out is
- * the count acknowledged, *secs_out the publishing time. Returns TB_EXIT_OK, TB_EXIT_USAGE (bad
- * input, nothing sent) or TB_EXIT_FAIL (NATS). |noun| names the items in messages ("events"). */
+ * publishes them with async acks (tb_bus_publish_batch: a line whose ack was lost, with a server
+ * killed under the command, is sent again under its id until the server is back). A bad line
+ * publishes nothing. *rep gets the counts (every line stored, a duplicate, or failed), *secs_out
+ * the publishing time. Returns TB_EXIT_OK when every line is in the stream, TB_EXIT_USAGE (bad
+ * input, nothing sent) or TB_EXIT_FAIL (NATS: connecting, or some lines not published, after
+ * printing the counts and which lines). |noun| names the items in messages ("events"). */
 int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
-                          const char *noun, size_t *n_out, double *secs_out);
+                          const char *noun, tb_pub_report_t *rep, double *secs_out);
 
 /* One subcommand of a command that has them (workflows, schedule, priority). */
 typedef struct tb_cli_sub {

@@ -2,6 +2,7 @@
  * with async acks. Input is validated whole before anything is sent: a bad line publishes
  * nothing. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +47,68 @@ static int line_to_req(tb_cli_t *cli, const char *file, int lineno, json_t *line
   return TB_EXIT_OK;
 }
 
+/* Lines named one by one when some were not acknowledged; a count says how many more. */
+#define FAILED_SHOWN 10
+
+/* Publishes the |n| prepared lines (their line numbers in |linenos|) and says how it went:
+ * TB_EXIT_OK when every one is in the stream, else TB_EXIT_FAIL after printing the counts and
+ * the first lines that failed, with why. */
+static int publish_prepared(tb_cli_t *cli, const tb_prepared_t *all, const int *linenos, size_t n,
+                            const char *path, const char *noun, tb_pub_report_t *rep,
+                            double *secs_out) {
+  if (n > INT_MAX)
+    return tb_cli_usage_error(cli, "%s: more than %d %s in one file", path, INT_MAX, noun);
+  tb_pub_item_t *items = calloc(n, sizeof(*items));
+  if (items == NULL) return tb_cli_usage_error(cli, "out of memory");
+  for (size_t i = 0; i < n; i++) {
+    items[i].subject = all[i].subject;
+    items[i].msg_id = all[i].id;
+    items[i].data = all[i].buf;
+    items[i].len = all[i].len;
+  }
+  tb_pub_retry_t retry;
+  tb_pub_retry_init(&retry, &cli->cfg);
+  int64_t t0 = tb_mono_us();
+  tb_status st = tb_bus_publish_batch(cli->bus, items, (int)n, &retry, rep);
+  *secs_out = (double)(tb_mono_us() - t0) / 1e6;
+  int rc = TB_EXIT_OK;
+  if (st != TB_OK) {
+    fprintf(stderr,
+            "%s: error: %lld of %zu %s not acknowledged by the stream (one whose ack was "
+            "lost may be stored all the same), %lld acknowledged (%lld new, %lld duplicates); "
+            "publishing the file again "
+            "is safe (ids deduplicate). First failure: %s\n",
+            cli->prog, (long long)rep->failed, n, noun, (long long)(rep->stored + rep->duplicates),
+            (long long)rep->stored, (long long)rep->duplicates, tb_errdetail());
+    int shown = 0;
+    for (size_t i = 0; i < n && shown < FAILED_SHOWN; i++)
+      if (items[i].st != TB_OK) {
+        fprintf(stderr, "%s: %s:%d (id %s) not acknowledged: %s\n", cli->prog, path, linenos[i],
+                all[i].id, items[i].err);
+        shown++;
+      }
+    if (rep->failed > shown)
+      fprintf(stderr, "%s: ... and %lld more not acknowledged\n", cli->prog,
+              (long long)(rep->failed - shown));
+    rc = TB_EXIT_FAIL;
+  }
+  free(items);
+  return rc;
+}
+
 int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prepare, void *arg,
-                          const char *noun, size_t *n_out, double *secs_out) {
-  *n_out = 0;
+                          const char *noun, tb_pub_report_t *rep, double *secs_out) {
+  memset(rep, 0, sizeof(*rep));
   *secs_out = 0;
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
   if (f == NULL) return tb_cli_usage_error(cli, "cannot read %s: %s", path, strerror(errno));
   size_t cap = 1024, n = 0;
   tb_prepared_t *all = malloc(cap * sizeof(*all));
+  int *linenos = malloc(cap * sizeof(*linenos)); /* for naming a line that was not published */
   char *line = NULL;
   size_t linecap = 0;
   int lineno = 0, rc = TB_EXIT_OK;
-  while (rc == TB_EXIT_OK && all != NULL && getline(&line, &linecap, f) > 0) {
+  while (rc == TB_EXIT_OK && all != NULL && linenos != NULL && getline(&line, &linecap, f) > 0) {
     lineno++;
     if (line[strspn(line, " \t\r\n")] == '\0') continue; /* blank lines are allowed */
     json_error_t jerr;
@@ -69,44 +120,29 @@ int tb_cli_publish_ndjson(tb_cli_t *cli, const char *path, tb_cli_ndjson_fn prep
     }
     if (n == cap) {
       tb_prepared_t *grown = realloc(all, cap * 2 * sizeof(*all));
-      if (grown == NULL) {
+      if (grown != NULL) all = grown;
+      int *grown_nos = grown ? realloc(linenos, cap * 2 * sizeof(*linenos)) : NULL;
+      if (grown_nos == NULL) {
         json_decref(obj);
         rc = tb_cli_usage_error(cli, "out of memory at line %d", lineno);
         break;
       }
-      all = grown;
+      linenos = grown_nos;
       cap *= 2;
     }
     rc = prepare(cli, arg, path, lineno, obj, &all[n]);
-    if (rc == TB_EXIT_OK) n++;
+    if (rc == TB_EXIT_OK) linenos[n++] = lineno;
     json_decref(obj);
   }
   free(line);
   if (f != stdin) fclose(f);
-  if (all == NULL) rc = tb_cli_usage_error(cli, "out of memory");
+  if (all == NULL || linenos == NULL) rc = tb_cli_usage_error(cli, "out of memory");
   if (rc == TB_EXIT_OK && n == 0) rc = tb_cli_usage_error(cli, "%s: no %s", path, noun);
   if (rc == TB_EXIT_OK) rc = tb_cli_connect(cli);
-  if (rc == TB_EXIT_OK) {
-    int64_t t0 = tb_mono_us(), failed = 0;
-    tb_status st = TB_OK;
-    for (size_t i = 0; i < n && st == TB_OK; i++)
-      st = tb_bus_publish_async(cli->bus, all[i].subject, all[i].id, all[i].buf, all[i].len);
-    tb_status wst = tb_bus_publish_wait(cli->bus, 60000, &failed);
-    if (st == TB_OK) st = wst;
-    *secs_out = (double)(tb_mono_us() - t0) / 1e6;
-    if (st != TB_OK || failed > 0) {
-      fprintf(stderr,
-              "%s: error: %lld of %zu %s not acknowledged%s%s; publishing the file again is "
-              "safe (ids deduplicate)\n",
-              cli->prog, (long long)failed, n, noun, st != TB_OK ? ": " : "",
-              st != TB_OK ? tb_errdetail() : "");
-      rc = TB_EXIT_FAIL;
-    } else {
-      *n_out = n;
-    }
-  }
+  if (rc == TB_EXIT_OK) rc = publish_prepared(cli, all, linenos, n, path, noun, rep, secs_out);
   for (size_t i = 0; i < n; i++) tb_prepared_free(&all[i]);
   free(all);
+  free(linenos);
   return rc;
 }
 
@@ -128,12 +164,18 @@ static int prepare_event(tb_cli_t *cli, void *arg, const char *file, int lineno,
 }
 
 static int publish_file(tb_cli_t *cli, const char *path) {
-  size_t n = 0;
+  tb_pub_report_t rep;
   double secs = 0;
-  int rc = tb_cli_publish_ndjson(cli, path, prepare_event, NULL, "events", &n, &secs);
-  if (rc == TB_EXIT_OK)
-    printf("published %zu events in %.3f s (%.0f events/s)\n", n, secs,
-           secs > 0 ? (double)n / secs : 0.0);
+  int rc = tb_cli_publish_ndjson(cli, path, prepare_event, NULL, "events", &rep, &secs);
+  if (rc != TB_EXIT_OK) return rc;
+  long long n = (long long)(rep.stored + rep.duplicates);
+  printf("published %lld events in %.3f s (%.0f events/s): %lld new, %lld duplicates, 0 failed", n,
+         secs, secs > 0 ? (double)n / secs : 0.0, (long long)rep.stored, (long long)rep.duplicates);
+  /* Acks lost with a server that went away: say so, and what the resends found. */
+  if (rep.resent > 0)
+    printf("; %lld sent again after a lost ack (%lld of them already stored), %d rounds",
+           (long long)rep.resent, (long long)rep.resent_duplicates, rep.rounds);
+  printf("\n");
   return rc;
 }
 

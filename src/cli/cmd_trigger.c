@@ -307,12 +307,13 @@ static int prepare_line(tb_cli_t *cli, void *arg, const char *file, int lineno, 
 
 static int run_batch(tb_cli_t *cli, const char *path, int expedite_all) {
   batch_t b = {.expedite_all = expedite_all};
-  size_t n = 0;
+  tb_pub_report_t rep;
   double secs = 0;
-  int rc = tb_cli_publish_ndjson(cli, path, prepare_line, &b, "workflow runs", &n, &secs);
+  int rc = tb_cli_publish_ndjson(cli, path, prepare_line, &b, "workflow runs", &rep, &secs);
   if (rc == TB_EXIT_OK) {
     for (size_t i = 0; i < b.n; i++) printf("%s %s %s\n", b.ids[i], b.tiers[i], b.names[i]);
-    fprintf(stderr, "%s: triggered %zu runs in %.3f s\n", cli->prog, n, secs);
+    fprintf(stderr, "%s: triggered %lld runs in %.3f s\n", cli->prog,
+            (long long)(rep.stored + rep.duplicates), secs);
   }
   free(b.ids);
   free(b.tiers);

@@ -264,6 +264,25 @@ static const opt_t scalar_opts[] = {
      .max = 1 * MS_H,
      .def = "10s",
      .help = "How long start-up keeps retrying an absent NATS server; 0s tries once."},
+    /* `publish --file` and `trigger --batch` publish asynchronously; acks lost with a server
+     * killed under them never come, so each publish has an ack wait of its own, and what has
+     * none by then is sent again under its id (the stream's dedupe keeps one copy). */
+    {.name = "publish_ack_wait",
+     .type = OPT_MS,
+     FIELD(tb_config_t, publish_ack_wait_ms),
+     .min = 100,
+     .max = 10 * MS_M,
+     .def = "5s",
+     .help = "A message of a batch publish (`publish --file`, `trigger --batch`) not\n"
+             "acknowledged within this is sent again under its id (the stream keeps one copy)."},
+    {.name = "publish_give_up",
+     .type = OPT_MS,
+     FIELD(tb_config_t, publish_give_up_ms),
+     .min = 1 * MS_S,
+     .max = 1 * MS_H,
+     .def = "30s",
+     .help = "A batch publish ends, exit 1, once the server has not answered for this long;\n"
+             "what has no ack by then is reported as not acknowledged."},
     {.name = "http_port",
      .type = OPT_INT,
      FIELD(tb_config_t, http_port),

@@ -102,6 +102,8 @@ typedef struct tb_config {
   int64_t commit_batch_us;         /* longest a batch stays open */
   int64_t redelivery_bound_ms;     /* AckWait: a dead worker's messages come back within it */
   int64_t nats_connect_timeout_ms; /* how long start-up keeps retrying an absent server */
+  int64_t publish_ack_wait_ms;     /* a batch publish without its ack by then is sent again */
+  int64_t publish_give_up_ms;      /* a batch publish ends after the server is silent this long */
   int http_port;                   /* the HTTP API's port (dev, api); 0 = dev serves none */
   char http_bind[64];              /* the HTTP API's IPv4 address */
   char api_token[256];             /* bearer token of every /api call; "" = none (loopback) */

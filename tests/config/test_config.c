@@ -105,6 +105,8 @@ static void test_shipped_config(void **state) {
   assert_int_equal(cfg.commit_batch_max, 256);
   assert_int_equal(cfg.commit_batch_us, 2000);
   assert_int_equal(cfg.nats_connect_timeout_ms, 10000);
+  assert_int_equal(cfg.publish_ack_wait_ms, 5000);
+  assert_int_equal(cfg.publish_give_up_ms, 30000);
   assert_int_equal(cfg.log_level, TB_LOG_INFO);
   assert_int_equal(cfg.snapshot_interval_ms, 3600000);
   assert_int_equal(cfg.snapshot_keep, 3);
@@ -183,6 +185,8 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg.commit_batch_max, 256);
   assert_int_equal(cfg.commit_batch_us, 2000);
   assert_int_equal(cfg.nats_connect_timeout_ms, 10000);
+  assert_int_equal(cfg.publish_ack_wait_ms, 5000);
+  assert_int_equal(cfg.publish_give_up_ms, 30000);
   assert_int_equal(cfg.log_level, TB_LOG_INFO);
   assert_int_equal(cfg.n_tiers, 0);
   assert_int_equal(cfg.n_event_tiers, 0);
@@ -445,6 +449,8 @@ static void test_scalar_bounds(void **state) {
       {"commit_batch_time", "0us", NULL, "1000000us", "1000001us", 0, 1000000, F(commit_batch_us)},
       {"nats_connect_timeout", "0ms", NULL, "1h", "3600001", 0, 3600000,
        F(nats_connect_timeout_ms)},
+      {"publish_ack_wait", "100ms", "99ms", "10m", "600001", 100, 600000, F(publish_ack_wait_ms)},
+      {"publish_give_up", "1s", "999ms", "1h", "3600001", 1000, 3600000, F(publish_give_up_ms)},
       {"snapshot_interval", "0s", NULL, "30d", "2592000001", 0, 2592000000LL,
        F(snapshot_interval_ms)},
       {"snapshot_keep", "1", "0", "1000", "1001", 1, 1000, F(snapshot_keep)},
