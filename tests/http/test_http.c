@@ -3,8 +3,11 @@
  * wrong token (401) and oversized headers (413), every POST endpoint a malformed body (400
  * naming "body") and an oversized one (413); unknown paths are 404, wrong methods 405; a publish
  * lands in its stream, a duplicate is told; the Prometheus text and seed 001's metrics once a
- * worker has processed the events; the refusal to serve beyond loopback without a token. The
+ * worker has processed the events, labelled by tier and domain; the refusal to serve beyond
+ * loopback without a token; the pool size (http_threads, --http-threads) and its bounds. The
  * endpoints' own behaviour is test_http_api.c's. */
+#include <dirent.h>
+
 #include "http_client.h"
 
 static const char *valid_event =
@@ -183,6 +186,80 @@ static void test_no_token_beyond_loopback(void **state) {
   tb_h_result_free(&r);
 }
 
+/* Threads of |pid| (/proc/PID/task entries). */
+static int thread_count(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* Starts `tierbus api --http-threads N`, waits for its ready line (which must say N threads) and
+ * answers the process's thread count once it has settled; the API is stopped again. */
+static int api_threads(tb_h_t *h, const char *n) {
+  tb_h_child_t api;
+  char want[64];
+  snprintf(want, sizeof(want), " with %s threads (", n);
+  tb_assert_ok(tb_h_spawn(h, &api, "api", "api", "--http-port", "0", "--http-threads", n, NULL));
+  int ready = 0;
+  for (int i = 0; i < 200 && !ready; i++) {
+    char *out = tb_h_read_file(api.out_path);
+    ready = out != NULL && strstr(out, want) != NULL;
+    free(out);
+    if (!ready) usleep(50000);
+  }
+  if (!ready) tb_h_dump_logs(h, 20);
+  assert_true(ready);
+  /* The sampler and the NATS client start their threads at start-up too: wait until the count
+   * holds still for half a second. */
+  int count = thread_count(api.pid), same = 0;
+  for (int i = 0; i < 100 && same < 5; i++) {
+    usleep(100000);
+    int now = thread_count(api.pid);
+    same = now == count ? same + 1 : 0;
+    count = now;
+  }
+  assert_int_equal(tb_h_child_term(&api, 10000), 0);
+  return count;
+}
+
+/* http_threads (config) and --http-threads: bad values exit 2 naming the option, before anything
+ * starts; a good one becomes libmicrohttpd's pool, seen as that many more threads. */
+static void test_http_threads(void **state) {
+  tb_h_t *h = *state;
+  tb_it_start_and_init(h);
+  static const struct {
+    const char *cmd, *value, *want;
+  } bad[] = {
+      {"api", "0", "--http-threads: http_threads: must be an integer between 1 and 256 (got '0')"},
+      {"api", "257", "--http-threads: http_threads: must be an integer between 1 and 256"},
+      {"api", "eight", "(got 'eight')"},
+      {"dev", "0", "--http-threads: http_threads: must be an integer between 1 and 256 (got '0')"},
+  };
+  tb_h_result_t r;
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    tb_h_tierbus(h, &r, 20000, bad[i].cmd, "--http-port", "0", "--http-threads", bad[i].value,
+                 NULL);
+    tb_assert_exit(r, 2);
+    tb_assert_contains(r.err, "config error: ");
+    tb_assert_contains(r.err, bad[i].want);
+    tb_h_result_free(&r);
+  }
+  /* The file's way in, through --set: the same table, the same message without the flag. */
+  tb_h_tierbus(h, &r, 20000, "api", "--http-port", "0", "--set", "http_threads=-1", NULL);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "config error: http_threads: must be an integer between 1 and 256");
+  tb_h_result_free(&r);
+  /* Both bounds serve; eight more pool threads are eight more threads. */
+  int one = api_threads(h, "1"), nine = api_threads(h, "9");
+  assert_int_equal(nine - one, 8);
+  api_threads(h, "256");
+}
+
 int main(void) {
   tb_h_watchdog(110);
   curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -190,6 +267,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_endpoints, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_guards_on_every_endpoint, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_no_token_beyond_loopback, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_http_threads, tb_h_setup, tb_h_teardown),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   curl_global_cleanup();
