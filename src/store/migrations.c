@@ -501,6 +501,22 @@ static const char v13_snapshot_positions[] = "CREATE TABLE snapshot_positions("
                                              "  next_seq INTEGER NOT NULL"
                                              ") STRICT, WITHOUT ROWID;";
 
+/* v14 (issue 11, Prometheus): the counters by (tier, domain), so that /metrics can label them
+ * with the domain as it does the consumers' gauges. The primary key changes, so the table is
+ * rebuilt; the rows counted before are kept under domain '' (their domain was never recorded):
+ * per-tier totals still add them up, the per-domain series start from zero. */
+static const char v14_domain_counters[] =
+    "CREATE TABLE tier_counters_v14("
+    "  tier TEXT NOT NULL,"
+    "  domain TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  value INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(tier, domain, name)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO tier_counters_v14 SELECT tier, '', name, value FROM tier_counters;"
+    "DROP TABLE tier_counters;"
+    "ALTER TABLE tier_counters_v14 RENAME TO tier_counters;";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -513,7 +529,8 @@ static const char *const migrations[] = {v1_engine,
                                          v10_dead_letter_entries,
                                          v11_prune_horizon,
                                          v12_deployment,
-                                         v13_snapshot_positions};
+                                         v13_snapshot_positions,
+                                         v14_domain_counters};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 
