@@ -48,6 +48,13 @@ typedef struct tb_cli {
   const char *log_level;   /* --log-level */
   const char *sets[32];    /* --set KEY=VALUE, any scalar config option, applied last */
   int n_sets;
+  /* A command's own flags that stand for a config option (`--http-threads N` is http_threads),
+   * from tb_cli_flag_option(): applied before --set, through the option table, so the flag and
+   * the file share one set of bounds. */
+  struct {
+    const char *flag, *key, *value; /* borrowed (argv and literals) */
+  } flag_opts[4];
+  int n_flag_opts;
   tb_config_t cfg;
   tb_catalogue_t *cat;
   tb_bus_t *bus;
@@ -74,6 +81,11 @@ int tb_cli_usage_error(const tb_cli_t *cli, const char *fmt, ...)
  * prints "PROG: OPT: expected an integer from LO to HI, got 'ARG'" and returns TB_EXIT_USAGE;
  * *out is then unchanged. */
 int tb_cli_parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, long hi, long *out);
+
+/* Records that |flag| (e.g. "--http-threads") gives config option |key| the text |value|, for
+ * tb_cli_load() to apply through the option table; a value out of the option's bounds is then
+ * refused with exit 2 and a message naming the flag and the option. All three are borrowed. */
+void tb_cli_flag_option(tb_cli_t *cli, const char *flag, const char *key, const char *value);
 
 /* Loads config (file, env, flags), validates it and loads the catalogue. Returns TB_EXIT_OK or
  * TB_EXIT_USAGE after printing what is wrong. */

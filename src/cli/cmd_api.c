@@ -11,8 +11,9 @@
 
 static void api_usage(FILE *out) {
   fprintf(out,
-          "usage: tierbus api [--http-port N] [--http-bind ADDR] [--nats-url URL] [--db FILE]\n"
-          "                   [--config FILE] [--data-dir DIR] [--log-level LEVEL]\n"
+          "usage: tierbus api [--http-port N] [--http-bind ADDR] [--http-threads N]\n"
+          "                   [--nats-url URL] [--db FILE] [--config FILE] [--data-dir DIR]\n"
+          "                   [--log-level LEVEL]\n"
           "Serves the HTTP API until SIGINT/SIGTERM (JSON in and out; see the README):\n"
           "  GET /healthz, GET /readyz, GET /metrics (Prometheus, no token)\n"
           "  POST /api/events, POST /api/execute-workflow[-with-priority]\n"
@@ -25,17 +26,19 @@ static void api_usage(FILE *out) {
           "TIERBUS_API_TOKEN) is set; without a token the API binds to loopback only.\n"
           "  --http-port N     port to listen on (config http_port, default 8080; 0 = any)\n"
           "  --http-bind ADDR  IPv4 address to listen on (config http_bind, default 127.0.0.1)\n"
+          "  --http-threads N  requests worked on at once (config http_threads, 1-256, default 8)\n"
           "example:\n"
           "  TIERBUS_API_TOKEN=s3cret tierbus api --http-bind 0.0.0.0 --http-port 8080\n");
 }
 
-enum { OPT_HTTP_PORT = OPT__COMMON_END + 1, OPT_HTTP_BIND };
+enum { OPT_HTTP_PORT = OPT__COMMON_END + 1, OPT_HTTP_BIND, OPT_HTTP_THREADS };
 
 int tb_cmd_api(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus api"};
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"http-port", required_argument, NULL, OPT_HTTP_PORT},
                                        {"http-bind", required_argument, NULL, OPT_HTTP_BIND},
+                                       {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   long port = -1; /* -1, NULL: the config's */
@@ -50,6 +53,9 @@ int tb_cmd_api(int argc, char **argv) {
       break;
     case OPT_HTTP_BIND:
       bind = optarg;
+      break;
+    case OPT_HTTP_THREADS:
+      tb_cli_flag_option(&cli, "--http-threads", "http_threads", optarg);
       break;
     case 'h':
       api_usage(stdout);
@@ -78,6 +84,7 @@ int tb_cmd_api(int argc, char **argv) {
   tb_status st = tb_http_start(&http, &(tb_http_opts_t){.bind = bind,
                                                         .port = (int)port,
                                                         .token = token,
+                                                        .threads = cli.cfg.http_threads,
                                                         .cfg = &cli.cfg,
                                                         .cat = cli.cat,
                                                         .bus = cli.bus,
@@ -87,7 +94,8 @@ int tb_cmd_api(int argc, char **argv) {
     tb_cli_close(&cli);
     return st == TB_ERR_INVALID ? TB_EXIT_USAGE : TB_EXIT_FAIL;
   }
-  printf("tierbus api: serving http://%s:%d (%s)\n", bind, tb_http_port(http),
+  printf("tierbus api: serving http://%s:%d with %d threads (%s)\n", bind, tb_http_port(http),
+         cli.cfg.http_threads,
          token[0] ? "bearer token required on /api" : "no token: loopback only");
   fflush(stdout);
   while (!tb_cli_stop) tb_sleep_us(100000);

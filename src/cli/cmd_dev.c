@@ -128,10 +128,11 @@ static int supervise(void *arg) {
 static void dev_usage(void) {
   fprintf(stderr,
           "usage: tierbus dev [--data-dir DIR] [--nats-port P] [--nats-url URL] [--demo]\n"
-          "                   [--demo-rate N] [--http-port N] [--db PATH] [--config FILE]\n"
-          "                   [--log-level LEVEL]\n"
+          "                   [--demo-rate N] [--http-port N] [--http-threads N] [--db PATH]\n"
+          "                   [--config FILE] [--log-level LEVEL]\n"
           "Serves the HTTP API and metrics on http_bind:http_port (127.0.0.1:8080; --http-port 0\n"
-          "or http_port: 0 for none), as `tierbus api` does.\n"
+          "or http_port: 0 for none) with a pool of --http-threads (config http_threads, 1-256,\n"
+          "default 8), as `tierbus api` does.\n"
           "Starts nats-server with JetStream under DIR (default ./var) unless --nats-url is given\n"
           "or a server already answers, creates the streams and consumers, and runs the workers\n"
           "for every tier until SIGINT/SIGTERM. A server it started that dies is restarted on\n"
@@ -146,10 +147,11 @@ int tb_cmd_dev(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus dev", .create_db = 1};
   int port = 0, demo = 0, demo_rate = 20;
   long http_port = -1; /* -1: the config's http_port */
-  enum { OPT_PORT = OPT__COMMON_END + 1, OPT_DEMO, OPT_DEMO_RATE, OPT_HTTP_PORT };
+  enum { OPT_PORT = OPT__COMMON_END + 1, OPT_DEMO, OPT_DEMO_RATE, OPT_HTTP_PORT, OPT_HTTP_THREADS };
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"nats-port", required_argument, NULL, OPT_PORT},
                                        {"http-port", required_argument, NULL, OPT_HTTP_PORT},
+                                       {"http-threads", required_argument, NULL, OPT_HTTP_THREADS},
                                        {"demo", no_argument, NULL, OPT_DEMO},
                                        {"demo-rate", required_argument, NULL, OPT_DEMO_RATE},
                                        {"help", no_argument, NULL, 'h'},
@@ -167,6 +169,9 @@ int tb_cmd_dev(int argc, char **argv) {
     case OPT_HTTP_PORT:
       if (tb_cli_parse_long(&cli, "--http-port", optarg, 0, 65535, &http_port) != TB_EXIT_OK)
         return TB_EXIT_USAGE;
+      break;
+    case OPT_HTTP_THREADS:
+      tb_cli_flag_option(&cli, "--http-threads", "http_threads", optarg);
       break;
     case OPT_DEMO:
       demo = 1;
@@ -280,6 +285,7 @@ int tb_cmd_dev(int argc, char **argv) {
         hs = tb_http_start(&http, &(tb_http_opts_t){.bind = cli.cfg.http_bind,
                                                     .port = (int)http_port,
                                                     .token = cli.cfg.api_token,
+                                                    .threads = cli.cfg.http_threads,
                                                     .cfg = &cli.cfg,
                                                     .cat = cli.cat,
                                                     .bus = cli.bus,

@@ -1,6 +1,7 @@
 /* Start-up shared by every command. */
 #include "cli/cli.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -78,6 +79,19 @@ int tb_cli_parse_long(tb_cli_t *cli, const char *opt, const char *arg, long lo, 
   return TB_EXIT_OK;
 }
 
+void tb_cli_flag_option(tb_cli_t *cli, const char *flag, const char *key, const char *value) {
+  /* A command has a fixed handful of such flags; repeating one replaces its value. */
+  for (int i = 0; i < cli->n_flag_opts; i++)
+    if (strcmp(cli->flag_opts[i].key, key) == 0) {
+      cli->flag_opts[i].value = value;
+      return;
+    }
+  assert(cli->n_flag_opts < (int)TB_COUNTOF(cli->flag_opts));
+  cli->flag_opts[cli->n_flag_opts].flag = flag;
+  cli->flag_opts[cli->n_flag_opts].key = key;
+  cli->flag_opts[cli->n_flag_opts++].value = value;
+}
+
 int tb_cli_load(tb_cli_t *cli) {
   tb_config_init(&cli->cfg);
   const char *path = tb_config_default_path(cli->config_path);
@@ -97,6 +111,14 @@ int tb_cli_load(tb_cli_t *cli) {
   }
   if (st == TB_OK && cli->db) st = tb_config_set(&cli->cfg, "db_path", cli->db);
   if (st == TB_OK && cli->log_level) st = tb_config_set(&cli->cfg, "log_level", cli->log_level);
+  for (int i = 0; i < cli->n_flag_opts && st == TB_OK; i++) {
+    st = tb_config_set(&cli->cfg, cli->flag_opts[i].key, cli->flag_opts[i].value);
+    if (st != TB_OK) { /* name the flag the user typed, and the option the message speaks of */
+      fprintf(stderr, "%s: config error: %s: %s\n", cli->prog, cli->flag_opts[i].flag,
+              tb_errdetail());
+      return TB_EXIT_USAGE;
+    }
+  }
   for (int i = 0; i < cli->n_sets && st == TB_OK; i++) {
     char key[64];
     const char *eq = strchr(cli->sets[i], '=');

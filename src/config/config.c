@@ -82,6 +82,9 @@ typedef struct opt {
 } opt_t;
 
 #define FIELD(T, f) .offset = offsetof(T, f), .size = sizeof(((T *)0)->f)
+/* A numeric macro's value as default text, so that a default shared with C code is written once. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Every scalar option of tb_config_t, in the order the example file lists them. */
 static const opt_t scalar_opts[] = {
@@ -297,6 +300,19 @@ static const opt_t scalar_opts[] = {
      .min = 1,
      .def = "127.0.0.1",
      .help = "IPv4 address the HTTP API listens on. Any other than loopback needs api_token."},
+    /* Why a bound on both sides: a route that waits (a publish for its stream ack) holds its pool
+     * thread, so the pool bounds the requests in progress; libmicrohttpd splits the connection
+     * limit (1024) among the threads, and past 256 a thread would serve fewer than 4
+     * connections. */
+    {.name = "http_threads",
+     .type = OPT_INT,
+     FIELD(tb_config_t, http_threads),
+     .min = 1,
+     .max = 256,
+     .def = STR(TB_HTTP_DEFAULT_THREADS),
+     .help = "Threads of the HTTP API's pool (`tierbus dev`, `tierbus api`; --http-threads):\n"
+             "the requests it works on at once, since a publish holds its thread until the\n"
+             "stream acks. More helps many concurrent publishers on more cores."},
     {.name = "api_token",
      .type = OPT_STRING,
      FIELD(tb_config_t, api_token),

@@ -18,6 +18,8 @@
 #define TB_URL_MAX 256
 #define TB_MAX_WORKFLOW_TIERS 64
 #define TB_MAX_ESC_RULES 16
+/* http_threads' default, and the HTTP server's when its caller gives none (tb_http_opts_t). */
+#define TB_HTTP_DEFAULT_THREADS 8
 
 /* One priority tier. The order of tiers in the config is the priority order: index 0 is served
  * first. */
@@ -106,6 +108,7 @@ typedef struct tb_config {
   int64_t publish_give_up_ms;      /* a batch publish ends after the server is silent this long */
   int http_port;                   /* the HTTP API's port (dev, api); 0 = dev serves none */
   char http_bind[64];              /* the HTTP API's IPv4 address */
+  int http_threads;                /* the HTTP API's thread pool: requests worked on at once */
   char api_token[256];             /* bearer token of every /api call; "" = none (loopback) */
   int log_level;                   /* tb_log_level */
   int email_workflows;             /* seed 001: 1 sends client journey emails, 0 skips them */

@@ -262,6 +262,7 @@ static void *fetch_loop(void *arg) {
       }
       w->msg = f->buf[i];
       w->tier = f->tier;
+      w->domain = f->domain;
       w->ready_mono_us = w->progress_mono_us = now;
       q_push(q, w);
       d->ready_total++;
@@ -367,15 +368,15 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
     return NULL;
   }
   int inv = tb_dispatch_audit(d->cfg, heads, now, &c);
-  if (inv > 0) {
-    d->inversions += inv;
-    tb_engine_note_inversion(d->engine, c.tier);
-    TB_LOG(TB_LOG_WARN, "dispatch", "priority inversion: served %s (effective %s) over %d better",
-           d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
-  }
   ready_queue_t *q = &d->queues[c.tier];
   tb_work_t *w = q_pop(q);
   d->ready_total--;
+  if (inv > 0) { /* counted under the domain of the message served */
+    d->inversions += inv;
+    tb_engine_note_inversion(d->engine, c.tier, w->domain);
+    TB_LOG(TB_LOG_WARN, "dispatch", "priority inversion: served %s (effective %s) over %d better",
+           d->cfg->tiers[c.tier].name, d->cfg->tiers[c.eff_tier].name, inv);
+  }
   /* Only at the free counts a fetcher waits for (fetch_threshold: 1, or half the tier), and
    * when the tier is empty: a wake per message would wake every domain's fetcher for nothing.
    * Under the worker's overall cap any tier's fetcher may be waiting for this slot. */
@@ -561,6 +562,7 @@ static void on_max_deliveries(natsConnection *nc, natsSubscription *sub, natsMsg
       (w = calloc(1, sizeof(*w))) != NULL) {
     w->msg = m;
     w->tier = w->eff_tier = f->tier;
+    w->domain = f->domain;
     w->reason = "orphan";
     w->orphan = 1;
     snprintf(w->orphan_stream, sizeof(w->orphan_stream), "%s", stream);

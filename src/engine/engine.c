@@ -15,9 +15,13 @@
 #include "engine/relay.h"
 #include "store/dlq.h"
 
-enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C__COUNT };
-static const char *counter_names[C__COUNT] = {"processed", "failed", "dead", "redelivered",
-                                              "inversions"};
+enum { C_PROCESSED, C_FAILED, C_DEAD, C_DUPLICATE, C_INVERSIONS, C_REDELIVERIES, C__COUNT };
+static const char *counter_names[C__COUNT] = {"processed",   "failed",     "dead",
+                                              "redelivered", "inversions", "redeliveries"};
+
+/* The counters' domain slot: cfg->domains order, and one more for a message whose domain is not
+ * known (a work item the dispatcher did not make), stored under domain "". */
+#define NO_DOMAIN TB_MAX_DOMAINS
 
 struct tb_engine {
   const tb_config_t *cfg;
@@ -25,8 +29,8 @@ struct tb_engine {
   tb_store_t *store;
   tb_bus_t *bus;
   tb_handler_lookup_fn handlers;
-  /* Deltas of the open batch, flushed into the store with it. */
-  int64_t batch_counters[TB_MAX_TIERS][C__COUNT];
+  /* Deltas of the open batch by (tier, domain slot), flushed into the store with it. */
+  int64_t batch_counters[TB_MAX_TIERS][TB_MAX_DOMAINS + 1][C__COUNT];
   int batch_emitted; /* a handler of the open batch wrote outbox rows */
   tb_relay_t *relay; /* borrowed; kicked after a commit with follow-ups; may be NULL */
   int replay;        /* tb_engine_set_replay */
@@ -102,6 +106,23 @@ void tb_engine_set_relay(tb_engine_t *e, tb_relay_t *relay) {
 void tb_engine_set_replay(tb_engine_t *e, int on, tb_handler_safe_fn force) {
   e->replay = on;
   e->force = on ? force : NULL;
+}
+
+/* Domain slot of a (tier, domain index) pair: the index when it names a configured domain. */
+static int domain_slot(const tb_engine_t *e, int domain) {
+  return domain >= 0 && domain < e->cfg->n_domains ? domain : NO_DOMAIN;
+}
+
+/* The open batch's counter |c| for |w|'s tier and domain. */
+static int64_t *counter(tb_engine_t *e, const tb_work_t *w, int c) {
+  return &e->batch_counters[w->tier][domain_slot(e, w->domain)][c];
+}
+
+/* The open batch's counter |c| of |tier|, summed over its domains (for the process totals). */
+static int64_t tier_count(const tb_engine_t *e, int tier, int c) {
+  int64_t n = 0;
+  for (int d = 0; d <= TB_MAX_DOMAINS; d++) n += e->batch_counters[tier][d][c];
+  return n;
 }
 
 tb_status tb_engine_begin(tb_engine_t *e) {
@@ -229,7 +250,7 @@ static tb_status dead_letter(tb_engine_t *e, tb_work_t *w, const position_t *pos
   /* An over-long id is logged cut: the entry has it whole. */
   TB_LOG(TB_LOG_WARN, "engine", "dead-lettered %.200s (%s, %s) on %s: %s", msg_id, event_type,
          tb_dlq_class_name(cls), subj, reason);
-  e->batch_counters[w->tier][C_DEAD]++;
+  (*counter(e, w, C_DEAD))++;
   w->fate = TB_FATE_TERM;
   return TB_OK;
 }
@@ -316,7 +337,7 @@ static tb_status handler_failed(tb_engine_t *e, tb_work_t *w, const position_t *
   const tb_tier_config_t *tier = &e->cfg->tiers[w->tier];
   char reason[1200];
   snprintf(reason, sizeof(reason), "%s: %s", tb_strerror(hst), tb_errdetail());
-  e->batch_counters[w->tier][C_FAILED]++;
+  (*counter(e, w, C_FAILED))++;
   if (hst == TB_ERR_INVALID || pos->deliveries >= (uint64_t)tier->max_deliver) {
     char why[1300];
     if (hst == TB_ERR_INVALID)
@@ -347,7 +368,7 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
   st = tb_store_claim(e->store, &r, &fresh);
   w->forced = st == TB_OK && !fresh && e->force != NULL && e->force(d->def->handler);
   if (st == TB_OK && !fresh && !w->forced) {
-    e->batch_counters[w->tier][C_DUPLICATE]++;
+    (*counter(e, w, C_DUPLICATE))++;
     return tb_store_release(e->store);
   }
   if (st != TB_OK) return st;
@@ -366,7 +387,7 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
     st = tb_store_release(e->store);
     if (st == TB_OK) {
       w->applied = 1;
-      e->batch_counters[w->tier][C_PROCESSED]++;
+      (*counter(e, w, C_PROCESSED))++;
     }
     return st;
   }
@@ -406,6 +427,9 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
     pos = (position_t){w->orphan_stream, w->orphan_seq, w->orphan_deliveries};
   else if (meta)
     pos = (position_t){meta->Stream, meta->Sequence.Stream, meta->NumDelivered};
+  /* The server sent it again (a nak, a lapsed lease, a worker that died), whatever comes of it
+   * now. An orphan is not a delivery but a read-back of one already counted. */
+  if (!w->orphan && pos.deliveries > 1) (*counter(e, w, C_REDELIVERIES))++;
 
   if (decode_or_dead_letter(e, w, &pos, &id, idbuf, sizeof(idbuf), &d, &st)) {
     tb_handler_fn fn = w->orphan ? NULL : e->handlers(d.def->handler);
@@ -429,10 +453,14 @@ tb_status tb_engine_apply(tb_engine_t *e, tb_work_t *w) {
 static tb_status flush_figures(tb_engine_t *e, int with_hists) {
   tb_status st = TB_OK;
   for (int t = 0; t < e->cfg->n_tiers && st == TB_OK; t++) {
-    for (int c = 0; c < C__COUNT && st == TB_OK; c++)
-      if (e->batch_counters[t][c] != 0)
-        st = tb_store_counter_add(e->store, e->cfg->tiers[t].name, counter_names[c],
-                                  e->batch_counters[t][c]);
+    for (int d = 0; d <= TB_MAX_DOMAINS && st == TB_OK; d++) {
+      if (d >= e->cfg->n_domains && d != NO_DOMAIN) continue;
+      const char *domain = d == NO_DOMAIN ? "" : e->cfg->domains[d];
+      for (int c = 0; c < C__COUNT && st == TB_OK; c++)
+        if (e->batch_counters[t][d][c] != 0)
+          st = tb_store_counter_add(e->store, e->cfg->tiers[t].name, domain, counter_names[c],
+                                    e->batch_counters[t][d][c]);
+    }
     if (with_hists && st == TB_OK && e->pending_start[t].total > 0)
       st = tb_store_hist_merge(e->store, e->cfg->tiers[t].name, "start", &e->pending_start[t]);
     if (with_hists && st == TB_OK && e->pending_commit[t].total > 0)
@@ -467,10 +495,10 @@ tb_status tb_engine_commit(tb_engine_t *e, tb_work_t *const *items, int n) {
 
   pthread_mutex_lock(&e->mu);
   for (int t = 0; t < e->cfg->n_tiers; t++) {
-    e->totals[t].processed += e->batch_counters[t][C_PROCESSED];
-    e->totals[t].failed += e->batch_counters[t][C_FAILED];
-    e->totals[t].dead += e->batch_counters[t][C_DEAD];
-    e->totals[t].duplicates += e->batch_counters[t][C_DUPLICATE];
+    e->totals[t].processed += tier_count(e, t, C_PROCESSED);
+    e->totals[t].failed += tier_count(e, t, C_FAILED);
+    e->totals[t].dead += tier_count(e, t, C_DEAD);
+    e->totals[t].duplicates += tier_count(e, t, C_DUPLICATE);
   }
   e->last_commit_us = tb_wall_us();
   e->commits++;
@@ -494,8 +522,8 @@ void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n) {
   }
 }
 
-void tb_engine_note_inversion(tb_engine_t *e, int tier) {
-  e->batch_counters[tier][C_INVERSIONS]++;
+void tb_engine_note_inversion(tb_engine_t *e, int tier, int domain) {
+  e->batch_counters[tier][domain_slot(e, domain)][C_INVERSIONS]++;
 }
 
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w) {

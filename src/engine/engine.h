@@ -27,6 +27,8 @@ typedef enum tb_fate {
 typedef struct tb_work {
   natsMsg *msg;             /* owned by the work item until tb_engine_settle() */
   int tier;                 /* index of the tier it was delivered on */
+  int domain;               /* index in cfg->domains of the consumer it came from; its counters
+                             * are kept under that domain (out of range: under none) */
   int eff_tier;             /* tier it was served as after aging */
   int boost;                /* tier - eff_tier */
   const char *reason;       /* static text: why it was dispatched now */
@@ -110,8 +112,9 @@ void tb_engine_abort(tb_engine_t *e, tb_work_t *const *items, int n);
 /* Acks, naks or terminates the message as its fate says, and destroys it. */
 void tb_engine_settle(tb_engine_t *e, tb_work_t *w);
 
-/* Counts one dispatch-time inversion for |tier| (stored with the next commit). */
-void tb_engine_note_inversion(tb_engine_t *e, int tier);
+/* Counts one dispatch-time inversion for |tier|, under the domain (index in cfg->domains) of the
+ * message served; stored with the next commit. */
+void tb_engine_note_inversion(tb_engine_t *e, int tier, int domain);
 
 /* Copies this process's per-tier figures (thread-safe). */
 void tb_engine_tier_stats(tb_engine_t *e, int tier, tb_engine_tier_stats_t *out);

@@ -16,8 +16,6 @@
 
 typedef struct tb_http tb_http_t;
 
-#define TB_HTTP_DEFAULT_THREADS 8
-
 typedef struct tb_http_opts {
   const char *bind; /* address to listen on; NULL = 127.0.0.1 */
   int port;         /* 0 = any free port (tb_http_port() tells which) */
@@ -28,7 +26,7 @@ typedef struct tb_http_opts {
   size_t max_headers; /* bytes of request line and headers; more get 413. 0 (or more than
                        * 16 KiB) = 16 KiB */
   /* Requests in progress at once: each waits on its thread (a publish for the stream's ack).
-   * 0 = TB_HTTP_DEFAULT_THREADS. */
+   * 0 = TB_HTTP_DEFAULT_THREADS (config.h, the default of config http_threads). */
   int threads;
   /* Borrowed, must outlive the server. The store is used under the server's own lock; the bus
    * may be NULL (then publishing answers 503 and /readyz says NATS is down). */

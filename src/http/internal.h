@@ -133,9 +133,11 @@ void tb__http_put(tb_http_text_t *t, const char *fmt, ...) __attribute__((format
 /* ---------------------------------------------------------------- figures (routes.c) */
 
 /* One tier's figures: the store's counters and histograms (every worker sharing the database),
- * and its consumers' on the server, per domain (cfg->domains order) and summed. */
+ * its counters per domain, and its consumers' figures on the server, per domain and summed; the
+ * per-domain arrays are in cfg->domains order. */
 typedef struct tb_http_tier_figures {
   tb_store_tier_stats_t s;
+  tb_store_counters_t d_counts[TB_MAX_DOMAINS];
   int have_queue; /* every domain's consumer answered */
   uint64_t pending, in_flight, redelivered;
   int have_domain[TB_MAX_DOMAINS];

@@ -30,9 +30,15 @@ tb_http_tier_figures_t *tb__http_figures(tb_http_t *h, tb_http_resp_t *resp) {
     return NULL;
   }
   tb_status st = TB_OK;
+  const char *domains[TB_MAX_DOMAINS];
+  for (int d = 0; d < cfg->n_domains; d++) domains[d] = cfg->domains[d];
   pthread_mutex_lock(&h->store_mu);
-  for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++)
+  for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     st = tb_store_tier_stats(h->o.store, cfg->tiers[t].name, &f[t].s);
+    if (st == TB_OK)
+      st = tb_store_tier_domain_counters(h->o.store, cfg->tiers[t].name, domains, cfg->n_domains,
+                                         f[t].d_counts);
+  }
   pthread_mutex_unlock(&h->store_mu);
   if (st != TB_OK) {
     tb__http_error(resp, 500, NULL, "reading the figures: %s", tb_errdetail());
@@ -190,13 +196,18 @@ static void get_jobs_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_res
 
 #define put tb__http_put
 
-/* A counter family over the tiers. */
+/* A counter family over (tier, domain): every tier of the config times every domain of the
+ * catalogue, a pair that never counted anything as 0, so that the series exist from the start
+ * and a rate over them needs no absent-series special case. |field| is the offset of the value
+ * in tb_store_counters_t. */
 static void counter(tb_http_text_t *t, const tb_http_t *h, const tb_http_tier_figures_t *f,
                     const char *name, const char *help, size_t field) {
+  const tb_config_t *cfg = h->o.cfg;
   put(t, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
-  for (int i = 0; i < h->o.cfg->n_tiers; i++)
-    put(t, "%s{tier=\"%s\"} %lld\n", name, h->o.cfg->tiers[i].name,
-        (long long)*(const int64_t *)((const char *)&f[i].s + field));
+  for (int i = 0; i < cfg->n_tiers; i++)
+    for (int d = 0; d < cfg->n_domains; d++)
+      put(t, "%s{tier=\"%s\",domain=\"%s\"} %lld\n", name, cfg->tiers[i].name, cfg->domains[d],
+          (long long)*(const int64_t *)((const char *)&f[i].d_counts[d] + field));
 }
 
 /* A histogram family over the tiers, in seconds, with a bucket at each power-of-two microsecond
@@ -249,21 +260,28 @@ static void get_metrics(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
   tb_http_tier_figures_t *f = tb__http_figures(h, resp);
   if (f == NULL) return;
   tb_http_text_t t = {0};
-#define S_FIELD(m) offsetof(tb_http_tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
+#define C_FIELD(m) offsetof(tb_store_counters_t, m)
   counter(&t, h, f, "tierbus_events_processed_total", "Events applied by a handler.",
-          S_FIELD(processed));
+          C_FIELD(processed));
   counter(&t, h, f, "tierbus_events_failed_total",
-          "Handler attempts that failed (each retried attempt counts).", S_FIELD(failed));
+          "Handler attempts that failed (each retried attempt counts).", C_FIELD(failed));
   counter(&t, h, f, "tierbus_events_dead_lettered_total", "Events given up for good (DLQ).",
-          S_FIELD(dead));
+          C_FIELD(dead));
+  counter(&t, h, f, "tierbus_events_redelivered_total",
+          "Deliveries that were not an event's first (after a nak, a lapsed lease or a worker "
+          "that stopped), whatever came of them.",
+          C_FIELD(redeliveries));
   counter(&t, h, f, "tierbus_events_duplicate_total",
           "Deliveries of an event already processed (a redelivery absorbed, no second effect).",
-          S_FIELD(redelivered));
+          C_FIELD(redelivered));
   counter(&t, h, f, "tierbus_events_stale_total",
-          "Events ignored as older than what was already applied for their key.", S_FIELD(stale));
+          "Events ignored as older than what was already applied for their key.", C_FIELD(stale));
   counter(&t, h, f, "tierbus_priority_inversions_total",
-          "Dispatches that served a tier while a better one waited (target 0).",
-          S_FIELD(inversions));
+          "Dispatches that served a tier while a better one waited (target 0), by the domain of "
+          "the event served.",
+          C_FIELD(inversions));
+#undef C_FIELD
+#define S_FIELD(m) offsetof(tb_http_tier_figures_t, s) + offsetof(tb_store_tier_stats_t, m)
   histogram(&t, h, f, "tierbus_publish_to_start_seconds", "From publish to the handler's start.",
             S_FIELD(start));
   histogram(&t, h, f, "tierbus_publish_to_commit_seconds", "From publish to the commit.",

@@ -71,8 +71,8 @@
   X(DLQ_UNCLAIM, "DELETE FROM processed WHERE msg_id = ?1 AND outcome = 'dead'")                   \
   X(DLQ_REPLAYED, "UPDATE dead_letters SET replays = replays + 1, replayed_us = ?2 "               \
                   "WHERE msg_id = ?1 RETURNING replays")                                           \
-  X(COUNTER_ADD, "INSERT INTO tier_counters(tier, name, value) VALUES(?1, ?2, ?3) "                \
-                 "ON CONFLICT(tier, name) DO UPDATE SET value = value + excluded.value")           \
+  X(COUNTER_ADD, "INSERT INTO tier_counters(tier, domain, name, value) VALUES(?1, ?2, ?3, ?4) "    \
+                 "ON CONFLICT(tier, domain, name) DO UPDATE SET value = value + excluded.value")   \
   X(HIST_BUCKET_ADD,                                                                               \
     "INSERT INTO latency_hist(tier, kind, bucket, count) VALUES(?1, ?2, ?3, ?4) "                  \
     "ON CONFLICT(tier, kind, bucket) DO UPDATE SET count = count + excluded.count")                \
@@ -80,7 +80,8 @@
     "INSERT INTO latency_summary(tier, kind, total, max_us) VALUES(?1, ?2, ?3, ?4) "               \
     "ON CONFLICT(tier, kind) DO UPDATE SET total = total + excluded.total, "                       \
     "max_us = max(max_us, excluded.max_us)")                                                       \
-  X(STATS_COUNTERS, "SELECT name, value FROM tier_counters WHERE tier = ?1")                       \
+  X(STATS_COUNTERS, "SELECT name, sum(value) FROM tier_counters WHERE tier = ?1 GROUP BY name")    \
+  X(STATS_DOMAIN_COUNTERS, "SELECT domain, name, value FROM tier_counters WHERE tier = ?1")        \
   X(STATS_BUCKETS, "SELECT kind, bucket, count FROM latency_hist WHERE tier = ?1")                 \
   X(STATS_SUMMARY, "SELECT kind, total, max_us FROM latency_summary WHERE tier = ?1")              \
   X(MEMBERSHIP_VERSION, "SELECT present, occurred_us, stream, seq "                                \

@@ -501,15 +501,31 @@ static const char v13_snapshot_positions[] = "CREATE TABLE snapshot_positions("
                                              "  next_seq INTEGER NOT NULL"
                                              ") STRICT, WITHOUT ROWID;";
 
-/* v14 (issue 9): SQLite 3.40 evaluates a CHECK's IN list of three or more values through a
+/* v14 (issue 11, Prometheus): the counters by (tier, domain), so that /metrics can label them
+ * with the domain as it does the consumers' gauges. The primary key changes, so the table is
+ * rebuilt; the rows counted before are kept under domain '' (their domain was never recorded):
+ * per-tier totals still add them up, the per-domain series start from zero. */
+static const char v14_domain_counters[] =
+    "CREATE TABLE tier_counters_v14("
+    "  tier TEXT NOT NULL,"
+    "  domain TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  value INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY(tier, domain, name)"
+    ") STRICT, WITHOUT ROWID;"
+    "INSERT INTO tier_counters_v14 SELECT tier, '', name, value FROM tier_counters;"
+    "DROP TABLE tier_counters;"
+    "ALTER TABLE tier_counters_v14 RENAME TO tier_counters;";
+
+/* v15 (issue 9): SQLite 3.40 evaluates a CHECK's IN list of three or more values through a
  * temporary b-tree built for every row written (OpenEphemeral: a pager, a page cache and three
  * inserts), which cost 5 us of the 7 of a processed-record insert. The tables written per event
  * or per workflow step say the same thing with OR chains, which are plain comparisons. SQLite
  * cannot alter a CHECK, so each table is rebuilt (once; the processed records are pruned, so the
  * copy is bounded) with its indexes. The other tables keep their IN lists: they are written per
  * operator command or per batch, not per event. */
-static const char v14_checks_without_ephemeral_tables[] =
-    "CREATE TABLE processed_v14("
+static const char v15_checks_without_ephemeral_tables[] =
+    "CREATE TABLE processed_v15("
     "  msg_id TEXT PRIMARY KEY NOT NULL,"
     "  event_type TEXT,"
     "  tier TEXT,"
@@ -524,11 +540,11 @@ static const char v14_checks_without_ephemeral_tables[] =
     "  committed_us INTEGER NOT NULL,"
     "  outcome TEXT NOT NULL CHECK(outcome = 'applied' OR outcome = 'dead' OR outcome = 'stale')"
     ") STRICT, WITHOUT ROWID;"
-    "INSERT INTO processed_v14 SELECT * FROM processed;"
+    "INSERT INTO processed_v15 SELECT * FROM processed;"
     "DROP TABLE processed;"
-    "ALTER TABLE processed_v14 RENAME TO processed;"
+    "ALTER TABLE processed_v15 RENAME TO processed;"
 
-    "CREATE TABLE tracked_repositories_v14("
+    "CREATE TABLE tracked_repositories_v15("
     "  repository_id TEXT PRIMARY KEY NOT NULL,"
     "  priority TEXT NOT NULL DEFAULT 'medium'"
     "    CHECK(priority = 'high' OR priority = 'medium' OR priority = 'low'),"
@@ -541,13 +557,13 @@ static const char v14_checks_without_ephemeral_tables[] =
     "  marked_low INTEGER NOT NULL DEFAULT 0 CHECK(marked_low IN (0, 1)),"
     "  updated_at INTEGER NOT NULL"
     ") STRICT;"
-    "INSERT INTO tracked_repositories_v14 SELECT * FROM tracked_repositories;"
+    "INSERT INTO tracked_repositories_v15 SELECT * FROM tracked_repositories;"
     "DROP TABLE tracked_repositories;"
-    "ALTER TABLE tracked_repositories_v14 RENAME TO tracked_repositories;"
+    "ALTER TABLE tracked_repositories_v15 RENAME TO tracked_repositories;"
     "CREATE INDEX idx_tracked_repos_workspace_priority"
     "  ON tracked_repositories(is_workspace_repo, priority, tracking_enabled);"
 
-    "CREATE TABLE workflows_v14("
+    "CREATE TABLE workflows_v15("
     "  id TEXT PRIMARY KEY CHECK(id <> ''),"
     "  name TEXT NOT NULL,"
     "  domain TEXT NOT NULL,"
@@ -568,9 +584,9 @@ static const char v14_checks_without_ephemeral_tables[] =
     "  updated_us INTEGER NOT NULL,"
     "  finished_us INTEGER"
     ") STRICT;"
-    "INSERT INTO workflows_v14 SELECT * FROM workflows;"
+    "INSERT INTO workflows_v15 SELECT * FROM workflows;"
     "DROP TABLE workflows;"
-    "ALTER TABLE workflows_v14 RENAME TO workflows;"
+    "ALTER TABLE workflows_v15 RENAME TO workflows;"
     "CREATE INDEX workflows_status ON workflows(status, updated_us);"
     "CREATE INDEX workflows_name ON workflows(name, created_us);";
 
@@ -587,7 +603,8 @@ static const char *const migrations[] = {v1_engine,
                                          v11_prune_horizon,
                                          v12_deployment,
                                          v13_snapshot_positions,
-                                         v14_checks_without_ephemeral_tables};
+                                         v14_domain_counters,
+                                         v15_checks_without_ephemeral_tables};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

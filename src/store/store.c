@@ -475,18 +475,21 @@ tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *even
  * Counters and histograms
  * --------------------------------------------------------------------------------------------- */
 
-tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *name, int64_t delta) {
-  if (tier == NULL || tier[0] == '\0' || name == NULL || name[0] == '\0')
-    return tb__fail(TB_ERR_INVALID, "counter add: empty tier or counter name ('%s', '%s')",
-                    tier ? tier : "", name ? name : "");
+tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *domain,
+                               const char *name, int64_t delta) {
+  if (tier == NULL || tier[0] == '\0' || name == NULL || name[0] == '\0' || domain == NULL)
+    return tb__fail(TB_ERR_INVALID,
+                    "counter add: empty tier or counter name, or no domain ('%s', '%s', '%s')",
+                    tier ? tier : "", domain ? domain : "(null)", name ? name : "");
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_COUNTER_ADD);
   sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
-  sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
-  sqlite3_bind_int64(stmt, 3, delta);
+  sqlite3_bind_text(stmt, 2, domain, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 3, name, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 4, delta);
   int rc = sqlite3_step(stmt);
   tb_status s = rc == SQLITE_DONE ? TB_OK
-                                  : tb__store_fail(st->db, rc, "counter add %s.%s %+lld", tier,
-                                                   name, (long long)delta);
+                                  : tb__store_fail(st->db, rc, "counter add %s/%s.%s %+lld", tier,
+                                                   domain, name, (long long)delta);
   tb__stmt_done(stmt);
   return s;
 }
@@ -541,20 +544,46 @@ tb_status tb_store_hist_merge(tb_store_t *st, const char *tier, const char *kind
   return exec_stmt(st, TB__ST_HIST_RELEASE, "histogram merge: release");
 }
 
-static void set_counter(tb_store_tier_stats_t *out, const char *name, int64_t v) {
+/* Adds |v| to the field of |out| that counter |name| is stored as; an unknown name (a newer
+ * build's counter) is left out. */
+static void add_counter(tb_store_counters_t *out, const char *name, int64_t v) {
   static const struct {
     const char *name;
     size_t off;
   } fields[] = {
-      {"processed", offsetof(tb_store_tier_stats_t, processed)},
-      {"failed", offsetof(tb_store_tier_stats_t, failed)},
-      {"dead", offsetof(tb_store_tier_stats_t, dead)},
-      {"inversions", offsetof(tb_store_tier_stats_t, inversions)},
-      {"redelivered", offsetof(tb_store_tier_stats_t, redelivered)},
-      {"stale", offsetof(tb_store_tier_stats_t, stale)},
+      {"processed", offsetof(tb_store_counters_t, processed)},
+      {"failed", offsetof(tb_store_counters_t, failed)},
+      {"dead", offsetof(tb_store_counters_t, dead)},
+      {"inversions", offsetof(tb_store_counters_t, inversions)},
+      {"redelivered", offsetof(tb_store_counters_t, redelivered)},
+      {"redeliveries", offsetof(tb_store_counters_t, redeliveries)},
+      {"stale", offsetof(tb_store_counters_t, stale)},
   };
   for (size_t i = 0; i < TB_COUNTOF(fields); i++)
-    if (strcmp(fields[i].name, name) == 0) *(int64_t *)((char *)out + fields[i].off) = v;
+    if (strcmp(fields[i].name, name) == 0) *(int64_t *)((char *)out + fields[i].off) += v;
+}
+
+tb_status tb_store_tier_domain_counters(tb_store_t *st, const char *tier,
+                                        const char *const *domains, int n,
+                                        tb_store_counters_t *out) {
+  memset(out, 0, (size_t)n * sizeof(*out));
+  int rc;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_STATS_DOMAIN_COUNTERS);
+  sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *domain = (const char *)sqlite3_column_text(stmt, 0);
+    const char *name = (const char *)sqlite3_column_text(stmt, 1);
+    if (domain == NULL || name == NULL) continue;
+    /* A linear match: a catalogue has a handful of domains (TB_MAX_DOMAINS at most). */
+    for (int d = 0; d < n; d++)
+      if (strcmp(domains[d], domain) == 0)
+        add_counter(&out[d], name, sqlite3_column_int64(stmt, 2));
+  }
+  tb_status s = rc == SQLITE_DONE
+                    ? TB_OK
+                    : tb__store_fail(st->db, rc, "tier stats %s: counters by domain", tier);
+  tb__stmt_done(stmt);
+  return s;
 }
 
 static tb_hist_t *hist_of(tb_store_tier_stats_t *out, const char *kind) {
@@ -567,16 +596,24 @@ static tb_hist_t *hist_of(tb_store_tier_stats_t *out, const char *kind) {
 tb_status tb_store_tier_stats(tb_store_t *st, const char *tier, tb_store_tier_stats_t *out) {
   memset(out, 0, sizeof(*out));
   int rc;
+  tb_store_counters_t c = {0};
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_STATS_COUNTERS);
   sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     const char *name = (const char *)sqlite3_column_text(stmt, 0);
-    if (name) set_counter(out, name, sqlite3_column_int64(stmt, 1));
+    if (name) add_counter(&c, name, sqlite3_column_int64(stmt, 1));
   }
   tb_status s =
       rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "tier stats %s: counters", tier);
   tb__stmt_done(stmt);
   if (s != TB_OK) return s;
+  out->processed = c.processed;
+  out->failed = c.failed;
+  out->dead = c.dead;
+  out->inversions = c.inversions;
+  out->redelivered = c.redelivered;
+  out->redeliveries = c.redeliveries;
+  out->stale = c.stale;
 
   stmt = tb__stmt(st, TB__ST_STATS_BUCKETS);
   sqlite3_bind_text(stmt, 1, tier, -1, SQLITE_STATIC);

@@ -109,18 +109,40 @@ tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *even
 
 /* Dead-letter entries are written and read through store/dlq.h. */
 
-/* Adds |delta| to the named per-tier counter ("processed", "failed", "dead", "inversions",
- * "redelivered", "stale"). */
-tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *name, int64_t delta);
+/* Adds |delta| to the named counter of (|tier|, |domain|): "processed", "failed", "dead",
+ * "inversions", "redelivered", "redeliveries" or "stale" (tb_store_counters_t says what each
+ * counts). |domain| is the catalogue domain of the stream the message came from, "" when it is
+ * not known. TB_ERR_INVALID for an empty tier or name, or a NULL domain. */
+tb_status tb_store_counter_add(tb_store_t *st, const char *tier, const char *domain,
+                               const char *name, int64_t delta);
+
+/* The counters of a tier or of one (tier, domain). */
+typedef struct tb_store_counters {
+  int64_t processed;    /* applied by a handler */
+  int64_t failed;       /* handler attempts that failed (each retried attempt counts) */
+  int64_t dead;         /* dead-lettered */
+  int64_t inversions;   /* dispatches that served this tier while a better one waited */
+  int64_t redelivered;  /* deliveries of a message already processed: absorbed, no effect */
+  int64_t redeliveries; /* deliveries that were not a message's first, whatever came of them */
+  int64_t stale;        /* ignored as older than what was applied for their key */
+} tb_store_counters_t;
+
+/* Fills out[i] with the counters of (|tier|, domains[i]) for each of the |n| domains (zeroes
+ * where nothing was recorded). Counts of other domains, and those recorded without one (a
+ * database from before the domain was kept), are in tb_store_tier_stats()'s totals only. */
+tb_status tb_store_tier_domain_counters(tb_store_t *st, const char *tier,
+                                        const char *const *domains, int n,
+                                        tb_store_counters_t *out);
 
 /* Merges a latency histogram for (tier, kind) into the stored one. kind is "start" (publish to
  * handler start) or "commit" (publish to commit). Empty histograms are a no-op. */
 tb_status tb_store_hist_merge(tb_store_t *st, const char *tier, const char *kind,
                               const tb_hist_t *h);
 
-/* Per-tier figures for `tierbus stats`, summed over every worker process that shares the file. */
+/* Per-tier figures for `tierbus stats`, summed over every worker process that shares the file
+ * and over the tier's domains. The counters mean what tb_store_counters_t's do. */
 typedef struct tb_store_tier_stats {
-  int64_t processed, failed, dead, inversions, redelivered, stale;
+  int64_t processed, failed, dead, inversions, redelivered, redeliveries, stale;
   tb_hist_t start;  /* publish -> handler start */
   tb_hist_t commit; /* publish -> commit */
 } tb_store_tier_stats_t;

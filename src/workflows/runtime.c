@@ -413,8 +413,24 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   json_decref(input);
   if (input_text == NULL) return tb__fail(TB_ERR_NOMEM, "command input");
 
+  /* The id is unique per attempt: the command stream dedupes by it (Nats-Msg-Id), a service
+   * treats it as an idempotency key, and the reply finds its wait by it. A retry by hand
+   * (tb_wf_retry) starts the attempts at 1 again, so its rounds carry their number: without it
+   * the retried command was dropped as a duplicate of the failed one, or answered by that one's
+   * late reply. */
+  tb_wf_context_t wfc;
+  int have_ctx = 0;
+  s = tb_store_wf_context_get(sp->ctx->store, sp->row.id, &wfc, &have_ctx);
+  if (s != TB_OK) {
+    free(input_text);
+    return s;
+  }
   char cmd_id[TB_ID_MAX + 96], subject[200];
-  snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d", sp->row.id, st->name, sp->row.attempt);
+  if (have_ctx && wfc.retries > 0)
+    snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d:r%d", sp->row.id, st->name, sp->row.attempt,
+             wfc.retries);
+  else
+    snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d", sp->row.id, st->name, sp->row.attempt);
   snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", st->service, st->action);
   int64_t deadline = tb_wall_us() + timeout_ms * 1000;
   Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;

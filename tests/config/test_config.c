@@ -110,6 +110,7 @@ static void test_shipped_config(void **state) {
   assert_int_equal(cfg.log_level, TB_LOG_INFO);
   assert_int_equal(cfg.snapshot_interval_ms, 3600000);
   assert_int_equal(cfg.snapshot_keep, 3);
+  assert_int_equal(cfg.http_threads, TB_HTTP_DEFAULT_THREADS);
 
   /* The design's tier table (seed 000 timeouts and concurrency, seed 001 job priorities). */
   static const struct {
@@ -188,6 +189,8 @@ static void test_defaults(void **state) {
   assert_int_equal(cfg.publish_ack_wait_ms, 5000);
   assert_int_equal(cfg.publish_give_up_ms, 30000);
   assert_int_equal(cfg.log_level, TB_LOG_INFO);
+  assert_int_equal(cfg.http_threads, 8); /* the constant it replaced, and the server's default */
+  assert_int_equal(TB_HTTP_DEFAULT_THREADS, 8);
   assert_int_equal(cfg.n_tiers, 0);
   assert_int_equal(cfg.n_event_tiers, 0);
   assert_int_equal(cfg.n_presets, 0);
@@ -263,6 +266,11 @@ static void test_errors_keys_and_values(void **state) {
   expect_load_error("commit_batch_time: -5us\n" ONE_TIER,
                     "%s:1: commit_batch_time: duration '-5us': expected a number with a unit (us, "
                     "ms, s, m, h, d)");
+  /* The HTTP pool: a file's bad value names the option and its line. */
+  expect_load_error(ONE_TIER "http_threads: 0\n",
+                    "%s:2: http_threads: must be an integer between 1 and 256 (got '0')");
+  expect_load_error(ONE_TIER "http_threads: many\n",
+                    "%s:2: http_threads: must be an integer between 1 and 256 (got 'many')");
   /* Empty and null values are missing values, not the text "null". */
   expect_load_error("nats_url:\n" ONE_TIER, "%s:1: nats_url: missing value");
   expect_load_error("nats_url: ~\n" ONE_TIER, "%s:1: nats_url: missing value");
@@ -454,6 +462,7 @@ static void test_scalar_bounds(void **state) {
       {"snapshot_interval", "0s", NULL, "30d", "2592000001", 0, 2592000000LL,
        F(snapshot_interval_ms)},
       {"snapshot_keep", "1", "0", "1000", "1001", 1, 1000, F(snapshot_keep)},
+      {"http_threads", "1", "0", "256", "257", 1, 256, F(http_threads)},
 #undef F
   };
   static tb_config_t cfg;

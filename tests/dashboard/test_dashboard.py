@@ -6,7 +6,11 @@ It loads the page, publishes through the API and waits for the page's counts to 
 workflow and opens its step history from the waiting list, makes an
 event fail for good (a trigger in the database refuses its activity row, so it is dead-lettered
 after two deliveries), removes the cause, clicks the event's replay button on the page and waits
-for the page to show it processed. A screenshot is saved as dashboard.png in the build directory.
+for the page to show it processed. Then a workflow run fails for real (its email command gets no
+reply: no email service runs, and each of its three attempts times out), the page lists it with a
+retry button, the email service comes up (`tierbus sim`), and a click on retry takes the run back
+to work until the page shows it completed. A screenshot is saved as dashboard.png in the build
+directory.
 
 Environment (set by tests/CMakeLists.txt): TB_BINARY, TB_SOURCE_DIR, TB_ARTIFACT_DIR.
 """
@@ -25,7 +29,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -71,11 +75,13 @@ class Dashboard(unittest.TestCase):
         with open(cls.config, "w") as f:
             f.write(text)
         cls.http_port = free_port()
+        cls.nats_port = free_port()
         cls.base = "http://127.0.0.1:%d" % cls.http_port
         cls.log = open(os.path.join(cls.tmp, "dev.log"), "w")
+        cls.sim = None  # the email service, started by the retry part of the test
         cls.dev = subprocess.Popen(
             [BINARY, "dev", "--config", cls.config, "--data-dir", os.path.join(cls.tmp, "var"),
-             "--nats-port", str(free_port()), "--http-port", str(cls.http_port)],
+             "--nats-port", str(cls.nats_port), "--http-port", str(cls.http_port)],
             stdout=cls.log, stderr=subprocess.STDOUT)
         deadline = time.time() + WAIT_S
         while True:
@@ -102,6 +108,13 @@ class Dashboard(unittest.TestCase):
     def tearDownClass(cls):
         if getattr(cls, "browser", None):
             cls.browser.quit()
+        if cls.sim is not None and cls.sim.poll() is None:
+            cls.sim.send_signal(signal.SIGINT)
+            try:
+                cls.sim.wait(30)
+            except subprocess.TimeoutExpired:
+                cls.sim.kill()
+                cls.sim.wait()
         if cls.dev.poll() is None:
             cls.dev.send_signal(signal.SIGINT)
             try:
@@ -120,6 +133,13 @@ class Dashboard(unittest.TestCase):
         print("\n".join(log.splitlines()[-40:]))
 
     def text(self, css):
+        # The page re-renders its tables on every poll: an element found just before may be gone
+        # by the time its text is read, so read it again from a fresh lookup.
+        for _ in range(20):
+            try:
+                return self.browser.find_element(By.CSS_SELECTOR, css).text
+            except StaleElementReferenceException:
+                time.sleep(0.05)
         return self.browser.find_element(By.CSS_SELECTOR, css).text
 
     def number(self, css):
@@ -128,7 +148,9 @@ class Dashboard(unittest.TestCase):
 
     def wait_for(self, what, fn):
         try:
-            return WebDriverWait(self.browser, WAIT_S, poll_frequency=0.2).until(lambda b: fn())
+            return WebDriverWait(self.browser, WAIT_S, poll_frequency=0.2,
+                                 ignored_exceptions=(StaleElementReferenceException,)
+                                 ).until(lambda b: fn())
         except TimeoutException:
             self.browser.save_screenshot(os.path.join(ARTIFACTS, "dashboard-failed.png"))
             self.fail("the page never showed " + what)
@@ -198,6 +220,40 @@ class Dashboard(unittest.TestCase):
         row = db.execute("SELECT outcome FROM processed WHERE msg_id='blocked-1'").fetchone()
         db.close()
         self.assertEqual(row, ("applied",))
+
+        # A workflow run that fails for real: ops.send-email's email command gets no reply (no
+        # email service runs yet), its three attempts time out after 2 s each, and the run fails.
+        run = "dash-email-1"
+        status, body = http("POST", self.base + "/api/execute-workflow",
+                            {"workflowType": "ops.send-email", "id": run,
+                             "args": {"to": "b@example.com", "subject": "hello",
+                                      "timeout": "2s"}})
+        self.assertEqual(status, 201, body)
+        row_css = '#failed tr[data-id="%s"]' % run
+        self.wait_for("the failed run with a retry button", lambda: b.find_elements(
+            By.CSS_SELECTOR, '#failed button.retry[data-id="%s"]' % run))
+        self.assertEqual(self.text(row_css + " .run-status"), "failed")
+        self.assertIn("timed out waiting for the command's reply", self.text(row_css))
+        # The email service comes up (the simulator answers email.send as the real one would);
+        # the retry button runs the failed step again, and the page follows the run to the end.
+        self.__class__.sim = subprocess.Popen(
+            [BINARY, "sim", "--config", self.config, "--data-dir", os.path.join(self.tmp, "var"),
+             "--nats-url", "nats://127.0.0.1:%d" % self.nats_port],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        b.find_element(By.CSS_SELECTOR, '#failed button.retry[data-id="%s"]' % run).click()
+        self.wait_for("the retry's toast", lambda: self.text("#toast") == "retry started")
+        self.wait_for("the retried run completed", lambda: self.text(
+            row_css + " .run-status") == "retried → completed")
+        self.assertFalse(b.find_elements(By.CSS_SELECTOR, row_css + " button.retry"))
+        self.assertIsNone(self.sim.poll(), "tierbus sim stopped")
+        db = sqlite3.connect(self.db, timeout=10)
+        wf = db.execute("SELECT status, tier FROM workflows WHERE id = ?", (run,)).fetchone()
+        sends = db.execute("SELECT status, count(*) FROM workflow_history WHERE workflow_id = ? AND "
+                           "name = 'send' GROUP BY status ORDER BY status", (run,)).fetchall()
+        db.close()
+        self.assertEqual(wf, ("completed", "high"))  # a failed retry is escalated (seed 000)
+        self.assertEqual(dict(sends).get("ok"), 1, sends)
+        self.assertEqual(dict(sends).get("timeout"), 3, sends)
 
         b.save_screenshot(os.path.join(ARTIFACTS, "dashboard.png"))
 

@@ -75,9 +75,12 @@ static void fetch(tb_work_t *w, int n) {
     assert_int_equal(tb_consumer_fetch(consumer, buf + got, n - got, &more, 5000), TB_OK);
     got += more;
   }
+  int crm = tb_config_domain_index(&fx.cfg, "crm"); /* the consumer's domain */
+  assert_true(crm >= 0);
   for (int i = 0; i < n; i++) {
     memset(&w[i], 0, sizeof(w[i]));
     w[i].msg = buf[i];
+    w[i].domain = crm;
     w[i].reason = "strict";
   }
 }
@@ -150,6 +153,18 @@ static void test_applied_once(void **state) {
   assert_int_equal(ts.processed, 3);
   assert_int_equal(ts.duplicates, 1);
   assert_int_equal(ts.dead, 0);
+  /* The stored counters carry the domain of the consumer each message came from. The rolled
+   * back batch counted nothing; its redelivery counted as one. */
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE domain = 'crm' AND "
+                         "name = 'processed'"),
+                   3);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE domain = 'crm' AND "
+                         "name = 'redelivered'"),
+                   1);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE domain = 'crm' AND "
+                         "name = 'redeliveries'"),
+                   1);
+  assert_int_equal(count("SELECT count(*) FROM tier_counters WHERE domain <> 'crm'"), 0);
   tb_engine_destroy(e);
 }
 
@@ -170,10 +185,12 @@ static void test_rejected_and_missing(void **state) {
                          "LIKE '%fake handler rejects it%'"),
                    1);
 
-  /* No handler bound to the catalogue's name: dead-lettered, naming it; nothing ran. */
+  /* No handler bound to the catalogue's name: dead-lettered, naming it; nothing ran. A work item
+   * of no known domain is counted under none. */
   mode = FAKE_MISSING;
   bus_fixture_publish(&fx, "evt-m", 1);
   fetch(w, 1);
+  w[0].domain = -1;
   run_batch(e, w, 1, 0);
   assert_int_equal(calls, 1);
   assert_int_equal(count("SELECT count(*) FROM dead_letters WHERE msg_id = 'evt-m' AND reason "
@@ -183,6 +200,9 @@ static void test_rejected_and_missing(void **state) {
   tb_engine_tier_stats(e, 0, &ts);
   assert_int_equal(ts.dead, 2);
   assert_int_equal(ts.processed, 0);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE domain = 'crm' AND name = 'dead'"),
+                   1);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE domain = '' AND name = 'dead'"), 1);
   tb_engine_destroy(e);
 }
 

@@ -153,6 +153,30 @@ static void test_command_retry_on(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM activity_log WHERE "
                                    "event_type='workflow.failed' AND key='wf-bad'"),
                    1);
+
+  /* Retried by hand (the cause fixed), the attempts count from 1 again, and the command must
+   * still be a new one: the stream dropped a repeated id as a duplicate of the failed attempt's
+   * (the retry then waited for a reply to a command never sent), and a service would take it
+   * for the same request. The round is in the id. */
+  assert_int_equal(tb_h_stream_msgs(h, "TB_CMD"), 3);
+  tb_h_result_t r;
+  tb_h_tierbus(h, &r, RUN_MS, "workflows", "retry", "wf-bad", NULL);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_stream(h, "TB_CMD", 4, WAIT_MS), 4);
+  assert_int_equal(tb_h_wait_sql(h, 1, WAIT_MS,
+                                 "SELECT count(*) FROM workflow_waits WHERE "
+                                 "workflow_id='wf-bad' AND key='wf-bad:send:1:r1'"),
+                   1);
+  char *tier = tb_h_sql_text(h, "SELECT tier FROM workflows WHERE id='wf-bad'");
+  assert_non_null(tier);
+  reply(h, "wf-bad", "wf-bad:send:1:r1", 200, tier);
+  free(tier);
+  assert_int_equal(wait_status(h, "wf-bad", "completed"), 1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE "
+                                   "workflow_id='wf-bad' AND name='send' AND attempt=1 AND "
+                                   "status='ok'"),
+                   1);
   assert_int_equal(tb_h_child_term(&worker, 15000), 0);
 }
 

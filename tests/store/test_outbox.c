@@ -99,7 +99,7 @@ static void test_other_connection_sees_only_committed(void **state) {
   /* Durable: a new process finds it. */
   tb_store_t *again = NULL;
   assert_int_equal(tb_store_open(&again, f->path), TB_OK);
-  assert_int_equal(tb_store_schema_version(again), 13);
+  assert_int_equal(tb_store_schema_version(again), 14);
   assert_int_equal(count(again), 1);
   tb_store_close(again);
 }

@@ -26,7 +26,7 @@
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 14
+#define LATEST_VERSION 15
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -195,6 +195,11 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
                     "DROP TABLE sched_tasks; DROP TABLE sched_runs; DROP TABLE prune_horizon;"
                     "DROP TABLE deployment; DROP TABLE snapshot_positions;"
+                    /* v14 keyed the counters by domain: back to per tier, with a count. */
+                    "DROP TABLE tier_counters; CREATE TABLE tier_counters(tier TEXT NOT NULL, "
+                    "name TEXT NOT NULL, value INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tier, "
+                    "name)) STRICT, WITHOUT ROWID;"
+                    "INSERT INTO tier_counters VALUES('high', 'processed', 7);"
                     /* v10 widened dead_letters: back to its v1 shape. */
                     "DROP TABLE dead_letters; CREATE TABLE dead_letters(msg_id TEXT PRIMARY KEY "
                     "NOT NULL, event_type TEXT, tier TEXT, stream TEXT, stream_seq INTEGER NOT "
@@ -221,6 +226,17 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
   assert_int_equal(q_int(tb__store_db(st), "SELECT count(*) FROM sqlite_master "
                                            "WHERE name = 'tracked_repositories'"),
                    1);
+  /* The count from before v14 is kept, under no domain: in the tier's total, in no domain's. */
+  static tb_store_tier_stats_t ts;
+  assert_int_equal(tb_store_tier_stats(st, "high", &ts), TB_OK);
+  assert_int_equal(ts.processed, 7);
+  static const char *const crm[] = {"crm"};
+  tb_store_counters_t c;
+  assert_int_equal(tb_store_tier_domain_counters(st, "high", crm, 1, &c), TB_OK);
+  assert_int_equal(c.processed, 0);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "processed", 1), TB_OK);
+  assert_int_equal(tb_store_tier_stats(st, "high", &ts), TB_OK);
+  assert_int_equal(ts.processed, 8);
   tb_store_close(st);
 }
 
@@ -296,7 +312,7 @@ static void test_savepoint_rollback_leaves_no_trace(void **state) {
   assert_int_equal(tb_store_mark_processed(st, &r1), TB_OK);
   assert_int_equal(tb_store_activity(st, "m1", "CLIENT_CREATED", "normal", "c1", "k1", "{}"),
                    TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "normal", "processed", 1), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "normal", "crm", "processed", 1), TB_OK);
   assert_int_equal(tb_store_rollback_to(st), TB_OK);
   assert_int_equal(tb_store_release(st), TB_ERR_INVALID); /* rollback_to ended it */
   /* message 2 succeeds in the same batch */
@@ -307,7 +323,7 @@ static void test_savepoint_rollback_leaves_no_trace(void **state) {
   /* many failed messages in one batch do not pile up savepoints */
   for (int i = 0; i < 300; i++) {
     assert_int_equal(tb_store_savepoint(st), TB_OK);
-    assert_int_equal(tb_store_counter_add(st, "normal", "failed", 1), TB_OK);
+    assert_int_equal(tb_store_counter_add(st, "normal", "crm", "failed", 1), TB_OK);
     assert_int_equal(tb_store_rollback_to(st), TB_OK);
   }
   assert_int_equal(tb_store_commit(st), TB_OK);
@@ -447,24 +463,32 @@ static void test_dead_letter_replay_once(void **state) {
 static void test_counters_add_up(void **state) {
   tb_store_t *st = open_mem();
   for (int i = 0; i < 3; i++)
-    assert_int_equal(tb_store_counter_add(st, "high", "processed", 1), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "high", "failed", 5), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "high", "failed", -2), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "high", "inversions", 0), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "high", "redelivered", INT64_C(1) << 40), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "high", "not-a-field", 9), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "low", "processed", 11), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "low", "dead", 1), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "low", "stale", 4), TB_OK);
-  assert_int_equal(tb_store_counter_add(st, "", "processed", 1), TB_ERR_INVALID);
-  assert_int_equal(tb_store_counter_add(st, "low", NULL, 1), TB_ERR_INVALID);
+    assert_int_equal(tb_store_counter_add(st, "high", "crm", "processed", 1), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "failed", 5), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "failed", -2), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "inversions", 0), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "redelivered", INT64_C(1) << 40), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "crm", "not-a-field", 9), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "crm", "processed", 11), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "crm", "dead", 1), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "low", "crm", "stale", 4), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "", "crm", "processed", 1), TB_ERR_INVALID);
+  assert_int_equal(tb_store_counter_add(st, "low", "crm", NULL, 1), TB_ERR_INVALID);
+  assert_int_equal(tb_store_counter_add(st, "low", NULL, "processed", 1), TB_ERR_INVALID);
+  /* The same tier in other domains, and with none (a count from before domains were kept). */
+  assert_int_equal(tb_store_counter_add(st, "high", "ops", "processed", 2), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "ops", "redeliveries", 6), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "", "processed", 100), TB_OK);
+  assert_int_equal(tb_store_counter_add(st, "high", "gone", "processed", 1000), TB_OK);
 
+  /* A tier's totals add up every domain, the unknown one included. */
   static tb_store_tier_stats_t s;
   assert_int_equal(tb_store_tier_stats(st, "high", &s), TB_OK);
-  assert_int_equal(s.processed, 3);
+  assert_int_equal(s.processed, 3 + 2 + 100 + 1000);
   assert_int_equal(s.failed, 3);
   assert_int_equal(s.inversions, 0);
   assert_int_equal(s.redelivered, INT64_C(1) << 40);
+  assert_int_equal(s.redeliveries, 6);
   assert_int_equal(s.dead, 0);
   assert_int_equal(s.stale, 0);
   assert_int_equal(tb_store_tier_stats(st, "low", &s), TB_OK);
@@ -475,6 +499,25 @@ static void test_counters_add_up(void **state) {
   assert_int_equal(tb_store_tier_stats(st, "nope", &s), TB_OK);
   assert_int_equal(s.processed, 0);
   assert_int_equal(s.start.total, 0);
+
+  /* By domain: only the domains asked for, in their order; one never counted is all zeroes. */
+  static const char *const domains[] = {"ops", "enrichment", "crm"};
+  tb_store_counters_t c[3];
+  memset(c, 0x5a, sizeof(c)); /* filled whatever was there */
+  assert_int_equal(tb_store_tier_domain_counters(st, "high", domains, 3, c), TB_OK);
+  assert_int_equal(c[0].processed, 2);
+  assert_int_equal(c[0].redeliveries, 6);
+  assert_int_equal(c[0].failed, 0);
+  assert_int_equal(c[1].processed, 0);
+  assert_int_equal(c[1].redelivered, 0);
+  assert_int_equal(c[2].processed, 3);
+  assert_int_equal(c[2].failed, 3);
+  assert_int_equal(c[2].redelivered, INT64_C(1) << 40);
+  assert_int_equal(tb_store_tier_domain_counters(st, "low", domains, 3, c), TB_OK);
+  assert_int_equal(c[2].processed, 11);
+  assert_int_equal(c[2].dead, 1);
+  assert_int_equal(c[0].processed + c[1].processed, 0);
+  assert_int_equal(tb_store_tier_domain_counters(st, "low", domains, 0, c), TB_OK);
   tb_store_close(st);
 }
 

@@ -10,7 +10,13 @@ const state = {
   prevTiers: null, // the last /api/tiers answer, to turn totals into rates and interval latencies
   series: {},      // tier -> [{p50, p99}] of the last HISTORY intervals
   openWorkflow: null,
+  // Runs retried from this page: id -> {at: ms of the click, done: ms it was first seen finished}.
+  // They stay on the failed panel with their live status until a while after they finish, so the
+  // retry's outcome shows where the button was clicked.
+  retried: new Map(),
 };
+const RETRIED_KEEP_MS = 60000; // a retried run stays this long after it finished
+const RETRIED_MAX_MS = 600000; // and is let go after this long whatever became of it
 
 // ---------------------------------------------------------------- the API
 
@@ -82,6 +88,7 @@ function fillTable(table, cols, rows, emptyText) {
       else tr.append(el('td', {title: String(v ?? '')}, String(v ?? '–')));
     }
     if (r.__onclick) { tr.className = 'clickable'; tr.addEventListener('click', r.__onclick); }
+    if (r.__id) tr.setAttribute('data-id', r.__id);
     body.append(tr);
   }
   table.append(body);
@@ -248,10 +255,12 @@ async function renderWorkflows(status, tableId) {
 
 // ---------------------------------------------------------------- failed jobs and dead letters
 
-async function act(button, path, done) {
+// POSTs |path|; on success runs |after| (if any), says |done| and polls at once.
+async function act(button, path, done, after) {
   button.disabled = true;
   try {
     await api(path, {method: 'POST', body: '{}'});
+    if (after) after();
     toast(done);
     poll();
   } catch (err) {
@@ -260,13 +269,60 @@ async function act(button, path, done) {
   }
 }
 
+const FINISHED = new Set(['completed', 'cancelled']);
+
+// The runs retried from this page that are no longer in the failed list, as the API has them now;
+// the ones finished long enough ago, or retried too long ago, are let go.
+async function retriedRuns(failedIds) {
+  const now = Date.now();
+  const ids = [];
+  for (const [id, r] of state.retried) {
+    if (now - r.at > RETRIED_MAX_MS || (r.done && now - r.done > RETRIED_KEEP_MS)) state.retried.delete(id);
+    else if (!failedIds.has(id)) ids.push(id);
+  }
+  const runs = await Promise.all(ids.map(id =>
+    api('/api/workflows/' + encodeURIComponent(id)).then(b => b.workflow, () => null)));
+  return runs.filter(w => {
+    if (w && FINISHED.has(w.status)) {
+      const r = state.retried.get(w.id);
+      if (r && !r.done) r.done = now;
+    }
+    return w !== null;
+  });
+}
+
+function retryButton(w) {
+  const id = workflowId(w);
+  return el('button', {class: 'retry', 'data-id': id, onclick: e => {
+    e.stopPropagation();
+    act(e.target, `/api/jobs/${encodeURIComponent(id)}/retry`, 'retry started',
+        () => state.retried.set(id, {at: Date.now(), done: 0}));
+  }}, 'retry');
+}
+
+// Failed runs, newest first, each with a retry button; a run retried from here stays on the list
+// with its live status (running, waiting, completed, or failed again) until a while after.
 async function renderFailed() {
   const table = document.getElementById('failed');
   try {
-    const rows = items(await api('/api/workflows?status=failed&limit=20'), 'workflows');
-    fillTable(table, WF_COLS.concat([['', w => el('button', {class: 'retry',
-      onclick: e => { e.stopPropagation(); act(e.target, `/api/jobs/${encodeURIComponent(workflowId(w))}/retry`, 'retry started'); }}, 'retry')]]),
-      rows, 'no failed jobs');
+    const failed = items(await api('/api/workflows?status=failed&limit=20'), 'workflows');
+    const rows = (await retriedRuns(new Set(failed.map(workflowId)))).concat(failed);
+    for (const r of rows) {
+      r.__id = workflowId(r);
+      r.__onclick = () => showWorkflow(workflowId(r));
+    }
+    fillTable(table, [
+      ['id', w => w.id],
+      ['type', w => w.name],
+      ['tier', w => tierCell(w.tier)],
+      ['status', w => el('td', {class: 'run-status st-' + w.status},
+        state.retried.has(w.id) && w.status !== 'failed' ? 'retried → ' + w.status : w.status)],
+      ['step', w => !w.step_name ? '' : FINISHED.has(w.status) ? w.step_name
+        : `${w.step_name} (attempt ${w.attempt})`],
+      ['error', w => w.error || ''],
+      ['updated', w => fmtTime(w.updated_us)],
+      ['', w => w.status === 'failed' ? retryButton(w) : ''],
+    ], rows, 'no failed runs');
   } catch (err) { showError(table, err); }
 }
 
