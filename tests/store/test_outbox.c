@@ -93,13 +93,14 @@ static void test_other_connection_sees_only_committed(void **state) {
   assert_int_equal(count(reader), 0);
   assert_int_equal(tb_store_commit(writer), TB_OK);
   assert_int_equal(count(reader), 1);
+  int version = tb_store_schema_version(writer);
   tb_store_close(writer);
   tb_store_close(reader);
 
   /* Durable: a new process finds it. */
   tb_store_t *again = NULL;
   assert_int_equal(tb_store_open(&again, f->path), TB_OK);
-  assert_int_equal(tb_store_schema_version(again), 14);
+  assert_int_equal(tb_store_schema_version(again), version);
   assert_int_equal(count(again), 1);
   tb_store_close(again);
 }
