@@ -463,22 +463,6 @@ static int db_checksum(int argc, char **argv) {
   return rc;
 }
 
-/* The shortest horizon that keeps dedupe correct: a copy of a message can still arrive as long
- * as the stream may redeliver it or a publisher may retry it, and the processed record is what
- * recognises it. The longest redelivery window is every delivery of the slowest tier timing out
- * and waiting its longest backoff; a publisher's retry inside the duplicate window is stopped by
- * the stream, so the record must outlive at least that window too. */
-static int64_t min_horizon_ms(const tb_config_t *cfg) {
-  int64_t worst = cfg->duplicate_window_ms;
-  for (int i = 0; i < cfg->n_tiers; i++) {
-    const tb_tier_config_t *t = &cfg->tiers[i];
-    int64_t backoff = t->n_backoff ? t->backoff_ms[t->n_backoff - 1] : 0;
-    int64_t redeliver = (int64_t)t->max_deliver * (t->timeout_ms + backoff);
-    if (redeliver > worst) worst = redeliver;
-  }
-  return worst;
-}
-
 static int db_prune(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus db prune"};
   static const struct option opts[] = {
@@ -495,7 +479,7 @@ static int db_prune(int argc, char **argv) {
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
-  int64_t min_ms = min_horizon_ms(&cli.cfg), ms = min_ms;
+  int64_t min_ms = tb_config_dedupe_horizon_ms(&cli.cfg), ms = min_ms;
   if (older && tb_duration_parse_ms(older, &ms) != TB_OK) {
     tb_cli_close(&cli);
     return tb_cli_usage_error(&cli, "--older-than: '%s' is not a duration (7d, 48h)", older);
@@ -509,9 +493,15 @@ static int db_prune(int argc, char **argv) {
   }
   rc = tb_cli_open_store(&cli);
   int64_t deleted = 0, before = tb_wall_us() - ms * 1000;
-  if (rc == TB_EXIT_OK && tb_store_prune_processed(cli.store, before, &deleted) != TB_OK) {
-    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
-    rc = TB_EXIT_FAIL;
+  if (rc == TB_EXIT_OK) {
+    tb_status s = tb_store_begin(cli.store);
+    if (s == TB_OK) s = tb_store_prune_processed(cli.store, before, &deleted);
+    if (s == TB_OK) s = tb_store_commit(cli.store);
+    if (s != TB_OK) {
+      fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+      tb_store_rollback(cli.store);
+      rc = TB_EXIT_FAIL;
+    }
   }
   if (rc == TB_EXIT_OK) {
     char at[40];

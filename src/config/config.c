@@ -1860,6 +1860,17 @@ int64_t tb_config_ack_wait_ms(const tb_config_t *cfg, int t) {
   return ms < 1000 ? 1000 : ms; /* JetStream redelivers faster than a worker could renew */
 }
 
+int64_t tb_config_dedupe_horizon_ms(const tb_config_t *cfg) {
+  int64_t worst = cfg->duplicate_window_ms;
+  for (int i = 0; i < cfg->n_tiers; i++) {
+    const tb_tier_config_t *t = &cfg->tiers[i];
+    int64_t backoff = t->n_backoff ? t->backoff_ms[t->n_backoff - 1] : 0;
+    int64_t redeliver = (int64_t)t->max_deliver * (t->timeout_ms + backoff);
+    if (redeliver > worst) worst = redeliver;
+  }
+  return worst;
+}
+
 const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
   int i = tb_config_tier_index(cfg, name);
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;

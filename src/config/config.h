@@ -176,6 +176,14 @@ int tb_config_tier_index(const tb_config_t *cfg, const char *name);
  * that dies holding a message releases it within this time, whatever the tier's timeout. */
 int64_t tb_config_ack_wait_ms(const tb_config_t *cfg, int t);
 
+/* The shortest age in ms past which a processed-message record may be pruned without breaking
+ * dedupe: a copy of a message can still arrive as long as the stream may redeliver it or a
+ * publisher may retry it, and the record is what recognises it. That is the longest redelivery
+ * window (every delivery of the slowest tier timing out and waiting its longest backoff) or the
+ * stream's duplicate window, whichever is longer (a retry inside it is stopped by the stream,
+ * so the record must outlive it too). `db prune` and CLEANUP_OLD_JOBS both keep to it. */
+int64_t tb_config_dedupe_horizon_ms(const tb_config_t *cfg);
+
 /* The tier named |name| (a tier reference option's value), or the last tier when the config has
  * none by that name: a reference left at its default in a deployment with other tier names.
  * Borrowed from |cfg|, which must have at least one tier. */

@@ -18,6 +18,7 @@
 #include "core/status.h"
 #include "core/util.h"
 #include "store/crm.h"
+#include "store/logstate.h"
 
 /* Returns |s| with the current detail prefixed by |prefix|. */
 static tb_status refail(tb_status s, const char *prefix) {
@@ -210,17 +211,23 @@ static tb_status job_backup(job_run_t *r) {
 
 /* CLEANUP_OLD_JOBS: in tierbus a "job" is a workflow run (and a scheduled task's run): those that
  * finished more than payload.older_than (default 30d) ago are deleted with their history. The
- * processed-message records stay: they are what makes a redelivery harmless. */
+ * processed-message records older than that go too, but never younger than the dedupe horizon
+ * (tb_config_dedupe_horizon_ms): they are what makes a redelivery harmless. */
 static tb_status job_cleanup_old_jobs(job_run_t *r) {
   int64_t age_us = 0;
   tb_status s = payload_duration_us(r, "older_than", "30d", &age_us);
-  int64_t wf = 0, runs = 0;
-  if (s == TB_OK) s = tb_store_purge_finished(r->ctx->store, tb_wall_us() - age_us, &wf, &runs);
+  int64_t wf = 0, runs = 0, records = 0, now = tb_wall_us();
+  if (s == TB_OK) s = tb_store_purge_finished(r->ctx->store, now - age_us, &wf, &runs);
+  int64_t horizon_us = tb_config_dedupe_horizon_ms(r->ctx->cfg) * 1000;
+  if (s == TB_OK)
+    s = tb_store_prune_processed(r->ctx->store, now - (age_us > horizon_us ? age_us : horizon_us),
+                                 &records);
   if (s == TB_OK)
     snprintf(r->result, sizeof(r->result),
-             "removed %lld finished workflow run%s and %lld scheduled run%s older than %s",
+             "removed %lld finished workflow run%s, %lld scheduled run%s and %lld processed "
+             "record%s older than %s",
              (long long)wf, wf == 1 ? "" : "s", (long long)runs, runs == 1 ? "" : "s",
-             payload_str(r, "older_than", "30d"));
+             (long long)records, records == 1 ? "" : "s", payload_str(r, "older_than", "30d"));
   return s;
 }
 

@@ -242,8 +242,7 @@ tb_status tb_store_outbox_drop_logged(tb_store_t *st, const char *const *logged_
 
 tb_status tb_store_prune_processed(tb_store_t *st, int64_t before_us, int64_t *deleted) {
   sqlite3 *db = tb__store_db(st);
-  tb_status s = tb_store_begin(st);
-  if (s != TB_OK) return s;
+  tb_status s = TB_OK;
   sqlite3_stmt *stmt = NULL;
   int rc = sqlite3_prepare_v2(db, "DELETE FROM processed WHERE committed_us < ?1", -1, &stmt, NULL);
   if (rc == SQLITE_OK) {
@@ -268,13 +267,8 @@ tb_status tb_store_prune_processed(tb_store_t *st, int64_t before_us, int64_t *d
     if (rc != SQLITE_DONE) s = tb__store_fail(db, rc, "record prune horizon");
     sqlite3_finalize(stmt);
   }
-  if (s == TB_OK) s = tb_store_commit(st);
-  if (s != TB_OK) {
-    tb_store_rollback(st);
-    return s;
-  }
-  if (deleted) *deleted = n;
-  return TB_OK;
+  if (s == TB_OK && deleted) *deleted = n;
+  return s;
 }
 
 tb_status tb_store_prune_horizon(tb_store_t *st, int64_t *horizon_us) {

@@ -78,9 +78,9 @@ tb_status tb_store_outbox_drop_logged(tb_store_t *st, const char *const *logged_
                                       int64_t *dropped);
 
 /* Deletes the processed-message records committed before |before_us| (wall clock) and records
- * that horizon (the latest one wins), in one transaction. *deleted (may be NULL) gets the count.
- * The caller enforces the rule that keeps dedupe correct (cli/cmd_db.c); the store only does
- * it. */
+ * that horizon (the latest one wins), in the caller's transaction, which must be open: the two
+ * commit together. *deleted (may be NULL) gets the count. The caller enforces the rule that keeps
+ * dedupe correct (tb_config_dedupe_horizon_ms); the store only does it. */
 tb_status tb_store_prune_processed(tb_store_t *st, int64_t before_us, int64_t *deleted);
 
 /* *horizon_us = the latest prune horizon (0 when records were never pruned). A replayed message

@@ -157,6 +157,22 @@ static void test_replay_idempotent_dry_run(void **state) {
   tb_assert_contains(r.out, "workspace.repo_added");
   tb_assert_not_contains(r.out, "activity");
   tb_h_result_free(&r);
+
+  /* `db prune` keeps to the dedupe horizon, deletes only what is older, and records where it
+   * cut so that a replay does not trust the absence of a record before it. */
+  tb_h_tierbus(h, &r, RUN_MS, "db", "prune", "--older-than", "1s", NULL);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "shorter than the dedupe horizon");
+  tb_h_result_free(&r);
+  exec_sql(h, "UPDATE processed SET committed_us = committed_us - 400 * 86400000000 WHERE msg_id "
+              "IN (SELECT msg_id FROM processed ORDER BY msg_id LIMIT 7)");
+  int64_t records = tb_h_sql_int(h, "SELECT count(*) FROM processed");
+  tb_h_tierbus(h, &r, RUN_MS, "db", "prune", "--older-than", "30d", NULL);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "pruned 7 processed records");
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed"), records - 7);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM prune_horizon"), 1);
   free(live);
   free(lost);
   free(dry);

@@ -512,18 +512,24 @@ static void test_cleanup_old_jobs(void **state) {
            "('old-running', 'ops.sleep', 'ops', 'low', 'running', '{}', %lld, %lld, NULL);"
            "INSERT INTO workflow_history(workflow_id, step, name, kind, attempt, status, "
            "started_us) VALUES('old-done', 0, 'nap', 'sleep', 1, 'ok', 0),"
-           "('recent', 0, 'nap', 'sleep', 1, 'ok', 0);",
+           "('recent', 0, 'nap', 'sleep', 1, 'ok', 0);"
+           /* Processed records: 40 days old (past older_than), 10 days, and half the dedupe
+            * horizon (a copy of it may still be redelivered). */
+           "INSERT INTO processed(msg_id, committed_us, outcome) VALUES"
+           "('m-old', %lld, 'applied'), ('m-recent', %lld, 'applied'), ('m-young', %lld, 'dead');",
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 35 * day), (long long)(now - 31 * day), (long long)(now - 31 * day),
            (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 10 * day),
-           (long long)(now - 40 * day), (long long)(now - 40 * day));
+           (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
+           (long long)(now - 10 * day),
+           (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2));
   char *err = NULL;
   if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) fail_msg("insert: %s", err);
   sqlite3_close(h);
   tb_sched_outcome_t o = run(w, "cleanup-old-jobs", at("2026-11-29T00:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
-  assert_string_equal(o.detail, "removed 2 finished workflow runs and 0 scheduled runs older "
-                                "than 30d");
+  assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs and 1 "
+                                "processed record older than 30d");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
   assert_int_equal(count_rows(w->db,
                               "SELECT count(*) FROM workflows WHERE id IN ('recent', "
@@ -531,6 +537,34 @@ static void test_cleanup_old_jobs(void **state) {
                               NULL, 0),
                    2);
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflow_history", NULL, 0), 1);
+  assert_int_equal(count_rows(w->db,
+                              "SELECT count(*) FROM processed WHERE msg_id IN ('m-recent', "
+                              "'m-young')",
+                              NULL, 0),
+                   2);
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-old'",
+                              NULL, 0),
+                   0);
+  /* Replay learns where records were pruned. */
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM prune_horizon WHERE before_us > 0",
+                              NULL, 0),
+                   1);
+
+  /* older_than shorter than the dedupe horizon: the horizon wins, the young record stays. */
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  if (sqlite3_exec(h,
+                   "UPDATE sched_tasks SET payload = '{\"older_than\":\"1m\"}' "
+                   "WHERE name = 'cleanup-old-jobs'",
+                   NULL, NULL, &err) != SQLITE_OK)
+    fail_msg("update: %s", err);
+  sqlite3_close(h);
+  o = run(w, "cleanup-old-jobs", at("2026-12-06T00:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed", NULL, 0), 1);
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-young'",
+                              NULL, 0),
+                   1);
 }
 
 int main(void) {
