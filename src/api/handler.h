@@ -20,6 +20,8 @@ typedef struct tb_handler_ctx {
   const char *tier;          /* tier the message was delivered on */
   tb_order_t order;          /* the message's place in its key's history */
   int *emitted;              /* set to 1 by tb_handler_emit: the batch has follow-ups to relay */
+  int replay; /* 1 in `tierbus replay` and `rebuild`: the message is read back from the log, and
+               * a handler leaves alone what is outside the database (files) */
 } tb_handler_ctx_t;
 
 /* Returns TB_OK to commit. A permanent failure (TB_ERR_INVALID: the event can never apply) sends

@@ -380,6 +380,7 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
       .tier = e->cfg->tiers[w->tier].name,
       .order = {.occurred_us = d->env->occurred_at_us, .stream = pos->stream, .seq = pos->seq},
       .emitted = &e->batch_emitted,
+      .replay = e->replay,
   };
   tb__clear_detail();
   tb_status hst = fn(&ctx);

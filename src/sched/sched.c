@@ -306,26 +306,32 @@ static tb_status job_client_metrics(job_run_t *r) {
                                   "defined yet (seed 001 lists them as pending)");
 }
 
-/* X(job type, function, payload fields it reads (durations marked ~), what it does): the
- * built-in jobs, named as seed 001's job types. */
+/* X(job type, function, payload fields it reads (durations marked ~), files: 1 when it acts on
+ * files outside the database, what it does): the built-in jobs, named as seed 001's job types. A
+ * job with files set does nothing when its scheduled-task event is replayed from the log
+ * (`replay --force`, `rebuild`): the files are the live system's, and a rebuild must not delete
+ * or back up anything again. */
 #define JOBS(X)                                                                                    \
-  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age",                                            \
+  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age", 1,                                         \
     "remove files in <data_dir>/<dir> (default tmp) older than max_age (default 24h)")             \
-  X("BACKUP_DATABASE", job_backup, "dir",                                                          \
+  X("BACKUP_DATABASE", job_backup, "dir", 1,                                                       \
     "online SQLite backup to <data_dir>/backups, keeping the newest backup_keep")                  \
-  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than",                                       \
-    "delete workflow runs and scheduled runs finished more than older_than (30d) ago")             \
-  X("SEND_REMINDER_EMAILS", job_reminders, "",                                                     \
+  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than", 0,                                    \
+    "delete workflow runs and scheduled runs finished more than older_than (30d) ago, and "        \
+    "processed records past it and the dedupe horizon")                                            \
+  X("SEND_REMINDER_EMAILS", job_reminders, "", 0,                                                  \
     "publish DELIVERABLE_OVERDUE for every past-due deliverable (client journey)")                 \
-  X("UPDATE_CLIENT_METRICS", job_client_metrics, "", "not defined yet (seed 001: metrics pending)")
+  X("UPDATE_CLIENT_METRICS", job_client_metrics, "", 0,                                            \
+    "not defined yet (seed 001: metrics pending)")
 
 static const struct {
   const char *job;
   tb_status (*fn)(job_run_t *r);
   const char *fields;
+  int files;
   const char *what;
 } jobs[] = {
-#define ROW(j, f, p, w) {j, f, p, w},
+#define ROW(j, f, p, fl, w) {j, f, p, fl, w},
     JOBS(ROW)
 #undef ROW
 };
@@ -513,7 +519,9 @@ static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
   tb_status s = parse_payload(t, &payload);
   if (s != TB_OK) return refail(TB_ERR_INVALID, "");
   int j = job_index(t->job);
-  if (j >= 0) {
+  if (j >= 0 && jobs[j].files && ctx->replay) {
+    snprintf(result, cap, "not run: replayed from the log (%s acts on the live files)", t->job);
+  } else if (j >= 0) {
     job_run_t r = {.ctx = ctx, .task = t, .slot_us = slot_us, .payload = payload};
     s = jobs[j].fn(&r);
     snprintf(result, cap, "%s", r.result);
