@@ -72,7 +72,8 @@ static void test_init_updates_ack_wait(void **state) {
 /* The issue's run: 100,000 events published before the first worker starts (90,000 capture
  * events across three tiers, 10,000 workspace membership changes whose repository-sync jobs the
  * workers publish through the outbox), a worker killed with SIGKILL every KILL_EVERY_MS of its
- * life, or sooner once it has processed a sixth of the log. TB_REDELIVERY_EVENTS sets another total (the sanitizer build sets it in CMake). */
+ * life, or sooner once it has processed a sixth of the log. TB_REDELIVERY_EVENTS sets another total
+ * (the sanitizer build sets it in CMake). */
 #define KILL_RUN_EVENTS 100000
 #define KILL_EVERY_MS 1500
 /* What a redelivered high-tier message may take past the bound before its handler starts: the

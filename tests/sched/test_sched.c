@@ -549,13 +549,11 @@ static void test_cleanup_old_jobs(void **state) {
                               "'m-young')",
                               NULL, 0),
                    2);
-  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-old'",
-                              NULL, 0),
-                   0);
+  assert_int_equal(
+      count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-old'", NULL, 0), 0);
   /* Replay learns where records were pruned. */
-  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM prune_horizon WHERE before_us > 0",
-                              NULL, 0),
-                   1);
+  assert_int_equal(
+      count_rows(w->db, "SELECT count(*) FROM prune_horizon WHERE before_us > 0", NULL, 0), 1);
 
   /* older_than shorter than the dedupe horizon: the horizon wins, the young record stays. */
   assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
@@ -569,9 +567,8 @@ static void test_cleanup_old_jobs(void **state) {
   o = run(w, "cleanup-old-jobs", at("2026-12-06T00:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed", NULL, 0), 1);
-  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-young'",
-                              NULL, 0),
-                   1);
+  assert_int_equal(
+      count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-young'", NULL, 0), 1);
 }
 
 int main(void) {
