@@ -172,7 +172,7 @@ static void test_stop_mid_backlog(void **state) {
   print_message("stopped after %lld critical and %lld background\n", (long long)crit,
                 (long long)bg);
   assert_true(crit < STOP_BACKLOG); /* the stop came during the backlog */
-  assert_true(bg <= 5);     /* not the 20 it had fetched */
+  assert_true(bg <= 5);             /* not the 20 it had fetched */
   assert_int_equal(stats_inversions(h), 0);
   /* What it had not started was given back at once: a new worker finishes the backlog well
    * inside the tiers' 60 s AckWait, which messages merely dropped would have waited out. */
