@@ -164,13 +164,48 @@ typedef struct tb_cli_sub {
   int (*fn)(int argc, char **argv); /* argv[0] is the subcommand */
 } tb_cli_sub_t;
 
+/* 1 when argv[1..argc) asks for help: --help or -h before any "--". */
+int tb_cli_wants_help(int argc, char **argv);
+
+/* Set by the completion generator and `tierbus help --commands` (main.c): while it is non-NULL,
+ * tb_cli_run_subcommand() runs nothing and hands its subcommand table to it instead, so that the
+ * tables in each command's file stay the only list of subcommands. */
+extern void (*tb__cli_sub_visitor)(const tb_cli_sub_t *subs, int n_subs, void *arg);
+extern void *tb__cli_sub_visitor_arg;
+
 /* Runs the subcommand named in argv (the first argument that is neither an option nor the value
  * of a common option, so `tierbus workflows --db X list` works like `... list --db X`), passing
  * it the other arguments in their order. `help`, or --help with no subcommand, prints |usage| to
- * stdout (exit 0); no subcommand prints it to stderr, and an unknown one prints
+ * stdout (exit 0), and so does `SUB --help`, so that every subcommand has help whatever its
+ * option parser takes; no subcommand prints it to stderr, and an unknown one prints
  * "PROG: unknown subcommand 'X' (a, b, c)" (both exit 2). */
 int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
                           int n_subs, void (*usage)(FILE *out));
+
+/* The same, except that `SUB --help` reaches the subcommand: for commands whose every
+ * subcommand prints a help of its own (workflows). */
+int tb_cli_run_subcommand_own_help(const char *prog, int argc, char **argv,
+                                   const tb_cli_sub_t *subs, int n_subs, void (*usage)(FILE *out));
+
+/* A text table whose columns are as wide as their widest cell, header included, so that no
+ * value is cut and no column is padded for values it never holds. A header starting with '>'
+ * right-aligns its column (numbers); the '>' is not printed. */
+typedef struct tb_cli_table tb_cli_table_t;
+
+/* A table of |n_cols| columns headed by |headers| (borrowed; they must outlive the table). NULL
+ * when out of memory. Caller frees with tb_cli_table_free(). */
+tb_cli_table_t *tb_cli_table_new(int n_cols, const char *const *headers);
+
+/* Adds a row of n_cols strings (copied; NULL prints as "-"). An allocation failure is kept and
+ * reported by tb_cli_table_print(). */
+void tb_cli_table_add(tb_cli_table_t *t, ...);
+
+/* Prints the header and the rows to |out|. TB_ERR_NOMEM (nothing printed, detail set) when a row
+ * could not be kept. */
+tb_status tb_cli_table_print(const tb_cli_table_t *t, FILE *out);
+
+/* Accepts NULL. */
+void tb_cli_table_free(tb_cli_table_t *t);
 
 /* The commands. argv[0] is the command name. */
 int tb_cmd_dev(int argc, char **argv);

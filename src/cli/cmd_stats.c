@@ -22,18 +22,36 @@ static json_t *hist_json(const tb_hist_t *h) {
                    "p99_ms", tb_hist_quantile(h, 0.99) / 1000.0, "max_ms", h->max / 1000.0);
 }
 
+static void stats_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus stats [--json] [--db PATH | --data-dir DIR] [--nats-url URL]\n"
+          "                     [--config FILE]\n"
+          "Per tier: pending and in flight (from the consumers; n/a when NATS does not answer\n"
+          "within 2 s), processed, failed, dead-lettered, inversions, and publish -> start and\n"
+          "publish -> commit latency percentiles; then repository priority inversions and\n"
+          "escalations per rule. Read-only: a missing database is an error, never created.\n"
+          "  --json   the same figures as one JSON object\n"
+          "examples:\n"
+          "  tierbus stats --data-dir var\n"
+          "  tierbus stats --json | jq '.tiers[] | {tier, pending}'\n");
+}
+
 int tb_cmd_stats(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus stats"};
   int as_json = 0;
-  static const struct option opts[] = {
-      TB_CLI_COMMON_OPTIONS, {"json", no_argument, NULL, 'j'}, {0}};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "j", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     if (c == 'j')
       as_json = 1;
+    else if (c == 'h')
+      return stats_usage(stdout), TB_EXIT_OK;
     else
-      return TB_EXIT_USAGE;
+      return stats_usage(stderr), TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
@@ -46,9 +64,16 @@ int tb_cmd_stats(int argc, char **argv) {
     return rc;
   }
   json_t *tiers = json_array();
-  if (!as_json)
-    printf("%-11s %8s %8s %10s %7s %6s %6s  %-26s %-26s\n", "tier", "pending", "inflight",
-           "processed", "failed", "dead", "inv", "start p50/p95/p99 ms", "commit p50/p95/p99 ms");
+  static const char *const headers[] = {"TIER",
+                                        ">PENDING",
+                                        ">IN FLIGHT",
+                                        ">PROCESSED",
+                                        ">FAILED",
+                                        ">DEAD",
+                                        ">INV",
+                                        ">START P50/P95/P99 MS",
+                                        ">COMMIT P50/P95/P99 MS"};
+  tb_cli_table_t *table = tb_cli_table_new(9, headers);
   for (int i = 0; i < cli.cfg.n_tiers && rc == TB_EXIT_OK; i++) {
     const char *name = cli.cfg.tiers[i].name;
     static tb_store_tier_stats_t s;
@@ -87,11 +112,20 @@ int tb_cmd_stats(int argc, char **argv) {
       snprintf(l2, sizeof(l2), "%.2f/%.2f/%.2f", tb_hist_quantile(&s.commit, .5) / 1000.0,
                tb_hist_quantile(&s.commit, .95) / 1000.0,
                tb_hist_quantile(&s.commit, .99) / 1000.0);
-      printf("%-11s %8s %8s %10lld %7lld %6lld %6lld  %-26s %-26s\n", name, q1, q2,
-             (long long)s.processed, (long long)s.failed, (long long)s.dead,
-             (long long)s.inversions, l1, l2);
+      char n1[24], n2[24], n3[24], n4[24];
+      snprintf(n1, sizeof(n1), "%lld", (long long)s.processed);
+      snprintf(n2, sizeof(n2), "%lld", (long long)s.failed);
+      snprintf(n3, sizeof(n3), "%lld", (long long)s.dead);
+      snprintf(n4, sizeof(n4), "%lld", (long long)s.inversions);
+      if (table) tb_cli_table_add(table, name, q1, q2, n1, n2, n3, n4, l1, l2);
     }
   }
+  if (rc == TB_EXIT_OK && !as_json &&
+      (table == NULL || tb_cli_table_print(table, stdout) != TB_OK)) {
+    fprintf(stderr, "%s: error: out of memory\n", cli.prog);
+    rc = TB_EXIT_FAIL;
+  }
+  tb_cli_table_free(table);
   /* Seed 002: repositories whose stored priority disagrees with the rules (target zero). */
   int64_t repo_inversions = 0;
   if (rc == TB_EXIT_OK &&
@@ -133,15 +167,34 @@ int tb_cmd_stats(int argc, char **argv) {
   return rc;
 }
 
+static void config_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus config [check] [--config FILE] [--set KEY=VALUE ...]\n"
+          "       tierbus config example\n"
+          "check (the default) loads the config file (--config, TIERBUS_CONFIG, else\n"
+          "config/tierbus.yaml), the environment and the flags, validates them and says which\n"
+          "file it read; a bad value exits 2 naming the file, line and key. example prints\n"
+          "every option with its default, bounds and meaning.\n"
+          "examples:\n"
+          "  tierbus config check --config /etc/tierbus.yaml\n"
+          "  tierbus config check --set max_payload=2097152\n"
+          "  tierbus config example > tierbus.yaml\n");
+}
+
 int tb_cmd_config(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus config"};
-  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {0}};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-    if (!tb_cli_common_opt(&cli, c, optarg)) return TB_EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 'h') return config_usage(stdout), TB_EXIT_OK;
+    if (!tb_cli_common_opt(&cli, c, optarg)) return config_usage(stderr), TB_EXIT_USAGE;
+  }
   const char *what = optind < argc ? argv[optind] : "check";
   if (strcmp(what, "check") != 0 && strcmp(what, "example") != 0)
-    return tb_cli_usage_error(&cli, "unknown subcommand '%s' (check or example)", what);
+    return tb_cli_usage_error(&cli, "unknown subcommand '%s' (check, example)", what);
+  if (optind + 1 < argc)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
   if (strcmp(what, "example") == 0)
@@ -153,23 +206,73 @@ int tb_cmd_config(int argc, char **argv) {
   return TB_EXIT_OK;
 }
 
+static void events_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus events [--json] [--domain D] [--config FILE]\n"
+          "The event catalogue: each event's name, domain, tier (the config's event_tiers, else\n"
+          "the catalogue's default), protobuf message and the subject it is published on.\n"
+          "  --domain D   only the events of domain D\n"
+          "  --json       one JSON array, an object per event\n"
+          "examples:\n"
+          "  tierbus events --domain crm\n"
+          "  tierbus events --json | jq -r '.[].name'\n");
+}
+
 int tb_cmd_events(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus events"};
-  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {0}};
+  int as_json = 0;
+  const char *domain = NULL;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"domain", required_argument, NULL, 'd'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-    if (!tb_cli_common_opt(&cli, c, optarg)) return TB_EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "jd:h", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 'j')
+      as_json = 1;
+    else if (c == 'd')
+      domain = optarg;
+    else if (c == 'h')
+      return events_usage(stdout), TB_EXIT_OK;
+    else
+      return events_usage(stderr), TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
-  printf("%-28s %-11s %-11s %-32s %s\n", "event", "domain", "tier", "message", "subject");
+  if (domain != NULL && tb_config_domain_index(&cli.cfg, domain) < 0) {
+    char names[512];
+    tb_cli_config_names(&cli.cfg, TB_CLI_DOMAINS, names, sizeof(names));
+    rc = tb_cli_usage_error(&cli, "unknown domain '%s' (domains: %s)", domain, names);
+    tb_cli_close(&cli);
+    return rc;
+  }
+  static const char *const headers[] = {"EVENT", "DOMAIN", "TIER", "MESSAGE", "SUBJECT"};
+  tb_cli_table_t *table = tb_cli_table_new(5, headers);
+  json_t *all = json_array();
   for (size_t i = 0; i < tb_catalogue_count(cli.cat); i++) {
     const tb_event_def_t *ev = tb_catalogue_at(cli.cat, i);
+    if (domain != NULL && strcmp(ev->domain, domain) != 0) continue;
     const char *tier = tb_config_event_tier(&cli.cfg, ev->name);
+    if (tier == NULL) tier = ev->default_tier;
     char subject[256];
-    tb_catalogue_subject(ev, tier ? tier : ev->default_tier, NULL, subject, sizeof(subject));
-    printf("%-28s %-11s %-11s %-32s %s\n", ev->name, ev->domain, tier ? tier : ev->default_tier,
-           ev->message, subject);
+    tb_catalogue_subject(ev, tier, NULL, subject, sizeof(subject));
+    if (table) tb_cli_table_add(table, ev->name, ev->domain, tier, ev->message, subject);
+    json_array_append_new(all,
+                          json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", ev->name, "domain", ev->domain,
+                                    "tier", tier, "message", ev->message, "subject", subject));
   }
+  if (as_json) {
+    json_dumpf(all, stdout, JSON_INDENT(2));
+    putchar('\n');
+  } else if (table == NULL || tb_cli_table_print(table, stdout) != TB_OK) {
+    fprintf(stderr, "%s: error: out of memory\n", cli.prog);
+    rc = TB_EXIT_FAIL;
+  }
+  json_decref(all);
+  tb_cli_table_free(table);
   tb_cli_close(&cli);
-  return TB_EXIT_OK;
+  return rc;
 }

@@ -699,6 +699,6 @@ int tb_cmd_workflows(int argc, char **argv) {
                                       {"runs", cmd_runs},
                                       {"cancel", cmd_cancel},
                                       {"retry", cmd_retry}};
-  return tb_cli_run_subcommand("tierbus workflows", argc, argv, subs, (int)TB_COUNTOF(subs),
-                               workflows_usage);
+  return tb_cli_run_subcommand_own_help("tierbus workflows", argc, argv, subs,
+                                        (int)TB_COUNTOF(subs), workflows_usage);
 }

@@ -509,8 +509,23 @@ static int find_subcommand(int argc, char **argv) {
   return 0;
 }
 
-int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
-                          int n_subs, void (*usage)(FILE *out)) {
+int tb_cli_wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) return 0;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return 1;
+  }
+  return 0;
+}
+
+void (*tb__cli_sub_visitor)(const tb_cli_sub_t *subs, int n_subs, void *arg);
+void *tb__cli_sub_visitor_arg;
+
+static int run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
+                          int n_subs, void (*usage)(FILE *out), int own_help) {
+  if (tb__cli_sub_visitor != NULL) {
+    tb__cli_sub_visitor(subs, n_subs, tb__cli_sub_visitor_arg);
+    return TB_EXIT_OK;
+  }
   int at = find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */
@@ -527,9 +542,108 @@ int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_
     if (i != at) sub_argv[n++] = argv[i];
   sub_argv[n] = NULL;
   for (int i = 0; i < n_subs; i++)
-    if (strcmp(argv[at], subs[i].name) == 0) return subs[i].fn(n, sub_argv);
+    if (strcmp(argv[at], subs[i].name) == 0) {
+      /* Help never reaches a subcommand's parser that has none: it would call --help an
+       * unrecognized option and exit 2. */
+      if (!own_help && tb_cli_wants_help(n, sub_argv)) return usage(stdout), TB_EXIT_OK;
+      return subs[i].fn(n, sub_argv);
+    }
   fprintf(stderr, "%s: unknown subcommand '%s' (", prog, argv[at]);
   for (int i = 0; i < n_subs; i++) fprintf(stderr, "%s%s", i ? ", " : "", subs[i].name);
   fprintf(stderr, ")\n");
   return TB_EXIT_USAGE;
+}
+
+int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
+                          int n_subs, void (*usage)(FILE *out)) {
+  return run_subcommand(prog, argc, argv, subs, n_subs, usage, 0);
+}
+
+int tb_cli_run_subcommand_own_help(const char *prog, int argc, char **argv,
+                                   const tb_cli_sub_t *subs, int n_subs, void (*usage)(FILE *out)) {
+  return run_subcommand(prog, argc, argv, subs, n_subs, usage, 1);
+}
+
+/* ---------------------------------------------------------------- tables */
+
+struct tb_cli_table {
+  int n_cols;
+  const char *const *headers; /* borrowed */
+  char **cells;               /* n_rows * n_cols, owned */
+  size_t n_rows, cap_rows;
+  int failed; /* a row could not be kept */
+};
+
+tb_cli_table_t *tb_cli_table_new(int n_cols, const char *const *headers) {
+  assert(n_cols > 0);
+  tb_cli_table_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) return NULL;
+  t->n_cols = n_cols;
+  t->headers = headers;
+  return t;
+}
+
+void tb_cli_table_add(tb_cli_table_t *t, ...) {
+  if (t->failed) return;
+  if (t->n_rows == t->cap_rows) {
+    size_t cap = t->cap_rows ? t->cap_rows * 2 : 16;
+    char **grown = realloc(t->cells, cap * (size_t)t->n_cols * sizeof(*grown));
+    if (grown == NULL) {
+      t->failed = 1;
+      return;
+    }
+    t->cells = grown;
+    t->cap_rows = cap;
+  }
+  char **row = t->cells + t->n_rows * (size_t)t->n_cols;
+  va_list ap;
+  va_start(ap, t);
+  for (int c = 0; c < t->n_cols; c++) {
+    const char *v = va_arg(ap, const char *);
+    row[c] = strdup(v ? v : "-");
+    if (row[c] == NULL) t->failed = 1;
+  }
+  va_end(ap);
+  if (t->failed) { /* keep the rows whole: drop this one */
+    for (int c = 0; c < t->n_cols; c++) free(row[c]);
+    return;
+  }
+  t->n_rows++;
+}
+
+tb_status tb_cli_table_print(const tb_cli_table_t *t, FILE *out) {
+  if (t->failed) return tb__fail(TB_ERR_NOMEM, "out of memory building the table");
+  int width[64];
+  assert(t->n_cols <= (int)TB_COUNTOF(width));
+  for (int c = 0; c < t->n_cols; c++) {
+    const char *h = t->headers[c];
+    width[c] = (int)strlen(h[0] == '>' ? h + 1 : h);
+    for (size_t r = 0; r < t->n_rows; r++) {
+      int w = (int)strlen(t->cells[r * (size_t)t->n_cols + c]);
+      if (w > width[c]) width[c] = w;
+    }
+  }
+  for (size_t r = 0; r <= t->n_rows; r++) {
+    for (int c = 0; c < t->n_cols; c++) {
+      const char *h = t->headers[c];
+      int right = h[0] == '>';
+      const char *v = r == 0 ? (right ? h + 1 : h) : t->cells[(r - 1) * (size_t)t->n_cols + c];
+      int last = c == t->n_cols - 1;
+      if (right)
+        fprintf(out, "%*s", width[c], v);
+      else if (last) /* no trailing blanks */
+        fputs(v, out);
+      else
+        fprintf(out, "%-*s", width[c], v);
+      fputs(last ? "\n" : "  ", out);
+    }
+  }
+  return TB_OK;
+}
+
+void tb_cli_table_free(tb_cli_table_t *t) {
+  if (t == NULL) return;
+  for (size_t i = 0; i < t->n_rows * (size_t)t->n_cols; i++) free(t->cells[i]);
+  free(t->cells);
+  free(t);
 }
