@@ -182,6 +182,9 @@ extern void *tb__cli_sub_visitor_arg;
 int tb_cli_run_subcommand(const char *prog, int argc, char **argv, const tb_cli_sub_t *subs,
                           int n_subs, void (*usage)(FILE *out));
 
+/* Index in argv of the subcommand tb_cli_run_subcommand() would run; 0 when there is none. */
+int tb_cli_find_subcommand(int argc, char **argv);
+
 /* The same, except that `SUB --help` reaches the subcommand: for commands whose every
  * subcommand prints a help of its own (workflows). */
 int tb_cli_run_subcommand_own_help(const char *prog, int argc, char **argv,

@@ -27,7 +27,7 @@ static void api_usage(FILE *out) {
           "  --http-port N     port to listen on (config http_port, default 8080; 0 = any)\n"
           "  --http-bind ADDR  IPv4 address to listen on (config http_bind, default 127.0.0.1)\n"
           "  --http-threads N  requests worked on at once (config http_threads, 1-256, default 8)\n"
-          "example:\n"
+          "examples:\n"
           "  TIERBUS_API_TOKEN=s3cret tierbus api --http-bind 0.0.0.0 --http-port 8080\n");
 }
 

@@ -121,7 +121,11 @@ int tb_cmd_bench(int argc, char **argv) {
              "--workflow-rate R, and reports trigger-to-completion latency either way.\n"
              "--no-msg-id publishes the throughput events without Nats-Msg-Id, to measure\n"
              "the stream's dedupe; --random-ids publishes them with random ids, as a\n"
-             "foreign publisher might, instead of tierbus's time-ordered ones.\n");
+             "foreign publisher might, instead of tierbus's time-ordered ones.\n"
+             "It loads both cores for minutes: run it on a quiet machine.\n"
+             "examples:\n"
+             "  tierbus bench --events 100000 --scenario throughput\n"
+             "  tierbus bench --scenario saturation --saturate-seconds 30\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;

@@ -125,8 +125,8 @@ static int supervise(void *arg) {
 
 /* ---------------------------------------------------------------- command */
 
-static void dev_usage(void) {
-  fprintf(stderr,
+static void dev_usage(FILE *out) {
+  fprintf(out,
           "usage: tierbus dev [--data-dir DIR] [--nats-port P] [--nats-url URL] [--demo]\n"
           "                   [--demo-rate N] [--http-port N] [--http-threads N] [--db PATH]\n"
           "                   [--config FILE] [--log-level LEVEL]\n"
@@ -140,7 +140,10 @@ static void dev_usage(void) {
           "stops its workers and exits 1 with the reason.\n"
           "The server it starts requires nats_user/nats_password or nats_token from the config,\n"
           "else user tierbus with a password generated into DIR/nats-password (mode 0600, kept\n"
-          "for restarts); other commands find it with --data-dir DIR or TIERBUS_DATA_DIR.\n");
+          "for restarts); other commands find it with --data-dir DIR or TIERBUS_DATA_DIR.\n"
+          "examples:\n"
+          "  tierbus dev --demo                    # seed events at 20/s, dashboard on :8080\n"
+          "  tierbus dev --data-dir /srv/tb --nats-port 4333 --http-port 0\n");
 }
 
 int tb_cmd_dev(int argc, char **argv) {
@@ -182,10 +185,10 @@ int tb_cmd_dev(int argc, char **argv) {
       demo_rate = (int)v;
       break;
     case 'h':
-      dev_usage();
+      dev_usage(stdout);
       return TB_EXIT_OK;
     default:
-      dev_usage();
+      dev_usage(stderr);
       return TB_EXIT_USAGE;
     }
   }

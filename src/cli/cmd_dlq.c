@@ -30,6 +30,11 @@ static void dlq_usage(FILE *out) {
     fprintf(out, "  %-15s %s%s\n", tb_dlq_class_name((tb_dlq_class)c),
             tb_dlq_class_meaning((tb_dlq_class)c),
             tb_dlq_class_replayable(tb_dlq_class_name((tb_dlq_class)c)) ? "" : " (not replayed)");
+  fprintf(out, "examples:\n"
+               "  tierbus dlq list --since 2h --tier critical\n"
+               "  tierbus dlq show 12 --json\n"
+               "  tierbus dlq replay --reason max_deliveries --priority high\n"
+               "  tierbus dlq purge --since 30d --yes\n");
 }
 
 /* ---------------------------------------------------------------- options */

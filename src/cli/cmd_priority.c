@@ -21,7 +21,12 @@ static void priority_usage(FILE *out) {
                "       tierbus priority show REPO [--json] [--audit N]\n"
                "       tierbus priority inversions [--json] [--limit N] [--check]\n"
                "       tierbus priority set REPO [--override high|medium|low|none] "
-               "[--mark-low | --unmark-low]\n");
+               "[--mark-low | --unmark-low]\n"
+               "examples:\n"
+               "  tierbus priority sync\n"
+               "  tierbus priority show repo-42 --audit 10\n"
+               "  tierbus priority inversions --check   # exit 1 when there are any\n"
+               "  tierbus priority set repo-42 --override high\n");
 }
 
 /* Parses the options of one subcommand: the common ones, plus |extra|. Returns TB_EXIT_OK, or an

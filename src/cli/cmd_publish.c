@@ -13,14 +13,23 @@
 #include "core/status.h"
 #include "workflows/wf.h"
 
-static void publish_usage(void) {
+static void publish_usage(FILE *out) {
   fprintf(
-      stderr,
+      out,
       "usage: tierbus publish EVENT --json '{...}' [--priority TIER] [--id ID]\n"
       "                       [--correlation-id C] [--workflow-id W]\n"
       "       tierbus publish --file EVENTS.ndjson\n"
       "Each NDJSON line: {\"type\": EVENT, \"payload\": {...}, \"priority\"?: TIER, \"id\"?: ID,\n"
-      "                   \"correlation_id\"?: C, \"workflow_id\"?: W}\n");
+      "                   \"correlation_id\"?: C, \"workflow_id\"?: W}\n"
+      "The batch is checked whole before anything is sent (a bad line publishes nothing);\n"
+      "a line whose id the stream already holds is a duplicate: named, and not stored again.\n"
+      "examples:\n"
+      "  tierbus publish CLIENT_CREATED --json '{\"client_id\": \"c1\"}'\n"
+      "  tierbus publish WORKSPACE_REPO_ADDED --json '{\"workspace_id\": \"w1\", "
+      "\"repository_id\": \"r1\"}' \\\n"
+      "      --priority critical --id evt-1\n"
+      "  tierbus publish --file events.ndjson\n"
+      "  tierbus events   # every EVENT with its tier\n");
 }
 
 /* What the catalogue cannot say and the worker would dead-letter: an execute-workflow naming no
@@ -215,10 +224,10 @@ int tb_cmd_publish(int argc, char **argv) {
       req.workflow_id = optarg;
       break;
     case 'h':
-      publish_usage();
+      publish_usage(stdout);
       return TB_EXIT_OK;
     default:
-      publish_usage();
+      publish_usage(stderr);
       return TB_EXIT_USAGE;
     }
   }
@@ -227,7 +236,7 @@ int tb_cmd_publish(int argc, char **argv) {
       return tb_cli_usage_error(
           &cli, "--file takes no EVENT, --json or per-event options (put them in the file)");
   } else {
-    if (optind >= argc) return publish_usage(), TB_EXIT_USAGE;
+    if (optind >= argc) return publish_usage(stderr), TB_EXIT_USAGE;
     if (json == NULL) return tb_cli_usage_error(&cli, "--json '{...}' is required");
     if (optind + 1 < argc)
       return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);

@@ -62,7 +62,11 @@ static void replay_usage(FILE *out) {
           "TIME is RFC 3339 (2026-01-02T03:04:05Z) or a duration before now (90s, 2h, 3d).\n"
           "Sequences are per stream (TB_<TIER>_<DOMAIN>); use --subject to pick one.\n"
           "An event already processed is skipped; --force runs it again only when its handler\n"
-          "is safe to re-apply.\n");
+          "is safe to re-apply.\n"
+          "examples:\n"
+          "  tierbus replay --tier high --since 2h --dry-run\n"
+          "  tierbus replay --subject 'tb.evt.*.crm.>' --since 2026-01-02T00:00:00Z\n"
+          "  tierbus replay --event CLIENT_CREATED --from-seq 100 --to-seq 200 --force\n");
   list_safe(out);
 }
 
@@ -290,7 +294,11 @@ int tb_cmd_rebuild(int argc, char **argv) {
           "with --from-snapshot, restores a snapshot (the newest in <data_dir>/snapshots, taken\n"
           "by the workers every snapshot_interval or by `tierbus db snapshot`, or FILE) and\n"
           "replays each stream only from where the snapshot left it.\n"
-          "Nothing is published: commands, replies and continuations are read from the log.\n");
+          "Nothing is published: commands, replies and continuations are read from the log.\n"
+          "examples:\n"
+          "  tierbus rebuild --db /tmp/rebuilt.db\n"
+          "  tierbus rebuild --db /tmp/rebuilt.db --from-snapshot\n"
+          "  tierbus db checksum --db /tmp/rebuilt.db   # compare with the live database's\n");
       return TB_EXIT_OK;
     }
     return TB_EXIT_USAGE;
@@ -559,7 +567,12 @@ static void db_usage(FILE *out) {
           "       tierbus db prune [--older-than D]         drop old processed records\n"
           "       tierbus db snapshot [--out FILE]          online backup with stream positions,\n"
           "                                                 into <data_dir>/snapshots by default\n"
-          "                                                 (rebuild --from-snapshot [FILE])\n");
+          "                                                 (rebuild --from-snapshot [FILE])\n"
+          "checksum is read-only: it never creates a database.\n"
+          "examples:\n"
+          "  tierbus db checksum --data-dir var --tables\n"
+          "  tierbus db prune --older-than 7d\n"
+          "  tierbus db snapshot --out /backups/tierbus-$(date +%%F).db\n");
 }
 
 int tb_cmd_db(int argc, char **argv) {

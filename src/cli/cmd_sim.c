@@ -23,7 +23,10 @@ static void sim_usage(FILE *out) {
       "                       status CODE (400..599), or with nothing when CODE is 'drop';\n"
       "                       repeatable, e.g. --fail enrichment.submit=429:1\n"
       "actions: email.send, ai.generate-business-plan, ai.generate-deliverable, pdf.generate,\n"
-      "         enrichment.submit\n");
+      "         enrichment.submit\n"
+      "examples:\n"
+      "  tierbus sim --data-dir var --latency 250ms\n"
+      "  tierbus sim --fail enrichment.submit=429:1 --fail email.send=drop\n");
 }
 
 enum { OPT_LATENCY = OPT__COMMON_END + 1, OPT_ENRICH_DELAY, OPT_FAIL };

@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 #include "core/hist.h"
 #include "core/status.h"
+#include "core/util.h"
 #include "store/escalation.h"
 #include "store/repo.h"
 
@@ -181,8 +182,9 @@ static void config_usage(FILE *out) {
           "  tierbus config example > tierbus.yaml\n");
 }
 
-int tb_cmd_config(int argc, char **argv) {
-  tb_cli_t cli = {.prog = "tierbus config"};
+/* `config check` and `config example`: the same loading, then a verdict or the example. */
+static int config_run(int argc, char **argv, int example) {
+  tb_cli_t cli = {.prog = example ? "tierbus config example" : "tierbus config check"};
   static const struct option opts[] = {
       TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
   int c;
@@ -190,20 +192,39 @@ int tb_cmd_config(int argc, char **argv) {
     if (c == 'h') return config_usage(stdout), TB_EXIT_OK;
     if (!tb_cli_common_opt(&cli, c, optarg)) return config_usage(stderr), TB_EXIT_USAGE;
   }
-  const char *what = optind < argc ? argv[optind] : "check";
-  if (strcmp(what, "check") != 0 && strcmp(what, "example") != 0)
-    return tb_cli_usage_error(&cli, "unknown subcommand '%s' (check, example)", what);
-  if (optind + 1 < argc)
-    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind + 1]);
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
-  if (strcmp(what, "example") == 0)
+  if (example)
     tb_config_write_example(&cli.cfg, stdout);
   else
     printf("config ok: %s (%d tiers, nats %s, db %s)\n", tb_config_default_path(cli.config_path),
            cli.cfg.n_tiers, cli.cfg.nats_url, cli.cfg.db_path);
   tb_cli_close(&cli);
   return TB_EXIT_OK;
+}
+
+static int config_check(int argc, char **argv) {
+  return config_run(argc, argv, 0);
+}
+
+static int config_example(int argc, char **argv) {
+  return config_run(argc, argv, 1);
+}
+
+int tb_cmd_config(int argc, char **argv) {
+  static const tb_cli_sub_t subs[] = {{"check", config_check}, {"example", config_example}};
+  /* `tierbus config [options]` alone is `config check`; --help alone is the command's help. */
+  if (tb__cli_sub_visitor == NULL && tb_cli_find_subcommand(argc, argv) == 0 &&
+      !tb_cli_wants_help(argc, argv)) {
+    char *check_argv[argc + 2];
+    check_argv[0] = "check";
+    for (int i = 1; i < argc; i++) check_argv[i] = argv[i];
+    check_argv[argc] = NULL;
+    return config_check(argc, check_argv);
+  }
+  return tb_cli_run_subcommand("tierbus config", argc, argv, subs, (int)TB_COUNTOF(subs),
+                               config_usage);
 }
 
 static void events_usage(FILE *out) {

@@ -52,7 +52,11 @@ static void trigger_usage(FILE *out) {
           "default 60\n"
           "exit status: 0 triggered (with --wait: completed), 1 failed or cancelled (or NATS /\n"
           "database unavailable), 2 bad usage or input (nothing published), 3 --wait timed out\n"
-          "or was interrupted (the run goes on).\n",
+          "or was interrupted (the run goes on).\n"
+          "examples:\n"
+          "  tierbus trigger subscriber-enrichment --json-input '{\"email\": \"a@b.c\"}' --wait\n"
+          "  tierbus trigger ops.customer-support-message --priority critical --id ticket-9\n"
+          "  tierbus trigger --batch runs.ndjson\n",
           TB_WF_TRIGGER_ID_MAX);
 }
 

@@ -89,15 +89,19 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   return rc;
 }
 
-static void worker_usage(void) {
-  fprintf(stderr,
+static void worker_usage(FILE *out) {
+  fprintf(out,
           "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--domains a,b]\n"
           "                      [--max-concurrent-workflows N] [--nats-url URL] [--db PATH]\n"
           "                      [--config FILE] [--log-level LEVEL]\n"
           "Consumes the given tiers and domains (default: all) from their shared durable\n"
           "consumers, one per (tier, domain). --preset names a config preset (tiers, domains,\n"
           "max_concurrent_workflows) or any catalogue domain. Run as many workers as you like;\n"
-          "they share the work.\n");
+          "they share the work.\n"
+          "examples:\n"
+          "  tierbus worker --data-dir var\n"
+          "  tierbus worker --tiers critical,high --domains crm,enrichment\n"
+          "  tierbus worker --preset background --max-concurrent-workflows 4\n");
 }
 
 int tb_cmd_worker(int argc, char **argv) {
@@ -123,9 +127,9 @@ int tb_cmd_worker(int argc, char **argv) {
     else if (c == 'M')
       max_cw = optarg;
     else if (c == 'h')
-      return worker_usage(), TB_EXIT_OK;
+      return worker_usage(stdout), TB_EXIT_OK;
     else
-      return worker_usage(), TB_EXIT_USAGE;
+      return worker_usage(stderr), TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
@@ -156,12 +160,26 @@ int tb_cmd_worker(int argc, char **argv) {
   return rc;
 }
 
+static void init_usage(FILE *out) {
+  fprintf(out,
+          "usage: tierbus init [--nats-url URL] [--db PATH | --data-dir DIR] [--config FILE]\n"
+          "Creates or updates a stream and a durable consumer per (tier, domain), the DLQ and\n"
+          "command streams, and the database (binding it to the server's deployment); prints\n"
+          "one line per stream. Safe to run again: what is in place is left alone.\n"
+          "examples:\n"
+          "  tierbus init --data-dir var\n"
+          "  tierbus init --nats-url nats://10.0.0.5:4222 --db /srv/tierbus.db\n");
+}
+
 int tb_cmd_init(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus init", .create_db = 1};
-  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS, {0}};
+  static const struct option opts[] = {
+      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1)
-    if (!tb_cli_common_opt(&cli, c, optarg)) return TB_EXIT_USAGE;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    if (c == 'h') return init_usage(stdout), TB_EXIT_OK;
+    if (!tb_cli_common_opt(&cli, c, optarg)) return init_usage(stderr), TB_EXIT_USAGE;
+  }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load(&cli);
   if (rc == TB_EXIT_OK) rc = tb_cli_connect(&cli);

@@ -117,7 +117,10 @@ static void list_usage(FILE *out) {
           "                              [--detailed] [--json]\n"
           "Lists the registered workflows (name, domain, tier, trigger event) and activities.\n"
           "--detailed adds every step: kind, target, timeout, retry policy, optional. --json\n"
-          "always carries the full detail.\n");
+          "always carries the full detail.\n"
+          "examples:\n"
+          "  tierbus workflows list --domain crm --detailed\n"
+          "  tierbus workflows list --activities-only --json\n");
 }
 
 /* Only commands and waits wait for something; a run step is bounded by its tier's timeout and a
@@ -389,7 +392,10 @@ static int esc_print(void *arg, const tb_wf_escalation_t *e) {
 static void show_usage(FILE *out) {
   fprintf(out, "usage: tierbus workflows show ID [--json]\n"
                "Prints a run's state (status, step, attempt, tier, error, data), its escalations\n"
-               "and every step attempt in its history. Exit 1 when there is no run ID.\n");
+               "and every step attempt in its history. Exit 1 when there is no run ID.\n"
+               "examples:\n"
+               "  tierbus workflows show wf-3f2a9c\n"
+               "  tierbus workflows show wf-3f2a9c --json | jq .history\n");
 }
 
 static int cmd_show(int argc, char **argv) {
@@ -472,7 +478,10 @@ static int cmd_show(int argc, char **argv) {
 static void runs_usage(FILE *out) {
   fprintf(out, "usage: tierbus workflows runs [--status S] [--name N] [--limit K] [--json]\n"
                "Lists recent runs, newest first (default limit 20). S is one of running, "
-               "waiting,\nsleeping, completed, failed, cancelled.\n");
+               "waiting,\nsleeping, completed, failed, cancelled.\n"
+               "examples:\n"
+               "  tierbus workflows runs --status failed --limit 50\n"
+               "  tierbus workflows runs --name subscriber-enrichment --json\n");
 }
 
 typedef struct runs_state {
@@ -575,7 +584,9 @@ static int run_refused(const tb_cli_t *cli, const char *id, const char *verb, tb
 static void cancel_usage(FILE *out) {
   fprintf(out, "usage: tierbus workflows cancel ID [--reason TEXT]\n"
                "Cancels a run: it runs no further step, and its waits and timers are dropped.\n"
-               "Exit 1 when there is no run ID or it has already finished.\n");
+               "Exit 1 when there is no run ID or it has already finished.\n"
+               "example:\n"
+               "  tierbus workflows cancel wf-3f2a9c --reason 'customer left'\n");
 }
 
 static int cmd_cancel(int argc, char **argv) {
@@ -630,7 +641,10 @@ static void retry_usage(FILE *out) {
                "escalated as a failed retry by the config's escalation rules (with its\n"
                "customer-facing flag, business impact and hours since it failed); --priority\n"
                "puts it on TIER. A running worker's relay sends the step. Exit 1 when there is no\n"
-               "run ID or it has not failed, 2 for a bad argument.\n");
+               "run ID or it has not failed, 2 for a bad argument.\n"
+               "examples:\n"
+               "  tierbus workflows retry wf-3f2a9c\n"
+               "  tierbus workflows retry wf-3f2a9c --priority critical\n");
 }
 
 static int cmd_retry(int argc, char **argv) {
@@ -690,7 +704,12 @@ static void workflows_usage(FILE *out) {
                "       tierbus workflows runs [--status S] [--name N] [--limit K] [--json]\n"
                "       tierbus workflows cancel ID [--reason TEXT]\n"
                "       tierbus workflows retry ID [--priority TIER]\n"
-               "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n");
+               "Start a run with `tierbus trigger WORKFLOW --json-input '{...}'`.\n"
+               "`tierbus workflows SUBCOMMAND --help` says more about each.\n"
+               "examples:\n"
+               "  tierbus workflows list --domain crm\n"
+               "  tierbus workflows runs --status failed\n"
+               "  tierbus workflows show wf-3f2a9c\n");
 }
 
 int tb_cmd_workflows(int argc, char **argv) {

@@ -495,7 +495,7 @@ void tb_cli_fmt_time(int64_t us, char *buf, size_t cap) {
 /* Index of the subcommand in argv: the first argument that is neither an option nor the value
  * of a common option, so that `tierbus workflows --db X list` works like `... list --db X`.
  * 0 when there is none. */
-static int find_subcommand(int argc, char **argv) {
+int tb_cli_find_subcommand(int argc, char **argv) {
   static const char *const with_value[] = {"--config",   "--nats-url",  "--db",
                                            "--data-dir", "--log-level", "--set"};
   for (int i = 1; i < argc; i++) {
@@ -526,7 +526,7 @@ static int run_subcommand(const char *prog, int argc, char **argv, const tb_cli_
     tb__cli_sub_visitor(subs, n_subs, tb__cli_sub_visitor_arg);
     return TB_EXIT_OK;
   }
-  int at = find_subcommand(argc, argv);
+  int at = tb_cli_find_subcommand(argc, argv);
   if (at != 0 && strcmp(argv[at], "help") == 0) return usage(stdout), TB_EXIT_OK;
   if (at == 0) { /* a --help before any subcommand is for this level */
     for (int i = 1; i < argc; i++)
