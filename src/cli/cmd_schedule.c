@@ -14,24 +14,23 @@
 #include "store/sched.h"
 
 static void schedule_usage(FILE *out) {
-  fprintf(
-      out,
-      "usage: tierbus schedule list [--json]\n"
-      "       tierbus schedule add --name NAME --cron PATTERN|CONSTANT --event TYPE\n"
-      "                            [--payload JSON] [--priority TIER] [--description S]\n"
-      "                            [--catch-up skip|once] [--disabled]\n"
-      "       tierbus schedule remove|enable|disable|run NAME\n"
-      "A pattern has 5 fields (minute hour day-of-month month day-of-week; *, */n, a-b,\n"
-      "a-b/n, lists a,b,c) and is read in UTC; or use one of seed 001's SCHEDULES names\n"
-      "(EVERY_MINUTE ... MONTHLY_FIRST). TYPE is a built-in job (CLEANUP_FILES,\n"
-      "BACKUP_DATABASE, CLEANUP_OLD_JOBS, SEND_REMINDER_EMAILS, UPDATE_CLIENT_METRICS) or a\n"
-      "catalogue event, published with the payload on the task's tier. `run` runs the task\n"
-      "now in this process (no automatic retry) and exits 1 if it fails.\n"
-      "examples:\n"
-      "  tierbus schedule list\n"
-      "  tierbus schedule add --name nightly-backup --cron '0 3 * * *' --event BACKUP_DATABASE\n"
-      "  tierbus schedule disable cleanup-temp-files\n"
-      "  tierbus schedule run workspace-priority-sync\n");
+  fprintf(out,
+          "usage: tierbus schedule list [--json]\n"
+          "       tierbus schedule add --name NAME --cron PATTERN|CONSTANT --event TYPE\n"
+          "                            [--payload JSON] [--priority TIER] [--description S]\n"
+          "                            [--catch-up skip|once] [--disabled]\n"
+          "       tierbus schedule remove|enable|disable|run NAME\n"
+          "A pattern has 5 fields (minute hour day-of-month month day-of-week; *, */n, a-b,\n"
+          "a-b/n, lists a,b,c) and is read in UTC; or use one of seed 001's SCHEDULES names\n"
+          "(EVERY_MINUTE ... MONTHLY_FIRST). TYPE is a built-in job (CLEANUP_FILES,\n"
+          "BACKUP_DATABASE, CLEANUP_OLD_JOBS, SEND_REMINDER_EMAILS, UPDATE_CLIENT_METRICS) or a\n"
+          "catalogue event, published with the payload on the task's tier. `run` runs the task\n"
+          "now in this process (no automatic retry) and exits 1 if it fails.\n"
+          "examples:\n"
+          "  tierbus schedule list\n"
+          "  tierbus schedule add --name backup --cron '0 3 * * *' --event BACKUP_DATABASE\n"
+          "  tierbus schedule disable cleanup-temp-files\n"
+          "  tierbus schedule run workspace-priority-sync\n");
 }
 
 /* Parses options that are only the common ones plus --help, leaving one NAME argument. */
