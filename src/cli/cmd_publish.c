@@ -58,6 +58,8 @@ static int line_to_req(tb_cli_t *cli, const char *file, int lineno, json_t *line
 
 /* Lines named one by one when some were not acknowledged; a count says how many more. */
 #define FAILED_SHOWN 10
+/* Duplicate lines named one by one (a whole file published again would name every line). */
+#define DUPLICATES_SHOWN 100
 
 /* Publishes the |n| prepared lines (their line numbers in |linenos|) and says how it went:
  * TB_EXIT_OK when every one is in the stream, else TB_EXIT_FAIL after printing the counts and
@@ -81,6 +83,16 @@ static int publish_prepared(tb_cli_t *cli, const tb_prepared_t *all, const int *
   tb_status st = tb_bus_publish_batch(cli->bus, items, (int)n, &retry, rep);
   *secs_out = (double)(tb_mono_us() - t0) / 1e6;
   int rc = TB_EXIT_OK;
+  /* A duplicate is not a failure (ids deduplicate, which is what makes a second run safe), but
+   * the user who published a line twice should learn which line it was: on stderr, so that
+   * stdout stays the summary (publish) or the list of runs (trigger --batch). */
+  long long dups = 0;
+  for (size_t i = 0; i < n; i++)
+    if (items[i].st == TB_OK && items[i].duplicate && ++dups <= DUPLICATES_SHOWN)
+      fprintf(stderr, "%s: %s:%d: duplicate: id %s is already in the stream, not stored again\n",
+              cli->prog, path, linenos[i], all[i].id);
+  if (dups > DUPLICATES_SHOWN)
+    fprintf(stderr, "%s: ... and %lld more duplicate lines\n", cli->prog, dups - DUPLICATES_SHOWN);
   if (st != TB_OK) {
     fprintf(stderr,
             "%s: error: %lld of %zu %s not acknowledged by the stream (one whose ack was "
@@ -178,8 +190,9 @@ static int publish_file(tb_cli_t *cli, const char *path) {
   int rc = tb_cli_publish_ndjson(cli, path, prepare_event, NULL, "events", &rep, &secs);
   if (rc != TB_EXIT_OK) return rc;
   long long n = (long long)(rep.stored + rep.duplicates);
-  printf("published %lld events in %.3f s (%.0f events/s): %lld new, %lld duplicates, 0 failed", n,
-         secs, secs > 0 ? (double)n / secs : 0.0, (long long)rep.stored, (long long)rep.duplicates);
+  printf("published %lld events in %.3f s (%.0f events/s): %lld new, %lld duplicates%s, 0 failed",
+         n, secs, secs > 0 ? (double)n / secs : 0.0, (long long)rep.stored,
+         (long long)rep.duplicates, rep.duplicates > 0 ? " (lines named on stderr)" : "");
   /* Acks lost with a server that went away: say so, and what the resends found. */
   if (rep.resent > 0)
     printf("; %lld sent again after a lost ack (%lld of them already stored), %d rounds",
