@@ -204,38 +204,8 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   putchar('\n');
 }
 
-/* 1 when |d| is the name of a domain file or the domain of one of its items. */
-static int domain_known(const tb_wf_domain_t *const *doms, int n, const char *d) {
-  for (int i = 0; i < n; i++) {
-    if (strcmp(doms[i]->name, d) == 0) return 1;
-    for (int j = 0; j < doms[i]->n_workflows; j++)
-      if (strcmp(doms[i]->workflows[j]->domain, d) == 0) return 1;
-    for (int j = 0; j < doms[i]->n_activities; j++)
-      if (strcmp(doms[i]->activities[j].domain, d) == 0) return 1;
-  }
-  return 0;
-}
-
-/* Writes the known domain names (domain files first, then activity domains such as "shared"),
- * each once, comma-separated. */
-static void known_domains(const tb_wf_domain_t *const *doms, int n, char *buf, size_t cap) {
-  const char *names[128];
-  int k = 0;
-  for (int i = 0; i < n && k < 128; i++) names[k++] = doms[i]->name;
-  for (int i = 0; i < n; i++) {
-    for (int j = 0; j < doms[i]->n_workflows && k < 128; j++)
-      names[k++] = doms[i]->workflows[j]->domain;
-    for (int j = 0; j < doms[i]->n_activities && k < 128; j++)
-      names[k++] = doms[i]->activities[j].domain;
-  }
-  size_t off = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < k && off < cap; i++) {
-    int seen = 0;
-    for (int j = 0; j < i && !seen; j++) seen = strcmp(names[i], names[j]) == 0;
-    if (!seen) off += (size_t)snprintf(buf + off, cap - off, "%s%s", off ? ", " : "", names[i]);
-  }
-}
+/* The domain of the activities every domain's workflows call (send_email, ...). */
+#define TB_SHARED_DOMAIN "shared"
 
 static int cmd_list(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus workflows list"};
@@ -281,13 +251,19 @@ static int cmd_list(int argc, char **argv) {
     return tb_cli_usage_error(&cli, "give --workflows-only or --activities-only, not both");
   int n_doms = 0;
   const tb_wf_domain_t *const *doms = tb_wf_domains(&n_doms);
-  if (domain != NULL && !domain_known(doms, n_doms, domain)) {
-    char known[512];
-    known_domains(doms, n_doms, known, sizeof(known));
-    return tb_cli_usage_error(&cli, "unknown domain '%s' (domains: %s)", domain, known);
-  }
   int rc = tb_cli_load(&cli); /* the tiers a workflow resolves to depend on the config */
   if (rc != TB_EXIT_OK) return rc;
+  /* One vocabulary with `worker --domains` and `events`: the config's (catalogue's) domains,
+   * plus "shared" for the activities that no one domain owns. */
+  if (domain != NULL && tb_config_domain_index(&cli.cfg, domain) < 0 &&
+      strcmp(domain, TB_SHARED_DOMAIN) != 0) {
+    char known[512];
+    tb_cli_config_names(&cli.cfg, TB_CLI_DOMAINS, known, sizeof(known));
+    rc = tb_cli_usage_error(&cli, "unknown domain '%s' (domains: %s; %s for the shared activities)",
+                            domain, known, TB_SHARED_DOMAIN);
+    tb_cli_close(&cli);
+    return rc;
+  }
 
   json_t *wfs = json_array(), *acts = json_array();
   /* Workflows belong to the domain they name; activities to their file's domain or their own
@@ -329,35 +305,44 @@ static int cmd_list(int argc, char **argv) {
               print_workflow_detailed(&cli, w);
           }
       } else {
-        printf("%-32s %-11s %-11s %-26s %s\n", "WORKFLOW", "DOMAIN", "TIER", "TRIGGER", "STEPS");
+        static const char *const headers[] = {"WORKFLOW", "DOMAIN", "TIER", "TRIGGER", ">STEPS"};
+        tb_cli_table_t *t = tb_cli_table_new(5, headers);
         size_t k;
         json_t *v;
         json_array_foreach(wfs, k, v) {
           json_t *trig = json_object_get(v, "trigger_event");
-          printf("%-32s %-11s %-11s %-26s %zu\n", jstr(v, "name"), jstr(v, "domain"),
-                 jstr(v, "resolved_tier"),
-                 json_is_string(trig) ? json_string_value(trig) : "(manual)",
-                 json_array_size(json_object_get(v, "steps")));
+          char steps[16];
+          snprintf(steps, sizeof(steps), "%zu", json_array_size(json_object_get(v, "steps")));
+          if (t)
+            tb_cli_table_add(t, jstr(v, "name"), jstr(v, "domain"), jstr(v, "resolved_tier"),
+                             json_is_string(trig) ? json_string_value(trig) : "(manual)", steps);
         }
+        if (t == NULL || tb_cli_table_print(t, stdout) != TB_OK) rc = TB_EXIT_FAIL;
+        tb_cli_table_free(t);
       }
       printf("%zu workflow%s\n", json_array_size(wfs), json_array_size(wfs) == 1 ? "" : "s");
     }
     if (!act_only && !wf_only) putchar('\n');
     if (!wf_only) {
-      printf("%-36s %-11s %-8s %s\n", "ACTIVITY", "DOMAIN", "KIND", "DESCRIPTION");
+      static const char *const headers[] = {"ACTIVITY", "DOMAIN", "KIND", "DESCRIPTION"};
+      tb_cli_table_t *t = tb_cli_table_new(4, headers);
       size_t k;
       json_t *v;
       json_array_foreach(acts, k, v) {
-        printf("%-36s %-11s %-8s %s\n", jstr(v, "name"), jstr(v, "domain"), jstr(v, "kind"),
-               jstr(v, "description"));
+        if (t)
+          tb_cli_table_add(t, jstr(v, "name"), jstr(v, "domain"), jstr(v, "kind"),
+                           jstr(v, "description"));
       }
+      if (t == NULL || tb_cli_table_print(t, stdout) != TB_OK) rc = TB_EXIT_FAIL;
+      tb_cli_table_free(t);
       printf("%zu activit%s\n", json_array_size(acts), json_array_size(acts) == 1 ? "y" : "ies");
     }
   }
   json_decref(wfs);
   json_decref(acts);
   tb_cli_close(&cli);
-  return TB_EXIT_OK;
+  if (rc != TB_EXIT_OK) fprintf(stderr, "%s: error: out of memory\n", cli.prog);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- workflows show */
@@ -487,6 +472,7 @@ static void runs_usage(FILE *out) {
 typedef struct runs_state {
   int as_json;
   json_t *rows;
+  tb_cli_table_t *table; /* the text view, sized to its rows once they are all in */
   int n;
 } runs_state_t;
 
@@ -499,8 +485,10 @@ static int run_row(void *arg, const tb_wf_row_t *r) {
   /* Only a finished run has taken a time; a running one's age is its CREATED column. */
   if (r->finished_us >= r->created_us && r->created_us > 0 && r->finished_us > 0)
     fmt_elapsed((r->finished_us - r->created_us) / 1000, took, sizeof(took));
-  printf("%-40s %-32s %-10s %-24s %-3d %-11s %-25s %s\n", r->id, r->name, r->status,
-         tb_wf_step_name(r->name, r->step), r->attempt, r->tier, created, took);
+  char attempt[16];
+  snprintf(attempt, sizeof(attempt), "%d", r->attempt);
+  tb_cli_table_add(s->table, r->id, r->name, r->status, tb_wf_step_name(r->name, r->step), attempt,
+                   r->tier, created, took);
   return 0;
 }
 
@@ -549,11 +537,14 @@ static int cmd_runs(int argc, char **argv) {
   }
   rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
-  runs_state_t s = {.as_json = as_json, .rows = json_array()};
-  if (!as_json)
-    printf("%-40s %-32s %-10s %-24s %-3s %-11s %-25s %s\n", "ID", "WORKFLOW", "STATUS", "STEP",
-           "TRY", "TIER", "CREATED", "TOOK");
-  tb_status st = tb_store_wf_list(cli.store, status, name, 0, (int)limit, run_row, &s);
+  static const char *const headers[] = {"ID",   "WORKFLOW", "STATUS",  "STEP",
+                                        ">TRY", "TIER",     "CREATED", "TOOK"};
+  runs_state_t s = {
+      .as_json = as_json, .rows = json_array(), .table = tb_cli_table_new(8, headers)};
+  tb_status st = s.table == NULL
+                     ? tb__fail(TB_ERR_NOMEM, "out of memory")
+                     : tb_store_wf_list(cli.store, status, name, 0, (int)limit, run_row, &s);
+  if (st == TB_OK && !as_json) st = tb_cli_table_print(s.table, stdout);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
     rc = TB_EXIT_FAIL;
@@ -563,6 +554,7 @@ static int cmd_runs(int argc, char **argv) {
     printf("%d run%s\n", s.n, s.n == 1 ? "" : "s");
   }
   json_decref(s.rows);
+  tb_cli_table_free(s.table);
   tb_cli_close(&cli);
   return rc;
 }

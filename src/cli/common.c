@@ -406,8 +406,11 @@ static int parse_names(tb_cli_t *cli, const char *list, const char *flag, const 
   int n = 0;
   for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     int v = lookup(&cli->cfg, tok);
-    if (v < 0) {
-      tb_cli_usage_error(cli, "unknown %s '%s' in %s", what, tok, flag);
+    if (v < 0) { /* name what is accepted, from the same config the lookup read */
+      char names[512];
+      tb_cli_config_names(&cli->cfg, strcmp(what, "tier") == 0 ? TB_CLI_TIERS : TB_CLI_DOMAINS,
+                          names, sizeof(names));
+      tb_cli_usage_error(cli, "unknown %s '%s' in %s (%ss: %s)", what, tok, flag, what, names);
       return -1;
     }
     for (int i = 0; i < n; i++)
