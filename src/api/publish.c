@@ -50,15 +50,26 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
                              const tb_publish_req_t *req, tb_prepared_t *out) {
   memset(out, 0, sizeof(*out));
   const tb_event_def_t *ev = tb_catalogue_find(cat, req->event);
-  if (ev == NULL)
-    return tb__fail(TB_ERR_UNKNOWN_EVENT,
-                    "unknown event '%s' (see tierbus events or subjects/catalogue.json)",
-                    req->event);
+  if (ev == NULL) {
+    char names[768] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < tb_catalogue_count(cat) && off < sizeof(names); i++)
+      off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                              tb_catalogue_at(cat, i)->name);
+    return tb__fail(TB_ERR_UNKNOWN_EVENT, "unknown event '%s' (events: %s; see tierbus events)",
+                    req->event, names);
+  }
   const char *tier = req->tier;
   if (tier == NULL) tier = tb_config_event_tier(cfg, ev->name);
   if (tier == NULL) tier = ev->default_tier;
   int ti = tb_config_tier_index(cfg, tier);
-  if (ti < 0) return tb__fail(TB_ERR_INVALID, "unknown tier '%s' for %s", tier, ev->name);
+  if (ti < 0) {
+    char tiers[256] = "";
+    for (int i = 0; i < cfg->n_tiers; i++)
+      snprintf(tiers + strlen(tiers), sizeof(tiers) - strlen(tiers), "%s%s", i ? ", " : "",
+               cfg->tiers[i].name);
+    return tb__fail(TB_ERR_INVALID, "unknown tier '%s' for %s (tiers: %s)", tier, ev->name, tiers);
+  }
   out->tier = cfg->tiers[ti].name;
   if (req->domain != NULL && !known_domain(cat, req->domain))
     return tb__fail(TB_ERR_INVALID, "%s: '%s' is not a catalogue domain", ev->name, req->domain);

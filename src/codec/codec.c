@@ -626,7 +626,13 @@ static tb_status fill_message(jctx_t *cx, ProtobufCMessage *msg, json_t *obj) {
     const ProtobufCFieldDescriptor *fd = find_field(d, key);
     size_t saved = path_field(cx, fd ? fd->name : key);
     if (!fd) {
-      rc = tb__fail(TB_ERR_JSON, "%s: unknown field '%s'", cx->what, cx->path);
+      char names[512] = "";
+      size_t off = 0;
+      for (unsigned i = 0; i < d->n_fields && off < sizeof(names); i++)
+        off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                                d->fields[i].name);
+      rc = tb__fail(TB_ERR_JSON, "%s: unknown field '%s' (fields of %s: %s)", cx->what, cx->path,
+                    d->name, d->n_fields ? names : "none");
     } else {
       size_t idx = (size_t)(fd - d->fields);
       if (seen[idx]) {

@@ -1837,7 +1837,25 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value) {
     for (size_t i = 0; i < TB_COUNTOF(sections); i++)
       if (strcmp(sections[i].name, key) == 0)
         return tb__fail(TB_ERR_CONFIG, "%s: can only be set in the config file", key);
-    return tb__fail(TB_ERR_CONFIG, "unknown option '%s'", key);
+    /* Name what --set accepts: the closest option first, then all of them (they fit the
+     * detail buffer; a longer list would be cut with "..."). */
+    const char *best = NULL;
+    size_t best_d = 3;
+    char names[720];
+    size_t off = 0;
+    names[0] = '\0';
+    for (size_t i = 0; i < N_SCALARS; i++) {
+      size_t d = edit_distance(key, scalar_opts[i].name);
+      if (d < best_d) best = scalar_opts[i].name, best_d = d;
+      if (off < sizeof(names) - 4)
+        off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
+                                scalar_opts[i].name);
+    }
+    if (off >= sizeof(names) - 4) snprintf(names + sizeof(names) - 4, 4, "...");
+    if (best)
+      return tb__fail(TB_ERR_CONFIG, "unknown option '%s' (did you mean '%s'? options: %s)", key,
+                      best, names);
+    return tb__fail(TB_ERR_CONFIG, "unknown option '%s' (options: %s)", key, names);
   }
   if (!set_text(cfg, o, value, msg, sizeof(msg)))
     return tb__fail(TB_ERR_CONFIG, "%s: %s", o->name, msg);

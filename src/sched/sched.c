@@ -422,8 +422,13 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
   tb_cron_t c;
   tb_status s = tb_cron_parse(t->pattern, &c);
   if (s != TB_OK) return refail(s, "--cron: ");
-  if (tb_config_tier_index(cfg, t->tier) < 0)
-    return tb__fail(TB_ERR_INVALID, "--priority: unknown tier '%s'", t->tier);
+  if (tb_config_tier_index(cfg, t->tier) < 0) {
+    char tiers[256] = "";
+    for (int i = 0; i < cfg->n_tiers; i++)
+      snprintf(tiers + strlen(tiers), sizeof(tiers) - strlen(tiers), "%s%s", i ? ", " : "",
+               cfg->tiers[i].name);
+    return tb__fail(TB_ERR_INVALID, "--priority: unknown tier '%s' (tiers: %s)", t->tier, tiers);
+  }
   json_t *payload = NULL;
   s = parse_payload(t, &payload);
   if (s != TB_OK) return refail(s, "--payload: ");
