@@ -30,7 +30,8 @@ extern "C" {
   XX(ERR_IO, "I/O error")                                                                          \
   XX(ERR_HANDLER, "handler failed")                                                                \
   XX(ERR_STOPPED, "stopped")                                                                       \
-  XX(ERR_AUTH, "NATS refused the credentials or the TLS handshake")
+  XX(ERR_AUTH, "NATS refused the credentials or the TLS handshake")                                \
+  XX(ERR_NOT_IMPLEMENTED, "not implemented")
 
 typedef enum tb_status {
 #define TB__STATUS_ENUM(name, text) TB_##name,

@@ -67,6 +67,9 @@ void tb__http_fail(tb_http_resp_t *r, tb_status st, const char *field, const cha
   case TB_ERR_TOO_LARGE:
     code = 400;
     break;
+  case TB_ERR_NOT_IMPLEMENTED:
+    code = 501;
+    break;
   case TB_ERR_BUSY:
   case TB_ERR_UNAVAILABLE:
   case TB_ERR_TIMEOUT:

@@ -302,8 +302,9 @@ static tb_status job_reminders(job_run_t *r) {
 /* UPDATE_CLIENT_METRICS: the seed lists client engagement metrics as pending and defines none, so
  * there is nothing to compute yet; the task is disabled by default and says so when run. */
 static tb_status job_client_metrics(job_run_t *r) {
-  return tb__fail(TB_ERR_INVALID, "UPDATE_CLIENT_METRICS: client engagement metrics are not "
-                                  "defined yet (seed 001 lists them as pending)");
+  return tb__fail(TB_ERR_NOT_IMPLEMENTED,
+                  "UPDATE_CLIENT_METRICS: client engagement metrics are not "
+                  "defined yet (seed 001 lists them as pending)");
 }
 
 /* X(job type, function, payload fields it reads (durations marked ~), files: 1 when it acts on
@@ -585,7 +586,9 @@ tb_status tb_sched_execute(const tb_handler_ctx_t *ctx, const char *name, int64_
   } else if (s == TB_OK) {
     int failures = t->failure_count + 1;
     snprintf(out->detail, sizeof(out->detail), "%s", error);
-    if (allow_retry && attempt <= TB_SCHED_RETRIES && js != TB_ERR_INVALID) {
+    /* Bad input and a job that does not exist yet fail the same way on every attempt. */
+    if (allow_retry && attempt <= TB_SCHED_RETRIES && js != TB_ERR_INVALID &&
+        js != TB_ERR_NOT_IMPLEMENTED) {
       int64_t delay_us = ctx->cfg->schedule_retry_delay_ms * 1000;
       for (int i = 1; i < attempt; i++) delay_us *= 2;
       out->retry_at_us = tb_wall_us() + delay_us;
