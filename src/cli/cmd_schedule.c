@@ -54,7 +54,9 @@ static int one_name(tb_cli_t *cli, int argc, char **argv, const char **name) {
 
 typedef struct list_ctx {
   int64_t now_us;
-  json_t *arr; /* --json */
+  json_t *arr;           /* --json */
+  tb_cli_table_t *table; /* else: the rows, sized to their content once all are in */
+  json_t *errors;        /* and "NAME: last error: ..." lines printed under the table */
 } list_ctx_t;
 
 /* The task's next slot as text ("-" when disabled or never). */
@@ -77,10 +79,12 @@ static int list_row(void *arg, const tb_sched_task_t *t) {
   char pattern[160];
   snprintf(pattern, sizeof(pattern), "%s%s%s%s", t->pattern, expanded ? " (" : "",
            expanded ? expanded : "", expanded ? ")" : "");
-  printf("%-22s %-3s %-34s %-21s %-22s %-10s %-4s %-8s %d %s\n", t->name, t->enabled ? "on" : "off",
-         pattern, next, t->job, t->tier, t->catch_up_once ? "once" : "skip", t->status,
-         t->failure_count, last);
-  if (t->last_error[0]) printf("  last error: %s\n", t->last_error);
+  char fails[16];
+  snprintf(fails, sizeof(fails), "%d", t->failure_count);
+  tb_cli_table_add(l->table, t->name, t->enabled ? "on" : "off", pattern, next, t->job, t->tier,
+                   t->catch_up_once ? "once" : "skip", t->status, fails, last);
+  if (t->last_error[0])
+    json_array_append_new(l->errors, json_sprintf("%s: last error: %s", t->name, t->last_error));
   return 0;
 }
 
@@ -104,11 +108,21 @@ static int cmd_list(int argc, char **argv) {
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
   int rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
-  list_ctx_t l = {.now_us = tb_wall_us(), .arr = as_json ? json_array() : NULL};
-  if (!as_json)
-    printf("%-22s %-3s %-34s %-21s %-22s %-10s %-4s %-8s %s %s\n", "NAME", "ON", "PATTERN",
-           "NEXT (UTC)", "EVENT/JOB", "PRIORITY", "MISS", "STATUS", "FAILS", "LAST RUN");
-  tb_status st = tb_store_sched_list(cli.store, list_row, &l);
+  static const char *const headers[] = {"NAME",     "ON",   "PATTERN", "NEXT (UTC)", "EVENT/JOB",
+                                        "PRIORITY", "MISS", "STATUS",  ">FAILS",     "LAST RUN"};
+  list_ctx_t l = {.now_us = tb_wall_us(),
+                  .arr = as_json ? json_array() : NULL,
+                  .table = tb_cli_table_new(10, headers),
+                  .errors = json_array()};
+  tb_status st = l.table == NULL ? tb__fail(TB_ERR_NOMEM, "out of memory")
+                                 : tb_store_sched_list(cli.store, list_row, &l);
+  if (st == TB_OK && !as_json && (st = tb_cli_table_print(l.table, stdout)) == TB_OK) {
+    size_t i;
+    json_t *e;
+    json_array_foreach(l.errors, i, e) printf("%s\n", json_string_value(e));
+  }
+  tb_cli_table_free(l.table);
+  json_decref(l.errors);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
     rc = TB_EXIT_FAIL;
