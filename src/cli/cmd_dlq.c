@@ -137,7 +137,8 @@ static int open_checked(tb_cli_t *cli, const dlq_opts_t *o) {
 /* ---------------------------------------------------------------- list / show */
 
 typedef struct list_ctx {
-  json_t *arr;
+  json_t *arr;           /* --json */
+  tb_cli_table_t *table; /* else: printed once every row is in, each column as wide as needed */
   int n;
 } list_ctx_t;
 
@@ -148,10 +149,11 @@ static int print_one(void *arg, const tb_dlq_entry_t *e) {
     json_array_append_new(lc->arr, tb_dlq_entry_json(e, 0));
     return 0;
   }
-  char at[40];
+  char at[40], no[24];
   tb_cli_fmt_time(e->at_us, at, sizeof(at));
-  printf("%-5lld %-24s %-15s %-10s %-26s %.60s\n  %s\n", (long long)e->no, at, e->reason_class,
-         e->tier, e->event_type[0] ? e->event_type : "-", e->msg_id, e->error);
+  snprintf(no, sizeof(no), "%lld", (long long)e->no);
+  tb_cli_table_add(lc->table, no, at, e->reason_class, e->tier,
+                   e->event_type[0] ? e->event_type : "-", e->msg_id, e->error);
   return 0;
 }
 
@@ -162,11 +164,13 @@ static int cmd_list(int argc, char **argv) {
   if (rc != TB_EXIT_OK) return rc < 0 ? TB_EXIT_OK : rc;
   rc = open_checked(&cli, &o);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
-  list_ctx_t lc = {.arr = o.json ? json_array() : NULL};
-  if (!o.json)
-    printf("%-5s %-24s %-15s %-10s %-26s %s\n", "NO", "AT (UTC)", "REASON", "TIER", "EVENT",
-           "MSG ID / last error");
-  tb_status st = tb_store_dlq_list(cli.store, &o.f, print_one, &lc);
+  static const char *const headers[] = {">NO",   "AT (UTC)", "REASON",    "TIER",
+                                        "EVENT", "MSG ID",   "LAST ERROR"};
+  list_ctx_t lc = {.arr = o.json ? json_array() : NULL, .table = tb_cli_table_new(7, headers)};
+  tb_status st = lc.table == NULL ? tb__fail(TB_ERR_NOMEM, "out of memory")
+                                  : tb_store_dlq_list(cli.store, &o.f, print_one, &lc);
+  if (st == TB_OK && !o.json) st = tb_cli_table_print(lc.table, stdout);
+  tb_cli_table_free(lc.table);
   if (st != TB_OK) {
     fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
     rc = TB_EXIT_FAIL;
