@@ -418,9 +418,15 @@ static void test_oneof(void **state) {
 
 static void test_errors(void **state) {
   const tb_event_def_t *cc = ev("CLIENT_CREATED");
-  map_fails(cc, "{\"foo\":1}", TB_ERR_JSON, "CLIENT_CREATED: unknown field 'foo'");
-  map_fails(cc, "{\"Client_id\":\"x\"}", TB_ERR_JSON, "CLIENT_CREATED: unknown field 'Client_id'");
-  map_fails(cc, "{\"clientID\":\"x\"}", TB_ERR_JSON, "CLIENT_CREATED: unknown field 'clientID'");
+  map_fails(cc, "{\"foo\":1}", TB_ERR_JSON,
+            "CLIENT_CREATED: unknown field 'foo'"
+            " (fields of tierbus.v1.ClientCreated: client_id, user_id, client_name, email)");
+  map_fails(cc, "{\"Client_id\":\"x\"}", TB_ERR_JSON,
+            "CLIENT_CREATED: unknown field 'Client_id'"
+            " (fields of tierbus.v1.ClientCreated: client_id, user_id, client_name, email)");
+  map_fails(cc, "{\"clientID\":\"x\"}", TB_ERR_JSON,
+            "CLIENT_CREATED: unknown field 'clientID'"
+            " (fields of tierbus.v1.ClientCreated: client_id, user_id, client_name, email)");
   map_fails(cc, "{\"client_id\":5}", TB_ERR_JSON,
             "CLIENT_CREATED: field 'client_id': expected a string, got number");
   map_fails(cc, "{\"client_id\":{}}", TB_ERR_JSON,
@@ -448,7 +454,8 @@ static void test_errors(void **state) {
             "enrichment-complete: field 'results[0]': expected an object "
             "(tierbus.v1.EnrichmentComplete.Result), got null");
   map_fails(en, "{\"results\":[{},{\"bogus\":true}]}", TB_ERR_JSON,
-            "enrichment-complete: unknown field 'results[1].bogus'");
+            "enrichment-complete: unknown field 'results[1].bogus' (fields of "
+            "tierbus.v1.EnrichmentComplete.Result: subscriber_id, email, fields, error)");
   map_fails(en, "{\"results\":[{\"fields\":[]}]}", TB_ERR_JSON,
             "enrichment-complete: field 'results[0].fields': expected an object (map), got array");
   map_fails(en, "{\"results\":[{},{\"fields\":{\"a\":\"1\",\"email\":5}}]}", TB_ERR_JSON,
@@ -462,7 +469,9 @@ static void test_errors(void **state) {
             "capture/repository.sync: field 'metadata': expected an object "
             "(tierbus.v1.RepositorySync.Metadata), got string");
   map_fails(rs, "{\"metadata\":{\"nope\":1}}", TB_ERR_JSON,
-            "capture/repository.sync: unknown field 'metadata.nope'");
+            "capture/repository.sync: unknown field 'metadata.nope' (fields of "
+            "tierbus.v1.RepositorySync.Metadata: is_workspace_repo, workspace_count, "
+            "original_priority)");
   map_fails(rs, "{\"metadata\":{\"workspaceCount\":-1}}", TB_ERR_JSON,
             "capture/repository.sync: field 'metadata.workspace_count': value -1 out of range "
             "for uint32");
