@@ -261,18 +261,24 @@ static int cmd_inversions(int argc, char **argv) {
   } else {
     printf("repository priority (stored priority or flags disagree with the rules): %lld\n",
            (long long)total);
-    for (size_t i = 0; i < json_array_size(rows); i++) {
+    static const char *const headers[] = {"  REPOSITORY", "STORED", "RULES",
+                                          ">WORKSPACES",  ">LIVE",  "OVERRIDE"};
+    tb_cli_table_t *table = json_array_size(rows) ? tb_cli_table_new(6, headers) : NULL;
+    for (size_t i = 0; table != NULL && i < json_array_size(rows); i++) {
       json_t *v = json_array_get(rows, i);
-      json_t *ovr = json_object_get(v, "manual_override");
-      printf("  %-32s stored %-6s rules %-6s workspaces stored %lld live %lld%s%s\n",
-             json_string_value(json_object_get(v, "repository_id")),
-             json_string_value(json_object_get(v, "priority")),
-             json_string_value(json_object_get(v, "expected_priority")),
-             (long long)json_integer_value(json_object_get(v, "workspace_count")),
-             (long long)json_integer_value(json_object_get(v, "live_workspace_count")),
-             json_is_string(ovr) ? "  override " : "",
-             json_is_string(ovr) ? json_string_value(ovr) : "");
+      char repo[160], n_ws[24], n_live[24];
+      snprintf(repo, sizeof(repo), "  %s", json_string_value(json_object_get(v, "repository_id")));
+      snprintf(n_ws, sizeof(n_ws), "%lld",
+               (long long)json_integer_value(json_object_get(v, "workspace_count")));
+      snprintf(n_live, sizeof(n_live), "%lld",
+               (long long)json_integer_value(json_object_get(v, "live_workspace_count")));
+      tb_cli_table_add(table, repo, json_string_value(json_object_get(v, "priority")),
+                       json_string_value(json_object_get(v, "expected_priority")), n_ws, n_live,
+                       json_string_value(json_object_get(v, "manual_override")));
     }
+    if (table != NULL && tb_cli_table_print(table, stdout) != TB_OK)
+      fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    tb_cli_table_free(table);
     if (total > (int64_t)json_array_size(rows))
       printf("  ... %lld more (--limit)\n", (long long)(total - (int64_t)json_array_size(rows)));
     printf("seed query (is_workspace_repo and not high, overrides included): %lld\n",
