@@ -165,27 +165,21 @@ static void test_help_everywhere(void **state) {
 
 /* Against a live server and no database: each read-only command either works without one
  * (events, workflows list, config check) or exits 1 saying there is none, and none of them
- * creates it, at the named path or at the default one. */
+ * creates it, at the named path or at the default one. The commands that change an existing
+ * database behave the same: only init, worker, dev and rebuild make one. */
 static void test_read_only_never_create(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   tb_assert_ok(tb_h_server_start(h));
-  static const char *const need_db[] = {"stats",
-                                        "stats --json",
-                                        "workflows show wf-1",
-                                        "workflows runs",
-                                        "workflows runs --json",
-                                        "dlq list",
-                                        "dlq list --json",
-                                        "dlq show 1",
-                                        "priority show repo-1",
-                                        "priority inversions",
-                                        "schedule list",
-                                        "schedule list --json",
-                                        "db checksum",
-                                        "replay --dry-run",
-                                        "workflows cancel wf-1",
-                                        "schedule disable cleanup-temp-files"};
+  static const char *const need_db[] = {
+      "stats", "stats --json", "workflows show wf-1", "workflows runs", "workflows runs --json",
+      "dlq list", "dlq list --json", "dlq show 1", "priority show repo-1", "priority inversions",
+      "schedule list", "schedule list --json", "db checksum", "replay --dry-run",
+      "api --http-port 0",
+      /* and the commands that write to an existing one */
+      "workflows cancel wf-1", "workflows retry wf-1", "schedule disable cleanup-temp-files",
+      "schedule run cleanup-temp-files", "priority sync", "priority set repo-1 --override high",
+      "dlq replay 1", "dlq purge --all --yes", "db prune", "db snapshot"};
   static const char *const no_db[] = {"events", "events --json", "workflows list",
                                       "workflows list --json", "config check"};
   const char *common[] = {"--nats-url", h->url, "--db", h->db, NULL};
