@@ -250,6 +250,8 @@ static void test_usage_errors_write_nothing(void **state) {
   expect_usage_error(h, "db frob", common, WANT("unknown subcommand 'frob'", "checksum"));
   expect_usage_error(h, "config frob", none, WANT("unknown subcommand 'frob'", "check, example"));
   expect_usage_error(h, "completion zsh", none, WANT("unknown shell 'zsh'", "bash"));
+  expect_usage_error(h, "help --values nope", none,
+                     WANT("unknown kind 'nope'", "tiers, domains, presets, events, workflows"));
   expect_usage_error(h, "stats --frob", common, WANT("frob", "usage: tierbus stats"));
   expect_usage_error(h, "events --frob", none, WANT("frob"));
   expect_usage_error(h, "init --frob", common, WANT("frob", "usage: tierbus init"));
@@ -475,15 +477,24 @@ static void test_bash_completion(void **state) {
   tb_h_result_free(&r);
   free(text);
 
-  char script[4 * TB_H_PATH];
+  char script[10 * TB_H_PATH];
   snprintf(script, sizeof(script),
            "source '%s' || exit 9\n"
            "COMP_WORDS=(tierbus ''); COMP_CWORD=1; _tierbus; echo \"top: ${COMPREPLY[*]} \"\n"
            "COMP_WORDS=(tierbus workflows ''); COMP_CWORD=2; _tierbus;"
            " echo \"workflows: ${COMPREPLY[*]} \"\n"
            "COMP_WORDS=(tierbus dlq list --re); COMP_CWORD=3; _tierbus;"
-           " echo \"dlq list --re: ${COMPREPLY[*]} \"\n",
-           shipped);
+           " echo \"dlq list --re: ${COMPREPLY[*]} \"\n"
+           /* Values come from the binary being completed: COMP_WORDS[0]. */
+           "COMP_WORDS=('%s' worker --tiers ''); COMP_CWORD=3; _tierbus;"
+           " echo \"tiers: ${COMPREPLY[*]} \"\n"
+           "COMP_WORDS=('%s' workflows list --domain ''); COMP_CWORD=4; _tierbus;"
+           " echo \"domains: ${COMPREPLY[*]} \"\n"
+           "COMP_WORDS=('%s' publish WORKSPACE_REPO_); COMP_CWORD=2; _tierbus;"
+           " echo \"events: ${COMPREPLY[*]} \"\n"
+           "COMP_WORDS=('%s' trigger subscriber-); COMP_CWORD=2; _tierbus;"
+           " echo \"workflows: ${COMPREPLY[*]} \"\n",
+           shipped, h->binary, h->binary, h->binary, h->binary);
   const char *argv[] = {"/bin/bash", "--norc", "-c", script, NULL};
   tb_h_execv(h, &r, RUN_TIMEOUT_MS, argv);
   tb_assert_exit(r, 0);
@@ -504,6 +515,10 @@ static void test_bash_completion(void **state) {
   }
   tb_assert_contains(out, "workflows: list show runs cancel retry --help \n");
   tb_assert_contains(out, "dlq list --re: --reason \n");
+  tb_assert_contains(out, "tiers: critical high normal low background \n");
+  tb_assert_contains(out, "domains: crm enrichment workspace ops workflow \n");
+  tb_assert_contains(out, "events: WORKSPACE_REPO_ADDED WORKSPACE_REPO_REMOVED \n");
+  tb_assert_contains(out, "workflows: subscriber-enrichment \n");
   free(out);
 }
 
