@@ -454,11 +454,21 @@ static int db_checksum(int argc, char **argv) {
     json_decref(j);
   } else {
     printf("%s\n", hex);
-    if (tables)
-      for (int i = 0; i < n; i++)
-        printf("  %-30s %8lld rows  %s  columns: %s%s%s; left out: %s\n", t[i].table,
-               (long long)parts[i].rows, parts[i].hex, t[i].columns, t[i].where ? " where " : "",
-               t[i].where ? t[i].where : "", *t[i].why ? t[i].why : "nothing");
+    static const char *const headers[] = {"TABLE", ">ROWS", "SHA", "COLUMNS", "LEFT OUT"};
+    tb_cli_table_t *table = tables ? tb_cli_table_new(5, headers) : NULL;
+    for (int i = 0; table != NULL && i < n; i++) {
+      char rows[24], cols[1024];
+      snprintf(rows, sizeof(rows), "%lld", (long long)parts[i].rows);
+      snprintf(cols, sizeof(cols), "%s%s%s", t[i].columns, t[i].where ? " where " : "",
+               t[i].where ? t[i].where : "");
+      tb_cli_table_add(table, t[i].table, rows, parts[i].hex, cols,
+                       *t[i].why ? t[i].why : "nothing");
+    }
+    if (tables && (table == NULL || tb_cli_table_print(table, stdout) != TB_OK)) {
+      fprintf(stderr, "%s: error: out of memory\n", cli.prog);
+      rc = TB_EXIT_FAIL;
+    }
+    tb_cli_table_free(table);
   }
   free(parts);
   tb_cli_close(&cli);

@@ -431,6 +431,17 @@ static void test_tables_and_json(void **state) {
   assert_int_equal(n_lines, n_events + 1);
   tb_h_result_free(&r);
 
+  /* db checksum --tables: the checksum, then one row per table under a header. */
+  tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, "db", "checksum", "--tables", NULL);
+  tb_assert_exit(r, 0);
+  const char *second = strchr(r.out, '\n');
+  assert_non_null(second);
+  assert_int_equal(second - r.out, 32); /* 32 hex digits */
+  assert_int_equal(strncmp(second + 1, "TABLE ", 6), 0);
+  tb_assert_contains(second, "LEFT OUT\n");
+  tb_assert_contains(second, "\nworkspace_repositories ");
+  tb_h_result_free(&r);
+
   /* The same rule for a table of numbers: stats' PENDING column ends where its header does. */
   tb_h_tierbus(h, &r, RUN_TIMEOUT_MS, "stats", NULL);
   tb_assert_exit(r, 0);
