@@ -50,7 +50,7 @@
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(msg_id) DO "       \
     "NOTHING")                                                                                     \
   X(ACTIVITY, "INSERT INTO activity_log(msg_id, event_type, tier, correlation_id, key, "           \
-              "payload_json, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")                           \
+              "payload_json, payload, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")              \
   X(DEAD_LETTER,                                                                                   \
     "INSERT INTO dead_letters(msg_id, event_type, tier, stream, stream_seq, reason, at_us, "       \
     "class, "                                                                                      \
@@ -440,14 +440,8 @@
   X(MON_DELAYED, "SELECT CASE WHEN substr(subject, 1, 7) = 'tb.evt.' THEN substr(subject, 8, "     \
                  "instr(substr(subject, 8), '.') - 1) ELSE '' END, '', count(*) FROM outbox "      \
                  "WHERE next_attempt_us > ?1 GROUP BY 1")                                          \
-  /* Seed 002's repository jobs that applied, by the payload's is_workspace_repo, among the last   \
-   * ?2 activity rows (a bound on the scan: the log has no index on event type) since ?1. */       \
-  X(MON_REPO_JOBS_OK,                                                                              \
-    "SELECT coalesce(json_extract(payload_json, '$.metadata.is_workspace_repo'), 0), count(*) "    \
-    "FROM activity_log WHERE id > (SELECT coalesce(max(id), 0) FROM activity_log) - ?2 "           \
-    "AND event_type = 'capture/repository.sync' AND at_us >= ?1 GROUP BY 1")                       \
-  /* The newest activity row outside that bound: when it is inside the window, the window was      \
-   * not read whole. */                                                                            \
+  /* The newest activity row outside a scan of the last ?1 rows: when it is inside the monitor's   \
+   * window, the window was not read whole. */                                                     \
   X(MON_ACTIVITY_UNSCANNED,                                                                        \
     "SELECT at_us FROM activity_log WHERE id <= (SELECT coalesce(max(id), "                        \
     "0) FROM activity_log) - ?1 ORDER BY id DESC LIMIT 1")

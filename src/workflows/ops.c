@@ -22,8 +22,12 @@ static tb_status log_activity(tb_wf_run_t *run, const char *event_type, const ch
   if (json == NULL) return tb__fail(TB_ERR_NOMEM, "%s: activity entry", event_type);
   char msg_id[TB_ID_MAX + 80];
   snprintf(msg_id, sizeof(msg_id), "%s:%s", run->id, suffix);
-  tb_status s =
-      tb_store_activity(run->ctx->store, msg_id, event_type, run->tier, NULL, run->id, json);
+  tb_activity_t a = {.msg_id = msg_id,
+                     .event_type = event_type,
+                     .tier = run->tier,
+                     .key = run->id,
+                     .payload_json = json};
+  tb_status s = tb_store_activity(run->ctx->store, &a);
   free(json);
   return s;
 }

@@ -38,8 +38,11 @@ static int calls;
 /* Writes one activity row (a state change the test can count), then succeeds or rejects. */
 static tb_status fake_handler(const tb_handler_ctx_t *ctx) {
   calls++;
-  tb_status st = tb_store_activity(ctx->store, ctx->msg->env->id, ctx->msg->def->name, ctx->tier,
-                                   NULL, "fake", NULL);
+  tb_activity_t a = {.msg_id = ctx->msg->env->id,
+                     .event_type = ctx->msg->def->name,
+                     .tier = ctx->tier,
+                     .key = "fake"};
+  tb_status st = tb_store_activity(ctx->store, &a);
   if (st != TB_OK) return st;
   return mode == FAKE_REJECT ? tb__fail(TB_ERR_INVALID, "fake handler rejects it") : TB_OK;
 }
