@@ -331,6 +331,7 @@ static const struct {
     {"POST", "/api/workflows/{}/cancel", tb__http_post_workflow_cancel},
     {"GET", "/api/dlq", tb__http_get_dlq},
     {"POST", "/api/dlq/{}/replay", tb__http_post_dlq_replay},
+    {"GET", "/api/activity", tb__http_get_activity},
     {"GET", "/api/repositories", tb__http_get_repositories},
     {"GET", "/api/repositories/{}", tb__http_get_repository},
     {"GET", "/api/priority/distribution", tb__http_get_distribution},

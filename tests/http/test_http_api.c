@@ -585,6 +585,19 @@ static void test_repositories(void **state) {
   assert_true(json_number_value(json_object_get(wsj, "success_rate")) == 100.0);
   assert_false(json_is_true(json_object_get(jobs, "truncated")));
   json_decref(j);
+
+  /* The same four jobs in the activity log, each payload rendered from its stored bytes. */
+  j = call_json("GET", "/api/activity?event=capture/repository.sync&limit=10", NULL, 200);
+  assert_int_equal(json_integer_value(json_object_get(j, "count")), 4);
+  json_t *row = json_array_get(json_object_get(j, "rows"), 0);
+  json_t *payload = json_object_get(row, "payload");
+  assert_non_null(json_string_value(json_object_get(payload, "repository_id")));
+  assert_string_equal(json_string_value(json_object_get(row, "key")),
+                      json_string_value(json_object_get(payload, "repository_id")));
+  assert_null(json_object_get(row, "payload_error"));
+  json_decref(j);
+  expect_400("GET", "/api/activity?event=NO_SUCH_EVENT", NULL, "event");
+  expect_400("GET", "/api/activity?limit=0", NULL, "limit");
   stop_all(&api, &worker);
 }
 
