@@ -121,7 +121,8 @@ int tb_cmd_bench(int argc, char **argv) {
              "--workflow-rate R, and reports trigger-to-completion latency either way.\n"
              "--no-msg-id publishes the throughput events without Nats-Msg-Id, to measure\n"
              "the stream's dedupe; --random-ids publishes them with random ids, as a\n"
-             "foreign publisher might, instead of tierbus's time-ordered ones.\n");
+             "foreign publisher might, instead of tierbus's time-ordered ones. Each run\n"
+             "works in a fresh directory, under --work-dir DIR when given (and kept there).\n");
       return TB_EXIT_OK;
     default:
       return TB_EXIT_USAGE;
