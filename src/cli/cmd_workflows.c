@@ -166,7 +166,7 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
   printf("  tier:     %s", tier);
-  if (tb_config_workflow_tier(&cli->cfg, w->name, w->category) != NULL)
+  if (tb_wf_type_tier(&cli->cfg, w) != NULL)
     printf(" (config workflow_tiers%s%s)", w->category ? ", category " : "",
            w->category ? w->category : "");
   else if (w->tier == NULL || strcmp(w->tier, tier) != 0)

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -476,6 +477,14 @@ static const opt_t tier_opts[] = {
      .charset_desc = CS_TIER_DESC,
      .required = true,
      .help = "used in subjects (tb.evt.<name>.>) and stream names"},
+    {.name = "task_queue",
+     .type = OPT_STRING,
+     FIELD(tb_tier_config_t, task_queue),
+     .min = 0,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .def = "",
+     .help = "another name for it wherever a tier is accepted (seed 000's task queue)"},
     {.name = "timeout",
      .type = OPT_MS,
      FIELD(tb_tier_config_t, timeout_ms),
@@ -978,7 +987,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[5];
+  int section[6];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -986,11 +995,19 @@ typedef struct src_lines {
   int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
   int preset_domain[TB_MAX_PRESETS][TB_MAX_DOMAINS];
   int workflow_tier[TB_MAX_WORKFLOW_TIERS];
+  int priority_floor[TB_MAX_WORKFLOW_TIERS];
   int rule[TB_MAX_ESC_RULES];
   int rule_field[TB_MAX_ESC_RULES][N_RULE_OPTS];
 } src_lines;
 
-enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS, SEC_WORKFLOW_TIERS, SEC_ESCALATION };
+enum {
+  SEC_TIERS,
+  SEC_EVENT_TIERS,
+  SEC_PRESETS,
+  SEC_WORKFLOW_TIERS,
+  SEC_ESCALATION,
+  SEC_PRIORITY_FLOORS
+};
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
 static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
@@ -1019,6 +1036,12 @@ static tb_status unknown_tier(const tb_config_t *cfg, int line, const char *key,
   char known[TB_MAX_TIERS * (TB_NAME_MAX + 2)];
   known_tiers(cfg, known, sizeof(known));
   return vfail(cfg, line, key, "unknown tier '%s' (tiers are %s)", name, known);
+}
+
+/* 1 when |name| is "<tier>-priority" in any case (seed 000's task queue names). */
+static int is_priority_queue(const char *tier, const char *name) {
+  size_t n = strlen(tier);
+  return strncasecmp(name, tier, n) == 0 && strcasecmp(name + n, "-priority") == 0;
 }
 
 static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
@@ -1058,6 +1081,22 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       snprintf(key, sizeof(key), "tiers[%d].name", t);
       return vfail(cfg, L ? L->tier[t] : 0, key, "duplicate tier name '%s' (also tiers[%d])",
                    tier->name, u);
+    }
+    /* Every name a tier answers to must pick that tier alone, or an alias would silently
+     * route to whichever tier comes first. */
+    const char *alias[2] = {tier->name, tier->task_queue};
+    for (int a = 0; a < 2; a++) {
+      if (alias[a][0] == '\0') continue;
+      for (int u = 0; u < cfg->n_tiers && u < TB_MAX_TIERS; u++) {
+        const tb_tier_config_t *o = &cfg->tiers[u];
+        if (u == t || !(strcasecmp(o->name, alias[a]) == 0 || is_priority_queue(o->name, alias[a]) ||
+                        (a == 0 && o->task_queue[0] && strcasecmp(o->task_queue, alias[a]) == 0)))
+          continue;
+        snprintf(key, sizeof(key), "tiers[%d].%s", t, a ? "task_queue" : "name");
+        const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, a ? "task_queue" : "name");
+        return vfail(cfg, L ? L->tier_field[t][f - tier_opts] : 0, key,
+                     "'%s' is already a name of tier '%s' (tiers[%d])", alias[a], o->name, u);
+      }
     }
   }
   return TB_OK;
@@ -1149,7 +1188,9 @@ static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
 
 /* Only a file's workflow_tiers are checked: the built-in table names seed 000's tiers, which a
  * deployment with other tiers does not have (tb_config_workflow_tier then ignores them). */
-static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+static tb_status validate_tier_map(const tb_config_t *cfg, const src_lines *L, const char *section,
+                                   int sec, const tb_workflow_tier_t *map, int n,
+                                   const int *lines) {
   static const opt_t wn = {.name = "workflow",
                            .type = OPT_STRING,
                            FIELD(tb_workflow_tier_t, workflow),
@@ -1157,23 +1198,31 @@ static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
   char key[KEY_MAX], msg[512];
-  if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
-    return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
-                 "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
-                 cfg->n_workflow_tiers);
-  for (int i = 0; i < cfg->n_workflow_tiers; i++) {
-    const tb_workflow_tier_t *w = &cfg->workflow_tiers[i];
-    int line = L ? L->workflow_tier[i] : 0;
+  if (n < -1 || n > TB_MAX_WORKFLOW_TIERS)
+    return vfail(cfg, L ? L->section[sec] : 0, section, "at most %d entries are allowed (got %d)",
+                 TB_MAX_WORKFLOW_TIERS, n);
+  for (int i = 0; i < n; i++) {
+    const tb_workflow_tier_t *w = &map[i];
+    int line = L ? lines[i] : 0;
     if (!check_string(&wn, w->workflow, msg, sizeof(msg)))
-      return vfail(cfg, line, "workflow_tiers", "workflow name %s", msg);
-    snprintf(key, sizeof(key), "workflow_tiers.%s", w->workflow);
+      return vfail(cfg, line, section, "workflow name %s", msg);
+    snprintf(key, sizeof(key), "%s.%s", section, w->workflow);
     if (memchr(w->tier, '\0', sizeof(w->tier)) == NULL || tb_config_tier_index(cfg, w->tier) < 0)
       return unknown_tier(cfg, line, key, memchr(w->tier, '\0', sizeof(w->tier)) ? w->tier : "?");
     for (int j = 0; j < i; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, w->workflow) == 0)
-        return vfail(cfg, line, key, "listed twice");
+      if (strcmp(map[j].workflow, w->workflow) == 0) return vfail(cfg, line, key, "listed twice");
   }
   return TB_OK;
+}
+
+static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+  tb_status s = validate_tier_map(cfg, L, "workflow_tiers", SEC_WORKFLOW_TIERS,
+                                  cfg->workflow_tiers, cfg->n_workflow_tiers,
+                                  L ? L->workflow_tier : NULL);
+  if (s == TB_OK)
+    s = validate_tier_map(cfg, L, "priority_floors", SEC_PRIORITY_FLOORS, cfg->priority_floors,
+                          cfg->n_priority_floors, L ? L->priority_floor : NULL);
+  return s;
 }
 
 /* A file's escalation rules: fields in bounds, a known tier, a unique name, and at least one
@@ -1601,36 +1650,46 @@ static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
-static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
-  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "workflow_tiers");
+/* A mapping of workflow (name, alias or category) to tier: workflow_tiers, priority_floors. */
+static tb_status parse_tier_map(const parse_ctx *c, const yaml_node_t *n, const char *section,
+                                tb_workflow_tier_t *map, int *count, int *lines) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, section);
   if (s != TB_OK) return s;
-  tb_config_t *cfg = c->cfg;
-  memset(cfg->workflow_tiers, 0, sizeof(cfg->workflow_tiers));
-  cfg->n_workflow_tiers = 0;
+  memset(map, 0, sizeof(*map) * TB_MAX_WORKFLOW_TIERS);
+  *count = 0;
   int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
   for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
     const char *name, *tier;
-    if ((s = scalar_text(c, k, "workflow_tiers", &name)) != TB_OK) return s;
-    for (int j = 0; j < cfg->n_workflow_tiers; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, name) == 0)
-        return perr(c, k, "workflow_tiers", "duplicate key '%s' (first at line %d)", name,
-                    c->lines->workflow_tier[j]);
-    if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
-      return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
+    if ((s = scalar_text(c, k, section, &name)) != TB_OK) return s;
+    for (int j = 0; j < *count; j++)
+      if (strcmp(map[j].workflow, name) == 0)
+        return perr(c, k, section, "duplicate key '%s' (first at line %d)", name, lines[j]);
+    if (*count == TB_MAX_WORKFLOW_TIERS)
+      return perr(c, k, section, "at most %d entries are allowed (got %d)",
                   TB_MAX_WORKFLOW_TIERS, total);
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "workflow_tiers.%s", name);
-    tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
-    if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
+    snprintf(key, sizeof(key), "%s.%s", section, name);
+    tb_workflow_tier_t *w = &map[*count];
+    if ((s = copy_name(c, k, section, "workflow name", w->workflow, sizeof(w->workflow),
                        name)) != TB_OK)
       return s;
     if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
     if ((s = copy_name(c, v, key, "tier name", w->tier, sizeof(w->tier), tier)) != TB_OK) return s;
-    c->lines->workflow_tier[cfg->n_workflow_tiers++] = line_of(k);
+    lines[(*count)++] = line_of(k);
   }
   return TB_OK;
+}
+
+static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "workflow_tiers", c->cfg->workflow_tiers,
+                        &c->cfg->n_workflow_tiers, c->lines->workflow_tier);
+}
+
+static tb_status parse_priority_floors(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "priority_floors", c->cfg->priority_floors,
+                        &c->cfg->n_priority_floors, c->lines->priority_floor);
 }
 
 static tb_status parse_rule(const parse_ctx *c, int r, const yaml_node_t *n) {
@@ -1687,6 +1746,7 @@ static const struct section {
     [SEC_PRESETS] = {"presets", parse_presets},
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
+    [SEC_PRIORITY_FLOORS] = {"priority_floors", parse_priority_floors},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1849,8 +1909,16 @@ tb_status tb_config_validate(const tb_config_t *cfg) {
 }
 
 int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
+  if (name == NULL) return -1;
+  /* The exact name first: the hot path (every publish and start) costs one strcmp per tier. */
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++) {
+    const tb_tier_config_t *t = &cfg->tiers[i];
+    if (strcasecmp(t->name, name) == 0 || is_priority_queue(t->name, name) ||
+        (t->task_queue[0] != '\0' && strcasecmp(t->task_queue, name) == 0))
+      return i;
+  }
   return -1;
 }
 
@@ -1922,12 +1990,22 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;
   for (int i = 0; i < n; i++) {
-    if (tb_config_tier_index(cfg, t[i].tier) < 0) continue;
-    if (name != NULL && strcmp(t[i].workflow, name) == 0) return t[i].tier;
+    int ti = tb_config_tier_index(cfg, t[i].tier);
+    if (ti < 0) continue;
+    /* The config's own name: an entry may use an alias ("high-priority"). */
+    if (name != NULL && strcmp(t[i].workflow, name) == 0) return cfg->tiers[ti].name;
     if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
-      by_category = t[i].tier;
+      by_category = cfg->tiers[ti].name;
   }
   return by_category;
+}
+
+const char *tb_config_priority_floor(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; name != NULL && i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    int ti = tb_config_tier_index(cfg, cfg->priority_floors[i].tier);
+    if (ti >= 0 && strcmp(cfg->priority_floors[i].workflow, name) == 0) return cfg->tiers[ti].name;
+  }
+  return NULL;
 }
 
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
@@ -2078,6 +2156,19 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     write_str(out, cfg->workflow_tiers[i].workflow);
     fputs(": ", out);
     write_str(out, cfg->workflow_tiers[i].tier);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Floors under an explicit priority (seed 000): a caller's priority is honoured both\n"
+        "# ways, raising or lowering the automatic tier, except that a workflow (name, seed\n"
+        "# alias or category) listed here never runs below the tier given.\n",
+        out);
+  fputs(cfg->n_priority_floors > 0 ? "priority_floors:\n" : "priority_floors: {}\n", out);
+  for (int i = 0; i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->priority_floors[i].workflow);
+    fputs(": ", out);
+    write_str(out, cfg->priority_floors[i].tier);
     fputc('\n', out);
   }
 

@@ -16,7 +16,24 @@ tb_status tb_store_wf_context_put(tb_store_t *st, const char *id, const tb_wf_co
   tb__bind_opt_text(stmt, 2, c->category);
   sqlite3_bind_int(stmt, 3, c->customer_facing ? 1 : 0);
   tb__bind_opt_text(stmt, 4, c->business_impact);
+  tb__bind_opt_text(stmt, 5, c->requested_tier);
+  tb__bind_opt_text(stmt, 6, c->automatic_tier);
+  tb__bind_opt_text(stmt, 7, c->tier_rule);
+  if (c->deadline_us > 0)
+    sqlite3_bind_int64(stmt, 8, c->deadline_us);
+  else
+    sqlite3_bind_null(stmt, 8);
   return tb__exec_done(st, stmt, NULL, "workflow context", id);
+}
+
+tb_status tb_store_wf_set_deadline(tb_store_t *st, const char *id, int64_t deadline_us) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_DEADLINE);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  if (deadline_us > 0)
+    sqlite3_bind_int64(stmt, 2, deadline_us);
+  else
+    sqlite3_bind_null(stmt, 2);
+  return tb__exec_done(st, stmt, NULL, "workflow deadline", id);
 }
 
 tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out,
@@ -32,6 +49,10 @@ tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_
     out->customer_facing = sqlite3_column_int(stmt, 1);
     tb__col_copy(stmt, 2, out->business_impact, sizeof(out->business_impact));
     out->retries = sqlite3_column_int(stmt, 3);
+    tb__col_copy(stmt, 4, out->requested_tier, sizeof(out->requested_tier));
+    tb__col_copy(stmt, 5, out->automatic_tier, sizeof(out->automatic_tier));
+    tb__col_copy(stmt, 6, out->tier_rule, sizeof(out->tier_rule));
+    out->deadline_us = sqlite3_column_int64(stmt, 7);
     *found = 1;
   } else if (rc != SQLITE_DONE) {
     s = tb__store_fail(st->db, rc, "workflow context %s", id);

@@ -16,6 +16,15 @@ typedef struct tb_wf_context {
   int customer_facing;
   char business_impact[16]; /* "" = unspecified */
   int retries;              /* `workflows retry` calls so far */
+  /* How the run's starting tier was decided (seed 000; migration "run tier decision"): the
+   * explicit tier a caller asked for ("" = none), the tier the rules alone gave, and the rule
+   * that chose the tier it started on. "" for runs started before. */
+  char requested_tier[32];
+  char automatic_tier[32];
+  char tier_rule[48];
+  /* The run's deadline: its start plus its tier's timeout (0 = none), past which the run-timeout
+   * rule acts; moved when the run changes tier. */
+  int64_t deadline_us;
 } tb_wf_context_t;
 
 /* Writes run |id|'s context once (a second put for the same run is a no-op). */
@@ -27,6 +36,9 @@ tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_
 
 /* Counts one more retry of run |id| (creating its context when it has none). */
 tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id);
+
+/* Moves run |id|'s deadline (see tb_wf_context_t) to |deadline_us| (0 = none). */
+tb_status tb_store_wf_set_deadline(tb_store_t *st, const char *id, int64_t deadline_us);
 
 /* Sets run |id|'s tier without touching updated_us: an escalation is not progress, so a run
  * raised by the sweeper stays stuck until a step really moves it. */

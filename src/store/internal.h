@@ -360,9 +360,12 @@
   X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
                        "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                       \
   X(WF_CTX_PUT, "INSERT INTO workflow_context(workflow_id, category, customer_facing, "            \
-                "business_impact) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(workflow_id) DO NOTHING")     \
-  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries "                      \
+                "business_impact, requested_tier, automatic_tier, tier_rule, deadline_us) "        \
+                "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(workflow_id) DO NOTHING")      \
+  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries, requested_tier, "     \
+                "automatic_tier, tier_rule, deadline_us "                                          \
                 "FROM workflow_context WHERE workflow_id = ?1")                                    \
+  X(WF_CTX_DEADLINE, "UPDATE workflow_context SET deadline_us = ?2 WHERE workflow_id = ?1")        \
   X(WF_CTX_RETRIED, "INSERT INTO workflow_context(workflow_id, retries) VALUES(?1, 1) "            \
                     "ON CONFLICT(workflow_id) DO UPDATE SET retries = retries + 1")                \
   X(WF_SET_TIER, "UPDATE workflows SET tier = ?2 WHERE id = ?1")                                   \

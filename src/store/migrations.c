@@ -590,6 +590,17 @@ static const char v15_checks_without_ephemeral_tables[] =
     "CREATE INDEX workflows_status ON workflows(status, updated_us);"
     "CREATE INDEX workflows_name ON workflows(name, created_us);";
 
+/* Issue 12, seed 000 (renumber at merge): how a run's starting tier was decided (an explicit
+ * priority is honoured both ways, so the rule that chose it is kept with the run), and the run's
+ * deadline from its tier's timeout, which bounds the whole run. */
+static const char run_tier_decision_and_deadline[] =
+    "ALTER TABLE workflow_context ADD COLUMN requested_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN automatic_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN tier_rule TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN deadline_us INTEGER;"
+    "CREATE INDEX workflow_context_deadline ON workflow_context(deadline_us)"
+    "  WHERE deadline_us IS NOT NULL;";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -604,7 +615,8 @@ static const char *const migrations[] = {v1_engine,
                                          v12_deployment,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
-                                         v15_checks_without_ephemeral_tables};
+                                         v15_checks_without_ephemeral_tables,
+                                         run_tier_decision_and_deadline};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

@@ -88,12 +88,20 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
   return TB_OK;
 }
 
-tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
-                           const json_t *input, const tb_esc_input_t *flags, int *base,
-                           tb_esc_input_t *in, tb_esc_result_t *res) {
-  if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(cfg, def);
-  *base = tb_config_tier_index(cfg, tier);
-  if (*base < 0) return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+/* The floor priority_floors sets for |def| (name, then alias, then category), or -1. */
+static int floor_of(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  const char *f = tb_config_priority_floor(cfg, def->name);
+  if (f == NULL && def->alias != NULL) f = tb_config_priority_floor(cfg, def->alias);
+  if (f == NULL && def->category != NULL) f = tb_config_priority_floor(cfg, def->category);
+  return f ? tb_config_tier_index(cfg, f) : -1;
+}
+
+tb_status tb_wf_decide(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
+                       const char *explicit_by, const char *base_by, const json_t *input,
+                       const tb_esc_input_t *flags, tb_wf_decision_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->requested = -1;
+  tb_esc_input_t *in = &out->in;
   tb_status s = tb_wf_esc_context(def, input, in);
   if (s != TB_OK) return s;
   if (flags != NULL) {
@@ -104,14 +112,68 @@ tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def,
     in->failed_retry = flags->failed_retry;
     in->stuck_ms = flags->stuck_ms;
   }
-  *res = tb_wf_escalate(cfg, *base, in);
+  /* The automatic tier: by type, raised by the rules. */
+  const char *type_tier = tb_wf_tier(cfg, def);
+  int auto_base = tb_config_tier_index(cfg, type_tier);
+  const char *auto_by = tb_wf_type_tier(cfg, def) != NULL                              ? "workflow_tiers"
+                        : def->tier != NULL && strcmp(def->tier, type_tier) == 0 ? "definition"
+                                                                                  : "least-urgent-tier";
+  if (tier != NULL && tier[0] == '\0') tier = NULL;
+  int given = tier ? tb_config_tier_index(cfg, tier) : -1;
+  if (tier != NULL && given < 0)
+    return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  if (tier == NULL || explicit_by == NULL) {
+    /* Rules only raise from the base: the type's tier, or the caller's (a trigger event's). */
+    out->base = tier ? given : auto_base;
+    out->assigned_by = tier ? (base_by ? base_by : "base") : auto_by;
+    tb_esc_result_t r = tb_wf_escalate(cfg, out->base, in);
+    out->tier = out->automatic = r.tier;
+    out->escalated_by = r.rule;
+    out->rule = r.rule ? r.rule : out->assigned_by;
+    return TB_OK;
+  }
+  /* An explicit tier is honoured both ways: the rules are reported (automatic), not applied. */
+  out->automatic = tb_wf_escalate(cfg, auto_base, in).tier;
+  out->requested = out->base = out->tier = given;
+  out->assigned_by = out->rule = explicit_by;
+  if (in->expedite) {
+    /* Expedite is a request too, and only raises: the most urgent tier any rule names. */
+    tb_esc_input_t only = *in;
+    only.skip = ~0u;
+    tb_esc_result_t r = tb_wf_escalate(cfg, out->tier, &only);
+    if (r.rule != NULL) out->tier = r.tier, out->rule = out->escalated_by = r.rule;
+  }
+  int floor = floor_of(cfg, def);
+  if (floor >= 0 && out->tier > floor) {
+    /* The one thing that overrules a caller: a workflow config forbids lowering below this. */
+    out->tier = floor;
+    out->rule = out->escalated_by = "priority_floors";
+  }
   return TB_OK;
 }
 
 json_t *tb_wf_args_input(const json_t *args) {
   if (args == NULL) return json_object();
   if (json_is_object(args)) return json_deep_copy(args);
-  return json_pack("{s:O}", "args", (json_t *)args);
+  json_t *in = json_pack("{s:O}", "args", (json_t *)args);
+  /* Seed 000 calls a workflow with positional arguments ([emailData, {origin: 'email'}]): the
+   * array stays whole under "args", and each object's fields are also the input's own (the
+   * first argument that has a field wins), so a step reads input.to from emailData and the
+   * escalation context (customer_facing, business_impact) is found where the seed puts it. */
+  size_t i;
+  json_t *arg;
+  json_array_foreach(args, i, arg) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(arg, key, v) {
+      if (in != NULL && json_object_get(in, key) == NULL &&
+          json_object_set(in, key, v) != 0) {
+        json_decref(in);
+        in = NULL;
+      }
+    }
+  }
+  return in;
 }
 
 /* "customer-facing, impact high, failed retry, stuck 7.0 h, expedite", or "no context". */

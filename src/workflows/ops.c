@@ -160,6 +160,7 @@ static const tb_step_def_t support_steps[] = {
 
 static const tb_workflow_def_t customer_support = {
     .name = "ops.customer-support-message",
+    .alias = "customerSupportMessageWorkflow",
     .domain = "ops",
     .tier = "high",
     .category = "customer-support",
@@ -174,6 +175,7 @@ static const tb_workflow_def_t customer_support = {
 
 static const tb_workflow_def_t lead_attention = {
     .name = "ops.lead-attention",
+    .alias = "leadAttentionWorkflow",
     .domain = "ops",
     .tier = "high",
     .category = "lead-attention",
@@ -190,6 +192,7 @@ static const tb_step_def_t log_steps[] = {
 
 static const tb_workflow_def_t daily_stand_up = {
     .name = "ops.daily-stand-up",
+    .alias = "dailyStandUpWorkflow",
     .domain = "ops",
     .tier = "normal",
     .category = "daily-stand-up",
@@ -202,6 +205,7 @@ static const tb_workflow_def_t daily_stand_up = {
 
 static const tb_workflow_def_t build_campaigns = {
     .name = "ops.build-campaigns",
+    .alias = "buildCampaignsWorkflow",
     .domain = "ops",
     .tier = "low",
     .category = "campaign-building",
@@ -214,6 +218,7 @@ static const tb_workflow_def_t build_campaigns = {
 
 static const tb_workflow_def_t daily_operations = {
     .name = "ops.daily-operations",
+    .alias = "dailyOperationsWorkflow",
     .domain = "ops",
     .tier = "background",
     .category = "daily-operations",

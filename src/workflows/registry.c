@@ -80,6 +80,12 @@ const tb_workflow_def_t *tb_wf_find(const char *name) {
   for (int d = 0; d < N_DOMAINS; d++)
     for (int i = 0; i < domains[d]->n_workflows; i++)
       if (strcmp(domains[d]->workflows[i]->name, name) == 0) return domains[d]->workflows[i];
+  /* Seed 000's names, after every registered name: an alias never shadows a workflow. */
+  for (int d = 0; d < N_DOMAINS; d++)
+    for (int i = 0; i < domains[d]->n_workflows; i++) {
+      const char *alias = domains[d]->workflows[i]->alias;
+      if (alias != NULL && strcmp(alias, name) == 0) return domains[d]->workflows[i];
+    }
   return NULL;
 }
 

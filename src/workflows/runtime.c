@@ -95,8 +95,16 @@ static void derive_id(const char *prefix, const char *cause, char *buf, size_t c
   snprintf(buf, cap, "%.*s:%016llx", TB_WF_ID_MAX - 17, prefix, (unsigned long long)h);
 }
 
+const char *tb_wf_type_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  /* The name, then seed 000's alias, then the category: the most specific entry wins. */
+  const char *t = tb_config_workflow_tier(cfg, def->name, NULL);
+  if (t == NULL && def->alias != NULL) t = tb_config_workflow_tier(cfg, def->alias, NULL);
+  if (t == NULL && def->category != NULL) t = tb_config_workflow_tier(cfg, NULL, def->category);
+  return t;
+}
+
 const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
-  const char *by_type = tb_config_workflow_tier(cfg, def->name, def->category);
+  const char *by_type = tb_wf_type_tier(cfg, def);
   if (by_type != NULL) return by_type;
   int i = def->tier != NULL ? tb_config_tier_index(cfg, def->tier) : -1;
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
@@ -917,12 +925,14 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
 tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
                       const char *tier, const json_t *input, const char *correlation_id,
                       char *id_out, size_t id_cap, int *started) {
-  return tb_wf_start_ex(ctx, def, id, tier, input, correlation_id, NULL, id_out, id_cap, started);
+  return tb_wf_start_ex(ctx, def, id, tier, NULL, input, correlation_id, NULL, id_out, id_cap,
+                        started);
 }
 
 tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
-                         const char *tier, const json_t *input, const char *correlation_id,
-                         const tb_esc_input_t *esc, char *id_out, size_t id_cap, int *started) {
+                         const char *tier, const char *explicit_by, const json_t *input,
+                         const char *correlation_id, const tb_esc_input_t *esc, char *id_out,
+                         size_t id_cap, int *started) {
   *started = 0;
   tb_wf_row_t row;
   memset(&row, 0, sizeof(row));
@@ -937,13 +947,13 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
   } else {
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
   }
-  /* Seed 000: the context (definition, input, the trigger's flags) may raise the tier. */
-  tb_esc_input_t in;
-  tb_esc_result_t esc_res;
-  int base = 0;
-  tb_status s = tb_wf_start_tier(ctx->cfg, def, tier, input, esc, &base, &in, &esc_res);
+  /* Seed 000: an explicit tier is honoured both ways (under a priority floor); otherwise the
+   * context (definition, input, the trigger's flags) may raise the base tier. */
+  tb_wf_decision_t d;
+  tb_status s = tb_wf_decide(ctx->cfg, def, tier, explicit_by, "trigger-event", input, esc, &d);
   if (s != TB_OK) return s;
-  tier = ctx->cfg->tiers[esc_res.tier].name;
+  tb_esc_input_t in = d.in;
+  tier = ctx->cfg->tiers[d.tier].name;
   snprintf(row.name, sizeof(row.name), "%s", def->name);
   snprintf(row.domain, sizeof(row.domain), "%s", def->domain);
   snprintf(row.tier, sizeof(row.tier), "%s", tier);
@@ -970,10 +980,18 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
     wc.customer_facing = in.customer_facing;
     snprintf(wc.business_impact, sizeof(wc.business_impact), "%s",
              in.business_impact ? in.business_impact : "");
+    if (d.requested >= 0)
+      snprintf(wc.requested_tier, sizeof(wc.requested_tier), "%s",
+               ctx->cfg->tiers[d.requested].name);
+    snprintf(wc.automatic_tier, sizeof(wc.automatic_tier), "%s",
+             ctx->cfg->tiers[d.automatic].name);
+    snprintf(wc.tier_rule, sizeof(wc.tier_rule), "%s", d.rule);
+    /* The tier's timeout bounds the whole run, not only one delivery (seed 000). */
+    wc.deadline_us = tb_wall_us() + ctx->cfg->tiers[d.tier].timeout_ms * 1000;
     s = tb_store_wf_context_put(ctx->store, row.id, &wc);
-    if (s == TB_OK && esc_res.rule != NULL)
-      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[base].name, tier, esc_res.rule,
-                           "start", &in, NULL);
+    if (s == TB_OK && d.escalated_by != NULL)
+      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[d.base].name, tier,
+                           d.escalated_by, "start", &in, NULL);
   }
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
   if (s == TB_OK && *started) {
@@ -1024,8 +1042,8 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
     json_decref(args);
     if (input == NULL) return tb__fail(TB_ERR_NOMEM, "execute-workflow %s: args", def->name);
   }
-  /* Seed 000: an explicit priority is the base, else the workflow type's tier; the context
-   * flags escalate from there, never down. */
+  /* Seed 000: an explicit priority is honoured both ways (tb_wf_decide), else the workflow
+   * type's tier, which the context flags escalate, never down. */
   const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
   static const char *const impact_names[] = {
       [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] = "low",
@@ -1040,7 +1058,7 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
       .expedite = ew->expedite,
   };
   int started = 0;
-  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, input,
+  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, tier ? "priority" : NULL, input,
                                ctx->msg->env->correlation_id, &esc, NULL, 0, &started);
   json_decref(input);
   return s;
