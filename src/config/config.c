@@ -1084,19 +1084,25 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
     }
     /* Every name a tier answers to must pick that tier alone, or an alias would silently
      * route to whichever tier comes first. */
-    const char *alias[2] = {tier->name, tier->task_queue};
-    for (int a = 0; a < 2; a++) {
-      if (alias[a][0] == '\0') continue;
-      for (int u = 0; u < cfg->n_tiers && u < TB_MAX_TIERS; u++) {
-        const tb_tier_config_t *o = &cfg->tiers[u];
-        if (u == t || !(strcasecmp(o->name, alias[a]) == 0 || is_priority_queue(o->name, alias[a]) ||
-                        (a == 0 && o->task_queue[0] && strcasecmp(o->task_queue, alias[a]) == 0)))
-          continue;
-        snprintf(key, sizeof(key), "tiers[%d].%s", t, a ? "task_queue" : "name");
-        const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, a ? "task_queue" : "name");
-        return vfail(cfg, L ? L->tier_field[t][f - tier_opts] : 0, key,
-                     "'%s' is already a name of tier '%s' (tiers[%d])", alias[a], o->name, u);
-      }
+    for (int u = 0; u < t; u++) {
+      const tb_tier_config_t *o = &cfg->tiers[u];
+      const char *clash = NULL, *field = "name";
+      if (strcasecmp(o->name, tier->name) == 0 || is_priority_queue(o->name, tier->name) ||
+          (o->task_queue[0] && strcasecmp(o->task_queue, tier->name) == 0))
+        clash = tier->name;
+      else if (tier->task_queue[0] && (strcasecmp(o->name, tier->task_queue) == 0 ||
+                                       is_priority_queue(o->name, tier->task_queue) ||
+                                       strcasecmp(o->task_queue, tier->task_queue) == 0))
+        clash = tier->task_queue, field = "task_queue";
+      else if (is_priority_queue(tier->name, o->name) ||
+               (o->task_queue[0] && is_priority_queue(tier->name, o->task_queue)))
+        clash = o->task_queue[0] && is_priority_queue(tier->name, o->task_queue) ? o->task_queue
+                                                                                  : o->name;
+      if (clash == NULL) continue;
+      snprintf(key, sizeof(key), "tiers[%d].%s", t, field);
+      const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, field);
+      return vfail(cfg, L ? L->tier_field[t][f - tier_opts] : 0, key,
+                   "'%s' is already a name of tier '%s' (tiers[%d])", clash, o->name, u);
     }
   }
   return TB_OK;

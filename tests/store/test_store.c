@@ -26,7 +26,7 @@
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 15
+#define LATEST_VERSION 16 /* + issue 12 "run tier decision and deadline" (renumber at merge) */
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
