@@ -534,8 +534,10 @@ int tb_cmd_trigger(int argc, char **argv) {
   json_object_foreach(params, key, v) {
     if (rc != TB_EXIT_OK) break;
     if (!json_is_object(input))
-      rc = tb_cli_usage_error(&cli, "--%s: parameters are input fields, but --json-input is an "
-                                    "array (seed 000's args); give one or the other", key);
+      rc = tb_cli_usage_error(&cli,
+                              "--%s: parameters are input fields, but --json-input is an "
+                              "array (seed 000's args); give one or the other",
+                              key);
     else if (json_object_get(input, key) != NULL)
       rc = tb_cli_usage_error(&cli, "--%s: '%s' is given both in --json-input and as a parameter",
                               key, key);

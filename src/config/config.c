@@ -1097,7 +1097,7 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       else if (is_priority_queue(tier->name, o->name) ||
                (o->task_queue[0] && is_priority_queue(tier->name, o->task_queue)))
         clash = o->task_queue[0] && is_priority_queue(tier->name, o->task_queue) ? o->task_queue
-                                                                                  : o->name;
+                                                                                 : o->name;
       if (clash == NULL) continue;
       snprintf(key, sizeof(key), "tiers[%d].%s", t, field);
       const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, field);
@@ -1222,9 +1222,8 @@ static tb_status validate_tier_map(const tb_config_t *cfg, const src_lines *L, c
 }
 
 static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
-  tb_status s = validate_tier_map(cfg, L, "workflow_tiers", SEC_WORKFLOW_TIERS,
-                                  cfg->workflow_tiers, cfg->n_workflow_tiers,
-                                  L ? L->workflow_tier : NULL);
+  tb_status s = validate_tier_map(cfg, L, "workflow_tiers", SEC_WORKFLOW_TIERS, cfg->workflow_tiers,
+                                  cfg->n_workflow_tiers, L ? L->workflow_tier : NULL);
   if (s == TB_OK)
     s = validate_tier_map(cfg, L, "priority_floors", SEC_PRIORITY_FLOORS, cfg->priority_floors,
                           cfg->n_priority_floors, L ? L->priority_floor : NULL);
@@ -1673,13 +1672,13 @@ static tb_status parse_tier_map(const parse_ctx *c, const yaml_node_t *n, const 
       if (strcmp(map[j].workflow, name) == 0)
         return perr(c, k, section, "duplicate key '%s' (first at line %d)", name, lines[j]);
     if (*count == TB_MAX_WORKFLOW_TIERS)
-      return perr(c, k, section, "at most %d entries are allowed (got %d)",
-                  TB_MAX_WORKFLOW_TIERS, total);
+      return perr(c, k, section, "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
+                  total);
     char key[KEY_MAX];
     snprintf(key, sizeof(key), "%s.%s", section, name);
     tb_workflow_tier_t *w = &map[*count];
-    if ((s = copy_name(c, k, section, "workflow name", w->workflow, sizeof(w->workflow),
-                       name)) != TB_OK)
+    if ((s = copy_name(c, k, section, "workflow name", w->workflow, sizeof(w->workflow), name)) !=
+        TB_OK)
       return s;
     if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
     if ((s = copy_name(c, v, key, "tier name", w->tier, sizeof(w->tier), tier)) != TB_OK) return s;
@@ -1689,8 +1688,8 @@ static tb_status parse_tier_map(const parse_ctx *c, const yaml_node_t *n, const 
 }
 
 static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
-  return parse_tier_map(c, n, "workflow_tiers", c->cfg->workflow_tiers,
-                        &c->cfg->n_workflow_tiers, c->lines->workflow_tier);
+  return parse_tier_map(c, n, "workflow_tiers", c->cfg->workflow_tiers, &c->cfg->n_workflow_tiers,
+                        c->lines->workflow_tier);
 }
 
 static tb_status parse_priority_floors(const parse_ctx *c, const yaml_node_t *n) {

@@ -115,9 +115,10 @@ tb_status tb_wf_decide(const tb_config_t *cfg, const tb_workflow_def_t *def, con
   /* The automatic tier: by type, raised by the rules. */
   const char *type_tier = tb_wf_tier(cfg, def);
   int auto_base = tb_config_tier_index(cfg, type_tier);
-  const char *auto_by = tb_wf_type_tier(cfg, def) != NULL                              ? "workflow_tiers"
-                        : def->tier != NULL && strcmp(def->tier, type_tier) == 0 ? "definition"
-                                                                                  : "least-urgent-tier";
+  const char *auto_by = tb_wf_type_tier(cfg, def) != NULL ? "workflow_tiers"
+                        : def->tier != NULL && strcmp(def->tier, type_tier) == 0
+                            ? "definition"
+                            : "least-urgent-tier";
   if (tier != NULL && tier[0] == '\0') tier = NULL;
   int given = tier ? tb_config_tier_index(cfg, tier) : -1;
   if (tier != NULL && given < 0)
@@ -166,8 +167,7 @@ json_t *tb_wf_args_input(const json_t *args) {
     const char *key;
     json_t *v;
     json_object_foreach(arg, key, v) {
-      if (in != NULL && json_object_get(in, key) == NULL &&
-          json_object_set(in, key, v) != 0) {
+      if (in != NULL && json_object_get(in, key) == NULL && json_object_set(in, key, v) != 0) {
         json_decref(in);
         in = NULL;
       }

@@ -983,15 +983,14 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
     if (d.requested >= 0)
       snprintf(wc.requested_tier, sizeof(wc.requested_tier), "%s",
                ctx->cfg->tiers[d.requested].name);
-    snprintf(wc.automatic_tier, sizeof(wc.automatic_tier), "%s",
-             ctx->cfg->tiers[d.automatic].name);
+    snprintf(wc.automatic_tier, sizeof(wc.automatic_tier), "%s", ctx->cfg->tiers[d.automatic].name);
     snprintf(wc.tier_rule, sizeof(wc.tier_rule), "%s", d.rule);
     /* The tier's timeout bounds the whole run, not only one delivery (seed 000). */
     wc.deadline_us = tb_wall_us() + ctx->cfg->tiers[d.tier].timeout_ms * 1000;
     s = tb_store_wf_context_put(ctx->store, row.id, &wc);
     if (s == TB_OK && d.escalated_by != NULL)
-      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[d.base].name, tier,
-                           d.escalated_by, "start", &in, NULL);
+      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[d.base].name, tier, d.escalated_by,
+                           "start", &in, NULL);
   }
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
   if (s == TB_OK && *started) {

@@ -105,7 +105,7 @@ typedef struct tb_step_def {
 } tb_step_def_t;
 
 typedef struct tb_workflow_def {
-  const char *name;   /* unique over all domains, e.g. "subscriber-enrichment" */
+  const char *name; /* unique over all domains, e.g. "subscriber-enrichment" */
   /* Another name it is found by (tb_wf_find), unique over all names: seed 000's camelCase
    * workflow type ("customerSupportMessageWorkflow"). NULL = none. Runs record |name|. */
   const char *alias;
