@@ -611,8 +611,10 @@ static const opt_t rule_opts[] = {
 
 /* Seed 000's tables, in force while the file does not give workflow_tiers / escalation. */
 static const tb_workflow_tier_t builtin_workflow_tiers[] = {
-    {"customer-support", "high"}, {"lead-attention", "high"},         {"daily-stand-up", "normal"},
-    {"campaign-building", "low"}, {"daily-operations", "background"},
+    {"customer-support", "high"},       {"lead-attention", "high"},
+    {"email-sending", "high"}, /* seed 000: "Email/WhatsApp sending" is a high use case */
+    {"daily-stand-up", "normal"},       {"campaign-building", "low"},
+    {"daily-operations", "background"},
 };
 static const tb_esc_rule_t builtin_escalation[] = {
     {.name = "failed-retry-customer-facing",
@@ -2151,8 +2153,9 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
         "# or by category; the workflow definition's own tier applies when neither is listed.\n",
         out);
   if (cfg->n_workflow_tiers < 0)
-    fputs("# Not set: the built-in seed 000 table applies (customer-support and lead-attention\n"
-          "# high, daily-stand-up normal, campaign-building low, daily-operations background).\n",
+    fputs("# Not set: the built-in seed 000 table applies (customer-support, lead-attention and\n"
+          "# email-sending high, daily-stand-up normal, campaign-building low, daily-operations\n"
+          "# background).\n",
           out);
   else
     fputs(cfg->n_workflow_tiers > 0 ? "workflow_tiers:\n" : "workflow_tiers: {}\n", out);

@@ -246,6 +246,8 @@
                   "WHERE event = ?1 AND key = ?2 ORDER BY rowid LIMIT 1) "                         \
                   "RETURNING workflow_id, seq")                                                    \
   X(WF_WAIT_DROP, "DELETE FROM workflow_waits WHERE workflow_id = ?1 AND seq = ?2")                \
+  X(WF_WAIT_KEY_OF, "SELECT key FROM workflow_waits WHERE workflow_id = ?1 AND event = ?2 "        \
+                    "ORDER BY seq DESC LIMIT 1")                                                   \
   X(WF_WAIT_DROP_ALL, "DELETE FROM workflow_waits WHERE workflow_id = ?1")                         \
   X(WF_INBOX_ADD, "INSERT INTO workflow_inbox(event, key, msg_id, payload, code, workflow_id, "    \
                   "seq, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "                            \

@@ -90,7 +90,8 @@ static const tb_step_def_t send_email_steps[] = {
 static const tb_workflow_def_t send_email = {
     .name = "ops.send-email",
     .domain = "ops",
-    .tier = "normal",
+    .tier = "high", /* seed 000 places email sending at high */
+    .category = "email-sending",
     .description = "Send one email through the email service and log it (input: to, template, "
                    "subject, message, timeout).",
     .steps = send_email_steps,

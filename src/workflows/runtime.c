@@ -522,9 +522,16 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   tb_status s = st->key ? st->key(&sp->run, key, sizeof(key)) : TB_OK;
   if (s != TB_OK || key[0] == '\0')
     return step_failed(sp, 0, s != TB_OK ? tb_errdetail() : "empty correlation key", 1, "failed");
-  /* An event that arrived before the wait started is in the inbox: take it now. */
+  /* An event that arrived before the wait started is in the inbox: take it now. One that named
+   * only this run (tb_wf_resume_run_field) is kept under "workflow:<id>". */
   int found = 0;
   s = tb_store_wf_inbox_claim(sp->ctx->store, st->event, key, sp->row.id, sp->row.seq, &found);
+  if (s == TB_OK && !found && tb_wf_resume_run_field(st->event) != NULL) {
+    char run_key[TB_ID_MAX + 16];
+    snprintf(run_key, sizeof(run_key), "workflow:%s", sp->row.id);
+    s = tb_store_wf_inbox_claim(sp->ctx->store, st->event, run_key, sp->row.id, sp->row.seq,
+                                &found);
+  }
   if (s != TB_OK) return s;
   char detail[TB_ID_MAX + 80];
   snprintf(detail, sizeof(detail), "%s key %s%s", st->event, key, found ? " (arrived early)" : "");
@@ -856,7 +863,11 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   const char *field = tb_wf_resume_key_field(event);
   if (field == NULL) return tb__fail(TB_ERR_INVALID, "%s resumes no workflow step", event);
   const char *key = tb_codec_get_string(m->payload, field);
-  if (key == NULL) return tb__fail(TB_ERR_INVALID, "%s: empty %s, nothing to resume", event, field);
+  const char *run_field = tb_wf_resume_run_field(event);
+  const char *run_id = run_field ? tb_codec_get_string(m->payload, run_field) : NULL;
+  if (key == NULL && run_id == NULL)
+    return tb__fail(TB_ERR_INVALID, "%s: empty %s%s%s, nothing to resume", event, field,
+                    run_field ? " and " : "", run_field ? run_field : "");
   json_t *obj = NULL;
   tb_status s = tb_codec_payload_to_json(m->payload, &obj);
   if (s != TB_OK) return s;
@@ -868,10 +879,24 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
     return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
   }
 
-  char wf_id[TB_ID_MAX];
+  char wf_id[TB_ID_MAX], run_key[TB_ID_MAX + 16];
   int64_t seq = 0;
   int found = 0;
-  s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
+  if (key != NULL)
+    s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
+  if (s == TB_OK && !found && run_id != NULL) {
+    /* Seed 003: resumed by the run itself. Its wait says which key it waits on; an event that
+     * arrives before the wait is kept under "workflow:<id>", which start_wait also claims. */
+    int waiting = 0;
+    s = tb_store_wf_wait_key_of(ctx->store, run_id, event, run_key, sizeof(run_key), &waiting);
+    if (s == TB_OK && waiting) {
+      s = tb_store_wf_wait_take(ctx->store, event, run_key, wf_id, sizeof(wf_id), &seq, &found);
+      key = run_key;
+    } else if (s == TB_OK && key == NULL) {
+      snprintf(run_key, sizeof(run_key), "workflow:%s", run_id);
+      key = run_key;
+    }
+  }
   if (s == TB_OK)
     s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code, found ? wf_id : NULL,
                               seq, NULL);

@@ -166,6 +166,10 @@ const tb_workflow_def_t *tb_wf_find(const char *name);
  * for an event that resumes nothing. */
 const char *tb_wf_resume_key_field(const char *event);
 
+/* The payload field of |event| that names the waiting run itself (seed 003: enrichment-complete
+ * resumes by workflow_id as well as by enrichment_id), or NULL when it resumes by key only. */
+const char *tb_wf_resume_run_field(const char *event);
+
 /* ---------------------------------------------------------------- runtime (runtime.c) */
 
 /* The tier a run of |def| goes to when nothing overrides it, before escalation: config's
