@@ -39,7 +39,8 @@ static void trigger_usage(FILE *out) {
           "                   objects' fields become input fields)\n"
           "  --KEY VALUE      any other long option is an input field (dashes become '_';\n"
           "                   VALUE is a number, true, false or null when it parses as one,\n"
-          "                   else text): trigger ops.send-email --to a@b.c --template hi\n"
+          "                   '\"12345\"' is the text 12345, anything else is text):\n"
+          "                   trigger ops.send-email --to a@b.c --template welcome\n"
           "  --priority TIER  run on this tier instead of the workflow's default\n"
           "  --task-queue Q   route the run to queue Q: a tier name, or a worker preset from the\n"
           "                   config (the preset's first tier; a tier wins over a preset of the\n"
@@ -366,8 +367,8 @@ static void explain(const tb_wf_triggered_t *r, const char *typed, const tb_prep
 
 /* `trigger NAME --key value` (seed 004): every long option that is not one of |opts| is an input
  * field. Moves them out of argv (which keeps the rest, in order, with *argc updated) into
- * |params| as key -> JSON value: the value as JSON when it parses as a number, true, false or
- * null, else the text. Dashes in the key become underscores (input fields are snake_case).
+ * |params| as key -> JSON value: the value as JSON when it parses as a number, true, false,
+ * null or a quoted string, else the text. Dashes in the key become underscores (input fields are snake_case).
  * TB_EXIT_USAGE for a parameter without a value or given twice. */
 static int take_params(tb_cli_t *cli, int *argc, char **argv, const struct option *opts,
                        json_t *params) {
@@ -407,7 +408,9 @@ static int take_params(tb_cli_t *cli, int *argc, char **argv, const struct optio
     if (json_object_get(params, key) != NULL)
       return tb_cli_usage_error(cli, "--%s: given twice", key);
     json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
-    if (v == NULL || !(json_is_number(v) || json_is_boolean(v) || json_is_null(v))) {
+    /* A quoted JSON string ('"12345"') is the way to pass digits as text. */
+    if (v == NULL ||
+        !(json_is_number(v) || json_is_boolean(v) || json_is_null(v) || json_is_string(v))) {
       json_decref(v);
       v = json_string(text);
     }

@@ -316,7 +316,7 @@ static int act_analytics_update(actx_t *a) {
   make_id(id, sizeof(id), "anl", a->cmd->command_id);
   set_str(a->result, "update_id", id);
   set_str(a->result, "metric", metric);
-  json_object_set_new(a->result, "value", json_real(v ? json_number_value(v) : 1.0));
+  json_object_set_new(a->result, "value", v ? json_deep_copy(v) : json_integer(1));
   return 0;
 }
 

@@ -1,0 +1,331 @@
+/* Integration: issue 12's seed 000, 003 and 004 items through the real CLI, a real nats-server,
+ * real workers, the simulator and the SQLite file they share. Seed 000's names are aliases (task
+ * queues in any case, camelCase workflow types, argument arrays); an explicit priority is
+ * honoured both ways except under a priority floor, and the run keeps the rule that decided;
+ * `trigger --explain` decides without publishing; email sending runs at high. Seed 003:
+ * enrichment-complete resumes by workflow_id, also when it arrives before the wait. Seed 004:
+ * `trigger NAME --key value`, the shared activities send_sms and update_analytics, `worker
+ * --task-queue`, `--max-concurrent-activities` and space-separated `--domains`. Also `trigger
+ * --wait` printing the last step that produced a result, and an id another workflow type
+ * already used refused with its name. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "support/itest.h"
+
+#define RUN_MS 30000
+
+#define TB(cmd, ...) tb_h_tierbus(h, &r, RUN_MS, cmd, __VA_ARGS__, NULL)
+
+/* ---------------------------------------------------------------- decisions, no worker */
+
+static void test_aliases_and_explain(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_it_start_and_init(h);
+
+  /* A camelCase type and a free-form parameter; the customer-facing rule names high, which the
+   * type's own tier already is. */
+  TB("trigger", "customerSupportMessageWorkflow", "--to", "a@b.c", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "workflow   ops.customer-support-message (given as "
+                            "customerSupportMessageWorkflow)\n");
+  tb_assert_contains(r.out, "tier       high\n");
+  tb_assert_contains(r.out, "rule       workflow_tiers\n");
+  tb_assert_contains(r.out, "customer_facing=true");
+  tb_assert_contains(r.out, "subject    tb.evt.high.ops.execute-workflow\n");
+  tb_h_result_free(&r);
+
+  /* Task queues in any case: "default" is normal's task_queue, "<tier>-priority" every tier's. */
+  TB("trigger", "dailyStandUpWorkflow", "--task-queue", "DEFAULT", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier       normal\nrule       task-queue\n");
+  tb_h_result_free(&r);
+
+  /* Lowering is honoured: the rules alone say normal. */
+  TB("trigger", "ops.daily-stand-up", "--priority", "Background-Priority", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier       background\nrule       priority\n");
+  tb_assert_contains(r.out, "requested  background by priority\nautomatic  normal\n");
+  tb_h_result_free(&r);
+
+  /* ... and so is raising, past what the rules say. */
+  TB("trigger", "ops.daily-stand-up", "--priority", "CRITICAL", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier       critical\nrule       priority\n");
+  tb_h_result_free(&r);
+
+  /* Except under a floor: the shipped config keeps customer support at high at least. */
+  TB("trigger", "customerSupportMessageWorkflow", "--priority", "low", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier       high\nrule       priority_floors\n");
+  tb_assert_contains(r.out, "requested  low by priority\n");
+  tb_h_result_free(&r);
+
+  /* Email sending is high (seed 000), by its category in workflow_tiers. */
+  TB("trigger", "ops.send-email", "--explain");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier       high\nrule       workflow_tiers\n");
+  tb_h_result_free(&r);
+
+  /* Nothing above was published. */
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
+
+  /* Refusals: exit 2, nothing published. */
+  TB("trigger", "ops.daily-stand-up", "--priority", "urgent");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--priority: unknown tier 'urgent'");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--to");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--to: a parameter needs a value");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--to", "a@b.c", "--json-input", "{\"to\": \"c@d.e\"}");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "'to' is given both in --json-input and as a parameter");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--to", "a@b.c", "--to", "c@d.e");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--to: given twice");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--to", "a@b.c", "--json-input", "[{\"to\": \"c@d.e\"}]");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--json-input is an array");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--explain", "--wait");
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+  TB("trigger", "ops.send-email", "--json-input", "\"text\"");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "expected a JSON object (the workflow's input) or an array");
+  tb_h_result_free(&r);
+  tb_assert_streams(h, 0, 0, 0, 0, 0);
+
+  /* Wherever a tier is accepted: publish's --priority takes a task queue in any case. */
+  TB("publish", "WORKSPACE_REPO_ADDED", "--json",
+     "{\"workspace_id\": \"w1\", \"repository_id\": "
+     "\"r1\"}",
+     "--priority", "Critical-Priority");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  tb_assert_streams(h, 1, 0, 0, 0, 0);
+}
+
+/* ---------------------------------------------------------------- runs through real workers */
+
+/* The status of run |id| once it is final (waits up to RUN_MS), as a new string. */
+static char *final_status(tb_h_t *h, const char *id) {
+  tb_h_wait_sql(h, 1, RUN_MS,
+                "SELECT count(*) FROM workflows WHERE id = '%s' AND status IN ('completed', "
+                "'failed', 'cancelled')",
+                id);
+  return tb_h_sql_text(h, "SELECT status FROM workflows WHERE id = '%s'", id);
+}
+
+static void test_runs(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_h_child_t worker, sim;
+  tb_it_start_and_init(h);
+  tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", NULL));
+  tb_assert_ok(tb_h_spawn(h, &sim, "sim", "sim", NULL));
+
+  /* --KEY VALUE fields; --wait prints the step that produced a result (send), not the log step
+   * after it, which records none. */
+  TB("trigger", "ops.send-email", "--id", "mail", "--to", "a@b.c", "--template", "welcome",
+     "--wait", "--timeout", "30");
+  if (r.status != 0) tb_h_dump_logs(h, 40);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "result (step send): {\"message_id\":\"sim-msg-");
+  tb_h_result_free(&r);
+  char *tier = tb_h_sql_text(h, "SELECT tier FROM workflows WHERE id = 'mail'");
+  assert_string_equal(tier, "high");
+  free(tier);
+
+  /* Lowered by request, and the run keeps why. */
+  TB("trigger", "ops.daily-stand-up", "--id", "lower", "--priority", "background", "--message", "m",
+     "--wait");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  tier = tb_h_sql_text(h, "SELECT w.tier || ' ' || c.tier_rule || ' ' || c.requested_tier || ' ' "
+                          "|| c.automatic_tier FROM workflows w JOIN workflow_context c ON "
+                          "c.workflow_id = w.id WHERE w.id = 'lower'");
+  assert_non_null(tier);
+  assert_string_equal(tier, "background priority background normal");
+  free(tier);
+  TB("workflows", "show", "lower");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "tier rule   priority (requested background, automatic normal)\n");
+  tb_assert_contains(r.out, "deadline    20");
+  tb_h_result_free(&r);
+  TB("workflows", "show", "lower", "--json");
+  tb_assert_exit(r, 0);
+  json_t *root = json_loads(r.out, 0, NULL);
+  assert_non_null(root);
+  json_t *td = json_object_get(root, "tier_decision");
+  assert_string_equal(json_string_value(json_object_get(td, "rule")), "priority");
+  assert_string_equal(json_string_value(json_object_get(td, "requested_tier")), "background");
+  json_decref(root);
+  tb_h_result_free(&r);
+
+  /* Seed 000's call: a camelCase type, positional args, an explicit low that the floor raises;
+   * the email step reads its fields from the first argument. */
+  TB("trigger", "customerSupportMessageWorkflow", "--id", "floor", "--priority", "low",
+     "--json-input",
+     "[{\"to\": \"a@b.c\", \"template\": \"notification\"}, {\"origin\": \"email\"}]", "--wait");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  tier = tb_h_sql_text(h, "SELECT w.name || ' ' || w.tier || ' ' || c.tier_rule || ' ' || "
+                          "json_extract(w.data, '$.input.args[1].origin') FROM workflows w JOIN "
+                          "workflow_context c ON c.workflow_id = w.id WHERE w.id = 'floor'");
+  assert_string_equal(tier, "ops.customer-support-message high priority_floors email");
+  free(tier);
+  char *esc = tb_h_sql_text(h, "SELECT from_tier || ' ' || to_tier || ' ' || rule || ' ' || source "
+                               "FROM workflow_escalations WHERE workflow_id = 'floor'");
+  assert_non_null(esc);
+  assert_string_equal(esc, "low high priority_floors start");
+  free(esc);
+
+  /* An id is one run: another workflow type under it is refused, naming the type. */
+  int64_t before = tb_h_all_tier_msgs(h);
+  TB("trigger", "ops.sleep", "--id", "lower");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--id lower is already a run of workflow ops.daily-stand-up");
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_all_tier_msgs(h), before);
+
+  /* Seed 004's shared activities, answered by the simulator. */
+  TB("trigger", "ops.send-sms", "--to", "+447700900123", "--message", "shipped", "--wait");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "\"segments\":1");
+  tb_h_result_free(&r);
+  TB("trigger", "ops.update-analytics", "--metric", "emails_sent", "--value", "3", "--wait");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "result (step update): {\"metric\":\"emails_sent\",\"update_id\":"
+                            "\"sim-anl-");
+  tb_assert_contains(r.out, "\"value\":3}");
+  tb_h_result_free(&r);
+  /* Digits would be a number; a quoted JSON string is the text. */
+  TB("trigger", "ops.send-sms", "--to", "\"12345\"", "--message", "x", "--wait");
+  tb_assert_exit(r, 1);
+  tb_assert_contains(r.out, "not an E.164 phone number");
+  tb_h_result_free(&r);
+
+  /* Seed 003: enrichment-complete by workflow_id alone resumes the run's wait. */
+  TB("trigger", "ops.await-enrichment", "--id", "aw1", "--enrichment-id", "e-1", "--json-input",
+     "{\"timeout\": \"60s\"}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM workflows WHERE id = 'aw1' AND "
+                                 "status = 'waiting'"),
+                   1);
+  TB("publish", "enrichment-complete", "--json",
+     "{\"workflow_id\": \"aw1\", \"status_code\": 200}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  char *st = final_status(h, "aw1");
+  assert_string_equal(st, "completed");
+  free(st);
+
+  /* ... also when it arrives before the wait: kept for the run, taken when it starts waiting. */
+  TB("publish", "enrichment-complete", "--json",
+     "{\"workflow_id\": \"aw2\", \"status_code\": 200}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(
+      tb_h_wait_sql(h, 1, RUN_MS, "SELECT count(*) FROM workflow_inbox WHERE key = 'workflow:aw2'"),
+      1);
+  TB("trigger", "ops.await-enrichment", "--id", "aw2", "--enrichment-id", "e-2", "--json-input",
+     "{\"timeout\": \"60s\"}", "--wait");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  char *early = tb_h_sql_text(h, "SELECT detail FROM workflow_history WHERE workflow_id = 'aw2' "
+                                 "AND name = 'await' AND status = 'waiting'");
+  assert_non_null(early);
+  tb_assert_contains(early, "(arrived early)");
+  free(early);
+
+  /* By enrichment_id it still works; with neither id it is refused and dead-lettered. */
+  TB("trigger", "ops.await-enrichment", "--id", "aw3", "--enrichment-id", "e-3", "--json-input",
+     "{\"timeout\": \"60s\"}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM workflows WHERE id = 'aw3' AND "
+                                 "status = 'waiting'"),
+                   1);
+  TB("publish", "enrichment-complete", "--json", "{\"enrichment_id\": \"e-3\"}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  st = final_status(h, "aw3");
+  assert_string_equal(st, "completed");
+  free(st);
+  TB("publish", "enrichment-complete", "--json", "{\"status_code\": 200}");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM dead_letters WHERE event_type = "
+                                 "'enrichment-complete'"),
+                   1);
+
+  assert_int_equal(tb_h_child_term(&sim, 10000), 0);
+  assert_int_equal(tb_h_child_term(&worker, 20000), 0);
+}
+
+/* ---------------------------------------------------------------- worker flags (seed 004) */
+
+static void test_worker_flags(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_h_child_t worker;
+  tb_it_start_and_init(h);
+
+  TB("worker", "--task-queue", "nope");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--task-queue: unknown queue 'nope' (tiers: critical, high, normal");
+  tb_h_result_free(&r);
+  TB("worker", "--task-queue", "high", "--tiers", "high");
+  tb_assert_exit(r, 2);
+  tb_h_result_free(&r);
+  TB("worker", "--domains", "ops", "bogus");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unknown domain 'bogus' in --domains");
+  tb_h_result_free(&r);
+  TB("worker", "stray");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "unexpected argument 'stray'");
+  tb_h_result_free(&r);
+  TB("worker", "--max-concurrent-activities", "0");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--max-concurrent-activities must be an integer 1 to 100000");
+  tb_h_result_free(&r);
+
+  /* Seed 000's "default" queue is normal; two domains given seed 004's way. */
+  tb_assert_ok(tb_h_spawn(h, &worker, "w", "worker", "--task-queue", "default", "--domains", "ops",
+                          "crm", "--max-concurrent-activities", "4", NULL));
+  TB("trigger", "ops.daily-stand-up", "--message", "hello", "--wait");
+  if (r.status != 0) tb_h_dump_logs(h, 40);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  /* A background run is not this worker's: it is never started. */
+  TB("trigger", "ops.daily-operations", "--id", "bg", "--wait", "--timeout", "1500ms");
+  tb_assert_exit(r, 3);
+  tb_assert_contains(r.err, "has not started");
+  tb_h_result_free(&r);
+  char *log = tb_h_child_stderr(&worker);
+  tb_assert_contains(log, "tiers=normal domains=ops,crm max_concurrent_workflows=4");
+  free(log);
+  assert_int_equal(tb_h_child_term(&worker, 20000), 0);
+}
+
+int main(void) {
+  tb_h_watchdog(170);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_aliases_and_explain, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_runs, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_worker_flags, tb_h_setup, tb_h_teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
