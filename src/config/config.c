@@ -413,6 +413,17 @@ static const opt_t scalar_opts[] = {
      .def = "1m",
      .help = "How often each worker looks for workflow runs stuck past an escalation rule's\n"
              "'stuck' threshold (seed 000); 0s turns the sweeper off."},
+    {.name = "run_timeout",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, run_timeout),
+     .min = 1,
+     .charset = CS_LOWER,
+     .charset_desc = "escalate, fail or off",
+     .def = "escalate",
+     .help = "What the sweeper does to a workflow run past its tier's timeout (seed 000: the\n"
+             "timeout bounds the whole run; time parked in a wait or a sleep is not counted):\n"
+             "escalate (one tier up with that tier's timeout, once; past that, fail), fail, or\n"
+             "off. Checked every escalation_sweep."},
     {.name = "scheduler",
      .type = OPT_BOOL,
      FIELD(tb_config_t, scheduler),
@@ -1338,6 +1349,12 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
     return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "snapshot_interval",
                  "must be 0s (no snapshots) or at least 1s (got %lld ms)",
                  (long long)cfg->snapshot_interval_ms);
+  }
+  if (strcmp(cfg->run_timeout, "escalate") != 0 && strcmp(cfg->run_timeout, "fail") != 0 &&
+      strcmp(cfg->run_timeout, "off") != 0) {
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, "run_timeout");
+    return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "run_timeout",
+                 "must be escalate, fail or off (got '%s')", cfg->run_timeout);
   }
   tb_status s = validate_tiers(cfg, L);
   /* A tier reference left at its default may name a tier this deployment renamed (users of it

@@ -36,6 +36,41 @@ tb_status tb_store_wf_set_deadline(tb_store_t *st, const char *id, int64_t deadl
   return tb__exec_done(st, stmt, NULL, "workflow deadline", id);
 }
 
+tb_status tb_store_wf_shift_deadline(tb_store_t *st, const char *id, int64_t delta_us) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_CTX_DEADLINE_SHIFT);
+  sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 2, delta_us);
+  return tb__exec_done(st, stmt, NULL, "workflow deadline shift", id);
+}
+
+tb_status tb_store_wf_overdue(tb_store_t *st, int64_t now_us, int limit, tb_wf_overdue_t **out,
+                              int *n) {
+  *out = NULL;
+  *n = 0;
+  tb_wf_overdue_t *rows = calloc((size_t)(limit > 0 ? limit : 1), sizeof(*rows));
+  if (rows == NULL) return tb__fail(TB_ERR_NOMEM, "overdue runs");
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_OVERDUE);
+  sqlite3_bind_int64(stmt, 1, now_us);
+  sqlite3_bind_int(stmt, 2, limit);
+  int rc = SQLITE_DONE, k = 0;
+  while (k < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb__col_copy(stmt, 0, rows[k].id, sizeof(rows[k].id));
+    tb__col_copy(stmt, 1, rows[k].tier, sizeof(rows[k].tier));
+    rows[k].deadline_us = sqlite3_column_int64(stmt, 2);
+    k++;
+  }
+  if (k == limit) rc = SQLITE_DONE;
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "overdue runs");
+  tb__stmt_done(stmt);
+  if (s != TB_OK) {
+    free(rows);
+    return s;
+  }
+  *out = rows;
+  *n = k;
+  return TB_OK;
+}
+
 tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_t *out,
                                   int *found) {
   memset(out, 0, sizeof(*out));
@@ -160,7 +195,7 @@ tb_status tb_store_wf_stuck(tb_store_t *st, int64_t before_us, const char *skip_
   sqlite3_bind_int64(stmt, 1, before_us);
   sqlite3_bind_int(stmt, 2, limit);
   sqlite3_bind_text(stmt, 3, skip_tiers_json ? skip_tiers_json : "[]", -1, SQLITE_STATIC);
-  int rc, k = 0;
+  int rc = SQLITE_DONE, k = 0;
   while (k < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
     tb_wf_stuck_t *r = &rows[k++];
     tb__col_copy(stmt, 0, r->id, sizeof(r->id));

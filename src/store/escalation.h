@@ -40,6 +40,22 @@ tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id);
 /* Moves run |id|'s deadline (see tb_wf_context_t) to |deadline_us| (0 = none). */
 tb_status tb_store_wf_set_deadline(tb_store_t *st, const char *id, int64_t deadline_us);
 
+/* Moves run |id|'s deadline later by |delta_us| (time it spent parked); no-op without one. */
+tb_status tb_store_wf_shift_deadline(tb_store_t *st, const char *id, int64_t delta_us);
+
+/* A run past its deadline. */
+typedef struct tb_wf_overdue {
+  char id[128];
+  char tier[32];
+  int64_t deadline_us;
+} tb_wf_overdue_t;
+
+/* Up to |limit| runs with status running whose deadline is at or before |now_us|, the most
+ * overdue first, into *out (caller frees with free()) and *n. Runs parked in a wait or a sleep
+ * are left out: that time does not count (tb_store_wf_shift_deadline). */
+tb_status tb_store_wf_overdue(tb_store_t *st, int64_t now_us, int limit, tb_wf_overdue_t **out,
+                              int *n);
+
 /* Sets run |id|'s tier without touching updated_us: an escalation is not progress, so a run
  * raised by the sweeper stays stuck until a step really moves it. */
 tb_status tb_store_wf_set_tier(tb_store_t *st, const char *id, const char *tier);

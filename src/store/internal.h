@@ -368,6 +368,12 @@
                 "automatic_tier, tier_rule, deadline_us "                                          \
                 "FROM workflow_context WHERE workflow_id = ?1")                                    \
   X(WF_CTX_DEADLINE, "UPDATE workflow_context SET deadline_us = ?2 WHERE workflow_id = ?1")        \
+  X(WF_CTX_DEADLINE_SHIFT, "UPDATE workflow_context SET deadline_us = deadline_us + ?2 "           \
+                           "WHERE workflow_id = ?1 AND deadline_us IS NOT NULL")                   \
+  X(WF_OVERDUE, "SELECT w.id, w.tier, c.deadline_us FROM workflow_context c "                      \
+                "JOIN workflows w ON w.id = c.workflow_id "                                        \
+                "WHERE c.deadline_us IS NOT NULL AND c.deadline_us <= ?1 "                         \
+                "AND w.status = 'running' ORDER BY c.deadline_us LIMIT ?2")                        \
   X(WF_CTX_RETRIED, "INSERT INTO workflow_context(workflow_id, retries) VALUES(?1, 1) "            \
                     "ON CONFLICT(workflow_id) DO UPDATE SET retries = retries + 1")                \
   X(WF_SET_TIER, "UPDATE workflows SET tier = ?2 WHERE id = ?1")                                   \

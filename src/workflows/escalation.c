@@ -322,6 +322,104 @@ tb_status tb_wf_sweep(tb_store_t *store, const tb_config_t *cfg, const tb_catalo
   return TB_OK;
 }
 
+/* ---------------------------------------------------------------- run timeouts */
+
+/* |ms| as "2m", "90s" or "1500ms": the largest unit that divides it. */
+static void fmt_duration(int64_t ms, char *buf, size_t cap) {
+  if (ms > 0 && ms % 3600000 == 0)
+    snprintf(buf, cap, "%lldh", (long long)(ms / 3600000));
+  else if (ms > 0 && ms % 60000 == 0)
+    snprintf(buf, cap, "%lldm", (long long)(ms / 60000));
+  else if (ms > 0 && ms % 1000 == 0)
+    snprintf(buf, cap, "%llds", (long long)(ms / 1000));
+  else
+    snprintf(buf, cap, "%lldms", (long long)ms);
+}
+
+/* Escalates or fails one overdue run inside the open transaction; *what = 1 escalated, 2 failed,
+ * 0 nothing (it finished or moved meanwhile). */
+static tb_status deadline_one(const tb_handler_ctx_t *hctx, const tb_wf_overdue_t *r,
+                              int64_t now_us, int *what) {
+  *what = 0;
+  const tb_config_t *cfg = hctx->cfg;
+  int cur = tb_config_tier_index(cfg, r->tier);
+  int fired = 0;
+  tb_status s = tb_store_wf_escalation_fired(hctx->store, r->id, "run-timeout", &fired);
+  if (s != TB_OK) return s;
+  char timeout[32], detail[256];
+  int64_t ms = cur >= 0 ? cfg->tiers[cur].timeout_ms : 0;
+  fmt_duration(ms, timeout, sizeof(timeout));
+  int escalate = strcmp(cfg->run_timeout, "escalate") == 0 && !fired && cur > 0;
+  if (!escalate) {
+    snprintf(detail, sizeof(detail),
+             "run timed out: past its tier's timeout (%s %s)%s, %.1f s over its deadline", r->tier,
+             timeout, fired ? " after an escalation for it" : "",
+             (double)(now_us - r->deadline_us) / 1e6);
+    s = tb__wf_fail(hctx, r->id, detail);
+    if (s == TB_ERR_INVALID || s == TB_ERR_NOT_FOUND) return TB_OK; /* finished meanwhile */
+    if (s == TB_OK) *what = 2;
+    return s;
+  }
+  const char *to = cfg->tiers[cur - 1].name;
+  tb_esc_input_t in = {.stuck_ms = (now_us - r->deadline_us) / 1000};
+  int added = 0;
+  s = tb_wf_esc_record(hctx->store, r->id, r->tier, to, "run-timeout", "sweeper", &in, &added);
+  if (s != TB_OK || !added) return s; /* another worker's sweeper acted first */
+  tb_wf_row_t row;
+  int found = 0;
+  s = tb_store_wf_get(hctx->store, r->id, &row, &found);
+  if (s != TB_OK || !found) return s;
+  snprintf(detail, sizeof(detail), "past its tier's timeout (%s %s): %s -> %s", r->tier, timeout,
+           r->tier, to);
+  snprintf(row.tier, sizeof(row.tier), "%s", to);
+  s = tb_store_wf_set_tier(hctx->store, r->id, to);
+  if (s == TB_OK)
+    s = tb_store_wf_set_deadline(hctx->store, r->id,
+                                 now_us + cfg->tiers[cur - 1].timeout_ms * 1000);
+  tb_wf_hist_t h = {.step = row.step,
+                    .name = "run-timeout",
+                    .kind = "deadline",
+                    .attempt = 1,
+                    .status = "escalated",
+                    .detail = detail,
+                    .tier = to,
+                    .ended_us = now_us};
+  if (s == TB_OK) s = tb_store_wf_hist_add(hctx->store, r->id, &h, NULL);
+  if (s == TB_OK) s = republish(hctx, &row);
+  tb_store_wf_row_clear(&row);
+  if (s == TB_OK) *what = 1;
+  return s;
+}
+
+tb_status tb_wf_sweep_deadlines(tb_store_t *store, const tb_config_t *cfg,
+                                const tb_catalogue_t *cat, int64_t now_us, int *escalated,
+                                int *failed) {
+  if (escalated != NULL) *escalated = 0;
+  if (failed != NULL) *failed = 0;
+  if (strcmp(cfg->run_timeout, "off") == 0) return TB_OK;
+  tb_status s = tb_store_begin(store);
+  if (s != TB_OK) return s;
+  tb_wf_overdue_t *rows = NULL;
+  int n = 0, n_esc = 0, n_fail = 0, emitted = 0;
+  s = tb_store_wf_overdue(store, now_us, SWEEP_BATCH, &rows, &n);
+  tb_handler_ctx_t hctx = {.store = store, .cfg = cfg, .cat = cat, .emitted = &emitted};
+  for (int i = 0; i < n && s == TB_OK; i++) {
+    int what = 0;
+    s = deadline_one(&hctx, &rows[i], now_us, &what);
+    n_esc += what == 1;
+    n_fail += what == 2;
+  }
+  free(rows);
+  if (s == TB_OK) s = tb_store_commit(store);
+  if (s != TB_OK) {
+    tb_store_rollback(store);
+    return s;
+  }
+  if (escalated != NULL) *escalated = n_esc;
+  if (failed != NULL) *failed = n_fail;
+  return TB_OK;
+}
+
 /* ---------------------------------------------------------------- retry */
 
 tb_status tb_wf_retry(tb_store_t *store, const tb_config_t *cfg, const tb_catalogue_t *cat,
@@ -395,6 +493,8 @@ tb_status tb_wf_retry(tb_store_t *store, const tb_config_t *cfg, const tb_catalo
     if (s == TB_OK) s = tb_store_wf_set_tier(store, id, row.tier);
     if (s == TB_OK) s = tb_store_wf_hist_add(store, id, &h, NULL);
     if (s == TB_OK) s = tb_store_wf_context_retried(store, id);
+    /* A retry is a new try: its tier's timeout bounds it afresh (run_timeout). */
+    if (s == TB_OK) s = tb_store_wf_set_deadline(store, id, now + cfg->tiers[to].timeout_ms * 1000);
     tb_handler_ctx_t hctx = {.store = store, .cfg = cfg, .cat = cat, .emitted = &emitted};
     if (s == TB_OK) s = tb__wf_continue(&hctx, &row, "retry", 0);
   }

@@ -94,10 +94,21 @@ tb_status tb_wf_esc_record(tb_store_t *store, const char *id, const char *from, 
 tb_status tb_wf_sweep(tb_store_t *store, const tb_config_t *cfg, const tb_catalogue_t *cat,
                       int64_t now_us, int *escalated);
 
+/* One run-timeout pass at |now_us| (seed 000: a run's tier timeout bounds the whole run), in
+ * its own transaction on |store|: every running run past its deadline (time parked in a wait or
+ * a sleep not counted) is, by config's run_timeout, escalated one tier (once per run: the
+ * escalation "run-timeout" is recorded, the deadline becomes now plus the new tier's timeout,
+ * and its continuation is re-sent on the new tier) or failed ("fail", an escalated run past its
+ * new deadline, or a run already on the most urgent tier), with a history row either way.
+ * *escalated and *failed (may be NULL) receive the counts. "off" does nothing. */
+tb_status tb_wf_sweep_deadlines(tb_store_t *store, const tb_config_t *cfg,
+                                const tb_catalogue_t *cat, int64_t now_us, int *escalated,
+                                int *failed);
+
 /* The stuck-run sweeper of a worker process: a thread with its own connection to |db_path| that
- * runs tb_wf_sweep at once and then every |interval_ms| (> 0). |cfg| and |cat| are borrowed and
- * must outlive it. The outbox rows it writes go out through the worker's relay. On failure
- * nothing is left running. Caller stops and frees with tb_sweeper_stop(). */
+ * runs tb_wf_sweep and tb_wf_sweep_deadlines at once and then every |interval_ms| (> 0). |cfg| and
+ * |cat| are borrowed and must outlive it. The outbox rows it writes go out through the worker's
+ * relay. On failure nothing is left running. Caller stops and frees with tb_sweeper_stop(). */
 typedef struct tb_sweeper tb_sweeper_t;
 tb_status tb_sweeper_start(tb_sweeper_t **out, const char *db_path, const tb_config_t *cfg,
                            const tb_catalogue_t *cat, int64_t interval_ms);

@@ -62,6 +62,9 @@ typedef struct stepper {
     int64_t started_us;
   } hist;
   /* Running on (run_on): */
+  /* When the run was read parked in a wait or a sleep: the time since it parked (its
+   * updated_us), which does not count against its deadline, is credited at the next write. */
+  int64_t parked_us;
   int budget;       /* steps this call may still run; at 0 the next step gets a continuation */
   int local;        /* the message came on the run's domain: a worker of it is handling it */
   const char *next; /* non-NULL: the run is ready at a step that has no continuation yet, and
@@ -215,6 +218,13 @@ static tb_status flush(stepper_t *sp) {
   free(sp->row.data);
   sp->row.data = text;
   tb_status s = tb_store_wf_update(sp->ctx->store, &sp->row);
+  if (s == TB_OK && sp->parked_us > 0) {
+    /* Seed 000's tier timeout bounds the run's own time: a wait or a sleep has its own. The
+     * write just set updated_us to now, where a new park (if any) starts. */
+    int64_t parked = tb_wall_us() - sp->parked_us;
+    if (parked > 0) s = tb_store_wf_shift_deadline(sp->ctx->store, sp->row.id, parked);
+    sp->parked_us = 0;
+  }
   if (s == TB_OK) sp->dirty = 0;
   return s;
 }
@@ -648,6 +658,8 @@ static tb_status adopt(stepper_t *sp, const tb_handler_ctx_t *ctx, tb_wf_row_t *
   sp->msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
   sp->row = *row;
   memset(row, 0, sizeof(*row));
+  if (strcmp(sp->row.status, "waiting") == 0 || strcmp(sp->row.status, "sleeping") == 0)
+    sp->parked_us = sp->row.updated_us;
   sp->def = tb_wf_find(sp->row.name);
   if (sp->def == NULL) {
     json_decref(data);
@@ -1151,6 +1163,35 @@ tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier
 }
 
 /* ---------------------------------------------------------------- cancel */
+
+tb_status tb__wf_fail(const tb_handler_ctx_t *ctx, const char *id, const char *error) {
+  stepper_t sp;
+  int found = 0;
+  tb_status s = load(&sp, ctx, id, &found);
+  if (s == TB_OK && !found) s = tb__fail(TB_ERR_NOT_FOUND, "no workflow '%s'", id);
+  if (s == TB_OK && tb_wf_status_final(sp.row.status))
+    s = tb__fail(TB_ERR_INVALID, "workflow '%s' is already %s", id, sp.row.status);
+  if (s == TB_OK) {
+    /* Its queued continuation and any timer ("wf:<id>:") must not run a step of a failed run. */
+    char prefix[TB_ID_MAX + 8];
+    snprintf(prefix, sizeof(prefix), "wf:%s:", id);
+    s = tb_store_outbox_cancel_prefix(ctx->store, prefix, NULL);
+    tb_wf_hist_t h = {.step = sp.row.step,
+                      .name = "run-timeout",
+                      .kind = "deadline",
+                      .attempt = 1,
+                      .status = "failed",
+                      .detail = error,
+                      .tier = sp.row.tier,
+                      .ended_us = tb_wall_us()};
+    if (s == TB_OK) s = tb_store_wf_hist_add(ctx->store, id, &h, NULL);
+    sp.dirty = 1;
+    if (s == TB_OK) s = fail_run(&sp, error);
+    if (s == TB_OK) s = flush(&sp);
+  }
+  if (found) unload(&sp);
+  return s;
+}
 
 tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
   tb_status s = tb_store_begin(store);

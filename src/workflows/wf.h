@@ -208,6 +208,11 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
                          const char *correlation_id, const struct tb_esc_input *esc, char *id_out,
                          size_t id_cap, int *started);
 
+/* Fails run |id| inside the caller's transaction (runtime.c; for the run-timeout sweep): a
+ * "run-timeout" history row with |error|, its waits, timers and queued continuation dropped, its
+ * onError run, status failed. TB_ERR_NOT_FOUND / TB_ERR_INVALID (already final). */
+tb_status tb__wf_fail(const tb_handler_ctx_t *ctx, const char *id, const char *error);
+
 /* Sends run |row|'s continuation for its current seq on row->tier, due at |due_us| (0 = now),
  * through the outbox (runtime.c; for escalation.c). |cause| is recorded in the history. */
 struct tb_wf_row;

@@ -274,6 +274,89 @@ static void test_runs(void **state) {
   assert_int_equal(tb_h_child_term(&worker, 20000), 0);
 }
 
+/* ---------------------------------------------------------------- run timeouts (seed 000) */
+
+/* A tier's timeout bounds the whole run: a run left running past it (its continuation on a
+ * tier no worker serves) is escalated one tier by the sweeper, once, and runs there; with
+ * run_timeout: fail it is failed; time parked in a sleep is not counted. */
+static void test_run_timeout(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_h_child_t w1, w2;
+  tb_assert_ok(
+      tb_h_config_edit(h, "tierbus.yaml", "{name: low, timeout: 30m,", "{name: low, timeout: 2s,"));
+  tb_assert_ok(tb_h_config_edit(h, "tierbus.yaml", "task_queue: default, timeout: 15m,",
+                                "task_queue: default, timeout: 2s,"));
+  tb_it_start_and_init(h);
+  /* No worker serves low. */
+  tb_assert_ok(tb_h_spawn(h, &w1, "w1", "worker", "--tiers", "high,normal", "--set",
+                          "escalation_sweep=200ms", NULL));
+
+  /* A sleep of 4 s on normal (timeout 2 s) completes: parked time is not the run's. */
+  TB("trigger", "ops.sleep", "--id", "nap", "--priority", "normal", "--duration", "4s", "--wait");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_true(tb_h_sql_int(h, "SELECT c.deadline_us - w.created_us FROM workflows w JOIN "
+                              "workflow_context c ON c.workflow_id = w.id WHERE w.id = 'nap'") >=
+              6000000);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_escalations"), 0);
+
+  /* A failed run retried onto low: nobody takes its step, so past low's 2 s it is raised to
+   * normal, where the worker runs it (and the bad duration fails it again). */
+  TB("trigger", "ops.sleep", "--id", "t1", "--priority", "normal", "--duration", "nope", "--wait");
+  tb_assert_exit(r, 1);
+  tb_h_result_free(&r);
+  TB("workflows", "retry", "t1", "--priority", "low");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM workflow_escalations WHERE workflow_id = "
+                                 "'t1' AND rule = 'run-timeout'"),
+                   1);
+  char *esc = tb_h_sql_text(h, "SELECT from_tier || ' ' || to_tier || ' ' || source FROM "
+                               "workflow_escalations WHERE rule = 'run-timeout'");
+  assert_string_equal(esc, "low normal sweeper");
+  free(esc);
+  assert_int_equal(tb_h_wait_sql(h, 2, RUN_MS,
+                                 "SELECT count(*) FROM workflow_history WHERE workflow_id = 't1' "
+                                 "AND name = 'nap' AND tier = 'normal' AND status = 'failed'"),
+                   2);
+  char *hist = tb_h_sql_text(h, "SELECT status || ': ' || detail FROM workflow_history WHERE "
+                                "workflow_id = 't1' AND name = 'run-timeout'");
+  assert_non_null(hist);
+  assert_string_equal(hist, "escalated: past its tier's timeout (low 2s): low -> normal");
+  free(hist);
+  TB("workflows", "show", "t1");
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "rule run-timeout (sweeper)");
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_child_term(&w1, 20000), 0);
+
+  /* run_timeout: fail. */
+  tb_assert_ok(tb_h_spawn(h, &w2, "w2", "worker", "--tiers", "high,normal", "--set",
+                          "escalation_sweep=200ms", "--set", "run_timeout=fail", NULL));
+  TB("workflows", "retry", "t1", "--priority", "low");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM workflows WHERE id = 't1' AND status = "
+                                 "'failed' AND error LIKE 'run timed out: past its tier''s "
+                                 "timeout (low 2s)%%'"),
+                   1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE workflow_id = "
+                                   "'t1' AND name = 'run-timeout' AND status = 'failed'"),
+                   1);
+  /* Nothing of it is left to send (its step already on low is stale: the run moved on). */
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM outbox WHERE msg_id LIKE 'wf:t1:%%'"), 0);
+  assert_int_equal(tb_h_child_term(&w2, 20000), 0);
+
+  /* A bad value is refused with its name. */
+  TB("config", "check", "--set", "run_timeout=later");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "run_timeout: must be escalate, fail or off (got 'later')");
+  tb_h_result_free(&r);
+}
+
 /* ---------------------------------------------------------------- worker flags (seed 004) */
 
 static void test_worker_flags(void **state) {
@@ -326,6 +409,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_aliases_and_explain, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_runs, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_worker_flags, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_run_timeout, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
