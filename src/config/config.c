@@ -424,6 +424,31 @@ static const opt_t scalar_opts[] = {
              "timeout bounds the whole run; time parked in a wait or a sleep is not counted):\n"
              "escalate (one tier up with that tier's timeout, once; past that, fail), fail, or\n"
              "off. Checked every escalation_sweep."},
+    {.name = "breaker_failures",
+     .type = OPT_INT,
+     FIELD(tb_config_t, breaker_failures),
+     .min = 0,
+     .max = 1000,
+     .def = "5",
+     .help = "Consecutive failures (a 5xx, 408 or 429 reply, or none before the step's timeout)\n"
+             "within breaker_window that open a command service's circuit breaker (seed 000):\n"
+             "its commands are then held, not failed, for breaker_cooldown. 0 turns it off."},
+    {.name = "breaker_window",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_window_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "1m",
+     .help =
+         "The window in which breaker_failures must fall; a failure after it starts a new count."},
+    {.name = "breaker_cooldown",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_cooldown_ms),
+     .min = 100,
+     .max = 24 * MS_H,
+     .def = "30s",
+     .help = "How long an open breaker holds its service's commands; then one goes through, and\n"
+             "its failure opens the breaker again at once."},
     {.name = "scheduler",
      .type = OPT_BOOL,
      FIELD(tb_config_t, scheduler),

@@ -125,6 +125,12 @@ typedef struct tb_config {
   /* Seed 000: what the sweeper does to a run past its tier's timeout (the whole run, time parked
    * in waits and sleeps not counted): "escalate" (one tier up, once, then fail), "fail", "off". */
   char run_timeout[16];
+  /* Seed 000's circuit breaker per command service: after |failures| consecutive failures
+   * (5xx, 408, 429 or no reply) within |window|, the service's commands are held for
+   * |cooldown|, then sent again. 0 failures = off. */
+  int breaker_failures;
+  int64_t breaker_window_ms;
+  int64_t breaker_cooldown_ms;
   int scheduler;                   /* seed 001: 1 runs the cron scheduler in worker and dev */
   int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
   int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */

@@ -427,6 +427,12 @@ tb_status tb_sim_answer(const tb_sim_opts_t *o, const Tierbus__V1__Command *cmd,
   char action[TB_SIM_ACTION_MAX * 2];
   snprintf(action, sizeof(action), "%s.%s", cmd->service ? cmd->service : "",
            cmd->action ? cmd->action : "");
+  /* Alerts (tb.cmd.alerts.raise) go to an operator's alerting service and expect no reply:
+   * answering one would leave a reply that resumes nothing. */
+  if (cmd->service != NULL && strcmp(cmd->service, "alerts") == 0) {
+    out->drop = 1;
+    return TB_OK;
+  }
   actx_t a = {.cmd = cmd, .action = action, .result = json_object()};
   if (a.result == NULL) return tb__fail(TB_ERR_NOMEM, "simulator answer");
 

@@ -232,3 +232,66 @@ tb_status tb_store_outbox_due_of(tb_store_t *st, const char *msg_id, int64_t *du
   tb__stmt_done(stmt);
   return s;
 }
+
+/* ---------------------------------------------------------------- circuit breakers */
+
+static void breaker_row(sqlite3_stmt *stmt, int first, tb_breaker_t *b) {
+  b->failures = sqlite3_column_int(stmt, first);
+  b->window_start_us = sqlite3_column_int64(stmt, first + 1);
+  b->open_until_us = sqlite3_column_int64(stmt, first + 2);
+  b->opened_us = sqlite3_column_int64(stmt, first + 3);
+  b->trips = sqlite3_column_int(stmt, first + 4);
+  b->held = sqlite3_column_int64(stmt, first + 5);
+  tb__col_copy(stmt, first + 6, b->last_error, sizeof(b->last_error));
+  b->updated_us = sqlite3_column_int64(stmt, first + 7);
+}
+
+tb_status tb_store_breaker_get(tb_store_t *st, const char *service, tb_breaker_t *out, int *found) {
+  memset(out, 0, sizeof(*out));
+  snprintf(out->service, sizeof(out->service), "%s", service);
+  *found = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_BREAKER_GET);
+  sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    breaker_row(stmt, 0, out);
+    *found = 1;
+    rc = SQLITE_DONE;
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "breaker %s", service);
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_breaker_put(tb_store_t *st, const tb_breaker_t *b) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_BREAKER_PUT);
+  sqlite3_bind_text(stmt, 1, b->service, -1, SQLITE_STATIC);
+  sqlite3_bind_int(stmt, 2, b->failures);
+  sqlite3_bind_int64(stmt, 3, b->window_start_us);
+  sqlite3_bind_int64(stmt, 4, b->open_until_us);
+  sqlite3_bind_int64(stmt, 5, b->opened_us);
+  sqlite3_bind_int(stmt, 6, b->trips);
+  sqlite3_bind_int64(stmt, 7, b->held);
+  tb__bind_opt_text(stmt, 8, b->last_error);
+  sqlite3_bind_int64(stmt, 9, b->updated_us);
+  return tb__exec_done(st, stmt, NULL, "breaker", b->service);
+}
+
+tb_status tb_store_breaker_list(tb_store_t *st, int (*fn)(void *arg, const tb_breaker_t *b),
+                                void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_BREAKER_LIST);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_breaker_t b;
+    memset(&b, 0, sizeof(b));
+    tb__col_copy(stmt, 0, b.service, sizeof(b.service));
+    breaker_row(stmt, 1, &b);
+    if (fn(arg, &b) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "breakers");
+  tb__stmt_done(stmt);
+  return s;
+}

@@ -56,6 +56,29 @@ typedef struct tb_wf_overdue {
 tb_status tb_store_wf_overdue(tb_store_t *st, int64_t now_us, int limit, tb_wf_overdue_t **out,
                               int *n);
 
+/* One command service's circuit breaker (seed 000; workflows/breaker.h decides). */
+typedef struct tb_breaker {
+  char service[64];
+  int failures;            /* consecutive failures since window_start_us */
+  int64_t window_start_us; /* when the count started */
+  int64_t open_until_us;   /* commands are held until then; 0 = closed */
+  int64_t opened_us;       /* when it last opened */
+  int trips;               /* times it opened */
+  int64_t held;            /* commands held so far */
+  char last_error[256];
+  int64_t updated_us;
+} tb_breaker_t;
+
+/* Reads |service|'s breaker into |out| (zeroed, service set, when there is none: *found = 0). */
+tb_status tb_store_breaker_get(tb_store_t *st, const char *service, tb_breaker_t *out, int *found);
+
+/* Writes |b| (insert or replace by service). */
+tb_status tb_store_breaker_put(tb_store_t *st, const tb_breaker_t *b);
+
+/* Calls |fn| for every breaker, by service; a non-zero return stops. */
+tb_status tb_store_breaker_list(tb_store_t *st, int (*fn)(void *arg, const tb_breaker_t *b),
+                                void *arg);
+
 /* Sets run |id|'s tier without touching updated_us: an escalation is not progress, so a run
  * raised by the sweeper stays stuck until a step really moves it. */
 tb_status tb_store_wf_set_tier(tb_store_t *st, const char *id, const char *tier);

@@ -368,6 +368,15 @@
                 "automatic_tier, tier_rule, deadline_us "                                          \
                 "FROM workflow_context WHERE workflow_id = ?1")                                    \
   X(WF_CTX_DEADLINE, "UPDATE workflow_context SET deadline_us = ?2 WHERE workflow_id = ?1")        \
+  X(BREAKER_GET, "SELECT failures, window_start_us, open_until_us, opened_us, trips, held, "       \
+                 "last_error, updated_us FROM circuit_breakers WHERE service = ?1")                \
+  X(BREAKER_PUT, "INSERT INTO circuit_breakers(service, failures, window_start_us, "               \
+                 "open_until_us, opened_us, trips, held, last_error, updated_us) "                 \
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(service) DO UPDATE SET "  \
+                 "failures = ?2, window_start_us = ?3, open_until_us = ?4, opened_us = ?5, "       \
+                 "trips = ?6, held = ?7, last_error = ?8, updated_us = ?9")                        \
+  X(BREAKER_LIST, "SELECT service, failures, window_start_us, open_until_us, opened_us, trips, "   \
+                  "held, last_error, updated_us FROM circuit_breakers ORDER BY service")           \
   X(WF_CTX_DEADLINE_SHIFT, "UPDATE workflow_context SET deadline_us = deadline_us + ?2 "           \
                            "WHERE workflow_id = ?1 AND deadline_us IS NOT NULL")                   \
   X(WF_OVERDUE, "SELECT w.id, w.tier, c.deadline_us FROM workflow_context c "                      \

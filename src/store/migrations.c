@@ -601,6 +601,22 @@ static const char run_tier_decision_and_deadline[] =
     "CREATE INDEX workflow_context_deadline ON workflow_context(deadline_us)"
     "  WHERE deadline_us IS NOT NULL;";
 
+/* Issue 12, seed 000 (renumber at merge): a circuit breaker per command service, shared by
+ * every worker of the deployment. |failures| counts consecutive failures since window_start_us;
+ * the service's commands are held while open_until_us is ahead. */
+static const char command_circuit_breakers[] =
+    "CREATE TABLE circuit_breakers("
+    "  service TEXT PRIMARY KEY CHECK(service <> ''),"
+    "  failures INTEGER NOT NULL DEFAULT 0 CHECK(failures >= 0),"
+    "  window_start_us INTEGER NOT NULL DEFAULT 0,"
+    "  open_until_us INTEGER NOT NULL DEFAULT 0,"
+    "  opened_us INTEGER NOT NULL DEFAULT 0,"
+    "  trips INTEGER NOT NULL DEFAULT 0 CHECK(trips >= 0),"
+    "  held INTEGER NOT NULL DEFAULT 0 CHECK(held >= 0),"
+    "  last_error TEXT,"
+    "  updated_us INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -616,7 +632,8 @@ static const char *const migrations[] = {v1_engine,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
                                          v15_checks_without_ephemeral_tables,
-                                         run_tier_decision_and_deadline};
+                                         run_tier_decision_and_deadline,
+                                         command_circuit_breakers};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

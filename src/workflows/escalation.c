@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "store/escalation.h"
 #include "store/workflow.h"
+#include "workflows/breaker.h"
 
 /* The most rules a skip mask can name. */
 #define MASK_BITS 32
@@ -336,6 +337,18 @@ static void fmt_duration(int64_t ms, char *buf, size_t cap) {
     snprintf(buf, cap, "%lldms", (long long)ms);
 }
 
+/* Seed 000's "alert on delays": a run past its tier's timeout raises "run-timeout". */
+static tb_status delay_alert(const tb_handler_ctx_t *hctx, const tb_wf_overdue_t *r,
+                             const char *action, const char *detail) {
+  char key[TB_ID_MAX + 16];
+  snprintf(key, sizeof(key), "%s:%s", r->id, action);
+  json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:I}", "workflow_id", r->id, "tier", r->tier, "action",
+                        action, "detail", detail, "deadline_us", (json_int_t)r->deadline_us);
+  tb_status s = f ? tb_wf_alert(hctx, "run-timeout", key, f) : tb__fail(TB_ERR_NOMEM, "alert");
+  json_decref(f);
+  return s;
+}
+
 /* Escalates or fails one overdue run inside the open transaction; *what = 1 escalated, 2 failed,
  * 0 nothing (it finished or moved meanwhile). */
 static tb_status deadline_one(const tb_handler_ctx_t *hctx, const tb_wf_overdue_t *r,
@@ -357,6 +370,7 @@ static tb_status deadline_one(const tb_handler_ctx_t *hctx, const tb_wf_overdue_
              (double)(now_us - r->deadline_us) / 1e6);
     s = tb__wf_fail(hctx, r->id, detail);
     if (s == TB_ERR_INVALID || s == TB_ERR_NOT_FOUND) return TB_OK; /* finished meanwhile */
+    if (s == TB_OK) s = delay_alert(hctx, r, "failed", detail);
     if (s == TB_OK) *what = 2;
     return s;
   }
@@ -386,6 +400,7 @@ static tb_status deadline_one(const tb_handler_ctx_t *hctx, const tb_wf_overdue_
                     .ended_us = now_us};
   if (s == TB_OK) s = tb_store_wf_hist_add(hctx->store, r->id, &h, NULL);
   if (s == TB_OK) s = republish(hctx, &row);
+  if (s == TB_OK) s = delay_alert(hctx, r, "escalated", detail);
   tb_store_wf_row_clear(&row);
   if (s == TB_OK) *what = 1;
   return s;

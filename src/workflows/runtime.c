@@ -23,6 +23,7 @@
 #include "store/escalation.h"
 #include "store/workflow.h"
 #include "tierbus/v1/command.pb-c.h"
+#include "workflows/breaker.h"
 #include "workflows/escalation.h"
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
@@ -326,6 +327,18 @@ static tb_status run_on_error(stepper_t *sp, const char *error) {
 }
 
 static tb_status fail_run(stepper_t *sp, const char *error) {
+  /* Seed 000: "alert on critical workflow failures". */
+  const tb_config_t *cfg = sp->ctx->cfg;
+  if (cfg->n_tiers > 0 && strcmp(sp->row.tier, cfg->tiers[0].name) == 0) {
+    char key[TB_ID_MAX + 32];
+    snprintf(key, sizeof(key), "%s:%lld", sp->row.id, (long long)sp->row.seq);
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "workflow_id", sp->row.id, "workflow_type",
+                          sp->row.name, "tier", sp->row.tier, "detail", error);
+    tb_status as =
+        f ? tb_wf_alert(sp->ctx, "critical-failure", key, f) : tb__fail(TB_ERR_NOMEM, "alert");
+    json_decref(f);
+    if (as != TB_OK) return as;
+  }
   snprintf(sp->row.status, sizeof(sp->row.status), "failed");
   snprintf(sp->row.step_state, sizeof(sp->row.step_state), "done");
   free(sp->row.error);
@@ -422,10 +435,33 @@ static tb_status park(stepper_t *sp, const char *state, int64_t due_us, const ch
   return s;
 }
 
+/* Holds the command step |st| while its service's circuit breaker is open (seed 000): the
+ * attempt is recorded as "held" (not failed, not counted), and the run parks (status waiting,
+ * so the hold is not counted against its deadline) until the cool-down ends, when its
+ * continuation runs the step again. */
+static tb_status hold_command(stepper_t *sp, const tb_step_def_t *st, int64_t until_us) {
+  char when[40], detail[200];
+  tb_time_format(until_us, when, sizeof(when));
+  snprintf(detail, sizeof(detail), "circuit breaker open for service %s: held until %s",
+           st->service, when);
+  tb_status s = tb_wf_breaker_held(sp->ctx, st->service);
+  if (s == TB_OK) s = hist_end(sp, "held", 0, detail, NULL, NULL);
+  if (s != TB_OK) return s;
+  snprintf(sp->row.status, sizeof(sp->row.status), "waiting");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+  s = save(sp);
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "held", until_us);
+  return s;
+}
+
 static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
   json_t *input = NULL;
+  int64_t until = 0;
+  tb_status s = tb_wf_breaker_open_until(sp->ctx, st->service, tb_wall_us(), &until);
+  if (s != TB_OK) return s;
+  if (until > 0) return hold_command(sp, st, until);
   tb__clear_detail();
-  tb_status s = st->input ? st->input(&sp->run, &input) : TB_OK;
+  s = st->input ? st->input(&sp->run, &input) : TB_OK;
   if (s != TB_OK) return step_failed(sp, 0, tb_errdetail(), s == TB_ERR_INVALID, "failed");
   char *input_text = json_dumps(input ? input : json_object(), JSON_COMPACT);
   json_decref(input);
@@ -498,6 +534,10 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
     char err[160];
     snprintf(err, sizeof(err), "timed out waiting for %s",
              st->kind == TB_STEP_COMMAND ? "the command's reply" : st->event);
+    if (st->kind == TB_STEP_COMMAND) {
+      tb_status bs = tb_wf_breaker_record(sp->ctx, st->service, 0, err, tb_wall_us(), NULL);
+      if (bs != TB_OK) return bs;
+    }
     return step_failed(sp, 0, err, 0, "timeout");
   }
   json_error_t jerr;
@@ -507,7 +547,17 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
   }
   if (body == NULL) return step_failed(sp, 0, "unreadable inbox payload", 1, "failed");
   if (st->kind == TB_STEP_COMMAND) {
-    /* body is the CommandReply as JSON */
+    /* body is the CommandReply as JSON; its status tells the breaker how the service is. */
+    const char *reply_error = json_string_value(json_object_get(body, "error"));
+    char why[300];
+    snprintf(why, sizeof(why), "status %d: %s", code,
+             reply_error && reply_error[0] ? reply_error : "command failed");
+    tb_status bs = tb_wf_breaker_record(sp->ctx, st->service, !tb_wf_breaker_counts(code), why,
+                                        tb_wall_us(), NULL);
+    if (bs != TB_OK) {
+      json_decref(body);
+      return bs;
+    }
     if (code >= 200 && code < 300) {
       const char *rj = json_string_value(json_object_get(body, "result_json"));
       json_t *result = rj && rj[0] ? json_loads(rj, 0, &jerr) : json_object();
