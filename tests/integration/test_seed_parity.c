@@ -357,6 +357,99 @@ static void test_run_timeout(void **state) {
   tb_h_result_free(&r);
 }
 
+/* ---------------------------------------------------------------- breaker and alerts */
+
+/* The Nats-Msg-Ids of every alert in TB_CMD, newline-separated, into a new string. */
+static char *alert_ids(tb_h_t *h) {
+  int64_t n = tb_h_stream_msgs(h, "TB_CMD");
+  size_t cap = 4096, len = 0;
+  char *out = calloc(1, cap);
+  assert_non_null(out);
+  for (int64_t seq = 1; seq <= n; seq++) {
+    natsMsg *m = tb_h_stream_get(h, "TB_CMD", (uint64_t)seq);
+    if (m == NULL) continue;
+    if (strcmp(natsMsg_GetSubject(m), "tb.cmd.alerts.raise") == 0)
+      len += (size_t)snprintf(out + len, cap > len ? cap - len : 0, "%s\n",
+                              tb_h_header(m, "Nats-Msg-Id"));
+    natsMsg_Destroy(m);
+  }
+  return out;
+}
+
+/* Seed 000's circuit breaker: two failures of the email service open it; the step's next
+ * attempt is held, not failed, until the cool-down ends, then sent to a healthy service and the
+ * run completes. `stats` shows the breaker open, then closed. The opening raises an alert, as
+ * does a failed run on the critical tier. */
+static void test_breaker_and_alerts(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_h_child_t worker, sick, healthy;
+  tb_it_start_and_init(h);
+  tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", "--set", "breaker_failures=2", "--set",
+                          "breaker_cooldown=3s", NULL));
+  tb_assert_ok(tb_h_spawn(h, &sick, "sick", "sim", "--fail", "email.send=503", NULL));
+  TB("trigger", "ops.send-email", "--id", "cb", "--to", "a@b.c", "--template", "welcome");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM circuit_breakers WHERE service = 'email' "
+                                 "AND trips = 1"),
+                   1);
+  assert_int_equal(tb_h_child_term(&sick, 10000), 0);
+  tb_assert_ok(tb_h_spawn(h, &healthy, "healthy", "sim", NULL));
+  /* The third attempt is held while the breaker is open. */
+  assert_int_equal(tb_h_wait_sql(h, 1, RUN_MS,
+                                 "SELECT count(*) FROM workflow_history WHERE workflow_id = 'cb' "
+                                 "AND status = 'held'"),
+                   1);
+  TB("stats", "--json");
+  tb_assert_exit(r, 0);
+  json_t *root = json_loads(r.out, 0, NULL);
+  assert_non_null(root);
+  json_t *b = json_array_get(json_object_get(root, "circuit_breakers"), 0);
+  assert_string_equal(json_string_value(json_object_get(b, "service")), "email");
+  assert_string_equal(json_string_value(json_object_get(b, "state")), "open");
+  assert_int_equal(json_integer_value(json_object_get(b, "trips")), 1);
+  assert_true(json_integer_value(json_object_get(b, "held")) >= 1);
+  tb_assert_contains(json_string_value(json_object_get(b, "last_error")), "status 503");
+  json_decref(root);
+  tb_h_result_free(&r);
+  TB("stats", NULL);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "circuit breakers:\n  email OPEN until ");
+  tb_h_result_free(&r);
+  /* Held, not failed: after the cool-down the command goes out and the run completes. */
+  char *st = final_status(h, "cb");
+  assert_string_equal(st, "completed");
+  free(st);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM workflow_history WHERE workflow_id = "
+                                   "'cb' AND name = 'send' AND status = 'failed'"),
+                   2);
+  TB("stats", NULL);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "  email closed (trips 1, held ");
+  tb_h_result_free(&r);
+
+  /* A failed run on the critical tier raises an alert too. */
+  TB("trigger", "ops.sleep", "--id", "crit", "--priority", "critical", "--duration", "nope",
+     "--wait");
+  tb_assert_exit(r, 1);
+  tb_h_result_free(&r);
+  int64_t t0 = tb_h_now_ms();
+  char *ids = NULL;
+  for (;;) {
+    ids = alert_ids(h);
+    if (strstr(ids, "alert:critical-failure:crit:") != NULL || tb_h_now_ms() - t0 > RUN_MS) break;
+    free(ids);
+    tb_h_sleep_ms(100);
+  }
+  tb_assert_contains(ids, "alert:circuit-open:email:1\n");
+  tb_assert_contains(ids, "alert:critical-failure:crit:");
+  free(ids);
+  assert_int_equal(tb_h_child_term(&healthy, 10000), 0);
+  assert_int_equal(tb_h_child_term(&worker, 20000), 0);
+}
+
 /* ---------------------------------------------------------------- worker flags (seed 004) */
 
 static void test_worker_flags(void **state) {
@@ -404,12 +497,13 @@ static void test_worker_flags(void **state) {
 }
 
 int main(void) {
-  tb_h_watchdog(170);
+  tb_h_watchdog(240);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_aliases_and_explain, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_runs, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_worker_flags, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_run_timeout, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_breaker_and_alerts, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
