@@ -48,7 +48,8 @@ static void trigger_usage(FILE *out) {
           "  --id ID          the run's id (1 to %d of A-Z a-z 0-9 . _ -); default wf-<random>.\n"
           "                   Triggering an id again does not start a second run.\n"
           "  --expedite       run on the most urgent tier the escalation rules name (seed 000)\n"
-          "  --batch FILE     one run per NDJSON line: {\"workflow\": NAME, \"input\"?: {...},\n"
+          "  --batch FILE     one run per NDJSON line: {\"workflow\": NAME, \"input\"?: {...} or\n"
+          "                   \"args\"?: [...],\n"
           "                   \"priority\"?: TIER, \"id\"?: ID, \"expedite\"?: BOOL}; prints\n"
           "                   \"ID TIER WORKFLOW\" per run; a bad line (named by its number)\n"
           "                   publishes nothing\n"
@@ -276,16 +277,19 @@ static int line_run(tb_cli_t *cli, batch_t *b, json_t *line, tb_prepared_t *out)
       if (!json_is_string(val)) return tb_cli_usage_error(cli, "'%s' must be a string", key);
       const char **slot = key[0] == 'p' ? &priority : key[0] == 'i' ? &id : &name;
       *slot = json_string_value(val);
-    } else if (strcmp(key, "input") == 0) {
-      if (!json_is_object(val))
-        return tb_cli_usage_error(cli, "'input' must be a JSON object, got %s", tb_json_kind(val));
+    } else if (strcmp(key, "input") == 0 || strcmp(key, "args") == 0) {
+      /* "args": seed 000's mixed-priority batch passes each run's argument array. */
+      if (!json_is_object(val) && !json_is_array(val))
+        return tb_cli_usage_error(cli, "'%s' must be a JSON object or an array, got %s", key,
+                                  tb_json_kind(val));
+      if (input != NULL) return tb_cli_usage_error(cli, "give 'input' or 'args', not both");
       input = val;
     } else if (strcmp(key, "expedite") == 0) {
       if (!json_is_boolean(val)) return tb_cli_usage_error(cli, "'expedite' must be true or false");
       expedite = json_is_true(val);
     } else {
       return tb_cli_usage_error(
-          cli, "unknown key '%s' (expected workflow, input, priority, id, expedite)", key);
+          cli, "unknown key '%s' (expected workflow, input or args, priority, id, expedite)", key);
     }
   }
   if (name == NULL) return tb_cli_usage_error(cli, "missing 'workflow'");
@@ -368,8 +372,8 @@ static void explain(const tb_wf_triggered_t *r, const char *typed, const tb_prep
 /* `trigger NAME --key value` (seed 004): every long option that is not one of |opts| is an input
  * field. Moves them out of argv (which keeps the rest, in order, with *argc updated) into
  * |params| as key -> JSON value: the value as JSON when it parses as a number, true, false,
- * null or a quoted string, else the text. Dashes in the key become underscores (input fields are snake_case).
- * TB_EXIT_USAGE for a parameter without a value or given twice. */
+ * null or a quoted string, else the text. Dashes in the key become underscores (input fields are
+ * snake_case). TB_EXIT_USAGE for a parameter without a value or given twice. */
 static int take_params(tb_cli_t *cli, int *argc, char **argv, const struct option *opts,
                        json_t *params) {
   int out = 1;

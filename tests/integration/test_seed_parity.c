@@ -110,6 +110,30 @@ static void test_aliases_and_explain(void **state) {
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   tb_assert_streams(h, 1, 0, 0, 0, 0);
+
+  /* Seed 000's mixed-priority batch: camelCase types, args arrays, task queues. */
+  char good[PATH_MAX], bad[PATH_MAX];
+  tb_assert_ok(tb_h_write_file(h, "mixed.ndjson",
+                               "{\"workflow\": \"customerSupportMessageWorkflow\", \"args\": "
+                               "[{\"to\": \"a@b.c\"}], \"priority\": \"Critical-Priority\", "
+                               "\"id\": \"b1\"}\n"
+                               "{\"workflow\": \"dailyOperationsWorkflow\", \"priority\": "
+                               "\"default\", \"id\": \"b2\"}\n",
+                               good, sizeof(good)));
+  tb_assert_ok(tb_h_write_file(h, "both.ndjson",
+                               "{\"workflow\": \"ops.daily-stand-up\", \"input\": {}, \"args\": "
+                               "[]}\n",
+                               bad, sizeof(bad)));
+  TB("trigger", "--batch", bad);
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "both.ndjson:1: give 'input' or 'args', not both");
+  tb_h_result_free(&r);
+  TB("trigger", "--batch", good);
+  tb_assert_exit(r, 0);
+  tb_assert_contains(r.out, "b1 critical ops.customer-support-message\n");
+  tb_assert_contains(r.out, "b2 normal ops.daily-operations\n");
+  tb_h_result_free(&r);
+  tb_assert_streams(h, 2, 0, 1, 0, 0);
 }
 
 /* ---------------------------------------------------------------- runs through real workers */
