@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -412,6 +413,42 @@ static const opt_t scalar_opts[] = {
      .def = "1m",
      .help = "How often each worker looks for workflow runs stuck past an escalation rule's\n"
              "'stuck' threshold (seed 000); 0s turns the sweeper off."},
+    {.name = "run_timeout",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, run_timeout),
+     .min = 1,
+     .charset = CS_LOWER,
+     .charset_desc = "escalate, fail or off",
+     .def = "escalate",
+     .help = "What the sweeper does to a workflow run past its tier's timeout (seed 000: the\n"
+             "timeout bounds the whole run; time parked in a wait or a sleep is not counted):\n"
+             "escalate (one tier up with that tier's timeout, once; past that, fail), fail, or\n"
+             "off. Checked every escalation_sweep."},
+    {.name = "breaker_failures",
+     .type = OPT_INT,
+     FIELD(tb_config_t, breaker_failures),
+     .min = 0,
+     .max = 1000,
+     .def = "5",
+     .help = "Consecutive failures (a 5xx, 408 or 429 reply, or none before the step's timeout)\n"
+             "within breaker_window that open a command service's circuit breaker (seed 000):\n"
+             "its commands are then held, not failed, for breaker_cooldown. 0 turns it off."},
+    {.name = "breaker_window",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_window_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "1m",
+     .help =
+         "The window in which breaker_failures must fall; a failure after it starts a new count."},
+    {.name = "breaker_cooldown",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_cooldown_ms),
+     .min = 100,
+     .max = 24 * MS_H,
+     .def = "30s",
+     .help = "How long an open breaker holds its service's commands; then one goes through, and\n"
+             "its failure opens the breaker again at once."},
     {.name = "scheduler",
      .type = OPT_BOOL,
      FIELD(tb_config_t, scheduler),
@@ -476,6 +513,14 @@ static const opt_t tier_opts[] = {
      .charset_desc = CS_TIER_DESC,
      .required = true,
      .help = "used in subjects (tb.evt.<name>.>) and stream names"},
+    {.name = "task_queue",
+     .type = OPT_STRING,
+     FIELD(tb_tier_config_t, task_queue),
+     .min = 0,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .def = "",
+     .help = "another name for it wherever a tier is accepted (seed 000's task queue)"},
     {.name = "timeout",
      .type = OPT_MS,
      FIELD(tb_tier_config_t, timeout_ms),
@@ -602,8 +647,10 @@ static const opt_t rule_opts[] = {
 
 /* Seed 000's tables, in force while the file does not give workflow_tiers / escalation. */
 static const tb_workflow_tier_t builtin_workflow_tiers[] = {
-    {"customer-support", "high"}, {"lead-attention", "high"},         {"daily-stand-up", "normal"},
-    {"campaign-building", "low"}, {"daily-operations", "background"},
+    {"customer-support", "high"},       {"lead-attention", "high"},
+    {"email-sending", "high"}, /* seed 000: "Email/WhatsApp sending" is a high use case */
+    {"daily-stand-up", "normal"},       {"campaign-building", "low"},
+    {"daily-operations", "background"},
 };
 static const tb_esc_rule_t builtin_escalation[] = {
     {.name = "failed-retry-customer-facing",
@@ -978,7 +1025,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[5];
+  int section[6];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -986,11 +1033,19 @@ typedef struct src_lines {
   int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
   int preset_domain[TB_MAX_PRESETS][TB_MAX_DOMAINS];
   int workflow_tier[TB_MAX_WORKFLOW_TIERS];
+  int priority_floor[TB_MAX_WORKFLOW_TIERS];
   int rule[TB_MAX_ESC_RULES];
   int rule_field[TB_MAX_ESC_RULES][N_RULE_OPTS];
 } src_lines;
 
-enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS, SEC_WORKFLOW_TIERS, SEC_ESCALATION };
+enum {
+  SEC_TIERS,
+  SEC_EVENT_TIERS,
+  SEC_PRESETS,
+  SEC_WORKFLOW_TIERS,
+  SEC_ESCALATION,
+  SEC_PRIORITY_FLOORS
+};
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
 static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
@@ -1019,6 +1074,12 @@ static tb_status unknown_tier(const tb_config_t *cfg, int line, const char *key,
   char known[TB_MAX_TIERS * (TB_NAME_MAX + 2)];
   known_tiers(cfg, known, sizeof(known));
   return vfail(cfg, line, key, "unknown tier '%s' (tiers are %s)", name, known);
+}
+
+/* 1 when |name| is "<tier>-priority" in any case (seed 000's task queue names). */
+static int is_priority_queue(const char *tier, const char *name) {
+  size_t n = strlen(tier);
+  return strncasecmp(name, tier, n) == 0 && strcasecmp(name + n, "-priority") == 0;
 }
 
 static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
@@ -1058,6 +1119,28 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       snprintf(key, sizeof(key), "tiers[%d].name", t);
       return vfail(cfg, L ? L->tier[t] : 0, key, "duplicate tier name '%s' (also tiers[%d])",
                    tier->name, u);
+    }
+    /* Every name a tier answers to must pick that tier alone, or an alias would silently
+     * route to whichever tier comes first. */
+    for (int u = 0; u < t; u++) {
+      const tb_tier_config_t *o = &cfg->tiers[u];
+      const char *clash = NULL, *field = "name";
+      if (strcasecmp(o->name, tier->name) == 0 || is_priority_queue(o->name, tier->name) ||
+          (o->task_queue[0] && strcasecmp(o->task_queue, tier->name) == 0))
+        clash = tier->name;
+      else if (tier->task_queue[0] && (strcasecmp(o->name, tier->task_queue) == 0 ||
+                                       is_priority_queue(o->name, tier->task_queue) ||
+                                       strcasecmp(o->task_queue, tier->task_queue) == 0))
+        clash = tier->task_queue, field = "task_queue";
+      else if (is_priority_queue(tier->name, o->name) ||
+               (o->task_queue[0] && is_priority_queue(tier->name, o->task_queue)))
+        clash = o->task_queue[0] && is_priority_queue(tier->name, o->task_queue) ? o->task_queue
+                                                                                 : o->name;
+      if (clash == NULL) continue;
+      snprintf(key, sizeof(key), "tiers[%d].%s", t, field);
+      const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, field);
+      return vfail(cfg, L ? L->tier_field[t][f - tier_opts] : 0, key,
+                   "'%s' is already a name of tier '%s' (tiers[%d])", clash, o->name, u);
     }
   }
   return TB_OK;
@@ -1149,7 +1232,9 @@ static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
 
 /* Only a file's workflow_tiers are checked: the built-in table names seed 000's tiers, which a
  * deployment with other tiers does not have (tb_config_workflow_tier then ignores them). */
-static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+static tb_status validate_tier_map(const tb_config_t *cfg, const src_lines *L, const char *section,
+                                   int sec, const tb_workflow_tier_t *map, int n,
+                                   const int *lines) {
   static const opt_t wn = {.name = "workflow",
                            .type = OPT_STRING,
                            FIELD(tb_workflow_tier_t, workflow),
@@ -1157,23 +1242,30 @@ static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
   char key[KEY_MAX], msg[512];
-  if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
-    return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
-                 "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
-                 cfg->n_workflow_tiers);
-  for (int i = 0; i < cfg->n_workflow_tiers; i++) {
-    const tb_workflow_tier_t *w = &cfg->workflow_tiers[i];
-    int line = L ? L->workflow_tier[i] : 0;
+  if (n < -1 || n > TB_MAX_WORKFLOW_TIERS)
+    return vfail(cfg, L ? L->section[sec] : 0, section, "at most %d entries are allowed (got %d)",
+                 TB_MAX_WORKFLOW_TIERS, n);
+  for (int i = 0; i < n; i++) {
+    const tb_workflow_tier_t *w = &map[i];
+    int line = L ? lines[i] : 0;
     if (!check_string(&wn, w->workflow, msg, sizeof(msg)))
-      return vfail(cfg, line, "workflow_tiers", "workflow name %s", msg);
-    snprintf(key, sizeof(key), "workflow_tiers.%s", w->workflow);
+      return vfail(cfg, line, section, "workflow name %s", msg);
+    snprintf(key, sizeof(key), "%s.%s", section, w->workflow);
     if (memchr(w->tier, '\0', sizeof(w->tier)) == NULL || tb_config_tier_index(cfg, w->tier) < 0)
       return unknown_tier(cfg, line, key, memchr(w->tier, '\0', sizeof(w->tier)) ? w->tier : "?");
     for (int j = 0; j < i; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, w->workflow) == 0)
-        return vfail(cfg, line, key, "listed twice");
+      if (strcmp(map[j].workflow, w->workflow) == 0) return vfail(cfg, line, key, "listed twice");
   }
   return TB_OK;
+}
+
+static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+  tb_status s = validate_tier_map(cfg, L, "workflow_tiers", SEC_WORKFLOW_TIERS, cfg->workflow_tiers,
+                                  cfg->n_workflow_tiers, L ? L->workflow_tier : NULL);
+  if (s == TB_OK)
+    s = validate_tier_map(cfg, L, "priority_floors", SEC_PRIORITY_FLOORS, cfg->priority_floors,
+                          cfg->n_priority_floors, L ? L->priority_floor : NULL);
+  return s;
 }
 
 /* A file's escalation rules: fields in bounds, a known tier, a unique name, and at least one
@@ -1282,6 +1374,12 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
     return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "snapshot_interval",
                  "must be 0s (no snapshots) or at least 1s (got %lld ms)",
                  (long long)cfg->snapshot_interval_ms);
+  }
+  if (strcmp(cfg->run_timeout, "escalate") != 0 && strcmp(cfg->run_timeout, "fail") != 0 &&
+      strcmp(cfg->run_timeout, "off") != 0) {
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, "run_timeout");
+    return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "run_timeout",
+                 "must be escalate, fail or off (got '%s')", cfg->run_timeout);
   }
   tb_status s = validate_tiers(cfg, L);
   /* A tier reference left at its default may name a tier this deployment renamed (users of it
@@ -1601,36 +1699,46 @@ static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
-static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
-  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "workflow_tiers");
+/* A mapping of workflow (name, alias or category) to tier: workflow_tiers, priority_floors. */
+static tb_status parse_tier_map(const parse_ctx *c, const yaml_node_t *n, const char *section,
+                                tb_workflow_tier_t *map, int *count, int *lines) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, section);
   if (s != TB_OK) return s;
-  tb_config_t *cfg = c->cfg;
-  memset(cfg->workflow_tiers, 0, sizeof(cfg->workflow_tiers));
-  cfg->n_workflow_tiers = 0;
+  memset(map, 0, sizeof(*map) * TB_MAX_WORKFLOW_TIERS);
+  *count = 0;
   int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
   for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
     const char *name, *tier;
-    if ((s = scalar_text(c, k, "workflow_tiers", &name)) != TB_OK) return s;
-    for (int j = 0; j < cfg->n_workflow_tiers; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, name) == 0)
-        return perr(c, k, "workflow_tiers", "duplicate key '%s' (first at line %d)", name,
-                    c->lines->workflow_tier[j]);
-    if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
-      return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
-                  TB_MAX_WORKFLOW_TIERS, total);
+    if ((s = scalar_text(c, k, section, &name)) != TB_OK) return s;
+    for (int j = 0; j < *count; j++)
+      if (strcmp(map[j].workflow, name) == 0)
+        return perr(c, k, section, "duplicate key '%s' (first at line %d)", name, lines[j]);
+    if (*count == TB_MAX_WORKFLOW_TIERS)
+      return perr(c, k, section, "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
+                  total);
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "workflow_tiers.%s", name);
-    tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
-    if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
-                       name)) != TB_OK)
+    snprintf(key, sizeof(key), "%s.%s", section, name);
+    tb_workflow_tier_t *w = &map[*count];
+    if ((s = copy_name(c, k, section, "workflow name", w->workflow, sizeof(w->workflow), name)) !=
+        TB_OK)
       return s;
     if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
     if ((s = copy_name(c, v, key, "tier name", w->tier, sizeof(w->tier), tier)) != TB_OK) return s;
-    c->lines->workflow_tier[cfg->n_workflow_tiers++] = line_of(k);
+    lines[(*count)++] = line_of(k);
   }
   return TB_OK;
+}
+
+static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "workflow_tiers", c->cfg->workflow_tiers, &c->cfg->n_workflow_tiers,
+                        c->lines->workflow_tier);
+}
+
+static tb_status parse_priority_floors(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "priority_floors", c->cfg->priority_floors,
+                        &c->cfg->n_priority_floors, c->lines->priority_floor);
 }
 
 static tb_status parse_rule(const parse_ctx *c, int r, const yaml_node_t *n) {
@@ -1687,6 +1795,7 @@ static const struct section {
     [SEC_PRESETS] = {"presets", parse_presets},
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
+    [SEC_PRIORITY_FLOORS] = {"priority_floors", parse_priority_floors},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1849,8 +1958,16 @@ tb_status tb_config_validate(const tb_config_t *cfg) {
 }
 
 int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
+  if (name == NULL) return -1;
+  /* The exact name first: the hot path (every publish and start) costs one strcmp per tier. */
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++) {
+    const tb_tier_config_t *t = &cfg->tiers[i];
+    if (strcasecmp(t->name, name) == 0 || is_priority_queue(t->name, name) ||
+        (t->task_queue[0] != '\0' && strcasecmp(t->task_queue, name) == 0))
+      return i;
+  }
   return -1;
 }
 
@@ -1922,12 +2039,22 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;
   for (int i = 0; i < n; i++) {
-    if (tb_config_tier_index(cfg, t[i].tier) < 0) continue;
-    if (name != NULL && strcmp(t[i].workflow, name) == 0) return t[i].tier;
+    int ti = tb_config_tier_index(cfg, t[i].tier);
+    if (ti < 0) continue;
+    /* The config's own name: an entry may use an alias ("high-priority"). */
+    if (name != NULL && strcmp(t[i].workflow, name) == 0) return cfg->tiers[ti].name;
     if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
-      by_category = t[i].tier;
+      by_category = cfg->tiers[ti].name;
   }
   return by_category;
+}
+
+const char *tb_config_priority_floor(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; name != NULL && i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    int ti = tb_config_tier_index(cfg, cfg->priority_floors[i].tier);
+    if (ti >= 0 && strcmp(cfg->priority_floors[i].workflow, name) == 0) return cfg->tiers[ti].name;
+  }
+  return NULL;
 }
 
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
@@ -2068,8 +2195,9 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
         "# or by category; the workflow definition's own tier applies when neither is listed.\n",
         out);
   if (cfg->n_workflow_tiers < 0)
-    fputs("# Not set: the built-in seed 000 table applies (customer-support and lead-attention\n"
-          "# high, daily-stand-up normal, campaign-building low, daily-operations background).\n",
+    fputs("# Not set: the built-in seed 000 table applies (customer-support, lead-attention and\n"
+          "# email-sending high, daily-stand-up normal, campaign-building low, daily-operations\n"
+          "# background).\n",
           out);
   else
     fputs(cfg->n_workflow_tiers > 0 ? "workflow_tiers:\n" : "workflow_tiers: {}\n", out);
@@ -2078,6 +2206,19 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     write_str(out, cfg->workflow_tiers[i].workflow);
     fputs(": ", out);
     write_str(out, cfg->workflow_tiers[i].tier);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Floors under an explicit priority (seed 000): a caller's priority is honoured both\n"
+        "# ways, raising or lowering the automatic tier, except that a workflow (name, seed\n"
+        "# alias or category) listed here never runs below the tier given.\n",
+        out);
+  fputs(cfg->n_priority_floors > 0 ? "priority_floors:\n" : "priority_floors: {}\n", out);
+  for (int i = 0; i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->priority_floors[i].workflow);
+    fputs(": ", out);
+    write_str(out, cfg->priority_floors[i].tier);
     fputc('\n', out);
   }
 

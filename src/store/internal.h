@@ -246,6 +246,8 @@
                   "WHERE event = ?1 AND key = ?2 ORDER BY rowid LIMIT 1) "                         \
                   "RETURNING workflow_id, seq")                                                    \
   X(WF_WAIT_DROP, "DELETE FROM workflow_waits WHERE workflow_id = ?1 AND seq = ?2")                \
+  X(WF_WAIT_KEY_OF, "SELECT key FROM workflow_waits WHERE workflow_id = ?1 AND event = ?2 "        \
+                    "ORDER BY seq DESC LIMIT 1")                                                   \
   X(WF_WAIT_DROP_ALL, "DELETE FROM workflow_waits WHERE workflow_id = ?1")                         \
   X(WF_INBOX_ADD, "INSERT INTO workflow_inbox(event, key, msg_id, payload, code, workflow_id, "    \
                   "seq, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "                            \
@@ -360,9 +362,27 @@
   X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
                        "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                       \
   X(WF_CTX_PUT, "INSERT INTO workflow_context(workflow_id, category, customer_facing, "            \
-                "business_impact) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(workflow_id) DO NOTHING")     \
-  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries "                      \
+                "business_impact, requested_tier, automatic_tier, tier_rule, deadline_us) "        \
+                "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(workflow_id) DO NOTHING")      \
+  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries, requested_tier, "     \
+                "automatic_tier, tier_rule, deadline_us "                                          \
                 "FROM workflow_context WHERE workflow_id = ?1")                                    \
+  X(WF_CTX_DEADLINE, "UPDATE workflow_context SET deadline_us = ?2 WHERE workflow_id = ?1")        \
+  X(BREAKER_GET, "SELECT failures, window_start_us, open_until_us, opened_us, trips, held, "       \
+                 "last_error, updated_us FROM circuit_breakers WHERE service = ?1")                \
+  X(BREAKER_PUT, "INSERT INTO circuit_breakers(service, failures, window_start_us, "               \
+                 "open_until_us, opened_us, trips, held, last_error, updated_us) "                 \
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(service) DO UPDATE SET "  \
+                 "failures = ?2, window_start_us = ?3, open_until_us = ?4, opened_us = ?5, "       \
+                 "trips = ?6, held = ?7, last_error = ?8, updated_us = ?9")                        \
+  X(BREAKER_LIST, "SELECT service, failures, window_start_us, open_until_us, opened_us, trips, "   \
+                  "held, last_error, updated_us FROM circuit_breakers ORDER BY service")           \
+  X(WF_CTX_DEADLINE_SHIFT, "UPDATE workflow_context SET deadline_us = deadline_us + ?2 "           \
+                           "WHERE workflow_id = ?1 AND deadline_us IS NOT NULL")                   \
+  X(WF_OVERDUE, "SELECT w.id, w.tier, c.deadline_us FROM workflow_context c "                      \
+                "JOIN workflows w ON w.id = c.workflow_id "                                        \
+                "WHERE c.deadline_us IS NOT NULL AND c.deadline_us <= ?1 "                         \
+                "AND w.status = 'running' ORDER BY c.deadline_us LIMIT ?2")                        \
   X(WF_CTX_RETRIED, "INSERT INTO workflow_context(workflow_id, retries) VALUES(?1, 1) "            \
                     "ON CONFLICT(workflow_id) DO UPDATE SET retries = retries + 1")                \
   X(WF_SET_TIER, "UPDATE workflows SET tier = ?2 WHERE id = ?1")                                   \

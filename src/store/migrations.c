@@ -599,6 +599,33 @@ static const char v15_checks_without_ephemeral_tables[] =
 static const char v16_activity_payload_bytes[] =
     "ALTER TABLE activity_log ADD COLUMN payload BLOB;";
 
+/* v17 (issue 12, seed 000): how a run's starting tier was decided (an explicit
+ * priority is honoured both ways, so the rule that chose it is kept with the run), and the run's
+ * deadline from its tier's timeout, which bounds the whole run. */
+static const char v17_run_tier_decision_and_deadline[] =
+    "ALTER TABLE workflow_context ADD COLUMN requested_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN automatic_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN tier_rule TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN deadline_us INTEGER;"
+    "CREATE INDEX workflow_context_deadline ON workflow_context(deadline_us)"
+    "  WHERE deadline_us IS NOT NULL;";
+
+/* v18 (issue 12, seed 000): a circuit breaker per command service, shared by
+ * every worker of the deployment. |failures| counts consecutive failures since window_start_us;
+ * the service's commands are held while open_until_us is ahead. */
+static const char v18_command_circuit_breakers[] =
+    "CREATE TABLE circuit_breakers("
+    "  service TEXT PRIMARY KEY CHECK(service <> ''),"
+    "  failures INTEGER NOT NULL DEFAULT 0 CHECK(failures >= 0),"
+    "  window_start_us INTEGER NOT NULL DEFAULT 0,"
+    "  open_until_us INTEGER NOT NULL DEFAULT 0,"
+    "  opened_us INTEGER NOT NULL DEFAULT 0,"
+    "  trips INTEGER NOT NULL DEFAULT 0 CHECK(trips >= 0),"
+    "  held INTEGER NOT NULL DEFAULT 0 CHECK(held >= 0),"
+    "  last_error TEXT,"
+    "  updated_us INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -614,7 +641,9 @@ static const char *const migrations[] = {v1_engine,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
                                          v15_checks_without_ephemeral_tables,
-                                         v16_activity_payload_bytes};
+                                         v16_activity_payload_bytes,
+                                         v17_run_tier_decision_and_deadline,
+                                         v18_command_circuit_breakers};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

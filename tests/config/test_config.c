@@ -890,10 +890,11 @@ static void test_example_round_trip(void **state) {
                                "duplicate_window: 2m\n"));
   assert_non_null(strstr(text, "; default var/tierbus.db; env TIERBUS_DB.\ndb_path: "));
   assert_non_null(strstr(text, "relative to the working directory"));
-  assert_non_null(strstr(text, "\ntiers:\n  - {name: only, timeout: 1m, concurrency: 4, "
-                               "max_deliver: 3, backoff: [1500ms], aging: 250ms, "
-                               "job_priority: 2, max_age: 0s, max_bytes: 0, max_msgs: 0, "
-                               "redelivery_bound: 0s}\n"));
+  assert_non_null(
+      strstr(text, "\ntiers:\n  - {name: only, task_queue: \"\", timeout: 1m, concurrency: 4, "
+                   "max_deliver: 3, backoff: [1500ms], aging: 250ms, "
+                   "job_priority: 2, max_age: 0s, max_bytes: 0, max_msgs: 0, "
+                   "redelivery_bound: 0s}\n"));
   assert_non_null(strstr(text, "\nevent_tiers: {}\n"));
   assert_non_null(strstr(text, "\npresets: {}\n"));
   free(text);
