@@ -978,7 +978,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[5];
+  int section[6];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -990,7 +990,14 @@ typedef struct src_lines {
   int rule_field[TB_MAX_ESC_RULES][N_RULE_OPTS];
 } src_lines;
 
-enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS, SEC_WORKFLOW_TIERS, SEC_ESCALATION };
+enum {
+  SEC_TIERS,
+  SEC_EVENT_TIERS,
+  SEC_PRESETS,
+  SEC_WORKFLOW_TIERS,
+  SEC_ESCALATION,
+  SEC_SERVICE_LIMITS
+};
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
 static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
@@ -1678,6 +1685,49 @@ static tb_status parse_escalation(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
+/* service_concurrency: {SERVICE: LIMIT, ...}. A service name is a subject token (lowercase
+ * letters, digits, '_' or '-', as in tb.cmd.<service>.<action>); a limit is 1 to
+ * TB_SERVICE_LIMIT_MAX. Checked here, where the lines are known. */
+static tb_status parse_service_limits(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "service_concurrency");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->service_limits, 0, sizeof(cfg->service_limits));
+  cfg->n_service_limits = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *service, *text;
+    if ((s = scalar_text(c, k, "service_concurrency", &service)) != TB_OK) return s;
+    if (service[0] == '\0' || strspn(service, CS_LOWER CS_DIGITS "_-") != strlen(service))
+      return perr(c, k, "service_concurrency",
+                  "service name '%s' must be lowercase letters, digits, '_' or '-'", service);
+    for (int j = 0; j < cfg->n_service_limits; j++)
+      if (strcmp(cfg->service_limits[j].service, service) == 0)
+        return perr(c, k, "service_concurrency", "service '%s' is listed twice", service);
+    if (cfg->n_service_limits == TB_MAX_SERVICE_LIMITS)
+      return perr(c, k, "service_concurrency", "at most %d services are allowed (got %d)",
+                  TB_MAX_SERVICE_LIMITS, total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "service_concurrency.%s", service);
+    tb_service_limit_t *e = &cfg->service_limits[cfg->n_service_limits];
+    if ((s = copy_name(c, k, "service_concurrency", "service name", e->service, sizeof(e->service),
+                       service)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    char *end = NULL;
+    errno = 0;
+    long limit = strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || errno != 0 || limit < 1 || limit > TB_SERVICE_LIMIT_MAX)
+      return perr(c, v, key, "must be an integer between 1 and %d (got '%s')", TB_SERVICE_LIMIT_MAX,
+                  text);
+    e->limit = (int)limit;
+    cfg->n_service_limits++;
+  }
+  return TB_OK;
+}
+
 static const struct section {
   const char *name;
   tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
@@ -1687,6 +1737,7 @@ static const struct section {
     [SEC_PRESETS] = {"presets", parse_presets},
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
+    [SEC_SERVICE_LIMITS] = {"service_concurrency", parse_service_limits},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1874,6 +1925,12 @@ int64_t tb_config_dedupe_horizon_ms(const tb_config_t *cfg) {
 const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
   int i = tb_config_tier_index(cfg, name);
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
+}
+
+int tb_config_service_limit(const tb_config_t *cfg, const char *service) {
+  for (int i = 0; service != NULL && i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++)
+    if (strcmp(cfg->service_limits[i].service, service) == 0) return cfg->service_limits[i].limit;
+  return 0;
 }
 
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
@@ -2115,6 +2172,20 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
       first = 0;
     }
     fputs("}\n", out);
+  }
+
+  fputs("\n# Seed 001's concurrency per queue: at most LIMIT commands of a service\n"
+        "# (tb.cmd.<service>.*) in flight at once across every worker process sharing the\n"
+        "# database; a command step past it is held (not failed) and tried again. A service not\n"
+        "# listed has no limit. At most ",
+        out);
+  fprintf(out, "%d services; a limit is an integer between 1 and %d.\n", TB_MAX_SERVICE_LIMITS,
+          TB_SERVICE_LIMIT_MAX);
+  fputs(cfg->n_service_limits > 0 ? "service_concurrency:\n" : "service_concurrency: {}\n", out);
+  for (int i = 0; i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->service_limits[i].service);
+    fprintf(out, ": %d\n", cfg->service_limits[i].limit);
   }
 
   fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);

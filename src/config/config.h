@@ -18,6 +18,8 @@
 #define TB_URL_MAX 256
 #define TB_MAX_WORKFLOW_TIERS 64
 #define TB_MAX_ESC_RULES 16
+#define TB_MAX_SERVICE_LIMITS 16
+#define TB_SERVICE_LIMIT_MAX 10000
 /* http_threads' default, and the HTTP server's when its caller gives none (tb_http_opts_t). */
 #define TB_HTTP_DEFAULT_THREADS 8
 
@@ -75,6 +77,13 @@ typedef struct tb_esc_rule {
   int64_t stuck_ms;         /* the run made no progress for longer than this */
   char tier[TB_NAME_MAX];
 } tb_esc_rule_t;
+
+/* Seed 001's per-queue concurrency: at most |limit| commands of |service| (tb.cmd.<service>.*)
+ * in flight at once across every worker process of the deployment (they share the database). */
+typedef struct tb_service_limit {
+  char service[TB_NAME_MAX];
+  int limit; /* 1 .. TB_SERVICE_LIMIT_MAX */
+} tb_service_limit_t;
 
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
@@ -137,6 +146,8 @@ typedef struct tb_config {
   int n_workflow_tiers;
   tb_esc_rule_t escalation[TB_MAX_ESC_RULES];
   int n_escalation;
+  tb_service_limit_t service_limits[TB_MAX_SERVICE_LIMITS]; /* service_concurrency: */
+  int n_service_limits;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
   /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
    * and its consumers. Not read from the file: set with tb_config_set_domains() once the
@@ -206,6 +217,10 @@ const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n);
  * file's, else the built-in seed 000 table): the name's entry, else the category's; NULL when
  * neither is listed or the tier is not configured. Borrowed. */
 const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name, const char *category);
+
+/* The concurrency limit of command service |service| (service_concurrency), or 0 when it has
+ * none. */
+int tb_config_service_limit(const tb_config_t *cfg, const char *service);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

@@ -406,6 +406,16 @@
                     "last_run_us = ?5, updated_us = ?5 WHERE name = ?1")                           \
   X(SCHED_RUN_GET, "SELECT trigger, attempts, status, result, error, started_us, finished_us "     \
                    "FROM sched_runs WHERE task = ?1 AND slot_us = ?2")                             \
+  /* slots.c: seed 001's per-service concurrency (service_slots). */                               \
+  X(SLOT_EXPIRE, "DELETE FROM service_slots WHERE service = ?1 AND expires_us <= ?2")              \
+  X(SLOT_COUNT, "SELECT count(*) FROM service_slots WHERE service = ?1 AND NOT "                   \
+                "(workflow_id = ?2 AND step = ?3)")                                                \
+  X(SLOT_TAKE, "INSERT INTO service_slots(service, workflow_id, step, command_id, acquired_us, "   \
+               "expires_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(workflow_id, step) DO "     \
+               "UPDATE SET service = excluded.service, command_id = excluded.command_id, "         \
+               "acquired_us = excluded.acquired_us, expires_us = excluded.expires_us")             \
+  X(SLOT_RELEASE, "DELETE FROM service_slots WHERE workflow_id = ?1 AND (?2 = '' OR step = ?2)")   \
+  X(SLOT_IN_USE, "SELECT count(*) FROM service_slots WHERE service = ?1 AND expires_us > ?2")      \
   X(SCHED_PURGE_RUNS, "DELETE FROM sched_runs WHERE status IN ('ok', 'failed') "                   \
                       "AND finished_us < ?1")                                                      \
   X(PURGE_WF_HISTORY, "DELETE FROM workflow_history WHERE workflow_id IN (" TB__FINISHED_WF ")")   \

@@ -590,6 +590,23 @@ static const char v15_checks_without_ephemeral_tables[] =
     "CREATE INDEX workflows_status ON workflows(status, updated_us);"
     "CREATE INDEX workflows_name ON workflows(name, created_us);";
 
+/* Issue 12 (seed 001), appended by the seed-001 work (renumber at merge): seed 001's
+ * per-queue concurrency as rows: a command in flight holds its service's slot from the moment it
+ * is published until its reply or timeout is handled (or, if the run never comes back to it,
+ * until its deadline). Every worker process takes slots in its write transaction, so the count
+ * holds across processes. */
+static const char v16_service_slots[] =
+    "CREATE TABLE service_slots("
+    "  service TEXT NOT NULL CHECK(service <> ''),"
+    "  workflow_id TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  command_id TEXT NOT NULL,"
+    "  acquired_us INTEGER NOT NULL,"
+    "  expires_us INTEGER NOT NULL,"
+    "  PRIMARY KEY(workflow_id, step)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX service_slots_service ON service_slots(service, expires_us);";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -604,7 +621,8 @@ static const char *const migrations[] = {v1_engine,
                                          v12_deployment,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
-                                         v15_checks_without_ephemeral_tables};
+                                         v15_checks_without_ephemeral_tables,
+                                         v16_service_slots};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

@@ -966,6 +966,43 @@ static void test_default_path(void **state) {
   rmdir(dir);
 }
 
+/* service_concurrency (seed 001's per-queue limits): the shipped values, the lookup, and each
+ * error naming the key and line. */
+static void test_service_concurrency(void **state) {
+  static tb_config_t cfg;
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/config/tierbus.yaml", source_dir());
+  tb_config_init(&cfg);
+  if (tb_config_load_file(&cfg, path) != TB_OK) fail_msg("%s", tb_errdetail());
+  assert_int_equal(tb_config_service_limit(&cfg, "ai"), 1);
+  assert_int_equal(tb_config_service_limit(&cfg, "pdf"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "file"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "database"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "scheduled"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "email"), 0); /* not listed: no limit */
+  assert_int_equal(tb_config_service_limit(&cfg, NULL), 0);
+
+  expect_load_ok(ONE_TIER "service_concurrency: {ai: 10000, b-2_x: 1}\n", &cfg);
+  assert_int_equal(tb_config_service_limit(&cfg, "ai"), 10000);
+  assert_int_equal(tb_config_service_limit(&cfg, "b-2_x"), 1);
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 0\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'0')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 10001\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'10001')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 2x\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'2x')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  AI: 1\n",
+                    "%s:3: service_concurrency: service name 'AI' must be lowercase letters, "
+                    "digits, '_' or '-'");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 1\n  ai: 2\n",
+                    "%s:4: service_concurrency: service 'ai' is listed twice");
+  expect_load_error(ONE_TIER "service_concurrency: [ai]\n",
+                    "%s:2: service_concurrency: expected a mapping, got a list");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shipped_config),
@@ -985,6 +1022,7 @@ int main(void) {
       cmocka_unit_test(test_example_round_trip),
       cmocka_unit_test(test_flow_and_block_styles),
       cmocka_unit_test(test_default_path),
+      cmocka_unit_test(test_service_concurrency),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
