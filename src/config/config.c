@@ -518,7 +518,7 @@ static const opt_t tier_opts[] = {
      .min = 1,
      .max = 100,
      .def = "5",
-     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
+     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7), taken for the tier"},
     /* Retention of the tier's streams: what a replay or a rebuild can still read. The first
      * limit reached discards the oldest messages (JetStream limits retention). */
     {.name = "max_age",
@@ -1059,6 +1059,17 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "max_age");
       return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
                    "%s is shorter than duplicate_window %s", age, win);
+    }
+    /* Job priority numbers (seed 001) find their tier by this order (tb_config_job_priority_tier):
+     * a less urgent tier cannot carry a more urgent number. */
+    if (t > 0 && tier->job_priority < cfg->tiers[t - 1].job_priority) {
+      snprintf(key, sizeof(key), "tiers[%d].job_priority", t);
+      const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "job_priority");
+      return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
+                   "%d is more urgent than tiers[%d] (%s, %d): tiers are in priority order, so "
+                   "job priorities must not decrease",
+                   tier->job_priority, t - 1, cfg->tiers[t - 1].name,
+                   cfg->tiers[t - 1].job_priority);
     }
     for (int u = 0; u < t; u++) {
       if (strcmp(cfg->tiers[u].name, tier->name) != 0) continue;
@@ -1902,6 +1913,19 @@ tb_status tb_config_validate(const tb_config_t *cfg) {
 int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
+  return tb_config_job_priority_tier(cfg, name);
+}
+
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text) {
+  /* Plain decimal only: "3", not "+3", " 3" or "03x". */
+  if (text == NULL || text[0] < '0' || text[0] > '9' || strlen(text) > 3 ||
+      strspn(text, CS_DIGITS) != strlen(text))
+    return -1;
+  int n = atoi(text);
+  /* Lower numbers are more urgent (seed 001, as BullMQ): the most urgent tier at or below the
+   * urgency asked for, so a number between two tiers' never gets more than it asked. */
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
+    if (cfg->tiers[i].job_priority >= n) return i;
   return -1;
 }
 

@@ -180,8 +180,16 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value);
  * tiers. TB_ERR_CONFIG with a detail naming the file and key. */
 tb_status tb_config_validate(const tb_config_t *cfg);
 
-/* Index of the tier named |name|, or -1. */
+/* Index of the tier named |name|, or -1. Wherever a tier is accepted, a seed 001 job priority
+ * number is accepted too (tb_config_job_priority_tier): a tier's own name wins over a number. */
 int tb_config_tier_index(const tb_config_t *cfg, const char *name);
+
+/* Seed 001's JOB_PRIORITY numbers (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7; lower is more urgent),
+ * read through the tiers' job_priority: |text| (plain decimal) goes to the most urgent tier whose
+ * job_priority is that number or larger, so 3 is the tier marked 3 and 2 goes there too, never
+ * to a more urgent tier than asked. -1 when |text| is not a number or is larger than every
+ * tier's. */
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text);
 
 /* The AckWait of tier |t|'s consumers in ms: its redelivery_bound, else the config's. A worker
  * that dies holding a message releases it within this time, whatever the tier's timeout. */

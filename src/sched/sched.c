@@ -299,11 +299,82 @@ static tb_status job_reminders(job_run_t *r) {
   return s;
 }
 
-/* UPDATE_CLIENT_METRICS: the seed lists client engagement metrics as pending and defines none, so
- * there is nothing to compute yet; the task is disabled by default and says so when run. */
+/* UPDATE_CLIENT_METRICS: recomputes every client's engagement metrics (store/crm.h,
+ * crm_client_metrics): deliverables completed on time (by their due date) and late, open
+ * deliverables past due, the on-time share, and days since the client's last journey activity. */
 static tb_status job_client_metrics(job_run_t *r) {
-  return tb__fail(TB_ERR_INVALID, "UPDATE_CLIENT_METRICS: client engagement metrics are not "
-                                  "defined yet (seed 001 lists them as pending)");
+  int64_t clients = 0;
+  tb_status s = tb_store_crm_metrics_update(r->ctx->store, tb_wall_us(), &clients);
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result), "metrics of %lld client%s updated", (long long)clients,
+             clients == 1 ? "" : "s");
+  return s;
+}
+
+/* The programme month that starts at |slot_us| for a client activated at |activated_us|: the
+ * calendar months from the activation's month to the slot's. Activation schedules month 1 and the
+ * first month start after it generates it (client journey), so a client activated in January is
+ * in month 1 on February 1st and month 8 on September 1st. 0 in the month of activation (or for
+ * an activation after the slot). */
+static int programme_month(int64_t activated_us, int64_t slot_us) {
+  time_t a = (time_t)(activated_us / 1000000), n = (time_t)(slot_us / 1000000);
+  struct tm ta, tn;
+  gmtime_r(&a, &ta);
+  gmtime_r(&n, &tn);
+  int months = (tn.tm_year * 12 + tn.tm_mon) - (ta.tm_year * 12 + ta.tm_mon);
+  return months > 0 ? months : 0;
+}
+
+typedef struct transitions {
+  job_run_t *r;
+  char period[8]; /* the slot's calendar month, "YYYY-MM" */
+  int sent, not_started, finished;
+  tb_status s;
+} transitions_t;
+
+static int transition_one(void *arg, const char *client_id, int64_t activated_us) {
+  transitions_t *tr = arg;
+  int month = programme_month(activated_us, tr->r->slot_us);
+  if (month < 1) {
+    tr->not_started++;
+    return 0;
+  }
+  if (month > TB_CRM_MONTHS) {
+    tr->finished++;
+    return 0;
+  }
+  /* One id per (task, slot, client): a slot that runs again publishes nothing new. */
+  char id[TB_SCHED_NAME_MAX + TB_ID_MAX + 48];
+  snprintf(id, sizeof(id), "sched:%s:%lld:%s", tr->r->task->name, (long long)tr->r->slot_us,
+           client_id);
+  json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "client_id", client_id, "user_id",
+                        "tierbus-scheduler", "month", month, "period", tr->period);
+  tr->s = p != NULL ? emit_event(tr->r->ctx, "MONTH_TRANSITION", NULL, id, p, 0)
+                    : tb__fail(TB_ERR_NOMEM, "MONTH_TRANSITIONS: payload");
+  json_decref(p);
+  if (tr->s == TB_OK) tr->sent++;
+  return tr->s != TB_OK;
+}
+
+/* MONTH_TRANSITIONS: seed 001's MONTH_TRANSITION ("start of calendar month") for every active
+ * client, with the programme month now starting (programme_month) and the period; clients in
+ * their month of activation or past month 8 get none. The client journey's crm.month-transition
+ * workflow generates the month's deliverable unless it already is. */
+static tb_status job_month_transitions(job_run_t *r) {
+  transitions_t tr = {.r = r};
+  time_t t = (time_t)(r->slot_us / 1000000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(tr.period, sizeof(tr.period), "%Y-%m", &tm);
+  tb_status s = tb_store_crm_clients_active(r->ctx->store, transition_one, &tr);
+  if (s == TB_OK) s = tr.s;
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result),
+             "%d MONTH_TRANSITION event%s published for %s; %d active client%s activated this "
+             "month, %d past month %d",
+             tr.sent, tr.sent == 1 ? "" : "s", tr.period, tr.not_started,
+             tr.not_started == 1 ? "" : "s", tr.finished, TB_CRM_MONTHS);
+  return s;
 }
 
 /* X(job type, function, payload fields it reads (durations marked ~), files: 1 when it acts on
@@ -322,7 +393,10 @@ static tb_status job_client_metrics(job_run_t *r) {
   X("SEND_REMINDER_EMAILS", job_reminders, "", 0,                                                  \
     "publish DELIVERABLE_OVERDUE for every past-due deliverable (client journey)")                 \
   X("UPDATE_CLIENT_METRICS", job_client_metrics, "", 0,                                            \
-    "not defined yet (seed 001: metrics pending)")
+    "recompute every client's metrics: deliverables on time and late, overdue, days since the "    \
+    "last activity (table crm_client_metrics)")                                                    \
+  X("MONTH_TRANSITIONS", job_month_transitions, "", 0,                                             \
+    "publish MONTH_TRANSITION for every active client with its programme month (client journey)")
 
 static const struct {
   const char *job;
@@ -350,6 +424,76 @@ static int job_index(const char *job) {
 
 int tb_sched_is_job(const char *job) {
   return job_index(job) >= 0;
+}
+
+/* The built-in job types, comma-separated, into |buf|, for messages. */
+static const char *job_names(char *buf, size_t cap) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < N_JOBS && n < cap; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", jobs[i].job);
+  return buf;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Default tasks
+ * --------------------------------------------------------------------------------------------- */
+
+/* Seed 001's default scheduled tasks (its table, with its schedules and descriptions), plus
+ * tierbus's: seed 002's 6-hourly priority sync and the monthly MONTH_TRANSITION. A new database
+ * gets them from its migrations (v8 and v16, which must agree with this table: test_schedule
+ * checks that a fresh database has exactly these); `schedule reset-defaults` puts them back. */
+static const struct default_task {
+  const char *name, *pattern, *job, *payload;
+  int enabled;
+  const char *tier, *description;
+  int catch_up_once;
+} default_tasks[] = {
+    {"cleanup-temp-files", "DAILY_AT_2AM", "CLEANUP_FILES", "{\"dir\":\"tmp\",\"max_age\":\"24h\"}",
+     1, "background", "Clean up temporary files and old uploads", 0},
+    {"database-backup", "DAILY_AT_MIDNIGHT", "BACKUP_DATABASE", "{}", 1, "low",
+     "Create automated database backup", 1},
+    {"cleanup-old-jobs", "WEEKLY_SUNDAY", "CLEANUP_OLD_JOBS", "{\"older_than\":\"30d\"}", 1,
+     "background", "Remove completed jobs older than 30 days", 1},
+    {"send-reminder-emails", "DAILY_AT_NOON", "SEND_REMINDER_EMAILS", "{}", 1, "normal",
+     "Send reminder emails for overdue deliverables", 1},
+    /* Disabled as in the seed: enable it with `schedule enable update-client-metrics`. */
+    {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "{}", 0, "low",
+     "Update client engagement metrics", 0},
+    {"workspace-priority-sync", "EVERY_6_HOURS", "workspace/priorities.sync", "{}", 1, "background",
+     "Full workspace repository priority sync (seed 002)", 1},
+    {"month-transition", "MONTHLY_FIRST", "MONTH_TRANSITIONS", "{}", 1, "normal",
+     "Publish MONTH_TRANSITION for every active client", 1},
+};
+
+int tb_sched_default_count(void) {
+  return (int)TB_COUNTOF(default_tasks);
+}
+
+void tb_sched_default(int i, tb_sched_task_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (i < 0 || i >= tb_sched_default_count()) return;
+  const struct default_task *d = &default_tasks[i];
+  snprintf(out->name, sizeof(out->name), "%s", d->name);
+  snprintf(out->pattern, sizeof(out->pattern), "%s", d->pattern);
+  snprintf(out->job, sizeof(out->job), "%s", d->job);
+  snprintf(out->payload, sizeof(out->payload), "%s", d->payload);
+  out->enabled = d->enabled;
+  snprintf(out->tier, sizeof(out->tier), "%s", d->tier);
+  snprintf(out->description, sizeof(out->description), "%s", d->description);
+  out->catch_up_once = d->catch_up_once;
+  snprintf(out->status, sizeof(out->status), "idle");
+}
+
+int tb_sched_same_definition(const tb_sched_task_t *a, const tb_sched_task_t *b) {
+  json_t *pa = json_loads(a->payload[0] ? a->payload : "{}", 0, NULL);
+  json_t *pb = json_loads(b->payload[0] ? b->payload : "{}", 0, NULL);
+  int same_payload = pa != NULL && pb != NULL && json_equal(pa, pb);
+  json_decref(pa);
+  json_decref(pb);
+  return same_payload && strcmp(a->pattern, b->pattern) == 0 && strcmp(a->job, b->job) == 0 &&
+         a->enabled == b->enabled && strcmp(a->tier, b->tier) == 0 &&
+         strcmp(a->description, b->description) == 0 && a->catch_up_once == b->catch_up_once;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -436,13 +580,13 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
     s = tb_publish_prepare(cfg, cat, &req, &p);
     if (s == TB_OK)
       tb_prepared_free(&p);
-    else if (s == TB_ERR_UNKNOWN_EVENT)
+    else if (s == TB_ERR_UNKNOWN_EVENT) {
+      char names[256];
       s = tb__fail(s,
-                   "--event: '%s' is neither a built-in job (CLEANUP_FILES, BACKUP_DATABASE, "
-                   "CLEANUP_OLD_JOBS, SEND_REMINDER_EMAILS, UPDATE_CLIENT_METRICS) nor a catalogue "
-                   "event (tierbus events)",
-                   t->job);
-    else
+                   "--event: '%s' is neither a built-in job (%s) nor a catalogue event (tierbus "
+                   "events)",
+                   t->job, job_names(names, sizeof(names)));
+    } else
       s = refail(s, "--payload: ");
   }
   json_decref(payload);

@@ -406,6 +406,38 @@
                     "last_run_us = ?5, updated_us = ?5 WHERE name = ?1")                           \
   X(SCHED_RUN_GET, "SELECT trigger, attempts, status, result, error, started_us, finished_us "     \
                    "FROM sched_runs WHERE task = ?1 AND slot_us = ?2")                             \
+  /* crm.c: the active clients the month-transition task publishes for, oldest first. */           \
+  X(CRM_CLIENTS_ACTIVE, "SELECT client_id, coalesce(activated_us, created_us) FROM crm_clients "   \
+                        "WHERE status = 'active' ORDER BY created_us, client_id")                  \
+  /* crm.c: UPDATE_CLIENT_METRICS, for every client, as of ?1. */                                  \
+  X(CRM_METRICS_UPDATE,                                                                            \
+    "INSERT INTO crm_client_metrics(client_id, deliverables_completed, completed_on_time, "        \
+    "completed_late, overdue_open, on_time_rate, last_activity_us, days_since_activity, "          \
+    "computed_us) SELECT m.client_id, m.done, m.on_time, m.done - m.on_time, m.overdue, "          \
+    "CASE WHEN m.done > 0 THEN CAST(m.on_time AS REAL) / m.done END, m.last, "                     \
+    "CASE WHEN m.last IS NOT NULL THEN (?1 - m.last) / 86400000000 END, ?1 FROM (SELECT "          \
+    "c.client_id AS client_id, (SELECT count(*) FROM crm_deliverables d WHERE d.client_id = "      \
+    "c.client_id AND d.status = 'completed') AS done, (SELECT count(*) FROM crm_deliverables d "   \
+    "WHERE d.client_id = c.client_id AND d.status = 'completed' AND d.completed_us <= d.due_us) "  \
+    "AS on_time, (SELECT count(*) FROM crm_deliverables d WHERE d.client_id = c.client_id AND "    \
+    "d.status <> 'completed' AND d.due_us < ?1) AS overdue, (SELECT max(a.at_us) FROM "            \
+    "crm_activity a WHERE a.client_id = c.client_id) AS last FROM crm_clients c) AS m WHERE true " \
+    "ON CONFLICT(client_id) DO UPDATE SET deliverables_completed = "                               \
+    "excluded.deliverables_completed, "                                                            \
+    "completed_on_time = excluded.completed_on_time, completed_late = excluded.completed_late, "   \
+    "overdue_open = excluded.overdue_open, on_time_rate = excluded.on_time_rate, "                 \
+    "last_activity_us = excluded.last_activity_us, days_since_activity = "                         \
+    "excluded.days_since_activity, computed_us = excluded.computed_us")                            \
+  X(CRM_METRICS_GET, "SELECT client_id, deliverables_completed, completed_on_time, "               \
+                     "completed_late, overdue_open, coalesce(on_time_rate, -1), "                  \
+                     "coalesce(last_activity_us, 0), coalesce(days_since_activity, -1), "          \
+                     "computed_us FROM crm_client_metrics WHERE client_id = ?1")                   \
+  /* sched.c: `schedule reset-defaults` puts a default task back as the seed defines it. */        \
+  X(SCHED_RESET,                                                                                   \
+    "UPDATE sched_tasks SET pattern = ?2, job = ?3, payload = ?4, enabled = ?5, "                  \
+    "tier = ?6, description = ?7, catch_up = ?8, status = 'idle', failure_count = 0, "             \
+    "last_error = NULL, last_slot_us = max(last_slot_us, ?9), updated_us = ?9 "                    \
+    "WHERE name = ?1")                                                                             \
   /* slots.c: seed 001's per-service concurrency (service_slots). */                               \
   X(SLOT_EXPIRE, "DELETE FROM service_slots WHERE service = ?1 AND expires_us <= ?2")              \
   X(SLOT_COUNT, "SELECT count(*) FROM service_slots WHERE service = ?1 AND NOT "                   \

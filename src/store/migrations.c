@@ -590,12 +590,15 @@ static const char v15_checks_without_ephemeral_tables[] =
     "CREATE INDEX workflows_status ON workflows(status, updated_us);"
     "CREATE INDEX workflows_name ON workflows(name, created_us);";
 
-/* Issue 12 (seed 001), appended by the seed-001 work (renumber at merge): seed 001's
- * per-queue concurrency as rows: a command in flight holds its service's slot from the moment it
- * is published until its reply or timeout is handled (or, if the run never comes back to it,
- * until its deadline). Every worker process takes slots in its write transaction, so the count
- * holds across processes. */
-static const char v16_service_slots[] =
+/* Issue 12 (seed 001), appended by the seed-001 work (renumber at merge):
+ * - seed 001's per-queue concurrency as rows: a command in flight holds its service's slot from
+ *   the moment it is published until its reply or timeout is handled (or, if the run never comes
+ *   back to it, until its deadline). Every worker process takes slots in its write transaction,
+ *   so the count holds across processes (store/slots.h);
+ * - the client metrics UPDATE_CLIENT_METRICS computes (store/crm.h);
+ * - the default task month-transition: MONTH_TRANSITION for every active client at the start of
+ *   each calendar month (src/sched/sched.c lists every default task). */
+static const char v16_service_slots_client_metrics_month_transition[] =
     "CREATE TABLE service_slots("
     "  service TEXT NOT NULL CHECK(service <> ''),"
     "  workflow_id TEXT NOT NULL,"
@@ -605,7 +608,24 @@ static const char v16_service_slots[] =
     "  expires_us INTEGER NOT NULL,"
     "  PRIMARY KEY(workflow_id, step)"
     ") STRICT, WITHOUT ROWID;"
-    "CREATE INDEX service_slots_service ON service_slots(service, expires_us);";
+    "CREATE INDEX service_slots_service ON service_slots(service, expires_us);"
+    "CREATE TABLE crm_client_metrics("
+    "  client_id TEXT PRIMARY KEY CHECK(client_id <> ''),"
+    "  deliverables_completed INTEGER NOT NULL,"
+    "  completed_on_time INTEGER NOT NULL,"
+    "  completed_late INTEGER NOT NULL,"
+    "  overdue_open INTEGER NOT NULL,"
+    "  on_time_rate REAL,"
+    "  last_activity_us INTEGER,"
+    "  days_since_activity INTEGER,"
+    "  computed_us INTEGER NOT NULL"
+    ") STRICT;"
+    "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, catch_up,"
+    "  last_slot_us, created_us, updated_us) "
+    "SELECT 'month-transition', 'MONTHLY_FIRST', 'MONTH_TRANSITIONS', '{}', 1, 'normal',"
+    "  'Publish MONTH_TRANSITION for every active client', 'once', n.now, n.now, n.now FROM"
+    "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n "
+    "WHERE NOT EXISTS (SELECT 1 FROM sched_tasks WHERE name = 'month-transition');";
 
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
@@ -622,7 +642,7 @@ static const char *const migrations[] = {v1_engine,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
                                          v15_checks_without_ephemeral_tables,
-                                         v16_service_slots};
+                                         v16_service_slots_client_metrics_month_transition};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

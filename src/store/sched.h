@@ -50,6 +50,13 @@ tb_status tb_store_sched_remove(tb_store_t *st, const char *name);
  * it was off is not caught up. TB_ERR_NOT_FOUND for an unknown name. */
 tb_status tb_store_sched_enable(tb_store_t *st, const char *name, int enabled, int64_t now_us);
 
+/* Puts task |t|'s definition (pattern, job, payload, enabled, tier, description, catch-up) back
+ * on the stored task of that name and clears its failure state (status idle, no failures, no
+ * last error); its last slot moves up to |now_us|, so nothing missed is caught up. *found = 0
+ * and nothing changes when there is no such task. For `schedule reset-defaults`. */
+tb_status tb_store_sched_reset(tb_store_t *st, const tb_sched_task_t *t, int64_t now_us,
+                               int *found);
+
 /* Records that the task's slots up to |slot_us| are fired or skipped. *moved (may be NULL) = 0
  * when the stored last slot was already at or past it (another scheduler got there first). */
 tb_status tb_store_sched_advance(tb_store_t *st, const char *name, int64_t slot_us, int *moved);

@@ -130,6 +130,8 @@ static void clear_outbox(world_t *w) {
   tb_store_outbox_free(rows, n);
 }
 
+static int count_rows(const char *db, const char *sql, char *text, size_t cap);
+
 /* ---------------------------------------------------------------- defaults */
 
 static void test_defaults_seeded(void **state) {
@@ -145,8 +147,25 @@ static void test_defaults_seeded(void **state) {
       {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "low", 0, 0},
       /* Seed 002's six-hourly full sync, through its catalogue event. */
       {"workspace-priority-sync", "EVERY_6_HOURS", "workspace/priorities.sync", "background", 1, 1},
+      /* MONTH_TRANSITION for every active client at each month's start (issue 12). */
+      {"month-transition", "MONTHLY_FIRST", "MONTH_TRANSITIONS", "normal", 1, 1},
   };
   int64_t now = tb_wall_us();
+  /* The migrations seed exactly the defaults table that reset-defaults restores. */
+  assert_int_equal(tb_sched_default_count(), (int)(sizeof(want) / sizeof(want[0])));
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM sched_tasks", NULL, 0),
+                   tb_sched_default_count());
+  for (int i = 0; i < tb_sched_default_count(); i++) {
+    tb_sched_task_t d;
+    tb_sched_default(i, &d);
+    tb_sched_task_t t = get_task(w, d.name);
+    if (!tb_sched_same_definition(&d, &t))
+      fail_msg("default %s differs from the migrations' row", d.name);
+    assert_string_equal(d.name, want[i].name);
+  }
+  tb_sched_task_t out_of_range;
+  tb_sched_default(tb_sched_default_count(), &out_of_range);
+  assert_string_equal(out_of_range.name, "");
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     tb_sched_task_t t = get_task(w, want[i].name);
     assert_string_equal(t.pattern, want[i].pattern);
@@ -350,11 +369,17 @@ static void test_retry_then_failed(void **state) {
   assert_int_equal(t.failure_count, 0);
   assert_string_equal(t.last_error, "");
 
-  /* A permanent failure is not retried. */
-  assert_int_equal(tb_store_sched_enable(w->st, "update-client-metrics", 1, tb_wall_us()), TB_OK);
-  o = run(w, "update-client-metrics", slot, 1, 1);
+  /* A permanent failure is not retried: a stored payload that `add` would have refused. */
+  tb_sched_task_t bad = {.name = "bad-dir",
+                         .pattern = "EVERY_HOUR",
+                         .job = "CLEANUP_FILES",
+                         .payload = "{\"dir\":\"/etc\"}",
+                         .enabled = 1,
+                         .tier = "low"};
+  assert_int_equal(tb_store_sched_put(w->st, &bad), TB_OK);
+  o = run(w, "bad-dir", slot, 1, 1);
   assert_string_equal(o.status, "failed");
-  assert_non_null(strstr(o.detail, "UPDATE_CLIENT_METRICS: client engagement metrics are not"));
+  assert_non_null(strstr(o.detail, "CLEANUP_FILES: payload dir '/etc' must be a path inside"));
   rows = due_rows(w, INT64_MAX / 2, &n);
   assert_int_equal(n, 0);
   tb_store_outbox_free(rows, n);
@@ -571,6 +596,139 @@ static void test_cleanup_old_jobs(void **state) {
       count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-young'", NULL, 0), 1);
 }
 
+/* ---------------------------------------------------------------- client journey jobs */
+
+/* UPDATE_CLIENT_METRICS: on time = completed by the due date; overdue = open past it; days since
+ * the newest journey activity. Each boundary on purpose: completed exactly at the due date is on
+ * time, a microsecond later is late. */
+static void test_client_metrics(void **state) {
+  world_t *w = *state;
+  int64_t now = tb_wall_us(), day = 86400LL * 1000000;
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_store_crm_client_put(w->st, "c1", "One", NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_client_put(w->st, "c2", "Two", NULL, NULL), TB_OK);
+  /* c1: M1 on time (at its due date), M2 late by 1 us, M3 open and overdue, M4 open, not due. */
+  int64_t due1 = now - 40 * day, due2 = now - 10 * day;
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 1, due1, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 1, "d1", NULL, due1), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 2, due2, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 2, "d2", NULL, due2 + 1), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 3, now - day, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 4, now + day, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_activity(w->st, "c1", "note", "three days ago", NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  /* Back-date c1's activity to 3.5 days ago: whole days are counted. */
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  char sql[200];
+  snprintf(sql, sizeof(sql), "UPDATE crm_activity SET at_us = %lld WHERE client_id = 'c1'",
+           (long long)(now - 3 * day - day / 2));
+  assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(h);
+
+  assert_int_equal(tb_store_sched_enable(w->st, "update-client-metrics", 1, now), TB_OK);
+  tb_sched_outcome_t o = run(w, "update-client-metrics", at("2026-11-23T12:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "metrics of 2 clients updated");
+  tb_crm_metrics_t m;
+  int found = 0;
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c1", &m, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(m.deliverables_completed, 2);
+  assert_int_equal(m.completed_on_time, 1);
+  assert_int_equal(m.completed_late, 1);
+  assert_int_equal(m.overdue_open, 1);
+  assert_true(m.on_time_rate > 0.499 && m.on_time_rate < 0.501);
+  assert_int_equal(m.days_since_activity, 3);
+  assert_true(m.computed_us >= now);
+  /* c2: nothing completed, no activity. */
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c2", &m, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(m.deliverables_completed, 0);
+  assert_true(m.on_time_rate < 0); /* no rate without a completed deliverable */
+  assert_int_equal(m.last_activity_us, 0);
+  assert_int_equal(m.days_since_activity, -1);
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "nobody", &m, &found), TB_OK);
+  assert_int_equal(found, 0);
+  /* A second run updates in place. */
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 3, "d3", NULL, now), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  o = run(w, "update-client-metrics", at("2026-11-23T18:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c1", &m, &found), TB_OK);
+  assert_int_equal(m.deliverables_completed, 3);
+  assert_int_equal(m.completed_late, 2);
+  assert_int_equal(m.overdue_open, 0);
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM crm_client_metrics", NULL, 0), 2);
+}
+
+/* MONTH_TRANSITIONS: one MONTH_TRANSITION per active client with the programme month starting
+ * at the slot; none for a client activated in the slot's month, one past month 8, or one that is
+ * not active. A slot run again publishes nothing new. */
+static void test_month_transitions(void **state) {
+  world_t *w = *state;
+  static const struct {
+    const char *id, *status, *activated;
+  } clients[] = {
+      {"jan", "active", "2026-01-15T10:00:00Z"},     /* month 11: past the programme */
+      {"jun", "active", "2026-06-30T23:59:59Z"},     /* Dec 1: month 6 */
+      {"nov", "active", "2026-11-01T00:00:00Z"},     /* Dec 1: month 1 */
+      {"dec", "active", "2026-12-01T00:00:00Z"},     /* the slot itself: month 0 */
+      {"onb", "onboarding", "2026-10-01T00:00:00Z"}, /* not active */
+      {"done", "completed", "2026-10-01T00:00:00Z"}, /* not active */
+  };
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+    assert_int_equal(tb_store_crm_client_put(w->st, clients[i].id, NULL, NULL, NULL), TB_OK);
+    assert_int_equal(tb_store_crm_client_status(w->st, clients[i].id, clients[i].status), TB_OK);
+  }
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+    char sql[200];
+    snprintf(sql, sizeof(sql), "UPDATE crm_clients SET activated_us = %lld WHERE client_id = '%s'",
+             (long long)at(clients[i].activated), clients[i].id);
+    assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+  }
+  sqlite3_close(h);
+  clear_outbox(w);
+
+  int64_t slot = at("2026-12-01T00:00:00Z");
+  tb_sched_outcome_t o = run(w, "month-transition", slot, 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "2 MONTH_TRANSITION events published for 2026-12; 1 active client "
+                                "activated this month, 1 past month 8");
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 2);
+  static const struct {
+    const char *client;
+    int month;
+  } want[] = {{"jun", 6}, {"nov", 1}};
+  for (int i = 0; i < n; i++) {
+    /* The catalogue's tier for MONTH_TRANSITION (normal), not the task's. */
+    assert_string_equal(rows[i].subject, "tb.evt.normal.crm.MONTH_TRANSITION");
+    char id[128];
+    snprintf(id, sizeof(id), "sched:month-transition:%lld:%s", (long long)slot, want[i].client);
+    assert_string_equal(rows[i].msg_id, id);
+    tb_decoded_t d;
+    assert_int_equal(tb_codec_decode(w->cat, rows[i].payload, rows[i].len, &d), TB_OK);
+    const Tierbus__V1__MonthTransition *m = (const Tierbus__V1__MonthTransition *)d.payload;
+    assert_string_equal(m->client_id, want[i].client);
+    assert_int_equal(m->month, want[i].month);
+    assert_string_equal(m->period, "2026-12");
+    tb_decoded_free(&d);
+  }
+  tb_store_outbox_free(rows, n);
+  /* The same slot again: a duplicate, nothing runs. */
+  o = run(w, "month-transition", slot, 1, 1);
+  assert_string_equal(o.status, "duplicate");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_defaults_seeded, setup, teardown),
@@ -581,6 +739,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reminders, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cleanup_files, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cleanup_old_jobs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_client_metrics, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_month_transitions, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
