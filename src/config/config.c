@@ -1959,7 +1959,11 @@ int tb_config_service_limit(const tb_config_t *cfg, const char *service) {
 
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
   for (int i = 0; i < cfg->n_event_tiers && i < TB_MAX_EVENT_TIERS; i++)
-    if (strcmp(cfg->event_tiers[i].event, event) == 0) return cfg->event_tiers[i].tier;
+    if (strcmp(cfg->event_tiers[i].event, event) == 0) {
+      /* Under the tier's own name, also when the file gave a job priority number. */
+      int t = tb_config_tier_index(cfg, cfg->event_tiers[i].tier);
+      return t >= 0 ? cfg->tiers[t].name : cfg->event_tiers[i].tier;
+    }
   return NULL;
 }
 
@@ -2003,10 +2007,12 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;
   for (int i = 0; i < n; i++) {
-    if (tb_config_tier_index(cfg, t[i].tier) < 0) continue;
-    if (name != NULL && strcmp(t[i].workflow, name) == 0) return t[i].tier;
+    int ti = tb_config_tier_index(cfg, t[i].tier);
+    if (ti < 0) continue;
+    /* Under the tier's own name, also when the file gave a job priority number. */
+    if (name != NULL && strcmp(t[i].workflow, name) == 0) return cfg->tiers[ti].name;
     if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
-      by_category = t[i].tier;
+      by_category = cfg->tiers[ti].name;
   }
   return by_category;
 }

@@ -1003,6 +1003,52 @@ static void test_service_concurrency(void **state) {
                     "%s:2: service_concurrency: expected a mapping, got a list");
 }
 
+/* Seed 001's JOB_PRIORITY numbers, read through the tiers' job_priority (shipped 1, 3, 5, 7, 9),
+ * wherever a tier name is accepted; every boundary on purpose. */
+static void test_job_priority_numbers(void **state) {
+  static tb_config_t cfg;
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/config/tierbus.yaml", source_dir());
+  tb_config_init(&cfg);
+  if (tb_config_load_file(&cfg, path) != TB_OK) fail_msg("%s", tb_errdetail());
+  static const struct {
+    const char *text;
+    const char *tier; /* NULL: refused */
+  } cases[] = {
+      {"1", "critical"},   {"2", "high"},     {"3", "high"},  {"4", "normal"},
+      {"5", "normal"},     {"6", "low"},      {"7", "low"},   {"8", "background"},
+      {"9", "background"}, {"0", "critical"}, /* more urgent than any: the most urgent tier */
+      {"10", NULL},        {"100", NULL},     {"1000", NULL}, {"-1", NULL},
+      {"+3", NULL},        {" 3", NULL},      {"3 ", NULL},   {"3x", NULL},
+      {"", NULL},          {"high", "high"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int t = tb_config_tier_index(&cfg, cases[i].text);
+    if (cases[i].tier == NULL) {
+      if (t >= 0) fail_msg("'%s' gave tier %s, expected none", cases[i].text, cfg.tiers[t].name);
+    } else {
+      if (t < 0) fail_msg("'%s' gave no tier, expected %s", cases[i].text, cases[i].tier);
+      assert_string_equal(cfg.tiers[t].name, cases[i].tier);
+    }
+  }
+  /* A tier's own name wins over a number. */
+  expect_load_ok("tiers: [{name: a, job_priority: 1}, {name: '3', job_priority: 5}]\n", &cfg);
+  assert_int_equal(tb_config_tier_index(&cfg, "3"), 1);
+  assert_int_equal(tb_config_tier_index(&cfg, "2"), 1);
+  /* Numbers name tiers in config references too. */
+  expect_load_ok("tiers: [{name: a, job_priority: 1}, {name: b, job_priority: 3}]\n"
+                 "event_tiers: {E: 3}\nworkflow_tiers: {w: 1}\n",
+                 &cfg);
+  assert_string_equal(tb_config_event_tier(&cfg, "E"), "b");
+  assert_string_equal(tb_config_workflow_tier(&cfg, "w", NULL), "a");
+  /* Job priorities follow the tiers' priority order. */
+  expect_load_error("tiers: [{name: a, job_priority: 3}, {name: b, job_priority: 1}]\n",
+                    "%s:1: tiers[1].job_priority: 1 is more urgent than tiers[0] (a, 3): tiers are "
+                    "in priority order, so job priorities must not decrease");
+  expect_load_ok("tiers: [{name: a, job_priority: 3}, {name: b, job_priority: 3}]\n", &cfg);
+  assert_int_equal(tb_config_tier_index(&cfg, "3"), 0); /* equal: the first, more urgent */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shipped_config),
@@ -1023,6 +1069,7 @@ int main(void) {
       cmocka_unit_test(test_flow_and_block_styles),
       cmocka_unit_test(test_default_path),
       cmocka_unit_test(test_service_concurrency),
+      cmocka_unit_test(test_job_priority_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
