@@ -86,50 +86,94 @@ static tb_status payload_duration_us(const job_run_t *r, const char *field, cons
   return TB_OK;
 }
 
-/* <data_dir>/<payload.dir or |def|>; a dir that leaves data_dir (absolute, "..") is refused. */
-static tb_status job_dir(const job_run_t *r, const char *def, char *buf, size_t cap) {
-  const char *sub = payload_str(r, "dir", def);
+/* <data_dir>/<payload.<field> or |def|>; a dir that leaves data_dir (absolute, "..") is refused. */
+static tb_status job_dir_field(const job_run_t *r, const char *field, const char *def, char *buf,
+                               size_t cap) {
+  const char *sub = payload_str(r, field, def);
   if (sub[0] == '/' || strstr(sub, "..") != NULL)
-    return tb__fail(TB_ERR_INVALID, "%s: payload dir '%s' must be a path inside data_dir",
-                    r->task->job, sub);
+    return tb__fail(TB_ERR_INVALID, "%s: payload %s '%s' must be a path inside data_dir",
+                    r->task->job, field, sub);
   if ((size_t)snprintf(buf, cap, "%s/%s", r->ctx->cfg->data_dir, sub) >= cap)
-    return tb__fail(TB_ERR_INVALID, "%s: dir '%s' is too long", r->task->job, sub);
+    return tb__fail(TB_ERR_INVALID, "%s: %s '%s' is too long", r->task->job, field, sub);
   return TB_OK;
 }
 
-/* CLEANUP_FILES: removes the regular files in <data_dir>/<dir> (default "tmp") not modified for
- * payload.max_age (default 24h). A missing directory has nothing to clean. */
-static tb_status job_cleanup_files(job_run_t *r) {
-  char dir[2048];
-  int64_t max_age_us = 0;
-  tb_status s = job_dir(r, "tmp", dir, sizeof(dir));
-  if (s == TB_OK) s = payload_duration_us(r, "max_age", "24h", &max_age_us);
-  if (s != TB_OK) return s;
+static tb_status job_dir(const job_run_t *r, const char *def, char *buf, size_t cap) {
+  return job_dir_field(r, "dir", def, buf, cap);
+}
+
+/* What one cleanup walk removed and kept. */
+typedef struct sweep {
+  int64_t cutoff_s; /* files not modified since are removed */
+  int removed, kept, dirs;
+} sweep_t;
+
+/* Walks |dir| and its subdirectories (symbolic links are neither followed nor removed, so the
+ * walk never leaves the directory), removing the regular files not modified since the cutoff and
+ * the subdirectories that end up empty; |dir| itself stays. |depth| bounds the recursion. */
+static tb_status sweep_dir(const char *dir, sweep_t *sw, int depth) {
+  if (depth > 32) return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: nested more than 32 deep", dir);
   DIR *d = opendir(dir);
   if (d == NULL) {
-    if (errno != ENOENT) return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: %s", dir, strerror(errno));
-    snprintf(r->result, sizeof(r->result), "%.400s does not exist; nothing to remove", dir);
-    return TB_OK;
+    if (errno == ENOENT) return TB_OK;
+    return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: %s", dir, strerror(errno));
   }
-  int64_t cutoff_s = (tb_wall_us() - max_age_us) / 1000000;
-  int removed = 0, kept = 0;
+  tb_status s = TB_OK;
   struct dirent *e;
   while (s == TB_OK && (e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
     char path[4096];
     struct stat sb;
-    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-    if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-    if ((int64_t)sb.st_mtime >= cutoff_s) {
-      kept++;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path)) {
+      s = tb__fail(TB_ERR_IO, "CLEANUP_FILES: path under %.200s is too long", dir);
+      break;
+    }
+    if (lstat(path, &sb) != 0) continue; /* gone meanwhile */
+    if (S_ISDIR(sb.st_mode)) {
+      s = sweep_dir(path, sw, depth + 1);
+      /* Only an emptied directory goes, and only an old one: a fresh one may be an upload that is
+       * being written. ENOTEMPTY/EEXIST: it still holds something, which is fine. */
+      if (s == TB_OK && (int64_t)sb.st_mtime < sw->cutoff_s && rmdir(path) == 0) sw->dirs++;
+    } else if (!S_ISREG(sb.st_mode)) {
+      continue;
+    } else if ((int64_t)sb.st_mtime >= sw->cutoff_s) {
+      sw->kept++;
     } else if (unlink(path) == 0 || errno == ENOENT) {
-      removed++;
+      sw->removed++;
     } else {
       s = tb__fail(TB_ERR_IO, "CLEANUP_FILES: remove %s: %s", path, strerror(errno));
     }
   }
   closedir(d);
-  snprintf(r->result, sizeof(r->result), "removed %d file%s from %.400s, kept %d newer", removed,
-           removed == 1 ? "" : "s", dir, kept);
+  return s;
+}
+
+/* CLEANUP_FILES: the seed's "temporary files and old uploads". Removes the regular files under
+ * <data_dir>/<dir> (default "tmp") not modified for payload.max_age (default 24h), and under
+ * <data_dir>/<uploads_dir> (default "uploads") not modified for payload.uploads_max_age (default
+ * 30d), walking subdirectories and removing those left empty. A missing directory has nothing to
+ * clean. */
+static tb_status job_cleanup_files(job_run_t *r) {
+  char dirs[2][2048];
+  int64_t ages_us[2] = {0, 0};
+  tb_status s = job_dir_field(r, "dir", "tmp", dirs[0], sizeof(dirs[0]));
+  if (s == TB_OK) s = payload_duration_us(r, "max_age", "24h", &ages_us[0]);
+  if (s == TB_OK) s = job_dir_field(r, "uploads_dir", "uploads", dirs[1], sizeof(dirs[1]));
+  if (s == TB_OK) s = payload_duration_us(r, "uploads_max_age", "30d", &ages_us[1]);
+  if (s != TB_OK) return s;
+  sweep_t sw[2];
+  int64_t now = tb_wall_us();
+  for (int i = 0; i < 2 && s == TB_OK; i++) {
+    sw[i] = (sweep_t){.cutoff_s = (now - ages_us[i]) / 1000000};
+    s = sweep_dir(dirs[i], &sw[i], 0);
+  }
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result),
+             "removed %d file%s from %.200s (kept %d newer), %d upload%s from %.200s (kept %d "
+             "newer), %d empty director%s",
+             sw[0].removed, sw[0].removed == 1 ? "" : "s", dirs[0], sw[0].kept, sw[1].removed,
+             sw[1].removed == 1 ? "" : "s", dirs[1], sw[1].kept, sw[0].dirs + sw[1].dirs,
+             sw[0].dirs + sw[1].dirs == 1 ? "y" : "ies");
   return s;
 }
 
@@ -211,23 +255,37 @@ static tb_status job_backup(job_run_t *r) {
 
 /* CLEANUP_OLD_JOBS: in tierbus a "job" is a workflow run (and a scheduled task's run): those that
  * finished more than payload.older_than (default 30d) ago are deleted with their history. The
- * processed-message records older than that go too, but never younger than the dedupe horizon
- * (tb_config_dedupe_horizon_ms): they are what makes a redelivery harmless. */
+ * logs go by the same age: the activity log, and the escalation records of runs no longer live.
+ * Dead-letter entries go after payload.dead_letters_older_than (default: older_than). The
+ * processed-message records and dead-letter entries are never pruned younger than the dedupe
+ * horizon (tb_config_dedupe_horizon_ms): they are what makes a redelivery harmless. */
 static tb_status job_cleanup_old_jobs(job_run_t *r) {
-  int64_t age_us = 0;
+  int64_t age_us = 0, dlq_age_us = 0;
   tb_status s = payload_duration_us(r, "older_than", "30d", &age_us);
-  int64_t wf = 0, runs = 0, records = 0, now = tb_wall_us();
+  if (s == TB_OK)
+    s = payload_duration_us(r, "dead_letters_older_than", payload_str(r, "older_than", "30d"),
+                            &dlq_age_us);
+  int64_t wf = 0, runs = 0, records = 0, activity = 0, dead = 0, escalations = 0,
+          now = tb_wall_us();
   if (s == TB_OK) s = tb_store_purge_finished(r->ctx->store, now - age_us, &wf, &runs);
   int64_t horizon_us = tb_config_dedupe_horizon_ms(r->ctx->cfg) * 1000;
   if (s == TB_OK)
     s = tb_store_prune_processed(r->ctx->store, now - (age_us > horizon_us ? age_us : horizon_us),
                                  &records);
   if (s == TB_OK)
+    s = tb_store_purge_logs(r->ctx->store, now - age_us,
+                            now - (dlq_age_us > horizon_us ? dlq_age_us : horizon_us), &activity,
+                            &dead, &escalations);
+  if (s == TB_OK)
     snprintf(r->result, sizeof(r->result),
-             "removed %lld finished workflow run%s, %lld scheduled run%s and %lld processed "
-             "record%s older than %s",
+             "removed %lld finished workflow run%s, %lld scheduled run%s, %lld processed "
+             "record%s, %lld activity log row%s and %lld escalation record%s older than %s, and "
+             "%lld dead letter%s older than %s",
              (long long)wf, wf == 1 ? "" : "s", (long long)runs, runs == 1 ? "" : "s",
-             (long long)records, records == 1 ? "" : "s", payload_str(r, "older_than", "30d"));
+             (long long)records, records == 1 ? "" : "s", (long long)activity,
+             activity == 1 ? "" : "s", (long long)escalations, escalations == 1 ? "" : "s",
+             payload_str(r, "older_than", "30d"), (long long)dead, dead == 1 ? "" : "s",
+             payload_str(r, "dead_letters_older_than", payload_str(r, "older_than", "30d")));
   return s;
 }
 
@@ -383,13 +441,15 @@ static tb_status job_month_transitions(job_run_t *r) {
  * (`replay --force`, `rebuild`): the files are the live system's, and a rebuild must not delete
  * or back up anything again. */
 #define JOBS(X)                                                                                    \
-  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age", 1,                                         \
-    "remove files in <data_dir>/<dir> (default tmp) older than max_age (default 24h)")             \
+  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age uploads_dir ~uploads_max_age", 1,            \
+    "remove files under <data_dir>/<dir> (default tmp) older than max_age (24h) and under "        \
+    "<data_dir>/<uploads_dir> (uploads) older than uploads_max_age (30d), subdirectories too")     \
   X("BACKUP_DATABASE", job_backup, "dir", 1,                                                       \
     "online SQLite backup to <data_dir>/backups, keeping the newest backup_keep")                  \
-  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than", 0,                                    \
-    "delete workflow runs and scheduled runs finished more than older_than (30d) ago, and "        \
-    "processed records past it and the dedupe horizon")                                            \
+  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than ~dead_letters_older_than", 0,           \
+    "delete workflow runs and scheduled runs finished more than older_than (30d) ago, the "        \
+    "activity log and escalation records past it, dead letters past dead_letters_older_than, "     \
+    "and processed records past older_than and the dedupe horizon")                                \
   X("SEND_REMINDER_EMAILS", job_reminders, "", 0,                                                  \
     "publish DELIVERABLE_OVERDUE for every past-due deliverable (client journey)")                 \
   X("UPDATE_CLIENT_METRICS", job_client_metrics, "", 0,                                            \
@@ -548,9 +608,11 @@ static tb_status check_job_payload(int j, json_t *payload) {
       snprintf(prefix, sizeof(prefix), "--payload: %s: %s: ", jobs[j].job, key);
       return refail(TB_ERR_JSON, prefix);
     }
-    if (strcmp(key, "dir") == 0 && (text[0] == '/' || strstr(text, "..") != NULL))
-      return tb__fail(TB_ERR_JSON, "--payload: %s: dir '%s' must be a path inside data_dir",
-                      jobs[j].job, text);
+    size_t klen = strlen(key);
+    int is_dir = klen >= 3 && strcmp(key + klen - 3, "dir") == 0; /* dir, uploads_dir */
+    if (is_dir && (text[0] == '/' || strstr(text, "..") != NULL))
+      return tb__fail(TB_ERR_JSON, "--payload: %s: %s '%s' must be a path inside data_dir",
+                      jobs[j].job, key, text);
   }
   return TB_OK;
 }

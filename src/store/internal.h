@@ -432,6 +432,14 @@
                      "completed_late, overdue_open, coalesce(on_time_rate, -1), "                  \
                      "coalesce(last_activity_us, 0), coalesce(days_since_activity, -1), "          \
                      "computed_us FROM crm_client_metrics WHERE client_id = ?1")                   \
+  /* sched.c: cleanup-old-jobs' logs. The activity log and dead letters by age; escalations by     \
+   * age, only of runs that are finished or gone (a live run's rows keep its sweeper thresholds    \
+   * from firing twice). */                                                                        \
+  X(PURGE_ACTIVITY, "DELETE FROM activity_log WHERE at_us < ?1")                                   \
+  X(PURGE_DEAD_LETTERS, "DELETE FROM dead_letters WHERE at_us < ?1")                               \
+  X(PURGE_ESCALATIONS,                                                                             \
+    "DELETE FROM workflow_escalations WHERE at_us < ?1 AND workflow_id NOT IN (SELECT id FROM "    \
+    "workflows WHERE status IN ('running', 'waiting', 'sleeping'))")                               \
   /* sched.c: `schedule reset-defaults` puts a default task back as the seed defines it. */        \
   X(SCHED_RESET,                                                                                   \
     "UPDATE sched_tasks SET pattern = ?2, job = ?3, payload = ?4, enabled = ?5, "                  \

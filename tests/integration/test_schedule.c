@@ -274,8 +274,10 @@ static void test_cli(void **state) {
          "--cron", "EVERY_HOUR", "--event", "capture/repository.sync", "--payload", "{\"nope\":1}");
   EXPECT(2, "--payload: task t: payload:", "add", "--name", "t", "--cron", "EVERY_HOUR", "--event",
          "BACKUP_DATABASE", "--payload", "{bad");
-  EXPECT(2, "--payload: CLEANUP_FILES takes only the fields dir, max_age, not 'foo'", "add",
-         "--name", "t", "--cron", "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload",
+  EXPECT(2,
+         "--payload: CLEANUP_FILES takes only the fields dir, max_age, uploads_dir, "
+         "uploads_max_age, not 'foo'",
+         "add", "--name", "t", "--cron", "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload",
          "{\"foo\":\"1\"}");
   EXPECT(2, "--payload: CLEANUP_FILES: max_age: duration '2x'", "add", "--name", "t", "--cron",
          "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload", "{\"max_age\":\"2x\"}");

@@ -521,11 +521,80 @@ static void test_cleanup_files(void **state) {
   assert_string_equal(o.status, "ok");
   assert_non_null(strstr(o.detail, "not run: replayed from the log"));
   assert_int_equal(access(old_f, F_OK), 0);
+  /* Subdirectories are walked: an old file two levels down goes, and its emptied (old)
+   * directories with it; a directory still holding a new file stays. Old uploads go after
+   * uploads_max_age (30d), newer ones stay. A symbolic link is neither followed nor removed. */
+  char sub[4300], deep[4400], deep_f[4500], keep_dir[4300], keep_f[4400];
+  snprintf(sub, sizeof(sub), "%s/a", tmp);
+  snprintf(deep, sizeof(deep), "%s/b", sub);
+  snprintf(deep_f, sizeof(deep_f), "%s/old.part", deep);
+  snprintf(keep_dir, sizeof(keep_dir), "%s/k", tmp);
+  snprintf(keep_f, sizeof(keep_f), "%s/new.part", keep_dir);
+  assert_int_equal(mkdir(sub, 0755), 0);
+  assert_int_equal(mkdir(deep, 0755), 0);
+  assert_int_equal(mkdir(keep_dir, 0755), 0);
+  fclose(fopen(deep_f, "w"));
+  fclose(fopen(keep_f, "w"));
+  assert_int_equal(utime(deep_f, &two_days), 0);
+  assert_int_equal(utime(deep, &two_days), 0);
+  assert_int_equal(utime(sub, &two_days), 0);
+  assert_int_equal(utime(keep_dir, &two_days), 0);
+  char uploads[4200], up_old[4300], up_mid[4300], up_dir[4300], up_dir_f[4400], link[4300];
+  snprintf(uploads, sizeof(uploads), "%s/uploads", w->cfg.data_dir);
+  snprintf(up_old, sizeof(up_old), "%s/old.pdf", uploads);
+  snprintf(up_mid, sizeof(up_mid), "%s/mid.pdf", uploads);
+  snprintf(up_dir, sizeof(up_dir), "%s/client-1", uploads);
+  snprintf(up_dir_f, sizeof(up_dir_f), "%s/logo.png", up_dir);
+  snprintf(link, sizeof(link), "%s/outside", uploads);
+  assert_int_equal(mkdir(uploads, 0755), 0);
+  assert_int_equal(mkdir(up_dir, 0755), 0);
+  fclose(fopen(up_old, "w"));
+  fclose(fopen(up_mid, "w"));
+  fclose(fopen(up_dir_f, "w"));
+  assert_int_equal(symlink(w->dir, link), 0); /* points at the database's directory */
+  struct utimbuf forty = {.actime = time(NULL) - 40 * 86400, .modtime = time(NULL) - 40 * 86400};
+  struct utimbuf ten = {.actime = time(NULL) - 10 * 86400, .modtime = time(NULL) - 10 * 86400};
+  assert_int_equal(utime(up_old, &forty), 0);
+  assert_int_equal(utime(up_mid, &ten), 0);
+  assert_int_equal(utime(up_dir_f, &forty), 0);
+  assert_int_equal(utime(up_dir, &forty), 0);
+
   o = run(w, "cleanup-temp-files", at("2026-11-24T02:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
   assert_int_equal(access(old_f, F_OK), -1);
   assert_int_equal(access(new_f, F_OK), 0);
-  assert_non_null(strstr(o.detail, "removed 1 file from"));
+  assert_int_equal(access(deep_f, F_OK), -1);
+  assert_int_equal(access(deep, F_OK), -1);
+  assert_int_equal(access(sub, F_OK), -1);
+  assert_int_equal(access(keep_f, F_OK), 0);
+  assert_int_equal(access(keep_dir, F_OK), 0);
+  assert_int_equal(access(up_old, F_OK), -1);
+  assert_int_equal(access(up_mid, F_OK), 0);
+  assert_int_equal(access(up_dir_f, F_OK), -1);
+  assert_int_equal(access(up_dir, F_OK), -1);
+  assert_int_equal(access(tmp, F_OK), 0); /* the roots stay */
+  assert_int_equal(access(uploads, F_OK), 0);
+  assert_int_equal(access(w->db, F_OK), 0); /* nothing behind the link was touched */
+  struct stat lsb;
+  assert_int_equal(lstat(link, &lsb), 0);
+  assert_non_null(strstr(o.detail, "removed 2 files from"));
+  assert_non_null(strstr(o.detail, "(kept 2 newer), 2 uploads from"));
+  assert_non_null(strstr(o.detail, "(kept 1 newer), 3 empty directories"));
+
+  /* uploads_max_age from the payload: 5 days takes the 10-day-old upload too. */
+  tb_sched_task_t t = get_task(w, "cleanup-temp-files");
+  tb_sched_task_t custom = t;
+  snprintf(custom.name, sizeof(custom.name), "uploads-5d");
+  snprintf(custom.payload, sizeof(custom.payload), "{\"uploads_max_age\":\"5d\"}");
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &custom), TB_OK);
+  assert_int_equal(tb_store_sched_put(w->st, &custom), TB_OK);
+  o = run(w, "uploads-5d", at("2026-11-25T02:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(access(up_mid, F_OK), -1);
+  /* A payload dir outside data_dir is refused at add. */
+  snprintf(custom.payload, sizeof(custom.payload), "{\"uploads_dir\":\"../x\"}");
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &custom), TB_ERR_JSON);
+  assert_non_null(strstr(tb_errdetail(), "uploads_dir '../x' must be a path inside data_dir"));
 }
 
 static void test_cleanup_old_jobs(void **state) {
@@ -534,7 +603,7 @@ static void test_cleanup_old_jobs(void **state) {
   assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
   sqlite3_busy_timeout(h, 5000);
   int64_t now = tb_wall_us(), day = 86400LL * 1000000;
-  char sql[2048];
+  char sql[4096];
   snprintf(sql, sizeof(sql),
            "INSERT INTO workflows(id, name, domain, tier, status, data, created_us, updated_us, "
            "finished_us) VALUES"
@@ -548,20 +617,50 @@ static void test_cleanup_old_jobs(void **state) {
            /* Processed records: 40 days old (past older_than), 10 days, and half the dedupe
             * horizon (a copy of it may still be redelivered). */
            "INSERT INTO processed(msg_id, committed_us, outcome) VALUES"
-           "('m-old', %lld, 'applied'), ('m-recent', %lld, 'applied'), ('m-young', %lld, 'dead');",
+           "('m-old', %lld, 'applied'), ('m-recent', %lld, 'applied'), ('m-young', %lld, 'dead');"
+           "INSERT INTO activity_log(msg_id, at_us) VALUES ('a-old1', %lld), ('a-old2', %lld), "
+           "('a-new', %lld);"
+           "INSERT INTO workflow_escalations(workflow_id, from_tier, to_tier, rule, source, at_us) "
+           "VALUES ('old-done', 'low', 'high', 'r', 'start', %lld), "
+           "('old-running', 'low', 'high', 'r', 'sweeper', %lld), "
+           "('recent', 'low', 'high', 'r', 'start', %lld);"
+           "INSERT INTO dead_letters(msg_id, at_us, class) VALUES ('d-old', %lld, 'malformed'), "
+           "('d-new', %lld, 'malformed');",
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 35 * day), (long long)(now - 31 * day), (long long)(now - 31 * day),
            (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 10 * day),
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 10 * day),
-           (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2));
+           (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2),
+           (long long)(now - 40 * day), (long long)(now - 31 * day), (long long)(now - 10 * day),
+           (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - day),
+           (long long)(now - 40 * day), (long long)(now - 10 * day));
   char *err = NULL;
   if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) fail_msg("insert: %s", err);
   sqlite3_close(h);
   tb_sched_outcome_t o = run(w, "cleanup-old-jobs", at("2026-11-29T00:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
-  assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs and 1 "
-                                "processed record older than 30d");
+  assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs, 1 processed "
+                                "record, 2 activity log rows and 1 escalation record older than "
+                                "30d, and 1 dead letter older than 30d");
+  /* The logs: activity by age; escalations by age of runs no longer live; dead letters by age
+   * but never inside the dedupe horizon. */
+  char text[256];
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM activity_log ORDER "
+             "BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "a-new");
+  count_rows(w->db,
+             "SELECT group_concat(workflow_id, ',') FROM (SELECT workflow_id FROM "
+             "workflow_escalations ORDER BY workflow_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "old-running,recent");
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM dead_letters ORDER "
+             "BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "d-new");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
   assert_int_equal(count_rows(w->db,
                               "SELECT count(*) FROM workflows WHERE id IN ('recent', "
