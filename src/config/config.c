@@ -978,7 +978,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[6];
+  int section[7];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -996,7 +996,8 @@ enum {
   SEC_PRESETS,
   SEC_WORKFLOW_TIERS,
   SEC_ESCALATION,
-  SEC_SERVICE_LIMITS
+  SEC_SERVICE_LIMITS,
+  SEC_JOB_TYPES
 };
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
@@ -1739,6 +1740,53 @@ static tb_status parse_service_limits(const parse_ctx *c, const yaml_node_t *n) 
   return TB_OK;
 }
 
+/* job_types: {TYPE: SERVICE.ACTION, ...}. TYPE is an event-like name (letters, digits, '_', '-',
+ * '/', '.'); SERVICE and ACTION are subject tokens (lowercase letters, digits, '_' or '-'), as in
+ * tb.cmd.<service>.<action>. Checked here, where the lines are known. */
+static tb_status parse_job_types(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "job_types");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->job_types, 0, sizeof(cfg->job_types));
+  cfg->n_job_types = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *type, *text;
+    if ((s = scalar_text(c, k, "job_types", &type)) != TB_OK) return s;
+    if (type[0] == '\0' || strspn(type, CS_EVENT) != strlen(type))
+      return perr(c, k, "job_types", "job type '%s' must be letters, digits, '_', '-', '/' or '.'",
+                  type);
+    for (int j = 0; j < cfg->n_job_types; j++)
+      if (strcmp(cfg->job_types[j].type, type) == 0)
+        return perr(c, k, "job_types", "job type '%s' is listed twice", type);
+    if (cfg->n_job_types == TB_MAX_JOB_TYPES)
+      return perr(c, k, "job_types", "at most %d job types are allowed (got %d)", TB_MAX_JOB_TYPES,
+                  total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "job_types.%s", type);
+    tb_job_type_t *e = &cfg->job_types[cfg->n_job_types];
+    if ((s = copy_name(c, k, "job_types", "job type", e->type, sizeof(e->type), type)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    const char *dot = strchr(text, '.');
+    size_t n_service = dot ? (size_t)(dot - text) : 0;
+    static const char token[] = CS_LOWER CS_DIGITS "_-";
+    if (dot == NULL || n_service == 0 || dot[1] == '\0' || n_service >= sizeof(e->service) ||
+        strlen(dot + 1) >= sizeof(e->action) || strspn(text, token) != n_service ||
+        strspn(dot + 1, token) != strlen(dot + 1))
+      return perr(c, v, key,
+                  "must be SERVICE.ACTION, each 1 to %zu lowercase letters, digits, '_' or '-' "
+                  "(got '%s')",
+                  sizeof(e->service) - 1, text);
+    memcpy(e->service, text, n_service);
+    snprintf(e->action, sizeof(e->action), "%s", dot + 1);
+    cfg->n_job_types++;
+  }
+  return TB_OK;
+}
+
 static const struct section {
   const char *name;
   tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
@@ -1749,6 +1797,7 @@ static const struct section {
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
     [SEC_SERVICE_LIMITS] = {"service_concurrency", parse_service_limits},
+    [SEC_JOB_TYPES] = {"job_types", parse_job_types},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1949,6 +1998,12 @@ int64_t tb_config_dedupe_horizon_ms(const tb_config_t *cfg) {
 const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
   int i = tb_config_tier_index(cfg, name);
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
+}
+
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type) {
+  for (int i = 0; type != NULL && i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++)
+    if (strcmp(cfg->job_types[i].type, type) == 0) return &cfg->job_types[i];
+  return NULL;
 }
 
 int tb_config_service_limit(const tb_config_t *cfg, const char *service) {
@@ -2216,6 +2271,19 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     fputs("  ", out);
     write_str(out, cfg->service_limits[i].service);
     fprintf(out, ": %d\n", cfg->service_limits[i].limit);
+  }
+
+  fputs("\n# Custom job types (seed 001's jobType) a scheduled task may name besides the built-in\n"
+        "# jobs and catalogue events: TYPE: SERVICE.ACTION. The task publishes a command to\n"
+        "# tb.cmd.<service>.<action> (stream TB_CMD) with its payload as the input, for the\n"
+        "# service that does the job; its reply is kept, not awaited. At most ",
+        out);
+  fprintf(out, "%d types.\n", TB_MAX_JOB_TYPES);
+  fputs(cfg->n_job_types > 0 ? "job_types:\n" : "job_types: {}\n", out);
+  for (int i = 0; i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->job_types[i].type);
+    fprintf(out, ": %s.%s\n", cfg->job_types[i].service, cfg->job_types[i].action);
   }
 
   fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);

@@ -20,6 +20,7 @@
 #define TB_MAX_ESC_RULES 16
 #define TB_MAX_SERVICE_LIMITS 16
 #define TB_SERVICE_LIMIT_MAX 10000
+#define TB_MAX_JOB_TYPES 32
 /* http_threads' default, and the HTTP server's when its caller gives none (tb_http_opts_t). */
 #define TB_HTTP_DEFAULT_THREADS 8
 
@@ -85,6 +86,15 @@ typedef struct tb_service_limit {
   int limit; /* 1 .. TB_SERVICE_LIMIT_MAX */
 } tb_service_limit_t;
 
+/* Seed 001's custom job types (`scheduler.addTask({jobType: 'MY_CUSTOM_JOB'})`): a scheduled task
+ * naming |type| publishes a tierbus.v1.Command to tb.cmd.<service>.<action>, for the service that
+ * does the job, with the task's payload as its input. */
+typedef struct tb_job_type {
+  char type[64];
+  char service[TB_NAME_MAX];
+  char action[TB_NAME_MAX];
+} tb_job_type_t;
+
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   /* How every NATS connection authenticates (issue 11, the locked bus): at most one of
@@ -148,6 +158,8 @@ typedef struct tb_config {
   int n_escalation;
   tb_service_limit_t service_limits[TB_MAX_SERVICE_LIMITS]; /* service_concurrency: */
   int n_service_limits;
+  tb_job_type_t job_types[TB_MAX_JOB_TYPES]; /* job_types: */
+  int n_job_types;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
   /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
    * and its consumers. Not read from the file: set with tb_config_set_domains() once the
@@ -229,6 +241,9 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name, co
 /* The concurrency limit of command service |service| (service_concurrency), or 0 when it has
  * none. */
 int tb_config_service_limit(const tb_config_t *cfg, const char *service);
+
+/* The custom job type named |type| (job_types), or NULL. Borrowed from |cfg|. */
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

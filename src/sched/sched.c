@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "store/crm.h"
 #include "store/logstate.h"
+#include "tierbus/v1/command.pb-c.h"
 
 /* Returns |s| with the current detail prefixed by |prefix|. */
 static tb_status refail(tb_status s, const char *prefix) {
@@ -265,7 +266,7 @@ static tb_status job_cleanup_old_jobs(job_run_t *r) {
   if (s == TB_OK)
     s = payload_duration_us(r, "dead_letters_older_than", payload_str(r, "older_than", "30d"),
                             &dlq_age_us);
-  int64_t wf = 0, runs = 0, records = 0, activity = 0, dead = 0, escalations = 0,
+  int64_t wf = 0, runs = 0, records = 0, activity = 0, dead = 0, escalations = 0, inbox = 0,
           now = tb_wall_us();
   if (s == TB_OK) s = tb_store_purge_finished(r->ctx->store, now - age_us, &wf, &runs);
   int64_t horizon_us = tb_config_dedupe_horizon_ms(r->ctx->cfg) * 1000;
@@ -275,16 +276,17 @@ static tb_status job_cleanup_old_jobs(job_run_t *r) {
   if (s == TB_OK)
     s = tb_store_purge_logs(r->ctx->store, now - age_us,
                             now - (dlq_age_us > horizon_us ? dlq_age_us : horizon_us), &activity,
-                            &dead, &escalations);
+                            &dead, &escalations, &inbox);
   if (s == TB_OK)
     snprintf(r->result, sizeof(r->result),
              "removed %lld finished workflow run%s, %lld scheduled run%s, %lld processed "
-             "record%s, %lld activity log row%s and %lld escalation record%s older than %s, and "
-             "%lld dead letter%s older than %s",
+             "record%s, %lld activity log row%s, %lld escalation record%s and %lld unclaimed "
+             "inbox entr%s older than %s, and %lld dead letter%s older than %s",
              (long long)wf, wf == 1 ? "" : "s", (long long)runs, runs == 1 ? "" : "s",
              (long long)records, records == 1 ? "" : "s", (long long)activity,
              activity == 1 ? "" : "s", (long long)escalations, escalations == 1 ? "" : "s",
-             payload_str(r, "older_than", "30d"), (long long)dead, dead == 1 ? "" : "s",
+             (long long)inbox, inbox == 1 ? "y" : "ies", payload_str(r, "older_than", "30d"),
+             (long long)dead, dead == 1 ? "" : "s",
              payload_str(r, "dead_letters_older_than", payload_str(r, "older_than", "30d")));
   return s;
 }
@@ -636,6 +638,8 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
   int j = job_index(t->job);
   if (j >= 0) {
     s = check_job_payload(j, payload);
+  } else if (tb_config_job_type(cfg, t->job) != NULL) {
+    /* A custom job type: its payload is the command's input, any JSON object. */
   } else {
     tb_publish_req_t req = {.event = t->job, .payload = payload, .tier = t->tier};
     tb_prepared_t p;
@@ -645,8 +649,8 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
     else if (s == TB_ERR_UNKNOWN_EVENT) {
       char names[256];
       s = tb__fail(s,
-                   "--event: '%s' is neither a built-in job (%s) nor a catalogue event (tierbus "
-                   "events)",
+                   "--event: '%s' is neither a built-in job (%s), a job type of the config "
+                   "(job_types) nor a catalogue event (tierbus events)",
                    t->job, job_names(names, sizeof(names)));
     } else
       s = refail(s, "--payload: ");
@@ -718,6 +722,35 @@ tb_status tb_sched_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
  * Running a slot
  * --------------------------------------------------------------------------------------------- */
 
+/* A custom job type (config job_types): a tierbus.v1.Command to tb.cmd.<service>.<action>
+ * through the outbox, its input the task's payload. The command id (also its Nats-Msg-Id) is
+ * "sched:<task>:<slot_us>:job", so a slot run again sends no second command. No workflow waits
+ * for the reply: it goes to the workflow inbox unclaimed, where cleanup-old-jobs prunes it with
+ * the other unclaimed entries past older_than. */
+static tb_status emit_job_command(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
+                                  const tb_job_type_t *jt, int64_t slot_us, char *result,
+                                  size_t cap) {
+  char id[TB_SCHED_NAME_MAX + 48], subject[128];
+  snprintf(id, sizeof(id), "sched:%s:%lld:job", t->name, (long long)slot_us);
+  snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", jt->service, jt->action);
+  Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;
+  cmd.command_id = id;
+  cmd.step = (char *)t->job;
+  cmd.attempt = 1;
+  cmd.service = (char *)jt->service;
+  cmd.action = (char *)jt->action;
+  cmd.reply_tier = (char *)tb_sched_tier(ctx->cfg, t);
+  cmd.input_json = (char *)(t->payload[0] ? t->payload : "{}");
+  cmd.correlation_id = (char *)t->name;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  tb_status s = tb_codec_pack(&cmd.base, &buf, &len);
+  if (s == TB_OK) s = tb_handler_emit(ctx, subject, id, buf, len);
+  free(buf);
+  if (s == TB_OK) snprintf(result, cap, "sent %s to %s (command %s)", t->job, subject, id);
+  return s;
+}
+
 /* Runs the task's job, or publishes its event, inside the open transaction. */
 static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t, int64_t slot_us,
                           char *result, size_t cap) {
@@ -731,6 +764,8 @@ static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
     job_run_t r = {.ctx = ctx, .task = t, .slot_us = slot_us, .payload = payload};
     s = jobs[j].fn(&r);
     snprintf(result, cap, "%s", r.result);
+  } else if (tb_config_job_type(ctx->cfg, t->job) != NULL) {
+    s = emit_job_command(ctx, t, tb_config_job_type(ctx->cfg, t->job), slot_us, result, cap);
   } else {
     char id[TB_SCHED_NAME_MAX + 48];
     snprintf(id, sizeof(id), "sched:%s:%lld:event", t->name, (long long)slot_us);

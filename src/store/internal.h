@@ -437,6 +437,7 @@
    * from firing twice). */                                                                        \
   X(PURGE_ACTIVITY, "DELETE FROM activity_log WHERE at_us < ?1")                                   \
   X(PURGE_DEAD_LETTERS, "DELETE FROM dead_letters WHERE at_us < ?1")                               \
+  X(PURGE_INBOX_UNCLAIMED, "DELETE FROM workflow_inbox WHERE workflow_id IS NULL AND at_us < ?1")  \
   X(PURGE_ESCALATIONS,                                                                             \
     "DELETE FROM workflow_escalations WHERE at_us < ?1 AND workflow_id NOT IN (SELECT id FROM "    \
     "workflows WHERE status IN ('running', 'waiting', 'sleeping'))")                               \

@@ -282,11 +282,12 @@ tb_status tb_store_sched_reset(tb_store_t *st, const tb_sched_task_t *t, int64_t
 }
 
 tb_status tb_store_purge_logs(tb_store_t *st, int64_t activity_before_us, int64_t dlq_before_us,
-                              int64_t *activity, int64_t *dead_letters, int64_t *escalations) {
+                              int64_t *activity, int64_t *dead_letters, int64_t *escalations,
+                              int64_t *inbox) {
   static const tb__store_stmt_id ids[] = {TB__ST_PURGE_ACTIVITY, TB__ST_PURGE_DEAD_LETTERS,
-                                          TB__ST_PURGE_ESCALATIONS};
-  int64_t *outs[] = {activity, dead_letters, escalations};
-  for (int i = 0; i < 3; i++) {
+                                          TB__ST_PURGE_ESCALATIONS, TB__ST_PURGE_INBOX_UNCLAIMED};
+  int64_t *outs[] = {activity, dead_letters, escalations, inbox};
+  for (int i = 0; i < 4; i++) {
     sqlite3_stmt *stmt = tb__stmt(st, ids[i]);
     sqlite3_bind_int64(stmt, 1,
                        ids[i] == TB__ST_PURGE_DEAD_LETTERS ? dlq_before_us : activity_before_us);

@@ -94,12 +94,14 @@ tb_status tb_store_purge_finished(tb_store_t *st, int64_t before_us, int64_t *wo
 
 /* cleanup-old-jobs, its logs: deletes the activity log rows older than |activity_before_us|,
  * the dead-letter entries (database only; the TB_DLQ stream keeps its copies by its own
- * retention) older than |dlq_before_us|, and the escalation records older than
- * |activity_before_us| of runs that are finished or gone. The caller keeps |dlq_before_us| at or
- * before the dedupe horizon: an entry is what stops a redelivered dead message from applying.
- * Counts go to the out-parameters (each may be NULL). */
+ * retention) older than |dlq_before_us|, the escalation records older than |activity_before_us|
+ * of runs that are finished or gone, and the workflow inbox entries no run claimed (an event no
+ * wait asked for, the reply to a custom job's command) older than |activity_before_us|. The
+ * caller keeps |dlq_before_us| at or before the dedupe horizon: an entry is what stops a
+ * redelivered dead message from applying. Counts go to the out-parameters (each may be NULL). */
 tb_status tb_store_purge_logs(tb_store_t *st, int64_t activity_before_us, int64_t dlq_before_us,
-                              int64_t *activity, int64_t *dead_letters, int64_t *escalations);
+                              int64_t *activity, int64_t *dead_letters, int64_t *escalations,
+                              int64_t *inbox);
 
 /* Writes a consistent copy of the database to |dest_path| with SQLite's online backup API, read
  * through a connection of its own (so it sees the last committed state and does not block

@@ -1049,6 +1049,39 @@ static void test_job_priority_numbers(void **state) {
   assert_int_equal(tb_config_tier_index(&cfg, "3"), 0); /* equal: the first, more urgent */
 }
 
+/* job_types (seed 001's custom job types): TYPE: SERVICE.ACTION, each part checked. */
+static void test_job_types(void **state) {
+  static tb_config_t cfg;
+  expect_load_ok(ONE_TIER "job_types:\n  MY_CUSTOM_JOB: reports.build\n  x/y.z: a-1.b_2\n", &cfg);
+  const tb_job_type_t *jt = tb_config_job_type(&cfg, "MY_CUSTOM_JOB");
+  assert_non_null(jt);
+  assert_string_equal(jt->service, "reports");
+  assert_string_equal(jt->action, "build");
+  jt = tb_config_job_type(&cfg, "x/y.z");
+  assert_non_null(jt);
+  assert_string_equal(jt->service, "a-1");
+  assert_string_equal(jt->action, "b_2");
+  assert_null(tb_config_job_type(&cfg, "OTHER"));
+  assert_null(tb_config_job_type(&cfg, NULL));
+  round_trip(&cfg);
+  static const char *const bad[] = {"reports",       "reports.",       ".build",
+                                    "Reports.build", "reports.bu ild", "reports.build.x"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char yaml[256], want[512];
+    snprintf(yaml, sizeof(yaml), ONE_TIER "job_types:\n  J: '%s'\n", bad[i]);
+    snprintf(want, sizeof(want),
+             "%%s:3: job_types.J: must be SERVICE.ACTION, each 1 to 31 lowercase letters, "
+             "digits, '_' or '-' (got '%s')",
+             bad[i]);
+    expect_load_error(yaml, want);
+  }
+  expect_load_error(ONE_TIER "job_types:\n  J: a.b\n  J: a.c\n",
+                    "%s:4: job_types: job type 'J' is listed twice");
+  expect_load_error(ONE_TIER "job_types:\n  'J K': a.b\n",
+                    "%s:3: job_types: job type 'J K' must be letters, digits, '_', '-', '/' or "
+                    "'.'");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shipped_config),
@@ -1070,6 +1103,7 @@ int main(void) {
       cmocka_unit_test(test_default_path),
       cmocka_unit_test(test_service_concurrency),
       cmocka_unit_test(test_job_priority_numbers),
+      cmocka_unit_test(test_job_types),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

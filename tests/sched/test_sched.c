@@ -26,6 +26,7 @@
 #include "sched/scheduler.h"
 #include "store/crm.h"
 #include "store/sched.h"
+#include "tierbus/v1/command.pb-c.h"
 
 typedef struct world {
   char dir[64];
@@ -625,7 +626,10 @@ static void test_cleanup_old_jobs(void **state) {
            "('old-running', 'low', 'high', 'r', 'sweeper', %lld), "
            "('recent', 'low', 'high', 'r', 'start', %lld);"
            "INSERT INTO dead_letters(msg_id, at_us, class) VALUES ('d-old', %lld, 'malformed'), "
-           "('d-new', %lld, 'malformed');",
+           "('d-new', %lld, 'malformed');"
+           "INSERT INTO workflow_inbox(event, key, msg_id, workflow_id, at_us) VALUES "
+           "('command-reply', 'k1', 'i-old', NULL, %lld), ('command-reply', 'k2', 'i-new', NULL, "
+           "%lld), ('command-reply', 'k3', 'i-claimed', 'old-running', %lld);",
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 35 * day), (long long)(now - 31 * day), (long long)(now - 31 * day),
            (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 10 * day),
@@ -634,15 +638,16 @@ static void test_cleanup_old_jobs(void **state) {
            (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2),
            (long long)(now - 40 * day), (long long)(now - 31 * day), (long long)(now - 10 * day),
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - day),
-           (long long)(now - 40 * day), (long long)(now - 10 * day));
+           (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 40 * day),
+           (long long)(now - 10 * day), (long long)(now - 40 * day));
   char *err = NULL;
   if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) fail_msg("insert: %s", err);
   sqlite3_close(h);
   tb_sched_outcome_t o = run(w, "cleanup-old-jobs", at("2026-11-29T00:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
   assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs, 1 processed "
-                                "record, 2 activity log rows and 1 escalation record older than "
-                                "30d, and 1 dead letter older than 30d");
+                                "record, 2 activity log rows, 1 escalation record and 1 unclaimed "
+                                "inbox entry older than 30d, and 1 dead letter older than 30d");
   /* The logs: activity by age; escalations by age of runs no longer live; dead letters by age
    * but never inside the dedupe horizon. */
   char text[256];
@@ -661,6 +666,11 @@ static void test_cleanup_old_jobs(void **state) {
              "BY msg_id)",
              text, sizeof(text));
   assert_string_equal(text, "d-new");
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM workflow_inbox "
+             "ORDER BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "i-claimed,i-new");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
   assert_int_equal(count_rows(w->db,
                               "SELECT count(*) FROM workflows WHERE id IN ('recent', "
@@ -828,6 +838,56 @@ static void test_month_transitions(void **state) {
   assert_string_equal(o.status, "duplicate");
 }
 
+/* Custom job types (config job_types): a task naming one sends a Command to its service with the
+ * task's payload as input, once per slot; an unregistered name is still refused at add. */
+static void test_custom_job_type(void **state) {
+  world_t *w = *state;
+  tb_sched_task_t t = {.name = "nightly-report",
+                       .pattern = "DAILY_AT_2AM",
+                       .job = "MY_CUSTOM_JOB",
+                       .payload = "{\"someData\":\"value\"}",
+                       .enabled = 1,
+                       .tier = "normal"};
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &t), TB_ERR_UNKNOWN_EVENT);
+  assert_non_null(strstr(tb_errdetail(), "a job type of the config (job_types)"));
+  snprintf(w->cfg.job_types[0].type, sizeof(w->cfg.job_types[0].type), "MY_CUSTOM_JOB");
+  snprintf(w->cfg.job_types[0].service, sizeof(w->cfg.job_types[0].service), "reports");
+  snprintf(w->cfg.job_types[0].action, sizeof(w->cfg.job_types[0].action), "build");
+  w->cfg.n_job_types = 1;
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &t), TB_OK);
+  assert_int_equal(tb_store_sched_put(w->st, &t), TB_OK);
+  clear_outbox(w);
+  int64_t slot = at("2026-11-24T02:00:00Z");
+  tb_sched_outcome_t o = run(w, "nightly-report", slot, 1, 1);
+  assert_string_equal(o.status, "ok");
+  char id[128], want[256];
+  snprintf(id, sizeof(id), "sched:nightly-report:%lld:job", (long long)slot);
+  snprintf(want, sizeof(want), "sent MY_CUSTOM_JOB to tb.cmd.reports.build (command %s)", id);
+  assert_string_equal(o.detail, want);
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].subject, "tb.cmd.reports.build");
+  assert_string_equal(rows[0].msg_id, id);
+  Tierbus__V1__Command *cmd =
+      tierbus__v1__command__unpack(NULL, rows[0].len, (const uint8_t *)rows[0].payload);
+  assert_non_null(cmd);
+  assert_string_equal(cmd->command_id, id);
+  assert_string_equal(cmd->service, "reports");
+  assert_string_equal(cmd->action, "build");
+  assert_string_equal(cmd->input_json, "{\"someData\":\"value\"}");
+  assert_string_equal(cmd->reply_tier, "normal");
+  assert_string_equal(cmd->correlation_id, "nightly-report");
+  tierbus__v1__command__free_unpacked(cmd, NULL);
+  tb_store_outbox_free(rows, n);
+  /* The slot again: nothing more is sent. */
+  o = run(w, "nightly-report", slot, 1, 1);
+  assert_string_equal(o.status, "duplicate");
+  rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 1);
+  tb_store_outbox_free(rows, n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_defaults_seeded, setup, teardown),
@@ -840,6 +900,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_cleanup_old_jobs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_client_metrics, setup, teardown),
       cmocka_unit_test_setup_teardown(test_month_transitions, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_custom_job_type, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
