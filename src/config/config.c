@@ -404,6 +404,16 @@ static const opt_t scalar_opts[] = {
      .tier_ref = true,
      .def = "low",
      .help = "Tier of the sync jobs of a low priority repository (marked low, score 25)."},
+    {.name = "priority_sync_debounce",
+     .type = OPT_MS,
+     FIELD(tb_config_t, priority_sync_debounce_ms),
+     .min = 0,
+     .max = MS_H,
+     .def = "5s",
+     .help = "A repository added to a workspace also queues a full priority sync\n"
+             "(workspace/priorities.sync, reason workspace_add, seed 002), this long after the\n"
+             "first add of a burst: the adds until then share that one sync. 0s queues one per\n"
+             "add, at once."},
     {.name = "escalation_sweep",
      .type = OPT_MS,
      FIELD(tb_config_t, escalation_sweep_ms),

@@ -98,17 +98,18 @@
                        "WHERE workspace_id = ?1 AND repository_id = ?2")                           \
   X(WORKSPACE_COUNT, "SELECT count(*) FROM workspace_repositories WHERE repository_id = ?1")       \
   X(REPO_GET, "SELECT priority, priority_score, is_workspace_repo, workspace_count, "              \
-              "tracking_enabled, manual_override, marked_low "                                     \
+              "tracking_enabled, manual_override, marked_low, repository_name "                    \
               "FROM tracked_repositories WHERE repository_id = ?1")                                \
   X(REPO_PUT,                                                                                      \
     "INSERT INTO tracked_repositories(repository_id, priority, priority_score, "                   \
     "is_workspace_repo, workspace_count, tracking_enabled, manual_override, marked_low, "          \
-    "updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "                                      \
+    "updated_at, repository_name) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "                \
     "ON CONFLICT(repository_id) DO UPDATE SET priority = excluded.priority, "                      \
     "priority_score = excluded.priority_score, is_workspace_repo = excluded.is_workspace_repo, "   \
     "workspace_count = excluded.workspace_count, tracking_enabled = excluded.tracking_enabled, "   \
     "manual_override = excluded.manual_override, marked_low = excluded.marked_low, "               \
-    "updated_at = excluded.updated_at")                                                            \
+    "updated_at = excluded.updated_at, "                                                           \
+    "repository_name = coalesce(excluded.repository_name, repository_name)")                       \
   X(PRIORITY_AUDIT, "INSERT INTO priority_audit(repository_id, old_priority, new_priority, "       \
                     "reason, msg_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                       \
   X(REPO_AUDIT_LIST, "SELECT coalesce(old_priority, ''), new_priority, reason, "                   \
@@ -119,7 +120,7 @@
    * any). The workspace test is a primary-key probe of workspace_repositories per row. */         \
   X(REPO_LIST,                                                                                     \
     "SELECT repository_id, priority, priority_score, is_workspace_repo, workspace_count, "         \
-    "tracking_enabled, manual_override, marked_low FROM tracked_repositories t "                   \
+    "tracking_enabled, manual_override, marked_low, repository_name FROM tracked_repositories t "  \
     "WHERE repository_id > ?1 AND (?2 = '' OR priority = ?2) AND (?3 = '' OR EXISTS (SELECT 1 "    \
     "FROM workspace_repositories w WHERE w.workspace_id = ?3 AND "                                 \
     "w.repository_id = t.repository_id)) ORDER BY repository_id LIMIT ?4")                         \

@@ -597,7 +597,8 @@ static const char v15_checks_without_ephemeral_tables[] =
  *   so the count holds across processes (store/slots.h);
  * - the client metrics UPDATE_CLIENT_METRICS computes (store/crm.h);
  * - the default task month-transition: MONTH_TRANSITION for every active client at the start of
- *   each calendar month (src/sched/sched.c lists every default task). */
+ *   each calendar month (src/sched/sched.c lists every default task);
+ * - seed 002's repository_name on tracked repositories. */
 static const char v16_service_slots_client_metrics_month_transition[] =
     "CREATE TABLE service_slots("
     "  service TEXT NOT NULL CHECK(service <> ''),"
@@ -625,7 +626,10 @@ static const char v16_service_slots_client_metrics_month_transition[] =
     "SELECT 'month-transition', 'MONTHLY_FIRST', 'MONTH_TRANSITIONS', '{}', 1, 'normal',"
     "  'Publish MONTH_TRANSITION for every active client', 'once', n.now, n.now, n.now FROM"
     "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n "
-    "WHERE NOT EXISTS (SELECT 1 FROM sched_tasks WHERE name = 'month-transition');";
+    "WHERE NOT EXISTS (SELECT 1 FROM sched_tasks WHERE name = 'month-transition');"
+    /* Seed 002's repository_name ("owner/name"), filled in the sync jobs when known. */
+    "ALTER TABLE tracked_repositories ADD COLUMN repository_name TEXT"
+    "  CHECK(repository_name IS NULL OR length(repository_name) BETWEEN 1 AND 255);";
 
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
