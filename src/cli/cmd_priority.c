@@ -407,6 +407,7 @@ static int list_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
 }
 
 typedef struct list_out {
+  const tb_config_t *cfg;
   json_t *arr; /* --json */
   int64_t n, limit;
   int more; /* a row past the limit was seen */
@@ -417,15 +418,7 @@ static int list_row(void *arg, const tb_tracked_repo_t *r) {
   if (o->n == o->limit) return o->more = 1; /* the one past the limit: stop */
   o->n++;
   if (o->arr != NULL) {
-    json_array_append_new(
-        o->arr,
-        json_pack("{s:s, s:o, s:s, s:i, s:b, s:i, s:o, s:b, s:b}", "repository_id",
-                  r->repository_id, "repository_name",
-                  r->repository_name[0] ? json_string(r->repository_name) : json_null(), "priority",
-                  r->priority, "priority_score", r->priority_score, "is_workspace_repo",
-                  r->is_workspace_repo, "workspace_count", r->workspace_count, "manual_override",
-                  r->manual_override[0] ? json_string(r->manual_override) : json_null(),
-                  "marked_low", r->marked_low, "tracking_enabled", r->tracking_enabled));
+    json_array_append_new(o->arr, tb_repo_json(o->cfg, r)); /* as `show` and the API */
     return 0;
   }
   printf("%-32s %-6s %5d %10d %-8s %-4s %s\n", r->repository_id, r->priority, r->priority_score,
@@ -447,7 +440,7 @@ static int cmd_list(int argc, char **argv) {
                                        {0}};
   int rc = parse(&cli, argc, argv, opts, list_opt, &ls, 0, NULL);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
-  list_out_t o = {.arr = ls.as_json ? json_array() : NULL, .limit = ls.limit};
+  list_out_t o = {.cfg = &cli.cfg, .arr = ls.as_json ? json_array() : NULL, .limit = ls.limit};
   if (!ls.as_json)
     printf("%-32s %-6s %5s %10s %-8s %-4s %s\n", "REPOSITORY", "PRIO", "SCORE", "WORKSPACES",
            "OVERRIDE", "LOW", "NAME");
