@@ -448,16 +448,25 @@
     "tier = ?6, description = ?7, catch_up = ?8, status = 'idle', failure_count = 0, "             \
     "last_error = NULL, last_slot_us = max(last_slot_us, ?9), updated_us = ?9 "                    \
     "WHERE name = ?1")                                                                             \
-  /* slots.c: seed 001's per-service concurrency (service_slots). */                               \
+  /* slots.c: seed 001's per-service concurrency (service_slots). Holders (waiting 0) count        \
+   * against the limit; waiters (waiting 1) queue by acquired_us, the time they first waited. */   \
   X(SLOT_EXPIRE, "DELETE FROM service_slots WHERE service = ?1 AND expires_us <= ?2")              \
-  X(SLOT_COUNT, "SELECT count(*) FROM service_slots WHERE service = ?1 AND NOT "                   \
+  X(SLOT_MINE, "SELECT waiting, acquired_us FROM service_slots WHERE workflow_id = ?1 AND "        \
+               "step = ?2")                                                                        \
+  X(SLOT_COUNT, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 0 AND NOT "   \
                 "(workflow_id = ?2 AND step = ?3)")                                                \
-  X(SLOT_TAKE, "INSERT INTO service_slots(service, workflow_id, step, command_id, acquired_us, "   \
-               "expires_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(workflow_id, step) DO "     \
-               "UPDATE SET service = excluded.service, command_id = excluded.command_id, "         \
-               "acquired_us = excluded.acquired_us, expires_us = excluded.expires_us")             \
+  X(SLOT_AHEAD, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 1 AND "       \
+                "acquired_us < ?2 AND NOT (workflow_id = ?3 AND step = ?4)")                       \
+  X(SLOT_TAKE,                                                                                     \
+    "INSERT INTO service_slots(service, workflow_id, step, command_id, acquired_us, "              \
+    "expires_us, waiting) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(workflow_id, "            \
+    "step) DO UPDATE SET service = excluded.service, command_id = excluded.command_id, "           \
+    "acquired_us = CASE WHEN waiting = 1 AND excluded.waiting = 1 THEN acquired_us "               \
+    "ELSE excluded.acquired_us END, expires_us = excluded.expires_us, "                            \
+    "waiting = excluded.waiting")                                                                  \
   X(SLOT_RELEASE, "DELETE FROM service_slots WHERE workflow_id = ?1 AND (?2 = '' OR step = ?2)")   \
-  X(SLOT_IN_USE, "SELECT count(*) FROM service_slots WHERE service = ?1 AND expires_us > ?2")      \
+  X(SLOT_IN_USE, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 0 AND "      \
+                 "expires_us > ?2")                                                                \
   X(SCHED_PURGE_RUNS, "DELETE FROM sched_runs WHERE status IN ('ok', 'failed') "                   \
                       "AND finished_us < ?1")                                                      \
   X(PURGE_WF_HISTORY, "DELETE FROM workflow_history WHERE workflow_id IN (" TB__FINISHED_WF ")")   \

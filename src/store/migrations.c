@@ -593,8 +593,9 @@ static const char v15_checks_without_ephemeral_tables[] =
 /* Issue 12 (seed 001), appended by the seed-001 work (renumber at merge):
  * - seed 001's per-queue concurrency as rows: a command in flight holds its service's slot from
  *   the moment it is published until its reply or timeout is handled (or, if the run never comes
- *   back to it, until its deadline). Every worker process takes slots in its write transaction,
- *   so the count holds across processes (store/slots.h);
+ *   back to it, until its deadline); a step held at the limit has a waiting row that keeps its
+ *   place in line. Every worker process takes slots in its write transaction, so the count holds
+ *   across processes (store/slots.h);
  * - the client metrics UPDATE_CLIENT_METRICS computes (store/crm.h);
  * - the default task month-transition: MONTH_TRANSITION for every active client at the start of
  *   each calendar month (src/sched/sched.c lists every default task);
@@ -607,9 +608,10 @@ static const char v16_service_slots_client_metrics_month_transition[] =
     "  command_id TEXT NOT NULL,"
     "  acquired_us INTEGER NOT NULL,"
     "  expires_us INTEGER NOT NULL,"
+    "  waiting INTEGER NOT NULL DEFAULT 0 CHECK(waiting IN (0, 1)),"
     "  PRIMARY KEY(workflow_id, step)"
     ") STRICT, WITHOUT ROWID;"
-    "CREATE INDEX service_slots_service ON service_slots(service, expires_us);"
+    "CREATE INDEX service_slots_service ON service_slots(service, waiting, acquired_us);"
     "CREATE TABLE crm_client_metrics("
     "  client_id TEXT PRIMARY KEY CHECK(client_id <> ''),"
     "  deliverables_completed INTEGER NOT NULL,"

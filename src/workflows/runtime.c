@@ -406,8 +406,10 @@ static tb_status park(stepper_t *sp, const char *state, int64_t due_us, const ch
 }
 
 /* How long a command step held by its service's concurrency limit waits before it tries for a
- * slot again. */
+ * slot again, and how long its place in line lasts without a try (a run that stopped trying,
+ * cancelled or stuck behind a backlog, gives its place up after this). */
 #define SLOT_RETRY_US (250 * 1000)
+#define SLOT_WAIT_TTL_US (10 * 1000 * 1000)
 
 /* The step's service is at its limit: the attempt ends as "held" (not a failure, so it uses no
  * retry) and the step runs again from the start when its continuation comes back. */
@@ -458,7 +460,7 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   if (limit > 0) {
     int got = 0;
     s = tb_store_slot_acquire(sp->ctx->store, st->service, sp->row.id, st->name, cmd_id, limit,
-                              now_us, deadline, &got);
+                              now_us, deadline, now_us + SLOT_WAIT_TTL_US, &got);
     if (s != TB_OK || !got) {
       free(input_text);
       return s != TB_OK ? s : hold_for_slot(sp, st, limit);

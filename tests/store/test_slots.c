@@ -26,8 +26,8 @@ static int take(tb_store_t *st, const char *service, const char *wf, const char 
   assert_int_equal(tb_store_begin(st), TB_OK);
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "%s:%s:1", wf, step);
-  assert_int_equal(tb_store_slot_acquire(st, service, wf, step, cmd, limit, now, LATER, &got),
-                   TB_OK);
+  assert_int_equal(
+      tb_store_slot_acquire(st, service, wf, step, cmd, limit, now, LATER, LATER, &got), TB_OK);
   assert_int_equal(tb_store_commit(st), TB_OK);
   return got;
 }
@@ -96,9 +96,44 @@ static void test_limit_across_connections(void **state) {
   unlink(side);
 }
 
+/* Waiting steps get the slots in the order they first waited: a newer step never jumps the
+ * line, however often it tries; a waiting row that is not renewed gives its place up. */
+static void test_fifo_among_waiters(void **state) {
+  (void)state;
+  tb_store_t *st = NULL;
+  assert_int_equal(tb_store_open(&st, ":memory:"), TB_OK);
+  assert_int_equal(take(st, "ai", "wf-a", "plan", 1, NOW), 1);
+  assert_int_equal(take(st, "ai", "wf-b", "plan", 1, NOW + 1), 0); /* waits since NOW + 1 */
+  assert_int_equal(take(st, "ai", "wf-c", "plan", 1, NOW + 2), 0); /* waits since NOW + 2 */
+  assert_int_equal(take(st, "ai", "wf-b", "plan", 1, NOW + 3), 0); /* keeps its place */
+  assert_int_equal(in_use(st, "ai", NOW + 3), 1);                  /* waiters do not count */
+  release(st, "wf-a", "plan");
+  assert_int_equal(take(st, "ai", "wf-c", "plan", 1, NOW + 4), 0); /* wf-b is ahead */
+  assert_int_equal(take(st, "ai", "wf-b", "plan", 1, NOW + 5), 1);
+  release(st, "wf-b", "plan");
+  assert_int_equal(take(st, "ai", "wf-c", "plan", 1, NOW + 6), 1);
+  release(st, "wf-c", "plan");
+
+  /* Limit 2 with one free slot: only the first in line may take it. */
+  assert_int_equal(take(st, "pdf", "p1", "gen", 2, NOW), 1);
+  assert_int_equal(take(st, "pdf", "p2", "gen", 2, NOW), 1);
+  assert_int_equal(take(st, "pdf", "p3", "gen", 2, NOW + 1), 0);
+  assert_int_equal(take(st, "pdf", "p4", "gen", 2, NOW + 2), 0);
+  release(st, "p1", "gen");
+  assert_int_equal(take(st, "pdf", "p4", "gen", 2, NOW + 3), 0);
+  assert_int_equal(take(st, "pdf", "p3", "gen", 2, NOW + 3), 1);
+
+  /* A waiter that stopped trying: its row expires (here at LATER) and the next may go. */
+  release(st, "p2", "gen");
+  release(st, "p3", "gen");
+  assert_int_equal(take(st, "pdf", "p5", "gen", 2, LATER + 1), 1); /* p4's place expired */
+  tb_store_close(st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_limit_across_connections),
+      cmocka_unit_test(test_fifo_among_waiters),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
