@@ -139,12 +139,12 @@ typedef struct tb_config {
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
   int64_t priority_sync_debounce_ms; /* seed 002: a burst of workspace adds shares one sync */
   int64_t escalation_sweep_ms;       /* how often workers look for stuck runs; 0 = never */
-  int scheduler;                   /* seed 001: 1 runs the cron scheduler in worker and dev */
-  int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
-  int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */
-  int backup_keep;                 /* database-backup keeps this many newest copies */
-  int64_t snapshot_interval_ms;    /* workers snapshot the database this often; 0 = never */
-  int snapshot_keep;               /* newest snapshots kept in <data_dir>/snapshots */
+  int scheduler;                     /* seed 001: 1 runs the cron scheduler in worker and dev */
+  int64_t scheduler_grace_ms;        /* a slot this late still fires on time (else: catch-up) */
+  int64_t schedule_retry_delay_ms;   /* first retry of a failed task; doubles per retry */
+  int backup_keep;                   /* database-backup keeps this many newest copies */
+  int64_t snapshot_interval_ms;      /* workers snapshot the database this often; 0 = never */
+  int snapshot_keep;                 /* newest snapshots kept in <data_dir>/snapshots */
   tb_tier_config_t tiers[TB_MAX_TIERS];
   int n_tiers;
   tb_event_tier_t event_tiers[TB_MAX_EVENT_TIERS];
