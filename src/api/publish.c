@@ -196,6 +196,16 @@ tb_status tb_publish_req_from_json(json_t *obj, tb_publish_req_t *req, const cha
   *field = NULL;
   memset(req, 0, sizeof(*req));
   if (!json_is_object(obj)) return tb__fail(TB_ERR_JSON, "expected a JSON object");
+  /* Seed 001 passes JOB_PRIORITY as a number ("priority": 3): it stands for its tier like the
+   * number's text does (tb_config_job_priority_tier). Rewritten in place as text, so that the
+   * request can borrow it from |obj| like every other field. */
+  json_t *prio = json_object_get(obj, "priority");
+  if (json_is_integer(prio)) {
+    char text[24];
+    snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(prio));
+    if (json_object_set_new(obj, "priority", json_string(text)) != 0)
+      return tb__fail(TB_ERR_NOMEM, "priority");
+  }
   const char *key;
   json_t *val;
   json_object_foreach(obj, key, val) {

@@ -118,7 +118,8 @@ static int open_checked(tb_cli_t *cli, dlq_opts_t *o) {
   const char *bad = NULL, *what = NULL;
   int ti = rc == TB_EXIT_OK && o->f.tier ? tb_config_tier_index(&cli->cfg, o->f.tier) : -1;
   if (rc == TB_EXIT_OK && o->f.tier && ti < 0) bad = o->f.tier, what = "--tier";
-  /* The filter compares stored names: an alias ("HIGH", "high-priority") becomes the tier's. */
+  /* The filter compares stored names: an alias ("HIGH", "high-priority") or a job priority
+   * number becomes the tier's name. */
   if (ti >= 0) o->f.tier = cli->cfg.tiers[ti].name;
   if (rc == TB_EXIT_OK && o->priority && tb_config_tier_index(&cli->cfg, o->priority) < 0)
     bad = o->priority, what = "--priority";

@@ -405,6 +405,16 @@ static const opt_t scalar_opts[] = {
      .tier_ref = true,
      .def = "low",
      .help = "Tier of the sync jobs of a low priority repository (marked low, score 25)."},
+    {.name = "priority_sync_debounce",
+     .type = OPT_MS,
+     FIELD(tb_config_t, priority_sync_debounce_ms),
+     .min = 0,
+     .max = MS_H,
+     .def = "5s",
+     .help = "A repository added to a workspace also queues a full priority sync\n"
+             "(workspace/priorities.sync, reason workspace_add, seed 002), this long after the\n"
+             "first add of a burst: the adds until then share that one sync. 0s queues one per\n"
+             "add, at once."},
     {.name = "escalation_sweep",
      .type = OPT_MS,
      FIELD(tb_config_t, escalation_sweep_ms),
@@ -563,7 +573,7 @@ static const opt_t tier_opts[] = {
      .min = 1,
      .max = 100,
      .def = "5",
-     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
+     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7), taken for the tier"},
     /* Retention of the tier's streams: what a replay or a rebuild can still read. The first
      * limit reached discards the oldest messages (JetStream limits retention). */
     {.name = "max_age",
@@ -1025,7 +1035,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[6];
+  int section[8];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -1044,7 +1054,9 @@ enum {
   SEC_PRESETS,
   SEC_WORKFLOW_TIERS,
   SEC_ESCALATION,
-  SEC_PRIORITY_FLOORS
+  SEC_PRIORITY_FLOORS,
+  SEC_SERVICE_LIMITS,
+  SEC_JOB_TYPES
 };
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
@@ -1113,6 +1125,17 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "max_age");
       return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
                    "%s is shorter than duplicate_window %s", age, win);
+    }
+    /* Job priority numbers (seed 001) find their tier by this order (tb_config_job_priority_tier):
+     * a less urgent tier cannot carry a more urgent number. */
+    if (t > 0 && tier->job_priority < cfg->tiers[t - 1].job_priority) {
+      snprintf(key, sizeof(key), "tiers[%d].job_priority", t);
+      const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "job_priority");
+      return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
+                   "%d is more urgent than tiers[%d] (%s, %d): tiers are in priority order, so "
+                   "job priorities must not decrease",
+                   tier->job_priority, t - 1, cfg->tiers[t - 1].name,
+                   cfg->tiers[t - 1].job_priority);
     }
     for (int u = 0; u < t; u++) {
       if (strcmp(cfg->tiers[u].name, tier->name) != 0) continue;
@@ -1786,6 +1809,96 @@ static tb_status parse_escalation(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
+/* service_concurrency: {SERVICE: LIMIT, ...}. A service name is a subject token (lowercase
+ * letters, digits, '_' or '-', as in tb.cmd.<service>.<action>); a limit is 1 to
+ * TB_SERVICE_LIMIT_MAX. Checked here, where the lines are known. */
+static tb_status parse_service_limits(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "service_concurrency");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->service_limits, 0, sizeof(cfg->service_limits));
+  cfg->n_service_limits = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *service, *text;
+    if ((s = scalar_text(c, k, "service_concurrency", &service)) != TB_OK) return s;
+    if (service[0] == '\0' || strspn(service, CS_LOWER CS_DIGITS "_-") != strlen(service))
+      return perr(c, k, "service_concurrency",
+                  "service name '%s' must be lowercase letters, digits, '_' or '-'", service);
+    for (int j = 0; j < cfg->n_service_limits; j++)
+      if (strcmp(cfg->service_limits[j].service, service) == 0)
+        return perr(c, k, "service_concurrency", "service '%s' is listed twice", service);
+    if (cfg->n_service_limits == TB_MAX_SERVICE_LIMITS)
+      return perr(c, k, "service_concurrency", "at most %d services are allowed (got %d)",
+                  TB_MAX_SERVICE_LIMITS, total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "service_concurrency.%s", service);
+    tb_service_limit_t *e = &cfg->service_limits[cfg->n_service_limits];
+    if ((s = copy_name(c, k, "service_concurrency", "service name", e->service, sizeof(e->service),
+                       service)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    char *end = NULL;
+    errno = 0;
+    long limit = strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || errno != 0 || limit < 1 || limit > TB_SERVICE_LIMIT_MAX)
+      return perr(c, v, key, "must be an integer between 1 and %d (got '%s')", TB_SERVICE_LIMIT_MAX,
+                  text);
+    e->limit = (int)limit;
+    cfg->n_service_limits++;
+  }
+  return TB_OK;
+}
+
+/* job_types: {TYPE: SERVICE.ACTION, ...}. TYPE is an event-like name (letters, digits, '_', '-',
+ * '/', '.'); SERVICE and ACTION are subject tokens (lowercase letters, digits, '_' or '-'), as in
+ * tb.cmd.<service>.<action>. Checked here, where the lines are known. */
+static tb_status parse_job_types(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "job_types");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->job_types, 0, sizeof(cfg->job_types));
+  cfg->n_job_types = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *type, *text;
+    if ((s = scalar_text(c, k, "job_types", &type)) != TB_OK) return s;
+    if (type[0] == '\0' || strspn(type, CS_EVENT) != strlen(type))
+      return perr(c, k, "job_types", "job type '%s' must be letters, digits, '_', '-', '/' or '.'",
+                  type);
+    for (int j = 0; j < cfg->n_job_types; j++)
+      if (strcmp(cfg->job_types[j].type, type) == 0)
+        return perr(c, k, "job_types", "job type '%s' is listed twice", type);
+    if (cfg->n_job_types == TB_MAX_JOB_TYPES)
+      return perr(c, k, "job_types", "at most %d job types are allowed (got %d)", TB_MAX_JOB_TYPES,
+                  total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "job_types.%s", type);
+    tb_job_type_t *e = &cfg->job_types[cfg->n_job_types];
+    if ((s = copy_name(c, k, "job_types", "job type", e->type, sizeof(e->type), type)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    const char *dot = strchr(text, '.');
+    size_t n_service = dot ? (size_t)(dot - text) : 0;
+    static const char token[] = CS_LOWER CS_DIGITS "_-";
+    if (dot == NULL || n_service == 0 || dot[1] == '\0' || n_service >= sizeof(e->service) ||
+        strlen(dot + 1) >= sizeof(e->action) || strspn(text, token) != n_service ||
+        strspn(dot + 1, token) != strlen(dot + 1))
+      return perr(c, v, key,
+                  "must be SERVICE.ACTION, each 1 to %zu lowercase letters, digits, '_' or '-' "
+                  "(got '%s')",
+                  sizeof(e->service) - 1, text);
+    memcpy(e->service, text, n_service);
+    snprintf(e->action, sizeof(e->action), "%s", dot + 1);
+    cfg->n_job_types++;
+  }
+  return TB_OK;
+}
+
 static const struct section {
   const char *name;
   tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
@@ -1796,6 +1909,8 @@ static const struct section {
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
     [SEC_PRIORITY_FLOORS] = {"priority_floors", parse_priority_floors},
+    [SEC_SERVICE_LIMITS] = {"service_concurrency", parse_service_limits},
+    [SEC_JOB_TYPES] = {"job_types", parse_job_types},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1968,6 +2083,19 @@ int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
         (t->task_queue[0] != '\0' && strcasecmp(t->task_queue, name) == 0))
       return i;
   }
+  return tb_config_job_priority_tier(cfg, name);
+}
+
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text) {
+  /* Plain decimal only: "3", not "+3", " 3" or "03x". */
+  if (text == NULL || text[0] < '0' || text[0] > '9' || strlen(text) > 3 ||
+      strspn(text, CS_DIGITS) != strlen(text))
+    return -1;
+  int n = atoi(text);
+  /* Lower numbers are more urgent (seed 001, as BullMQ): the most urgent tier at or below the
+   * urgency asked for, so a number between two tiers' never gets more than it asked. */
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
+    if (cfg->tiers[i].job_priority >= n) return i;
   return -1;
 }
 
@@ -1993,9 +2121,25 @@ const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
 }
 
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type) {
+  for (int i = 0; type != NULL && i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++)
+    if (strcmp(cfg->job_types[i].type, type) == 0) return &cfg->job_types[i];
+  return NULL;
+}
+
+int tb_config_service_limit(const tb_config_t *cfg, const char *service) {
+  for (int i = 0; service != NULL && i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++)
+    if (strcmp(cfg->service_limits[i].service, service) == 0) return cfg->service_limits[i].limit;
+  return 0;
+}
+
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
   for (int i = 0; i < cfg->n_event_tiers && i < TB_MAX_EVENT_TIERS; i++)
-    if (strcmp(cfg->event_tiers[i].event, event) == 0) return cfg->event_tiers[i].tier;
+    if (strcmp(cfg->event_tiers[i].event, event) == 0) {
+      /* Under the tier's own name, also when the file gave a job priority number. */
+      int t = tb_config_tier_index(cfg, cfg->event_tiers[i].tier);
+      return t >= 0 ? cfg->tiers[t].name : cfg->event_tiers[i].tier;
+    }
   return NULL;
 }
 
@@ -2041,7 +2185,8 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   for (int i = 0; i < n; i++) {
     int ti = tb_config_tier_index(cfg, t[i].tier);
     if (ti < 0) continue;
-    /* The config's own name: an entry may use an alias ("high-priority"). */
+    /* The config's own name: an entry may use an alias ("high-priority") or a job priority
+     * number. */
     if (name != NULL && strcmp(t[i].workflow, name) == 0) return cfg->tiers[ti].name;
     if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
       by_category = cfg->tiers[ti].name;
@@ -2256,6 +2401,33 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
       first = 0;
     }
     fputs("}\n", out);
+  }
+
+  fputs("\n# Seed 001's concurrency per queue: at most LIMIT commands of a service\n"
+        "# (tb.cmd.<service>.*) in flight at once across every worker process sharing the\n"
+        "# database; a command step past it is held (not failed) and tried again. A service not\n"
+        "# listed has no limit. At most ",
+        out);
+  fprintf(out, "%d services; a limit is an integer between 1 and %d.\n", TB_MAX_SERVICE_LIMITS,
+          TB_SERVICE_LIMIT_MAX);
+  fputs(cfg->n_service_limits > 0 ? "service_concurrency:\n" : "service_concurrency: {}\n", out);
+  for (int i = 0; i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->service_limits[i].service);
+    fprintf(out, ": %d\n", cfg->service_limits[i].limit);
+  }
+
+  fputs("\n# Custom job types (seed 001's jobType) a scheduled task may name besides the built-in\n"
+        "# jobs and catalogue events: TYPE: SERVICE.ACTION. The task publishes a command to\n"
+        "# tb.cmd.<service>.<action> (stream TB_CMD) with its payload as the input, for the\n"
+        "# service that does the job; its reply is kept, not awaited. At most ",
+        out);
+  fprintf(out, "%d types.\n", TB_MAX_JOB_TYPES);
+  fputs(cfg->n_job_types > 0 ? "job_types:\n" : "job_types: {}\n", out);
+  for (int i = 0; i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->job_types[i].type);
+    fprintf(out, ": %s.%s\n", cfg->job_types[i].service, cfg->job_types[i].action);
   }
 
   fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);

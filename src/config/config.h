@@ -18,6 +18,9 @@
 #define TB_URL_MAX 256
 #define TB_MAX_WORKFLOW_TIERS 64
 #define TB_MAX_ESC_RULES 16
+#define TB_MAX_SERVICE_LIMITS 16
+#define TB_SERVICE_LIMIT_MAX 10000
+#define TB_MAX_JOB_TYPES 32
 /* http_threads' default, and the HTTP server's when its caller gives none (tb_http_opts_t). */
 #define TB_HTTP_DEFAULT_THREADS 8
 
@@ -79,6 +82,22 @@ typedef struct tb_esc_rule {
   char tier[TB_NAME_MAX];
 } tb_esc_rule_t;
 
+/* Seed 001's per-queue concurrency: at most |limit| commands of |service| (tb.cmd.<service>.*)
+ * in flight at once across every worker process of the deployment (they share the database). */
+typedef struct tb_service_limit {
+  char service[TB_NAME_MAX];
+  int limit; /* 1 .. TB_SERVICE_LIMIT_MAX */
+} tb_service_limit_t;
+
+/* Seed 001's custom job types (`scheduler.addTask({jobType: 'MY_CUSTOM_JOB'})`): a scheduled task
+ * naming |type| publishes a tierbus.v1.Command to tb.cmd.<service>.<action>, for the service that
+ * does the job, with the task's payload as its input. */
+typedef struct tb_job_type {
+  char type[64];
+  char service[TB_NAME_MAX];
+  char action[TB_NAME_MAX];
+} tb_job_type_t;
+
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   /* How every NATS connection authenticates (issue 11, the locked bus): at most one of
@@ -121,7 +140,8 @@ typedef struct tb_config {
   int workflow_steps_per_message;  /* most workflow steps one handled message runs on */
   /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
-  int64_t escalation_sweep_ms; /* how often workers look for stuck runs; 0 = never */
+  int64_t priority_sync_debounce_ms; /* seed 002: a burst of workspace adds shares one sync */
+  int64_t escalation_sweep_ms;       /* how often workers look for stuck runs; 0 = never */
   /* Seed 000: what the sweeper does to a run past its tier's timeout (the whole run, time parked
    * in waits and sleeps not counted): "escalate" (one tier up, once, then fail), "fail", "off". */
   char run_timeout[16];
@@ -153,6 +173,10 @@ typedef struct tb_config {
    * alias or category) listed here never runs below its tier when a caller names a lower one. */
   tb_workflow_tier_t priority_floors[TB_MAX_WORKFLOW_TIERS];
   int n_priority_floors;
+  tb_service_limit_t service_limits[TB_MAX_SERVICE_LIMITS]; /* service_concurrency: */
+  int n_service_limits;
+  tb_job_type_t job_types[TB_MAX_JOB_TYPES]; /* job_types: */
+  int n_job_types;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
   /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
    * and its consumers. Not read from the file: set with tb_config_set_domains() once the
@@ -186,9 +210,17 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value);
 tb_status tb_config_validate(const tb_config_t *cfg);
 
 /* Index of the tier named |name|, or -1. Seed 000's names are accepted too, in any case: the
- * tier's name ("HIGH"), its task_queue ("default") and "<name>-priority" ("high-priority"). Use
- * cfg->tiers[i].name, never |name|, for anything stored or sent on. */
+ * tier's name ("HIGH"), its task_queue ("default") and "<name>-priority" ("high-priority"); and
+ * a seed 001 job priority number (tb_config_job_priority_tier): a tier's own name wins over a
+ * number. Use cfg->tiers[i].name, never |name|, for anything stored or sent on. */
 int tb_config_tier_index(const tb_config_t *cfg, const char *name);
+
+/* Seed 001's JOB_PRIORITY numbers (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7; lower is more urgent),
+ * read through the tiers' job_priority: |text| (plain decimal) goes to the most urgent tier whose
+ * job_priority is that number or larger, so 3 is the tier marked 3 and 2 goes there too, never
+ * to a more urgent tier than asked. -1 when |text| is not a number or is larger than every
+ * tier's. */
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text);
 
 /* The AckWait of tier |t|'s consumers in ms: its redelivery_bound, else the config's. A worker
  * that dies holding a message releases it within this time, whatever the tier's timeout. */
@@ -228,6 +260,13 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name, co
 /* The floor priority_floors sets for workflow |name| (its name, alias or category: the caller
  * asks once per name it has), or NULL. Borrowed; the config's own tier name. */
 const char *tb_config_priority_floor(const tb_config_t *cfg, const char *name);
+
+/* The concurrency limit of command service |service| (service_concurrency), or 0 when it has
+ * none. */
+int tb_config_service_limit(const tb_config_t *cfg, const char *service);
+
+/* The custom job type named |type| (job_types), or NULL. Borrowed from |cfg|. */
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "store/escalation.h"
+#include "store/slots.h"
 #include "store/workflow.h"
 #include "tierbus/v1/command.pb-c.h"
 #include "workflows/breaker.h"
@@ -435,23 +436,41 @@ static tb_status park(stepper_t *sp, const char *state, int64_t due_us, const ch
   return s;
 }
 
-/* Holds the command step |st| while its service's circuit breaker is open (seed 000): the
- * attempt is recorded as "held" (not failed, not counted), and the run parks (status waiting,
- * so the hold is not counted against its deadline) until the cool-down ends, when its
- * continuation runs the step again. */
+/* Ends the command step's attempt as "held" (not failed, so it uses no retry) with |detail|, and
+ * parks the run (status waiting, so the hold is not counted against its deadline) until
+ * |until_us|, when its continuation (|why|) runs the step again from the start. */
+static tb_status hold_step(stepper_t *sp, const char *detail, const char *why, int64_t until_us) {
+  tb_status s = hist_end(sp, "held", 0, detail, NULL, NULL);
+  if (s != TB_OK) return s;
+  snprintf(sp->row.status, sizeof(sp->row.status), "waiting");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+  s = save(sp);
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, why, until_us);
+  return s;
+}
+
+/* Holds the command step |st| while its service's circuit breaker is open (seed 000), until the
+ * cool-down ends. */
 static tb_status hold_command(stepper_t *sp, const tb_step_def_t *st, int64_t until_us) {
   char when[40], detail[200];
   tb_time_format(until_us, when, sizeof(when));
   snprintf(detail, sizeof(detail), "circuit breaker open for service %s: held until %s",
            st->service, when);
   tb_status s = tb_wf_breaker_held(sp->ctx, st->service);
-  if (s == TB_OK) s = hist_end(sp, "held", 0, detail, NULL, NULL);
-  if (s != TB_OK) return s;
-  snprintf(sp->row.status, sizeof(sp->row.status), "waiting");
-  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
-  s = save(sp);
-  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "held", until_us);
-  return s;
+  return s == TB_OK ? hold_step(sp, detail, "held", until_us) : s;
+}
+
+/* How long a command step held by its service's concurrency limit waits before it tries for a
+ * slot again, and how long its place in line lasts without a try (a run that stopped trying,
+ * cancelled or stuck behind a backlog, gives its place up after this). */
+#define SLOT_RETRY_US (250 * 1000)
+#define SLOT_WAIT_TTL_US (10 * 1000 * 1000)
+
+/* Holds the command step |st| while its service is at its concurrency limit (seed 001). */
+static tb_status hold_for_slot(stepper_t *sp, const tb_step_def_t *st, int limit) {
+  char detail[128];
+  snprintf(detail, sizeof(detail), "service %s at its concurrency limit (%d)", st->service, limit);
+  return hold_step(sp, detail, "service-slot", tb_wall_us() + SLOT_RETRY_US);
 }
 
 static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
@@ -486,7 +505,19 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   else
     snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d", sp->row.id, st->name, sp->row.attempt);
   snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", st->service, st->action);
-  int64_t deadline = tb_wall_us() + timeout_ms * 1000;
+  int64_t now_us = tb_wall_us(), deadline = now_us + timeout_ms * 1000;
+  /* Seed 001's per-queue concurrency, across every worker process (store/slots.h): a service at
+   * its limit holds the step, which is tried again later; it is not a failed attempt. */
+  int limit = tb_config_service_limit(sp->ctx->cfg, st->service);
+  if (limit > 0) {
+    int got = 0;
+    s = tb_store_slot_acquire(sp->ctx->store, st->service, sp->row.id, st->name, cmd_id, limit,
+                              now_us, deadline, now_us + SLOT_WAIT_TTL_US, &got);
+    if (s != TB_OK || !got) {
+      free(input_text);
+      return s != TB_OK ? s : hold_for_slot(sp, st, limit);
+    }
+  }
   Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;
   cmd.command_id = cmd_id;
   cmd.workflow_id = sp->row.id;
@@ -528,6 +559,15 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
   } else {
     tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
     if (s != TB_OK) return s;
+  }
+  if (st->kind == TB_STEP_COMMAND) {
+    /* The command is answered or timed out: its service slot is free for the next one. */
+    tb_status s = tb_store_slot_release(sp->ctx->store, sp->row.id, st->name);
+    if (s != TB_OK) {
+      json_decref(body);
+      free(payload);
+      return s;
+    }
   }
   if (!found) {
     tb_store_wf_wait_drop(sp->ctx->store, sp->row.id, seq);
@@ -1261,6 +1301,8 @@ tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
     row.finished_us = tb_wall_us();
     s = tb_store_wf_update(store, &row);
     if (s == TB_OK) s = tb_store_wf_wait_drop_all(store, id);
+    /* A cancelled run's command no longer counts against its service's limit. */
+    if (s == TB_OK) s = tb_store_slot_release(store, id, NULL);
     /* Queued continuations and timers ("wf:<id>:"), and commands not yet sent ("<id>:"). */
     char prefix[TB_ID_MAX + 8];
     snprintf(prefix, sizeof(prefix), "wf:%s:", id);

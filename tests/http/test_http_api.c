@@ -553,7 +553,7 @@ static void test_repositories(void **state) {
   add_repo("w2", "r2");
   add_repo("w2", "octo/repo");
   tb_h_result_t res;
-  tb_h_tierbus(h, &res, 20000, "priority", "set", "r3", "--override", "low", NULL);
+  tb_h_tierbus(h, &res, 20000, "priority", "set", "r3", "--override", "low", "--create", NULL);
   tb_assert_exit(res, 0);
   tb_h_result_free(&res);
   assert_int_equal(tb_h_wait_sql(h, 4, WAIT_MS,

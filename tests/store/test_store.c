@@ -26,7 +26,7 @@
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 18
+#define LATEST_VERSION 19
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -195,7 +195,8 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
                     "DROP TABLE sched_tasks; DROP TABLE sched_runs; DROP TABLE prune_horizon;"
                     "DROP TABLE deployment; DROP TABLE snapshot_positions;"
-                    "DROP TABLE circuit_breakers;" /* issue 12's */
+                    "DROP TABLE circuit_breakers; DROP TABLE service_slots;" /* issue 12's */
+                    "DROP TABLE crm_client_metrics;"
                     /* v14 keyed the counters by domain: back to per tier, with a count. */
                     "DROP TABLE tier_counters; CREATE TABLE tier_counters(tier TEXT NOT NULL, "
                     "name TEXT NOT NULL, value INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tier, "
