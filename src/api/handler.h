@@ -1,8 +1,11 @@
 /* The contract between the engine and every event handler. It lives in api/, below both: the
  * handlers (workflows/, sched/) implement it, and the engine is handed a lookup at creation, so
  * the engine knows no handler by name and runs in its tests with fake ones. A handler runs inside
- * the batch's SQLite transaction (within its own savepoint); its writes commit together with the
- * processed-message record, so a redelivered message never has a second effect. */
+ * the batch's SQLite transaction; its writes commit together with the processed-message record,
+ * so a redelivered message never has a second effect. A handler changes the database only (and,
+ * outside a replay, files it may remove again): when a later message of its batch fails, the
+ * engine rolls the batch back and runs the handler again in the same state, and a failing
+ * handler's own writes are undone whatever it wrote before failing. */
 #ifndef TB_API_HANDLER_H
 #define TB_API_HANDLER_H
 
@@ -13,7 +16,7 @@
 #include "store/store.h"
 
 typedef struct tb_handler_ctx {
-  tb_store_t *store;         /* borrowed; a transaction and savepoint are open */
+  tb_store_t *store;         /* borrowed; the batch's transaction is open */
   const tb_config_t *cfg;    /* borrowed */
   const tb_catalogue_t *cat; /* borrowed; for handlers that publish catalogue events */
   const tb_decoded_t *msg;   /* borrowed: envelope, catalogue entry, payload */
@@ -34,7 +37,7 @@ typedef tb_status (*tb_handler_fn)(const tb_handler_ctx_t *ctx);
 typedef tb_handler_fn (*tb_handler_lookup_fn)(const char *name);
 
 /* Queues a follow-up message (a command on tb.cmd.<service>.<action>, an event on tb.evt...) in
- * the transactional outbox, inside the handler's savepoint: it is published by the relay only if
+ * the transactional outbox, in the handler's transaction: it is published by the relay only if
  * the handler's writes commit, and a failing handler leaves no follow-up. |msg_id| becomes the
  * Nats-Msg-Id; it must be deterministic for the step (for example "<workflow id>:<step>:<attempt>")
  * so that a retried step emitting it again sends it once. The message carries the headers

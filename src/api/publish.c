@@ -51,11 +51,17 @@ tb_status tb_publish_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
   memset(out, 0, sizeof(*out));
   const tb_event_def_t *ev = tb_catalogue_find(cat, req->event);
   if (ev == NULL) {
-    char names[768] = "";
+    /* Every event, unless a catalogue ever outgrows the detail: then where the list is. */
+    char names[1280] = "";
     size_t off = 0;
-    for (size_t i = 0; i < tb_catalogue_count(cat) && off < sizeof(names); i++)
-      off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
-                              tb_catalogue_at(cat, i)->name);
+    for (size_t i = 0; i < tb_catalogue_count(cat); i++) {
+      const char *name = tb_catalogue_at(cat, i)->name;
+      if (off + strlen(name) + 2 >= sizeof(names) - 24) {
+        snprintf(names + off, sizeof(names) - off, ", ...");
+        break;
+      }
+      off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "", name);
+    }
     return tb__fail(TB_ERR_UNKNOWN_EVENT, "unknown event '%s' (events: %s; see tierbus events)",
                     req->event, names);
   }
@@ -207,6 +213,16 @@ tb_status tb_publish_req_from_json(json_t *obj, tb_publish_req_t *req, const cha
   *field = NULL;
   memset(req, 0, sizeof(*req));
   if (!json_is_object(obj)) return tb__fail(TB_ERR_JSON, "expected a JSON object");
+  /* Seed 001 passes JOB_PRIORITY as a number ("priority": 3): it stands for its tier like the
+   * number's text does (tb_config_job_priority_tier). Rewritten in place as text, so that the
+   * request can borrow it from |obj| like every other field. */
+  json_t *prio = json_object_get(obj, "priority");
+  if (json_is_integer(prio)) {
+    char text[24];
+    snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT, json_integer_value(prio));
+    if (json_object_set_new(obj, "priority", json_string(text)) != 0)
+      return tb__fail(TB_ERR_NOMEM, "priority");
+  }
   const char *key;
   json_t *val;
   json_object_foreach(obj, key, val) {

@@ -58,7 +58,8 @@ void tb_prepared_free(tb_prepared_t *p);
  * share: {"type", "payload", "priority"?, "id"?, "correlation_id"|"correlationId"?,
  * "workflow_id"|"workflowId"?}. |req| borrows strings from |obj|. TB_ERR_JSON for anything else
  * (not an object, an unknown key, a value of the wrong type, type or payload missing), with a
- * detail that names it; *field (may be NULL) then names the key at fault, NULL when none. */
+ * detail that names it; *field (may be NULL) then names the key at fault, NULL when none. A
+ * "priority" given as an integer (seed 001's JOB_PRIORITY) is rewritten in |obj| as its text. */
 tb_status tb_publish_req_from_json(json_t *obj, tb_publish_req_t *req, const char **field);
 
 /* The envelope step of tb_publish_prepare for a payload that is already packed: stamps

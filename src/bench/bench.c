@@ -1199,17 +1199,17 @@ static void machine_json(json_t *root) {
 int tb_bench_run(const tb_config_t *cfg, const tb_catalogue_t *cat, const tb_bench_opts_t *opts) {
   bench_t b = {.cfg = cfg, .cat = cat, .opts = opts};
   int made_tmp = 0;
-  if (opts->work_dir) {
-    snprintf(b.dir, sizeof(b.dir), "%s", opts->work_dir);
-    mkdir(b.dir, 0755);
-  } else {
-    snprintf(b.dir, sizeof(b.dir), "/tmp/tierbus-bench-XXXXXX");
-    if (mkdtemp(b.dir) == NULL) {
-      fprintf(stderr, "tierbus bench: mkdtemp: %s\n", strerror(errno));
-      return 1;
-    }
-    made_tmp = 1;
+  /* A fresh directory for every run, kept under --work-dir (for a look at the files after) or
+   * removed at the end: a second run in the same directory found the first one's databases and
+   * failed to set up. */
+  if (opts->work_dir) mkdir(opts->work_dir, 0755);
+  snprintf(b.dir, sizeof(b.dir), "%s/tierbus-bench-XXXXXX",
+           opts->work_dir ? opts->work_dir : "/tmp");
+  if (mkdtemp(b.dir) == NULL) {
+    fprintf(stderr, "tierbus bench: %s: %s\n", b.dir, strerror(errno));
+    return 1;
   }
+  made_tmp = opts->work_dir == NULL;
   if (tb__log_level < TB_LOG_WARN)
     tb__log_level = TB_LOG_WARN; /* the children inherit it: no progress noise in the figures */
   json_t *root = json_object();

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -582,89 +583,45 @@ enum { B_SEND, B_FLIGHT, B_LOST, B_DONE };
 
 /* The messages cnats holds for a batch, by address: its ack callback hands the message back, and
  * the item it belongs to is found here. An address is unique while cnats holds the message, and
- * its entry is removed before the message is destroyed. Open addressing with linear probing;
- * deletion by backward shift, so no tombstones pile up over a long batch. */
-typedef struct msg_map {
-  const natsMsg **keys;
-  int *vals;
-  size_t cap, count; /* cap is a power of two, or 0 */
-} msg_map_t;
+ * its entry is removed before the message is destroyed. An item has one message in flight at a
+ * time, so each item owns one entry; the entries are kept in a POSIX search tree (tsearch). */
+typedef struct flight_entry {
+  const natsMsg *msg;
+  int item;
+} flight_entry_t;
 
-static size_t slot_of(const msg_map_t *m, const natsMsg *k) {
-  uint64_t x = (uint64_t)(uintptr_t)k; /* allocator addresses: the low bits vary little */
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  return (size_t)x & (m->cap - 1);
-}
-
-static int map_put(msg_map_t *m, const natsMsg *k, int v);
-
-/* Doubles the table (8,192 slots at first: twice the most a batch has in flight). -1 when memory
- * ran out, the table then unchanged. */
-static int map_grow(msg_map_t *m) {
-  msg_map_t g = {.cap = m->cap ? m->cap * 2 : 8192};
-  g.keys = calloc(g.cap, sizeof(*g.keys));
-  g.vals = calloc(g.cap, sizeof(*g.vals));
-  if (g.keys == NULL || g.vals == NULL) {
-    free(g.keys);
-    free(g.vals);
-    return -1;
-  }
-  for (size_t i = 0; i < m->cap; i++)
-    if (m->keys[i] != NULL) map_put(&g, m->keys[i], m->vals[i]); /* below half full: no growth */
-  free(m->keys);
-  free(m->vals);
-  *m = g;
-  return 0;
-}
-
-/* Adds |k| -> |v|; |k| is not in the map. -1 when memory ran out. */
-static int map_put(msg_map_t *m, const natsMsg *k, int v) {
-  if ((m->count + 1) * 2 > m->cap && map_grow(m) != 0) return -1;
-  size_t i = slot_of(m, k);
-  while (m->keys[i] != NULL) i = (i + 1) & (m->cap - 1);
-  m->keys[i] = k;
-  m->vals[i] = v;
-  m->count++;
-  return 0;
-}
-
-/* Removes |k| and returns its value, or -1 when it is not there. */
-static int map_take(msg_map_t *m, const natsMsg *k) {
-  if (m->cap == 0) return -1;
-  size_t mask = m->cap - 1, i = slot_of(m, k);
-  while (m->keys[i] != k) {
-    if (m->keys[i] == NULL) return -1;
-    i = (i + 1) & mask;
-  }
-  int v = m->vals[i];
-  m->count--;
-  /* Backward shift: an entry after the hole moves into it unless its home slot lies cyclically
-   * in (hole, entry], where a lookup would no longer reach it across the hole. */
-  for (size_t j = i;;) {
-    m->keys[i] = NULL;
-    for (;;) {
-      j = (j + 1) & mask;
-      if (m->keys[j] == NULL) return v;
-      size_t home = slot_of(m, m->keys[j]);
-      if (i <= j ? (home <= i || home > j) : (home <= i && home > j)) break;
-    }
-    m->keys[i] = m->keys[j];
-    m->vals[i] = m->vals[j];
-    i = j;
-  }
+static int by_msg(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t)((const flight_entry_t *)a)->msg;
+  uintptr_t y = (uintptr_t)((const flight_entry_t *)b)->msg;
+  return x < y ? -1 : x > y;
 }
 
 /* One tb_bus_publish_batch call, shared with cnats' ack callback thread. */
 typedef struct batch {
   pthread_mutex_t mu;
   tb_pub_item_t *items;
-  unsigned char *state; /* B_*, under mu */
-  natsStatus *why;      /* the last send's failure, under mu; NATS_OK while none */
-  msg_map_t flight;     /* under mu */
-  int64_t heard_us;     /* monotonic, under mu: the call's start, then the server's last answer */
+  unsigned char *state;    /* B_*, under mu */
+  natsStatus *why;         /* the last send's failure, under mu; NATS_OK while none */
+  flight_entry_t *entries; /* one per item */
+  void *flight;            /* tsearch root over the entries in flight, under mu */
+  int64_t heard_us; /* monotonic, under mu: the call's start, then the server's last answer */
 } batch_t;
+
+/* Records |m| as item |i|'s message in flight. -1 when memory ran out. Called with b->mu held. */
+static int flight_put(batch_t *b, const natsMsg *m, int i) {
+  b->entries[i] = (flight_entry_t){.msg = m, .item = i};
+  return tsearch(&b->entries[i], &b->flight, by_msg) != NULL ? 0 : -1;
+}
+
+/* Removes |m| and returns its item, or -1 when it is not in flight. Called with b->mu held. */
+static int flight_take(batch_t *b, const natsMsg *m) {
+  flight_entry_t key = {.msg = m};
+  flight_entry_t **found = tfind(&key, &b->flight, by_msg);
+  if (found == NULL) return -1;
+  int i = (*found)->item;
+  tdelete(&key, &b->flight, by_msg);
+  return i;
+}
 
 /* cnats' ack callback (its reply subscription's thread): settles the item of |msg|, or marks it
  * lost when its ack wait ran out or no stream answered. A JetStream error is the stream refusing
@@ -673,7 +630,7 @@ static void on_batch_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae
   (void)js;
   batch_t *b = closure;
   pthread_mutex_lock(&b->mu);
-  int i = map_take(&b->flight, msg);
+  int i = flight_take(b, msg);
   if (i >= 0) {
     tb_pub_item_t *it = &b->items[i];
     natsStatus s = pa != NULL ? NATS_OK : pae != NULL ? pae->Err : NATS_ERR;
@@ -713,7 +670,7 @@ static natsStatus send_item(batch_t *b, jsCtx *js, jsPubOptions *po, int i, nats
   tb_pub_item_t *it = &b->items[i];
   pthread_mutex_lock(&b->mu);
   /* Registered before the publish: its ack may come before js_PublishMsgAsync returns. */
-  int put = map_put(&b->flight, m, i);
+  int put = flight_put(b, m, i);
   if (put == 0) {
     b->state[i] = B_FLIGHT;
     it->sends++;
@@ -727,7 +684,7 @@ static natsStatus send_item(batch_t *b, jsCtx *js, jsPubOptions *po, int i, nats
   natsStatus s = js_PublishMsgAsync(js, &m, po); /* clears |m| once cnats owns it */
   if (s != NATS_OK) {
     pthread_mutex_lock(&b->mu);
-    map_take(&b->flight, key);
+    flight_take(b, key);
     b->why[i] = s;
     b->state[i] = s == NATS_TIMEOUT ? B_SEND : B_LOST;
     it->sends -= s == NATS_TIMEOUT;
@@ -749,7 +706,7 @@ static void batch_drain(batch_t *b, jsCtx *js, int64_t ack_wait_ms) {
   if (js_PublishAsyncGetPendingList(&left, js) == NATS_OK) {
     pthread_mutex_lock(&b->mu);
     for (int k = 0; k < left.Count; k++) {
-      int i = map_take(&b->flight, left.Msgs[k]);
+      int i = flight_take(b, left.Msgs[k]);
       if (i >= 0) {
         b->state[i] = B_LOST;
         b->why[i] = NATS_TIMEOUT;
@@ -880,9 +837,11 @@ tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
   batch_t b = {.items = items};
   b.state = calloc((size_t)n, sizeof(*b.state)); /* B_SEND is 0 */
   b.why = calloc((size_t)n, sizeof(*b.why));     /* NATS_OK is 0 */
-  if (b.state == NULL || b.why == NULL) {
+  b.entries = calloc((size_t)n, sizeof(*b.entries));
+  if (b.state == NULL || b.why == NULL || b.entries == NULL) {
     free(b.state);
     free(b.why);
+    free(b.entries);
     return tb__fail(TB_ERR_NOMEM, "publish batch of %d", n);
   }
   pthread_mutex_init(&b.mu, NULL);
@@ -937,8 +896,9 @@ tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
     }
   }
   pthread_mutex_destroy(&b.mu);
-  free(b.flight.keys);
-  free(b.flight.vals);
+  while (b.flight != NULL) /* empty after batch_drain; a node's first field is its entry */
+    tdelete(*(flight_entry_t **)b.flight, &b.flight, by_msg);
+  free(b.entries);
   free(b.state);
   free(b.why);
   if (report != NULL) *report = rep;

@@ -226,6 +226,7 @@ int tb_cmd_trigger(int argc, char **argv);   /* cmd_trigger.c */
 int tb_cmd_priority(int argc, char **argv);  /* sync, show, inversions, set (cmd_priority.c) */
 int tb_cmd_schedule(int argc, char **argv);  /* list, add, remove, enable, disable, run */
 int tb_cmd_dlq(int argc, char **argv);       /* list, show, replay, purge (cmd_dlq.c) */
+int tb_cmd_activity(int argc, char **argv);  /* cmd_activity.c */
 int tb_cmd_replay(int argc, char **argv);    /* cmd_replay.c */
 int tb_cmd_rebuild(int argc, char **argv);   /* cmd_replay.c */
 int tb_cmd_db(int argc, char **argv);        /* checksum, prune (cmd_replay.c) */

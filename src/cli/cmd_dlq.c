@@ -118,11 +118,14 @@ static int parse_opts(tb_cli_t *cli, int argc, char **argv, const char *allowed,
 }
 
 /* Loads config and store, then checks --tier and --priority against the config's tiers. */
-static int open_checked(tb_cli_t *cli, const dlq_opts_t *o) {
+static int open_checked(tb_cli_t *cli, dlq_opts_t *o) {
   int rc = tb_cli_load(cli);
   const char *bad = NULL, *what = NULL;
-  if (rc == TB_EXIT_OK && o->f.tier && tb_config_tier_index(&cli->cfg, o->f.tier) < 0)
-    bad = o->f.tier, what = "--tier";
+  int ti = rc == TB_EXIT_OK && o->f.tier ? tb_config_tier_index(&cli->cfg, o->f.tier) : -1;
+  if (rc == TB_EXIT_OK && o->f.tier && ti < 0) bad = o->f.tier, what = "--tier";
+  /* The filter compares stored names: an alias ("HIGH", "high-priority") or a job priority
+   * number becomes the tier's name. */
+  if (ti >= 0) o->f.tier = cli->cfg.tiers[ti].name;
   if (rc == TB_EXIT_OK && o->priority && tb_config_tier_index(&cli->cfg, o->priority) < 0)
     bad = o->priority, what = "--priority";
   if (bad != NULL) {

@@ -22,8 +22,13 @@ static void priority_usage(FILE *out) {
                "       tierbus priority inversions [--json] [--limit N] [--check]\n"
                "       tierbus priority set REPO [--override high|medium|low|none] "
                "[--mark-low | --unmark-low]\n"
+               "                                 [--name OWNER/NAME] [--create]\n"
+               "       tierbus priority list [--workspace W] [--priority high|medium|low] "
+               "[--limit N] [--json]\n"
+               "`set` refuses a repository tierbus has never seen (exit 2) unless --create.\n"
                "examples:\n"
                "  tierbus priority sync\n"
+               "  tierbus priority list --workspace w1 --priority high\n"
                "  tierbus priority show repo-42 --audit 10\n"
                "  tierbus priority inversions --check   # exit 1 when there are any\n"
                "  tierbus priority set repo-42 --override high\n");
@@ -302,6 +307,8 @@ static int cmd_inversions(int argc, char **argv) {
 typedef struct set_state {
   const char *override;
   int mark_low; /* -1 unchanged */
+  const char *name;
+  int create;
 } set_state_t;
 
 static int set_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
@@ -313,6 +320,13 @@ static int set_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
     s->override = arg;
     return TB_EXIT_OK;
   }
+  if (c == 'n') {
+    if (arg[0] == '\0' || strlen(arg) >= TB_REPO_NAME_MAX)
+      return tb_cli_usage_error(cli, "--name: must be 1 to %d characters", TB_REPO_NAME_MAX - 1);
+    s->name = arg;
+    return TB_EXIT_OK;
+  }
+  if (c == 'c') return s->create = 1, TB_EXIT_OK;
   if (c == 'l' || c == 'u') {
     int want = c == 'l';
     if (s->mark_low >= 0 && s->mark_low != want)
@@ -330,19 +344,36 @@ static int cmd_set(int argc, char **argv) {
                                        {"override", required_argument, NULL, 'o'},
                                        {"mark-low", no_argument, NULL, 'l'},
                                        {"unmark-low", no_argument, NULL, 'u'},
+                                       {"name", required_argument, NULL, 'n'},
+                                       {"create", no_argument, NULL, 'c'},
                                        {0}};
   const char *repo = NULL;
   int rc = parse(&cli, argc, argv, opts, set_opt, &ss, 1, &repo);
-  if (rc == TB_EXIT_OK && ss.override == NULL && ss.mark_low < 0)
-    rc = tb_cli_usage_error(&cli, "nothing to set: give --override, --mark-low or --unmark-low");
+  if (rc == TB_EXIT_OK && ss.override == NULL && ss.mark_low < 0 && ss.name == NULL && !ss.create)
+    rc = tb_cli_usage_error(&cli, "nothing to set: give --override, --mark-low, --unmark-low, "
+                                  "--name or --create");
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  /* A typo in REPO would otherwise start tracking a repository nobody has: only --create may. */
+  tb_tracked_repo_t seen;
+  int known = 0;
+  if (tb_store_repo_get(cli.store, repo, &seen, &known) != TB_OK) return fail(&cli);
+  if (!known && !ss.create) {
+    rc = tb_cli_usage_error(&cli,
+                            "repository '%s' has never been seen (not tracked, in no workspace); "
+                            "check the id (tierbus priority list), or add --create to start "
+                            "tracking it",
+                            repo);
+    tb_cli_close(&cli);
+    return rc;
+  }
   char cause[64];
   tb_new_id(cause, sizeof(cause));
   memcpy(cause, "cli", 3); /* "cli-<32 hex>": the audit row's and the job's cause */
   tb_handler_ctx_t ctx = {.store = cli.store, .cfg = &cli.cfg, .cat = cli.cat};
   int changed = 0;
   tb_status st = tb_store_begin(cli.store);
-  if (st == TB_OK) st = tb_repo_set(&ctx, repo, ss.override, ss.mark_low, cause, &changed);
+  if (st == TB_OK)
+    st = tb_repo_set_ex(&ctx, repo, ss.override, ss.mark_low, ss.name, cause, &changed);
   if (st == TB_OK) st = tb_store_commit(cli.store);
   if (st != TB_OK) {
     tb_store_rollback(cli.store);
@@ -352,16 +383,103 @@ static int cmd_set(int argc, char **argv) {
   int found = 0;
   st = tb_store_repo_get(cli.store, repo, &r, &found);
   if (st != TB_OK) return fail(&cli);
-  printf("%s: %s (score %d), override %s, marked low %s%s\n", repo, r.priority, r.priority_score,
-         r.manual_override[0] ? r.manual_override : "none", r.marked_low ? "yes" : "no",
-         changed ? "" : " (unchanged)");
+  printf("%s: %s (score %d), override %s, marked low %s%s%s%s\n", repo, r.priority,
+         r.priority_score, r.manual_override[0] ? r.manual_override : "none",
+         r.marked_low ? "yes" : "no", r.repository_name[0] ? ", name " : "", r.repository_name,
+         changed ? (known ? "" : " (now tracked)") : " (unchanged)");
+  tb_cli_close(&cli);
+  return TB_EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- list */
+
+typedef struct list_state {
+  const char *workspace, *priority;
+  long limit;
+  int as_json;
+} list_state_t;
+
+static int list_opt(tb_cli_t *cli, int c, const char *arg, void *state) {
+  list_state_t *s = state;
+  if (c == 'j') return s->as_json = 1, TB_EXIT_OK;
+  if (c == 'L') return tb_cli_parse_long(cli, "--limit", arg, 1, 1000000000, &s->limit);
+  if (c == 'w') {
+    if (arg[0] == '\0' || strlen(arg) >= TB_ID_MAX)
+      return tb_cli_usage_error(cli, "--workspace: must be 1 to %d characters", TB_ID_MAX - 1);
+    s->workspace = arg;
+    return TB_EXIT_OK;
+  }
+  if (c == 'p') {
+    if (!tb_repo_priority_valid(arg))
+      return tb_cli_usage_error(cli, "--priority: expected high, medium or low, got '%s'", arg);
+    s->priority = arg;
+    return TB_EXIT_OK;
+  }
+  return TB_EXIT_USAGE;
+}
+
+typedef struct list_out {
+  const tb_config_t *cfg;
+  json_t *arr; /* --json */
+  int64_t n, limit;
+  int more; /* a row past the limit was seen */
+} list_out_t;
+
+static int list_row(void *arg, const tb_tracked_repo_t *r) {
+  list_out_t *o = arg;
+  if (o->n == o->limit) return o->more = 1; /* the one past the limit: stop */
+  o->n++;
+  if (o->arr != NULL) {
+    json_array_append_new(o->arr, tb_repo_json(o->cfg, r)); /* as `show` and the API */
+    return 0;
+  }
+  printf("%-32s %-6s %5d %10d %-8s %-4s %s\n", r->repository_id, r->priority, r->priority_score,
+         r->workspace_count, r->manual_override[0] ? r->manual_override : "-",
+         r->marked_low ? "yes" : "no", r->repository_name[0] ? r->repository_name : "-");
+  return 0;
+}
+
+/* Tracked repositories in id order, filtered by workspace and priority, at most --limit (default
+ * 1000; the output says when more matched). */
+static int cmd_list(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus priority list"};
+  list_state_t ls = {.limit = 1000};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"workspace", required_argument, NULL, 'w'},
+                                       {"priority", required_argument, NULL, 'p'},
+                                       {"limit", required_argument, NULL, 'L'},
+                                       {"json", no_argument, NULL, 'j'},
+                                       {0}};
+  int rc = parse(&cli, argc, argv, opts, list_opt, &ls, 0, NULL);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  list_out_t o = {.cfg = &cli.cfg, .arr = ls.as_json ? json_array() : NULL, .limit = ls.limit};
+  if (!ls.as_json)
+    printf("%-32s %-6s %5s %10s %-8s %-4s %s\n", "REPOSITORY", "PRIO", "SCORE", "WORKSPACES",
+           "OVERRIDE", "LOW", "NAME");
+  /* One row more than the limit is read, to say whether there are more. */
+  tb_status st =
+      tb_store_repo_list(cli.store, ls.priority, ls.workspace, "", (int)ls.limit + 1, list_row, &o);
+  if (st != TB_OK) {
+    json_decref(o.arr);
+    return fail(&cli);
+  }
+  int more = o.more;
+  if (ls.as_json) {
+    print_json(json_pack("{s:o, s:I, s:b}", "repositories", o.arr, "count", (json_int_t)o.n,
+                         "truncated", more));
+  } else if (more) {
+    printf("(more than %ld repositories match; raise --limit or narrow the filters)\n", ls.limit);
+  }
   tb_cli_close(&cli);
   return TB_EXIT_OK;
 }
 
 int tb_cmd_priority(int argc, char **argv) {
-  static const tb_cli_sub_t subs[] = {
-      {"sync", cmd_sync}, {"show", cmd_show}, {"inversions", cmd_inversions}, {"set", cmd_set}};
+  static const tb_cli_sub_t subs[] = {{"sync", cmd_sync},
+                                      {"show", cmd_show},
+                                      {"inversions", cmd_inversions},
+                                      {"set", cmd_set},
+                                      {"list", cmd_list}};
   return tb_cli_run_subcommand("tierbus priority", argc, argv, subs, (int)TB_COUNTOF(subs),
                                priority_usage);
 }

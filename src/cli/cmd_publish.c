@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/publish.h"
 #include "cli/cli.h"
 #include "core/clock.h"
 #include "core/status.h"
+#include "workflows/priority.h"
 #include "workflows/wf.h"
 
 static void publish_usage(FILE *out) {
@@ -45,6 +47,29 @@ static const char *semantic_error(const tb_publish_req_t *req) {
   snprintf(why, sizeof(why),
            "execute-workflow: unknown workflow_type '%.200s' (see tierbus workflows list)", type);
   return why;
+}
+
+/* Seed 002's lookup before queueing: a capture/repository.sync published without a priority goes
+ * to the tier of the repository's priority and carries its priority metadata
+ * (tb_repo_route_sync_job), read from the deployment's database when it exists (publish never
+ * creates one; without it the job routes as medium). |req| then borrows |rt|. *routed (may be
+ * NULL) = 1 when it was routed. TB_EXIT_FAIL after saying why when the database cannot be read. */
+static int route_repo_job(tb_cli_t *cli, tb_publish_req_t *req, tb_repo_route_t *rt, int *routed) {
+  int r = 0;
+  if (routed) *routed = 0;
+  if (req->event == NULL || strcmp(req->event, "capture/repository.sync") != 0 || req->tier)
+    return TB_EXIT_OK;
+  struct stat sb;
+  if (cli->store == NULL && stat(cli->cfg.db_path, &sb) == 0) {
+    int rc = tb_cli_open_store(cli);
+    if (rc != TB_EXIT_OK) return rc;
+  }
+  if (tb_repo_route_sync_job(cli->store, &cli->cfg, req, rt, &r) != TB_OK) {
+    fprintf(stderr, "%s: error: repository priority lookup: %s\n", cli->prog, tb_errdetail());
+    return TB_EXIT_FAIL;
+  }
+  if (routed) *routed = r;
+  return TB_EXIT_OK;
 }
 
 /* Reads one NDJSON line into a request (tb_publish_req_from_json). The request borrows strings
@@ -175,7 +200,9 @@ static int prepare_event(tb_cli_t *cli, void *arg, const char *file, int lineno,
                          tb_prepared_t *out) {
   (void)arg;
   tb_publish_req_t req;
+  tb_repo_route_t rt;
   int rc = line_to_req(cli, file, lineno, obj, &req);
+  if (rc == TB_EXIT_OK) rc = route_repo_job(cli, &req, &rt, NULL);
   if (rc != TB_EXIT_OK) return rc;
   if (tb_publish_prepare(&cli->cfg, cli->cat, &req, out) != TB_OK)
     return tb_cli_usage_error(cli, "%s:%d: %s", file, lineno, tb_errdetail());
@@ -275,9 +302,14 @@ int tb_cmd_publish(int argc, char **argv) {
     rc = tb_cli_usage_error(&cli, "--json: expected a JSON object with the event's fields");
   } else {
     req.payload = payload;
-    tb_status st = tb_publish_prepare(&cli.cfg, cli.cat, &req, &p);
-    const char *why = st == TB_OK ? semantic_error(&req) : NULL;
-    if (st != TB_OK) {
+    tb_repo_route_t rt;
+    int routed = 0;
+    rc = route_repo_job(&cli, &req, &rt, &routed);
+    tb_status st = rc == TB_EXIT_OK ? tb_publish_prepare(&cli.cfg, cli.cat, &req, &p) : TB_OK;
+    const char *why = rc == TB_EXIT_OK && st == TB_OK ? semantic_error(&req) : NULL;
+    if (rc != TB_EXIT_OK) {
+      /* the lookup said why */
+    } else if (st != TB_OK) {
       rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
     } else if (why != NULL) {
       tb_prepared_free(&p);
@@ -292,8 +324,11 @@ int tb_cmd_publish(int argc, char **argv) {
           fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
           rc = TB_EXIT_FAIL;
         } else {
-          printf("tier=%s subject=%s seq=%llu id=%s%s\n", p.tier, p.subject,
-                 (unsigned long long)seq, p.id, dup ? " duplicate=true" : "");
+          printf("tier=%s subject=%s seq=%llu id=%s%s", p.tier, p.subject, (unsigned long long)seq,
+                 p.id, dup ? " duplicate=true" : "");
+          if (routed)
+            printf(" repository_priority=%s%s", rt.priority, rt.tracked ? "" : " (not tracked)");
+          putchar('\n');
         }
       }
       tb_prepared_free(&p);

@@ -19,28 +19,41 @@ static void schedule_usage(FILE *out) {
           "       tierbus schedule add --name NAME --cron PATTERN|CONSTANT --event TYPE\n"
           "                            [--payload JSON] [--priority TIER] [--description S]\n"
           "                            [--catch-up skip|once] [--disabled]\n"
-          "       tierbus schedule remove|enable|disable|run NAME\n"
+          "       tierbus schedule remove NAME --yes\n"
+          "       tierbus schedule enable|disable|run NAME\n"
+          "       tierbus schedule reset-defaults [--json]\n"
           "A pattern has 5 fields (minute hour day-of-month month day-of-week; *, */n, a-b,\n"
           "a-b/n, lists a,b,c) and is read in UTC; or use one of seed 001's SCHEDULES names\n"
           "(EVERY_MINUTE ... MONTHLY_FIRST). TYPE is a built-in job (CLEANUP_FILES,\n"
           "BACKUP_DATABASE, CLEANUP_OLD_JOBS, SEND_REMINDER_EMAILS, UPDATE_CLIENT_METRICS) or a\n"
-          "catalogue event, published with the payload on the task's tier. `run` runs the task\n"
-          "now in this process (no automatic retry) and exits 1 if it fails.\n"
+          "catalogue event, published with the payload on the task's tier. TIER may be a seed\n"
+          "001 job priority number (1 critical, 3 high, 5 normal, 7 low). `run` runs the task\n"
+          "now in this process (no automatic retry) and exits 1 if it fails. `remove` deletes a\n"
+          "task only with --yes. `reset-defaults` puts the default tasks back as shipped\n"
+          "(restoring removed ones, undoing changes and failure state) and leaves other tasks.\n"
           "examples:\n"
           "  tierbus schedule list\n"
           "  tierbus schedule add --name backup --cron '0 3 * * *' --event BACKUP_DATABASE\n"
           "  tierbus schedule disable cleanup-temp-files\n"
-          "  tierbus schedule run workspace-priority-sync\n");
+          "  tierbus schedule run workspace-priority-sync\n"
+          "  tierbus schedule reset-defaults\n");
 }
 
-/* Parses options that are only the common ones plus --help, leaving one NAME argument. */
-static int one_name(tb_cli_t *cli, int argc, char **argv, const char **name) {
-  static const struct option opts[] = {
-      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
+/* Parses options that are only the common ones plus --help (and --yes when |yes| is not NULL),
+ * leaving one NAME argument. */
+static int one_name(tb_cli_t *cli, int argc, char **argv, const char **name, int *yes) {
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"yes", no_argument, NULL, 'y'},
+                                       {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "hy", opts, NULL)) != -1) {
     if (tb_cli_common_opt(cli, c, optarg)) continue;
     if (c == 'h') return schedule_usage(stdout), -1;
+    if (c == 'y' && yes != NULL) {
+      *yes = 1;
+      continue;
+    }
     return schedule_usage(stderr), TB_EXIT_USAGE;
   }
   if (optind >= argc) return tb_cli_usage_error(cli, "which task? give its NAME");
@@ -215,7 +228,10 @@ static int cmd_add(int argc, char **argv) {
                        : tb_config_tier_index(&cli.cfg, "normal") >= 0
                            ? "normal"
                            : cli.cfg.tiers[cli.cfg.n_tiers - 1].name;
-    rc = copy_opt(&cli, "--priority", tier, t->tier, sizeof(t->tier));
+    /* Stored under the tier's name: a job priority number ("3") is resolved once, here. */
+    int ti = tb_config_tier_index(&cli.cfg, tier);
+    rc = copy_opt(&cli, "--priority", ti >= 0 ? cli.cfg.tiers[ti].name : tier, t->tier,
+                  sizeof(t->tier));
   }
   if (rc == TB_EXIT_OK && tb_sched_check(&cli.cfg, cli.cat, t) != TB_OK)
     rc = tb_cli_usage_error(&cli, "%s", tb_errdetail());
@@ -242,12 +258,19 @@ static int cmd_add(int argc, char **argv) {
 
 /* ---------------------------------------------------------------- remove, enable, disable */
 
-/* remove (|enable| < 0), enable (1) or disable (0). */
+/* remove (|enable| < 0), enable (1) or disable (0). A removal needs |yes| (--yes): a task's
+ * definition is gone with it (a default task comes back with reset-defaults). */
 static int change(int argc, char **argv, const char *prog, int enable) {
   tb_cli_t cli = {.prog = prog};
   const char *name = NULL;
-  int rc = one_name(&cli, argc, argv, &name);
+  int yes = 0;
+  int rc = one_name(&cli, argc, argv, &name, enable < 0 ? &yes : NULL);
   if (rc != TB_EXIT_OK) return rc < 0 ? TB_EXIT_OK : rc;
+  if (enable < 0 && !yes)
+    return tb_cli_usage_error(&cli,
+                              "removing task '%s' deletes its definition; add --yes to remove it "
+                              "(or `tierbus schedule disable %s` to stop it)",
+                              name, name);
   rc = tb_cli_load_and_open(&cli);
   if (rc == TB_EXIT_OK) {
     tb_status st = enable < 0 ? tb_store_sched_remove(cli.store, name)
@@ -274,12 +297,89 @@ static int cmd_disable(int argc, char **argv) {
   return change(argc, argv, "tierbus schedule disable", 0);
 }
 
+/* ---------------------------------------------------------------- reset-defaults */
+
+/* Puts every default task back as shipped (tb_sched_default): a missing one is added, a changed
+ * or failed one is reset; tasks that are not defaults are left alone. One transaction: all or
+ * nothing. Prints what happened to each default ("restored", "reset", "unchanged"). */
+static int cmd_reset_defaults(int argc, char **argv) {
+  tb_cli_t cli = {.prog = "tierbus schedule reset-defaults"};
+  int as_json = 0;
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"json", no_argument, NULL, 'j'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int c;
+  while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+    if (tb_cli_common_opt(&cli, c, optarg)) continue;
+    if (c == 'j')
+      as_json = 1;
+    else if (c == 'h')
+      return schedule_usage(stdout), TB_EXIT_OK;
+    else
+      return schedule_usage(stderr), TB_EXIT_USAGE;
+  }
+  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  int rc = tb_cli_load_and_open(&cli);
+  if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
+  tb_sched_task_t *want = malloc(sizeof(*want)), *have = malloc(sizeof(*have));
+  json_t *arr = json_array();
+  int n = tb_sched_default_count();
+  const char **what = calloc((size_t)n, sizeof(*what));
+  int64_t now = tb_wall_us();
+  tb_status st = want && have && arr && what ? tb_store_begin(cli.store)
+                                             : tb__fail(TB_ERR_NOMEM, "reset-defaults");
+  for (int i = 0; st == TB_OK && i < n; i++) {
+    tb_sched_default(i, want);
+    int found = 0;
+    st = tb_store_sched_get(cli.store, want->name, have, &found);
+    if (st != TB_OK) break;
+    if (!found) {
+      want->last_slot_us = now; /* from its next slot on, like a task added now */
+      st = tb_store_sched_put(cli.store, want);
+      what[i] = "restored";
+    } else if (!tb_sched_same_definition(want, have) || have->failure_count > 0 ||
+               strcmp(have->status, "failed") == 0 || strcmp(have->status, "retrying") == 0) {
+      st = tb_store_sched_reset(cli.store, want, now, &found);
+      what[i] = "reset";
+    } else {
+      what[i] = "unchanged";
+    }
+  }
+  if (st == TB_OK)
+    st = tb_store_commit(cli.store);
+  else if (want && have && arr && what)
+    tb_store_rollback(cli.store);
+  if (st != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  } else {
+    for (int i = 0; i < n; i++) {
+      tb_sched_default(i, want);
+      if (as_json)
+        json_array_append_new(arr, json_pack("{s:s, s:s}", "name", want->name, "action", what[i]));
+      else
+        printf("%-24s %s\n", want->name, what[i]);
+    }
+    if (as_json) {
+      json_dumpf(arr, stdout, JSON_INDENT(2));
+      putchar('\n');
+    }
+  }
+  json_decref(arr);
+  free(what);
+  free(want);
+  free(have);
+  tb_cli_close(&cli);
+  return rc;
+}
+
 /* ---------------------------------------------------------------- run */
 
 static int cmd_run(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus schedule run"};
   const char *name = NULL;
-  int rc = one_name(&cli, argc, argv, &name);
+  int rc = one_name(&cli, argc, argv, &name, NULL);
   if (rc != TB_EXIT_OK) return rc < 0 ? TB_EXIT_OK : rc;
   rc = tb_cli_load_and_open(&cli);
   if (rc != TB_EXIT_OK) return tb_cli_close(&cli), rc;
@@ -317,9 +417,13 @@ static int cmd_run(int argc, char **argv) {
 }
 
 int tb_cmd_schedule(int argc, char **argv) {
-  static const tb_cli_sub_t subs[] = {{"list", cmd_list},       {"add", cmd_add},
-                                      {"remove", cmd_remove},   {"enable", cmd_enable},
-                                      {"disable", cmd_disable}, {"run", cmd_run}};
+  static const tb_cli_sub_t subs[] = {{"list", cmd_list},
+                                      {"add", cmd_add},
+                                      {"remove", cmd_remove},
+                                      {"enable", cmd_enable},
+                                      {"disable", cmd_disable},
+                                      {"run", cmd_run},
+                                      {"reset-defaults", cmd_reset_defaults}};
   return tb_cli_run_subcommand("tierbus schedule", argc, argv, subs, (int)TB_COUNTOF(subs),
                                schedule_usage);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/clock.h"
 #include "core/hist.h"
 #include "core/status.h"
 #include "core/util.h"
@@ -15,6 +16,17 @@
 /* Adds one rule's escalation count to a JSON object. */
 static int add_count(void *arg, const char *rule, int64_t n) {
   return json_object_set_new(arg, rule, json_integer((json_int_t)n)) != 0;
+}
+
+/* Adds one command service's circuit breaker (seed 000) to a JSON array. */
+static int add_breaker(void *arg, const tb_breaker_t *b) {
+  int64_t now = tb_wall_us();
+  json_t *v = json_pack("{s:s,s:s,s:i,s:I,s:I,s:i,s:I,s:s}", "service", b->service, "state",
+                        b->open_until_us > now ? "open" : "closed", "failures", b->failures,
+                        "open_until_us", (json_int_t)b->open_until_us, "opened_us",
+                        (json_int_t)b->opened_us, "trips", b->trips, "held", (json_int_t)b->held,
+                        "last_error", b->last_error);
+  return v == NULL || json_array_append_new(arg, v) != 0;
 }
 
 static json_t *hist_json(const tb_hist_t *h) {
@@ -150,10 +162,36 @@ int tb_cmd_stats(int argc, char **argv) {
     json_object_foreach(esc, rule, v) printf(" %s=%lld", rule, (long long)json_integer_value(v));
     printf("%s\n", json_object_size(esc) == 0 ? " none" : "");
   }
+  /* Seed 000: each command service's circuit breaker, open or closed. */
+  json_t *breakers = json_array();
+  if (rc == TB_EXIT_OK && tb_store_breaker_list(cli.store, add_breaker, breakers) != TB_OK) {
+    fprintf(stderr, "%s: error: %s\n", cli.prog, tb_errdetail());
+    rc = TB_EXIT_FAIL;
+  }
+  if (rc == TB_EXIT_OK && !as_json) {
+    printf("circuit breakers:%s\n", json_array_size(breakers) == 0 ? " none" : "");
+    size_t i;
+    json_t *b;
+    json_array_foreach(breakers, i, b) {
+      char until[40];
+      tb_cli_fmt_time(json_integer_value(json_object_get(b, "open_until_us")), until,
+                      sizeof(until));
+      int open = strcmp(json_string_value(json_object_get(b, "state")), "open") == 0;
+      printf("  %s %s%s%s (trips %lld, held %lld, failures %lld)%s%s\n",
+             json_string_value(json_object_get(b, "service")), open ? "OPEN" : "closed",
+             open ? " until " : "", open ? until : "",
+             (long long)json_integer_value(json_object_get(b, "trips")),
+             (long long)json_integer_value(json_object_get(b, "held")),
+             (long long)json_integer_value(json_object_get(b, "failures")),
+             json_string_length(json_object_get(b, "last_error")) ? "; last: " : "",
+             json_string_value(json_object_get(b, "last_error")));
+    }
+  }
   if (rc == TB_EXIT_OK && as_json) {
-    json_t *root = json_pack("{s:o,s:o,s:b,s:s,s:I}", "tiers", tiers, "escalations", esc,
-                             "nats_reachable", have_nats, "db", cli.cfg.db_path,
-                             "repository_priority_inversions", (json_int_t)repo_inversions);
+    json_t *root =
+        json_pack("{s:o,s:o,s:b,s:s,s:I,s:O}", "tiers", tiers, "escalations", esc, "nats_reachable",
+                  have_nats, "db", cli.cfg.db_path, "repository_priority_inversions",
+                  (json_int_t)repo_inversions, "circuit_breakers", breakers);
     esc = NULL;
     json_dumpf(root, stdout, JSON_INDENT(2));
     putchar('\n');
@@ -162,6 +200,7 @@ int tb_cmd_stats(int argc, char **argv) {
     json_decref(tiers);
   }
   json_decref(esc);
+  json_decref(breakers);
   if (rc == TB_EXIT_OK && !as_json && !have_nats)
     printf("(NATS not reachable at %s: pending and in-flight unknown)\n", cli.cfg.nats_url);
   tb_cli_close(&cli);

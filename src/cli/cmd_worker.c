@@ -1,5 +1,6 @@
 /* `tierbus worker` and `tierbus init`, and the worker run loop shared with `tierbus dev`. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -91,53 +92,110 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
 
 static void worker_usage(FILE *out) {
   fprintf(out,
-          "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--domains a,b]\n"
-          "                      [--max-concurrent-workflows N] [--nats-url URL] [--db PATH]\n"
+          "usage: tierbus worker [--tiers critical,high,...] [--preset NAME] [--task-queue Q]\n"
+          "                      [--domains a,b | --domains a b] [--max-concurrent-workflows N]\n"
+          "                      [--max-concurrent-activities N] [--nats-url URL] [--db PATH]\n"
           "                      [--config FILE] [--log-level LEVEL]\n"
           "Consumes the given tiers and domains (default: all) from their shared durable\n"
           "consumers, one per (tier, domain). --preset names a config preset (tiers, domains,\n"
-          "max_concurrent_workflows) or any catalogue domain. Run as many workers as you like;\n"
-          "they share the work.\n"
+          "max_concurrent_workflows) or any catalogue domain. --task-queue Q (seed 004) is a\n"
+          "tier, in any case or as seed 000's queue (high-priority, default), or else a preset.\n"
+          "--max-concurrent-activities N caps the messages the worker holds at once, as\n"
+          "--max-concurrent-workflows does (activities run inside those messages); with both,\n"
+          "the smaller applies. Run as many workers as you like; they share the work.\n"
           "examples:\n"
           "  tierbus worker --data-dir var\n"
           "  tierbus worker --tiers critical,high --domains crm,enrichment\n"
+          "  tierbus worker --task-queue high-priority --max-concurrent-activities 8\n"
           "  tierbus worker --preset background --max-concurrent-workflows 4\n");
 }
 
 int tb_cmd_worker(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus worker", .create_db = 1};
-  const char *tiers = NULL, *preset = NULL, *domains = NULL, *max_cw = NULL;
+  const char *tiers = NULL, *preset = NULL, *domains = NULL, *max_cw = NULL, *queue = NULL;
+  const char *max_ca = NULL;
   static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
                                        {"tiers", required_argument, NULL, 't'},
                                        {"preset", required_argument, NULL, 'p'},
+                                       {"task-queue", required_argument, NULL, 'q'},
                                        {"domains", required_argument, NULL, 'D'},
                                        {"domain", required_argument, NULL, 'D'},
                                        {"max-concurrent-workflows", required_argument, NULL, 'M'},
+                                       {"max-concurrent-activities", required_argument, NULL, 'A'},
                                        {"help", no_argument, NULL, 'h'},
                                        {0}};
   int c;
-  while ((c = getopt_long(argc, argv, "t:p:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "t:p:q:h", opts, NULL)) != -1) {
     if (tb_cli_common_opt(&cli, c, optarg)) continue;
     if (c == 't')
       tiers = optarg;
     else if (c == 'p')
       preset = optarg;
+    else if (c == 'q')
+      queue = optarg;
     else if (c == 'D')
       domains = optarg;
     else if (c == 'M')
       max_cw = optarg;
+    else if (c == 'A')
+      max_ca = optarg;
     else if (c == 'h')
       return worker_usage(stdout), TB_EXIT_OK;
     else
       return worker_usage(stderr), TB_EXIT_USAGE;
   }
-  if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  /* Seed 004 writes `--domains a b`: the words after --domains (getopt moves every non-option
+   * to the end, in order) join its list. Without --domains a word is still a mistake. */
+  char domain_list[512];
+  if (optind < argc && domains == NULL)
+    return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
+  if (optind < argc) {
+    size_t off = (size_t)snprintf(domain_list, sizeof(domain_list), "%s", domains);
+    for (int i = optind; i < argc && off < sizeof(domain_list); i++)
+      off += (size_t)snprintf(domain_list + off, sizeof(domain_list) - off, ",%s", argv[i]);
+    if (off >= sizeof(domain_list)) return tb_cli_usage_error(&cli, "--domains: list too long");
+    domains = domain_list;
+  }
+  if (queue != NULL && (tiers != NULL || preset != NULL))
+    return tb_cli_usage_error(&cli, "give --task-queue, --tiers or --preset, not two of them");
   int rc = tb_cli_load(&cli);
   if (rc != TB_EXIT_OK) return rc;
+  if (queue != NULL) {
+    /* A task queue is a tier (any of its names), else a preset or a domain (as --preset). */
+    int ti = tb_config_tier_index(&cli.cfg, queue);
+    if (ti >= 0) {
+      tiers = cli.cfg.tiers[ti].name;
+    } else if (tb_config_preset(&cli.cfg, queue) != NULL ||
+               tb_config_domain_index(&cli.cfg, queue) >= 0) {
+      preset = queue;
+    } else {
+      char t[256], p[256], d[256];
+      tb_cli_config_names(&cli.cfg, TB_CLI_TIERS, t, sizeof(t));
+      tb_cli_config_names(&cli.cfg, TB_CLI_PRESETS, p, sizeof(p));
+      tb_cli_config_names(&cli.cfg, TB_CLI_DOMAINS, d, sizeof(d));
+      rc = tb_cli_usage_error(&cli,
+                              "--task-queue: unknown queue '%s' (tiers: %s, or <tier>-priority; "
+                              "presets: %s; domains: %s)",
+                              queue, t, p, d);
+      tb_cli_close(&cli);
+      return rc;
+    }
+  }
   tb_worker_scope_t scope;
   if (tb_cli_parse_scope(&cli, tiers, preset, domains, max_cw, &scope) < 0) {
     tb_cli_close(&cli);
     return TB_EXIT_USAGE;
+  }
+  if (max_ca != NULL) {
+    char *end = NULL;
+    long v = strtol(max_ca, &end, 10);
+    if (end == max_ca || *end != '\0' || v < 1 || v > 100000) {
+      rc = tb_cli_usage_error(
+          &cli, "--max-concurrent-activities must be an integer 1 to 100000 (got '%s')", max_ca);
+      tb_cli_close(&cli);
+      return rc;
+    }
+    if (scope.max_inflight == 0 || v < scope.max_inflight) scope.max_inflight = (int)v;
   }
   tb_cli_trap_signals();
   rc = tb_cli_connect(&cli);

@@ -169,7 +169,7 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
   printf("  tier:     %s", tier);
-  if (tb_config_workflow_tier(&cli->cfg, w->name, w->category) != NULL)
+  if (tb_wf_type_tier(&cli->cfg, w) != NULL)
     printf(" (config workflow_tiers%s%s)", w->category ? ", category " : "",
            w->category ? w->category : "");
   else if (w->tier == NULL || strcmp(w->tier, tier) != 0)
@@ -432,6 +432,18 @@ static int cmd_show(int argc, char **argv) {
            row.domain, row.status);
     printf("step        %d %s (attempt %d, %s)\ntier        %s\n", row.step,
            tb_wf_step_name(row.name, row.step), row.attempt, row.step_state, row.tier);
+    json_t *decision = NULL;
+    if (tb_wf_decision_view(cli.store, id, &decision) == TB_OK && json_is_object(decision)) {
+      /* Seed 000: which rule chose the starting tier, and the run's deadline. */
+      const char *req = json_string_value(json_object_get(decision, "requested_tier"));
+      char deadline[40] = "-";
+      json_t *dl = json_object_get(decision, "deadline_us");
+      if (json_is_integer(dl)) tb_cli_fmt_time(json_integer_value(dl), deadline, sizeof(deadline));
+      printf("tier rule   %s (requested %s, automatic %s)\ndeadline    %s\n",
+             json_string_value(json_object_get(decision, "rule")), req ? req : "-",
+             json_string_value(json_object_get(decision, "automatic_tier")), deadline);
+    }
+    json_decref(decision);
     printf("created     %s\nupdated     %s\nfinished    %s\n", created, updated, finished);
     if (row.correlation_id[0]) printf("correlation %s\n", row.correlation_id);
     if (row.cause_msg_id[0]) printf("cause       %s\n", row.cause_msg_id);

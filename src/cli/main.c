@@ -26,6 +26,7 @@ static const struct {
     {"priority", tb_cmd_priority, "repository priority: sync, show, inversions, set (seed 002)"},
     {"schedule", tb_cmd_schedule, "cron tasks: list, add, remove, enable, disable, run NAME"},
     {"dlq", tb_cmd_dlq, "dead letters: list, show, replay (applies once), purge --yes"},
+    {"activity", tb_cmd_activity, "the activity log: what happened to a key or a correlation id"},
     {"replay", tb_cmd_replay, "re-drive history from the streams through the handlers"},
     {"rebuild", tb_cmd_rebuild, "build an empty database from the log (--db NEW.db)"},
     {"db", tb_cmd_db, "database: checksum of the logical state, prune processed records"},

@@ -927,6 +927,20 @@ tb_status tb_codec_payload_to_json(const ProtobufCMessage *msg, json_t **out) {
   return message_to_json(&cx, msg, out);
 }
 
+tb_status tb_codec_payload_bytes_to_json(const tb_event_def_t *ev, const uint8_t *data, size_t len,
+                                         json_t **out) {
+  static const uint8_t empty[1] = {0};
+  if (!ev || !out || (!data && len > 0))
+    return tb__fail(TB_ERR_INVALID, "tb_codec_payload_bytes_to_json: NULL argument");
+  ProtobufCMessage *m = protobuf_c_message_unpack(ev->descriptor, NULL, len, len ? data : empty);
+  if (!m)
+    return tb__fail(TB_ERR_DECODE, "%s payload (%zu bytes) is not a valid %s", ev->name, len,
+                    ev->message);
+  tb_status s = tb_codec_payload_to_json(m, out);
+  protobuf_c_message_free_unpacked(m, NULL);
+  return s;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Wire format
  * ------------------------------------------------------------------------------------------- */

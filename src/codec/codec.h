@@ -29,6 +29,11 @@ tb_status tb_codec_payload_from_json(const tb_event_def_t *ev, json_t *obj, Prot
  * Caller frees with json_decref(). */
 tb_status tb_codec_payload_to_json(const ProtobufCMessage *msg, json_t **out);
 
+/* The same for a payload still packed: |data| (|len| bytes) as event |ev|'s message. TB_ERR_DECODE
+ * when the bytes are not one. */
+tb_status tb_codec_payload_bytes_to_json(const tb_event_def_t *ev, const uint8_t *data, size_t len,
+                                         json_t **out);
+
 /* Packs any message into a malloc'd buffer. Caller frees *buf with free(). */
 tb_status tb_codec_pack(const ProtobufCMessage *msg, uint8_t **buf, size_t *len);
 

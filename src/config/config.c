@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml.h>
@@ -404,6 +405,16 @@ static const opt_t scalar_opts[] = {
      .tier_ref = true,
      .def = "low",
      .help = "Tier of the sync jobs of a low priority repository (marked low, score 25)."},
+    {.name = "priority_sync_debounce",
+     .type = OPT_MS,
+     FIELD(tb_config_t, priority_sync_debounce_ms),
+     .min = 0,
+     .max = MS_H,
+     .def = "5s",
+     .help = "A repository added to a workspace also queues a full priority sync\n"
+             "(workspace/priorities.sync, reason workspace_add, seed 002), this long after the\n"
+             "first add of a burst: the adds until then share that one sync. 0s queues one per\n"
+             "add, at once."},
     {.name = "escalation_sweep",
      .type = OPT_MS,
      FIELD(tb_config_t, escalation_sweep_ms),
@@ -412,6 +423,42 @@ static const opt_t scalar_opts[] = {
      .def = "1m",
      .help = "How often each worker looks for workflow runs stuck past an escalation rule's\n"
              "'stuck' threshold (seed 000); 0s turns the sweeper off."},
+    {.name = "run_timeout",
+     .type = OPT_STRING,
+     FIELD(tb_config_t, run_timeout),
+     .min = 1,
+     .charset = CS_LOWER,
+     .charset_desc = "escalate, fail or off",
+     .def = "escalate",
+     .help = "What the sweeper does to a workflow run past its tier's timeout (seed 000: the\n"
+             "timeout bounds the whole run; time parked in a wait or a sleep is not counted):\n"
+             "escalate (one tier up with that tier's timeout, once; past that, fail), fail, or\n"
+             "off. Checked every escalation_sweep."},
+    {.name = "breaker_failures",
+     .type = OPT_INT,
+     FIELD(tb_config_t, breaker_failures),
+     .min = 0,
+     .max = 1000,
+     .def = "5",
+     .help = "Consecutive failures (a 5xx, 408 or 429 reply, or none before the step's timeout)\n"
+             "within breaker_window that open a command service's circuit breaker (seed 000):\n"
+             "its commands are then held, not failed, for breaker_cooldown. 0 turns it off."},
+    {.name = "breaker_window",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_window_ms),
+     .min = 1 * MS_S,
+     .max = 24 * MS_H,
+     .def = "1m",
+     .help =
+         "The window in which breaker_failures must fall; a failure after it starts a new count."},
+    {.name = "breaker_cooldown",
+     .type = OPT_MS,
+     FIELD(tb_config_t, breaker_cooldown_ms),
+     .min = 100,
+     .max = 24 * MS_H,
+     .def = "30s",
+     .help = "How long an open breaker holds its service's commands; then one goes through, and\n"
+             "its failure opens the breaker again at once."},
     {.name = "scheduler",
      .type = OPT_BOOL,
      FIELD(tb_config_t, scheduler),
@@ -476,6 +523,14 @@ static const opt_t tier_opts[] = {
      .charset_desc = CS_TIER_DESC,
      .required = true,
      .help = "used in subjects (tb.evt.<name>.>) and stream names"},
+    {.name = "task_queue",
+     .type = OPT_STRING,
+     FIELD(tb_tier_config_t, task_queue),
+     .min = 0,
+     .charset = CS_TIER,
+     .charset_desc = CS_TIER_DESC,
+     .def = "",
+     .help = "another name for it wherever a tier is accepted (seed 000's task queue)"},
     {.name = "timeout",
      .type = OPT_MS,
      FIELD(tb_tier_config_t, timeout_ms),
@@ -518,7 +573,7 @@ static const opt_t tier_opts[] = {
      .min = 1,
      .max = 100,
      .def = "5",
-     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7)"},
+     .help = "job priority number (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7), taken for the tier"},
     /* Retention of the tier's streams: what a replay or a rebuild can still read. The first
      * limit reached discards the oldest messages (JetStream limits retention). */
     {.name = "max_age",
@@ -602,8 +657,10 @@ static const opt_t rule_opts[] = {
 
 /* Seed 000's tables, in force while the file does not give workflow_tiers / escalation. */
 static const tb_workflow_tier_t builtin_workflow_tiers[] = {
-    {"customer-support", "high"}, {"lead-attention", "high"},         {"daily-stand-up", "normal"},
-    {"campaign-building", "low"}, {"daily-operations", "background"},
+    {"customer-support", "high"},       {"lead-attention", "high"},
+    {"email-sending", "high"}, /* seed 000: "Email/WhatsApp sending" is a high use case */
+    {"daily-stand-up", "normal"},       {"campaign-building", "low"},
+    {"daily-operations", "background"},
 };
 static const tb_esc_rule_t builtin_escalation[] = {
     {.name = "failed-retry-customer-facing",
@@ -978,7 +1035,7 @@ static size_t edit_distance(const char *a, const char *b) {
 /* Lines (1-based, 0 = unknown) of what the parser saw, so validation can point into the file. */
 typedef struct src_lines {
   int opt[N_SCALARS];
-  int section[5];
+  int section[8];
   int tier[TB_MAX_TIERS];
   int tier_field[TB_MAX_TIERS][N_TIER_OPTS];
   int event_tier[TB_MAX_EVENT_TIERS];
@@ -986,11 +1043,21 @@ typedef struct src_lines {
   int preset_tier[TB_MAX_PRESETS][TB_MAX_TIERS];
   int preset_domain[TB_MAX_PRESETS][TB_MAX_DOMAINS];
   int workflow_tier[TB_MAX_WORKFLOW_TIERS];
+  int priority_floor[TB_MAX_WORKFLOW_TIERS];
   int rule[TB_MAX_ESC_RULES];
   int rule_field[TB_MAX_ESC_RULES][N_RULE_OPTS];
 } src_lines;
 
-enum { SEC_TIERS, SEC_EVENT_TIERS, SEC_PRESETS, SEC_WORKFLOW_TIERS, SEC_ESCALATION };
+enum {
+  SEC_TIERS,
+  SEC_EVENT_TIERS,
+  SEC_PRESETS,
+  SEC_WORKFLOW_TIERS,
+  SEC_ESCALATION,
+  SEC_PRIORITY_FLOORS,
+  SEC_SERVICE_LIMITS,
+  SEC_JOB_TYPES
+};
 
 /* Fails with "FILE[:LINE]: KEY: message"; FILE is omitted for configs not read from a file. */
 static tb_status vfail(const tb_config_t *cfg, int line, const char *key, const char *fmt, ...)
@@ -1019,6 +1086,12 @@ static tb_status unknown_tier(const tb_config_t *cfg, int line, const char *key,
   char known[TB_MAX_TIERS * (TB_NAME_MAX + 2)];
   known_tiers(cfg, known, sizeof(known));
   return vfail(cfg, line, key, "unknown tier '%s' (tiers are %s)", name, known);
+}
+
+/* 1 when |name| is "<tier>-priority" in any case (seed 000's task queue names). */
+static int is_priority_queue(const char *tier, const char *name) {
+  size_t n = strlen(tier);
+  return strncasecmp(name, tier, n) == 0 && strcasecmp(name + n, "-priority") == 0;
 }
 
 static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
@@ -1053,11 +1126,44 @@ static tb_status validate_tiers(const tb_config_t *cfg, const src_lines *L) {
       return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
                    "%s is shorter than duplicate_window %s", age, win);
     }
+    /* Job priority numbers (seed 001) find their tier by this order (tb_config_job_priority_tier):
+     * a less urgent tier cannot carry a more urgent number. */
+    if (t > 0 && tier->job_priority < cfg->tiers[t - 1].job_priority) {
+      snprintf(key, sizeof(key), "tiers[%d].job_priority", t);
+      const opt_t *o = find_opt(tier_opts, N_TIER_OPTS, "job_priority");
+      return vfail(cfg, L ? L->tier_field[t][o - tier_opts] : 0, key,
+                   "%d is more urgent than tiers[%d] (%s, %d): tiers are in priority order, so "
+                   "job priorities must not decrease",
+                   tier->job_priority, t - 1, cfg->tiers[t - 1].name,
+                   cfg->tiers[t - 1].job_priority);
+    }
     for (int u = 0; u < t; u++) {
       if (strcmp(cfg->tiers[u].name, tier->name) != 0) continue;
       snprintf(key, sizeof(key), "tiers[%d].name", t);
       return vfail(cfg, L ? L->tier[t] : 0, key, "duplicate tier name '%s' (also tiers[%d])",
                    tier->name, u);
+    }
+    /* Every name a tier answers to must pick that tier alone, or an alias would silently
+     * route to whichever tier comes first. */
+    for (int u = 0; u < t; u++) {
+      const tb_tier_config_t *o = &cfg->tiers[u];
+      const char *clash = NULL, *field = "name";
+      if (strcasecmp(o->name, tier->name) == 0 || is_priority_queue(o->name, tier->name) ||
+          (o->task_queue[0] && strcasecmp(o->task_queue, tier->name) == 0))
+        clash = tier->name;
+      else if (tier->task_queue[0] && (strcasecmp(o->name, tier->task_queue) == 0 ||
+                                       is_priority_queue(o->name, tier->task_queue) ||
+                                       strcasecmp(o->task_queue, tier->task_queue) == 0))
+        clash = tier->task_queue, field = "task_queue";
+      else if (is_priority_queue(tier->name, o->name) ||
+               (o->task_queue[0] && is_priority_queue(tier->name, o->task_queue)))
+        clash = o->task_queue[0] && is_priority_queue(tier->name, o->task_queue) ? o->task_queue
+                                                                                 : o->name;
+      if (clash == NULL) continue;
+      snprintf(key, sizeof(key), "tiers[%d].%s", t, field);
+      const opt_t *f = find_opt(tier_opts, N_TIER_OPTS, field);
+      return vfail(cfg, L ? L->tier_field[t][f - tier_opts] : 0, key,
+                   "'%s' is already a name of tier '%s' (tiers[%d])", clash, o->name, u);
     }
   }
   return TB_OK;
@@ -1149,7 +1255,9 @@ static tb_status validate_presets(const tb_config_t *cfg, const src_lines *L) {
 
 /* Only a file's workflow_tiers are checked: the built-in table names seed 000's tiers, which a
  * deployment with other tiers does not have (tb_config_workflow_tier then ignores them). */
-static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+static tb_status validate_tier_map(const tb_config_t *cfg, const src_lines *L, const char *section,
+                                   int sec, const tb_workflow_tier_t *map, int n,
+                                   const int *lines) {
   static const opt_t wn = {.name = "workflow",
                            .type = OPT_STRING,
                            FIELD(tb_workflow_tier_t, workflow),
@@ -1157,23 +1265,30 @@ static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines
                            .charset = CS_EVENT,
                            .charset_desc = CS_EVENT_DESC};
   char key[KEY_MAX], msg[512];
-  if (cfg->n_workflow_tiers < -1 || cfg->n_workflow_tiers > TB_MAX_WORKFLOW_TIERS)
-    return vfail(cfg, L ? L->section[SEC_WORKFLOW_TIERS] : 0, "workflow_tiers",
-                 "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
-                 cfg->n_workflow_tiers);
-  for (int i = 0; i < cfg->n_workflow_tiers; i++) {
-    const tb_workflow_tier_t *w = &cfg->workflow_tiers[i];
-    int line = L ? L->workflow_tier[i] : 0;
+  if (n < -1 || n > TB_MAX_WORKFLOW_TIERS)
+    return vfail(cfg, L ? L->section[sec] : 0, section, "at most %d entries are allowed (got %d)",
+                 TB_MAX_WORKFLOW_TIERS, n);
+  for (int i = 0; i < n; i++) {
+    const tb_workflow_tier_t *w = &map[i];
+    int line = L ? lines[i] : 0;
     if (!check_string(&wn, w->workflow, msg, sizeof(msg)))
-      return vfail(cfg, line, "workflow_tiers", "workflow name %s", msg);
-    snprintf(key, sizeof(key), "workflow_tiers.%s", w->workflow);
+      return vfail(cfg, line, section, "workflow name %s", msg);
+    snprintf(key, sizeof(key), "%s.%s", section, w->workflow);
     if (memchr(w->tier, '\0', sizeof(w->tier)) == NULL || tb_config_tier_index(cfg, w->tier) < 0)
       return unknown_tier(cfg, line, key, memchr(w->tier, '\0', sizeof(w->tier)) ? w->tier : "?");
     for (int j = 0; j < i; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, w->workflow) == 0)
-        return vfail(cfg, line, key, "listed twice");
+      if (strcmp(map[j].workflow, w->workflow) == 0) return vfail(cfg, line, key, "listed twice");
   }
   return TB_OK;
+}
+
+static tb_status validate_workflow_tiers(const tb_config_t *cfg, const src_lines *L) {
+  tb_status s = validate_tier_map(cfg, L, "workflow_tiers", SEC_WORKFLOW_TIERS, cfg->workflow_tiers,
+                                  cfg->n_workflow_tiers, L ? L->workflow_tier : NULL);
+  if (s == TB_OK)
+    s = validate_tier_map(cfg, L, "priority_floors", SEC_PRIORITY_FLOORS, cfg->priority_floors,
+                          cfg->n_priority_floors, L ? L->priority_floor : NULL);
+  return s;
 }
 
 /* A file's escalation rules: fields in bounds, a known tier, a unique name, and at least one
@@ -1282,6 +1397,12 @@ static tb_status validate(const tb_config_t *cfg, const src_lines *L) {
     return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "snapshot_interval",
                  "must be 0s (no snapshots) or at least 1s (got %lld ms)",
                  (long long)cfg->snapshot_interval_ms);
+  }
+  if (strcmp(cfg->run_timeout, "escalate") != 0 && strcmp(cfg->run_timeout, "fail") != 0 &&
+      strcmp(cfg->run_timeout, "off") != 0) {
+    const opt_t *o = find_opt(scalar_opts, N_SCALARS, "run_timeout");
+    return vfail(cfg, L ? L->opt[o - scalar_opts] : 0, "run_timeout",
+                 "must be escalate, fail or off (got '%s')", cfg->run_timeout);
   }
   tb_status s = validate_tiers(cfg, L);
   /* A tier reference left at its default may name a tier this deployment renamed (users of it
@@ -1601,36 +1722,46 @@ static tb_status parse_presets(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
-static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
-  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "workflow_tiers");
+/* A mapping of workflow (name, alias or category) to tier: workflow_tiers, priority_floors. */
+static tb_status parse_tier_map(const parse_ctx *c, const yaml_node_t *n, const char *section,
+                                tb_workflow_tier_t *map, int *count, int *lines) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, section);
   if (s != TB_OK) return s;
-  tb_config_t *cfg = c->cfg;
-  memset(cfg->workflow_tiers, 0, sizeof(cfg->workflow_tiers));
-  cfg->n_workflow_tiers = 0;
+  memset(map, 0, sizeof(*map) * TB_MAX_WORKFLOW_TIERS);
+  *count = 0;
   int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
   for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
     yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
     const char *name, *tier;
-    if ((s = scalar_text(c, k, "workflow_tiers", &name)) != TB_OK) return s;
-    for (int j = 0; j < cfg->n_workflow_tiers; j++)
-      if (strcmp(cfg->workflow_tiers[j].workflow, name) == 0)
-        return perr(c, k, "workflow_tiers", "duplicate key '%s' (first at line %d)", name,
-                    c->lines->workflow_tier[j]);
-    if (cfg->n_workflow_tiers == TB_MAX_WORKFLOW_TIERS)
-      return perr(c, k, "workflow_tiers", "at most %d entries are allowed (got %d)",
-                  TB_MAX_WORKFLOW_TIERS, total);
+    if ((s = scalar_text(c, k, section, &name)) != TB_OK) return s;
+    for (int j = 0; j < *count; j++)
+      if (strcmp(map[j].workflow, name) == 0)
+        return perr(c, k, section, "duplicate key '%s' (first at line %d)", name, lines[j]);
+    if (*count == TB_MAX_WORKFLOW_TIERS)
+      return perr(c, k, section, "at most %d entries are allowed (got %d)", TB_MAX_WORKFLOW_TIERS,
+                  total);
     char key[KEY_MAX];
-    snprintf(key, sizeof(key), "workflow_tiers.%s", name);
-    tb_workflow_tier_t *w = &cfg->workflow_tiers[cfg->n_workflow_tiers];
-    if ((s = copy_name(c, k, "workflow_tiers", "workflow name", w->workflow, sizeof(w->workflow),
-                       name)) != TB_OK)
+    snprintf(key, sizeof(key), "%s.%s", section, name);
+    tb_workflow_tier_t *w = &map[*count];
+    if ((s = copy_name(c, k, section, "workflow name", w->workflow, sizeof(w->workflow), name)) !=
+        TB_OK)
       return s;
     if ((s = scalar_text(c, v, key, &tier)) != TB_OK) return s;
     if ((s = copy_name(c, v, key, "tier name", w->tier, sizeof(w->tier), tier)) != TB_OK) return s;
-    c->lines->workflow_tier[cfg->n_workflow_tiers++] = line_of(k);
+    lines[(*count)++] = line_of(k);
   }
   return TB_OK;
+}
+
+static tb_status parse_workflow_tiers(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "workflow_tiers", c->cfg->workflow_tiers, &c->cfg->n_workflow_tiers,
+                        c->lines->workflow_tier);
+}
+
+static tb_status parse_priority_floors(const parse_ctx *c, const yaml_node_t *n) {
+  return parse_tier_map(c, n, "priority_floors", c->cfg->priority_floors,
+                        &c->cfg->n_priority_floors, c->lines->priority_floor);
 }
 
 static tb_status parse_rule(const parse_ctx *c, int r, const yaml_node_t *n) {
@@ -1678,6 +1809,96 @@ static tb_status parse_escalation(const parse_ctx *c, const yaml_node_t *n) {
   return TB_OK;
 }
 
+/* service_concurrency: {SERVICE: LIMIT, ...}. A service name is a subject token (lowercase
+ * letters, digits, '_' or '-', as in tb.cmd.<service>.<action>); a limit is 1 to
+ * TB_SERVICE_LIMIT_MAX. Checked here, where the lines are known. */
+static tb_status parse_service_limits(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "service_concurrency");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->service_limits, 0, sizeof(cfg->service_limits));
+  cfg->n_service_limits = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *service, *text;
+    if ((s = scalar_text(c, k, "service_concurrency", &service)) != TB_OK) return s;
+    if (service[0] == '\0' || strspn(service, CS_LOWER CS_DIGITS "_-") != strlen(service))
+      return perr(c, k, "service_concurrency",
+                  "service name '%s' must be lowercase letters, digits, '_' or '-'", service);
+    for (int j = 0; j < cfg->n_service_limits; j++)
+      if (strcmp(cfg->service_limits[j].service, service) == 0)
+        return perr(c, k, "service_concurrency", "service '%s' is listed twice", service);
+    if (cfg->n_service_limits == TB_MAX_SERVICE_LIMITS)
+      return perr(c, k, "service_concurrency", "at most %d services are allowed (got %d)",
+                  TB_MAX_SERVICE_LIMITS, total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "service_concurrency.%s", service);
+    tb_service_limit_t *e = &cfg->service_limits[cfg->n_service_limits];
+    if ((s = copy_name(c, k, "service_concurrency", "service name", e->service, sizeof(e->service),
+                       service)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    char *end = NULL;
+    errno = 0;
+    long limit = strtol(text, &end, 10);
+    if (text[0] == '\0' || *end != '\0' || errno != 0 || limit < 1 || limit > TB_SERVICE_LIMIT_MAX)
+      return perr(c, v, key, "must be an integer between 1 and %d (got '%s')", TB_SERVICE_LIMIT_MAX,
+                  text);
+    e->limit = (int)limit;
+    cfg->n_service_limits++;
+  }
+  return TB_OK;
+}
+
+/* job_types: {TYPE: SERVICE.ACTION, ...}. TYPE is an event-like name (letters, digits, '_', '-',
+ * '/', '.'); SERVICE and ACTION are subject tokens (lowercase letters, digits, '_' or '-'), as in
+ * tb.cmd.<service>.<action>. Checked here, where the lines are known. */
+static tb_status parse_job_types(const parse_ctx *c, const yaml_node_t *n) {
+  tb_status s = expect_kind(c, n, YAML_MAPPING_NODE, "job_types");
+  if (s != TB_OK) return s;
+  tb_config_t *cfg = c->cfg;
+  memset(cfg->job_types, 0, sizeof(cfg->job_types));
+  cfg->n_job_types = 0;
+  int total = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+    yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+    const char *type, *text;
+    if ((s = scalar_text(c, k, "job_types", &type)) != TB_OK) return s;
+    if (type[0] == '\0' || strspn(type, CS_EVENT) != strlen(type))
+      return perr(c, k, "job_types", "job type '%s' must be letters, digits, '_', '-', '/' or '.'",
+                  type);
+    for (int j = 0; j < cfg->n_job_types; j++)
+      if (strcmp(cfg->job_types[j].type, type) == 0)
+        return perr(c, k, "job_types", "job type '%s' is listed twice", type);
+    if (cfg->n_job_types == TB_MAX_JOB_TYPES)
+      return perr(c, k, "job_types", "at most %d job types are allowed (got %d)", TB_MAX_JOB_TYPES,
+                  total);
+    char key[KEY_MAX];
+    snprintf(key, sizeof(key), "job_types.%s", type);
+    tb_job_type_t *e = &cfg->job_types[cfg->n_job_types];
+    if ((s = copy_name(c, k, "job_types", "job type", e->type, sizeof(e->type), type)) != TB_OK)
+      return s;
+    if ((s = scalar_text(c, v, key, &text)) != TB_OK) return s;
+    const char *dot = strchr(text, '.');
+    size_t n_service = dot ? (size_t)(dot - text) : 0;
+    static const char token[] = CS_LOWER CS_DIGITS "_-";
+    if (dot == NULL || n_service == 0 || dot[1] == '\0' || n_service >= sizeof(e->service) ||
+        strlen(dot + 1) >= sizeof(e->action) || strspn(text, token) != n_service ||
+        strspn(dot + 1, token) != strlen(dot + 1))
+      return perr(c, v, key,
+                  "must be SERVICE.ACTION, each 1 to %zu lowercase letters, digits, '_' or '-' "
+                  "(got '%s')",
+                  sizeof(e->service) - 1, text);
+    memcpy(e->service, text, n_service);
+    snprintf(e->action, sizeof(e->action), "%s", dot + 1);
+    cfg->n_job_types++;
+  }
+  return TB_OK;
+}
+
 static const struct section {
   const char *name;
   tb_status (*parse)(const parse_ctx *c, const yaml_node_t *n);
@@ -1687,6 +1908,9 @@ static const struct section {
     [SEC_PRESETS] = {"presets", parse_presets},
     [SEC_WORKFLOW_TIERS] = {"workflow_tiers", parse_workflow_tiers},
     [SEC_ESCALATION] = {"escalation", parse_escalation},
+    [SEC_PRIORITY_FLOORS] = {"priority_floors", parse_priority_floors},
+    [SEC_SERVICE_LIMITS] = {"service_concurrency", parse_service_limits},
+    [SEC_JOB_TYPES] = {"job_types", parse_job_types},
 };
 
 static tb_status parse_root(const parse_ctx *c, const yaml_node_t *root) {
@@ -1837,21 +2061,25 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value) {
     for (size_t i = 0; i < TB_COUNTOF(sections); i++)
       if (strcmp(sections[i].name, key) == 0)
         return tb__fail(TB_ERR_CONFIG, "%s: can only be set in the config file", key);
-    /* Name what --set accepts: the closest option first, then all of them (they fit the
-     * detail buffer; a longer list would be cut with "..."). */
+    /* Name what --set accepts: the closest option first, then all of them. They fit the
+     * detail buffer with room to grow; a list that ever outgrows it ends by saying where the
+     * whole one is, rather than stopping mid-name. */
     const char *best = NULL;
     size_t best_d = 3;
-    char names[720];
+    char names[1536];
     size_t off = 0;
     names[0] = '\0';
     for (size_t i = 0; i < N_SCALARS; i++) {
       size_t d = edit_distance(key, scalar_opts[i].name);
       if (d < best_d) best = scalar_opts[i].name, best_d = d;
-      if (off < sizeof(names) - 4)
+      size_t need = strlen(scalar_opts[i].name) + 2;
+      if (off + need < sizeof(names) - 40)
         off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s", i ? ", " : "",
                                 scalar_opts[i].name);
+      else if (off < sizeof(names) - 40)
+        off += (size_t)snprintf(names + off, sizeof(names) - off,
+                                ", ... (all: tierbus config example)");
     }
-    if (off >= sizeof(names) - 4) snprintf(names + sizeof(names) - 4, 4, "...");
     if (best)
       return tb__fail(TB_ERR_CONFIG, "unknown option '%s' (did you mean '%s'? options: %s)", key,
                       best, names);
@@ -1867,8 +2095,29 @@ tb_status tb_config_validate(const tb_config_t *cfg) {
 }
 
 int tb_config_tier_index(const tb_config_t *cfg, const char *name) {
+  if (name == NULL) return -1;
+  /* The exact name first: the hot path (every publish and start) costs one strcmp per tier. */
   for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
     if (strcmp(cfg->tiers[i].name, name) == 0) return i;
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++) {
+    const tb_tier_config_t *t = &cfg->tiers[i];
+    if (strcasecmp(t->name, name) == 0 || is_priority_queue(t->name, name) ||
+        (t->task_queue[0] != '\0' && strcasecmp(t->task_queue, name) == 0))
+      return i;
+  }
+  return tb_config_job_priority_tier(cfg, name);
+}
+
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text) {
+  /* Plain decimal only: "3", not "+3", " 3" or "03x". */
+  if (text == NULL || text[0] < '0' || text[0] > '9' || strlen(text) > 3 ||
+      strspn(text, CS_DIGITS) != strlen(text))
+    return -1;
+  int n = atoi(text);
+  /* Lower numbers are more urgent (seed 001, as BullMQ): the most urgent tier at or below the
+   * urgency asked for, so a number between two tiers' never gets more than it asked. */
+  for (int i = 0; i < cfg->n_tiers && i < TB_MAX_TIERS; i++)
+    if (cfg->tiers[i].job_priority >= n) return i;
   return -1;
 }
 
@@ -1894,9 +2143,25 @@ const char *tb_config_tier_ref(const tb_config_t *cfg, const char *name) {
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
 }
 
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type) {
+  for (int i = 0; type != NULL && i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++)
+    if (strcmp(cfg->job_types[i].type, type) == 0) return &cfg->job_types[i];
+  return NULL;
+}
+
+int tb_config_service_limit(const tb_config_t *cfg, const char *service) {
+  for (int i = 0; service != NULL && i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++)
+    if (strcmp(cfg->service_limits[i].service, service) == 0) return cfg->service_limits[i].limit;
+  return 0;
+}
+
 const char *tb_config_event_tier(const tb_config_t *cfg, const char *event) {
   for (int i = 0; i < cfg->n_event_tiers && i < TB_MAX_EVENT_TIERS; i++)
-    if (strcmp(cfg->event_tiers[i].event, event) == 0) return cfg->event_tiers[i].tier;
+    if (strcmp(cfg->event_tiers[i].event, event) == 0) {
+      /* Under the tier's own name, also when the file gave a job priority number. */
+      int t = tb_config_tier_index(cfg, cfg->event_tiers[i].tier);
+      return t >= 0 ? cfg->tiers[t].name : cfg->event_tiers[i].tier;
+    }
   return NULL;
 }
 
@@ -1940,12 +2205,23 @@ const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name,
   if (n > TB_MAX_WORKFLOW_TIERS) n = TB_MAX_WORKFLOW_TIERS;
   const char *by_category = NULL;
   for (int i = 0; i < n; i++) {
-    if (tb_config_tier_index(cfg, t[i].tier) < 0) continue;
-    if (name != NULL && strcmp(t[i].workflow, name) == 0) return t[i].tier;
+    int ti = tb_config_tier_index(cfg, t[i].tier);
+    if (ti < 0) continue;
+    /* The config's own name: an entry may use an alias ("high-priority") or a job priority
+     * number. */
+    if (name != NULL && strcmp(t[i].workflow, name) == 0) return cfg->tiers[ti].name;
     if (category != NULL && by_category == NULL && strcmp(t[i].workflow, category) == 0)
-      by_category = t[i].tier;
+      by_category = cfg->tiers[ti].name;
   }
   return by_category;
+}
+
+const char *tb_config_priority_floor(const tb_config_t *cfg, const char *name) {
+  for (int i = 0; name != NULL && i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    int ti = tb_config_tier_index(cfg, cfg->priority_floors[i].tier);
+    if (ti >= 0 && strcmp(cfg->priority_floors[i].workflow, name) == 0) return cfg->tiers[ti].name;
+  }
+  return NULL;
 }
 
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name) {
@@ -2086,8 +2362,9 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
         "# or by category; the workflow definition's own tier applies when neither is listed.\n",
         out);
   if (cfg->n_workflow_tiers < 0)
-    fputs("# Not set: the built-in seed 000 table applies (customer-support and lead-attention\n"
-          "# high, daily-stand-up normal, campaign-building low, daily-operations background).\n",
+    fputs("# Not set: the built-in seed 000 table applies (customer-support, lead-attention and\n"
+          "# email-sending high, daily-stand-up normal, campaign-building low, daily-operations\n"
+          "# background).\n",
           out);
   else
     fputs(cfg->n_workflow_tiers > 0 ? "workflow_tiers:\n" : "workflow_tiers: {}\n", out);
@@ -2096,6 +2373,19 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
     write_str(out, cfg->workflow_tiers[i].workflow);
     fputs(": ", out);
     write_str(out, cfg->workflow_tiers[i].tier);
+    fputc('\n', out);
+  }
+
+  fputs("\n# Floors under an explicit priority (seed 000): a caller's priority is honoured both\n"
+        "# ways, raising or lowering the automatic tier, except that a workflow (name, seed\n"
+        "# alias or category) listed here never runs below the tier given.\n",
+        out);
+  fputs(cfg->n_priority_floors > 0 ? "priority_floors:\n" : "priority_floors: {}\n", out);
+  for (int i = 0; i < cfg->n_priority_floors && i < TB_MAX_WORKFLOW_TIERS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->priority_floors[i].workflow);
+    fputs(": ", out);
+    write_str(out, cfg->priority_floors[i].tier);
     fputc('\n', out);
   }
 
@@ -2133,6 +2423,33 @@ void tb_config_write_example(const tb_config_t *cfg, FILE *out) {
       first = 0;
     }
     fputs("}\n", out);
+  }
+
+  fputs("\n# Seed 001's concurrency per queue: at most LIMIT commands of a service\n"
+        "# (tb.cmd.<service>.*) in flight at once across every worker process sharing the\n"
+        "# database; a command step past it is held (not failed) and tried again. A service not\n"
+        "# listed has no limit. At most ",
+        out);
+  fprintf(out, "%d services; a limit is an integer between 1 and %d.\n", TB_MAX_SERVICE_LIMITS,
+          TB_SERVICE_LIMIT_MAX);
+  fputs(cfg->n_service_limits > 0 ? "service_concurrency:\n" : "service_concurrency: {}\n", out);
+  for (int i = 0; i < cfg->n_service_limits && i < TB_MAX_SERVICE_LIMITS; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->service_limits[i].service);
+    fprintf(out, ": %d\n", cfg->service_limits[i].limit);
+  }
+
+  fputs("\n# Custom job types (seed 001's jobType) a scheduled task may name besides the built-in\n"
+        "# jobs and catalogue events: TYPE: SERVICE.ACTION. The task publishes a command to\n"
+        "# tb.cmd.<service>.<action> (stream TB_CMD) with its payload as the input, for the\n"
+        "# service that does the job; its reply is kept, not awaited. At most ",
+        out);
+  fprintf(out, "%d types.\n", TB_MAX_JOB_TYPES);
+  fputs(cfg->n_job_types > 0 ? "job_types:\n" : "job_types: {}\n", out);
+  for (int i = 0; i < cfg->n_job_types && i < TB_MAX_JOB_TYPES; i++) {
+    fputs("  ", out);
+    write_str(out, cfg->job_types[i].type);
+    fprintf(out, ": %s.%s\n", cfg->job_types[i].service, cfg->job_types[i].action);
   }
 
   fputs("\n# Worker presets: `tierbus worker --preset NAME` subscribes to these tiers.\n", out);

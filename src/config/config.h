@@ -18,6 +18,9 @@
 #define TB_URL_MAX 256
 #define TB_MAX_WORKFLOW_TIERS 64
 #define TB_MAX_ESC_RULES 16
+#define TB_MAX_SERVICE_LIMITS 16
+#define TB_SERVICE_LIMIT_MAX 10000
+#define TB_MAX_JOB_TYPES 32
 /* http_threads' default, and the HTTP server's when its caller gives none (tb_http_opts_t). */
 #define TB_HTTP_DEFAULT_THREADS 8
 
@@ -25,6 +28,9 @@
  * first. */
 typedef struct tb_tier_config {
   char name[TB_NAME_MAX];
+  /* Another name the tier answers to wherever a tier is accepted (seed 000's task queue:
+   * "default" for normal); "" = none. "<name>-priority" is always accepted too. */
+  char task_queue[TB_NAME_MAX];
   int64_t timeout_ms; /* handler time limit: past it the message's lease is not renewed */
   int concurrency;    /* max messages in flight per worker process */
   int max_deliver;    /* deliveries before the message goes to the dead-letter stream */
@@ -76,6 +82,22 @@ typedef struct tb_esc_rule {
   char tier[TB_NAME_MAX];
 } tb_esc_rule_t;
 
+/* Seed 001's per-queue concurrency: at most |limit| commands of |service| (tb.cmd.<service>.*)
+ * in flight at once across every worker process of the deployment (they share the database). */
+typedef struct tb_service_limit {
+  char service[TB_NAME_MAX];
+  int limit; /* 1 .. TB_SERVICE_LIMIT_MAX */
+} tb_service_limit_t;
+
+/* Seed 001's custom job types (`scheduler.addTask({jobType: 'MY_CUSTOM_JOB'})`): a scheduled task
+ * naming |type| publishes a tierbus.v1.Command to tb.cmd.<service>.<action>, for the service that
+ * does the job, with the task's payload as its input. */
+typedef struct tb_job_type {
+  char type[64];
+  char service[TB_NAME_MAX];
+  char action[TB_NAME_MAX];
+} tb_job_type_t;
+
 typedef struct tb_config {
   char nats_url[TB_URL_MAX];
   /* How every NATS connection authenticates (issue 11, the locked bus): at most one of
@@ -118,7 +140,17 @@ typedef struct tb_config {
   int workflow_steps_per_message;  /* most workflow steps one handled message runs on */
   /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
-  int64_t escalation_sweep_ms;     /* how often workers look for stuck runs; 0 = never */
+  int64_t priority_sync_debounce_ms; /* seed 002: a burst of workspace adds shares one sync */
+  int64_t escalation_sweep_ms;       /* how often workers look for stuck runs; 0 = never */
+  /* Seed 000: what the sweeper does to a run past its tier's timeout (the whole run, time parked
+   * in waits and sleeps not counted): "escalate" (one tier up, once, then fail), "fail", "off". */
+  char run_timeout[16];
+  /* Seed 000's circuit breaker per command service: after |failures| consecutive failures
+   * (5xx, 408, 429 or no reply) within |window|, the service's commands are held for
+   * |cooldown|, then sent again. 0 failures = off. */
+  int breaker_failures;
+  int64_t breaker_window_ms;
+  int64_t breaker_cooldown_ms;
   int scheduler;                   /* seed 001: 1 runs the cron scheduler in worker and dev */
   int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
   int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */
@@ -137,6 +169,14 @@ typedef struct tb_config {
   int n_workflow_tiers;
   tb_esc_rule_t escalation[TB_MAX_ESC_RULES];
   int n_escalation;
+  /* Seed 000: an explicit priority is honoured both ways, except that a workflow (by name,
+   * alias or category) listed here never runs below its tier when a caller names a lower one. */
+  tb_workflow_tier_t priority_floors[TB_MAX_WORKFLOW_TIERS];
+  int n_priority_floors;
+  tb_service_limit_t service_limits[TB_MAX_SERVICE_LIMITS]; /* service_concurrency: */
+  int n_service_limits;
+  tb_job_type_t job_types[TB_MAX_JOB_TYPES]; /* job_types: */
+  int n_job_types;
   char source_path[PATH_MAX]; /* file the config came from, for messages ("" = defaults) */
   /* The catalogue's domains, which partition every tier's subjects (tb.evt.<tier>.<domain>.>)
    * and its consumers. Not read from the file: set with tb_config_set_domains() once the
@@ -169,8 +209,18 @@ tb_status tb_config_set(tb_config_t *cfg, const char *key, const char *value);
  * tiers. TB_ERR_CONFIG with a detail naming the file and key. */
 tb_status tb_config_validate(const tb_config_t *cfg);
 
-/* Index of the tier named |name|, or -1. */
+/* Index of the tier named |name|, or -1. Seed 000's names are accepted too, in any case: the
+ * tier's name ("HIGH"), its task_queue ("default") and "<name>-priority" ("high-priority"); and
+ * a seed 001 job priority number (tb_config_job_priority_tier): a tier's own name wins over a
+ * number. Use cfg->tiers[i].name, never |name|, for anything stored or sent on. */
 int tb_config_tier_index(const tb_config_t *cfg, const char *name);
+
+/* Seed 001's JOB_PRIORITY numbers (CRITICAL 1, HIGH 3, NORMAL 5, LOW 7; lower is more urgent),
+ * read through the tiers' job_priority: |text| (plain decimal) goes to the most urgent tier whose
+ * job_priority is that number or larger, so 3 is the tier marked 3 and 2 goes there too, never
+ * to a more urgent tier than asked. -1 when |text| is not a number or is larger than every
+ * tier's. */
+int tb_config_job_priority_tier(const tb_config_t *cfg, const char *text);
 
 /* The AckWait of tier |t|'s consumers in ms: its redelivery_bound, else the config's. A worker
  * that dies holding a message releases it within this time, whatever the tier's timeout. */
@@ -206,6 +256,17 @@ const tb_esc_rule_t *tb_config_escalation(const tb_config_t *cfg, int *n);
  * file's, else the built-in seed 000 table): the name's entry, else the category's; NULL when
  * neither is listed or the tier is not configured. Borrowed. */
 const char *tb_config_workflow_tier(const tb_config_t *cfg, const char *name, const char *category);
+
+/* The floor priority_floors sets for workflow |name| (its name, alias or category: the caller
+ * asks once per name it has), or NULL. Borrowed; the config's own tier name. */
+const char *tb_config_priority_floor(const tb_config_t *cfg, const char *name);
+
+/* The concurrency limit of command service |service| (service_concurrency), or 0 when it has
+ * none. */
+int tb_config_service_limit(const tb_config_t *cfg, const char *service);
+
+/* The custom job type named |type| (job_types), or NULL. Borrowed from |cfg|. */
+const tb_job_type_t *tb_config_job_type(const tb_config_t *cfg, const char *type);
 
 /* Preset named |name|, or NULL. */
 const tb_preset_t *tb_config_preset(const tb_config_t *cfg, const char *name);

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char detail[1024];
+/* Room for a message that lists every accepted value (the config's options, the catalogue's
+ * events) besides what went wrong. */
+static _Thread_local char detail[2048];
 
 const char *tb_strerror(tb_status s) {
   switch (s) {

@@ -1,7 +1,7 @@
 /* The engine applies delivered messages: decode, dedupe by message id, run the catalogue's
- * handler in a savepoint of the batch transaction, record the dispatch, and decide each
- * message's fate (ack, nak with the tier's backoff, or dead-letter). The dispatcher decides what
- * runs when; the engine decides what a message does. */
+ * handler in the batch transaction (undone alone when it fails), record the dispatch, and decide
+ * each message's fate (ack, nak with the tier's backoff, or dead-letter). The dispatcher decides
+ * what runs when; the engine decides what a message does. */
 #ifndef TB_ENGINE_ENGINE_H
 #define TB_ENGINE_ENGINE_H
 
@@ -53,6 +53,10 @@ typedef struct tb_work {
   int64_t nak_delay_ms;
   int applied; /* 1 if this delivery changed state (not a duplicate or dead letter) */
   int forced;  /* replay --force: applied again although it was processed before */
+  /* Its copy was published to the dead-letter stream, as |dlq_seq|: a batch applied again within
+   * its transaction (engine.c, redo_carefully) does not publish it a second time. */
+  int dlq_copied;
+  uint64_t dlq_seq;
 } tb_work_t;
 
 typedef struct tb_engine tb_engine_t;

@@ -163,6 +163,7 @@ void tb__http_post_workflow_cancel(tb_http_t *h, const tb_http_req_t *req, tb_ht
 void tb__http_post_job_retry(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
 /* routes_dlq.c */
 void tb__http_get_dlq(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
+void tb__http_get_activity(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
 void tb__http_post_dlq_replay(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp);
 /* Replays dead letter |key| on |tier| (NULL = its own) into |resp|, under the store lock; shared
  * by POST /api/dlq/{id}/replay and POST /api/jobs/{id}/retry. |not_found| (NULL = the store's

@@ -13,6 +13,7 @@
 #include "core/hist.h"
 #include "core/status.h"
 #include "http/internal.h"
+#include "workflows/priority.h"
 #include "store/monitor.h"
 
 /* ---------------------------------------------------------------- figures */
@@ -104,8 +105,19 @@ static void post_events(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *
     return;
   }
   pr.source = "tierbus-http";
+  /* Seed 002: a repository's sync job without a priority goes by the repository's. */
+  tb_repo_route_t rt;
+  int routed = 0;
+  pthread_mutex_lock(&h->store_mu);
+  tb_status st = tb_repo_route_sync_job(h->o.store, h->o.cfg, &pr, &rt, &routed);
+  pthread_mutex_unlock(&h->store_mu);
+  if (st != TB_OK) {
+    tb__http_error(resp, 500, NULL, "repository priority lookup: %s", tb_errdetail());
+    json_decref(body);
+    return;
+  }
   tb_prepared_t p;
-  tb_status st = tb_publish_prepare(h->o.cfg, h->o.cat, &pr, &p);
+  st = tb_publish_prepare(h->o.cfg, h->o.cat, &pr, &p);
   if (st != TB_OK) {
     tb__http_error(resp, 400, st == TB_ERR_UNKNOWN_EVENT ? "type" : "payload", "%s: %s",
                    tb_err_name(st), tb_errdetail());
@@ -331,6 +343,7 @@ static const struct {
     {"POST", "/api/workflows/{}/cancel", tb__http_post_workflow_cancel},
     {"GET", "/api/dlq", tb__http_get_dlq},
     {"POST", "/api/dlq/{}/replay", tb__http_post_dlq_replay},
+    {"GET", "/api/activity", tb__http_get_activity},
     {"GET", "/api/repositories", tb__http_get_repositories},
     {"GET", "/api/repositories/{}", tb__http_get_repository},
     {"GET", "/api/priority/distribution", tb__http_get_distribution},

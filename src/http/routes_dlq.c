@@ -40,10 +40,12 @@ void tb__http_get_dlq(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *re
                    names);
     return;
   }
-  if (f.tier != NULL && tb_config_tier_index(h->o.cfg, f.tier) < 0) {
+  int ti = f.tier != NULL ? tb_config_tier_index(h->o.cfg, f.tier) : -1;
+  if (f.tier != NULL && ti < 0) {
     tb__http_error(resp, 400, "tier", "tier: unknown tier '%.64s'", f.tier);
     return;
   }
+  if (ti >= 0) f.tier = h->o.cfg->tiers[ti].name; /* an alias or a job priority number */
   if (since != NULL && tb_time_parse_us(since, tb_wall_us(), &f.since_us) != TB_OK) {
     tb__http_error(resp, 400, "since", "since: %s", tb_errdetail());
     return;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/activity.h"
 #include "api/dlq.h"
 #include "core/bgthread.h"
 #include "core/clock.h"
@@ -172,8 +173,8 @@ static tb_status mon_read(tb_http_t *h, int64_t since_us, int repos, mon_t *m) {
                             &m->outbox_oldest_us);
   if (s == TB_OK) s = tb_store_repo_inversions(st, 0, NULL, NULL, &m->repo_inversions, NULL);
   if (s == TB_OK && repos)
-    s = tb_store_mon_repo_jobs_ok(st, since_us, REPO_JOBS_SCAN, &m->ws_ok, &m->tracked_ok,
-                                  &m->repo_truncated);
+    s = tb_activity_repo_jobs_ok(st, since_us, REPO_JOBS_SCAN, &m->ws_ok, &m->tracked_ok,
+                                 &m->repo_truncated);
   if (s == TB_OK && repos)
     s = tb_dlq_repo_jobs_failed(st, h->o.cat, since_us, &m->ws_failed, &m->tracked_failed,
                                 &m->unknown_failed);

@@ -20,8 +20,11 @@
 /* ---------------------------------------------------------------- execute */
 
 /* POST /api/execute-workflow[-with-priority] in seed 000's shape:
- * {workflowType, args?, priority (with-priority only, required), expedite?, id?, context?:
- * {isCustomerFacing?, isFailedRetry?, hoursStuck?, businessImpact?}}. Publishes the run's
+ * {workflowType, args?, priority (with-priority only, required), expedite?, id?, taskQueue?,
+ * dryRun?, context?: {isCustomerFacing?, isFailedRetry?, hoursStuck?, businessImpact?}}.
+ * workflowType may be seed 000's camelCase name, priority and taskQueue seed 000's task queues
+ * in any case. With dryRun: 200 with the decision (tier, the rule that chose it, what was
+ * requested, what the rules alone give) and nothing published. Otherwise publishes the run's
  * execute-workflow event on the tier chosen for it and answers with the run id, the tier and the
  * rule that chose it: 201, or 200 with duplicate:true when that id was triggered already (no
  * second run starts). */
@@ -31,12 +34,15 @@ static void execute(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp
   if (body == NULL) return;
   tb_wf_trigger_t t = {.customer_facing = -1, .source = "tierbus-http"};
   json_t *args = NULL, *context = NULL;
+  int dry_run = 0;
   const tb_http_field_t fields[] = {
       {"workflowType", TB_F_STRING, 1, &t.workflow},
       {"args", TB_F_ARRAY_OR_OBJECT, 0, &args},
       {"expedite", TB_F_BOOL, 0, &t.expedite},
       {"id", TB_F_STRING, 0, &t.id},
       {"context", TB_F_OBJECT, 0, &context},
+      {"taskQueue", TB_F_STRING, 0, &t.queue},
+      {"dryRun", TB_F_BOOL, 0, &dry_run},
       {"priority", TB_F_STRING, 1, &t.priority}, /* last: left out without priority */
   };
   int n_fields = (int)(sizeof(fields) / sizeof(fields[0])) - (with_priority ? 0 : 1);
@@ -66,6 +72,26 @@ static void execute(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp
     tb__http_error(resp, 400, field, "%s", tb_errdetail());
     goto done;
   }
+  if (dry_run) {
+    /* Seed 000's "logging to track priority decisions", asked before anything runs: the same
+     * decision a real call makes (tb_wf_trigger_prepare), and nothing is published. */
+    const tb_esc_input_t *c = &res.context;
+    tb__http_json(
+        resp, 200,
+        json_pack(
+            "{s:b,s:s,s:s,s:s,s:s,s:o,s:s,s:{s:s,s:s},s:o,s:{s:b,s:o,s:b,s:b},s:s}", "dryRun", 1,
+            "runId", res.id, "workflowType", res.def->name, "tier", res.tier, "rule", res.rule,
+            "requestedTier", res.requested_tier ? json_string(res.requested_tier) : json_null(),
+            "automaticTier", res.automatic_tier, "assignment", "tier", res.base_tier, "rule",
+            res.assigned_by, "escalatedBy",
+            res.escalated_by ? json_string(res.escalated_by) : json_null(), "context",
+            "isCustomerFacing", c->customer_facing, "businessImpact",
+            c->business_impact && c->business_impact[0] ? json_string(c->business_impact)
+                                                        : json_null(),
+            "isFailedRetry", c->failed_retry, "expedite", c->expedite, "subject", msg.subject));
+    tb_prepared_free(&msg);
+    goto done;
+  }
   uint64_t seq = 0;
   int dup = 0;
   st = h->o.bus ? tb_publish_send(h->o.bus, &msg, &seq, &dup)
@@ -78,12 +104,17 @@ static void execute(tb_http_t *h, const tb_http_req_t *req, tb_http_resp_t *resp
     json_t *esc = res.escalated_by ? json_pack("{s:s,s:s,s:s}", "rule", res.escalated_by, "from",
                                                res.base_tier, "to", res.tier)
                                    : json_null();
-    tb__http_json(resp, dup ? 200 : 201,
-                  json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s},s:o,s:s,s:I,s:b,s:s}", "runId", res.id,
-                            "workflowType", res.def->name, "tier", res.tier, "rule", res.rule,
-                            "assignment", "tier", res.base_tier, "rule", res.assigned_by,
-                            "escalation", esc, "subject", msg.subject, "stream_seq",
-                            (json_int_t)seq, "duplicate", dup, "status_url", url));
+    json_t *answer =
+        json_pack("{s:s,s:s,s:s,s:s,s:{s:s,s:s},s:o,s:s,s:I,s:b,s:s}", "runId", res.id,
+                  "workflowType", res.def->name, "tier", res.tier, "rule", res.rule, "assignment",
+                  "tier", res.base_tier, "rule", res.assigned_by, "escalation", esc, "subject",
+                  msg.subject, "stream_seq", (json_int_t)seq, "duplicate", dup, "status_url", url);
+    if (answer != NULL) {
+      json_object_set_new(answer, "requestedTier",
+                          res.requested_tier ? json_string(res.requested_tier) : json_null());
+      json_object_set_new(answer, "automaticTier", json_string(res.automatic_tier));
+    }
+    tb__http_json(resp, dup ? 200 : 201, answer);
   }
   tb_prepared_free(&msg);
 done:

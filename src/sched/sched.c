@@ -19,6 +19,7 @@
 #include "core/util.h"
 #include "store/crm.h"
 #include "store/logstate.h"
+#include "tierbus/v1/command.pb-c.h"
 
 /* Returns |s| with the current detail prefixed by |prefix|. */
 static tb_status refail(tb_status s, const char *prefix) {
@@ -86,50 +87,94 @@ static tb_status payload_duration_us(const job_run_t *r, const char *field, cons
   return TB_OK;
 }
 
-/* <data_dir>/<payload.dir or |def|>; a dir that leaves data_dir (absolute, "..") is refused. */
-static tb_status job_dir(const job_run_t *r, const char *def, char *buf, size_t cap) {
-  const char *sub = payload_str(r, "dir", def);
+/* <data_dir>/<payload.<field> or |def|>; a dir that leaves data_dir (absolute, "..") is refused. */
+static tb_status job_dir_field(const job_run_t *r, const char *field, const char *def, char *buf,
+                               size_t cap) {
+  const char *sub = payload_str(r, field, def);
   if (sub[0] == '/' || strstr(sub, "..") != NULL)
-    return tb__fail(TB_ERR_INVALID, "%s: payload dir '%s' must be a path inside data_dir",
-                    r->task->job, sub);
+    return tb__fail(TB_ERR_INVALID, "%s: payload %s '%s' must be a path inside data_dir",
+                    r->task->job, field, sub);
   if ((size_t)snprintf(buf, cap, "%s/%s", r->ctx->cfg->data_dir, sub) >= cap)
-    return tb__fail(TB_ERR_INVALID, "%s: dir '%s' is too long", r->task->job, sub);
+    return tb__fail(TB_ERR_INVALID, "%s: %s '%s' is too long", r->task->job, field, sub);
   return TB_OK;
 }
 
-/* CLEANUP_FILES: removes the regular files in <data_dir>/<dir> (default "tmp") not modified for
- * payload.max_age (default 24h). A missing directory has nothing to clean. */
-static tb_status job_cleanup_files(job_run_t *r) {
-  char dir[2048];
-  int64_t max_age_us = 0;
-  tb_status s = job_dir(r, "tmp", dir, sizeof(dir));
-  if (s == TB_OK) s = payload_duration_us(r, "max_age", "24h", &max_age_us);
-  if (s != TB_OK) return s;
+static tb_status job_dir(const job_run_t *r, const char *def, char *buf, size_t cap) {
+  return job_dir_field(r, "dir", def, buf, cap);
+}
+
+/* What one cleanup walk removed and kept. */
+typedef struct sweep {
+  int64_t cutoff_s; /* files not modified since are removed */
+  int removed, kept, dirs;
+} sweep_t;
+
+/* Walks |dir| and its subdirectories (symbolic links are neither followed nor removed, so the
+ * walk never leaves the directory), removing the regular files not modified since the cutoff and
+ * the subdirectories that end up empty; |dir| itself stays. |depth| bounds the recursion. */
+static tb_status sweep_dir(const char *dir, sweep_t *sw, int depth) {
+  if (depth > 32) return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: nested more than 32 deep", dir);
   DIR *d = opendir(dir);
   if (d == NULL) {
-    if (errno != ENOENT) return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: %s", dir, strerror(errno));
-    snprintf(r->result, sizeof(r->result), "%.400s does not exist; nothing to remove", dir);
-    return TB_OK;
+    if (errno == ENOENT) return TB_OK;
+    return tb__fail(TB_ERR_IO, "CLEANUP_FILES: %s: %s", dir, strerror(errno));
   }
-  int64_t cutoff_s = (tb_wall_us() - max_age_us) / 1000000;
-  int removed = 0, kept = 0;
+  tb_status s = TB_OK;
   struct dirent *e;
   while (s == TB_OK && (e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
     char path[4096];
     struct stat sb;
-    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-    if (lstat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) continue;
-    if ((int64_t)sb.st_mtime >= cutoff_s) {
-      kept++;
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= sizeof(path)) {
+      s = tb__fail(TB_ERR_IO, "CLEANUP_FILES: path under %.200s is too long", dir);
+      break;
+    }
+    if (lstat(path, &sb) != 0) continue; /* gone meanwhile */
+    if (S_ISDIR(sb.st_mode)) {
+      s = sweep_dir(path, sw, depth + 1);
+      /* Only an emptied directory goes, and only an old one: a fresh one may be an upload that is
+       * being written. ENOTEMPTY/EEXIST: it still holds something, which is fine. */
+      if (s == TB_OK && (int64_t)sb.st_mtime < sw->cutoff_s && rmdir(path) == 0) sw->dirs++;
+    } else if (!S_ISREG(sb.st_mode)) {
+      continue;
+    } else if ((int64_t)sb.st_mtime >= sw->cutoff_s) {
+      sw->kept++;
     } else if (unlink(path) == 0 || errno == ENOENT) {
-      removed++;
+      sw->removed++;
     } else {
       s = tb__fail(TB_ERR_IO, "CLEANUP_FILES: remove %s: %s", path, strerror(errno));
     }
   }
   closedir(d);
-  snprintf(r->result, sizeof(r->result), "removed %d file%s from %.400s, kept %d newer", removed,
-           removed == 1 ? "" : "s", dir, kept);
+  return s;
+}
+
+/* CLEANUP_FILES: the seed's "temporary files and old uploads". Removes the regular files under
+ * <data_dir>/<dir> (default "tmp") not modified for payload.max_age (default 24h), and under
+ * <data_dir>/<uploads_dir> (default "uploads") not modified for payload.uploads_max_age (default
+ * 30d), walking subdirectories and removing those left empty. A missing directory has nothing to
+ * clean. */
+static tb_status job_cleanup_files(job_run_t *r) {
+  char dirs[2][2048];
+  int64_t ages_us[2] = {0, 0};
+  tb_status s = job_dir_field(r, "dir", "tmp", dirs[0], sizeof(dirs[0]));
+  if (s == TB_OK) s = payload_duration_us(r, "max_age", "24h", &ages_us[0]);
+  if (s == TB_OK) s = job_dir_field(r, "uploads_dir", "uploads", dirs[1], sizeof(dirs[1]));
+  if (s == TB_OK) s = payload_duration_us(r, "uploads_max_age", "30d", &ages_us[1]);
+  if (s != TB_OK) return s;
+  sweep_t sw[2];
+  int64_t now = tb_wall_us();
+  for (int i = 0; i < 2 && s == TB_OK; i++) {
+    sw[i] = (sweep_t){.cutoff_s = (now - ages_us[i]) / 1000000};
+    s = sweep_dir(dirs[i], &sw[i], 0);
+  }
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result),
+             "removed %d file%s from %.200s (kept %d newer), %d upload%s from %.200s (kept %d "
+             "newer), %d empty director%s",
+             sw[0].removed, sw[0].removed == 1 ? "" : "s", dirs[0], sw[0].kept, sw[1].removed,
+             sw[1].removed == 1 ? "" : "s", dirs[1], sw[1].kept, sw[0].dirs + sw[1].dirs,
+             sw[0].dirs + sw[1].dirs == 1 ? "y" : "ies");
   return s;
 }
 
@@ -211,23 +256,38 @@ static tb_status job_backup(job_run_t *r) {
 
 /* CLEANUP_OLD_JOBS: in tierbus a "job" is a workflow run (and a scheduled task's run): those that
  * finished more than payload.older_than (default 30d) ago are deleted with their history. The
- * processed-message records older than that go too, but never younger than the dedupe horizon
- * (tb_config_dedupe_horizon_ms): they are what makes a redelivery harmless. */
+ * logs go by the same age: the activity log, and the escalation records of runs no longer live.
+ * Dead-letter entries go after payload.dead_letters_older_than (default: older_than). The
+ * processed-message records and dead-letter entries are never pruned younger than the dedupe
+ * horizon (tb_config_dedupe_horizon_ms): they are what makes a redelivery harmless. */
 static tb_status job_cleanup_old_jobs(job_run_t *r) {
-  int64_t age_us = 0;
+  int64_t age_us = 0, dlq_age_us = 0;
   tb_status s = payload_duration_us(r, "older_than", "30d", &age_us);
-  int64_t wf = 0, runs = 0, records = 0, now = tb_wall_us();
+  if (s == TB_OK)
+    s = payload_duration_us(r, "dead_letters_older_than", payload_str(r, "older_than", "30d"),
+                            &dlq_age_us);
+  int64_t wf = 0, runs = 0, records = 0, activity = 0, dead = 0, escalations = 0, inbox = 0,
+          now = tb_wall_us();
   if (s == TB_OK) s = tb_store_purge_finished(r->ctx->store, now - age_us, &wf, &runs);
   int64_t horizon_us = tb_config_dedupe_horizon_ms(r->ctx->cfg) * 1000;
   if (s == TB_OK)
     s = tb_store_prune_processed(r->ctx->store, now - (age_us > horizon_us ? age_us : horizon_us),
                                  &records);
   if (s == TB_OK)
+    s = tb_store_purge_logs(r->ctx->store, now - age_us,
+                            now - (dlq_age_us > horizon_us ? dlq_age_us : horizon_us), &activity,
+                            &dead, &escalations, &inbox);
+  if (s == TB_OK)
     snprintf(r->result, sizeof(r->result),
-             "removed %lld finished workflow run%s, %lld scheduled run%s and %lld processed "
-             "record%s older than %s",
+             "removed %lld finished workflow run%s, %lld scheduled run%s, %lld processed "
+             "record%s, %lld activity log row%s, %lld escalation record%s and %lld unclaimed "
+             "inbox entr%s older than %s, and %lld dead letter%s older than %s",
              (long long)wf, wf == 1 ? "" : "s", (long long)runs, runs == 1 ? "" : "s",
-             (long long)records, records == 1 ? "" : "s", payload_str(r, "older_than", "30d"));
+             (long long)records, records == 1 ? "" : "s", (long long)activity,
+             activity == 1 ? "" : "s", (long long)escalations, escalations == 1 ? "" : "s",
+             (long long)inbox, inbox == 1 ? "y" : "ies", payload_str(r, "older_than", "30d"),
+             (long long)dead, dead == 1 ? "" : "s",
+             payload_str(r, "dead_letters_older_than", payload_str(r, "older_than", "30d")));
   return s;
 }
 
@@ -299,12 +359,82 @@ static tb_status job_reminders(job_run_t *r) {
   return s;
 }
 
-/* UPDATE_CLIENT_METRICS: the seed lists client engagement metrics as pending and defines none, so
- * there is nothing to compute yet; the task is disabled by default and says so when run. */
+/* UPDATE_CLIENT_METRICS: recomputes every client's engagement metrics (store/crm.h,
+ * crm_client_metrics): deliverables completed on time (by their due date) and late, open
+ * deliverables past due, the on-time share, and days since the client's last journey activity. */
 static tb_status job_client_metrics(job_run_t *r) {
-  return tb__fail(TB_ERR_NOT_IMPLEMENTED,
-                  "UPDATE_CLIENT_METRICS: client engagement metrics are not "
-                  "defined yet (seed 001 lists them as pending)");
+  int64_t clients = 0;
+  tb_status s = tb_store_crm_metrics_update(r->ctx->store, tb_wall_us(), &clients);
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result), "metrics of %lld client%s updated", (long long)clients,
+             clients == 1 ? "" : "s");
+  return s;
+}
+
+/* The programme month that starts at |slot_us| for a client activated at |activated_us|: the
+ * calendar months from the activation's month to the slot's. Activation schedules month 1 and the
+ * first month start after it generates it (client journey), so a client activated in January is
+ * in month 1 on February 1st and month 8 on September 1st. 0 in the month of activation (or for
+ * an activation after the slot). */
+static int programme_month(int64_t activated_us, int64_t slot_us) {
+  time_t a = (time_t)(activated_us / 1000000), n = (time_t)(slot_us / 1000000);
+  struct tm ta, tn;
+  gmtime_r(&a, &ta);
+  gmtime_r(&n, &tn);
+  int months = (tn.tm_year * 12 + tn.tm_mon) - (ta.tm_year * 12 + ta.tm_mon);
+  return months > 0 ? months : 0;
+}
+
+typedef struct transitions {
+  job_run_t *r;
+  char period[8]; /* the slot's calendar month, "YYYY-MM" */
+  int sent, not_started, finished;
+  tb_status s;
+} transitions_t;
+
+static int transition_one(void *arg, const char *client_id, int64_t activated_us) {
+  transitions_t *tr = arg;
+  int month = programme_month(activated_us, tr->r->slot_us);
+  if (month < 1) {
+    tr->not_started++;
+    return 0;
+  }
+  if (month > TB_CRM_MONTHS) {
+    tr->finished++;
+    return 0;
+  }
+  /* One id per (task, slot, client): a slot that runs again publishes nothing new. */
+  char id[TB_SCHED_NAME_MAX + TB_ID_MAX + 48];
+  snprintf(id, sizeof(id), "sched:%s:%lld:%s", tr->r->task->name, (long long)tr->r->slot_us,
+           client_id);
+  json_t *p = json_pack("{s:s, s:s, s:i, s:s}", "client_id", client_id, "user_id",
+                        "tierbus-scheduler", "month", month, "period", tr->period);
+  tr->s = p != NULL ? emit_event(tr->r->ctx, "MONTH_TRANSITION", NULL, id, p, 0)
+                    : tb__fail(TB_ERR_NOMEM, "MONTH_TRANSITIONS: payload");
+  json_decref(p);
+  if (tr->s == TB_OK) tr->sent++;
+  return tr->s != TB_OK;
+}
+
+/* MONTH_TRANSITIONS: seed 001's MONTH_TRANSITION ("start of calendar month") for every active
+ * client, with the programme month now starting (programme_month) and the period; clients in
+ * their month of activation or past month 8 get none. The client journey's crm.month-transition
+ * workflow generates the month's deliverable unless it already is. */
+static tb_status job_month_transitions(job_run_t *r) {
+  transitions_t tr = {.r = r};
+  time_t t = (time_t)(r->slot_us / 1000000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(tr.period, sizeof(tr.period), "%Y-%m", &tm);
+  tb_status s = tb_store_crm_clients_active(r->ctx->store, transition_one, &tr);
+  if (s == TB_OK) s = tr.s;
+  if (s == TB_OK)
+    snprintf(r->result, sizeof(r->result),
+             "%d MONTH_TRANSITION event%s published for %s; %d active client%s activated this "
+             "month, %d past month %d",
+             tr.sent, tr.sent == 1 ? "" : "s", tr.period, tr.not_started,
+             tr.not_started == 1 ? "" : "s", tr.finished, TB_CRM_MONTHS);
+  return s;
 }
 
 /* X(job type, function, payload fields it reads (durations marked ~), files: 1 when it acts on
@@ -313,17 +443,22 @@ static tb_status job_client_metrics(job_run_t *r) {
  * (`replay --force`, `rebuild`): the files are the live system's, and a rebuild must not delete
  * or back up anything again. */
 #define JOBS(X)                                                                                    \
-  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age", 1,                                         \
-    "remove files in <data_dir>/<dir> (default tmp) older than max_age (default 24h)")             \
+  X("CLEANUP_FILES", job_cleanup_files, "dir ~max_age uploads_dir ~uploads_max_age", 1,            \
+    "remove files under <data_dir>/<dir> (default tmp) older than max_age (24h) and under "        \
+    "<data_dir>/<uploads_dir> (uploads) older than uploads_max_age (30d), subdirectories too")     \
   X("BACKUP_DATABASE", job_backup, "dir", 1,                                                       \
     "online SQLite backup to <data_dir>/backups, keeping the newest backup_keep")                  \
-  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than", 0,                                    \
-    "delete workflow runs and scheduled runs finished more than older_than (30d) ago, and "        \
-    "processed records past it and the dedupe horizon")                                            \
+  X("CLEANUP_OLD_JOBS", job_cleanup_old_jobs, "~older_than ~dead_letters_older_than", 0,           \
+    "delete workflow runs and scheduled runs finished more than older_than (30d) ago, the "        \
+    "activity log and escalation records past it, dead letters past dead_letters_older_than, "     \
+    "and processed records past older_than and the dedupe horizon")                                \
   X("SEND_REMINDER_EMAILS", job_reminders, "", 0,                                                  \
     "publish DELIVERABLE_OVERDUE for every past-due deliverable (client journey)")                 \
   X("UPDATE_CLIENT_METRICS", job_client_metrics, "", 0,                                            \
-    "not defined yet (seed 001: metrics pending)")
+    "recompute every client's metrics: deliverables on time and late, overdue, days since the "    \
+    "last activity (table crm_client_metrics)")                                                    \
+  X("MONTH_TRANSITIONS", job_month_transitions, "", 0,                                             \
+    "publish MONTH_TRANSITION for every active client with its programme month (client journey)")
 
 static const struct {
   const char *job;
@@ -351,6 +486,76 @@ static int job_index(const char *job) {
 
 int tb_sched_is_job(const char *job) {
   return job_index(job) >= 0;
+}
+
+/* The built-in job types, comma-separated, into |buf|, for messages. */
+static const char *job_names(char *buf, size_t cap) {
+  size_t n = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < N_JOBS && n < cap; i++)
+    n += (size_t)snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", jobs[i].job);
+  return buf;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Default tasks
+ * --------------------------------------------------------------------------------------------- */
+
+/* Seed 001's default scheduled tasks (its table, with its schedules and descriptions), plus
+ * tierbus's: seed 002's 6-hourly priority sync and the monthly MONTH_TRANSITION. A new database
+ * gets them from its migrations (v8 and v16, which must agree with this table: test_schedule
+ * checks that a fresh database has exactly these); `schedule reset-defaults` puts them back. */
+static const struct default_task {
+  const char *name, *pattern, *job, *payload;
+  int enabled;
+  const char *tier, *description;
+  int catch_up_once;
+} default_tasks[] = {
+    {"cleanup-temp-files", "DAILY_AT_2AM", "CLEANUP_FILES", "{\"dir\":\"tmp\",\"max_age\":\"24h\"}",
+     1, "background", "Clean up temporary files and old uploads", 0},
+    {"database-backup", "DAILY_AT_MIDNIGHT", "BACKUP_DATABASE", "{}", 1, "low",
+     "Create automated database backup", 1},
+    {"cleanup-old-jobs", "WEEKLY_SUNDAY", "CLEANUP_OLD_JOBS", "{\"older_than\":\"30d\"}", 1,
+     "background", "Remove completed jobs older than 30 days", 1},
+    {"send-reminder-emails", "DAILY_AT_NOON", "SEND_REMINDER_EMAILS", "{}", 1, "normal",
+     "Send reminder emails for overdue deliverables", 1},
+    /* Disabled as in the seed: enable it with `schedule enable update-client-metrics`. */
+    {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "{}", 0, "low",
+     "Update client engagement metrics", 0},
+    {"workspace-priority-sync", "EVERY_6_HOURS", "workspace/priorities.sync", "{}", 1, "background",
+     "Full workspace repository priority sync (seed 002)", 1},
+    {"month-transition", "MONTHLY_FIRST", "MONTH_TRANSITIONS", "{}", 1, "normal",
+     "Publish MONTH_TRANSITION for every active client", 1},
+};
+
+int tb_sched_default_count(void) {
+  return (int)TB_COUNTOF(default_tasks);
+}
+
+void tb_sched_default(int i, tb_sched_task_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (i < 0 || i >= tb_sched_default_count()) return;
+  const struct default_task *d = &default_tasks[i];
+  snprintf(out->name, sizeof(out->name), "%s", d->name);
+  snprintf(out->pattern, sizeof(out->pattern), "%s", d->pattern);
+  snprintf(out->job, sizeof(out->job), "%s", d->job);
+  snprintf(out->payload, sizeof(out->payload), "%s", d->payload);
+  out->enabled = d->enabled;
+  snprintf(out->tier, sizeof(out->tier), "%s", d->tier);
+  snprintf(out->description, sizeof(out->description), "%s", d->description);
+  out->catch_up_once = d->catch_up_once;
+  snprintf(out->status, sizeof(out->status), "idle");
+}
+
+int tb_sched_same_definition(const tb_sched_task_t *a, const tb_sched_task_t *b) {
+  json_t *pa = json_loads(a->payload[0] ? a->payload : "{}", 0, NULL);
+  json_t *pb = json_loads(b->payload[0] ? b->payload : "{}", 0, NULL);
+  int same_payload = pa != NULL && pb != NULL && json_equal(pa, pb);
+  json_decref(pa);
+  json_decref(pb);
+  return same_payload && strcmp(a->pattern, b->pattern) == 0 && strcmp(a->job, b->job) == 0 &&
+         a->enabled == b->enabled && strcmp(a->tier, b->tier) == 0 &&
+         strcmp(a->description, b->description) == 0 && a->catch_up_once == b->catch_up_once;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -405,9 +610,11 @@ static tb_status check_job_payload(int j, json_t *payload) {
       snprintf(prefix, sizeof(prefix), "--payload: %s: %s: ", jobs[j].job, key);
       return refail(TB_ERR_JSON, prefix);
     }
-    if (strcmp(key, "dir") == 0 && (text[0] == '/' || strstr(text, "..") != NULL))
-      return tb__fail(TB_ERR_JSON, "--payload: %s: dir '%s' must be a path inside data_dir",
-                      jobs[j].job, text);
+    size_t klen = strlen(key);
+    int is_dir = klen >= 3 && strcmp(key + klen - 3, "dir") == 0; /* dir, uploads_dir */
+    if (is_dir && (text[0] == '/' || strstr(text, "..") != NULL))
+      return tb__fail(TB_ERR_JSON, "--payload: %s: %s '%s' must be a path inside data_dir",
+                      jobs[j].job, key, text);
   }
   return TB_OK;
 }
@@ -436,19 +643,21 @@ tb_status tb_sched_check(const tb_config_t *cfg, const tb_catalogue_t *cat,
   int j = job_index(t->job);
   if (j >= 0) {
     s = check_job_payload(j, payload);
+  } else if (tb_config_job_type(cfg, t->job) != NULL) {
+    /* A custom job type: its payload is the command's input, any JSON object. */
   } else {
     tb_publish_req_t req = {.event = t->job, .payload = payload, .tier = t->tier};
     tb_prepared_t p;
     s = tb_publish_prepare(cfg, cat, &req, &p);
     if (s == TB_OK)
       tb_prepared_free(&p);
-    else if (s == TB_ERR_UNKNOWN_EVENT)
+    else if (s == TB_ERR_UNKNOWN_EVENT) {
+      char names[256];
       s = tb__fail(s,
-                   "--event: '%s' is neither a built-in job (CLEANUP_FILES, BACKUP_DATABASE, "
-                   "CLEANUP_OLD_JOBS, SEND_REMINDER_EMAILS, UPDATE_CLIENT_METRICS) nor a catalogue "
-                   "event (tierbus events)",
-                   t->job);
-    else
+                   "--event: '%s' is neither a built-in job (%s), a job type of the config "
+                   "(job_types) nor a catalogue event (tierbus events)",
+                   t->job, job_names(names, sizeof(names)));
+    } else
       s = refail(s, "--payload: ");
   }
   json_decref(payload);
@@ -518,6 +727,35 @@ tb_status tb_sched_prepare(const tb_config_t *cfg, const tb_catalogue_t *cat,
  * Running a slot
  * --------------------------------------------------------------------------------------------- */
 
+/* A custom job type (config job_types): a tierbus.v1.Command to tb.cmd.<service>.<action>
+ * through the outbox, its input the task's payload. The command id (also its Nats-Msg-Id) is
+ * "sched:<task>:<slot_us>:job", so a slot run again sends no second command. No workflow waits
+ * for the reply: it goes to the workflow inbox unclaimed, where cleanup-old-jobs prunes it with
+ * the other unclaimed entries past older_than. */
+static tb_status emit_job_command(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
+                                  const tb_job_type_t *jt, int64_t slot_us, char *result,
+                                  size_t cap) {
+  char id[TB_SCHED_NAME_MAX + 48], subject[128];
+  snprintf(id, sizeof(id), "sched:%s:%lld:job", t->name, (long long)slot_us);
+  snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", jt->service, jt->action);
+  Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;
+  cmd.command_id = id;
+  cmd.step = (char *)t->job;
+  cmd.attempt = 1;
+  cmd.service = (char *)jt->service;
+  cmd.action = (char *)jt->action;
+  cmd.reply_tier = (char *)tb_sched_tier(ctx->cfg, t);
+  cmd.input_json = (char *)(t->payload[0] ? t->payload : "{}");
+  cmd.correlation_id = (char *)t->name;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  tb_status s = tb_codec_pack(&cmd.base, &buf, &len);
+  if (s == TB_OK) s = tb_handler_emit(ctx, subject, id, buf, len);
+  free(buf);
+  if (s == TB_OK) snprintf(result, cap, "sent %s to %s (command %s)", t->job, subject, id);
+  return s;
+}
+
 /* Runs the task's job, or publishes its event, inside the open transaction. */
 static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t, int64_t slot_us,
                           char *result, size_t cap) {
@@ -531,6 +769,8 @@ static tb_status run_task(const tb_handler_ctx_t *ctx, const tb_sched_task_t *t,
     job_run_t r = {.ctx = ctx, .task = t, .slot_us = slot_us, .payload = payload};
     s = jobs[j].fn(&r);
     snprintf(result, cap, "%s", r.result);
+  } else if (tb_config_job_type(ctx->cfg, t->job) != NULL) {
+    s = emit_job_command(ctx, t, tb_config_job_type(ctx->cfg, t->job), slot_us, result, cap);
   } else {
     char id[TB_SCHED_NAME_MAX + 48];
     snprintf(id, sizeof(id), "sched:%s:%lld:event", t->name, (long long)slot_us);

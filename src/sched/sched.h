@@ -23,6 +23,16 @@ void tb_sched_jobs(void (*fn)(void *arg, const char *job, const char *what), voi
 /* 1 when |job| is a built-in job type (BACKUP_DATABASE, ...). */
 int tb_sched_is_job(const char *job);
 
+/* The default tasks (seed 001's table, the seed 002 priority sync and month-transition): their
+ * count, and default |i| (0-based) written into |out| (status idle, no run yet; zeroed when |i| is
+ * out of range). */
+int tb_sched_default_count(void);
+void tb_sched_default(int i, tb_sched_task_t *out);
+
+/* 1 when tasks |a| and |b| have the same definition: pattern, job, payload (as JSON), enabled,
+ * tier, description and catch-up. Run state is not compared. */
+int tb_sched_same_definition(const tb_sched_task_t *a, const tb_sched_task_t *b);
+
 /* Checks a task before it is stored: the pattern parses, the job is built in or a catalogue event
  * whose payload encodes, the payload is a JSON object, the tier is a config tier. TB_ERR_INVALID
  * (pattern, tier, name), TB_ERR_JSON (payload) or TB_ERR_UNKNOWN_EVENT with a detail naming the

@@ -276,6 +276,50 @@ static int act_enrichment_submit(actx_t *a) {
   return 0;
 }
 
+/* sms.send (seed 004's shared send_sms): |to| in E.164 form ("+" and 8 to 15 digits) and a
+ * message of 1 to 1600 characters (ten concatenated SMS parts). */
+static int act_sms_send(actx_t *a) {
+  const char *to = get_string(a, a->in, "", "to", 0);
+  if (a->code) return -1;
+  size_t digits = strspn(to + 1, "0123456789");
+  if (to[0] != '+' || digits < 8 || digits > 15 || to[1 + digits] != '\0')
+    return reject(a, 400, "to: not an E.164 phone number (+ and 8 to 15 digits): '%s'", to);
+  const char *text = get_string(a, a->in, "", "message", 0);
+  if (a->code) return -1;
+  size_t len = strlen(text);
+  if (len > 1600) return reject(a, 400, "message: at most 1600 characters, got %zu", len);
+  char id[64];
+  make_id(id, sizeof(id), "sms", a->cmd->command_id);
+  set_str(a->result, "message_id", id);
+  json_object_set_new(a->result, "segments", json_integer((json_int_t)((len + 152) / 153)));
+  return 0;
+}
+
+/* analytics.update (seed 004's shared update_analytics): adds |value| (a number, default 1) to
+ * metric |metric|, with optional string |dimensions|. */
+static int act_analytics_update(actx_t *a) {
+  const char *metric = get_string(a, a->in, "", "metric", 0);
+  if (a->code) return -1;
+  json_t *v = json_object_get(a->in, "value");
+  if (v != NULL && !json_is_number(v))
+    return reject(a, 400, "value: expected a number, got %s", json_type_name(v));
+  json_t *dims = json_object_get(a->in, "dimensions");
+  if (dims != NULL && !json_is_object(dims))
+    return reject(a, 400, "dimensions: expected an object, got %s", json_type_name(dims));
+  const char *key;
+  json_t *d;
+  json_object_foreach(dims, key, d) {
+    if (!json_is_string(d))
+      return reject(a, 400, "dimensions.%s: expected a string, got %s", key, json_type_name(d));
+  }
+  char id[64];
+  make_id(id, sizeof(id), "anl", a->cmd->command_id);
+  set_str(a->result, "update_id", id);
+  set_str(a->result, "metric", metric);
+  json_object_set_new(a->result, "value", v ? json_deep_copy(v) : json_integer(1));
+  return 0;
+}
+
 static const struct {
   const char *name;
   int (*fn)(actx_t *a); /* 0, or -1 after reject() */
@@ -285,6 +329,8 @@ static const struct {
     {"ai.generate-deliverable", act_deliverable},
     {"pdf.generate", act_pdf},
     {"enrichment.submit", act_enrichment_submit},
+    {"sms.send", act_sms_send},
+    {"analytics.update", act_analytics_update},
 };
 #define N_ACTIONS TB_COUNTOF(actions)
 
@@ -381,6 +427,12 @@ tb_status tb_sim_answer(const tb_sim_opts_t *o, const Tierbus__V1__Command *cmd,
   char action[TB_SIM_ACTION_MAX * 2];
   snprintf(action, sizeof(action), "%s.%s", cmd->service ? cmd->service : "",
            cmd->action ? cmd->action : "");
+  /* Alerts (tb.cmd.alerts.raise) go to an operator's alerting service and expect no reply:
+   * answering one would leave a reply that resumes nothing. */
+  if (cmd->service != NULL && strcmp(cmd->service, "alerts") == 0) {
+    out->drop = 1;
+    return TB_OK;
+  }
   actx_t a = {.cmd = cmd, .action = action, .result = json_object()};
   if (a.result == NULL) return tb__fail(TB_ERR_NOMEM, "simulator answer");
 

@@ -327,3 +327,54 @@ tb_status tb_store_crm_deliverables_past_due(tb_store_t *st, int64_t now_us,
   tb__stmt_done(stmt);
   return s;
 }
+
+tb_status tb_store_crm_clients_active(
+    tb_store_t *st, int (*fn)(void *arg, const char *client_id, int64_t activated_us), void *arg) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_CRM_CLIENTS_ACTIVE);
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const char *id = (const char *)sqlite3_column_text(stmt, 0);
+    if (fn(arg, id ? id : "", sqlite3_column_int64(stmt, 1)) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "crm active clients");
+  tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_crm_metrics_update(tb_store_t *st, int64_t now_us, int64_t *clients) {
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_CRM_METRICS_UPDATE);
+  sqlite3_bind_int64(stmt, 1, now_us);
+  int changes = 0;
+  tb_status s = tb__exec_done(st, stmt, &changes, "crm metrics", "update");
+  if (s == TB_OK && clients != NULL) *clients = changes;
+  return s;
+}
+
+tb_status tb_store_crm_metrics_get(tb_store_t *st, const char *client_id, tb_crm_metrics_t *out,
+                                   int *found) {
+  memset(out, 0, sizeof(*out));
+  *found = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_CRM_METRICS_GET);
+  sqlite3_bind_text(stmt, 1, client_id, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  tb_status s = TB_OK;
+  if (rc == SQLITE_ROW) {
+    tb__col_copy(stmt, 0, out->client_id, sizeof(out->client_id));
+    out->deliverables_completed = sqlite3_column_int64(stmt, 1);
+    out->completed_on_time = sqlite3_column_int64(stmt, 2);
+    out->completed_late = sqlite3_column_int64(stmt, 3);
+    out->overdue_open = sqlite3_column_int64(stmt, 4);
+    out->on_time_rate = sqlite3_column_double(stmt, 5);
+    out->last_activity_us = sqlite3_column_int64(stmt, 6);
+    out->days_since_activity = sqlite3_column_int64(stmt, 7);
+    out->computed_us = sqlite3_column_int64(stmt, 8);
+    *found = 1;
+  } else if (rc != SQLITE_DONE) {
+    s = tb__store_fail(st->db, rc, "crm metrics of %s", client_id);
+  }
+  tb__stmt_done(stmt);
+  return s;
+}

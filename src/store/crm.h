@@ -133,4 +133,30 @@ tb_status tb_store_crm_deliverables_past_due(tb_store_t *st, int64_t now_us,
                                              int (*fn)(void *arg, const tb_crm_deliverable_t *d),
                                              void *arg);
 
+/* Calls |fn| with each active client's id (borrowed) and activation time (its creation time
+ * when it has none), oldest client first; a non-zero return stops the walk. For the scheduler's
+ * month-transition task. */
+tb_status tb_store_crm_clients_active(
+    tb_store_t *st, int (*fn)(void *arg, const char *client_id, int64_t activated_us), void *arg);
+
+/* A client's engagement metrics (UPDATE_CLIENT_METRICS, table crm_client_metrics), as of
+ * computed_us: deliverables completed, of those completed by their due date (on time) and after
+ * it (late), deliverables open past their due date (overdue_open), the on-time share of the
+ * completed ones (-1 when none is completed), the newest journey activity (0 = none) and whole
+ * days since it (-1 = no activity). */
+typedef struct tb_crm_metrics {
+  char client_id[TB_ID_MAX];
+  int64_t deliverables_completed, completed_on_time, completed_late, overdue_open;
+  double on_time_rate;
+  int64_t last_activity_us, days_since_activity, computed_us;
+} tb_crm_metrics_t;
+
+/* Recomputes every client's metrics as of |now_us| in one statement; *clients (may be NULL) gets
+ * the number of clients written. */
+tb_status tb_store_crm_metrics_update(tb_store_t *st, int64_t now_us, int64_t *clients);
+
+/* *found = 0 (and |out| zeroed) when the client has no metrics yet. */
+tb_status tb_store_crm_metrics_get(tb_store_t *st, const char *client_id, tb_crm_metrics_t *out,
+                                   int *found);
+
 #endif

@@ -16,6 +16,15 @@ typedef struct tb_wf_context {
   int customer_facing;
   char business_impact[16]; /* "" = unspecified */
   int retries;              /* `workflows retry` calls so far */
+  /* How the run's starting tier was decided (seed 000; migration "run tier decision"): the
+   * explicit tier a caller asked for ("" = none), the tier the rules alone gave, and the rule
+   * that chose the tier it started on. "" for runs started before. */
+  char requested_tier[32];
+  char automatic_tier[32];
+  char tier_rule[48];
+  /* The run's deadline: its start plus its tier's timeout (0 = none), past which the run-timeout
+   * rule acts; moved when the run changes tier. */
+  int64_t deadline_us;
 } tb_wf_context_t;
 
 /* Writes run |id|'s context once (a second put for the same run is a no-op). */
@@ -27,6 +36,48 @@ tb_status tb_store_wf_context_get(tb_store_t *st, const char *id, tb_wf_context_
 
 /* Counts one more retry of run |id| (creating its context when it has none). */
 tb_status tb_store_wf_context_retried(tb_store_t *st, const char *id);
+
+/* Moves run |id|'s deadline (see tb_wf_context_t) to |deadline_us| (0 = none). */
+tb_status tb_store_wf_set_deadline(tb_store_t *st, const char *id, int64_t deadline_us);
+
+/* Moves run |id|'s deadline later by |delta_us| (time it spent parked); no-op without one. */
+tb_status tb_store_wf_shift_deadline(tb_store_t *st, const char *id, int64_t delta_us);
+
+/* A run past its deadline. */
+typedef struct tb_wf_overdue {
+  char id[128];
+  char tier[32];
+  int64_t deadline_us;
+} tb_wf_overdue_t;
+
+/* Up to |limit| runs with status running whose deadline is at or before |now_us|, the most
+ * overdue first, into *out (caller frees with free()) and *n. Runs parked in a wait or a sleep
+ * are left out: that time does not count (tb_store_wf_shift_deadline). */
+tb_status tb_store_wf_overdue(tb_store_t *st, int64_t now_us, int limit, tb_wf_overdue_t **out,
+                              int *n);
+
+/* One command service's circuit breaker (seed 000; workflows/breaker.h decides). */
+typedef struct tb_breaker {
+  char service[64];
+  int failures;            /* consecutive failures since window_start_us */
+  int64_t window_start_us; /* when the count started */
+  int64_t open_until_us;   /* commands are held until then; 0 = closed */
+  int64_t opened_us;       /* when it last opened */
+  int trips;               /* times it opened */
+  int64_t held;            /* commands held so far */
+  char last_error[256];
+  int64_t updated_us;
+} tb_breaker_t;
+
+/* Reads |service|'s breaker into |out| (zeroed, service set, when there is none: *found = 0). */
+tb_status tb_store_breaker_get(tb_store_t *st, const char *service, tb_breaker_t *out, int *found);
+
+/* Writes |b| (insert or replace by service). */
+tb_status tb_store_breaker_put(tb_store_t *st, const tb_breaker_t *b);
+
+/* Calls |fn| for every breaker, by service; a non-zero return stops. */
+tb_status tb_store_breaker_list(tb_store_t *st, int (*fn)(void *arg, const tb_breaker_t *b),
+                                void *arg);
 
 /* Sets run |id|'s tier without touching updated_us: an escalation is not progress, so a run
  * raised by the sweeper stays stuck until a step really moves it. */

@@ -50,7 +50,7 @@
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT(msg_id) DO "       \
     "NOTHING")                                                                                     \
   X(ACTIVITY, "INSERT INTO activity_log(msg_id, event_type, tier, correlation_id, key, "           \
-              "payload_json, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)")                           \
+              "payload_json, payload, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")              \
   X(DEAD_LETTER,                                                                                   \
     "INSERT INTO dead_letters(msg_id, event_type, tier, stream, stream_seq, reason, at_us, "       \
     "class, "                                                                                      \
@@ -98,17 +98,18 @@
                        "WHERE workspace_id = ?1 AND repository_id = ?2")                           \
   X(WORKSPACE_COUNT, "SELECT count(*) FROM workspace_repositories WHERE repository_id = ?1")       \
   X(REPO_GET, "SELECT priority, priority_score, is_workspace_repo, workspace_count, "              \
-              "tracking_enabled, manual_override, marked_low "                                     \
+              "tracking_enabled, manual_override, marked_low, repository_name "                    \
               "FROM tracked_repositories WHERE repository_id = ?1")                                \
   X(REPO_PUT,                                                                                      \
     "INSERT INTO tracked_repositories(repository_id, priority, priority_score, "                   \
     "is_workspace_repo, workspace_count, tracking_enabled, manual_override, marked_low, "          \
-    "updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "                                      \
+    "updated_at, repository_name) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "                \
     "ON CONFLICT(repository_id) DO UPDATE SET priority = excluded.priority, "                      \
     "priority_score = excluded.priority_score, is_workspace_repo = excluded.is_workspace_repo, "   \
     "workspace_count = excluded.workspace_count, tracking_enabled = excluded.tracking_enabled, "   \
     "manual_override = excluded.manual_override, marked_low = excluded.marked_low, "               \
-    "updated_at = excluded.updated_at")                                                            \
+    "updated_at = excluded.updated_at, "                                                           \
+    "repository_name = coalesce(excluded.repository_name, repository_name)")                       \
   X(PRIORITY_AUDIT, "INSERT INTO priority_audit(repository_id, old_priority, new_priority, "       \
                     "reason, msg_id, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                       \
   X(REPO_AUDIT_LIST, "SELECT coalesce(old_priority, ''), new_priority, reason, "                   \
@@ -119,7 +120,7 @@
    * any). The workspace test is a primary-key probe of workspace_repositories per row. */         \
   X(REPO_LIST,                                                                                     \
     "SELECT repository_id, priority, priority_score, is_workspace_repo, workspace_count, "         \
-    "tracking_enabled, manual_override, marked_low FROM tracked_repositories t "                   \
+    "tracking_enabled, manual_override, marked_low, repository_name FROM tracked_repositories t "  \
     "WHERE repository_id > ?1 AND (?2 = '' OR priority = ?2) AND (?3 = '' OR EXISTS (SELECT 1 "    \
     "FROM workspace_repositories w WHERE w.workspace_id = ?3 AND "                                 \
     "w.repository_id = t.repository_id)) ORDER BY repository_id LIMIT ?4")                         \
@@ -246,6 +247,8 @@
                   "WHERE event = ?1 AND key = ?2 ORDER BY rowid LIMIT 1) "                         \
                   "RETURNING workflow_id, seq")                                                    \
   X(WF_WAIT_DROP, "DELETE FROM workflow_waits WHERE workflow_id = ?1 AND seq = ?2")                \
+  X(WF_WAIT_KEY_OF, "SELECT key FROM workflow_waits WHERE workflow_id = ?1 AND event = ?2 "        \
+                    "ORDER BY seq DESC LIMIT 1")                                                   \
   X(WF_WAIT_DROP_ALL, "DELETE FROM workflow_waits WHERE workflow_id = ?1")                         \
   X(WF_INBOX_ADD, "INSERT INTO workflow_inbox(event, key, msg_id, payload, code, workflow_id, "    \
                   "seq, at_us) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "                            \
@@ -360,9 +363,27 @@
   X(CRM_ACTIVITY_LIST, "SELECT id, client_id, kind, description, user_id, workflow_id, at_us "     \
                        "FROM crm_activity WHERE client_id = ?1 ORDER BY id")                       \
   X(WF_CTX_PUT, "INSERT INTO workflow_context(workflow_id, category, customer_facing, "            \
-                "business_impact) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(workflow_id) DO NOTHING")     \
-  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries "                      \
+                "business_impact, requested_tier, automatic_tier, tier_rule, deadline_us) "        \
+                "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(workflow_id) DO NOTHING")      \
+  X(WF_CTX_GET, "SELECT category, customer_facing, business_impact, retries, requested_tier, "     \
+                "automatic_tier, tier_rule, deadline_us "                                          \
                 "FROM workflow_context WHERE workflow_id = ?1")                                    \
+  X(WF_CTX_DEADLINE, "UPDATE workflow_context SET deadline_us = ?2 WHERE workflow_id = ?1")        \
+  X(BREAKER_GET, "SELECT failures, window_start_us, open_until_us, opened_us, trips, held, "       \
+                 "last_error, updated_us FROM circuit_breakers WHERE service = ?1")                \
+  X(BREAKER_PUT, "INSERT INTO circuit_breakers(service, failures, window_start_us, "               \
+                 "open_until_us, opened_us, trips, held, last_error, updated_us) "                 \
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(service) DO UPDATE SET "  \
+                 "failures = ?2, window_start_us = ?3, open_until_us = ?4, opened_us = ?5, "       \
+                 "trips = ?6, held = ?7, last_error = ?8, updated_us = ?9")                        \
+  X(BREAKER_LIST, "SELECT service, failures, window_start_us, open_until_us, opened_us, trips, "   \
+                  "held, last_error, updated_us FROM circuit_breakers ORDER BY service")           \
+  X(WF_CTX_DEADLINE_SHIFT, "UPDATE workflow_context SET deadline_us = deadline_us + ?2 "           \
+                           "WHERE workflow_id = ?1 AND deadline_us IS NOT NULL")                   \
+  X(WF_OVERDUE, "SELECT w.id, w.tier, c.deadline_us FROM workflow_context c "                      \
+                "JOIN workflows w ON w.id = c.workflow_id "                                        \
+                "WHERE c.deadline_us IS NOT NULL AND c.deadline_us <= ?1 "                         \
+                "AND w.status = 'running' ORDER BY c.deadline_us LIMIT ?2")                        \
   X(WF_CTX_RETRIED, "INSERT INTO workflow_context(workflow_id, retries) VALUES(?1, 1) "            \
                     "ON CONFLICT(workflow_id) DO UPDATE SET retries = retries + 1")                \
   X(WF_SET_TIER, "UPDATE workflows SET tier = ?2 WHERE id = ?1")                                   \
@@ -406,6 +427,66 @@
                     "last_run_us = ?5, updated_us = ?5 WHERE name = ?1")                           \
   X(SCHED_RUN_GET, "SELECT trigger, attempts, status, result, error, started_us, finished_us "     \
                    "FROM sched_runs WHERE task = ?1 AND slot_us = ?2")                             \
+  /* crm.c: the active clients the month-transition task publishes for, oldest first. */           \
+  X(CRM_CLIENTS_ACTIVE, "SELECT client_id, coalesce(activated_us, created_us) FROM crm_clients "   \
+                        "WHERE status = 'active' ORDER BY created_us, client_id")                  \
+  /* crm.c: UPDATE_CLIENT_METRICS, for every client, as of ?1. */                                  \
+  X(CRM_METRICS_UPDATE,                                                                            \
+    "INSERT INTO crm_client_metrics(client_id, deliverables_completed, completed_on_time, "        \
+    "completed_late, overdue_open, on_time_rate, last_activity_us, days_since_activity, "          \
+    "computed_us) SELECT m.client_id, m.done, m.on_time, m.done - m.on_time, m.overdue, "          \
+    "CASE WHEN m.done > 0 THEN CAST(m.on_time AS REAL) / m.done END, m.last, "                     \
+    "CASE WHEN m.last IS NOT NULL THEN (?1 - m.last) / 86400000000 END, ?1 FROM (SELECT "          \
+    "c.client_id AS client_id, (SELECT count(*) FROM crm_deliverables d WHERE d.client_id = "      \
+    "c.client_id AND d.status = 'completed') AS done, (SELECT count(*) FROM crm_deliverables d "   \
+    "WHERE d.client_id = c.client_id AND d.status = 'completed' AND d.completed_us <= d.due_us) "  \
+    "AS on_time, (SELECT count(*) FROM crm_deliverables d WHERE d.client_id = c.client_id AND "    \
+    "d.status <> 'completed' AND d.due_us < ?1) AS overdue, (SELECT max(a.at_us) FROM "            \
+    "crm_activity a WHERE a.client_id = c.client_id) AS last FROM crm_clients c) AS m WHERE true " \
+    "ON CONFLICT(client_id) DO UPDATE SET deliverables_completed = "                               \
+    "excluded.deliverables_completed, "                                                            \
+    "completed_on_time = excluded.completed_on_time, completed_late = excluded.completed_late, "   \
+    "overdue_open = excluded.overdue_open, on_time_rate = excluded.on_time_rate, "                 \
+    "last_activity_us = excluded.last_activity_us, days_since_activity = "                         \
+    "excluded.days_since_activity, computed_us = excluded.computed_us")                            \
+  X(CRM_METRICS_GET, "SELECT client_id, deliverables_completed, completed_on_time, "               \
+                     "completed_late, overdue_open, coalesce(on_time_rate, -1), "                  \
+                     "coalesce(last_activity_us, 0), coalesce(days_since_activity, -1), "          \
+                     "computed_us FROM crm_client_metrics WHERE client_id = ?1")                   \
+  /* sched.c: cleanup-old-jobs' logs. The activity log and dead letters by age; escalations by     \
+   * age, only of runs that are finished or gone (a live run's rows keep its sweeper thresholds    \
+   * from firing twice). */                                                                        \
+  X(PURGE_ACTIVITY, "DELETE FROM activity_log WHERE at_us < ?1")                                   \
+  X(PURGE_DEAD_LETTERS, "DELETE FROM dead_letters WHERE at_us < ?1")                               \
+  X(PURGE_INBOX_UNCLAIMED, "DELETE FROM workflow_inbox WHERE workflow_id IS NULL AND at_us < ?1")  \
+  X(PURGE_ESCALATIONS,                                                                             \
+    "DELETE FROM workflow_escalations WHERE at_us < ?1 AND workflow_id NOT IN (SELECT id FROM "    \
+    "workflows WHERE status IN ('running', 'waiting', 'sleeping'))")                               \
+  /* sched.c: `schedule reset-defaults` puts a default task back as the seed defines it. */        \
+  X(SCHED_RESET,                                                                                   \
+    "UPDATE sched_tasks SET pattern = ?2, job = ?3, payload = ?4, enabled = ?5, "                  \
+    "tier = ?6, description = ?7, catch_up = ?8, status = 'idle', failure_count = 0, "             \
+    "last_error = NULL, last_slot_us = max(last_slot_us, ?9), updated_us = ?9 "                    \
+    "WHERE name = ?1")                                                                             \
+  /* slots.c: seed 001's per-service concurrency (service_slots). Holders (waiting 0) count        \
+   * against the limit; waiters (waiting 1) queue by acquired_us, the time they first waited. */   \
+  X(SLOT_EXPIRE, "DELETE FROM service_slots WHERE service = ?1 AND expires_us <= ?2")              \
+  X(SLOT_MINE, "SELECT waiting, acquired_us FROM service_slots WHERE workflow_id = ?1 AND "        \
+               "step = ?2")                                                                        \
+  X(SLOT_COUNT, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 0 AND NOT "   \
+                "(workflow_id = ?2 AND step = ?3)")                                                \
+  X(SLOT_AHEAD, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 1 AND "       \
+                "acquired_us < ?2 AND NOT (workflow_id = ?3 AND step = ?4)")                       \
+  X(SLOT_TAKE,                                                                                     \
+    "INSERT INTO service_slots(service, workflow_id, step, command_id, acquired_us, "              \
+    "expires_us, waiting) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(workflow_id, "            \
+    "step) DO UPDATE SET service = excluded.service, command_id = excluded.command_id, "           \
+    "acquired_us = CASE WHEN waiting = 1 AND excluded.waiting = 1 THEN acquired_us "               \
+    "ELSE excluded.acquired_us END, expires_us = excluded.expires_us, "                            \
+    "waiting = excluded.waiting")                                                                  \
+  X(SLOT_RELEASE, "DELETE FROM service_slots WHERE workflow_id = ?1 AND (?2 = '' OR step = ?2)")   \
+  X(SLOT_IN_USE, "SELECT count(*) FROM service_slots WHERE service = ?1 AND waiting = 0 AND "      \
+                 "expires_us > ?2")                                                                \
   X(SCHED_PURGE_RUNS, "DELETE FROM sched_runs WHERE status IN ('ok', 'failed') "                   \
                       "AND finished_us < ?1")                                                      \
   X(PURGE_WF_HISTORY, "DELETE FROM workflow_history WHERE workflow_id IN (" TB__FINISHED_WF ")")   \
@@ -440,14 +521,8 @@
   X(MON_DELAYED, "SELECT CASE WHEN substr(subject, 1, 7) = 'tb.evt.' THEN substr(subject, 8, "     \
                  "instr(substr(subject, 8), '.') - 1) ELSE '' END, '', count(*) FROM outbox "      \
                  "WHERE next_attempt_us > ?1 GROUP BY 1")                                          \
-  /* Seed 002's repository jobs that applied, by the payload's is_workspace_repo, among the last   \
-   * ?2 activity rows (a bound on the scan: the log has no index on event type) since ?1. */       \
-  X(MON_REPO_JOBS_OK,                                                                              \
-    "SELECT coalesce(json_extract(payload_json, '$.metadata.is_workspace_repo'), 0), count(*) "    \
-    "FROM activity_log WHERE id > (SELECT coalesce(max(id), 0) FROM activity_log) - ?2 "           \
-    "AND event_type = 'capture/repository.sync' AND at_us >= ?1 GROUP BY 1")                       \
-  /* The newest activity row outside that bound: when it is inside the window, the window was      \
-   * not read whole. */                                                                            \
+  /* The newest activity row outside a scan of the last ?1 rows: when it is inside the monitor's   \
+   * window, the window was not read whole. */                                                     \
   X(MON_ACTIVITY_UNSCANNED,                                                                        \
     "SELECT at_us FROM activity_log WHERE id <= (SELECT coalesce(max(id), "                        \
     "0) FROM activity_log) - ?1 ORDER BY id DESC LIMIT 1")

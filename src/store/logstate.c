@@ -32,7 +32,7 @@ static const tb_checksum_table_t tables[] = {
      "repository_id, priority, priority_score, is_workspace_repo, workspace_count, "
      "tracking_enabled, manual_override, marked_low",
      NULL, "updated_at"},
-    {"activity_log", "msg_id, event_type, tier, correlation_id, key, payload_json", NULL,
+    {"activity_log", "msg_id, event_type, tier, correlation_id, key, payload_json, payload", NULL,
      "id, at_us"},
     {"workflows",
      "id, name, domain, tier, status, step, step_state, attempt, seq, data, error, "

@@ -590,6 +590,85 @@ static const char v15_checks_without_ephemeral_tables[] =
     "CREATE INDEX workflows_status ON workflows(status, updated_us);"
     "CREATE INDEX workflows_name ON workflows(name, created_us);";
 
+/* v16 (issue 9): the activity handler rendered every event's payload as JSON text for the activity
+ * log, 14% of the executor's time in the throughput bench, for a trail that is read rarely. It now
+ * stores the payload's protobuf bytes as published (no encode at all: the envelope's own bytes);
+ * readers render them with the catalogue (`tierbus activity`). payload_json stays for the rows
+ * that already carry JSON (workflow triggers and resumes render it for their own use anyway, and
+ * rows written before v16). */
+static const char v16_activity_payload_bytes[] =
+    "ALTER TABLE activity_log ADD COLUMN payload BLOB;";
+
+/* v17 (issue 12, seed 000): how a run's starting tier was decided (an explicit
+ * priority is honoured both ways, so the rule that chose it is kept with the run), and the run's
+ * deadline from its tier's timeout, which bounds the whole run. */
+static const char v17_run_tier_decision_and_deadline[] =
+    "ALTER TABLE workflow_context ADD COLUMN requested_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN automatic_tier TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN tier_rule TEXT;"
+    "ALTER TABLE workflow_context ADD COLUMN deadline_us INTEGER;"
+    "CREATE INDEX workflow_context_deadline ON workflow_context(deadline_us)"
+    "  WHERE deadline_us IS NOT NULL;";
+
+/* v18 (issue 12, seed 000): a circuit breaker per command service, shared by
+ * every worker of the deployment. |failures| counts consecutive failures since window_start_us;
+ * the service's commands are held while open_until_us is ahead. */
+static const char v18_command_circuit_breakers[] =
+    "CREATE TABLE circuit_breakers("
+    "  service TEXT PRIMARY KEY CHECK(service <> ''),"
+    "  failures INTEGER NOT NULL DEFAULT 0 CHECK(failures >= 0),"
+    "  window_start_us INTEGER NOT NULL DEFAULT 0,"
+    "  open_until_us INTEGER NOT NULL DEFAULT 0,"
+    "  opened_us INTEGER NOT NULL DEFAULT 0,"
+    "  trips INTEGER NOT NULL DEFAULT 0 CHECK(trips >= 0),"
+    "  held INTEGER NOT NULL DEFAULT 0 CHECK(held >= 0),"
+    "  last_error TEXT,"
+    "  updated_us INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;";
+
+/* v19 (issue 12, seeds 001 and 002):
+ * - seed 001's per-queue concurrency as rows: a command in flight holds its service's slot from
+ *   the moment it is published until its reply or timeout is handled (or, if the run never comes
+ *   back to it, until its deadline); a step held at the limit has a waiting row that keeps its
+ *   place in line. Every worker process takes slots in its write transaction, so the count holds
+ *   across processes (store/slots.h);
+ * - the client metrics UPDATE_CLIENT_METRICS computes (store/crm.h);
+ * - the default task month-transition: MONTH_TRANSITION for every active client at the start of
+ *   each calendar month (src/sched/sched.c lists every default task);
+ * - seed 002's repository_name on tracked repositories. */
+static const char v19_service_slots_client_metrics_month_transition[] =
+    "CREATE TABLE service_slots("
+    "  service TEXT NOT NULL CHECK(service <> ''),"
+    "  workflow_id TEXT NOT NULL,"
+    "  step TEXT NOT NULL,"
+    "  command_id TEXT NOT NULL,"
+    "  acquired_us INTEGER NOT NULL,"
+    "  expires_us INTEGER NOT NULL,"
+    "  waiting INTEGER NOT NULL DEFAULT 0 CHECK(waiting IN (0, 1)),"
+    "  PRIMARY KEY(workflow_id, step)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX service_slots_service ON service_slots(service, waiting, acquired_us);"
+    "CREATE TABLE crm_client_metrics("
+    "  client_id TEXT PRIMARY KEY CHECK(client_id <> ''),"
+    "  deliverables_completed INTEGER NOT NULL,"
+    "  completed_on_time INTEGER NOT NULL,"
+    "  completed_late INTEGER NOT NULL,"
+    "  overdue_open INTEGER NOT NULL,"
+    "  on_time_rate REAL,"
+    "  last_activity_us INTEGER,"
+    "  days_since_activity INTEGER,"
+    "  computed_us INTEGER NOT NULL"
+    ") STRICT;"
+    "INSERT INTO sched_tasks(name, pattern, job, payload, enabled, tier, description, catch_up,"
+    "  last_slot_us, created_us, updated_us) "
+    "SELECT 'month-transition', 'MONTHLY_FIRST', 'MONTH_TRANSITIONS', '{}', 1, 'normal',"
+    "  'Publish MONTH_TRANSITION for every active client', 'once', n.now, n.now, n.now FROM"
+    "  (SELECT CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER) AS now) AS n "
+    "WHERE NOT EXISTS (SELECT 1 FROM sched_tasks WHERE name = 'month-transition');"
+    /* Seed 002's repository_name ("owner/name"), filled in the sync jobs when known. */
+    "ALTER TABLE tracked_repositories ADD COLUMN repository_name TEXT"
+    "  CHECK(repository_name IS NULL OR length(repository_name) BETWEEN 1 AND 255);";
+
 static const char *const migrations[] = {v1_engine,
                                          v2_repo_priority,
                                          v3_outbox,
@@ -604,7 +683,11 @@ static const char *const migrations[] = {v1_engine,
                                          v12_deployment,
                                          v13_snapshot_positions,
                                          v14_domain_counters,
-                                         v15_checks_without_ephemeral_tables};
+                                         v15_checks_without_ephemeral_tables,
+                                         v16_activity_payload_bytes,
+                                         v17_run_tier_decision_and_deadline,
+                                         v18_command_circuit_breakers,
+                                         v19_service_slots_client_metrics_month_transition};
 
 #define N_MIGRATIONS ((int)TB_COUNTOF(migrations))
 

@@ -116,27 +116,13 @@ tb_status tb_store_mon_outbox(tb_store_t *st, int64_t now_us, int64_t *due, int6
   return s;
 }
 
-tb_status tb_store_mon_repo_jobs_ok(tb_store_t *st, int64_t since_us, int64_t max_rows,
-                                    int64_t *workspace_ok, int64_t *tracked_only_ok,
-                                    int *truncated) {
-  *workspace_ok = *tracked_only_ok = 0;
+tb_status tb_store_mon_activity_truncated(tb_store_t *st, int64_t since_us, int64_t max_rows,
+                                          int *truncated) {
   *truncated = 0;
-  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_MON_REPO_JOBS_OK);
-  sqlite3_bind_int64(stmt, 1, since_us);
-  sqlite3_bind_int64(stmt, 2, max_rows);
-  int rc;
-  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-    if (sqlite3_column_int(stmt, 0))
-      *workspace_ok += sqlite3_column_int64(stmt, 1);
-    else
-      *tracked_only_ok += sqlite3_column_int64(stmt, 1);
-  }
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "monitor: repository jobs");
-  tb__stmt_done(stmt);
-  if (s != TB_OK) return s;
-  stmt = tb__stmt(st, TB__ST_MON_ACTIVITY_UNSCANNED);
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_MON_ACTIVITY_UNSCANNED);
+  tb_status s = TB_OK;
   sqlite3_bind_int64(stmt, 1, max_rows);
-  rc = sqlite3_step(stmt);
+  int rc = sqlite3_step(stmt);
   if (rc == SQLITE_ROW)
     *truncated = sqlite3_column_int64(stmt, 0) >= since_us;
   else if (rc != SQLITE_DONE)

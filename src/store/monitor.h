@@ -51,12 +51,10 @@ tb_status tb_store_mon_sched_runs(tb_store_t *st,
                                             int64_t n),
                                   void *arg);
 
-/* Seed 002's repository jobs (capture/repository.sync) that applied since |since_us|, by the
- * is_workspace_repo their payload carried: among the last |max_rows| rows of the activity log
- * only (the log has no index on the event type; the bound keeps a scrape's cost fixed).
- * *truncated = 1 when rows inside the window lay beyond that bound. */
-tb_status tb_store_mon_repo_jobs_ok(tb_store_t *st, int64_t since_us, int64_t max_rows,
-                                    int64_t *workspace_ok, int64_t *tracked_only_ok,
-                                    int *truncated);
+/* *truncated = 1 when a scan of the activity log's last |max_rows| rows (a bound that keeps a
+ * scrape's cost fixed: the log has no index on the event type) misses rows at or after
+ * |since_us|. */
+tb_status tb_store_mon_activity_truncated(tb_store_t *st, int64_t since_us, int64_t max_rows,
+                                          int *truncated);
 
 #endif

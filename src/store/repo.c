@@ -199,6 +199,7 @@ tb_status tb_store_repo_get(tb_store_t *st, const char *repository_id, tb_tracke
     out->tracking_enabled = sqlite3_column_int(stmt, 4);
     copy_text(out->manual_override, sizeof(out->manual_override), sqlite3_column_text(stmt, 5));
     out->marked_low = sqlite3_column_int(stmt, 6);
+    copy_text(out->repository_name, sizeof(out->repository_name), sqlite3_column_text(stmt, 7));
     *found = 1;
   } else if (rc != SQLITE_DONE) {
     s = tb__store_fail(st->db, rc, "repo get %s", repository_id);
@@ -230,6 +231,7 @@ tb_status tb_store_repo_put(tb_store_t *st, const tb_tracked_repo_t *r) {
   tb__bind_opt_text(stmt, 7, r->manual_override);
   sqlite3_bind_int(stmt, 8, r->marked_low ? 1 : 0);
   sqlite3_bind_int64(stmt, 9, tb_wall_us());
+  tb__bind_opt_text(stmt, 10, r->repository_name); /* NULL keeps the stored name */
   int rc = sqlite3_step(stmt);
   s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "repo put %s", r->repository_id);
   tb__stmt_done(stmt);
@@ -423,6 +425,7 @@ tb_status tb_store_repo_list(tb_store_t *st, const char *priority, const char *w
     r.tracking_enabled = sqlite3_column_int(stmt, 5);
     copy_text(r.manual_override, sizeof(r.manual_override), sqlite3_column_text(stmt, 6));
     r.marked_low = sqlite3_column_int(stmt, 7);
+    copy_text(r.repository_name, sizeof(r.repository_name), sqlite3_column_text(stmt, 8));
     if (fn(arg, &r) != 0) {
       rc = SQLITE_DONE;
       break;

@@ -10,6 +10,7 @@
 #include "store/store.h"
 
 #define TB_ID_MAX 128
+#define TB_REPO_NAME_MAX 256 /* a repository name, NUL included */
 
 /* Position of an event in its key's history. Within one stream the stream sequence orders events;
  * across streams (an event re-tiered by its publisher) the publisher's occurred_at does. */
@@ -42,6 +43,9 @@ typedef struct tb_tracked_repo {
   int tracking_enabled;
   char manual_override[8]; /* "" or a priority that the rules must respect */
   int marked_low;          /* operator marked this repository low */
+  /* "owner/name" when known ("" when not): from `priority set --name`, a WORKSPACE_REPO_ADDED
+   * or a sync job that carried it. tb_store_repo_put keeps the stored name when this is "". */
+  char repository_name[TB_REPO_NAME_MAX];
 } tb_tracked_repo_t;
 
 /* *found = 0 and |out| zeroed when the repository is not tracked. */
@@ -86,6 +90,7 @@ typedef struct tb_repo_change {
   int new_score;
   int is_workspace_repo;
   int workspace_count;
+  const char *repository_name; /* NULL: not known to the caller (the job looks it up) */
 } tb_repo_change_t;
 
 /* What one batch saw and did. */

@@ -261,3 +261,40 @@ tb_status tb_store_backup(tb_store_t *st, const char *dest_path) {
   if (s != TB_OK) unlink(part);
   return s;
 }
+
+tb_status tb_store_sched_reset(tb_store_t *st, const tb_sched_task_t *t, int64_t now_us,
+                               int *found) {
+  *found = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_SCHED_RESET);
+  sqlite3_bind_text(stmt, 1, t->name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, t->pattern, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 3, t->job, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 4, t->payload[0] ? t->payload : "{}", -1, SQLITE_STATIC);
+  sqlite3_bind_int(stmt, 5, t->enabled ? 1 : 0);
+  sqlite3_bind_text(stmt, 6, t->tier, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 7, t->description, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 8, t->catch_up_once ? "once" : "skip", -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 9, now_us);
+  int changes = 0;
+  tb_status s = tb__exec_done(st, stmt, &changes, "schedule reset", t->name);
+  if (s == TB_OK) *found = changes > 0;
+  return s;
+}
+
+tb_status tb_store_purge_logs(tb_store_t *st, int64_t activity_before_us, int64_t dlq_before_us,
+                              int64_t *activity, int64_t *dead_letters, int64_t *escalations,
+                              int64_t *inbox) {
+  static const tb__store_stmt_id ids[] = {TB__ST_PURGE_ACTIVITY, TB__ST_PURGE_DEAD_LETTERS,
+                                          TB__ST_PURGE_ESCALATIONS, TB__ST_PURGE_INBOX_UNCLAIMED};
+  int64_t *outs[] = {activity, dead_letters, escalations, inbox};
+  for (int i = 0; i < 4; i++) {
+    sqlite3_stmt *stmt = tb__stmt(st, ids[i]);
+    sqlite3_bind_int64(stmt, 1,
+                       ids[i] == TB__ST_PURGE_DEAD_LETTERS ? dlq_before_us : activity_before_us);
+    int n = 0;
+    tb_status s = tb__exec_done(st, stmt, &n, "cleanup-old-jobs", "logs");
+    if (s != TB_OK) return s;
+    if (outs[i] != NULL) *outs[i] = n;
+  }
+  return TB_OK;
+}

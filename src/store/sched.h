@@ -50,6 +50,13 @@ tb_status tb_store_sched_remove(tb_store_t *st, const char *name);
  * it was off is not caught up. TB_ERR_NOT_FOUND for an unknown name. */
 tb_status tb_store_sched_enable(tb_store_t *st, const char *name, int enabled, int64_t now_us);
 
+/* Puts task |t|'s definition (pattern, job, payload, enabled, tier, description, catch-up) back
+ * on the stored task of that name and clears its failure state (status idle, no failures, no
+ * last error); its last slot moves up to |now_us|, so nothing missed is caught up. *found = 0
+ * and nothing changes when there is no such task. For `schedule reset-defaults`. */
+tb_status tb_store_sched_reset(tb_store_t *st, const tb_sched_task_t *t, int64_t now_us,
+                               int *found);
+
 /* Records that the task's slots up to |slot_us| are fired or skipped. *moved (may be NULL) = 0
  * when the stored last slot was already at or past it (another scheduler got there first). */
 tb_status tb_store_sched_advance(tb_store_t *st, const char *name, int64_t slot_us, int *moved);
@@ -84,6 +91,17 @@ tb_status tb_store_sched_run_get(tb_store_t *st, const char *name, int64_t slot_
  * of the same age. Counts go to *workflows and *sched_runs (either may be NULL). */
 tb_status tb_store_purge_finished(tb_store_t *st, int64_t before_us, int64_t *workflows,
                                   int64_t *sched_runs);
+
+/* cleanup-old-jobs, its logs: deletes the activity log rows older than |activity_before_us|,
+ * the dead-letter entries (database only; the TB_DLQ stream keeps its copies by its own
+ * retention) older than |dlq_before_us|, the escalation records older than |activity_before_us|
+ * of runs that are finished or gone, and the workflow inbox entries no run claimed (an event no
+ * wait asked for, the reply to a custom job's command) older than |activity_before_us|. The
+ * caller keeps |dlq_before_us| at or before the dedupe horizon: an entry is what stops a
+ * redelivered dead message from applying. Counts go to the out-parameters (each may be NULL). */
+tb_status tb_store_purge_logs(tb_store_t *st, int64_t activity_before_us, int64_t dlq_before_us,
+                              int64_t *activity, int64_t *dead_letters, int64_t *escalations,
+                              int64_t *inbox);
 
 /* Writes a consistent copy of the database to |dest_path| with SQLite's online backup API, read
  * through a connection of its own (so it sees the last committed state and does not block

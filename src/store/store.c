@@ -451,23 +451,81 @@ tb_status tb_store_claim(tb_store_t *st, const tb_dispatch_record_t *r, int *fre
   return write_processed(st, TB__ST_CLAIM_PROCESSED, r, fresh);
 }
 
-tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *event_type,
-                            const char *tier, const char *correlation_id, const char *key,
-                            const char *payload_json) {
-  if (msg_id == NULL || msg_id[0] == '\0')
+tb_status tb_store_activity(tb_store_t *st, const tb_activity_t *a) {
+  if (a->msg_id == NULL || a->msg_id[0] == '\0')
     return tb__fail(TB_ERR_INVALID, "activity log: empty msg_id (event %s)",
-                    event_type ? event_type : "?");
+                    a->event_type ? a->event_type : "?");
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_ACTIVITY);
-  sqlite3_bind_text(stmt, 1, msg_id, -1, SQLITE_STATIC);
-  tb__bind_opt_text(stmt, 2, event_type);
-  tb__bind_opt_text(stmt, 3, tier);
-  tb__bind_opt_text(stmt, 4, correlation_id);
-  tb__bind_opt_text(stmt, 5, key);
-  tb__bind_opt_text(stmt, 6, payload_json);
-  sqlite3_bind_int64(stmt, 7, tb_wall_us());
+  sqlite3_bind_text(stmt, 1, a->msg_id, -1, SQLITE_STATIC);
+  tb__bind_opt_text(stmt, 2, a->event_type);
+  tb__bind_opt_text(stmt, 3, a->tier);
+  tb__bind_opt_text(stmt, 4, a->correlation_id);
+  tb__bind_opt_text(stmt, 5, a->key);
+  tb__bind_opt_text(stmt, 6, a->payload_json);
+  if (a->payload != NULL) /* an empty payload is an empty blob, not a missing one */
+    sqlite3_bind_blob64(stmt, 7, a->payload_len > 0 ? a->payload : "", a->payload_len,
+                        SQLITE_STATIC);
+  else
+    sqlite3_bind_null(stmt, 7);
+  sqlite3_bind_int64(stmt, 8, tb_wall_us());
   int rc = sqlite3_step(stmt);
-  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "activity log '%s'", msg_id);
+  tb_status s =
+      rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "activity log '%s'", a->msg_id);
   tb__stmt_done(stmt);
+  return s;
+}
+
+tb_status tb_store_activity_list(tb_store_t *st, const tb_activity_filter_t *f,
+                                 int (*fn)(void *arg, const tb_activity_t *a), void *arg) {
+  /* Built per call from fixed clauses (every value is bound), so that each filter can use the
+   * table's rowid order and the correlation index; it is read by operators and the monitor, not
+   * per event. */
+  char sql[640];
+  int n = snprintf(sql, sizeof(sql),
+                   "SELECT id, at_us, msg_id, event_type, tier, correlation_id, key, payload_json, "
+                   "payload FROM activity_log WHERE 1");
+  if (f->scan_newest > 0)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n,
+                  " AND id > (SELECT coalesce(max(id), 0) FROM activity_log) - ?1");
+  if (f->event_type != NULL)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND event_type = ?2");
+  if (f->key != NULL) n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND key = ?3");
+  if (f->correlation_id != NULL)
+    n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND correlation_id = ?4");
+  if (f->since_us > 0) n += snprintf(sql + n, sizeof(sql) - (size_t)n, " AND at_us >= ?5");
+  n += snprintf(sql + n, sizeof(sql) - (size_t)n, " ORDER BY id DESC");
+  if (f->limit > 0) snprintf(sql + n, sizeof(sql) - (size_t)n, " LIMIT ?6");
+  sqlite3_stmt *stmt = NULL;
+  int rc = sqlite3_prepare_v2(st->db, sql, -1, &stmt, NULL);
+  if (rc != SQLITE_OK) return tb__store_fail(st->db, rc, "activity list");
+  sqlite3_bind_int64(stmt, 1, f->scan_newest);
+  if (f->event_type) sqlite3_bind_text(stmt, 2, f->event_type, -1, SQLITE_STATIC);
+  if (f->key) sqlite3_bind_text(stmt, 3, f->key, -1, SQLITE_STATIC);
+  if (f->correlation_id) sqlite3_bind_text(stmt, 4, f->correlation_id, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(stmt, 5, f->since_us);
+  sqlite3_bind_int64(stmt, 6, f->limit);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    tb_activity_t a = {
+        .id = sqlite3_column_int64(stmt, 0),
+        .at_us = sqlite3_column_int64(stmt, 1),
+        .msg_id = (const char *)sqlite3_column_text(stmt, 2),
+        .event_type = (const char *)sqlite3_column_text(stmt, 3),
+        .tier = (const char *)sqlite3_column_text(stmt, 4),
+        .correlation_id = (const char *)sqlite3_column_text(stmt, 5),
+        .key = (const char *)sqlite3_column_text(stmt, 6),
+        .payload_json = (const char *)sqlite3_column_text(stmt, 7),
+        .payload =
+            sqlite3_column_type(stmt, 8) == SQLITE_NULL ? NULL : sqlite3_column_blob(stmt, 8),
+    };
+    a.payload_len = (size_t)sqlite3_column_bytes(stmt, 8);
+    if (a.payload == NULL && sqlite3_column_type(stmt, 8) != SQLITE_NULL) a.payload = "";
+    if (fn(arg, &a) != 0) {
+      rc = SQLITE_DONE;
+      break;
+    }
+  }
+  tb_status s = rc == SQLITE_DONE ? TB_OK : tb__store_fail(st->db, rc, "activity list");
+  sqlite3_finalize(stmt);
   return s;
 }
 

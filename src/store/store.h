@@ -102,10 +102,34 @@ tb_status tb_store_mark_processed(tb_store_t *st, const tb_dispatch_record_t *r)
  * the claim back with its own writes. */
 tb_status tb_store_claim(tb_store_t *st, const tb_dispatch_record_t *r, int *fresh);
 
-/* Appends to the activity log (the end-to-end trail of every event). |payload_json| may be NULL. */
-tb_status tb_store_activity(tb_store_t *st, const char *msg_id, const char *event_type,
-                            const char *tier, const char *correlation_id, const char *key,
-                            const char *payload_json);
+/* One row of the activity log, the end-to-end trail of every event. Its payload is either the
+ * event's protobuf bytes as published (|payload|, rendered by readers with the catalogue: the
+ * activity handler stores them as they came, so that a trail nobody reads costs no rendering) or
+ * JSON text (|payload_json|: workflow records, which render it for their own use, and rows written
+ * before schema 16); both may be NULL. Strings and bytes are borrowed. */
+typedef struct tb_activity {
+  int64_t id, at_us; /* set by reads; a write takes the row id and the time itself */
+  const char *msg_id, *event_type, *tier, *correlation_id, *key;
+  const char *payload_json;
+  const void *payload;
+  size_t payload_len;
+} tb_activity_t;
+
+/* Appends |a| to the activity log; TB_ERR_INVALID for an empty msg_id. */
+tb_status tb_store_activity(tb_store_t *st, const tb_activity_t *a);
+
+/* Which rows tb_store_activity_list reads; NULL and 0 fields match everything. */
+typedef struct tb_activity_filter {
+  const char *event_type, *key, *correlation_id;
+  int64_t since_us;    /* rows at or after this time */
+  int64_t scan_newest; /* only the newest |scan_newest| rows are looked at (a bounded scan) */
+  int64_t limit;       /* at most this many rows, newest first */
+} tb_activity_filter_t;
+
+/* Calls |fn| with each matching row, newest first, until it returns nonzero. The row and what it
+ * points to are valid during the call only. */
+tb_status tb_store_activity_list(tb_store_t *st, const tb_activity_filter_t *f,
+                                 int (*fn)(void *arg, const tb_activity_t *a), void *arg);
 
 /* Dead-letter entries are written and read through store/dlq.h. */
 

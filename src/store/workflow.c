@@ -210,6 +210,25 @@ tb_status tb_store_wf_wait_take(tb_store_t *st, const char *event, const char *k
   return s;
 }
 
+tb_status tb_store_wf_wait_key_of(tb_store_t *st, const char *workflow_id, const char *event,
+                                  char *key, size_t cap, int *found) {
+  *found = 0;
+  sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_WAIT_KEY_OF);
+  sqlite3_bind_text(stmt, 1, workflow_id, -1, SQLITE_STATIC);
+  sqlite3_bind_text(stmt, 2, event, -1, SQLITE_STATIC);
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_ROW) {
+    tb__col_copy(stmt, 0, key, cap);
+    *found = 1;
+    rc = SQLITE_DONE;
+  }
+  tb_status s = rc == SQLITE_DONE
+                    ? TB_OK
+                    : tb__store_fail(st->db, rc, "workflow wait of %s for %s", workflow_id, event);
+  tb__stmt_done(stmt);
+  return s;
+}
+
 tb_status tb_store_wf_wait_drop(tb_store_t *st, const char *workflow_id, int64_t seq) {
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_WF_WAIT_DROP);
   sqlite3_bind_text(stmt, 1, workflow_id, -1, SQLITE_STATIC);

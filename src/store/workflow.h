@@ -78,6 +78,10 @@ tb_status tb_store_wf_history(tb_store_t *st, const char *workflow_id,
  * removes every wait of a workflow. */
 tb_status tb_store_wf_wait_put(tb_store_t *st, const char *workflow_id, int64_t seq,
                                const char *event, const char *key, int64_t deadline_us);
+/* The key of run |workflow_id|'s newest wait for |event| into |key| (|cap| bytes); *found = 0
+ * when it waits for none. */
+tb_status tb_store_wf_wait_key_of(tb_store_t *st, const char *workflow_id, const char *event,
+                                  char *key, size_t cap, int *found);
 tb_status tb_store_wf_wait_take(tb_store_t *st, const char *event, const char *key,
                                 char *workflow_id, size_t cap, int64_t *seq, int *found);
 tb_status tb_store_wf_wait_drop(tb_store_t *st, const char *workflow_id, int64_t seq);

@@ -12,6 +12,7 @@
 #include "core/util.h"
 #include "store/escalation.h"
 #include "store/workflow.h"
+#include "workflows/breaker.h"
 
 /* The most rules a skip mask can name. */
 #define MASK_BITS 32
@@ -88,12 +89,20 @@ tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input,
   return TB_OK;
 }
 
-tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
-                           const json_t *input, const tb_esc_input_t *flags, int *base,
-                           tb_esc_input_t *in, tb_esc_result_t *res) {
-  if (tier == NULL || tier[0] == '\0') tier = tb_wf_tier(cfg, def);
-  *base = tb_config_tier_index(cfg, tier);
-  if (*base < 0) return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+/* The floor priority_floors sets for |def| (name, then alias, then category), or -1. */
+static int floor_of(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  const char *f = tb_config_priority_floor(cfg, def->name);
+  if (f == NULL && def->alias != NULL) f = tb_config_priority_floor(cfg, def->alias);
+  if (f == NULL && def->category != NULL) f = tb_config_priority_floor(cfg, def->category);
+  return f ? tb_config_tier_index(cfg, f) : -1;
+}
+
+tb_status tb_wf_decide(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
+                       const char *explicit_by, const char *base_by, const json_t *input,
+                       const tb_esc_input_t *flags, tb_wf_decision_t *out) {
+  memset(out, 0, sizeof(*out));
+  out->requested = -1;
+  tb_esc_input_t *in = &out->in;
   tb_status s = tb_wf_esc_context(def, input, in);
   if (s != TB_OK) return s;
   if (flags != NULL) {
@@ -104,14 +113,68 @@ tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def,
     in->failed_retry = flags->failed_retry;
     in->stuck_ms = flags->stuck_ms;
   }
-  *res = tb_wf_escalate(cfg, *base, in);
+  /* The automatic tier: by type, raised by the rules. */
+  const char *type_tier = tb_wf_tier(cfg, def);
+  int auto_base = tb_config_tier_index(cfg, type_tier);
+  const char *auto_by = tb_wf_type_tier(cfg, def) != NULL ? "workflow_tiers"
+                        : def->tier != NULL && strcmp(def->tier, type_tier) == 0
+                            ? "definition"
+                            : "least-urgent-tier";
+  if (tier != NULL && tier[0] == '\0') tier = NULL;
+  int given = tier ? tb_config_tier_index(cfg, tier) : -1;
+  if (tier != NULL && given < 0)
+    return tb__fail(TB_ERR_INVALID, "start %s: unknown tier '%s'", def->name, tier);
+  if (tier == NULL || explicit_by == NULL) {
+    /* Rules only raise from the base: the type's tier, or the caller's (a trigger event's). */
+    out->base = tier ? given : auto_base;
+    out->assigned_by = tier ? (base_by ? base_by : "base") : auto_by;
+    tb_esc_result_t r = tb_wf_escalate(cfg, out->base, in);
+    out->tier = out->automatic = r.tier;
+    out->escalated_by = r.rule;
+    out->rule = r.rule ? r.rule : out->assigned_by;
+    return TB_OK;
+  }
+  /* An explicit tier is honoured both ways: the rules are reported (automatic), not applied. */
+  out->automatic = tb_wf_escalate(cfg, auto_base, in).tier;
+  out->requested = out->base = out->tier = given;
+  out->assigned_by = out->rule = explicit_by;
+  if (in->expedite) {
+    /* Expedite is a request too, and only raises: the most urgent tier any rule names. */
+    tb_esc_input_t only = *in;
+    only.skip = ~0u;
+    tb_esc_result_t r = tb_wf_escalate(cfg, out->tier, &only);
+    if (r.rule != NULL) out->tier = r.tier, out->rule = out->escalated_by = r.rule;
+  }
+  int floor = floor_of(cfg, def);
+  if (floor >= 0 && out->tier > floor) {
+    /* The one thing that overrules a caller: a workflow config forbids lowering below this. */
+    out->tier = floor;
+    out->rule = out->escalated_by = "priority_floors";
+  }
   return TB_OK;
 }
 
 json_t *tb_wf_args_input(const json_t *args) {
   if (args == NULL) return json_object();
   if (json_is_object(args)) return json_deep_copy(args);
-  return json_pack("{s:O}", "args", (json_t *)args);
+  json_t *in = json_pack("{s:O}", "args", (json_t *)args);
+  /* Seed 000 calls a workflow with positional arguments ([emailData, {origin: 'email'}]): the
+   * array stays whole under "args", and each object's fields are also the input's own (the
+   * first argument that has a field wins), so a step reads input.to from emailData and the
+   * escalation context (customer_facing, business_impact) is found where the seed puts it. */
+  size_t i;
+  json_t *arg;
+  json_array_foreach(args, i, arg) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(arg, key, v) {
+      if (in != NULL && json_object_get(in, key) == NULL && json_object_set(in, key, v) != 0) {
+        json_decref(in);
+        in = NULL;
+      }
+    }
+  }
+  return in;
 }
 
 /* "customer-facing, impact high, failed retry, stuck 7.0 h, expedite", or "no context". */
@@ -260,6 +323,118 @@ tb_status tb_wf_sweep(tb_store_t *store, const tb_config_t *cfg, const tb_catalo
   return TB_OK;
 }
 
+/* ---------------------------------------------------------------- run timeouts */
+
+/* |ms| as "2m", "90s" or "1500ms": the largest unit that divides it. */
+static void fmt_duration(int64_t ms, char *buf, size_t cap) {
+  if (ms > 0 && ms % 3600000 == 0)
+    snprintf(buf, cap, "%lldh", (long long)(ms / 3600000));
+  else if (ms > 0 && ms % 60000 == 0)
+    snprintf(buf, cap, "%lldm", (long long)(ms / 60000));
+  else if (ms > 0 && ms % 1000 == 0)
+    snprintf(buf, cap, "%llds", (long long)(ms / 1000));
+  else
+    snprintf(buf, cap, "%lldms", (long long)ms);
+}
+
+/* Seed 000's "alert on delays": a run past its tier's timeout raises "run-timeout". */
+static tb_status delay_alert(const tb_handler_ctx_t *hctx, const tb_wf_overdue_t *r,
+                             const char *action, const char *detail) {
+  char key[TB_ID_MAX + 16];
+  snprintf(key, sizeof(key), "%s:%s", r->id, action);
+  json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:I}", "workflow_id", r->id, "tier", r->tier, "action",
+                        action, "detail", detail, "deadline_us", (json_int_t)r->deadline_us);
+  tb_status s = f ? tb_wf_alert(hctx, "run-timeout", key, f) : tb__fail(TB_ERR_NOMEM, "alert");
+  json_decref(f);
+  return s;
+}
+
+/* Escalates or fails one overdue run inside the open transaction; *what = 1 escalated, 2 failed,
+ * 0 nothing (it finished or moved meanwhile). */
+static tb_status deadline_one(const tb_handler_ctx_t *hctx, const tb_wf_overdue_t *r,
+                              int64_t now_us, int *what) {
+  *what = 0;
+  const tb_config_t *cfg = hctx->cfg;
+  int cur = tb_config_tier_index(cfg, r->tier);
+  int fired = 0;
+  tb_status s = tb_store_wf_escalation_fired(hctx->store, r->id, "run-timeout", &fired);
+  if (s != TB_OK) return s;
+  char timeout[32], detail[256];
+  int64_t ms = cur >= 0 ? cfg->tiers[cur].timeout_ms : 0;
+  fmt_duration(ms, timeout, sizeof(timeout));
+  int escalate = strcmp(cfg->run_timeout, "escalate") == 0 && !fired && cur > 0;
+  if (!escalate) {
+    snprintf(detail, sizeof(detail),
+             "run timed out: past its tier's timeout (%s %s)%s, %.1f s over its deadline", r->tier,
+             timeout, fired ? " after an escalation for it" : "",
+             (double)(now_us - r->deadline_us) / 1e6);
+    s = tb__wf_fail(hctx, r->id, detail);
+    if (s == TB_ERR_INVALID || s == TB_ERR_NOT_FOUND) return TB_OK; /* finished meanwhile */
+    if (s == TB_OK) s = delay_alert(hctx, r, "failed", detail);
+    if (s == TB_OK) *what = 2;
+    return s;
+  }
+  const char *to = cfg->tiers[cur - 1].name;
+  tb_esc_input_t in = {.stuck_ms = (now_us - r->deadline_us) / 1000};
+  int added = 0;
+  s = tb_wf_esc_record(hctx->store, r->id, r->tier, to, "run-timeout", "sweeper", &in, &added);
+  if (s != TB_OK || !added) return s; /* another worker's sweeper acted first */
+  tb_wf_row_t row;
+  int found = 0;
+  s = tb_store_wf_get(hctx->store, r->id, &row, &found);
+  if (s != TB_OK || !found) return s;
+  snprintf(detail, sizeof(detail), "past its tier's timeout (%s %s): %s -> %s", r->tier, timeout,
+           r->tier, to);
+  snprintf(row.tier, sizeof(row.tier), "%s", to);
+  s = tb_store_wf_set_tier(hctx->store, r->id, to);
+  if (s == TB_OK)
+    s = tb_store_wf_set_deadline(hctx->store, r->id,
+                                 now_us + cfg->tiers[cur - 1].timeout_ms * 1000);
+  tb_wf_hist_t h = {.step = row.step,
+                    .name = "run-timeout",
+                    .kind = "deadline",
+                    .attempt = 1,
+                    .status = "escalated",
+                    .detail = detail,
+                    .tier = to,
+                    .ended_us = now_us};
+  if (s == TB_OK) s = tb_store_wf_hist_add(hctx->store, r->id, &h, NULL);
+  if (s == TB_OK) s = republish(hctx, &row);
+  if (s == TB_OK) s = delay_alert(hctx, r, "escalated", detail);
+  tb_store_wf_row_clear(&row);
+  if (s == TB_OK) *what = 1;
+  return s;
+}
+
+tb_status tb_wf_sweep_deadlines(tb_store_t *store, const tb_config_t *cfg,
+                                const tb_catalogue_t *cat, int64_t now_us, int *escalated,
+                                int *failed) {
+  if (escalated != NULL) *escalated = 0;
+  if (failed != NULL) *failed = 0;
+  if (strcmp(cfg->run_timeout, "off") == 0) return TB_OK;
+  tb_status s = tb_store_begin(store);
+  if (s != TB_OK) return s;
+  tb_wf_overdue_t *rows = NULL;
+  int n = 0, n_esc = 0, n_fail = 0, emitted = 0;
+  s = tb_store_wf_overdue(store, now_us, SWEEP_BATCH, &rows, &n);
+  tb_handler_ctx_t hctx = {.store = store, .cfg = cfg, .cat = cat, .emitted = &emitted};
+  for (int i = 0; i < n && s == TB_OK; i++) {
+    int what = 0;
+    s = deadline_one(&hctx, &rows[i], now_us, &what);
+    n_esc += what == 1;
+    n_fail += what == 2;
+  }
+  free(rows);
+  if (s == TB_OK) s = tb_store_commit(store);
+  if (s != TB_OK) {
+    tb_store_rollback(store);
+    return s;
+  }
+  if (escalated != NULL) *escalated = n_esc;
+  if (failed != NULL) *failed = n_fail;
+  return TB_OK;
+}
+
 /* ---------------------------------------------------------------- retry */
 
 tb_status tb_wf_retry(tb_store_t *store, const tb_config_t *cfg, const tb_catalogue_t *cat,
@@ -333,6 +508,8 @@ tb_status tb_wf_retry(tb_store_t *store, const tb_config_t *cfg, const tb_catalo
     if (s == TB_OK) s = tb_store_wf_set_tier(store, id, row.tier);
     if (s == TB_OK) s = tb_store_wf_hist_add(store, id, &h, NULL);
     if (s == TB_OK) s = tb_store_wf_context_retried(store, id);
+    /* A retry is a new try: its tier's timeout bounds it afresh (run_timeout). */
+    if (s == TB_OK) s = tb_store_wf_set_deadline(store, id, now + cfg->tiers[to].timeout_ms * 1000);
     tb_handler_ctx_t hctx = {.store = store, .cfg = cfg, .cat = cat, .emitted = &emitted};
     if (s == TB_OK) s = tb__wf_continue(&hctx, &row, "retry", 0);
   }

@@ -42,20 +42,41 @@ tb_esc_result_t tb_wf_escalate(const tb_config_t *cfg, int base, const tb_esc_in
  * field when one has the wrong type or an impact other than low, medium, high. */
 tb_status tb_wf_esc_context(const tb_workflow_def_t *def, const json_t *input, tb_esc_input_t *out);
 
-/* The tier a run of |def| starts on: |tier| (a config tier name; NULL = tb_wf_tier), raised by
- * the rules from the context of the definition and |input| (tb_wf_esc_context) merged with the
- * trigger's |flags| (may be NULL: customer_facing and expedite add, a business impact replaces,
- * failed_retry and stuck_ms are taken as given). *base gets |tier|'s index, *in the merged
- * context, *res the result. The one decision behind a run's start (tb_wf_start_ex) and what a
- * trigger tells its caller beforehand (workflows/trigger.h). TB_ERR_INVALID for an unknown tier
- * or a context field of the wrong type. */
-tb_status tb_wf_start_tier(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
-                           const json_t *input, const tb_esc_input_t *flags, int *base,
-                           tb_esc_input_t *in, tb_esc_result_t *res);
+/* Why a run starts on its tier (seed 000): the automatic assignment, the escalation rules, and
+ * an explicit priority, which is honoured both ways except under a priority floor. */
+typedef struct tb_wf_decision {
+  int tier;      /* index of the tier the run starts on */
+  int base;      /* index before escalation: the requested tier, else the automatic base */
+  int automatic; /* index the rules alone give: type tier (or |tier| as a base) escalated */
+  int requested; /* index of the explicit tier asked for; -1 = none */
+  /* What chose |tier|: an escalation rule's name, "expedite", "priority_floors", the explicit
+   * source ("priority", "task-queue"), or what chose the base ("workflow_tiers", "definition",
+   * "least-urgent-tier", or the caller's base label). Static or borrowed from the config. */
+  const char *rule;
+  const char *assigned_by;  /* what chose |base| */
+  const char *escalated_by; /* the rule that raised |tier| above |base|; NULL = not raised */
+  tb_esc_input_t in;        /* the merged context the rules saw */
+} tb_wf_decision_t;
+
+/* The tier a run of |def| starts on. |tier| NULL: the automatic tier (tb_wf_tier) raised by the
+ * escalation rules. |tier| given with |explicit_by| ("priority", "task-queue"): that tier,
+ * honoured both ways (raising or lowering the automatic tier), except that expedite still raises
+ * it and config's priority_floors (by name, alias or category) keeps it from going below the
+ * floor. |tier| given with |explicit_by| NULL: a base the rules only raise (a trigger event's
+ * tier), recorded as |base_by| (NULL = "base"). The context is the definition's and |input|'s
+ * (tb_wf_esc_context) merged with the trigger's |flags| (may be NULL: customer_facing and
+ * expedite add, a business impact replaces, failed_retry and stuck_ms are taken as given). The
+ * one decision behind a run's start (tb_wf_start_ex) and what a trigger tells its caller
+ * beforehand (workflows/trigger.h). TB_ERR_INVALID for an unknown tier or a context field of
+ * the wrong type. Pure: no I/O. */
+tb_status tb_wf_decide(const tb_config_t *cfg, const tb_workflow_def_t *def, const char *tier,
+                       const char *explicit_by, const char *base_by, const json_t *input,
+                       const tb_esc_input_t *flags, tb_wf_decision_t *out);
 
 /* A run's input from an execute-workflow's args: an object as it is, anything else (seed 000
- * passes an argument array) as {"args": <it>}, NULL as {}. New reference; NULL only when memory
- * runs out. */
+ * passes an argument array) as {"args": <it>} plus the fields of the array's objects (the first
+ * argument having a field wins; "args" itself stays the array), NULL as {}. New reference; NULL
+ * only when memory runs out. */
 json_t *tb_wf_args_input(const json_t *args);
 
 /* Records that run |id| went from |from| to |to| by |rule| (source "start", "sweeper" or
@@ -73,10 +94,21 @@ tb_status tb_wf_esc_record(tb_store_t *store, const char *id, const char *from, 
 tb_status tb_wf_sweep(tb_store_t *store, const tb_config_t *cfg, const tb_catalogue_t *cat,
                       int64_t now_us, int *escalated);
 
+/* One run-timeout pass at |now_us| (seed 000: a run's tier timeout bounds the whole run), in
+ * its own transaction on |store|: every running run past its deadline (time parked in a wait or
+ * a sleep not counted) is, by config's run_timeout, escalated one tier (once per run: the
+ * escalation "run-timeout" is recorded, the deadline becomes now plus the new tier's timeout,
+ * and its continuation is re-sent on the new tier) or failed ("fail", an escalated run past its
+ * new deadline, or a run already on the most urgent tier), with a history row either way.
+ * *escalated and *failed (may be NULL) receive the counts. "off" does nothing. */
+tb_status tb_wf_sweep_deadlines(tb_store_t *store, const tb_config_t *cfg,
+                                const tb_catalogue_t *cat, int64_t now_us, int *escalated,
+                                int *failed);
+
 /* The stuck-run sweeper of a worker process: a thread with its own connection to |db_path| that
- * runs tb_wf_sweep at once and then every |interval_ms| (> 0). |cfg| and |cat| are borrowed and
- * must outlive it. The outbox rows it writes go out through the worker's relay. On failure
- * nothing is left running. Caller stops and frees with tb_sweeper_stop(). */
+ * runs tb_wf_sweep and tb_wf_sweep_deadlines at once and then every |interval_ms| (> 0). |cfg| and
+ * |cat| are borrowed and must outlive it. The outbox rows it writes go out through the worker's
+ * relay. On failure nothing is left running. Caller stops and frees with tb_sweeper_stop(). */
 typedef struct tb_sweeper tb_sweeper_t;
 tb_status tb_sweeper_start(tb_sweeper_t **out, const char *db_path, const tb_config_t *cfg,
                            const tb_catalogue_t *cat, int64_t interval_ms);

@@ -22,8 +22,12 @@ static tb_status log_activity(tb_wf_run_t *run, const char *event_type, const ch
   if (json == NULL) return tb__fail(TB_ERR_NOMEM, "%s: activity entry", event_type);
   char msg_id[TB_ID_MAX + 80];
   snprintf(msg_id, sizeof(msg_id), "%s:%s", run->id, suffix);
-  tb_status s =
-      tb_store_activity(run->ctx->store, msg_id, event_type, run->tier, NULL, run->id, json);
+  tb_activity_t a = {.msg_id = msg_id,
+                     .event_type = event_type,
+                     .tier = run->tier,
+                     .key = run->id,
+                     .payload_json = json};
+  tb_status s = tb_store_activity(run->ctx->store, &a);
   free(json);
   return s;
 }
@@ -49,6 +53,32 @@ static tb_status email_input(tb_wf_run_t *run, json_t **input) {
   if (*input != NULL && subject != NULL)
     json_object_set_new(*input, "subject", json_string(subject));
   return *input ? TB_OK : tb__fail(TB_ERR_NOMEM, "send-email input");
+}
+
+/* The sms.send command's input: input.to and input.message. */
+static tb_status sms_input(tb_wf_run_t *run, json_t **input) {
+  const char *to = tb_wf_input_str(run, "to");
+  const char *text = tb_wf_input_str(run, "message");
+  if (to == NULL) return tb__fail(TB_ERR_INVALID, "send-sms: input has no 'to' number");
+  if (text == NULL) return tb__fail(TB_ERR_INVALID, "send-sms: input has no 'message'");
+  *input = json_pack("{s:s, s:s}", "to", to, "message", text);
+  return *input ? TB_OK : tb__fail(TB_ERR_NOMEM, "send-sms input");
+}
+
+/* The analytics.update command's input: input.metric, input.value (a number) and
+ * input.dimensions, as given. */
+static tb_status analytics_input(tb_wf_run_t *run, json_t **input) {
+  const char *metric = tb_wf_input_str(run, "metric");
+  if (metric == NULL) return tb__fail(TB_ERR_INVALID, "update-analytics: input has no 'metric'");
+  json_t *in = json_object_get(run->data, "input");
+  *input = json_pack("{s:s}", "metric", metric);
+  if (*input == NULL) return tb__fail(TB_ERR_NOMEM, "update-analytics input");
+  const char *keys[] = {"value", "dimensions"};
+  for (size_t i = 0; i < TB_COUNTOF(keys); i++) {
+    json_t *v = json_object_get(in, keys[i]);
+    if (v != NULL) json_object_set(*input, keys[i], v);
+  }
+  return TB_OK;
 }
 
 /* The correlation key of the wait: input.enrichment_id. */
@@ -90,7 +120,8 @@ static const tb_step_def_t send_email_steps[] = {
 static const tb_workflow_def_t send_email = {
     .name = "ops.send-email",
     .domain = "ops",
-    .tier = "normal",
+    .tier = "high", /* seed 000 places email sending at high */
+    .category = "email-sending",
     .description = "Send one email through the email service and log it (input: to, template, "
                    "subject, message, timeout).",
     .steps = send_email_steps,
@@ -139,6 +170,55 @@ static const tb_workflow_def_t sleep_wf = {
     .on_error = log_failure,
 };
 
+/* Seed 004's other shared activities, each behind a workflow that sends it and logs it. */
+static const tb_step_def_t send_sms_steps[] = {
+    {.name = "send",
+     .kind = TB_STEP_COMMAND,
+     .description = "sms.send with input.to, input.message",
+     .timeout = "30s",
+     .timeout_field = "timeout",
+     .retry = QUICK_RETRY,
+     .service = "sms",
+     .action = "send",
+     .input = sms_input},
+    {.name = "log", .kind = TB_STEP_RUN, .description = "log_event", .run = log_event},
+};
+
+static const tb_workflow_def_t send_sms = {
+    .name = "ops.send-sms",
+    .domain = "ops",
+    .tier = "high", /* seed 000: customer messages (email, WhatsApp) are high */
+    .category = "email-sending",
+    .description = "Send one SMS through the SMS service and log it (seed 004's send_sms; "
+                   "input: to in E.164 form, message, timeout).",
+    .steps = send_sms_steps,
+    .n_steps = TB_COUNTOF(send_sms_steps),
+    .on_error = log_failure,
+};
+
+static const tb_step_def_t analytics_steps[] = {
+    {.name = "update",
+     .kind = TB_STEP_COMMAND,
+     .description = "analytics.update with input.metric, input.value, input.dimensions",
+     .timeout = "5m",
+     .timeout_field = "timeout",
+     .retry = QUICK_RETRY,
+     .service = "analytics",
+     .action = "update",
+     .input = analytics_input},
+};
+
+static const tb_workflow_def_t update_analytics = {
+    .name = "ops.update-analytics",
+    .domain = "ops",
+    .tier = "background", /* seed 000: reports and analytics are background work */
+    .description = "Add input.value (default 1) to analytics metric input.metric with "
+                   "input.dimensions (seed 004's update_analytics).",
+    .steps = analytics_steps,
+    .n_steps = TB_COUNTOF(analytics_steps),
+    .on_error = log_failure,
+};
+
 /* ---------------------------------------------------------------- seed 000's workflow types */
 
 /* Seed 000 names five workflow types by what they do for the business; their default tiers come
@@ -160,6 +240,7 @@ static const tb_step_def_t support_steps[] = {
 
 static const tb_workflow_def_t customer_support = {
     .name = "ops.customer-support-message",
+    .alias = "customerSupportMessageWorkflow",
     .domain = "ops",
     .tier = "high",
     .category = "customer-support",
@@ -174,6 +255,7 @@ static const tb_workflow_def_t customer_support = {
 
 static const tb_workflow_def_t lead_attention = {
     .name = "ops.lead-attention",
+    .alias = "leadAttentionWorkflow",
     .domain = "ops",
     .tier = "high",
     .category = "lead-attention",
@@ -190,6 +272,7 @@ static const tb_step_def_t log_steps[] = {
 
 static const tb_workflow_def_t daily_stand_up = {
     .name = "ops.daily-stand-up",
+    .alias = "dailyStandUpWorkflow",
     .domain = "ops",
     .tier = "normal",
     .category = "daily-stand-up",
@@ -202,6 +285,7 @@ static const tb_workflow_def_t daily_stand_up = {
 
 static const tb_workflow_def_t build_campaigns = {
     .name = "ops.build-campaigns",
+    .alias = "buildCampaignsWorkflow",
     .domain = "ops",
     .tier = "low",
     .category = "campaign-building",
@@ -214,6 +298,7 @@ static const tb_workflow_def_t build_campaigns = {
 
 static const tb_workflow_def_t daily_operations = {
     .name = "ops.daily-operations",
+    .alias = "dailyOperationsWorkflow",
     .domain = "ops",
     .tier = "background",
     .category = "daily-operations",
@@ -225,11 +310,14 @@ static const tb_workflow_def_t daily_operations = {
 };
 
 static const tb_workflow_def_t *const workflows[] = {
-    &send_email,     &await_enrichment, &sleep_wf,        &customer_support,
-    &lead_attention, &daily_stand_up,   &build_campaigns, &daily_operations};
+    &send_email,       &send_sms,       &update_analytics, &await_enrichment, &sleep_wf,
+    &customer_support, &lead_attention, &daily_stand_up,   &build_campaigns,  &daily_operations};
 
 static const tb_activity_def_t activities[] = {
     {"send_email", "shared", "command", "email.send: one email through the email service"},
+    {"send_sms", "shared", "command", "sms.send: one SMS through the SMS service"},
+    {"update_analytics", "shared", "command",
+     "analytics.update: add a value to a metric in the analytics service"},
     {"log_event", "shared", "run", "append a line to the activity log"},
 };
 

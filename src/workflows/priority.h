@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "api/handler.h"
+#include "api/publish.h"
 #include "store/repo.h"
 
 /* The lease that keeps one full sync at a time, across every process sharing the database. */
@@ -38,6 +39,12 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
  * for a bad override or id. */
 tb_status tb_repo_set(const tb_handler_ctx_t *ctx, const char *repository_id, const char *override,
                       int mark_low, const char *cause, int *changed);
+
+/* tb_repo_set, and |name| (NULL = keep) as the repository's "owner/name" (1 to
+ * TB_REPO_NAME_MAX - 1 bytes, else TB_ERR_INVALID), carried by its sync jobs from then on. */
+tb_status tb_repo_set_ex(const tb_handler_ctx_t *ctx, const char *repository_id,
+                         const char *override, int mark_low, const char *name, const char *cause,
+                         int *changed);
 
 /* ---------------------------------------------------------------- views (repo_view.c) */
 
@@ -102,5 +109,23 @@ tb_status tb_prio_sync_run(tb_store_t *st, const tb_config_t *cfg, const tb_cata
 json_t *tb_prio_sync_result_json(const tb_prio_sync_result_t *r);
 
 void tb_prio_sync_result_clear(tb_prio_sync_result_t *r);
+
+/* Seed 002's "query priority before queueing", for a capture/repository.sync that another
+ * service publishes without a priority (no tier, no payload priority or priority_score): the
+ * repository's tracked row gives the tier (config repo_tier_*), the envelope's score and metadata
+ * and the payload's priority, priority_score, metadata and repository_name (when known and not
+ * given); an untracked repository, or no database (|st| NULL), routes as medium (the seed's
+ * fallback). |req| borrows |rt|'s buffers, so |rt| must outlive the publish; |req->payload| is
+ * changed in place. *routed = 1 when it routed, else nothing changed (another event, or the
+ * publisher chose a priority). Reads only. */
+typedef struct tb_repo_route {
+  char tier[32];
+  char priority[8]; /* high, medium, low */
+  char count[16], original[16];
+  const char *meta[8];
+  int tracked; /* 0: not tracked (or no database), routed as medium */
+} tb_repo_route_t;
+tb_status tb_repo_route_sync_job(tb_store_t *st, const tb_config_t *cfg, tb_publish_req_t *req,
+                                 tb_repo_route_t *rt, int *routed);
 
 #endif

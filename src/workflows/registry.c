@@ -80,18 +80,34 @@ const tb_workflow_def_t *tb_wf_find(const char *name) {
   for (int d = 0; d < N_DOMAINS; d++)
     for (int i = 0; i < domains[d]->n_workflows; i++)
       if (strcmp(domains[d]->workflows[i]->name, name) == 0) return domains[d]->workflows[i];
+  /* Seed 000's names, after every registered name: an alias never shadows a workflow. */
+  for (int d = 0; d < N_DOMAINS; d++)
+    for (int i = 0; i < domains[d]->n_workflows; i++) {
+      const char *alias = domains[d]->workflows[i]->alias;
+      if (alias != NULL && strcmp(alias, name) == 0) return domains[d]->workflows[i];
+    }
   return NULL;
 }
 
-/* X(event, payload field holding the correlation key). An event listed here is bound to the
- * workflow.resume handler in the catalogue. */
+/* X(event, payload field holding the correlation key, payload field naming the waiting run or
+ * NULL). An event listed here is bound to the workflow.resume handler in the catalogue. A
+ * command reply resumes by its command id only: its workflow_id alone could answer a later
+ * attempt of the step. */
 #define RESUMABLE(X)                                                                               \
-  X("command-reply", "command_id")                                                                 \
-  X("enrichment-complete", "enrichment_id")
+  X("command-reply", "command_id", NULL)                                                           \
+  X("enrichment-complete", "enrichment_id", "workflow_id")
 
 const char *tb_wf_resume_key_field(const char *event) {
-#define MATCH(ev, field)                                                                           \
+#define MATCH(ev, field, run)                                                                      \
   if (event != NULL && strcmp(event, ev) == 0) return field;
+  RESUMABLE(MATCH)
+#undef MATCH
+  return NULL;
+}
+
+const char *tb_wf_resume_run_field(const char *event) {
+#define MATCH(ev, field, run)                                                                      \
+  if (event != NULL && strcmp(event, ev) == 0) return run;
   RESUMABLE(MATCH)
 #undef MATCH
   return NULL;

@@ -8,13 +8,14 @@
 
 json_t *tb_repo_json(const tb_config_t *cfg, const tb_tracked_repo_t *r) {
   const char *tier = tb_repo_priority_tier(cfg, r->priority);
-  return json_pack("{s:s, s:s, s:i, s:b, s:i, s:o, s:b, s:b, s:o}", "repository_id",
-                   r->repository_id, "priority", r->priority, "priority_score", r->priority_score,
-                   "is_workspace_repo", r->is_workspace_repo, "workspace_count", r->workspace_count,
-                   "manual_override",
-                   r->manual_override[0] ? json_string(r->manual_override) : json_null(),
-                   "marked_low", r->marked_low, "tracking_enabled", r->tracking_enabled,
-                   "jobs_tier", tier ? json_string(tier) : json_null());
+  return json_pack(
+      "{s:s, s:o, s:s, s:i, s:b, s:i, s:o, s:b, s:b, s:o}", "repository_id", r->repository_id,
+      "repository_name", r->repository_name[0] ? json_string(r->repository_name) : json_null(),
+      "priority", r->priority, "priority_score", r->priority_score, "is_workspace_repo",
+      r->is_workspace_repo, "workspace_count", r->workspace_count, "manual_override",
+      r->manual_override[0] ? json_string(r->manual_override) : json_null(), "marked_low",
+      r->marked_low, "tracking_enabled", r->tracking_enabled, "jobs_tier",
+      tier ? json_string(tier) : json_null());
 }
 
 typedef struct collect {

@@ -21,8 +21,10 @@
 #include "core/log.h"
 #include "core/status.h"
 #include "store/escalation.h"
+#include "store/slots.h"
 #include "store/workflow.h"
 #include "tierbus/v1/command.pb-c.h"
+#include "workflows/breaker.h"
 #include "workflows/escalation.h"
 #include "workflows/handlers.h"
 #include "workflows/wf.h"
@@ -62,6 +64,9 @@ typedef struct stepper {
     int64_t started_us;
   } hist;
   /* Running on (run_on): */
+  /* When the run was read parked in a wait or a sleep: the time since it parked (its
+   * updated_us), which does not count against its deadline, is credited at the next write. */
+  int64_t parked_us;
   int budget;       /* steps this call may still run; at 0 the next step gets a continuation */
   int local;        /* the message came on the run's domain: a worker of it is handling it */
   const char *next; /* non-NULL: the run is ready at a step that has no continuation yet, and
@@ -95,8 +100,16 @@ static void derive_id(const char *prefix, const char *cause, char *buf, size_t c
   snprintf(buf, cap, "%.*s:%016llx", TB_WF_ID_MAX - 17, prefix, (unsigned long long)h);
 }
 
+const char *tb_wf_type_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
+  /* The name, then seed 000's alias, then the category: the most specific entry wins. */
+  const char *t = tb_config_workflow_tier(cfg, def->name, NULL);
+  if (t == NULL && def->alias != NULL) t = tb_config_workflow_tier(cfg, def->alias, NULL);
+  if (t == NULL && def->category != NULL) t = tb_config_workflow_tier(cfg, NULL, def->category);
+  return t;
+}
+
 const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def) {
-  const char *by_type = tb_config_workflow_tier(cfg, def->name, def->category);
+  const char *by_type = tb_wf_type_tier(cfg, def);
   if (by_type != NULL) return by_type;
   int i = def->tier != NULL ? tb_config_tier_index(cfg, def->tier) : -1;
   return cfg->tiers[i >= 0 ? i : cfg->n_tiers - 1].name;
@@ -207,6 +220,13 @@ static tb_status flush(stepper_t *sp) {
   free(sp->row.data);
   sp->row.data = text;
   tb_status s = tb_store_wf_update(sp->ctx->store, &sp->row);
+  if (s == TB_OK && sp->parked_us > 0) {
+    /* Seed 000's tier timeout bounds the run's own time: a wait or a sleep has its own. The
+     * write just set updated_us to now, where a new park (if any) starts. */
+    int64_t parked = tb_wall_us() - sp->parked_us;
+    if (parked > 0) s = tb_store_wf_shift_deadline(sp->ctx->store, sp->row.id, parked);
+    sp->parked_us = 0;
+  }
   if (s == TB_OK) sp->dirty = 0;
   return s;
 }
@@ -308,6 +328,18 @@ static tb_status run_on_error(stepper_t *sp, const char *error) {
 }
 
 static tb_status fail_run(stepper_t *sp, const char *error) {
+  /* Seed 000: "alert on critical workflow failures". */
+  const tb_config_t *cfg = sp->ctx->cfg;
+  if (cfg->n_tiers > 0 && strcmp(sp->row.tier, cfg->tiers[0].name) == 0) {
+    char key[TB_ID_MAX + 32];
+    snprintf(key, sizeof(key), "%s:%lld", sp->row.id, (long long)sp->row.seq);
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s}", "workflow_id", sp->row.id, "workflow_type",
+                          sp->row.name, "tier", sp->row.tier, "detail", error);
+    tb_status as =
+        f ? tb_wf_alert(sp->ctx, "critical-failure", key, f) : tb__fail(TB_ERR_NOMEM, "alert");
+    json_decref(f);
+    if (as != TB_OK) return as;
+  }
   snprintf(sp->row.status, sizeof(sp->row.status), "failed");
   snprintf(sp->row.step_state, sizeof(sp->row.step_state), "done");
   free(sp->row.error);
@@ -404,10 +436,51 @@ static tb_status park(stepper_t *sp, const char *state, int64_t due_us, const ch
   return s;
 }
 
+/* Ends the command step's attempt as "held" (not failed, so it uses no retry) with |detail|, and
+ * parks the run (status waiting, so the hold is not counted against its deadline) until
+ * |until_us|, when its continuation (|why|) runs the step again from the start. */
+static tb_status hold_step(stepper_t *sp, const char *detail, const char *why, int64_t until_us) {
+  tb_status s = hist_end(sp, "held", 0, detail, NULL, NULL);
+  if (s != TB_OK) return s;
+  snprintf(sp->row.status, sizeof(sp->row.status), "waiting");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+  s = save(sp);
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, why, until_us);
+  return s;
+}
+
+/* Holds the command step |st| while its service's circuit breaker is open (seed 000), until the
+ * cool-down ends. */
+static tb_status hold_command(stepper_t *sp, const tb_step_def_t *st, int64_t until_us) {
+  char when[40], detail[200];
+  tb_time_format(until_us, when, sizeof(when));
+  snprintf(detail, sizeof(detail), "circuit breaker open for service %s: held until %s",
+           st->service, when);
+  tb_status s = tb_wf_breaker_held(sp->ctx, st->service);
+  return s == TB_OK ? hold_step(sp, detail, "held", until_us) : s;
+}
+
+/* How long a command step held by its service's concurrency limit waits before it tries for a
+ * slot again, and how long its place in line lasts without a try (a run that stopped trying,
+ * cancelled or stuck behind a backlog, gives its place up after this). */
+#define SLOT_RETRY_US (250 * 1000)
+#define SLOT_WAIT_TTL_US (10 * 1000 * 1000)
+
+/* Holds the command step |st| while its service is at its concurrency limit (seed 001). */
+static tb_status hold_for_slot(stepper_t *sp, const tb_step_def_t *st, int limit) {
+  char detail[128];
+  snprintf(detail, sizeof(detail), "service %s at its concurrency limit (%d)", st->service, limit);
+  return hold_step(sp, detail, "service-slot", tb_wall_us() + SLOT_RETRY_US);
+}
+
 static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
   json_t *input = NULL;
+  int64_t until = 0;
+  tb_status s = tb_wf_breaker_open_until(sp->ctx, st->service, tb_wall_us(), &until);
+  if (s != TB_OK) return s;
+  if (until > 0) return hold_command(sp, st, until);
   tb__clear_detail();
-  tb_status s = st->input ? st->input(&sp->run, &input) : TB_OK;
+  s = st->input ? st->input(&sp->run, &input) : TB_OK;
   if (s != TB_OK) return step_failed(sp, 0, tb_errdetail(), s == TB_ERR_INVALID, "failed");
   char *input_text = json_dumps(input ? input : json_object(), JSON_COMPACT);
   json_decref(input);
@@ -432,7 +505,19 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   else
     snprintf(cmd_id, sizeof(cmd_id), "%s:%s:%d", sp->row.id, st->name, sp->row.attempt);
   snprintf(subject, sizeof(subject), "tb.cmd.%s.%s", st->service, st->action);
-  int64_t deadline = tb_wall_us() + timeout_ms * 1000;
+  int64_t now_us = tb_wall_us(), deadline = now_us + timeout_ms * 1000;
+  /* Seed 001's per-queue concurrency, across every worker process (store/slots.h): a service at
+   * its limit holds the step, which is tried again later; it is not a failed attempt. */
+  int limit = tb_config_service_limit(sp->ctx->cfg, st->service);
+  if (limit > 0) {
+    int got = 0;
+    s = tb_store_slot_acquire(sp->ctx->store, st->service, sp->row.id, st->name, cmd_id, limit,
+                              now_us, deadline, now_us + SLOT_WAIT_TTL_US, &got);
+    if (s != TB_OK || !got) {
+      free(input_text);
+      return s != TB_OK ? s : hold_for_slot(sp, st, limit);
+    }
+  }
   Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;
   cmd.command_id = cmd_id;
   cmd.workflow_id = sp->row.id;
@@ -475,11 +560,24 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
     tb_status s = tb_store_wf_inbox_get(sp->ctx->store, sp->row.id, seq, &payload, &code, &found);
     if (s != TB_OK) return s;
   }
+  if (st->kind == TB_STEP_COMMAND) {
+    /* The command is answered or timed out: its service slot is free for the next one. */
+    tb_status s = tb_store_slot_release(sp->ctx->store, sp->row.id, st->name);
+    if (s != TB_OK) {
+      json_decref(body);
+      free(payload);
+      return s;
+    }
+  }
   if (!found) {
     tb_store_wf_wait_drop(sp->ctx->store, sp->row.id, seq);
     char err[160];
     snprintf(err, sizeof(err), "timed out waiting for %s",
              st->kind == TB_STEP_COMMAND ? "the command's reply" : st->event);
+    if (st->kind == TB_STEP_COMMAND) {
+      tb_status bs = tb_wf_breaker_record(sp->ctx, st->service, 0, err, tb_wall_us(), NULL);
+      if (bs != TB_OK) return bs;
+    }
     return step_failed(sp, 0, err, 0, "timeout");
   }
   json_error_t jerr;
@@ -489,7 +587,17 @@ static tb_status resume(stepper_t *sp, int64_t seq) {
   }
   if (body == NULL) return step_failed(sp, 0, "unreadable inbox payload", 1, "failed");
   if (st->kind == TB_STEP_COMMAND) {
-    /* body is the CommandReply as JSON */
+    /* body is the CommandReply as JSON; its status tells the breaker how the service is. */
+    const char *reply_error = json_string_value(json_object_get(body, "error"));
+    char why[300];
+    snprintf(why, sizeof(why), "status %d: %s", code,
+             reply_error && reply_error[0] ? reply_error : "command failed");
+    tb_status bs = tb_wf_breaker_record(sp->ctx, st->service, !tb_wf_breaker_counts(code), why,
+                                        tb_wall_us(), NULL);
+    if (bs != TB_OK) {
+      json_decref(body);
+      return bs;
+    }
     if (code >= 200 && code < 300) {
       const char *rj = json_string_value(json_object_get(body, "result_json"));
       json_t *result = rj && rj[0] ? json_loads(rj, 0, &jerr) : json_object();
@@ -514,9 +622,16 @@ static tb_status start_wait(stepper_t *sp, const tb_step_def_t *st, int64_t time
   tb_status s = st->key ? st->key(&sp->run, key, sizeof(key)) : TB_OK;
   if (s != TB_OK || key[0] == '\0')
     return step_failed(sp, 0, s != TB_OK ? tb_errdetail() : "empty correlation key", 1, "failed");
-  /* An event that arrived before the wait started is in the inbox: take it now. */
+  /* An event that arrived before the wait started is in the inbox: take it now. One that named
+   * only this run (tb_wf_resume_run_field) is kept under "workflow:<id>". */
   int found = 0;
   s = tb_store_wf_inbox_claim(sp->ctx->store, st->event, key, sp->row.id, sp->row.seq, &found);
+  if (s == TB_OK && !found && tb_wf_resume_run_field(st->event) != NULL) {
+    char run_key[TB_ID_MAX + 16];
+    snprintf(run_key, sizeof(run_key), "workflow:%s", sp->row.id);
+    s = tb_store_wf_inbox_claim(sp->ctx->store, st->event, run_key, sp->row.id, sp->row.seq,
+                                &found);
+  }
   if (s != TB_OK) return s;
   char detail[TB_ID_MAX + 80];
   snprintf(detail, sizeof(detail), "%s key %s%s", st->event, key, found ? " (arrived early)" : "");
@@ -633,6 +748,8 @@ static tb_status adopt(stepper_t *sp, const tb_handler_ctx_t *ctx, tb_wf_row_t *
   sp->msg_id = ctx->msg && ctx->msg->env ? ctx->msg->env->id : NULL;
   sp->row = *row;
   memset(row, 0, sizeof(*row));
+  if (strcmp(sp->row.status, "waiting") == 0 || strcmp(sp->row.status, "sleeping") == 0)
+    sp->parked_us = sp->row.updated_us;
   sp->def = tb_wf_find(sp->row.name);
   if (sp->def == NULL) {
     json_decref(data);
@@ -848,7 +965,11 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
   const char *field = tb_wf_resume_key_field(event);
   if (field == NULL) return tb__fail(TB_ERR_INVALID, "%s resumes no workflow step", event);
   const char *key = tb_codec_get_string(m->payload, field);
-  if (key == NULL) return tb__fail(TB_ERR_INVALID, "%s: empty %s, nothing to resume", event, field);
+  const char *run_field = tb_wf_resume_run_field(event);
+  const char *run_id = run_field ? tb_codec_get_string(m->payload, run_field) : NULL;
+  if (key == NULL && run_id == NULL)
+    return tb__fail(TB_ERR_INVALID, "%s: empty %s%s%s, nothing to resume", event, field,
+                    run_field ? " and " : "", run_field ? run_field : "");
   json_t *obj = NULL;
   tb_status s = tb_codec_payload_to_json(m->payload, &obj);
   if (s != TB_OK) return s;
@@ -860,10 +981,24 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
     return tb__fail(TB_ERR_NOMEM, "%s: rendering the payload", event);
   }
 
-  char wf_id[TB_ID_MAX];
+  char wf_id[TB_ID_MAX], run_key[TB_ID_MAX + 16];
   int64_t seq = 0;
   int found = 0;
-  s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
+  if (key != NULL)
+    s = tb_store_wf_wait_take(ctx->store, event, key, wf_id, sizeof(wf_id), &seq, &found);
+  if (s == TB_OK && !found && run_id != NULL) {
+    /* Seed 003: resumed by the run itself. Its wait says which key it waits on; an event that
+     * arrives before the wait is kept under "workflow:<id>", which start_wait also claims. */
+    int waiting = 0;
+    s = tb_store_wf_wait_key_of(ctx->store, run_id, event, run_key, sizeof(run_key), &waiting);
+    if (s == TB_OK && waiting) {
+      s = tb_store_wf_wait_take(ctx->store, event, run_key, wf_id, sizeof(wf_id), &seq, &found);
+      key = run_key;
+    } else if (s == TB_OK && key == NULL) {
+      snprintf(run_key, sizeof(run_key), "workflow:%s", run_id);
+      key = run_key;
+    }
+  }
   if (s == TB_OK)
     s = tb_store_wf_inbox_add(ctx->store, event, key, m->env->id, text, code, found ? wf_id : NULL,
                               seq, NULL);
@@ -917,12 +1052,14 @@ tb_status tb__handle_wf_resume(const tb_handler_ctx_t *ctx) {
 tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
                       const char *tier, const json_t *input, const char *correlation_id,
                       char *id_out, size_t id_cap, int *started) {
-  return tb_wf_start_ex(ctx, def, id, tier, input, correlation_id, NULL, id_out, id_cap, started);
+  return tb_wf_start_ex(ctx, def, id, tier, NULL, input, correlation_id, NULL, id_out, id_cap,
+                        started);
 }
 
 tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
-                         const char *tier, const json_t *input, const char *correlation_id,
-                         const tb_esc_input_t *esc, char *id_out, size_t id_cap, int *started) {
+                         const char *tier, const char *explicit_by, const json_t *input,
+                         const char *correlation_id, const tb_esc_input_t *esc, char *id_out,
+                         size_t id_cap, int *started) {
   *started = 0;
   tb_wf_row_t row;
   memset(&row, 0, sizeof(row));
@@ -937,13 +1074,13 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
   } else {
     return tb__fail(TB_ERR_INVALID, "start %s: no id and no message to derive one", def->name);
   }
-  /* Seed 000: the context (definition, input, the trigger's flags) may raise the tier. */
-  tb_esc_input_t in;
-  tb_esc_result_t esc_res;
-  int base = 0;
-  tb_status s = tb_wf_start_tier(ctx->cfg, def, tier, input, esc, &base, &in, &esc_res);
+  /* Seed 000: an explicit tier is honoured both ways (under a priority floor); otherwise the
+   * context (definition, input, the trigger's flags) may raise the base tier. */
+  tb_wf_decision_t d;
+  tb_status s = tb_wf_decide(ctx->cfg, def, tier, explicit_by, "trigger-event", input, esc, &d);
   if (s != TB_OK) return s;
-  tier = ctx->cfg->tiers[esc_res.tier].name;
+  tb_esc_input_t in = d.in;
+  tier = ctx->cfg->tiers[d.tier].name;
   snprintf(row.name, sizeof(row.name), "%s", def->name);
   snprintf(row.domain, sizeof(row.domain), "%s", def->domain);
   snprintf(row.tier, sizeof(row.tier), "%s", tier);
@@ -970,9 +1107,16 @@ tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *d
     wc.customer_facing = in.customer_facing;
     snprintf(wc.business_impact, sizeof(wc.business_impact), "%s",
              in.business_impact ? in.business_impact : "");
+    if (d.requested >= 0)
+      snprintf(wc.requested_tier, sizeof(wc.requested_tier), "%s",
+               ctx->cfg->tiers[d.requested].name);
+    snprintf(wc.automatic_tier, sizeof(wc.automatic_tier), "%s", ctx->cfg->tiers[d.automatic].name);
+    snprintf(wc.tier_rule, sizeof(wc.tier_rule), "%s", d.rule);
+    /* The tier's timeout bounds the whole run, not only one delivery (seed 000). */
+    wc.deadline_us = tb_wall_us() + ctx->cfg->tiers[d.tier].timeout_ms * 1000;
     s = tb_store_wf_context_put(ctx->store, row.id, &wc);
-    if (s == TB_OK && esc_res.rule != NULL)
-      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[base].name, tier, esc_res.rule,
+    if (s == TB_OK && d.escalated_by != NULL)
+      s = tb_wf_esc_record(ctx->store, row.id, ctx->cfg->tiers[d.base].name, tier, d.escalated_by,
                            "start", &in, NULL);
   }
   if (s == TB_OK && id_out != NULL) snprintf(id_out, id_cap, "%s", row.id);
@@ -1024,8 +1168,8 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
     json_decref(args);
     if (input == NULL) return tb__fail(TB_ERR_NOMEM, "execute-workflow %s: args", def->name);
   }
-  /* Seed 000: an explicit priority is the base, else the workflow type's tier; the context
-   * flags escalate from there, never down. */
+  /* Seed 000: an explicit priority is honoured both ways (tb_wf_decide), else the workflow
+   * type's tier, which the context flags escalate, never down. */
   const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
   static const char *const impact_names[] = {
       [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] = "low",
@@ -1040,7 +1184,7 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
       .expedite = ew->expedite,
   };
   int started = 0;
-  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, input,
+  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, tier ? "priority" : NULL, input,
                                ctx->msg->env->correlation_id, &esc, NULL, 0, &started);
   json_decref(input);
   return s;
@@ -1110,6 +1254,35 @@ tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier
 
 /* ---------------------------------------------------------------- cancel */
 
+tb_status tb__wf_fail(const tb_handler_ctx_t *ctx, const char *id, const char *error) {
+  stepper_t sp;
+  int found = 0;
+  tb_status s = load(&sp, ctx, id, &found);
+  if (s == TB_OK && !found) s = tb__fail(TB_ERR_NOT_FOUND, "no workflow '%s'", id);
+  if (s == TB_OK && tb_wf_status_final(sp.row.status))
+    s = tb__fail(TB_ERR_INVALID, "workflow '%s' is already %s", id, sp.row.status);
+  if (s == TB_OK) {
+    /* Its queued continuation and any timer ("wf:<id>:") must not run a step of a failed run. */
+    char prefix[TB_ID_MAX + 8];
+    snprintf(prefix, sizeof(prefix), "wf:%s:", id);
+    s = tb_store_outbox_cancel_prefix(ctx->store, prefix, NULL);
+    tb_wf_hist_t h = {.step = sp.row.step,
+                      .name = "run-timeout",
+                      .kind = "deadline",
+                      .attempt = 1,
+                      .status = "failed",
+                      .detail = error,
+                      .tier = sp.row.tier,
+                      .ended_us = tb_wall_us()};
+    if (s == TB_OK) s = tb_store_wf_hist_add(ctx->store, id, &h, NULL);
+    sp.dirty = 1;
+    if (s == TB_OK) s = fail_run(&sp, error);
+    if (s == TB_OK) s = flush(&sp);
+  }
+  if (found) unload(&sp);
+  return s;
+}
+
 tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
   tb_status s = tb_store_begin(store);
   if (s != TB_OK) return s;
@@ -1128,6 +1301,8 @@ tb_status tb_wf_cancel(tb_store_t *store, const char *id, const char *reason) {
     row.finished_us = tb_wall_us();
     s = tb_store_wf_update(store, &row);
     if (s == TB_OK) s = tb_store_wf_wait_drop_all(store, id);
+    /* A cancelled run's command no longer counts against its service's limit. */
+    if (s == TB_OK) s = tb_store_slot_release(store, id, NULL);
     /* Queued continuations and timers ("wf:<id>:"), and commands not yet sent ("<id>:"). */
     char prefix[TB_ID_MAX + 8];
     snprintf(prefix, sizeof(prefix), "wf:%s:", id);

@@ -1,6 +1,7 @@
-/* The stuck-run sweeper thread (seed 000): runs tb_wf_sweep on its own SQLite connection every
- * escalation_sweep interval, so that a run stuck behind a backlog or waiting too long is raised
- * to the tier its rules name, whichever worker process finds it first. */
+/* The stuck-run sweeper thread (seed 000): runs tb_wf_sweep and tb_wf_sweep_deadlines on its own
+ * SQLite connection every escalation_sweep interval, so that a run stuck behind a backlog or
+ * waiting too long is raised to the tier its rules name, and a run past its tier's timeout is
+ * escalated or failed, whichever worker process finds it first. */
 #include <stdlib.h>
 
 #include "core/bgthread.h"
@@ -25,6 +26,14 @@ static int64_t sweep_tick(void *arg, int stopping) {
     TB_LOG(TB_LOG_WARN, "sweeper", "stuck-run sweep failed: %s", tb_errdetail());
   else if (n > 0)
     TB_LOG(TB_LOG_INFO, "sweeper", "escalated %d stuck workflow run%s", n, n == 1 ? "" : "s");
+  /* Seed 000: a run's tier timeout bounds the whole run (config run_timeout). */
+  int esc = 0, failed = 0;
+  s = tb_wf_sweep_deadlines(sw->store, sw->cfg, sw->cat, tb_wall_us(), &esc, &failed);
+  if (s != TB_OK)
+    TB_LOG(TB_LOG_WARN, "sweeper", "run-timeout sweep failed: %s", tb_errdetail());
+  else if (esc + failed > 0)
+    TB_LOG(TB_LOG_INFO, "sweeper", "runs past their tier's timeout: %d escalated, %d failed", esc,
+           failed);
   return TB_BGTHREAD_PERIODIC;
 }
 

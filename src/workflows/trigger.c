@@ -160,7 +160,7 @@ static tb_status base_tier(const tb_config_t *cfg, const tb_workflow_def_t *def,
     *by = "task-queue";
   } else {
     *tier = tb_wf_tier(cfg, def);
-    if (tb_config_workflow_tier(cfg, def->name, def->category) != NULL)
+    if (tb_wf_type_tier(cfg, def) != NULL)
       *by = "workflow_tiers";
     else if (def->tier != NULL && strcmp(def->tier, *tier) == 0)
       *by = "definition";
@@ -208,10 +208,10 @@ tb_status tb_wf_trigger_prepare(const tb_config_t *cfg, const tb_catalogue_t *ca
                           .expedite = t->expedite,
                           .failed_retry = t->failed_retry,
                           .stuck_ms = t->hours_stuck > 0 ? (int64_t)(t->hours_stuck * 3.6e6) : 0};
-  tb_esc_input_t in;
-  tb_esc_result_t esc;
-  int base = 0;
-  st = input ? tb_wf_start_tier(cfg, def, out->base_tier, input, &flags, &base, &in, &esc)
+  tb_wf_decision_t d;
+  int chosen = t->priority != NULL || t->queue != NULL;
+  st = input ? tb_wf_decide(cfg, def, chosen ? out->base_tier : NULL,
+                            chosen ? out->assigned_by : NULL, NULL, input, &flags, &d)
              : tb__fail(TB_ERR_NOMEM, "trigger %s", def->name);
   json_decref(input);
   if (st != TB_OK) {
@@ -219,9 +219,14 @@ tb_status tb_wf_trigger_prepare(const tb_config_t *cfg, const tb_catalogue_t *ca
     return tb__fail(st, "%s: %s", nm->input, tb_errdetail());
   }
   out->field = NULL;
-  out->tier = cfg->tiers[esc.tier].name;
-  out->escalated_by = esc.rule;
-  out->rule = esc.rule ? esc.rule : out->assigned_by;
+  out->tier = cfg->tiers[d.tier].name;
+  out->base_tier = cfg->tiers[d.base].name;
+  out->assigned_by = d.assigned_by;
+  out->automatic_tier = cfg->tiers[d.automatic].name;
+  out->requested_tier = d.requested >= 0 ? cfg->tiers[d.requested].name : NULL;
+  out->escalated_by = d.escalated_by;
+  out->rule = d.rule;
+  out->context = d.in;
   if (t->id) {
     snprintf(out->id, sizeof(out->id), "%s", t->id);
   } else {

@@ -50,13 +50,17 @@ typedef struct tb_wf_triggered {
   char id[TB_ID_MAX];
   const tb_workflow_def_t *def;
   const char *tier;         /* the tier it runs on (borrowed from the config) */
-  const char *base_tier;    /* before escalation */
+  const char *base_tier;    /* before escalation: the requested tier, else the automatic base */
   const char *assigned_by;  /* what chose base_tier: "priority", "task-queue", "workflow_tiers",
                              * "definition" or "least-urgent-tier" (the definition's tier is not
                              * in this config) */
-  const char *escalated_by; /* the escalation rule that raised it, "expedite", or NULL */
+  const char *escalated_by; /* the escalation rule that raised it, "expedite",
+                             * "priority_floors", or NULL */
   /* The rule that chose |tier|: escalated_by when set, else assigned_by. */
   const char *rule;
+  const char *automatic_tier; /* what the rules alone give (type tier escalated) */
+  const char *requested_tier; /* the explicit tier asked for (priority / queue); NULL = none */
+  tb_esc_input_t context;     /* the merged context the rules saw */
   const char *field; /* after a failure: the input at fault, as |names| call it (NULL: none) */
 } tb_wf_triggered_t;
 

@@ -6,6 +6,7 @@
 
 #include "core/status.h"
 #include "core/util.h"
+#include "store/escalation.h"
 #include "workflows/wf.h"
 
 /* The one list; the CHECK constraint of workflows.status (migration v4) says the same. */
@@ -69,6 +70,24 @@ static int esc_add(void *arg, const tb_wf_escalation_t *e) {
   return v == NULL || json_array_append_new(arg, v) != 0;
 }
 
+tb_status tb_wf_decision_view(tb_store_t *st, const char *id, json_t **out) {
+  tb_wf_context_t c;
+  int found = 0;
+  tb_status s = tb_store_wf_context_get(st, id, &c, &found);
+  if (s != TB_OK) return s;
+  if (!found || c.tier_rule[0] == '\0') {
+    *out = json_null();
+    return TB_OK;
+  }
+  json_t *v = json_pack("{s:s,s:o,s:s,s:o}", "rule", c.tier_rule, "requested_tier",
+                        c.requested_tier[0] ? json_string(c.requested_tier) : json_null(),
+                        "automatic_tier", c.automatic_tier, "deadline_us",
+                        c.deadline_us > 0 ? json_integer(c.deadline_us) : json_null());
+  if (v == NULL) return tb__fail(TB_ERR_NOMEM, "workflow %s", id);
+  *out = v;
+  return TB_OK;
+}
+
 tb_status tb_wf_run_view(tb_store_t *st, const char *id, json_t **out) {
   tb_wf_row_t row;
   int found = 0;
@@ -79,10 +98,11 @@ tb_status tb_wf_run_view(tb_store_t *st, const char *id, json_t **out) {
   s = hist && escs ? tb_store_wf_escalations(st, id, esc_add, escs)
                    : tb__fail(TB_ERR_NOMEM, "workflow %s", id);
   if (s == TB_OK) s = tb_store_wf_history(st, id, hist_add, hist);
-  json_t *root = NULL;
+  json_t *root = NULL, *decision = NULL;
+  if (s == TB_OK) s = tb_wf_decision_view(st, id, &decision);
   if (s == TB_OK) {
-    root = json_pack("{s:o,s:O,s:O}", "workflow", tb_wf_row_json(&row), "escalations", escs,
-                     "history", hist);
+    root = json_pack("{s:o,s:o,s:O,s:O}", "workflow", tb_wf_row_json(&row), "tier_decision",
+                     decision, "escalations", escs, "history", hist);
     if (root == NULL) s = tb__fail(TB_ERR_NOMEM, "workflow %s", id);
   }
   json_decref(hist);

@@ -29,10 +29,15 @@ json_t *tb_wf_row_json(const tb_wf_row_t *r);
 json_t *tb_wf_hist_json(const tb_wf_hist_t *h);
 json_t *tb_wf_escalation_json(const tb_wf_escalation_t *e);
 
+/* How run |id|'s starting tier was decided and its deadline (seed 000), from its context:
+ * {"rule", "requested_tier" (null = none), "automatic_tier", "deadline_us" (null = none)}, or
+ * JSON null for a run started before tierbus kept them. New reference into *out. */
+tb_status tb_wf_decision_view(tb_store_t *st, const char *id, json_t **out);
+
 /* Run |id| with its escalations and history, oldest first:
- * {"workflow": {...}, "escalations": [...], "history": [...]}, into *out (caller frees with
- * json_decref). TB_ERR_NOT_FOUND (detail names the id) when there is no such run; the store's
- * status when it fails. */
+ * {"workflow": {...}, "tier_decision": {...} (tb_wf_decision_view), "escalations": [...],
+ * "history": [...]}, into *out (caller frees with json_decref). TB_ERR_NOT_FOUND (detail names the
+ * id) when there is no such run; the store's status when it fails. */
 tb_status tb_wf_run_view(tb_store_t *st, const char *id, json_t **out);
 
 #endif

@@ -105,7 +105,10 @@ typedef struct tb_step_def {
 } tb_step_def_t;
 
 typedef struct tb_workflow_def {
-  const char *name;   /* unique over all domains, e.g. "subscriber-enrichment" */
+  const char *name; /* unique over all domains, e.g. "subscriber-enrichment" */
+  /* Another name it is found by (tb_wf_find), unique over all names: seed 000's camelCase
+   * workflow type ("customerSupportMessageWorkflow"). NULL = none. Runs record |name|. */
+  const char *alias;
   const char *domain; /* "crm", "enrichment", "workspace", "ops" */
   const char *tier;   /* default tier (a config tier name; unknown = the last tier) */
   const char *description;
@@ -156,12 +159,16 @@ extern const tb_wf_domain_t tb__domain_crm, tb__domain_enrichment, tb__domain_op
 /* Every domain, in listing order; |*n| receives the count. */
 const tb_wf_domain_t *const *tb_wf_domains(int *n);
 
-/* The definition named |name|, or NULL. */
+/* The definition named |name| (its name, else its alias), or NULL. */
 const tb_workflow_def_t *tb_wf_find(const char *name);
 
 /* The event types that resume waits, and the payload field holding their correlation key. NULL
  * for an event that resumes nothing. */
 const char *tb_wf_resume_key_field(const char *event);
+
+/* The payload field of |event| that names the waiting run itself (seed 003: enrichment-complete
+ * resumes by workflow_id as well as by enrichment_id), or NULL when it resumes by key only. */
+const char *tb_wf_resume_run_field(const char *event);
 
 /* ---------------------------------------------------------------- runtime (runtime.c) */
 
@@ -170,6 +177,10 @@ const char *tb_wf_resume_key_field(const char *event);
  * config has it, else the config's last (least urgent) tier, so a deployment that renames tiers
  * still runs every workflow. Borrowed from |cfg|. */
 const char *tb_wf_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
+
+/* Config's workflow_tiers entry for |def|: by its name, else its alias (seed 000's camelCase
+ * type), else its category; NULL when none applies. Borrowed from |cfg|. */
+const char *tb_wf_type_tier(const tb_config_t *cfg, const tb_workflow_def_t *def);
 
 /* 1 for a status after which a run does nothing more: completed, failed, cancelled. */
 int tb_wf_status_final(const char *status);
@@ -187,11 +198,20 @@ tb_status tb_wf_start(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def,
 
 struct tb_esc_input;
 /* tb_wf_start with the escalation context of execute-workflow's flags (seed 000), merged with
- * what the definition and the input say (workflows/escalation.h). |esc| NULL = none. The rules
- * raise the run's tier from |tier| (or the default); a raise is recorded with its rule. */
+ * what the definition and the input say (workflows/escalation.h). |esc| NULL = none. With
+ * |explicit_by| ("priority") |tier| is a caller's choice, honoured both ways under config's
+ * priority_floors; without it the rules raise the run's tier from |tier| (or the default). A
+ * raise is recorded with its rule, and the deciding rule and the run's deadline are kept in its
+ * context (tb_wf_decide). */
 tb_status tb_wf_start_ex(const tb_handler_ctx_t *ctx, const tb_workflow_def_t *def, const char *id,
-                         const char *tier, const json_t *input, const char *correlation_id,
-                         const struct tb_esc_input *esc, char *id_out, size_t id_cap, int *started);
+                         const char *tier, const char *explicit_by, const json_t *input,
+                         const char *correlation_id, const struct tb_esc_input *esc, char *id_out,
+                         size_t id_cap, int *started);
+
+/* Fails run |id| inside the caller's transaction (runtime.c; for the run-timeout sweep): a
+ * "run-timeout" history row with |error|, its waits, timers and queued continuation dropped, its
+ * onError run, status failed. TB_ERR_NOT_FOUND / TB_ERR_INVALID (already final). */
+tb_status tb__wf_fail(const tb_handler_ctx_t *ctx, const char *id, const char *error);
 
 /* Sends run |row|'s continuation for its current seq on row->tier, due at |due_us| (0 = now),
  * through the outbox (runtime.c; for escalation.c). |cause| is recorded in the history. */

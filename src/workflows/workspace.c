@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/publish.h"
+#include "core/clock.h"
 #include "core/log.h"
 #include "core/status.h"
 #include "workflows/handlers.h"
@@ -32,8 +33,8 @@ static void log_job_failure(const char *repository_id, const char *priority) {
  * the membership or setting change that caused it still commits (seed 002: priority sync errors
  * never fail the workspace operation). *changed (may be NULL) = 1 when the row was written. */
 static tb_status recompute(const tb_handler_ctx_t *ctx, const char *repository_id, int count,
-                           const char *override, int mark_low, const char *what, const char *cause,
-                           int *changed) {
+                           const char *override, int mark_low, const char *name, const char *what,
+                           const char *cause, int *changed) {
   if (changed) *changed = 0;
   int found = 0;
   tb_tracked_repo_t old, now;
@@ -48,6 +49,8 @@ static tb_status recompute(const tb_handler_ctx_t *ctx, const char *repository_i
   }
   if (override != NULL) snprintf(now.manual_override, sizeof(now.manual_override), "%s", override);
   if (mark_low >= 0) now.marked_low = mark_low ? 1 : 0;
+  if (name != NULL && name[0] != '\0')
+    snprintf(now.repository_name, sizeof(now.repository_name), "%s", name);
   now.workspace_count = count;
   now.is_workspace_repo = count >= 1;
   const char *computed = tb_repo_rule_priority(count, now.marked_low, NULL);
@@ -58,7 +61,8 @@ static tb_status recompute(const tb_handler_ctx_t *ctx, const char *repository_i
   if (found && strcmp(old.priority, now.priority) == 0 &&
       old.priority_score == now.priority_score && old.is_workspace_repo == now.is_workspace_repo &&
       old.workspace_count == now.workspace_count &&
-      strcmp(old.manual_override, now.manual_override) == 0 && old.marked_low == now.marked_low)
+      strcmp(old.manual_override, now.manual_override) == 0 && old.marked_low == now.marked_low &&
+      strcmp(old.repository_name, now.repository_name) == 0)
     return TB_OK;
 
   char reason[3 * TB_ID_MAX + 128];
@@ -80,11 +84,16 @@ static tb_status recompute(const tb_handler_ctx_t *ctx, const char *repository_i
                         .new_priority = now.priority,
                         .new_score = now.priority_score,
                         .is_workspace_repo = now.is_workspace_repo,
-                        .workspace_count = now.workspace_count};
+                        .workspace_count = now.workspace_count,
+                        .repository_name = now.repository_name};
   if (tb_repo_sync_job_emit(ctx, &c, cause ? cause : repository_id) != TB_OK)
     log_job_failure(repository_id, now.priority);
   return TB_OK;
 }
+
+static tb_status queue_add_sync(const tb_handler_ctx_t *ctx, const char *workspace_id,
+                                const char *repository_id);
+static uint64_t fnv1a(const char *s, uint64_t h);
 
 /* Reads one required id from the payload. An event without it can never apply, so the failure is
  * TB_ERR_INVALID, which sends the message to the dead-letter stream. */
@@ -128,8 +137,84 @@ static tb_status apply_change(const tb_handler_ctx_t *ctx, const char *fallback_
   else
     snprintf(what, sizeof(what), "removed from workspace %s (still in %d workspace%s)",
              workspace_id, count, plural(count));
-  return recompute(ctx, repository_id, count, NULL, -1, what,
-                   ctx->msg->env ? ctx->msg->env->id : NULL, NULL);
+  /* A name over its limit is not stored (and not cut): the membership change still applies. */
+  const char *name = present && ctx->msg->payload
+                         ? tb_codec_get_string(ctx->msg->payload, "repository_name")
+                         : NULL;
+  if (name != NULL && strlen(name) >= TB_REPO_NAME_MAX) {
+    TB_LOG(TB_LOG_WARN, "workspace",
+           "%s: repository_name of %s is %zu bytes, over the %d-byte limit; not stored", event,
+           repository_id, strlen(name), TB_REPO_NAME_MAX - 1);
+    name = NULL;
+  }
+  s = recompute(ctx, repository_id, count, NULL, -1, name, what,
+                ctx->msg->env ? ctx->msg->env->id : NULL, NULL);
+  if (s == TB_OK && present) s = queue_add_sync(ctx, workspace_id, repository_id);
+  return s;
+}
+
+/* The lease row that debounces the workspace_add syncs: held (by the queued sync's message id)
+ * until the queued sync is due. */
+#define ADD_SYNC_LEASE "workspace-add-sync"
+
+/* Seed 002's hook: adding a repository to a workspace also triggers the full sync
+ * (workspace/priorities.sync, reason workspace_add). Debounced: the first add of a burst queues
+ * the sync through the outbox, due priority_sync_debounce later, and holds the debounce lease
+ * until then; an add that finds the lease held adds nothing, the queued sync covers it. The
+ * sync's id is derived from the add's message id, so it is queued once whatever happens to the
+ * add's message. A sync that cannot be prepared or queued is logged and the add still applies
+ * (the seed: priority sync errors never fail the workspace operation); a failure to take the
+ * debounce lease is returned. A replayed add (ctx->replay) queues nothing. */
+static tb_status queue_add_sync(const tb_handler_ctx_t *ctx, const char *workspace_id,
+                                const char *repository_id) {
+  if (ctx->cfg == NULL || ctx->replay) return TB_OK; /* a replay queues no new work */
+  int64_t now = tb_wall_us(), window_ms = ctx->cfg->priority_sync_debounce_ms;
+  tb_status s = TB_OK;
+  if (window_ms > 0) {
+    char holder[128];
+    int64_t expires = 0;
+    int held = 0;
+    s = tb_store_lease_get(ctx->store, ADD_SYNC_LEASE, holder, sizeof(holder), &expires, &held);
+    if (s != TB_OK || (held && expires > now)) return s;
+  }
+  const char *cause = ctx->msg && ctx->msg->env && ctx->msg->env->id ? ctx->msg->env->id : "";
+  char id[64];
+  snprintf(id, sizeof(id), "workspace-add-sync-%016llx",
+           (unsigned long long)fnv1a(cause, fnv1a(repository_id, 1469598103934665603ULL)));
+  int64_t due = now + window_ms * 1000;
+  json_t *payload =
+      json_pack("{s:s, s:s, s:s, s:s}", "reason", "workspace_add", "requested_by",
+                "tierbus-workspace", "workspace_id", workspace_id, "repository_id", repository_id);
+  if (payload == NULL) return tb__fail(TB_ERR_NOMEM, "workspace_add sync");
+  tb_publish_req_t req = {.event = "workspace/priorities.sync",
+                          .payload = payload,
+                          .id = id,
+                          .source = "tierbus-workspace",
+                          .occurred_at_us = due};
+  tb_prepared_t p;
+  s = ctx->cat != NULL ? tb_publish_prepare(ctx->cfg, ctx->cat, &req, &p)
+                       : tb__fail(TB_ERR_INVALID, "no catalogue");
+  json_decref(payload);
+  if (s != TB_OK) {
+    TB_LOG(TB_LOG_WARN, "workspace",
+           "repository %s added to %s: the workspace_add sync was not "
+           "queued: %s",
+           repository_id, workspace_id, tb_errdetail());
+    return TB_OK;
+  }
+  s = tb_handler_emit_at(ctx, p.subject, p.id, p.buf, p.len, window_ms > 0 ? due : 0);
+  tb_prepared_free(&p);
+  if (s != TB_OK) {
+    TB_LOG(TB_LOG_WARN, "workspace",
+           "repository %s added to %s: the workspace_add sync was not queued: %s", repository_id,
+           workspace_id, tb_errdetail());
+    return TB_OK; /* no lease taken: the next add tries again */
+  }
+  if (window_ms > 0) {
+    int taken = 0;
+    s = tb_store_lease_take(ctx->store, ADD_SYNC_LEASE, id, window_ms, &taken, NULL, 0, NULL);
+  }
+  return s;
 }
 
 tb_status tb__handle_repo_added(const tb_handler_ctx_t *ctx) {
@@ -184,6 +269,16 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
       c->is_workspace_repo, "workspace_count", c->workspace_count, "original_priority", orig);
   if (payload == NULL)
     return tb__fail(TB_ERR_NOMEM, "repository-sync job for %s", c->repository_id);
+  /* repository_name when known: the caller's, else the tracked row's (the full sync's batches do
+   * not carry it). */
+  tb_tracked_repo_t row;
+  int found = 0;
+  const char *name = c->repository_name;
+  if (name == NULL && tb_store_repo_get(ctx->store, c->repository_id, &row, &found) == TB_OK &&
+      found)
+    name = row.repository_name;
+  if (name != NULL && name[0] != '\0')
+    json_object_set_new(payload, "repository_name", json_string(name));
   /* Fixed length, whatever the lengths of the cause and the repository id, and deterministic for
    * the message being handled (a redelivery emits the same id). It starts with the milliseconds
    * of that message's occurred_at, so the ids grow with time: the outbox's unique index and the
@@ -217,6 +312,12 @@ tb_status tb_repo_sync_job_emit(const tb_handler_ctx_t *ctx, const tb_repo_chang
 
 tb_status tb_repo_set(const tb_handler_ctx_t *ctx, const char *repository_id, const char *override,
                       int mark_low, const char *cause, int *changed) {
+  return tb_repo_set_ex(ctx, repository_id, override, mark_low, NULL, cause, changed);
+}
+
+tb_status tb_repo_set_ex(const tb_handler_ctx_t *ctx, const char *repository_id,
+                         const char *override, int mark_low, const char *name, const char *cause,
+                         int *changed) {
   if (changed) *changed = 0;
   if (repository_id == NULL || repository_id[0] == '\0' || strlen(repository_id) >= TB_ID_MAX)
     return tb__fail(TB_ERR_INVALID, "repository id must be 1 to %d characters", TB_ID_MAX - 1);
@@ -236,6 +337,72 @@ tb_status tb_repo_set(const tb_handler_ctx_t *ctx, const char *repository_id, co
   if (mark_low >= 0)
     snprintf(what + strlen(what), sizeof(what) - strlen(what), "%soperator %s", what[0] ? "; " : "",
              mark_low ? "marked it low" : "cleared the low mark");
+  if (name != NULL && (name[0] == '\0' || strlen(name) >= TB_REPO_NAME_MAX))
+    return tb__fail(TB_ERR_INVALID, "repository name must be 1 to %d characters",
+                    TB_REPO_NAME_MAX - 1);
+  if (name != NULL)
+    snprintf(what + strlen(what), sizeof(what) - strlen(what), "%soperator named it",
+             what[0] ? "; " : "");
   if (what[0] == '\0') snprintf(what, sizeof(what), "operator recomputed");
-  return recompute(ctx, repository_id, count, override, mark_low, what, cause, changed);
+  return recompute(ctx, repository_id, count, override, mark_low, name, what, cause, changed);
+}
+
+tb_status tb_repo_route_sync_job(tb_store_t *st, const tb_config_t *cfg, tb_publish_req_t *req,
+                                 tb_repo_route_t *rt, int *routed) {
+  *routed = 0;
+  memset(rt, 0, sizeof(*rt));
+  if (req->event == NULL || strcmp(req->event, "capture/repository.sync") != 0 ||
+      req->tier != NULL || !json_is_object(req->payload) ||
+      json_object_get(req->payload, "priority") != NULL ||
+      json_object_get(req->payload, "priority_score") != NULL ||
+      json_object_get(req->payload, "priorityScore") != NULL)
+    return TB_OK;
+  const char *repo = json_string_value(json_object_get(req->payload, "repository_id"));
+  if (repo == NULL) repo = json_string_value(json_object_get(req->payload, "repositoryId"));
+  if (repo == NULL || repo[0] == '\0') return TB_OK; /* the codec refuses it as it is */
+  tb_tracked_repo_t row;
+  int found = 0;
+  if (st != NULL) {
+    tb_status s = tb_store_repo_get(st, repo, &row, &found);
+    if (s != TB_OK) return s;
+  }
+  rt->tracked = found;
+  if (!found) {
+    memset(&row, 0, sizeof(row));
+    snprintf(row.priority, sizeof(row.priority), "medium");
+    row.priority_score = tb_repo_priority_score("medium");
+  }
+  const char *tier = tb_repo_priority_tier(cfg, row.priority);
+  if (tier == NULL)
+    return tb__fail(TB_ERR_INVALID, "capture/repository.sync %s: no tier for priority %s", repo,
+                    row.priority);
+  snprintf(rt->tier, sizeof(rt->tier), "%s", tier);
+  snprintf(rt->priority, sizeof(rt->priority), "%s", row.priority);
+  snprintf(rt->count, sizeof(rt->count), "%d", row.workspace_count);
+  snprintf(rt->original, sizeof(rt->original), "%s", found ? row.priority : "none");
+  char prio[40], orig[40];
+  enum_name(row.priority, prio, sizeof(prio));
+  enum_name(found ? row.priority : "", orig, sizeof(orig));
+  json_t *meta = json_pack("{s:b, s:i, s:s}", "is_workspace_repo", row.is_workspace_repo,
+                           "workspace_count", row.workspace_count, "original_priority", orig);
+  if (meta == NULL || json_object_set_new(req->payload, "priority", json_string(prio)) != 0 ||
+      json_object_set_new(req->payload, "priority_score", json_integer(row.priority_score)) != 0 ||
+      json_object_set_new(req->payload, "metadata", meta) != 0)
+    return tb__fail(TB_ERR_NOMEM, "capture/repository.sync %s", repo);
+  if (found && row.repository_name[0] != '\0' &&
+      json_object_get(req->payload, "repository_name") == NULL &&
+      json_object_get(req->payload, "repositoryName") == NULL &&
+      json_object_set_new(req->payload, "repository_name", json_string(row.repository_name)) != 0)
+    return tb__fail(TB_ERR_NOMEM, "capture/repository.sync %s", repo);
+  const char *meta_kv[] = {"repository_priority", rt->priority,
+                           "is_workspace_repo",   row.is_workspace_repo ? "true" : "false",
+                           "workspace_count",     rt->count,
+                           "original_priority",   rt->original};
+  memcpy(rt->meta, meta_kv, sizeof(meta_kv));
+  req->tier = rt->tier;
+  req->priority_score = row.priority_score;
+  req->metadata = rt->meta;
+  req->n_metadata = 4;
+  *routed = 1;
+  return TB_OK;
 }

@@ -896,10 +896,11 @@ static void test_example_round_trip(void **state) {
                                "duplicate_window: 2m\n"));
   assert_non_null(strstr(text, "; default var/tierbus.db; env TIERBUS_DB.\ndb_path: "));
   assert_non_null(strstr(text, "relative to the working directory"));
-  assert_non_null(strstr(text, "\ntiers:\n  - {name: only, timeout: 1m, concurrency: 4, "
-                               "max_deliver: 3, backoff: [1500ms], aging: 250ms, "
-                               "job_priority: 2, max_age: 0s, max_bytes: 0, max_msgs: 0, "
-                               "redelivery_bound: 0s}\n"));
+  assert_non_null(
+      strstr(text, "\ntiers:\n  - {name: only, task_queue: \"\", timeout: 1m, concurrency: 4, "
+                   "max_deliver: 3, backoff: [1500ms], aging: 250ms, "
+                   "job_priority: 2, max_age: 0s, max_bytes: 0, max_msgs: 0, "
+                   "redelivery_bound: 0s}\n"));
   assert_non_null(strstr(text, "\nevent_tiers: {}\n"));
   assert_non_null(strstr(text, "\npresets: {}\n"));
   free(text);
@@ -972,6 +973,122 @@ static void test_default_path(void **state) {
   rmdir(dir);
 }
 
+/* service_concurrency (seed 001's per-queue limits): the shipped values, the lookup, and each
+ * error naming the key and line. */
+static void test_service_concurrency(void **state) {
+  static tb_config_t cfg;
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/config/tierbus.yaml", source_dir());
+  tb_config_init(&cfg);
+  if (tb_config_load_file(&cfg, path) != TB_OK) fail_msg("%s", tb_errdetail());
+  assert_int_equal(tb_config_service_limit(&cfg, "ai"), 1);
+  assert_int_equal(tb_config_service_limit(&cfg, "pdf"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "file"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "database"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "scheduled"), 3);
+  assert_int_equal(tb_config_service_limit(&cfg, "email"), 0); /* not listed: no limit */
+  assert_int_equal(tb_config_service_limit(&cfg, NULL), 0);
+
+  expect_load_ok(ONE_TIER "service_concurrency: {ai: 10000, b-2_x: 1}\n", &cfg);
+  assert_int_equal(tb_config_service_limit(&cfg, "ai"), 10000);
+  assert_int_equal(tb_config_service_limit(&cfg, "b-2_x"), 1);
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 0\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'0')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 10001\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'10001')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 2x\n",
+                    "%s:3: service_concurrency.ai: must be an integer between 1 and 10000 (got "
+                    "'2x')");
+  expect_load_error(ONE_TIER "service_concurrency:\n  AI: 1\n",
+                    "%s:3: service_concurrency: service name 'AI' must be lowercase letters, "
+                    "digits, '_' or '-'");
+  expect_load_error(ONE_TIER "service_concurrency:\n  ai: 1\n  ai: 2\n",
+                    "%s:4: service_concurrency: service 'ai' is listed twice");
+  expect_load_error(ONE_TIER "service_concurrency: [ai]\n",
+                    "%s:2: service_concurrency: expected a mapping, got a list");
+}
+
+/* Seed 001's JOB_PRIORITY numbers, read through the tiers' job_priority (shipped 1, 3, 5, 7, 9),
+ * wherever a tier name is accepted; every boundary on purpose. */
+static void test_job_priority_numbers(void **state) {
+  static tb_config_t cfg;
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/config/tierbus.yaml", source_dir());
+  tb_config_init(&cfg);
+  if (tb_config_load_file(&cfg, path) != TB_OK) fail_msg("%s", tb_errdetail());
+  static const struct {
+    const char *text;
+    const char *tier; /* NULL: refused */
+  } cases[] = {
+      {"1", "critical"},   {"2", "high"},     {"3", "high"},  {"4", "normal"},
+      {"5", "normal"},     {"6", "low"},      {"7", "low"},   {"8", "background"},
+      {"9", "background"}, {"0", "critical"}, /* more urgent than any: the most urgent tier */
+      {"10", NULL},        {"100", NULL},     {"1000", NULL}, {"-1", NULL},
+      {"+3", NULL},        {" 3", NULL},      {"3 ", NULL},   {"3x", NULL},
+      {"", NULL},          {"high", "high"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int t = tb_config_tier_index(&cfg, cases[i].text);
+    if (cases[i].tier == NULL) {
+      if (t >= 0) fail_msg("'%s' gave tier %s, expected none", cases[i].text, cfg.tiers[t].name);
+    } else {
+      if (t < 0) fail_msg("'%s' gave no tier, expected %s", cases[i].text, cases[i].tier);
+      assert_string_equal(cfg.tiers[t].name, cases[i].tier);
+    }
+  }
+  /* A tier's own name wins over a number. */
+  expect_load_ok("tiers: [{name: a, job_priority: 1}, {name: '3', job_priority: 5}]\n", &cfg);
+  assert_int_equal(tb_config_tier_index(&cfg, "3"), 1);
+  assert_int_equal(tb_config_tier_index(&cfg, "2"), 1);
+  /* Numbers name tiers in config references too. */
+  expect_load_ok("tiers: [{name: a, job_priority: 1}, {name: b, job_priority: 3}]\n"
+                 "event_tiers: {E: 3}\nworkflow_tiers: {w: 1}\n",
+                 &cfg);
+  assert_string_equal(tb_config_event_tier(&cfg, "E"), "b");
+  assert_string_equal(tb_config_workflow_tier(&cfg, "w", NULL), "a");
+  /* Job priorities follow the tiers' priority order. */
+  expect_load_error("tiers: [{name: a, job_priority: 3}, {name: b, job_priority: 1}]\n",
+                    "%s:1: tiers[1].job_priority: 1 is more urgent than tiers[0] (a, 3): tiers are "
+                    "in priority order, so job priorities must not decrease");
+  expect_load_ok("tiers: [{name: a, job_priority: 3}, {name: b, job_priority: 3}]\n", &cfg);
+  assert_int_equal(tb_config_tier_index(&cfg, "3"), 0); /* equal: the first, more urgent */
+}
+
+/* job_types (seed 001's custom job types): TYPE: SERVICE.ACTION, each part checked. */
+static void test_job_types(void **state) {
+  static tb_config_t cfg;
+  expect_load_ok(ONE_TIER "job_types:\n  MY_CUSTOM_JOB: reports.build\n  x/y.z: a-1.b_2\n", &cfg);
+  const tb_job_type_t *jt = tb_config_job_type(&cfg, "MY_CUSTOM_JOB");
+  assert_non_null(jt);
+  assert_string_equal(jt->service, "reports");
+  assert_string_equal(jt->action, "build");
+  jt = tb_config_job_type(&cfg, "x/y.z");
+  assert_non_null(jt);
+  assert_string_equal(jt->service, "a-1");
+  assert_string_equal(jt->action, "b_2");
+  assert_null(tb_config_job_type(&cfg, "OTHER"));
+  assert_null(tb_config_job_type(&cfg, NULL));
+  round_trip(&cfg);
+  static const char *const bad[] = {"reports",       "reports.",       ".build",
+                                    "Reports.build", "reports.bu ild", "reports.build.x"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char yaml[256], want[512];
+    snprintf(yaml, sizeof(yaml), ONE_TIER "job_types:\n  J: '%s'\n", bad[i]);
+    snprintf(want, sizeof(want),
+             "%%s:3: job_types.J: must be SERVICE.ACTION, each 1 to 31 lowercase letters, "
+             "digits, '_' or '-' (got '%s')",
+             bad[i]);
+    expect_load_error(yaml, want);
+  }
+  expect_load_error(ONE_TIER "job_types:\n  J: a.b\n  J: a.c\n",
+                    "%s:4: job_types: job type 'J' is listed twice");
+  expect_load_error(ONE_TIER "job_types:\n  'J K': a.b\n",
+                    "%s:3: job_types: job type 'J K' must be letters, digits, '_', '-', '/' or "
+                    "'.'");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shipped_config),
@@ -991,6 +1108,9 @@ int main(void) {
       cmocka_unit_test(test_example_round_trip),
       cmocka_unit_test(test_flow_and_block_styles),
       cmocka_unit_test(test_default_path),
+      cmocka_unit_test(test_service_concurrency),
+      cmocka_unit_test(test_job_priority_numbers),
+      cmocka_unit_test(test_job_types),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

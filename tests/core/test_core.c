@@ -20,6 +20,9 @@
 static void test_status_text(void **state) {
   assert_string_equal(tb_strerror(TB_OK), "ok");
   assert_string_equal(tb_err_name(TB_ERR_DECODE), "ERR_DECODE");
+  /* What a stub returns, so that a user reads "not implemented", never "invalid argument". */
+  assert_string_equal(tb_strerror(TB_ERR_NOT_IMPLEMENTED), "not implemented");
+  assert_string_equal(tb_err_name(TB_ERR_NOT_IMPLEMENTED), "ERR_NOT_IMPLEMENTED");
   assert_string_equal(tb_strerror((tb_status)9999), "unknown status");
   assert_int_equal(tb__fail(TB_ERR_IO, "disk %d", 3), TB_ERR_IO);
   assert_string_equal(tb_errdetail(), "disk 3");

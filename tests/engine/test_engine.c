@@ -38,10 +38,14 @@ static int calls;
 /* Writes one activity row (a state change the test can count), then succeeds or rejects. */
 static tb_status fake_handler(const tb_handler_ctx_t *ctx) {
   calls++;
-  tb_status st = tb_store_activity(ctx->store, ctx->msg->env->id, ctx->msg->def->name, ctx->tier,
-                                   NULL, "fake", NULL);
+  tb_activity_t a = {.msg_id = ctx->msg->env->id,
+                     .event_type = ctx->msg->def->name,
+                     .tier = ctx->tier,
+                     .key = "fake"};
+  tb_status st = tb_store_activity(ctx->store, &a);
   if (st != TB_OK) return st;
-  return mode == FAKE_REJECT ? tb__fail(TB_ERR_INVALID, "fake handler rejects it") : TB_OK;
+  int reject = mode == FAKE_REJECT || strncmp(ctx->msg->env->id, "bad-", 4) == 0;
+  return reject ? tb__fail(TB_ERR_INVALID, "fake handler rejects it") : TB_OK;
 }
 
 static tb_handler_fn fake_lookup(const char *name) {
@@ -173,12 +177,14 @@ static void test_rejected_and_missing(void **state) {
   assert_int_equal(tb_engine_create(&e, &fx.cfg, fx.cat, store, fx.bus, fake_lookup), TB_OK);
   tb_work_t w[1];
 
-  /* A handler that rejects: its write is undone, the message is dead-lettered with the reason. */
+  /* A handler that rejects: its write is undone, the message is dead-lettered with the reason.
+   * It ran twice: in the batch without savepoints, then alone in its own when the batch was
+   * applied again. */
   mode = FAKE_REJECT;
   bus_fixture_publish(&fx, "evt-r", 1);
   fetch(w, 1);
   run_batch(e, w, 1, 0);
-  assert_int_equal(calls, 1);
+  assert_int_equal(calls, 2);
   assert_int_equal(w[0].fate, TB_FATE_TERM);
   assert_int_equal(count("SELECT count(*) FROM activity_log WHERE msg_id = 'evt-r'"), 0);
   assert_int_equal(count("SELECT count(*) FROM dead_letters WHERE msg_id = 'evt-r' AND reason "
@@ -192,7 +198,7 @@ static void test_rejected_and_missing(void **state) {
   fetch(w, 1);
   w[0].domain = -1;
   run_batch(e, w, 1, 0);
-  assert_int_equal(calls, 1);
+  assert_int_equal(calls, 2);
   assert_int_equal(count("SELECT count(*) FROM dead_letters WHERE msg_id = 'evt-m' AND reason "
                          "LIKE 'no handler%'"),
                    1);
@@ -206,8 +212,70 @@ static void test_rejected_and_missing(void **state) {
   tb_engine_destroy(e);
 }
 
+/* Publishes a body that is no envelope on the stream's subject, under Nats-Msg-Id |id|. */
+static void publish_junk(const char *id) {
+  json_t *payload = json_pack("{s:s,s:s}", "client_id", "c1", "user_id", "u1");
+  tb_publish_req_t req = {.event = "MONTH_TRANSITION", .payload = payload, .tier = "normal"};
+  tb_prepared_t p;
+  assert_int_equal(tb_publish_prepare(&fx.cfg, fx.cat, &req, &p), TB_OK);
+  assert_int_equal(tb_bus_publish(fx.bus, p.subject, id, "\xff\xff\xff", 3, NULL, NULL, NULL),
+                   TB_OK);
+  tb_prepared_free(&p);
+  json_decref(payload);
+}
+
+/* A batch runs without a savepoint per message until a handler fails; then it is rolled back and
+ * applied again with one, so that the failing message's writes are undone alone. The messages
+ * before it still apply once, and what happens once per delivery happens once: the dead-letter
+ * copy of a malformed message dead-lettered earlier in the batch, the counters, the figures. */
+static void test_failure_redoes_the_batch(void **state) {
+  tb_engine_t *e = NULL;
+  assert_int_equal(tb_engine_create(&e, &fx.cfg, fx.cat, store, fx.bus, fake_lookup), TB_OK);
+  tb_work_t w[4];
+  bus_fixture_publish(&fx, "ok-1", 1);
+  publish_junk("junk-2");
+  bus_fixture_publish(&fx, "bad-3", 1);
+  bus_fixture_publish(&fx, "ok-4", 1);
+  fetch(w, 4);
+  run_batch(e, w, 4, 0);
+  /* ok-1 and bad-3 ran once without savepoints, then again with them, then ok-4. */
+  assert_int_equal(calls, 5);
+  assert_int_equal(w[0].fate, TB_FATE_ACK);
+  assert_int_equal(w[1].fate, TB_FATE_TERM);
+  assert_int_equal(w[2].fate, TB_FATE_TERM);
+  assert_int_equal(w[3].fate, TB_FATE_ACK);
+  assert_int_equal(count("SELECT count(*) FROM activity_log WHERE msg_id = 'ok-1'"), 1);
+  assert_int_equal(count("SELECT count(*) FROM activity_log WHERE msg_id = 'bad-3'"), 0);
+  assert_int_equal(count("SELECT count(*) FROM activity_log WHERE msg_id = 'ok-4'"), 1);
+  assert_int_equal(count("SELECT count(*) FROM processed WHERE outcome = 'applied'"), 2);
+  assert_int_equal(count("SELECT count(*) FROM processed WHERE outcome = 'dead'"), 2);
+  /* One copy each in the dead-letter stream, in order, though the malformed one was dead-lettered
+   * again when the batch was applied again. */
+  assert_int_equal(count("SELECT dlq_seq FROM dead_letters WHERE reason LIKE '%not a "
+                         "tierbus.v1.Envelope%'"),
+                   1);
+  assert_int_equal(count("SELECT dlq_seq FROM dead_letters WHERE msg_id = 'bad-3'"), 2);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE name = 'processed'"), 2);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE name = 'dead'"), 2);
+  assert_int_equal(count("SELECT value FROM tier_counters WHERE name = 'failed'"), 1);
+  tb_engine_tier_stats_t ts;
+  tb_engine_tier_stats(e, 0, &ts);
+  assert_int_equal(ts.processed, 2);
+  assert_int_equal(ts.dead, 2);
+  assert_int_equal(ts.start.total, 3); /* the three decodable ones, once each */
+
+  /* The next batch runs without savepoints again, and applies once. */
+  bus_fixture_publish(&fx, "ok-5", 1);
+  fetch(w, 1);
+  run_batch(e, w, 1, 0);
+  assert_int_equal(calls, 6);
+  assert_int_equal(count("SELECT count(*) FROM processed WHERE outcome = 'applied'"), 3);
+  tb_engine_destroy(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_failure_redoes_the_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_applied_once, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rejected_and_missing, setup, teardown),
   };

@@ -77,11 +77,17 @@ static void test_execute_and_monitoring(void **state) {
   start_run(wa,
             "{\"workflowType\": \"ops.daily-stand-up\", \"id\": \"run-exp\", \"expedite\": true}",
             201, "critical", "expedite");
-  /* Rules only raise: an explicit background with high business impact still goes critical. */
-  start_run(wp,
-            "{\"workflowType\": \"ops.daily-stand-up\", \"id\": \"run-bi\", \"priority\": "
-            "\"background\", \"context\": {\"businessImpact\": \"high\"}}",
-            201, "critical", "high-business-impact");
+  /* An explicit priority is honoured both ways (issue 12): background with high business
+   * impact stays background, though the rules alone would say critical. */
+  j = call_json("POST", wp,
+                "{\"workflowType\": \"ops.daily-stand-up\", \"id\": \"run-bi\", \"priority\": "
+                "\"background\", \"context\": {\"businessImpact\": \"high\"}}",
+                201);
+  assert_string_equal(jstr(j, "tier"), "background");
+  assert_string_equal(jstr(j, "rule"), "priority");
+  assert_string_equal(jstr(j, "requestedTier"), "background");
+  assert_string_equal(jstr(j, "automaticTier"), "critical");
+  json_decref(j);
   start_run(wa,
             "{\"workflowType\": \"ops.daily-stand-up\", \"id\": \"run-retry\", \"context\": "
             "{\"isFailedRetry\": true, \"hoursStuck\": 7.5}}",
@@ -95,9 +101,9 @@ static void test_execute_and_monitoring(void **state) {
   /* The worker gives every run the tier the API announced. */
   assert_int_equal(
       tb_h_wait_sql(h, 7, WAIT_MS, "SELECT count(*) FROM workflows WHERE status = 'completed'"), 7);
-  static const char *const want[][2] = {{"run-low", "low"},     {"run-auto", "normal"},
-                                        {"run-cf", "high"},     {"run-exp", "critical"},
-                                        {"run-bi", "critical"}, {"run-retry", "high"},
+  static const char *const want[][2] = {{"run-low", "low"},       {"run-auto", "normal"},
+                                        {"run-cf", "high"},       {"run-exp", "critical"},
+                                        {"run-bi", "background"}, {"run-retry", "high"},
                                         {"run-args", "normal"}};
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     char *tier = tb_h_sql_text(h, "SELECT tier FROM workflows WHERE id = '%s'", want[i][0]);
@@ -113,6 +119,61 @@ static void test_execute_and_monitoring(void **state) {
   assert_non_null(input);
   assert_string_equal(input, "email");
   free(input);
+  /* ... and each argument's fields are the input's own, as the seed's workflows read them. */
+  input = tb_h_sql_text(h, "SELECT json_extract(data, '$.input.message') || ' ' || "
+                           "json_extract(data, '$.input.origin') FROM workflows "
+                           "WHERE id = 'run-args'");
+  assert_non_null(input);
+  assert_string_equal(input, "x email");
+  free(input);
+  /* The run keeps the rule that chose its tier, and GET shows it. */
+  char *rule =
+      tb_h_sql_text(h, "SELECT tier_rule || ' ' || requested_tier || ' ' || "
+                       "automatic_tier FROM workflow_context WHERE workflow_id = 'run-bi'");
+  assert_non_null(rule);
+  assert_string_equal(rule, "priority background critical");
+  free(rule);
+  j = call_json("GET", "/api/workflows/run-bi", NULL, 200);
+  json_t *td = json_object_get(j, "tier_decision");
+  assert_string_equal(json_string_value(json_object_get(td, "rule")), "priority");
+  assert_string_equal(json_string_value(json_object_get(td, "automatic_tier")), "critical");
+  assert_true(json_is_integer(json_object_get(td, "deadline_us")));
+  json_decref(j);
+
+  /* dryRun: the same decision, nothing published. Seed 000's names work: a camelCase type, a
+   * task queue in any case; a priority floor (the shipped config's customer-support: high)
+   * keeps an explicit low from lowering customer support. */
+  int64_t all_before = tb_h_all_tier_msgs(h);
+  j = call_json("POST", wp,
+                "{\"workflowType\": \"customerSupportMessageWorkflow\", \"priority\": "
+                "\"LOW-priority\", \"dryRun\": true, \"args\": [{\"to\": \"a@b.c\"}]}",
+                200);
+  assert_true(json_is_true(json_object_get(j, "dryRun")));
+  assert_string_equal(jstr(j, "workflowType"), "ops.customer-support-message");
+  assert_string_equal(jstr(j, "tier"), "high");
+  assert_string_equal(jstr(j, "rule"), "priority_floors");
+  assert_string_equal(jstr(j, "requestedTier"), "low");
+  assert_string_equal(jstr(j, "automaticTier"), "high");
+  assert_true(json_is_true(json_object_get(json_object_get(j, "context"), "isCustomerFacing")));
+  json_decref(j);
+  j = call_json("POST", wa,
+                "{\"workflowType\": \"dailyStandUpWorkflow\", \"taskQueue\": \"default\", "
+                "\"dryRun\": true}",
+                200);
+  assert_string_equal(jstr(j, "tier"), "normal");
+  assert_string_equal(jstr(j, "rule"), "task-queue");
+  json_decref(j);
+  j = call_json("POST", wp,
+                "{\"workflowType\": \"leadAttentionWorkflow\", \"priority\": \"Critical\", "
+                "\"dryRun\": true}",
+                200);
+  assert_string_equal(jstr(j, "tier"), "critical");
+  assert_string_equal(jstr(j, "rule"), "priority");
+  json_decref(j);
+  expect_400("POST", wa, "{\"workflowType\": \"ops.daily-stand-up\", \"dryRun\": 1}", "dryRun");
+  expect_400("POST", wa, "{\"workflowType\": \"ops.daily-stand-up\", \"taskQueue\": \"x\"}",
+             "taskQueue");
+  assert_int_equal(tb_h_all_tier_msgs(h), all_before);
 
   /* Every refusal names its field, and nothing more reaches a stream. */
   int64_t before = tb_h_tier_msgs(h, "normal");
@@ -158,11 +219,12 @@ static void test_execute_and_monitoring(void **state) {
     const char *name = jstr(t, "tier");
     json_t *runs = json_object_get(t, "runs");
     int64_t finished = json_integer_value(json_object_get(runs, "finished"));
-    int64_t expect_finished = strcmp(name, "critical") == 0 ? 2
+    /* run-bi ran on background as asked (an explicit priority is honoured both ways). */
+    int64_t expect_finished = strcmp(name, "critical") == 0 ? 1
                               : strcmp(name, "high") == 0   ? 2
                               : strcmp(name, "normal") == 0 ? 2
                               : strcmp(name, "low") == 0    ? 1
-                                                            : 0;
+                                                            : 1;
     if (finished != expect_finished)
       print_error("tier %s: %lld runs finished, expected %lld\n", name, (long long)finished,
                   (long long)expect_finished);
@@ -182,7 +244,7 @@ static void test_execute_and_monitoring(void **state) {
   assert_int_equal(
       json_integer_value(json_object_get(json_object_get(esc, "critical"), "expedite")), 1);
   assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "escalations"), "total")),
-                   4);
+                   3);
   json_decref(j);
   expect_400("GET", "/api/monitoring?window=soon", NULL, "window");
   expect_400("GET", "/api/monitoring?window=31d", NULL, "window");
@@ -491,7 +553,7 @@ static void test_repositories(void **state) {
   add_repo("w2", "r2");
   add_repo("w2", "octo/repo");
   tb_h_result_t res;
-  tb_h_tierbus(h, &res, 20000, "priority", "set", "r3", "--override", "low", NULL);
+  tb_h_tierbus(h, &res, 20000, "priority", "set", "r3", "--override", "low", "--create", NULL);
   tb_assert_exit(res, 0);
   tb_h_result_free(&res);
   assert_int_equal(tb_h_wait_sql(h, 4, WAIT_MS,
@@ -585,6 +647,19 @@ static void test_repositories(void **state) {
   assert_true(json_number_value(json_object_get(wsj, "success_rate")) == 100.0);
   assert_false(json_is_true(json_object_get(jobs, "truncated")));
   json_decref(j);
+
+  /* The same four jobs in the activity log, each payload rendered from its stored bytes. */
+  j = call_json("GET", "/api/activity?event=capture/repository.sync&limit=10", NULL, 200);
+  assert_int_equal(json_integer_value(json_object_get(j, "count")), 4);
+  json_t *row = json_array_get(json_object_get(j, "rows"), 0);
+  json_t *payload = json_object_get(row, "payload");
+  assert_non_null(json_string_value(json_object_get(payload, "repository_id")));
+  assert_string_equal(json_string_value(json_object_get(row, "key")),
+                      json_string_value(json_object_get(payload, "repository_id")));
+  assert_null(json_object_get(row, "payload_error"));
+  json_decref(j);
+  expect_400("GET", "/api/activity?event=NO_SUCH_EVENT", NULL, "event");
+  expect_400("GET", "/api/activity?limit=0", NULL, "limit");
   stop_all(&api, &worker);
 }
 

@@ -2,8 +2,8 @@
  * answers --help with usage and examples (exit 0); read-only commands never create a database;
  * every bad-usage path exits 2 naming what is accepted, and leaves no database, data directory or
  * message behind; publish --file names its duplicate lines; tables are sized to their content and
- * have --json; a job that does not exist says "not implemented"; the bash completion script is the
- * one the binary generates and offers every command. */
+ * have --json; the bash completion script is the one the binary generates and offers every
+ * command. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -393,7 +393,8 @@ static void test_tables_and_json(void **state) {
                                           "dlq list --json",
                                           "schedule list --json",
                                           "priority inversions --json",
-                                          "db checksum --json"};
+                                          "db checksum --json",
+                                          "activity --json"};
   const char *common[] = {"--nats-url", h->url, "--db", h->db, NULL};
   for (size_t i = 0; i < sizeof(json_cmds) / sizeof(json_cmds[0]); i++) {
     run_words(h, &r, json_cmds[i], common);
@@ -447,22 +448,6 @@ static void test_tables_and_json(void **state) {
   tb_assert_exit(r, 0);
   assert_int_equal(strncmp(r.out, "TIER ", 5), 0);
   assert_int_equal(column_at(r.out, 1), (int)strlen("background") + 2);
-  tb_h_result_free(&r);
-}
-
-/* ---------------------------------------------------------------- not implemented */
-
-/* UPDATE_CLIENT_METRICS (a default task the seed leaves undefined) says "not implemented", not
- * "invalid argument". */
-static void test_not_implemented(void **state) {
-  tb_h_t *h = *state;
-  tb_h_result_t r;
-  tb_it_start_and_init(h);
-  TB("schedule", "run", "update-client-metrics");
-  tb_assert_exit(r, 1);
-  tb_assert_contains(r.err, "not implemented");
-  tb_assert_contains(r.err, "UPDATE_CLIENT_METRICS");
-  tb_assert_not_contains(r.err, "invalid argument");
   tb_h_result_free(&r);
 }
 
@@ -541,7 +526,6 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_usage_errors_write_nothing, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_publish_file_duplicates, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_tables_and_json, tb_h_setup, tb_h_teardown),
-      cmocka_unit_test_setup_teardown(test_not_implemented, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_bash_completion, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

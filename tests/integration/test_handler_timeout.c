@@ -64,8 +64,9 @@ static tb_status slow_handler(const tb_handler_ctx_t *ctx) {
     int64_t until = tb_h_now_ms() + 30000;
     while (!atomic_load(&release_slow) && tb_h_now_ms() < until) tb_h_sleep_ms(5);
   }
-  return tb_store_activity(ctx->store, id, ctx->msg->def->name, ctx->tier, NULL, "timeout-test",
-                           NULL);
+  tb_activity_t a = {
+      .msg_id = id, .event_type = ctx->msg->def->name, .tier = ctx->tier, .key = "timeout-test"};
+  return tb_store_activity(ctx->store, &a);
 }
 
 static tb_handler_fn slow_lookup(const char *name) {

@@ -91,7 +91,7 @@ static void test_jobs_on_their_tiers_and_the_sync(void **state) {
 
   /* an operator marks another repository low from the CLI (another process): job on low */
   run_ok(h, "rB: low (score 25), override none, marked low yes", "priority", "set", "rB",
-         "--mark-low", NULL);
+         "--mark-low", "--create");
   assert_int_equal(jobs_on(h, "low", "rB", 1), 1);
   last_envelope(h, cat, "TB_LOW_WORKSPACE", env, sizeof(env));
   assert_string_equal(env, "capture/repository.sync 25 repository_priority=low,"

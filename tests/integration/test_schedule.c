@@ -6,6 +6,7 @@
  * fires nothing. `tierbus schedule` refuses
  * bad input with exit 2 naming the field and value, and `schedule run` backs the database up. */
 #include <pthread.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -273,8 +274,10 @@ static void test_cli(void **state) {
          "--cron", "EVERY_HOUR", "--event", "capture/repository.sync", "--payload", "{\"nope\":1}");
   EXPECT(2, "--payload: task t: payload:", "add", "--name", "t", "--cron", "EVERY_HOUR", "--event",
          "BACKUP_DATABASE", "--payload", "{bad");
-  EXPECT(2, "--payload: CLEANUP_FILES takes only the fields dir, max_age, not 'foo'", "add",
-         "--name", "t", "--cron", "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload",
+  EXPECT(2,
+         "--payload: CLEANUP_FILES takes only the fields dir, max_age, uploads_dir, "
+         "uploads_max_age, not 'foo'",
+         "add", "--name", "t", "--cron", "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload",
          "{\"foo\":\"1\"}");
   EXPECT(2, "--payload: CLEANUP_FILES: max_age: duration '2x'", "add", "--name", "t", "--cron",
          "EVERY_HOUR", "--event", "CLEANUP_FILES", "--payload", "{\"max_age\":\"2x\"}");
@@ -294,8 +297,13 @@ static void test_cli(void **state) {
   EXPECT(2, "which task?", "run");
   EXPECT(1, "no task named 'nope'", "enable", "nope");
   EXPECT(1, "no task named 'nope'", "run", "nope");
+  EXPECT(2, "removing task 'database-backup' deletes its definition; add --yes", "remove",
+         "database-backup");
+  EXPECT(2, "--priority: unknown tier '10'", "add", "--name", "t", "--cron", "EVERY_HOUR",
+         "--event", "BACKUP_DATABASE", "--priority", "10");
+  EXPECT(1, "no task named 'nope'", "remove", "nope", "--yes");
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks"),
-                   6); /* the defaults; nothing added */
+                   7); /* the defaults; nothing added or removed */
 
   /* A manual run of the backup, with no server running: a valid copy lands in data_dir. */
   char data_dir[TB_H_PATH];
@@ -314,12 +322,113 @@ static void test_cli(void **state) {
                    1);
 }
 
+/* Runs `tierbus schedule ARGS...`, which must exit 0; returns its stdout (caller frees). */
+static char *ok_out(tb_h_t *h, const char *const *args) {
+  const char *argv[32] = {h->binary, "schedule", "--db", h->db, "--config", h->config};
+  int n = 6;
+  for (int i = 0; args[i] != NULL && n < 31; i++) argv[n++] = args[i];
+  argv[n] = NULL;
+  tb_h_result_t r;
+  tb_h_execv(h, &r, RUN_MS, argv);
+  tb_assert_exit(r, 0);
+  char *out = strdup(r.out ? r.out : "");
+  tb_h_result_free(&r);
+  return out;
+}
+
+#define OK_OUT(...) ok_out(h, (const char *const[]){__VA_ARGS__, NULL})
+
+/* Job priority numbers for a task's tier; `remove --yes`; `reset-defaults` restores a removed
+ * default, undoes a changed and a failed one, leaves the others and a custom task alone, and
+ * a second reset changes nothing. */
+static void test_remove_and_reset_defaults(void **state) {
+  tb_h_t *h = *state;
+  FILE *touch = fopen(h->db, "a");
+  assert_non_null(touch);
+  fclose(touch);
+  /* 3 is HIGH in seed 001's JOB_PRIORITY; 2 goes there too (never more urgent than asked). */
+  char *out = OK_OUT("add", "--name", "p3", "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE",
+                     "--priority", "3");
+  tb_assert_contains(out, "on high");
+  free(out);
+  free(OK_OUT("add", "--name", "p2", "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE",
+              "--priority", "2"));
+  free(OK_OUT("add", "--name", "p1", "--cron", "EVERY_HOUR", "--event", "BACKUP_DATABASE",
+              "--priority", "1"));
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "(name='p3' AND tier='high') OR (name='p2' AND tier='high') "
+                                   "OR (name='p1' AND tier='critical')"),
+                   3);
+
+  out = OK_OUT("remove", "cleanup-temp-files", "--yes");
+  tb_assert_contains(out, "removed cleanup-temp-files");
+  free(out);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "name='cleanup-temp-files'"),
+                   0);
+  free(OK_OUT("disable", "database-backup"));
+  assert_int_equal(
+      tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE name='cleanup-old-jobs'"), 1);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open(h->db, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  assert_int_equal(sqlite3_exec(db,
+                                "UPDATE sched_tasks SET status='failed', failure_count=4, "
+                                "last_error='boom' WHERE name='send-reminder-emails';"
+                                "UPDATE sched_tasks SET pattern='EVERY_MINUTE' "
+                                "WHERE name='month-transition'",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  sqlite3_close(db);
+
+  out = OK_OUT("reset-defaults");
+  tb_assert_contains(out, "cleanup-temp-files       restored\n");
+  tb_assert_contains(out, "database-backup          reset\n");
+  tb_assert_contains(out, "cleanup-old-jobs         unchanged\n");
+  tb_assert_contains(out, "send-reminder-emails     reset\n");
+  tb_assert_contains(out, "update-client-metrics    unchanged\n");
+  tb_assert_contains(out, "workspace-priority-sync  unchanged\n");
+  tb_assert_contains(out, "month-transition         reset\n");
+  free(out);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "name='cleanup-temp-files' AND pattern='DAILY_AT_2AM' AND "
+                                   "job='CLEANUP_FILES' AND enabled=1 AND tier='background'"),
+                   1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "name='database-backup' AND enabled=1"),
+                   1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "name='send-reminder-emails' AND status='idle' AND "
+                                   "failure_count=0 AND last_error IS NULL"),
+                   1);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE "
+                                   "name='month-transition' AND pattern='MONTHLY_FIRST'"),
+                   1);
+  /* Custom tasks are left alone. */
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks WHERE name LIKE 'p_'"), 3);
+  assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM sched_tasks"), 10);
+
+  out = OK_OUT("reset-defaults", "--json");
+  json_error_t jerr;
+  json_t *arr = json_loads(out, 0, &jerr);
+  if (arr == NULL) fail_msg("reset-defaults --json: %s in:\n%s", jerr.text, out);
+  free(out);
+  assert_int_equal(json_array_size(arr), 7);
+  size_t i;
+  json_t *row;
+  json_array_foreach(arr, i, row) {
+    assert_string_equal(json_string_value(json_object_get(row, "action")), "unchanged");
+  }
+  json_decref(arr);
+}
+
 int main(void) {
   tb_h_watchdog(110);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_two_schedulers_one_run, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_missed_slots_after_downtime, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_cli, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_remove_and_reset_defaults, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

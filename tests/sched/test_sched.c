@@ -26,6 +26,7 @@
 #include "sched/scheduler.h"
 #include "store/crm.h"
 #include "store/sched.h"
+#include "tierbus/v1/command.pb-c.h"
 
 typedef struct world {
   char dir[64];
@@ -130,6 +131,8 @@ static void clear_outbox(world_t *w) {
   tb_store_outbox_free(rows, n);
 }
 
+static int count_rows(const char *db, const char *sql, char *text, size_t cap);
+
 /* ---------------------------------------------------------------- defaults */
 
 static void test_defaults_seeded(void **state) {
@@ -145,8 +148,25 @@ static void test_defaults_seeded(void **state) {
       {"update-client-metrics", "EVERY_6_HOURS", "UPDATE_CLIENT_METRICS", "low", 0, 0},
       /* Seed 002's six-hourly full sync, through its catalogue event. */
       {"workspace-priority-sync", "EVERY_6_HOURS", "workspace/priorities.sync", "background", 1, 1},
+      /* MONTH_TRANSITION for every active client at each month's start (issue 12). */
+      {"month-transition", "MONTHLY_FIRST", "MONTH_TRANSITIONS", "normal", 1, 1},
   };
   int64_t now = tb_wall_us();
+  /* The migrations seed exactly the defaults table that reset-defaults restores. */
+  assert_int_equal(tb_sched_default_count(), (int)(sizeof(want) / sizeof(want[0])));
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM sched_tasks", NULL, 0),
+                   tb_sched_default_count());
+  for (int i = 0; i < tb_sched_default_count(); i++) {
+    tb_sched_task_t d;
+    tb_sched_default(i, &d);
+    tb_sched_task_t t = get_task(w, d.name);
+    if (!tb_sched_same_definition(&d, &t))
+      fail_msg("default %s differs from the migrations' row", d.name);
+    assert_string_equal(d.name, want[i].name);
+  }
+  tb_sched_task_t out_of_range;
+  tb_sched_default(tb_sched_default_count(), &out_of_range);
+  assert_string_equal(out_of_range.name, "");
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     tb_sched_task_t t = get_task(w, want[i].name);
     assert_string_equal(t.pattern, want[i].pattern);
@@ -350,11 +370,17 @@ static void test_retry_then_failed(void **state) {
   assert_int_equal(t.failure_count, 0);
   assert_string_equal(t.last_error, "");
 
-  /* A permanent failure is not retried. */
-  assert_int_equal(tb_store_sched_enable(w->st, "update-client-metrics", 1, tb_wall_us()), TB_OK);
-  o = run(w, "update-client-metrics", slot, 1, 1);
+  /* A permanent failure is not retried: a stored payload that `add` would have refused. */
+  tb_sched_task_t bad = {.name = "bad-dir",
+                         .pattern = "EVERY_HOUR",
+                         .job = "CLEANUP_FILES",
+                         .payload = "{\"dir\":\"/etc\"}",
+                         .enabled = 1,
+                         .tier = "low"};
+  assert_int_equal(tb_store_sched_put(w->st, &bad), TB_OK);
+  o = run(w, "bad-dir", slot, 1, 1);
   assert_string_equal(o.status, "failed");
-  assert_non_null(strstr(o.detail, "UPDATE_CLIENT_METRICS: client engagement metrics are not"));
+  assert_non_null(strstr(o.detail, "CLEANUP_FILES: payload dir '/etc' must be a path inside"));
   rows = due_rows(w, INT64_MAX / 2, &n);
   assert_int_equal(n, 0);
   tb_store_outbox_free(rows, n);
@@ -496,11 +522,80 @@ static void test_cleanup_files(void **state) {
   assert_string_equal(o.status, "ok");
   assert_non_null(strstr(o.detail, "not run: replayed from the log"));
   assert_int_equal(access(old_f, F_OK), 0);
+  /* Subdirectories are walked: an old file two levels down goes, and its emptied (old)
+   * directories with it; a directory still holding a new file stays. Old uploads go after
+   * uploads_max_age (30d), newer ones stay. A symbolic link is neither followed nor removed. */
+  char sub[4300], deep[4400], deep_f[4500], keep_dir[4300], keep_f[4400];
+  snprintf(sub, sizeof(sub), "%s/a", tmp);
+  snprintf(deep, sizeof(deep), "%s/b", sub);
+  snprintf(deep_f, sizeof(deep_f), "%s/old.part", deep);
+  snprintf(keep_dir, sizeof(keep_dir), "%s/k", tmp);
+  snprintf(keep_f, sizeof(keep_f), "%s/new.part", keep_dir);
+  assert_int_equal(mkdir(sub, 0755), 0);
+  assert_int_equal(mkdir(deep, 0755), 0);
+  assert_int_equal(mkdir(keep_dir, 0755), 0);
+  fclose(fopen(deep_f, "w"));
+  fclose(fopen(keep_f, "w"));
+  assert_int_equal(utime(deep_f, &two_days), 0);
+  assert_int_equal(utime(deep, &two_days), 0);
+  assert_int_equal(utime(sub, &two_days), 0);
+  assert_int_equal(utime(keep_dir, &two_days), 0);
+  char uploads[4200], up_old[4300], up_mid[4300], up_dir[4300], up_dir_f[4400], link[4300];
+  snprintf(uploads, sizeof(uploads), "%s/uploads", w->cfg.data_dir);
+  snprintf(up_old, sizeof(up_old), "%s/old.pdf", uploads);
+  snprintf(up_mid, sizeof(up_mid), "%s/mid.pdf", uploads);
+  snprintf(up_dir, sizeof(up_dir), "%s/client-1", uploads);
+  snprintf(up_dir_f, sizeof(up_dir_f), "%s/logo.png", up_dir);
+  snprintf(link, sizeof(link), "%s/outside", uploads);
+  assert_int_equal(mkdir(uploads, 0755), 0);
+  assert_int_equal(mkdir(up_dir, 0755), 0);
+  fclose(fopen(up_old, "w"));
+  fclose(fopen(up_mid, "w"));
+  fclose(fopen(up_dir_f, "w"));
+  assert_int_equal(symlink(w->dir, link), 0); /* points at the database's directory */
+  struct utimbuf forty = {.actime = time(NULL) - 40 * 86400, .modtime = time(NULL) - 40 * 86400};
+  struct utimbuf ten = {.actime = time(NULL) - 10 * 86400, .modtime = time(NULL) - 10 * 86400};
+  assert_int_equal(utime(up_old, &forty), 0);
+  assert_int_equal(utime(up_mid, &ten), 0);
+  assert_int_equal(utime(up_dir_f, &forty), 0);
+  assert_int_equal(utime(up_dir, &forty), 0);
+
   o = run(w, "cleanup-temp-files", at("2026-11-24T02:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
   assert_int_equal(access(old_f, F_OK), -1);
   assert_int_equal(access(new_f, F_OK), 0);
-  assert_non_null(strstr(o.detail, "removed 1 file from"));
+  assert_int_equal(access(deep_f, F_OK), -1);
+  assert_int_equal(access(deep, F_OK), -1);
+  assert_int_equal(access(sub, F_OK), -1);
+  assert_int_equal(access(keep_f, F_OK), 0);
+  assert_int_equal(access(keep_dir, F_OK), 0);
+  assert_int_equal(access(up_old, F_OK), -1);
+  assert_int_equal(access(up_mid, F_OK), 0);
+  assert_int_equal(access(up_dir_f, F_OK), -1);
+  assert_int_equal(access(up_dir, F_OK), -1);
+  assert_int_equal(access(tmp, F_OK), 0); /* the roots stay */
+  assert_int_equal(access(uploads, F_OK), 0);
+  assert_int_equal(access(w->db, F_OK), 0); /* nothing behind the link was touched */
+  struct stat lsb;
+  assert_int_equal(lstat(link, &lsb), 0);
+  assert_non_null(strstr(o.detail, "removed 2 files from"));
+  assert_non_null(strstr(o.detail, "(kept 2 newer), 2 uploads from"));
+  assert_non_null(strstr(o.detail, "(kept 1 newer), 3 empty directories"));
+
+  /* uploads_max_age from the payload: 5 days takes the 10-day-old upload too. */
+  tb_sched_task_t t = get_task(w, "cleanup-temp-files");
+  tb_sched_task_t custom = t;
+  snprintf(custom.name, sizeof(custom.name), "uploads-5d");
+  snprintf(custom.payload, sizeof(custom.payload), "{\"uploads_max_age\":\"5d\"}");
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &custom), TB_OK);
+  assert_int_equal(tb_store_sched_put(w->st, &custom), TB_OK);
+  o = run(w, "uploads-5d", at("2026-11-25T02:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(access(up_mid, F_OK), -1);
+  /* A payload dir outside data_dir is refused at add. */
+  snprintf(custom.payload, sizeof(custom.payload), "{\"uploads_dir\":\"../x\"}");
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &custom), TB_ERR_JSON);
+  assert_non_null(strstr(tb_errdetail(), "uploads_dir '../x' must be a path inside data_dir"));
 }
 
 static void test_cleanup_old_jobs(void **state) {
@@ -509,7 +604,7 @@ static void test_cleanup_old_jobs(void **state) {
   assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
   sqlite3_busy_timeout(h, 5000);
   int64_t now = tb_wall_us(), day = 86400LL * 1000000;
-  char sql[2048];
+  char sql[4096];
   snprintf(sql, sizeof(sql),
            "INSERT INTO workflows(id, name, domain, tier, status, data, created_us, updated_us, "
            "finished_us) VALUES"
@@ -523,20 +618,59 @@ static void test_cleanup_old_jobs(void **state) {
            /* Processed records: 40 days old (past older_than), 10 days, and half the dedupe
             * horizon (a copy of it may still be redelivered). */
            "INSERT INTO processed(msg_id, committed_us, outcome) VALUES"
-           "('m-old', %lld, 'applied'), ('m-recent', %lld, 'applied'), ('m-young', %lld, 'dead');",
+           "('m-old', %lld, 'applied'), ('m-recent', %lld, 'applied'), ('m-young', %lld, 'dead');"
+           "INSERT INTO activity_log(msg_id, at_us) VALUES ('a-old1', %lld), ('a-old2', %lld), "
+           "('a-new', %lld);"
+           "INSERT INTO workflow_escalations(workflow_id, from_tier, to_tier, rule, source, at_us) "
+           "VALUES ('old-done', 'low', 'high', 'r', 'start', %lld), "
+           "('old-running', 'low', 'high', 'r', 'sweeper', %lld), "
+           "('recent', 'low', 'high', 'r', 'start', %lld);"
+           "INSERT INTO dead_letters(msg_id, at_us, class) VALUES ('d-old', %lld, 'malformed'), "
+           "('d-new', %lld, 'malformed');"
+           "INSERT INTO workflow_inbox(event, key, msg_id, workflow_id, at_us) VALUES "
+           "('command-reply', 'k1', 'i-old', NULL, %lld), ('command-reply', 'k2', 'i-new', NULL, "
+           "%lld), ('command-reply', 'k3', 'i-claimed', 'old-running', %lld);",
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 35 * day), (long long)(now - 31 * day), (long long)(now - 31 * day),
            (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 10 * day),
            (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - 40 * day),
            (long long)(now - 10 * day),
-           (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2));
+           (long long)(now - tb_config_dedupe_horizon_ms(&w->cfg) * 1000 / 2),
+           (long long)(now - 40 * day), (long long)(now - 31 * day), (long long)(now - 10 * day),
+           (long long)(now - 40 * day), (long long)(now - 40 * day), (long long)(now - day),
+           (long long)(now - 40 * day), (long long)(now - 10 * day), (long long)(now - 40 * day),
+           (long long)(now - 10 * day), (long long)(now - 40 * day));
   char *err = NULL;
   if (sqlite3_exec(h, sql, NULL, NULL, &err) != SQLITE_OK) fail_msg("insert: %s", err);
   sqlite3_close(h);
   tb_sched_outcome_t o = run(w, "cleanup-old-jobs", at("2026-11-29T00:00:00Z"), 1, 1);
   assert_string_equal(o.status, "ok");
-  assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs and 1 "
-                                "processed record older than 30d");
+  assert_string_equal(o.detail, "removed 2 finished workflow runs, 0 scheduled runs, 1 processed "
+                                "record, 2 activity log rows, 1 escalation record and 1 unclaimed "
+                                "inbox entry older than 30d, and 1 dead letter older than 30d");
+  /* The logs: activity by age; escalations by age of runs no longer live; dead letters by age
+   * but never inside the dedupe horizon. */
+  char text[256];
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM activity_log ORDER "
+             "BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "a-new");
+  count_rows(w->db,
+             "SELECT group_concat(workflow_id, ',') FROM (SELECT workflow_id FROM "
+             "workflow_escalations ORDER BY workflow_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "old-running,recent");
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM dead_letters ORDER "
+             "BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "d-new");
+  count_rows(w->db,
+             "SELECT group_concat(msg_id, ',') FROM (SELECT msg_id FROM workflow_inbox "
+             "ORDER BY msg_id)",
+             text, sizeof(text));
+  assert_string_equal(text, "i-claimed,i-new");
   assert_int_equal(count_rows(w->db, "SELECT count(*) FROM workflows", NULL, 0), 2);
   assert_int_equal(count_rows(w->db,
                               "SELECT count(*) FROM workflows WHERE id IN ('recent', "
@@ -571,6 +705,189 @@ static void test_cleanup_old_jobs(void **state) {
       count_rows(w->db, "SELECT count(*) FROM processed WHERE msg_id = 'm-young'", NULL, 0), 1);
 }
 
+/* ---------------------------------------------------------------- client journey jobs */
+
+/* UPDATE_CLIENT_METRICS: on time = completed by the due date; overdue = open past it; days since
+ * the newest journey activity. Each boundary on purpose: completed exactly at the due date is on
+ * time, a microsecond later is late. */
+static void test_client_metrics(void **state) {
+  world_t *w = *state;
+  int64_t now = tb_wall_us(), day = 86400LL * 1000000;
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_store_crm_client_put(w->st, "c1", "One", NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_client_put(w->st, "c2", "Two", NULL, NULL), TB_OK);
+  /* c1: M1 on time (at its due date), M2 late by 1 us, M3 open and overdue, M4 open, not due. */
+  int64_t due1 = now - 40 * day, due2 = now - 10 * day;
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 1, due1, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 1, "d1", NULL, due1), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 2, due2, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 2, "d2", NULL, due2 + 1), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 3, now - day, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_schedule(w->st, "c1", 4, now + day, NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_crm_activity(w->st, "c1", "note", "three days ago", NULL, NULL), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  /* Back-date c1's activity to 3.5 days ago: whole days are counted. */
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  char sql[200];
+  snprintf(sql, sizeof(sql), "UPDATE crm_activity SET at_us = %lld WHERE client_id = 'c1'",
+           (long long)(now - 3 * day - day / 2));
+  assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(h);
+
+  assert_int_equal(tb_store_sched_enable(w->st, "update-client-metrics", 1, now), TB_OK);
+  tb_sched_outcome_t o = run(w, "update-client-metrics", at("2026-11-23T12:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "metrics of 2 clients updated");
+  tb_crm_metrics_t m;
+  int found = 0;
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c1", &m, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(m.deliverables_completed, 2);
+  assert_int_equal(m.completed_on_time, 1);
+  assert_int_equal(m.completed_late, 1);
+  assert_int_equal(m.overdue_open, 1);
+  assert_true(m.on_time_rate > 0.499 && m.on_time_rate < 0.501);
+  assert_int_equal(m.days_since_activity, 3);
+  assert_true(m.computed_us >= now);
+  /* c2: nothing completed, no activity. */
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c2", &m, &found), TB_OK);
+  assert_int_equal(found, 1);
+  assert_int_equal(m.deliverables_completed, 0);
+  assert_true(m.on_time_rate < 0); /* no rate without a completed deliverable */
+  assert_int_equal(m.last_activity_us, 0);
+  assert_int_equal(m.days_since_activity, -1);
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "nobody", &m, &found), TB_OK);
+  assert_int_equal(found, 0);
+  /* A second run updates in place. */
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_store_crm_deliverable_completed(w->st, "c1", 3, "d3", NULL, now), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  o = run(w, "update-client-metrics", at("2026-11-23T18:00:00Z"), 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_int_equal(tb_store_crm_metrics_get(w->st, "c1", &m, &found), TB_OK);
+  assert_int_equal(m.deliverables_completed, 3);
+  assert_int_equal(m.completed_late, 2);
+  assert_int_equal(m.overdue_open, 0);
+  assert_int_equal(count_rows(w->db, "SELECT count(*) FROM crm_client_metrics", NULL, 0), 2);
+}
+
+/* MONTH_TRANSITIONS: one MONTH_TRANSITION per active client with the programme month starting
+ * at the slot; none for a client activated in the slot's month, one past month 8, or one that is
+ * not active. A slot run again publishes nothing new. */
+static void test_month_transitions(void **state) {
+  world_t *w = *state;
+  static const struct {
+    const char *id, *status, *activated;
+  } clients[] = {
+      {"jan", "active", "2026-01-15T10:00:00Z"},     /* month 11: past the programme */
+      {"jun", "active", "2026-06-30T23:59:59Z"},     /* Dec 1: month 6 */
+      {"nov", "active", "2026-11-01T00:00:00Z"},     /* Dec 1: month 1 */
+      {"dec", "active", "2026-12-01T00:00:00Z"},     /* the slot itself: month 0 */
+      {"onb", "onboarding", "2026-10-01T00:00:00Z"}, /* not active */
+      {"done", "completed", "2026-10-01T00:00:00Z"}, /* not active */
+  };
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+    assert_int_equal(tb_store_crm_client_put(w->st, clients[i].id, NULL, NULL, NULL), TB_OK);
+    assert_int_equal(tb_store_crm_client_status(w->st, clients[i].id, clients[i].status), TB_OK);
+  }
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  sqlite3 *h = NULL;
+  assert_int_equal(sqlite3_open(w->db, &h), SQLITE_OK);
+  sqlite3_busy_timeout(h, 5000);
+  for (size_t i = 0; i < sizeof(clients) / sizeof(clients[0]); i++) {
+    char sql[200];
+    snprintf(sql, sizeof(sql), "UPDATE crm_clients SET activated_us = %lld WHERE client_id = '%s'",
+             (long long)at(clients[i].activated), clients[i].id);
+    assert_int_equal(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+  }
+  sqlite3_close(h);
+  clear_outbox(w);
+
+  int64_t slot = at("2026-12-01T00:00:00Z");
+  tb_sched_outcome_t o = run(w, "month-transition", slot, 1, 1);
+  assert_string_equal(o.status, "ok");
+  assert_string_equal(o.detail, "2 MONTH_TRANSITION events published for 2026-12; 1 active client "
+                                "activated this month, 1 past month 8");
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 2);
+  static const struct {
+    const char *client;
+    int month;
+  } want[] = {{"jun", 6}, {"nov", 1}};
+  for (int i = 0; i < n; i++) {
+    /* The catalogue's tier for MONTH_TRANSITION (normal), not the task's. */
+    assert_string_equal(rows[i].subject, "tb.evt.normal.crm.MONTH_TRANSITION");
+    char id[128];
+    snprintf(id, sizeof(id), "sched:month-transition:%lld:%s", (long long)slot, want[i].client);
+    assert_string_equal(rows[i].msg_id, id);
+    tb_decoded_t d;
+    assert_int_equal(tb_codec_decode(w->cat, rows[i].payload, rows[i].len, &d), TB_OK);
+    const Tierbus__V1__MonthTransition *m = (const Tierbus__V1__MonthTransition *)d.payload;
+    assert_string_equal(m->client_id, want[i].client);
+    assert_int_equal(m->month, want[i].month);
+    assert_string_equal(m->period, "2026-12");
+    tb_decoded_free(&d);
+  }
+  tb_store_outbox_free(rows, n);
+  /* The same slot again: a duplicate, nothing runs. */
+  o = run(w, "month-transition", slot, 1, 1);
+  assert_string_equal(o.status, "duplicate");
+}
+
+/* Custom job types (config job_types): a task naming one sends a Command to its service with the
+ * task's payload as input, once per slot; an unregistered name is still refused at add. */
+static void test_custom_job_type(void **state) {
+  world_t *w = *state;
+  tb_sched_task_t t = {.name = "nightly-report",
+                       .pattern = "DAILY_AT_2AM",
+                       .job = "MY_CUSTOM_JOB",
+                       .payload = "{\"someData\":\"value\"}",
+                       .enabled = 1,
+                       .tier = "normal"};
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &t), TB_ERR_UNKNOWN_EVENT);
+  assert_non_null(strstr(tb_errdetail(), "a job type of the config (job_types)"));
+  snprintf(w->cfg.job_types[0].type, sizeof(w->cfg.job_types[0].type), "MY_CUSTOM_JOB");
+  snprintf(w->cfg.job_types[0].service, sizeof(w->cfg.job_types[0].service), "reports");
+  snprintf(w->cfg.job_types[0].action, sizeof(w->cfg.job_types[0].action), "build");
+  w->cfg.n_job_types = 1;
+  assert_int_equal(tb_sched_check(&w->cfg, w->cat, &t), TB_OK);
+  assert_int_equal(tb_store_sched_put(w->st, &t), TB_OK);
+  clear_outbox(w);
+  int64_t slot = at("2026-11-24T02:00:00Z");
+  tb_sched_outcome_t o = run(w, "nightly-report", slot, 1, 1);
+  assert_string_equal(o.status, "ok");
+  char id[128], want[256];
+  snprintf(id, sizeof(id), "sched:nightly-report:%lld:job", (long long)slot);
+  snprintf(want, sizeof(want), "sent MY_CUSTOM_JOB to tb.cmd.reports.build (command %s)", id);
+  assert_string_equal(o.detail, want);
+  int n = 0;
+  tb_outbox_row_t *rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].subject, "tb.cmd.reports.build");
+  assert_string_equal(rows[0].msg_id, id);
+  Tierbus__V1__Command *cmd =
+      tierbus__v1__command__unpack(NULL, rows[0].len, (const uint8_t *)rows[0].payload);
+  assert_non_null(cmd);
+  assert_string_equal(cmd->command_id, id);
+  assert_string_equal(cmd->service, "reports");
+  assert_string_equal(cmd->action, "build");
+  assert_string_equal(cmd->input_json, "{\"someData\":\"value\"}");
+  assert_string_equal(cmd->reply_tier, "normal");
+  assert_string_equal(cmd->correlation_id, "nightly-report");
+  tierbus__v1__command__free_unpacked(cmd, NULL);
+  tb_store_outbox_free(rows, n);
+  /* The slot again: nothing more is sent. */
+  o = run(w, "nightly-report", slot, 1, 1);
+  assert_string_equal(o.status, "duplicate");
+  rows = due_rows(w, INT64_MAX / 2, &n);
+  assert_int_equal(n, 1);
+  tb_store_outbox_free(rows, n);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_defaults_seeded, setup, teardown),
@@ -581,6 +898,9 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_reminders, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cleanup_files, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cleanup_old_jobs, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_client_metrics, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_month_transitions, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_custom_job_type, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

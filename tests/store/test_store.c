@@ -26,7 +26,7 @@
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 15
+#define LATEST_VERSION 19
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -195,6 +195,8 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE workflow_context; DROP TABLE workflow_escalations;"
                     "DROP TABLE sched_tasks; DROP TABLE sched_runs; DROP TABLE prune_horizon;"
                     "DROP TABLE deployment; DROP TABLE snapshot_positions;"
+                    "DROP TABLE circuit_breakers; DROP TABLE service_slots;" /* issue 12's */
+                    "DROP TABLE crm_client_metrics;"
                     /* v14 keyed the counters by domain: back to per tier, with a count. */
                     "DROP TABLE tier_counters; CREATE TABLE tier_counters(tier TEXT NOT NULL, "
                     "name TEXT NOT NULL, value INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(tier, "
@@ -204,6 +206,8 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "DROP TABLE dead_letters; CREATE TABLE dead_letters(msg_id TEXT PRIMARY KEY "
                     "NOT NULL, event_type TEXT, tier TEXT, stream TEXT, stream_seq INTEGER NOT "
                     "NULL DEFAULT 0, reason TEXT, at_us INTEGER NOT NULL) STRICT;"
+                    /* v16 added the activity log's payload bytes. */
+                    "ALTER TABLE activity_log DROP COLUMN payload;"
                     "PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
@@ -310,8 +314,13 @@ static void test_savepoint_rollback_leaves_no_trace(void **state) {
   assert_int_equal(tb_store_savepoint(st), TB_OK);
   tb_dispatch_record_t r1 = record("m1");
   assert_int_equal(tb_store_mark_processed(st, &r1), TB_OK);
-  assert_int_equal(tb_store_activity(st, "m1", "CLIENT_CREATED", "normal", "c1", "k1", "{}"),
-                   TB_OK);
+  tb_activity_t a1 = {.msg_id = "m1",
+                      .event_type = "CLIENT_CREATED",
+                      .tier = "normal",
+                      .correlation_id = "c1",
+                      .key = "k1",
+                      .payload_json = "{}"};
+  assert_int_equal(tb_store_activity(st, &a1), TB_OK);
   assert_int_equal(tb_store_counter_add(st, "normal", "crm", "processed", 1), TB_OK);
   assert_int_equal(tb_store_rollback_to(st), TB_OK);
   assert_int_equal(tb_store_release(st), TB_ERR_INVALID); /* rollback_to ended it */
@@ -352,13 +361,55 @@ static void test_savepoint_rollback_leaves_no_trace(void **state) {
   tb_store_close(st);
 }
 
+typedef struct seen_rows {
+  int n;
+  char ids[8][16];
+  size_t payload_len[8];
+  int has_payload[8];
+} seen_rows_t;
+
+static int collect_row(void *arg, const tb_activity_t *a) {
+  seen_rows_t *r = arg;
+  if (r->n < 8) {
+    snprintf(r->ids[r->n], sizeof(r->ids[0]), "%s", a->msg_id);
+    r->payload_len[r->n] = a->payload_len;
+    r->has_payload[r->n] = a->payload != NULL;
+  }
+  r->n++;
+  return 0;
+}
+
 static void test_activity_log(void **state) {
   tb_store_t *st = open_mem();
   sqlite3 *db = tb__store_db(st);
-  assert_int_equal(tb_store_activity(st, "m1", "CLIENT_CREATED", "high", "corr-1", "client-9",
-                                     "{\"client_id\":\"client-9\"}"),
-                   TB_OK);
-  assert_int_equal(tb_store_activity(st, "m2", "MONTH_TRANSITION", "low", "", NULL, NULL), TB_OK);
+  tb_activity_t a = {.msg_id = "m1",
+                     .event_type = "CLIENT_CREATED",
+                     .tier = "high",
+                     .correlation_id = "corr-1",
+                     .key = "client-9",
+                     .payload_json = "{\"client_id\":\"client-9\"}"};
+  assert_int_equal(tb_store_activity(st, &a), TB_OK);
+  tb_activity_t bare = {
+      .msg_id = "m2", .event_type = "MONTH_TRANSITION", .tier = "low", .correlation_id = ""};
+  assert_int_equal(tb_store_activity(st, &bare), TB_OK);
+  /* The activity handler's form: the payload's bytes, kept byte for byte; an empty payload is
+   * an empty blob, not a missing one. */
+  static const uint8_t bytes[] = {0x0a, 0x02, 'r', '1', 0x00, 0xff};
+  tb_activity_t packed = {.msg_id = "m3",
+                          .event_type = "capture/repository.sync",
+                          .tier = "high",
+                          .key = "r1",
+                          .payload = bytes,
+                          .payload_len = sizeof(bytes)};
+  assert_int_equal(tb_store_activity(st, &packed), TB_OK);
+  tb_activity_t empty = {.msg_id = "m4",
+                         .event_type = "capture/repository.sync",
+                         .tier = "low",
+                         .key = "r2",
+                         .payload = "",
+                         .payload_len = 0};
+  assert_int_equal(tb_store_activity(st, &empty), TB_OK);
+
   char buf[128];
   assert_string_equal(q_text(db,
                              "SELECT msg_id || '|' || event_type || '|' || tier || '|' || "
@@ -367,9 +418,55 @@ static void test_activity_log(void **state) {
                              buf, sizeof(buf)),
                       "m1|CLIENT_CREATED|high|corr-1|client-9|{\"client_id\":\"client-9\"}");
   assert_int_equal(q_int(db, "SELECT count(*) FROM activity_log WHERE id = 2 AND "
-                             "correlation_id IS NULL AND key IS NULL AND payload_json IS NULL"),
+                             "correlation_id IS NULL AND key IS NULL AND payload_json IS NULL "
+                             "AND payload IS NULL"),
                    1);
-  assert_int_equal(tb_store_activity(st, "", "X", "low", NULL, NULL, NULL), TB_ERR_INVALID);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM activity_log WHERE id = 3 AND "
+                             "payload = x'0a02723100ff' AND payload_json IS NULL"),
+                   1);
+  assert_int_equal(q_int(db, "SELECT count(*) FROM activity_log WHERE id = 4 AND "
+                             "typeof(payload) = 'blob' AND length(payload) = 0"),
+                   1);
+
+  /* Reads: newest first, each filter on its own, the limit and the scan bound. */
+  seen_rows_t r = {0};
+  tb_activity_filter_t all = {0};
+  assert_int_equal(tb_store_activity_list(st, &all, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 4);
+  assert_string_equal(r.ids[0], "m4");
+  assert_string_equal(r.ids[3], "m1");
+  assert_true(r.has_payload[0] && r.payload_len[0] == 0);
+  assert_true(r.has_payload[1] && r.payload_len[1] == sizeof(bytes));
+  assert_false(r.has_payload[2]);
+  tb_activity_filter_t by_type = {.event_type = "capture/repository.sync"};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &by_type, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 2);
+  tb_activity_filter_t by_key = {.key = "r1"};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &by_key, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 1);
+  assert_string_equal(r.ids[0], "m3");
+  tb_activity_filter_t by_corr = {.correlation_id = "corr-1"};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &by_corr, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 1);
+  assert_string_equal(r.ids[0], "m1");
+  tb_activity_filter_t limited = {.limit = 3};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &limited, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 3);
+  tb_activity_filter_t newest = {.scan_newest = 2, .event_type = "CLIENT_CREATED"};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &newest, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 0); /* m1 is the oldest of four */
+  tb_activity_filter_t later = {.since_us = tb_wall_us() + 60000000};
+  memset(&r, 0, sizeof(r));
+  assert_int_equal(tb_store_activity_list(st, &later, collect_row, &r), TB_OK);
+  assert_int_equal(r.n, 0);
+
+  tb_activity_t no_id = {.msg_id = "", .event_type = "X", .tier = "low"};
+  assert_int_equal(tb_store_activity(st, &no_id), TB_ERR_INVALID);
   tb_store_close(st);
 }
 

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "api/activity.h"
 #include "codec/catalogue.h"
 #include "codec/codec.h"
 #include "core/status.h"
@@ -312,6 +313,17 @@ static void test_registry(void **state) {
   }
 }
 
+typedef struct render {
+  const tb_catalogue_t *cat;
+  json_t **out;
+} render_t;
+
+static int render_row(void *arg, const tb_activity_t *a) {
+  render_t *r = arg;
+  *r->out = tb_activity_json(r->cat, a);
+  return 1;
+}
+
 static void test_activity_handler(void **state) {
   world_t *w = *state;
   const tb_event_def_t *def = tb_catalogue_find(w->cat, "WORKSPACE_REPO_ADDED");
@@ -324,6 +336,10 @@ static void test_activity_handler(void **state) {
   added.workspace_id = "w1";
   added.repository_id = "r9";
   added.actor = "ana";
+  /* As a decode leaves it: the envelope keeps the packed payload that |payload| came from. */
+  uint8_t packed[64];
+  env.payload.len = tierbus__v1__workspace_repo_added__pack(&added, packed);
+  env.payload.data = packed;
   tb_decoded_t msg = {.env = &env, .def = def, .payload = &added.base};
   tb_handler_ctx_t ctx = {.store = w->st, .msg = &msg, .tier = "normal"};
   tb_handler_fn fn = tb_registry_handler("activity");
@@ -333,7 +349,7 @@ static void test_activity_handler(void **state) {
   sqlite3_stmt *stmt = NULL;
   assert_int_equal(sqlite3_prepare_v2(tb__store_db(w->st),
                                       "SELECT msg_id, event_type, tier, correlation_id, key, "
-                                      "payload_json FROM activity_log",
+                                      "payload_json, payload FROM activity_log",
                                       -1, &stmt, NULL),
                    SQLITE_OK);
   assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
@@ -342,17 +358,25 @@ static void test_activity_handler(void **state) {
   assert_string_equal((const char *)sqlite3_column_text(stmt, 2), "normal");
   assert_string_equal((const char *)sqlite3_column_text(stmt, 3), "corr-9");
   assert_string_equal((const char *)sqlite3_column_text(stmt, 4), "r9");
-  /* compact JSON with proto field names, parsed back rather than compared byte for byte */
-  json_error_t err;
-  json_t *obj = json_loads((const char *)sqlite3_column_text(stmt, 5), 0, &err);
-  assert_non_null(obj);
-  assert_null(strchr((const char *)sqlite3_column_text(stmt, 5), ' '));
+  /* The payload's bytes as published, not rendered: readers render them. */
+  assert_int_equal(sqlite3_column_type(stmt, 5), SQLITE_NULL);
+  assert_int_equal(sqlite3_column_bytes(stmt, 6), (int)env.payload.len);
+  assert_memory_equal(sqlite3_column_blob(stmt, 6), packed, env.payload.len);
+  assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+  sqlite3_finalize(stmt);
+
+  /* Rendered back as JSON with proto field names, as `tierbus activity` shows it. */
+  json_t *row = NULL;
+  tb_activity_filter_t f = {.key = "r9"};
+  assert_int_equal(tb_store_activity_list(w->st, &f, render_row, &(render_t){w->cat, &row}), TB_OK);
+  assert_non_null(row);
+  json_t *obj = json_object_get(row, "payload");
   assert_string_equal(json_string_value(json_object_get(obj, "workspace_id")), "w1");
   assert_string_equal(json_string_value(json_object_get(obj, "repository_id")), "r9");
   assert_string_equal(json_string_value(json_object_get(obj, "actor")), "ana");
-  json_decref(obj);
-  assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
-  sqlite3_finalize(stmt);
+  assert_string_equal(json_string_value(json_object_get(row, "correlation_id")), "corr-9");
+  assert_null(json_object_get(row, "payload_error"));
+  json_decref(row);
 }
 
 int main(void) {

@@ -314,17 +314,156 @@ static void test_start_context(void **state) {
   json_decref(input);
 }
 
+/* Seed 000's names: tiers in any case, "<tier>-priority", a tier's task_queue; camelCase types,
+ * which also key workflow_tiers; a task_queue or a name that another tier already answers to is
+ * a config error. */
+static void test_aliases(void **state) {
+  (void)state;
+  assert_int_equal(tb_config_tier_index(&shipped, "high"), HIGH);
+  assert_int_equal(tb_config_tier_index(&shipped, "HIGH"), HIGH);
+  assert_int_equal(tb_config_tier_index(&shipped, "critical-priority"), CRITICAL);
+  assert_int_equal(tb_config_tier_index(&shipped, "Background-Priority"), BACKGROUND);
+  assert_int_equal(tb_config_tier_index(&shipped, "default"), NORMAL);
+  assert_int_equal(tb_config_tier_index(&shipped, "DEFAULT"), NORMAL);
+  assert_int_equal(tb_config_tier_index(&shipped, "normal-priority"), NORMAL);
+  assert_int_equal(tb_config_tier_index(&shipped, "default-priority"), -1);
+  assert_int_equal(tb_config_tier_index(&shipped, "high-"), -1);
+  assert_int_equal(tb_config_tier_index(&shipped, "-priority"), -1);
+  assert_int_equal(tb_config_tier_index(&shipped, ""), -1);
+  assert_int_equal(tb_config_tier_index(&shipped, NULL), -1);
+  static const struct {
+    const char *alias, *name;
+  } types[] = {{"customerSupportMessageWorkflow", "ops.customer-support-message"},
+               {"leadAttentionWorkflow", "ops.lead-attention"},
+               {"dailyStandUpWorkflow", "ops.daily-stand-up"},
+               {"buildCampaignsWorkflow", "ops.build-campaigns"},
+               {"dailyOperationsWorkflow", "ops.daily-operations"}};
+  for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+    const tb_workflow_def_t *def = tb_wf_find(types[i].alias);
+    assert_non_null(def);
+    assert_string_equal(def->name, types[i].name);
+  }
+  assert_null(tb_wf_find("customersupportmessageworkflow")); /* types are case-sensitive */
+  static tb_config_t cfg;
+  /* workflow_tiers by the seed's name, with an alias for the tier: the config's own name. */
+  assert_int_equal(
+      load_text(TIERS5 "workflow_tiers: {buildCampaignsWorkflow: HIGH-priority}\n", &cfg), TB_OK);
+  assert_string_equal(tb_wf_tier(&cfg, tb_wf_find("ops.build-campaigns")), "high");
+  /* Names that would pick two tiers. */
+  assert_int_equal(load_text("tiers: [{name: a, task_queue: b}, {name: b}]\n", &cfg),
+                   TB_ERR_CONFIG);
+  assert_non_null(strstr(tb_errdetail(), "tiers[1].name: 'b' is already a name of tier 'a'"));
+  assert_int_equal(load_text("tiers: [{name: a, task_queue: q}, {name: b, task_queue: q}]\n", &cfg),
+                   TB_ERR_CONFIG);
+  assert_non_null(strstr(tb_errdetail(), "tiers[1].task_queue: 'q' is already a name of tier 'a'"));
+  assert_int_equal(load_text("tiers: [{name: a-priority}, {name: a}]\n", &cfg), TB_ERR_CONFIG);
+  assert_non_null(strstr(tb_errdetail(), "'a-priority' is already a name of tier 'a-priority'"));
+  assert_int_equal(load_text("tiers: [{name: a, task_queue: b-priority}, {name: b}]\n", &cfg),
+                   TB_ERR_CONFIG);
+  assert_int_equal(load_text("tiers: [{name: a, task_queue: Fast}]\n", &cfg), TB_ERR_CONFIG);
+  assert_non_null(strstr(tb_errdetail(), "tiers[0].task_queue: must contain only"));
+}
+
+/* The decision at a run's start: automatic (type tier, raised by the rules), an explicit tier
+ * honoured both ways, expedite still raising it, and a priority floor under it. */
+static void test_decide(void **state) {
+  (void)state;
+  const tb_workflow_def_t *standup = tb_wf_find("ops.daily-stand-up");
+  const tb_workflow_def_t *support = tb_wf_find("ops.customer-support-message");
+  tb_wf_decision_t d;
+  /* Automatic: normal by workflow_tiers; high business impact raises it to critical. */
+  assert_int_equal(tb_wf_decide(&shipped, standup, NULL, NULL, NULL, NULL, NULL, &d), TB_OK);
+  assert_int_equal(d.tier, NORMAL);
+  assert_string_equal(d.rule, "workflow_tiers");
+  assert_int_equal(d.requested, -1);
+  json_t *bi = json_pack("{s:s}", "business_impact", "high");
+  assert_int_equal(tb_wf_decide(&shipped, standup, NULL, NULL, NULL, bi, NULL, &d), TB_OK);
+  assert_int_equal(d.tier, CRITICAL);
+  assert_string_equal(d.rule, "high-business-impact");
+  assert_string_equal(d.escalated_by, "high-business-impact");
+  /* Explicit lower than the rules: honoured, and what the rules say is still reported. */
+  assert_int_equal(tb_wf_decide(&shipped, standup, "background", "priority", NULL, bi, NULL, &d),
+                   TB_OK);
+  assert_int_equal(d.tier, BACKGROUND);
+  assert_int_equal(d.requested, BACKGROUND);
+  assert_int_equal(d.automatic, CRITICAL);
+  assert_string_equal(d.rule, "priority");
+  assert_null(d.escalated_by);
+  /* Explicit higher: honoured. */
+  assert_int_equal(
+      tb_wf_decide(&shipped, standup, "critical-priority", "task-queue", NULL, NULL, NULL, &d),
+      TB_OK);
+  assert_int_equal(d.tier, CRITICAL);
+  assert_string_equal(d.rule, "task-queue");
+  /* Expedite still raises an explicit tier. */
+  tb_esc_input_t flags = {.expedite = 1};
+  assert_int_equal(tb_wf_decide(&shipped, standup, "low", "priority", NULL, NULL, &flags, &d),
+                   TB_OK);
+  assert_int_equal(d.tier, CRITICAL);
+  assert_string_equal(d.rule, "expedite");
+  /* A floor (the shipped customer-support: high) keeps an explicit tier from going lower, and
+   * leaves a higher one alone. */
+  assert_int_equal(tb_wf_decide(&shipped, support, "background", "priority", NULL, NULL, NULL, &d),
+                   TB_OK);
+  assert_int_equal(d.tier, HIGH);
+  assert_int_equal(d.base, BACKGROUND);
+  assert_string_equal(d.rule, "priority_floors");
+  assert_string_equal(d.escalated_by, "priority_floors");
+  assert_int_equal(tb_wf_decide(&shipped, support, "critical", "priority", NULL, NULL, NULL, &d),
+                   TB_OK);
+  assert_int_equal(d.tier, CRITICAL);
+  assert_string_equal(d.rule, "priority");
+  /* A base without explicit_by is raised, never lowered, by the rules (a trigger event's). */
+  assert_int_equal(tb_wf_decide(&shipped, standup, "low", NULL, "trigger-event", bi, NULL, &d),
+                   TB_OK);
+  assert_int_equal(d.tier, CRITICAL);
+  assert_string_equal(d.assigned_by, "trigger-event");
+  assert_int_equal(tb_wf_decide(&shipped, standup, "urgent", "priority", NULL, NULL, NULL, &d),
+                   TB_ERR_INVALID);
+  json_decref(bi);
+  /* Floors by alias or category, from a file; an unknown tier there is a config error. */
+  static tb_config_t cfg;
+  assert_int_equal(load_text(TIERS5 "priority_floors: {dailyStandUpWorkflow: normal}\n", &cfg),
+                   TB_OK);
+  assert_int_equal(tb_wf_decide(&cfg, standup, "low", "priority", NULL, NULL, NULL, &d), TB_OK);
+  assert_int_equal(d.tier, NORMAL);
+  assert_int_equal(load_text(TIERS5 "priority_floors: {daily-stand-up: urgent}\n", &cfg),
+                   TB_ERR_CONFIG);
+  assert_non_null(strstr(tb_errdetail(), "priority_floors.daily-stand-up"));
+}
+
+/* Seed 000's positional args: kept whole under "args", and their objects' fields are the
+ * input's own (the first argument having a field wins). */
+static void test_args_input(void **state) {
+  (void)state;
+  json_t *args = json_pack("[{s:s,s:s},{s:s,s:s},s]", "to", "a@b.c", "customer_facing", "x", "to",
+                           "other", "origin", "email", "loose");
+  json_t *in = tb_wf_args_input(args);
+  assert_non_null(in);
+  assert_true(json_equal(json_object_get(in, "args"), args));
+  assert_string_equal(json_string_value(json_object_get(in, "to")), "a@b.c");
+  assert_string_equal(json_string_value(json_object_get(in, "origin")), "email");
+  json_decref(in);
+  /* An argument named "args" never replaces the array. */
+  json_t *odd = json_pack("[{s:i}]", "args", 1);
+  in = tb_wf_args_input(odd);
+  assert_true(json_is_array(json_object_get(in, "args")));
+  json_decref(in);
+  json_decref(odd);
+  json_decref(args);
+  in = tb_wf_args_input(NULL);
+  assert_int_equal(json_object_size(in), 0);
+  json_decref(in);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_default_rules_in_seed_order),
-      cmocka_unit_test(test_each_rule),
-      cmocka_unit_test(test_never_lowers),
-      cmocka_unit_test(test_expedite),
-      cmocka_unit_test(test_rule_order),
-      cmocka_unit_test(test_skip_mask),
-      cmocka_unit_test(test_builtin_rules_without_seed_tiers),
-      cmocka_unit_test(test_config_errors),
-      cmocka_unit_test(test_workflow_tiers),
+      cmocka_unit_test(test_aliases),       cmocka_unit_test(test_decide),
+      cmocka_unit_test(test_args_input),    cmocka_unit_test(test_default_rules_in_seed_order),
+      cmocka_unit_test(test_each_rule),     cmocka_unit_test(test_never_lowers),
+      cmocka_unit_test(test_expedite),      cmocka_unit_test(test_rule_order),
+      cmocka_unit_test(test_skip_mask),     cmocka_unit_test(test_builtin_rules_without_seed_tiers),
+      cmocka_unit_test(test_config_errors), cmocka_unit_test(test_workflow_tiers),
       cmocka_unit_test(test_start_context),
   };
   return cmocka_run_group_tests(tests, load_shipped, NULL);

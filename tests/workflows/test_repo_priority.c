@@ -10,6 +10,8 @@
 #include "wf_harness.h"
 
 #include "core/clock.h"
+#include "store/escalation.h"
+#include "api/publish.h"
 #include "store/repo.h"
 #include "workflows/priority.h"
 #include "workflows/registry.h"
@@ -65,11 +67,17 @@ static const char *jobs(world_t *w) {
     tb_decoded_t d;
     if (tb_codec_decode(w->cat, rows[i].payload, rows[i].len, &d) != TB_OK)
       fail_msg("outbox row %s is not an event: %s", rows[i].msg_id, tb_errdetail());
+    if (strcmp(d.env->type, "workspace/priorities.sync") == 0) {
+      /* the debounced workspace_add sync (test_workspace_add_sync covers it) */
+      tb_decoded_free(&d);
+      assert_int_equal(tb_store_outbox_delete(w->st, rows[i].id), TB_OK);
+      continue;
+    }
     assert_string_equal(d.env->type, "capture/repository.sync");
     json_t *p = NULL;
     assert_int_equal(tb_codec_payload_to_json(d.payload, &p), TB_OK);
     used +=
-        (size_t)snprintf(out + used, sizeof(out) - used, "%s%s score=%d %s meta=", i ? "\n" : "",
+        (size_t)snprintf(out + used, sizeof(out) - used, "%s%s score=%d %s meta=", used ? "\n" : "",
                          rows[i].subject, d.env->priority_score, jtext(p));
     for (size_t k = 0; k < d.env->n_metadata; k++)
       used += (size_t)snprintf(out + used, sizeof(out) - used, "%s%s=%s", k ? "," : "",
@@ -745,6 +753,179 @@ static void test_sync_workflow_steps(void **state) {
   run_free(&c);
 }
 
+/* ---------------------------------------------------------------- issue 12 */
+
+static int64_t syncs_queued(world_t *w) {
+  return q_int(w, "SELECT count(*) FROM outbox WHERE subject = "
+                  "'tb.evt.background.workspace.priorities-sync'");
+}
+
+/* Adding a repository to a workspace also queues workspace/priorities.sync (reason
+ * workspace_add), debounced: the first add of a burst queues it due a window later, the adds
+ * until then share it; a remove queues none; with no window every add queues one at once. */
+static void test_workspace_add_sync(void **state) {
+  world_t *w = *state;
+  w->cfg.priority_sync_debounce_ms = 60000;
+  int64_t before = tb_wall_us();
+  assert_int_equal(deliver(w, ADD, "w1", "r1", 1), TB_OK);
+  assert_int_equal(syncs_queued(w), 1);
+  tb_outbox_row_t *rows = NULL;
+  int n = 0;
+  /* Not due yet: held back for the window. */
+  assert_int_equal(tb_store_outbox_next(w->st, tb_wall_us(), 1000, &rows, &n), TB_OK);
+  for (int i = 0; i < n; i++) assert_null(strstr(rows[i].subject, "priorities-sync"));
+  tb_store_outbox_free(rows, n);
+  assert_int_equal(tb_store_outbox_next(w->st, INT64_MAX, 1000, &rows, &n), TB_OK);
+  int seen = 0;
+  for (int i = 0; i < n; i++) {
+    if (strstr(rows[i].subject, "priorities-sync") == NULL) continue;
+    seen++;
+    int64_t due = 0;
+    int found = 0;
+    assert_int_equal(tb_store_outbox_due_of(w->st, rows[i].msg_id, &due, &found), TB_OK);
+    assert_int_equal(found, 1);
+    assert_true(due >= before + 60000000LL && due <= tb_wall_us() + 60000000LL);
+    tb_decoded_t d;
+    assert_int_equal(tb_codec_decode(w->cat, rows[i].payload, rows[i].len, &d), TB_OK);
+    assert_string_equal(d.env->type, "workspace/priorities.sync");
+    json_t *p = NULL;
+    assert_int_equal(tb_codec_payload_to_json(d.payload, &p), TB_OK);
+    assert_string_equal(json_string_value(json_object_get(p, "reason")), "workspace_add");
+    assert_string_equal(json_string_value(json_object_get(p, "workspace_id")), "w1");
+    assert_string_equal(json_string_value(json_object_get(p, "repository_id")), "r1");
+    json_decref(p);
+    tb_decoded_free(&d);
+  }
+  tb_store_outbox_free(rows, n);
+  assert_int_equal(seen, 1);
+
+  /* The rest of the burst: more adds, a repeated add, a remove: still one sync. */
+  assert_int_equal(deliver(w, ADD, "w1", "r2", 2), TB_OK);
+  assert_int_equal(deliver(w, ADD, "w2", "r1", 3), TB_OK);
+  assert_int_equal(deliver(w, ADD, "w2", "r1", 4), TB_OK);
+  assert_int_equal(deliver(w, REMOVE, "w1", "r2", 5), TB_OK);
+  assert_int_equal(syncs_queued(w), 1);
+
+  /* The window is over (the queued sync went out): the next add queues the next one. */
+  exec(tb__store_db(w->st),
+       "UPDATE job_leases SET expires_us = 0 WHERE name = 'workspace-add-sync'");
+  assert_int_equal(deliver(w, ADD, "w3", "r3", 6), TB_OK);
+  assert_int_equal(syncs_queued(w), 2);
+  /* A remove alone never queues one. */
+  exec(tb__store_db(w->st),
+       "UPDATE job_leases SET expires_us = 0 WHERE name = 'workspace-add-sync'");
+  assert_int_equal(deliver(w, REMOVE, "w3", "r3", 7), TB_OK);
+  assert_int_equal(syncs_queued(w), 2);
+
+  /* No window: one per add, due at once. */
+  w->cfg.priority_sync_debounce_ms = 0;
+  assert_int_equal(deliver(w, ADD, "w4", "r4", 8), TB_OK);
+  assert_int_equal(deliver(w, ADD, "w4", "r5", 9), TB_OK);
+  assert_int_equal(syncs_queued(w), 4);
+  assert_int_equal(tb_store_outbox_next(w->st, tb_wall_us(), 1000, &rows, &n), TB_OK);
+  seen = 0;
+  for (int i = 0; i < n; i++) seen += strstr(rows[i].subject, "priorities-sync") != NULL;
+  tb_store_outbox_free(rows, n);
+  assert_int_equal(seen, 2);
+}
+
+/* Seed 002's lookup before queueing: a capture/repository.sync published without a priority goes
+ * by the repository's tracked row; untracked or without a database, as medium; a publisher's own
+ * priority is left alone. The name set with tb_repo_set_ex rides on tierbus's own jobs too. */
+static void test_route_sync_job(void **state) {
+  world_t *w = *state;
+  w->cfg.priority_sync_debounce_ms = 0;
+  assert_int_equal(deliver(w, ADD, "w1", "rA", 1), TB_OK);
+  int changed = 0;
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_repo_set_ex(&w->ctx, "rA", NULL, -1, "octo/a", "op-1", &changed), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  assert_int_equal(changed, 1);
+  (void)jobs(w); /* empties the outbox */
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_repo_set_ex(&w->ctx, "rA", "low", -1, NULL, "op-2", &changed), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  assert_non_null(strstr(jobs(w), "\"repository_name\":\"octo/a\""));
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_repo_set_ex(&w->ctx, "rA", "none", -1, NULL, "op-3", &changed), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+  (void)jobs(w);
+
+  json_t *payload = json_pack("{s:s}", "repository_id", "rA");
+  tb_publish_req_t req = {.event = "capture/repository.sync", .payload = payload};
+  tb_repo_route_t rt;
+  int routed = 0;
+  assert_int_equal(tb_repo_route_sync_job(w->st, &w->cfg, &req, &rt, &routed), TB_OK);
+  assert_int_equal(routed, 1);
+  assert_int_equal(rt.tracked, 1);
+  assert_string_equal(req.tier, "high");
+  assert_int_equal(req.priority_score, 100);
+  assert_int_equal(req.n_metadata, 4);
+  assert_string_equal(req.metadata[0], "repository_priority");
+  assert_string_equal(req.metadata[1], "high");
+  assert_string_equal(req.metadata[3], "true");
+  assert_string_equal(req.metadata[5], "1");
+  assert_string_equal(req.metadata[7], "high");
+  assert_string_equal(json_string_value(json_object_get(payload, "priority")),
+                      "REPOSITORY_PRIORITY_HIGH");
+  assert_int_equal(json_integer_value(json_object_get(payload, "priority_score")), 100);
+  assert_string_equal(json_string_value(json_object_get(payload, "repository_name")), "octo/a");
+  json_t *meta = json_object_get(payload, "metadata");
+  assert_true(json_is_true(json_object_get(meta, "is_workspace_repo")));
+  assert_int_equal(json_integer_value(json_object_get(meta, "workspace_count")), 1);
+  tb_prepared_t p;
+  assert_int_equal(tb_publish_prepare(&w->cfg, w->cat, &req, &p), TB_OK);
+  assert_string_equal(p.tier, "high");
+  assert_string_equal(p.subject, "tb.evt.high.workspace.repository-sync");
+  tb_prepared_free(&p);
+  json_decref(payload);
+
+  /* Not tracked, and no database: medium, on normal. A name the publisher gave is kept. */
+  for (int i = 0; i < 2; i++) {
+    payload = json_pack("{s:s, s:s}", "repository_id", "rZ", "repository_name", "theirs/z");
+    req = (tb_publish_req_t){.event = "capture/repository.sync", .payload = payload};
+    assert_int_equal(tb_repo_route_sync_job(i ? NULL : w->st, &w->cfg, &req, &rt, &routed), TB_OK);
+    assert_int_equal(routed, 1);
+    assert_int_equal(rt.tracked, 0);
+    assert_string_equal(req.tier, "normal");
+    assert_int_equal(req.priority_score, 50);
+    assert_string_equal(req.metadata[7], "none");
+    assert_string_equal(json_string_value(json_object_get(payload, "repository_name")), "theirs/z");
+    json_decref(payload);
+  }
+
+  /* The publisher's own priority (a tier, or the payload's) and other events: untouched. */
+  payload = json_pack("{s:s}", "repository_id", "rA");
+  req = (tb_publish_req_t){.event = "capture/repository.sync", .payload = payload, .tier = "low"};
+  assert_int_equal(tb_repo_route_sync_job(w->st, &w->cfg, &req, &rt, &routed), TB_OK);
+  assert_int_equal(routed, 0);
+  assert_string_equal(req.tier, "low");
+  assert_null(json_object_get(payload, "priority"));
+  json_decref(payload);
+  payload = json_pack("{s:s, s:i}", "repository_id", "rA", "priority_score", 25);
+  req = (tb_publish_req_t){.event = "capture/repository.sync", .payload = payload};
+  assert_int_equal(tb_repo_route_sync_job(w->st, &w->cfg, &req, &rt, &routed), TB_OK);
+  assert_int_equal(routed, 0);
+  assert_null(req.tier);
+  json_decref(payload);
+  payload = json_pack("{s:s, s:s}", "workspace_id", "w1", "repository_id", "rA");
+  req = (tb_publish_req_t){.event = "WORKSPACE_REPO_ADDED", .payload = payload};
+  assert_int_equal(tb_repo_route_sync_job(w->st, &w->cfg, &req, &rt, &routed), TB_OK);
+  assert_int_equal(routed, 0);
+  json_decref(payload);
+
+  /* A name over its limit is refused, not cut. */
+  char long_name[TB_REPO_NAME_MAX + 1];
+  memset(long_name, 'n', TB_REPO_NAME_MAX);
+  long_name[TB_REPO_NAME_MAX] = '\0';
+  assert_int_equal(tb_store_begin(w->st), TB_OK);
+  assert_int_equal(tb_repo_set_ex(&w->ctx, "rA", NULL, -1, long_name, "op-4", &changed),
+                   TB_ERR_INVALID);
+  long_name[TB_REPO_NAME_MAX - 1] = '\0'; /* 255: the longest allowed */
+  assert_int_equal(tb_repo_set_ex(&w->ctx, "rA", NULL, -1, long_name, "op-5", &changed), TB_OK);
+  assert_int_equal(tb_store_commit(w->st), TB_OK);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, world_setup, world_teardown)
   const struct CMUnitTest tests[] = {
@@ -761,6 +942,8 @@ int main(void) {
       T(test_two_connections_one_runs),
       T(test_lost_lease_stops),
       T(test_sync_workflow_steps),
+      T(test_workspace_add_sync),
+      T(test_route_sync_job),
   };
 #undef T
   return cmocka_run_group_tests(tests, NULL, NULL);
