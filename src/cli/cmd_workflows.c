@@ -157,6 +157,7 @@ static json_t *workflow_json(const tb_cli_t *cli, const tb_workflow_def_t *w) {
       tb_json_str_or_null(w->description), "trigger_event", tb_json_str_or_null(w->trigger_event),
       "filtered", w->should_start != NULL, "on_error", w->on_error != NULL, "steps", steps);
   if (v != NULL) {
+    json_object_set_new(v, "alias", tb_json_str_or_null(w->alias)); /* seed 000's type name */
     json_object_set_new(v, "category", tb_json_str_or_null(w->category));
     json_object_set_new(v, "customer_facing", json_boolean(w->customer_facing));
     json_object_set_new(v, "business_impact", tb_json_str_or_null(w->business_impact));
@@ -168,6 +169,7 @@ static void print_workflow_detailed(const tb_cli_t *cli, const tb_workflow_def_t
   const char *tier = tb_wf_tier(&cli->cfg, w);
   printf("%s  (domain %s)\n", w->name, w->domain);
   if (w->description) printf("  %s\n", w->description);
+  if (w->alias) printf("  alias:    %s (seed 000's name; trigger and the API take it)\n", w->alias);
   printf("  tier:     %s", tier);
   if (tb_wf_type_tier(&cli->cfg, w) != NULL)
     printf(" (config workflow_tiers%s%s)", w->category ? ", category " : "",

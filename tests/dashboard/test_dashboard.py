@@ -67,7 +67,7 @@ class Dashboard(unittest.TestCase):
         # reaches the dead letters within the test.
         with open(os.path.join(SOURCE, "config", "tierbus.yaml")) as f:
             text = f.read()
-        old = "name: normal, timeout: 15m, concurrency: 15, max_deliver: 5, backoff: [2s, 10s, 60s]"
+        old = "name: normal, task_queue: default, timeout: 15m, concurrency: 15, max_deliver: 5, backoff: [2s, 10s, 60s]"
         assert old in text, "config/tierbus.yaml's normal tier changed; update the test"
         text = text.replace(old, old.replace("max_deliver: 5, backoff: [2s, 10s, 60s]",
                                              "max_deliver: 2, backoff: [200ms]"))
