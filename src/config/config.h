@@ -140,6 +140,7 @@ typedef struct tb_config {
   int workflow_steps_per_message;  /* most workflow steps one handled message runs on */
   /* Seed 002: tier of a repository's sync jobs by its priority (high, medium, low). */
   char repo_tier_high[TB_NAME_MAX], repo_tier_medium[TB_NAME_MAX], repo_tier_low[TB_NAME_MAX];
+  int workspace_add_sync;            /* seed 002: an add queues a (debounced) full sync */
   int64_t priority_sync_debounce_ms; /* seed 002: a burst of workspace adds shares one sync */
   int64_t escalation_sweep_ms;       /* how often workers look for stuck runs; 0 = never */
   /* Seed 000: what the sweeper does to a run past its tier's timeout (the whole run, time parked

@@ -19,8 +19,10 @@ static tb_status one_int(tb_store_t *st, sqlite3_stmt *stmt, const char *what, i
 
 tb_status tb_store_slot_acquire(tb_store_t *st, const char *service, const char *workflow_id,
                                 const char *step, const char *command_id, int limit, int64_t now_us,
-                                int64_t expires_us, int64_t wait_expires_us, int *got) {
+                                int64_t expires_us, int64_t wait_expires_us, int *got,
+                                int64_t *ahead_out) {
   *got = 0;
+  if (ahead_out != NULL) *ahead_out = 0;
   sqlite3_stmt *stmt = tb__stmt(st, TB__ST_SLOT_EXPIRE);
   sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);
   sqlite3_bind_int64(stmt, 2, now_us);
@@ -54,6 +56,7 @@ tb_status tb_store_slot_acquire(tb_store_t *st, const char *service, const char 
     s = one_int(st, stmt, "ahead", &ahead);
   }
   if (s != TB_OK) return s;
+  if (ahead_out != NULL) *ahead_out = ahead;
   int take = held < limit && ahead < limit - held;
   stmt = tb__stmt(st, TB__ST_SLOT_TAKE);
   sqlite3_bind_text(stmt, 1, service, -1, SQLITE_STATIC);

@@ -19,10 +19,12 @@
  * first. The step gets the slot (*got = 1) when fewer than |limit| others hold one and fewer
  * steps waited longer than it than there are free slots; a step that held its slot already may
  * take it again (a retry's new command). Otherwise *got = 0 and the step waits: its waiting row
- * is written (or renewed) with |wait_expires_us|, keeping the time it first waited. */
+ * is written (or renewed) with |wait_expires_us|, keeping the time it first waited. *ahead (may
+ * be NULL) = the steps that have waited longer than this one. */
 tb_status tb_store_slot_acquire(tb_store_t *st, const char *service, const char *workflow_id,
                                 const char *step, const char *command_id, int limit, int64_t now_us,
-                                int64_t expires_us, int64_t wait_expires_us, int *got);
+                                int64_t expires_us, int64_t wait_expires_us, int *got,
+                                int64_t *ahead);
 
 /* Gives back the slot (or the waiting row) of step |step| of run |workflow_id| (every row of the
  * run when |step| is NULL or ""). Releasing what is not held does nothing. */

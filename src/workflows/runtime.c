@@ -461,16 +461,37 @@ static tb_status hold_command(stepper_t *sp, const tb_step_def_t *st, int64_t un
 }
 
 /* How long a command step held by its service's concurrency limit waits before it tries for a
- * slot again, and how long its place in line lasts without a try (a run that stopped trying,
- * cancelled or stuck behind a backlog, gives its place up after this). */
+ * slot again (times one plus the steps ahead of it in line, at most SLOT_RETRY_MAX_US: the first
+ * in line tries often, the rest do not churn the bus), and how long its place in line lasts
+ * without a try (a run that stopped trying, cancelled or stuck behind a backlog, gives its place
+ * up after this). */
 #define SLOT_RETRY_US (250 * 1000)
-#define SLOT_WAIT_TTL_US (10 * 1000 * 1000)
+#define SLOT_RETRY_MAX_US (5 * 1000 * 1000)
+#define SLOT_WAIT_TTL_US (20 * 1000 * 1000)
 
-/* Holds the command step |st| while its service is at its concurrency limit (seed 001). */
-static tb_status hold_for_slot(stepper_t *sp, const tb_step_def_t *st, int limit) {
-  char detail[128];
-  snprintf(detail, sizeof(detail), "service %s at its concurrency limit (%d)", st->service, limit);
-  return hold_step(sp, detail, "service-slot", tb_wall_us() + SLOT_RETRY_US);
+/* The step's service is at its limit: the attempt ends as "held" (not a failure, so it uses no
+ * retry) and the step runs again from the start when its continuation comes back. A step held
+ * again keeps one history row: the first hold's, whose detail and end time are updated. */
+static tb_status hold_for_slot(stepper_t *sp, const tb_step_def_t *st, int limit, int64_t ahead,
+                               int held_before) {
+  char detail[160];
+  snprintf(detail, sizeof(detail), "service %s at its concurrency limit (%d), %lld ahead in line",
+           st->service, limit, (long long)ahead);
+  tb_status s;
+  if (held_before && sp->row.hist_id > 0) {
+    sp->hist.open = 0; /* this try's "started" row is not written: the held row stands for it */
+    s = tb_store_wf_hist_end(sp->ctx->store, sp->row.hist_id, "held", 0, detail, NULL, NULL);
+  } else {
+    s = hist_end(sp, "held", 0, detail, NULL, NULL);
+  }
+  if (s != TB_OK) return s;
+  snprintf(sp->row.status, sizeof(sp->row.status), "waiting");
+  snprintf(sp->row.step_state, sizeof(sp->row.step_state), "ready");
+  s = save(sp);
+  int64_t delay = SLOT_RETRY_US * (1 + ahead);
+  if (delay > SLOT_RETRY_MAX_US) delay = SLOT_RETRY_MAX_US;
+  if (s == TB_OK) s = continue_at(sp->ctx, &sp->row, "service-slot", tb_wall_us() + delay);
+  return s;
 }
 
 static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t timeout_ms) {
@@ -511,11 +532,15 @@ static tb_status start_command(stepper_t *sp, const tb_step_def_t *st, int64_t t
   int limit = tb_config_service_limit(sp->ctx->cfg, st->service);
   if (limit > 0) {
     int got = 0;
+    int64_t ahead = 0;
+    /* waiting + ready is only what hold_for_slot leaves (a retry delay leaves running + ready) */
+    int held_before =
+        strcmp(sp->row.status, "waiting") == 0 && strcmp(sp->row.step_state, "ready") == 0;
     s = tb_store_slot_acquire(sp->ctx->store, st->service, sp->row.id, st->name, cmd_id, limit,
-                              now_us, deadline, now_us + SLOT_WAIT_TTL_US, &got);
+                              now_us, deadline, now_us + SLOT_WAIT_TTL_US, &got, &ahead);
     if (s != TB_OK || !got) {
       free(input_text);
-      return s != TB_OK ? s : hold_for_slot(sp, st, limit);
+      return s != TB_OK ? s : hold_for_slot(sp, st, limit, ahead, held_before);
     }
   }
   Tierbus__V1__Command cmd = TIERBUS__V1__COMMAND__INIT;

@@ -167,7 +167,8 @@ static tb_status apply_change(const tb_handler_ctx_t *ctx, const char *fallback_
  * debounce lease is returned. A replayed add (ctx->replay) queues nothing. */
 static tb_status queue_add_sync(const tb_handler_ctx_t *ctx, const char *workspace_id,
                                 const char *repository_id) {
-  if (ctx->cfg == NULL || ctx->replay) return TB_OK; /* a replay queues no new work */
+  /* Opt-in (workspace_add_sync); a replay queues no new work. */
+  if (ctx->cfg == NULL || !ctx->cfg->workspace_add_sync || ctx->replay) return TB_OK;
   int64_t now = tb_wall_us(), window_ms = ctx->cfg->priority_sync_debounce_ms;
   tb_status s = TB_OK;
   if (window_ms > 0) {

@@ -40,8 +40,8 @@ static void test_seed002_cli(void **state) {
   tb_h_result_t r;
   tb_h_child_t worker;
   tb_it_start_and_init(h);
-  tb_assert_ok(
-      tb_h_spawn(h, &worker, "worker", "worker", "--set", "priority_sync_debounce=1s", NULL));
+  tb_assert_ok(tb_h_spawn(h, &worker, "worker", "worker", "--set", "priority_sync_debounce=1s",
+                          "--set", "workspace_add_sync=true", NULL));
 
   /* A burst of two adds: one workspace_add sync, run by the worker once the window is over. */
   TB(r, 0, "publish", "WORKSPACE_REPO_ADDED", "--json",

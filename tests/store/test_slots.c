@@ -27,7 +27,8 @@ static int take(tb_store_t *st, const char *service, const char *wf, const char 
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "%s:%s:1", wf, step);
   assert_int_equal(
-      tb_store_slot_acquire(st, service, wf, step, cmd, limit, now, LATER, LATER, &got), TB_OK);
+      tb_store_slot_acquire(st, service, wf, step, cmd, limit, now, LATER, LATER, &got, NULL),
+      TB_OK);
   assert_int_equal(tb_store_commit(st), TB_OK);
   return got;
 }

@@ -765,6 +765,10 @@ static int64_t syncs_queued(world_t *w) {
  * until then share it; a remove queues none; with no window every add queues one at once. */
 static void test_workspace_add_sync(void **state) {
   world_t *w = *state;
+  w->cfg.workspace_add_sync = 0; /* off (the default): an add queues none */
+  assert_int_equal(deliver(w, ADD, "w0", "r0", 100), TB_OK);
+  assert_int_equal(syncs_queued(w), 0);
+  w->cfg.workspace_add_sync = 1;
   w->cfg.priority_sync_debounce_ms = 60000;
   int64_t before = tb_wall_us();
   assert_int_equal(deliver(w, ADD, "w1", "r1", 1), TB_OK);
