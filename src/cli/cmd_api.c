@@ -66,7 +66,7 @@ int tb_cmd_api(int argc, char **argv) {
     }
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
-  if ((rc = tb_cli_load_and_open(&cli)) != TB_EXIT_OK) return rc;
+  if ((rc = tb_cli_load_and_open(&cli)) != TB_EXIT_OK) return tb_cli_close(&cli), rc;
   if (port < 0) port = cli.cfg.http_port;
   if (bind == NULL) bind = cli.cfg.http_bind;
   const char *token = cli.cfg.api_token;
