@@ -5,6 +5,7 @@
  * with exit 0 and exact counts, with every line in the stream exactly once (read back from the
  * stream by id). A server that never comes back ends the command too, with exit 1 and the counts
  * of what was and was not acknowledged. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,8 @@
 #define SUBJECTS "tb.evt.high.workspace.>"
 /* The kill comes once the stream holds this many of the lines: the command is publishing. */
 #define KILL_AT (LINES / 5)
-/* How long the server stays dead. */
+/* How long the server stays frozen before the kill, then dead. */
+#define FREEZE_MS 200
 #define DOWN_MS 500
 /* The command's bound with a server that comes back: its ack wait (5 s) for the lost acks, a
  * round of resends and their acks, and slack for a loaded 2-core machine (ASan included). */
@@ -85,6 +87,11 @@ static void test_publish_rides_out_kill(void **state) {
   /* The command reads and encodes the whole file before it connects: wait for the stream. */
   int64_t at_kill = wait_stored(h, &pub, KILL_AT, 30000);
   int alive_at_kill = tb_h_child_alive(&pub);
+  /* Freeze the server before the kill, so that acks stop while the command goes on sending: at
+   * the kill, lines are in flight whatever the machine's speed. Killed outright, a slow command
+   * (ASan in CI) could have had every line it sent acknowledged, and nothing would be lost. */
+  assert_int_equal(kill(h->srv.pid, SIGSTOP), 0);
+  tb_h_sleep_ms(FREEZE_MS);
   tb_h_server_kill(h);
   int64_t t_kill = tb_h_now_ms();
   tb_h_sleep_ms(DOWN_MS);
