@@ -410,11 +410,10 @@ static const opt_t scalar_opts[] = {
      FIELD(tb_config_t, workspace_add_sync),
      .min = 0,
      .max = 1,
-     .def = "false",
+     .def = "true",
      .help = "Seed 002's hook: a repository added to a workspace also queues a full priority\n"
              "sync (workspace/priorities.sync, reason workspace_add), debounced by\n"
-             "priority_sync_debounce. Off by default: it is not yet replay-safe (a rebuild\n"
-             "does not queue it, so the rebuilt state differs)."},
+             "priority_sync_debounce."},
     {.name = "priority_sync_debounce",
      .type = OPT_MS,
      FIELD(tb_config_t, priority_sync_debounce_ms),

@@ -142,8 +142,8 @@ static tb_status email_input(tb_wf_run_t *run, const char *tpl, const char *subj
  * generating: it has no deliverable id and is not completed. */
 static tb_status schedule(tb_wf_run_t *run, const char *client_id, int month, json_t **result) {
   tb_crm_deliverable_t d;
-  tb_status s = tb_store_crm_deliverable_schedule(run->ctx->store, client_id, month,
-                                                  tb_wall_us() + DUE_AFTER_US, run->id, &d);
+  tb_status s = tb_store_crm_deliverable_schedule(
+      run->ctx->store, client_id, month, tb_wf_log_time_us(run) + DUE_AFTER_US, run->id, &d);
   if (s != TB_OK) return s;
   int generate = d.deliverable_id[0] == '\0' && strcmp(d.status, "completed") != 0;
   s = log_activity(run, client_id, "deliverable-scheduled", "Month %d deliverable %s", month,
@@ -167,7 +167,7 @@ static tb_status record_generated(tb_wf_run_t *run, const char *sched_step, cons
     return tb__fail(TB_ERR_INVALID, "%s %s: the %s reply has no deliverable_id", run->name,
                     run->step, gen_step);
   s = tb_store_crm_deliverable_generated(run->ctx->store, client_id, month, id,
-                                         tb_wall_us() + DUE_AFTER_US, run->id);
+                                         tb_wf_log_time_us(run) + DUE_AFTER_US, run->id);
   if (s == TB_OK)
     s = log_activity(run, client_id, "deliverable-generated", "Month %d deliverable %s generated",
                      month, id);
@@ -430,9 +430,9 @@ static tb_status complete_deliverable(tb_wf_run_t *run, json_t **result) {
   if (s == TB_OK) s = month_of(run, &month);
   if (s != TB_OK) return s;
   int64_t at = input_int(run, "completed_at_us", 0);
-  s = tb_store_crm_deliverable_completed(run->ctx->store, client_id, month,
-                                         tb_wf_input_str(run, "deliverable_id"),
-                                         tb_wf_input_str(run, "title"), at > 0 ? at : tb_wall_us());
+  s = tb_store_crm_deliverable_completed(
+      run->ctx->store, client_id, month, tb_wf_input_str(run, "deliverable_id"),
+      tb_wf_input_str(run, "title"), at > 0 ? at : tb_wf_log_time_us(run));
   if (s == TB_OK)
     s = log_activity(run, client_id, "deliverable-completed", "Month %d deliverable completed",
                      month);

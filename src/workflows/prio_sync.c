@@ -215,7 +215,8 @@ static tb_status wf_acquire(tb_wf_run_t *run, json_t **result) {
                           &taken, holder, sizeof(holder), &expires);
   if (s != TB_OK) return s;
   if (taken)
-    *result = json_pack("{s:b, s:I}", "acquired", 1, "started_us", (json_int_t)tb_wall_us());
+    *result =
+        json_pack("{s:b, s:I}", "acquired", 1, "started_us", (json_int_t)tb_wf_log_time_us(run));
   else
     *result =
         json_pack("{s:b, s:s, s:s}", "acquired", 0, "skipped", "already running", "holder", holder);
@@ -275,7 +276,10 @@ static const char *wf_more(tb_wf_run_t *run) {
   return json_is_true(json_object_get(b, "done")) ? NULL : "batch";
 }
 
-/* The SyncResult of the run, from the last batch's totals. */
+/* The SyncResult of the run, from the last batch's totals. Its times are the log's (the run's
+ * data must be the same in a rebuild): started is when the message that acquired the lease was
+ * published, and the seconds run from there to the message being handled, so the last batch's
+ * own time is not in them; priority_sync_runs.finished_us has the wall clock. */
 static void wf_result(tb_wf_run_t *run, tb_prio_sync_result_t *r) {
   const json_t *b = tb_wf_step_result(run, "batch");
   memset(r, 0, sizeof(*r));
@@ -289,7 +293,8 @@ static void wf_result(tb_wf_run_t *run, tb_prio_sync_result_t *r) {
   r->errors =
       json_object_get(b, "errors") ? json_incref(json_object_get(b, "errors")) : json_array();
   int64_t started = jint(tb_wf_step_result(run, "acquire"), "started_us");
-  r->elapsed_us = started > 0 ? tb_wall_us() - started : 0;
+  int64_t now = tb_wf_log_time_us(run);
+  r->elapsed_us = started > 0 && now > started ? now - started : 0;
 }
 
 static const char *wf_trigger(tb_wf_run_t *run) {

@@ -1267,6 +1267,11 @@ json_t *tb_wf_step_result(tb_wf_run_t *run, const char *step) {
   return json_object_get(json_object_get(run->data, "steps"), step);
 }
 
+int64_t tb_wf_log_time_us(const tb_wf_run_t *run) {
+  int64_t t = run->ctx->order.occurred_us;
+  return t > 0 ? t : tb_wall_us();
+}
+
 tb_status tb_wf_emit_event(tb_wf_run_t *run, const char *event, const char *tier,
                            const json_t *payload) {
   char full[TB_ID_MAX + 160], id[TB_ID_MAX];

@@ -233,6 +233,11 @@ static inline json_t *tb_wf_data(tb_wf_run_t *run) {
 const char *tb_wf_input_str(tb_wf_run_t *run, const char *field);
 /* data.steps.<step> (borrowed), or NULL. */
 json_t *tb_wf_step_result(tb_wf_run_t *run, const char *step);
+/* The time of the message being handled as the log has it: its envelope's occurred_at (wall
+ * clock us), or the clock when the publisher gave none. A time a step keeps in tierbus's state
+ * comes from here, not from the clock: a rebuild runs the step again from the same message and
+ * must write the same state (`db checksum`). */
+int64_t tb_wf_log_time_us(const tb_wf_run_t *run);
 
 /* Publishes a catalogue event from a step (through the outbox, inside the transaction): |payload|
  * is the event's JSON (borrowed), |tier| NULL = the event's default tier. The message id is

@@ -19,6 +19,7 @@
  * max_deliveries). The bound is what this test is about, not that policy. */
 static const char config_yaml[] =
     "redelivery_bound: 3s\n"
+    "workspace_add_sync: false\n"
     "tiers:\n"
     "  - {name: critical, timeout: 2m, concurrency: 50, max_deliver: 30}\n"
     "  - {name: high, timeout: 5m, concurrency: 30, max_deliver: 30}\n"
@@ -212,7 +213,8 @@ static void test_kill_loop_within_bound(void **state) {
   tb_it_start_and_init(h);
   assert_int_equal(ack_wait_ms(h), BOUND_MS); /* the bound, not the tier's 5 min */
   publish_run(h, total);
-  /* The workers run no scheduler: a cron slot that fell inside one run and not the other would
+  /* The workers run no scheduler, and config_yaml turns the workspace_add sync off: a cron
+   * slot, or a debounce window (wall clock), that fell inside one run and not the other would
    * change the state between them. */
   /* The log as published, before any worker: the run without kills starts from this copy. */
   tb_h_server_stop(h);

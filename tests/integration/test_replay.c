@@ -45,11 +45,15 @@ static int publish_history(tb_h_t *h) {
   return n + CAPTURES;
 }
 
-/* Runs a worker until every message in the tier streams is processed (follow-ups included) and
- * the outbox is empty, then stops it. Returns the number of messages in the log. */
-static int64_t process_all(tb_h_t *h) {
+/* Runs a worker (with the config setting |set|, "KEY=VALUE", unless NULL) until every message in
+ * the tier streams is processed (follow-ups included) and the outbox is empty, then stops it.
+ * Returns the number of messages in the log. */
+static int64_t process_with(tb_h_t *h, const char *set) {
   tb_h_child_t w;
-  tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", NULL));
+  if (set != NULL)
+    tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", "--set", set, NULL));
+  else
+    tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", NULL));
   int64_t deadline = tb_h_now_ms() + RUN_MS, msgs = 0, done = 0, outbox = 1;
   do {
     tb_h_sleep_ms(200);
@@ -62,6 +66,10 @@ static int64_t process_all(tb_h_t *h) {
   assert_int_equal(outbox, 0);
   assert_int_equal(tb_h_child_term(&w, 20000), 0);
   return msgs;
+}
+
+static int64_t process_all(tb_h_t *h) {
+  return process_with(h, NULL);
 }
 
 /* `db checksum` of |db| (NULL: the test's database), as a new string. */
@@ -287,6 +295,31 @@ static void test_rebuild_checksum(void **state) {
   free(restored);
 }
 
+/* Seed 002's workspace_add sync: each burst of adds queued a full priority sync through the
+ * outbox, debounced by a lease. The syncs are in the log like any follow-up, so a rebuild
+ * (which queues nothing) still reaches the live checksum. */
+static void test_rebuild_with_workspace_add_sync(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_it_start_and_init(h);
+  publish_history(h);
+  int64_t msgs = process_with(h, "workspace_add_sync=true");
+  int64_t syncs = tb_h_sql_int(h, "SELECT count(*) FROM priority_sync_runs");
+  print_message("%lld messages, %lld priority sync runs\n", (long long)msgs, (long long)syncs);
+  assert_true(syncs > 0);
+  char *live = checksum(h, NULL);
+  char fresh[TB_H_PATH];
+  tb_h_path(h, "rebuilt.db", fresh, sizeof(fresh));
+  tb_h_tierbus(h, &r, RUN_MS, "rebuild", "--db", fresh, NULL);
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  char *rebuilt = checksum(h, fresh);
+  assert_string_equal(rebuilt, live);
+  assert_int_equal(tb_h_all_tier_msgs(h), msgs);
+  free(rebuilt);
+  free(live);
+}
+
 /* A snapshot bounds a rebuild: restored, it replays each stream only from the position it
  * recorded, and still reaches the live checksum. */
 static void test_rebuild_from_snapshot(void **state) {
@@ -337,6 +370,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_replay_idempotent_dry_run, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_replay_filters_and_usage, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_rebuild_checksum, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_rebuild_with_workspace_add_sync, tb_h_setup,
+                                      tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_rebuild_from_snapshot, tb_h_setup, tb_h_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
