@@ -447,6 +447,18 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   return w;
 }
 
+/* 1 when at least as many messages are ready as the open batch has applied (|n|): they could
+ * not all run within another commit_batch_time, so their own commits are not delayed by this
+ * batch running on, while each commit saved is executor time for them. Without that backlog (a
+ * steady load the worker keeps up with) a longer batch only delays the follow-ups of what it
+ * holds: workflow runs at 300/s took p95 13 ms instead of 8 when every batch ran to 10 ms. */
+static int backlog_waits(tb_dispatcher_t *d, int n) {
+  pthread_mutex_lock(&d->mu);
+  int waits = d->ready_total >= n;
+  pthread_mutex_unlock(&d->mu);
+  return waits;
+}
+
 static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   const tb_config_t *cfg = d->cfg;
   tb_status st = tb_engine_begin(d->engine);
@@ -459,6 +471,10 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
   }
   int n = 0;
   int64_t opened = tb_mono_us();
+  /* Past commit_batch_time the batch runs on, to commit_batch_busy_time, only through a
+   * backlog, and never once it holds first-tier work, whose effects and acks must not wait. */
+  int64_t span = cfg->commit_batch_busy_us > cfg->commit_batch_us ? cfg->commit_batch_busy_us
+                                                                  : cfg->commit_batch_us;
   pthread_mutex_lock(&d->mu);
   d->running = batch; /* next_work() appends to it under mu */
   d->n_running = 0;
@@ -467,9 +483,11 @@ static void run_batch(tb_dispatcher_t *d, tb_work_t **batch) {
     tb_work_t *w = next_work(d, opened);
     if (w == NULL) break;
     n++;
+    if (w->tier == 0) span = cfg->commit_batch_us;
     st = tb_engine_apply(d->engine, w);
     if (st != TB_OK) break;
-    if (tb_mono_us() - opened >= cfg->commit_batch_us) break;
+    int64_t age = tb_mono_us() - opened;
+    if (age >= span || (age >= cfg->commit_batch_us && !backlog_waits(d, n))) break;
   }
   if (st == TB_OK) st = tb_engine_commit(d->engine, batch, n);
   if (st != TB_OK) {

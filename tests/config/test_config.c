@@ -455,6 +455,8 @@ static void test_scalar_bounds(void **state) {
        F(stream_max_age_ms)},
       {"commit_batch_max", "1", "0", "100000", "100001", 1, 100000, F(commit_batch_max)},
       {"commit_batch_time", "0us", NULL, "1000000us", "1000001us", 0, 1000000, F(commit_batch_us)},
+      {"commit_batch_busy_time", "0us", NULL, "1s", "1000001us", 0, 1000000,
+       F(commit_batch_busy_us)},
       {"nats_connect_timeout", "0ms", NULL, "1h", "3600001", 0, 3600000,
        F(nats_connect_timeout_ms)},
       {"publish_ack_wait", "100ms", "99ms", "10m", "600001", 100, 600000, F(publish_ack_wait_ms)},
