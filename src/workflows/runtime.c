@@ -1195,7 +1195,11 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
   }
   /* Seed 000: an explicit priority is honoured both ways (tb_wf_decide), else the workflow
    * type's tier, which the context flags escalate, never down. */
-  const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL;
+  const char *tier = ew->priority && ew->priority[0] ? ew->priority : NULL, *by = "priority";
+  if (tier == NULL && ew->task_queue && ew->task_queue[0]) {
+    tier = ew->task_queue;
+    by = "task-queue";
+  }
   static const char *const impact_names[] = {
       [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_LOW] = "low",
       [TIERBUS__V1__BUSINESS_IMPACT__BUSINESS_IMPACT_MEDIUM] = "medium",
@@ -1209,7 +1213,7 @@ tb_status tb__handle_wf_start(const tb_handler_ctx_t *ctx) {
       .expedite = ew->expedite,
   };
   int started = 0;
-  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, tier ? "priority" : NULL, input,
+  tb_status s = tb_wf_start_ex(ctx, def, ew->workflow_id, tier, tier ? by : NULL, input,
                                ctx->msg->env->correlation_id, &esc, NULL, 0, &started);
   json_decref(input);
   return s;

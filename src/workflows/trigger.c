@@ -243,9 +243,13 @@ tb_status tb_wf_trigger_prepare(const tb_config_t *cfg, const tb_catalogue_t *ca
                                      "workflow_id", out->id)
                          : NULL;
   free(args);
-  /* Only a chosen tier is sent as the priority: the worker derives the rest the same way. */
+  /* Only a chosen tier is sent as the priority: the worker derives the rest the same way. A
+   * tier chosen by a task queue goes as task_queue, so that the run records that rule. */
   if (payload && (t->priority || t->queue))
-    json_object_set_new(payload, "priority", json_string(out->base_tier));
+    json_object_set_new(
+        payload,
+        out->assigned_by && strcmp(out->assigned_by, "task-queue") == 0 ? "task_queue" : "priority",
+        json_string(out->base_tier));
   if (payload && t->expedite) json_object_set_new(payload, "expedite", json_true());
   if (payload && t->customer_facing > 0)
     json_object_set_new(payload, "is_customer_facing", json_true());
