@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "core/clock.h"
+#include "core/util.h"
 #include "core/status.h"
 
 #define FAILED_IDS_MAX 64
@@ -110,11 +111,25 @@ static tb_status set_auth(natsOptions *opts, const tb_bus_auth_t *auth) {
 /* Connects to |url| as |name| with |auth|. |send_asap| writes each message from the calling
  * thread; without it cnats' flusher thread writes them, up to a millisecond later, many in one
  * send. TB_ERR_CONFIG from set_auth(); otherwise tb__nats_fail()'s status of the connect. */
+/* Sets the server list from |url|: one URL, or the servers of a cluster separated by commas
+ * (natsOptions_SetURL takes one only; a list given to it never connected). */
+static natsStatus set_servers(natsOptions *opts, const char *url) {
+  if (strchr(url, ',') == NULL) return natsOptions_SetURL(opts, url);
+  char copy[TB_URL_MAX], *save = NULL;
+  const char *servers[TB_URL_MAX / 8];
+  int n = 0;
+  snprintf(copy, sizeof(copy), "%s", url);
+  for (char *tok = strtok_r(copy, ", ", &save); tok != NULL && n < (int)TB_COUNTOF(servers);
+       tok = strtok_r(NULL, ", ", &save))
+    servers[n++] = tok;
+  return n > 0 ? natsOptions_SetServers(opts, servers, n) : NATS_INVALID_ARG;
+}
+
 static tb_status open_conn(natsConnection **nc, const char *url, const char *name,
                            const tb_bus_auth_t *auth, int send_asap) {
   natsOptions *opts = NULL;
   natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts, url);
+  if (s == NATS_OK) s = set_servers(opts, url);
   if (s == NATS_OK) s = natsOptions_SetName(opts, name);
   tb_status st = s == NATS_OK ? set_auth(opts, auth) : TB_OK;
   /* Keep reconnecting for as long as the process lives: a server restart must not end a worker. */
@@ -231,11 +246,15 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
 
 /* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
  * age) reaches streams created by an older run. */
-const char *tb_bus_replicas_note(const tb_config_t *cfg) {
-  return cfg->replicas > 1
-             ? " with the config's replicas above 1 (that needs a NATS cluster with at "
-               "least as many JetStream servers)"
-             : "";
+const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) {
+  if (cfg->replicas > 1)
+    snprintf(buf, cap,
+             " with replicas %d (config): that needs a NATS cluster of at least %d JetStream "
+             "servers, and the server could not place them",
+             cfg->replicas, cfg->replicas);
+  else if (cap > 0)
+    buf[0] = '\0';
+  return buf;
 }
 
 static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
@@ -267,8 +286,9 @@ static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_t
   }
   jsStreamInfo_Destroy(si);
   if (s != NATS_OK) {
-    char what[192];
-    snprintf(what, sizeof(what), "create stream %s%s", name, tb_bus_replicas_note(cfg));
+    char what[384], note[160];
+    snprintf(what, sizeof(what), "create stream %s%s", name,
+             tb_bus_replicas_note(cfg, note, sizeof(note)));
     return tb__nats_fail(s, jerr, what);
   }
   return TB_OK;

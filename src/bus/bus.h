@@ -54,9 +54,10 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap);
  * reads. A tier stream of the older one-stream-per-tier layout ("TB_HIGH") is refused with
  * TB_ERR_INVALID and a detail saying how to retire it. Safe to run any number of times and from
  * several processes at once. */
-/* What to add to the message of a failed stream or bucket creation: a note on the config's
- * replicas when above 1 (the usual cause on a single server), else "". Static text. */
-const char *tb_bus_replicas_note(const tb_config_t *cfg);
+/* Writes to |buf| what to add to the message of a failed stream or bucket creation: a note on
+ * the config's replicas when above 1 (the usual cause: a single server, or a cluster with fewer
+ * JetStream servers), else "". Returns |buf|. */
+const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
 
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 

@@ -25,8 +25,9 @@ static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cf
     s = js_CreateKeyValue(out, tb_bus_js(bus), &kc);
   }
   if (s != NATS_OK) {
-    char what[192];
-    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket, tb_bus_replicas_note(cfg));
+    char what[384], note[160];
+    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
+             tb_bus_replicas_note(cfg, note, sizeof(note)));
     return tb__nats_fail(s, 0, what);
   }
   return TB_OK;

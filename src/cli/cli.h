@@ -230,6 +230,7 @@ int tb_cmd_activity(int argc, char **argv);  /* cmd_activity.c */
 int tb_cmd_replay(int argc, char **argv);    /* cmd_replay.c */
 int tb_cmd_rebuild(int argc, char **argv);   /* cmd_replay.c */
 int tb_cmd_db(int argc, char **argv);        /* checksum, prune (cmd_replay.c) */
+int tb_cmd_cluster(int argc, char **argv);   /* up, status, down (cmd_cluster.c) */
 
 /* Called by tb_cli_run_workers() every 100 ms with |arg|: TB_EXIT_OK to go on, anything else
  * stops the workers and becomes the exit status (dev's nats-server supervision). */

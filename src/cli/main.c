@@ -34,6 +34,7 @@ static const struct {
     {"sim", tb_cmd_sim, "answer commands as the real services would (demo, tests)"},
     {"api", tb_cmd_api, "serve the HTTP API: publish, health, Prometheus metrics"},
     {"config", tb_cmd_config, "check the config, or print an example (config example)"},
+    {"cluster", tb_cmd_cluster, "a loopback NATS cluster for development: up, status, down"},
 };
 
 static void usage(FILE *out) {

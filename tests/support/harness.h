@@ -49,7 +49,7 @@ typedef struct tb_h {
   char source_dir[TB_H_PATH]; /* $TB_SOURCE_DIR */
   tb_server_t srv;            /* srv.pid > 0 while the server runs */
   int port;                   /* chosen once, kept across restarts */
-  char url[64];               /* nats://127.0.0.1:<port> */
+  char url[256];              /* nats://127.0.0.1:<port>, or a cluster's URLs with commas */
   natsConnection *nc;         /* the test's own connection, opened on first use */
   jsCtx *js;
   int runs; /* numbers the capture files of foreground runs */
