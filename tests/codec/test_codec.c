@@ -551,7 +551,8 @@ static const struct {
      "{\"workflow_type\":\"w\",\"args_json\":\"[{\\\"a\\\":1}]\",\"priority\":\"critical\","
      "\"expedite\":true,\"is_customer_facing\":false,\"is_failed_retry\":true,"
      "\"hours_stuck\":24.25,\"business_impact\":\"BUSINESS_IMPACT_MEDIUM\",\"workflow_id\":\"\","
-     "\"original_workflow_id\":\"lead-gen-123\",\"failure_count\":2,\"last_error\":\"Timeout\"}"},
+     "\"original_workflow_id\":\"lead-gen-123\",\"failure_count\":2,\"last_error\":\"Timeout\","
+     "\"task_queue\":\"\"}"},
     {"subscriber-created", "{\"subscriber_id\":\"s1\",\"email\":\"e@x.io\","
                            "\"email_type\":\"EMAIL_TYPE_CORPORATE\",\"source\":\"webhook\"}"},
 };

@@ -164,14 +164,14 @@ static void test_init_adopts_its_unmarked_consumers(void **state) {
 }
 
 /* A replica count the server cannot hold is refused with the reason, and nothing is half made: the
- * default then creates every stream with one copy. (A 3-node cluster is issue 13's test.) */
+ * default then creates every stream with one copy. (A 3-node cluster: test_cluster.) */
 static void test_init_refuses_replicas_a_single_server_cannot_hold(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
   tb_assert_ok(tb_h_server_start(h));
   tb_h_tierbus(h, &r, RUN_MS, "init", "--set", "replicas=3", NULL);
   tb_assert_exit(r, 1);
-  tb_assert_contains(r.err, "replicas above 1");
+  tb_assert_contains(r.err, "replicas 3 (config): that needs a NATS cluster of at least 3");
   tb_assert_contains(r.err, "non-clustered");
   tb_h_result_free(&r);
   init_ok(h);
