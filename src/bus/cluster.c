@@ -158,7 +158,7 @@ tb_status tb_cluster_up(tb_cluster_t *c, const char *dir, int n_nodes, int ready
   for (int i = 0; i < n_nodes; i++) {
     tb_cluster_node_t *n = &c->nodes[i];
     snprintf(n->name, sizeof(n->name), "n%d", i + 1);
-    snprintf(n->dir, sizeof(n->dir), "%s/%s", dir, n->name);
+    snprintf(n->dir, sizeof(n->dir), "%s/n%d", dir, i + 1);
     for (int tries = 0; tries < 50; tries++) {
       n->port = tb_free_port();
       n->route_port = tb_free_port();
