@@ -107,14 +107,8 @@ static int64_t unacked(tb_h_t *h, int64_t *pending) {
 /* Waits until every message of the log is processed, follow-ups included (the outbox empty and
  * its messages processed too). Returns the number of messages in the log. */
 static int64_t wait_all_processed(tb_h_t *h, int timeout_ms) {
-  int64_t deadline = tb_h_now_ms() + timeout_ms, msgs = 0, done = -1, outbox = -1;
-  for (;;) {
-    msgs = tb_h_all_tier_msgs(h);
-    done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
-    outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
-    if ((done == msgs && outbox == 0) || tb_h_now_ms() > deadline) break;
-    tb_h_sleep_ms(50);
-  }
+  int64_t msgs = 0, done = -1, outbox = -1;
+  tb_h_wait_settled(h, timeout_ms, &msgs, &done, &outbox);
   if (done != msgs || outbox != 0) tb_h_dump_logs(h, 25);
   assert_int_equal(outbox, 0);
   assert_int_equal(done, msgs);

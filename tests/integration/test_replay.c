@@ -54,13 +54,8 @@ static int64_t process_with(tb_h_t *h, const char *set) {
     tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", "--set", set, NULL));
   else
     tb_assert_ok(tb_h_spawn(h, &w, "worker", "worker", NULL));
-  int64_t deadline = tb_h_now_ms() + RUN_MS, msgs = 0, done = 0, outbox = 1;
-  do {
-    tb_h_sleep_ms(200);
-    msgs = tb_h_all_tier_msgs(h);
-    done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
-    outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
-  } while ((done != msgs || outbox != 0) && tb_h_now_ms() < deadline);
+  int64_t msgs = 0, done = 0, outbox = 1;
+  tb_h_wait_settled(h, RUN_MS, &msgs, &done, &outbox);
   if (done != msgs) tb_h_dump_logs(h, 20);
   assert_int_equal(done, msgs);
   assert_int_equal(outbox, 0);

@@ -135,13 +135,7 @@ static void test_periodic_snapshots(void **state) {
   }
   /* Everything processed, follow-ups included. */
   int64_t msgs = 0, done = 0, outbox = 1;
-  for (int64_t deadline = tb_h_now_ms() + RUN_MS; tb_h_now_ms() < deadline;) {
-    msgs = tb_h_all_tier_msgs(h);
-    done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
-    outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
-    if (done == msgs && outbox == 0) break;
-    tb_h_sleep_ms(100);
-  }
+  tb_h_wait_settled(h, RUN_MS, &msgs, &done, &outbox);
   if (done != msgs) tb_h_dump_logs(h, 20);
   assert_int_equal(done, msgs);
   assert_int_equal(outbox, 0);

@@ -851,6 +851,19 @@ int64_t tb_h_all_tier_msgs(tb_h_t *h) {
   return sum;
 }
 
+int tb_h_wait_settled(tb_h_t *h, int timeout_ms, int64_t *msgs, int64_t *done, int64_t *outbox) {
+  int64_t deadline = tb_h_now_ms() + timeout_ms;
+  for (;;) {
+    int64_t before = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
+    *msgs = tb_h_all_tier_msgs(h);
+    *done = tb_h_sql_int(h, "SELECT count(*) FROM processed");
+    *outbox = tb_h_sql_int(h, "SELECT count(*) FROM outbox");
+    if (before == 0 && *outbox == 0 && *done == *msgs && tb_h_all_tier_msgs(h) == *msgs) return 1;
+    if (tb_h_now_ms() > deadline) return 0;
+    tb_h_sleep_ms(50);
+  }
+}
+
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms) {
   int64_t deadline = tb_h_now_ms() + timeout_ms, n = -1;
   for (;;) {

@@ -214,6 +214,13 @@ int64_t tb_h_tier_msgs(tb_h_t *h, const char *tier);
 /* Messages in every tier stream of the shipped tiers (streams that do not answer count 0). */
 int64_t tb_h_all_tier_msgs(tb_h_t *h);
 
+/* Waits up to |timeout_ms| until every message of the tier streams is processed with nothing on
+ * its way: the outbox empty before and after the counts, and the log unchanged across them (a
+ * handler's follow-up sits in the outbox from its commit until the relay has it in the log, so
+ * one read of each can see a drained log just before the follow-up lands). Returns 1 when so;
+ * *msgs, *done and *outbox hold the last reads (log, processed rows, outbox rows). */
+int tb_h_wait_settled(tb_h_t *h, int timeout_ms, int64_t *msgs, int64_t *done, int64_t *outbox);
+
 /* Polls tb_h_stream_msgs() like tb_h_wait_sql() polls its query; returns the last count. */
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms);
 
