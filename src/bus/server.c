@@ -103,6 +103,11 @@ tb_status tb_server_start(tb_server_t *srv, const char *data_dir, int port, cons
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  /* Its stdout and stderr go to its log too (what it prints before it opens the log: a bad
+   * config), never to ours: a server that outlives the command (`cluster up`) would otherwise
+   * hold the caller's pipe open, and `tierbus cluster up | tee` would never end. */
+  posix_spawn_file_actions_addopen(&fa, 1, srv->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
   /* Its own process group: a Ctrl-C at the terminal reaches tierbus alone, which drains its
    * in-flight work and only then stops the server. */
   posix_spawnattr_t attr;
