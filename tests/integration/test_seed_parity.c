@@ -179,8 +179,8 @@ static void test_runs(void **state) {
   assert_string_equal(tier, "background priority background normal");
   free(tier);
   /* A tier chosen by a task queue: the worker records that rule, as the caller was told. */
-  TB("trigger", "ops.daily-stand-up", "--id", "queued", "--task-queue", "LOW-priority",
-     "--message", "m", "--wait");
+  TB("trigger", "ops.daily-stand-up", "--id", "queued", "--task-queue", "LOW-priority", "--message",
+     "m", "--wait");
   tb_assert_exit(r, 0);
   tb_h_result_free(&r);
   tier = tb_h_sql_text(h, "SELECT w.tier || ' ' || c.tier_rule || ' ' || c.requested_tier "
