@@ -108,12 +108,7 @@ static tb_status set_auth(natsOptions *opts, const tb_bus_auth_t *auth) {
   return TB_OK;
 }
 
-/* Connects to |url| as |name| with |auth|. |send_asap| writes each message from the calling
- * thread; without it cnats' flusher thread writes them, up to a millisecond later, many in one
- * send. TB_ERR_CONFIG from set_auth(); otherwise tb__nats_fail()'s status of the connect. */
-/* Sets the server list from |url|: one URL, or the servers of a cluster separated by commas
- * (natsOptions_SetURL takes one only; a list given to it never connected). */
-static natsStatus set_servers(natsOptions *opts, const char *url) {
+natsStatus tb_bus_set_servers(natsOptions *opts, const char *url) {
   if (strchr(url, ',') == NULL) return natsOptions_SetURL(opts, url);
   char copy[TB_URL_MAX], *save = NULL;
   const char *servers[TB_URL_MAX / 8];
@@ -125,11 +120,14 @@ static natsStatus set_servers(natsOptions *opts, const char *url) {
   return n > 0 ? natsOptions_SetServers(opts, servers, n) : NATS_INVALID_ARG;
 }
 
+/* Connects to |url| as |name| with |auth|. |send_asap| writes each message from the calling
+ * thread; without it cnats' flusher thread writes them, up to a millisecond later, many in one
+ * send. TB_ERR_CONFIG from set_auth(); otherwise tb__nats_fail()'s status of the connect. */
 static tb_status open_conn(natsConnection **nc, const char *url, const char *name,
                            const tb_bus_auth_t *auth, int send_asap) {
   natsOptions *opts = NULL;
   natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = set_servers(opts, url);
+  if (s == NATS_OK) s = tb_bus_set_servers(opts, url);
   if (s == NATS_OK) s = natsOptions_SetName(opts, name);
   tb_status st = s == NATS_OK ? set_auth(opts, auth) : TB_OK;
   /* Keep reconnecting for as long as the process lives: a server restart must not end a worker. */
@@ -244,8 +242,6 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap) {
 
 /* ---------------------------------------------------------------- provisioning */
 
-/* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
- * age) reaches streams created by an older run. */
 const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) {
   if (cfg->replicas > 1)
     snprintf(buf, cap,
@@ -257,6 +253,8 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) 
   return buf;
 }
 
+/* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
+ * age) reaches streams created by an older run. */
 static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,
                                const char *name, const char **subjects, int n_subjects) {
   jsStreamConfig sc;

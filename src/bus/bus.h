@@ -59,6 +59,11 @@ void tb_bus_cmd_stream(const tb_config_t *cfg, char *buf, size_t cap);
  * JetStream servers), else "". Returns |buf|. */
 const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
 
+/* Sets |opts|' servers from |url|: one URL, or a cluster's servers separated by commas
+ * (natsOptions_SetURL takes one URL only; a list given to it never connects). NATS_INVALID_ARG
+ * for a list with no server in it. */
+natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
+
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 
 /* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.

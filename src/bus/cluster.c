@@ -33,10 +33,11 @@ int tb_cluster_node_alive(const tb_cluster_node_t *n) {
   if (f == NULL) return 0;
   int ok = fgets(line, sizeof(line), f) != NULL;
   fclose(f);
-  const char *open = ok ? strchr(line, '(') : NULL, *close = ok ? strrchr(line, ')') : NULL;
-  if (open == NULL || close == NULL || close[1] != ' ') return 0;
-  return strncmp(open + 1, "nats-server", (size_t)(close - open - 1)) == 0 &&
-         close - open - 1 == (long)strlen("nats-server") && close[2] != 'Z' && close[2] != 'X';
+  static const char comm[] = "(nats-server) ";
+  const char *at = ok ? strchr(line, '(') : NULL;
+  if (at == NULL || strncmp(at, comm, sizeof(comm) - 1) != 0) return 0;
+  char state = at[sizeof(comm) - 1];
+  return state != 'Z' && state != 'X';
 }
 
 void tb_cluster_url(const tb_cluster_t *c, char *buf, size_t cap) {

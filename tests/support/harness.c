@@ -18,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus/bus.h"
+
 #define MAX_ARGS 96
 #define MAX_PIDS 64
 
@@ -754,15 +756,7 @@ jsCtx *tb_h_js(tb_h_t *h) {
   if (h->js != NULL) return h->js;
   natsOptions *opts = NULL;
   natsStatus s = natsOptions_Create(&opts);
-  /* A cluster's URLs are a list: natsOptions_SetURL takes one only. */
-  char copy[sizeof(h->url)], *save = NULL;
-  const char *servers[16];
-  int n = 0;
-  snprintf(copy, sizeof(copy), "%s", h->url);
-  for (char *tok = strtok_r(copy, ",", &save); tok != NULL && n < 16;
-       tok = strtok_r(NULL, ",", &save))
-    servers[n++] = tok;
-  if (s == NATS_OK) s = natsOptions_SetServers(opts, servers, n);
+  if (s == NATS_OK) s = tb_bus_set_servers(opts, h->url); /* one server, or a cluster's list */
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 2000);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsConnection_Connect(&h->nc, opts);
