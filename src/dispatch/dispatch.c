@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -296,16 +297,29 @@ static void *fetch_loop(void *arg) {
  * duplicate by its processed record. That is how the handler timeout is enforced on its own: a
  * handler is C code in the executor's thread and cannot be interrupted safely. */
 
-/* Renews |w| when its last renewal is a third of its tier's window old. Called with mu held. */
-static void renew(tb_dispatcher_t *d, tb_work_t *w, int64_t now, int running) {
+/* Renews |w| when its last renewal is a third of its tier's window old, unless its handler is
+ * running and has run past the tier's timeout. The handler's own run is timed (the engine stamps
+ * it), not the message's time in the batch: the messages before a stuck handler in its batch
+ * returned in time and wait for the commit with it, and a copy of them delivered elsewhere could
+ * only be a duplicate, logged as a handler that never overran. Called with mu held. */
+static void renew(tb_dispatcher_t *d, tb_work_t *w, int64_t now) {
   const tb_config_t *cfg = d->cfg;
   if (w->lapsed || w->orphan) return; /* an orphan has no ack subject */
-  if (running && now - w->taken_mono_us > cfg->tiers[w->tier].timeout_ms * 1000) {
+  /* Relaxed: nothing else is read through the stamp, and the executor takes mu between
+   * handlers, so the keeper never sees a stamp of a handler that returned long ago. */
+  int64_t since = atomic_load_explicit(&w->handler_mono_us, memory_order_relaxed);
+  if (since != 0 && now - since > cfg->tiers[w->tier].timeout_ms * 1000) {
     w->lapsed = 1;
+    /* The subject and stream sequence name the message without reading its headers, which
+     * cnats parses lazily, in place, while the executor may be reading them. */
+    jsMsgMetaData *meta = NULL;
+    uint64_t seq = natsMsg_GetMetaData(&meta, w->msg) == NATS_OK ? meta->Sequence.Stream : 0;
+    jsMsgMetaData_Destroy(meta);
     TB_LOG(TB_LOG_WARN, "dispatch",
-           "%s: a handler ran past the tier's timeout (%lld ms); its message is no longer "
-           "renewed and will be redelivered",
-           cfg->tiers[w->tier].name, (long long)cfg->tiers[w->tier].timeout_ms);
+           "%s: a handler ran past the tier's timeout (%lld ms) on %s, stream seq %llu; its "
+           "message is no longer renewed and will be redelivered",
+           cfg->tiers[w->tier].name, (long long)cfg->tiers[w->tier].timeout_ms,
+           natsMsg_GetSubject(w->msg), (unsigned long long)seq);
     return;
   }
   if (now - w->progress_mono_us > tb_config_ack_wait_ms(cfg, w->tier) * 1000 / 3) {
@@ -328,9 +342,9 @@ static void *keep_loop(void *arg) {
     int64_t now = tb_mono_us();
     for (int t = 0; t < cfg->n_tiers; t++) {
       ready_queue_t *q = &d->queues[t];
-      for (int i = 0; i < q->count; i++) renew(d, q->items[(q->head + i) % q->ring], now, 0);
+      for (int i = 0; i < q->count; i++) renew(d, q->items[(q->head + i) % q->ring], now);
     }
-    for (int i = 0; i < d->n_running; i++) renew(d, d->running[i], now, 1);
+    for (int i = 0; i < d->n_running; i++) renew(d, d->running[i], now);
     tb_cond_wait_ms(&d->keep_cv, &d->mu, (int)(tick_us / 1000));
   }
   pthread_mutex_unlock(&d->mu);
@@ -421,7 +435,6 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
   if (d->orphans != NULL) { /* rare, and each only a lookup */
     w = d->orphans;
     d->orphans = w->next;
-    w->taken_mono_us = tb_mono_us();
     d->running[d->n_running++] = w;
     pthread_mutex_unlock(&d->mu);
     return w;
@@ -439,10 +452,7 @@ static tb_work_t *next_work(tb_dispatcher_t *d, int64_t opened_us) {
     }
     tb_cond_wait_ms(&d->work_cv, &d->mu, 1);
   }
-  if (w != NULL) { /* the lease keeper renews it from here until it is settled */
-    w->taken_mono_us = tb_mono_us();
-    d->running[d->n_running++] = w;
-  }
+  if (w != NULL) d->running[d->n_running++] = w; /* the lease keeper renews it until settled */
   pthread_mutex_unlock(&d->mu);
   return w;
 }

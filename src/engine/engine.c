@@ -403,7 +403,9 @@ static tb_status apply_once(tb_engine_t *e, tb_work_t *w, const position_t *pos,
       .replay = e->replay,
   };
   tb__clear_detail();
+  atomic_store_explicit(&w->handler_mono_us, tb_mono_us(), memory_order_relaxed);
   tb_status hst = fn(&ctx);
+  atomic_store_explicit(&w->handler_mono_us, 0, memory_order_relaxed);
   if (hst == TB_OK) {
     st = e->careful ? tb_store_release(e->store) : TB_OK;
     if (st == TB_OK) {

@@ -6,6 +6,7 @@
 #define TB_ENGINE_ENGINE_H
 
 #include <nats/nats.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "api/handler.h"
@@ -37,8 +38,7 @@ typedef struct tb_work {
   int64_t over_bound_us;    /* how far wait_us passed the tier's aging bound: 0 = within it,
                              * -1 = the tier has no bound (tb_dispatch_aging_bound_us) */
   int64_t progress_mono_us; /* last in-progress ack sent (or ready time) */
-  int64_t taken_mono_us;    /* when the executor took it: its handler timeout counts from here */
-  int lapsed; /* held past the tier's timeout: its lease is no longer renewed (dispatch.c) */
+  int lapsed; /* its handler ran past the tier's timeout: its lease is no longer renewed */
   /* An orphan is a message whose deliveries ran out with no outcome (its worker died holding the
    * last one): the dispatcher read it back from the stream after JetStream's max-deliveries
    * advisory. It has no ack subject; the engine dead-letters it unless it was applied. */
@@ -47,6 +47,10 @@ typedef struct tb_work {
   uint64_t orphan_seq, orphan_deliveries;
   struct tb_work *next; /* the dispatcher's orphan list */
   /* engine: */
+  /* Monotonic start of its handler while the handler runs, else 0 (a batch redone after a
+   * failure runs it again): written in the executor's thread, read by the dispatcher's lease
+   * keeper, which times the tier's handler timeout from it (dispatch.c, renew). */
+  _Atomic int64_t handler_mono_us;
   int64_t started_us;   /* handler start, wall clock */
   int64_t published_us; /* envelope occurred_at (0 if undecodable) */
   tb_fate fate;
