@@ -490,7 +490,17 @@ static const opt_t scalar_opts[] = {
      .def = "true",
      .env = "TIERBUS_SCHEDULER",
      .help = "Run the cron scheduler inside `tierbus worker` and `tierbus dev` (seed 001's\n"
-             "ENABLE_SCHEDULER). Any number of processes may run it: each slot fires once."},
+             "ENABLE_SCHEDULER). Any number of processes may run it: one leads at a time\n"
+             "(scheduler_lease_ttl), and each slot fires once even if two ever did."},
+    {.name = "scheduler_lease_ttl",
+     .type = OPT_MS,
+     FIELD(tb_config_t, scheduler_lease_ttl_ms),
+     .min = 3 * MS_S,
+     .max = 10 * 60 * MS_S,
+     .def = "15s",
+     .help = "Of the processes that run the scheduler, one leads: it holds a lease in the\n"
+             "<stream_prefix>_LEASES key-value bucket, renewed every second. When the leader\n"
+             "dies, another takes over this long after the leader's last renewal."},
     {.name = "scheduler_grace",
      .type = OPT_MS,
      FIELD(tb_config_t, scheduler_grace_ms),

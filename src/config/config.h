@@ -154,6 +154,7 @@ typedef struct tb_config {
   int64_t breaker_window_ms;
   int64_t breaker_cooldown_ms;
   int scheduler;                   /* seed 001: 1 runs the cron scheduler in worker and dev */
+  int64_t scheduler_lease_ttl_ms;  /* the leading scheduler's lease (bus/lease.h) */
   int64_t scheduler_grace_ms;      /* a slot this late still fires on time (else: catch-up) */
   int64_t schedule_retry_delay_ms; /* first retry of a failed task; doubles per retry */
   int backup_keep;                 /* database-backup keeps this many newest copies */

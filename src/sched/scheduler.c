@@ -2,10 +2,14 @@
  * the publish path every other event takes (tb_publish_prepare, tb_publish_send). */
 #include "sched/scheduler.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include "api/publish.h"
+#include "bus/lease.h"
 #include "core/bgthread.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -22,7 +26,9 @@ struct tb_scheduler {
   tb_bus_t *bus;             /* borrowed */
   tb_store_t *store;         /* owned: this scheduler's connection */
   tb_bgthread_t *thread;     /* owned; NULL until tb_scheduler_start */
+  tb_lease_t *lease;         /* owned: the "scheduler" lease; NULL until the first step */
   int failing; /* the last pass could not publish: log the outage once, not every second */
+  int leading; /* the lease was held at the last step: log changes of leader, not every pass */
 };
 
 tb_status tb_scheduler_create(tb_scheduler_t **out, const tb_config_t *cfg,
@@ -124,12 +130,45 @@ tb_status tb_scheduler_tick(tb_scheduler_t *s, int64_t now_us, int *fired) {
   return st;
 }
 
+/* This process's name as a lease holder: host, pid and a random part, so that a restarted
+ * process with a reused pid is not taken for the one before it. */
+static void holder_name(char *buf, size_t cap) {
+  char host[64] = "host";
+  uint32_t r = 0;
+  gethostname(host, sizeof(host) - 1);
+  host[sizeof(host) - 1] = '\0';
+  if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) r = (uint32_t)tb_mono_us();
+  snprintf(buf, cap, "%.60s/%ld/%08x", host, (long)getpid(), r);
+}
+
+tb_status tb_scheduler_step(tb_scheduler_t *s, int64_t now_us, int *fired, int *leading) {
+  if (fired != NULL) *fired = 0;
+  tb_status st = TB_OK;
+  if (s->lease == NULL) {
+    char holder[128];
+    holder_name(holder, sizeof(holder));
+    st = tb_lease_open(&s->lease, s->bus, s->cfg, "scheduler", holder,
+                       s->cfg->scheduler_lease_ttl_ms);
+  }
+  int held = 0;
+  if (st == TB_OK) st = tb_lease_tick(s->lease, &held);
+  if (held != s->leading)
+    TB_LOG(TB_LOG_INFO, "scheduler",
+           held ? "leading: this process fires the schedule"
+                : "no longer leading: another "
+                  "process fires the schedule");
+  s->leading = held;
+  if (leading != NULL) *leading = held;
+  if (st != TB_OK || !held) return st;
+  return tb_scheduler_tick(s, now_us, fired);
+}
+
 /* One pass, then the wait until just after the next whole second of the wall clock: slots are
  * whole minutes, so a pass then finds a slot within milliseconds of its time instead of up to a
  * tick later. */
 static int64_t scheduler_pass(void *arg, int stopping) {
   tb_scheduler_t *s = arg;
-  tb_status st = tb_scheduler_tick(s, tb_wall_us(), NULL);
+  tb_status st = tb_scheduler_step(s, tb_wall_us(), NULL, NULL);
   if (st != TB_OK) TB_LOG(TB_LOG_WARN, "scheduler", "pass failed: %s", tb_errdetail());
   return TICK_MS - tb_wall_us() / 1000 % TICK_MS + 2;
 }
@@ -145,6 +184,7 @@ tb_status tb_scheduler_start(tb_scheduler_t *s) {
 void tb_scheduler_destroy(tb_scheduler_t *s) {
   if (s == NULL) return;
   tb_bgthread_stop(s->thread);
+  tb_lease_close(s->lease); /* released: a successor need not wait out the ttl */
   tb_store_close(s->store);
   free(s);
 }

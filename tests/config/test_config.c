@@ -465,6 +465,8 @@ static void test_scalar_bounds(void **state) {
        F(snapshot_interval_ms)},
       {"snapshot_keep", "1", "0", "1000", "1001", 1, 1000, F(snapshot_keep)},
       {"http_threads", "1", "0", "256", "257", 1, 256, F(http_threads)},
+      {"scheduler_lease_ttl", "3s", "2999ms", "10m", "600001", 3000, 600000,
+       F(scheduler_lease_ttl_ms)},
 #undef F
   };
   static tb_config_t cfg;

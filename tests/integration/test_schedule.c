@@ -156,6 +156,68 @@ static void test_two_schedulers_one_run(void **state) {
   assert_int_equal(tb_h_child_term(&w, 10000), 0);
 }
 
+/* Two schedulers step (as their threads do): only the one holding the scheduler lease fires, a
+ * due slot waits while its process does not lead, and when the leader stops (releasing the
+ * lease) the other fires at once. */
+static void test_one_leader_fires(void **state) {
+  tb_h_t *h = *state;
+  tb_h_result_t r;
+  tb_it_start_and_init(h);
+  disable_defaults(h);
+  TB("schedule", "add", "--name", "sync-r1", "--cron", "EVERY_MINUTE", "--event",
+     "capture/repository.sync", "--payload", "{\"repository_id\":\"r-lead\"}", "--priority", "low");
+  tb_assert_exit(r, 0);
+  tb_h_result_free(&r);
+  int64_t created = tb_h_sql_int(h, "SELECT last_slot_us FROM sched_tasks WHERE name='sync-r1'");
+  tb_cron_t c;
+  int64_t slot = 0;
+  assert_int_equal(tb_cron_parse("EVERY_MINUTE", &c), TB_OK);
+  assert_int_equal(tb_cron_next(&c, created, &slot), TB_OK);
+
+  tb_config_t cfg;
+  tb_config_init(&cfg);
+  tb_assert_ok(tb_config_load_file(&cfg, h->config));
+  cfg.scheduler_lease_ttl_ms = 1000;
+  tb_catalogue_t *cat = NULL;
+  tb_assert_ok(tb_catalogue_load(&cat));
+  tb_bus_t *bus[2] = {NULL, NULL};
+  tb_scheduler_t *s[2] = {NULL, NULL};
+  for (int i = 0; i < 2; i++) {
+    tb_assert_ok(tb_bus_connect(&bus[i], h->url, "test-scheduler"));
+    tb_assert_ok(tb_scheduler_create(&s[i], &cfg, cat, h->db, bus[i]));
+  }
+  int fired = -1, leading = -1;
+  tb_assert_ok(tb_scheduler_step(s[0], slot + 1000000, &fired, &leading));
+  assert_int_equal(leading, 1);
+  assert_int_equal(fired, 1);
+  tb_assert_ok(tb_scheduler_step(s[1], slot + 1000000, &fired, &leading));
+  assert_int_equal(leading, 0);
+  assert_int_equal(fired, 0);
+  /* The next slot comes due: the follower leaves it alone. */
+  int64_t next = slot + 60000000;
+  tb_assert_ok(tb_scheduler_step(s[1], next + 1000000, &fired, &leading));
+  assert_int_equal(leading, 0);
+  assert_int_equal(fired, 0);
+  assert_int_equal(tb_h_sql_int(h,
+                                "SELECT last_slot_us = %lld FROM sched_tasks WHERE name = "
+                                "'sync-r1'",
+                                (long long)slot),
+                   1);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW_OPS"), 1);
+  /* The leader stops: its lease is released, and the follower leads and fires on its next step. */
+  tb_scheduler_destroy(s[0]);
+  s[0] = NULL;
+  tb_assert_ok(tb_scheduler_step(s[1], next + 1000000, &fired, &leading));
+  assert_int_equal(leading, 1);
+  assert_int_equal(fired, 1);
+  assert_int_equal(tb_h_stream_msgs(h, "TB_LOW_OPS"), 2);
+  for (int i = 0; i < 2; i++) {
+    tb_scheduler_destroy(s[i]);
+    tb_bus_destroy(bus[i]);
+  }
+  tb_catalogue_destroy(cat);
+}
+
 static void test_missed_slots_after_downtime(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
@@ -426,6 +488,7 @@ int main(void) {
   tb_h_watchdog(110);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_two_schedulers_one_run, tb_h_setup, tb_h_teardown),
+      cmocka_unit_test_setup_teardown(test_one_leader_fires, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_missed_slots_after_downtime, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_cli, tb_h_setup, tb_h_teardown),
       cmocka_unit_test_setup_teardown(test_remove_and_reset_defaults, tb_h_setup, tb_h_teardown),

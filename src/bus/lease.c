@@ -1,0 +1,221 @@
+/* Leases in a JetStream key-value bucket: compare-and-set on the revision, renewal by heartbeat,
+ * takeover after the ttl on the contender's own clock (lease.h). */
+#include "bus/lease.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/status.h"
+
+struct tb_lease {
+  kvStore *kv;
+  char name[64], holder[128];
+  char value[256]; /* this holder's value: {"holder":..., "ttl_ms":...} */
+  int64_t ttl_ms;
+  /* Held: the revision this holder wrote last, and until when (monotonic) it may act. */
+  uint64_t rev;
+  int64_t held_until_us;
+  /* Not held: the other holder's revision last seen, and since when (monotonic). */
+  uint64_t seen_rev;
+  int64_t seen_since_us;
+};
+
+static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, int create) {
+  char bucket[64];
+  snprintf(bucket, sizeof(bucket), "%s_LEASES", cfg->stream_prefix);
+  natsStatus s = js_KeyValue(out, tb_bus_js(bus), bucket);
+  if (s == NATS_NOT_FOUND && create) {
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = bucket;
+    kc.Description = "tierbus: leases (one holder at a time per duty)";
+    kc.History = 1;
+    kc.StorageType = js_FileStorage;
+    kc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1; /* as many copies as the streams */
+    s = js_CreateKeyValue(out, tb_bus_js(bus), &kc);
+  }
+  if (s == NATS_NOT_FOUND && !create) return TB_ERR_NOT_FOUND;
+  if (s != NATS_OK) {
+    char what[384], note[160];
+    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
+             tb_bus_replicas_note(cfg, note, sizeof(note)));
+    return tb__nats_fail(s, 0, what);
+  }
+  return TB_OK;
+}
+
+static int valid_name(const char *s) {
+  if (s == NULL || *s == '\0' || strlen(s) >= 64) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+          *s == '-' || *s == '_' || *s == '.'))
+      return 0;
+  return 1;
+}
+
+tb_status tb_lease_open(tb_lease_t **out, tb_bus_t *bus, const tb_config_t *cfg, const char *name,
+                        const char *holder, int64_t ttl_ms) {
+  *out = NULL;
+  if (!valid_name(name))
+    return tb__fail(TB_ERR_INVALID, "lease name '%s': letters, digits, '-', '_' and '.' only",
+                    name ? name : "");
+  if (holder == NULL || *holder == '\0' || strlen(holder) >= 128)
+    return tb__fail(TB_ERR_INVALID, "lease %s: a holder name of 1 to 127 characters", name);
+  if (ttl_ms < 300)
+    return tb__fail(TB_ERR_INVALID, "lease %s: ttl %lld ms (at least 300)", name,
+                    (long long)ttl_ms);
+  tb_lease_t *l = calloc(1, sizeof(*l));
+  if (l == NULL) return tb__fail(TB_ERR_NOMEM, "lease");
+  snprintf(l->name, sizeof(l->name), "%s", name);
+  snprintf(l->holder, sizeof(l->holder), "%s", holder);
+  l->ttl_ms = ttl_ms;
+  json_t *v = json_pack("{s:s, s:I}", "holder", holder, "ttl_ms", (json_int_t)ttl_ms);
+  char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+  json_decref(v);
+  if (text == NULL || strlen(text) >= sizeof(l->value)) {
+    free(text);
+    free(l);
+    return tb__fail(TB_ERR_NOMEM, "lease %s: value", name);
+  }
+  snprintf(l->value, sizeof(l->value), "%s", text);
+  free(text);
+  tb_status st = open_bucket(&l->kv, bus, cfg, 1);
+  if (st != TB_OK) {
+    free(l);
+    return st;
+  }
+  *out = l;
+  return TB_OK;
+}
+
+int tb_lease_held(const tb_lease_t *l) {
+  return l != NULL && l->held_until_us > tb_mono_us();
+}
+
+/* Writes this holder's value over revision |last| (0: the key must not exist). On success the
+ * deadline counts from |sent_us|, taken before the request went out, never from the answer.
+ * Another writer's revision (the server refuses the compare-and-set) means not held: TB_OK. No
+ * answer keeps a renewal's old deadline, since the write may have landed: the lease then runs out
+ * on its own unless the next renewal gets through. */
+static tb_status put(tb_lease_t *l, uint64_t last) {
+  int64_t sent_us = tb_mono_us();
+  uint64_t rev = 0;
+  natsStatus s = last == 0
+                     ? kvStore_Create(&rev, l->kv, l->name, l->value, (int)strlen(l->value))
+                     : kvStore_Update(&rev, l->kv, l->name, l->value, (int)strlen(l->value), last);
+  if (s == NATS_OK) {
+    l->rev = rev;
+    l->held_until_us = sent_us + (l->ttl_ms - l->ttl_ms / TB_LEASE_MARGIN_DIV) * 1000;
+    return TB_OK;
+  }
+  if (s == NATS_ERR) { /* JetStream's "wrong last sequence": someone else wrote it */
+    l->rev = 0;
+    l->held_until_us = 0;
+    return TB_OK;
+  }
+  return tb__nats_fail(s, 0, "write lease");
+}
+
+/* The holder named in |value| ("" when free or unreadable). */
+static void holder_of(const char *value, int len, char *buf, size_t cap) {
+  buf[0] = '\0';
+  if (value == NULL || len <= 0) return;
+  json_error_t jerr;
+  json_t *v = json_loadb(value, (size_t)len, 0, &jerr);
+  const char *h = json_string_value(json_object_get(v, "holder"));
+  if (h != NULL) snprintf(buf, cap, "%s", h);
+  json_decref(v);
+}
+
+tb_status tb_lease_tick(tb_lease_t *l, int *held) {
+  int64_t now = tb_mono_us();
+  tb_status st = TB_OK;
+  if (l->rev != 0 && now < l->held_until_us) {
+    st = put(l, l->rev); /* held: renew over our own revision */
+  } else {
+    l->rev = 0;
+    l->held_until_us = 0;
+    kvEntry *e = NULL;
+    natsStatus s = kvStore_Get(&e, l->kv, l->name);
+    if (s == NATS_NOT_FOUND) {
+      st = put(l, 0);
+    } else if (s != NATS_OK) {
+      st = tb__nats_fail(s, 0, "read lease");
+    } else {
+      uint64_t rev = kvEntry_Revision(e);
+      char who[128];
+      holder_of(kvEntry_Value(e), kvEntry_ValueLen(e), who, sizeof(who));
+      kvEntry_Destroy(e);
+      if (who[0] == '\0' || strcmp(who, l->holder) == 0) {
+        /* Free, or ours from before (this process lost its deadline but nobody took it). */
+        st = put(l, rev);
+      } else if (rev != l->seen_rev) {
+        l->seen_rev = rev; /* its holder renewed: start watching again */
+        l->seen_since_us = now;
+      } else if (now - l->seen_since_us >= l->ttl_ms * 1000) {
+        st = put(l, rev); /* unchanged for a whole ttl: lapsed */
+      }
+    }
+  }
+  if (held != NULL) *held = tb_lease_held(l);
+  return st;
+}
+
+void tb_lease_release(tb_lease_t *l) {
+  if (l == NULL || l->rev == 0) return;
+  uint64_t rev = 0;
+  (void)kvStore_UpdateString(&rev, l->kv, l->name, "", l->rev);
+  l->rev = 0;
+  l->held_until_us = 0;
+}
+
+void tb_lease_close(tb_lease_t *l) {
+  if (l == NULL) return;
+  tb_lease_release(l);
+  kvStore_Destroy(l->kv);
+  free(l);
+}
+
+tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *out, int cap,
+                        int *n) {
+  *n = 0;
+  kvStore *kv = NULL;
+  tb_status st = open_bucket(&kv, bus, cfg, 0);
+  if (st == TB_ERR_NOT_FOUND) return TB_OK;
+  if (st != TB_OK) return st;
+  kvKeysList keys = {0};
+  natsStatus s = kvStore_Keys(&keys, kv, NULL);
+  if (s == NATS_NOT_FOUND) s = NATS_OK; /* an empty bucket */
+  if (s != NATS_OK) st = tb__nats_fail(s, 0, "list leases");
+  /* Keys come in no set order: sorted by name for a stable listing. */
+  for (int i = 1; i < keys.Count; i++)
+    for (int j = i; j > 0 && strcmp(keys.Keys[j - 1], keys.Keys[j]) > 0; j--) {
+      char *t = keys.Keys[j];
+      keys.Keys[j] = keys.Keys[j - 1];
+      keys.Keys[j - 1] = t;
+    }
+  int64_t now_ns = tb_wall_us() * 1000;
+  for (int i = 0; st == TB_OK && i < keys.Count && *n < cap; i++) {
+    kvEntry *e = NULL;
+    if (kvStore_Get(&e, kv, keys.Keys[i]) != NATS_OK) continue; /* deleted since the listing */
+    tb_lease_info_t *li = &out[(*n)++];
+    memset(li, 0, sizeof(*li));
+    snprintf(li->name, sizeof(li->name), "%s", keys.Keys[i]);
+    holder_of(kvEntry_Value(e), kvEntry_ValueLen(e), li->holder, sizeof(li->holder));
+    json_error_t jerr;
+    json_t *v = kvEntry_ValueLen(e) > 0
+                    ? json_loadb(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), 0, &jerr)
+                    : NULL;
+    li->ttl_ms = (int64_t)json_integer_value(json_object_get(v, "ttl_ms"));
+    json_decref(v);
+    li->revision = kvEntry_Revision(e);
+    li->age_ms = (now_ns - kvEntry_Created(e)) / 1000000;
+    kvEntry_Destroy(e);
+  }
+  kvKeysList_Destroy(&keys);
+  kvStore_Destroy(kv);
+  return st;
+}
