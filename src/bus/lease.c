@@ -47,6 +47,10 @@ static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cf
   return TB_OK;
 }
 
+static int by_text(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static int valid_name(const char *s) {
   if (s == NULL || *s == '\0' || strlen(s) >= 64) return 0;
   for (; *s; s++)
@@ -179,6 +183,38 @@ void tb_lease_close(tb_lease_t *l) {
   free(l);
 }
 
+/* The keys of |bucket|, sorted, from the stream's per-subject state. kvStore_Keys would start an
+ * ordered consumer, which the server may place on a peer that is down: with one node of three
+ * killed it timed out now and then, where the stream's leader answers this at once. Caller frees
+ * *keys (each key and the array). */
+static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, int *n) {
+  *keys = NULL;
+  *n = 0;
+  char stream[96], filter[96];
+  snprintf(stream, sizeof(stream), "KV_%s", bucket);
+  snprintf(filter, sizeof(filter), "$KV.%s.>", bucket);
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Info.SubjectsFilter = filter;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, tb_bus_js(bus), stream, &o, &jerr);
+  if (s != NATS_OK) return tb__nats_fail(s, jerr, "list leases");
+  const jsStreamStateSubjects *subs = si->State.Subjects;
+  int count = subs ? subs->Count : 0;
+  char **out = count > 0 ? calloc((size_t)count, sizeof(*out)) : NULL;
+  size_t skip = strlen(filter) - 1; /* "$KV.<bucket>." */
+  for (int i = 0; out != NULL && i < count; i++) {
+    out[*n] = strdup(subs->List[i].Subject + skip);
+    if (out[*n] != NULL) (*n)++;
+  }
+  jsStreamInfo_Destroy(si);
+  if (count > 0 && out == NULL) return tb__fail(TB_ERR_NOMEM, "lease list");
+  qsort(out, (size_t)*n, sizeof(*out), by_text);
+  *keys = out;
+  return TB_OK;
+}
+
 tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *out, int cap,
                         int *n) {
   *n = 0;
@@ -186,24 +222,18 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
   tb_status st = open_bucket(&kv, bus, cfg, 0);
   if (st == TB_ERR_NOT_FOUND) return TB_OK;
   if (st != TB_OK) return st;
-  kvKeysList keys = {0};
-  natsStatus s = kvStore_Keys(&keys, kv, NULL);
-  if (s == NATS_NOT_FOUND) s = NATS_OK; /* an empty bucket */
-  if (s != NATS_OK) st = tb__nats_fail(s, 0, "list leases");
-  /* Keys come in no set order: sorted by name for a stable listing. */
-  for (int i = 1; i < keys.Count; i++)
-    for (int j = i; j > 0 && strcmp(keys.Keys[j - 1], keys.Keys[j]) > 0; j--) {
-      char *t = keys.Keys[j];
-      keys.Keys[j] = keys.Keys[j - 1];
-      keys.Keys[j - 1] = t;
-    }
+  char bucket[64];
+  snprintf(bucket, sizeof(bucket), "%s_LEASES", cfg->stream_prefix);
+  char **keys = NULL;
+  int n_keys = 0;
+  st = bucket_keys(bus, bucket, &keys, &n_keys);
   int64_t now_ns = tb_wall_us() * 1000;
-  for (int i = 0; st == TB_OK && i < keys.Count && *n < cap; i++) {
+  for (int i = 0; st == TB_OK && i < n_keys && *n < cap; i++) {
     kvEntry *e = NULL;
-    if (kvStore_Get(&e, kv, keys.Keys[i]) != NATS_OK) continue; /* deleted since the listing */
+    if (kvStore_Get(&e, kv, keys[i]) != NATS_OK) continue; /* deleted since the listing */
     tb_lease_info_t *li = &out[(*n)++];
     memset(li, 0, sizeof(*li));
-    snprintf(li->name, sizeof(li->name), "%s", keys.Keys[i]);
+    snprintf(li->name, sizeof(li->name), "%s", keys[i]);
     holder_of(kvEntry_Value(e), kvEntry_ValueLen(e), li->holder, sizeof(li->holder));
     json_error_t jerr;
     json_t *v = kvEntry_ValueLen(e) > 0
@@ -215,7 +245,8 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
     li->age_ms = (now_ns - kvEntry_Created(e)) / 1000000;
     kvEntry_Destroy(e);
   }
-  kvKeysList_Destroy(&keys);
+  for (int i = 0; i < n_keys; i++) free(keys[i]);
+  free(keys);
   kvStore_Destroy(kv);
   return st;
 }
