@@ -210,7 +210,7 @@ static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, in
   }
   jsStreamInfo_Destroy(si);
   if (count > 0 && out == NULL) return tb__fail(TB_ERR_NOMEM, "lease list");
-  qsort(out, (size_t)*n, sizeof(*out), by_text);
+  if (*n > 1) qsort(out, (size_t)*n, sizeof(*out), by_text); /* out is NULL when empty */
   *keys = out;
   return TB_OK;
 }
