@@ -253,6 +253,31 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) 
   return buf;
 }
 
+tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
+                         const char *description, int create) {
+  char bucket[64];
+  snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, suffix);
+  natsStatus s = js_KeyValue(out, bus->js, bucket);
+  if (s == NATS_NOT_FOUND && create) {
+    kvConfig kc;
+    kvConfig_Init(&kc);
+    kc.Bucket = bucket;
+    kc.Description = description;
+    kc.History = 1;
+    kc.StorageType = js_FileStorage;
+    kc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1; /* as many copies as the streams */
+    s = js_CreateKeyValue(out, bus->js, &kc);
+  }
+  if (s == NATS_NOT_FOUND) return TB_ERR_NOT_FOUND;
+  if (s != NATS_OK) {
+    char what[384], note[160];
+    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
+             tb_bus_replicas_note(cfg, note, sizeof(note)));
+    return tb__nats_fail(s, 0, what);
+  }
+  return TB_OK;
+}
+
 /* Adds the stream, or updates it when it exists, so that a changed config (duplicate window, max
  * age) reaches streams created by an older run. */
 static tb_status ensure_stream(tb_bus_t *bus, const tb_config_t *cfg, const tb_tier_config_t *t,

@@ -64,6 +64,13 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
  * for a list with no server in it. */
 natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 
+/* Opens the deployment's key-value bucket <stream_prefix>_<suffix>, creating it when missing and
+ * |create| (history 1, file storage, the streams' replica count, |description|). TB_ERR_NOT_FOUND
+ * when it is missing and not created; otherwise tb__nats_fail()'s status, naming the bucket and
+ * the replica count. Caller frees *out with kvStore_Destroy(). */
+tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
+                         const char *description, int create);
+
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 
 /* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.

@@ -11,26 +11,8 @@
 #define KEY "id"
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg) {
-  char bucket[64];
-  snprintf(bucket, sizeof(bucket), "%s_DEPLOYMENT", cfg->stream_prefix);
-  natsStatus s = js_KeyValue(out, tb_bus_js(bus), bucket);
-  if (s == NATS_NOT_FOUND) {
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = bucket;
-    kc.Description = "tierbus: the deployment these streams belong to";
-    kc.History = 1;
-    kc.StorageType = js_FileStorage;
-    kc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1; /* as many copies as the streams */
-    s = js_CreateKeyValue(out, tb_bus_js(bus), &kc);
-  }
-  if (s != NATS_OK) {
-    char what[384], note[160];
-    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
-             tb_bus_replicas_note(cfg, note, sizeof(note)));
-    return tb__nats_fail(s, 0, what);
-  }
-  return TB_OK;
+  return tb_bus_kv_open(out, bus, cfg, "DEPLOYMENT",
+                        "tierbus: the deployment these streams belong to", 1);
 }
 
 static tb_status read_id(kvStore *kv, char *id, size_t cap, int *found) {

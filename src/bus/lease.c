@@ -24,27 +24,8 @@ struct tb_lease {
 };
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, int create) {
-  char bucket[64];
-  snprintf(bucket, sizeof(bucket), "%s_LEASES", cfg->stream_prefix);
-  natsStatus s = js_KeyValue(out, tb_bus_js(bus), bucket);
-  if (s == NATS_NOT_FOUND && create) {
-    kvConfig kc;
-    kvConfig_Init(&kc);
-    kc.Bucket = bucket;
-    kc.Description = "tierbus: leases (one holder at a time per duty)";
-    kc.History = 1;
-    kc.StorageType = js_FileStorage;
-    kc.Replicas = cfg->replicas > 0 ? cfg->replicas : 1; /* as many copies as the streams */
-    s = js_CreateKeyValue(out, tb_bus_js(bus), &kc);
-  }
-  if (s == NATS_NOT_FOUND && !create) return TB_ERR_NOT_FOUND;
-  if (s != NATS_OK) {
-    char what[384], note[160];
-    snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
-             tb_bus_replicas_note(cfg, note, sizeof(note)));
-    return tb__nats_fail(s, 0, what);
-  }
-  return TB_OK;
+  return tb_bus_kv_open(out, bus, cfg, "LEASES", "tierbus: leases (one holder at a time per duty)",
+                        create);
 }
 
 static int by_text(const void *a, const void *b) {
@@ -123,14 +104,17 @@ static tb_status put(tb_lease_t *l, uint64_t last) {
   return tb__nats_fail(s, 0, "write lease");
 }
 
-/* The holder named in |value| ("" when free or unreadable). */
-static void holder_of(const char *value, int len, char *buf, size_t cap) {
+/* The holder named in |value| into |buf| ("" when free or unreadable), and its ttl into *ttl_ms
+ * (may be NULL; 0 when unreadable). */
+static void parse_value(const char *value, int len, char *buf, size_t cap, int64_t *ttl_ms) {
   buf[0] = '\0';
+  if (ttl_ms != NULL) *ttl_ms = 0;
   if (value == NULL || len <= 0) return;
   json_error_t jerr;
   json_t *v = json_loadb(value, (size_t)len, 0, &jerr);
   const char *h = json_string_value(json_object_get(v, "holder"));
   if (h != NULL) snprintf(buf, cap, "%s", h);
+  if (ttl_ms != NULL) *ttl_ms = (int64_t)json_integer_value(json_object_get(v, "ttl_ms"));
   json_decref(v);
 }
 
@@ -151,7 +135,7 @@ tb_status tb_lease_tick(tb_lease_t *l, int *held) {
     } else {
       uint64_t rev = kvEntry_Revision(e);
       char who[128];
-      holder_of(kvEntry_Value(e), kvEntry_ValueLen(e), who, sizeof(who));
+      parse_value(kvEntry_Value(e), kvEntry_ValueLen(e), who, sizeof(who), NULL);
       kvEntry_Destroy(e);
       if (who[0] == '\0' || strcmp(who, l->holder) == 0) {
         /* Free, or ours from before (this process lost its deadline but nobody took it). */
@@ -234,13 +218,7 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
     tb_lease_info_t *li = &out[(*n)++];
     memset(li, 0, sizeof(*li));
     snprintf(li->name, sizeof(li->name), "%s", keys[i]);
-    holder_of(kvEntry_Value(e), kvEntry_ValueLen(e), li->holder, sizeof(li->holder));
-    json_error_t jerr;
-    json_t *v = kvEntry_ValueLen(e) > 0
-                    ? json_loadb(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), 0, &jerr)
-                    : NULL;
-    li->ttl_ms = (int64_t)json_integer_value(json_object_get(v, "ttl_ms"));
-    json_decref(v);
+    parse_value(kvEntry_Value(e), kvEntry_ValueLen(e), li->holder, sizeof(li->holder), &li->ttl_ms);
     li->revision = kvEntry_Revision(e);
     li->age_ms = (now_ns - kvEntry_Created(e)) / 1000000;
     kvEntry_Destroy(e);

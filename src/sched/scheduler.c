@@ -155,8 +155,7 @@ tb_status tb_scheduler_step(tb_scheduler_t *s, int64_t now_us, int *fired, int *
   if (held != s->leading)
     TB_LOG(TB_LOG_INFO, "scheduler",
            held ? "leading: this process fires the schedule"
-                : "no longer leading: another "
-                  "process fires the schedule");
+                : "no longer leading: another process fires the schedule");
   s->leading = held;
   if (leading != NULL) *leading = held;
   if (st != TB_OK || !held) return st;
