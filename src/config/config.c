@@ -241,6 +241,16 @@ static const opt_t scalar_opts[] = {
      .help = "Messages of one tier a worker holds fetched and ready, when more than the\n"
              "tier's concurrency: enough to cover a pull request's round trip at full speed.\n"
              "0 makes each tier's concurrency the only bound (a fraction of the throughput)."},
+    {.name = "prefetch_yield",
+     .type = OPT_INT,
+     FIELD(tb_config_t, prefetch_yield),
+     .min = 0,
+     .max = 100000,
+     .def = "32",
+     .help = "Messages of each lower tier a worker holds ready while first-tier messages\n"
+             "flow (one fetched within the last second), when more than the tier's\n"
+             "concurrency and less than prefetch. Smaller leaves a core free for the first\n"
+             "tier: its latency falls and a backlog drains slower (bench/RESULTS.md)."},
     {.name = "commit_batch_time",
      .type = OPT_US,
      FIELD(tb_config_t, commit_batch_us),

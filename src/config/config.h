@@ -123,6 +123,7 @@ typedef struct tb_config {
   int64_t stream_max_age_ms;       /* history kept for replay; 0 = forever */
   int commit_batch_max;            /* messages per SQLite transaction */
   int prefetch;                    /* ready messages per tier, when above its concurrency */
+  int prefetch_yield;              /* the same for lower tiers while the first tier flows */
   int64_t commit_batch_us;         /* a batch's wait for more work; its length with tier 0's */
   int64_t commit_batch_busy_us;    /* a batch's length while ready work keeps coming */
   int64_t redelivery_bound_ms;     /* AckWait: a dead worker's messages come back within it */

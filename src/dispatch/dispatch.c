@@ -32,6 +32,14 @@ int tb_dispatch_ready_cap(const tb_config_t *cfg, int t) {
   return cfg->tiers[t].concurrency > cfg->prefetch ? cfg->tiers[t].concurrency : cfg->prefetch;
 }
 
+int tb_dispatch_yield_cap(const tb_config_t *cfg, int t) {
+  int cap = tb_dispatch_ready_cap(cfg, t);
+  if (t == 0) return cap;
+  int y = cfg->tiers[t].concurrency > cfg->prefetch_yield ? cfg->tiers[t].concurrency
+                                                          : cfg->prefetch_yield;
+  return y < cap ? y : cap;
+}
+
 int64_t tb_dispatch_aging_bound_us(const tb_config_t *cfg, int t) {
   if (t <= 0 || cfg->tiers[t].aging_ms <= 0) return -1;
   return (int64_t)t * cfg->tiers[t].aging_ms * 1000;
@@ -84,7 +92,8 @@ int tb_dispatch_audit(const tb_config_t *cfg, const tb_ready_head_t *heads, int6
 
 typedef struct ready_queue {
   tb_work_t **items; /* ring of `ring` entries: the tier's concurrency plus one per probe */
-  int cap;           /* the tier's concurrency */
+  int cap;           /* tb_dispatch_ready_cap() */
+  int yield_cap;     /* tb_dispatch_yield_cap(): the cap while the first tier flows */
   int ring, head, count;
   /* The tier's slots in use are its ready messages (|count|): a slot is freed when the executor
    * takes its message, not when the batch commits. A commit batch is sized for the disk
@@ -127,6 +136,7 @@ struct tb_dispatcher {
   int reserved_total; /* sum of the queues' reserved */
   int peak_ready;
   pthread_t executor;
+  int64_t first_tier_us; /* when a fetch last brought first-tier messages; 0 = never */
   int64_t inversions;
   tb_work_t *orphans; /* messages read back after a max-deliveries advisory; run first */
   /* The open batch, as far as the executor took it, for the lease keeper (keep_loop). */
@@ -155,10 +165,29 @@ static void set_pending(ready_queue_t *q, fetcher_t *f, uint64_t pending) {
   f->pending = pending;
 }
 
+/* How long lower tiers keep to their yield caps after the first tier's last delivery. A trickle
+ * of critical messages (200/s in the bench) arrives every few milliseconds, so a second spans
+ * many of them; after it, a lower tier's backlog drains at full speed again. */
+#define YIELD_WINDOW_US 1000000LL
+
+/* 1 while first-tier messages flow. Called with mu held. */
+static int first_tier_flows(const tb_dispatcher_t *d) {
+  return d->first_tier_us != 0 && tb_mono_us() - d->first_tier_us < YIELD_WINDOW_US;
+}
+
+/* The tier's cap now. While the first tier flows a lower tier holds fewer messages ready: a deep
+ * lower-tier queue keeps both cores of a small machine busy draining it (nats-server delivering,
+ * the executor applying), and a critical message then waits for a core at each handoff on its way
+ * in; a separate connection for the first tier did not help, as the wait is for CPU, not the
+ * socket (issue 9). Called with mu held. */
+static int cur_cap(const tb_dispatcher_t *d, const ready_queue_t *q) {
+  return q->yield_cap < q->cap && first_tier_flows(d) ? q->yield_cap : q->cap;
+}
+
 /* Slots a fetch may take now: the tier's free slots, bounded by the worker's cap. Called with mu
  * held. */
 static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
-  int room = q->cap - q->count - q->reserved;
+  int room = cur_cap(d, q) - q->count - q->reserved;
   if (d->max_inflight > 0) {
     int g = d->max_inflight - d->ready_total - d->reserved_total;
     if (g < room) room = g;
@@ -172,7 +201,7 @@ static int free_slots(const tb_dispatcher_t *d, const ready_queue_t *q) {
  * half a queue, not one per message; an idle consumer's probe asks for one. */
 static int fetch_threshold(const tb_dispatcher_t *d, const ready_queue_t *q, const fetcher_t *f) {
   if (f->pending == 0) return 1;
-  int want = (q->cap + 1) / 2;
+  int want = (cur_cap(d, q) + 1) / 2;
   /* Never more than the worker's cap could ever free, or the fetcher would wait for good. */
   if (d->max_inflight > 0 && d->max_inflight < want) want = d->max_inflight;
   return f->pending < (uint64_t)want ? (int)f->pending : want;
@@ -220,8 +249,14 @@ static void *fetch_loop(void *arg) {
       want = reserve = f->kept;
       f->kept = 0;
     } else {
-      while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f))
-        pthread_cond_wait(&q->slots_cv, &d->mu);
+      while (!d->stopping && (want = free_slots(d, q)) < fetch_threshold(d, q, f)) {
+        /* While the tier yields, no slot freeing may come to end the wait: look again when
+         * the first tier may have stopped flowing. */
+        if (cur_cap(d, q) < q->cap)
+          tb_cond_wait_ms(&q->slots_cv, &d->mu, YIELD_WINDOW_US / 1000 / 4);
+        else
+          pthread_cond_wait(&q->slots_cv, &d->mu);
+      }
       stopping = d->stopping;
       if (f->pending > 0) {
         if ((uint64_t)want > f->pending) want = (int)f->pending;
@@ -255,6 +290,7 @@ static void *fetch_loop(void *arg) {
     /* A failed or empty fetch clears the count: an executor holding for this tier stops
      * waiting. */
     set_pending(q, f, pending);
+    if (f->tier == 0 && got > 0) d->first_tier_us = now;
     for (int i = 0; i < got; i++) {
       tb_work_t *w = calloc(1, sizeof(*w));
       if (w == NULL) { /* dropped unacked: redelivered after AckWait */
@@ -394,8 +430,8 @@ static tb_work_t *take_next(tb_dispatcher_t *d, int64_t now, int force, int *hol
   /* Only at the free counts a fetcher waits for (fetch_threshold: 1, or half the tier), and
    * when the tier is empty: a wake per message would wake every domain's fetcher for nothing.
    * Under the worker's overall cap any tier's fetcher may be waiting for this slot. */
-  int free = free_slots(d, q);
-  if (d->max_inflight > 0 || free == 1 || free == (q->cap + 1) / 2 || free == q->cap)
+  int free = free_slots(d, q), cap = cur_cap(d, q);
+  if (d->max_inflight > 0 || free == 1 || free == (cap + 1) / 2 || free == cap)
     wake_fetchers(d, c.tier);
   w->eff_tier = c.eff_tier;
   w->boost = c.boost;
@@ -661,11 +697,12 @@ tb_status tb_dispatcher_start(tb_dispatcher_t **out, const tb_config_t *cfg, tb_
   pthread_mutex_init(&d->mu, NULL);
   tb_cond_init(&d->work_cv);
   tb_cond_init(&d->keep_cv);
-  for (int t = 0; t < cfg->n_tiers; t++) pthread_cond_init(&d->queues[t].slots_cv, NULL);
+  for (int t = 0; t < cfg->n_tiers; t++) tb_cond_init(&d->queues[t].slots_cv);
   tb_status st = TB_OK;
   for (int t = 0; t < cfg->n_tiers && st == TB_OK; t++) {
     ready_queue_t *q = &d->queues[t];
     q->cap = tb_dispatch_ready_cap(cfg, t);
+    q->yield_cap = tb_dispatch_yield_cap(cfg, t);
     q->ring = q->cap + scope->n_domains; /* each idle consumer's probe may land one more */
     q->items = calloc((size_t)q->ring, sizeof(tb_work_t *));
     if (q->items == NULL) st = tb__fail(TB_ERR_NOMEM, "ready queue");

@@ -37,6 +37,11 @@ int tb_dispatch_effective(const tb_config_t *cfg, int t, int64_t wait_us);
  * cfg->prefetch when larger. */
 int tb_dispatch_ready_cap(const tb_config_t *cfg, int t);
 
+/* The same while first-tier messages flow: a lower tier |t| holds its concurrency, or
+ * cfg->prefetch_yield when larger, never more than tb_dispatch_ready_cap(). The first tier keeps
+ * its cap. */
+int tb_dispatch_yield_cap(const tb_config_t *cfg, int t);
+
 /* The aging bound of tier |t|: the longest a ready message of that tier waits before aging has
  * lifted it to the top tier, where it runs before any message that became ready after it. That
  * is t aging intervals of its own tier. -1 when there is none: the top tier needs no aging, and a

@@ -107,6 +107,28 @@ static void test_aging_bound(void **state) {
   assert_int_equal(tb_dispatch_aging_bound_us(&cfg, 3), -1); /* aging off: no bound */
 }
 
+/* The caps: prefetch when above the concurrency; while the first tier flows, lower tiers hold
+ * prefetch_yield (or their concurrency when larger), never more than their own cap. */
+static void test_caps(void **state) {
+  cfg.prefetch = 128;
+  cfg.prefetch_yield = 32;
+  cfg.tiers[0].concurrency = 50;
+  cfg.tiers[1].concurrency = 200;
+  assert_int_equal(tb_dispatch_ready_cap(&cfg, 0), 128);
+  assert_int_equal(tb_dispatch_ready_cap(&cfg, 1), 200);
+  assert_int_equal(tb_dispatch_ready_cap(&cfg, 4), 128);
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 0), 128); /* the first tier never yields */
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 1), 200); /* its concurrency stays */
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 4), 32);
+  cfg.prefetch_yield = 0;
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 4), 5);
+  cfg.prefetch_yield = 1000; /* above prefetch: no yield */
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 4), 128);
+  cfg.prefetch = 0;
+  assert_int_equal(tb_dispatch_ready_cap(&cfg, 4), 5);
+  assert_int_equal(tb_dispatch_yield_cap(&cfg, 4), 5);
+}
+
 static void test_audit_catches_bad_picks(void **state) {
   int64_t now = 1000 * S;
   tb_ready_head_t h[5] = {{0}};
@@ -157,6 +179,7 @@ int main(void) {
       cmocka_unit_test_setup(test_aging_bound, setup),
       cmocka_unit_test_setup(test_audit_catches_bad_picks, setup),
       cmocka_unit_test_setup(test_must_wait, setup),
+      cmocka_unit_test_setup(test_caps, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
