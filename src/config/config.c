@@ -268,7 +268,7 @@ static const opt_t scalar_opts[] = {
      FIELD(tb_config_t, commit_batch_busy_us),
      .min = 0,
      .max = 1000 * 1000,
-     .def = "10ms",
+     .def = "25ms",
      .help = "Longest a commit batch runs while ready messages keep coming and none of them\n"
              "is of the first tier (never shorter than commit_batch_time): a commit costs\n"
              "about the same whatever it holds, so slow handlers commit less often."},
