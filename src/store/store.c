@@ -146,8 +146,9 @@ tb_status tb_store_open(tb_store_t **out, const char *path) {
   st->busy_ms = DEFAULT_BUSY_MS;
   s = set_wal(st->db, path);
   if (s != TB_OK) goto fail;
-  /* 16 MiB of page cache: the processed table is keyed by random message ids, so its inserts touch
-   * pages all over the tree, and the default 2 MiB turned them into reads. */
+  /* 16 MiB of page cache: the processed record's id index takes random message ids from foreign
+   * publishers, whose inserts touch pages all over the tree, and the default 2 MiB turned them
+   * into reads. */
   rc = sqlite3_exec(
       st->db,
       "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; "

@@ -26,7 +26,7 @@
 #include "store/logstate.h"
 #include "store/store.h"
 
-#define LATEST_VERSION 19
+#define LATEST_VERSION 20
 
 /* ------------------------------------------------------------------------------------------------
  * Fixtures and helpers
@@ -208,6 +208,15 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
                     "NULL DEFAULT 0, reason TEXT, at_us INTEGER NOT NULL) STRICT;"
                     /* v16 added the activity log's payload bytes. */
                     "ALTER TABLE activity_log DROP COLUMN payload;"
+                    /* v20 made the processed record a rowid table: back to keyed by the id. */
+                    "DROP TABLE processed; CREATE TABLE processed(msg_id TEXT PRIMARY KEY NOT "
+                    "NULL, event_type TEXT, tier TEXT, eff_tier TEXT, boost INTEGER NOT NULL "
+                    "DEFAULT 0, reason TEXT, stream TEXT, stream_seq INTEGER NOT NULL DEFAULT 0, "
+                    "deliveries INTEGER NOT NULL DEFAULT 0, published_us INTEGER NOT NULL "
+                    "DEFAULT 0, started_us INTEGER NOT NULL DEFAULT 0, committed_us INTEGER NOT "
+                    "NULL, outcome TEXT NOT NULL) STRICT, WITHOUT ROWID;"
+                    "INSERT INTO processed(msg_id, committed_us, outcome) VALUES('later', 2, "
+                    "'applied'), ('earlier', 1, 'applied');"
                     "PRAGMA user_version = 1");
 
   /* Something already named like a v2 table makes migration 2 fail. */
@@ -238,6 +247,13 @@ static void test_partial_upgrade_and_failed_migration(void **state) {
   tb_store_counters_t c;
   assert_int_equal(tb_store_tier_domain_counters(st, "high", crm, 1, &c), TB_OK);
   assert_int_equal(c.processed, 0);
+  /* The processed records are kept, now in commit order. */
+  char buf[64];
+  assert_string_equal(q_text(tb__store_db(st),
+                             "SELECT group_concat(msg_id) FROM (SELECT msg_id FROM processed "
+                             "ORDER BY rowid)",
+                             buf, sizeof(buf)),
+                      "earlier,later");
   assert_int_equal(tb_store_counter_add(st, "high", "crm", "processed", 1), TB_OK);
   assert_int_equal(tb_store_tier_stats(st, "high", &ts), TB_OK);
   assert_int_equal(ts.processed, 8);
@@ -1029,6 +1045,38 @@ static int explain_count(sqlite3 *db, const char *sql, const char *opcode) {
   return n;
 }
 
+/* A random id must not put a whole row on a random page (v20): the processed record is appended in
+ * commit order, and only its id index is keyed by the id, which stays unique. */
+static void test_processed_rows_appended_with_unique_ids(void **state) {
+  (void)state;
+  tb_store_t *st = open_mem();
+  sqlite3 *db = tb__store_db(st);
+  char buf[256];
+  assert_null(
+      strstr(q_text(db, "SELECT sql FROM sqlite_master WHERE name = 'processed'", buf, sizeof(buf)),
+             "WITHOUT ROWID"));
+  assert_int_equal(sqlite3_exec(db,
+                                "INSERT INTO processed(msg_id, committed_us, outcome) VALUES"
+                                "('f3a9', 1, 'applied'), ('07c1', 2, 'applied'), ('b2e0', 3, "
+                                "'dead')",
+                                NULL, NULL, NULL),
+                   SQLITE_OK);
+  assert_string_equal(q_text(db,
+                             "SELECT group_concat(msg_id) FROM (SELECT msg_id FROM processed "
+                             "ORDER BY rowid)",
+                             buf, sizeof(buf)),
+                      "f3a9,07c1,b2e0");
+  assert_int_equal(sqlite3_exec(db,
+                                "INSERT INTO processed(msg_id, committed_us, outcome) "
+                                "VALUES('07c1', 4, 'applied')",
+                                NULL, NULL, NULL) &
+                       0xff,
+                   SQLITE_CONSTRAINT);
+  /* The lookup by id goes through the index, not a scan of the table. */
+  assert_int_equal(explain_count(db, "SELECT 1 FROM processed WHERE msg_id = 'b2e0'", "Rewind"), 0);
+  tb_store_close(st);
+}
+
 static void test_hot_tables_check_without_temporary_btrees(void **state) {
   (void)state;
   tb_store_t *st = open_mem();
@@ -1092,6 +1140,7 @@ int main(void) {
       cmocka_unit_test(test_membership_apply),
       cmocka_unit_test(test_repo_put_get_audit),
       cmocka_unit_test(test_hot_tables_check_without_temporary_btrees),
+      cmocka_unit_test(test_processed_rows_appended_with_unique_ids),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
