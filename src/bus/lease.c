@@ -199,6 +199,43 @@ static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, in
   return TB_OK;
 }
 
+/* Reads |key|'s last value into |li| from the bucket's stream leader, the one that just listed the
+ * key. kvStore_Get would ask any replica (the bucket allows direct gets), and right after a node
+ * died a replica still catching up answered "not found" for a lease that was there, so a listing
+ * showed none. *found is 0 when the key was deleted or purged since the listing; any other failure
+ * is returned, never taken for an absent lease. */
+static tb_status read_last(tb_bus_t *bus, const char *bucket, const char *key, tb_lease_info_t *li,
+                           int64_t now_ns, int *found) {
+  char stream[96], subject[192];
+  snprintf(stream, sizeof(stream), "KV_%s", bucket);
+  snprintf(subject, sizeof(subject), "$KV.%s.%s", bucket, key);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetLastMsg(&m, tb_bus_js(bus), stream, subject, NULL, &jerr);
+  *found = 0;
+  if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) return TB_OK;
+  if (s != NATS_OK) {
+    char what[160];
+    snprintf(what, sizeof(what), "read lease %s", key);
+    return tb__nats_fail(s, jerr, what);
+  }
+  const char *op = NULL;
+  if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op != NULL &&
+      (strcmp(op, "DEL") == 0 || strcmp(op, "PURGE") == 0)) {
+    natsMsg_Destroy(m);
+    return TB_OK;
+  }
+  memset(li, 0, sizeof(*li));
+  snprintf(li->name, sizeof(li->name), "%s", key);
+  parse_value(natsMsg_GetData(m), natsMsg_GetDataLength(m), li->holder, sizeof(li->holder),
+              &li->ttl_ms);
+  li->revision = natsMsg_GetSequence(m);
+  li->age_ms = (now_ns - natsMsg_GetTime(m)) / 1000000;
+  natsMsg_Destroy(m);
+  *found = 1;
+  return TB_OK;
+}
+
 tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *out, int cap,
                         int *n) {
   *n = 0;
@@ -213,15 +250,10 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
   st = bucket_keys(bus, bucket, &keys, &n_keys);
   int64_t now_ns = tb_wall_us() * 1000;
   for (int i = 0; st == TB_OK && i < n_keys && *n < cap; i++) {
-    kvEntry *e = NULL;
-    if (kvStore_Get(&e, kv, keys[i]) != NATS_OK) continue; /* deleted since the listing */
-    tb_lease_info_t *li = &out[(*n)++];
-    memset(li, 0, sizeof(*li));
-    snprintf(li->name, sizeof(li->name), "%s", keys[i]);
-    parse_value(kvEntry_Value(e), kvEntry_ValueLen(e), li->holder, sizeof(li->holder), &li->ttl_ms);
-    li->revision = kvEntry_Revision(e);
-    li->age_ms = (now_ns - kvEntry_Created(e)) / 1000000;
-    kvEntry_Destroy(e);
+    tb_lease_info_t *li = &out[*n];
+    int found = 0;
+    st = read_last(bus, bucket, keys[i], li, now_ns, &found);
+    if (st == TB_OK && found) (*n)++;
   }
   for (int i = 0; i < n_keys; i++) free(keys[i]);
   free(keys);
