@@ -12,11 +12,11 @@
 
 void tb_new_id(char *buf, size_t cap) {
   /* Time-ordered, like a UUIDv7: 48 bits of milliseconds, then 80 random bits. The processed
-   * record is keyed by this id, and a key that grows with time is appended to the b-tree's last
-   * page, where a random key dirties a random page per insert (16x the bytes written per event,
-   * measured for issue 9). The random part comes from a per-thread generator seeded from the
-   * kernel: ids must be unique across processes, and a syscall per id would cost more than the
-   * publish itself in a bulk load. */
+   * record's unique index is keyed by this id, and a key that grows with time is appended to the
+   * index's last page, where a random key dirties a random page per insert (a quarter of the
+   * throughput, measured for issue 9). The random part comes from a per-thread generator seeded
+   * from the kernel: ids must be unique across processes, and a syscall per id would cost more than
+   * the publish itself in a bulk load. */
   static _Thread_local uint64_t s[2];
   if (s[0] == 0 && s[1] == 0) {
     if (getrandom(s, sizeof(s), 0) != (ssize_t)sizeof(s)) {
