@@ -253,11 +253,37 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) 
   return buf;
 }
 
+/* How long start-up asks again when JetStream cannot answer yet (ask_again): on a cluster that
+ * just lost a node, each stream's and consumer's group elects a new leader within seconds, and a
+ * worker started meanwhile should wait for it, not give up. */
+#define ANSWER_WAIT_MS 60000
+
+/* 1 when |s| and |jerr| say JetStream could not answer yet (no answer in time, or "JetStream
+ * system temporarily unavailable" while the cluster elects its meta leader) and the monotonic
+ * |until_us| is still ahead: sleeps half a second first, so that the caller asks again. */
+static int ask_again(natsStatus s, jsErrCode jerr, int64_t until_us) {
+  if ((s != NATS_TIMEOUT && jerr != JSClusterNotAvailErr) || tb_mono_us() >= until_us) return 0;
+  tb_sleep_us(500000);
+  return 1;
+}
+
 tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
                          const char *description, int create) {
   char bucket[64];
   snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, suffix);
-  natsStatus s = js_KeyValue(out, bus->js, bucket);
+  /* The bucket's stream answering first: js_KeyValue does not say why it failed. */
+  char stream[96];
+  snprintf(stream, sizeof(stream), "KV_%s", bucket);
+  natsStatus s;
+  jsErrCode jerr = 0;
+  int64_t until = tb_mono_us() + ANSWER_WAIT_MS * 1000;
+  do {
+    jsStreamInfo *si = NULL;
+    jerr = 0;
+    s = js_GetStreamInfo(&si, bus->js, stream, NULL, &jerr);
+    jsStreamInfo_Destroy(si);
+  } while (ask_again(s, jerr, until));
+  s = js_KeyValue(out, bus->js, bucket);
   if (s == NATS_NOT_FOUND && create) {
     kvConfig kc;
     kvConfig_Init(&kc);
@@ -272,7 +298,7 @@ tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, c
   if (s != NATS_OK) {
     char what[384], note[160];
     snprintf(what, sizeof(what), "open key-value bucket %s%s", bucket,
-             tb_bus_replicas_note(cfg, note, sizeof(note)));
+             s == NATS_TIMEOUT ? "" : tb_bus_replicas_note(cfg, note, sizeof(note)));
     return tb__nats_fail(s, 0, what);
   }
   return TB_OK;
@@ -339,8 +365,20 @@ static int consumer_is_ours(const jsConsumerInfo *ci, const char *filter) {
          same_text(c->FilterSubject, filter) && c->AckPolicy == js_AckExplicit;
 }
 
-/* Adds durable |cc->Durable| on |stream|, or updates it when it exists, so that a changed config
- * (AckWait, MaxDeliver) reaches consumers created by an older run. |what| describes the consumer
+/* 1 when the settings tierbus gives its consumers differ between |have| and |want|. */
+static int consumer_differs(const jsConsumerConfig *have, const jsConsumerConfig *want) {
+  return !same_text(have->Description, want->Description) || have->AckPolicy != want->AckPolicy ||
+         have->DeliverPolicy != want->DeliverPolicy || have->AckWait != want->AckWait ||
+         have->MaxDeliver != want->MaxDeliver || have->MaxAckPending != want->MaxAckPending ||
+         have->MaxWaiting != want->MaxWaiting ||
+         !same_text(have->FilterSubject, want->FilterSubject);
+}
+
+/* Adds durable |cc->Durable| on |stream|, or updates it when it exists and differs, so that a
+ * changed config (AckWait, MaxDeliver) reaches consumers created by an older run. One that is
+ * already as asked is left alone: an update right after its stream's replica change raced with
+ * the server's own remapping of the stream's consumers (nats-server 2.9), and left some with one
+ * copy while the stream had three. |what| describes the consumer
  * after the owner mark ("tier high, domain crm"). A consumer of that name that is not tierbus's is
  * left as it is: TB_ERR_INVALID says whose it seems to be. */
 static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsConsumerConfig *cc,
@@ -353,11 +391,13 @@ static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsCon
   natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, cc->Durable, NULL, &jerr);
   if (s == NATS_OK) {
     int ours = consumer_is_ours(ci, cc->FilterSubject);
+    int same = ours && ci->Config != NULL && !consumer_differs(ci->Config, cc);
     char theirs[160];
     snprintf(theirs, sizeof(theirs), "%s",
              ci->Config && ci->Config->Description ? ci->Config->Description : "");
     jsConsumerInfo_Destroy(ci);
     ci = NULL;
+    if (same) return TB_OK;
     if (!ours)
       return tb__fail(TB_ERR_INVALID,
                       "consumer %s on stream %s exists and is not tierbus's (description '%s'): "
@@ -407,8 +447,6 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
   tb_bus_consumer_name(t->name, domain, durable, sizeof(durable));
   snprintf(subject, sizeof(subject), "tb.evt.%s.%s.>", t->name, domain);
   const char *subj[] = {subject};
-  tb_status st = ensure_stream(bus, cfg, t, stream, subj, 1);
-  if (st != TB_OK) return st;
   jsConsumerConfig cc;
   jsConsumerConfig_Init(&cc);
   cc.Durable = durable;
@@ -425,7 +463,16 @@ static tb_status ensure_consumer(tb_bus_t *bus, const tb_config_t *cfg, const tb
   cc.MaxWaiting = 512;
   char what[128];
   snprintf(what, sizeof(what), "tier %s, domain %s", t->name, domain);
-  return add_or_update_consumer(bus, stream, &cc, what);
+  /* An existing stream's consumer is brought up to date before the stream: when the stream's
+   * update changes its replica count, the server then remaps its consumers with nothing after it
+   * to race with. */
+  jsStreamInfo *si = NULL;
+  int exists = js_GetStreamInfo(&si, bus->js, stream, NULL, NULL) == NATS_OK;
+  jsStreamInfo_Destroy(si);
+  tb_status st = exists ? add_or_update_consumer(bus, stream, &cc, what) : TB_OK;
+  if (st == TB_OK) st = ensure_stream(bus, cfg, t, stream, subj, 1);
+  if (st == TB_OK && !exists) st = add_or_update_consumer(bus, stream, &cc, what);
+  return st;
 }
 
 /* Creates tier |t|'s streams and consumers, one of each per domain. */
@@ -434,6 +481,38 @@ static tb_status ensure_tier(tb_bus_t *bus, const tb_config_t *cfg, const tb_tie
   for (int d = 0; d < cfg->n_domains && st == TB_OK; d++)
     st = ensure_consumer(bus, cfg, t, cfg->domains[d]);
   return st;
+}
+
+static const char *const kv_suffixes[] = {TB_BUS_KV_DEPLOYMENT, TB_BUS_KV_LEASES};
+
+static int stream_missing(natsStatus s, jsErrCode jerr) {
+  return s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr;
+}
+
+/* Gives an existing bucket's stream cfg->replicas copies. A bucket not made yet is left alone:
+ * tb_bus_kv_open creates it with the count. */
+static tb_status scale_bucket(tb_bus_t *bus, const tb_config_t *cfg, const char *suffix) {
+  char stream[96];
+  snprintf(stream, sizeof(stream), "KV_%s_%s", cfg->stream_prefix, suffix);
+  int64_t want = cfg->replicas > 0 ? cfg->replicas : 1;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, bus->js, stream, NULL, &jerr);
+  if (stream_missing(s, jerr)) return TB_OK;
+  if (s == NATS_OK && si->Config->Replicas != want) {
+    si->Config->Replicas = want;
+    jsStreamInfo *updated = NULL;
+    s = js_UpdateStream(&updated, bus->js, si->Config, NULL, &jerr);
+    jsStreamInfo_Destroy(updated);
+  }
+  jsStreamInfo_Destroy(si);
+  if (s != NATS_OK) {
+    char what[384], note[160];
+    snprintf(what, sizeof(what), "scale key-value bucket stream %s%s", stream,
+             tb_bus_replicas_note(cfg, note, sizeof(note)));
+    return tb__nats_fail(s, jerr, what);
+  }
+  return TB_OK;
 }
 
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
@@ -451,6 +530,110 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
     const char *subj[] = {"tb.cmd.>"};
     tb_bus_cmd_stream(cfg, name, sizeof(name));
     st = ensure_stream(bus, cfg, NULL, name, subj, 1);
+  }
+  for (size_t i = 0; i < TB_COUNTOF(kv_suffixes) && st == TB_OK; i++)
+    st = scale_bucket(bus, cfg, kv_suffixes[i]);
+  return st;
+}
+
+/* 1 when |ci| (a stream's or consumer's cluster info; |configured| its configured count, 0 for a
+ * consumer that takes its stream's) shows |want| current copies; else 0 with the reason in
+ * |why|. A single server reports no cluster info: one copy is all it has. */
+static int copies_current(const jsClusterInfo *ci, int64_t configured, int64_t want, char *why,
+                          size_t cap) {
+  if (configured != 0 && configured != want) {
+    snprintf(why, cap, "configured for %lld copies", (long long)configured);
+    return 0;
+  }
+  if (want <= 1) return 1;
+  if (ci == NULL || ci->Leader == NULL || ci->Leader[0] == '\0') {
+    snprintf(why, cap, "no leader yet");
+    return 0;
+  }
+  if (ci->ReplicasLen < want - 1) {
+    snprintf(why, cap, "%d of %lld copies placed", ci->ReplicasLen + 1, (long long)want);
+    return 0;
+  }
+  for (int i = 0; i < ci->ReplicasLen; i++) {
+    const jsPeerInfo *p = ci->Replicas[i];
+    if (p->Offline || !p->Current) {
+      snprintf(why, cap, "copy on %s %s (lag %llu)", p->Name,
+               p->Offline ? "offline" : "catching up", (unsigned long long)p->Lag);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* Sets *behind, with the name and reason in |why|, unless |name|'s copies are current. |consumer|
+ * NULL: the stream |name|; else that consumer of stream |name|. A missing one is behind unless
+ * |optional| (a key-value bucket not made yet). A server that does not answer in time (an election
+ * under way) is behind; any other failure is returned. */
+static tb_status check_copies(tb_bus_t *bus, const tb_config_t *cfg, const char *name,
+                              const char *consumer, int optional, int *behind, char *why,
+                              size_t cap) {
+  int64_t want = cfg->replicas > 0 ? cfg->replicas : 1;
+  char reason[192] = "";
+  jsErrCode jerr = 0;
+  natsStatus s;
+  int ok = 0;
+  if (consumer == NULL) {
+    jsStreamInfo *si = NULL;
+    s = js_GetStreamInfo(&si, bus->js, name, NULL, &jerr);
+    if (s == NATS_OK)
+      ok = copies_current(si->Cluster, si->Config->Replicas, want, reason, sizeof(reason));
+    jsStreamInfo_Destroy(si);
+  } else {
+    jsConsumerInfo *ci = NULL;
+    s = js_GetConsumerInfo(&ci, bus->js, name, consumer, NULL, &jerr);
+    if (s == NATS_OK)
+      ok = copies_current(ci->Cluster, ci->Config->Replicas, want, reason, sizeof(reason));
+    jsConsumerInfo_Destroy(ci);
+  }
+  if (s == NATS_OK) {
+    if (ok) return TB_OK;
+  } else if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr) {
+    if (optional) return TB_OK;
+    snprintf(reason, sizeof(reason), "missing (run tierbus init)");
+  } else if (s == NATS_TIMEOUT) {
+    snprintf(reason, sizeof(reason), "no answer (an election under way?)");
+  } else {
+    char what[192];
+    snprintf(what, sizeof(what), "copies of %s%s%s", name, consumer ? " consumer " : "",
+             consumer ? consumer : "");
+    return tb__nats_fail(s, jerr, what);
+  }
+  if (why != NULL)
+    snprintf(why, cap, "%s%s%s: %s", name, consumer ? " consumer " : "", consumer ? consumer : "",
+             reason);
+  *behind = 1;
+  return TB_OK;
+}
+
+tb_status tb_bus_copies_behind(tb_bus_t *bus, const tb_config_t *cfg, int *behind, char *why,
+                               size_t cap) {
+  *behind = 0;
+  if (why != NULL && cap > 0) why[0] = '\0';
+  char name[96], durable[64];
+  tb_status st = TB_OK;
+  for (int i = 0; i < cfg->n_tiers && st == TB_OK && !*behind; i++)
+    for (int d = 0; d < cfg->n_domains && st == TB_OK && !*behind; d++) {
+      tb_bus_stream_name(cfg, cfg->tiers[i].name, cfg->domains[d], name, sizeof(name));
+      tb_bus_consumer_name(cfg->tiers[i].name, cfg->domains[d], durable, sizeof(durable));
+      st = check_copies(bus, cfg, name, NULL, 0, behind, why, cap);
+      if (st == TB_OK && !*behind) st = check_copies(bus, cfg, name, durable, 0, behind, why, cap);
+    }
+  if (st == TB_OK && !*behind) {
+    tb_bus_dlq_stream(cfg, name, sizeof(name));
+    st = check_copies(bus, cfg, name, NULL, 0, behind, why, cap);
+  }
+  if (st == TB_OK && !*behind) {
+    tb_bus_cmd_stream(cfg, name, sizeof(name));
+    st = check_copies(bus, cfg, name, NULL, 0, behind, why, cap);
+  }
+  for (size_t i = 0; i < TB_COUNTOF(kv_suffixes) && st == TB_OK && !*behind; i++) {
+    snprintf(name, sizeof(name), "KV_%s_%s", cfg->stream_prefix, kv_suffixes[i]);
+    st = check_copies(bus, cfg, name, NULL, 1, behind, why, cap);
   }
   return st;
 }
@@ -957,13 +1140,21 @@ tb_status tb_bus_publish_batch(tb_bus_t *bus, tb_pub_item_t *items, int n,
 static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *stream,
                                const char *durable, const char *hint) {
   /* Fail now, with a clear word, if the consumer was never provisioned. */
-  jsConsumerInfo *ci = NULL;
+  natsStatus s;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
-  jsConsumerInfo_Destroy(ci);
+  int64_t until = tb_mono_us() + ANSWER_WAIT_MS * 1000;
+  do {
+    jsConsumerInfo *ci = NULL;
+    jerr = 0;
+    s = js_GetConsumerInfo(&ci, bus->js, stream, durable, NULL, &jerr);
+    jsConsumerInfo_Destroy(ci);
+  } while (ask_again(s, jerr, until));
   if (s != NATS_OK) {
+    int missing =
+        s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr;
     char what[200];
-    snprintf(what, sizeof(what), "consumer %s on stream %s%s", durable, stream, hint);
+    snprintf(what, sizeof(what), "consumer %s on stream %s%s", durable, stream,
+             missing ? hint : "");
     return tb__nats_fail(s, jerr, what);
   }
   tb_consumer_t *c = calloc(1, sizeof(*c));

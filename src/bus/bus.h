@@ -64,6 +64,11 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
  * for a list with no server in it. */
 natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 
+/* The deployment's key-value buckets, by suffix (<stream_prefix>_<suffix>); tb_bus_provision
+ * scales the existing ones with the streams. */
+#define TB_BUS_KV_DEPLOYMENT "DEPLOYMENT"
+#define TB_BUS_KV_LEASES "LEASES"
+
 /* Opens the deployment's key-value bucket <stream_prefix>_<suffix>, creating it when missing and
  * |create| (history 1, file storage, the streams' replica count, |description|). TB_ERR_NOT_FOUND
  * when it is missing and not created; otherwise tb__nats_fail()'s status, naming the bucket and
@@ -71,7 +76,20 @@ natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
                          const char *description, int create);
 
+/* Creates or updates every tier, dead-letter and command stream and every tier consumer, and
+ * scales the deployment's existing key-value buckets, to the config (`replicas` included: a
+ * deployment made with one copy is converted; the server copies the data in the background, see
+ * tb_bus_copies_behind). */
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
+
+/* Finds the first stream or consumer of the deployment (tier, dead-letter, command, the existing
+ * key-value buckets) that does not yet hold cfg->replicas current copies: configured for another
+ * count, copies still being placed, a copy offline or catching up, no leader or no answer. *behind
+ * gets 1 then, and |why| (may be NULL) its name and the reason, e.g. "TB_HIGH_CRM: copy on n2
+ * catching up (lag 1200)"; 0 when all are current. It stops at the first, so that a caller
+ * polling it is not held by one slow answer per stream. A missing stream or consumer is behind. */
+tb_status tb_bus_copies_behind(tb_bus_t *bus, const tb_config_t *cfg, int *behind, char *why,
+                               size_t cap);
 
 /* Publishes |data| to |subject| with Nats-Msg-Id |msg_id| and waits for the stream's ack.
  * *seq receives the stream sequence, *duplicate 1 when the stream already had this id (both may

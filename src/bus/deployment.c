@@ -11,7 +11,7 @@
 #define KEY "id"
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg) {
-  return tb_bus_kv_open(out, bus, cfg, "DEPLOYMENT",
+  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_DEPLOYMENT,
                         "tierbus: the deployment these streams belong to", 1);
 }
 

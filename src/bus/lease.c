@@ -24,8 +24,8 @@ struct tb_lease {
 };
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, int create) {
-  return tb_bus_kv_open(out, bus, cfg, "LEASES", "tierbus: leases (one holder at a time per duty)",
-                        create);
+  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_LEASES,
+                        "tierbus: leases (one holder at a time per duty)", create);
 }
 
 static int by_text(const void *a, const void *b) {
@@ -244,7 +244,7 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
   if (st == TB_ERR_NOT_FOUND) return TB_OK;
   if (st != TB_OK) return st;
   char bucket[64];
-  snprintf(bucket, sizeof(bucket), "%s_LEASES", cfg->stream_prefix);
+  snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, TB_BUS_KV_LEASES);
   char **keys = NULL;
   int n_keys = 0;
   st = bucket_keys(bus, bucket, &keys, &n_keys);

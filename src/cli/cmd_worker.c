@@ -47,8 +47,7 @@ int tb_cli_run_workers(tb_cli_t *cli, const tb_worker_scope_t *scope, int report
   if (st == TB_OK && cli->cfg.snapshot_interval_ms > 0)
     st = tb_snapshotter_start(&snap, &cli->cfg, cli->bus);
   if (st != TB_OK) {
-    fprintf(stderr, "%s: error: cannot start workers: %s%s\n", cli->prog, tb_errdetail(),
-            st == TB_ERR_NATS ? " (run `tierbus init` to create the streams and consumers)" : "");
+    fprintf(stderr, "%s: error: cannot start workers: %s\n", cli->prog, tb_errdetail());
     tb_snapshotter_stop(snap);
     tb_sweeper_stop(sweeper);
     tb_dispatcher_stop(disp);
@@ -220,22 +219,72 @@ int tb_cmd_worker(int argc, char **argv) {
 
 static void init_usage(FILE *out) {
   fprintf(out,
-          "usage: tierbus init [--nats-url URL] [--db PATH | --data-dir DIR] [--config FILE]\n"
+          "usage: tierbus init [--wait DURATION] [--nats-url URL] [--db PATH | --data-dir DIR]\n"
+          "                    [--config FILE]\n"
           "Creates or updates a stream and a durable consumer per (tier, domain), the DLQ and\n"
           "command streams, and the database (binding it to the server's deployment); prints\n"
-          "one line per stream. Safe to run again: what is in place is left alone.\n"
+          "one line per stream. Safe to run again: what is in place is left alone. A changed\n"
+          "`replicas` converts the existing streams, consumers and key-value buckets; init\n"
+          "then waits up to --wait (default 2m; 0 = do not wait) until every one holds that\n"
+          "many current copies, and fails naming the first one still behind.\n"
           "examples:\n"
           "  tierbus init --data-dir var\n"
-          "  tierbus init --nats-url nats://10.0.0.5:4222 --db /srv/tierbus.db\n");
+          "  tierbus init --nats-url nats://10.0.0.5:4222 --db /srv/tierbus.db\n"
+          "  tierbus init --nats-url nats://a:4222,nats://b:4222,nats://c:4222 --set replicas=3\n");
+}
+
+#define INIT_WAIT_MS (2 * 60 * 1000)
+
+/* Waits up to |wait_ms| until every stream and consumer holds cfg.replicas current copies: after
+ * a conversion the servers copy the data in the background, and the deployment survives a lost
+ * node only once they are done. Progress goes to stdout every 5 s. */
+static int wait_for_copies(tb_cli_t *cli, int64_t wait_ms) {
+  int64_t t0 = tb_mono_us(), last_note = t0;
+  char why[320] = "";
+  for (;;) {
+    int behind = 0;
+    tb_status st = tb_bus_copies_behind(cli->bus, &cli->cfg, &behind, why, sizeof(why));
+    if (st != TB_OK) {
+      fprintf(stderr, "%s: error: %s\n", cli->prog, tb_errdetail());
+      return TB_EXIT_FAIL;
+    }
+    int64_t now = tb_mono_us();
+    if (!behind) {
+      printf("copies: every stream and consumer holds %d current cop%s (%.1f s)\n",
+             cli->cfg.replicas, cli->cfg.replicas == 1 ? "y" : "ies", (double)(now - t0) / 1e6);
+      return TB_EXIT_OK;
+    }
+    if (now - t0 >= wait_ms * 1000) break;
+    if (now - last_note >= 5000000) {
+      printf("copies: waiting (%.0f s) for %s\n", (double)(now - t0) / 1e6, why);
+      fflush(stdout);
+      last_note = now;
+    }
+    tb_sleep_us(250000);
+  }
+  fprintf(stderr,
+          "%s: error: after %.0f s, not every stream and consumer holds %d current copies yet: "
+          "%s; the servers go on copying (`tierbus cluster status` shows them), and init can be "
+          "run again to wait\n",
+          cli->prog, (double)(tb_mono_us() - t0) / 1e6, cli->cfg.replicas, why);
+  return TB_EXIT_FAIL;
 }
 
 int tb_cmd_init(int argc, char **argv) {
   tb_cli_t cli = {.prog = "tierbus init", .create_db = 1};
-  static const struct option opts[] = {
-      TB_CLI_COMMON_OPTIONS, {"help", no_argument, NULL, 'h'}, {0}};
+  static const struct option opts[] = {TB_CLI_COMMON_OPTIONS,
+                                       {"wait", required_argument, NULL, 'w'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {0}};
+  int64_t wait_ms = INIT_WAIT_MS;
   int c;
-  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "w:h", opts, NULL)) != -1) {
     if (c == 'h') return init_usage(stdout), TB_EXIT_OK;
+    if (c == 'w') {
+      if (tb_duration_parse_ms(optarg, &wait_ms) != TB_OK)
+        return tb_cli_usage_error(&cli, "--wait: %s", tb_errdetail());
+      continue;
+    }
     if (!tb_cli_common_opt(&cli, c, optarg)) return init_usage(stderr), TB_EXIT_USAGE;
   }
   if (optind < argc) return tb_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
@@ -263,6 +312,8 @@ int tb_cmd_init(int argc, char **argv) {
       tb_bus_dlq_stream(&cli.cfg, dlq, sizeof(dlq));
       tb_bus_cmd_stream(&cli.cfg, cmd, sizeof(cmd));
       printf("stream %-14s subjects tb.dlq.>\nstream %-14s subjects tb.cmd.>\n", dlq, cmd);
+      fflush(stdout);
+      if (wait_ms > 0) rc = wait_for_copies(&cli, wait_ms);
     }
   }
   tb_cli_close(&cli);

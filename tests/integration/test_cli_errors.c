@@ -248,6 +248,13 @@ static void test_usage_errors(void **state) {
     tb_h_result_free(&r);
   }
 
+  /* init's --wait is a duration; a bad one is refused before anything is made. */
+  TB("init", "--wait", "soon");
+  tb_assert_exit(r, 2);
+  tb_assert_contains(r.err, "--wait");
+  tb_assert_contains(r.err, "soon");
+  tb_h_result_free(&r);
+
   /* --set takes any scalar option, and only those. */
   TB("config", "--set", "foo=1");
   tb_assert_exit(r, 2);

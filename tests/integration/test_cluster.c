@@ -17,45 +17,18 @@
 #define RUN_MS 60000
 #define STREAM "TB_HIGH_WORKSPACE" /* where tb_h_write_events puts them (tier high) */
 
-/* The stream's leader as the cluster reports it, as a new string; NULL when none is reported
- * within 20 s (an election, or the test's connection moving off a killed node, takes seconds). */
-static char *leader_of(tb_h_t *h, const char *stream) {
-  char *name = NULL;
-  for (int64_t until = tb_h_now_ms() + 20000; name == NULL && tb_h_now_ms() < until;) {
-    jsStreamInfo *si = NULL;
-    jsErrCode jerr = 0;
-    jsCtx *js = tb_h_js(h);
-    if (js != NULL && js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK && si->Cluster &&
-        si->Cluster->Leader)
-      name = strdup(si->Cluster->Leader);
-    jsStreamInfo_Destroy(si);
-    if (name == NULL) tb_h_sleep_ms(250);
-  }
-  return name;
-}
-
 static void test_replicated_log_survives_leader_kill(void **state) {
   tb_h_t *h = *state;
   tb_h_result_t r;
-  char cdir[TB_H_PATH];
-  tb_h_path(h, "cluster", cdir, sizeof(cdir));
 
   /* Three nodes, read back from the state file `cluster status` and `down` use; the test stops
    * them by pid whatever happens (teardown). */
-  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "up", "--nodes", "3", "--dir", cdir, NULL);
   tb_cluster_t c;
-  tb_status loaded = tb_cluster_load(&c, cdir);
-  for (int i = 0; loaded == TB_OK && i < c.n_nodes; i++) tb_h_track_pid(c.nodes[i].pid);
-  tb_assert_exit(r, 0);
-  tb_assert_contains(r.out, "3 nodes up, JetStream ready");
-  tb_h_result_free(&r);
-  tb_assert_ok(loaded);
-  assert_int_equal(c.n_nodes, 3);
+  tb_assert_ok(tb_h_cluster_up(h, &c));
   const int n = c.n_nodes;
   const tb_cluster_node_t *nodes = c.nodes;
-  tb_cluster_url(&c, h->url, sizeof(h->url));
   /* A second `up` on the same directory is refused while the nodes run. */
-  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "up", "--dir", cdir, NULL);
+  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "up", "--dir", c.dir, NULL);
   tb_assert_exit(r, 2);
   tb_assert_contains(r.err, "a cluster already runs from");
   tb_h_result_free(&r);
@@ -99,7 +72,7 @@ static void test_replicated_log_survives_leader_kill(void **state) {
   while (tb_h_sql_int(h, "SELECT count(*) FROM processed") < EVENTS / 10 &&
          tb_h_now_ms() < deadline)
     tb_h_sleep_ms(20);
-  char *leader = leader_of(h, STREAM);
+  char *leader = tb_h_stream_leader(h, STREAM);
   assert_non_null(leader);
   int killed = -1;
   for (int i = 0; i < n; i++)
@@ -123,13 +96,13 @@ static void test_replicated_log_survives_leader_kill(void **state) {
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM processed WHERE outcome = 'applied'"),
                    EVENTS);
   assert_int_equal(tb_h_sql_int(h, "SELECT count(*) FROM dead_letters"), 0);
-  char *now = leader_of(h, STREAM);
+  char *now = tb_h_stream_leader(h, STREAM);
   assert_non_null(now);
   assert_string_not_equal(now, leader);
   assert_int_equal(tb_h_child_term(&w, 20000), 0);
 
   /* status: the dead node, and the stream's new leader with its lost peer. */
-  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "status", "--dir", cdir, NULL);
+  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "status", "--dir", c.dir, NULL);
   tb_assert_exit(r, 0);
   char want[64];
   snprintf(want, sizeof(want), "%s ", leader);
@@ -148,7 +121,7 @@ static void test_replicated_log_survives_leader_kill(void **state) {
   free(leader);
   free(now);
 
-  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "down", "--dir", cdir, NULL);
+  tb_h_tierbus_raw(h, &r, RUN_MS, "cluster", "down", "--dir", c.dir, NULL);
   tb_assert_exit(r, 0);
   tb_assert_contains(r.out, "stopped 2 of 3 nodes");
   tb_h_result_free(&r);

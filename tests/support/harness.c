@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bus/bus.h"
+#include "bus/cluster.h"
 
 #define MAX_ARGS 96
 #define MAX_PIDS 64
@@ -801,6 +802,38 @@ int64_t tb_h_stream_msgs(tb_h_t *h, const char *stream) {
   int64_t n = (int64_t)si->State.Msgs;
   jsStreamInfo_Destroy(si);
   return n;
+}
+
+char *tb_h_stream_leader(tb_h_t *h, const char *stream) {
+  char *name = NULL;
+  for (int64_t until = tb_h_now_ms() + 20000; name == NULL && tb_h_now_ms() < until;) {
+    jsStreamInfo *si = NULL;
+    jsErrCode jerr = 0;
+    jsCtx *js = tb_h_js(h);
+    if (js != NULL && js_GetStreamInfo(&si, js, stream, NULL, &jerr) == NATS_OK && si->Cluster &&
+        si->Cluster->Leader)
+      name = strdup(si->Cluster->Leader);
+    jsStreamInfo_Destroy(si);
+    if (name == NULL) tb_h_sleep_ms(250);
+  }
+  return name;
+}
+
+tb_status tb_h_cluster_up(tb_h_t *h, tb_cluster_t *c) {
+  tb_h_result_t r;
+  char cdir[TB_H_PATH];
+  tb_h_path(h, "cluster", cdir, sizeof(cdir));
+  tb_h_tierbus_raw(h, &r, 60000, "cluster", "up", "--nodes", "3", "--dir", cdir, NULL);
+  tb_status loaded = tb_cluster_load(c, cdir);
+  for (int i = 0; loaded == TB_OK && i < c->n_nodes; i++) tb_h_track_pid(c->nodes[i].pid);
+  int up = r.status == 0 && r.out != NULL && strstr(r.out, "3 nodes up, JetStream ready") != NULL;
+  if (!up || loaded != TB_OK || c->n_nodes != 3)
+    fprintf(stderr, "cluster up: exit %d, %d node(s) read back\n%s%s\n", r.status,
+            loaded == TB_OK ? c->n_nodes : 0, r.out ? r.out : "", r.err ? r.err : "");
+  tb_h_result_free(&r);
+  if (!up || loaded != TB_OK || c->n_nodes != 3) return TB_ERR_IO;
+  tb_cluster_url(c, h->url, sizeof(h->url));
+  return TB_OK;
 }
 
 /* 1 when every subject of |c| starts with |prefix|. */

@@ -18,6 +18,8 @@
 #include <sys/types.h>
 
 #include "bus/server.h"
+
+struct tb_cluster;
 #include "tierbus.h"
 
 #define TB_H_PATH 1024
@@ -220,6 +222,16 @@ int64_t tb_h_all_tier_msgs(tb_h_t *h);
  * one read of each can see a drained log just before the follow-up lands). Returns 1 when so;
  * *msgs, *done and *outbox hold the last reads (log, processed rows, outbox rows). */
 int tb_h_wait_settled(tb_h_t *h, int timeout_ms, int64_t *msgs, int64_t *done, int64_t *outbox);
+
+/* The leader of |stream| as the cluster reports it, as a new string; NULL when none is reported
+ * within 20 s (an election, or the test's connection moving off a killed node, takes seconds). */
+char *tb_h_stream_leader(tb_h_t *h, const char *stream);
+
+/* `tierbus cluster up --nodes 3 --dir DIR` (DIR = <test dir>/cluster): every node it started is
+ * tracked (teardown and the watchdog kill them by pid), *c is read back from DIR/cluster.json,
+ * and the harness's URL becomes the cluster's. TB_ERR_IO, with the command's output on stderr,
+ * unless three nodes came up. */
+tb_status tb_h_cluster_up(tb_h_t *h, struct tb_cluster *c);
 
 /* Polls tb_h_stream_msgs() like tb_h_wait_sql() polls its query; returns the last count. */
 int64_t tb_h_wait_stream(tb_h_t *h, const char *stream, int64_t min, int timeout_ms);
