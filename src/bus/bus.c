@@ -378,9 +378,9 @@ static int consumer_differs(const jsConsumerConfig *have, const jsConsumerConfig
  * changed config (AckWait, MaxDeliver) reaches consumers created by an older run. One that is
  * already as asked is left alone: an update right after its stream's replica change raced with
  * the server's own remapping of the stream's consumers (nats-server 2.9), and left some with one
- * copy while the stream had three. |what| describes the consumer
- * after the owner mark ("tier high, domain crm"). A consumer of that name that is not tierbus's is
- * left as it is: TB_ERR_INVALID says whose it seems to be. */
+ * copy while the stream had three. |what| describes the consumer after the owner mark ("tier
+ * high, domain crm"). A consumer of that name that is not tierbus's is left as it is:
+ * TB_ERR_INVALID says whose it seems to be. */
 static tb_status add_or_update_consumer(tb_bus_t *bus, const char *stream, jsConsumerConfig *cc,
                                         const char *what) {
   char desc[256];
