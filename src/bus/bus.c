@@ -267,13 +267,7 @@ static int ask_again(natsStatus s, jsErrCode jerr, int64_t until_us) {
   return 1;
 }
 
-tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
-                         const char *description, int create) {
-  char bucket[64];
-  snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, suffix);
-  /* The bucket's stream answering first: js_KeyValue does not say why it failed. */
-  char stream[96];
-  snprintf(stream, sizeof(stream), "KV_%s", bucket);
+void tb_bus_await_stream(tb_bus_t *bus, const char *stream) {
   natsStatus s;
   jsErrCode jerr = 0;
   int64_t until = tb_mono_us() + ANSWER_WAIT_MS * 1000;
@@ -283,7 +277,13 @@ tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, c
     s = js_GetStreamInfo(&si, bus->js, stream, NULL, &jerr);
     jsStreamInfo_Destroy(si);
   } while (ask_again(s, jerr, until));
-  s = js_KeyValue(out, bus->js, bucket);
+}
+
+tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
+                         const char *description, int create) {
+  char bucket[64];
+  snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, suffix);
+  natsStatus s = js_KeyValue(out, bus->js, bucket);
   if (s == NATS_NOT_FOUND && create) {
     kvConfig kc;
     kvConfig_Init(&kc);

@@ -64,6 +64,13 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
  * for a list with no server in it. */
 natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 
+/* For start-up: waits up to a minute while JetStream cannot answer for |stream| yet (no answer in
+ * time, or "temporarily unavailable" while a cluster elects its leaders after losing a node), so
+ * that a process started then does not fail on the first request. Returns as soon as the server
+ * answers, whatever the answer (the stream may not exist); the caller's own request reports
+ * what is wrong. Not for threads that must stop promptly. */
+void tb_bus_await_stream(tb_bus_t *bus, const char *stream);
+
 /* The deployment's key-value buckets, by suffix (<stream_prefix>_<suffix>); tb_bus_provision
  * scales the existing ones with the streams. */
 #define TB_BUS_KV_DEPLOYMENT "DEPLOYMENT"

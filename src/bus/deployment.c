@@ -11,6 +11,10 @@
 #define KEY "id"
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg) {
+  /* Read first by every process that starts: it may start while a cluster elects leaders. */
+  char stream[96];
+  snprintf(stream, sizeof(stream), "KV_%s_%s", cfg->stream_prefix, TB_BUS_KV_DEPLOYMENT);
+  tb_bus_await_stream(bus, stream);
   return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_DEPLOYMENT,
                         "tierbus: the deployment these streams belong to", 1);
 }
