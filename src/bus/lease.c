@@ -167,6 +167,9 @@ void tb_lease_close(tb_lease_t *l) {
   free(l);
 }
 
+/* How long a listing waits for the bucket's group to elect a leader. */
+#define LEADERLESS_WAIT_MS 10000
+
 /* The keys of |bucket|, sorted, from the stream's per-subject state. kvStore_Keys would start an
  * ordered consumer, which the server may place on a peer that is down: with one node of three
  * killed it timed out now and then, where the stream's leader answers this at once. Caller frees
@@ -182,7 +185,24 @@ static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, in
   o.Stream.Info.SubjectsFilter = filter;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
-  natsStatus s = js_GetStreamInfo(&si, tb_bus_js(bus), stream, &o, &jerr);
+  natsStatus s;
+  /* While the bucket's group has no leader (an election after a lost node), nats-server 2.9 lets
+   * any member answer with its own state, which may lag: such an answer names no leader, and is
+   * asked again until one is elected. */
+  for (int64_t until = tb_mono_us() + LEADERLESS_WAIT_MS * 1000;;) {
+    s = js_GetStreamInfo(&si, tb_bus_js(bus), stream, &o, &jerr);
+    int leaderless = s == NATS_OK && si->Cluster != NULL &&
+                     (si->Cluster->Leader == NULL || si->Cluster->Leader[0] == '\0');
+    if (!leaderless) break;
+    jsStreamInfo_Destroy(si);
+    si = NULL;
+    if (tb_mono_us() >= until)
+      return tb__fail(TB_ERR_UNAVAILABLE,
+                      "list leases: stream %s has no leader yet (an election after a lost node?); "
+                      "ask again in a few seconds",
+                      stream);
+    tb_sleep_us(250000);
+  }
   if (s != NATS_OK) return tb__nats_fail(s, jerr, "list leases");
   const jsStreamStateSubjects *subs = si->State.Subjects;
   int count = subs ? subs->Count : 0;
