@@ -279,8 +279,19 @@ void tb_bus_await_stream(tb_bus_t *bus, const char *stream) {
   } while (ask_again(s, jerr, until));
 }
 
+/* The deployment's key-value buckets: one table for their creation, scaling and checks. */
+static const struct {
+  const char *suffix, *description;
+} kv_buckets[] = {
+    {TB_BUS_KV_DEPLOYMENT, "tierbus: the deployment these streams belong to"},
+    {TB_BUS_KV_LEASES, "tierbus: leases (one holder at a time per duty)"},
+};
+
 tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
-                         const char *description, int create) {
+                         int create) {
+  const char *description = NULL;
+  for (size_t i = 0; i < TB_COUNTOF(kv_buckets); i++)
+    if (strcmp(kv_buckets[i].suffix, suffix) == 0) description = kv_buckets[i].description;
   char bucket[64];
   snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, suffix);
   natsStatus s = js_KeyValue(out, bus->js, bucket);
@@ -483,22 +494,27 @@ static tb_status ensure_tier(tb_bus_t *bus, const tb_config_t *cfg, const tb_tie
   return st;
 }
 
-static const char *const kv_suffixes[] = {TB_BUS_KV_DEPLOYMENT, TB_BUS_KV_LEASES};
-
 static int stream_missing(natsStatus s, jsErrCode jerr) {
   return s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr;
 }
 
-/* Gives an existing bucket's stream cfg->replicas copies. A bucket not made yet is left alone:
- * tb_bus_kv_open creates it with the count. */
-static tb_status scale_bucket(tb_bus_t *bus, const tb_config_t *cfg, const char *suffix) {
+/* Creates the bucket <prefix>_<suffix> with cfg->replicas copies, or gives an existing one's
+ * stream that count. Made here, with the streams, rather than by the first worker that needs it:
+ * an R3 bucket cannot be placed while one node of three is down, and a lease bucket left to the
+ * scheduler's first pass was then never made. */
+static tb_status ensure_bucket(tb_bus_t *bus, const tb_config_t *cfg, const char *suffix) {
   char stream[96];
   snprintf(stream, sizeof(stream), "KV_%s_%s", cfg->stream_prefix, suffix);
   int64_t want = cfg->replicas > 0 ? cfg->replicas : 1;
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo(&si, bus->js, stream, NULL, &jerr);
-  if (stream_missing(s, jerr)) return TB_OK;
+  if (stream_missing(s, jerr)) {
+    kvStore *kv = NULL;
+    tb_status st = tb_bus_kv_open(&kv, bus, cfg, suffix, 1);
+    kvStore_Destroy(kv);
+    return st;
+  }
   if (s == NATS_OK && si->Config->Replicas != want) {
     si->Config->Replicas = want;
     jsStreamInfo *updated = NULL;
@@ -531,8 +547,8 @@ tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg) {
     tb_bus_cmd_stream(cfg, name, sizeof(name));
     st = ensure_stream(bus, cfg, NULL, name, subj, 1);
   }
-  for (size_t i = 0; i < TB_COUNTOF(kv_suffixes) && st == TB_OK; i++)
-    st = scale_bucket(bus, cfg, kv_suffixes[i]);
+  for (size_t i = 0; i < TB_COUNTOF(kv_buckets) && st == TB_OK; i++)
+    st = ensure_bucket(bus, cfg, kv_buckets[i].suffix);
   return st;
 }
 
@@ -631,8 +647,8 @@ tb_status tb_bus_copies_behind(tb_bus_t *bus, const tb_config_t *cfg, int *behin
     tb_bus_cmd_stream(cfg, name, sizeof(name));
     st = check_copies(bus, cfg, name, NULL, 0, behind, why, cap);
   }
-  for (size_t i = 0; i < TB_COUNTOF(kv_suffixes) && st == TB_OK && !*behind; i++) {
-    snprintf(name, sizeof(name), "KV_%s_%s", cfg->stream_prefix, kv_suffixes[i]);
+  for (size_t i = 0; i < TB_COUNTOF(kv_buckets) && st == TB_OK && !*behind; i++) {
+    snprintf(name, sizeof(name), "KV_%s_%s", cfg->stream_prefix, kv_buckets[i].suffix);
     st = check_copies(bus, cfg, name, NULL, 1, behind, why, cap);
   }
   return st;

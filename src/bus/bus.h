@@ -72,25 +72,24 @@ natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 void tb_bus_await_stream(tb_bus_t *bus, const char *stream);
 
 /* The deployment's key-value buckets, by suffix (<stream_prefix>_<suffix>); tb_bus_provision
- * scales the existing ones with the streams. */
+ * creates them, or scales them, with the streams. */
 #define TB_BUS_KV_DEPLOYMENT "DEPLOYMENT"
 #define TB_BUS_KV_LEASES "LEASES"
 
-/* Opens the deployment's key-value bucket <stream_prefix>_<suffix>, creating it when missing and
- * |create| (history 1, file storage, the streams' replica count, |description|). TB_ERR_NOT_FOUND
- * when it is missing and not created; otherwise tb__nats_fail()'s status, naming the bucket and
- * the replica count. Caller frees *out with kvStore_Destroy(). */
+/* Opens the deployment's key-value bucket <stream_prefix>_<suffix> (one of TB_BUS_KV_*), creating
+ * it when missing and |create| (history 1, file storage, the streams' replica count, the bucket's
+ * description). TB_ERR_NOT_FOUND when it is missing and not created; otherwise tb__nats_fail()'s
+ * status, naming the bucket and the replica count. Caller frees *out with kvStore_Destroy(). */
 tb_status tb_bus_kv_open(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, const char *suffix,
-                         const char *description, int create);
+                         int create);
 
-/* Creates or updates every tier, dead-letter and command stream and every tier consumer, and
- * scales the deployment's existing key-value buckets, to the config (`replicas` included: a
- * deployment made with one copy is converted; the server copies the data in the background, see
- * tb_bus_copies_behind). */
+/* Creates or updates every tier, dead-letter and command stream, every tier consumer and the
+ * deployment's key-value buckets, to the config (`replicas` included: a deployment made with one
+ * copy is converted; the server copies the data in the background, see tb_bus_copies_behind). */
 tb_status tb_bus_provision(tb_bus_t *bus, const tb_config_t *cfg);
 
-/* Finds the first stream or consumer of the deployment (tier, dead-letter, command, the existing
- * key-value buckets) that does not yet hold cfg->replicas current copies: configured for another
+/* Finds the first stream or consumer of the deployment (tier, dead-letter, command, the key-value
+ * buckets that exist) that does not yet hold cfg->replicas current copies: configured for another
  * count, copies still being placed, a copy offline or catching up, no leader or no answer. *behind
  * gets 1 then, and |why| (may be NULL) its name and the reason, e.g. "TB_HIGH_CRM: copy on n2
  * catching up (lag 1200)"; 0 when all are current. It stops at the first, so that a caller

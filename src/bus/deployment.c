@@ -15,8 +15,7 @@ static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cf
   char stream[96];
   snprintf(stream, sizeof(stream), "KV_%s_%s", cfg->stream_prefix, TB_BUS_KV_DEPLOYMENT);
   tb_bus_await_stream(bus, stream);
-  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_DEPLOYMENT,
-                        "tierbus: the deployment these streams belong to", 1);
+  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_DEPLOYMENT, 1);
 }
 
 static tb_status read_id(kvStore *kv, char *id, size_t cap, int *found) {

@@ -24,8 +24,7 @@ struct tb_lease {
 };
 
 static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, int create) {
-  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_LEASES,
-                        "tierbus: leases (one holder at a time per duty)", create);
+  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_LEASES, create);
 }
 
 static int by_text(const void *a, const void *b) {

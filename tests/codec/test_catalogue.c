@@ -363,7 +363,8 @@ static void test_streams_and_consumers(void **state) {
   int nd = tb_catalogue_domains(cat, domains, 16);
   assert_true(nd > 0 && nd <= 16);
   /* One stream and one unfiltered consumer per (tier, domain), as tb_bus_provision makes them. */
-  assert_int_equal(json_array_size(streams), nt * (size_t)nd + 3); /* + DLQ, CMD, the KV bucket */
+  /* + DLQ, CMD and the two key-value buckets (the deployment, the leases) */
+  assert_int_equal(json_array_size(streams), nt * (size_t)nd + 4);
   assert_int_equal(json_array_size(consumers), nt * (size_t)nd);
   for (size_t i = 0; i < nt; i++) {
     const char *tier = json_string_value(json_array_get(raw_tiers(), i));

@@ -397,11 +397,12 @@ static void test_init_layout(void **state) {
 
     jsStreamNamesList *names = NULL;
     assert_int_equal(js_StreamNames(&names, tb_h_js(h), NULL, NULL), NATS_OK);
-    /* + DLQ, CMD and the deployment bucket's stream (KV_TB_DEPLOYMENT). */
-    if (names->Count != (int)(N_TIERS * N_DOMAINS + 3)) {
+    /* + DLQ, CMD and the streams of the deployment and lease buckets (KV_TB_DEPLOYMENT,
+     * KV_TB_LEASES). */
+    if (names->Count != (int)(N_TIERS * N_DOMAINS + 4)) {
       for (int i = 0; i < names->Count; i++) print_error("stream %s\n", names->List[i]);
       fail_msg("run %d: %d streams, expected %d", run, names->Count,
-               (int)(N_TIERS * N_DOMAINS + 3));
+               (int)(N_TIERS * N_DOMAINS + 4));
     }
     jsStreamNamesList_Destroy(names);
     assert_int_equal(tb_h_stream_msgs(h, "TB_DLQ"), 0);
