@@ -253,6 +253,10 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap) 
   return buf;
 }
 
+int tb_bus_js_missing(natsStatus s, jsErrCode jerr) {
+  return s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr;
+}
+
 /* How long start-up asks again when JetStream cannot answer yet (ask_again): on a cluster that
  * just lost a node, each stream's and consumer's group elects a new leader within seconds, and a
  * worker started meanwhile should wait for it, not give up. */
@@ -494,10 +498,6 @@ static tb_status ensure_tier(tb_bus_t *bus, const tb_config_t *cfg, const tb_tie
   return st;
 }
 
-static int stream_missing(natsStatus s, jsErrCode jerr) {
-  return s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr;
-}
-
 /* Creates the bucket <prefix>_<suffix> with cfg->replicas copies, or gives an existing one's
  * stream that count. Made here, with the streams, rather than by the first worker that needs it:
  * an R3 bucket cannot be placed while one node of three is down, and a lease bucket left to the
@@ -509,7 +509,7 @@ static tb_status ensure_bucket(tb_bus_t *bus, const tb_config_t *cfg, const char
   jsStreamInfo *si = NULL;
   jsErrCode jerr = 0;
   natsStatus s = js_GetStreamInfo(&si, bus->js, stream, NULL, &jerr);
-  if (stream_missing(s, jerr)) {
+  if (tb_bus_js_missing(s, jerr)) {
     kvStore *kv = NULL;
     tb_status st = tb_bus_kv_open(&kv, bus, cfg, suffix, 1);
     kvStore_Destroy(kv);
@@ -608,7 +608,7 @@ static tb_status check_copies(tb_bus_t *bus, const tb_config_t *cfg, const char 
   }
   if (s == NATS_OK) {
     if (ok) return TB_OK;
-  } else if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr) {
+  } else if (tb_bus_js_missing(s, jerr)) {
     if (optional) return TB_OK;
     snprintf(reason, sizeof(reason), "missing (run tierbus init)");
   } else if (s == NATS_TIMEOUT) {
@@ -1166,11 +1166,9 @@ static tb_status bind_consumer(tb_consumer_t **out, tb_bus_t *bus, const char *s
     jsConsumerInfo_Destroy(ci);
   } while (ask_again(s, jerr, until));
   if (s != NATS_OK) {
-    int missing =
-        s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr;
     char what[200];
     snprintf(what, sizeof(what), "consumer %s on stream %s%s", durable, stream,
-             missing ? hint : "");
+             tb_bus_js_missing(s, jerr) ? hint : "");
     return tb__nats_fail(s, jerr, what);
   }
   tb_consumer_t *c = calloc(1, sizeof(*c));

@@ -64,6 +64,9 @@ const char *tb_bus_replicas_note(const tb_config_t *cfg, char *buf, size_t cap);
  * for a list with no server in it. */
 natsStatus tb_bus_set_servers(natsOptions *opts, const char *url);
 
+/* 1 when a JetStream request failed because its stream or consumer does not exist. */
+int tb_bus_js_missing(natsStatus s, jsErrCode jerr);
+
 /* For start-up: waits up to a minute while JetStream cannot answer for |stream| yet (no answer in
  * time, or "temporarily unavailable" while a cluster elects its leaders after losing a node), so
  * that a process started then does not fail on the first request. Returns as soon as the server

@@ -67,8 +67,7 @@ tb_status tb_bus_acked_history(tb_bus_t *bus, const tb_config_t *cfg, uint64_t *
       jsConsumerInfo *ci = NULL;
       jsErrCode jerr = 0;
       natsStatus s = js_GetConsumerInfo(&ci, tb_bus_js(bus), stream, durable, NULL, &jerr);
-      if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr || jerr == JSStreamNotFoundErr)
-        continue; /* not provisioned yet: no history */
+      if (tb_bus_js_missing(s, jerr)) continue; /* not provisioned yet: no history */
       if (s != NATS_OK) {
         char what[160];
         snprintf(what, sizeof(what), "consumer info %s on %s", durable, stream);

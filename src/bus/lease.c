@@ -23,10 +23,6 @@ struct tb_lease {
   int64_t seen_since_us;
 };
 
-static tb_status open_bucket(kvStore **out, tb_bus_t *bus, const tb_config_t *cfg, int create) {
-  return tb_bus_kv_open(out, bus, cfg, TB_BUS_KV_LEASES, create);
-}
-
 static int by_text(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -66,7 +62,7 @@ tb_status tb_lease_open(tb_lease_t **out, tb_bus_t *bus, const tb_config_t *cfg,
   }
   snprintf(l->value, sizeof(l->value), "%s", text);
   free(text);
-  tb_status st = open_bucket(&l->kv, bus, cfg, 1);
+  tb_status st = tb_bus_kv_open(&l->kv, bus, cfg, TB_BUS_KV_LEASES, 1);
   if (st != TB_OK) {
     free(l);
     return st;
@@ -172,7 +168,7 @@ void tb_lease_close(tb_lease_t *l) {
 /* The keys of |bucket|, sorted, from the stream's per-subject state. kvStore_Keys would start an
  * ordered consumer, which the server may place on a peer that is down: with one node of three
  * killed it timed out now and then, where the stream's leader answers this at once. Caller frees
- * *keys (each key and the array). */
+ * *keys (each key and the array); none when the bucket does not exist yet. */
 static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, int *n) {
   *keys = NULL;
   *n = 0;
@@ -202,6 +198,7 @@ static tb_status bucket_keys(tb_bus_t *bus, const char *bucket, char ***keys, in
                       stream);
     tb_sleep_us(250000);
   }
+  if (tb_bus_js_missing(s, jerr)) return TB_OK; /* no bucket yet: no lease */
   if (s != NATS_OK) return tb__nats_fail(s, jerr, "list leases");
   const jsStreamStateSubjects *subs = si->State.Subjects;
   int count = subs ? subs->Count : 0;
@@ -258,15 +255,11 @@ static tb_status read_last(tb_bus_t *bus, const char *bucket, const char *key, t
 tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *out, int cap,
                         int *n) {
   *n = 0;
-  kvStore *kv = NULL;
-  tb_status st = open_bucket(&kv, bus, cfg, 0);
-  if (st == TB_ERR_NOT_FOUND) return TB_OK;
-  if (st != TB_OK) return st;
   char bucket[64];
   snprintf(bucket, sizeof(bucket), "%s_%s", cfg->stream_prefix, TB_BUS_KV_LEASES);
   char **keys = NULL;
   int n_keys = 0;
-  st = bucket_keys(bus, bucket, &keys, &n_keys);
+  tb_status st = bucket_keys(bus, bucket, &keys, &n_keys);
   int64_t now_ns = tb_wall_us() * 1000;
   for (int i = 0; st == TB_OK && i < n_keys && *n < cap; i++) {
     tb_lease_info_t *li = &out[*n];
@@ -276,6 +269,5 @@ tb_status tb_lease_list(tb_bus_t *bus, const tb_config_t *cfg, tb_lease_info_t *
   }
   for (int i = 0; i < n_keys; i++) free(keys[i]);
   free(keys);
-  kvStore_Destroy(kv);
   return st;
 }
